@@ -1,0 +1,69 @@
+"""Errors of the evidence layer. ``AnchoringError`` is the root; subclasses also inherit the builtin
+they resemble. Messages say what mismatched (expected vs calculated) and never carry PHI."""
+
+from __future__ import annotations
+
+
+class AnchoringError(Exception):
+    """Root of every error raised on purpose by ``anchoring``. ``code`` is machine readable."""
+
+    code = "anchoring_error"
+
+
+class ProofError(AnchoringError, ValueError):
+    """A Merkle proof (or its inputs) is malformed or does not verify."""
+
+    code = "proof_invalid"
+
+
+class RootMismatchError(ProofError):
+    """The root calculated from a proof differs from the expected root."""
+
+    code = "root_mismatch"
+
+    def __init__(self, expected: bytes, calculated: bytes, what: str = "root") -> None:
+        super().__init__(
+            f"{what} mismatch: expected {expected.hex()}, calculated {calculated.hex()}"
+        )
+        self.expected = expected
+        self.calculated = calculated
+
+
+class EventFormatError(AnchoringError, ValueError):
+    """An event is malformed, not canonical, or violates its schema."""
+
+    code = "event_invalid"
+
+
+class BundleFormatError(AnchoringError, ValueError):
+    """A proof bundle cannot be parsed; ``field`` names the offending field (JSON path)."""
+
+    code = "bundle_invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class LifecycleError(AnchoringError, ValueError):
+    """An event sequence breaks the archive lifecycle state machine."""
+
+    code = "illegal_transition"
+
+
+class LogError(AnchoringError, RuntimeError):
+    """The stored event log is inconsistent or a request is outside its range."""
+
+    code = "log_error"
+
+
+class ChainError(AnchoringError, ConnectionError):
+    """The chain could not be read or written (RPC unreachable, reverted, timed out)."""
+
+    code = "chain_error"
+
+
+class ChainStateLostError(ChainError):
+    """The chain no longer holds checkpoints this node recorded as confirmed (e.g. a wiped dev chain)."""
+
+    code = "chain_state_lost"

@@ -1,0 +1,58 @@
+"""Errors of the hospital node. ``NodeError`` is the root; each subclass also inherits the builtin
+it resembles so callers that only know the builtin still catch it. ``api.errors`` maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of every error the node raises on purpose. ``code`` is machine readable."""
+
+    code = "node_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(NodeError, ValueError):
+    """Configuration is missing, malformed or insecure for the chosen mode."""
+
+    code = "config_error"
+
+
+class InputError(NodeError, ValueError):
+    """A caller supplied something unusable (bad file, bad metadata, bad argument)."""
+
+    code = "invalid_input"
+
+
+class NotFoundError(NodeError, LookupError):
+    """The thing does not exist, or is outside the caller's scope (answered the same way)."""
+
+    code = "not_found"
+
+
+class ConflictError(NodeError, RuntimeError):
+    """The request is valid but illegal in the current state (e.g. an illegal transition)."""
+
+    code = "conflict"
+
+
+class PermissionDeniedError(NodeError, PermissionError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class AuthenticationError(NodeError, PermissionError):
+    """The caller could not be identified (missing, unknown or revoked credential)."""
+
+    code = "unauthenticated"
+
+
+class UnavailableError(NodeError, ConnectionError):
+    """A dependency (chain, blob store, database) cannot be reached right now."""
+
+    code = "unavailable"

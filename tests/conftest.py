@@ -1,0 +1,3 @@
+"""Root test configuration: shared fixture plugins."""
+
+pytest_plugins = ["tests.fixtures.chain"]
