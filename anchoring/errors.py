@@ -67,3 +67,37 @@ class ChainStateLostError(ChainError):
     """The chain no longer holds checkpoints this node recorded as confirmed (e.g. a wiped dev chain)."""
 
     code = "chain_state_lost"
+
+
+class InclusionProofError(ProofError):
+    """An inclusion proof is malformed: index outside the tree, wrong length, wrong-size hash."""
+
+    code = "inclusion_proof_invalid"
+
+
+class ConsistencyProofError(ProofError):
+    """A consistency proof is malformed or asked for between sizes it cannot relate."""
+
+    code = "consistency_proof_invalid"
+
+
+class TransitionRefusedError(LifecycleError):
+    """One event is illegal in the archive's current state; says which state and which event."""
+
+    def __init__(self, state: str, event_type: str, reason: str) -> None:
+        super().__init__(f"{event_type} refused in state {state}: {reason}")
+        self.state = state
+        self.event_type = event_type
+        self.reason = reason
+
+
+class PrevHashMismatchError(TransitionRefusedError):
+    """An event's ``prev`` is not the leaf hash of the archive's previous event (chain broken)."""
+
+    code = "prev_mismatch"
+
+
+class EventTimeOrderError(TransitionRefusedError):
+    """An event is dated before the event it follows."""
+
+    code = "time_order"

@@ -1,3 +1,3 @@
 """Root test configuration: shared fixture plugins."""
 
-pytest_plugins = ["tests.fixtures.chain", "tests.fixtures.ipfs"]
+pytest_plugins = ["tests.fixtures.chain", "tests.fixtures.ipfs", "tests.fixtures.db"]

@@ -1,0 +1,577 @@
+"""The archive state machine: ``apply(state, event)`` is the single source of truth for which
+lifecycle events are legal, used by the node's services before logging and by the verifier when
+replaying a proof bundle. Pure: no clock, no I/O; the "now" of every rule is the event's own time.
+
+States: CREATED → ARCHIVED ⇄ TRANSFER_PENDING; ARCHIVED → DISPOSITION_REVIEW → DESTROYED, plus a
+legal-hold flag (and who placed it), the custodian, the pending recipient and active share grants.
+
+The per-archive hash chain is checked here too. The *main chain* holds every event logged by the
+custodian (and the recipient's TRANSFER_ACCEPT/REJECT): each ``prev`` is the leaf hash of the
+previous main-chain event, wherever it was logged. A grantee hospital's ACCESS events form a side
+chain per grant: the first one's ``prev`` is the SHARE_GRANT's leaf hash, each next one's the
+grantee's previous access under that grant. Side chains never move the main chain, so the
+custodian and grantees can log concurrently without forking it.
+
+Rules, per event (the hospital is the log that holds the event):
+- CREATE: only for an unknown archive; version 1; the logging hospital becomes custodian.
+- AMEND: CREATED only; versions increase by one.
+- ARCHIVE: CREATED only; the commitment must be the current version's; deadline ≥ trigger date.
+- ACCESS by the custodian: any state but TRANSFER_PENDING (the archive is in transit); after
+  DESTROYED only metadata or proof scope. ACCESS by a grantee: its grant is active (not revoked,
+  not expired at the event's time), ``grant`` names it, same purpose, no break-glass.
+- SHARE_GRANT: CREATED or ARCHIVED, to another hospital, expiring after the event; one live grant
+  per grantee (an expired one may be replaced). SHARE_REVOKE: the grantee holds a grant.
+- TRANSFER_OFFER: ARCHIVED, not on hold, to another hospital. TRANSFER_ACCEPT: TRANSFER_PENDING,
+  logged by the pending recipient, from the custodian, not on hold, not after the offer expired;
+  the recipient becomes custodian and all share grants end. TRANSFER_REJECT: TRANSFER_PENDING,
+  logged by the custodian or the recipient, ``by`` = recipient. TRANSFER_CANCEL: TRANSFER_PENDING,
+  ``to`` = recipient. While TRANSFER_PENDING the custodian logs nothing else but holds,
+  retention extensions and share revocations (rare, and custody holds and extensions are
+  serialised by the chain), so the recipient's TRANSFER_ACCEPT chains to the offer (or to the
+  custodian's head, which it asks for) without forking the main chain.
+- HOLD_PLACE: not DESTROYED, not already on hold, except that a regulator takes over the
+  custodian's own hold (as ``ArchiveNotary.placeHold``); a regulator hold names a member address
+  as actor. HOLD_RELEASE: on hold; a regulator hold is released by a member-address actor (the
+  contract checks the regulator role, the log cannot).
+- RETENTION_EXTEND: ARCHIVED, TRANSFER_PENDING or DISPOSITION_REVIEW (which returns to
+  ARCHIVED); previous deadline must be the current one and the new one later.
+- DISPOSITION_START: ARCHIVED, not on hold, at or after the retention deadline.
+- DESTROY: DISPOSITION_REVIEW, not on hold; ends all share grants.
+- FIXITY_CHECK, TIER_MOVE, TAG_BIND: not DESTROYED, not TRANSFER_PENDING. A successful fixity
+  check must report the version's recorded ciphertext hash; a tier move starts from the current
+  tier; a tag is bound once. TAG_SCAN: a bound tag; allowed after DESTROYED (folders outlive
+  content).
+- Every event but ACCESS-by-grantee is logged by the custodian (except accept/reject above);
+  nothing is dated before the event it follows on its chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+from anchoring.chainview import CustodyState
+from anchoring.errors import (
+    EventTimeOrderError,
+    PrevHashMismatchError,
+    TransitionRefusedError,
+)
+from anchoring.events import (
+    AccessEvent,
+    AccessScope,
+    AmendEvent,
+    ArchiveEvent,
+    CreateEvent,
+    DestroyEvent,
+    DispositionStartEvent,
+    Event,
+    FixityCheckEvent,
+    HoldPlaceEvent,
+    HoldReleaseEvent,
+    Purpose,
+    RecordClass,
+    RetentionExtendEvent,
+    RevokeReason,
+    Sensitivity,
+    ShareGrantEvent,
+    ShareRevokeEvent,
+    StorageTier,
+    TagBindEvent,
+    TagScanEvent,
+    TierMoveEvent,
+    TransferAcceptEvent,
+    TransferCancelEvent,
+    TransferOfferEvent,
+    TransferRejectEvent,
+    event_leaf_hash,
+)
+from anchoring.ids import ZERO_ADDRESS
+
+
+class ArchiveStatus(StrEnum):
+    """Lifecycle states of an archive."""
+
+    CREATED = "CREATED"
+    ARCHIVED = "ARCHIVED"
+    TRANSFER_PENDING = "TRANSFER_PENDING"
+    DISPOSITION_REVIEW = "DISPOSITION_REVIEW"
+    DESTROYED = "DESTROYED"
+
+
+NO_ARCHIVE = "NONE"
+"""The state name reported for events applied before the archive exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContentVersion:
+    """One stored version of the content, as its CREATE or AMEND event recorded it."""
+
+    version: int
+    commitment: str
+    ciphertext_sha256: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGrant:
+    """A live share grant and the head of its grantee's side chain of ACCESS events."""
+
+    grantee: str
+    purpose: Purpose
+    expires_at: datetime
+    grant_hash: str  # leaf hash (hex) of the SHARE_GRANT event; ACCESS.data.grant names it
+    head: str  # leaf hash of the grantee's last access under this grant (initially grant_hash)
+    last_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveState:
+    """Everything the lifecycle rules need to know about one archive after some events."""
+
+    archive_id: str
+    status: ArchiveStatus
+    custodian: str
+    creator: str
+    record_class: RecordClass
+    sensitivity: Sensitivity
+    department: str
+    versions: tuple[ContentVersion, ...]
+    head: str  # leaf hash (hex) of the last main-chain event: the next main-chain ``prev``
+    last_time: datetime  # time of the last main-chain event
+    event_count: int = 1
+    commitment: str | None = None  # archived commitment (set by ARCHIVE)
+    retention_policy: str | None = None
+    trigger_date: date | None = None
+    retention_deadline: datetime | None = None
+    on_hold: bool = False
+    hold_by_regulator: bool = False
+    hold_placed_by: str | None = None
+    pending_recipient: str | None = None
+    offer_hash: str | None = None
+    offer_expires_at: datetime | None = None
+    grants: tuple[ShareGrant, ...] = ()
+    tier: StorageTier = StorageTier.HOT
+    tags: frozenset[str] = frozenset()
+    certificate_hash: str | None = None
+
+    @property
+    def current_version(self) -> ContentVersion:
+        """The latest content version."""
+        return self.versions[-1]
+
+    def grant_for(self, grantee: str) -> ShareGrant | None:
+        """The grant held by ``grantee`` (possibly expired but not yet revoked), if any."""
+        return next((grant for grant in self.grants if grant.grantee == grantee), None)
+
+    def active_grant(self, grantee: str, at: datetime) -> ShareGrant | None:
+        """The grant ``grantee`` may use at instant ``at``, if any."""
+        grant = self.grant_for(grantee)
+        return grant if grant is not None and at < grant.expires_at else None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedCustody:
+    """What ``ArchiveNotary.archive(id)`` should say for an archive in a given state."""
+
+    state: CustodyState
+    custodian: str
+    on_hold: bool
+    hold_by_regulator: bool
+    pending_recipient: str
+    commitment: str | None
+    record_class: int | None
+    retention_deadline: int | None  # unix seconds
+
+
+def expected_custody(state: ArchiveState) -> ExpectedCustody:
+    """Project a lifecycle state onto the on-chain custody record.
+
+    The chain knows an archive from ARCHIVE on; DISPOSITION_REVIEW is ARCHIVED there. A hold
+    placed while CREATED is local only.
+    """
+    if state.status is ArchiveStatus.CREATED:
+        return ExpectedCustody(
+            CustodyState.NONE, ZERO_ADDRESS, False, False, ZERO_ADDRESS, None, None, None
+        )
+    chain_state = {
+        ArchiveStatus.ARCHIVED: CustodyState.ARCHIVED,
+        ArchiveStatus.DISPOSITION_REVIEW: CustodyState.ARCHIVED,
+        ArchiveStatus.TRANSFER_PENDING: CustodyState.TRANSFER_PENDING,
+        ArchiveStatus.DESTROYED: CustodyState.DESTROYED,
+    }[state.status]
+    deadline = state.retention_deadline
+    return ExpectedCustody(
+        state=chain_state,
+        custodian=state.custodian,
+        on_hold=state.on_hold,
+        hold_by_regulator=state.on_hold and state.hold_by_regulator,
+        pending_recipient=state.pending_recipient or ZERO_ADDRESS,
+        commitment=state.commitment,
+        record_class=state.record_class.chain_code,
+        retention_deadline=int(deadline.timestamp()) if deadline else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# apply
+
+
+class _Refuse:
+    """Builds refusals that name the current state and the event type."""
+
+    def __init__(self, state: ArchiveState | None, event: Event) -> None:
+        self.state_name = state.status.value if state else NO_ARCHIVE
+        self.event_type = event.type
+
+    def __call__(self, reason: str) -> TransitionRefusedError:
+        return TransitionRefusedError(self.state_name, self.event_type, reason)
+
+    def prev(self, reason: str) -> PrevHashMismatchError:
+        return PrevHashMismatchError(self.state_name, self.event_type, reason)
+
+    def time(self, reason: str) -> EventTimeOrderError:
+        return EventTimeOrderError(self.state_name, self.event_type, reason)
+
+
+def apply(
+    state: ArchiveState | None, event: Event, *, leaf_hash: bytes | None = None
+) -> ArchiveState:
+    """The archive's state after ``event``, or ``TransitionRefusedError`` (a ``LifecycleError``)
+    naming the current state, the event type and the broken rule.
+
+    ``leaf_hash`` is the event's leaf hash when the caller already has it (saves re-encoding).
+    """
+    refuse = _Refuse(state, event)
+    digest = (leaf_hash or event_leaf_hash(event)).hex()
+    if state is None:
+        if not isinstance(event, CreateEvent):
+            raise refuse("the archive does not exist yet: its first event must be CREATE")
+        return _create(event, digest, refuse)
+    if isinstance(event, CreateEvent):
+        raise refuse("the archive already exists")
+    if event.archive_id != state.archive_id:
+        raise refuse(f"event is for archive {event.archive_id}, not {state.archive_id}")
+    if isinstance(event, AccessEvent) and event.hospital != state.custodian:
+        return _grantee_access(state, event, digest, refuse)
+
+    if event.prev != state.head:
+        raise refuse.prev(f"prev {event.prev} is not the archive's last event {state.head}")
+    if event.time < state.last_time:
+        raise refuse.time(f"dated {event.time.isoformat()}, before the previous event")
+    _check_logging_hospital(state, event, refuse)
+    new = _transition(state, event, digest, refuse)
+    return replace(new, head=digest, last_time=event.time, event_count=state.event_count + 1)
+
+
+def replay(events: Iterable[Event]) -> ArchiveState:
+    """Apply events in order from nothing; the final state."""
+    state: ArchiveState | None = None
+    for event in events:
+        state = apply(state, event)
+    if state is None:
+        raise TransitionRefusedError(NO_ARCHIVE, "(none)", "no events")
+    return state
+
+
+def _create(event: CreateEvent, digest: str, refuse: _Refuse) -> ArchiveState:
+    data = event.data
+    if data.version != 1:
+        raise refuse(f"the first version must be 1, not {data.version}")
+    return ArchiveState(
+        archive_id=event.archive_id,
+        status=ArchiveStatus.CREATED,
+        custodian=event.hospital,
+        creator=event.hospital,
+        record_class=data.record_class,
+        sensitivity=data.sensitivity,
+        department=data.department,
+        versions=(
+            ContentVersion(
+                data.version, data.commitment, data.ciphertext_sha256, data.size, data.media_type
+            ),
+        ),
+        head=digest,
+        last_time=event.time,
+    )
+
+
+def _check_logging_hospital(state: ArchiveState, event: Event, refuse: _Refuse) -> None:
+    if state.status is not ArchiveStatus.TRANSFER_PENDING and isinstance(
+        event, TransferAcceptEvent | TransferRejectEvent
+    ):
+        return  # refused by the state rule, which says more
+    if isinstance(event, TransferAcceptEvent):
+        if event.hospital != state.pending_recipient:
+            raise refuse(f"logged by {event.hospital}, which is not the pending recipient")
+        return
+    if isinstance(event, TransferRejectEvent):
+        if event.hospital not in (state.custodian, state.pending_recipient):
+            raise refuse(f"logged by {event.hospital}, neither custodian nor recipient")
+        return
+    if event.hospital != state.custodian:
+        raise refuse(f"logged by {event.hospital}, which is not the custodian {state.custodian}")
+
+
+def _grantee_access(
+    state: ArchiveState, event: AccessEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    grant = state.active_grant(event.hospital, event.time)
+    if grant is None:
+        raise refuse(f"{event.hospital} is neither the custodian nor holds an active share grant")
+    data = event.data
+    if data.grant != grant.grant_hash:
+        raise refuse("grantee access must name its SHARE_GRANT (data.grant)")
+    if data.purpose is not grant.purpose:
+        raise refuse(f"purpose {data.purpose.value} differs from the grant's {grant.purpose.value}")
+    if data.break_glass:
+        raise refuse("break-glass access is only possible at the custodian")
+    if event.prev != grant.head:
+        raise refuse.prev(f"prev {event.prev} is not the grant's last event {grant.head}")
+    if event.time < grant.last_time:
+        raise refuse.time(f"dated {event.time.isoformat()}, before the grantee's previous event")
+    updated = replace(grant, head=digest, last_time=event.time)
+    grants = tuple(updated if g is grant else g for g in state.grants)
+    return replace(state, grants=grants, event_count=state.event_count + 1)
+
+
+_LIVE = frozenset(
+    {
+        ArchiveStatus.CREATED,
+        ArchiveStatus.ARCHIVED,
+        ArchiveStatus.TRANSFER_PENDING,
+        ArchiveStatus.DISPOSITION_REVIEW,
+    }
+)
+_SETTLED = frozenset(
+    {ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED, ArchiveStatus.DISPOSITION_REVIEW}
+)
+
+
+def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse) -> ArchiveState:
+    status = state.status
+
+    def require(allowed: frozenset[ArchiveStatus] | ArchiveStatus, what: str) -> None:
+        ok = status in allowed if isinstance(allowed, frozenset) else status is allowed
+        if not ok:
+            raise refuse(f"only allowed {what}")
+
+    def require_no_hold(what: str) -> None:
+        if state.on_hold:
+            raise refuse(f"the archive is on legal hold: {what} is blocked")
+
+    if isinstance(event, AmendEvent):
+        require(ArchiveStatus.CREATED, "while CREATED (archived records are immutable)")
+        expected = state.current_version.version + 1
+        if event.data.version != expected:
+            raise refuse(f"version must be {expected}, not {event.data.version}")
+        d = event.data
+        version = ContentVersion(d.version, d.commitment, d.ciphertext_sha256, d.size, d.media_type)
+        return replace(state, versions=(*state.versions, version))
+
+    if isinstance(event, ArchiveEvent):
+        require(ArchiveStatus.CREATED, "from CREATED")
+        a = event.data
+        if a.commitment != state.current_version.commitment:
+            raise refuse("the archived commitment is not the current version's commitment")
+        trigger_start = datetime(
+            a.trigger_date.year, a.trigger_date.month, a.trigger_date.day, tzinfo=UTC
+        )
+        if a.retention_deadline < trigger_start:
+            raise refuse("the retention deadline is before its trigger date")
+        return replace(
+            state,
+            status=ArchiveStatus.ARCHIVED,
+            record_class=a.record_class,
+            commitment=a.commitment,
+            retention_policy=a.retention_policy,
+            trigger_date=a.trigger_date,
+            retention_deadline=a.retention_deadline,
+        )
+
+    if isinstance(event, AccessEvent):  # by the custodian (grantees are handled before)
+        if status is ArchiveStatus.TRANSFER_PENDING:
+            raise refuse("the archive is in transit: no access while a transfer is pending")
+        if status is ArchiveStatus.DESTROYED and event.data.scope is AccessScope.CONTENT:
+            raise refuse("the content was destroyed; only metadata or proof can be read")
+        if event.data.grant is not None:
+            raise refuse("the custodian does not read under a share grant")
+        return state
+
+    if isinstance(event, ShareGrantEvent):
+        require(
+            frozenset({ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED}), "while CREATED/ARCHIVED"
+        )
+        g = event.data
+        if g.grantee == state.custodian:
+            raise refuse("the custodian cannot grant access to itself")
+        if g.expires_at <= event.time:
+            raise refuse("the grant would already be expired")
+        if state.active_grant(g.grantee, event.time) is not None:
+            raise refuse(f"{g.grantee} already holds an active grant (revoke it first)")
+        grant = ShareGrant(g.grantee, g.purpose, g.expires_at, digest, digest, event.time)
+        kept = tuple(existing for existing in state.grants if existing.grantee != g.grantee)
+        return replace(state, grants=(*kept, grant))
+
+    if isinstance(event, ShareRevokeEvent):
+        require(_LIVE, "before DESTROYED")
+        held = state.grant_for(event.data.grantee)
+        if held is None:
+            raise refuse(f"{event.data.grantee} holds no grant")
+        if event.data.reason is RevokeReason.EXPIRED and event.time < held.expires_at:
+            raise refuse("reason 'expired' before the grant's expiry")
+        return replace(state, grants=tuple(g for g in state.grants if g is not held))
+
+    if isinstance(event, TransferOfferEvent):
+        require(ArchiveStatus.ARCHIVED, "from ARCHIVED")
+        require_no_hold("transfer-out")
+        if event.data.to == state.custodian:
+            raise refuse("cannot transfer to the current custodian")
+        expires = event.data.expires_at
+        if expires is not None and expires <= event.time:
+            raise refuse("the offer would already be expired")
+        return replace(
+            state,
+            status=ArchiveStatus.TRANSFER_PENDING,
+            pending_recipient=event.data.to,
+            offer_hash=digest,
+            offer_expires_at=expires,
+        )
+
+    if isinstance(event, TransferAcceptEvent):
+        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
+        require_no_hold("transfer-out")
+        if event.data.from_ != state.custodian:
+            raise refuse(f"from {event.data.from_} is not the custodian {state.custodian}")
+        if event.data.offer_hash is not None and event.data.offer_hash != state.offer_hash:
+            raise refuse("offer_hash does not name the pending offer")
+        if state.offer_expires_at is not None and event.time > state.offer_expires_at:
+            raise refuse("the offer expired before it was accepted")
+        return replace(
+            _end_transfer(state),
+            custodian=event.hospital,
+            grants=(),
+        )
+
+    if isinstance(event, TransferRejectEvent):
+        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
+        if event.data.by != state.pending_recipient:
+            raise refuse(f"rejected by {event.data.by}, not the pending recipient")
+        return _end_transfer(state)
+
+    if isinstance(event, TransferCancelEvent):
+        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
+        if event.data.to != state.pending_recipient:
+            raise refuse(f"cancels an offer to {event.data.to}, not the pending recipient")
+        return _end_transfer(state)
+
+    if isinstance(event, HoldPlaceEvent):
+        require(_LIVE, "before DESTROYED")
+        by_regulator = event.data.by_regulator
+        if state.on_hold and (state.hold_by_regulator or not by_regulator):
+            raise refuse("the archive is already on hold")  # only a regulator takes over
+        if by_regulator and not event.actor.startswith("0x"):
+            raise refuse("a regulator hold names the regulator's member address as actor")
+        return replace(
+            state,
+            on_hold=True,
+            hold_by_regulator=event.data.by_regulator,
+            hold_placed_by=event.actor,
+        )
+
+    if isinstance(event, HoldReleaseEvent):
+        if not state.on_hold:
+            raise refuse("the archive is not on hold")
+        if state.hold_by_regulator and not event.actor.startswith("0x"):
+            raise refuse("a regulator hold is released by a regulator (member address as actor)")
+        return replace(state, on_hold=False, hold_by_regulator=False, hold_placed_by=None)
+
+    if isinstance(event, RetentionExtendEvent):
+        require(
+            frozenset(
+                {
+                    ArchiveStatus.ARCHIVED,
+                    ArchiveStatus.TRANSFER_PENDING,
+                    ArchiveStatus.DISPOSITION_REVIEW,
+                }
+            ),
+            "once ARCHIVED and before DESTROYED",
+        )
+        r = event.data
+        if r.previous_deadline != state.retention_deadline:
+            raise refuse("previous_deadline is not the current retention deadline")
+        if r.new_deadline <= r.previous_deadline:
+            raise refuse("retention can be extended, never shortened")
+        # Extending during disposition review ends the review: the archive is kept.
+        after = ArchiveStatus.ARCHIVED if status is ArchiveStatus.DISPOSITION_REVIEW else status
+        return replace(state, status=after, retention_deadline=r.new_deadline)
+
+    if status is ArchiveStatus.TRANSFER_PENDING:
+        raise refuse(
+            "the archive is in transit: only cancel, reject, accept, holds, extensions, revocations"
+        )
+
+    if isinstance(event, DispositionStartEvent):
+        require(ArchiveStatus.ARCHIVED, "from ARCHIVED")
+        require_no_hold("disposition")
+        if state.retention_deadline is None:  # pragma: no cover  (ARCHIVE always sets it)
+            raise refuse("no retention deadline recorded")
+        if event.time < state.retention_deadline:
+            raise refuse(
+                f"retention runs until {state.retention_deadline.isoformat()}, "
+                f"the event is dated {event.time.isoformat()}"
+            )
+        return replace(state, status=ArchiveStatus.DISPOSITION_REVIEW)
+
+    if isinstance(event, DestroyEvent):
+        require(ArchiveStatus.DISPOSITION_REVIEW, "from DISPOSITION_REVIEW")
+        require_no_hold("destruction")
+        return replace(
+            state,
+            status=ArchiveStatus.DESTROYED,
+            grants=(),
+            certificate_hash=event.data.certificate_hash,
+        )
+
+    if isinstance(event, TagScanEvent):
+        if event.data.tag_hash not in state.tags:
+            raise refuse("the scanned tag is not bound to this archive")
+        return state
+
+    require(_SETTLED, "before DESTROYED")
+
+    if isinstance(event, FixityCheckEvent):
+        f = event.data
+        recorded = next((v for v in state.versions if v.version == f.version), None)
+        if recorded is None:
+            raise refuse(f"there is no version {f.version}")
+        if f.ok and f.ciphertext_sha256 != recorded.ciphertext_sha256:
+            raise refuse("a passing fixity check must report the recorded ciphertext hash")
+        return state
+
+    if isinstance(event, TierMoveEvent):
+        t = event.data
+        if t.from_tier is not state.tier:
+            raise refuse(f"the payload is in tier {state.tier.value}, not {t.from_tier.value}")
+        if t.to_tier is t.from_tier:
+            raise refuse("a tier move must change the tier")
+        return replace(state, tier=t.to_tier)
+
+    if isinstance(event, TagBindEvent):
+        if event.data.tag_hash in state.tags:
+            raise refuse("the tag is already bound")
+        return replace(state, tags=state.tags | {event.data.tag_hash})
+
+    raise refuse("unknown event type")  # pragma: no cover  (the union is exhaustive)
+
+
+def _end_transfer(state: ArchiveState) -> ArchiveState:
+    return replace(
+        state,
+        status=ArchiveStatus.ARCHIVED,
+        pending_recipient=None,
+        offer_hash=None,
+        offer_expires_at=None,
+    )

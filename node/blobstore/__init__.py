@@ -1,0 +1,62 @@
+"""Blob stores: one protocol (``BlobStore``), a local content-addressed store and an IPFS store.
+
+``open_blob_store`` picks the implementation from the configured kind ("local" | "ipfs").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from node.blobstore.base import (
+    BlobNotFoundError,
+    BlobRef,
+    BlobStore,
+    BlobStoreError,
+    BlobStoreUnavailableError,
+    FixityError,
+)
+from node.errors import ConfigError
+
+__all__ = [
+    "BLOB_STORE_KINDS",
+    "BlobNotFoundError",
+    "BlobRef",
+    "BlobStore",
+    "BlobStoreError",
+    "BlobStoreUnavailableError",
+    "FixityError",
+    "open_blob_store",
+]
+
+BLOB_STORE_KINDS: Final = ("local", "ipfs")
+
+
+def open_blob_store(
+    kind: str,
+    *,
+    local_root: Path | str | None = None,
+    ipfs_api: str | None = None,
+    ipfs_timeout: float = 60.0,
+) -> BlobStore:
+    """Build the configured store: ``"local"`` needs ``local_root``, ``"ipfs"`` needs ``ipfs_api``
+    (a multiaddr such as ``/ip4/127.0.0.1/tcp/5001/http``). Misconfiguration raises ``ConfigError``.
+    """
+    if kind == "local":
+        if local_root is None:
+            raise ConfigError("the local blob store needs a root directory")
+        from node.blobstore.local import LocalBlobStore
+
+        return LocalBlobStore(local_root)
+    if kind == "ipfs":
+        if not ipfs_api:
+            raise ConfigError("the IPFS blob store needs the node's API multiaddr")
+        import ipfshttpclient.exceptions
+
+        from node.blobstore.ipfs import IpfsBlobStore
+
+        try:
+            return IpfsBlobStore(ipfs_api, timeout=ipfs_timeout)
+        except ipfshttpclient.exceptions.AddressError as exc:
+            raise ConfigError(f"invalid IPFS API address {ipfs_api!r}") from exc
+    raise ConfigError(f"unknown blob store kind {kind!r} (expected one of {BLOB_STORE_KINDS})")

@@ -1,0 +1,218 @@
+"""Local content-addressed blob store: one file per blob, named by its CIDv1 (raw, sha2-256).
+
+Layout under ``root``::
+
+    objects/<sha256[0:2]>/<sha256[2:4]>/<cid base32>   complete blobs, never modified in place
+    tmp/put-*.part                                     writes in progress (same filesystem)
+
+A write goes to a temp file that is fsynced, renamed into place and followed by an fsync of the
+directory, so a blob is visible only once complete and durable. A failed write removes its temp
+file; temp files left by a crash are removed when the store is next opened (if older than an hour).
+The CID *is* the SHA-256 of the bytes, so fixity needs no other record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from multiformats import CID, multihash
+
+from node.blobstore.base import BlobNotFoundError, BlobRef, BlobStoreError, FixityError
+
+__all__ = ["LocalBlobStore", "cid_for_sha256"]
+
+_READ_SIZE: Final = 1 << 20
+_STALE_TEMP_SECONDS: Final = 3600.0
+
+
+def cid_for_sha256(digest: bytes) -> str:
+    """The base32 CIDv1 (codec raw, multihash sha2-256) of bytes whose SHA-256 is ``digest``."""
+    return str(CID("base32", 1, "raw", multihash.wrap(digest, "sha2-256")))
+
+
+def _digest_of(cid: str) -> bytes | None:
+    """The SHA-256 inside a raw sha2-256 CIDv1 (any multibase), or None if ``cid`` is not one."""
+    try:
+        parsed = CID.decode(cid)
+    except (ValueError, KeyError):
+        return None
+    if parsed.version != 1 or parsed.codec.name != "raw" or parsed.hashfun.name != "sha2-256":
+        return None
+    digest = bytes(parsed.raw_digest)
+    return digest if len(digest) == 32 else None
+
+
+class LocalBlobStore:
+    """Blob store in a local directory (the embedded default)."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        read_size: int = _READ_SIZE,
+        stale_temp_seconds: float = _STALE_TEMP_SECONDS,
+    ) -> None:
+        self.root = Path(root)
+        self._objects = self.root / "objects"
+        self._temp = self.root / "tmp"
+        self._read_size = read_size
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._temp.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temp_files(stale_temp_seconds)
+
+    # ------------------------------------------------------------------ protocol
+
+    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
+        """Write ``chunks`` to a temp file, fsync, rename to its CID path; idempotent."""
+        descriptor, temp_name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
+        try:
+            hasher, size = hashlib.sha256(), 0
+            with os.fdopen(descriptor, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    hasher.update(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = hasher.digest()
+            target = self._path(digest)
+            self._make_shard_dirs(target.parent)
+            os.replace(temp_name, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        _fsync_directory(target.parent)
+        return BlobRef(cid=cid_for_sha256(digest), size=size, sha256=digest.hex())
+
+    def open_stream(self, cid: str) -> Iterator[bytes]:
+        """Stream the blob in ``read_size`` pieces; ``BlobNotFoundError`` now if it is absent."""
+        handle = self._open(cid)
+        return _read_all(handle, self._read_size)
+
+    def exists(self, cid: str) -> bool:
+        """True when a complete blob with this CID is stored."""
+        digest = _digest_of(cid)
+        return digest is not None and self._path(digest).is_file()
+
+    def delete(self, cid: str) -> bool:
+        """Remove the blob (and make the removal durable); True if it was there."""
+        digest = _digest_of(cid)
+        if digest is None:
+            return False
+        target = self._path(digest)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_directory(target.parent)
+        return True
+
+    def verify(self, ref: BlobRef) -> None:
+        """Re-hash the stored file; ``FixityError`` unless it matches ``ref`` and its own CID."""
+        digest = _digest_of(ref.cid)
+        if digest is None or digest.hex() != ref.sha256:
+            raise FixityError(f"blob reference {ref.cid} does not name SHA-256 {ref.sha256}")
+        size, actual = self._hash_file(ref.cid)
+        if size != ref.size or actual != digest:
+            raise FixityError(
+                f"fixity check failed for {ref.cid}: expected {ref.size} bytes with SHA-256 "
+                f"{ref.sha256}, found {size} bytes with SHA-256 {actual.hex()}"
+            )
+
+    def verify_cid(self, cid: str) -> None:
+        """Fixity check from the CID alone (the CID is the SHA-256 of the content)."""
+        digest = _digest_of(cid)
+        if digest is None:
+            raise BlobNotFoundError(f"no blob {cid} (not a raw sha2-256 CIDv1)")
+        _size, actual = self._hash_file(cid)
+        if actual != digest:
+            raise FixityError(f"fixity check failed for {cid}: found SHA-256 {actual.hex()}")
+
+    def iter_cids(self) -> Iterator[str]:
+        """Every stored CID (walks the shard directories; temp files are never listed)."""
+        for first in sorted(self._objects.iterdir()):
+            for second in sorted(first.iterdir()) if first.is_dir() else ():
+                for entry in sorted(second.iterdir()) if second.is_dir() else ():
+                    if entry.is_file():
+                        yield entry.name
+
+    def close(self) -> None:
+        """Nothing to release (files are opened per call)."""
+
+    # ------------------------------------------------------------------ maintenance
+
+    def remove_stale_temp_files(self, older_than_seconds: float) -> int:
+        """Delete temp files untouched for ``older_than_seconds`` (left by a crash); count them."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self._temp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+    def temp_files(self) -> list[Path]:
+        """Temp files currently present (writes in progress or crash leftovers)."""
+        return sorted(self._temp.iterdir())
+
+    def path_of(self, cid: str) -> Path:
+        """Filesystem path of a stored blob (for tests and operators; do not write to it)."""
+        digest = _digest_of(cid)
+        if digest is None:
+            raise BlobNotFoundError(f"no blob {cid} (not a raw sha2-256 CIDv1)")
+        return self._path(digest)
+
+    def __repr__(self) -> str:
+        return f"LocalBlobStore(root={str(self.root)!r})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _path(self, digest: bytes) -> Path:
+        hex_digest = digest.hex()
+        return self._objects / hex_digest[:2] / hex_digest[2:4] / cid_for_sha256(digest)
+
+    def _open(self, cid: str) -> BinaryIO:
+        try:
+            return self.path_of(cid).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"no blob {cid}") from None
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read blob {cid}: {exc.strerror}") from exc
+
+    def _hash_file(self, cid: str) -> tuple[int, bytes]:
+        hasher, size = hashlib.sha256(), 0
+        for chunk in _read_all(self._open(cid), self._read_size):
+            hasher.update(chunk)
+            size += len(chunk)
+        return size, hasher.digest()
+
+    def _make_shard_dirs(self, directory: Path) -> None:
+        for level in (directory.parent, directory):
+            if not level.is_dir():
+                level.mkdir(exist_ok=True)
+                _fsync_directory(level.parent)
+
+
+def _read_all(handle: BinaryIO, read_size: int) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(read_size):
+            yield chunk
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,194 @@
+"""Node configuration: a TOML file plus ``ARCHIVECHAIN_*`` environment variables (env wins).
+
+The configuration fails closed: the default mode is ``production``, in which the node refuses to
+start with a missing or insecure keystore passphrase, a dev chain key, or an unauthenticated setup.
+``dev`` mode (what ``archivechain up`` uses) may generate keys and use the documented dev passphrase.
+
+Data directory layout (``data_dir``)::
+
+    node.toml        this file (optional; written by ``archivechain up``)
+    keystore.json    encrypted keys (hospital Ethereum key, encryption key, KEKs, pseudonym secret)
+    node.db          SQLite database (unless ``database_url`` points elsewhere)
+    blobs/           local content-addressed store (unless ``blob_store = "ipfs"``)
+    node.log         log file when started in the background
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from node.errors import ConfigError
+
+DEFAULT_RETENTION_YEARS: dict[str, int] = {
+    # DESIGN.md: outpatient/emergency ≥ 15 years from the last visit; inpatient ≥ 30 years from
+    # the last discharge. The other classes follow the record they belong to; these are defaults.
+    "OUTPATIENT": 15,
+    "EMERGENCY": 15,
+    "INPATIENT": 30,
+    "LAB": 15,
+    "IMAGING": 15,
+    "NURSING": 30,
+    "ADMINISTRATIVE": 10,
+}
+
+DEFAULT_MEDIA_TYPES = (
+    "application/pdf",
+    "application/json",
+    "application/fhir+json",
+    "application/dicom",
+    "application/xml",
+    "application/hl7-v2",
+    "text/plain",
+    "text/csv",
+    "image/jpeg",
+    "image/png",
+    "image/tiff",
+    "application/octet-stream",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+)
+
+
+class NodeSettings(BaseSettings):
+    """Everything a hospital node needs to run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ARCHIVECHAIN_", extra="forbid", validate_default=True
+    )
+
+    mode: Literal["dev", "production"] = "production"
+    name: str = Field("hospital", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path = Path("data/node")
+
+    database_url: str | None = None
+    blob_store: Literal["local", "ipfs"] = "local"
+    ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    deployment_file: Path | None = None
+
+    keystore_path: Path | None = None
+    keystore_passphrase: SecretStr | None = None
+    keystore_passphrase_file: Path | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=1, le=65535)
+    public_url: str | None = None
+
+    anchor_interval: float = Field(1.0, gt=0)
+    anchor_max_batch: int = Field(1000, ge=1)
+    anchor_confirmations: int = Field(1, ge=1)
+    anchor_tick: float = Field(0.25, gt=0)
+
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1)
+    chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
+    retention_years: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_YEARS))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @model_validator(mode="after")
+    def _retention_is_complete(self) -> NodeSettings:
+        missing = set(DEFAULT_RETENTION_YEARS) - set(self.retention_years)
+        if missing:
+            raise ValueError(f"retention_years lacks classes: {sorted(missing)}")
+        if any(years < 1 for years in self.retention_years.values()):
+            raise ValueError("retention_years must be at least 1 year for every class")
+        return self
+
+    # -- derived paths -------------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+    @property
+    def resolved_keystore_path(self) -> Path:
+        return self.keystore_path or self.data_dir / "keystore.json"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def resolved_deployment_file(self) -> Path:
+        return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def passphrase(self) -> str:
+        """The keystore passphrase from config or its file; refuses insecure values outside dev."""
+        from node.keystore import DEV_PASSPHRASE, is_insecure_passphrase
+
+        value: str | None = None
+        if self.keystore_passphrase is not None:
+            value = self.keystore_passphrase.get_secret_value()
+        elif self.keystore_passphrase_file is not None:
+            try:
+                value = self.keystore_passphrase_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read keystore_passphrase_file: {exc.strerror}") from exc
+        if value is None:
+            if self.mode == "dev":
+                return DEV_PASSPHRASE
+            raise ConfigError(
+                "no keystore passphrase: set ARCHIVECHAIN_KEYSTORE_PASSPHRASE or "
+                "keystore_passphrase_file (production mode refuses to start without one)"
+            )
+        if self.mode != "dev" and is_insecure_passphrase(value):
+            raise ConfigError(
+                "the keystore passphrase is insecure (empty, too short or the dev default); "
+                "production mode refuses to start"
+            )
+        return value
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> NodeSettings:
+    """Settings from an optional TOML file, then the environment, then explicit overrides."""
+    try:
+        if config_file is None:
+            return NodeSettings(**overrides)
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+
+        class _FromFile(NodeSettings):
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                return (
+                    init_settings,
+                    env_settings,
+                    TomlConfigSettingsSource(settings_cls, toml_file=config_file),
+                )
+
+        return _FromFile(**overrides)
+    except ConfigError:
+        raise
+    except Exception as exc:  # pydantic ValidationError, TOML syntax errors
+        first = str(exc).strip().splitlines()
+        raise ConfigError("invalid configuration: " + " ".join(first[:3])) from exc

@@ -1,0 +1,117 @@
+"""The node's SQLAlchemy models. They share ``anchoring.storage.metadata`` with the log tables, so
+one Alembic history covers the whole database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from anchoring.storage import Base
+
+__all__ = ["ApiKey", "Archive", "ArchiveVersion", "Base", "WrappedKey"]
+
+
+class Archive(Base):
+    """One archive (a medical record and its versions) held or once held by this hospital."""
+
+    __tablename__ = "archives"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    record_class: Mapped[str] = mapped_column(String(32), index=True)
+    sensitivity: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    patient_pseudonym: Mapped[str] = mapped_column(String(80), index=True)
+    source_system: Mapped[str] = mapped_column(String(32))
+    metadata_json: Mapped[dict[str, Any]]
+    search_text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    custodian: Mapped[str] = mapped_column(String(42))
+    trigger_date: Mapped[datetime]
+    retention_policy: Mapped[str | None] = mapped_column(String(64), default=None)
+    retention_deadline: Mapped[datetime | None] = mapped_column(default=None)
+    on_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_by_regulator: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    last_event_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    chain_status: Mapped[str] = mapped_column(String(16), default="none")
+    pending_recipient: Mapped[str | None] = mapped_column(String(42), default=None)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    versions: Mapped[list[ArchiveVersion]] = relationship(
+        back_populates="archive", order_by="ArchiveVersion.version", lazy="selectin"
+    )
+
+
+class ArchiveVersion(Base):
+    """One stored (encrypted) version of an archive's content."""
+
+    __tablename__ = "archive_versions"
+    __table_args__ = (UniqueConstraint("archive_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    cid: Mapped[str] = mapped_column(String(128))
+    ciphertext_sha256: Mapped[str] = mapped_column(String(64))
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(128))
+    commitment: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(String(256), default=None)
+    created_at: Mapped[datetime]
+    blob_deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    archive: Mapped[Archive] = relationship(back_populates="versions")
+
+
+class WrappedKey(Base):
+    """A wrapped copy of an archive's key material (data key + commitment salt).
+
+    ``holder`` is ``kek:<kek id>`` for this node's own copy, or ``member:<address>`` for a copy
+    wrapped to another member's public key (sharing, transfer). Destruction deletes the blob and
+    keeps the row as evidence of when it happened.
+    """
+
+    __tablename__ = "wrapped_keys"
+    __table_args__ = (Index("ix_wrapped_keys_archive_holder", "archive_id", "holder"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"))
+    holder: Mapped[str] = mapped_column(String(64))
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    destroyed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ApiKey(Base):
+    """A hashed API key with its role (and department for clinicians)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    department: Mapped[str | None] = mapped_column(String(64), default=None)
+    actor_id: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

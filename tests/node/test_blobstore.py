@@ -1,0 +1,380 @@
+"""Blob stores: one contract test class run against the local store and a real js-ipfs daemon,
+then what is specific to each (fixity of corrupted files, temp files, GC, daemon crash/restart)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import ipfshttpclient
+import pytest
+from multiformats import CID
+
+from node.blobstore import (
+    BlobNotFoundError,
+    BlobRef,
+    BlobStore,
+    BlobStoreError,
+    BlobStoreUnavailableError,
+    FixityError,
+    open_blob_store,
+)
+from node.blobstore.ipfs import IpfsBlobStore
+from node.blobstore.local import LocalBlobStore, cid_for_sha256
+from node.errors import ConfigError, UnavailableError
+from node.ipfsdev import IpfsDaemon, IpfsDevError, free_port
+from tests.fixtures.ipfs import start_ipfs_daemon
+
+MIB = 1 << 20
+
+
+class WriterFailed(Exception):
+    """Raised by a test iterator in the middle of a write."""
+
+
+def _failing_after(pieces: list[bytes]) -> Iterator[bytes]:
+    yield from pieces
+    raise WriterFailed("source broke mid-stream")
+
+
+def _read(store: BlobStore, cid: str) -> bytes:
+    return b"".join(store.open_stream(cid))
+
+
+@pytest.fixture(params=["local", "ipfs"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        opened = open_blob_store("local", local_root=tmp_path / "blobs")
+    else:
+        daemon: IpfsDaemon = request.getfixturevalue("ipfs_daemon")
+        opened = open_blob_store("ipfs", ipfs_api=daemon.api_addr)
+    assert opened.kind == request.param
+    assert isinstance(opened, BlobStore)
+    yield opened
+    opened.close()
+
+
+class TestBlobStoreContract:
+    """What every store promises. Content is random per test: the IPFS daemon is shared."""
+
+    @pytest.mark.parametrize("size", [0, 1, 1000, 256 * 1024 + 1, 3 * MIB + 17])
+    def test_put_then_stream_back(self, store: BlobStore, size: int) -> None:
+        data = os.urandom(size)
+        pieces = [data[index : index + 65_536] for index in range(0, size, 65_536)] or [b""]
+        ref = store.put_stream(iter(pieces))
+        assert ref.size == size
+        assert ref.sha256 == hashlib.sha256(data).hexdigest()
+        assert CID.decode(ref.cid).version == 1
+        assert ref.cid == str(CID.decode(ref.cid).encode("base32"))  # canonical base32 form
+        assert store.exists(ref.cid)
+        assert _read(store, ref.cid) == data
+        assert ref.cid in set(store.iter_cids())
+        store.verify(ref)
+
+    def test_a_single_block_blob_is_addressed_by_its_raw_sha256(self, store: BlobStore) -> None:
+        data = os.urandom(4096)
+        ref = store.put_stream([data])
+        assert ref.cid == cid_for_sha256(hashlib.sha256(data).digest())
+        assert ref.cid.startswith("bafkrei")
+
+    def test_put_is_idempotent(self, store: BlobStore) -> None:
+        data = os.urandom(5000)
+        first = store.put_stream([data])
+        second = store.put_stream([data[:10], data[10:]])
+        assert first == second
+        assert list(store.iter_cids()).count(first.cid) == 1
+        assert _read(store, first.cid) == data
+
+    def test_unknown_and_malformed_cids(self, store: BlobStore) -> None:
+        absent = cid_for_sha256(hashlib.sha256(os.urandom(32)).digest())
+        for cid in (absent, "", "../../etc/passwd", "bafkrei", "not a cid", "/ip4/127.0.0.1"):
+            assert not store.exists(cid)
+            with pytest.raises(BlobNotFoundError):
+                store.open_stream(cid)  # raised at the call, before any iteration
+            assert store.delete(cid) is False
+
+    def test_delete(self, store: BlobStore) -> None:
+        ref = store.put_stream([os.urandom(2000)])
+        assert store.delete(ref.cid) is True
+        assert not store.exists(ref.cid)
+        assert ref.cid not in set(store.iter_cids())
+        with pytest.raises(BlobNotFoundError):
+            store.open_stream(ref.cid)
+        with pytest.raises(BlobNotFoundError):
+            store.verify(ref)
+        assert store.delete(ref.cid) is False
+
+    def test_verify_refuses_a_wrong_reference(self, store: BlobStore) -> None:
+        data = os.urandom(3000)
+        ref = store.put_stream([data])
+        store.verify(ref)
+        with pytest.raises(FixityError):
+            store.verify(BlobRef(ref.cid, ref.size + 1, ref.sha256))
+        with pytest.raises(FixityError):
+            store.verify(BlobRef(ref.cid, ref.size, hashlib.sha256(b"other").hexdigest()))
+
+    def test_large_blob_streams_in_bounded_memory(self, store: BlobStore) -> None:
+        blocks = [os.urandom(MIB) for _ in range(4)]
+        expected = hashlib.sha256()
+        for index in range(64):
+            expected.update(blocks[index % 4])
+        tracemalloc.start()
+        try:
+            started = time.perf_counter()
+            ref = store.put_stream(blocks[index % 4] for index in range(64))
+            written = time.perf_counter() - started
+            _current, put_peak = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            actual, size = hashlib.sha256(), 0
+            started = time.perf_counter()
+            for chunk in store.open_stream(ref.cid):
+                actual.update(chunk)
+                size += len(chunk)
+            read = time.perf_counter() - started
+            _current, read_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert ref.size == size == 64 * MIB
+        assert ref.sha256 == actual.hexdigest() == expected.hexdigest()
+        assert put_peak < 8 * MIB, put_peak
+        assert read_peak < 8 * MIB, read_peak
+        print(
+            f"\n{store.kind}: put 64 MiB {64 / written:.0f} MiB/s (peak {put_peak / MIB:.1f} MiB),"
+            f" read {64 / read:.0f} MiB/s (peak {read_peak / MIB:.1f} MiB)"
+        )
+
+    def test_a_failed_write_leaves_nothing(self, store: BlobStore) -> None:
+        before = set(store.iter_cids())
+        pieces = [os.urandom(MIB) for _ in range(3)]
+        with pytest.raises(WriterFailed):  # the caller's own exception, unchanged
+            store.put_stream(_failing_after(pieces))
+        assert set(store.iter_cids()) == before
+        prefix = b"".join(pieces)
+        assert not store.exists(cid_for_sha256(hashlib.sha256(prefix).digest()))
+        assert not store.exists(cid_for_sha256(hashlib.sha256(pieces[0]).digest()))
+
+
+# ------------------------------------------------------------------------------------ local only
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+class TestLocalBlobStore:
+    def test_sharded_layout(self, local: LocalBlobStore, tmp_path: Path) -> None:
+        data = os.urandom(100)
+        ref = local.put_stream([data])
+        digest = hashlib.sha256(data).hexdigest()
+        expected = tmp_path / "blobs" / "objects" / digest[:2] / digest[2:4] / ref.cid
+        assert local.path_of(ref.cid) == expected
+        assert expected.read_bytes() == data
+
+    def test_other_multibase_spellings_of_a_cid_are_accepted(self, local: LocalBlobStore) -> None:
+        data = os.urandom(100)
+        ref = local.put_stream([data])
+        base58 = str(CID.decode(ref.cid).encode("base58btc"))
+        assert base58 != ref.cid
+        assert local.exists(base58)
+        assert _read(local, base58) == data
+
+    def test_non_raw_cids_are_never_found(self, local: LocalBlobStore) -> None:
+        dag_pb = "bafybeifrlajv3wgul3hoks4dnshre353sw6eyythbvtcgfzuoij7nvjgkm"
+        cid_v0 = "QmTkzDwWqPbnAh5YiV5VwcTLnGdwSNsNTn2aDxdXBFca7D"
+        for cid in (dag_pb, cid_v0):
+            assert not local.exists(cid)
+            with pytest.raises(BlobNotFoundError):
+                local.open_stream(cid)
+
+    @pytest.mark.parametrize("damage", ["flip", "truncate", "append", "replace"])
+    def test_corruption_is_caught_by_the_fixity_check(
+        self, local: LocalBlobStore, damage: str
+    ) -> None:
+        data = os.urandom(10_000)
+        ref = local.put_stream([data])
+        path = local.path_of(ref.cid)
+        damaged = bytearray(data)
+        if damage == "flip":
+            damaged[5000] ^= 0x01
+        elif damage == "truncate":
+            del damaged[-1]
+        elif damage == "append":
+            damaged += b"\x00"
+        else:
+            damaged = bytearray(os.urandom(len(data)))
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(FixityError) as caught:
+            local.verify(ref)
+        assert ref.cid in str(caught.value)
+        assert isinstance(caught.value, BlobStoreError)
+        with pytest.raises(FixityError):
+            local.verify_cid(ref.cid)
+        # Putting the same content again heals the damaged copy (idempotent put replaces it).
+        assert local.put_stream([data]) == ref
+        local.verify(ref)
+        local.verify_cid(ref.cid)
+
+    def test_a_blob_is_invisible_until_complete(self, local: LocalBlobStore) -> None:
+        data = os.urandom(3 * MIB)
+        cid = cid_for_sha256(hashlib.sha256(data).digest())
+        observed: list[tuple[bool, int]] = []
+
+        def slow_source() -> Iterator[bytes]:
+            for index in range(3):
+                yield data[index * MIB : (index + 1) * MIB]
+                observed.append((local.exists(cid), len(local.temp_files())))
+
+        ref = local.put_stream(slow_source())
+        assert observed == [(False, 1), (False, 1), (False, 1)]
+        assert ref.cid == cid
+        assert local.exists(cid)
+        assert local.temp_files() == []
+
+    def test_a_failed_write_removes_its_temp_file(self, local: LocalBlobStore) -> None:
+        with pytest.raises(WriterFailed):
+            local.put_stream(_failing_after([os.urandom(MIB)]))
+        assert local.temp_files() == []
+        assert list(local.iter_cids()) == []
+
+    def test_stale_temp_files_from_a_crash_are_removed_on_open(self, tmp_path: Path) -> None:
+        root = tmp_path / "blobs"
+        LocalBlobStore(root)
+        stale = root / "tmp" / "put-crashed.part"
+        fresh = root / "tmp" / "put-in-progress.part"
+        stale.write_bytes(b"half a blob")
+        fresh.write_bytes(b"being written")
+        two_hours_ago = time.time() - 7200
+        os.utime(stale, (two_hours_ago, two_hours_ago))
+        reopened = LocalBlobStore(root)
+        assert reopened.temp_files() == [fresh]
+        assert list(reopened.iter_cids()) == []
+
+
+# ------------------------------------------------------------------------------------ IPFS only
+
+
+class TestIpfsBlobStore:
+    def test_cids_are_base32_and_sha256_is_of_the_bytes(self, ipfs_daemon: IpfsDaemon) -> None:
+        store = IpfsBlobStore(ipfs_daemon.api_addr)
+        data = os.urandom(MIB + 5)  # more than one 256 KiB chunk: a dag-pb root
+        ref = store.put_stream([data])
+        assert ref.cid.startswith("bafybei")
+        assert ref.sha256 == hashlib.sha256(data).hexdigest()
+        assert ref.cid != cid_for_sha256(hashlib.sha256(data).digest())
+        base58 = str(CID.decode(ref.cid).encode("base58btc"))
+        assert store.exists(base58)
+
+    def test_delete_unpins_and_collects_the_blocks(self, ipfs_daemon: IpfsDaemon) -> None:
+        store = IpfsBlobStore(ipfs_daemon.api_addr)
+        client = ipfshttpclient.Client(ipfs_daemon.api_addr)
+        try:
+            ref = store.put_stream([os.urandom(600 * 1024)])
+            leaves = {
+                str(CID.decode(entry["Ref"]).encode("base32"))
+                for entry in client.unstable.refs(ref.cid)
+            }
+            assert len(leaves) == 3  # 600 KiB in 256 KiB raw leaves
+            local_before = _local_refs(client)
+            assert leaves <= local_before
+            assert store.delete(ref.cid)
+            local_after = _local_refs(client)
+            assert not (leaves | {ref.cid}) & local_after
+        finally:
+            client.close()
+
+    def test_a_failed_write_leaves_no_blocks_and_no_wedged_daemon(
+        self, ipfs_daemon: IpfsDaemon
+    ) -> None:
+        # Regression: aborting an add mid-request makes js-ipfs keep its GC lock forever, after
+        # which GC and every later add hang. A short timeout turns such a hang into a failure.
+        store = IpfsBlobStore(ipfs_daemon.api_addr, timeout=15)
+        client = ipfshttpclient.Client(ipfs_daemon.api_addr)
+        try:
+            store.collect_garbage()
+            before = _local_refs(client)
+            with pytest.raises(WriterFailed):
+                store.put_stream(_failing_after([os.urandom(MIB), os.urandom(MIB)]))
+            store.collect_garbage()
+            assert _local_refs(client) <= before  # the partial upload was never pinned
+            data = os.urandom(1000)
+            assert _read(store, store.put_stream([data]).cid) == data
+        finally:
+            client.close()
+
+    def test_unreachable_node_is_an_unavailable_error(self) -> None:
+        store = IpfsBlobStore(f"/ip4/127.0.0.1/tcp/{free_port()}/http", timeout=2)
+        cid = cid_for_sha256(hashlib.sha256(b"x").digest())
+        for attempt in (
+            lambda: store.put_stream([b"data"]),
+            lambda: store.exists(cid),
+            lambda: store.open_stream(cid),
+            lambda: list(store.iter_cids()),
+        ):
+            with pytest.raises(BlobStoreUnavailableError) as caught:
+                attempt()
+            assert isinstance(caught.value, UnavailableError)
+            assert isinstance(caught.value, ConnectionError)
+
+    @pytest.mark.slow
+    def test_blobs_survive_a_sigkill_and_restart_of_the_daemon(self, tmp_path: Path) -> None:
+        daemon = start_ipfs_daemon(tmp_path / "repo")
+        try:
+            store = IpfsBlobStore(daemon.api_addr)
+            data = os.urandom(700 * 1024)
+            ref = store.put_stream([data])
+            intruder = IpfsDaemon(tmp_path / "repo")
+            try:
+                with pytest.raises(IpfsDevError):  # a live daemon's lock is never broken
+                    intruder.start()
+            finally:
+                intruder.stop()
+            daemon.kill()
+            assert (tmp_path / "repo" / "repo.lock").exists()  # what a crash leaves behind
+            assert (tmp_path / "repo" / "api").exists()
+            daemon.start()  # clears the stale lock and comes back on the same address
+            assert daemon.api_addr == store.api_addr
+            assert store.exists(ref.cid)
+            assert _read(store, ref.cid) == data
+            store.verify(ref)
+        finally:
+            daemon.stop()
+        assert not (tmp_path / "repo" / "repo.lock").exists()
+
+
+def test_missing_jsipfs_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(IpfsDevError, match="jsipfs not found"):
+        IpfsDaemon(tmp_path / "repo", jsipfs=tmp_path / "no-such-jsipfs").start()
+
+
+def _local_refs(client: ipfshttpclient.Client) -> set[str]:
+    return {
+        str(CID.decode(entry["Ref"]).encode("base32")) for entry in client.unstable.refs.local()
+    }
+
+
+# ------------------------------------------------------------------------------------ factory
+
+
+class TestFactory:
+    def test_misconfiguration_is_a_config_error(self, tmp_path: Path) -> None:
+        for kind, arguments in (
+            ("s3", {"local_root": tmp_path}),
+            ("local", {}),
+            ("ipfs", {}),
+            ("ipfs", {"ipfs_api": "http://127.0.0.1:5001"}),
+            ("ipfs", {"ipfs_api": "garbage"}),
+        ):
+            with pytest.raises(ConfigError):
+                open_blob_store(kind, **arguments)
+
+    def test_kinds(self, tmp_path: Path) -> None:
+        local_store = open_blob_store("local", local_root=tmp_path)
+        assert isinstance(local_store, LocalBlobStore)
+        ipfs_store = open_blob_store("ipfs", ipfs_api="/ip4/127.0.0.1/tcp/5001/http")
+        assert isinstance(ipfs_store, IpfsBlobStore)
+        ipfs_store.close()
