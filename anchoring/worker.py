@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from anchoring import storage
-from anchoring.chainview import OnChainCheckpoint
+from anchoring.chain import ContractWriter, NonceTooLowError, SignedTx, TxReceipt
 from anchoring.errors import ChainError, ChainStateLostError, LogError
 from anchoring.storage import Checkpoint, CheckpointState, OutboxItem, OutboxState
 
@@ -39,61 +39,6 @@ CHECKPOINT_KIND = "checkpoint"
 CALL_KIND = "call"
 BATCHABLE = {"register": "registerBatch"}
 """Custody calls the worker may coalesce into one transaction (function → batch function)."""
-
-
-# --------------------------------------------------------------------------------------------
-# What the worker needs from the chain
-
-
-@dataclass(frozen=True, slots=True)
-class SignedTx:
-    """A signed transaction, ready to (re)broadcast."""
-
-    raw: bytes
-    tx_hash: str
-    nonce: int
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """The parts of a receipt the worker records."""
-
-    tx_hash: str
-    status: int
-    block_number: int
-    block_time: int
-    checkpoint_index: int | None  # from CheckpointAnchored, when the tx anchored one
-
-
-class NonceTooLowError(ChainError):
-    """The chain already used this nonce for another transaction: the recorded one can never mine."""
-
-
-class ChainWriter(Protocol):
-    """Transaction-side access to the chain for one hospital key (see ``anchoring.chain``)."""
-
-    @property
-    def address(self) -> str: ...
-
-    def has_notary_code(self) -> bool: ...
-
-    def confirmed_nonce(self) -> int: ...
-
-    def sign_call(self, function: str, args: Sequence[Any], nonce: int) -> SignedTx: ...
-
-    def broadcast(self, raw: bytes) -> None: ...
-
-    def receipt(self, tx_hash: str) -> Receipt | None: ...
-
-    def is_known(self, tx_hash: str) -> bool: ...
-
-    def latest_block(self) -> int: ...
-
-    def revert_reason(self, tx_hash: str) -> str: ...
-
-    def checkpoint_count(self, hospital: str) -> int: ...
-
-    def checkpoint_at(self, hospital: str, index: int) -> OnChainCheckpoint: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +83,7 @@ class AnchoringWorker:
     """Plans checkpoints, signs and sends outbox transactions, records their outcome."""
 
     sessions: sessionmaker[Session]
-    chain: ChainWriter
+    chain: ContractWriter
     config: WorkerConfig = field(default_factory=WorkerConfig)
     on_confirmed: dict[str, OutcomeHandler] = field(default_factory=dict)
     on_failed: dict[str, OutcomeHandler] = field(default_factory=dict)
@@ -207,7 +152,7 @@ class AnchoringWorker:
                     .order_by(Checkpoint.size)
                 ).scalars()
             )
-        on_chain = self.chain.checkpoint_count(self.chain.address)
+        on_chain = self.chain.chain.checkpoint_count(self.chain.address)
         if len(confirmed) > on_chain:
             raise ChainStateLostError(
                 f"this node recorded {len(confirmed)} confirmed checkpoints but the chain holds "
@@ -216,29 +161,13 @@ class AnchoringWorker:
         if confirmed:
             latest = confirmed[-1]
             index = latest.chain_index if latest.chain_index is not None else on_chain - 1
-            theirs = self.chain.checkpoint_at(self.chain.address, index)
+            theirs = self.chain.chain.checkpoint_at(self.chain.address, index)
             if theirs.size != latest.size or theirs.root != latest.root:
                 raise ChainStateLostError(
                     f"checkpoint {index} on chain is (size {theirs.size}, root {theirs.root.hex()}) "
                     f"but this node recorded (size {latest.size}, root {latest.root.hex()})"
                 )
         self._reconciled = True
-
-    def enqueue_call(
-        self, session: Session, function: str, args: Sequence[Any], *, archive_id: str | None
-    ) -> OutboxItem:
-        """Record a custody call to send (inside the caller's transaction; no commit here)."""
-        now = datetime.now(UTC)
-        item = OutboxItem(
-            kind=CALL_KIND,
-            payload={"function": function, "args": [_to_json(a) for a in args]},
-            state=OutboxState.PENDING,
-            archive_id=archive_id,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(item)
-        return item
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -323,9 +252,9 @@ class AnchoringWorker:
                     return None
                 function, args = call
             elif len(rows) > 1:
+                # registerBatch takes one array of the single calls' argument tuples.
                 function = BATCHABLE[head.payload["function"]]
-                columns = zip(*(row.payload["args"] for row in rows), strict=True)
-                args = [[_from_json(value) for value in column] for column in columns]
+                args = [[tuple(_from_json(row.payload["args"])) for row in rows]]
             else:
                 function = head.payload["function"]
                 args = [_from_json(value) for value in head.payload["args"]]
@@ -351,10 +280,10 @@ class AnchoringWorker:
         size = int(item.payload["size"])
         root = bytes.fromhex(item.payload["root"])
         checkpoint = _checkpoint_for(session, item.id)
-        count = self.chain.checkpoint_count(self.chain.address)
+        count = self.chain.chain.checkpoint_count(self.chain.address)
         if count == 0:
             return "anchorCheckpoint", [size, root, []]
-        latest = self.chain.checkpoint_at(self.chain.address, count - 1)
+        latest = self.chain.chain.checkpoint_at(self.chain.address, count - 1)
         if latest.size == size and latest.root == root:
             # Mined before a crash, or anchored by a replay: record, never send twice.
             _settle_confirmed(
@@ -420,8 +349,10 @@ class AnchoringWorker:
             reason = None if receipt.status == 1 else self.chain.revert_reason(tx_hash)
             self._record_outcome(receipt, reason)
 
-    def _record_outcome(self, receipt: Receipt, reason: str | None) -> None:
-        block_time = datetime.fromtimestamp(receipt.block_time, UTC)
+    def _record_outcome(self, receipt: TxReceipt, reason: str | None) -> None:
+        timestamp = self.chain.chain.block_timestamp(receipt.block_number)
+        block_time = datetime.fromtimestamp(timestamp, UTC)
+        checkpoint_index = _anchored_index(receipt)
         with self.sessions.begin() as session:
             for row in _rows_for_tx(session, receipt.tx_hash):
                 row.block_number = receipt.block_number
@@ -436,9 +367,9 @@ class AnchoringWorker:
                         _settle_confirmed(
                             row,
                             checkpoint,
-                            index=receipt.checkpoint_index,
+                            index=checkpoint_index,
                             block_number=receipt.block_number,
-                            block_time=receipt.block_time,
+                            block_time=timestamp,
                         )
                         self.status.last_checkpoint_at = block_time
                     self._run_handler(self.on_confirmed, session, row)
@@ -488,6 +419,26 @@ class AnchoringWorker:
         self.status.pending_transactions = lag.pending_transactions
 
 
+def enqueue_call(
+    session: Session, function: str, args: Sequence[Any], *, archive_id: str | None
+) -> OutboxItem:
+    """Record a custody call for the worker to send (inside the caller's transaction; no commit).
+
+    Bytes arguments are stored as ``{"hex": …}``; calls are sent in the order they were enqueued.
+    """
+    now = datetime.now(UTC)
+    item = OutboxItem(
+        kind=CALL_KIND,
+        payload={"function": function, "args": [_to_json(a) for a in args]},
+        state=OutboxState.PENDING,
+        archive_id=archive_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(item)
+    return item
+
+
 @dataclass(frozen=True)
 class Lag:
     """How far anchoring trails the log."""
@@ -523,6 +474,14 @@ def measure_lag(session: Session, *, now: datetime) -> Lag:
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _anchored_index(receipt: TxReceipt) -> int | None:
+    """The chain index of the checkpoint a receipt anchored, if it anchored one."""
+    try:
+        return int(receipt.event("CheckpointAnchored").args["index"])
+    except LookupError:
+        return None
 
 
 def _latest_checkpoint(session: Session) -> Checkpoint | None:

@@ -3,7 +3,7 @@
 SQLite (WAL, ``synchronous=FULL`` so a commit is durable) by default; PostgreSQL in production.
 All writes go through one ``GroupCommitter`` thread: it gathers the units of work submitted by
 concurrent callers, runs each inside its own SAVEPOINT of one shared transaction (so each unit is
-still all-or-nothing) and commits the batch once. Ingest is then bound by one fsync per *batch*, not
+still all-or-nothing; its log appends are written inside it) and commits the batch once. Ingest is then bound by one fsync per *batch*, not
 per event, and log appends are serialised without a global lock held across requests.
 """
 
@@ -86,12 +86,10 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A read-only session (rolled back at the end)."""
+        """A session for reads; closing it ends (rolls back) its transaction. Objects loaded in
+        it stay readable afterwards (detached, not expired)."""
         with self.read_session() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -203,7 +201,9 @@ class GroupCommitter:
             if len(batch) == 1:
                 outcomes = [(batch[0], None, exc, [])]
             else:
-                log.warning("group commit of %d units failed (%s); retrying singly", len(batch), exc)
+                log.warning(
+                    "group commit of %d units failed (%s); retrying singly", len(batch), exc
+                )
                 outcomes = []
                 for job in batch:
                     try:
@@ -235,6 +235,7 @@ class GroupCommitter:
                 if not savepoints:
                     try:
                         result = job.fn(uow)
+                        log_writer.flush()
                         session.flush()
                     except Exception as exc:
                         raise _UnitFailed(job, exc) from exc
@@ -244,6 +245,7 @@ class GroupCommitter:
                 nested = session.begin_nested()
                 try:
                     result = job.fn(uow)
+                    log_writer.flush()
                     session.flush()
                     nested.commit()
                 except Exception as exc:
@@ -252,7 +254,6 @@ class GroupCommitter:
                     outcomes.append((job, None, exc, []))
                 else:
                     outcomes.append((job, result, None, uow._after_commit))
-            log_writer.flush()
         self.batches += 1
         self.units += len(outcomes)
         return outcomes

@@ -1,0 +1,659 @@
+"""Archive lifecycle services: create, amend, archive, read, search, events, proofs, holds.
+
+Content is encrypted and stored *before* the unit of work that records it; if the unit fails (an
+illegal transition, a database error) the blob is deleted again, so a refused request leaves no
+orphan blob, row or event. Reads of content are logged (ACCESS) *before* any byte is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+from ulid import ULID
+
+from anchoring import lifecycle, merkle, storage
+from anchoring.events import (
+    AccessData,
+    AccessEvent,
+    AccessScope,
+    AmendData,
+    AmendEvent,
+    ArchiveData,
+    ArchiveEvent,
+    CreateData,
+    CreateEvent,
+    Event,
+    HoldPlaceData,
+    HoldPlaceEvent,
+    HoldReleaseData,
+    HoldReleaseEvent,
+    Purpose,
+    RecordClass,
+    Sensitivity,
+    canonical_bytes,
+    event_to_json,
+    parse_event,
+)
+from anchoring.ids import archive_key
+from anchoring.lifecycle import ArchiveState
+from anchoring.storage import Checkpoint, CheckpointState
+from anchoring.worker import enqueue_call
+from node import crypto
+from node.blobstore import BlobRef
+from node.db import UnitOfWork
+from node.errors import ConflictError, InputError, NotFoundError
+from node.models import Archive, ArchiveVersion, WrappedKey
+from node.services.principal import Action, Principal
+from node.services.records import ArchiveView, EventView, Page, VersionView
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_PAGE = 200
+_STATE_CACHE_SIZE = 10_000
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class NewArchive:
+    """Metadata of a new archive (validated by the API schema, re-checked here)."""
+
+    record_class: RecordClass
+    sensitivity: Sensitivity
+    department: str
+    title: str
+    patient_id: str
+    source_system: str
+    media_type: str
+    filename: str | None = None
+    trigger_date: date | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Catalogue search; every field optional, combined with AND."""
+
+    record_class: RecordClass | None = None
+    department: str | None = None
+    state: str | None = None
+    patient_id: str | None = None
+    keyword: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class ContentStream:
+    """Decrypted content of one version, streamed; the ACCESS event is already committed."""
+
+    archive_id: str
+    version: int
+    media_type: str
+    size: int
+    filename: str | None
+    chunks: Iterator[bytes]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    ref: BlobRef
+    size: int
+    commitment: str
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class ArchiveService:
+    """The archive lifecycle on one hospital node."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.rt = runtime
+        self._states: OrderedDict[str, tuple[bytes, ArchiveState]] = OrderedDict()
+        self._states_lock = threading.Lock()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def create(
+        self, principal: Principal, new: NewArchive, content: Iterable[bytes]
+    ) -> ArchiveView:
+        """Encrypt and store the content, then record the archive and its CREATE event."""
+        principal.require(Action.CREATE)
+        if principal.department_scoped and new.department != principal.department:
+            raise InputError(
+                f"a clinician of {principal.department} may only create archives of that "
+                "department",
+                code="department_mismatch",
+            )
+        self._check_media_type(new.media_type)
+        archive_id = str(ULID())
+        material = crypto.new_key_material()
+        stored = self._store(archive_id, 1, material, content)
+        patient = crypto.pseudonym(self.rt.keystore.pseudonym_secret, "patient", new.patient_id)
+        trigger = datetime.combine(new.trigger_date or datetime.now(UTC).date(), time(), UTC)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            kek_id, kek = self.rt.keystore.current_kek()
+            archive = Archive(
+                id=archive_id,
+                record_class=new.record_class.value,
+                sensitivity=new.sensitivity.value,
+                department=new.department,
+                title=new.title,
+                patient_pseudonym=patient,
+                source_system=new.source_system,
+                metadata_json=new.metadata,
+                search_text=_search_text(new.title, new.metadata),
+                state=lifecycle.ArchiveStatus.CREATED.value,
+                custodian=self.rt.hospital,
+                trigger_date=trigger,
+                current_version=1,
+                last_event_hash=b"",
+                event_count=0,
+                chain_status="none",
+                created_by=principal.actor,
+                created_at=uow.now,
+                updated_at=uow.now,
+            )
+            version = ArchiveVersion(
+                archive_id=archive_id,
+                version=1,
+                cid=stored.ref.cid,
+                ciphertext_sha256=stored.ref.sha256,
+                stored_size=stored.ref.size,
+                size=stored.size,
+                media_type=new.media_type,
+                commitment=stored.commitment,
+                filename=new.filename,
+                created_at=uow.now,
+            )
+            wrapped = WrappedKey(
+                archive_id=archive_id,
+                holder=f"kek:{kek_id}",
+                blob=crypto.wrap_key_material(
+                    kek, material, crypto.kek_wrap_aad(archive_id, kek_id)
+                ),
+                created_at=uow.now,
+            )
+            uow.session.add_all([archive, version, wrapped])
+            data = CreateData(
+                record_class=new.record_class,
+                sensitivity=new.sensitivity,
+                department=new.department,
+                patient=patient,
+                source_system=new.source_system,
+                version=1,
+                commitment=stored.commitment,
+                ciphertext_sha256=stored.ref.sha256,
+                size=stored.size,
+                media_type=new.media_type,
+            )
+            self._record(uow, archive, None, CreateEvent, principal.actor, data)
+            uow.session.flush()
+            return ArchiveView.of(archive, [version])
+
+        return self._run_discarding(unit, stored)
+
+    def amend(
+        self,
+        principal: Principal,
+        archive_id: str,
+        media_type: str,
+        filename: str | None,
+        content: Iterable[bytes],
+    ) -> ArchiveView:
+        """Store a new version (only while CREATED) and log AMEND."""
+        principal.require(Action.AMEND)
+        self._check_media_type(media_type)
+        with self.rt.db.session() as session:
+            archive = self._visible(session, principal, archive_id)
+            if archive.state != lifecycle.ArchiveStatus.CREATED.value:
+                raise ConflictError(
+                    f"archive {archive_id} is {archive.state}: amendments are allowed only while "
+                    "CREATED",
+                    code="illegal_transition",
+                )
+            next_version = archive.current_version + 1
+        material = self._material_for(archive_id)
+        stored = self._store(archive_id, next_version, material, content)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self._load_for_update(uow.session, principal, archive_id)
+            state = self._state(uow.session, archive)
+            version_no = archive.current_version + 1
+            if version_no != next_version:
+                raise ConflictError(
+                    f"archive {archive_id} changed while uploading; retry the amendment",
+                    code="concurrent_update",
+                )
+            version = ArchiveVersion(
+                archive_id=archive_id,
+                version=version_no,
+                cid=stored.ref.cid,
+                ciphertext_sha256=stored.ref.sha256,
+                stored_size=stored.ref.size,
+                size=stored.size,
+                media_type=media_type,
+                commitment=stored.commitment,
+                filename=filename,
+                created_at=uow.now,
+            )
+            data = AmendData(
+                version=version_no,
+                commitment=stored.commitment,
+                ciphertext_sha256=stored.ref.sha256,
+                size=stored.size,
+                media_type=media_type,
+            )
+            self._record(uow, archive, state, AmendEvent, principal.actor, data)
+            archive.current_version = version_no
+            uow.session.add(version)
+            uow.session.flush()
+            return ArchiveView.of(archive, [*archive.versions])
+
+        return self._run_discarding(unit, stored)
+
+    def archive(
+        self, principal: Principal, archive_id: str, trigger_date: date | None = None
+    ) -> ArchiveView:
+        """Make the archive immutable, set its retention deadline and register it on chain."""
+        principal.require(Action.ARCHIVE)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self._load_for_update(uow.session, principal, archive_id)
+            state = self._state(uow.session, archive)
+            record_class = RecordClass(archive.record_class)
+            years = self.rt.settings.retention_years[record_class.value]
+            trigger = trigger_date or archive.trigger_date.date()
+            deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
+            policy = f"{record_class.value.lower()}-{years}y"
+            commitment = state.current_version.commitment
+            data = ArchiveData(
+                record_class=record_class,
+                retention_policy=policy,
+                trigger_date=trigger,
+                retention_deadline=deadline,
+                commitment=commitment,
+            )
+            self._record(uow, archive, state, ArchiveEvent, principal.actor, data)
+            archive.trigger_date = datetime.combine(trigger, time(), UTC)
+            archive.retention_policy = policy
+            archive.retention_deadline = deadline
+            archive.archived_at = uow.now
+            archive.chain_status = "pending"
+            enqueue_call(
+                uow.session,
+                "register",
+                [
+                    archive_key(archive_id),
+                    record_class.chain_code,
+                    int(deadline.timestamp()),
+                    bytes.fromhex(commitment),
+                ],
+                archive_id=archive_id,
+            )
+            return ArchiveView.of(archive)
+
+        return self.rt.committer.run(unit)
+
+    def place_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
+        """Place the custodian's legal hold (locally and, once archived, on chain)."""
+        principal.require(Action.HOLD)
+        reason_hash = _reason_hash(reason)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self._load_for_update(uow.session, principal, archive_id)
+            state = self._state(uow.session, archive)
+            data = HoldPlaceData(reason_hash=reason_hash, by_regulator=False)
+            new_state = self._record(uow, archive, state, HoldPlaceEvent, principal.actor, data)
+            archive.on_hold = new_state.on_hold
+            archive.hold_by_regulator = new_state.hold_by_regulator
+            if state.status is not lifecycle.ArchiveStatus.CREATED:
+                enqueue_call(
+                    uow.session,
+                    "placeHold",
+                    [archive_key(archive_id), bytes.fromhex(reason_hash)],
+                    archive_id=archive_id,
+                )
+            return ArchiveView.of(archive)
+
+        return self.rt.committer.run(unit)
+
+    def release_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
+        """Release the custodian's own hold (a regulator's hold is released only by a regulator)."""
+        principal.require(Action.HOLD)
+        reason_hash = _reason_hash(reason)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self._load_for_update(uow.session, principal, archive_id)
+            state = self._state(uow.session, archive)
+            if state.on_hold and state.hold_by_regulator:
+                raise ConflictError(
+                    f"archive {archive_id} is under a regulator's hold: only a regulator can "
+                    "release it",
+                    code="regulator_hold",
+                )
+            data = HoldReleaseData(reason_hash=reason_hash)
+            new_state = self._record(uow, archive, state, HoldReleaseEvent, principal.actor, data)
+            archive.on_hold = new_state.on_hold
+            archive.hold_by_regulator = new_state.hold_by_regulator
+            if state.status is not lifecycle.ArchiveStatus.CREATED:
+                enqueue_call(
+                    uow.session,
+                    "releaseHold",
+                    [archive_key(archive_id), bytes.fromhex(reason_hash)],
+                    archive_id=archive_id,
+                )
+            return ArchiveView.of(archive)
+
+        return self.rt.committer.run(unit)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, principal: Principal, archive_id: str) -> ArchiveView:
+        """Metadata and state of one archive in the caller's scope."""
+        principal.require(Action.READ_METADATA)
+        with self.rt.db.session() as session:
+            return ArchiveView.of(self._visible(session, principal, archive_id))
+
+    def open_content(
+        self,
+        principal: Principal,
+        archive_id: str,
+        purpose: Purpose,
+        version: int | None = None,
+    ) -> ContentStream:
+        """Log the read (ACCESS, scope content) and return the decrypted stream."""
+        principal.require(Action.READ_CONTENT)
+
+        def unit(uow: UnitOfWork) -> tuple[VersionView, str, bytes]:
+            archive = self._load_for_update(uow.session, principal, archive_id)
+            state = self._state(uow.session, archive)
+            wanted = version or archive.current_version
+            row = next((v for v in archive.versions if v.version == wanted), None)
+            if row is None:
+                raise NotFoundError(
+                    f"archive {archive_id} has no version {wanted}", code="version_not_found"
+                )
+            holder, blob = self._own_wrapped_key(uow.session, archive_id)
+            data = AccessData(purpose=purpose, scope=AccessScope.CONTENT, break_glass=False)
+            self._record(uow, archive, state, AccessEvent, principal.actor, data)
+            return VersionView.of(row), holder, blob
+
+        row, holder, blob = self.rt.committer.run(unit)
+        material = self._unwrap(archive_id, holder, blob)
+        ciphertext = self.rt.blobs.open_stream(row.cid)
+        chunks = crypto.decrypt_stream(
+            material.data_key, ciphertext, crypto.archive_aad(archive_id, row.version)
+        )
+        return ContentStream(
+            archive_id, row.version, row.media_type, row.size, row.filename, chunks
+        )
+
+    def search(self, principal: Principal, filters: SearchFilters) -> Page[ArchiveView]:
+        """Catalogue search within the caller's scope, newest first."""
+        principal.require(Action.READ_METADATA)
+        if not 1 <= filters.limit <= MAX_PAGE:
+            raise InputError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_page")
+        if filters.offset < 0:
+            raise InputError("offset must not be negative", code="invalid_page")
+        query = select(Archive)
+        if principal.department_scoped:
+            query = query.where(Archive.department == principal.department)
+        if filters.department:
+            query = query.where(Archive.department == filters.department)
+        if filters.record_class:
+            query = query.where(Archive.record_class == filters.record_class.value)
+        if filters.state:
+            query = query.where(Archive.state == filters.state)
+        if filters.patient_id:
+            pseudonym = crypto.pseudonym(
+                self.rt.keystore.pseudonym_secret, "patient", filters.patient_id
+            )
+            query = query.where(Archive.patient_pseudonym == pseudonym)
+        if filters.created_from:
+            query = query.where(Archive.created_at >= filters.created_from)
+        if filters.created_to:
+            query = query.where(Archive.created_at < filters.created_to)
+        if filters.keyword:
+            needle = f"%{_escape_like(filters.keyword.lower())}%"
+            query = query.where(
+                or_(
+                    Archive.search_text.like(needle, escape="\\"),
+                    Archive.id == filters.keyword.upper(),
+                )
+            )
+        with self.rt.db.session() as session:
+            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            rows = session.execute(
+                query.order_by(Archive.created_at.desc(), Archive.id.desc())
+                .limit(filters.limit)
+                .offset(filters.offset)
+            ).scalars()
+            items = tuple(ArchiveView.of(row) for row in rows)
+        return Page(items, int(total), filters.limit, filters.offset)
+
+    def events(self, principal: Principal, archive_id: str) -> list[EventView]:
+        """Every event of the archive in this node's log, with its anchoring status."""
+        principal.require(Action.READ_EVENTS)
+        with self.rt.db.session() as session:
+            self._visible(session, principal, archive_id)
+            anchored = _anchored_size(session)
+            return [
+                EventView(
+                    log_index=entry.index,
+                    leaf_hash=merkle.leaf_hash(entry.event).hex(),
+                    event_type=entry.event_type,
+                    time=entry.time,
+                    event=event_to_json(parse_event(entry.event)),
+                    anchored=entry.index < anchored,
+                )
+                for entry in storage.entries_for_archive(session, archive_id)
+            ]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        uow: UnitOfWork,
+        archive: Archive,
+        state: ArchiveState | None,
+        event_cls: type[Event],
+        actor: str,
+        data: Any,
+    ) -> ArchiveState:
+        """Build the next event, check it against the lifecycle, append it, update the row."""
+        event = event_cls(
+            hospital=self.rt.hospital,
+            log_index=uow.log.size,
+            archive_id=archive.id,
+            actor=actor,
+            time=uow.now,
+            prev=state.head if state is not None else None,
+            data=data,
+        )
+        raw = canonical_bytes(event)
+        leaf = merkle.leaf_hash(raw)
+        new_state = lifecycle.apply(state, event, leaf_hash=leaf)  # refuses illegal transitions
+        uow.log.append(raw, archive_id=archive.id, event_type=event.type, time=uow.now)
+        archive.last_event_hash = leaf
+        archive.event_count += 1
+        archive.state = new_state.status.value
+        archive.updated_at = uow.now
+        with self._states_lock:
+            self._states[archive.id] = (leaf, new_state)
+            self._states.move_to_end(archive.id)
+            while len(self._states) > _STATE_CACHE_SIZE:
+                self._states.popitem(last=False)
+        return new_state
+
+    def _state(self, session: Session, archive: Archive) -> ArchiveState:
+        """The archive's lifecycle state: cached by head hash, else replayed from the log."""
+        with self._states_lock:
+            cached = self._states.get(archive.id)
+        if cached is not None and cached[0] == archive.last_event_hash:
+            return cached[1]
+        state = lifecycle.replay(
+            parse_event(entry.event) for entry in storage.entries_for_archive(session, archive.id)
+        )
+        if bytes.fromhex(state.head) != archive.last_event_hash:
+            raise ConflictError(
+                f"archive {archive.id}: the log and the catalogue disagree on the last event",
+                code="log_inconsistent",
+            )
+        with self._states_lock:
+            self._states[archive.id] = (archive.last_event_hash, state)
+        return state
+
+    def _visible(self, session: Session, principal: Principal, archive_id: str) -> Archive:
+        archive = session.get(Archive, _normalise_id(archive_id))
+        if archive is None:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        principal.require_visible(archive_id, archive.department)
+        return archive
+
+    def _load_for_update(self, session: Session, principal: Principal, archive_id: str) -> Archive:
+        archive = session.execute(
+            select(Archive).where(Archive.id == _normalise_id(archive_id)).with_for_update()
+        ).scalar_one_or_none()
+        if archive is None:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        principal.require_visible(archive_id, archive.department)
+        return archive
+
+    def _check_media_type(self, media_type: str) -> None:
+        if media_type not in self.rt.settings.allowed_media_types:
+            raise InputError(
+                f"media type {media_type!r} is not accepted by this node",
+                code="unsupported_media_type",
+            )
+
+    def _store(
+        self, archive_id: str, version: int, material: crypto.KeyMaterial, content: Iterable[bytes]
+    ) -> _Stored:
+        """Encrypt and store one version; refuses empty and oversize content (nothing kept)."""
+        limit = self.rt.settings.max_upload_bytes
+        commitment = crypto.Commitment(material.salt)
+        counted = {"size": 0}
+
+        def plaintext() -> Iterator[bytes]:
+            for chunk in content:
+                if not chunk:
+                    continue
+                counted["size"] += len(chunk)
+                if counted["size"] > limit:
+                    raise InputError(
+                        f"content exceeds the limit of {limit} bytes", code="payload_too_large"
+                    )
+                commitment.update(chunk)
+                yield chunk
+            if counted["size"] == 0:
+                raise InputError("content is empty", code="empty_content")
+
+        ref = self.rt.blobs.put_stream(
+            crypto.encrypt_stream(
+                material.data_key,
+                plaintext(),
+                crypto.archive_aad(archive_id, version),
+                chunk_size=self.rt.settings.chunk_size,
+            )
+        )
+        return _Stored(ref=ref, size=counted["size"], commitment=commitment.hexdigest())
+
+    def _run_discarding(self, unit: Callable[[UnitOfWork], T], stored: _Stored) -> T:
+        """Run ``unit``; if it fails, delete the blob stored for it."""
+        try:
+            return self.rt.committer.run(unit)
+        except BaseException:
+            try:
+                self.rt.blobs.delete(stored.ref.cid)
+            except Exception:  # the original error matters more; the blob is reported
+                log.exception("could not delete blob %s after a failed request", stored.ref.cid)
+            raise
+
+    def _own_wrapped_key(self, session: Session, archive_id: str) -> tuple[str, bytes]:
+        row = session.execute(
+            select(WrappedKey)
+            .where(
+                WrappedKey.archive_id == archive_id,
+                WrappedKey.holder.like("kek:%"),
+                WrappedKey.destroyed_at.is_(None),
+            )
+            .order_by(WrappedKey.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if row is None or row.blob is None:
+            raise ConflictError(
+                f"this node holds no key for archive {archive_id} (transferred or destroyed)",
+                code="no_key",
+            )
+        return row.holder, row.blob
+
+    def _unwrap(self, archive_id: str, holder: str, blob: bytes) -> crypto.KeyMaterial:
+        kek_id = holder.removeprefix("kek:")
+        kek = self.rt.keystore.kek(kek_id)
+        return crypto.unwrap_key_material(kek, blob, crypto.kek_wrap_aad(archive_id, kek_id))
+
+    def _material_for(self, archive_id: str) -> crypto.KeyMaterial:
+        with self.rt.db.session() as session:
+            holder, blob = self._own_wrapped_key(session, archive_id)
+        return self._unwrap(archive_id, holder, blob)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _normalise_id(archive_id: str) -> str:
+    return archive_id.strip().upper()
+
+
+def _reason_hash(reason: str) -> str:
+    """Reasons stay local; events carry only their hash (reasons may contain PHI)."""
+    text = reason.strip()
+    if not text:
+        raise InputError("a reason is required", code="reason_required")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _search_text(title: str, metadata: dict[str, Any]) -> str:
+    parts = [title]
+    parts.extend(f"{key} {value}" for key, value in sorted(metadata.items()))
+    return " ".join(parts).lower()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _add_years(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February in a non-leap target year
+        return day.replace(year=day.year + years, day=28)
+
+
+def _anchored_size(session: Session) -> int:
+    value = session.execute(
+        select(func.max(Checkpoint.size)).where(Checkpoint.state == CheckpointState.CONFIRMED)
+    ).scalar_one_or_none()
+    return int(value or 0)

@@ -1,0 +1,140 @@
+"""API keys: created once (the plaintext is shown once and stored only as a hash), looked up by
+hash on every request, revoked by id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from node import crypto
+from node.db import UnitOfWork
+from node.errors import AuthenticationError, InputError, NotFoundError
+from node.models import ApiKey
+from node.services.principal import Action, Principal, Role
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+KEY_PREFIX_CHARS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyView:
+    """An API key's public description (never its secret)."""
+
+    id: int
+    name: str
+    prefix: str
+    role: Role
+    department: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A newly created key: ``secret`` is returned once and never stored."""
+
+    key: ApiKeyView
+    secret: str
+
+
+def _view(row: ApiKey) -> ApiKeyView:
+    return ApiKeyView(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        role=Role(row.role),
+        department=row.department,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class ApiKeyService:
+    """Issue, authenticate, list and revoke API keys."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.rt = runtime
+
+    def issue(self, role: Role, name: str, department: str | None = None) -> IssuedKey:
+        """Create a key (no caller check: used by the CLI and by ``issue_as``)."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise InputError("key name must be 1 to 64 characters", code="invalid_key_name")
+        if role is Role.CLINICIAN and not department:
+            raise InputError("a clinician key needs a department", code="department_required")
+        if role is not Role.CLINICIAN and department:
+            raise InputError(
+                "only clinician keys carry a department", code="department_not_allowed"
+            )
+        secret = crypto.generate_api_key()
+        actor = crypto.pseudonym(self.rt.keystore.pseudonym_secret, "staff", name)
+
+        def unit(uow: UnitOfWork) -> ApiKeyView:
+            row = ApiKey(
+                name=name,
+                key_hash=crypto.hash_api_key(secret),
+                prefix=secret[:KEY_PREFIX_CHARS],
+                role=role.value,
+                department=department,
+                actor_id=actor,
+                created_at=uow.now,
+            )
+            uow.session.add(row)
+            uow.session.flush()
+            return _view(row)
+
+        return IssuedKey(key=self.rt.committer.run(unit), secret=secret)
+
+    def issue_as(
+        self, principal: Principal, role: Role, name: str, department: str | None = None
+    ) -> IssuedKey:
+        """Create a key on behalf of an admin."""
+        principal.require(Action.MANAGE_KEYS)
+        return self.issue(role, name, department)
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal of a bearer key; unknown or revoked keys are refused alike."""
+        if not secret or len(secret) > 256:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        digest = crypto.hash_api_key(secret)
+        with self.rt.db.session() as session:
+            row = session.execute(
+                select(ApiKey).where(ApiKey.key_hash == digest)
+            ).scalar_one_or_none()
+        if row is None or row.revoked_at is not None:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        return Principal(
+            key_id=row.id,
+            name=row.name,
+            role=Role(row.role),
+            actor=row.actor_id,
+            department=row.department,
+        )
+
+    def list(self, principal: Principal) -> list[ApiKeyView]:
+        """Every key, newest first."""
+        principal.require(Action.MANAGE_KEYS)
+        with self.rt.db.session() as session:
+            rows = session.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars()
+            return [_view(row) for row in rows]
+
+    def revoke(self, principal: Principal, key_id: int) -> ApiKeyView:
+        """Revoke a key (idempotent); an admin cannot revoke the key it is using."""
+        principal.require(Action.MANAGE_KEYS)
+        if key_id == principal.key_id:
+            raise InputError("an admin cannot revoke its own key", code="revoke_self")
+
+        def unit(uow: UnitOfWork) -> ApiKeyView:
+            row = uow.session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFoundError(f"API key {key_id} not found", code="key_not_found")
+            if row.revoked_at is None:
+                row.revoked_at = uow.now
+            return _view(row)
+
+        return self.rt.committer.run(unit)

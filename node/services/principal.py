@@ -1,0 +1,77 @@
+"""Who is calling, and what each role may do.
+
+Roles: ``admin`` (API keys, configuration; no archive access), ``archivist`` (everything on
+archives), ``clinician`` (create, amend and read content — their own department only), ``auditor``
+(metadata, events and proofs; never content). An archive outside the caller's scope is reported
+as not found, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from node.errors import NotFoundError, PermissionDeniedError
+
+
+class Role(StrEnum):
+    """API roles."""
+
+    ADMIN = "admin"
+    ARCHIVIST = "archivist"
+    CLINICIAN = "clinician"
+    AUDITOR = "auditor"
+
+
+class Action(StrEnum):
+    """What a caller may ask of the archive services."""
+
+    CREATE = "create"
+    AMEND = "amend"
+    ARCHIVE = "archive"
+    READ_METADATA = "read_metadata"
+    READ_CONTENT = "read_content"
+    READ_EVENTS = "read_events"
+    READ_PROOF = "read_proof"
+    HOLD = "hold"
+    MANAGE_KEYS = "manage_keys"
+
+
+_ALLOWED: dict[Role, frozenset[Action]] = {
+    Role.ADMIN: frozenset({Action.MANAGE_KEYS}),
+    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS}),
+    Role.CLINICIAN: frozenset(
+        {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
+    ),
+    Role.AUDITOR: frozenset({Action.READ_METADATA, Action.READ_EVENTS, Action.READ_PROOF}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. ``actor`` is the keyed pseudonym written into events."""
+
+    key_id: int
+    name: str
+    role: Role
+    actor: str
+    department: str | None = None
+
+    def require(self, action: Action) -> None:
+        """Refuse (403) an action the role never allows."""
+        if action not in _ALLOWED[self.role]:
+            raise PermissionDeniedError(f"role {self.role.value} may not {action.value}")
+
+    @property
+    def department_scoped(self) -> bool:
+        """True when the caller only sees its own department's archives."""
+        return self.role is Role.CLINICIAN
+
+    def can_see(self, department: str) -> bool:
+        """Whether an archive of ``department`` is inside the caller's scope."""
+        return not self.department_scoped or department == self.department
+
+    def require_visible(self, archive_id: str, department: str) -> None:
+        """Answer as if the archive did not exist when it is outside the caller's scope."""
+        if not self.can_see(department):
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
