@@ -88,6 +88,9 @@ class AnchoringWorker:
     on_confirmed: dict[str, OutcomeHandler] = field(default_factory=dict)
     on_failed: dict[str, OutcomeHandler] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    fault_hook: Callable[[str], None] | None = None
+    """Test seam: called at ``planned``, ``signed``, ``broadcast`` and ``recorded`` (after each
+    step's commit or send) so fault-injection tests can kill the process exactly there."""
     status: WorkerStatus = field(default_factory=WorkerStatus)
     _backoff_until: float = 0.0
     _backoff: float = 0.0
@@ -186,10 +189,12 @@ class AnchoringWorker:
             waiting = head.size - covered
             if waiting <= 0:
                 return
+            # Due when enough events wait, or when the oldest waiting event waited long enough:
+            # no event waits more than ``interval`` seconds for its checkpoint to be planned.
             due = waiting >= self.config.max_batch
             if not due:
-                since = last.planned_at.timestamp() if last else 0.0
-                due = self.clock() - since >= self.config.interval
+                oldest = storage.entry_at(session, covered).time.timestamp()
+                due = self.clock() - oldest >= self.config.interval
             if not due:
                 return
             now = datetime.now(UTC)
@@ -211,6 +216,7 @@ class AnchoringWorker:
                     planned_at=now,
                 )
             )
+        self._fault("planned")
 
     def _sign_and_send(self) -> None:
         while True:
@@ -228,17 +234,29 @@ class AnchoringWorker:
                         .limit(self.config.register_batch)
                     ).scalars()
                 )
+                checkpoint_in_flight = session.execute(
+                    select(func.count())
+                    .select_from(OutboxItem)
+                    .where(
+                        OutboxItem.state == OutboxState.SUBMITTED,
+                        OutboxItem.kind == CHECKPOINT_KIND,
+                    )
+                ).scalar_one()
             if not pending or in_flight >= self.config.max_in_flight:
                 return
+            if pending[0].kind == CHECKPOINT_KIND and checkpoint_in_flight:
+                return  # its consistency proof starts from the checkpoint still in flight
             group = _next_group(pending, self.config.register_batch)
             signed = self._sign_group(group)
             if signed is None:
                 continue  # the group was resolved without a transaction (e.g. already on chain)
+            self._fault("signed")
             try:
                 self.chain.broadcast(signed.raw)
             except NonceTooLowError:
                 self._resign(signed.tx_hash)
             # Other ChainErrors propagate: the rows stay SUBMITTED and are re-broadcast later.
+            self._fault("broadcast")
 
     def _sign_group(self, group: list[OutboxItem]) -> SignedTx | None:
         with self.sessions.begin() as session:
@@ -348,6 +366,7 @@ class AnchoringWorker:
                 continue
             reason = None if receipt.status == 1 else self.chain.revert_reason(tx_hash)
             self._record_outcome(receipt, reason)
+            self._fault("recorded")
 
     def _record_outcome(self, receipt: TxReceipt, reason: str | None) -> None:
         timestamp = self.chain.chain.block_timestamp(receipt.block_number)
@@ -391,6 +410,46 @@ class AnchoringWorker:
         handler = handlers.get(key)
         if handler is not None:
             handler(session, row)
+
+    def replay_lost(self) -> int:
+        """Re-queue every confirmed transaction the chain no longer knows (a dev chain that lost
+        state and was redeployed, or restored from an older dump), in their original order, so
+        the next ticks re-anchor the same checkpoints (same sizes and roots) and re-send the same
+        custody calls. Returns how many outbox rows were re-queued. ``archivechain anchor replay``."""
+        with self.sessions() as session:
+            confirmed = list(
+                session.execute(
+                    select(OutboxItem.id, OutboxItem.tx_hash)
+                    .where(OutboxItem.state == OutboxState.CONFIRMED)
+                    .order_by(OutboxItem.id)
+                ).all()
+            )
+        lost = [
+            row_id for row_id, tx_hash in confirmed if tx_hash and not self.chain.is_known(tx_hash)
+        ]
+        if not lost:
+            return 0
+        now = datetime.now(UTC)
+        with self.sessions.begin() as session:
+            for row_id in lost:
+                row = session.get_one(OutboxItem, row_id)
+                row.state = OutboxState.PENDING
+                row.nonce = row.tx_hash = row.raw_tx = row.block_number = row.block_time = None
+                row.error = "replayed: the chain lost the original transaction"
+                row.updated_at = now
+                if row.kind == CHECKPOINT_KIND:
+                    checkpoint = _checkpoint_for(session, row.id)
+                    checkpoint.state = CheckpointState.PLANNED
+                    checkpoint.chain_index = checkpoint.tx_hash = checkpoint.block_number = None
+                    checkpoint.block_time = checkpoint.confirmed_at = None
+        self._reconciled = False
+        self.status.chain_state_lost = False
+        log.warning("re-queued %d transactions the chain lost", len(lost))
+        return len(lost)
+
+    def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -508,8 +567,9 @@ def _rows_for_tx(session: Session, tx_hash: str) -> list[OutboxItem]:
 
 
 def _max_local_nonce(session: Session) -> int:
+    """The highest nonce of a signed transaction not yet mined (mined ones the chain counts)."""
     value = session.execute(
-        select(func.max(OutboxItem.nonce)).where(OutboxItem.nonce.is_not(None))
+        select(func.max(OutboxItem.nonce)).where(OutboxItem.state == OutboxState.SUBMITTED)
     ).scalar_one_or_none()
     return -1 if value is None else int(value)
 
