@@ -13,14 +13,11 @@ elsewhere.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-import unicodedata
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from hashlib import sha256
 from typing import Annotated, Any, Literal, NoReturn
 
 import rfc8785
@@ -803,33 +800,3 @@ def parse_event(data: bytes) -> Event:
             + (f": {difference}" if difference else " (key order, whitespace or escaping)")
         )
     return event
-
-
-# ------------------------------------------------------------------------------------------
-# Keyed pseudonyms
-
-PSEUDONYM_CONTEXT = b"archivechain/pseudonym/v1"
-MIN_PSEUDONYM_KEY_BYTES = 32
-
-
-def pseudonym(key: bytes, identifier: str, *, domain: str = "patient") -> str:
-    """Keyed pseudonym of an identifier (patient id, staff id, reader id) for use in events.
-
-    HMAC-SHA-256 under the hospital's pseudonym secret, over a context string, the domain and the
-    NFC-normalised identifier; 64 lowercase hex characters. Without the key the pseudonym cannot be
-    linked back to the identifier, and different domains never collide.
-    """
-    if len(key) < MIN_PSEUDONYM_KEY_BYTES:
-        raise ValueError(f"pseudonym key must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes")
-    if not identifier:
-        raise ValueError("identifier must not be empty")
-    if not _CODE.fullmatch(domain):
-        raise ValueError("domain must be a short code")
-    message = b"\x00".join(
-        (
-            PSEUDONYM_CONTEXT,
-            domain.encode(),
-            unicodedata.normalize("NFC", identifier).encode("utf-8"),
-        )
-    )
-    return hmac.new(key, message, sha256).hexdigest()

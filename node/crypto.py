@@ -27,15 +27,15 @@ Formats (all integers big-endian; every version byte is authenticated):
 * Associated data (``encode_aad``): a label and fields, each as ``u32 length ‖ bytes`` (text is
   UTF-8, integers are u64). Use ``archive_aad`` for content, ``kek_wrap_aad`` for key wrapping
   under a KEK and ``member_wrap_aad`` for key wrapping to a consortium member.
-
-Keyed pseudonyms are the one delegated part: their format belongs to the event schema
-(``anchoring.events.pseudonym``), and ``pseudonym`` here calls it so the two cannot drift.
+* Keyed pseudonyms (``pseudonym``): HMAC-SHA256 under the hospital's pseudonym secret; events
+  only ever carry these 64-hex values for patients and staff.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -560,20 +560,33 @@ def ecies_unwrap_key_material(
 # --------------------------------------------------------------------------- pseudonyms
 
 
+PSEUDONYM_CONTEXT: Final = b"archivechain/pseudonym/v1"
+MIN_PSEUDONYM_SECRET_BYTES: Final = 32
+_PSEUDONYM_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def pseudonym(secret: bytes, namespace: str, identifier: str) -> str:
-    """Keyed pseudonym of ``identifier`` in ``namespace`` (e.g. "patient"): 64 lowercase hex.
+    """Keyed pseudonym of ``identifier`` in ``namespace`` (e.g. "patient", "staff"): 64 hex.
 
-    Delegates to ``anchoring.events.pseudonym`` (HMAC-SHA256 under the hospital's pseudonym secret
-    over a context string, the namespace and the NFC-normalised identifier) so the node and the
-    event schema can never disagree. Stable for one (secret, namespace, identifier); unlinkable
-    without the secret. ``InputError`` for a short secret, empty identifier or bad namespace.
+    HMAC-SHA256 under the hospital's pseudonym secret over ``context ‖ 0 ‖ namespace ‖ 0 ‖
+    NFC(identifier)``. Stable for one (secret, namespace, identifier); unlinkable without the
+    secret; namespaces never collide. This is the only form events accept for patients and staff.
+    ``InputError`` for a short secret, an empty identifier or a malformed namespace.
     """
-    from anchoring import events  # the event schema owns the pseudonym format
-
-    try:
-        return events.pseudonym(secret, identifier, domain=namespace)
-    except ValueError as exc:
-        raise InputError(f"cannot compute pseudonym: {exc}") from None
+    if len(secret) < MIN_PSEUDONYM_SECRET_BYTES:
+        raise InputError(f"pseudonym secret must be at least {MIN_PSEUDONYM_SECRET_BYTES} bytes")
+    if not identifier:
+        raise InputError("cannot compute a pseudonym of an empty identifier")
+    if not _PSEUDONYM_NAMESPACE.fullmatch(namespace):
+        raise InputError("pseudonym namespace must be a short code")
+    message = b"\x00".join(
+        (
+            PSEUDONYM_CONTEXT,
+            namespace.encode(),
+            unicodedata.normalize("NFC", identifier).encode("utf-8"),
+        )
+    )
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 # --------------------------------------------------------------------------- passphrases, API keys

@@ -1,5 +1,4 @@
-"""Event schemas: canonical bytes (RFC 8785), strict parsing with named fields, leaf hashes,
-keyed pseudonyms."""
+"""Event schemas: canonical bytes (RFC 8785), strict parsing with named fields, and leaf hashes."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from anchoring.events import (
     canonical_bytes,
     event_leaf_hash,
     parse_event,
-    pseudonym,
 )
 
 HOSPITAL_A = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
@@ -168,7 +166,7 @@ def test_python_construction_with_enums_and_aware_datetimes() -> None:
             record_class=ev.RecordClass.LAB,
             sensitivity=ev.Sensitivity.NORMAL,
             department="LAB-01",
-            patient=pseudonym(b"k" * 32, "patient-123"),
+            patient="5" * 64,
             source_system="LIS",
             version=1,
             commitment=H2,
@@ -385,27 +383,3 @@ def test_any_valid_access_event_round_trips(
     data = canonical_bytes(event)
     assert parse_event(data) == event
     assert parse_event(data).time == when
-
-
-# ------------------------------------------------------------------------------------------
-# Pseudonyms
-
-
-def test_pseudonyms_are_keyed_domain_separated_and_normalised() -> None:
-    key, other_key = b"\x01" * 32, b"\x02" * 32
-    first = pseudonym(key, "MRN-0042")
-    assert first == pseudonym(key, "MRN-0042")
-    assert len(first) == 64
-    assert first == first.lower()
-    assert first != pseudonym(other_key, "MRN-0042")
-    assert first != pseudonym(key, "MRN-0043")
-    assert first != pseudonym(key, "MRN-0042", domain="staff")
-    assert "MRN" not in first
-    # NFC: the precomposed and decomposed forms of one name give one pseudonym.
-    assert pseudonym(key, "Jos\u00e9") == pseudonym(key, "Jose\u0301")
-    with pytest.raises(ValueError, match="at least 32 bytes"):
-        pseudonym(b"short", "MRN-0042")
-    with pytest.raises(ValueError, match="empty"):
-        pseudonym(key, "")
-    with pytest.raises(ValueError, match="domain"):
-        pseudonym(key, "x", domain="bad domain")
