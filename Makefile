@@ -8,7 +8,7 @@ DATA_DIR ?= data
 HOSPITALS ?= 3
 PYTEST_ARGS ?=
 
-.PHONY: install up down test lint typecheck compile bench clean
+.PHONY: install up down test lint typecheck compile gas bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -42,6 +42,12 @@ typecheck: install
 
 compile: install
 	$(BIN)/archivechain contracts compile
+
+gas: install
+	$(BIN)/python scripts/gas_report.py
+
+bench: install
+	$(BIN)/python scripts/bench_anchoring.py --quick
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -99,18 +99,27 @@ def test_anchors_everything_and_proofs_verify_against_chain(
 def test_batches_by_size_or_by_age_whichever_first(
     db: Database, chain: RpcChain, hospital_a: LocalAccount
 ) -> None:
-    worker = make_worker(db, chain, hospital_a, interval=1.5, max_batch=10)
+    skew = [0.0]  # the worker's clock runs ``skew`` seconds ahead of the event times
+    worker = make_worker(db, chain, hospital_a, interval=30.0, max_batch=10)
+    worker.clock = lambda: time.time() + skew[0]
+
+    def settle() -> None:
+        for _ in range(50):
+            if worker.tick().pending_transactions == 0:
+                return
+            time.sleep(0.05)
+
     append(db, 4)
-    worker.tick()
+    settle()
     assert checkpoints(db) == []  # too few and too young
     append(db, 6)  # now 10 waiting: the size trigger fires at once
-    worker.tick()
+    settle()
     assert [(c.size, c.state) for c in checkpoints(db)] == [(10, CheckpointState.CONFIRMED)]
     append(db, 1)
-    worker.tick()
-    assert len(checkpoints(db)) == 1
-    time.sleep(1.6)  # the age trigger fires for the lone event
-    worker.tick()
+    settle()
+    assert len(checkpoints(db)) == 1  # one young event waits
+    skew[0] = 31.0  # ... until it is older than the interval
+    settle()
     assert [c.size for c in checkpoints(db)] == [10, 11]
     assert worker.status.events_behind == 0
 
