@@ -576,13 +576,27 @@ class RpcChain:
         timeout: float = 10.0,
     ) -> None:
         self.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc, timeout=timeout)
-        self.deployment = deployment
         self.registry = ContractCodec.for_contract("ConsortiumRegistry")
         self.notary = ContractCodec.for_contract("ArchiveNotary")
         self.addresses: dict[str, str] = {
             "ConsortiumRegistry": deployment.registry.address,
             "ArchiveNotary": deployment.notary.address,
         }
+
+    @classmethod
+    def for_notary(cls, rpc: JsonRpc | str, notary: str, *, timeout: float = 10.0) -> RpcChain:
+        """A reader that knows only the ``ArchiveNotary`` address (what a regulator trusts);
+        the registry address is read from the notary itself."""
+        chain = cls.__new__(cls)
+        chain.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc, timeout=timeout)
+        chain.registry = ContractCodec.for_contract("ConsortiumRegistry")
+        chain.notary = ContractCodec.for_contract("ArchiveNotary")
+        chain.addresses = {"ArchiveNotary": normalize_address(notary)}
+        if not chain.rpc.code_at(chain.addresses["ArchiveNotary"]):
+            raise ChainError(f"no contract code at {notary} on this chain: not an ArchiveNotary")
+        (registry,) = chain.call("ArchiveNotary", "registry")
+        chain.addresses["ConsortiumRegistry"] = to_checksum_address(registry)
+        return chain
 
     @property
     def codecs(self) -> tuple[ContractCodec, ContractCodec]:
@@ -622,7 +636,7 @@ class RpcChain:
 
     def notary_address(self) -> str:
         """Address of ``ArchiveNotary``."""
-        return self.deployment.notary.address
+        return self.addresses["ArchiveNotary"]
 
     def checkpoint_count(self, hospital: str) -> int:
         """Number of checkpoints ``hospital`` anchored."""

@@ -1,0 +1,66 @@
+"""``archivechain anchor status|replay``: inspect anchoring, and re-anchor from the log when a dev
+chain lost its state. Run them while the node is stopped (they use the node's database directly)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from anchoring.errors import ChainError, ChainStateLostError
+from anchoring.worker import measure_lag
+from node.cli.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
+from node.errors import UnavailableError
+
+
+@click.group()
+def anchor() -> None:
+    """Anchoring of this node's log on the chain."""
+
+
+@anchor.command("status")
+@CONFIG_OPTION
+@NODE_DATA_DIR_OPTION
+def status(config_file: Path | None, data_dir: Path | None) -> None:
+    """Log size, anchored size and how far anchoring trails (events and seconds)."""
+    runtime = open_runtime(node_settings(config_file, data_dir))
+    try:
+        with runtime.db.session() as session:
+            lag = measure_lag(session, now=datetime.now(UTC))
+        document = asdict(lag)
+        try:
+            runtime.worker.reconcile()
+            document["chain"] = "consistent"
+        except ChainStateLostError as exc:
+            document["chain"] = f"STATE LOST: {exc}"
+        except ChainError as exc:
+            document["chain"] = f"unreachable: {exc}"
+        click.echo(json.dumps(document, indent=2))
+    finally:
+        runtime.close()
+
+
+@anchor.command("replay")
+@CONFIG_OPTION
+@NODE_DATA_DIR_OPTION
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> None:
+    """Re-send every transaction the chain lost (same checkpoints, same order), then wait until
+    the whole log is anchored again."""
+    runtime = open_runtime(node_settings(config_file, data_dir))
+    try:
+        try:
+            requeued = runtime.worker.replay_lost()
+        except ChainError as exc:
+            raise UnavailableError(f"cannot reach the chain: {exc}") from None
+        click.echo(f"re-queued {requeued} transaction(s) the chain no longer knows")
+        status = runtime.worker.run_until_anchored(timeout=timeout)
+        click.echo(
+            f"anchored: log size {status.log_size}, anchored size {status.anchored_size}, "
+            f"{status.events_behind} events behind"
+        )
+    finally:
+        runtime.close()
