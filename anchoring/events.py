@@ -671,7 +671,46 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
 def canonical_bytes(event: Event) -> bytes:
     """RFC 8785 (JCS) canonical JSON of the event: the exact bytes that are logged and hashed."""
-    return rfc8785.dumps(event_to_json(event))
+    return jcs(event_to_json(event))
+
+
+def jcs(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of ``value``.
+
+    Events hold only strings, booleans, null, objects with ASCII keys and integers within
+    ±(2^53 - 1). For such values JCS is exactly Python's sorted, compact, non-ASCII-preserving
+    ``json.dumps`` (same escapes: ``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t``, other controls as
+    lower-case ``\\u00xx``; code-point key order equals UTF-16 order for ASCII keys), which is
+    about four times faster than the general ``rfc8785`` encoder. Anything else (floats, large
+    integers, non-ASCII keys) goes through ``rfc8785``; a property test checks the two agree.
+    """
+    if _fast_jcs_applies(value):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return rfc8785.dumps(value)
+
+
+def _fast_jcs_applies(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not (isinstance(key, str) and key.isascii()):
+                    return False
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif isinstance(item, str):
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in item if not ch.isascii()):
+                return False  # lone surrogates: let rfc8785 refuse them
+        else:
+            return False
+    return True
 
 
 def event_leaf_hash(event: Event) -> bytes:

@@ -383,3 +383,38 @@ def test_any_valid_access_event_round_trips(
     data = canonical_bytes(event)
     assert parse_event(data) == event
     assert parse_event(data).time == when
+
+
+# ------------------------------------------------------------------------------------------
+# The fast JCS path agrees with the reference rfc8785 encoder
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(codec="ascii"), max_size=8), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+@settings(max_examples=400, deadline=None)
+def test_fast_jcs_equals_rfc8785(value: object) -> None:
+    assert ev.jcs(value) == rfc8785.dumps(value)
+
+
+def test_jcs_falls_back_for_values_outside_the_fast_path() -> None:
+    for value in ({"é": 1}, {"x": 1.5}, {"b": "z", "a": ["\u2028", 2**53 - 1]}):
+        assert ev.jcs(value) == rfc8785.dumps(value)
+    with pytest.raises(rfc8785.IntegerDomainError):
+        ev.jcs({"n": 2**60})  # refused, as by the reference
