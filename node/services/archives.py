@@ -102,6 +102,21 @@ class SearchFilters:
 
 
 @dataclass(frozen=True)
+class ReportedAccess:
+    """A read that happened in a hospital system (PACS viewer, HIS screen), reported in a batch.
+
+    ``staff_id`` is the system's own user id; only its keyed pseudonym reaches the log."""
+
+    archive_id: str
+    purpose: Purpose
+    scope: AccessScope = AccessScope.CONTENT
+    staff_id: str | None = None
+
+
+MAX_ACCESS_BATCH = 10_000
+
+
+@dataclass(frozen=True)
 class ContentStream:
     """Decrypted content of one version, streamed; the ACCESS event is already committed."""
 
@@ -266,7 +281,7 @@ class ArchiveService:
             )
             self._record(uow, archive, state, AmendEvent, principal.actor, data)
             archive.current_version = version_no
-            uow.session.add(version)
+            archive.versions.append(version)  # adds it to the session and to the returned view
             uow.session.flush()
             return ArchiveView.of(archive, [*archive.versions])
 
@@ -364,6 +379,65 @@ class ArchiveService:
                     archive_id=archive_id,
                 )
             return ArchiveView.of(archive)
+
+        return self.rt.committer.run(unit)
+
+    def record_accesses(self, principal: Principal, reports: list[ReportedAccess]) -> int:
+        """Log a batch of reported reads as ACCESS events: one unit of work, all or nothing.
+
+        This is the bulk-ingest path: the events of the whole batch share one transaction (and
+        one fsync with the other units of the same group commit)."""
+        principal.require(Action.RECORD_ACCESS)
+        if not 1 <= len(reports) <= MAX_ACCESS_BATCH:
+            raise InputError(
+                f"a batch holds 1 to {MAX_ACCESS_BATCH} access reports", code="invalid_batch"
+            )
+        secret = self.rt.keystore.pseudonym_secret
+        actors = [
+            crypto.pseudonym(secret, "staff", r.staff_id) if r.staff_id else principal.actor
+            for r in reports
+        ]
+        wanted = {_normalise_id(r.archive_id) for r in reports}
+
+        def unit(uow: UnitOfWork) -> int:
+            rows = {
+                row.id: row
+                for row in uow.session.execute(
+                    select(Archive).where(Archive.id.in_(wanted)).with_for_update()
+                ).scalars()
+            }
+            states: dict[str, ArchiveState] = {}
+            # One validated event per distinct (purpose, scope, actor); each report copies it
+            # with its own index, archive, time and prev (all produced here, already valid).
+            templates: dict[tuple[Purpose, AccessScope, str], AccessEvent] = {}
+            for position, (report, actor) in enumerate(zip(reports, actors, strict=True)):
+                archive_id = _normalise_id(report.archive_id)
+                archive = rows.get(archive_id)
+                if archive is None or not principal.can_see(archive.department):
+                    raise NotFoundError(
+                        f"reports[{position}]: archive {report.archive_id} not found",
+                        code="archive_not_found",
+                    )
+                state = states.get(archive_id) or self._state(uow.session, archive)
+                key = (report.purpose, report.scope, actor)
+                template = templates.get(key)
+                if template is None:
+                    template = templates[key] = AccessEvent(
+                        hospital=self.rt.hospital,
+                        log_index=uow.log.size,
+                        archive_id=archive_id,
+                        actor=actor,
+                        time=uow.now,
+                        prev=state.head,
+                        data=AccessData(
+                            purpose=report.purpose, scope=report.scope, break_glass=False
+                        ),
+                    )
+                event = template.model_copy(
+                    update={"log_index": uow.log.size, "archive_id": archive_id, "prev": state.head}
+                )
+                states[archive_id] = self._append(uow, archive, state, event)
+            return len(reports)
 
         return self.rt.committer.run(unit)
 
@@ -491,10 +565,17 @@ class ArchiveService:
             prev=state.head if state is not None else None,
             data=data,
         )
+        return self._append(uow, archive, state, event)
+
+    def _append(
+        self, uow: UnitOfWork, archive: Archive, state: ArchiveState | None, event: Event
+    ) -> ArchiveState:
+        """Check ``event`` (built for the log's next index) against the lifecycle, append it and
+        update the archive row and the state cache."""
         raw = canonical_bytes(event)
         leaf = merkle.leaf_hash(raw)
         new_state = lifecycle.apply(state, event, leaf_hash=leaf)  # refuses illegal transitions
-        uow.log.append(raw, archive_id=archive.id, event_type=event.type, time=uow.now)
+        uow.log.append(raw, archive_id=archive.id, event_type=event.type, time=uow.now, leaf=leaf)
         archive.last_event_hash = leaf
         archive.event_count += 1
         archive.state = new_state.status.value

@@ -1,7 +1,8 @@
 """Who is calling, and what each role may do.
 
 Roles: ``admin`` (API keys, configuration; no archive access), ``archivist`` (everything on
-archives), ``clinician`` (create, amend and read content — their own department only), ``auditor``
+archives, including recording batches of access events reported by hospital systems),
+``clinician`` (create, amend and read content — their own department only), ``auditor``
 (metadata, events and proofs; never content). An archive outside the caller's scope is reported
 as not found, so its existence does not leak.
 """
@@ -34,6 +35,7 @@ class Action(StrEnum):
     READ_EVENTS = "read_events"
     READ_PROOF = "read_proof"
     HOLD = "hold"
+    RECORD_ACCESS = "record_access"
     MANAGE_KEYS = "manage_keys"
 
 

@@ -373,6 +373,9 @@ else:
         child = f"""
 from node.keystore import Keystore
 keystore = Keystore.load({str(path)!r}, {PASSPHRASE!r})
+for info in keystore.keks:  # a previous child may have died between rotate and retire
+    if info.kek_id != keystore.current_kek_id:
+        keystore.retire_kek(info.kek_id)
 print("ready", flush=True)
 while True:
     previous = keystore.current_kek_id

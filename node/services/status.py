@@ -1,0 +1,254 @@
+"""Operational status of a node: its anchoring checkpoints, its health and its metric values.
+
+Health is judged here (not in the API) because "degraded" is a rule: the database must answer,
+the chain must answer and still hold what this node anchored, and anchoring must not trail the
+log by more than ``max_lag_seconds``. Nothing here returns error text from the chain or the
+database: only booleans, counts and short problem codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from anchoring.errors import AnchoringError, LogError
+from anchoring.storage import Checkpoint, CheckpointState
+from anchoring.worker import Lag, measure_lag
+from node.errors import InputError
+from node.models import Archive
+from node.services.principal import Action, Principal
+from node.services.records import Page
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+MAX_CHECKPOINT_PAGE = 200
+DEFAULT_MAX_LAG_SECONDS = 300.0
+"""Anchoring this far behind the log (oldest unanchored event) marks the node degraded."""
+
+
+class HealthStatus(StrEnum):
+    """Overall health: ``ok``; ``degraded`` (serves requests, evidence at risk); ``down``."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class Problem(StrEnum):
+    """Why a node is not ``ok`` (stable codes for alerts)."""
+
+    DATABASE_UNREACHABLE = "database_unreachable"
+    CHAIN_UNREACHABLE = "chain_unreachable"
+    CHAIN_STATE_LOST = "chain_state_lost"
+    ANCHORING_LAG = "anchoring_lag"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointView:
+    """One checkpoint this node planned, and what became of it on chain."""
+
+    id: int
+    size: int
+    root: str
+    state: CheckpointState
+    chain_index: int | None
+    tx_hash: str | None
+    block_number: int | None
+    block_time: datetime | None
+    planned_at: datetime
+    confirmed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Checkpoint) -> CheckpointView:
+        return cls(
+            id=row.id,
+            size=row.size,
+            root=row.root.hex(),
+            state=CheckpointState(row.state),
+            chain_index=row.chain_index,
+            tx_hash=row.tx_hash,
+            block_number=row.block_number,
+            block_time=row.block_time,
+            planned_at=row.planned_at,
+            confirmed_at=row.confirmed_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What ``/healthz`` reports. ``lag`` is None when the database could not be read."""
+
+    status: HealthStatus
+    hospital: str
+    chain_id: int
+    notary: str
+    database_reachable: bool
+    chain_reachable: bool
+    chain_state_lost: bool
+    lag: Lag | None
+    last_checkpoint_at: datetime | None
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Values ``/metrics`` exposes, read at scrape time."""
+
+    lag: Lag | None
+    archives_by_state: dict[str, int]
+    checkpoints_by_state: dict[str, int]
+    chain_reachable: bool
+    chain_state_lost: bool
+    anchoring_failures: int
+    commit_batches: int
+    commit_units: int
+
+
+class StatusService:
+    """Checkpoint listing, health and metric values of one node."""
+
+    def __init__(self, runtime: NodeRuntime, *, max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS):
+        self.rt = runtime
+        self.max_lag_seconds = max_lag_seconds
+
+    def checkpoints(
+        self,
+        principal: Principal,
+        state: CheckpointState | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[CheckpointView]:
+        """This node's checkpoints, newest (largest) first. Evidence readers only."""
+        principal.require(Action.READ_PROOF)
+        if not 1 <= limit <= MAX_CHECKPOINT_PAGE:
+            raise InputError(
+                f"limit must be between 1 and {MAX_CHECKPOINT_PAGE}", code="invalid_page"
+            )
+        if offset < 0:
+            raise InputError("offset must not be negative", code="invalid_page")
+        query = select(Checkpoint)
+        if state is not None:
+            query = query.where(Checkpoint.state == state)
+        with self.rt.db.session() as session:
+            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            rows = session.execute(
+                query.order_by(Checkpoint.size.desc(), Checkpoint.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).scalars()
+            items = tuple(CheckpointView.of(row) for row in rows)
+        return Page(items, int(total), limit, offset)
+
+    def health(self) -> Health:
+        """Probe the database and the chain; judge the node ``ok``, ``degraded`` or ``down``."""
+        problems: list[Problem] = []
+        lag, confirmed, database_ok = self._read_database()
+        if not database_ok:
+            problems.append(Problem.DATABASE_UNREACHABLE)
+        chain_ok, state_lost = self._probe_chain(confirmed)
+        if not chain_ok:
+            problems.append(Problem.CHAIN_UNREACHABLE)
+        if state_lost:
+            problems.append(Problem.CHAIN_STATE_LOST)
+        if lag is not None and lag.seconds_behind > self.max_lag_seconds:
+            problems.append(Problem.ANCHORING_LAG)
+        if not database_ok:
+            status = HealthStatus.DOWN
+        elif problems:
+            status = HealthStatus.DEGRADED
+        else:
+            status = HealthStatus.OK
+        return Health(
+            status=status,
+            hospital=self.rt.hospital,
+            chain_id=self.rt.deployment.chain_id,
+            notary=self.rt.deployment.notary.address,
+            database_reachable=database_ok,
+            chain_reachable=chain_ok,
+            chain_state_lost=state_lost,
+            lag=lag,
+            last_checkpoint_at=self.rt.worker.status.last_checkpoint_at,
+            problems=tuple(problems),
+        )
+
+    def metrics(self) -> MetricsSnapshot:
+        """Counts and lag read from the database, plus the worker's view of the chain."""
+        lag: Lag | None = None
+        archives: dict[str, int] = {}
+        checkpoints: dict[str, int] = {}
+        try:
+            with self.rt.db.session() as session:
+                lag = _lag(session)
+                archives = {
+                    str(state): int(count)
+                    for state, count in session.execute(
+                        select(Archive.state, func.count()).group_by(Archive.state)
+                    )
+                }
+                checkpoints = {
+                    str(CheckpointState(state)): int(count)
+                    for state, count in session.execute(
+                        select(Checkpoint.state, func.count()).group_by(Checkpoint.state)
+                    )
+                }
+        except SQLAlchemyError:
+            log.warning("metrics: the database could not be read")
+        worker = self.rt.worker.status
+        return MetricsSnapshot(
+            lag=lag,
+            archives_by_state=archives,
+            checkpoints_by_state=checkpoints,
+            chain_reachable=worker.chain_reachable,
+            chain_state_lost=worker.chain_state_lost,
+            anchoring_failures=worker.consecutive_failures,
+            commit_batches=self.rt.committer.batches,
+            commit_units=self.rt.committer.units,
+        )
+
+    # -- probes --------------------------------------------------------------------------------
+
+    def _read_database(self) -> tuple[Lag | None, int, bool]:
+        """(lag, confirmed checkpoint count, reachable)."""
+        try:
+            with self.rt.db.session() as session:
+                session.execute(text("SELECT 1"))
+                lag = _lag(session)
+                confirmed = session.execute(
+                    select(func.count())
+                    .select_from(Checkpoint)
+                    .where(Checkpoint.state == CheckpointState.CONFIRMED)
+                ).scalar_one()
+        except SQLAlchemyError:
+            log.warning("health: the database could not be read")
+            return None, 0, False
+        return lag, int(confirmed), True
+
+    def _probe_chain(self, confirmed_locally: int) -> tuple[bool, bool]:
+        """(reachable, state lost). The chain lost its state when the notary has no code or
+        holds fewer of this node's checkpoints than the node recorded as confirmed."""
+        lost = self.rt.worker.status.chain_state_lost
+        try:
+            if not self.rt.chain.has_contract_code():
+                return True, True
+            on_chain = self.rt.chain.checkpoint_count(self.rt.hospital)
+        except AnchoringError:
+            return False, lost
+        return True, lost or on_chain < confirmed_locally
+
+
+def _lag(session: Session) -> Lag | None:
+    """Anchoring lag now; None on a log that has no head yet."""
+    try:
+        return measure_lag(session, now=datetime.now(UTC))
+    except LogError:
+        return None
