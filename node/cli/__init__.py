@@ -21,10 +21,16 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from node.cli import chain, contracts
+    from node.cli import anchor, chain, contracts, keys, network, node, verify
 
     cli.add_command(chain.chain)
     cli.add_command(contracts.contracts)
+    cli.add_command(node.node_group)
+    cli.add_command(keys.keys)
+    cli.add_command(network.up)
+    cli.add_command(network.down_command)
+    cli.add_command(verify.verify)
+    cli.add_command(anchor.anchor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

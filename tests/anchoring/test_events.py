@@ -21,6 +21,7 @@ from anchoring.events import (
     EventType,
     canonical_bytes,
     event_leaf_hash,
+    event_to_json,
     parse_event,
 )
 
@@ -140,6 +141,7 @@ def test_every_event_type_round_trips_through_canonical_bytes(event_type: EventT
     assert event.type == event_type.value
     assert event.event_type is event_type
     assert canonical_bytes(event) == data
+    assert canonical_bytes(event) == rfc8785.dumps(event_to_json(event))  # the reference encoder
     assert event_leaf_hash(event) == hashlib.sha256(b"\x00" + data).digest()
     assert event.time == datetime(2024, 5, 1, 8, 30, 0, 250000, tzinfo=UTC)
 

@@ -1,0 +1,186 @@
+"""``archivechain node run``: serve one hospital node (HTTP API, anchoring schedule) until stopped.
+
+Loads the settings (``--config`` TOML file, ``ARCHIVECHAIN_*`` environment, ``--data-dir``), opens
+the runtime (which refuses insecure production settings), starts it, and serves
+``api.main.create_app(runtime)`` with uvicorn. SIGINT or SIGTERM stops the server gracefully
+(in-flight requests finish), then the runtime closes (queued units of work are committed, the
+scheduler stops). ``<data-dir>/node.pid`` records the running process.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from node.config import NodeSettings, load_settings
+from node.errors import ConfigError, InputError, NodeError, UnavailableError
+from node.process import NODE_PID_FILE, remove_pid_file, write_pid_file
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+log = logging.getLogger("archivechain.node")
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="ARCHIVECHAIN_CONFIG",
+    help="Node configuration file (TOML). Environment variables ARCHIVECHAIN_* override it.",
+)
+NODE_DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Node data directory (overrides the configuration).",
+)
+
+
+class SettingsRefusedError(InputError):
+    """The node cannot start with these settings (insecure, missing keystore or deployment):
+    reported as one line with exit code 2."""
+
+    code = "settings_refused"
+
+
+def node_settings(config_file: Path | None, data_dir: Path | None) -> NodeSettings:
+    """Settings from the file, the environment and ``--data-dir``; refusals exit 2."""
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    with settings_refusals():
+        return load_settings(config_file, **overrides)
+
+
+@contextmanager
+def settings_refusals() -> Iterator[None]:
+    """Turn configuration, keystore and deployment-file problems into ``SettingsRefusedError``
+    (exit 2, one line) and other anchoring errors into one-line ``NodeError``s."""
+    from anchoring.deployment import DeploymentFileError, DeploymentNotFoundError
+    from anchoring.errors import AnchoringError, ChainError
+    from node.keystore import KeystoreError
+
+    try:
+        yield
+    except (ConfigError, KeystoreError) as exc:
+        raise SettingsRefusedError(exc.message, code=exc.code) from None
+    except (DeploymentNotFoundError, DeploymentFileError) as exc:
+        raise SettingsRefusedError(
+            f"{exc} (deploy with `archivechain contracts deploy` or set deployment_file)",
+            code=exc.code,
+        ) from None
+    except ChainError as exc:
+        raise UnavailableError(str(exc)) from None
+    except AnchoringError as exc:
+        raise NodeError(str(exc), code=exc.code) from None
+
+
+def open_runtime(settings: NodeSettings, *, create_keystore: bool | None = None) -> NodeRuntime:
+    """``NodeRuntime.open`` with refusals reported as one line, exit 2."""
+    from node.runtime import NodeRuntime
+
+    with settings_refusals():
+        return NodeRuntime.open(settings, create_keystore=create_keystore)
+
+
+def node_pid_path(settings: NodeSettings) -> Path:
+    """``<data-dir>/node.pid``."""
+    return settings.data_dir / NODE_PID_FILE
+
+
+@click.group("node")
+def node_group() -> None:
+    """Run a hospital node."""
+
+
+@node_group.command("run")
+@CONFIG_OPTION
+@NODE_DATA_DIR_OPTION
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None:
+    """Serve the node's HTTP API and anchoring until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("alembic", "apscheduler"):  # per-tick and per-migration-step INFO lines
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    settings = node_settings(config_file, data_dir)
+    from node.devchain import port_in_use
+
+    if port_in_use(settings.host, settings.port):
+        raise UnavailableError(f"cannot listen on {settings.host}:{settings.port}: port in use")
+    pid_file = node_pid_path(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    write_pid_file(pid_file, f"node {settings.name}")
+    try:
+        runtime = open_runtime(settings)
+        try:
+            app = _create_app(runtime)
+            runtime.start()
+            log.info(
+                "node %s (%s, %s mode) serving %s", settings.name, runtime.hospital,
+                settings.mode, settings.base_url,
+            )  # fmt: skip
+            _serve(app, settings)
+        finally:
+            runtime.close()
+            log.info("node %s stopped", settings.name)
+    finally:
+        remove_pid_file(pid_file)
+
+
+def _create_app(runtime: NodeRuntime) -> Any:
+    try:
+        from api.main import create_app
+    except ImportError as exc:
+        raise NodeError(f"the HTTP API is not available: {exc}", code="api_missing") from None
+    return create_app(runtime)
+
+
+def _serve(app: Any, settings: NodeSettings) -> None:
+    """Run uvicorn in this thread until a signal asks it to stop."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep the process's logging set-up
+        access_log=False,  # request lines can carry search terms (patient ids): never log them
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # uvicorn handles the signal while serving and re-raises it afterwards; this handler
+        # then only records it, so the runtime still closes cleanly instead of dying mid-way.
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind or start the app
+        raise UnavailableError(
+            f"the HTTP server could not start on {settings.host}:{settings.port}"
+        ) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise UnavailableError(
+            f"the HTTP server could not start on {settings.host}:{settings.port}"
+        )
