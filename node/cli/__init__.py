@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import click
 
-from node.errors import InputError, NodeError
+from node.errors import ConfigError, InputError, NodeError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:  # usage errors, bad parameters, missing files
         click.echo(f"error: {exc.format_message()}", err=True)
         return 2
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:  # unusable input or settings: one line, exit 2
         click.echo(f"error: {exc.message}", err=True)
         return 2
     except NodeError as exc:
