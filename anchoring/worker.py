@@ -276,8 +276,9 @@ class AnchoringWorker:
             else:
                 function = head.payload["function"]
                 args = [_from_json(value) for value in head.payload["args"]]
+            contract = head.payload.get("contract", "ArchiveNotary")
             nonce = max(self.chain.confirmed_nonce(), _max_local_nonce(session) + 1)
-            signed = self.chain.sign_call(function, args, nonce)
+            signed = self.chain.sign_call(function, args, nonce, contract=contract)
             now = datetime.now(UTC)
             for row in rows:
                 row.state = OutboxState.SUBMITTED
@@ -479,16 +480,24 @@ class AnchoringWorker:
 
 
 def enqueue_call(
-    session: Session, function: str, args: Sequence[Any], *, archive_id: str | None
+    session: Session,
+    function: str,
+    args: Sequence[Any],
+    *,
+    archive_id: str | None,
+    contract: str = "ArchiveNotary",
 ) -> OutboxItem:
-    """Record a custody call for the worker to send (inside the caller's transaction; no commit).
+    """Record a contract call for the worker to send (inside the caller's transaction; no commit).
 
     Bytes arguments are stored as ``{"hex": …}``; calls are sent in the order they were enqueued.
     """
     now = datetime.now(UTC)
+    payload: dict[str, Any] = {"function": function, "args": [_to_json(a) for a in args]}
+    if contract != "ArchiveNotary":
+        payload["contract"] = contract
     item = OutboxItem(
         kind=CALL_KIND,
-        payload={"function": function, "args": [_to_json(a) for a in args]},
+        payload=payload,
         state=OutboxState.PENDING,
         archive_id=archive_id,
         created_at=now,

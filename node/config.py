@@ -88,6 +88,12 @@ class NodeSettings(BaseSettings):
     anchor_confirmations: int = Field(1, ge=1)
     anchor_tick: float = Field(0.25, gt=0)
 
+    peers: dict[str, str] = Field(default_factory=dict)
+    """Node URL of each other hospital, by member address (node-to-node API)."""
+    transfer_offer_ttl: float = Field(86_400.0, gt=0)
+    watcher_confirmations: int = Field(1, ge=0)
+    watcher_tick: float = Field(1.0, gt=0)
+
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES

@@ -21,7 +21,17 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from anchoring.storage import Base
 
-__all__ = ["ApiKey", "Archive", "ArchiveVersion", "Base", "WrappedKey"]
+__all__ = [
+    "ApiKey",
+    "Archive",
+    "ArchiveVersion",
+    "Base",
+    "ChainCursor",
+    "ForeignEntry",
+    "PeerNonce",
+    "Transfer",
+    "WrappedKey",
+]
 
 
 class Archive(Base):
@@ -97,6 +107,8 @@ class WrappedKey(Base):
     archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"))
     holder: Mapped[str] = mapped_column(String(64))
     blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    purpose: Mapped[str | None] = mapped_column(String(32), default=None)  # share copies
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)  # share copies
     created_at: Mapped[datetime]
     destroyed_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -115,3 +127,62 @@ class ApiKey(Base):
     actor_id: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Transfer(Base):
+    """One custody transfer of an archive, seen from this node (``out``: we offered it;
+    ``in``: it was offered to us). Its ``state`` records how far the crash-safe protocol got."""
+
+    __tablename__ = "transfers"
+    __table_args__ = (UniqueConstraint("archive_id", "direction", "offer_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    peer: Mapped[str] = mapped_column(String(42))
+    offer_key: Mapped[str] = mapped_column(String(80))  # offer event hash (out) or tx:log (in)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ForeignEntry(Base):
+    """An event of an archive logged by another hospital (before a transfer to us), kept with its
+    inclusion proof so this node's proof bundles span both logs."""
+
+    __tablename__ = "foreign_entries"
+    __table_args__ = (UniqueConstraint("hospital", "log_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # order in the archive's main chain
+    hospital: Mapped[str] = mapped_column(String(42))
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[bytes] = mapped_column(LargeBinary)
+    proof: Mapped[bytes] = mapped_column(LargeBinary)  # concatenated 32-byte hashes
+    checkpoint_index: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_root: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class PeerNonce(Base):
+    """Nonces of signed node-to-node requests seen inside the replay window."""
+
+    __tablename__ = "peer_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(42))
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ChainCursor(Base):
+    """How far the chain watcher has processed contract events (one row per stream)."""
+
+    __tablename__ = "chain_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

@@ -527,6 +527,13 @@ class LocalNetwork:
             f"deployment_file = {_toml_string(str(self.layout.deployment_file))}",
             f"host = {_toml_string(node.host)}",
             f"port = {node.port}",
+            "",
+            "[peers]  # the other hospitals' nodes, for transfers and shares",
+            *(
+                f"{_toml_string(peer.identity.address)} = {_toml_string(peer.url)}"
+                for peer in self.nodes
+                if peer is not node
+            ),
         ]
         node.config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -541,6 +548,7 @@ class LocalNetwork:
             deployment_file=self.layout.deployment_file,
             host=node.host,
             port=node.port,
+            peers={peer.identity.address: peer.url for peer in self.nodes if peer is not node},
         )
 
     def _prepare_node_data(self, recorded: dict[str, Any] | None, reset_chain: bool) -> None:

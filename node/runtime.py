@@ -4,27 +4,34 @@ worker and the services built on them. ``NodeRuntime.open`` fails closed on inse
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from anchoring.chain import ContractWriter, RpcChain
+from anchoring.chain import ContractWriter, Role, RpcChain
 from anchoring.deployment import Deployment
-from anchoring.storage import OutboxItem
-from anchoring.worker import AnchoringWorker, WorkerConfig
+from anchoring.errors import AnchoringError
+from anchoring.storage import OutboxItem, OutboxState
+from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
 from node import migrations
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
-from node.db import Database, GroupCommitter
-from node.errors import ConfigError
+from node.db import Database, GroupCommitter, UnitOfWork
+from node.errors import ConfigError, UnavailableError
 from node.keystore import Keystore
-from node.models import Archive
+from node.models import Archive, PeerNonce
+from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.services.archives import ArchiveService
+from node.services.federation import FederationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
+from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +52,30 @@ class NodeRuntime:
     archives: ArchiveService = field(init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
+    federation: FederationService = field(init=False)
+    watcher: ChainWatcher = field(init=False)
+    peer_client: PeerClient = field(init=False)
+    peer_verifier: PeerVerifier = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.archives = ArchiveService(self)
         self.proofs = ProofService(self)
         self.keys = ApiKeyService(self)
+        self.federation = FederationService(self)
+        self.watcher = ChainWatcher(self)
+        self.peer_client = PeerClient(self.keystore.account())
+        self.peer_verifier = PeerVerifier(
+            recipient=self.hospital,
+            is_active_hospital=self._is_active_hospital,
+            remember_nonce=self._remember_nonce,
+        )
+        self.worker.on_confirmed["acceptTransfer"] = lambda s, item: (
+            self.federation.chain_accept_confirmed(s, item.archive_id or "")
+        )
+        self.worker.on_failed["acceptTransfer"] = lambda s, item: (
+            self.federation.chain_accept_failed(s, item.archive_id or "")
+        )
 
     @property
     def hospital(self) -> str:
@@ -97,26 +122,93 @@ class NodeRuntime:
         )
 
     def start(self, *, scheduler: bool = True) -> None:
-        """Start the database writer and (unless told not to) the anchoring schedule."""
+        """Start the database writer and (unless told not to) the background schedule:
+        anchoring, the chain watcher, incoming transfers, and expiry of offers and grants."""
         self.committer.start()
+        self.sync_public_key()
         if scheduler and self._scheduler is None:
             sched = BackgroundScheduler(timezone="UTC")
-            sched.add_job(
-                self.worker.tick,
-                "interval",
-                seconds=self.settings.anchor_tick,
-                id="anchoring",
-                max_instances=1,
-                coalesce=True,
+            jobs = (
+                ("anchoring", self.worker.tick, self.settings.anchor_tick),
+                ("watcher", self.watcher.tick, self.settings.watcher_tick),
+                ("incoming-transfers", self.federation.process_incoming, 1.0),
+                ("expiry", self._expire, 30.0),
             )
+            for name, job, seconds in jobs:
+                sched.add_job(
+                    _logged(name, job),
+                    "interval",
+                    seconds=seconds,
+                    id=name,
+                    max_instances=1,
+                    coalesce=True,
+                )
             sched.start()
             self._scheduler = sched
+
+    def sync_public_key(self) -> bool:
+        """Queue ``rotatePublicKey`` when the registry holds another encryption key for us (so
+        other hospitals wrap keys to the one this node can open). True when queued."""
+        try:
+            registered = bytes(self.chain.member(self.hospital).public_key)
+        except AnchoringError as exc:  # chain down: the next start tries again
+            log.warning("cannot compare the registered public key: %s", exc)
+            return False
+        ours = self.keystore.encryption_public_key
+        if registered == ours:
+            return False
+        with self.db.session() as session:
+            pending = session.execute(
+                select(OutboxItem.id).where(
+                    OutboxItem.state.in_([OutboxState.PENDING, OutboxState.SUBMITTED]),
+                    OutboxItem.kind == "call",
+                )
+            ).scalars()
+            if any(
+                session.get_one(OutboxItem, i).payload.get("function") == "rotatePublicKey"
+                for i in pending
+            ):
+                return False
+        self.committer.run(
+            lambda uow: enqueue_call(
+                uow.session,
+                "rotatePublicKey",
+                [ours],
+                archive_id=None,
+                contract="ConsortiumRegistry",
+            )
+        )
+        log.info("queued rotatePublicKey: the registry held another encryption key")
+        return True
+
+    def _expire(self) -> None:
+        self.federation.expire_offers()
+        self.federation.expire_shares()
+        with self.db.transaction() as session:
+            cutoff = datetime.now(UTC) - timedelta(seconds=2 * WINDOW_SECONDS)
+            session.execute(delete(PeerNonce).where(PeerNonce.seen_at < cutoff))
+
+    def _is_active_hospital(self, address: str) -> bool:
+        try:
+            return self.chain.is_active(address, Role.HOSPITAL)
+        except AnchoringError as exc:
+            raise UnavailableError(f"cannot read the registry: {exc}") from None
+
+    def _remember_nonce(self, nonce: str, sender: str) -> bool:
+        def unit(uow: UnitOfWork) -> bool:
+            if uow.session.get(PeerNonce, nonce) is not None:
+                return False
+            uow.session.add(PeerNonce(nonce=nonce, sender=sender, seen_at=uow.now))
+            return True
+
+        return self.committer.run(unit)
 
     def close(self) -> None:
         """Stop background work and release connections (pending units finish first)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        self.peer_client.close()
         self.committer.stop()
         self.blobs.close()
         self.db.dispose()
@@ -144,6 +236,18 @@ def _open_keystore(settings: NodeSettings, create: bool | None) -> Keystore:
     if settings.mode != "dev" and keystore.uses_weak_kdf:
         raise ConfigError("the keystore uses a weak scrypt cost; production mode refuses it")
     return keystore
+
+
+def _logged(name: str, job: Callable[[], object]) -> Callable[[], None]:
+    """A scheduler job that logs (never raises) what goes wrong, so the schedule keeps running."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("background job %s failed", name)
+
+    return run
 
 
 def _registered(session: Session, item: OutboxItem) -> None:

@@ -51,7 +51,7 @@ from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NotFoundError
-from node.models import Archive, ArchiveVersion, WrappedKey
+from node.models import Archive, ArchiveVersion, ForeignEntry, WrappedKey
 from node.services.principal import Action, Principal
 from node.services.records import ArchiveView, EventView, Page, VersionView
 
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
+NOT_HELD_STATES = frozenset({"TRANSFERRED", "INCOMING"})
+"""Catalogue states of archives this node knows but does not hold (custody moved / arriving)."""
 _STATE_CACHE_SIZE = 10_000
 
 
@@ -593,9 +595,14 @@ class ArchiveService:
             cached = self._states.get(archive.id)
         if cached is not None and cached[0] == archive.last_event_hash:
             return cached[1]
-        state = lifecycle.replay(
-            parse_event(entry.event) for entry in storage.entries_for_archive(session, archive.id)
-        )
+        foreign = session.execute(
+            select(ForeignEntry.event)
+            .where(ForeignEntry.archive_id == archive.id)
+            .order_by(ForeignEntry.position)
+        ).scalars()
+        own = (entry.event for entry in storage.entries_for_archive(session, archive.id))
+        # Events from former custodians (received with a transfer) come first in the chain.
+        state = lifecycle.replay(parse_event(raw) for raw in (*foreign, *own))
         if bytes.fromhex(state.head) != archive.last_event_hash:
             raise ConflictError(
                 f"archive {archive.id}: the log and the catalogue disagree on the last event",
@@ -613,12 +620,19 @@ class ArchiveService:
         return archive
 
     def _load_for_update(self, session: Session, principal: Principal, archive_id: str) -> Archive:
+        """The archive row, locked, in the caller's scope, and held by this node."""
         archive = session.execute(
             select(Archive).where(Archive.id == _normalise_id(archive_id)).with_for_update()
         ).scalar_one_or_none()
         if archive is None:
             raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
         principal.require_visible(archive_id, archive.department)
+        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD_STATES:
+            raise ConflictError(
+                f"this hospital is not the custodian of archive {archive.id} "
+                f"(custodian {archive.custodian})",
+                code="not_custodian",
+            )
         return archive
 
     def _check_media_type(self, media_type: str) -> None:

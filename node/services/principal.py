@@ -36,6 +36,8 @@ class Action(StrEnum):
     READ_PROOF = "read_proof"
     HOLD = "hold"
     RECORD_ACCESS = "record_access"
+    TRANSFER = "transfer"
+    SHARE = "share"
     MANAGE_KEYS = "manage_keys"
 
 

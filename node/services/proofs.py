@@ -1,4 +1,6 @@
-"""Proof bundles of an archive from this node's log (``archivechain.proof/v1``)."""
+"""Proof bundles of an archive (``archivechain.proof/v1``): the entries received from former
+custodians (with their proofs, kept since the transfer) followed by this node's own anchored
+entries, each proven against this node's latest confirmed checkpoint."""
 
 from __future__ import annotations
 
@@ -11,11 +13,20 @@ from anchoring import storage
 from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
 from anchoring.storage import Checkpoint, CheckpointState
 from node.errors import ConflictError, NotFoundError
-from node.models import Archive
+from node.models import Archive, ForeignEntry
 from node.services.principal import Action, Principal
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
+
+
+@dataclass(frozen=True)
+class OwnEntries:
+    """This node's anchored entries of one archive and how many newer ones await anchoring."""
+
+    entries: tuple[BundleEntry, ...]
+    unanchored: int
+    checkpoint: BundleCheckpoint | None
 
 
 @dataclass(frozen=True)
@@ -25,18 +36,18 @@ class BuiltBundle:
     document: bytes
     entries: int
     unanchored: int
-    checkpoint_index: int
-    checkpoint_size: int
+    checkpoint_index: int | None
+    checkpoint_size: int | None
 
 
 class ProofService:
-    """Builds proof bundles against the latest confirmed checkpoint."""
+    """Builds proof bundles."""
 
     def __init__(self, runtime: NodeRuntime) -> None:
         self.rt = runtime
 
     def bundle(self, principal: Principal, archive_id: str) -> BuiltBundle:
-        """Every anchored event of the archive with its inclusion proof.
+        """Every anchored event of the archive known here, across logs.
 
         Events newer than the latest confirmed checkpoint are left out (and counted): a bundle
         only contains what a verifier can check against the chain right now.
@@ -47,6 +58,51 @@ class ProofService:
             archive = session.get(Archive, archive_id)
             if archive is None or not principal.can_see(archive.department):
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        bundle, own = self.full(archive_id)
+        if not bundle.entries:
+            raise ConflictError(
+                f"archive {archive_id} has no anchored event yet; retry in a few seconds",
+                code="proof_pending",
+            )
+        return BuiltBundle(
+            document=dump_bundle(bundle),
+            entries=len(bundle.entries),
+            unanchored=own.unanchored,
+            checkpoint_index=own.checkpoint.index if own.checkpoint else None,
+            checkpoint_size=own.checkpoint.size if own.checkpoint else None,
+        )
+
+    def full(self, archive_id: str) -> tuple[ProofBundle, OwnEntries]:
+        """Foreign entries (former custodians, in chain order) then this node's own."""
+        with self.rt.db.session() as session:
+            foreign = [
+                BundleEntry(
+                    hospital=f.hospital,
+                    log_index=f.log_index,
+                    event=f.event,
+                    proof=tuple(f.proof[i : i + 32] for i in range(0, len(f.proof), 32)),
+                    checkpoint=BundleCheckpoint(
+                        f.hospital, f.checkpoint_index, f.checkpoint_size, f.checkpoint_root
+                    ),
+                )
+                for f in session.execute(
+                    select(ForeignEntry)
+                    .where(ForeignEntry.archive_id == archive_id)
+                    .order_by(ForeignEntry.position)
+                ).scalars()
+            ]
+        own = self.own_entries(archive_id)
+        bundle = ProofBundle(
+            chain_id=self.rt.deployment.chain_id,
+            notary=self.rt.deployment.notary.address,
+            archive_id=archive_id,
+            entries=tuple(foreign) + own.entries,
+        )
+        return bundle, own
+
+    def own_entries(self, archive_id: str) -> OwnEntries:
+        """This node's entries of the archive covered by its latest confirmed checkpoint."""
+        with self.rt.db.session() as session:
             checkpoint = session.execute(
                 select(Checkpoint)
                 .where(
@@ -57,20 +113,15 @@ class ProofService:
                 .limit(1)
             ).scalar_one_or_none()
             entries = storage.entries_for_archive(session, archive_id)
-            covered = [e for e in entries if checkpoint is not None and e.index < checkpoint.size]
-            if checkpoint is None or not covered:
-                raise ConflictError(
-                    f"archive {archive_id} has no anchored event yet; retry in a few seconds",
-                    code="proof_pending",
-                )
-            assert checkpoint.chain_index is not None
+            if checkpoint is None or checkpoint.chain_index is None:
+                return OwnEntries((), len(entries), None)
             anchor = BundleCheckpoint(
                 hospital=self.rt.hospital,
                 index=checkpoint.chain_index,
                 size=checkpoint.size,
                 root=checkpoint.root,
             )
-            bundle_entries = tuple(
+            covered = tuple(
                 BundleEntry(
                     hospital=self.rt.hospital,
                     log_index=entry.index,
@@ -78,18 +129,7 @@ class ProofService:
                     proof=tuple(storage.inclusion_proof(session, entry.index, checkpoint.size)),
                     checkpoint=anchor,
                 )
-                for entry in covered
+                for entry in entries
+                if entry.index < checkpoint.size
             )
-        bundle = ProofBundle(
-            chain_id=self.rt.deployment.chain_id,
-            notary=self.rt.deployment.notary.address,
-            archive_id=archive_id,
-            entries=bundle_entries,
-        )
-        return BuiltBundle(
-            document=dump_bundle(bundle),
-            entries=len(bundle_entries),
-            unanchored=len(entries) - len(covered),
-            checkpoint_index=anchor.index,
-            checkpoint_size=anchor.size,
-        )
+        return OwnEntries(covered, len(entries) - len(covered), anchor)

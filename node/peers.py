@@ -1,0 +1,259 @@
+"""Node-to-node trust: every request between hospital nodes is signed with the sending member's
+Ethereum key and checked against the on-chain ``ConsortiumRegistry``.
+
+A request carries four headers: the sender's address, a unix timestamp, a random nonce and an
+EIP-191 signature over::
+
+    archivechain-peer/v1 \\n METHOD \\n PATH?QUERY \\n sha256(body) \\n timestamp \\n nonce \\n
+    sender \\n recipient
+
+The recipient refuses (and logs) a request whose signature does not recover the sender, whose
+timestamp is outside the window, whose nonce it has already seen inside the window, that names
+another recipient, or whose sender is not an ACTIVE HOSPITAL on chain right now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from anchoring.ids import IdentifierError, normalize_address
+from node.errors import AuthenticationError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+PEER_PREFIX = "/peer/v1"
+SENDER = "X-ArchiveChain-Sender"
+TIMESTAMP = "X-ArchiveChain-Timestamp"
+NONCE = "X-ArchiveChain-Nonce"
+SIGNATURE = "X-ArchiveChain-Signature"
+DOMAIN = "archivechain-peer/v1"
+WINDOW_SECONDS = 300
+MEMBERSHIP_TTL = 5.0
+
+
+class PeerAuthError(AuthenticationError):
+    """A node-to-node request was refused (forged, replayed, expired, or not from an active
+    hospital). ``reason`` is a short code for logs and tests."""
+
+    code = "peer_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def signing_message(
+    method: str,
+    target: str,
+    body: bytes,
+    timestamp: int,
+    nonce: str,
+    sender: str,
+    recipient: str,
+) -> str:
+    """The exact text both sides sign and check."""
+    return "\n".join(
+        (
+            DOMAIN,
+            method.upper(),
+            target,
+            hashlib.sha256(body).hexdigest(),
+            str(timestamp),
+            nonce,
+            sender,
+            recipient,
+        )
+    )
+
+
+def sign_headers(
+    account: LocalAccount,
+    method: str,
+    target: str,
+    body: bytes,
+    recipient: str,
+    *,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Headers that authenticate one request from ``account`` to ``recipient``."""
+    timestamp = int(time.time() if now is None else now)
+    nonce = secrets.token_hex(16)
+    sender = str(account.address)
+    text = signing_message(method, target, body, timestamp, nonce, sender, recipient)
+    signature = account.sign_message(encode_defunct(text=text)).signature
+    return {
+        SENDER: sender,
+        TIMESTAMP: str(timestamp),
+        NONCE: nonce,
+        SIGNATURE: "0x" + bytes(signature).hex(),
+    }
+
+
+@dataclass
+class PeerVerifier:
+    """Checks signed requests addressed to ``recipient``.
+
+    ``is_active_hospital(address)`` asks the registry (answers are cached for a few seconds);
+    ``remember_nonce(nonce, sender)`` returns False when the nonce was already used.
+    """
+
+    recipient: str
+    is_active_hospital: Callable[[str], bool]
+    remember_nonce: Callable[[str, str], bool]
+    window: int = WINDOW_SECONDS
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._members: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def forget_membership(self, address: str | None = None) -> None:
+        """Drop cached registry answers (the chain watcher calls this on member events)."""
+        with self._lock:
+            if address is None:
+                self._members.clear()
+            else:
+                self._members.pop(address, None)
+
+    def verify(self, method: str, target: str, body: bytes, headers: Any) -> str:
+        """The sender's address, or ``PeerAuthError`` naming why the request is refused."""
+        try:
+            return self._verify(method, target, body, headers)
+        except PeerAuthError as exc:
+            log.warning(
+                "refused peer request %s %s from %s: %s",
+                method,
+                target.split("?")[0],
+                headers.get(SENDER, "?"),
+                exc.reason,
+            )
+            raise
+
+    def _verify(self, method: str, target: str, body: bytes, headers: Any) -> str:
+        values = {name: headers.get(name) for name in (SENDER, TIMESTAMP, NONCE, SIGNATURE)}
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise PeerAuthError("unsigned", f"missing {', '.join(missing)}")
+        try:
+            sender = normalize_address(values[SENDER])
+            timestamp = int(values[TIMESTAMP])
+            signature = bytes.fromhex(values[SIGNATURE].removeprefix("0x"))
+        except (IdentifierError, ValueError):
+            raise PeerAuthError("malformed", "malformed authentication headers") from None
+        nonce = values[NONCE]
+        if not (16 <= len(nonce) <= 64 and nonce.isalnum()):
+            raise PeerAuthError("malformed", "malformed nonce")
+        if abs(self.clock() - timestamp) > self.window:
+            raise PeerAuthError("expired", "request timestamp outside the accepted window")
+        text = signing_message(method, target, body, timestamp, nonce, sender, self.recipient)
+        try:
+            signer = Account.recover_message(encode_defunct(text=text), signature=signature)
+        except Exception:  # malformed signatures raise assorted errors
+            raise PeerAuthError("forged", "signature does not verify") from None
+        if signer != sender:
+            raise PeerAuthError("forged", "signature does not match the sender")
+        if not self._active(sender):
+            raise PeerAuthError("not_member", f"{sender} is not an active hospital member")
+        if not self.remember_nonce(nonce, sender):
+            raise PeerAuthError("replayed", "nonce already used")
+        return sender
+
+    def _active(self, address: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._members.get(address)
+        if cached is not None and now - cached[0] < MEMBERSHIP_TTL:
+            return cached[1]
+        active = self.is_active_hospital(address)
+        with self._lock:
+            self._members[address] = (now, active)
+        return active
+
+
+class PeerClient:
+    """Signed HTTP requests from this node to another hospital's node."""
+
+    def __init__(self, account: LocalAccount, *, timeout: float = 30.0) -> None:
+        self.account = account
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, base_url: str, recipient: str, path: str) -> httpx.Request:
+        target = PEER_PREFIX + path
+        headers = sign_headers(self.account, method, target, b"", recipient)
+        return self._http.build_request(method, base_url.rstrip("/") + target, headers=headers)
+
+    def get_json(self, base_url: str, recipient: str, path: str) -> dict[str, Any]:
+        """GET a JSON document; HTTP errors become ``UnavailableError`` with the peer's code."""
+        response = self._send(self._request("GET", base_url, recipient, path))
+        try:
+            document = response.json()
+        except ValueError:
+            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
+        if not isinstance(document, dict):
+            raise UnavailableError(f"peer {recipient} answered an unexpected document")
+        return document
+
+    def stream(self, base_url: str, recipient: str, path: str) -> Iterator[bytes]:
+        """GET a byte stream (ciphertext), yielded in chunks."""
+        request = self._request("GET", base_url, recipient, path)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {recipient} unreachable: {exc}") from None
+        try:
+            _check(response, recipient)
+            yield from response.iter_bytes(1024 * 1024)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {recipient} stopped sending: {exc}") from None
+        finally:
+            response.close()
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer unreachable: {exc}") from None
+        _check(response, request.url.host or "?")
+        return response
+
+
+class PeerRefusedError(UnavailableError):
+    """The peer answered with an error; ``status`` and ``peer_code`` say which."""
+
+    code = "peer_error"
+
+    def __init__(self, message: str, status: int, peer_code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.peer_code = peer_code
+
+
+def _check(response: httpx.Response, peer: str) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        response.read()
+        body = response.json()
+        code, message = str(body.get("code")), str(body.get("message"))
+    except Exception:
+        code, message = "unknown", response.reason_phrase
+    raise PeerRefusedError(
+        f"peer {peer} refused ({response.status_code} {code}): {message}",
+        response.status_code,
+        code,
+    )

@@ -1,0 +1,206 @@
+"""The chain watcher: follows ``ArchiveNotary`` and ``ConsortiumRegistry`` events and reacts.
+
+It reads logs from the block after its stored cursor up to ``latest - confirmations``, in bounded
+ranges, dispatches each event to an idempotent handler, then stores the new cursor. A crash between
+the handlers and the cursor update replays those blocks; every handler checks the current state
+first, so replaying changes nothing (restart-safe).
+
+Reactions: incoming transfer offers (to the federation service), acceptance/rejection/cancellation
+of transfers, holds placed or released by regulators on archives this node holds (logged as
+HOLD_PLACE/HOLD_RELEASE with the regulator's address as actor), and member admissions, suspensions
+and key rotations (the peer verifier's cache is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from anchoring.chain import DecodedEvent, hex_to_bytes
+from anchoring.errors import AnchoringError
+from anchoring.events import HoldPlaceData, HoldPlaceEvent, HoldReleaseData, HoldReleaseEvent
+from anchoring.ids import IdentifierError, archive_id_from_key, normalize_address
+from node.db import UnitOfWork
+from node.models import Archive, ChainCursor, Transfer
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+CURSOR = "contracts"
+MAX_RANGE = 2_000
+MEMBER_EVENTS = frozenset(
+    {
+        "MemberAdmitted",
+        "MemberSuspended",
+        "MemberReinstated",
+        "MemberRoleChanged",
+        "PublicKeyRotated",
+    }
+)
+
+
+@dataclass
+class WatcherStatus:
+    """What ``/healthz`` shows about the watcher."""
+
+    cursor: int | None = None
+    last_error: str | None = None
+    events_seen: int = 0
+
+
+class ChainWatcher:
+    """Follows contract events from the last processed block."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.rt = runtime
+        self.status = WatcherStatus()
+
+    def tick(self) -> int:
+        """Process one range of confirmed blocks; returns the number of events handled."""
+        try:
+            return self._tick()
+        except AnchoringError as exc:
+            self.status.last_error = str(exc)
+            log.warning("chain watcher: %s", exc)
+            return 0
+
+    def _tick(self) -> int:
+        rpc = self.rt.chain.rpc
+        safe = rpc.block_number() - self.rt.settings.watcher_confirmations
+        cursor = self._cursor()
+        if safe <= cursor:
+            self.status.cursor = cursor
+            return 0
+        until = min(safe, cursor + MAX_RANGE)
+        addresses = [self.rt.deployment.notary.address, self.rt.deployment.registry.address]
+        logs = rpc.request(
+            "eth_getLogs",
+            [{"fromBlock": hex(cursor + 1), "toBlock": hex(until), "address": addresses}],
+        )
+        events = self.rt.chain.notary.decode_logs(logs, addresses[0])
+        events += self.rt.chain.registry.decode_logs(logs, addresses[1])
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        for event in events:
+            self._dispatch(event)
+        self._save_cursor(until)
+        self.status.cursor = until
+        self.status.last_error = None
+        self.status.events_seen += len(events)
+        return len(events)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _dispatch(self, event: DecodedEvent) -> None:
+        me = self.rt.hospital
+        args = event.args
+        if event.name in MEMBER_EVENTS:
+            self.rt.peer_verifier.forget_membership()
+            return
+        if event.address != self.rt.deployment.notary.address or "id" not in args:
+            return
+        try:
+            archive_id = archive_id_from_key(_bytes(args["id"]))
+        except IdentifierError:
+            return  # not an id this software issues
+        federation = self.rt.federation
+        if event.name == "TransferOffered" and _addr(args["to"]) == me:
+            federation.offer_seen(
+                archive_id, _addr(args["from"]), f"{event.block_number}:{event.log_index}"
+            )
+        elif event.name == "TransferAccepted" and _addr(args["from"]) == me:
+            federation.offer_accepted(archive_id, _addr(args["to"]))
+        elif event.name == "TransferRejected" and _addr(args["from"]) == me:
+            federation.offer_rejected(archive_id, _addr(args["to"]), _bytes(args["reasonHash"]))
+        elif event.name == "TransferCancelled" and _addr(args["to"]) == me:
+            self._incoming_cancelled(archive_id)
+        elif event.name == "HoldPlaced" and bool(args["byRegulator"]):
+            self._regulator_hold(archive_id, _addr(args["by"]), _bytes(args["reasonHash"]), True)
+        elif event.name == "HoldReleased" and _addr(args["by"]) != me:
+            self._regulator_hold(archive_id, _addr(args["by"]), _bytes(args["reasonHash"]), False)
+
+    def _incoming_cancelled(self, archive_id: str) -> None:
+        def unit(uow: UnitOfWork) -> None:
+            for row in uow.session.query(Transfer).filter(
+                Transfer.archive_id == archive_id,
+                Transfer.direction == "in",
+                Transfer.state == "seen",
+            ):
+                row.state = "cancelled"
+                row.updated_at = uow.now
+
+        self.rt.committer.run(unit)
+
+    def _regulator_hold(self, archive_id: str, by: str, reason: bytes, place: bool) -> None:
+        """Mirror a regulator's hold (or its release) into this node's log, once."""
+        archives = self.rt.archives
+
+        def unit(uow: UnitOfWork) -> None:
+            archive = uow.session.get(Archive, archive_id)
+            if archive is None or archive.custodian != self.rt.hospital:
+                return
+            if archive.state in ("TRANSFERRED", "INCOMING"):
+                return
+            state = archives._state(uow.session, archive)
+            if place and not (state.on_hold and state.hold_by_regulator):
+                new = archives._record(
+                    uow,
+                    archive,
+                    state,
+                    HoldPlaceEvent,
+                    by,
+                    HoldPlaceData(reason_hash=reason.hex(), by_regulator=True),
+                )
+            elif not place and state.on_hold and state.hold_by_regulator:
+                new = archives._record(
+                    uow,
+                    archive,
+                    state,
+                    HoldReleaseEvent,
+                    by,
+                    HoldReleaseData(reason_hash=reason.hex()),
+                )
+            else:
+                return
+            archive.on_hold = new.on_hold
+            archive.hold_by_regulator = new.hold_by_regulator
+
+        self.rt.committer.run(unit)
+
+    # -- cursor --------------------------------------------------------------------------------
+
+    def _cursor(self) -> int:
+        with self.rt.db.session() as session:
+            row = session.get(ChainCursor, CURSOR)
+            if row is not None:
+                return int(row.block)
+        return max(0, self.rt.deployment.deploy_block - 1)
+
+    def _save_cursor(self, block: int) -> None:
+        def unit(uow: UnitOfWork) -> None:
+            _store_cursor(uow.session, block)
+
+        self.rt.committer.run(unit)
+
+
+def _store_cursor(session: Session, block: int) -> None:
+    row = session.get(ChainCursor, CURSOR)
+    now = datetime.now(UTC)
+    if row is None:
+        session.add(ChainCursor(name=CURSOR, block=block, updated_at=now))
+    else:
+        row.block = max(row.block, block)
+        row.updated_at = now
+
+
+def _addr(value: Any) -> str:
+    return normalize_address(value if isinstance(value, str) else "0x" + bytes(value).hex())
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else hex_to_bytes(str(value))
