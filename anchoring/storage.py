@@ -273,7 +273,7 @@ class LogWriter:
         # bind processor so they are stored exactly as SQLAlchemy would store them.
         connection = self.session.connection()
         dialect = connection.dialect
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        positional = dialect.paramstyle == "qmark"
         to_db = LogEntry.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
         times: dict[datetime, Any] = {}
         rows = []
@@ -282,15 +282,9 @@ class LogWriter:
             if stored is None:
                 stored = times[time] = to_db(time) if to_db else time
             rows.append((index, archive_id, event_type, stored, event))
-        # Only the placeholder style varies; no value is ever formatted into the SQL.
+        connection.exec_driver_sql(_INSERT_ENTRIES_QMARK if positional else _INSERT_ENTRIES, rows)
         connection.exec_driver_sql(
-            "INSERT INTO log_entries (idx, archive_id, event_type, time, event) "
-            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",  # noqa: S608
-            rows,
-        )
-        connection.exec_driver_sql(
-            f"INSERT INTO log_nodes (id, hash) VALUES ({mark}, {mark})",  # noqa: S608
-            self._nodes,
+            _INSERT_NODES_QMARK if positional else _INSERT_NODES, self._nodes
         )
         root = merkle.hash_from_subtrees(self.frontier) if self.frontier else merkle.EMPTY_ROOT
         values = {
@@ -308,6 +302,16 @@ class LogWriter:
         self.session.flush()
         self._entries.clear()
         self._nodes.clear()
+
+
+_INSERT_ENTRIES_QMARK = (
+    "INSERT INTO log_entries (idx, archive_id, event_type, time, event) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_ENTRIES = (
+    "INSERT INTO log_entries (idx, archive_id, event_type, time, event) VALUES (%s, %s, %s, %s, %s)"
+)
+_INSERT_NODES_QMARK = "INSERT INTO log_nodes (id, hash) VALUES (?, ?)"
+_INSERT_NODES = "INSERT INTO log_nodes (id, hash) VALUES (%s, %s)"
 
 
 def _split_hashes(blob: bytes) -> list[bytes]:

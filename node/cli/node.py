@@ -10,6 +10,7 @@ scheduler stops). ``<data-dir>/node.pid`` records the running process.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,6 +130,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
         runtime = open_runtime(settings)
         try:
             app = _create_app(runtime)
+            _install_fault_point(runtime)
             runtime.start()
             log.info(
                 "node %s (%s, %s mode) serving %s", settings.name, runtime.hospital,
@@ -140,6 +142,24 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
             log.info("node %s stopped", settings.name)
     finally:
         remove_pid_file(pid_file)
+
+
+FAULT_POINT_ENV = "ARCHIVECHAIN_TEST_FAULT_POINT"
+"""TEST SEAM (fault injection only): the node SIGKILLs itself when the federation service reaches
+the named point (e.g. ``transfer-staged``). Never set it in production."""
+
+
+def _install_fault_point(runtime: NodeRuntime) -> None:
+    point = os.environ.get(FAULT_POINT_ENV)
+    if not point:
+        return
+    log.warning("fault injection armed at %s (test seam)", point)
+
+    def hook(reached: str) -> None:
+        if reached == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    runtime.federation.fault_hook = hook
 
 
 def _create_app(runtime: NodeRuntime) -> Any:

@@ -26,10 +26,10 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -74,12 +74,15 @@ from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
 from node.models import Archive, ArchiveVersion, ForeignEntry, Transfer, WrappedKey
+from node.peers import PeerRefusedError
 from node.services.principal import Action, Principal
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TRANSFERRED = "TRANSFERRED"
 """Local catalogue state of an archive whose custody moved to another hospital."""
@@ -145,6 +148,14 @@ class FederationService:
     def __init__(self, runtime: NodeRuntime) -> None:
         self.rt = runtime
         self.archives = runtime.archives
+        self.fault_hook: Callable[[str], None] | None = None
+        """Test seam: called at ``transfer-staged`` (B stored the package and queued the
+        accept) and ``transfer-completing`` (accepted on chain, before TRANSFER_ACCEPT is
+        logged), so fault-injection tests can kill the process exactly there."""
+
+    def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
 
     # ===========================================================================================
     # Directory: who is who
@@ -177,8 +188,22 @@ class FederationService:
         """Base URL of another hospital's node (from configuration)."""
         url = self.rt.settings.peers.get(address)
         if not url:
-            raise UnavailableError(f"no node URL configured for hospital {address}")
+            raise NotFoundError(
+                f"no node is configured for hospital {address}", code="unknown_peer"
+            )
         return url
+
+    def _from_peer(self, call: Callable[[], T]) -> T:
+        """Run a peer request; a peer's 401/403/404 (no grant, no transfer, not a member) becomes
+        a 404 here, anything else stays a 503 (the peer is unavailable)."""
+        try:
+            return call()
+        except PeerRefusedError as exc:
+            if exc.status in (401, 403, 404):
+                raise NotFoundError(
+                    f"the custodian refused: {exc.peer_code}", code=exc.peer_code
+                ) from None
+            raise
 
     def _members(self) -> list[Any]:
         try:
@@ -456,8 +481,8 @@ class FederationService:
                     self._complete(transfer_id)
                 else:
                     self._abandon(transfer_id)
-            except UnavailableError as exc:  # the peer or chain is down: try again later
-                self._note(transfer_id, str(exc))
+            except (UnavailableError, NotFoundError) as exc:  # peer/chain down or unknown peer
+                self._note(transfer_id, str(exc))  # try again on the next run
         return len(rows)
 
     def _receive(self, transfer_id: int) -> None:
@@ -484,6 +509,7 @@ class FederationService:
         except BaseException:
             self._delete_blobs(archive_id, [ref.cid for ref in stored])
             raise
+        self._fault("transfer-staged")
 
     def _check_package(self, archive_id: str, sender: str, package: dict[str, Any]) -> _Received:
         try:
@@ -708,6 +734,7 @@ class FederationService:
 
     def _complete(self, transfer_id: int) -> None:
         """Custody is ours on chain: log TRANSFER_ACCEPT chained to the former custodian's head."""
+        self._fault("transfer-completing")
 
         def unit(uow: UnitOfWork) -> None:
             row = uow.session.get_one(Transfer, transfer_id)
@@ -880,7 +907,9 @@ class FederationService:
         custodian = normalize_address(custodian)
         archive_id = archive_id.strip().upper()
         url = self.peer_url(custodian)
-        package = self.rt.peer_client.get_json(url, custodian, f"/archives/{archive_id}/share")
+        package = self._from_peer(
+            lambda: self.rt.peer_client.get_json(url, custodian, f"/archives/{archive_id}/share")
+        )
         if package.get("purpose") != purpose.value:
             raise ConflictError(
                 f"the grant is for purpose {package.get('purpose')}, not {purpose.value}",
@@ -940,8 +969,9 @@ class FederationService:
         """For a grantee: the custodian's bundle plus this node's own reads under the grant."""
         principal.require(Action.READ_PROOF)
         custodian = normalize_address(custodian)
-        document = self.rt.peer_client.get_json(
-            self.peer_url(custodian), custodian, f"/archives/{archive_id}/bundle"
+        url = self.peer_url(custodian)
+        document = self._from_peer(
+            lambda: self.rt.peer_client.get_json(url, custodian, f"/archives/{archive_id}/bundle")
         )
         theirs = parse_bundle(json.dumps(document))
         own = self.rt.proofs.own_entries(archive_id)

@@ -161,11 +161,11 @@ def test_deploy_needs_a_key_off_the_dev_chain(
     other = anvil_factory(chain_id=999)
     refused = cli("contracts", "deploy", "--rpc", other.rpc_url, "--data-dir", str(tmp_path),
                   env={"ARCHIVECHAIN_DEPLOYER_KEY": ""})  # fmt: skip
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a configuration problem: one line, exit 2
     assert "not the dev chain" in refused.stderr
     dev_key = cli("contracts", "deploy", "--rpc", other.rpc_url, "--data-dir", str(tmp_path),
                   env={"ARCHIVECHAIN_DEPLOYER_KEY": DEV_CHAIN_DEPLOYER_KEY})  # fmt: skip
-    assert dev_key.returncode == 1
+    assert dev_key.returncode == 2
     assert "public dev key" in dev_key.stderr
     key = "0x" + test_accounts.outsider.key.hex().removeprefix("0x")
     ok = cli("contracts", "deploy", "--rpc", other.rpc_url, "--data-dir", str(tmp_path),

@@ -1,0 +1,73 @@
+"""Request dependencies: the node runtime and the authenticated caller.
+
+``PrincipalDep`` reads ``Authorization: Bearer <api key>`` and asks ``runtime.keys.authenticate``;
+a missing, malformed, unknown or revoked key is an ``AuthenticationError`` (401 with
+``WWW-Authenticate: Bearer``, see ``api.errors``). The dependencies are plain functions, so
+FastAPI runs the database lookup in its thread pool, not on the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from node.errors import AuthenticationError
+from node.runtime import NodeRuntime
+from node.services.principal import Principal
+from node.services.status import StatusService
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key issued by the node's admin (`POST /api/v1/keys` or the CLI).",
+)
+
+
+def get_runtime(request: Request) -> NodeRuntime:
+    """The node this app serves (set by ``api.main.create_app``)."""
+    runtime: NodeRuntime = request.app.state.runtime
+    return runtime
+
+
+def get_status_service(request: Request) -> StatusService:
+    """The node's status service (built once per app)."""
+    status: StatusService = request.app.state.status
+    return status
+
+
+RuntimeDep = Annotated[NodeRuntime, Depends(get_runtime)]
+StatusDep = Annotated[StatusService, Depends(get_status_service)]
+
+
+def get_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller behind the bearer key; refuses (401) anything else."""
+    if credentials is None:
+        raise AuthenticationError(
+            "an API key is required: send 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
+    return runtime.keys.authenticate(credentials.credentials.strip())
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def single_valued_query(request: Request) -> None:
+    """Refuse (422) a query parameter given more than once: every parameter of this API is a single
+    value, and silently keeping one of several (``?limit=1&limit=500``) hides client mistakes."""
+    counts: dict[str, int] = {}
+    for key, _ in request.query_params.multi_items():
+        counts[key] = counts.get(key, 0) + 1
+    repeated = [key for key, count in counts.items() if count > 1]
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", key), "msg": "must be given at most once", "type": "repeated"}
+                for key in repeated
+            ]
+        )

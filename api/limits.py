@@ -1,0 +1,95 @@
+"""Request body size limits, enforced before a body is parsed and answered in the API's JSON shape.
+
+Each request gets a limit from its method and path (uploads: the node's ``max_upload_bytes`` plus
+room for the multipart envelope; ``/verify``: a bundle limit; everything else: a small JSON limit).
+A declared ``Content-Length`` above the limit is refused before any byte is read; a body without
+one is counted as it streams and the request is cut off as soon as it passes the limit. Either
+way the answer is ``413 payload_too_large``. Starlette's own limiter answers in plain text, hence
+this middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+from node.errors import InputError
+
+LimitFor = Callable[[str, str], int]
+"""``limit_for(method, path) -> max body bytes``."""
+
+
+class BodyTooLargeError(InputError):
+    """The request body is larger than this endpoint accepts."""
+
+    code = "payload_too_large"
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies above the limit of their endpoint with 413 (JSON)."""
+
+    def __init__(self, app: ASGIApp, limit_for: LimitFor) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _refuse(limit, scope, receive, send)
+            return
+
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise BodyTooLargeError(_message(limit))
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app made of the broken body is replaced by the 413 below
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+        if exceeded and not started:
+            await _refuse(limit, scope, receive, send)
+
+
+def _message(limit: int) -> str:
+    return f"the request body exceeds the limit of {limit} bytes for this endpoint"
+
+
+async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(413, BodyTooLargeError.code, _message(limit))
+    await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = Headers(scope=scope).get("content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

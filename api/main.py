@@ -1,0 +1,166 @@
+"""The FastAPI app of a hospital node: ``create_app(runtime)``.
+
+The caller owns the runtime (opens, starts and closes it); the app only serves it. Resource routes
+live under ``/api/v1``; ``/healthz`` and ``/metrics`` are at the root (where load balancers and
+Prometheus look) and are not mirrored. Middleware, outermost first: request metrics, body-size
+limits, last-resort 500; then FastAPI's exception handlers from ``api.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.deps import single_valued_query
+from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
+from api.limits import BodyLimitMiddleware, LimitFor
+from api.metrics import RequestMetricsMiddleware, build_metrics
+from api.routes import archives, checkpoints, federation, health, keys, peer, verify
+from api.schemas import ArchiveIn, ErrorOut
+from node.runtime import NodeRuntime
+from node.services.status import StatusService
+
+API_PREFIX = "/api/v1"
+API_VERSION = "1.0.0"
+MULTIPART_ALLOWANCE = 256 * 1024
+"""Room for the multipart envelope and the metadata field on top of the upload limit."""
+SMALL_BODY_BYTES = 64 * 1024
+"""Limit for every JSON body other than uploads and bundles."""
+METADATA_FIELD_BYTES = 64 * 1024
+"""Largest non-file multipart field (the metadata JSON)."""
+
+DESCRIPTION = """\
+ArchiveChain hospital node: encrypted, content-addressed custody of medical archives whose every
+lifecycle event is logged in an RFC 6962 Merkle log anchored on the consortium chain.
+
+Authenticate with `Authorization: Bearer <api key>`. Roles: **admin** (API keys), **archivist**
+(everything on archives), **clinician** (upload, amend and read content of their department),
+**auditor** (metadata, events, proofs — never content). An archive outside the caller's scope
+answers 404, as if it did not exist.
+
+Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle errors).
+"""
+
+_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/archives(?:/[^/]+/amend)?/?$")
+_VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
+
+
+def body_limits(max_upload_bytes: int) -> LimitFor:
+    """The body limit of each request: uploads, bundles, and small JSON bodies."""
+    upload_limit = max_upload_bytes + MULTIPART_ALLOWANCE
+
+    def limit_for(method: str, path: str) -> int:
+        if method == "POST" and _UPLOAD_PATH.match(path):
+            return upload_limit
+        if method == "POST" and _VERIFY_PATH.match(path):
+            return verify.MAX_VERIFY_BODY_BYTES
+        return SMALL_BODY_BYTES
+
+    return limit_for
+
+
+def create_app(runtime: NodeRuntime) -> FastAPI:
+    """The API of ``runtime`` (stored on ``app.state``; the caller starts and stops it)."""
+    app = FastAPI(
+        title="ArchiveChain hospital node API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        form_limits={"max_files": 1, "max_fields": 4, "max_part_size": METADATA_FIELD_BYTES},
+        dependencies=[Depends(single_valued_query)],
+    )
+    status = StatusService(runtime)
+    app.state.runtime = runtime
+    app.state.status = status
+    app.state.metrics = build_metrics(status)
+
+    for router in (
+        archives.router,
+        checkpoints.router,
+        verify.router,
+        keys.router,
+        federation.router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(peer.router)
+    app.include_router(health.router)
+
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, limit_for=body_limits(runtime.settings.max_upload_bytes)
+    )
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """The generated OpenAPI document, completed where FastAPI cannot know better:
+
+    - the upload's ``metadata`` part is a JSON-encoded ``ArchiveIn`` object, not any string;
+    - every error, on every route, is answered by ``api.errors`` in the ``ErrorOut`` shape, so
+      FastAPI's default 422 schema is replaced by it; every route documents the 422 of a repeated
+      query parameter, every route that needs a key its 401, every route with a body its 413.
+    """
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    archive_in = ArchiveIn.model_json_schema(ref_template=f"{_SCHEMA_REF}{{model}}")
+    schemas.update(archive_in.pop("$defs", {}))
+    schemas["ArchiveIn"] = archive_in
+    upload = document["paths"][f"{API_PREFIX}/archives"]["post"]["requestBody"]["content"]
+    multipart = upload["multipart/form-data"]
+    body = schemas[multipart["schema"]["$ref"].rsplit("/", 1)[-1]]
+    body["properties"]["metadata"] = {
+        "$ref": f"{_SCHEMA_REF}ArchiveIn",
+        "description": "The archive's metadata, a JSON object sent as a form part.",
+    }
+    multipart["encoding"] = {"metadata": {"contentType": "application/json"}}
+    _errors_in_one_shape(document)
+    return document
+
+
+_SCHEMA_REF = "#/components/schemas/"
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": {"$ref": f"{_SCHEMA_REF}ErrorOut"}}},
+    }
+
+
+def _errors_in_one_shape(document: dict[str, Any]) -> None:
+    default_422 = f"{_SCHEMA_REF}HTTPValidationError"
+    for item in document["paths"].values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            schema = (responses.get("422", {}).get("content", {}).get("application/json", {})).get(
+                "schema", {}
+            )
+            if schema.get("$ref") == default_422 or "422" not in responses:
+                responses["422"] = _error_response(422)  # every route refuses repeated parameters
+            if operation.get("security") and "401" not in responses:
+                responses["401"] = _error_response(401)
+            if "requestBody" in operation and "413" not in responses:
+                responses["413"] = _error_response(413)  # every body has a size limit
+    schemas = document["components"]["schemas"]
+    if "ErrorOut" not in schemas:
+        schemas["ErrorOut"] = ErrorOut.model_json_schema(ref_template=f"{_SCHEMA_REF}{{model}}")
+    for name in _FASTAPI_VALIDATION_SCHEMAS:  # dropped once nothing refers to them any more
+        if f'"{_SCHEMA_REF}{name}"' not in json.dumps(document):
+            schemas.pop(name, None)

@@ -1,0 +1,397 @@
+"""Archive routes: upload, search, metadata, content, amend, archive, holds, events, proof.
+
+Routes translate HTTP to service calls and back; every rule (roles, scope, transitions, limits)
+lives in ``node.services``. Uploads are streamed from the spooled multipart file in
+``settings.chunk_size`` pieces straight into encryption; content is streamed back the same way.
+Routes are plain functions: FastAPI runs them in its thread pool, where blocking service calls
+belong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
+
+from api.deps import PrincipalDep, RuntimeDep
+from api.errors import error_responses
+from api.schemas import (
+    ARCHIVE_ID_PATTERN,
+    ARCHIVE_IN_EXAMPLE,
+    ArchiveIn,
+    ArchiveOut,
+    ArchivePageOut,
+    ArchiveRequestIn,
+    ContentQuery,
+    EventOut,
+    HoldIn,
+    ProofBundleDocument,
+    ReleaseHoldQuery,
+    SearchQuery,
+)
+from node.errors import InputError
+
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_MULTIPART = "multipart/form-data"
+
+router = APIRouter(prefix="/archives", tags=["archives"])
+
+ArchiveIdPath = Annotated[
+    str,
+    Path(
+        pattern=ARCHIVE_ID_PATTERN,
+        description="Archive id (ULID, 26 characters).",
+        examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"],
+    ),
+]
+
+
+def require_multipart(request: Request, _caller: PrincipalDep) -> None:
+    """Uploads must be ``multipart/form-data`` (415 otherwise, before any field is judged, but
+    only once the caller is authenticated)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != _MULTIPART:
+        raise InputError(
+            f"uploads must be sent as {_MULTIPART} with a 'file' part",
+            code="unsupported_media_type",
+        )
+
+
+MultipartOnly = Depends(require_multipart)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _parse_metadata(raw: str) -> ArchiveIn:
+    """The ``metadata`` form field as ``ArchiveIn``; errors are reported under ``body.metadata``."""
+    try:
+        return ArchiveIn.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": ("body", "metadata", *error["loc"])}
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def _media_type(upload: UploadFile) -> str:
+    """The uploaded part's media type without parameters (octet-stream when absent)."""
+    value = (upload.content_type or "").split(";", 1)[0].strip().lower()
+    return value or DEFAULT_MEDIA_TYPE
+
+
+def _upload_name(upload: UploadFile) -> str | None:
+    """A displayable name from the part's filename: base name only, no control characters."""
+    if not upload.filename:
+        return None
+    name = re.split(r"[\\/]", upload.filename)[-1]
+    name = _UNSAFE_NAME_CHARS.sub("", name).strip()[:255]
+    return name or None
+
+
+def _chunks(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    while chunk := handle.read(size):
+        yield chunk
+
+
+def _content_chunks(upload: UploadFile, runtime_limit: int, chunk_size: int) -> Iterator[bytes]:
+    """The upload's bytes in chunks, refusing at once what is known to be too large."""
+    if upload.size is not None and upload.size > runtime_limit:
+        raise InputError(
+            f"content exceeds the limit of {runtime_limit} bytes", code="payload_too_large"
+        )
+    upload.file.seek(0)
+    return _chunks(upload.file, chunk_size)
+
+
+def _content_disposition(filename: str | None) -> str:
+    if not filename:
+        return "attachment"
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+UPLOAD_ERRORS = error_responses(400, 401, 403, 413, 415, 422, 503)
+COMMAND_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 503)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ArchiveOut,
+    summary="Upload a record",
+    description=(
+        "Multipart form: `file` (the record; its part's Content-Type is the media type) and "
+        "`metadata` (a JSON object, schema `ArchiveIn`). The content is encrypted with a new "
+        "per-archive key and stored content-addressed; a CREATE event is logged. Refused "
+        "uploads leave nothing behind. Roles: archivist; clinician (own department)."
+    ),
+    responses=UPLOAD_ERRORS,
+    dependencies=[MultipartOnly],
+)
+def create_archive(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    file: Annotated[UploadFile, File(description="The record (any accepted media type).")],
+    metadata: Annotated[
+        str,
+        Form(
+            description="JSON object: see the `ArchiveIn` schema.",
+            examples=[json.dumps(ARCHIVE_IN_EXAMPLE)],
+        ),
+    ],
+) -> ArchiveOut:
+    fields = _parse_metadata(metadata)
+    settings = runtime.settings
+    new = fields.to_new_archive(_media_type(file), _upload_name(file))
+    view = runtime.archives.create(
+        principal,
+        new,
+        _content_chunks(file, settings.max_upload_bytes, settings.chunk_size),
+    )
+    return ArchiveOut.of(view)
+
+
+@router.post(
+    "/{archive_id}/amend",
+    response_model=ArchiveOut,
+    summary="Add a new version (only while CREATED)",
+    description=(
+        "Multipart form: `file` (its part's Content-Type and file name are the version's). "
+        "Roles: archivist; clinician (own department)."
+    ),
+    responses={**UPLOAD_ERRORS, **error_responses(404, 409)},
+    dependencies=[MultipartOnly],
+)
+def amend_archive(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    file: Annotated[UploadFile, File(description="The new version's content.")],
+) -> ArchiveOut:
+    settings = runtime.settings
+    view = runtime.archives.amend(
+        principal,
+        archive_id,
+        _media_type(file),
+        _upload_name(file),
+        _content_chunks(file, settings.max_upload_bytes, settings.chunk_size),
+    )
+    return ArchiveOut.of(view)
+
+
+@router.post(
+    "/{archive_id}/archive",
+    response_model=ArchiveOut,
+    summary="Archive: make immutable, set retention, register on chain",
+    description="Optional JSON body `{trigger_date}`. Role: archivist.",
+    responses=COMMAND_ERRORS,
+)
+def archive_archive(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    body: Annotated[ArchiveRequestIn | None, Body()] = None,
+) -> ArchiveOut:
+    trigger = body.trigger_date if body is not None else None
+    return ArchiveOut.of(runtime.archives.archive(principal, archive_id, trigger))
+
+
+@router.post(
+    "/{archive_id}/hold",
+    response_model=ArchiveOut,
+    summary="Place a legal hold",
+    description="The reason stays on this node; the event carries its hash. Role: archivist.",
+    responses=COMMAND_ERRORS,
+)
+def place_hold(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: HoldIn
+) -> ArchiveOut:
+    return ArchiveOut.of(runtime.archives.place_hold(principal, archive_id, body.reason))
+
+
+@router.delete(
+    "/{archive_id}/hold",
+    response_model=ArchiveOut,
+    summary="Release this hospital's legal hold",
+    description="A regulator's hold is released only by a regulator. Role: archivist.",
+    responses=COMMAND_ERRORS,
+)
+def release_hold(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    query: Annotated[ReleaseHoldQuery, Query()],
+) -> ArchiveOut:
+    return ArchiveOut.of(runtime.archives.release_hold(principal, archive_id, query.reason))
+
+
+# --------------------------------------------------------------------------------------------
+# reads
+
+READ_ERRORS = error_responses(401, 403, 404, 422, 503)
+
+
+@router.get(
+    "",
+    response_model=ArchivePageOut,
+    summary="Search the catalogue",
+    description=(
+        "Filters combine with AND; newest first. `patient_id` is matched through its pseudonym; "
+        "`q` searches title and metadata (or an exact id). Times are RFC 3339 with an offset. "
+        "A clinician sees only their department. Roles: archivist, clinician, auditor."
+    ),
+    responses=error_responses(400, 401, 403, 422, 503),
+)
+def search_archives(
+    runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[SearchQuery, Query()]
+) -> ArchivePageOut:
+    return ArchivePageOut.of(runtime.archives.search(principal, query.to_filters()))
+
+
+@router.get(
+    "/{archive_id}",
+    response_model=ArchiveOut,
+    summary="Metadata and state of one archive",
+    description="Roles: archivist, clinician (own department), auditor.",
+    responses=READ_ERRORS,
+)
+def get_archive(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> ArchiveOut:
+    return ArchiveOut.of(runtime.archives.get(principal, archive_id))
+
+
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "The decrypted content, streamed, with the version's media type. The read is "
+            "logged (ACCESS event) before the first byte is sent."
+        ),
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "X-Archive-Version": {
+                "description": "The version returned.",
+                "schema": {"type": "integer"},
+            },
+            "Content-Disposition": {
+                "description": "attachment, with the RFC 5987 encoded file name when known.",
+                "schema": {"type": "string"},
+            },
+        },
+    },
+    **error_responses(401, 403, 404, 409, 422, 500, 503),
+}
+
+
+@router.get(
+    "/{archive_id}/content",
+    response_class=StreamingResponse,
+    summary="Read the content (logged)",
+    description=(
+        "`purpose` is mandatory and goes into the ACCESS event. Roles: archivist; clinician "
+        "(own department). Auditors and admins never read content."
+    ),
+    responses=CONTENT_RESPONSES,
+)
+def read_content(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    query: Annotated[ContentQuery, Query()],
+) -> StreamingResponse:
+    stream = runtime.archives.open_content(principal, archive_id, query.purpose, query.version)
+    chunks = iter(stream.chunks)
+    # Decrypt the first chunk before answering, so a broken blob is a clean error, not a
+    # truncated 200.
+    first = next(chunks, b"")
+
+    def body() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from chunks
+
+    return StreamingResponse(
+        body(),
+        media_type=stream.media_type,
+        headers={
+            "Content-Length": str(stream.size),
+            "Content-Disposition": _content_disposition(stream.filename),
+            "X-Archive-Version": str(stream.version),
+        },
+    )
+
+
+@router.get(
+    "/{archive_id}/events",
+    response_model=list[EventOut],
+    summary="The archive's lifecycle events in this node's log",
+    description="Roles: archivist, auditor.",
+    responses=READ_ERRORS,
+)
+def list_events(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> list[EventOut]:
+    return [EventOut.of(e) for e in runtime.archives.events(principal, archive_id)]
+
+
+PROOF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ProofBundleDocument,
+        "description": (
+            "An `archivechain.proof/v1` bundle (RFC 8785 canonical JSON) of every event covered "
+            "by the latest confirmed checkpoint."
+        ),
+        "headers": {
+            "X-Unanchored-Events": {
+                "description": "Newer events of the archive not yet anchored (left out).",
+                "schema": {"type": "integer"},
+            },
+            "X-Checkpoint-Index": {
+                "description": "Chain index of the checkpoint the entries are proven against.",
+                "schema": {"type": "integer"},
+            },
+            "X-Checkpoint-Size": {
+                "description": "Size of that checkpoint.",
+                "schema": {"type": "integer"},
+            },
+        },
+    },
+    **error_responses(401, 403, 404, 422, 503),
+    409: {
+        "model": error_responses(409)[409]["model"],
+        "description": "`proof_pending`: no event of the archive is anchored yet; retry.",
+    },
+}
+
+
+@router.get(
+    "/{archive_id}/proof",
+    response_class=Response,
+    summary="Proof bundle of the archive",
+    description="Roles: archivist, auditor.",
+    responses=PROOF_RESPONSES,
+)
+def get_proof(runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath) -> Response:
+    built = runtime.proofs.bundle(principal, archive_id)
+    return Response(
+        content=built.document,
+        media_type="application/json",
+        headers={
+            "X-Unanchored-Events": str(built.unanchored),
+            "X-Checkpoint-Index": str(built.checkpoint_index),
+            "X-Checkpoint-Size": str(built.checkpoint_size),
+        },
+    )

@@ -1,0 +1,218 @@
+"""Transfers and shares between hospitals (issue 5): offer, cancel and list transfers; grant,
+revoke and list shares; read and prove records another hospital shared with this one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from anchoring.events import Purpose
+from api.deps import PrincipalDep, RuntimeDep
+from api.errors import error_responses
+from api.schemas import ARCHIVE_ID_PATTERN, ProofBundleDocument
+from node.models import Transfer
+from node.services.federation import ShareView, TransferView
+from node.services.principal import Action
+
+router = APIRouter(tags=["federation"])
+
+ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
+AddressPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]
+
+
+class TransferIn(BaseModel):
+    """Offer custody of an archive to another hospital."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The recipient hospital: its address or its registered name.",
+    )
+
+
+class TransferOut(BaseModel):
+    """A transfer seen from this node."""
+
+    archive_id: str
+    direction: str = Field(description="`out`: offered by this node; `in`: offered to it.")
+    peer: str
+    state: str
+    expires_at: datetime | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, view: TransferView) -> TransferOut:
+        return cls(
+            archive_id=view.archive_id,
+            direction=view.direction,
+            peer=view.peer,
+            state=view.state,
+            expires_at=view.expires_at,
+            error=view.error,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+class ShareIn(BaseModel):
+    """Grant another hospital read access for a purpose until a time."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1, max_length=64, description="Grantee address or name.")
+    purpose: Purpose
+    expires_at: datetime = Field(description="RFC 3339 with a timezone.")
+
+
+class ShareOut(BaseModel):
+    """One share grant."""
+
+    grantee: str
+    purpose: str
+    expires_at: datetime
+    grant_hash: str
+    active: bool
+
+    @classmethod
+    def of(cls, view: ShareView) -> ShareOut:
+        return cls(
+            grantee=view.grantee,
+            purpose=view.purpose,
+            expires_at=view.expires_at,
+            grant_hash=view.grant_hash,
+            active=view.active,
+        )
+
+
+@router.post(
+    "/archives/{archive_id}/transfers",
+    status_code=202,
+    response_model=TransferOut,
+    summary="Offer custody to another hospital",
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+)
+def offer_transfer(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: TransferIn
+) -> TransferOut:
+    return TransferOut.of(runtime.federation.offer(principal, archive_id, body.to))
+
+
+@router.post(
+    "/archives/{archive_id}/transfers/cancel",
+    response_model=TransferOut,
+    summary="Withdraw a pending offer",
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+def cancel_transfer(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> TransferOut:
+    return TransferOut.of(runtime.federation.cancel(principal, archive_id))
+
+
+@router.get(
+    "/transfers",
+    response_model=list[TransferOut],
+    summary="Transfers seen by this node, newest first",
+    responses=error_responses(401, 403, 422),
+)
+def list_transfers(runtime: RuntimeDep, principal: PrincipalDep) -> list[TransferOut]:
+    principal.require(Action.TRANSFER)
+    with runtime.db.session() as session:
+        rows = session.execute(select(Transfer).order_by(Transfer.id.desc()).limit(200)).scalars()
+        return [TransferOut.of(TransferView.of(row)) for row in rows]
+
+
+@router.post(
+    "/archives/{archive_id}/shares",
+    status_code=201,
+    response_model=ShareOut,
+    summary="Grant another hospital read access",
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+)
+def grant_share(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: ShareIn
+) -> ShareOut:
+    view = runtime.federation.grant(principal, archive_id, body.to, body.purpose, body.expires_at)
+    return ShareOut.of(view)
+
+
+@router.get(
+    "/archives/{archive_id}/shares",
+    response_model=list[ShareOut],
+    summary="Share grants of an archive",
+    responses=error_responses(401, 403, 404, 422),
+)
+def list_shares(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> list[ShareOut]:
+    return [ShareOut.of(v) for v in runtime.federation.shares(principal, archive_id)]
+
+
+@router.delete(
+    "/archives/{archive_id}/shares/{grantee}",
+    status_code=204,
+    summary="Revoke a share grant",
+    responses=error_responses(400, 401, 403, 404, 409, 422),
+)
+def revoke_share(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, grantee: AddressPath
+) -> Response:
+    runtime.federation.revoke(principal, archive_id, grantee)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/shared/{custodian}/{archive_id}/content",
+    response_class=StreamingResponse,
+    summary="Read a record another hospital shared with this one (logged here)",
+    responses={
+        200: {
+            "description": "The decrypted content, streamed; the read is logged first.",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(401, 403, 404, 409, 422, 503),
+    },
+)
+def read_shared(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    custodian: AddressPath,
+    archive_id: ArchiveIdPath,
+    purpose: Annotated[Purpose, Query()],
+) -> StreamingResponse:
+    content = runtime.federation.read_shared(principal, custodian, archive_id, purpose)
+    chunks = iter(content.chunks)
+    first = next(chunks, b"")
+
+    def body() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from chunks
+
+    return StreamingResponse(
+        body(), media_type=content.media_type, headers={"Content-Length": str(content.size)}
+    )
+
+
+@router.get(
+    "/shared/{custodian}/{archive_id}/proof",
+    response_class=Response,
+    summary="Proof bundle of a shared record: the custodian's events and this node's reads",
+    responses={
+        200: {"model": ProofBundleDocument, "description": "An `archivechain.proof/v1` bundle."},
+        **error_responses(401, 403, 404, 422, 503),
+    },
+)
+def shared_proof(
+    runtime: RuntimeDep, principal: PrincipalDep, custodian: AddressPath, archive_id: ArchiveIdPath
+) -> Response:
+    document = runtime.federation.shared_bundle(principal, custodian, archive_id)
+    return Response(content=document, media_type="application/json")

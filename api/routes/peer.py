@@ -1,0 +1,81 @@
+"""The node-to-node API (``/peer/v1``): only other consortium hospitals call it, with requests
+signed by their member key (see ``node.peers``). Forged, replayed, expired or suspended-member
+requests are refused with 401 and logged. No business rule lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from anchoring.bundle import bundle_to_json
+from api.deps import RuntimeDep
+from api.errors import error_responses
+from api.schemas import ARCHIVE_ID_PATTERN
+from node.peers import PEER_PREFIX
+
+# Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
+# (documented in docs/federation.md), never by API key.
+router = APIRouter(prefix=PEER_PREFIX, tags=["node-to-node"], include_in_schema=False)
+
+ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
+
+
+async def peer_sender(request: Request, runtime: RuntimeDep) -> str:
+    """The verified sender of a signed node-to-node request (401 otherwise)."""
+    body = await request.body()
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return await run_in_threadpool(
+        runtime.peer_verifier.verify, request.method, target, body, request.headers
+    )
+
+
+PeerDep = Annotated[str, Depends(peer_sender)]
+PEER_ERRORS = error_responses(401, 404, 409, 503)
+
+
+@router.get(
+    "/archives/{archive_id}/transfer",
+    summary="Transfer package (pending recipient only)",
+    responses=PEER_ERRORS,
+)
+def transfer_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
+    return runtime.federation.transfer_package(sender, archive_id)
+
+
+@router.get(
+    "/archives/{archive_id}/share",
+    summary="Share package (active grantee only)",
+    responses=PEER_ERRORS,
+)
+def share_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
+    return runtime.federation.share_package(sender, archive_id)
+
+
+@router.get(
+    "/archives/{archive_id}/versions/{version}/ciphertext",
+    summary="Ciphertext of one version (pending recipient or active grantee)",
+    response_class=StreamingResponse,
+    responses=PEER_ERRORS,
+)
+def ciphertext(
+    runtime: RuntimeDep,
+    sender: PeerDep,
+    archive_id: ArchiveIdPath,
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+) -> StreamingResponse:
+    chunks: Iterator[bytes] = runtime.federation.ciphertext(sender, archive_id, version)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.get(
+    "/archives/{archive_id}/bundle",
+    summary="Proof bundle of the archive's events in this node's knowledge (any active hospital)",
+    responses=PEER_ERRORS,
+)
+def bundle(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
+    del sender  # any active hospital may read evidence (events carry no PHI)
+    return bundle_to_json(runtime.federation.full_bundle(archive_id))

@@ -1,0 +1,671 @@
+"""Request and response schemas of the HTTP API (the OpenAPI document is generated from them).
+
+Inputs (``…In``) forbid unknown fields and bound every string, list and number, so nothing a
+client sends can reach the database or an event in a shape the services do not expect: codes
+match the event vocabulary's ``Code`` pattern, free text refuses control characters (PostgreSQL
+cannot store NUL), dates and times stay within ranges every backend can store. Outputs
+(``…Out``) are built from the services' plain snapshots and never carry a patient identifier in
+clear: only its keyed pseudonym.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
+from anchoring.lifecycle import ArchiveStatus
+from anchoring.storage import CheckpointState
+from anchoring.worker import Lag
+from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
+from node.services.keys import ApiKeyView, IssuedKey
+from node.services.principal import Role
+from node.services.records import ArchiveView, EventView, Page, VersionView
+from node.services.status import (
+    MAX_CHECKPOINT_PAGE,
+    CheckpointView,
+    Health,
+    HealthStatus,
+    Problem,
+)
+
+__all__ = [
+    "ArchiveIn",
+    "ArchiveOut",
+    "ArchivePageOut",
+    "ArchiveRequestIn",
+    "CheckpointOut",
+    "CheckpointPageOut",
+    "CheckpointQuery",
+    "ContentQuery",
+    "ErrorOut",
+    "EventOut",
+    "HealthOut",
+    "HoldIn",
+    "KeyIn",
+    "KeyIssuedOut",
+    "KeyOut",
+    "ProofBundleDocument",
+    "ReleaseHoldQuery",
+    "SearchQuery",
+    "VerifyQuery",
+    "VerifyReportOut",
+    "VersionOut",
+]
+
+# --------------------------------------------------------------------------------------------
+# Field types
+
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""Printable text: no C0 control character and no DEL (PostgreSQL cannot store NUL)."""
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""The events' ``Code``: department and source-system identifiers as they appear in events."""
+META_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+ARCHIVE_ID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+"""A canonical ULID: 26 upper-case Crockford base32 characters, as the API returns them."""
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_TEXT = 256
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+MAX_OFFSET = 1_000_000_000
+MAX_KEY_ID = 2**31 - 1
+MAX_VERSION = 2**31 - 1
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    """Only RFC 3339 date-times with an offset (pydantic would also take unix numbers)."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-02T08:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The same instant in UTC (refused when that leaves the representable range)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the supported time range") from None
+
+
+Code = Annotated[str, StringConstraints(pattern=CODE_PATTERN), Field(examples=["cardiology"])]
+Title = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN
+    ),
+]
+PatientId = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROL_PATTERN
+    ),
+]
+FileName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/\\]*$"
+    ),
+]
+KeyName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN
+    ),
+]
+SearchText = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_PATTERN)
+]
+CalendarDate = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+UtcDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+
+MetaKey = Annotated[str, StringConstraints(pattern=META_KEY_PATTERN)]
+MetaText = Annotated[
+    str, StringConstraints(max_length=MAX_METADATA_TEXT, pattern=NO_CONTROL_PATTERN)
+]
+MetaInt = Annotated[int, Field(strict=True, ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+MetaFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Metadata = Annotated[
+    dict[MetaKey, MetaText | MetaInt | MetaFloat],
+    Field(
+        max_length=MAX_METADATA_ENTRIES,
+        description=(
+            f"Flat catalogue metadata: at most {MAX_METADATA_ENTRIES} entries, keys like "
+            f"`{META_KEY_PATTERN}`, values short strings (≤ {MAX_METADATA_TEXT} characters) "
+            "or numbers. Searched by the `q` keyword; never written into events."
+        ),
+        examples=[{"ward": "5B", "visit": 3}],
+    ),
+]
+
+
+class _In(BaseModel):
+    """Inputs: unknown fields (and unknown query parameters) are refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    """Outputs that can be read straight from the services' snapshot dataclasses."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a machine-readable ``code`` and a human-readable ``message``."""
+
+    code: str = Field(examples=["illegal_transition"])
+    message: str = Field(examples=["AMEND refused in state ARCHIVED: the archive is immutable"])
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="Optional structured context: `errors` (validation), `field` (bundle).",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Archives
+
+
+class ArchiveIn(_In):
+    """The ``metadata`` part of an upload (a JSON object). ``patient_id`` is turned into a keyed
+    pseudonym at once and never stored or returned in clear."""
+
+    record_class: RecordClass
+    sensitivity: Sensitivity = Sensitivity.NORMAL
+    department: Code
+    title: Title = Field(examples=["Discharge summary"])
+    source_system: Code = Field(examples=["HIS"])
+
+    patient_id: PatientId = Field(examples=["MRN-000123"])
+    trigger_date: CalendarDate | None = Field(
+        default=None,
+        description="Start of the retention clock (last visit or discharge); default: today.",
+    )
+    metadata: Metadata = Field(default_factory=dict)
+    filename: FileName | None = Field(
+        default=None, description="Display name; default: the uploaded file's name."
+    )
+
+    def to_new_archive(self, media_type: str, upload_name: str | None) -> NewArchive:
+        """The service input for this metadata and the uploaded part's media type and name."""
+        return NewArchive(
+            record_class=self.record_class,
+            sensitivity=self.sensitivity,
+            department=self.department,
+            title=self.title,
+            patient_id=self.patient_id,
+            source_system=self.source_system,
+            media_type=media_type,
+            filename=self.filename or upload_name,
+            trigger_date=self.trigger_date,
+            metadata=dict(self.metadata),
+        )
+
+
+ARCHIVE_IN_EXAMPLE = {
+    "record_class": "INPATIENT",
+    "sensitivity": "NORMAL",
+    "department": "cardiology",
+    "title": "Discharge summary",
+    "patient_id": "MRN-000123",
+    "source_system": "HIS",
+    "trigger_date": "2024-05-02",
+    "metadata": {"ward": "5B"},
+}
+
+
+class VersionOut(_Out):
+    """One stored (encrypted) version of the content."""
+
+    version: int
+    size: int = Field(description="Plaintext size in bytes.")
+    media_type: str
+    filename: str | None
+    cid: str = Field(description="Content identifier (CIDv1) of the stored ciphertext.")
+    ciphertext_sha256: str = Field(description="Fixity value: SHA-256 of the stored ciphertext.")
+    commitment: str = Field(description="SHA-256(salt ‖ plaintext), as in the events.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: VersionView) -> VersionOut:
+        return cls.model_validate(view)
+
+
+class ArchiveOut(_Out):
+    """An archive's catalogue entry and lifecycle state (never content, keys or patient id).
+    Output fields are plain: what the node stored is reported, never re-judged."""
+
+    id: str = Field(examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"])
+    record_class: RecordClass
+    sensitivity: Sensitivity
+    department: str = Field(examples=["cardiology"])
+    title: str = Field(examples=["Discharge summary"])
+    source_system: str = Field(examples=["HIS"])
+    patient_pseudonym: str = Field(description="Keyed pseudonym of the patient (HMAC).")
+    metadata: dict[str, Any]
+    state: ArchiveStatus
+    custodian: str = Field(description="Member address of the hospital holding custody.")
+    trigger_date: date
+    retention_policy: str | None
+    retention_deadline: datetime | None
+    on_hold: bool
+    hold_by_regulator: bool
+    current_version: int
+    event_count: int
+    chain_status: str = Field(
+        description="On-chain custody registration: none, pending, registered or failed.",
+        examples=["registered"],
+    )
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+    versions: list[VersionOut]
+
+    @classmethod
+    def of(cls, view: ArchiveView) -> ArchiveOut:
+        return cls(
+            id=view.id,
+            record_class=RecordClass(view.record_class),
+            sensitivity=Sensitivity(view.sensitivity),
+            department=view.department,
+            title=view.title,
+            source_system=view.source_system,
+            patient_pseudonym=view.patient_pseudonym,
+            metadata=view.metadata,
+            state=ArchiveStatus(view.state),
+            custodian=view.custodian,
+            trigger_date=view.trigger_date.date(),
+            retention_policy=view.retention_policy,
+            retention_deadline=view.retention_deadline,
+            on_hold=view.on_hold,
+            hold_by_regulator=view.hold_by_regulator,
+            current_version=view.current_version,
+            event_count=view.event_count,
+            chain_status=view.chain_status,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+            archived_at=view.archived_at,
+            versions=[VersionOut.of(v) for v in view.versions],
+        )
+
+
+class ArchivePageOut(BaseModel):
+    """One page of catalogue search results."""
+
+    items: list[ArchiveOut]
+    total: int = Field(description="Matches in the caller's scope, over all pages.")
+    limit: int
+    offset: int
+
+    @classmethod
+    def of(cls, page: Page[ArchiveView]) -> ArchivePageOut:
+        return cls(
+            items=[ArchiveOut.of(v) for v in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+
+class ArchiveRequestIn(_In):
+    """Optional body of ``POST /archives/{id}/archive``."""
+
+    trigger_date: CalendarDate | None = Field(
+        default=None, description="Overrides the trigger date given at upload."
+    )
+
+
+class HoldIn(_In):
+    """Body of ``POST /archives/{id}/hold``. The reason stays on this node; events carry only
+    its SHA-256."""
+
+    reason: str = Field(min_length=1, max_length=2000, examples=["litigation 2024-17"])
+
+
+class EventOut(BaseModel):
+    """One logged lifecycle event of an archive."""
+
+    log_index: int
+    leaf_hash: str
+    type: str = Field(examples=["CREATE"])
+    time: datetime
+    anchored: bool = Field(description="Covered by a confirmed on-chain checkpoint.")
+    event: dict[str, Any] = Field(description="The event object (its canonical JSON decoded).")
+
+    @classmethod
+    def of(cls, view: EventView) -> EventOut:
+        return cls(
+            log_index=view.log_index,
+            leaf_hash=view.leaf_hash,
+            type=view.event_type,
+            time=view.time,
+            anchored=view.anchored,
+            event=view.event,
+        )
+
+
+class SearchQuery(_In):
+    """Query of ``GET /archives``. Unknown parameters are refused, so a misspelt filter can never
+    silently widen a search."""
+
+    record_class: RecordClass | None = None
+    department: Code | None = None
+    state: ArchiveStatus | None = None
+    patient_id: PatientId | None = Field(
+        default=None, description="Matched through its keyed pseudonym."
+    )
+    q: SearchText | None = Field(
+        default=None, description="Keyword in title or metadata, or an exact archive id."
+    )
+    created_from: UtcDateTime | None = Field(
+        default=None, description="Created at or after (RFC 3339, with an offset)."
+    )
+    created_to: UtcDateTime | None = Field(default=None, description="Created before.")
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+    def to_filters(self) -> SearchFilters:
+        """The service's search filters."""
+        return SearchFilters(
+            record_class=self.record_class,
+            department=self.department,
+            state=self.state.value if self.state is not None else None,
+            patient_id=self.patient_id,
+            keyword=self.q,
+            created_from=self.created_from,
+            created_to=self.created_to,
+            limit=self.limit,
+            offset=self.offset,
+        )
+
+
+class ContentQuery(_In):
+    """Query of ``GET /archives/{id}/content``."""
+
+    purpose: Purpose = Field(description="Purpose of use (written into the ACCESS event).")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="Default: the current version."
+    )
+
+
+class ReleaseHoldQuery(_In):
+    """Query of ``DELETE /archives/{id}/hold``."""
+
+    reason: str = Field(min_length=1, max_length=2000, description="Why the hold ends.")
+
+
+class CheckpointQuery(_In):
+    """Query of ``GET /checkpoints``."""
+
+    state: CheckpointState | None = None
+    limit: int = Field(default=50, ge=1, le=MAX_CHECKPOINT_PAGE)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class VerifyQuery(_In):
+    """Query of ``POST /verify``."""
+
+    check_custody: bool = Field(
+        default=True, description="Also compare the current on-chain custody record."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Proof bundles and verification
+
+
+class BundleCheckpointDoc(BaseModel):
+    """The checkpoint an entry is proven against (``checkpointAt(hospital, index)``)."""
+
+    hospital: Address
+    index: int = Field(ge=0, le=MAX_SAFE_INTEGER)
+    size: int = Field(ge=1, le=MAX_SAFE_INTEGER)
+    root: Hex32
+
+
+class BundleEntryDoc(BaseModel):
+    """One event, where it sits in which log, and its inclusion proof."""
+
+    hospital: Address
+    log_index: int = Field(ge=0, le=MAX_SAFE_INTEGER)
+    event: str = Field(description="Canonical event bytes, standard base64 with padding.")
+    proof: list[Hex32] = Field(max_length=64)
+    checkpoint: BundleCheckpointDoc
+
+
+class BundleCustodyDoc(BaseModel):
+    """The producer's claim about the on-chain custody record."""
+
+    custodian: Address
+    state: Literal["NONE", "ARCHIVED", "TRANSFER_PENDING", "DESTROYED"]
+    on_hold: bool
+    commitment: Hex32 | None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """Document an optional field as absent-or-object (its Python default is not a JSON value)."""
+    schema.pop("default", None)
+
+
+class ProofBundleDocument(BaseModel):
+    """An ``archivechain.proof/v1`` document (see docs/proof-format.md). The server parses it
+    strictly (no unknown or duplicate fields, canonical base64, EIP-55 addresses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["archivechain.proof/v1"]
+    chain_id: int = Field(ge=1, le=MAX_SAFE_INTEGER)
+    notary: Address
+    archive_id: str = Field(pattern=r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+    entries: list[BundleEntryDoc] = Field(min_length=1)
+    custody: BundleCustodyDoc | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_no_default,
+        description="Optional: absent when the producer makes no custody claim (never null).",
+    )
+
+
+class FailureOut(BaseModel):
+    """Why a bundle was refused."""
+
+    code: str = Field(examples=["inclusion_invalid"])
+    message: str
+    entry: int | None = Field(description="0-based entry position; null for the whole bundle.")
+
+
+class EntryReportOut(BaseModel):
+    """The verdict on one entry."""
+
+    position: int
+    type: str | None
+    time: str | None
+    hospital: str
+    log_index: int
+    checkpoint_index: int
+    block_time: int | None = Field(description="Unix time at which the checkpoint was anchored.")
+    verdict: Literal["ok", "failed", "unchecked"]
+    failure: FailureOut | None
+
+
+class FinalStateOut(BaseModel):
+    """The archive's state after replaying every entry."""
+
+    status: str
+    custodian: str
+    on_hold: bool
+    commitment: str | None
+
+
+class VerifyReportOut(BaseModel):
+    """The verifier's report (``anchoring.verifier.Report.to_json``)."""
+
+    status: Literal["valid", "invalid"]
+    ok: bool
+    archive_id: str
+    chain_id: int
+    notary: str
+    failure: FailureOut | None
+    failures: list[FailureOut]
+    custody_checked: bool
+    final_state: FinalStateOut | None
+    entries: list[EntryReportOut]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and health
+
+
+class CheckpointOut(_Out):
+    """One checkpoint (tree head) this node planned, and its on-chain fate."""
+
+    id: int
+    size: int
+    root: str
+    state: CheckpointState
+    chain_index: int | None = Field(description="Index in `checkpointAt(hospital, index)`.")
+    tx_hash: str | None
+    block_number: int | None
+    block_time: datetime | None
+    planned_at: datetime
+    confirmed_at: datetime | None
+
+    @classmethod
+    def of(cls, view: CheckpointView) -> CheckpointOut:
+        return cls.model_validate(view)
+
+
+class CheckpointPageOut(BaseModel):
+    """One page of this node's checkpoints, newest first."""
+
+    hospital: str
+    chain_id: int
+    notary: str
+    items: list[CheckpointOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class AnchoringOut(BaseModel):
+    """How far anchoring trails the log."""
+
+    log_size: int
+    anchored_size: int
+    events_behind: int
+    seconds_behind: float
+    pending_transactions: int
+    last_checkpoint_at: datetime | None
+
+    @classmethod
+    def of(cls, lag: Lag, last: datetime | None) -> AnchoringOut:
+        return cls(
+            log_size=lag.log_size,
+            anchored_size=lag.anchored_size,
+            events_behind=lag.events_behind,
+            seconds_behind=lag.seconds_behind,
+            pending_transactions=lag.pending_transactions,
+            last_checkpoint_at=last,
+        )
+
+
+class DatabaseHealthOut(BaseModel):
+    reachable: bool
+
+
+class ChainHealthOut(BaseModel):
+    reachable: bool
+    state_lost: bool = Field(
+        description="The chain no longer holds this node's checkpoints (e.g. a wiped dev chain); "
+        "see `archivechain anchor replay`."
+    )
+
+
+class HealthOut(BaseModel):
+    """Node health: ``ok``, ``degraded`` (serving, evidence at risk) or ``down``."""
+
+    status: HealthStatus
+    hospital: str
+    chain_id: int
+    notary: str
+    database: DatabaseHealthOut
+    chain: ChainHealthOut
+    anchoring: AnchoringOut | None
+    problems: list[Problem]
+
+    @classmethod
+    def of(cls, health: Health) -> HealthOut:
+        return cls(
+            status=health.status,
+            hospital=health.hospital,
+            chain_id=health.chain_id,
+            notary=health.notary,
+            database=DatabaseHealthOut(reachable=health.database_reachable),
+            chain=ChainHealthOut(
+                reachable=health.chain_reachable, state_lost=health.chain_state_lost
+            ),
+            anchoring=None
+            if health.lag is None
+            else AnchoringOut.of(health.lag, health.last_checkpoint_at),
+            problems=list(health.problems),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# API keys
+
+
+class KeyIn(_In):
+    """A new API key. Clinician keys need a department; other roles must not have one."""
+
+    name: KeyName = Field(examples=["ward-5b-terminal"])
+    role: Role
+    department: Code | None = None
+
+
+class KeyOut(_Out):
+    """An API key's public description (never its secret)."""
+
+    id: int
+    name: str
+    prefix: str = Field(description="First characters of the key, to recognise it.")
+    role: Role
+    department: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, view: ApiKeyView) -> KeyOut:
+        return cls.model_validate(view)
+
+
+class KeyIssuedOut(BaseModel):
+    """A new key; ``secret`` is shown this once and stored only as a hash."""
+
+    key: KeyOut
+    secret: str
+
+    @classmethod
+    def of(cls, issued: IssuedKey) -> KeyIssuedOut:
+        return cls(key=KeyOut.of(issued.key), secret=issued.secret)

@@ -1,0 +1,252 @@
+"""Transfers and shares between three real nodes over real HTTP (in this process), on anvil."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from anchoring.bundle import parse_bundle
+from anchoring.chain import ContractRevertError, ContractWriter, RpcChain
+from anchoring.chainview import CustodyState
+from anchoring.ids import archive_key
+from anchoring.verifier import verify_bundle
+from tests.federation.conftest import Hospital, wait_for
+
+CONTENT = b"Referral letter: transfer of care to the receiving hospital. " * 200
+
+
+def upload_and_archive(hospital: Hospital, content: bytes = CONTENT) -> str:
+    with hospital.client() as api:
+        metadata = {
+            "record_class": "INPATIENT",
+            "department": "cardiology",
+            "title": "Referral letter",
+            "source_system": "HIS",
+            "patient_id": "MRN-4242",
+        }
+        response = api.post(
+            "/archives",
+            files={"file": ("letter.txt", content, "text/plain")},
+            data={"metadata": json.dumps(metadata)},
+        )
+        assert response.status_code == 201, response.text
+        archive_id = str(response.json()["id"])
+        assert api.post(f"/archives/{archive_id}/archive").status_code == 200
+        wait_for(
+            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
+            30,
+            "registration on chain",
+        )
+    return archive_id
+
+
+def transfer_state(hospital: Hospital, archive_id: str, direction: str) -> str | None:
+    with hospital.client() as api:
+        for row in api.get("/transfers").json():
+            if row["archive_id"] == archive_id and row["direction"] == direction:
+                return str(row["state"])
+    return None
+
+
+def test_transfer_a_to_b_rekeys_and_spans_both_logs(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = upload_and_archive(a)
+    with a.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "accepted", 30, "A to see it")
+
+    custody = chain.custody(archive_id)
+    assert custody.state is CustodyState.ARCHIVED
+    assert custody.custodian == b.address
+    with b.client() as api:
+        read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT
+        assert api.get(f"/archives/{archive_id}").json()["custodian"] == b.address
+    with a.client() as api:  # A kept its evidence, not the key
+        refused = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "not_custodian"
+
+    # The bundle at B spans A's log and B's log and verifies end to end (custodian = B).
+    b.runtime.worker.run_until_anchored(timeout=30)
+    with b.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    bundle = parse_bundle(document)
+    assert {e.hospital for e in bundle.entries} == {a.address, b.address}
+    report = verify_bundle(bundle, chain)
+    assert report.ok, report.to_text()
+    kinds = [e.event_type for e in report.entries]
+    assert kinds[:3] == ["CREATE", "ARCHIVE", "TRANSFER_OFFER"]
+    assert "TRANSFER_ACCEPT" in kinds
+    assert report.final_state is not None
+    assert report.final_state.custodian == b.address
+
+    # Altering an event from either log breaks verification.
+    for hospital in (a.address, b.address):
+        raw = json.loads(document)
+        entry = next(e for e in raw["entries"] if e["hospital"] == hospital)
+        event = bytearray(base64.b64decode(entry["event"]))
+        event[-3] ^= 0x01
+        entry["event"] = base64.b64encode(bytes(event)).decode()
+        assert not verify_bundle(parse_bundle(json.dumps(raw)), chain).ok
+
+
+def test_share_with_c_until_revoked(hospitals: dict[str, Hospital], chain: RpcChain) -> None:
+    a, c = hospitals["A"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with a.client() as api:
+        granted = api.post(
+            f"/archives/{archive_id}/shares",
+            json={"to": c.address, "purpose": "referral", "expires_at": expires},
+        )
+        assert granted.status_code == 201, granted.text
+    path = f"/shared/{a.address}/{archive_id}/content"
+    with c.client() as api:
+        wrong = api.get(path, params={"purpose": "research"})
+        assert wrong.status_code == 409
+        read = api.get(path, params={"purpose": "referral"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT
+    # C's read is in C's log, chained to the grant; the combined bundle verifies.
+    c.runtime.worker.run_until_anchored(timeout=30)
+    a.runtime.worker.run_until_anchored(timeout=30)
+    with c.client("auditor") as api:
+        document = api.get(f"/shared/{a.address}/{archive_id}/proof").content
+    report = verify_bundle(parse_bundle(document), chain)
+    assert report.ok, report.to_text()
+    assert [e.hospital for e in report.entries][-1] == c.address
+    # Revocation: C can no longer fetch.
+    with a.client() as api:
+        assert api.delete(f"/archives/{archive_id}/shares/{c.address}").status_code == 204
+    with c.client() as api:
+        refused = api.get(path, params={"purpose": "referral"})
+        assert refused.status_code == 404
+        assert refused.json()["code"] == "no_access"
+
+
+def test_expired_share_is_refused(hospitals: dict[str, Hospital]) -> None:
+    a, c = hospitals["A"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    expires = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    with a.client() as api:
+        assert (
+            api.post(
+                f"/archives/{archive_id}/shares",
+                json={"to": c.address, "purpose": "treatment", "expires_at": expires},
+            ).status_code
+            == 201
+        )
+    path = f"/shared/{a.address}/{archive_id}/content"
+    with c.client() as api:
+        assert api.get(path, params={"purpose": "treatment"}).status_code == 200
+        wait_for(
+            lambda: api.get(path, params={"purpose": "treatment"}).status_code == 404,
+            10,
+            "the grant to expire",
+        )
+    a.runtime.federation.expire_shares()
+    with a.client() as api:
+        events = api.get(f"/archives/{archive_id}/events").json()
+    assert events[-1]["type"] == "SHARE_REVOKE"
+    assert events[-1]["event"]["data"]["reason"] == "expired"
+
+
+def test_refusals_at_the_api_and_again_on_chain(
+    hospitals: dict[str, Hospital],
+    chain: RpcChain,
+    regulator: LocalAccount,
+    outsider: LocalAccount,
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = upload_and_archive(a)
+    with a.client() as api:
+        # A non-member recipient is refused by the API ...
+        refused = api.post(f"/archives/{archive_id}/transfers", json={"to": outsider.address})
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "not_active_hospital"
+    # ... and by the contract.
+    with pytest.raises(ContractRevertError) as refused_on_chain:
+        ContractWriter(chain, a.runtime.keystore.account()).transact(
+            "offerTransfer", [archive_key(archive_id), outsider.address]
+        )
+    assert refused_on_chain.value.error_name == "NotaryInvalidRecipient"
+    # A non-custodian (B) cannot offer A's archive, on chain either.
+    with pytest.raises(ContractRevertError) as not_custodian:
+        ContractWriter(chain, b.runtime.keystore.account()).transact(
+            "offerTransfer", [archive_key(archive_id), b.address]
+        )
+    assert not_custodian.value.error_name == "NotaryNotCustodian"
+    with b.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": a.address}).status_code == 404
+        )
+    # A regulator places a hold on chain; A's watcher logs it; transfers are refused.
+    ContractWriter(chain, regulator).transact("placeHold", [archive_key(archive_id), bytes(32)])
+    with a.client() as api:
+        wait_for(lambda: api.get(f"/archives/{archive_id}").json()["on_hold"], 20, "the hold")
+        held = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert held.status_code == 409
+        release = api.request(
+            "DELETE", f"/archives/{archive_id}/hold", params={"reason": "custodian tries"}
+        )
+        assert release.status_code == 409  # only a regulator releases a regulator's hold
+        events = api.get(f"/archives/{archive_id}/events").json()
+    hold = events[-1]
+    assert hold["type"] == "HOLD_PLACE"
+    assert hold["event"]["actor"] == regulator.address
+    assert hold["event"]["data"]["by_regulator"] is True
+    with pytest.raises(ContractRevertError) as on_hold:
+        ContractWriter(chain, a.runtime.keystore.account()).transact(
+            "offerTransfer", [archive_key(archive_id), b.address]
+        )
+    assert on_hold.value.error_name == "NotaryOnHold"
+
+
+def test_double_accept_is_refused_on_chain(hospitals: dict[str, Hospital], chain: RpcChain) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = upload_and_archive(a)
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    with pytest.raises(ContractRevertError) as double:
+        ContractWriter(chain, b.runtime.keystore.account()).transact(
+            "acceptTransfer", [archive_key(archive_id)]
+        )
+    assert double.value.error_name == "NotaryUnexpectedState"
+
+
+def test_forged_and_replayed_peer_requests_are_refused(hospitals: dict[str, Hospital]) -> None:
+    from node.peers import PEER_PREFIX, SIGNATURE, sign_headers
+
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = upload_and_archive(a)
+    target = f"{PEER_PREFIX}/archives/{archive_id}/bundle"
+    headers = sign_headers(b.runtime.keystore.account(), "GET", target, b"", a.address)
+    with httpx.Client(base_url=a.url) as http:
+        assert http.get(target, headers=headers).status_code == 200
+        replay = http.get(target, headers=headers)
+        assert replay.status_code == 401
+        assert replay.json()["code"] == "peer_refused"
+        forged = dict(sign_headers(b.runtime.keystore.account(), "GET", target, b"", a.address))
+        forged[SIGNATURE] = forged[SIGNATURE][:-4] + "0000"
+        assert http.get(target, headers=forged).status_code == 401
+        stale = sign_headers(
+            b.runtime.keystore.account(), "GET", target, b"", a.address, now=1_000_000
+        )
+        assert http.get(target, headers=stale).status_code == 401
+        elsewhere = sign_headers(b.runtime.keystore.account(), "GET", target, b"", b.address)
+        assert http.get(target, headers=elsewhere).status_code == 401
+        assert http.get(target).status_code == 401
