@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
 
 from anchoring.bundle import parse_bundle
 from anchoring.chain import ContractRevertError, ContractWriter, RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
+from node.models import Archive, ArchiveVersion, Transfer
 from tests.federation.conftest import Hospital, wait_for
 
 CONTENT = b"Referral letter: transfer of care to the receiving hospital. " * 200
@@ -43,6 +45,15 @@ def upload_and_archive(hospital: Hospital, content: bytes = CONTENT) -> str:
             "registration on chain",
         )
     return archive_id
+
+
+def stored_transfer_state(hospital: Hospital, archive_id: str) -> str | None:
+    """The incoming transfer's state straight from the node's database."""
+    with hospital.runtime.db.session() as session:
+        row = session.execute(
+            select(Transfer).where(Transfer.archive_id == archive_id, Transfer.direction == "in")
+        ).scalar_one_or_none()
+        return row.state if row is not None else None
 
 
 def transfer_state(hospital: Hospital, archive_id: str, direction: str) -> str | None:
@@ -250,3 +261,135 @@ def test_forged_and_replayed_peer_requests_are_refused(hospitals: dict[str, Hosp
         elsewhere = sign_headers(b.runtime.keystore.account(), "GET", target, b"", b.address)
         assert http.get(target, headers=elsewhere).status_code == 401
         assert http.get(target).status_code == 401
+
+
+def _suspend(chain: RpcChain, proposer: LocalAccount, approver: LocalAccount, target: str) -> None:
+    """Suspend ``target`` through governance (propose → approve → execute)."""
+    proposing = ContractWriter(chain, proposer)
+    receipt = proposing.transact("proposeSuspension", [target], contract="ConsortiumRegistry")
+    proposal = int(receipt.event("ProposalCreated").args["id"])
+    ContractWriter(chain, approver).transact("approve", [proposal], contract="ConsortiumRegistry")
+    proposing.transact("execute", [proposal], contract="ConsortiumRegistry")
+
+
+def test_suspended_member_requests_are_refused(
+    hospitals: dict[str, Hospital],
+    chain: RpcChain,
+    hospital_a: LocalAccount,
+    hospital_b: LocalAccount,
+) -> None:
+    from node.peers import PEER_PREFIX, sign_headers
+
+    a, c = hospitals["A"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    target = f"{PEER_PREFIX}/archives/{archive_id}/bundle"
+    with httpx.Client(base_url=a.url) as http:
+        ok = http.get(
+            target,
+            headers=sign_headers(c.runtime.keystore.account(), "GET", target, b"", a.address),
+        )
+        assert ok.status_code == 200
+        _suspend(chain, hospital_a, hospital_b, c.address)
+        # A's watcher drops its cached membership on MemberSuspended; the registry says no.
+        wait_for(
+            lambda: (
+                http.get(
+                    target,
+                    headers=sign_headers(
+                        c.runtime.keystore.account(), "GET", target, b"", a.address
+                    ),
+                ).status_code
+                == 401
+            ),
+            15,
+            "the suspension to take effect",
+        )
+    with a.client() as api:  # and A no longer transfers to it
+        refused = api.post(f"/archives/{archive_id}/transfers", json={"to": c.address})
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "not_active_hospital"
+
+
+def test_cancelled_offer_returns_to_archived_and_the_recipient_gets_nothing(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    b.server.should_exit = True  # B's node is unreachable: it cannot fetch the package
+    b.thread.join(10)
+    archive_id = upload_and_archive(a)
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+        wait_for(
+            lambda: chain.custody(archive_id).state is CustodyState.TRANSFER_PENDING, 20, "offer"
+        )
+        cancelled = api.post(f"/archives/{archive_id}/transfers/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] == "cancelled"
+        wait_for(lambda: chain.custody(archive_id).state is CustodyState.ARCHIVED, 20, "cancel")
+        again = api.post(f"/archives/{archive_id}/transfers/cancel")
+        assert again.status_code == 409
+        events = api.get(f"/archives/{archive_id}/events").json()
+        assert [e["type"] for e in events][-2:] == ["TRANSFER_OFFER", "TRANSFER_CANCEL"]
+        read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200  # A still holds and reads it
+    # B's HTTP server is down but its node still follows the chain.
+    wait_for(lambda: stored_transfer_state(b, archive_id) == "cancelled", 20, "B to see it")
+    with b.runtime.db.session() as session:
+        assert session.get(Archive, archive_id) is None  # B never stored anything
+
+
+def test_recipient_rejects_a_package_whose_ciphertext_was_altered(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = upload_and_archive(a)
+    with a.runtime.db.session() as session:
+        cid = session.query(ArchiveVersion).filter_by(archive_id=archive_id).one().cid
+    stored = a.runtime.blobs.path_of(cid)  # type: ignore[attr-defined]  # local store only
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[100] ^= 0x01  # silent corruption at A
+    stored.write_bytes(bytes(data))
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "rejected", 60, "B to reject")
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "rejected", 30, "A to see it")
+    custody = chain.custody(archive_id)
+    assert (custody.state, custody.custodian) == (CustodyState.ARCHIVED, a.address)
+    with a.client() as api:
+        events = api.get(f"/archives/{archive_id}/events").json()
+    reject = events[-1]
+    assert reject["type"] == "TRANSFER_REJECT"
+    assert reject["event"]["data"]["by"] == b.address
+    with b.client() as api:
+        rows = [r for r in api.get("/transfers").json() if r["archive_id"] == archive_id]
+    assert "ciphertext hash differs" in rows[0]["error"]
+    assert list(b.runtime.blobs.iter_cids()) == []  # nothing of it stayed at B
+
+
+def test_expired_offer_is_cancelled_by_the_custodian(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    b.server.should_exit = True  # the recipient never collects the offer
+    b.thread.join(10)
+    archive_id = upload_and_archive(a)
+    a.runtime.settings.transfer_offer_ttl = 1.0
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+    wait_for(lambda: chain.custody(archive_id).state is CustodyState.TRANSFER_PENDING, 20, "offer")
+    wait_for(lambda: a.runtime.federation.expire_offers() == 1, 10, "the offer to expire")
+    wait_for(
+        lambda: chain.custody(archive_id).state is CustodyState.ARCHIVED, 20, "cancel on chain"
+    )
+    with a.client() as api:
+        events = api.get(f"/archives/{archive_id}/events").json()
+    assert events[-1]["type"] == "TRANSFER_CANCEL"
+    assert events[-1]["event"]["data"]["reason"] == "expired"
+    assert transfer_state(a, archive_id, "out") == "expired"
