@@ -2,6 +2,8 @@
 
 Each request gets a limit from its method and path (uploads: the node's ``max_upload_bytes`` plus
 room for the multipart envelope; ``/verify``: a bundle limit; everything else: a small JSON limit).
+A route whose body is large by design (a batch of access reports) has its own limit in
+``ROUTE_LIMITS``, which takes precedence over the app's ``limit_for``.
 A declared ``Content-Length`` above the limit is refused before any byte is read; a body without
 one is counted as it streams and the request is cut off as soon as it passes the limit. Either
 way the answer is ``413 payload_too_large``. Starlette's own limiter answers in plain text, hence
@@ -10,6 +12,7 @@ this middleware.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
@@ -20,6 +23,24 @@ from node.errors import InputError
 
 LimitFor = Callable[[str, str], int]
 """``limit_for(method, path) -> max body bytes``."""
+
+ACCESS_EVENTS_BODY_BYTES = 8 * 1024 * 1024
+"""Body limit of ``POST /api/v1/access-events``: 10,000 reports with the longest fields (a 64-
+character staff id written as ``\\uXXXX`` escapes) are about 5 MB of JSON; a typical full batch is
+about 1.5 MB."""
+
+ROUTE_LIMITS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+    ("POST", re.compile(r"^/api/v1/access-events/?$"), ACCESS_EVENTS_BODY_BYTES),
+)
+"""Per-route body limits (method, path pattern, bytes) that override ``limit_for``."""
+
+
+def route_limit(method: str, path: str) -> int | None:
+    """The body limit ``ROUTE_LIMITS`` sets for this request, if any."""
+    for route_method, pattern, limit in ROUTE_LIMITS:
+        if method == route_method and pattern.match(path):
+            return limit
+    return None
 
 
 class BodyTooLargeError(InputError):
@@ -39,7 +60,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["method"], scope["path"])
+        method, path = scope["method"], scope["path"]
+        limit = route_limit(method, path) or self.limit_for(method, path)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _refuse(limit, scope, receive, send)

@@ -19,7 +19,7 @@ from api.deps import single_valued_query
 from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
-from api.routes import archives, checkpoints, federation, health, keys, peer, verify
+from api.routes import access_events, archives, checkpoints, federation, health, keys, peer, verify
 from api.schemas import ArchiveIn, ErrorOut
 from node.runtime import NodeRuntime
 from node.services.status import StatusService
@@ -79,6 +79,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
 
     for router in (
         archives.router,
+        access_events.router,
         checkpoints.router,
         verify.router,
         keys.router,

@@ -108,7 +108,8 @@ class NodeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        # Explicit arguments, then the environment, then the TOML file (when one is configured).
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @model_validator(mode="after")
     def _retention_is_complete(self) -> NodeSettings:
@@ -177,20 +178,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> NodeSett
             raise ConfigError(f"config file not found: {config_file}")
 
         class _FromFile(NodeSettings):
-            @classmethod
-            def settings_customise_sources(
-                cls,
-                settings_cls: type[BaseSettings],
-                init_settings: PydanticBaseSettingsSource,
-                env_settings: PydanticBaseSettingsSource,
-                dotenv_settings: PydanticBaseSettingsSource,
-                file_secret_settings: PydanticBaseSettingsSource,
-            ) -> tuple[PydanticBaseSettingsSource, ...]:
-                return (
-                    init_settings,
-                    env_settings,
-                    TomlConfigSettingsSource(settings_cls, toml_file=config_file),
-                )
+            model_config = SettingsConfigDict(
+                **{**NodeSettings.model_config, "toml_file": config_file}
+            )
 
         return _FromFile(**overrides)
     except ConfigError:

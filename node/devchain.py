@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from node.errors import NodeError
+from node.process import pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_CHAIN_ID = 31337
@@ -140,7 +141,7 @@ class AnvilProcess:
         """Whether the process is still alive."""
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, wait up to ``timeout`` seconds (state is dumped on the way out), then SIGKILL."""
@@ -167,7 +168,7 @@ class AnvilProcess:
             return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(self.pid):
+            if not pid_alive(self.pid):
                 return True
             time.sleep(0.05)
         return False
@@ -182,22 +183,6 @@ class AnvilProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # a zombie is not running
-        try:
-            return stat.read_text().split(") ", 1)[1][:1] != "Z"
-        except (OSError, IndexError):
-            return True
-    return True
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -322,7 +307,7 @@ def devchain_status(data_dir: Path) -> AnvilProcess | None:
         pid = int(paths.pid.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    if pid != info.get("pid") or not _pid_alive(pid) or not _is_our_anvil(pid, paths.state):
+    if pid != info.get("pid") or not pid_alive(pid) or not _is_our_anvil(pid, paths.state):
         _remove_run_files(paths)
         return None
     return AnvilProcess(pid, str(info["rpc_url"]))

@@ -36,6 +36,7 @@ from api.schemas import (
     ReleaseHoldQuery,
     SearchQuery,
 )
+from api.streaming import primed
 from node.errors import InputError
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
@@ -313,18 +314,8 @@ def read_content(
     query: Annotated[ContentQuery, Query()],
 ) -> StreamingResponse:
     stream = runtime.archives.open_content(principal, archive_id, query.purpose, query.version)
-    chunks = iter(stream.chunks)
-    # Decrypt the first chunk before answering, so a broken blob is a clean error, not a
-    # truncated 200.
-    first = next(chunks, b"")
-
-    def body() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from chunks
-
     return StreamingResponse(
-        body(),
+        primed(stream.chunks),
         media_type=stream.media_type,
         headers={
             "Content-Length": str(stream.size),

@@ -3,7 +3,6 @@ revoke and list shares; read and prove records another hospital shared with this
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from anchoring.events import Purpose
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN, ProofBundleDocument
+from api.streaming import primed
 from node.models import Transfer
 from node.services.federation import ShareView, TransferView
 from node.services.principal import Action
@@ -51,16 +51,7 @@ class TransferOut(BaseModel):
 
     @classmethod
     def of(cls, view: TransferView) -> TransferOut:
-        return cls(
-            archive_id=view.archive_id,
-            direction=view.direction,
-            peer=view.peer,
-            state=view.state,
-            expires_at=view.expires_at,
-            error=view.error,
-            created_at=view.created_at,
-            updated_at=view.updated_at,
-        )
+        return cls.model_validate(view, from_attributes=True)
 
 
 class ShareIn(BaseModel):
@@ -83,13 +74,7 @@ class ShareOut(BaseModel):
 
     @classmethod
     def of(cls, view: ShareView) -> ShareOut:
-        return cls(
-            grantee=view.grantee,
-            purpose=view.purpose,
-            expires_at=view.expires_at,
-            grant_hash=view.grant_hash,
-            active=view.active,
-        )
+        return cls.model_validate(view, from_attributes=True)
 
 
 @router.post(
@@ -189,16 +174,10 @@ def read_shared(
     purpose: Annotated[Purpose, Query()],
 ) -> StreamingResponse:
     content = runtime.federation.read_shared(principal, custodian, archive_id, purpose)
-    chunks = iter(content.chunks)
-    first = next(chunks, b"")
-
-    def body() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from chunks
-
     return StreamingResponse(
-        body(), media_type=content.media_type, headers={"Content-Length": str(content.size)}
+        primed(content.chunks),
+        media_type=content.media_type,
+        headers={"Content-Length": str(content.size)},
     )
 
 
