@@ -47,8 +47,9 @@ Rules, per event (the hospital is the log that holds the event):
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
@@ -172,6 +173,22 @@ class ArchiveState:
         return grant if grant is not None and at < grant.expires_at else None
 
 
+_STATE_FIELDS = tuple(f.name for f in fields(ArchiveState))
+_state_values = operator.attrgetter(*_STATE_FIELDS)
+_HEAD, _LAST_TIME, _EVENT_COUNT = (
+    _STATE_FIELDS.index(name) for name in ("head", "last_time", "event_count")
+)
+
+
+def _advanced(state: ArchiveState, head: str, last_time: datetime, count: int) -> ArchiveState:
+    """``replace(state, head=head, last_time=last_time, event_count=count)``, about twice as
+    fast: it runs once for every event a node logs or a verifier replays, and
+    ``dataclasses.replace`` re-inspects the class's fields on every call."""
+    values = list(_state_values(state))
+    values[_HEAD], values[_LAST_TIME], values[_EVENT_COUNT] = head, last_time, count
+    return ArchiveState(*values)
+
+
 @dataclass(frozen=True, slots=True)
 class ExpectedCustody:
     """What ``ArchiveNotary.archive(id)`` should say for an archive in a given state."""
@@ -263,7 +280,7 @@ def apply(
         raise refuse.time(f"dated {event.time.isoformat()}, before the previous event")
     _check_logging_hospital(state, event, refuse)
     new = _transition(state, event, digest, refuse)
-    return replace(new, head=digest, last_time=event.time, event_count=state.event_count + 1)
+    return _advanced(new, digest, event.time, state.event_count + 1)
 
 
 def replay(events: Iterable[Event]) -> ArchiveState:
@@ -447,8 +464,9 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             raise refuse(f"from {event.data.from_} is not the custodian {state.custodian}")
         if event.data.offer_hash is not None and event.data.offer_hash != state.offer_hash:
             raise refuse("offer_hash does not name the pending offer")
-        if state.offer_expires_at is not None and event.time > state.offer_expires_at:
-            raise refuse("the offer expired before it was accepted")
+        # The offer's expiry is the custodian's policy, enforced by its TRANSFER_CANCEL (which
+        # the contract serialises against acceptTransfer): an acceptance confirmed on chain
+        # before any cancel stands, even when the recipient logs it after the expiry.
         return replace(
             _end_transfer(state),
             custodian=event.hospital,

@@ -543,6 +543,8 @@ class FederationService:
             raise _PackageRefused(
                 "not_offered", "the verified events do not offer this archive to us"
             )
+        if state.offer_expires_at is not None and datetime.now(UTC) >= state.offer_expires_at:
+            raise _PackageRefused("offer_expired", "the offer expired before it could be accepted")
         aad = crypto.member_wrap_aad(archive_id, self.rt.hospital)
         try:
             material = crypto.ecies_unwrap_key_material(

@@ -552,13 +552,6 @@ def test_transfer_accept_rules() -> None:
         hospital=B,
     )
     story.refuse(EventType.TRANSFER_ACCEPT, {"from": A, "offer_hash": R}, "offer_hash", hospital=B)
-    story.refuse(
-        EventType.TRANSFER_ACCEPT,
-        {"from": A, "offer_hash": offer_hash},
-        "expired before",
-        hospital=B,
-        at=story.time + timedelta(hours=2),
-    )
     story.do(EventType.HOLD_PLACE, {"reason_hash": R, "by_regulator": True}, actor=REGULATOR)
     story.refuse(
         EventType.TRANSFER_ACCEPT, {"from": A, "offer_hash": offer_hash}, "legal hold", hospital=B
@@ -582,6 +575,21 @@ def test_transfer_accept_rules() -> None:
         "only allowed while TRANSFER_PENDING",
         hospital=B,
     )
+
+
+def test_an_acceptance_after_the_offers_expiry_stands_until_the_custodian_cancels() -> None:
+    """Expiry is enforced by the custodian's cancel (serialised by the contract against the
+    acceptance); an acceptance logged after the expiry but before any cancel is legal."""
+    story = archived_story()
+    offer_hash = offered(story, B, expires_at=story.time + timedelta(minutes=5))
+    late = story.do(
+        EventType.TRANSFER_ACCEPT,
+        {"from": A, "offer_hash": offer_hash},
+        hospital=B,
+        at=story.time + timedelta(hours=2),
+    )
+    assert late.custodian == B
+    assert late.status is ArchiveStatus.ARCHIVED
 
 
 def test_transfer_reject_and_cancel_rules() -> None:

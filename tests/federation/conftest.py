@@ -48,6 +48,17 @@ class Hospital:
             timeout=30,
         )
 
+    def pause_incoming(self) -> None:
+        """Stop collecting incoming transfers (the node still follows the chain)."""
+        scheduler = self.runtime._scheduler
+        assert scheduler is not None
+        scheduler.pause_job("incoming-transfers")
+
+    def resume_incoming(self) -> None:
+        scheduler = self.runtime._scheduler
+        assert scheduler is not None
+        scheduler.resume_job("incoming-transfers")
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)

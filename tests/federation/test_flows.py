@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -314,8 +315,7 @@ def test_cancelled_offer_returns_to_archived_and_the_recipient_gets_nothing(
     hospitals: dict[str, Hospital], chain: RpcChain
 ) -> None:
     a, b = hospitals["A"], hospitals["B"]
-    b.server.should_exit = True  # B's node is unreachable: it cannot fetch the package
-    b.thread.join(10)
+    b.pause_incoming()  # B sees the offer on chain but does not collect it
     archive_id = upload_and_archive(a)
     with a.client() as api:
         assert (
@@ -334,7 +334,7 @@ def test_cancelled_offer_returns_to_archived_and_the_recipient_gets_nothing(
         assert [e["type"] for e in events][-2:] == ["TRANSFER_OFFER", "TRANSFER_CANCEL"]
         read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
         assert read.status_code == 200  # A still holds and reads it
-    # B's HTTP server is down but its node still follows the chain.
+    # B still follows the chain: its record of the offer ends cancelled.
     wait_for(lambda: stored_transfer_state(b, archive_id) == "cancelled", 20, "B to see it")
     with b.runtime.db.session() as session:
         assert session.get(Archive, archive_id) is None  # B never stored anything
@@ -375,8 +375,7 @@ def test_expired_offer_is_cancelled_by_the_custodian(
     hospitals: dict[str, Hospital], chain: RpcChain
 ) -> None:
     a, b = hospitals["A"], hospitals["B"]
-    b.server.should_exit = True  # the recipient never collects the offer
-    b.thread.join(10)
+    b.pause_incoming()  # the recipient never collects the offer
     archive_id = upload_and_archive(a)
     a.runtime.settings.transfer_offer_ttl = 1.0
     with a.client() as api:
@@ -393,3 +392,23 @@ def test_expired_offer_is_cancelled_by_the_custodian(
     assert events[-1]["type"] == "TRANSFER_CANCEL"
     assert events[-1]["event"]["data"]["reason"] == "expired"
     assert transfer_state(a, archive_id, "out") == "expired"
+
+
+def test_recipient_declines_an_offer_that_expired_before_it_collected_it(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    b.pause_incoming()
+    archive_id = upload_and_archive(a)
+    a.runtime.settings.transfer_offer_ttl = 1.0
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+    wait_for(lambda: stored_transfer_state(b, archive_id) == "seen", 20, "B to see the offer")
+    time.sleep(1.2)
+    b.resume_incoming()
+    wait_for(lambda: stored_transfer_state(b, archive_id) == "rejected", 30, "B to decline")
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "rejected", 30, "A to see it")
+    custody = chain.custody(archive_id)
+    assert (custody.state, custody.custodian) == (CustodyState.ARCHIVED, a.address)
