@@ -48,6 +48,7 @@ gas: install
 
 bench: install
 	$(BIN)/python scripts/bench_anchoring.py --quick
+	$(BIN)/python scripts/bench_ingest.py --quick
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

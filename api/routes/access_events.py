@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.dataclasses import dataclass
 
 from anchoring.events import AccessScope, Purpose
 from api.deps import PrincipalDep, RuntimeDep
@@ -40,37 +41,34 @@ StaffId = Annotated[
 router = APIRouter(tags=["access events"])
 
 
-class AccessReportIn(BaseModel):
+# A pydantic dataclass *subclassing* the service's ``ReportedAccess``: validated reports go to
+# the service as they are, with no copy (copying 10,000 reports costs as much as validating them).
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class AccessReportIn(ReportedAccess):
     """One read that happened in a hospital system."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    archive_id: str = Field(
-        pattern=ARCHIVE_ID_PATTERN,
-        description="The archive that was read (ULID, 26 characters).",
-        examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"],
-    )
-    purpose: Purpose = Field(description="Purpose of use, written into the ACCESS event.")
-    scope: AccessScope = Field(
-        default=AccessScope.CONTENT, description="What was read: content, metadata or proof."
-    )
-    staff_id: StaffId | None = Field(
-        default=None,
-        description=(
-            "The reporting system's user id of the reader. Only its keyed pseudonym is logged; "
-            "absent: the event's actor is the calling key."
+    archive_id: Annotated[
+        str,
+        Field(
+            pattern=ARCHIVE_ID_PATTERN,
+            description="The archive that was read (ULID, 26 characters).",
+            examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"],
         ),
-        examples=["pacs-user-0042"],
-    )
-
-    def to_reported(self) -> ReportedAccess:
-        """The service input for this report."""
-        return ReportedAccess(
-            archive_id=self.archive_id,
-            purpose=self.purpose,
-            scope=self.scope,
-            staff_id=self.staff_id,
-        )
+    ]
+    purpose: Annotated[Purpose, Field(description="Purpose of use, written into the ACCESS event.")]
+    scope: Annotated[
+        AccessScope, Field(description="What was read: content, metadata or proof.")
+    ] = AccessScope.CONTENT
+    staff_id: Annotated[
+        StaffId | None,
+        Field(
+            description=(
+                "The reporting system's user id of the reader. Only its keyed pseudonym is "
+                "logged; absent: the event's actor is the calling key."
+            ),
+            examples=["pacs-user-0042"],
+        ),
+    ] = None
 
 
 class AccessBatchIn(BaseModel):
@@ -124,5 +122,5 @@ def record_access_events(
     principal: PrincipalDep,
     body: Annotated[AccessBatchIn, Body(examples=[ACCESS_BATCH_EXAMPLE])],
 ) -> AccessRecordedOut:
-    reports = [report.to_reported() for report in body.reports]
+    reports: list[ReportedAccess] = list(body.reports)
     return AccessRecordedOut(recorded=runtime.archives.record_accesses(principal, reports))

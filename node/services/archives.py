@@ -8,6 +8,7 @@ orphan blob, row or event. Reads of content are logged (ACCESS) *before* any byt
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from ulid import ULID
 
 from anchoring import lifecycle, merkle, storage
@@ -41,6 +42,7 @@ from anchoring.events import (
     Sensitivity,
     canonical_bytes,
     event_to_json,
+    jcs,
     parse_event,
 )
 from anchoring.ids import archive_key
@@ -50,7 +52,7 @@ from anchoring.worker import enqueue_call
 from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
-from node.errors import ConflictError, InputError, NotFoundError
+from node.errors import ConflictError, InputError, NodeError, NotFoundError
 from node.models import Archive, ArchiveVersion, ForeignEntry, WrappedKey
 from node.services.principal import Action, Principal
 from node.services.records import ArchiveView, EventView, Page, VersionView
@@ -395,36 +397,43 @@ class ArchiveService:
                 f"a batch holds 1 to {MAX_ACCESS_BATCH} access reports", code="invalid_batch"
             )
         secret = self.rt.keystore.pseudonym_secret
-        actors = [
-            crypto.pseudonym(secret, "staff", r.staff_id) if r.staff_id else principal.actor
-            for r in reports
-        ]
+        readers = {r.staff_id for r in reports if r.staff_id}
+        staff = {sid: crypto.pseudonym(secret, "staff", sid) for sid in readers}  # one HMAC each
+        actors = [staff[r.staff_id] if r.staff_id else principal.actor for r in reports]
         wanted = {_normalise_id(r.archive_id) for r in reports}
 
         def unit(uow: UnitOfWork) -> int:
             rows = {
                 row.id: row
                 for row in uow.session.execute(
-                    select(Archive).where(Archive.id.in_(wanted)).with_for_update()
+                    select(Archive)
+                    .where(Archive.id.in_(wanted))
+                    .options(lazyload(Archive.versions))  # not needed here
+                    .with_for_update()
                 ).scalars()
             }
-            states: dict[str, ArchiveState] = {}
-            # One validated event per distinct (purpose, scope, actor); each report copies it
-            # with its own index, archive, time and prev (all produced here, already valid).
-            templates: dict[tuple[Purpose, AccessScope, str], AccessEvent] = {}
+            states: dict[str, tuple[bytes, ArchiveState, int]] = {}  # leaf, state, events
+            # One validated event per distinct (purpose, scope); each report copies it with its
+            # own index, archive, actor and prev (all produced by this node, already valid), and
+            # its canonical bytes are the template's with those four values spliced in.
+            templates: dict[tuple[Purpose, AccessScope], tuple[AccessEvent, _AccessBytes]] = {}
             for position, (report, actor) in enumerate(zip(reports, actors, strict=True)):
                 archive_id = _normalise_id(report.archive_id)
-                archive = rows.get(archive_id)
-                if archive is None or not principal.can_see(archive.department):
-                    raise NotFoundError(
-                        f"reports[{position}]: archive {report.archive_id} not found",
-                        code="archive_not_found",
-                    )
-                state = states.get(archive_id) or self._state(uow.session, archive)
-                key = (report.purpose, report.scope, actor)
-                template = templates.get(key)
-                if template is None:
-                    template = templates[key] = AccessEvent(
+                known = states.get(archive_id)
+                if known is None:
+                    archive = rows.get(archive_id)
+                    if archive is None or not principal.can_see(archive.department):
+                        raise NotFoundError(
+                            f"reports[{position}]: archive {report.archive_id} not found",
+                            code="archive_not_found",
+                        )
+                    state = self._state(uow.session, archive)
+                else:
+                    state = known[1]
+                key = (report.purpose, report.scope)
+                known_template = templates.get(key)
+                if known_template is None:
+                    first = AccessEvent(
                         hospital=self.rt.hospital,
                         log_index=uow.log.size,
                         archive_id=archive_id,
@@ -435,10 +444,22 @@ class ArchiveService:
                             purpose=report.purpose, scope=report.scope, break_glass=False
                         ),
                     )
+                    known_template = templates[key] = (first, _AccessBytes(first))
+                template, encoder = known_template
                 event = template.model_copy(
-                    update={"log_index": uow.log.size, "archive_id": archive_id, "prev": state.head}
+                    update={
+                        "log_index": uow.log.size,
+                        "archive_id": archive_id,
+                        "actor": actor,
+                        "prev": state.head,
+                    }
                 )
-                states[archive_id] = self._append(uow, archive, state, event)
+                raw = encoder.render(uow.log.size, archive_id, actor, state.head)
+                leaf, state = self._log_event(uow, archive_id, state, event, raw)
+                states[archive_id] = (leaf, state, known[2] + 1 if known else 1)
+            # Each archive row is updated once per batch, not once per event.
+            for archive_id, (leaf, state, count) in states.items():
+                self._settle(uow, rows[archive_id], leaf, state, count)
             return len(reports)
 
         return self.rt.committer.run(unit)
@@ -574,20 +595,41 @@ class ArchiveService:
     ) -> ArchiveState:
         """Check ``event`` (built for the log's next index) against the lifecycle, append it and
         update the archive row and the state cache."""
-        raw = canonical_bytes(event)
+        leaf, new_state = self._log_event(uow, archive.id, state, event)
+        self._settle(uow, archive, leaf, new_state, 1)
+        return new_state
+
+    def _log_event(
+        self,
+        uow: UnitOfWork,
+        archive_id: str,
+        state: ArchiveState | None,
+        event: Event,
+        raw: bytes | None = None,
+    ) -> tuple[bytes, ArchiveState]:
+        """Check ``event`` against the lifecycle and append it to the log; its leaf hash and the
+        archive's new state (the row is not touched: see ``_settle``). ``raw`` is the event's
+        canonical bytes when the caller already has them."""
+        raw = canonical_bytes(event) if raw is None else raw
         leaf = merkle.leaf_hash(raw)
         new_state = lifecycle.apply(state, event, leaf_hash=leaf)  # refuses illegal transitions
-        uow.log.append(raw, archive_id=archive.id, event_type=event.type, time=uow.now, leaf=leaf)
+        uow.log.append(raw, archive_id=archive_id, event_type=event.type, time=uow.now, leaf=leaf)
+        return leaf, new_state
+
+    def _settle(
+        self, uow: UnitOfWork, archive: Archive, leaf: bytes, state: ArchiveState, events: int
+    ) -> None:
+        """Bring the archive row and the state cache to ``state`` after ``events`` new events,
+        the last of which has leaf hash ``leaf``."""
         archive.last_event_hash = leaf
-        archive.event_count += 1
-        archive.state = new_state.status.value
+        archive.event_count += events
+        archive.state = state.status.value
         archive.updated_at = uow.now
         with self._states_lock:
-            self._states[archive.id] = (leaf, new_state)
+            self._states[archive.id] = (leaf, state)
             self._states.move_to_end(archive.id)
             while len(self._states) > _STATE_CACHE_SIZE:
                 self._states.popitem(last=False)
-        return new_state
 
     def _state(self, session: Session, archive: Archive) -> ArchiveState:
         """The archive's lifecycle state: cached by head hash, else replayed from the log."""
@@ -712,6 +754,62 @@ class ArchiveService:
         with self.rt.db.session() as session:
             holder, blob = self._own_wrapped_key(session, archive_id)
         return self._unwrap(archive_id, holder, blob)
+
+
+# --------------------------------------------------------------------------------------------
+# canonical bytes of batched ACCESS events
+
+
+class _AccessBytes:
+    """Canonical bytes of ACCESS events that differ from a validated ``template`` only in log
+    index, archive id, actor and prev: the template's RFC 8785 text with those four values spliced
+    in, encoded as the canonical encoder encodes them (JSON strings, a decimal integer). Key
+    order does not depend on values, so the text around them is fixed; this is several times
+    cheaper than serialising each event. The first rendering is checked against
+    ``canonical_bytes`` of the template, so a change in the event schema cannot slip through."""
+
+    FIELDS = ("actor", "archive_id", "log_index", "prev")
+
+    def __init__(self, template: AccessEvent) -> None:
+        document = event_to_json(template)
+        sentinels = {name: f"\x01{name}\x01" for name in self.FIELDS}
+        document.update(sentinels)
+        text = jcs(document).decode("utf-8")
+        located = sorted((text.index(json.dumps(mark)), name) for name, mark in sentinels.items())
+        self._order = tuple(self.FIELDS.index(name) for _, name in located)
+        self._parts: list[str] = []
+        start = 0
+        for position, name in located:
+            self._parts.append(text[start:position])
+            start = position + len(json.dumps(sentinels[name]))
+        self._tail = text[start:]
+        expected = canonical_bytes(template)
+        rendered = self.render(
+            template.log_index, template.archive_id, template.actor, template.prev
+        )
+        if rendered != expected:
+            raise NodeError(
+                "spliced ACCESS event bytes differ from canonical_bytes", code="encoding_mismatch"
+            )
+
+    def render(self, log_index: int, archive_id: str, actor: str, prev: str | None) -> bytes:
+        """The canonical bytes of the template with these four values."""
+        values = (
+            _json_string(actor),
+            _json_string(archive_id),
+            str(log_index),
+            "null" if prev is None else _json_string(prev),
+        )
+        pieces: list[str] = []
+        for part, slot in zip(self._parts, self._order, strict=True):
+            pieces.append(part)
+            pieces.append(values[slot])
+        pieces.append(self._tail)
+        return "".join(pieces).encode("utf-8")
+
+
+_json_string = json.encoder.encode_basestring
+"""A Python string as a JSON string, exactly as ``json.dumps(..., ensure_ascii=False)`` writes it."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -819,3 +819,16 @@ def test_refusal_message_names_state_and_event() -> None:
     assert str(error).startswith("AMEND refused in state ARCHIVED: ")
     assert error.code == "illegal_transition"
     assert isinstance(error, ValueError)
+
+
+def test_advancing_a_state_equals_dataclasses_replace() -> None:
+    import dataclasses
+
+    from anchoring import lifecycle
+
+    state = archived_story().state
+    assert state is not None
+    later = state.last_time + timedelta(seconds=5)
+    assert lifecycle._advanced(state, "ab" * 32, later, 9) == dataclasses.replace(
+        state, head="ab" * 32, last_time=later, event_count=9
+    )
