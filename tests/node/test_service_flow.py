@@ -3,6 +3,8 @@ proof bundle → independent verification against the chain."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
 from anchoring.events import Purpose, RecordClass, Sensitivity
@@ -48,3 +50,17 @@ def test_create_archive_read_prove_verify(node: NodeRuntime, chain: RpcChain) ->
     report = verify_bundle(parse_bundle(built.document), chain)
     assert report.ok, report.to_text()
     assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE", "ACCESS"]
+
+
+def test_a_node_configured_for_ipfs_stores_and_reads_through_it(
+    make_node: Any, ipfs_api_addr: str
+) -> None:
+    node = make_node(blob_store="ipfs", ipfs_api=ipfs_api_addr)
+    assert type(node.blobs).__name__ == "IpfsBlobStore"
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "ipfs").secret)
+    content = b"PACS report stored on IPFS " * 5000
+    created = node.archives.create(archivist, _new(media_type="text/plain"), [content])
+    cid = created.versions[0].cid
+    assert node.blobs.exists(cid)
+    stream = node.archives.open_content(archivist, created.id, Purpose.TREATMENT)
+    assert b"".join(stream.chunks) == content
