@@ -148,27 +148,11 @@ class ChainWatcher:
                 return
             state = archives._state(uow.session, archive)
             if place and not (state.on_hold and state.hold_by_regulator):
-                new = archives._record(
-                    uow,
-                    archive,
-                    state,
-                    HoldPlaceEvent,
-                    by,
-                    HoldPlaceData(reason_hash=reason.hex(), by_regulator=True),
-                )
+                data: Any = HoldPlaceData(reason_hash=reason.hex(), by_regulator=True)
+                archives._record(uow, archive, state, HoldPlaceEvent, by, data)
             elif not place and state.on_hold and state.hold_by_regulator:
-                new = archives._record(
-                    uow,
-                    archive,
-                    state,
-                    HoldReleaseEvent,
-                    by,
-                    HoldReleaseData(reason_hash=reason.hex()),
-                )
-            else:
-                return
-            archive.on_hold = new.on_hold
-            archive.hold_by_regulator = new.hold_by_regulator
+                data = HoldReleaseData(reason_hash=reason.hex())
+                archives._record(uow, archive, state, HoldReleaseEvent, by, data)
 
         self.rt.committer.run(unit)
 

@@ -9,16 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from anchoring.events import Purpose
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN, ProofBundleDocument
 from api.streaming import primed
-from node.models import Transfer
 from node.services.federation import ShareView, TransferView
-from node.services.principal import Action
 
 router = APIRouter(tags=["federation"])
 
@@ -109,10 +106,7 @@ def cancel_transfer(
     responses=error_responses(401, 403, 422),
 )
 def list_transfers(runtime: RuntimeDep, principal: PrincipalDep) -> list[TransferOut]:
-    principal.require(Action.TRANSFER)
-    with runtime.db.session() as session:
-        rows = session.execute(select(Transfer).order_by(Transfer.id.desc()).limit(200)).scalars()
-        return [TransferOut.of(TransferView.of(row)) for row in rows]
+    return [TransferOut.of(view) for view in runtime.federation.transfers(principal)]
 
 
 @router.post(

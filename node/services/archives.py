@@ -336,49 +336,37 @@ class ArchiveService:
 
     def place_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
         """Place the custodian's legal hold (locally and, once archived, on chain)."""
-        principal.require(Action.HOLD)
-        reason_hash = _reason_hash(reason)
-
-        def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self._load_for_update(uow.session, principal, archive_id)
-            state = self._state(uow.session, archive)
-            data = HoldPlaceData(reason_hash=reason_hash, by_regulator=False)
-            new_state = self._record(uow, archive, state, HoldPlaceEvent, principal.actor, data)
-            archive.on_hold = new_state.on_hold
-            archive.hold_by_regulator = new_state.hold_by_regulator
-            if state.status is not lifecycle.ArchiveStatus.CREATED:
-                enqueue_call(
-                    uow.session,
-                    "placeHold",
-                    [archive_key(archive_id), bytes.fromhex(reason_hash)],
-                    archive_id=archive_id,
-                )
-            return ArchiveView.of(archive)
-
-        return self.rt.committer.run(unit)
+        return self._custodian_hold(principal, archive_id, reason, place=True)
 
     def release_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
         """Release the custodian's own hold (a regulator's hold is released only by a regulator)."""
+        return self._custodian_hold(principal, archive_id, reason, place=False)
+
+    def _custodian_hold(
+        self, principal: Principal, archive_id: str, reason: str, *, place: bool
+    ) -> ArchiveView:
         principal.require(Action.HOLD)
         reason_hash = _reason_hash(reason)
 
         def unit(uow: UnitOfWork) -> ArchiveView:
             archive = self._load_for_update(uow.session, principal, archive_id)
             state = self._state(uow.session, archive)
-            if state.on_hold and state.hold_by_regulator:
-                raise ConflictError(
-                    f"archive {archive_id} is under a regulator's hold: only a regulator can "
-                    "release it",
-                    code="regulator_hold",
-                )
-            data = HoldReleaseData(reason_hash=reason_hash)
-            new_state = self._record(uow, archive, state, HoldReleaseEvent, principal.actor, data)
-            archive.on_hold = new_state.on_hold
-            archive.hold_by_regulator = new_state.hold_by_regulator
-            if state.status is not lifecycle.ArchiveStatus.CREATED:
+            if place:
+                data: Any = HoldPlaceData(reason_hash=reason_hash, by_regulator=False)
+                event_cls: type[Event] = HoldPlaceEvent
+            else:
+                if state.on_hold and state.hold_by_regulator:
+                    raise ConflictError(
+                        f"archive {archive_id} is under a regulator's hold: only a regulator "
+                        "can release it",
+                        code="regulator_hold",
+                    )
+                data, event_cls = HoldReleaseData(reason_hash=reason_hash), HoldReleaseEvent
+            self._record(uow, archive, state, event_cls, principal.actor, data)
+            if state.status is not lifecycle.ArchiveStatus.CREATED:  # on chain from ARCHIVE on
                 enqueue_call(
                     uow.session,
-                    "releaseHold",
+                    "placeHold" if place else "releaseHold",
                     [archive_key(archive_id), bytes.fromhex(reason_hash)],
                     archive_id=archive_id,
                 )
@@ -624,6 +612,8 @@ class ArchiveService:
         archive.last_event_hash = leaf
         archive.event_count += events
         archive.state = state.status.value
+        archive.on_hold = state.on_hold  # the catalogue mirrors the lifecycle state
+        archive.hold_by_regulator = state.on_hold and state.hold_by_regulator
         archive.updated_at = uow.now
         with self._states_lock:
             self._states[archive.id] = (leaf, state)

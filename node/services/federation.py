@@ -270,6 +270,13 @@ class FederationService:
 
         return self.rt.committer.run(unit)
 
+    def transfers(self, principal: Principal, limit: int = 200) -> list[TransferView]:
+        """Transfers this node took part in, newest first."""
+        principal.require(Action.TRANSFER)
+        with self.rt.db.session() as session:
+            rows = session.execute(select(Transfer).order_by(Transfer.id.desc()).limit(limit))
+            return [TransferView.of(row) for row in rows.scalars()]
+
     def cancel(
         self, principal: Principal, archive_id: str, reason: CancelReason = CancelReason.WITHDRAWN
     ) -> TransferView:
