@@ -752,7 +752,7 @@ class FederationService:
             archive = uow.session.get_one(Archive, row.archive_id)
             state = self.archives._state(uow.session, archive)
             data = TransferAcceptData.model_validate(
-                {"from": row.peer, "offer_hash": row_offer_hash(state)}
+                {"from": row.peer, "offer_hash": state.offer_hash}
             )
             self.archives._record(
                 uow, archive, state, TransferAcceptEvent, self._system_actor(), data
@@ -1100,11 +1100,6 @@ class _PackageRefused(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def row_offer_hash(state: ArchiveState) -> str | None:
-    """The offer's leaf hash recorded in the state (TRANSFER_ACCEPT names it)."""
-    return state.offer_hash
 
 
 def _share_view(grant: lifecycle.ShareGrant, now: datetime) -> ShareView:
