@@ -398,6 +398,22 @@ def consistency_proof(session: Session, size1: int, size2: int) -> list[bytes]:
     return _range_hashes(session, merkle.consistency_ranges(size1, size2))
 
 
+def latest_confirmed_checkpoint(session: Session) -> Checkpoint | None:
+    """The largest checkpoint confirmed on chain (None before the first)."""
+    return session.execute(
+        select(Checkpoint)
+        .where(Checkpoint.state == CheckpointState.CONFIRMED)
+        .order_by(Checkpoint.size.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def anchored_size(session: Session) -> int:
+    """How many leaves the latest confirmed checkpoint covers (0 before the first)."""
+    latest = latest_confirmed_checkpoint(session)
+    return latest.size if latest is not None else 0
+
+
 def entry_at(session: Session, index: int) -> LogEntry:
     """The stored event at ``index``."""
     entry = session.get(LogEntry, index)

@@ -521,12 +521,7 @@ class Lag:
 def measure_lag(session: Session, *, now: datetime) -> Lag:
     """Events and seconds between the log head and the latest confirmed checkpoint."""
     size = storage.current_size(session)
-    anchored = (
-        session.execute(
-            select(func.max(Checkpoint.size)).where(Checkpoint.state == CheckpointState.CONFIRMED)
-        ).scalar_one_or_none()
-        or 0
-    )
+    anchored = storage.anchored_size(session)
     behind = max(0, size - anchored)
     seconds = 0.0
     if behind:

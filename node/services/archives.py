@@ -47,7 +47,6 @@ from anchoring.events import (
 )
 from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState
-from anchoring.storage import Checkpoint, CheckpointState
 from anchoring.worker import enqueue_call
 from node import crypto
 from node.blobstore import BlobRef
@@ -138,6 +137,23 @@ class _Stored:
     size: int
     commitment: str
 
+    def version_row(
+        self, archive_id: str, version: int, media_type: str, filename: str | None, now: datetime
+    ) -> ArchiveVersion:
+        """The catalogue row of this stored version."""
+        return ArchiveVersion(
+            archive_id=archive_id,
+            version=version,
+            cid=self.ref.cid,
+            ciphertext_sha256=self.ref.sha256,
+            stored_size=self.ref.size,
+            size=self.size,
+            media_type=media_type,
+            commitment=self.commitment,
+            filename=filename,
+            created_at=now,
+        )
+
 
 # --------------------------------------------------------------------------------------------
 
@@ -181,7 +197,7 @@ class ArchiveService:
                 patient_pseudonym=patient,
                 source_system=new.source_system,
                 metadata_json=new.metadata,
-                search_text=_search_text(new.title, new.metadata),
+                search_text=search_text(new.title, new.metadata),
                 state=lifecycle.ArchiveStatus.CREATED.value,
                 custodian=self.rt.hospital,
                 trigger_date=trigger,
@@ -193,18 +209,7 @@ class ArchiveService:
                 created_at=uow.now,
                 updated_at=uow.now,
             )
-            version = ArchiveVersion(
-                archive_id=archive_id,
-                version=1,
-                cid=stored.ref.cid,
-                ciphertext_sha256=stored.ref.sha256,
-                stored_size=stored.ref.size,
-                size=stored.size,
-                media_type=new.media_type,
-                commitment=stored.commitment,
-                filename=new.filename,
-                created_at=uow.now,
-            )
+            version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
             wrapped = WrappedKey(
                 archive_id=archive_id,
                 holder=f"kek:{kek_id}",
@@ -264,18 +269,7 @@ class ArchiveService:
                     f"archive {archive_id} changed while uploading; retry the amendment",
                     code="concurrent_update",
                 )
-            version = ArchiveVersion(
-                archive_id=archive_id,
-                version=version_no,
-                cid=stored.ref.cid,
-                ciphertext_sha256=stored.ref.sha256,
-                stored_size=stored.ref.size,
-                size=stored.size,
-                media_type=media_type,
-                commitment=stored.commitment,
-                filename=filename,
-                created_at=uow.now,
-            )
+            version = stored.version_row(archive_id, version_no, media_type, filename, uow.now)
             data = AmendData(
                 version=version_no,
                 commitment=stored.commitment,
@@ -542,7 +536,7 @@ class ArchiveService:
         principal.require(Action.READ_EVENTS)
         with self.rt.db.session() as session:
             self._visible(session, principal, archive_id)
-            anchored = _anchored_size(session)
+            anchored = storage.anchored_size(session)
             return [
                 EventView(
                     log_index=entry.index,
@@ -818,7 +812,7 @@ def _reason_hash(reason: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _search_text(title: str, metadata: dict[str, Any]) -> str:
+def search_text(title: str, metadata: dict[str, Any]) -> str:
     parts = [title]
     parts.extend(f"{key} {value}" for key, value in sorted(metadata.items()))
     return " ".join(parts).lower()
@@ -833,10 +827,3 @@ def _add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years)
     except ValueError:  # 29 February in a non-leap target year
         return day.replace(year=day.year + years, day=28)
-
-
-def _anchored_size(session: Session) -> int:
-    value = session.execute(
-        select(func.max(Checkpoint.size)).where(Checkpoint.state == CheckpointState.CONFIRMED)
-    ).scalar_one_or_none()
-    return int(value or 0)

@@ -75,6 +75,7 @@ from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
 from node.models import Archive, ArchiveVersion, ForeignEntry, Transfer, WrappedKey
 from node.peers import PeerRefusedError
+from node.services.archives import search_text
 from node.services.principal import Action, Principal
 
 if TYPE_CHECKING:
@@ -649,10 +650,7 @@ class FederationService:
             updated_at=uow.now,
             archived_at=uow.now,
         )
-        archive.search_text = (
-            f"{archive.title} "
-            + " ".join(f"{k} {v}" for k, v in sorted(archive.metadata_json.items())).lower()
-        )
+        archive.search_text = search_text(archive.title, archive.metadata_json)
         uow.session.add(archive)
         filenames = meta.get("filenames") or {}
         for version, ref in zip(state.versions, stored, strict=True):

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from anchoring import storage
 from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
-from anchoring.storage import Checkpoint, CheckpointState
 from node.errors import ConflictError, NotFoundError
 from node.models import Archive, ForeignEntry
 from node.services.principal import Action, Principal
@@ -103,15 +102,7 @@ class ProofService:
     def own_entries(self, archive_id: str) -> OwnEntries:
         """This node's entries of the archive covered by its latest confirmed checkpoint."""
         with self.rt.db.session() as session:
-            checkpoint = session.execute(
-                select(Checkpoint)
-                .where(
-                    Checkpoint.state == CheckpointState.CONFIRMED,
-                    Checkpoint.chain_index.is_not(None),
-                )
-                .order_by(Checkpoint.size.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+            checkpoint = storage.latest_confirmed_checkpoint(session)
             entries = storage.entries_for_archive(session, archive_id)
             if checkpoint is None or checkpoint.chain_index is None:
                 return OwnEntries((), len(entries), None)

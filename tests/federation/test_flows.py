@@ -84,6 +84,8 @@ def test_transfer_a_to_b_rekeys_and_spans_both_logs(
         assert read.status_code == 200, read.text
         assert read.content == CONTENT
         assert api.get(f"/archives/{archive_id}").json()["custodian"] == b.address
+        found = api.get("/archives", params={"q": "Referral"}).json()  # catalogued at B too
+        assert [item["id"] for item in found["items"]] == [archive_id]
     with a.client() as api:  # A kept its evidence, not the key
         refused = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
         assert refused.status_code == 409
