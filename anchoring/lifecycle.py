@@ -150,6 +150,7 @@ class ArchiveState:
     on_hold: bool = False
     hold_by_regulator: bool = False
     hold_placed_by: str | None = None
+    hold_reason_hash: str | None = None  # the hold in force: ARCHIVE registers it on chain too
     pending_recipient: str | None = None
     offer_hash: str | None = None
     offer_expires_at: datetime | None = None
@@ -497,6 +498,7 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             on_hold=True,
             hold_by_regulator=event.data.by_regulator,
             hold_placed_by=event.actor,
+            hold_reason_hash=event.data.reason_hash,
         )
 
     if isinstance(event, HoldReleaseEvent):
@@ -504,7 +506,13 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             raise refuse("the archive is not on hold")
         if state.hold_by_regulator and not event.actor.startswith("0x"):
             raise refuse("a regulator hold is released by a regulator (member address as actor)")
-        return replace(state, on_hold=False, hold_by_regulator=False, hold_placed_by=None)
+        return replace(
+            state,
+            on_hold=False,
+            hold_by_regulator=False,
+            hold_placed_by=None,
+            hold_reason_hash=None,
+        )
 
     if isinstance(event, RetentionExtendEvent):
         require(

@@ -26,9 +26,9 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
-from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
+from node.models import CatalogueState
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.principal import Role
@@ -265,7 +265,12 @@ class ArchiveOut(_Out):
     source_system: str = Field(examples=["HIS"])
     patient_pseudonym: str = Field(description="Keyed pseudonym of the patient (HMAC).")
     metadata: dict[str, Any]
-    state: ArchiveStatus
+    state: CatalogueState = Field(
+        description=(
+            "Lifecycle state, or INCOMING (being received from another hospital) or TRANSFERRED "
+            "(custody moved to another hospital; only the evidence stays here)."
+        )
+    )
     custodian: str = Field(description="Member address of the hospital holding custody.")
     trigger_date: date
     retention_policy: str | None
@@ -294,7 +299,7 @@ class ArchiveOut(_Out):
             source_system=view.source_system,
             patient_pseudonym=view.patient_pseudonym,
             metadata=view.metadata,
-            state=ArchiveStatus(view.state),
+            state=CatalogueState(view.state),
             custodian=view.custodian,
             trigger_date=view.trigger_date.date(),
             retention_policy=view.retention_policy,
@@ -372,7 +377,7 @@ class SearchQuery(_In):
 
     record_class: RecordClass | None = None
     department: Code | None = None
-    state: ArchiveStatus | None = None
+    state: CatalogueState | None = None
     patient_id: PatientId | None = Field(
         default=None, description="Matched through its keyed pseudonym."
     )

@@ -52,7 +52,7 @@ from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NodeError, NotFoundError
-from node.models import Archive, ArchiveVersion, ForeignEntry, WrappedKey
+from node.models import NOT_HELD, Archive, ArchiveVersion, ForeignEntry, WrappedKey
 from node.services.principal import Action, Principal
 from node.services.records import ArchiveView, EventView, Page, VersionView
 
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
-NOT_HELD_STATES = frozenset({"TRANSFERRED", "INCOMING"})
-"""Catalogue states of archives this node knows but does not hold (custody moved / arriving)."""
 _STATE_CACHE_SIZE = 10_000
 
 
@@ -313,6 +311,9 @@ class ArchiveService:
             archive.retention_deadline = deadline
             archive.archived_at = uow.now
             archive.chain_status = "pending"
+            # A record already on the custodian's hold is registered on hold, in the same
+            # transaction, so the chain agrees with the log from the first block on.
+            hold_reason = state.hold_reason_hash if state.on_hold else None
             enqueue_call(
                 uow.session,
                 "register",
@@ -321,6 +322,7 @@ class ArchiveService:
                     record_class.chain_code,
                     int(deadline.timestamp()),
                     bytes.fromhex(commitment),
+                    bytes.fromhex(hold_reason) if hold_reason else bytes(32),
                 ],
                 archive_id=archive_id,
             )
@@ -653,7 +655,7 @@ class ArchiveService:
         if archive is None:
             raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
         principal.require_visible(archive_id, archive.department)
-        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD_STATES:
+        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD:
             raise ConflictError(
                 f"this hospital is not the custodian of archive {archive.id} "
                 f"(custodian {archive.custodian})",

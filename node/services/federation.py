@@ -73,7 +73,15 @@ from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
-from node.models import Archive, ArchiveVersion, ForeignEntry, Transfer, WrappedKey
+from node.models import (
+    NOT_HELD,
+    Archive,
+    ArchiveVersion,
+    CatalogueState,
+    ForeignEntry,
+    Transfer,
+    WrappedKey,
+)
 from node.peers import PeerRefusedError
 from node.services.archives import search_text
 from node.services.principal import Action, Principal
@@ -85,10 +93,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TRANSFERRED = "TRANSFERRED"
-"""Local catalogue state of an archive whose custody moved to another hospital."""
-INCOMING = "INCOMING"
-"""Local catalogue state of an archive being received (not yet accepted on chain)."""
+TRANSFERRED = CatalogueState.TRANSFERRED
+INCOMING = CatalogueState.INCOMING
 
 _METADATA_AAD = "archivechain/transfer-metadata/v1"
 
@@ -995,7 +1001,7 @@ class FederationService:
     # helpers
 
     def _require_custodian(self, archive: Archive) -> None:
-        if archive.custodian != self.rt.hospital or archive.state in (TRANSFERRED, INCOMING):
+        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD:
             raise ConflictError(
                 f"this hospital is not the custodian of archive {archive.id}", code="not_custodian"
             )
