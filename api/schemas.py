@@ -390,6 +390,14 @@ class SearchQuery(_In):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use of this catalogue read, logged as a metadata ACCESS of every listed "
+            "archive. Default: treatment for clinicians, audit for auditors, operations for "
+            "archive staff."
+        ),
+    )
 
     def to_filters(self) -> SearchFilters:
         """The service's search filters."""
@@ -403,7 +411,20 @@ class SearchQuery(_In):
             created_to=self.created_to,
             limit=self.limit,
             offset=self.offset,
+            purpose=self.purpose,
         )
+
+
+class MetadataQuery(_In):
+    """Query of ``GET /archives/{id}``."""
+
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use, logged as a metadata ACCESS. Default: treatment for clinicians, "
+            "audit for auditors, operations for archive staff."
+        ),
+    )
 
 
 class ContentQuery(_In):
