@@ -45,7 +45,7 @@ class DeployedContract:
     address: str  # EIP-55
     tx_hash: str  # lowercase hex, no 0x
     block_number: int
-    artifact_sha256: str  # sha256 of contracts/build/<name>.json at deployment
+    artifact_sha256: str  # sha256 of anchoring/contracts/<name>.json at deployment
 
 
 @dataclass(frozen=True, slots=True)

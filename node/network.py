@@ -67,6 +67,7 @@ from node.devchain import (
 from node.errors import ConflictError, InputError, NodeError, UnavailableError
 from node.governance import admit_member
 from node.keystore import DEV_PASSPHRASE, Keystore
+from node.principal import Role as ApiRole
 from node.process import (
     NODE_PID_FILE,
     pid_alive,
@@ -75,7 +76,6 @@ from node.process import (
     terminate,
     wait_gone,
 )
-from node.services.principal import Role as ApiRole
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime

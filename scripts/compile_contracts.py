@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compile contracts/*.sol into contracts/build/ (same as `archivechain contracts compile`).
+"""Compile contracts/*.sol into anchoring/contracts/ (same as `archivechain contracts compile`).
 
 Usage: .venv/bin/python scripts/compile_contracts.py [--check] [--build-dir DIR]
 """

@@ -27,7 +27,7 @@ def contracts() -> None:
     "--build-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Artifact folder (default: contracts/build of this checkout).",
+    help="Artifact folder (default: anchoring/contracts, the artifacts shipped with the package).",
 )
 def compile_command(check: bool, build_dir: Path | None) -> None:
     """Compile contracts/*.sol with py-solc-x (native solc 0.8.37, else solcjs)."""

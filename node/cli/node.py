@@ -153,13 +153,17 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
     point = os.environ.get(FAULT_POINT_ENV)
     if not point:
         return
+    if runtime.settings.mode != "dev":
+        raise SettingsRefusedError(
+            f"{FAULT_POINT_ENV} is a test seam and is refused outside dev mode", code="test_seam"
+        )
     log.warning("fault injection armed at %s (test seam)", point)
 
     def hook(reached: str) -> None:
         if reached == point:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    runtime.federation.fault_hook = hook
+    runtime.transfers.fault_hook = hook
 
 
 def _create_app(runtime: NodeRuntime) -> Any:

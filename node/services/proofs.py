@@ -5,18 +5,16 @@ entries, each proven against this node's latest confirmed checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from anchoring import storage
 from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
+from anchoring.deployment import Deployment
+from node.db import Database
 from node.errors import ConflictError, NotFoundError
 from node.models import Archive, ForeignEntry
-from node.services.principal import Action, Principal
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
+from node.principal import Action, Principal
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,10 @@ class BuiltBundle:
 class ProofService:
     """Builds proof bundles."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
+    def __init__(self, *, hospital: str, deployment: Deployment, db: Database) -> None:
+        self.hospital = hospital
+        self.deployment = deployment
+        self.db = db
 
     def bundle(self, principal: Principal, archive_id: str) -> BuiltBundle:
         """Every anchored event of the archive known here, across logs.
@@ -53,7 +53,7 @@ class ProofService:
         """
         principal.require(Action.READ_PROOF)
         archive_id = archive_id.strip().upper()
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             archive = session.get(Archive, archive_id)
             if archive is None or not principal.can_see(archive.department):
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
@@ -73,7 +73,7 @@ class ProofService:
 
     def full(self, archive_id: str) -> tuple[ProofBundle, OwnEntries]:
         """Foreign entries (former custodians, in chain order) then this node's own."""
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             foreign = [
                 BundleEntry(
                     hospital=f.hospital,
@@ -92,8 +92,8 @@ class ProofService:
             ]
         own = self.own_entries(archive_id)
         bundle = ProofBundle(
-            chain_id=self.rt.deployment.chain_id,
-            notary=self.rt.deployment.notary.address,
+            chain_id=self.deployment.chain_id,
+            notary=self.deployment.notary.address,
             archive_id=archive_id,
             entries=tuple(foreign) + own.entries,
         )
@@ -101,20 +101,20 @@ class ProofService:
 
     def own_entries(self, archive_id: str) -> OwnEntries:
         """This node's entries of the archive covered by its latest confirmed checkpoint."""
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             checkpoint = storage.latest_confirmed_checkpoint(session)
             entries = storage.entries_for_archive(session, archive_id)
             if checkpoint is None or checkpoint.chain_index is None:
                 return OwnEntries((), len(entries), None)
             anchor = BundleCheckpoint(
-                hospital=self.rt.hospital,
+                hospital=self.hospital,
                 index=checkpoint.chain_index,
                 size=checkpoint.size,
                 root=checkpoint.root,
             )
             covered = tuple(
                 BundleEntry(
-                    hospital=self.rt.hospital,
+                    hospital=self.hospital,
                     log_index=entry.index,
                     event=entry.event,
                     proof=tuple(storage.inclusion_proof(session, entry.index, checkpoint.size)),

@@ -15,9 +15,9 @@ from anchoring.chain import RpcChain
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from node.cli import main
 from node.devchain import free_port
+from node.principal import Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
-from node.services.principal import Role
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode
 

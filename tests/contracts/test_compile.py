@@ -33,7 +33,7 @@ def fresh_build() -> Build:
 def test_committed_artifacts_match_the_sources(fresh_build: Build) -> None:
     differing = build_differences(fresh_build, default_build_dir())
     assert differing == [], (
-        f"contracts/build is stale for {differing}: run `archivechain contracts compile`"
+        f"anchoring/contracts is stale for {differing}: run `archivechain contracts compile`"
     )
     assert fresh_build.warnings == []
     # With solcjs the compiler's JSON is far beyond one 64 KiB pipe buffer: the shim's file

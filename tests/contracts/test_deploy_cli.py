@@ -56,7 +56,7 @@ def eth_call(url: str, to: str, contract: str, signature: str, types: list[str],
 
 
 def _selector(contract: str, signature: str) -> str:
-    path = REPO_ROOT / "contracts" / "build" / f"{contract}.json"
+    path = REPO_ROOT / "anchoring" / "contracts" / f"{contract}.json"
     return str(json.loads(path.read_text())["methodIdentifiers"][signature])
 
 

@@ -14,9 +14,9 @@ from node.cli import main
 from node.config import NodeSettings
 from node.errors import AuthenticationError
 from node.keystore import DEV_PASSPHRASE, MIN_SECURE_SCRYPT_N, Keystore
+from node.principal import Role
 from node.process import _start_time
 from node.runtime import NodeRuntime
-from node.services.principal import Role
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import TEST_SCRYPT_N
 
