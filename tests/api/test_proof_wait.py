@@ -108,7 +108,9 @@ def test_wait_refuses_what_proof_refuses_at_once(api: Api) -> None:
     clinician = api.client.get(url, params=wait, headers=api.auth("cardiologist"))
     assert clinician.status_code == 403, clinician.text
     unknown = api.client.get(
-        "/api/v1/archives/01J0Z8Q6J8ZK3W6Y9V5T3N2M1A/proof", params=wait, headers=api.auth("auditor")
+        "/api/v1/archives/01J0Z8Q6J8ZK3W6Y9V5T3N2M1A/proof",
+        params=wait,
+        headers=api.auth("auditor"),
     )
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "archive_not_found"
