@@ -17,7 +17,7 @@ UP_ARGS := $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(CHAIN_PORT),--chai
 install: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@echo "==> install 1/2: Python packages into $(VENV) (pip; about a minute the first time)"
+	@echo "==> install 1/2: Python packages into $(VENV) (pip; a minute or two the first time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> install 1/2: Python packages done"
 
 node_modules/.installed: package.json package-lock.json
-	@echo "==> install 2/2: JavaScript packages into node_modules (npm ci: solc, anvil, ipfs; about two minutes the first time)"
+	@echo "==> install 2/2: JavaScript packages into node_modules (npm ci: solc, anvil, ipfs; two or three quiet minutes the first time)"
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 	@echo "==> install 2/2: JavaScript packages done"

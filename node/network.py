@@ -400,10 +400,10 @@ class LocalNetwork:
                 if ours
                 else "by another program;"
             )
+            span = f"; the nodes use P to P+{hospitals - 1}" if hospitals > 1 else ""
             raise UnavailableError(
                 f"node port(s) {', '.join(map(str, busy))} on {self.host} already in use ({holder} "
-                f"choose other node ports: --base-port P (make up BASE_PORT=P), nodes take P, "
-                f"P+1, … P+{hospitals - 1})"
+                f"choose other node ports: --base-port P (make up BASE_PORT=P){span})"
             )
         if devchain_status(self.layout.data_dir) is None and port_in_use(self.host, chain_port):
             holder = (
