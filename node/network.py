@@ -765,13 +765,18 @@ class LocalNetwork:
         """One round of supervision: report and schedule a restart for every node process that
         died, start those whose back-off elapsed, and mark restarted ones healthy once they answer.
 
-        A death is reported on stderr with the node, its exit code or signal and the last line of
-        its log, every time. Restarts wait 1 s, 2 s, 4 s, … at most ``RESTART_DELAY_MAX``; the
-        delay starts again from 1 s once a node stayed up ``STABLE_AFTER`` seconds.
+        A death (a non-zero exit, or a signal such as SIGKILL or SIGSEGV) is reported on stderr
+        with the node, its exit code or signal and the last line of its log, every time. Restarts
+        wait 1 s, 2 s, 4 s, … at most ``RESTART_DELAY_MAX``; the delay starts again from 1 s once
+        a node stayed up ``STABLE_AFTER`` seconds. A node stopped on purpose (it exited 0 after
+        SIGTERM or SIGINT, or one of those killed it) is reported and left stopped: whoever stopped
+        it may be running it themselves.
         """
         now = time.monotonic() if now is None else now
         for name, watch in self._watch.items():
             process = self._processes.get(name)
+            if watch.left_stopped:
+                continue
             if watch.restart_at is not None:  # down, waiting for its back-off
                 if now >= watch.restart_at:
                     watch.restart_at = None
@@ -787,7 +792,14 @@ class LocalNetwork:
             if process is None:
                 continue
             code = process.poll()
-            if code is not None:
+            if code is not None and _stopped_on_purpose(code):
+                watch.left_stopped = True
+                self.report(
+                    f"{name} (pid {process.pid}) {_describe_exit(code)}: someone stopped it on "
+                    "purpose, so it stays stopped (`up` restarts nodes that crash; `down` then "
+                    "`up` runs it again)"
+                )
+            elif code is not None:
                 self._node_died(watch, process.pid, _describe_exit(code), now)
             elif watch.healthy_since is None:  # restarted, not yet answering
                 if _healthy(watch.node.url):
@@ -859,6 +871,8 @@ class NodeWatch:
     restarts: int = 0
     restart_at: float | None = None
     """When it is started again (set while it is down)."""
+    left_stopped: bool = False
+    """It was stopped on purpose: no longer watched."""
 
 
 def restart_delay(crashes: int) -> float:
@@ -875,8 +889,14 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     if code == 0:
-        return "exited with code 0 without being asked to stop"
+        return "exited cleanly (code 0)"
     return f"exited with code {code}"
+
+
+def _stopped_on_purpose(code: int) -> bool:
+    """Whether a node's return code means someone asked it to stop: a clean exit (the node exits
+    0 on SIGTERM or SIGINT), or one of those signals arriving before its handlers were set."""
+    return code in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 def _healthy(url: str) -> bool:
@@ -950,8 +970,8 @@ def summary_lines(network: LocalNetwork) -> Sequence[str]:
         '  try it     README.md, section "Five-minute walkthrough" (upload, archive, prove, verify)',
         f"  API docs   {first.url}/docs (Swagger UI), {first.url}/openapi.json",
         f"  API keys   jq '.nodes[0].api_keys' {network_file}",
-        f"  logs       {data_dir}/nodes/<name>/node.log; a node that dies is reported here and "
-        "restarted",
+        f"  logs       {data_dir}/nodes/<name>/node.log; a node that crashes is reported here "
+        "and restarted",
         f"Ctrl-C here, or `{_down_command(data_dir)}` in another terminal, stops everything.",
     ]
     return lines

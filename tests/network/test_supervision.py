@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from node.network import RESTART_DELAY_MAX, restart_delay
 from node.process import pid_alive, read_pid_file
@@ -114,7 +115,7 @@ def test_a_killed_node_is_reported_and_restarted_with_its_data(net: Net) -> None
         up.process.send_signal(signal.SIGINT)
         assert up.process.wait(60) == 0, up.output()
         after_stop = up.err.read_text().split("stopping the network")[-1]
-        assert "restart" not in after_stop
+        assert ": restart " not in after_stop
         assert "network stopped" in after_stop
         assert {name: pid for name, pid in net.pids().items() if pid_alive(pid)} == {}
         assert not (net.data_dir / "up.pid").exists()
@@ -161,22 +162,34 @@ def test_busy_ports_are_refused_with_their_holder_and_the_way_out(net: Net) -> N
     assert "--chain-port C (make up CHAIN_PORT=C)" in message
 
 
-def test_a_port_held_by_another_network_names_it(net: Net, tmp_path: Path) -> None:
+def test_ports_held_by_another_network_are_named_and_a_node_stopped_on_purpose_stays_stopped(
+    net: Net, tmp_path: Path
+) -> None:
     ports = ("--base-port", str(net.base_port), "--chain-port", str(net.chain_port))
     up = net.up("--hospitals", "1", *ports, tag="first")
     try:
-        wait_ready(net, up, nodes=1)
+        network = wait_ready(net, up, nodes=1)
         other = Net(tmp_path / "other", base_port=net.base_port, chain_port=free_block(1))
         message = _refused_up(other, "--base-port", str(net.base_port))
         assert "an ArchiveChain node answers there: probably another `archivechain up`" in message
         assert "--base-port P" in message
 
+        # SIGTERM: the node stops cleanly, `up` says so and does not start it again
+        stopped = _node_pid(net)
+        os.kill(stopped, signal.SIGTERM)
+        line = wait_for_line(up, f"(pid {stopped})")
+        assert "exited cleanly (code 0): someone stopped it on purpose, so it stays stopped" in line
+
         other = Net(tmp_path / "third", base_port=free_block(1), chain_port=net.chain_port)
-        message = _refused_up(
+        message = _refused_up(  # takes longer than the 1 s a crashed node waits for its restart
             other, "--base-port", str(other.base_port), "--chain-port", str(net.chain_port)
         )
         assert "a JSON-RPC chain answers there" in message
         assert "--chain-port C" in message
+        assert ": restart 1 (pid" not in up.err.read_text()
+        assert "NODE DOWN" not in up.err.read_text()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(network["nodes"][0]["url"] + "/healthz", timeout=5)
     finally:
         up.process.send_signal(signal.SIGINT)
         assert up.process.wait(60) == 0, up.output()
