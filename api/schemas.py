@@ -26,9 +26,9 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
-from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
+from node.models import CatalogueState
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.principal import Role
@@ -266,7 +266,12 @@ class ArchiveOut(_Out):
     source_system: str = Field(examples=["HIS"])
     patient_pseudonym: str = Field(description="Keyed pseudonym of the patient (HMAC).")
     metadata: dict[str, Any]
-    state: ArchiveStatus
+    state: CatalogueState = Field(
+        description=(
+            "Lifecycle state, or INCOMING (being received from another hospital) or TRANSFERRED "
+            "(custody moved to another hospital; only the evidence stays here)."
+        )
+    )
     custodian: str = Field(description="Member address of the hospital holding custody.")
     trigger_date: date
     retention_policy: str | None
@@ -295,7 +300,7 @@ class ArchiveOut(_Out):
             source_system=view.source_system,
             patient_pseudonym=view.patient_pseudonym,
             metadata=view.metadata,
-            state=ArchiveStatus(view.state),
+            state=CatalogueState(view.state),
             custodian=view.custodian,
             trigger_date=view.trigger_date.date(),
             retention_policy=view.retention_policy,
@@ -373,7 +378,7 @@ class SearchQuery(_In):
 
     record_class: RecordClass | None = None
     department: Code | None = None
-    state: ArchiveStatus | None = None
+    state: CatalogueState | None = None
     patient_id: PatientId | None = Field(
         default=None, description="Matched through its keyed pseudonym."
     )
@@ -386,6 +391,14 @@ class SearchQuery(_In):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use of this catalogue read, logged as a metadata ACCESS of every listed "
+            "archive. Default: treatment for clinicians, audit for auditors, operations for "
+            "archive staff."
+        ),
+    )
 
     def to_filters(self) -> SearchFilters:
         """The service's search filters."""
@@ -399,7 +412,20 @@ class SearchQuery(_In):
             created_to=self.created_to,
             limit=self.limit,
             offset=self.offset,
+            purpose=self.purpose,
         )
+
+
+class MetadataQuery(_In):
+    """Query of ``GET /archives/{id}``."""
+
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use, logged as a metadata ACCESS. Default: treatment for clinicians, "
+            "audit for auditors, operations for archive staff."
+        ),
+    )
 
 
 class ContentQuery(_In):

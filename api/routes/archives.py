@@ -34,6 +34,7 @@ from api.schemas import (
     ContentQuery,
     EventOut,
     HoldIn,
+    MetadataQuery,
     ProofBundleDocument,
     ProofQuery,
     ReleaseHoldQuery,
@@ -255,7 +256,9 @@ READ_ERRORS = error_responses(401, 403, 404, 422, 503)
     description=(
         "Filters combine with AND; newest first. `patient_id` is matched through its pseudonym; "
         "`q` searches title and metadata (or an exact id). Times are RFC 3339 with an offset. "
-        "A clinician sees only their department. Roles: archivist, clinician, auditor."
+        "A clinician sees only their department. Every listed archive's catalogue entry counts "
+        "as read: one metadata ACCESS each (deduplicated as for `GET /archives/{id}`). "
+        "Roles: archivist, clinician, auditor."
     ),
     responses=error_responses(400, 401, 403, 422, 503),
 )
@@ -269,13 +272,20 @@ def search_archives(
     "/{archive_id}",
     response_model=ArchiveOut,
     summary="Metadata and state of one archive",
-    description="Roles: archivist, clinician (own department), auditor.",
+    description=(
+        "Titles and metadata may hold PHI: the read is logged (ACCESS, scope metadata, with its "
+        "purpose) before the answer, once per caller, archive and purpose within the node's "
+        "`metadata_read_log_window`. Roles: archivist, clinician (own department), auditor."
+    ),
     responses=READ_ERRORS,
 )
 def get_archive(
-    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    query: Annotated[MetadataQuery, Query()],
 ) -> ArchiveOut:
-    return ArchiveOut.of(runtime.archives.get(principal, archive_id))
+    return ArchiveOut.of(runtime.archives.get(principal, archive_id, query.purpose))
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
