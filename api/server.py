@@ -4,9 +4,10 @@ crowd everyone else out.
 - **Stack**: handlers run where deep recursion ends in ``RecursionError``, never in a segfault.
   Importing the Ethereum libraries raises the process's recursion limit to 100,000 (``py_ecc``
   does it on import), far more than an 8 MiB thread stack holds for recursive C code such as the
-  JSON decoder. ``prepare_process`` sets the limit back to ``RECURSION_LIMIT`` and gives every
-  thread started afterwards ``HANDLER_STACK_BYTES`` of stack; ``run_server`` runs the event loop in
-  such a thread (the main thread's stack is fixed by ``ulimit -s``). With 10,000 levels in 64 MiB a
+  JSON decoder. ``prepare_process`` sets the limit back to ``RECURSION_LIMIT`` (after importing
+  ``py_ecc`` itself, so a later import cannot raise it again; ``run_server`` checks once more) and
+  gives every thread started afterwards ``HANDLER_STACK_BYTES`` of stack; ``run_server`` runs the
+  event loop in such a thread (the main thread's stack is fixed by ``ulimit -s``). With 10,000 levels in 64 MiB a
   level may use 6.5 KiB of C stack; measured, the heaviest (Python code re-entered through C, e.g.
   ``__repr__``) uses about 0.5 KiB, the JSON decoder 0.13 KiB.
 - **Slow clients** (``GuardedH11Protocol``): a request's line and headers must arrive within
@@ -28,6 +29,7 @@ crowd everyone else out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -73,10 +75,18 @@ class HttpLimits:
 def prepare_process() -> None:
     """Recursion limit, thread stack size and file limit for a serving node (process-wide: call
     once, before the node starts its threads)."""
-    sys.setrecursionlimit(RECURSION_LIMIT)
+    hold_recursion_limit()
     threading.stack_size(HANDLER_STACK_BYTES)
     raise_file_limit()
     install_log_rate_limits()
+
+
+def hold_recursion_limit() -> None:
+    """Set the recursion limit to ``RECURSION_LIMIT`` for good: ``py_ecc`` raises it to 100,000
+    when it is first imported (through ``eth_account``), so it is imported here first."""
+    with contextlib.suppress(ImportError):
+        import py_ecc  # noqa: F401  (imported for its side effect, undone below)
+    sys.setrecursionlimit(RECURSION_LIMIT)
 
 
 def raise_file_limit() -> int:
@@ -166,9 +176,6 @@ class ConnectionBook:
         self.max_connections = max_connections
         self._open: set[GuardedH11Protocol] = set()
         self._idle: dict[GuardedH11Protocol, None] = {}  # insertion order: idle since
-
-    def __len__(self) -> int:
-        return len(self._open)
 
     def admit(self, connection: GuardedH11Protocol) -> bool:
         """Make room for ``connection`` (evicting the longest-idle one if needed); False when
@@ -357,6 +364,7 @@ def run_server(server: uvicorn.Server) -> None:
     """Run ``server`` in a thread with a ``HANDLER_STACK_BYTES`` stack until it stops (set
     ``server.should_exit`` to stop it, e.g. from a signal handler); re-raise what stopped it,
     including uvicorn's ``SystemExit`` when it cannot start."""
+    hold_recursion_limit()
     if threading.stack_size() < HANDLER_STACK_BYTES:
         threading.stack_size(HANDLER_STACK_BYTES)
     failure: list[BaseException] = []

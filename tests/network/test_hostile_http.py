@@ -305,6 +305,7 @@ UNGUARDED_APP = textwrap.dedent(
     from api.server import HttpLimits, make_server, prepare_process, run_server
 
     prepare_process()
+    import node.runtime  # as in the node: the Ethereum stack is imported after prepare_process
     app = FastAPI()
 
     class Nested:
