@@ -46,6 +46,7 @@ INLINE_CHECK_BYTES = 256 * 1024
 _BOMS = (b"\xef\xbb\xbf", b"\xfe\xff", b"\xff\xfe")  # UTF-8, UTF-16 BE/LE (and UTF-32 LE)
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _DEPTH_STEP = [0] * 256
 _DEPTH_STEP[ord("[")] = 1
 _DEPTH_STEP[ord("]")] = -1
@@ -87,7 +88,11 @@ def json_depth(
     in_string = False
     for piece in _slices(data, chunk_bytes):
         unescaped = piece.replace(b"\\\\", b"").replace(b'\\"', b"")  # left to right, as a lexer
-        parts = unescaped.split(b'"')
+        # Only quotes and brackets matter now. A pair of adjacent quotes is an empty string or a
+        # string's end right before the next one's start: dropping it moves no bracket into or out
+        # of a string, and leaves only strings that hold brackets for the split below.
+        structure = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        parts = structure.split(b'"')
         outside = b"".join(parts[1::2] if in_string else parts[0::2])
         if len(parts) % 2 == 0:  # an odd number of quotes: the string state flips
             in_string = not in_string
