@@ -216,6 +216,9 @@ class GuardedConfig(uvicorn.Config):
         super().__init__(
             app,
             http=GuardedH11Protocol,
+            # No WebSockets: an upgrade would hand the connection to another protocol object
+            # behind the connection book's back; it is answered as plain HTTP instead.
+            ws="none",
             timeout_keep_alive=limits.idle_timeout,
             **kwargs,
         )

@@ -297,6 +297,30 @@ def test_healthz_answers_while_more_slow_connections_than_files_are_held(
     assert live_node.log_size() - log_before < LOG_GROWTH_BOUND
 
 
+def test_upgrade_requests_do_not_use_up_connections(live_node: LiveNode) -> None:
+    """More WebSocket upgrade requests than the node has connections: each is answered as plain
+    HTTP and its connection stays countable (evicted or closed), so the node still answers."""
+    log_before = live_node.log_size()
+    upgrade = (
+        b"GET /no-such-page HTTP/1.1\r\nHost: node\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    for _ in range(FILE_LIMIT // 64):
+        batch = [live_node.connect() for _ in range(64)]
+        try:
+            for sock in batch:
+                sock.sendall(upgrade)
+            for sock in batch:
+                sock.recv(1024)  # whatever the answer, the connection is then left to the server
+        finally:
+            for sock in batch:
+                sock.close()
+    assert live_node.healthy()
+    assert live_node.alive()
+    assert live_node.log_size() - log_before < LOG_GROWTH_BOUND
+
+
 UNGUARDED_APP = textwrap.dedent(
     """
     import json, sys
