@@ -19,8 +19,11 @@ crowd everyone else out.
 - **Connection limit** (``ConnectionBook``): at most ``max_connections`` at once, kept below the
   file-descriptor limit (``connection_limit``; ``prepare_process`` raises the soft limit to the
   hard one). At the limit a new connection evicts the connection that has waited longest without a
-  request in progress (half-open or idle), so a crowd of slow connections cannot lock out a real
-  request; when every connection is busy, the new one is closed.
+  request in progress (half-open, idle, or already answered and only draining its body), or else
+  the one whose body is furthest behind ``body_min_rate``, so a crowd of slow connections cannot
+  lock out a real request; when every connection is doing real work, the new one is closed. A
+  burst of connections beyond the file limit can still fail an ``accept()`` for a moment (asyncio
+  accepts a whole batch before any can be evicted, then backs off for a second).
 - **Logs**: lines a client can trigger at will (accept failures with their tracebacks, invalid
   requests, refused peer requests, refused connections) are rate-limited per message
   (``RateLimitFilter``).
@@ -117,8 +120,9 @@ def connection_limit(requested: int, file_limit: int | None = None) -> int:
 
 
 class RateLimitFilter(logging.Filter):
-    """Lets through at most ``burst`` records per message template and ``window`` seconds; the
-    first record after a window in which some were dropped says how many."""
+    """Lets through at most ``burst`` records per message and ``window`` seconds; the first
+    record after a window in which some were dropped says how many. Messages count as the same
+    when their template's first line is (asyncio puts per-call details on the following lines)."""
 
     MAX_TEMPLATES = 1000
 
@@ -133,7 +137,7 @@ class RateLimitFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key = (record.name, str(record.msg).split("\n", 1)[0])
         now = self.clock()
         with self._lock:
             state = self._seen.get(key)
@@ -178,15 +182,16 @@ class ConnectionBook:
         self._idle: dict[GuardedH11Protocol, None] = {}  # insertion order: idle since
 
     def admit(self, connection: GuardedH11Protocol) -> bool:
-        """Make room for ``connection`` (evicting the longest-idle one if needed); False when
-        every open connection has a request in progress."""
+        """Make room for ``connection`` if the limit is reached, by closing the connection that
+        has waited longest without a request in progress, or else the one whose body is furthest
+        behind the minimum rate; False when every open connection is doing real work."""
         if len(self._open) >= self.max_connections:
-            victim = next(iter(self._idle), None)
+            victim = next(iter(self._idle), None) or self._slowest_body()
             if victim is None:
                 log.warning("connection refused: %d connections open, all busy", len(self._open))
                 return False
             log.warning(
-                "connection limit (%d) reached: closed the longest-idle connection",
+                "connection limit (%d) reached: closed an idle or stalled connection",
                 self.max_connections,
             )
             self.forget(victim)
@@ -195,13 +200,17 @@ class ConnectionBook:
         self._idle[connection] = None
         return True
 
+    def _slowest_body(self) -> GuardedH11Protocol | None:
+        behind = [c for c in self._open if c.behind_on_body()]
+        return min(behind, key=lambda c: c.waiting_since, default=None)
+
     def idle(self, connection: GuardedH11Protocol) -> None:
         """``connection`` waits for a request (idle from now, unless it already was)."""
         if connection in self._open and connection not in self._idle:
             self._idle[connection] = None
 
     def busy(self, connection: GuardedH11Protocol) -> None:
-        """``connection`` has a request in progress: never evicted."""
+        """``connection`` has a request in progress: evicted only if its body stalls."""
         self._idle.pop(connection, None)
 
     def forget(self, connection: GuardedH11Protocol) -> None:
@@ -274,6 +283,20 @@ class GuardedH11Protocol(H11Protocol):
     def _responded(self) -> bool:
         return self.cycle is not None and self.cycle.response_complete
 
+    @property
+    def waiting_since(self) -> float:
+        return self._since
+
+    def behind_on_body(self) -> bool:
+        """Whether the node has been waiting over a second for this request's body and the
+        client is below ``body_min_rate`` (time the node itself does not read does not count)."""
+        if self._waiting_for != "body" or self._responded():
+            return False
+        if self.flow.read_paused or self.cycle.waiting_for_100_continue:
+            return False
+        elapsed = self.loop.time() - self._since
+        return elapsed >= 1.0 and self._body_bytes < self.limits.body_min_rate * elapsed
+
     def _follow(self) -> None:
         """Track the client's side of the HTTP state machine: which deadline applies now."""
         if self.transport.is_closing():
@@ -286,7 +309,10 @@ class GuardedH11Protocol(H11Protocol):
             elif self._waiting_for != "headers":
                 self._wait_for("headers", self.limits.header_timeout)
         elif state is h11.SEND_BODY:
-            self.book.busy(self)
+            if self._responded():  # answered already: the rest of the body is only drained
+                self.book.idle(self)
+            else:
+                self.book.busy(self)
             if self._waiting_for != "body":
                 self._body_bytes = 0
                 self._wait_for("body", self.limits.body_timeout)
