@@ -118,7 +118,6 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
     )
     for chatty in ("alembic", "apscheduler"):  # per-tick and per-migration-step INFO lines
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
-    _prepare_process()
     settings = node_settings(config_file, data_dir)
     from node.devchain import port_in_use
 
@@ -132,6 +131,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
         try:
             app = _create_app(runtime)
             _install_fault_point(runtime)
+            _prepare_process()  # before the runtime starts its threads
             runtime.start()
             log.info(
                 "node %s (%s, %s mode) serving %s", settings.name, runtime.hospital,
@@ -164,12 +164,11 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
 
 
 def _prepare_process() -> None:
-    """Before any thread starts: the recursion limit and thread stacks under which deep input
-    cannot crash the process, the open-file limit, rate-limited client-triggered log lines."""
-    try:
-        from api.server import prepare_process
-    except ImportError:
-        return  # no HTTP API installed: _create_app reports it
+    """Once the node is sure to serve, before any of its threads starts: the recursion limit and
+    thread stacks under which deep input cannot crash the process, the open-file limit,
+    rate-limited client-triggered log lines (process-wide, so not done for a refused start)."""
+    from api.server import prepare_process
+
     prepare_process()
 
 
