@@ -36,7 +36,8 @@ from node.devchain import AnvilOptions, free_port, start_anvil
 from node.services.principal import Role
 from tests.fixtures.chain import TestAccounts, build_consortium
 from tests.fixtures.node import build_node
-from tests.network.test_up_down import _cli, _environment
+from tests.network.conftest import cli as _cli
+from tests.network.conftest import environment as _environment
 from tests.support import REPO_ROOT
 
 FILE_LIMIT = 512
