@@ -32,6 +32,7 @@ from node.models import CatalogueState
 from node.principal import Role
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
+from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.services.status import (
     MAX_CHECKPOINT_PAGE,
@@ -455,6 +456,21 @@ class VerifyQuery(_In):
 
     check_custody: bool = Field(
         default=True, description="Also compare the current on-chain custody record."
+    )
+
+
+class ProofQuery(_In):
+    """Query of ``GET /archives/{id}/proof``."""
+
+    wait: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PROOF_WAIT,
+        description=(
+            "Seconds to wait until every event of the archive recorded when the request arrives "
+            "is anchored (then the bundle holds them all); `409 proof_pending` if they are not "
+            f"by then. 0: answer at once with what is anchored. At most {MAX_PROOF_WAIT}."
+        ),
     )
 
 

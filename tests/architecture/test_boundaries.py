@@ -70,9 +70,13 @@ def _private_names_defined_in(tree: ast.Module) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id in ("self", "cls") and isinstance(node.ctx, ast.Store):
-                names.add(node.attr)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+            and isinstance(node.ctx, ast.Store)
+        ):
+            names.add(node.attr)
     return {name for name in names if _is_private(name)}
 
 
