@@ -2,7 +2,7 @@
 installed wheel can load them): their format and loading.
 
 The runtime never compiles: it reads the committed artifacts, one JSON document per deployable
-contract plus ``manifest.json``. ``node.solc`` writes them with ``serialize_document`` so that a
+contract plus ``manifest.json``. ``devtools.solc`` writes them with ``serialize_document`` so that a
 recompilation of unchanged sources reproduces the committed bytes exactly.
 """
 

@@ -13,8 +13,8 @@ import pytest
 
 from anchoring.chain import RpcChain
 from anchoring.events import Purpose, RecordClass, Sensitivity
-from node.cli import main
-from node.devchain import free_port
+from archivechain import main
+from node.ports import free_port
 from node.principal import Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive

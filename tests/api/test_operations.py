@@ -22,7 +22,7 @@ from api.errors import UnhandledErrorMiddleware
 from api.main import create_app
 from node.blobstore.local import LocalBlobStore
 from node.db import Database
-from node.devchain import free_port
+from node.ports import free_port
 from node.runtime import NodeRuntime
 from tests.api.conftest import Api, issue_keys, serve
 from tests.fixtures.chain import Consortium

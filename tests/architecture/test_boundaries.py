@@ -26,11 +26,14 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def _import_all(package: str) -> str:
+    """Code that imports every module of ``package`` (Alembic's migration scripts run only
+    inside Alembic and are left out)."""
     return (
         "import importlib, pkgutil\n"
         f"import {package}\n"
         f"for info in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
-        "    importlib.import_module(info.name)\n"
+        "    if '.migrations.' not in info.name:\n"
+        "        importlib.import_module(info.name)\n"
     )
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anchoring.artifacts import CONTRACT_NAMES, MANIFEST_NAME, default_build_dir, sha256_hex
-from node.cli import main
-from node.solc import (
+from archivechain import main
+from devtools.solc import (
     REPO_ROOT,
     SOLCJS_SHIM,
     Build,

@@ -19,7 +19,7 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import RpcChain
 from api.main import create_app
-from node.devchain import free_port
+from node.ports import free_port
 from node.principal import Role
 from node.runtime import NodeRuntime
 from tests.fixtures.chain import Consortium

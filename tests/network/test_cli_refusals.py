@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from archivechain import main
 from node.config import NodeSettings
 from node.errors import AuthenticationError
 from node.keystore import DEV_PASSPHRASE, MIN_SECURE_SCRYPT_N, Keystore
@@ -113,7 +113,7 @@ def test_refusal_through_the_installed_entry_point(tmp_path: Path) -> None:
     config = _production_config(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "ARCHIVECHAIN_KEYSTORE_PASSPHRASE": DEV_PASSPHRASE}
     result = subprocess.run(
-        [sys.executable, "-m", "node", "node", "run", "--config", str(config)],
+        [sys.executable, "-m", "archivechain", "node", "run", "--config", str(config)],
         capture_output=True,
         text=True,
         env=env,

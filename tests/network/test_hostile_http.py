@@ -32,7 +32,8 @@ import httpx
 import pytest
 
 from api.server import RateLimitFilter
-from node.devchain import AnvilOptions, free_port, start_anvil
+from devtools.devchain import AnvilOptions, start_anvil
+from node.ports import free_port
 from node.principal import Role
 from tests.fixtures.chain import TestAccounts, build_consortium
 from tests.fixtures.node import build_node

@@ -119,7 +119,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
     for chatty in ("alembic", "apscheduler"):  # per-tick and per-migration-step INFO lines
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = node_settings(config_file, data_dir)
-    from node.devchain import port_in_use
+    from node.ports import port_in_use
 
     if port_in_use(settings.host, settings.port):
         raise UnavailableError(f"cannot listen on {settings.host}:{settings.port}: port in use")

@@ -21,7 +21,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from node.cli import anchor, chain, contracts, keys, network, node, verify
+    from archivechain import anchor, chain, contracts, keys, network, node, verify
 
     cli.add_command(chain.chain)
     cli.add_command(contracts.contracts)

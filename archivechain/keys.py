@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from node.cli.node import (
+from archivechain.node import (
     CONFIG_OPTION,
     NODE_DATA_DIR_OPTION,
     SettingsRefusedError,
@@ -96,7 +96,7 @@ def _init_passphrase(settings: NodeSettings, passphrase_file: Path | None) -> st
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    from node.cli.node import settings_refusals
+    from archivechain.node import settings_refusals
     from node.keystore import KeystoreExistsError
 
     try:
