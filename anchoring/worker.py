@@ -26,8 +26,8 @@ from the chain's latest checkpoint (each one's consistency proof from the one be
 higher nonce an earlier transaction used is burnt with an empty transaction to self; and every new
 transaction pays at least ``FEE_BUMP`` times what any earlier transaction with its nonce offered, so
 a pool still holding an earlier one replaces it. Only then is anything sent. An earlier transaction
-can therefore land only instead of its replacement (same nonce) — and when one does, the row is
-settled by that transaction's receipt, never sent again.
+that still lands anyway (it reappeared and won its nonce) settles its rows by its own receipt: they
+are never sent again.
 
 The worker is a plain object (``tick()`` for tests and scripts); ``node`` runs it under APScheduler.
 """
@@ -182,6 +182,7 @@ class AnchoringWorker:
     _reconciled: bool = False
     _stall: tuple[float, str] | None = None  # (since, why) while the outbox cannot progress
     _replan_due: str | None = None
+    _confirmed_ceiling: int = -1  # the highest nonce of a transaction recorded as confirmed
 
     # -- public --------------------------------------------------------------------------------
 
@@ -260,6 +261,7 @@ class AnchoringWorker:
                     f"checkpoint {index} on chain is (size {theirs.size}, root {theirs.root.hex()}) "
                     f"but this node recorded (size {latest.size}, root {latest.root.hex()})"
                 )
+        self._check_nothing_confirmed_lost(self.chain.confirmed_nonce())
         self._reconciled = True
         self.status.chain_state_lost = False
 
@@ -430,6 +432,9 @@ class AnchoringWorker:
             self._fault("broadcast")
 
     def _sign_group(self, group: list[OutboxItem]) -> SignedTx | None:
+        chain_nonce = self.chain.confirmed_nonce()
+        if chain_nonce <= self._confirmed_ceiling:  # the chain no longer counts one of ours
+            self._check_nothing_confirmed_lost(chain_nonce)
         with self.sessions.begin() as session:
             rows = [session.get_one(OutboxItem, item.id) for item in group]
             if any(row.state != OutboxState.PENDING for row in rows):
@@ -438,7 +443,7 @@ class AnchoringWorker:
             call = self._call_for(session, rows, head)
             if call is None:
                 return None
-            nonce = max(self.chain.confirmed_nonce(), _max_local_nonce(session) + 1)
+            nonce = max(chain_nonce, _max_local_nonce(session) + 1)
             return self._sign_rows(session, rows, call, nonce, self.chain.chain.rpc.fee_fields())
 
     def _call_for(
@@ -590,9 +595,10 @@ class AnchoringWorker:
 
     def _landed(self, sent: _Sent) -> TxReceipt | None:
         """The receipt of the rows' transaction: the current one, or a successful earlier one of
-        re-signed rows (it landed before its replacement could)."""
+        re-signed rows (it landed before its replacement could; the replacement, if mined too,
+        reverted as a repeat)."""
         receipt = self.chain.receipt(sent.tx_hash)
-        if receipt is not None or not sent.resigned:
+        if not sent.resigned or (receipt is not None and receipt.status == 1):
             return receipt
         with self.sessions() as session:
             earlier = session.execute(
@@ -607,7 +613,7 @@ class AnchoringWorker:
             found = self.chain.receipt(tx_hash)
             if found is not None and found.status == 1:
                 return found
-        return None
+        return receipt
 
     def _keep_moving(self, unmined: list[_Sent]) -> None:
         """Send again, in nonce order, what the chain node lost; note a stall when the next
@@ -690,6 +696,8 @@ class AnchoringWorker:
             for row in _rows_for_tx(session, tx_hash):
                 if landed_nonce is not None:
                     row.tx_hash, row.nonce, row.raw_tx = receipt.tx_hash, landed_nonce, None
+                if row.nonce is not None:
+                    self._confirmed_ceiling = max(self._confirmed_ceiling, row.nonce)
                 row.block_number = receipt.block_number
                 row.block_time = block_time
                 row.updated_at = datetime.now(UTC)
@@ -773,6 +781,37 @@ class AnchoringWorker:
             self.status.chain_state_lost = True
             log.error("cannot re-plan nonces: %s", exc)
         return len(lost)
+
+    def _check_nothing_confirmed_lost(self, chain_nonce: int) -> None:
+        """Raise ``ChainStateLostError`` when the chain no longer knows a transaction this node
+        recorded as confirmed with a nonce the chain does not count any more (it lost the blocks:
+        re-planning would silently reuse their nonces; a replay must re-send them first)."""
+        with self.sessions() as session:
+            ceiling = session.execute(
+                select(func.max(OutboxItem.nonce)).where(
+                    OutboxItem.state == OutboxState.CONFIRMED, OutboxItem.kind != CANCEL_KIND
+                )
+            ).scalar_one_or_none()
+            above = list(
+                session.execute(
+                    select(OutboxItem.tx_hash, OutboxItem.nonce)
+                    .where(
+                        OutboxItem.state == OutboxState.CONFIRMED,
+                        OutboxItem.kind != CANCEL_KIND,
+                        OutboxItem.nonce >= chain_nonce,
+                    )
+                    .distinct()
+                    .order_by(OutboxItem.nonce)
+                ).all()
+            )
+        for tx_hash, nonce in above:
+            if tx_hash is not None and not self.chain.is_known(tx_hash):
+                raise ChainStateLostError(
+                    f"the chain no longer knows transaction {tx_hash} (nonce {nonce}) that this "
+                    f"node recorded as confirmed; its nonce for {self.chain.address} is "
+                    f"{chain_nonce}: the chain lost blocks (run `archivechain anchor replay`)"
+                )
+        self._confirmed_ceiling = -1 if ceiling is None else int(ceiling)
 
     def _fault(self, point: str) -> None:
         if self.fault_hook is not None:

@@ -350,6 +350,36 @@ def test_anvil_restarted_from_an_older_state_is_refused_until_replayed_then_repl
     db.dispose()
 
 
+def test_a_chain_that_lost_a_confirmed_custody_call_is_reported_not_replanned_over(
+    db: Database, chain: RpcChain, chain_rpc: JsonRpc, hospital_a: LocalAccount
+) -> None:
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    leaves = append(db, 2)
+    worker.run_until_anchored(timeout=30)
+    before_register = chain_rpc.request("evm_snapshot")
+    (lost,) = enqueue_registers(db, 1)
+    worker.run_until_anchored(timeout=30)
+    assert chain.custody(lost).custodian == hospital_a.address
+    # The chain forgets the register's block; its checkpoints are all still there.
+    assert chain_rpc.request("evm_revert", [before_register]) is True
+    (later,) = enqueue_registers(db, 1, tag=1)
+
+    status = worker.tick()  # the next transaction would take the lost one's nonce
+    assert status.chain_state_lost is True
+    assert "the chain no longer knows transaction" in str(status.last_error)
+    assert [r.state for r in outbox(db) if r.kind == "call"] == [
+        OutboxState.CONFIRMED,
+        OutboxState.PENDING,  # nothing signed over the lost one
+    ]
+
+    assert worker.replay_lost() == 1
+    worker.run_until_anchored(timeout=30)
+    assert_settled_cleanly(db, chain, hospital_a.address)
+    assert chain.custody(lost).custodian == hospital_a.address
+    assert chain.custody(later).custodian == hospital_a.address
+    assert_proofs_verify(db, chain, hospital_a.address, leaves)
+
+
 @pytest.mark.parametrize("point", ["replanning", "replanned", "replan-broadcast"])
 def test_kill_minus_nine_in_the_middle_of_a_replan_is_completed_by_the_next_start(
     tmp_path: Path,

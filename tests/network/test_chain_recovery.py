@@ -143,9 +143,7 @@ def _copy_a_fresh_dump(state: Path, copy: Path) -> None:
 
 def _outbox_failures(node_dir: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(node_dir / "node.db") as db:
-        rows = db.execute(
-            "SELECT kind, error FROM chain_outbox WHERE state = 'FAILED'"
-        ).fetchall()
+        rows = db.execute("SELECT kind, error FROM chain_outbox WHERE state = 'FAILED'").fetchall()
     return [(str(kind), str(error)) for kind, error in rows]
 
 
