@@ -231,8 +231,9 @@ class AnchoringWorker:
             time.sleep(poll)
 
     def reconcile(self) -> None:
-        """Compare recorded checkpoints with the chain; raise ``ChainStateLostError`` if the chain
-        no longer holds what this node recorded as confirmed."""
+        """Compare recorded checkpoints and transactions with the chain; raise
+        ``ChainStateLostError`` if the chain no longer holds what this node recorded as confirmed,
+        or holds a checkpoint of this node's key that is not a prefix of its log."""
         if not self.chain.has_notary_code():
             raise ChainStateLostError(
                 "no ArchiveNotary code at the deployed address: the chain lost its state "
@@ -260,6 +261,16 @@ class AnchoringWorker:
                 raise ChainStateLostError(
                     f"checkpoint {index} on chain is (size {theirs.size}, root {theirs.root.hex()}) "
                     f"but this node recorded (size {latest.size}, root {latest.root.hex()})"
+                )
+        if on_chain:
+            head = self._chain_head()
+            with self.sessions() as session:
+                logged = storage.current_size(session)
+                ours = storage.tree_head_at(session, head.size) if head.size <= logged else None
+            if ours is None or ours.root != head.root:
+                raise ChainStateLostError(
+                    f"the chain's latest checkpoint (size {head.size}, root {head.root.hex()}) is "
+                    "not a prefix of this node's log; refusing to anchor"
                 )
         self._check_nothing_confirmed_lost(self.chain.confirmed_nonce())
         self._reconciled = True
@@ -742,8 +753,9 @@ class AnchoringWorker:
         state and was redeployed, or restored from an older dump), in their original order, then
         ``replan`` every unconfirmed transaction from the chain's nonce, so the same checkpoints
         (same sizes and roots) are anchored again and the same custody calls re-sent, in order.
-        Returns how many outbox rows were re-queued. ``archivechain anchor replay`` and
-        ``archivechain up --reset-chain``."""
+        Returns how many outbox rows were re-queued; when the chain still contradicts this node's
+        log nothing is re-planned and ``status.chain_state_lost`` and ``status.last_error`` say
+        why. ``archivechain anchor replay`` and ``archivechain up --reset-chain``."""
         with self.sessions() as session:
             confirmed = list(
                 session.execute(
@@ -777,9 +789,9 @@ class AnchoringWorker:
             log.warning("re-queued %d transactions the chain lost", len(lost))
         try:
             self.replan("the chain was reset")
-        except ChainStateLostError as exc:  # reconcile says it again, loudly, to the caller
+        except ChainStateLostError as exc:  # the callers report it (reconcile says it again)
             self.status.chain_state_lost = True
-            log.error("cannot re-plan nonces: %s", exc)
+            self.status.last_error = str(exc)
         return len(lost)
 
     def _check_nothing_confirmed_lost(self, chain_nonce: int) -> None:

@@ -58,12 +58,12 @@ def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> N
     try:
         try:
             requeued = runtime.worker.replay_lost()
-            if runtime.worker.status.chain_state_lost:
-                runtime.worker.reconcile()  # says why, as ChainStateLostError
-        except ChainStateLostError as exc:
-            raise NodeError(f"cannot replay: {exc}", code=exc.code) from None
         except ChainError as exc:
             raise UnavailableError(f"cannot reach the chain: {exc}") from None
+        if runtime.worker.status.chain_state_lost:
+            raise NodeError(
+                f"cannot replay: {runtime.worker.status.last_error}", code="chain_state_lost"
+            )
         click.echo(f"re-queued {requeued} transaction(s) the chain no longer knows")
         replanned = runtime.worker.status.last_replan
         if replanned is not None:
@@ -71,7 +71,10 @@ def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> N
                 f"re-planned nonces from {replanned.from_nonce}: {replanned.transactions} "
                 f"transaction(s) signed again, {replanned.cancels} higher nonce(s) burnt"
             )
-        status = runtime.worker.run_until_anchored(timeout=timeout)
+        try:
+            status = runtime.worker.run_until_anchored(timeout=timeout)
+        except TimeoutError as exc:
+            raise NodeError(str(exc), code="anchoring_timeout") from None
         click.echo(
             f"anchored: log size {status.log_size}, anchored size {status.anchored_size}, "
             f"{status.events_behind} events behind"

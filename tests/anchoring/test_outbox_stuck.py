@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from anchoring.chain import JsonRpc
 from api.main import create_app
 from node.config import NodeSettings
+from tests.anchoring.chain_controls import manual_mining
 from tests.api.conftest import Client, issue_keys, serve
 from tests.fixtures.node import MakeNode
 
@@ -35,19 +36,16 @@ def _metrics(client: Client) -> dict[str, float]:
 
 
 @pytest.fixture
-def manual_mining(chain_rpc: JsonRpc) -> Iterator[None]:
-    chain_rpc.request("evm_setAutomine", [False])
-    try:
+def no_mining(chain_rpc: JsonRpc) -> Iterator[None]:
+    with manual_mining(chain_rpc):
         yield
-    finally:
-        chain_rpc.request("evm_setAutomine", [True])
 
 
 def test_a_stuck_outbox_is_reported_in_health_metrics_and_log_then_cleared(
     make_node: MakeNode,
     database_url: str,
     chain_rpc: JsonRpc,
-    manual_mining: None,
+    no_mining: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = make_node(

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from anchoring.worker import enqueue_call, fees_of
 from node import migrations
 from node.db import Database
 from node.devchain import AnvilProcess
+from tests.anchoring.chain_controls import manual_mining
 from tests.anchoring.test_worker import append, assert_chain_matches_local, make_worker
 from tests.fixtures.chain import Consortium, TestAccounts, build_consortium
 from tests.support import REPO_ROOT
@@ -88,32 +88,6 @@ def enqueue_registers(db: Database, count: int, tag: int = 0) -> list[str]:
                 archive_id=archive_id,
             )
     return ids
-
-
-@contextmanager
-def manual_mining(rpc: JsonRpc) -> Iterator[None]:
-    """Transactions wait in anvil's pool until ``evm_mine``."""
-    rpc.request("evm_setAutomine", [False])
-    try:
-        yield
-    finally:
-        rpc.request("evm_setAutomine", [True])
-
-
-@pytest.fixture
-def raise_base_fee(chain: RpcChain, chain_rpc: JsonRpc) -> Iterator[Callable[[], None]]:
-    """``raise_base_fee()`` mines an empty block whose base fee is far above what the pending
-    transactions offer; the base fee is put back after the test (``evm_revert`` does not)."""
-    before = int(chain_rpc.block("latest")["baseFeePerGas"], 16)
-
-    def spike() -> None:
-        chain_rpc.request("anvil_setNextBlockBaseFeePerGas", [hex(max(before, 10**9) * 100)])
-        chain_rpc.request("evm_mine")
-
-    yield spike
-    chain_rpc.request("evm_setAutomine", [True])
-    chain_rpc.request("anvil_setNextBlockBaseFeePerGas", [hex(before)])
-    chain_rpc.request("evm_mine")
 
 
 def assert_settled_cleanly(db: Database, chain: RpcChain, hospital: str) -> None:
