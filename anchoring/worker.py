@@ -24,10 +24,10 @@ again — and when it lasts ``replan_grace`` seconds (at once for a used nonce, 
 row is re-signed, in its original order, with nonces counted from the chain's, checkpoints re-derived
 from the chain's latest checkpoint (each one's consistency proof from the one before it); every
 higher nonce an earlier transaction used is burnt with an empty transaction to self; and every new
-transaction pays at least ``FEE_BUMP`` times what any earlier transaction with its nonce offered, so
-a pool still holding an earlier one replaces it. Only then is anything sent. An earlier transaction
-that still lands anyway (it reappeared and won its nonce) settles its rows by its own receipt: they
-are never sent again.
+transaction pays at least ``FEE_BUMP`` times what any earlier transaction with its nonce offered
+(up to ``FEE_CAP`` times the current fees), so a pool still holding an earlier one replaces it.
+Only then is anything sent. An earlier transaction that still lands anyway (it reappeared and won
+its nonce) settles its rows by its own receipt: they are never sent again.
 
 The worker is a plain object (``tick()`` for tests and scripts); ``node`` runs it under APScheduler.
 """
@@ -72,6 +72,9 @@ BATCHABLE = {"register": "registerBatch"}
 FEE_BUMP = (5, 4)
 """A re-signed transaction offers at least 5/4 of the fees of every earlier transaction with its
 nonce: pools replace a pending transaction only for a higher price (geth and Besu ask 10 % more)."""
+FEE_CAP = 4
+"""…but never more than 4 times the chain's current fees, however often a nonce is re-signed (an
+earlier transaction priced that high is mined soon anyway, and then its rows settle by it)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,7 +489,7 @@ class AnchoringWorker:
     ) -> SignedTx:
         """Sign ``call`` with ``nonce`` (outbidding every earlier transaction with that nonce) and
         record it on ``rows`` and in their attempts (no commit: the caller's transaction)."""
-        offered = _outbid(fees, _fees_at(session, nonce))
+        offered = outbid(fees, _fees_at(session, nonce))
         if call.function is None:
             signed = sign_transaction(
                 self.chain.account,
@@ -1005,15 +1008,17 @@ def _fees_at(session: Session, nonce: int) -> list[dict[str, Any]]:
     )
 
 
-def _outbid(fees: Mapping[str, int], earlier: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """``fees``, raised to ``FEE_BUMP`` times each earlier offer for the same nonce."""
+def outbid(fees: Mapping[str, int], earlier: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The chain's current ``fees`` raised to ``FEE_BUMP`` times each earlier offer for the same
+    nonce, capped at ``FEE_CAP`` times the current fees."""
     numerator, denominator = FEE_BUMP
     offered = dict(fees)
     for old in earlier:
-        for key in offered:
+        for key, current in fees.items():
             value = old.get(key)
             if isinstance(value, int):
-                offered[key] = max(offered[key], value * numerator // denominator + 1)
+                bumped = min(value * numerator // denominator + 1, current * FEE_CAP)
+                offered[key] = max(offered[key], bumped)
     if "maxPriorityFeePerGas" in offered:
         offered["maxFeePerGas"] = max(offered["maxFeePerGas"], offered["maxPriorityFeePerGas"])
     return offered

@@ -30,7 +30,7 @@ from anchoring import merkle, storage
 from anchoring.chain import JsonRpc, RpcChain, sign_transaction
 from anchoring.ids import archive_key
 from anchoring.storage import OutboxAttempt, OutboxItem, OutboxState
-from anchoring.worker import enqueue_call, fees_of
+from anchoring.worker import FEE_CAP, enqueue_call, fees_of, outbid
 from node import migrations
 from node.db import Database
 from node.devchain import AnvilProcess
@@ -477,3 +477,20 @@ def test_fees_of_reads_typed_and_legacy_transactions() -> None:
     assert fees_of(legacy.raw) == {"gasPrice": 123}
     assert fees_of(typed.raw) == {"maxFeePerGas": 9, "maxPriorityFeePerGas": 2}
     assert fees_of(b"\x01\x02") == {}
+
+
+def test_a_replacement_outbids_every_earlier_offer_up_to_a_cap() -> None:
+    current = {"maxFeePerGas": 1000, "maxPriorityFeePerGas": 100}
+    assert outbid(current, []) == current
+    # 5/4 of the earlier offer (plus one) where that beats the current fees
+    assert outbid(current, [{"maxFeePerGas": 2000, "maxPriorityFeePerGas": 60}]) == {
+        "maxFeePerGas": 2501,
+        "maxPriorityFeePerGas": 100,
+    }
+    # however often a nonce was re-signed, never more than FEE_CAP times the current fees
+    runaway = [{"maxFeePerGas": 10**9, "maxPriorityFeePerGas": 10**9}]
+    assert outbid(current, runaway) == {
+        "maxFeePerGas": 1000 * FEE_CAP,
+        "maxPriorityFeePerGas": 100 * FEE_CAP,
+    }
+    assert outbid({"gasPrice": 50}, [{"gasPrice": 40}, {"gasPrice": 60}]) == {"gasPrice": 76}
