@@ -244,7 +244,6 @@ def test_kill_nine_of_the_chain_during_writes_then_reset_chain_recovers_every_no
                 "crash-window": _proof(client, written[index][-1], 30),
                 "fresh": _proof(client, fresh, 60),
             }
-            assert bundles["baseline"] == baseline_proofs[index] or bundles["baseline"]
             for label, bundle in bundles.items():
                 _verify_cli(bundle, tmp_path / f"{index}-{label}.json", recovered)
             _verify_cli(baseline_proofs[index], tmp_path / f"{index}-before.json", recovered)
