@@ -93,6 +93,9 @@ class NodeSettings(BaseSettings):
     peers: dict[str, str] = Field(default_factory=dict)
     """Node URL of each other hospital, by member address (node-to-node API)."""
     transfer_offer_ttl: float = Field(86_400.0, gt=0)
+    metadata_read_log_window: float = Field(900.0, ge=0)
+    """Seconds during which repeated metadata reads of one archive by one caller for one purpose
+    are logged once (0: log every read). Content reads are always logged."""
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
 

@@ -223,6 +223,23 @@ class PeerClient:
         finally:
             response.close()
 
+    def open_stream(
+        self, base_url: str, recipient: str, path: str
+    ) -> tuple[httpx.Headers, PeerStream]:
+        """GET a byte stream whose response headers matter (a disclosure's wrapped key): the
+        headers once the peer accepted, and the body as a closeable stream of chunks."""
+        request = self._request("GET", base_url, recipient, path)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {recipient} unreachable: {exc}") from None
+        try:
+            _check(response, recipient)
+        except BaseException:
+            response.close()
+            raise
+        return response.headers, PeerStream(response, recipient)
+
     def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             response = self._http.send(request)
@@ -230,6 +247,26 @@ class PeerClient:
             raise UnavailableError(f"peer unreachable: {exc}") from None
         _check(response, request.url.host or "?")
         return response
+
+
+class PeerStream:
+    """The body of a peer's streamed answer: iterate for chunks; ``close`` releases the
+    connection whether or not the body was read."""
+
+    def __init__(self, response: httpx.Response, peer: str) -> None:
+        self._response = response
+        self._peer = peer
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes(1024 * 1024)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {self._peer} stopped sending: {exc}") from None
+        finally:
+            self._response.close()
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class PeerRefusedError(UnavailableError):
