@@ -84,7 +84,7 @@ def enqueue_registers(db: Database, count: int, tag: int = 0) -> list[str]:
             enqueue_call(
                 session,
                 "register",
-                [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x01"],
+                [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x01", bytes(32)],
                 archive_id=archive_id,
             )
     return ids

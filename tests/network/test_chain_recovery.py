@@ -34,16 +34,8 @@ import pytest
 from anchoring.chain import RpcChain
 from anchoring.deployment import Deployment
 from node.process import pid_alive
-from tests.network.test_up_down import (
-    CONTENT,
-    METADATA,
-    Net,
-    _cli,
-    _environment,
-    _stop,
-    _wait_ready,
-    net,  # noqa: F401  (fixture)
-)
+from tests.network.conftest import Net, cli, environment, stop_cleanly, wait_ready
+from tests.network.test_up_down import CONTENT, METADATA
 
 RECOVERY_TIMEOUT = 120.0
 
@@ -109,7 +101,7 @@ def _proof(client: httpx.Client, archive_id: str, timeout: float) -> bytes:
 def _verify_cli(bundle: bytes, path: Path, network: dict[str, Any]) -> None:
     path.write_bytes(bundle)
     done = subprocess.run(
-        _cli(
+        cli(
             "verify",
             str(path),
             "--rpc",
@@ -119,7 +111,7 @@ def _verify_cli(bundle: bytes, path: Path, network: dict[str, Any]) -> None:
         ),
         capture_output=True,
         text=True,
-        env=_environment(),
+        env=environment(),
         timeout=60,
         check=False,
     )
@@ -148,12 +140,12 @@ def _outbox_failures(node_dir: Path) -> list[tuple[str, str]]:
 
 
 def test_kill_nine_of_the_chain_during_writes_then_reset_chain_recovers_every_node(
-    net: Net,  # noqa: F811
+    net: Net,
     tmp_path: Path,
 ) -> None:
     ports = ("--base-port", str(net.base_port), "--chain-port", str(net.chain_port))
     first = net.up("--hospitals", "2", *ports, tag="first")
-    network = _wait_ready(net, first, nodes=2)
+    network = wait_ready(net, first, nodes=2)
     nodes = network["nodes"]
     clients = [_client(node) for node in nodes]
     try:
@@ -204,10 +196,10 @@ def test_kill_nine_of_the_chain_during_writes_then_reset_chain_recovers_every_no
         shutil.copyfile(older, state)  # the last dump before the crash
 
         started = subprocess.run(
-            _cli("chain", "start", "--data-dir", str(net.data_dir), "--port", str(net.chain_port)),
+            cli("chain", "start", "--data-dir", str(net.data_dir), "--port", str(net.chain_port)),
             capture_output=True,
             text=True,
-            env=_environment(),
+            env=environment(),
             timeout=60,
             check=False,
         )
@@ -227,7 +219,7 @@ def test_kill_nine_of_the_chain_during_writes_then_reset_chain_recovers_every_no
     assert first.process.wait(60) == 0, first.output()
 
     reset = net.up("--reset-chain", tag="reset")
-    recovered = _wait_ready(net, reset, nodes=2)
+    recovered = wait_ready(net, reset, nodes=2)
     assert recovered["contracts"] == network["contracts"]
     for node in recovered["nodes"]:
         _wait_for(
@@ -258,6 +250,6 @@ def test_kill_nine_of_the_chain_during_writes_then_reset_chain_recovers_every_no
         count = chain.checkpoint_count(node["address"])
         sizes = [chain.checkpoint_at(node["address"], i).size for i in range(count)]
         assert sizes == sorted(set(sizes)), sizes
-    _stop(net, reset)
+    stop_cleanly(net, reset)
     for node in recovered["nodes"]:
         assert _outbox_failures(Path(node["data_dir"])) == []
