@@ -618,6 +618,10 @@ class AnchoringOut(BaseModel):
     events_behind: int
     seconds_behind: float
     pending_transactions: int
+    oldest_unconfirmed_seconds: float = Field(
+        description="Age of the oldest chain transaction not yet confirmed; over "
+        "`outbox_stuck_seconds` the node reports `outbox_stuck`."
+    )
     last_checkpoint_at: datetime | None
 
     @classmethod
@@ -628,6 +632,7 @@ class AnchoringOut(BaseModel):
             events_behind=lag.events_behind,
             seconds_behind=lag.seconds_behind,
             pending_transactions=lag.pending_transactions,
+            oldest_unconfirmed_seconds=lag.oldest_unconfirmed_seconds,
             last_checkpoint_at=last,
         )
 

@@ -99,6 +99,8 @@ class NodeSettings(BaseSettings):
     anchor_max_batch: int = Field(1000, ge=1)
     anchor_confirmations: int = Field(1, ge=1)
     anchor_tick: float = Field(0.25, gt=0)
+    outbox_stuck_seconds: float = Field(300.0, gt=0)
+    """A chain transaction unconfirmed for longer than this is an alert (``outbox_stuck``)."""
 
     peers: dict[str, str] = Field(default_factory=dict)
     """Node URL of each other hospital, by member address (node-to-node API)."""
