@@ -51,7 +51,7 @@ KEEP: Any = object()
 
 def create_data(**overrides: Any) -> dict[str, Any]:
     return {
-        "record_class": "OUTPATIENT",
+        "record_class": "INPATIENT",
         "sensitivity": "NORMAL",
         "department": "ENT",
         "patient": "9d" * 32,

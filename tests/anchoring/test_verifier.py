@@ -239,7 +239,7 @@ class Network:
 
 def _create_data() -> dict[str, Any]:
     return {
-        "record_class": "OUTPATIENT",
+        "record_class": "INPATIENT",
         "sensitivity": "NORMAL",
         "department": "ENT",
         "patient": "9d" * 32,
