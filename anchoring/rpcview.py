@@ -137,12 +137,19 @@ def _is_revert(error: object) -> bool:
     return "revert" in str(error.get("message", "")).lower()
 
 
-def _address_word(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(address[2:])
+def checkpoint_count_calldata(hospital: str) -> bytes:
+    """Calldata of ``checkpointCount(hospital)``: selector, address left-padded to 32 bytes."""
+    return CHECKPOINT_COUNT + bytes(12) + bytes.fromhex(hospital[2:])
 
 
-def _uint_word(value: int) -> bytes:
-    return value.to_bytes(_WORD, "big")
+def checkpoint_at_calldata(hospital: str, index: int) -> bytes:
+    """Calldata of ``checkpointAt(hospital, index)``."""
+    return CHECKPOINT_AT + bytes(12) + bytes.fromhex(hospital[2:]) + index.to_bytes(_WORD, "big")
+
+
+def archive_calldata(archive_id: str) -> bytes:
+    """Calldata of ``archive(id)``: the ULID's 128-bit value as a big-endian ``bytes32``."""
+    return ARCHIVE + archive_key(archive_id)
 
 
 class NotaryReader:
@@ -176,7 +183,7 @@ class NotaryReader:
 
     def checkpoint_count(self, hospital: str) -> int:
         """``checkpointCount(hospital)``."""
-        (count,) = self._call("checkpointCount", CHECKPOINT_COUNT + _address_word(hospital), 1)
+        (count,) = self._call("checkpointCount", checkpoint_count_calldata(hospital), 1)
         return self._uint(count, _UINT64_MAX, "checkpointCount")
 
     def checkpoint_at(self, hospital: str, index: int) -> OnChainCheckpoint:
@@ -186,7 +193,7 @@ class NotaryReader:
         if cached is not None:
             return cached
         size, root, anchored_at = self._call(
-            "checkpointAt", CHECKPOINT_AT + _address_word(hospital) + _uint_word(index), 3
+            "checkpointAt", checkpoint_at_calldata(hospital, index), 3
         )
         checkpoint = OnChainCheckpoint(
             hospital=hospital,
@@ -200,7 +207,7 @@ class NotaryReader:
 
     def custody(self, archive_id: str) -> CustodyRecord:
         """``archive(id)``: the custody record (all zero for an archive never registered)."""
-        words = self._call("archive", ARCHIVE + archive_key(archive_id), 9)
+        words = self._call("archive", archive_calldata(archive_id), 9)
         custodian, state, on_hold, by_regulator, record_class = words[:5]
         deadline, commitment, recipient, certificate = words[5:]
         state_value = self._uint(state, max(CustodyState), "archive")
