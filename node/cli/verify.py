@@ -261,7 +261,9 @@ def _many(
     total = sum(counts.values())
     click.echo(
         f"{total} bundle{'s' if total != 1 else ''}: "
-        + ", ".join(f"{counts[code]} {_LABELS[code]}" for code in _SEVERITY if counts[code]),
+        + ", ".join(
+            f"{counts[code]} {_LABELS[code]}" for code in reversed(_SEVERITY) if counts[code]
+        ),
         err=True,
     )
     return max(counts, key=_SEVERITY.index)
