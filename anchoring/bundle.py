@@ -234,6 +234,8 @@ def _base64(value: object, path: str) -> bytes:
         _fail(path, "non-canonical base64 (padding bits must be zero)")
     if not decoded:
         _fail(path, "is empty")
+    if len(decoded) > MAX_EVENT_BYTES:  # the text limit above lets up to 2 more bytes through
+        _fail(path, f"longer than {MAX_EVENT_BYTES} bytes once decoded")
     return decoded
 
 

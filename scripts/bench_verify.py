@@ -146,7 +146,10 @@ def main() -> int:
                 old = str(args.baseline / ".venv" / "bin" / "archivechain")
                 rows.append(("baseline `--help`", describe(wall([old, "--help"], 3))))
                 rows.append(
-                    ("baseline `verify` one bundle", describe(wall([old, "verify", one, *trust], 3)))
+                    (
+                        "baseline `verify` one bundle",
+                        describe(wall([old, "verify", one, *trust], 3)),
+                    )
                 )
 
             batch = wall([script, "verify", str(bundles), *trust, "--json"], 3)

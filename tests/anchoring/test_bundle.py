@@ -273,6 +273,14 @@ def test_size_and_count_limits() -> None:
     assert "longer than" in str(error)
     document["entries"][0]["event"] = base64.b64encode(b"x" * MAX_EVENT_BYTES).decode()
     assert len(parse_bundle(json.dumps(document)).entries[0].event) == MAX_EVENT_BYTES
+    # Regression: one or two bytes over the limit fit in the same base64 length and passed.
+    for size in (MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES + 2):
+        document["entries"][0]["event"] = base64.b64encode(b"x" * size).decode()
+        error = refusal(document)
+        assert (error.field, error.reason) == (
+            "entries[0].event",
+            f"longer than {MAX_EVENT_BYTES} bytes once decoded",
+        )
 
 
 def test_default_limits_are_documented_values() -> None:
@@ -380,6 +388,9 @@ def test_depth_counting_starts_at_one_for_the_top_level_object() -> None:
     assert (eight.field, eight.reason) == ("x", "unknown field")
     nine = refusal(with_extra(8))
     assert (nine.field, nine.reason) == ("(document)", "objects and arrays nest deeper than 8")
+    # the two examples of the text, verbatim
+    assert "nest deeper" not in str(refusal(b'{"x":[[[[[[[0]]]]]]]}'))
+    assert "nest deeper than 8" in str(refusal(b'{"x":[[[[[[[[0]]]]]]]]}'))
     in_strings = sample_document()
     in_strings["entries"][0]["checkpoint"]["root"] = "[" * 20 + "{" * 20
     assert refusal(in_strings).field == "entries[0].checkpoint.root"
