@@ -6,9 +6,11 @@ that log, plus the chain id and ArchiveNotary address where the checkpoints are 
 Entries may come from several hospitals' logs (custody transfers, share grants). The format is
 specified in ``docs/proof-format.md``; this module only reads and writes it (the verifier judges).
 
-Parsing is strict and bounded: size and list limits, no unknown or duplicate fields, no floats,
-canonical base64 and lowercase hex only; every refusal names the offending field by its path,
-e.g. ``entries[3].proof[2]``.
+Parsing is strict and bounded, in the order of docs/proof-format.md §3: size, nesting depth, JSON
+syntax, then what the document is (``NotABundleError`` says what it is instead: an API error
+response, another JSON value, another format or version), then no duplicate keys or non-integer
+numbers, then the fields (no unknown ones, canonical base64 and lowercase hex only, list limits).
+Every refusal names the offending field by its path, e.g. ``entries[3].proof[2]``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ entries it checks the per-archive hash chain, non-decreasing times and the lifec
 state.
 
 The report separates "invalid" (the evidence is wrong) from "chain unavailable" (it could not
-be checked); a definite failure wins over an unreachable chain.
+be checked); a definite failure wins over an unreachable chain. A trusted notary address that
+holds no ArchiveNotary (the reader raises ``NotANotaryError``) is a definite failure,
+``notary_mismatch``. The first failure is the one of the lowest entry position, after the
+deployment checks and before the custody checks (docs/proof-format.md §7.5).
 """
 
 from __future__ import annotations
