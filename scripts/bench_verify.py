@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,20 +93,33 @@ def build_bundles(rpc_url: str, data: Path, count: int) -> tuple[Path, Path]:
     return out, consortium.deployment_file
 
 
-def wall(command: list[str], repeat: int, stdin: bytes | None = None) -> list[float]:
-    """Wall-clock seconds of ``repeat`` fresh runs of ``command`` (must exit 0)."""
-    times = []
+@dataclass
+class Runs:
+    """Wall-clock and CPU (user + system) seconds of repeated runs of one command."""
+
+    wall: list[float]
+    cpu: list[float]
+
+    def __str__(self) -> str:
+        return (
+            f"wall median {statistics.median(self.wall):.3f} s, min {min(self.wall):.3f} s; "
+            f"CPU median {statistics.median(self.cpu):.3f} s (n={len(self.wall)})"
+        )
+
+
+def timed(command: list[str], repeat: int, stdin: bytes | None = None) -> Runs:
+    """``repeat`` fresh runs of ``command`` (each must exit 0)."""
+    runs = Runs([], [])
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(command, input=stdin, capture_output=True, check=False)
-        times.append(time.perf_counter() - started)
+        runs.wall.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runs.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"{command[:3]} exited {done.returncode}: {done.stderr.decode()}")
-    return times
-
-
-def describe(times: list[float]) -> str:
-    return f"median {statistics.median(times):.3f} s, min {min(times):.3f} s (n={len(times)})"
+    return runs
 
 
 def machine() -> str:
@@ -139,33 +154,29 @@ def main() -> int:
             one = str(sorted(bundles.iterdir())[0])
             trust = ["--rpc", anvil.rpc_url, "--deployment", str(deployment)]
 
-            rows.append(("`archivechain --help`", describe(wall([script, "--help"], args.repeat))))
-            single = wall([script, "verify", one, *trust], args.repeat)
-            rows.append(("`archivechain verify` one 3-event bundle", describe(single)))
+            rows.append(("`archivechain --help`", str(timed([script, "--help"], args.repeat))))
+            single = timed([script, "verify", one, *trust], args.repeat)
+            rows.append(("`archivechain verify` one 3-event bundle", str(single)))
             if args.baseline is not None:
                 old = str(args.baseline / ".venv" / "bin" / "archivechain")
-                rows.append(("baseline `--help`", describe(wall([old, "--help"], 3))))
+                rows.append(("baseline `--help`", str(timed([old, "--help"], 3))))
                 rows.append(
-                    (
-                        "baseline `verify` one bundle",
-                        describe(wall([old, "verify", one, *trust], 3)),
-                    )
+                    ("baseline `verify` one bundle", str(timed([old, "verify", one, *trust], 3)))
                 )
 
-            batch = wall([script, "verify", str(bundles), *trust, "--json"], 3)
-            best = min(batch)
+            batch = timed([script, "verify", str(bundles), *trust, "--json"], 3)
             rows.append(
                 (
                     f"`archivechain verify DIR --json`, {args.bundles} bundles in one process",
-                    f"{describe(batch)}: {args.bundles / best:,.0f} bundles/s (best run)",
+                    f"{batch}: {args.bundles / min(batch.wall):,.0f} bundles/s (best run)",
                 )
             )
             paths = "\n".join(str(p) for p in sorted(bundles.iterdir())).encode()
-            listed = wall([script, "verify", "-", *trust], 3, stdin=paths)
+            listed = timed([script, "verify", "-", *trust], 3, stdin=paths)
             rows.append(
                 (
                     f"`archivechain verify -` (paths on stdin), {args.bundles} bundles",
-                    f"{describe(listed)}: {args.bundles / min(listed):,.0f} bundles/s",
+                    f"{listed}: {args.bundles / min(listed.wall):,.0f} bundles/s (best run)",
                 )
             )
 
