@@ -169,7 +169,10 @@ def test_unusable_input_exits_two_with_one_line(
     undecodable = _with(bundle_doc, lambda d: d["entries"][1].update(event="eyJ!"))
     padding_bits = _with(bundle_doc, lambda d: d["entries"][0].update(event="eR=="))
     cases: dict[str, tuple[list[str], str]] = {
-        "missing file": (["verify", str(tmp_path / "absent.json"), *rpc], "cannot read"),
+        "missing file": (
+            ["verify", str(tmp_path / "absent.json"), *rpc],
+            f"{tmp_path / 'absent.json'}: cannot read it: No such file or directory",
+        ),
         "not json": (["verify", str(write(tmp_path, b"{not json")), *rpc], "not JSON"),
         "unknown format": (
             [
