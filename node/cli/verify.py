@@ -114,7 +114,7 @@ class Verifier:
     def verify(self, source: str, path: Path | None) -> Outcome:
         """Read, parse and verify one bundle file (``path`` None: a directory without any)."""
         try:
-            raw = _read(path)
+            raw = _read(path, source)
             bundle = parse_bundle(raw)
         except _Unusable as exc:
             return Outcome(source, EXIT_UNUSABLE, error=str(exc))
@@ -130,16 +130,16 @@ class _Unusable(Exception):
     """A bundle file could not be read."""
 
 
-def _read(path: Path | None) -> bytes:
+def _read(path: Path | None, source: str) -> bytes:
     if path is None:
-        raise _Unusable("a directory without any *.json file")
+        raise _Unusable(f"{source} is a directory without any *.json file")
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
-        raise _Unusable(f"cannot read it: {exc.strerror or exc}") from None
+        raise _Unusable(f"cannot read {source}: {exc.strerror or exc}") from None
     if len(raw) > MAX_BUNDLE_BYTES:
-        raise _Unusable(f"larger than the limit of {MAX_BUNDLE_BYTES} bytes")
+        raise _Unusable(f"{source} is larger than the limit of {MAX_BUNDLE_BYTES} bytes")
     return raw
 
 
@@ -233,7 +233,7 @@ def verify(
 def _one(verifier: Verifier, source: str, as_json: bool, warning: str | None) -> int:
     outcome = verifier.verify(source, Path(source))
     if outcome.report is None:  # unusable input: one line on stderr, exit 2
-        raise InputError(f"{source}: {outcome.error}")
+        raise InputError(outcome.error or "unusable input")
     if as_json:
         document = outcome.to_json()
         if warning:

@@ -171,7 +171,7 @@ def test_unusable_input_exits_two_with_one_line(
     cases: dict[str, tuple[list[str], str]] = {
         "missing file": (
             ["verify", str(tmp_path / "absent.json"), *rpc],
-            f"{tmp_path / 'absent.json'}: cannot read it: No such file or directory",
+            f"error: cannot read {tmp_path / 'absent.json'}: No such file or directory",
         ),
         "not json": (["verify", str(write(tmp_path, b"{not json")), *rpc], "not JSON"),
         "unknown format": (
@@ -245,7 +245,7 @@ def test_an_api_error_instead_of_a_bundle_says_what_the_file_is(
     code, out, err = run(["verify", str(path), "--rpc", consortium.rpc_url], capsys)
     assert (code, out) == (2, "")
     assert err == (
-        f"error: {path}: this is an error response from the node API (proof_pending: "
+        "error: this is an error response from the node API (proof_pending: "
         f"{pending.json()['message']}), not a proof bundle\n"
     )
 
