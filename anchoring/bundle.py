@@ -6,9 +6,11 @@ that log, plus the chain id and ArchiveNotary address where the checkpoints are 
 Entries may come from several hospitals' logs (custody transfers, share grants). The format is
 specified in ``docs/proof-format.md``; this module only reads and writes it (the verifier judges).
 
-Parsing is strict and bounded: size and list limits, no unknown or duplicate fields, no floats,
-canonical base64 and lowercase hex only; every refusal names the offending field by its path,
-e.g. ``entries[3].proof[2]``.
+Parsing is strict and bounded, in the order of docs/proof-format.md §3: size, nesting depth, JSON
+syntax, then what the document is (``NotABundleError`` says what it is instead: an API error
+response, another JSON value, another format or version), then no duplicate keys or non-integer
+numbers, then the fields (no unknown ones, canonical base64 and lowercase hex only, list limits).
+Every refusal names the offending field by its path, e.g. ``entries[3].proof[2]``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, NoReturn
 import rfc8785
 
 from anchoring.chainview import CustodyState
-from anchoring.errors import BundleFormatError
+from anchoring.errors import BundleFormatError, NotABundleError
 from anchoring.events import (
     MAX_EVENT_BYTES,
     MAX_SAFE_INTEGER,
@@ -36,6 +38,7 @@ from anchoring.ids import ZERO_ADDRESS
 from anchoring.merkle import HASH_SIZE
 
 BUNDLE_FORMAT = "archivechain.proof/v1"
+_FORMAT_FAMILY = "archivechain.proof/"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_ENTRIES = 100_000
 MAX_PROOF_LENGTH = 64
@@ -94,21 +97,77 @@ def _fail(path: str, message: str) -> NoReturn:
     raise BundleFormatError(message, field=path or "(document)")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise BundleFormatError(f"duplicate key {key!r}", field="(document)")
-        result[key] = value
-    return result
+class _Strictness:
+    """Hooks for ``json.loads`` that note the first duplicate key or non-integer number instead
+    of failing at once, so that a document is first identified by its ``format`` (§3: a bundle
+    of another version may use numbers or keys this one refuses) and refused afterwards."""
+
+    def __init__(self) -> None:
+        self.violation: str | None = None
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result and self.violation is None:
+                self.violation = f'duplicate key "{_quote(key)}"'
+            result[key] = value
+        return result
+
+    def float(self, text: str) -> int:
+        if self.violation is None:
+            self.violation = f"non-integer number {_quote(text)} is not allowed"
+        return 0
 
 
 def _no_constant(name: str) -> NoReturn:
-    _fail("(document)", f"{name} is not allowed")
+    _fail("(document)", f"not JSON: {name} is not allowed")
 
 
-def _no_float(text: str) -> NoReturn:
-    _fail("(document)", f"non-integer number {text} is not allowed")
+def _quote(text: str, limit: int = 80) -> str:
+    """``text`` made safe for a one-line message: control and non-ASCII characters escaped,
+    cut at ``limit`` characters."""
+    safe = text.encode("ascii", "backslashreplace").decode("ascii")
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in safe)
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+_JSON_KIND = {str: "a JSON string", int: "a JSON number", bool: "JSON true or false"}
+_API_ERROR_KEYS = frozenset({"code", "message", "details"})
+
+
+def _not_a_bundle(document: object) -> str | None:
+    """What ``document`` is when it is not an ``archivechain.proof/v1`` bundle (None when its
+    ``format`` says it is one): the refusal says what the input is, not only what it is not."""
+    if document is None:
+        return "JSON null, not a proof bundle"
+    if isinstance(document, list):
+        return "a JSON array, not a proof bundle (a bundle is a JSON object)"
+    if not isinstance(document, dict):
+        return f"{_JSON_KIND.get(type(document), 'a JSON value')}, not a proof bundle"
+    if "format" not in document:
+        code, message = document.get("code"), document.get("message")
+        if isinstance(code, str) and isinstance(message, str) and set(document) <= _API_ERROR_KEYS:
+            return (
+                f"this is an error response from the node API ({_quote(code, 40)}: "
+                f"{_quote(message, 160)}), not a proof bundle"
+            )
+        keys = ", ".join(_quote(key, 30) for key in list(document)[:6])
+        more = ", …" if len(document) > 6 else ""
+        return (
+            f'a JSON object without a "format" field (keys: {keys or "none"}{more}), '
+            "not a proof bundle"
+        )
+    found = document["format"]
+    if not isinstance(found, str):
+        return 'a JSON object whose "format" is not a string, not a proof bundle'
+    if found == BUNDLE_FORMAT:
+        return None
+    if found.startswith(_FORMAT_FAMILY):
+        return (
+            f"a proof bundle of format {_quote(found, 60)}, which this verifier does not read "
+            f"(it reads {BUNDLE_FORMAT})"
+        )
+    return f"a document of format {_quote(found, 60)}, not a proof bundle ({BUNDLE_FORMAT})"
 
 
 def _object(
@@ -177,6 +236,8 @@ def _base64(value: object, path: str) -> bytes:
         _fail(path, "non-canonical base64 (padding bits must be zero)")
     if not decoded:
         _fail(path, "is empty")
+    if len(decoded) > MAX_EVENT_BYTES:  # the text limit above lets up to 2 more bytes through
+        _fail(path, f"longer than {MAX_EVENT_BYTES} bytes once decoded")
     return decoded
 
 
@@ -255,22 +316,28 @@ def parse_bundle(
         _fail("(document)", f"{len(data)} bytes is more than the limit of {max_bytes}")
     if _too_deep(data):
         _fail("(document)", f"objects and arrays nest deeper than {MAX_DEPTH}")
+    strictness = _Strictness()
     try:
         document = json.loads(
             data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=strictness.pairs,
             parse_constant=_no_constant,
-            parse_float=_no_float,
+            parse_float=strictness.float,
         )
     except UnicodeDecodeError:
         _fail("(document)", "not UTF-8")
     except json.JSONDecodeError as exc:
         _fail("(document)", f"not JSON: {exc.msg} at offset {exc.pos}")
-    if not isinstance(document, dict):
-        _fail("(document)", "must be a JSON object")
-    found_format = document.get("format")
-    if found_format != BUNDLE_FORMAT:
-        _fail("format", f"unsupported format {found_format!r} (expected {BUNDLE_FORMAT!r})")
+    except BundleFormatError:
+        raise
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        _fail("(document)", "a number has too many digits")
+    what = _not_a_bundle(document)
+    if what is not None:
+        field = "format" if isinstance(document, dict) and "format" in document else "(document)"
+        raise NotABundleError(what, field=field)
+    if strictness.violation is not None:
+        _fail("(document)", strictness.violation)
     obj = _object(
         document, "", {"format", "chain_id", "notary", "archive_id", "entries"}, {"custody"}
     )

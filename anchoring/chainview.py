@@ -1,7 +1,8 @@
 """The read-only view of the chain that the verifier and the worker need.
 
-Kept as a small protocol so the verification core stays pure: ``anchoring.chain.RpcChain`` implements
-it over JSON-RPC; nothing else in the verifier knows how the chain is reached.
+Kept as a small protocol so the verification core stays pure: ``anchoring.chain.RpcChain`` (the
+node's, web3) and ``anchoring.rpcview.NotaryReader`` (the verifier's, standard library only)
+implement it over JSON-RPC; nothing else in the verifier knows how the chain is reached.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class CustodyRecord:
 
 
 class ChainReader(Protocol):
-    """What the verifier may ask of the chain. Implementations raise ``ChainError`` when unreachable."""
+    """What the verifier may ask of the chain. Implementations raise ``ChainError`` when
+    unreachable, ``NotANotaryError`` when the notary address answers unlike an ArchiveNotary."""
 
     def chain_id(self) -> int: ...
 

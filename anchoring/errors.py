@@ -43,6 +43,12 @@ class BundleFormatError(AnchoringError, ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.reason = message  # without the field
+
+
+class NotABundleError(BundleFormatError):
+    """The input is JSON but no ``archivechain.proof/v1`` bundle: an API error response,
+    another kind of document, a bundle of another format version; the message says which."""
 
 
 class LifecycleError(AnchoringError, ValueError):
@@ -61,6 +67,15 @@ class ChainError(AnchoringError, ConnectionError):
     """The chain could not be read or written (RPC unreachable, reverted, timed out)."""
 
     code = "chain_error"
+
+
+class NotANotaryError(AnchoringError, LookupError):
+    """The trusted notary address holds no ``ArchiveNotary``: no code there, or its answers are
+    not ArchiveNotary's (a revert, return data of the wrong length or out of range). The chain
+    did answer, so this is a definite finding (the verifier reports ``notary_mismatch``), not an
+    unavailable chain."""
+
+    code = "not_a_notary"
 
 
 class ChainStateLostError(ChainError):

@@ -13,6 +13,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, date, datetime
@@ -21,7 +22,6 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal, NoReturn
 
 import rfc8785
-from eth_utils.address import is_checksum_address
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from anchoring import merkle
+from anchoring.eip55 import is_checksum_address
 from anchoring.errors import EventFormatError
 from anchoring.ids import ZERO_ADDRESS
 
@@ -176,7 +177,6 @@ class CancelReason(StrEnum):
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -197,15 +197,9 @@ def check_archive_id(value: str) -> str:
     return value
 
 
-@lru_cache(maxsize=4096)
-def _is_checksummed(value: str) -> bool:
-    """EIP-55 check (a Keccak hash); cached because a handful of member addresses recur."""
-    return bool(_ADDRESS.fullmatch(value)) and bool(is_checksum_address(value))
-
-
 def check_address(value: str) -> str:
     """``value`` if it is a non-zero EIP-55 checksummed address, else ``ValueError``."""
-    if not _is_checksummed(value):
+    if not is_checksum_address(value):
         raise ValueError("must be an EIP-55 checksummed address")
     if value == ZERO_ADDRESS:
         raise ValueError("must not be the zero address")
@@ -369,7 +363,8 @@ class ArchiveData(_Strict):
 
 class AccessData(_Strict):
     """A read. ``grant`` is the leaf hash of the SHARE_GRANT used by a grantee hospital;
-    ``reason_hash`` (hash of the justification record) is mandatory for break-glass access."""
+    ``reason_hash`` (hash of the justification record) is present exactly for break-glass
+    access: required with it, ``null`` without it (one encoding for an ordinary read)."""
 
     purpose: PurposeField
     scope: ScopeField
@@ -378,9 +373,11 @@ class AccessData(_Strict):
     reason_hash: Hex32 | None = None
 
     @model_validator(mode="after")
-    def _break_glass_needs_reason(self) -> AccessData:
+    def _reason_exactly_for_break_glass(self) -> AccessData:
         if self.break_glass and self.reason_hash is None:
             raise ValueError("reason_hash: break-glass access needs a reason")
+        if not self.break_glass and self.reason_hash is not None:
+            raise ValueError("reason_hash: must be null unless break_glass is true")
         return self
 
 
@@ -473,8 +470,15 @@ class TierMoveData(_Strict):
     to_tier: TierField
 
 
+def tag_hash(kind: TagKind, payload: bytes) -> str:
+    """The ``tag_hash`` of a tag: SHA-256 over the kind's name in ASCII, one zero byte, and the
+    tag's payload (a QR symbol's decoded bytes; an RFID tag's binary EPC), as 64 lowercase hex.
+    docs/proof-format.md §4.3 defines the payload bytes exactly."""
+    return hashlib.sha256(kind.value.encode("ascii") + b"\x00" + payload).hexdigest()
+
+
 class TagBindData(_Strict):
-    """A smart tag (QR or RFID EPC) is bound; only its hash is recorded."""
+    """A smart tag (QR or RFID EPC) is bound; only its hash is recorded (``tag_hash``)."""
 
     tag_kind: TagKindField
     tag_hash: Hex32
@@ -843,6 +847,10 @@ def parse_event(data: bytes) -> Event:
         )
     except json.JSONDecodeError as exc:
         _refuse("(document)", f"not JSON: {exc.msg} at offset {exc.pos}")
+    except EventFormatError:
+        raise
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        _refuse("(document)", "a number has too many digits")
     event = validate_event(obj)
     encoded = canonical_bytes(event)
     if encoded != data:

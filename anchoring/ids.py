@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 
-from eth_utils.address import is_checksum_address, to_checksum_address
-from ulid import ULID
-
+from anchoring.eip55 import is_checksum_address, to_checksum_address
 from anchoring.errors import AnchoringError
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
@@ -30,7 +29,10 @@ def archive_key(archive_id: str) -> bytes:
         raise IdentifierError(
             f"archive id must be a 26-character upper-case ULID, got {archive_id!r}"
         )
-    return bytes(16) + ULID.from_str(archive_id).bytes
+    value = 0
+    for char in archive_id:  # Crockford base32, 5 bits a character (130 bits, first one <= 7)
+        value = value << 5 | _CROCKFORD.index(char)
+    return value.to_bytes(32, "big")
 
 
 def archive_id_from_key(key: bytes) -> str:
@@ -39,6 +41,8 @@ def archive_id_from_key(key: bytes) -> str:
         raise IdentifierError(
             f"archive key must be 32 bytes starting with 16 zero bytes, got {key.hex()}"
         )
+    from ulid import ULID  # imported here: the verifier never needs it, and it is slow to load
+
     return str(ULID.from_bytes(key[16:]))
 
 

@@ -15,7 +15,8 @@ custodian and grantees can log concurrently without forking it.
 Rules, per event (the hospital is the log that holds the event):
 - CREATE: only for an unknown archive; version 1; the logging hospital becomes custodian.
 - AMEND: CREATED only; versions increase by one.
-- ARCHIVE: CREATED only; the commitment must be the current version's; deadline ≥ trigger date.
+- ARCHIVE: CREATED only; the record class must be CREATE's (no event changes it); the
+  commitment must be the current version's; deadline ≥ trigger date.
 - ACCESS by the custodian: any state but TRANSFER_PENDING (the archive is in transit); after
   DESTROYED only metadata or proof scope. One that names a ``grant`` is a *disclosure*: the
   custodian handed key material, ciphertext or evidence to the grantee under that grant; the grant
@@ -42,7 +43,8 @@ Rules, per event (the hospital is the log that holds the event):
 - DESTROY: DISPOSITION_REVIEW, not on hold; ends all share grants.
 - FIXITY_CHECK, TIER_MOVE, TAG_BIND: not DESTROYED, not TRANSFER_PENDING. A successful fixity
   check must report the version's recorded ciphertext hash; a tier move starts from the current
-  tier; a tag is bound once. TAG_SCAN: a bound tag; allowed after DESTROYED (folders outlive
+  tier; a tag is bound once to an archive (that a log binds it to one archive only cannot be
+  seen from one archive's events). TAG_SCAN: a bound tag; allowed after DESTROYED (folders outlive
   content).
 - Every event but ACCESS-by-grantee is logged by the custodian (except accept/reject above);
   nothing is dated before the event it follows on its chain.

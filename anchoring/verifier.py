@@ -10,7 +10,10 @@ entries it checks the per-archive hash chain, non-decreasing times and the lifec
 state.
 
 The report separates "invalid" (the evidence is wrong) from "chain unavailable" (it could not
-be checked); a definite failure wins over an unreachable chain.
+be checked); a definite failure wins over an unreachable chain. A trusted notary address that
+holds no ArchiveNotary (the reader raises ``NotANotaryError``) is a definite failure,
+``notary_mismatch``. The first failure is the one of the lowest entry position, after the
+deployment checks and before the custody checks (docs/proof-format.md §7.5).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from anchoring.errors import (
     EventFormatError,
     EventTimeOrderError,
     LifecycleError,
+    NotANotaryError,
     PrevHashMismatchError,
     ProofError,
 )
@@ -197,21 +201,27 @@ def _failure_json(failure: Failure | None) -> dict[str, Any] | None:
 
 @dataclass
 class _ChainFacts:
-    """Caches chain reads and remembers the first chain error (then stops asking)."""
+    """Caches chain reads; remembers the first chain error, or that the trusted notary address
+    holds no ArchiveNotary, and then stops asking (as it does after a deployment failure)."""
 
     chain: ChainReader
     error: str | None = None
+    not_a_notary: str | None = None
+    halted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     checkpoints: dict[tuple[str, int], OnChainCheckpoint] = field(default_factory=dict)
 
     def read(self, call: Callable[[], _T]) -> _T | None:
-        if self.error is not None:
+        if self.halted:
             return None
         try:
             return call()
         except ChainError as exc:
             self.error = str(exc) or type(exc).__name__
-            return None
+        except NotANotaryError as exc:
+            self.not_a_notary = str(exc)
+        self.halted = True
+        return None
 
     def checkpoint(self, hospital: str, index: int) -> OnChainCheckpoint | bool | None:
         """The checkpoint, False when the chain has no such checkpoint, None when unreachable."""
@@ -286,6 +296,8 @@ def verify_bundle(
                 custody_checked = True
                 _check_custody_record(expected, record, final_state, failures)
 
+    if facts.not_a_notary is not None:
+        failures.append(Failure(Code.NOTARY_MISMATCH, facts.not_a_notary))
     entry_failures = [e.failure for e in entries if e.failure is not None]
     all_failures = sorted([*failures, *entry_failures], key=_failure_order)
     if all_failures:
@@ -301,7 +313,7 @@ def verify_bundle(
         archive_id=bundle.archive_id,
         chain_id=bundle.chain_id,
         notary=bundle.notary,
-        entries=tuple(_entry_report(e, facts.error is not None) for e in entries),
+        entries=tuple(_entry_report(e, facts.halted) for e in entries),
         failure=first,
         failures=tuple(all_failures),
         final_state=final_state,
@@ -309,11 +321,13 @@ def verify_bundle(
     )
 
 
-_BUNDLE_LEVEL_FIRST = (Code.CHAIN_ID_MISMATCH, Code.NOTARY_MISMATCH)
+_DEPLOYMENT_CODES = (Code.CHAIN_ID_MISMATCH, Code.NOTARY_MISMATCH)
 
 
 def _failure_order(failure: Failure) -> tuple[int, int]:
-    if failure.code in _BUNDLE_LEVEL_FIRST:
+    """Deployment failures (§7.2) first, then entries by position, then the custody checks
+    (§7.4 steps 3-4); ties keep the order in which the checks ran (a stable sort)."""
+    if failure.code in _DEPLOYMENT_CODES:
         return (0, 0)
     if failure.entry is not None:
         return (1, failure.entry)
@@ -321,6 +335,8 @@ def _failure_order(failure: Failure) -> tuple[int, int]:
 
 
 def _check_deployment(bundle: ProofBundle, facts: _ChainFacts, failures: list[Failure]) -> None:
+    """§7.2. After a failure here the chain is not asked anything more: its checkpoints and
+    custody records are not evidence for this bundle."""
     chain_id = facts.read(facts.chain.chain_id)
     if chain_id is not None and chain_id != bundle.chain_id:
         failures.append(
@@ -329,14 +345,17 @@ def _check_deployment(bundle: ProofBundle, facts: _ChainFacts, failures: list[Fa
                 f"bundle names chain {bundle.chain_id}, the RPC endpoint serves chain {chain_id}",
             )
         )
+        facts.halted = True
     notary = facts.read(facts.chain.notary_address)
+    # Addresses compare as 20 bytes: the bundle's is EIP-55, the trusted one may be any case.
     if notary is not None and notary.lower() != bundle.notary.lower():
         failures.append(
             Failure(
                 Code.NOTARY_MISMATCH,
-                f"bundle names notary {bundle.notary}, the chain reader uses {notary}",
+                f"bundle names notary {bundle.notary}, the trusted notary is {notary}",
             )
         )
+        facts.halted = True
 
 
 def _check_entry(

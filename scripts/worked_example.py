@@ -3,7 +3,9 @@
 Starts a throwaway anvil, deploys the contracts, runs one hospital node (hospital A of the public
 test mnemonic — TEST KEYS ONLY), creates and archives one record, reads it once, anchors, builds the
 proof bundle and prints Markdown: the bundle, one event's canonical bytes and leaf hash, every step
-of its inclusion proof, the raw ``checkpointAt`` and ``archive`` calls and their return data.
+of its inclusion proof, the raw ``checkpointAt`` and ``archive`` calls and their return data, and
+the report of ``archivechain verify``. The bundle is verified with the verifier's own reader
+(``anchoring.rpcview``), whose hand-made calldata is checked against the contract's ABI.
 
 Usage: .venv/bin/python scripts/worked_example.py > /tmp/example.md
 """
@@ -20,9 +22,10 @@ sys.path.insert(0, str(REPO))
 
 from anchoring import merkle  # noqa: E402
 from anchoring.bundle import parse_bundle  # noqa: E402
-from anchoring.chain import ContractCodec, JsonRpc, RpcChain  # noqa: E402
+from anchoring.chain import ContractCodec, JsonRpc  # noqa: E402
 from anchoring.events import Purpose, RecordClass, Sensitivity  # noqa: E402
 from anchoring.ids import archive_key  # noqa: E402
+from anchoring.rpcview import NotaryReader, archive_calldata, checkpoint_at_calldata  # noqa: E402
 from anchoring.verifier import verify_bundle  # noqa: E402
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
 from node.ports import free_port  # noqa: E402
@@ -66,8 +69,8 @@ def main() -> int:
             finally:
                 node.close()
             bundle = parse_bundle(document)
-            chain = RpcChain(JsonRpc(anvil.rpc_url), consortium.deployment)
-            report = verify_bundle(bundle, chain)
+            reader = NotaryReader(anvil.rpc_url, consortium.deployment.notary.address)
+            report = verify_bundle(bundle, reader)
             assert report.ok, report.to_text()
 
             out.append(
@@ -104,7 +107,8 @@ def main() -> int:
             )
             notary = ContractCodec.for_contract("ArchiveNotary")
             rpc = JsonRpc(anvil.rpc_url)
-            call = notary.encode_call(
+            call = checkpoint_at_calldata(entry.checkpoint.hospital, entry.checkpoint.index)
+            assert call == notary.encode_call(
                 "checkpointAt", [entry.checkpoint.hospital, entry.checkpoint.index]
             )
             result = rpc.call(bundle.notary, call)
@@ -115,7 +119,8 @@ def main() -> int:
             out.append("```\n" + words(result) + "\n```")
             size_, root_, at_ = notary.decode_output("checkpointAt", result)
             out.append(f"= (size {size_}, root `{bytes(root_).hex()}`, anchoredAt {at_}).")
-            call = notary.encode_call("archive", [archive_key(bundle.archive_id)])
+            call = archive_calldata(bundle.archive_id)
+            assert call == notary.encode_call("archive", [archive_key(bundle.archive_id)])
             result = rpc.call(bundle.notary, call)
             out.append("\n### 10.5 The custody record\n")
             out.append(

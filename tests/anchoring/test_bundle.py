@@ -24,7 +24,7 @@ from anchoring.bundle import (
     parse_bundle,
 )
 from anchoring.chainview import CustodyState
-from anchoring.errors import AnchoringError, BundleFormatError
+from anchoring.errors import AnchoringError, BundleFormatError, NotABundleError
 from anchoring.events import MAX_EVENT_BYTES
 from anchoring.ids import ZERO_ADDRESS
 
@@ -155,8 +155,14 @@ def _delete(path: list[Any]) -> Mutation:
 
 
 REFUSALS: list[tuple[str, Mutation, str, str]] = [
-    ("unknown version", _set(["format"], "archivechain.proof/v2"), "format", "unsupported format"),
-    ("no format", _delete(["format"]), "format", "unsupported format None"),
+    (
+        "unknown version",
+        _set(["format"], "archivechain.proof/v2"),
+        "format",
+        "a proof bundle of format archivechain.proof/v2, which this verifier does not read",
+    ),
+    ("no format", _delete(["format"]), "(document)", 'a JSON object without a "format" field'),
+    ("format number", _set(["format"], 1), "format", '"format" is not a string'),
     ("unknown top field", _set(["signature"], "x"), "signature", "unknown field"),
     ("missing notary", _delete(["notary"]), "notary", "missing"),
     ("chain id text", _set(["chain_id"], "31337"), "chain_id", "must be an integer"),
@@ -267,6 +273,14 @@ def test_size_and_count_limits() -> None:
     assert "longer than" in str(error)
     document["entries"][0]["event"] = base64.b64encode(b"x" * MAX_EVENT_BYTES).decode()
     assert len(parse_bundle(json.dumps(document)).entries[0].event) == MAX_EVENT_BYTES
+    # Regression: one or two bytes over the limit fit in the same base64 length and passed.
+    for size in (MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES + 2):
+        document["entries"][0]["event"] = base64.b64encode(b"x" * size).decode()
+        error = refusal(document)
+        assert (error.field, error.reason) == (
+            "entries[0].event",
+            f"longer than {MAX_EVENT_BYTES} bytes once decoded",
+        )
 
 
 def test_default_limits_are_documented_values() -> None:
@@ -274,3 +288,117 @@ def test_default_limits_are_documented_values() -> None:
     assert bundle_module.MAX_ENTRIES == 100_000
     assert bundle_module.MAX_PROOF_LENGTH == 64
     assert bundle_module.MAX_DEPTH == 8
+
+
+# ------------------------------------------------------------------------------------------
+# JSON that is not a bundle: the refusal says what it is (issue 8, item 12)
+
+NOT_BUNDLES: list[tuple[str, bytes, str]] = [
+    (
+        "API error",
+        b'{"code":"proof_pending","message":"archive 01HZY3Z4Q8Q1V6S9N0M5K2J3H4 has no anchored '
+        b'event yet; retry in a few seconds"}',
+        "this is an error response from the node API (proof_pending: archive "
+        "01HZY3Z4Q8Q1V6S9N0M5K2J3H4 has no anchored event yet; retry in a few seconds), "
+        "not a proof bundle",
+    ),
+    (
+        "API error with details",
+        b'{"code":"bundle_invalid","message":"x","details":{"field":"entries"}}',
+        "this is an error response from the node API (bundle_invalid: x), not a proof bundle",
+    ),
+    ("array", b"[1,2]", "a JSON array, not a proof bundle (a bundle is a JSON object)"),
+    ("string", b'"archivechain.proof/v1"', "a JSON string, not a proof bundle"),
+    ("number", b"42", "a JSON number, not a proof bundle"),
+    ("null", b"null", "JSON null, not a proof bundle"),
+    ("boolean", b"true", "JSON true or false, not a proof bundle"),
+    (
+        "other object",
+        b'{"archive_id":"x","entries":[]}',
+        'a JSON object without a "format" field (keys: archive_id, entries), not a proof bundle',
+    ),
+    (
+        "deployment file",
+        b'{"format":"archivechain.deployment/v1","chain_id":31337}',
+        "a document of format archivechain.deployment/v1, not a proof bundle "
+        "(archivechain.proof/v1)",
+    ),
+    (
+        "newer bundle version with floats and duplicates",
+        b'{"format":"archivechain.proof/v2","weight":0.5,"weight":1}',
+        "a proof bundle of format archivechain.proof/v2, which this verifier does not read "
+        "(it reads archivechain.proof/v1)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"), [case[1:] for case in NOT_BUNDLES], ids=[case[0] for case in NOT_BUNDLES]
+)
+def test_json_that_is_not_a_bundle_says_what_it_is(raw: bytes, message: str) -> None:
+    error = refusal(raw)
+    assert isinstance(error, NotABundleError)
+    assert error.reason == message
+    assert "\n" not in str(error)
+
+
+def test_untrusted_text_in_the_description_stays_on_one_short_line() -> None:
+    hostile = json.dumps({"code": "x\n\u001b[31m", "message": "y" * 1000 + "\u00e9\n"})
+    reason = refusal(hostile).reason
+    assert "\n" not in reason
+    assert "\x1b" not in reason
+    assert len(reason) < 300
+
+
+def test_the_format_is_identified_before_the_strict_json_rules() -> None:
+    """A v1 document is refused for floats or duplicate keys; but those do not hide that a
+    document is something else (§3: the format is checked first)."""
+    document = sample_document()
+    raw = json.dumps(document)
+    assert "non-integer number 1.5" in str(refusal(raw[:-1] + ', "chain_id": 1.5}'))
+    assert 'duplicate key "chain_id"' in str(refusal(raw[:-1] + ', "chain_id": 1}'))
+    document["format"] = "archivechain.proof/v2"
+    raw = json.dumps(document)
+    assert "does not read" in str(refusal(raw[:-1] + ', "chain_id": 1.5}'))
+
+
+def test_a_number_with_too_many_digits_is_refused_not_raised() -> None:
+    """Regression: Python refuses to convert integers of more than 4,300 digits with a plain
+    ValueError, which escaped the parser (and crashed ``archivechain verify``)."""
+    raw = b'{"format":"archivechain.proof/v1","chain_id":' + b"7" * 5000 + b"}"
+    error = refusal(raw)
+    assert error.field == "(document)"
+    assert "too many digits" in str(error)
+
+
+def test_depth_counting_starts_at_one_for_the_top_level_object() -> None:
+    """The examples of §3: a bundle nests four deep; eight levels pass the depth rule (and are
+    then refused for what they are), nine do not; brackets inside strings do not count."""
+    assert bundle_module.MAX_DEPTH == 8
+    parse_bundle(dump_bundle(sample_bundle()))  # depth 4: document, entries, entry, proof
+
+    def with_extra(nesting: int) -> bytes:
+        document = sample_document()
+        document["x"] = 0
+        raw = json.dumps(document)
+        value = "[" * nesting + "0" + "]" * nesting
+        return raw.replace('"x": 0', f'"x": {value}').encode()
+
+    eight = refusal(with_extra(7))  # the document is level 1, seven arrays make eight
+    assert (eight.field, eight.reason) == ("x", "unknown field")
+    nine = refusal(with_extra(8))
+    assert (nine.field, nine.reason) == ("(document)", "objects and arrays nest deeper than 8")
+    # the two examples of the text, verbatim
+    assert "nest deeper" not in str(refusal(b'{"x":[[[[[[[0]]]]]]]}'))
+    assert "nest deeper than 8" in str(refusal(b'{"x":[[[[[[[[0]]]]]]]]}'))
+    in_strings = sample_document()
+    in_strings["entries"][0]["checkpoint"]["root"] = "[" * 20 + "{" * 20
+    assert refusal(in_strings).field == "entries[0].checkpoint.root"
+
+
+def test_the_entries_limit_counts_items_of_the_entries_array() -> None:
+    """An "entry" of the limits is one item of ``entries`` (however many JSON values it holds)."""
+    raw = dump_bundle(sample_bundle())
+    assert len(parse_bundle(raw, max_entries=2).entries) == 2
+    error = refusal(raw, max_entries=1)
+    assert (error.field, error.reason) == ("entries", "has 2 items, more than the limit of 1")

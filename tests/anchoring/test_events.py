@@ -272,6 +272,7 @@ def test_create_refusals_name_the_field(mutate: Any, field: str, message: str) -
     [
         (EventType.AMEND, lambda d: d.update(prev=None), "prev"),
         (EventType.ACCESS, lambda d: d["data"].update(reason_hash=None), "data.reason_hash"),
+        (EventType.ACCESS, lambda d: d["data"].update(break_glass=False), "data.reason_hash"),
         (EventType.ACCESS, lambda d: d["data"].update(scope="everything"), "data.scope"),
         (EventType.ACCESS, lambda d: d["data"].update(purpose="curiosity"), "data.purpose"),
         (EventType.ACCESS, lambda d: d["data"].update(break_glass=1), "data.break_glass"),
@@ -420,3 +421,45 @@ def test_jcs_falls_back_for_values_outside_the_fast_path() -> None:
         assert ev.jcs(value) == rfc8785.dumps(value)
     with pytest.raises(rfc8785.IntegerDomainError):
         ev.jcs({"n": 2**60})  # refused, as by the reference
+
+
+def test_reason_hash_is_present_exactly_for_break_glass_access() -> None:
+    """One encoding per meaning: an ordinary read carries no reason (regression: a reason on a
+    non-break-glass access used to be accepted)."""
+    ordinary = document(EventType.ACCESS)
+    ordinary["data"].update(break_glass=False, reason_hash=None)
+    assert parse_event(encode(ordinary)).data.reason_hash is None  # type: ignore[union-attr]
+    ordinary["data"]["reason_hash"] = H1
+    error = refused(ordinary)
+    assert isinstance(error, EventFieldError)
+    assert (error.field, str(error)) == (
+        "data.reason_hash",
+        "data.reason_hash: must be null unless break_glass is true",
+    )
+    with pytest.raises(ValidationError, match="must be null unless break_glass"):
+        ev.AccessData(purpose="treatment", scope="content", break_glass=False, reason_hash=H1)
+    with pytest.raises(ValidationError, match="break-glass access needs a reason"):
+        ev.AccessData(purpose="treatment", scope="content", break_glass=True)
+
+
+def test_tag_hash_is_sha256_of_kind_zero_byte_payload() -> None:
+    """The definition and the test vectors of docs/proof-format.md §4.3."""
+    epc = bytes.fromhex("3074257bf7194e4000001a85")  # a 96-bit SGTIN EPC
+    assert (
+        ev.tag_hash(ev.TagKind.RFID_EPC, epc) == hashlib.sha256(b"rfid_epc\x00" + epc).hexdigest()
+    )
+    assert ev.tag_hash(ev.TagKind.RFID_EPC, epc) == (
+        "0e65b4f50ef3fa13b40c9699054eb62cee6fe6322312cc08fceae80e26740a4e"
+    )
+    qr = b"ARCHIVECHAIN:01HZY3Z4Q8Q1V6S9N0M5K2J3H4"
+    assert ev.tag_hash(ev.TagKind.QR, qr) == (
+        "e97a7b7a7dc8311b8a4a88dadbd4ee6d2cf34a8a456a836f1ec9532d41f23213"
+    )
+    assert ev.tag_hash(ev.TagKind.QR, epc) != ev.tag_hash(ev.TagKind.RFID_EPC, epc)
+
+
+def test_a_number_with_too_many_digits_is_an_event_format_error() -> None:
+    """Regression: a 5,000-digit integer raised a plain ValueError out of ``parse_event``,
+    which the verifier did not catch."""
+    error = refused(b'{"v":' + b"1" * 5000 + b"}")
+    assert "too many digits" in str(error)

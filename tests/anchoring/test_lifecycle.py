@@ -3,6 +3,7 @@ per-archive hash chain with grantee side chains, and the projection onto the on-
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,7 @@ KEEP: Any = object()
 
 def create_data(**overrides: Any) -> dict[str, Any]:
     return {
-        "record_class": "OUTPATIENT",
+        "record_class": "INPATIENT",
         "sensitivity": "NORMAL",
         "department": "ENT",
         "patient": "9d" * 32,
@@ -377,6 +378,22 @@ def test_archive_rules() -> None:
     )
     story.do(EventType.ARCHIVE, archive_data(commitment=C1))
     story.refuse(EventType.ARCHIVE, archive_data(commitment=C1), "only allowed from CREATED")
+
+
+def test_archive_keeps_the_class_set_by_create() -> None:
+    """§8: ARCHIVE's record class is the archive's class (CREATE's); no event changes it.
+    Regression: an OUTPATIENT record could be archived as INPATIENT (another retention)."""
+    story = Story()
+    story.do(EventType.CREATE, create_data(record_class="OUTPATIENT"))
+    story.refuse(
+        EventType.ARCHIVE,
+        archive_data(commitment=C1),
+        re.escape("record class INPATIENT differs from the archive's class OUTPATIENT (set by"),
+    )
+    state = story.do(
+        EventType.ARCHIVE, {**archive_data(commitment=C1), "record_class": "OUTPATIENT"}
+    )
+    assert state.record_class.value == "OUTPATIENT"
 
 
 def test_custodian_access_rules() -> None:

@@ -23,7 +23,7 @@ from anchoring.bundle import (
     parse_bundle,
 )
 from anchoring.chainview import CustodyRecord, CustodyState, OnChainCheckpoint
-from anchoring.errors import ChainError
+from anchoring.errors import ChainError, NotANotaryError
 from anchoring.events import (
     EVENT_MODELS,
     EventType,
@@ -239,7 +239,7 @@ class Network:
 
 def _create_data() -> dict[str, Any]:
     return {
-        "record_class": "OUTPATIENT",
+        "record_class": "INPATIENT",
         "sensitivity": "NORMAL",
         "department": "ENT",
         "patient": "9d" * 32,
@@ -690,6 +690,133 @@ def test_any_single_bit_flip_anywhere_in_any_entry_fails(position: int) -> None:
             bundle, position, checkpoint=replace(entry.checkpoint, root=bytes(root))
         )
         assert not verify_bundle(tampered, net.chain).ok
+
+
+# ------------------------------------------------------------------------------------------
+# Which failure is "first" (§7.5), and when the chain stops being asked
+
+
+def test_first_failure_is_the_one_at_the_lowest_entry_position() -> None:
+    """Entry 3 is wrong on its face, entry 1 only on chain: entry 1's failure is the first, and
+    the chain is still asked about entries after it (every entry's own checks run)."""
+    net = single_hospital()
+    bundle = net.bundle()
+    proof = list(bundle.entries[3].proof)
+    proof[0] = bytes(32)
+    ghost = replace(bundle.entries[1].checkpoint, index=5)
+    tampered = _with_entry(_with_entry(bundle, 3, proof=tuple(proof)), 1, checkpoint=ghost)
+    report = verify_bundle(tampered, net.chain)
+    failure_of(report, Code.CHECKPOINT_MISSING, entry=1)
+    assert [(f.entry, f.code) for f in report.failures] == [
+        (1, Code.CHECKPOINT_MISSING),
+        (3, Code.INCLUSION_INVALID),
+    ]
+    assert ("checkpoint_at", A, 1) in net.chain.calls  # entry 2's checkpoint, after the failure
+    assert report.entries[2].block_time is not None
+    assert [e.verdict for e in report.entries] == [
+        Verdict.OK,
+        Verdict.FAILED,
+        Verdict.UNCHECKED,  # its own checks passed; the replay stopped at entry 1
+        Verdict.FAILED,
+    ]
+
+
+def test_a_sequence_failure_before_an_entry_failure_comes_first() -> None:
+    net = single_hospital()
+    bundle = net.bundle()
+    entries = list(bundle.entries)
+    entries[1], entries[2] = entries[2], entries[1]  # entry 1 breaks the hash chain
+    proof = list(entries[3].proof)
+    proof[0] = bytes(32)
+    entries[3] = replace(entries[3], proof=tuple(proof))
+    report = verify_bundle(replace(bundle, entries=tuple(entries)), net.chain)
+    failure_of(report, Code.PREV_MISMATCH, entry=1)
+    assert [f.code for f in report.failures] == [Code.PREV_MISMATCH, Code.INCLUSION_INVALID]
+
+
+def test_within_an_entry_the_first_check_of_the_spec_order_names_the_failure() -> None:
+    """§7.3 order: event, then where it sits, then inclusion, then the chain. One failure per
+    entry is reported, and a wrong entry is not looked up on chain."""
+    net = single_hospital()
+    bundle = net.bundle()
+    moved = _with_entry(bundle, 1, log_index=0)  # also breaks the inclusion proof
+    report = verify_bundle(moved, net.chain)
+    failure_of(report, Code.LOG_INDEX_MISMATCH, entry=1)
+    assert [f.code for f in report.failures] == [Code.LOG_INDEX_MISMATCH]
+
+    proof = list(bundle.entries[3].proof)
+    proof[0] = bytes(32)
+    ghost = replace(bundle.entries[3].checkpoint, index=7)
+    net.chain.calls.clear()
+    report = verify_bundle(_with_entry(bundle, 3, proof=tuple(proof), checkpoint=ghost), net.chain)
+    failure_of(report, Code.INCLUSION_INVALID, entry=3)
+    assert all(call[0] != "checkpoint_at" or call[2] != 7 for call in net.chain.calls)
+
+
+def test_a_deployment_failure_stops_the_chain_reads() -> None:
+    """Regression: after chain_id_mismatch the verifier went on reading checkpoints of the
+    wrong chain (and reported their absence at every entry)."""
+    net = single_hospital()
+    net.chain.chain_id_value = 5
+    net.chain.calls.clear()
+    report = verify_bundle(net.bundle(), net.chain)
+    failure_of(report, Code.CHAIN_ID_MISMATCH)
+    assert net.chain.calls == [("chain_id",)]
+    assert [f.code for f in report.failures] == [Code.CHAIN_ID_MISMATCH]
+    assert all(e.verdict is Verdict.UNCHECKED for e in report.entries)
+
+    net = single_hospital()
+    net.chain.notary = B
+    net.chain.calls.clear()
+    report = verify_bundle(net.bundle(), net.chain)
+    assert f"the trusted notary is {B}" in failure_of(report, Code.NOTARY_MISMATCH)
+    assert net.chain.calls == [("chain_id",), ("notary_address",)]
+
+
+def test_notary_addresses_compare_as_bytes_not_text() -> None:
+    net = single_hospital()
+    net.chain.notary = NOTARY.lower()  # a trusted address may be given in any case
+    assert verify_bundle(net.bundle(), net.chain).ok
+
+
+def test_a_trusted_address_that_holds_no_notary_is_invalid_not_unavailable() -> None:
+    net = single_hospital()
+
+    class NoNotary(RecordedChain):
+        def checkpoint_count(self, hospital: str) -> int:
+            self._call("checkpoint_count", hospital)
+            raise NotANotaryError(f"the trusted notary address {NOTARY} holds no contract code")
+
+    chain = NoNotary(checkpoints=net.chain.checkpoints, records=net.chain.records)
+    report = verify_bundle(net.bundle(), chain)
+    assert "holds no contract code" in failure_of(report, Code.NOTARY_MISMATCH, entry=None)
+    assert report.status is Status.INVALID
+    assert [e.verdict for e in report.entries] == [Verdict.UNCHECKED] * 4
+    assert chain.calls.count(("checkpoint_count", A)) == 1  # then it stops asking
+    assert not report.custody_checked
+
+
+def test_the_custody_claim_is_judged_before_the_custody_record() -> None:
+    net = transferred()
+    record = net.chain.records[ARCHIVE]
+    net.chain.records[ARCHIVE] = replace(record, on_hold=True)
+    claim = CustodyClaim(A, CustodyState.ARCHIVED, False, C1)
+    report = verify_bundle(net.bundle(custody=claim), net.chain)
+    failure_of(report, Code.CUSTODY_CLAIM_MISMATCH)
+    assert [f.code for f in report.failures] == [
+        Code.CUSTODY_CLAIM_MISMATCH,
+        Code.CUSTODY_MISMATCH,
+    ]
+
+
+def test_an_event_with_a_huge_number_is_event_invalid_not_a_crash() -> None:
+    """Regression: a 5,000-digit integer in an event's bytes raised ValueError out of
+    ``verify_bundle``."""
+    net = single_hospital()
+    bundle = net.bundle()
+    huge = b'{"v":' + b"9" * 5000 + b"}"
+    report = verify_bundle(_with_entry(bundle, 2, event=huge), net.chain)
+    assert "too many digits" in failure_of(report, Code.EVENT_INVALID, entry=2)
 
 
 # ------------------------------------------------------------------------------------------
