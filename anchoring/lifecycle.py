@@ -662,12 +662,8 @@ RULES: Mapping[EventType, Rule] = {
             ArchiveStatus.CREATED,
             when="from CREATED",
             effect=_archive,
-            legal_when=(
-                "custodian; CREATED; `record_class` = the archive's class (CREATE's: no event "
-                "changes it); `commitment` = current version's commitment; "
-                "`retention_deadline` ≥ `trigger_date` 00:00Z"
-            ),
-            does="ARCHIVED; class, commitment, deadline set",
+            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s: nothing changes it); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
+            does="ARCHIVED; commitment, deadline set",
         ),
         _rule(
             EventType.ACCESS,
@@ -675,12 +671,7 @@ RULES: Mapping[EventType, Rule] = {
             when="outside a pending transfer",
             in_transit="the archive is in transit: no access while a transfer is pending",
             effect=_access,
-            legal_when=(
-                "not TRANSFER_PENDING; after DESTROYED only scope `metadata` or `proof`; "
-                "`grant` = null, or (a *disclosure* to a grantee) the `SHARE_GRANT` leaf hash "
-                "of a grant live at `time`, with the grantee's address as `actor`, the "
-                "grant's `purpose` and `break_glass` false"
-            ),
+            legal_when="not TRANSFER_PENDING; after DESTROYED only scope `metadata` or `proof`; `grant` = null (a read; break-glass allowed, with its `reason_hash`, §4.3), or a **disclosure** to a grantee: `grant` = the `SHARE_GRANT` leaf hash of a grant held, `time` < its `expires_at`, `actor` = the grantee's address, same `purpose`, `break_glass` false",
             does="—",
         ),
         _rule(
@@ -688,10 +679,7 @@ RULES: Mapping[EventType, Rule] = {
             frozenset({ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED}),
             when="while CREATED/ARCHIVED",
             effect=_share_grant,
-            legal_when=(
-                "custodian; CREATED or ARCHIVED; `grantee` ≠ custodian; `expires_at` > `time`; "
-                "the grantee holds no unexpired grant"
-            ),
+            legal_when="custodian; CREATED or ARCHIVED; `grantee` ≠ custodian; `expires_at` > `time`; the grantee holds no unexpired grant",
             does="grant recorded (replaces an expired one)",
         ),
         _rule(
@@ -699,10 +687,7 @@ RULES: Mapping[EventType, Rule] = {
             _LIVE,
             when="before DESTROYED",
             effect=_share_revoke,
-            legal_when=(
-                "custodian; not DESTROYED; the grantee holds a grant; reason `expired` only at "
-                "or after `expires_at`"
-            ),
+            legal_when="custodian; not DESTROYED; the grantee holds a grant; reason `expired` only at or after `expires_at`",
             does="grant removed",
         ),
         _rule(
@@ -711,9 +696,7 @@ RULES: Mapping[EventType, Rule] = {
             when="from ARCHIVED",
             blocked_by_hold="transfer-out",
             effect=_transfer_offer,
-            legal_when=(
-                "custodian; ARCHIVED; not on hold; `to` ≠ custodian; `expires_at` null or > `time`"
-            ),
+            legal_when="custodian; ARCHIVED; not on hold; `to` ≠ custodian; `expires_at` null or > `time`",
             does="TRANSFER_PENDING; recipient = `to`",
         ),
         _rule(
@@ -722,12 +705,7 @@ RULES: Mapping[EventType, Rule] = {
             when="while TRANSFER_PENDING",
             blocked_by_hold="transfer-out",
             effect=_transfer_accept,
-            legal_when=(
-                "TRANSFER_PENDING; logged by the pending recipient; `from` = custodian; "
-                "`offer_hash` null or the offer's leaf hash; not on hold (the offer's expiry is "
-                "enforced by the custodian's TRANSFER_CANCEL, not here: an acceptance confirmed "
-                "on chain before any cancel stands)"
-            ),
+            legal_when="TRANSFER_PENDING; logged by the pending recipient; `from` = custodian; `offer_hash` null or the offer's leaf hash; not on hold (the offer's expiry is enforced by the custodian's TRANSFER_CANCEL, not here: an acceptance confirmed on chain before any cancel stands)",
             does="ARCHIVED; custodian = recipient; all share grants end",
         ),
         _rule(
@@ -751,11 +729,7 @@ RULES: Mapping[EventType, Rule] = {
             _LIVE,
             when="before DESTROYED",
             effect=_hold_place,
-            legal_when=(
-                "custodian's log; not DESTROYED; not on hold — except that a regulator hold "
-                "(`by_regulator` true) takes over the custodian's own hold; a regulator hold has "
-                "a member address as `actor`"
-            ),
+            legal_when="custodian's log; not DESTROYED; not on hold — except that a regulator hold (`by_regulator` true) takes over the custodian's own hold; a regulator hold has a member address as `actor`",
             does="on hold",
         ),
         _rule(
@@ -763,10 +737,7 @@ RULES: Mapping[EventType, Rule] = {
             _ANY,
             when="on hold",
             effect=_hold_release,
-            legal_when=(
-                "custodian's log; on hold; a regulator hold is released with a member address as "
-                "`actor`"
-            ),
+            legal_when="custodian's log; on hold; a regulator hold is released with a member address as `actor`",
             does="hold cleared",
         ),
         _rule(
@@ -774,10 +745,7 @@ RULES: Mapping[EventType, Rule] = {
             _EXTENDABLE,
             when="once ARCHIVED and before DESTROYED",
             effect=_retention_extend,
-            legal_when=(
-                "custodian; ARCHIVED, TRANSFER_PENDING or DISPOSITION_REVIEW; "
-                "`previous_deadline` = current deadline; `new_deadline` > it"
-            ),
+            legal_when="custodian; ARCHIVED, TRANSFER_PENDING or DISPOSITION_REVIEW; `previous_deadline` = current deadline; `new_deadline` > it",
             does="deadline moved; DISPOSITION_REVIEW returns to ARCHIVED",
         ),
         _rule(
@@ -806,10 +774,7 @@ RULES: Mapping[EventType, Rule] = {
             when="before DESTROYED",
             in_transit=_CUSTODY_ONLY,
             effect=_fixity_check,
-            legal_when=(
-                "custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; the `version` exists; when "
-                "`ok`, `ciphertext_sha256` is that version's"
-            ),
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; the `version` exists; when `ok`, `ciphertext_sha256` is that version's",
             does="—",
         ),
         _rule(
@@ -818,10 +783,7 @@ RULES: Mapping[EventType, Rule] = {
             when="before DESTROYED",
             in_transit=_CUSTODY_ONLY,
             effect=_tier_move,
-            legal_when=(
-                "custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `from_tier` = current tier "
-                "(initially `hot`) ≠ `to_tier`"
-            ),
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `from_tier` = current tier (initially `hot`) ≠ `to_tier`",
             does="tier changed",
         ),
         _rule(
@@ -830,7 +792,7 @@ RULES: Mapping[EventType, Rule] = {
             when="before DESTROYED",
             in_transit=_CUSTODY_ONLY,
             effect=_tag_bind,
-            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; tag not yet bound",
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `tag_hash` not yet bound to this archive (one archive per tag in a log: §4.3, not checkable from one bundle)",
             does="tag bound",
         ),
         _rule(

@@ -35,6 +35,7 @@ from anchoring.events import (
     CreateData,
     CreateEvent,
     Event,
+    EventType,
     HoldPlaceData,
     HoldPlaceEvent,
     HoldReleaseData,
@@ -265,12 +266,8 @@ class ArchiveService:
         self._check_media_type(media_type)
         with self.db.session() as session:
             archive = self.ledger.visible(session, principal, archive_id)
-            if archive.state != lifecycle.ArchiveStatus.CREATED.value:
-                raise ConflictError(
-                    f"archive {archive_id} is {archive.state}: amendments are allowed only while "
-                    "CREATED",
-                    code="illegal_transition",
-                )
+            # Refused before the upload is encrypted and stored, by the lifecycle's own rule.
+            lifecycle.check_allowed(self.ledger.state(session, archive), EventType.AMEND)
             next_version = archive.current_version + 1
         with self.db.session() as session:
             material = self.keyring.own(session, archive_id)
