@@ -20,9 +20,11 @@ from anchoring.errors import AnchoringError
 from anchoring.storage import OutboxItem, OutboxState
 from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
 from node import migrations
+from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Database, GroupCommitter, UnitOfWork
+from node.encounters import EncounterFanOut
 from node.errors import ConfigError
 from node.keyring import KeyRing
 from node.keystore import Keystore
@@ -60,6 +62,8 @@ class NodeRuntime:
     writer: ContractWriter
     committer: GroupCommitter
     worker: AnchoringWorker
+    alerts: AlertSink = field(default_factory=LoggingAlertSink)
+    encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
     ledger: Ledger = field(init=False)
     keyring: KeyRing = field(init=False)
     pseudonyms: Pseudonyms = field(init=False)
