@@ -1,15 +1,15 @@
 """The hospital's append-only event log in the node database (RFC 6962 Merkle log).
 
-Tables: ``log_entries`` (one row per event: canonical bytes and a few indexed columns), ``log_nodes``
-(the hash of every completed perfect subtree; leaves are level 0; see ``node_id`` for the key),
-``log_head`` (one row: size, root and the right frontier) and, for anchoring, ``checkpoints`` and
-``chain_outbox``.
+Tables: ``log_entries`` (one row per event: canonical bytes and a few indexed columns),
+``log_nodes`` and ``log_upper_nodes`` (the hash of every completed perfect subtree, below and from
+level ``UPPER_LEVEL``; leaves are level 0; see ``node_id`` for the keys), ``log_head`` (one row:
+size, root and the right frontier) and, for anchoring, ``checkpoints`` and ``chain_outbox``.
 
 Appending costs O(log n) hashing and on average two node rows per leaf (written with ``COPY`` on
 PostgreSQL). A tree head, an inclusion proof or a consistency proof for any size is served from
-O(log n) node hashes: the few at level ``UPPER_LEVEL`` and above from a bounded in-memory copy of the
-committed log's upper levels (``UpperLevels``), the rest in one query whose rows share a handful of
-pages. The log is never rebuilt and never held in memory whole.
+O(log n) node hashes: those at level ``UPPER_LEVEL`` and above from a bounded in-memory copy of
+the committed log's upper levels (``UpperLevels``), the rest in one query whose rows share a
+handful of pages. The log is never rebuilt and never held in memory whole.
 
 Nothing here commits: the caller owns the transaction (one service call is one transaction).
 """
@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -38,34 +38,37 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from anchoring import merkle
 from anchoring.errors import LogError
 
 NODE_INDEX_BITS = 48
-"""Room for 2^48 leaves per log (plenty); upper keys are ``UPPER_KEYS | level << 48 | index``."""
+"""Room for 2^48 leaves per log (plenty): upper keys are ``level << 48 | index``."""
 
 UPPER_LEVEL = 8
-"""Subtrees of 2^8 leaves and more (one row per 128 leaves) are keyed level by level, apart."""
+"""Subtrees of 2^8 leaves and more (one per 128 leaves) live in ``log_upper_nodes``."""
 
-UPPER_KEYS = 1 << 62
-"""Start of the key range of the upper subtrees (above every completion position of 2^48 leaves)."""
+UPPER_KEYS = UPPER_LEVEL << NODE_INDEX_BITS
+"""The smallest upper key; every completion position of a log of 2^48 leaves is below 2^49."""
 
 HEAD_ID = 1
 
 
 def node_id(level: int, index: int) -> int:
-    """The primary key of the perfect subtree ``(level, index)`` in ``log_nodes``.
+    """The key of the perfect subtree ``(level, index)``.
 
-    Below ``UPPER_LEVEL`` it is the subtree's completion position (``merkle.completion_position``):
-    appends write increasing keys (the B-tree grows at its right edge) and the low siblings in a
-    proof are neighbours in the B-tree. From ``UPPER_LEVEL`` up it is ``UPPER_KEYS | level << 48 |
-    index``: each upper level is one contiguous key range, read by range scans into ``UpperLevels``.
+    Below ``UPPER_LEVEL`` (table ``log_nodes``) it is the subtree's completion position
+    (``merkle.completion_position``): appends write increasing keys, so the B-tree grows at its
+    right edge and its heap (PostgreSQL) follows key order, and a proof's low siblings of one leaf
+    are neighbours, sharing pages. From ``UPPER_LEVEL`` up (table ``log_upper_nodes``, small) it is
+    ``level << 48 | index``: each level one key range, read by range scans into ``UpperLevels``.
+    The two key ranges do not overlap.
     """
     if level < UPPER_LEVEL:
         return merkle.completion_position(level, index)
-    return UPPER_KEYS | (level << NODE_INDEX_BITS) | index
+    return (level << NODE_INDEX_BITS) | index
 
 
 metadata = MetaData(
@@ -121,11 +124,24 @@ class LogEntry(Base):
 
 
 class LogNode(Base):
-    """The hash of one completed perfect subtree (level 0 = a leaf hash)."""
+    """The hash of one completed perfect subtree below ``UPPER_LEVEL`` (level 0 = a leaf hash),
+    keyed by its completion position (``node_id``)."""
 
     __tablename__ = "log_nodes"
 
     # INTEGER on SQLite makes the key the rowid: one B-tree, not a table plus a key index.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogUpperNode(Base):
+    """The hash of one completed perfect subtree at ``UPPER_LEVEL`` or above, keyed
+    ``level << 48 | index`` (``node_id``). About one row per 128 leaves: loaded into memory."""
+
+    __tablename__ = "log_upper_nodes"
+
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
@@ -224,6 +240,7 @@ class _Mark:
     frontier: list[bytes]
     entries: int
     nodes: int
+    upper: int
 
 
 @dataclass
@@ -240,6 +257,7 @@ class LogWriter:
     frontier: list[bytes]
     _entries: list[tuple[int, str, str, datetime, bytes]] = field(default_factory=list)
     _nodes: list[tuple[int, bytes]] = field(default_factory=list)
+    _upper: list[tuple[int, bytes]] = field(default_factory=list)
 
     @classmethod
     def open(cls, session: Session) -> LogWriter:
@@ -269,10 +287,11 @@ class LogWriter:
         self._entries.append((index, archive_id, event_type, time, event))
         # The subtrees this leaf completes take the next completion positions, level by level.
         first = merkle.nodes_before_leaf(index)
-        self._nodes.extend(
-            (first + lvl if lvl < UPPER_LEVEL else node_id(lvl, idx), h)
-            for lvl, idx, h in completed
-        )
+        for level, subtree, digest in completed:
+            if level < UPPER_LEVEL:
+                self._nodes.append((first + level, digest))
+            else:
+                self._upper.append((node_id(level, subtree), digest))
         return Appended(index=index, leaf_hash=leaf)
 
     @property
@@ -282,13 +301,16 @@ class LogWriter:
 
     def mark(self) -> _Mark:
         """Remember the current position (see ``reset``)."""
-        return _Mark(self.size, list(self.frontier), len(self._entries), len(self._nodes))
+        return _Mark(
+            self.size, list(self.frontier), len(self._entries), len(self._nodes), len(self._upper)
+        )
 
     def reset(self, mark: _Mark) -> None:
         """Forget every append made after ``mark`` (they were never written)."""
         self.size, self.frontier = mark.size, list(mark.frontier)
         del self._entries[mark.entries :]
         del self._nodes[mark.nodes :]
+        del self._upper[mark.upper :]
 
     def flush(self) -> None:
         """Write buffered entries, completed nodes and the new head (no commit)."""
@@ -310,14 +332,16 @@ class LogWriter:
                 stored = times[time] = to_db(time) if to_db else time
             rows.append((index, archive_id, event_type, stored, event))
         if dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-            _copy_log_rows(connection.connection.driver_connection, rows, self._nodes)
+            _copy_log_rows(connection, rows, self._nodes)
         else:
-            positional = dialect.paramstyle == "qmark"
+            mark = _mark(dialect)
+            connection.exec_driver_sql(_INSERT_ENTRIES.format(mark=mark), rows)
             connection.exec_driver_sql(
-                _INSERT_ENTRIES_QMARK if positional else _INSERT_ENTRIES, rows
+                _INSERT_NODES.format(table="log_nodes", mark=mark), self._nodes
             )
+        if self._upper:  # one row per 128 leaves
             connection.exec_driver_sql(
-                _INSERT_NODES_QMARK if positional else _INSERT_NODES, self._nodes
+                _INSERT_NODES.format(table="log_upper_nodes", mark=_mark(dialect)), self._upper
             )
         root = merkle.hash_from_subtrees(self.frontier) if self.frontier else merkle.EMPTY_ROOT
         values = {
@@ -335,42 +359,51 @@ class LogWriter:
         self.session.flush()
         self._entries.clear()
         self._nodes.clear()
+        self._upper.clear()
 
 
-_INSERT_ENTRIES_QMARK = (
-    "INSERT INTO log_entries (idx, archive_id, event_type, time, event) VALUES (?, ?, ?, ?, ?)"
-)
 _INSERT_ENTRIES = (
-    "INSERT INTO log_entries (idx, archive_id, event_type, time, event) VALUES (%s, %s, %s, %s, %s)"
+    "INSERT INTO log_entries (idx, archive_id, event_type, time, event) "
+    "VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
 )
-_INSERT_NODES_QMARK = "INSERT INTO log_nodes (id, hash) VALUES (?, ?)"
-_INSERT_NODES = "INSERT INTO log_nodes (id, hash) VALUES (%s, %s)"
+_INSERT_NODES = "INSERT INTO {table} (id, hash) VALUES ({mark}, {mark})"
 
 COPY_MIN_ROWS = 16
 """From this many entries in one flush, PostgreSQL gets ``COPY`` instead of ``executemany``."""
 
-_COPY_ENTRIES = "COPY log_entries (idx, archive_id, event_type, time, event) FROM STDIN (FORMAT BINARY)"
+_COPY_ENTRIES = (
+    "COPY log_entries (idx, archive_id, event_type, time, event) FROM STDIN (FORMAT BINARY)"
+)
 _COPY_ENTRY_TYPES = ("int8", "varchar", "varchar", "timestamptz", "bytea")
 _COPY_NODES = "COPY log_nodes (id, hash) FROM STDIN (FORMAT BINARY)"
 _COPY_NODE_TYPES = ("int8", "bytea")
 
 
 def _copy_log_rows(
-    driver_connection: Any,
+    connection: Connection,
     entries: Sequence[tuple[int, str, str, Any, bytes]],
     nodes: Sequence[tuple[int, bytes]],
 ) -> None:
     """Write entry and node rows with binary ``COPY … FROM STDIN`` (psycopg 3), in the current
-    transaction: a few protocol messages instead of one INSERT per row."""
-    with driver_connection.cursor() as cursor:
-        with cursor.copy(_COPY_ENTRIES) as copy:
-            copy.set_types(_COPY_ENTRY_TYPES)
-            for row in entries:
-                copy.write_row(row)
-        with cursor.copy(_COPY_NODES) as copy:
-            copy.set_types(_COPY_NODE_TYPES)
-            for row in nodes:
-                copy.write_row(row)
+    transaction: a few protocol messages instead of one INSERT per row. Driver errors are raised
+    as SQLAlchemy's (e.g. ``IntegrityError``), as ``executemany`` would raise them."""
+    import psycopg
+
+    driver = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    statement = _COPY_ENTRIES
+    try:
+        with driver.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                copy.set_types(_COPY_ENTRY_TYPES)
+                for entry in entries:
+                    copy.write_row(entry)
+            statement = _COPY_NODES
+            with cursor.copy(statement) as copy:
+                copy.set_types(_COPY_NODE_TYPES)
+                for node in nodes:
+                    copy.write_row(node)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 def _split_hashes(blob: bytes) -> list[bytes]:
@@ -457,7 +490,7 @@ class UpperLevels:
             try:
                 cursor = raw.cursor()
                 try:
-                    cursor.execute(f"SELECT size FROM log_head WHERE id = {HEAD_ID}")
+                    cursor.execute(_HEAD_SIZE)
                     row = cursor.fetchone()
                     size = int(row[0]) if row else 0
                     if size < self.size:  # another log under the same engine: start again
@@ -473,12 +506,11 @@ class UpperLevels:
                         for level, (have, want) in wanted.items()
                         if want > have
                     ]
-                    rows: list[Any] = []
+                    rows: Sequence[Any] = []
                     if bounds:
                         # One range scan per level (SQLite plans a full scan for an OR of
                         # more than a few ranges).
-                        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-                        scan = f"SELECT id, hash FROM log_nodes WHERE id >= {mark} AND id < {mark}"
+                        scan = _UPPER_RANGE.format(mark=_mark(engine.dialect))
                         cursor.execute(
                             " UNION ALL ".join([scan] * len(bounds)) + " ORDER BY 1",
                             [bound for pair in bounds for bound in pair],
@@ -501,11 +533,11 @@ class UpperLevels:
         return lowest
 
     def _add(
-        self, size: int, lowest: int, wanted: dict[int, tuple[int, int]], rows: list[Any]
+        self, size: int, lowest: int, wanted: dict[int, tuple[int, int]], rows: Sequence[Any]
     ) -> None:
         by_level: dict[int, list[bytes]] = {}
         for row_id, digest in rows:
-            by_level.setdefault(((row_id ^ UPPER_KEYS) >> NODE_INDEX_BITS), []).append(digest)
+            by_level.setdefault(row_id >> NODE_INDEX_BITS, []).append(digest)
         for level, (have, want) in wanted.items():
             if len(by_level.get(level, ())) != want - have:
                 return  # a stored subtree is missing: leave it to the query (which reports it)
@@ -537,17 +569,36 @@ def upper_levels(engine: Engine) -> UpperLevels | None:
 # Proofs: upper subtrees from memory, the rest in one query
 
 
+_HEAD_SIZE = "SELECT size FROM log_head WHERE id = 1"
+_UPPER_RANGE = "SELECT id, hash FROM log_upper_nodes WHERE id >= {mark} AND id < {mark}"
+_NODES_IN = "SELECT id, hash FROM {table} WHERE id IN ({marks})"
+_NODES_ANY = "SELECT id, hash FROM {table} WHERE id = ANY(%s::bigint[])"
+
+
+def _mark(dialect: Dialect) -> str:
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 def _select_nodes(session: Session, ids: list[int]) -> Sequence[Any]:
+    """``(id, hash)`` of the stored subtrees among ``ids``, from both tables, in one statement."""
+    by_table = [
+        (table, keys)
+        for table, keys in (
+            ("log_nodes", [key for key in ids if key < UPPER_KEYS]),
+            ("log_upper_nodes", [key for key in ids if key >= UPPER_KEYS]),
+        )
+        if keys
+    ]
     connection = session.connection()
-    if connection.dialect.name == "postgresql":  # one statement text: prepared after a few runs
-        return connection.exec_driver_sql(
-            "SELECT id, hash FROM log_nodes WHERE id = ANY(%s::bigint[])", (ids,)
-        ).all()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    marks = ", ".join([mark] * len(ids))
-    return connection.exec_driver_sql(
-        f"SELECT id, hash FROM log_nodes WHERE id IN ({marks})", tuple(ids)
-    ).all()
+    if connection.dialect.name == "postgresql":  # fixed statement texts: prepared after 5 runs
+        sql = " UNION ALL ".join(_NODES_ANY.format(table=table) for table, _ in by_table)
+        return connection.exec_driver_sql(sql, tuple(keys for _, keys in by_table)).all()
+    mark = _mark(connection.dialect)
+    sql = " UNION ALL ".join(
+        _NODES_IN.format(table=table, marks=", ".join([mark] * len(keys)))
+        for table, keys in by_table
+    )
+    return connection.exec_driver_sql(sql, tuple(key for _, keys in by_table for key in keys)).all()
 
 
 def _fetch_nodes(
@@ -583,9 +634,7 @@ def _fetch_nodes(
     return found
 
 
-def _range_hashes(
-    session: Session, ranges: Sequence[tuple[int, int]], size: int
-) -> list[bytes]:
+def _range_hashes(session: Session, ranges: Sequence[tuple[int, int]], size: int) -> list[bytes]:
     decomposed = [merkle.perfect_subtrees(lo, hi) for lo, hi in ranges]
     nodes = _fetch_nodes(session, {key for subtrees in decomposed for key in subtrees}, size)
     return [merkle.hash_from_subtrees([nodes[key] for key in subtrees]) for subtrees in decomposed]

@@ -398,17 +398,19 @@ def test_completion_positions_follow_the_order_appends_complete_subtrees() -> No
         frontier, completed = merkle.append_leaf(frontier, size, LEAVES[size % len(LEAVES)])
         for level, index, _ in completed:
             assert merkle.completion_position(level, index) == position
-            assert merkle.subtree_at_position(position) == (level, index)
             position += 1
 
 
 @PROPERTY_SETTINGS
 @given(st.integers(0, 40), st.integers(0, 2**40))
-def test_completion_position_is_a_bijection(level: int, index: int) -> None:
+def test_completion_position_of_any_subtree(level: int, index: int) -> None:
     position = merkle.completion_position(level, index)
-    assert merkle.subtree_at_position(position) == (level, index)
-    # Completed by leaf (index + 1) << level minus one, after its ``level`` lower subtrees.
-    assert position == merkle.nodes_before_leaf(((index + 1) << level) - 1) + level
+    # Completed by leaf ((index + 1) << level) - 1, after the ``level`` subtrees below it.
+    last_leaf = ((index + 1) << level) - 1
+    assert position == merkle.nodes_before_leaf(last_leaf) + level
+    # Every subtree completed later (here: its parent and its right neighbour) comes after it.
+    assert merkle.completion_position(level + 1, index // 2) > position
+    assert merkle.completion_position(level, index + 1) > position
 
 
 def test_negative_subtrees_and_positions_are_refused() -> None:
@@ -416,8 +418,6 @@ def test_negative_subtrees_and_positions_are_refused() -> None:
         merkle.completion_position(-1, 0)
     with pytest.raises(LogError):
         merkle.completion_position(0, -1)
-    with pytest.raises(LogError):
-        merkle.subtree_at_position(-1)
 
 
 # ------------------------------------------------------------------------------------------
