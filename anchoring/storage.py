@@ -357,6 +357,7 @@ class LogWriter:
             for key, value in values.items():
                 setattr(head, key, value)
         self.session.flush()
+        self.session.info[WROTE_LOG_ROWS] = True
         self._entries.clear()
         self._nodes.clear()
         self._upper.clear()
@@ -367,6 +368,10 @@ _INSERT_ENTRIES = (
     "VALUES ({mark}, {mark}, {mark}, {mark}, {mark})"
 )
 _INSERT_NODES = "INSERT INTO {table} (id, hash) VALUES ({mark}, {mark})"
+
+WROTE_LOG_ROWS = "archivechain.wrote_log_rows"
+"""``Session.info`` flag set by ``LogWriter.flush``: that session may see uncommitted subtrees, so
+``UpperLevels`` is never refreshed through it."""
 
 COPY_MIN_ROWS = 16
 """From this many entries in one flush, PostgreSQL gets ``COPY`` instead of ``executemany``."""
@@ -454,9 +459,10 @@ class UpperLevels:
 
     There are about ``size / 128`` of them (2.4 MiB at 10^7 leaves), so a proof's upper nodes (16
     of its 24 at 10^7 leaves) cost no I/O. A completed subtree never changes: nothing here is ever
-    invalidated. The copy is read through a pooled connection of its own, outside any caller's
-    transaction, so it only holds committed subtrees (a rolled-back append leaves nothing here);
-    the newest subtrees, not held yet, are read from the database with the rest of a proof.
+    invalidated. The copy is only read through sessions that have not written log rows (see
+    ``LogWriter.flush``), which see committed rows only, so a rolled-back append never leaves a
+    hash here; the newest subtrees, not held yet, are read from the database with the rest of a
+    proof.
 
     Readers do not lock: ``refresh`` appends to a level's array before it raises ``size``, and a
     hash is returned only for a subtree that ends within ``size``.
@@ -483,43 +489,33 @@ class UpperLevels:
         """How many hashes are held."""
         return sum(len(hashes) for hashes in self._levels.values()) // merkle.HASH_SIZE
 
-    def refresh(self, engine: Engine) -> None:
-        """Read the committed size and every upper subtree completed since the last refresh."""
+    def refresh(self, session: Session) -> None:
+        """Read the log size and every upper subtree completed since the last refresh, through
+        ``session``, which must not have written log rows (so all it sees is committed)."""
         with self._lock:
-            raw = engine.raw_connection()  # not the caller's transaction: committed rows only
-            try:
-                cursor = raw.cursor()
-                try:
-                    cursor.execute(_HEAD_SIZE)
-                    row = cursor.fetchone()
-                    size = int(row[0]) if row else 0
-                    if size < self.size:  # another log under the same engine: start again
-                        self._levels.clear()
-                        self.size, self.lowest = 0, UPPER_LEVEL
-                    lowest = self._lowest_level(size)
-                    wanted = {
-                        level: (self._count(level), size >> level)
-                        for level in range(lowest, size.bit_length())
-                    }
-                    bounds = [
-                        (node_id(level, have), node_id(level, want))
-                        for level, (have, want) in wanted.items()
-                        if want > have
-                    ]
-                    rows: Sequence[Any] = []
-                    if bounds:
-                        # One range scan per level (SQLite plans a full scan for an OR of
-                        # more than a few ranges).
-                        scan = _UPPER_RANGE.format(mark=_mark(engine.dialect))
-                        cursor.execute(
-                            " UNION ALL ".join([scan] * len(bounds)) + " ORDER BY 1",
-                            [bound for pair in bounds for bound in pair],
-                        )
-                        rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            finally:
-                raw.close()  # back to the pool, rolled back
+            connection = session.connection()
+            size = int(connection.exec_driver_sql(_HEAD_SIZE).scalar_one_or_none() or 0)
+            if size <= self.size:  # nothing new (or an older snapshot than the last refresh)
+                return
+            lowest = self._lowest_level(size)
+            wanted = {
+                level: (self._count(level), size >> level)
+                for level in range(lowest, size.bit_length())
+            }
+            bounds = [
+                (node_id(level, have), node_id(level, want))
+                for level, (have, want) in wanted.items()
+                if want > have
+            ]
+            rows: Sequence[Any] = []
+            if bounds:
+                # One range scan per level (SQLite plans a full scan for an OR of more than a
+                # few ranges).
+                scan = _UPPER_RANGE.format(mark=_mark(connection.dialect))
+                rows = connection.exec_driver_sql(
+                    " UNION ALL ".join([scan] * len(bounds)) + " ORDER BY 1",
+                    tuple(bound for pair in bounds for bound in pair),
+                ).all()
             self._add(size, lowest, wanted, rows)
 
     def _count(self, level: int) -> int:
@@ -555,7 +551,7 @@ _upper_levels_lock = threading.Lock()
 
 def upper_levels(engine: Engine) -> UpperLevels | None:
     """The in-memory upper levels of the log behind ``engine`` (None for an in-memory SQLite
-    database, where another connection would not see the same data)."""
+    database, which is one database per connection)."""
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return None
     with _upper_levels_lock:
@@ -609,8 +605,12 @@ def _fetch_nodes(
     when the log (as this session sees it) has ``size`` leaves, so no second query checks that."""
     bind = session.get_bind()
     upper = upper_levels(bind.engine if isinstance(bind, Connection) else bind)
-    if upper is not None and size - upper.size >= REFRESH_LEAVES:
-        upper.refresh(bind.engine if isinstance(bind, Connection) else bind)
+    if (
+        upper is not None
+        and size - upper.size >= REFRESH_LEAVES
+        and not session.info.get(WROTE_LOG_ROWS)  # else it may see uncommitted subtrees
+    ):
+        upper.refresh(session)
     found: dict[tuple[int, int], bytes] = {}
     keys: dict[int, tuple[int, int]] = {}
     for level, index in wanted:

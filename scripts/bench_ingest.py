@@ -17,7 +17,10 @@ in a *subprocess* of this script; every request below is real HTTP over loopback
      a second node, after the server has stopped): the difference is the HTTP and JSON cost.
 
 Usage: .venv/bin/python scripts/bench_ingest.py [--quick] [--clients N] [--skip-1gb] [--postgres URL]
+                                                [--ingest-only]
   --quick     fewer uploads and batches, 100 MB and 1 GB uploads cut to 20 MB and 200 MB
+  --ingest-only  only item 2 and 4 (bulk ingest over HTTP and at the service level); the 100
+              archives it needs are still created over HTTP, untimed
   --postgres  run both nodes on PostgreSQL (a fresh schema each, dropped at the end) instead of
               SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -561,21 +564,23 @@ def run(args: argparse.Namespace) -> int:
             consortium = build_consortium(anvil.rpc_url, derive_test_accounts(), root / "chain")
             server = Server(consortium, root / "server", server_db)
             try:
-                rows.append(single_create_p50(server, 30 if quick else 100))
-                small_rows, small_ids = creation_rows(
-                    server, "4 KB", 4 * KIB, small_count, args.clients
-                )
-                rows += small_rows
-                rows += creation_rows(server, "1 MB", MIB, medium_count, args.clients)[0]
-                rows += creation_rows(
-                    server, f"{large_size // MIB} MB", large_size, large_count, 1
-                )[0]
+                small_ids: list[str] = []
+                if not args.ingest_only:
+                    rows.append(single_create_p50(server, 30 if quick else 100))
+                    small_rows, small_ids = creation_rows(
+                        server, "4 KB", 4 * KIB, small_count, args.clients
+                    )
+                    rows += small_rows
+                    rows += creation_rows(server, "1 MB", MIB, medium_count, args.clients)[0]
+                    rows += creation_rows(
+                        server, f"{large_size // MIB} MB", large_size, large_count, 1
+                    )[0]
                 ingest_ids = small_ids[:ARCHIVES_FOR_INGEST]
                 while len(ingest_ids) < ARCHIVES_FOR_INGEST:
                     with server.client() as client:
                         ingest_ids.append(upload(client, 4 * KIB)[0])
                 rows += ingest_rows(server, ingest_ids, batches)
-                if not args.skip_1gb:
+                if not args.skip_1gb and not args.ingest_only:
                     rows += peak_memory_rows(server, huge_size)
             finally:
                 server.stop()
@@ -607,6 +612,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent upload clients")
     parser.add_argument("--skip-1gb", action="store_true", help="skip the 1 GB upload")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server instead of SQLite")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only the bulk-ingest figures (HTTP, service)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rpc", help=argparse.SUPPRESS)
     parser.add_argument("--deployment", type=Path, help=argparse.SUPPRESS)

@@ -236,6 +236,8 @@ def test_uncommitted_subtrees_are_never_held_in_memory(db: Database) -> None:
     leaves: list[bytes] = []
     _grow(db, leaves, 300)
 
+    with db.transaction() as session:  # loads the writer engine's copy (300 leaves)
+        _check_proofs(session, leaves, 300, {0, 299})
     doomed = list(leaves)
     with db.write_session() as session:
         transaction = session.begin()
