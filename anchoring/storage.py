@@ -487,7 +487,7 @@ class UpperLevels:
     @property
     def held(self) -> int:
         """How many hashes are held."""
-        return sum(len(hashes) for hashes in self._levels.values()) // merkle.HASH_SIZE
+        return sum(len(hashes) for hashes in list(self._levels.values())) // merkle.HASH_SIZE
 
     def refresh(self, session: Session) -> None:
         """Read the log size and every upper subtree completed since the last refresh, through
