@@ -331,7 +331,7 @@ class LogWriter:
             if stored is None:
                 stored = times[time] = to_db(time) if to_db else time
             rows.append((index, archive_id, event_type, stored, event))
-        if dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        if dialect.driver == "psycopg" and len(rows) >= COPY_MIN_ROWS:
             _copy_log_rows(connection, rows, self._nodes)
         else:
             mark = _mark(dialect)
@@ -374,7 +374,8 @@ WROTE_LOG_ROWS = "archivechain.wrote_log_rows"
 ``UpperLevels`` is never refreshed through it."""
 
 COPY_MIN_ROWS = 16
-"""From this many entries in one flush, PostgreSQL gets ``COPY`` instead of ``executemany``."""
+"""From this many entries in one flush, PostgreSQL (through psycopg 3) gets ``COPY`` instead of
+``executemany``."""
 
 _COPY_ENTRIES = (
     "COPY log_entries (idx, archive_id, event_type, time, event) FROM STDIN (FORMAT BINARY)"
