@@ -1,5 +1,6 @@
 # ArchiveChain — the two set-up commands are `make up` (main job) and `make test` (whole suite).
 # `make install` does the installs alone; running it twice changes nothing.
+# `make up` takes HOSPITALS=, DATA_DIR=, BASE_PORT= (first node's port) and CHAIN_PORT= (anvil's).
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,23 +8,30 @@ BIN := $(VENV)/bin
 DATA_DIR ?= data
 HOSPITALS ?= 3
 PYTEST_ARGS ?= -n 2
+BASE_PORT ?=
+CHAIN_PORT ?=
+UP_ARGS := $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(CHAIN_PORT),--chain-port $(CHAIN_PORT))
 
 .PHONY: install up down test lint typecheck compile gas bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $@
+	@echo "==> install 1/2: Python packages into $(VENV) (pip; a minute or two the first time)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	@touch $@
+	@echo "==> install 1/2: Python packages done"
 
 node_modules/.installed: package.json package-lock.json
+	@echo "==> install 2/2: JavaScript packages into node_modules (npm ci: solc, anvil, ipfs; two or three quiet minutes the first time)"
 	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@touch $@
+	@echo "==> install 2/2: JavaScript packages done"
 
 up: install
-	$(BIN)/archivechain up --hospitals $(HOSPITALS) --data-dir $(DATA_DIR)
+	$(BIN)/archivechain up --hospitals $(HOSPITALS) --data-dir $(DATA_DIR) $(UP_ARGS)
 
 down: install
 	$(BIN)/archivechain down --data-dir $(DATA_DIR)

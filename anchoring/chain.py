@@ -799,8 +799,10 @@ class ContractWriter:
         *,
         contract: ContractName = "ArchiveNotary",
         gas: int | None = None,
+        fees: Mapping[str, int] | None = None,
     ) -> SignedTx:
-        """Sign a call with an explicit nonce and a state-independent gas limit (nothing is sent)."""
+        """Sign a call with an explicit nonce and a state-independent gas limit (nothing is sent).
+        ``fees`` default to the chain's current ones (``JsonRpc.fee_fields``)."""
         data = self.chain.codec(contract).encode_call(function, args)
         return sign_transaction(
             self.account,
@@ -809,7 +811,7 @@ class ContractWriter:
             to=self.chain.addresses[contract],
             data=data,
             gas=gas if gas is not None else gas_limit(function, args),
-            fees=self.chain.rpc.fee_fields(),
+            fees=fees if fees is not None else self.chain.rpc.fee_fields(),
         )
 
     def broadcast(self, raw: bytes) -> None:

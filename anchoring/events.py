@@ -120,6 +120,8 @@ class Purpose(StrEnum):
     LEGAL = "legal"
     QUALITY = "quality"
     PATIENT_REQUEST = "patient_request"
+    OPERATIONS = "operations"
+    """Records management by the hospital's own archive staff (cataloguing, custody work)."""
 
 
 class AccessScope(StrEnum):

@@ -17,8 +17,11 @@ Rules, per event (the hospital is the log that holds the event):
 - AMEND: CREATED only; versions increase by one.
 - ARCHIVE: CREATED only; the commitment must be the current version's; deadline ≥ trigger date.
 - ACCESS by the custodian: any state but TRANSFER_PENDING (the archive is in transit); after
-  DESTROYED only metadata or proof scope. ACCESS by a grantee: its grant is active (not revoked,
-  not expired at the event's time), ``grant`` names it, same purpose, no break-glass.
+  DESTROYED only metadata or proof scope. One that names a ``grant`` is a *disclosure*: the
+  custodian handed key material, ciphertext or evidence to the grantee under that grant; the grant
+  is live (not revoked, not expired at the event's time), the actor is the grantee's address, same
+  purpose, no break-glass. ACCESS by a grantee (in its own log): its grant is active, ``grant``
+  names it, same purpose, no break-glass.
 - SHARE_GRANT: CREATED or ARCHIVED, to another hospital, expiring after the event; one live grant
   per grantee (an expired one may be replaced). SHARE_REVOKE: the grantee holds a grant.
 - TRANSFER_OFFER: ARCHIVED, not on hold, to another hospital. TRANSFER_ACCEPT: TRANSFER_PENDING,
@@ -150,6 +153,7 @@ class ArchiveState:
     on_hold: bool = False
     hold_by_regulator: bool = False
     hold_placed_by: str | None = None
+    hold_reason_hash: str | None = None  # the hold in force: ARCHIVE registers it on chain too
     pending_recipient: str | None = None
     offer_hash: str | None = None
     offer_expires_at: datetime | None = None
@@ -408,13 +412,13 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             retention_deadline=a.retention_deadline,
         )
 
-    if isinstance(event, AccessEvent):  # by the custodian (grantees are handled before)
+    if isinstance(event, AccessEvent):  # in the custodian's log (grantees are handled before)
         if status is ArchiveStatus.TRANSFER_PENDING:
             raise refuse("the archive is in transit: no access while a transfer is pending")
         if status is ArchiveStatus.DESTROYED and event.data.scope is AccessScope.CONTENT:
             raise refuse("the content was destroyed; only metadata or proof can be read")
         if event.data.grant is not None:
-            raise refuse("the custodian does not read under a share grant")
+            _check_disclosure(state, event, refuse)
         return state
 
     if isinstance(event, ShareGrantEvent):
@@ -497,6 +501,7 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             on_hold=True,
             hold_by_regulator=event.data.by_regulator,
             hold_placed_by=event.actor,
+            hold_reason_hash=event.data.reason_hash,
         )
 
     if isinstance(event, HoldReleaseEvent):
@@ -504,7 +509,13 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
             raise refuse("the archive is not on hold")
         if state.hold_by_regulator and not event.actor.startswith("0x"):
             raise refuse("a regulator hold is released by a regulator (member address as actor)")
-        return replace(state, on_hold=False, hold_by_regulator=False, hold_placed_by=None)
+        return replace(
+            state,
+            on_hold=False,
+            hold_by_regulator=False,
+            hold_placed_by=None,
+            hold_reason_hash=None,
+        )
 
     if isinstance(event, RetentionExtendEvent):
         require(
@@ -583,6 +594,23 @@ def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse)
         return replace(state, tags=state.tags | {event.data.tag_hash})
 
     raise refuse("unknown event type")  # pragma: no cover  (the union is exhaustive)
+
+
+def _check_disclosure(state: ArchiveState, event: AccessEvent, refuse: _Refuse) -> None:
+    """An ACCESS in the custodian's log that names a grant records a *disclosure*: the custodian
+    handed key material, ciphertext or evidence to the grantee (the actor) under that grant."""
+    data = event.data
+    grant = next((g for g in state.grants if g.grant_hash == data.grant), None)
+    if grant is None:
+        raise refuse("the custodian's access names no grant of this archive")
+    if event.time >= grant.expires_at:
+        raise refuse("a disclosure under a grant after the grant expired")
+    if event.actor != grant.grantee:
+        raise refuse(f"a disclosure under the grant of {grant.grantee} names actor {event.actor}")
+    if data.purpose is not grant.purpose:
+        raise refuse(f"purpose {data.purpose.value} differs from the grant's {grant.purpose.value}")
+    if data.break_glass:
+        raise refuse("a disclosure under a grant is never break-glass")
 
 
 def _end_transfer(state: ArchiveState) -> ArchiveState:

@@ -3,7 +3,8 @@
 Tables: ``log_entries`` (one row per event: canonical bytes and a few indexed columns),
 ``log_nodes`` and ``log_upper_nodes`` (the hash of every completed perfect subtree, below and from
 level ``UPPER_LEVEL``; leaves are level 0; see ``node_id`` for the keys), ``log_head`` (one row:
-size, root and the right frontier) and, for anchoring, ``checkpoints`` and ``chain_outbox``.
+size, root and the right frontier) and, for anchoring, ``checkpoints``, ``chain_outbox`` and
+``chain_outbox_attempts``.
 
 Appending costs O(log n) hashing and on average two node rows per leaf (written with ``COPY`` on
 PostgreSQL). A tree head, an inclusion proof or a consistency proof for any size is served from
@@ -220,6 +221,25 @@ class OutboxItem(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class OutboxAttempt(Base):
+    """One signed transaction of an outbox row: every one ever signed, never deleted.
+
+    A row is re-signed when its nonce is re-planned; its earlier transactions are kept here so the
+    worker can tell which one the chain mined (an earlier one may reappear and land) and can price
+    a replacement above every transaction it ever signed with the same nonce. A registerBatch
+    transaction has one attempt per row it covers.
+    """
+
+    __tablename__ = "chain_outbox_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    nonce: Mapped[int] = mapped_column(BigInteger, index=True)
+    tx_hash: Mapped[str] = mapped_column(String(66), index=True)
+    fees: Mapped[dict[str, Any]]
+    signed_at: Mapped[datetime]
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 ``PrincipalDep`` reads ``Authorization: Bearer <api key>`` and asks ``runtime.keys.authenticate``;
 a missing, malformed, unknown or revoked key is an ``AuthenticationError`` (401 with
 ``WWW-Authenticate: Bearer``, see ``api.errors``). The dependencies are plain functions, so
-FastAPI runs the database lookup in its thread pool, not on the event loop.
+FastAPI runs the database lookup in its thread pool, not on the event loop. A request with a body
+was already authenticated by ``api.authfirst`` before its body was read; the principal it found is
+reused, so each request is authenticated once.
 """
 
 from __future__ import annotations
@@ -42,16 +44,31 @@ RuntimeDep = Annotated[NodeRuntime, Depends(get_runtime)]
 StatusDep = Annotated[StatusService, Depends(get_status_service)]
 
 
-def get_principal(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+PRINCIPAL_SCOPE_KEY = "archivechain.principal"
+"""Where ``api.authfirst`` leaves the principal it authenticated in the ASGI scope."""
+
+
+def authenticate(
+    runtime: NodeRuntime, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """The caller behind the bearer key; refuses (401) anything else."""
+    """The caller behind a bearer key; ``AuthenticationError`` (401) for anything else."""
     if credentials is None:
         raise AuthenticationError(
             "an API key is required: send 'Authorization: Bearer <key>'", code="missing_api_key"
         )
     return runtime.keys.authenticate(credentials.credentials.strip())
+
+
+def get_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller behind the bearer key (authenticated before the body when there is one)."""
+    known = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(known, Principal):
+        return known
+    return authenticate(runtime, credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

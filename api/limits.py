@@ -107,6 +107,16 @@ async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> Non
     await response(scope, receive, send)
 
 
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (a non-zero length or a transfer encoding)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip() != b"0":
+            return True
+    return False
+
+
 def _content_length(scope: Scope) -> int | None:
     value = Headers(scope=scope).get("content-length")
     if value is None:

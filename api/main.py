@@ -3,7 +3,9 @@
 The caller owns the runtime (opens, starts and closes it); the app only serves it. Resource routes
 live under ``/api/v1``; ``/healthz`` and ``/metrics`` are at the root (where load balancers and
 Prometheus look) and are not mirrored. Middleware, outermost first: request metrics, body-size
-limits, last-resort 500; then FastAPI's exception handlers from ``api.errors``.
+limits (``api.limits``), authentication before any body is read (``api.authfirst``), the JSON body
+check (``api.jsonbody``: UTF-8, nesting depth), last-resort 500; then FastAPI's exception handlers
+from ``api.errors``. ``api.server`` serves the app over HTTP.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api.authfirst import AuthenticateFirstMiddleware
 from api.deps import single_valued_query
 from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
+from api.jsonbody import MAX_JSON_DEPTH, JsonBodyMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
 from api.routes import access_events, archives, checkpoints, federation, health, keys, peer, verify
@@ -49,12 +53,17 @@ _UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/archives(?:/[^/]+/amend)?/?$")
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 
 
+def is_upload(method: str, path: str) -> bool:
+    """Whether the request is a multipart upload (streamed to disk, never buffered as JSON)."""
+    return method == "POST" and _UPLOAD_PATH.match(path) is not None
+
+
 def body_limits(max_upload_bytes: int) -> LimitFor:
     """The body limit of each request: uploads, bundles, and small JSON bodies."""
     upload_limit = max_upload_bytes + MULTIPART_ALLOWANCE
 
     def limit_for(method: str, path: str) -> int:
-        if method == "POST" and _UPLOAD_PATH.match(path):
+        if is_upload(method, path):
             return upload_limit
         if method == "POST" and _VERIFY_PATH.match(path):
             return verify.MAX_VERIFY_BODY_BYTES
@@ -90,6 +99,8 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.include_router(health.router)
 
     install_error_handlers(app)
+    app.add_middleware(JsonBodyMiddleware, streamed=is_upload)
+    app.add_middleware(AuthenticateFirstMiddleware, runtime=runtime)
     app.add_middleware(
         BodyLimitMiddleware, limit_for=body_limits(runtime.settings.max_upload_bytes)
     )
@@ -110,7 +121,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     - the upload's ``metadata`` part is a JSON-encoded ``ArchiveIn`` object, not any string;
     - every error, on every route, is answered by ``api.errors`` in the ``ErrorOut`` shape, so
       FastAPI's default 422 schema is replaced by it; every route documents the 422 of a repeated
-      query parameter, every route that needs a key its 401, every route with a body its 413.
+      query parameter, every route that needs a key its 401, every route with a body its 413, every
+      route with a JSON body the 400 of the body check (``api.jsonbody``).
     """
     document = get_openapi(
         title=app.title,
@@ -145,6 +157,20 @@ def _error_response(status: int) -> dict[str, Any]:
     }
 
 
+_JSON_BODY_REFUSALS = (
+    "A JSON body that is not UTF-8 (`invalid_encoding`: byte-order mark, NUL, invalid UTF-8, lone "
+    f"surrogate) or nests deeper than {MAX_JSON_DEPTH} levels (`json_too_deep`)."
+)
+
+
+def _document_json_body_refusals(responses: dict[str, Any]) -> None:
+    """The 400 of ``api.jsonbody``, on every operation with a JSON body."""
+    if "400" not in responses:
+        responses["400"] = {**_error_response(400), "description": _JSON_BODY_REFUSALS}
+    elif _JSON_BODY_REFUSALS not in responses["400"]["description"]:
+        responses["400"]["description"] += " " + _JSON_BODY_REFUSALS
+
+
 def _errors_in_one_shape(document: dict[str, Any]) -> None:
     default_422 = f"{_SCHEMA_REF}HTTPValidationError"
     for item in document["paths"].values():
@@ -159,6 +185,8 @@ def _errors_in_one_shape(document: dict[str, Any]) -> None:
                 responses["401"] = _error_response(401)
             if "requestBody" in operation and "413" not in responses:
                 responses["413"] = _error_response(413)  # every body has a size limit
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                _document_json_body_refusals(responses)
     schemas = document["components"]["schemas"]
     if "ErrorOut" not in schemas:
         schemas["ErrorOut"] = ErrorOut.model_json_schema(ref_template=f"{_SCHEMA_REF}{{model}}")

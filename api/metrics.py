@@ -50,6 +50,11 @@ class NodeCollector(Collector):
                 "Chain transactions decided or sent but not yet confirmed.",
                 lag.pending_transactions,
             )
+            yield _gauge(
+                "chain_outbox_oldest_unconfirmed_seconds",
+                "Age of the oldest chain transaction not yet confirmed (0 when none waits).",
+                lag.oldest_unconfirmed_seconds,
+            )
         yield _gauge(
             "chain_reachable",
             "1 when the last anchoring pass reached the chain.",
@@ -59,6 +64,16 @@ class NodeCollector(Collector):
             "chain_state_lost",
             "1 when the chain lost checkpoints this node anchored (re-anchor from the log).",
             1 if snapshot.chain_state_lost else 0,
+        )
+        yield _gauge(
+            "chain_outbox_stuck",
+            "1 when a chain transaction waits unconfirmed for longer than outbox_stuck_seconds.",
+            1 if snapshot.outbox_stuck else 0,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_nonce_replans",
+            "Times the anchoring worker re-signed its unconfirmed transactions with fresh nonces.",
+            value=snapshot.nonce_replans,
         )
         yield _gauge(
             "anchoring_consecutive_failures",

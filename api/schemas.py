@@ -26,12 +26,13 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
-from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
+from node.models import CatalogueState
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.principal import Role
+from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.services.status import (
     MAX_CHECKPOINT_PAGE,
@@ -265,7 +266,12 @@ class ArchiveOut(_Out):
     source_system: str = Field(examples=["HIS"])
     patient_pseudonym: str = Field(description="Keyed pseudonym of the patient (HMAC).")
     metadata: dict[str, Any]
-    state: ArchiveStatus
+    state: CatalogueState = Field(
+        description=(
+            "Lifecycle state, or INCOMING (being received from another hospital) or TRANSFERRED "
+            "(custody moved to another hospital; only the evidence stays here)."
+        )
+    )
     custodian: str = Field(description="Member address of the hospital holding custody.")
     trigger_date: date
     retention_policy: str | None
@@ -294,7 +300,7 @@ class ArchiveOut(_Out):
             source_system=view.source_system,
             patient_pseudonym=view.patient_pseudonym,
             metadata=view.metadata,
-            state=ArchiveStatus(view.state),
+            state=CatalogueState(view.state),
             custodian=view.custodian,
             trigger_date=view.trigger_date.date(),
             retention_policy=view.retention_policy,
@@ -372,7 +378,7 @@ class SearchQuery(_In):
 
     record_class: RecordClass | None = None
     department: Code | None = None
-    state: ArchiveStatus | None = None
+    state: CatalogueState | None = None
     patient_id: PatientId | None = Field(
         default=None, description="Matched through its keyed pseudonym."
     )
@@ -385,6 +391,14 @@ class SearchQuery(_In):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use of this catalogue read, logged as a metadata ACCESS of every listed "
+            "archive. Default: treatment for clinicians, audit for auditors, operations for "
+            "archive staff."
+        ),
+    )
 
     def to_filters(self) -> SearchFilters:
         """The service's search filters."""
@@ -398,7 +412,20 @@ class SearchQuery(_In):
             created_to=self.created_to,
             limit=self.limit,
             offset=self.offset,
+            purpose=self.purpose,
         )
+
+
+class MetadataQuery(_In):
+    """Query of ``GET /archives/{id}``."""
+
+    purpose: Purpose | None = Field(
+        default=None,
+        description=(
+            "Purpose of use, logged as a metadata ACCESS. Default: treatment for clinicians, "
+            "audit for auditors, operations for archive staff."
+        ),
+    )
 
 
 class ContentQuery(_In):
@@ -429,6 +456,21 @@ class VerifyQuery(_In):
 
     check_custody: bool = Field(
         default=True, description="Also compare the current on-chain custody record."
+    )
+
+
+class ProofQuery(_In):
+    """Query of ``GET /archives/{id}/proof``."""
+
+    wait: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PROOF_WAIT,
+        description=(
+            "Seconds to wait until every event of the archive recorded when the request arrives "
+            "is anchored (then the bundle holds them all); `409 proof_pending` if they are not "
+            f"by then. 0: answer at once with what is anchored. At most {MAX_PROOF_WAIT}."
+        ),
     )
 
 
@@ -576,6 +618,10 @@ class AnchoringOut(BaseModel):
     events_behind: int
     seconds_behind: float
     pending_transactions: int
+    oldest_unconfirmed_seconds: float = Field(
+        description="Age of the oldest chain transaction not yet confirmed; over "
+        "`outbox_stuck_seconds` the node reports `outbox_stuck`."
+    )
     last_checkpoint_at: datetime | None
 
     @classmethod
@@ -586,6 +632,7 @@ class AnchoringOut(BaseModel):
             events_behind=lag.events_behind,
             seconds_behind=lag.seconds_behind,
             pending_transactions=lag.pending_transactions,
+            oldest_unconfirmed_seconds=lag.oldest_unconfirmed_seconds,
             last_checkpoint_at=last,
         )
 

@@ -43,6 +43,7 @@ contract ArchiveNotary {
         uint8 recordClass;
         uint64 retentionDeadline;
         bytes32 commitment;
+        bytes32 holdReasonHash;
     }
 
     struct Checkpoint {
@@ -217,15 +218,23 @@ contract ArchiveNotary {
     // Custody
 
     /// @notice Register archive `id` with the caller as custodian. Active hospitals only.
+    /// @dev A record the custodian put on legal hold before archiving it is registered on hold, in
+    /// the same transaction, so the chain never shows it unheld (`HoldPlaced` follows
+    /// `ArchiveRegistered`).
     /// @param id The archive id (16 zero bytes followed by the 16 ULID bytes).
     /// @param recordClass Record class 0..6.
     /// @param retentionDeadline Unix time before which the archive cannot be destroyed (positive).
     /// @param commitment Content commitment (non-zero).
-    function register(bytes32 id, uint8 recordClass, uint64 retentionDeadline, bytes32 commitment)
-        external
-    {
+    /// @param holdReasonHash Zero, or the reason hash of the custodian's hold in force at archiving.
+    function register(
+        bytes32 id,
+        uint8 recordClass,
+        uint64 retentionDeadline,
+        bytes32 commitment,
+        bytes32 holdReasonHash
+    ) external {
         _requireRole(ROLE_HOSPITAL);
-        _register(id, recordClass, retentionDeadline, commitment);
+        _register(id, recordClass, retentionDeadline, commitment, holdReasonHash);
     }
 
     /// @notice Register several archives at once with the caller as custodian; all or nothing.
@@ -237,7 +246,7 @@ contract ArchiveNotary {
         if (n == 0) revert NotaryEmptyBatch();
         for (uint256 i = 0; i < n; ++i) {
             Registration calldata r = registrations[i];
-            _register(r.id, r.recordClass, r.retentionDeadline, r.commitment);
+            _register(r.id, r.recordClass, r.retentionDeadline, r.commitment, r.holdReasonHash);
         }
     }
 
@@ -384,20 +393,27 @@ contract ArchiveNotary {
     // ------------------------------------------------------------------------------------------
     // Internals
 
-    function _register(bytes32 id, uint8 recordClass, uint64 retentionDeadline, bytes32 commitment)
-        private
-    {
+    function _register(
+        bytes32 id,
+        uint8 recordClass,
+        uint64 retentionDeadline,
+        bytes32 commitment,
+        bytes32 holdReasonHash
+    ) private {
         ArchiveRecord storage a = _archives[id];
         _requireState(id, a.state, STATE_NONE);
         if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(id, recordClass);
         if (retentionDeadline == 0) revert NotaryInvalidRetentionDeadline(id);
         if (commitment == bytes32(0)) revert NotaryMissingCommitment(id);
+        bool held = holdReasonHash != bytes32(0);
         a.custodian = msg.sender;
         a.state = STATE_ARCHIVED;
+        a.onHold = held;
         a.recordClass = recordClass;
         a.retentionDeadline = retentionDeadline;
         a.commitment = commitment;
         emit ArchiveRegistered(id, msg.sender, recordClass, retentionDeadline, commitment);
+        if (held) emit HoldPlaced(id, msg.sender, false, holdReasonHash);
     }
 
     /// @dev The one state guard: archive `id` must be in state `expected`.

@@ -83,14 +83,31 @@ class NodeSettings(BaseSettings):
     port: int = Field(8600, ge=1, le=65535)
     public_url: str | None = None
 
+    # HTTP server guards against slow and crowding clients (see api.server).
+    http_header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds for a request's line and headers to arrive."""
+    http_body_timeout: float = Field(30.0, gt=0, le=3600)
+    """Seconds for a request body to arrive, plus one per ``http_body_min_rate`` bytes received."""
+    http_body_min_rate: int = Field(16 * 1024, ge=1)
+    """Bytes per second a large body must average to keep its connection."""
+    http_idle_timeout: int = Field(5, ge=1, le=3600)
+    """Seconds an idle kept-alive connection stays open."""
+    http_max_connections: int = Field(1000, ge=1)
+    """Open connections at most (lowered to fit the file-descriptor limit)."""
+
     anchor_interval: float = Field(1.0, gt=0)
     anchor_max_batch: int = Field(1000, ge=1)
     anchor_confirmations: int = Field(1, ge=1)
     anchor_tick: float = Field(0.25, gt=0)
+    outbox_stuck_seconds: float = Field(300.0, gt=0)
+    """A chain transaction unconfirmed for longer than this is an alert (``outbox_stuck``)."""
 
     peers: dict[str, str] = Field(default_factory=dict)
     """Node URL of each other hospital, by member address (node-to-node API)."""
     transfer_offer_ttl: float = Field(86_400.0, gt=0)
+    metadata_read_log_window: float = Field(900.0, ge=0)
+    """Seconds during which repeated metadata reads of one archive by one caller for one purpose
+    are logged once (0: log every read). Content reads are always logged."""
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
 

@@ -227,7 +227,12 @@ def start_anvil(
     Refuses a port that is already taken rather than talking to someone else's chain.
     """
     if port_in_use(options.host, options.port):
-        raise DevChainError(f"port {options.host}:{options.port} is already in use")
+        raise DevChainError(
+            f"port {options.host}:{options.port} is already in use (another anvil or dev chain? "
+            "e.g. an `archivechain up` or `archivechain chain start` with another --data-dir); "
+            "choose another port: --port P for `chain start`, --chain-port P for `up` "
+            "(make up CHAIN_PORT=P)"
+        )
     anvil = find_anvil()
     if options.state_file is not None:
         options.state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ one Alembic history covers the whole database."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import Base
 
 __all__ = [
@@ -26,12 +28,40 @@ __all__ = [
     "Archive",
     "ArchiveVersion",
     "Base",
+    "CatalogueState",
     "ChainCursor",
     "ForeignEntry",
     "PeerNonce",
     "Transfer",
     "WrappedKey",
 ]
+
+
+class CatalogueState(StrEnum):
+    """The ``archives.state`` column: the lifecycle state of an archive this node holds, or why it
+    does not hold it (yet, or any more). Every ``ArchiveStatus`` value is a catalogue state."""
+
+    CREATED = "CREATED"
+    ARCHIVED = "ARCHIVED"
+    TRANSFER_PENDING = "TRANSFER_PENDING"
+    DISPOSITION_REVIEW = "DISPOSITION_REVIEW"
+    DESTROYED = "DESTROYED"
+    INCOMING = "INCOMING"
+    """Being received from another hospital: staged here, not yet accepted on chain."""
+    TRANSFERRED = "TRANSFERRED"
+    """Custody moved to another hospital; only the evidence (events) stays here."""
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds custody of an archive in this state."""
+        return self not in NOT_HELD
+
+
+NOT_HELD = frozenset({CatalogueState.INCOMING, CatalogueState.TRANSFERRED})
+"""Catalogue states of archives this node knows but does not hold."""
+
+if {s.value for s in ArchiveStatus} - {s.value for s in CatalogueState}:  # pragma: no cover
+    raise ImportError("every lifecycle status must be a catalogue state")
 
 
 class Archive(Base):

@@ -6,8 +6,10 @@ the contracts deployed once, the identities (N hospitals, a regulator, an insure
 and funded, the first hospital bootstrapped by the deployer and everyone else admitted through
 governance, a ``node.toml`` per hospital, one API key per role per node, and ``network.json``.
 ``LocalNetwork.start_nodes`` then starts one ``archivechain node run`` process per hospital and
-waits until each answers its health check; ``LocalNetwork.stop`` stops them (nodes first, then
-anvil so its state is dumped). ``down`` stops a network from another process.
+waits until each answers its health check; ``LocalNetwork.supervise`` then watches them and starts
+again, with exponential back-off, any node process that dies (saying so loudly each time);
+``LocalNetwork.stop`` stops them (nodes first, then anvil so its state is dumped). ``down`` stops a
+network from another process.
 
 Every step is idempotent, so ``up`` on an existing data directory resumes: identities, deployment,
 admissions, API keys and node data are reused, never re-created. If the dev chain lost its state
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +64,7 @@ from node.devchain import (
     ChainPaths,
     devchain_status,
     port_in_use,
+    rpc_answers,
     start_devchain,
     stop_devchain,
 )
@@ -105,6 +109,14 @@ MANAGED_SETTINGS: Final = (
 node.toml, and the environment would otherwise override them."""
 MEMBER_ROLES: Final = (("regulator", "Health Regulator", Role.REGULATOR),
                        ("insurer", "Insurer", Role.INSURER))  # fmt: skip
+RESTART_DELAY_FIRST: Final = 1.0
+RESTART_DELAY_MAX: Final = 60.0
+"""A node that dies is started again after 1 s, then 2, 4, … up to 60 s while it keeps dying."""
+STABLE_AFTER: Final = 60.0
+"""Seconds a restarted node must stay up before its next death counts as a first one again."""
+RESTART_HEALTH_TIMEOUT: Final = 90.0
+"""A restarted node that does not answer its health check in this time is killed and counted as
+dead (it would otherwise hold its port and never serve)."""
 
 Reporter = Callable[[str], None]
 
@@ -308,6 +320,8 @@ class LocalNetwork:
     deployment: Deployment | None = field(default=None, init=False)
     rpc_url: str = field(default="", init=False)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+    _watch: dict[str, NodeWatch] = field(default_factory=dict, init=False)
+    _node_env: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.layout = NetworkLayout.of(self.data_dir)
@@ -345,13 +359,8 @@ class LocalNetwork:
     def prepare(self, *, reset_chain: bool = False) -> None:
         """Everything before the node processes start (idempotent; see the module docstring)."""
         hospitals, base_port, chain_port, recorded = self._resolve_settings()
-        busy = [
-            port for port in range(base_port, base_port + hospitals) if port_in_use(self.host, port)
-        ]
-        if busy:
-            raise UnavailableError(
-                f"node port(s) {', '.join(map(str, busy))} already in use; choose --base-port"
-            )
+        self._stop_leftover_nodes()
+        self._check_ports(hospitals, base_port, chain_port)
         self.layout.data_dir.mkdir(parents=True, exist_ok=True)
         self._start_chain(chain_port)
         rpc = JsonRpc(self.rpc_url, timeout=30.0)
@@ -364,6 +373,49 @@ class LocalNetwork:
             self._write_node_config(node)
         self._prepare_node_data(recorded, reset_chain)
         self.write_network_file(base_port, chain_port)
+
+    def _stop_leftover_nodes(self) -> None:
+        """Stop this data directory's node processes that an ``up`` killed outright left running
+        (only one ``up`` runs per data directory, so no live ``up`` owns them): they hold the
+        ports this run needs."""
+        for pid_file in self.layout.node_pid_files():
+            pid = stop_recorded(pid_file)
+            if pid is not None:
+                self.report(
+                    f"{pid_file.parent.name} was left running (pid {pid}) by an `up` that was "
+                    "killed; stopped it"
+                )
+
+    def _check_ports(self, hospitals: int, base_port: int, chain_port: int) -> None:
+        """Refuse, before anything starts, ports someone else holds, saying who probably holds
+        them and how to choose others."""
+        busy = [
+            port for port in range(base_port, base_port + hospitals) if port_in_use(self.host, port)
+        ]
+        if busy:
+            ours = [port for port in busy if _healthy(f"http://{self.host}:{port}")]
+            holder = (
+                "an ArchiveChain node answers there: probably another `archivechain up` with "
+                "another --data-dir; stop it with `archivechain down --data-dir <its dir>`, or"
+                if ours
+                else "by another program;"
+            )
+            span = f"; the nodes use P to P+{hospitals - 1}" if hospitals > 1 else ""
+            raise UnavailableError(
+                f"node port(s) {', '.join(map(str, busy))} on {self.host} already in use ({holder} "
+                f"choose other node ports: --base-port P (make up BASE_PORT=P){span})"
+            )
+        if devchain_status(self.layout.data_dir) is None and port_in_use(self.host, chain_port):
+            holder = (
+                "a JSON-RPC chain answers there: probably the dev chain of another "
+                "`archivechain up` or `archivechain chain start` with another --data-dir"
+                if rpc_answers(f"http://{self.host}:{chain_port}")
+                else "by another program"
+            )
+            raise UnavailableError(
+                f"chain port {chain_port} on {self.host} already in use ({holder}); choose "
+                f"another: --chain-port C (make up CHAIN_PORT=C)"
+            )
 
     def _start_chain(self, port: int) -> None:
         running = devchain_status(self.layout.data_dir)
@@ -652,7 +704,7 @@ class LocalNetwork:
 
     def start_nodes(self, *, timeout: float = 90.0) -> None:
         """Start one ``archivechain node run`` per hospital and wait until all are healthy."""
-        env = {
+        self._node_env = {
             key: value
             for key, value in os.environ.items()
             if not (
@@ -663,23 +715,7 @@ class LocalNetwork:
         for node in self.nodes:
             if running_pid(node.pid_file) is not None:
                 raise NetworkError(f"{node.name} is already running ({node.pid_file})")
-            with node.log_file.open("ab") as log:
-                self._processes[node.name] = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "node",
-                        "node",
-                        "run",
-                        "--config",
-                        str(node.config_file),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C reaches `up`, which stops nodes in order
-                )
+            self._spawn(node)
         deadline = time.monotonic() + timeout
         waiting = list(self.nodes)
         while waiting:
@@ -692,6 +728,7 @@ class LocalNetwork:
                     )
                 if _healthy(node.url):
                     waiting.remove(node)
+                    self._watch[node.name] = NodeWatch(node, healthy_since=time.monotonic())
                     self.report(f"{node.name} ready at {node.url}")
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(node.name for node in waiting)
@@ -699,21 +736,109 @@ class LocalNetwork:
             if waiting:
                 time.sleep(0.2)
 
-    def dead_nodes(self) -> list[tuple[str, int]]:
-        """Nodes whose process has exited: ``(name, exit code)``."""
-        return [
-            (name, process.returncode)
-            for name, process in self._processes.items()
-            if process.poll() is not None
-        ]
+    def _spawn(self, node: NodeSpec) -> subprocess.Popen[bytes]:
+        """Start ``node``'s process (output appended to its log) and record it."""
+        with node.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "node", "node", "run", "--config", str(node.config_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._node_env,
+                start_new_session=True,  # Ctrl-C reaches `up`, which stops nodes in order
+            )
+        self._processes[node.name] = process
+        return process
+
+    # -- supervision -----------------------------------------------------------------------------
+
+    def supervise(self, should_stop: Callable[[], bool], *, poll: float = 0.5) -> None:
+        """Watch the node processes until ``should_stop()``: each one that dies is reported and
+        started again (see ``check_nodes``). Returns without starting anything once asked to stop,
+        so a stop never races a restart."""
+        while not should_stop():
+            self.check_nodes()
+            if not should_stop():
+                time.sleep(poll)
+
+    def check_nodes(self, now: float | None = None) -> None:
+        """One round of supervision: report and schedule a restart for every node process that
+        died, start those whose back-off elapsed, and mark restarted ones healthy once they answer.
+
+        A death (a non-zero exit, or a signal such as SIGKILL or SIGSEGV) is reported on stderr
+        with the node, its exit code or signal and the last line of its log, every time. Restarts
+        wait 1 s, 2 s, 4 s, … at most ``RESTART_DELAY_MAX``; the delay starts again from 1 s once
+        a node stayed up ``STABLE_AFTER`` seconds. A node stopped on purpose (it exited 0 after
+        SIGTERM or SIGINT, or one of those killed it) is reported and left stopped: whoever stopped
+        it may be running it themselves.
+        """
+        now = time.monotonic() if now is None else now
+        for name, watch in self._watch.items():
+            process = self._processes.get(name)
+            if watch.left_stopped:
+                continue
+            if watch.restart_at is not None:  # down, waiting for its back-off
+                if now >= watch.restart_at:
+                    watch.restart_at = None
+                    watch.healthy_since = None
+                    watch.started_at = now
+                    watch.restarts += 1
+                    started = self._spawn(watch.node)
+                    self.report(
+                        f"{name}: restart {watch.restarts} (pid {started.pid}), "
+                        f"waiting for {watch.node.url}{HEALTH_PATH}"
+                    )
+                continue
+            if process is None:
+                continue
+            code = process.poll()
+            if code is not None and _stopped_on_purpose(code):
+                watch.left_stopped = True
+                self.report(
+                    f"{name} (pid {process.pid}) {_describe_exit(code)}: someone stopped it on "
+                    "purpose, so it stays stopped (`up` restarts nodes that crash; `down` then "
+                    "`up` runs it again)"
+                )
+            elif code is not None:
+                self._node_died(watch, process.pid, _describe_exit(code), now)
+            elif watch.healthy_since is None:  # restarted, not yet answering
+                if _healthy(watch.node.url):
+                    watch.healthy_since = now
+                    self.report(f"{name} is back: healthy at {watch.node.url} (pid {process.pid})")
+                elif now - watch.started_at > RESTART_HEALTH_TIMEOUT:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    process.wait(10)
+                    self._node_died(
+                        watch,
+                        process.pid,
+                        f"did not answer {HEALTH_PATH} within {RESTART_HEALTH_TIMEOUT:.0f} s of "
+                        "its restart and was killed",
+                        now,
+                    )
+            elif watch.crashes and now - watch.healthy_since >= STABLE_AFTER:
+                watch.crashes = 0  # up long enough: the next death starts the back-off again
+
+    def _node_died(self, watch: NodeWatch, pid: int, how: str, now: float) -> None:
+        watch.crashes += 1
+        delay = restart_delay(watch.crashes)
+        watch.restart_at = now + delay
+        last = _last_line(watch.node.log_file)[:300] or "(empty)"
+        in_a_row = f", {watch.crashes} times in a row" if watch.crashes > 1 else ""
+        self.report(
+            f"!! NODE DOWN: {watch.node.name} (pid {pid}) {how}{in_a_row}; last log line: {last} "
+            f"-- restarting it in {delay:g} s (log: {watch.node.log_file})"
+        )
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Stop the node processes (in parallel), then the chain (its state is dumped)."""
-        for process in self._processes.values():
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        for name, process in self._processes.items():
+        running = {
+            name: process for name, process in self._processes.items() if process.poll() is None
+        }  # the dead ones were reported when they died
+        for process in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for name, process in running.items():
             try:
                 code = process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -726,10 +851,52 @@ class LocalNetwork:
                     f"{name} exited with code {code} (see {self.layout.node_dir(name)}/node.log)"
                 )
         self._processes.clear()
+        self._watch.clear()
         for pid_file in self.layout.node_pid_files():  # nodes started outside this process
             stop_recorded(pid_file, timeout)
         if stop_devchain(self.layout.data_dir):
             self.report("dev chain stopped; state saved")
+
+
+@dataclass
+class NodeWatch:
+    """What ``up`` knows of one supervised node process."""
+
+    node: NodeSpec
+    healthy_since: float | None = None
+    """When it last answered its health check after a start (None while starting or down)."""
+    started_at: float = 0.0
+    crashes: int = 0
+    """Deaths since it last stayed up ``STABLE_AFTER`` seconds (drives the back-off)."""
+    restarts: int = 0
+    restart_at: float | None = None
+    """When it is started again (set while it is down)."""
+    left_stopped: bool = False
+    """It was stopped on purpose: no longer watched."""
+
+
+def restart_delay(crashes: int) -> float:
+    """Back-off before restarting a node that died ``crashes`` times in a row (1, 2, 4 … 60 s)."""
+    doublings = min(max(crashes - 1, 0), 16)  # past 60 s anyway; keeps the power small
+    return min(RESTART_DELAY_FIRST * 2.0**doublings, RESTART_DELAY_MAX)
+
+
+def _describe_exit(code: int) -> str:
+    """A process's return code in words: the signal that killed it, or its exit code."""
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    if code == 0:
+        return "exited cleanly (code 0)"
+    return f"exited with code {code}"
+
+
+def _stopped_on_purpose(code: int) -> bool:
+    """Whether a node's return code means someone asked it to stop: a clean exit (the node exits
+    0 on SIGTERM or SIGINT), or one of those signals arriving before its handlers were set."""
+    return code in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 def _healthy(url: str) -> bool:
@@ -784,8 +951,11 @@ def recorded_network(data_dir: Path) -> dict[str, Any] | None:
 
 
 def summary_lines(network: LocalNetwork) -> Sequence[str]:
-    """The short summary ``up`` prints once everything runs."""
+    """The summary ``up`` prints once everything runs, ending with what to do next."""
     assert network.deployment is not None
+    network_file = _shown(network.layout.network_file)
+    data_dir = _shown(network.layout.data_dir)
+    first = network.nodes[0]
     lines = [
         f"ArchiveChain dev network up ({len(network.nodes)} hospitals)",
         f"  chain     {network.rpc_url} (chain id {network.deployment.chain_id})",
@@ -795,10 +965,30 @@ def summary_lines(network: LocalNetwork) -> Sequence[str]:
     lines += [f"  {node.name:<11} {node.url}  {node.identity.address}" for node in network.nodes]
     lines += [f"  {member.name:<11} {member.address}" for member in network.members]
     lines += [
-        f"  API keys in {network.layout.network_file} (dev only, mode 0600)",
-        f"Ctrl-C or `archivechain down --data-dir {network.layout.data_dir}` stops everything.",
+        f"  API keys in {network_file} (dev only, mode 0600)",
+        "Next, in another terminal:",
+        '  try it     README.md, section "Five-minute walkthrough" (upload, archive, prove, verify)',
+        f"  API docs   {first.url}/docs (Swagger UI), {first.url}/openapi.json",
+        f"  API keys   jq '.nodes[0].api_keys' {network_file}",
+        f"  logs       {data_dir}/nodes/<name>/node.log; a node that crashes is reported here "
+        "and restarted",
+        f"Ctrl-C here, or `{_down_command(data_dir)}` in another terminal, stops everything.",
     ]
     return lines
+
+
+def _down_command(data_dir: str) -> str:
+    """How to stop the network from another shell (``make down`` for the Makefile's default)."""
+    command = f"archivechain down --data-dir {data_dir}"
+    return f"make down` or `{command}" if data_dir == "data" else command
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a user would type it here: relative below the working directory."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 __all__ = [
@@ -812,9 +1002,11 @@ __all__ = [
     "NetworkError",
     "NetworkLayout",
     "NetworkRunningError",
+    "NodeWatch",
     "down",
     "read_network_file",
     "recorded_network",
+    "restart_delay",
     "summary_lines",
     "write_private_json",
 ]

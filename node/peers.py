@@ -9,13 +9,17 @@ EIP-191 signature over::
 
 The recipient refuses (and logs) a request whose signature does not recover the sender, whose
 timestamp is outside the window, whose nonce it has already seen inside the window, that names
-another recipient, or whose sender is not an ACTIVE HOSPITAL on chain right now.
+another recipient, or whose sender is not an ACTIVE HOSPITAL on chain right now. Headers are
+checked against strict formats before anything else (``HEADER_FORMATS``): a timestamp of 1 to 12
+ASCII digits, a nonce of 16 to 64 ASCII letters and digits, a 65-byte hex signature; anything else
+is refused as ``malformed`` (401), whatever its size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -41,6 +45,14 @@ SIGNATURE = "X-ArchiveChain-Signature"
 DOMAIN = "archivechain-peer/v1"
 WINDOW_SECONDS = 300
 MEMBERSHIP_TTL = 5.0
+HEADER_FORMATS = {
+    SENDER: re.compile(r"0x[0-9a-fA-F]{40}"),
+    TIMESTAMP: re.compile(r"[0-9]{1,12}"),
+    NONCE: re.compile(r"[A-Za-z0-9]{16,64}"),
+    SIGNATURE: re.compile(r"(?:0x)?[0-9a-fA-F]{130}"),
+}
+"""The exact form of each authentication header (ASCII only: ``int()`` and ``str.isalnum``
+would also accept other scripts' digits and letters, underscores and surrounding spaces)."""
 
 
 class PeerAuthError(AuthenticationError):
@@ -132,29 +144,37 @@ class PeerVerifier:
         try:
             return self._verify(method, target, body, headers)
         except PeerAuthError as exc:
+            claimed = headers.get(SENDER) or ""
             log.warning(
                 "refused peer request %s %s from %s: %s",
                 method,
-                target.split("?")[0],
-                headers.get(SENDER, "?"),
+                target.split("?")[0][:200],
+                claimed if HEADER_FORMATS[SENDER].fullmatch(claimed) else "(malformed sender)",
                 exc.reason,
             )
             raise
 
     def _verify(self, method: str, target: str, body: bytes, headers: Any) -> str:
-        values = {name: headers.get(name) for name in (SENDER, TIMESTAMP, NONCE, SIGNATURE)}
-        missing = [name for name, value in values.items() if not value]
+        values: dict[str, str] = {}
+        missing = []
+        for name in (SENDER, TIMESTAMP, NONCE, SIGNATURE):
+            value = headers.get(name)
+            if not value:
+                missing.append(name)
+            else:
+                values[name] = value
         if missing:
             raise PeerAuthError("unsigned", f"missing {', '.join(missing)}")
+        malformed = [name for name, value in values.items() if not _well_formed(name, value)]
+        if malformed:
+            raise PeerAuthError("malformed", f"malformed {', '.join(malformed)}")
         try:
             sender = normalize_address(values[SENDER])
-            timestamp = int(values[TIMESTAMP])
-            signature = bytes.fromhex(values[SIGNATURE].removeprefix("0x"))
-        except (IdentifierError, ValueError):
-            raise PeerAuthError("malformed", "malformed authentication headers") from None
+        except IdentifierError:
+            raise PeerAuthError("malformed", f"malformed {SENDER}") from None
+        timestamp = int(values[TIMESTAMP])
+        signature = bytes.fromhex(values[SIGNATURE].removeprefix("0x"))
         nonce = values[NONCE]
-        if not (16 <= len(nonce) <= 64 and nonce.isalnum()):
-            raise PeerAuthError("malformed", "malformed nonce")
         if abs(self.clock() - timestamp) > self.window:
             raise PeerAuthError("expired", "request timestamp outside the accepted window")
         text = signing_message(method, target, body, timestamp, nonce, sender, self.recipient)
@@ -180,6 +200,10 @@ class PeerVerifier:
         with self._lock:
             self._members[address] = (now, active)
         return active
+
+
+def _well_formed(name: str, value: str) -> bool:
+    return HEADER_FORMATS[name].fullmatch(value) is not None
 
 
 class PeerClient:
@@ -223,6 +247,23 @@ class PeerClient:
         finally:
             response.close()
 
+    def open_stream(
+        self, base_url: str, recipient: str, path: str
+    ) -> tuple[httpx.Headers, PeerStream]:
+        """GET a byte stream whose response headers matter (a disclosure's wrapped key): the
+        headers once the peer accepted, and the body as a closeable stream of chunks."""
+        request = self._request("GET", base_url, recipient, path)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {recipient} unreachable: {exc}") from None
+        try:
+            _check(response, recipient)
+        except BaseException:
+            response.close()
+            raise
+        return response.headers, PeerStream(response, recipient)
+
     def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             response = self._http.send(request)
@@ -230,6 +271,26 @@ class PeerClient:
             raise UnavailableError(f"peer unreachable: {exc}") from None
         _check(response, request.url.host or "?")
         return response
+
+
+class PeerStream:
+    """The body of a peer's streamed answer: iterate for chunks; ``close`` releases the
+    connection whether or not the body was read."""
+
+    def __init__(self, response: httpx.Response, peer: str) -> None:
+        self._response = response
+        self._peer = peer
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes(1024 * 1024)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"peer {self._peer} stopped sending: {exc}") from None
+        finally:
+            self._response.close()
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class PeerRefusedError(UnavailableError):

@@ -105,6 +105,7 @@ class NodeRuntime:
                 interval=settings.anchor_interval,
                 max_batch=settings.anchor_max_batch,
                 confirmations=settings.anchor_confirmations,
+                stuck_after=settings.outbox_stuck_seconds,
             ),
             on_confirmed={"register": _registered},
             on_failed={"register": _registration_failed},

@@ -25,7 +25,7 @@ from anchoring.errors import AnchoringError
 from anchoring.events import HoldPlaceData, HoldPlaceEvent, HoldReleaseData, HoldReleaseEvent
 from anchoring.ids import IdentifierError, archive_id_from_key, normalize_address
 from node.db import UnitOfWork
-from node.models import Archive, ChainCursor, Transfer
+from node.models import NOT_HELD, Archive, ChainCursor, Transfer
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -144,7 +144,7 @@ class ChainWatcher:
             archive = uow.session.get(Archive, archive_id)
             if archive is None or archive.custodian != self.rt.hospital:
                 return
-            if archive.state in ("TRANSFERRED", "INCOMING"):
+            if archive.state in NOT_HELD:
                 return
             state = archives._state(uow.session, archive)
             if place and not (state.on_hold and state.hold_by_regulator):

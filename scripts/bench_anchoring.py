@@ -130,8 +130,8 @@ def verification_rate() -> tuple[str, str]:
     return ("inclusion proof verifications/s, one core (log 10^6)", f"{rate:,.0f}")
 
 
-LAYOUT = "r0003"
-"""Schema revision of the cached logs (``log_nodes`` keys changed in migration 0003)."""
+LAYOUT = "r0004"
+"""Schema revision of the cached logs (``log_nodes`` keys changed in migration 0004)."""
 
 
 def build_db(url: str, size: int) -> float:

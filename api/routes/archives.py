@@ -4,7 +4,8 @@ Routes translate HTTP to service calls and back; every rule (roles, scope, trans
 lives in ``node.services``. Uploads are streamed from the spooled multipart file in
 ``settings.chunk_size`` pieces straight into encryption; content is streamed back the same way.
 Routes are plain functions: FastAPI runs them in its thread pool, where blocking service calls
-belong.
+belong. The proof route is the exception: it may wait for anchoring (``?wait=N``), which it awaits
+without holding a thread.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
@@ -32,7 +34,9 @@ from api.schemas import (
     ContentQuery,
     EventOut,
     HoldIn,
+    MetadataQuery,
     ProofBundleDocument,
+    ProofQuery,
     ReleaseHoldQuery,
     SearchQuery,
 )
@@ -252,7 +256,9 @@ READ_ERRORS = error_responses(401, 403, 404, 422, 503)
     description=(
         "Filters combine with AND; newest first. `patient_id` is matched through its pseudonym; "
         "`q` searches title and metadata (or an exact id). Times are RFC 3339 with an offset. "
-        "A clinician sees only their department. Roles: archivist, clinician, auditor."
+        "A clinician sees only their department. Every listed archive's catalogue entry counts "
+        "as read: one metadata ACCESS each (deduplicated as for `GET /archives/{id}`). "
+        "Roles: archivist, clinician, auditor."
     ),
     responses=error_responses(400, 401, 403, 422, 503),
 )
@@ -266,13 +272,20 @@ def search_archives(
     "/{archive_id}",
     response_model=ArchiveOut,
     summary="Metadata and state of one archive",
-    description="Roles: archivist, clinician (own department), auditor.",
+    description=(
+        "Titles and metadata may hold PHI: the read is logged (ACCESS, scope metadata, with its "
+        "purpose) before the answer, once per caller, archive and purpose within the node's "
+        "`metadata_read_log_window`. Roles: archivist, clinician (own department), auditor."
+    ),
     responses=READ_ERRORS,
 )
 def get_archive(
-    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    query: Annotated[MetadataQuery, Query()],
 ) -> ArchiveOut:
-    return ArchiveOut.of(runtime.archives.get(principal, archive_id))
+    return ArchiveOut.of(runtime.archives.get(principal, archive_id, query.purpose))
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -363,7 +376,10 @@ PROOF_RESPONSES: dict[int | str, dict[str, Any]] = {
     **error_responses(401, 403, 404, 422, 503),
     409: {
         "model": error_responses(409)[409]["model"],
-        "description": "`proof_pending`: no event of the archive is anchored yet; retry.",
+        "description": (
+            "`proof_pending`: no event of the archive is anchored yet, or (with `wait`) not every "
+            "event was anchored in time; retry."
+        ),
     },
 }
 
@@ -375,8 +391,15 @@ PROOF_RESPONSES: dict[int | str, dict[str, Any]] = {
     description="Roles: archivist, auditor.",
     responses=PROOF_RESPONSES,
 )
-def get_proof(runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath) -> Response:
-    built = runtime.proofs.bundle(principal, archive_id)
+async def get_proof(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: ArchiveIdPath,
+    query: Annotated[ProofQuery, Query()],
+) -> Response:
+    if query.wait:
+        await runtime.proofs.wait_anchored(principal, archive_id, query.wait)
+    built = await run_in_threadpool(runtime.proofs.bundle, principal, archive_id)
     return Response(
         content=built.document,
         media_type="application/json",

@@ -4,18 +4,21 @@ requests are refused with 401 and logged. No business rule lives here."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from anchoring.bundle import bundle_to_json
+from anchoring.events import Purpose
 from api.deps import RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.peers import PEER_PREFIX
+from node.services.federation import WRAPPED_KEY_HEADER
 
 # Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
 # (documented in docs/federation.md), never by API key.
@@ -56,8 +59,29 @@ def share_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPat
 
 
 @router.get(
+    "/archives/{archive_id}/shared/versions/{version}",
+    summary="Disclosure to an active grantee: wrapped key (header) and ciphertext, logged first",
+    response_class=StreamingResponse,
+    responses=PEER_ERRORS,
+)
+def shared_version(
+    runtime: RuntimeDep,
+    sender: PeerDep,
+    archive_id: ArchiveIdPath,
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+    purpose: Annotated[Purpose, Query()],
+) -> StreamingResponse:
+    wrapped, chunks = runtime.federation.disclose_content(sender, archive_id, version, purpose)
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={WRAPPED_KEY_HEADER: base64.b64encode(wrapped).decode("ascii")},
+    )
+
+
+@router.get(
     "/archives/{archive_id}/versions/{version}/ciphertext",
-    summary="Ciphertext of one version (pending recipient or active grantee)",
+    summary="Ciphertext of one version (pending recipient of a transfer only)",
     response_class=StreamingResponse,
     responses=PEER_ERRORS,
 )
@@ -73,9 +97,8 @@ def ciphertext(
 
 @router.get(
     "/archives/{archive_id}/bundle",
-    summary="Proof bundle of the archive's events in this node's knowledge (any active hospital)",
+    summary="Proof bundle of the archive (active grantee, logged; or the pending recipient)",
     responses=PEER_ERRORS,
 )
 def bundle(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
-    del sender  # any active hospital may read evidence (events carry no PHI)
-    return bundle_to_json(runtime.federation.full_bundle(archive_id))
+    return bundle_to_json(runtime.federation.peer_bundle(sender, archive_id))

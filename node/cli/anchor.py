@@ -1,5 +1,6 @@
 """``archivechain anchor status|replay``: inspect anchoring, and re-anchor from the log when a dev
-chain lost its state. Run them while the node is stopped (they use the node's database directly)."""
+chain lost its state (re-planning the nonces of every unconfirmed transaction from the chain's).
+Run them while the node is stopped (they use the node's database directly)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 import click
 
 from anchoring.errors import ChainError, ChainStateLostError
-from anchoring.worker import measure_lag
+from anchoring.worker import measure_lag, outbox_stuck
 from node.cli.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
-from node.errors import UnavailableError
+from node.errors import NodeError, UnavailableError
 
 
 @click.group()
@@ -25,12 +26,14 @@ def anchor() -> None:
 @CONFIG_OPTION
 @NODE_DATA_DIR_OPTION
 def status(config_file: Path | None, data_dir: Path | None) -> None:
-    """Log size, anchored size and how far anchoring trails (events and seconds)."""
+    """Log size, anchored size, how far anchoring trails (events and seconds), and how many chain
+    transactions wait unconfirmed and for how long."""
     runtime = open_runtime(node_settings(config_file, data_dir))
     try:
         with runtime.db.session() as session:
             lag = measure_lag(session, now=datetime.now(UTC))
         document = asdict(lag)
+        document["outbox_stuck"] = outbox_stuck(lag, runtime.worker.config.stuck_after)
         try:
             runtime.worker.reconcile()
             document["chain"] = "consistent"
@@ -48,16 +51,30 @@ def status(config_file: Path | None, data_dir: Path | None) -> None:
 @NODE_DATA_DIR_OPTION
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> None:
-    """Re-send every transaction the chain lost (same checkpoints, same order), then wait until
-    the whole log is anchored again."""
+    """Re-send every transaction the chain lost (same checkpoints, same order), re-sign every
+    unconfirmed one with nonces from the chain's, then wait until the whole log is anchored
+    again."""
     runtime = open_runtime(node_settings(config_file, data_dir))
     try:
         try:
             requeued = runtime.worker.replay_lost()
         except ChainError as exc:
             raise UnavailableError(f"cannot reach the chain: {exc}") from None
+        if runtime.worker.status.chain_state_lost:
+            raise NodeError(
+                f"cannot replay: {runtime.worker.status.last_error}", code="chain_state_lost"
+            )
         click.echo(f"re-queued {requeued} transaction(s) the chain no longer knows")
-        status = runtime.worker.run_until_anchored(timeout=timeout)
+        replanned = runtime.worker.status.last_replan
+        if replanned is not None:
+            click.echo(
+                f"re-planned nonces from {replanned.from_nonce}: {replanned.transactions} "
+                f"transaction(s) signed again, {replanned.cancels} higher nonce(s) burnt"
+            )
+        try:
+            status = runtime.worker.run_until_anchored(timeout=timeout)
+        except TimeoutError as exc:
+            raise NodeError(str(exc), code="anchoring_timeout") from None
         click.echo(
             f"anchored: log size {status.log_size}, anchored size {status.anchored_size}, "
             f"{status.events_behind} events behind"

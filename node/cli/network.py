@@ -1,15 +1,17 @@
 """``archivechain up`` and ``archivechain down``: a local dev consortium on embedded defaults.
 
 ``up`` prepares the network (chain, contracts, identities, admissions, API keys; see
-``node.network``), starts one node process per hospital, prints a summary and waits. Ctrl-C, SIGTERM
-or ``archivechain down`` from another shell stop everything: nodes first, then anvil (which saves its
-state). Running ``up`` again on the same data directory resumes the same network.
+``node.network``), starts one node process per hospital, prints a summary with what to do next and
+supervises the nodes: one that dies is reported loudly and started again with back-off. Ctrl-C,
+SIGTERM or ``archivechain down`` from another shell stop everything: nodes first, then anvil (which
+saves its state); once a stop is asked for, nothing is restarted. Running ``up`` again on the same
+data directory resumes the same network.
 """
 
 from __future__ import annotations
 
 import signal
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,7 +122,11 @@ def up(
             network.start_nodes()
         for line in summary_lines(network):
             click.echo(line)
-        _wait(network)
+        stop = threading.Event()
+        for sig in _SIGNALS:  # from here on a signal asks the supervision loop to end
+            signal.signal(sig, lambda _signum, _frame: stop.set())
+        network.supervise(stop.is_set)
+        report("stopping the network …")
     except KeyboardInterrupt:
         report("stopping the network …")
     except ChainStateLostNetworkError as exc:
@@ -139,21 +145,6 @@ def up(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     report("network stopped")
-
-
-def _wait(network: LocalNetwork) -> None:
-    """Sleep until interrupted, saying once when a node process dies."""
-    reported: set[str] = set()
-    while True:
-        time.sleep(0.5)
-        for name, code in network.dead_nodes():
-            if name not in reported:
-                reported.add(name)
-                click.echo(
-                    f"warning: node {name} exited with code {code}; see its node.log "
-                    "(`archivechain down` then `up` restarts it)",
-                    err=True,
-                )
 
 
 @click.command("down")

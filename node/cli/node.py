@@ -131,6 +131,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
         try:
             app = _create_app(runtime)
             _install_fault_point(runtime)
+            _prepare_process()  # before the runtime starts its threads
             runtime.start()
             log.info(
                 "node %s (%s, %s mode) serving %s", settings.name, runtime.hospital,
@@ -162,6 +163,15 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
     runtime.federation.fault_hook = hook
 
 
+def _prepare_process() -> None:
+    """Once the node is sure to serve, before any of its threads starts: the recursion limit and
+    thread stacks under which deep input cannot crash the process, the open-file limit,
+    rate-limited client-triggered log lines (process-wide, so not done for a refused start)."""
+    from api.server import prepare_process
+
+    prepare_process()
+
+
 def _create_app(runtime: NodeRuntime) -> Any:
     try:
         from api.main import create_app
@@ -171,28 +181,34 @@ def _create_app(runtime: NodeRuntime) -> Any:
 
 
 def _serve(app: Any, settings: NodeSettings) -> None:
-    """Run uvicorn in this thread until a signal asks it to stop."""
-    import uvicorn
+    """Serve ``app`` (uvicorn, hardened by ``api.server``) until a signal asks it to stop."""
+    from api.server import HttpLimits, connection_limit, make_server, run_server
 
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the process's logging set-up
-        access_log=False,  # request lines can carry search terms (patient ids): never log them
-        lifespan="on",
-        timeout_graceful_shutdown=30,
+    max_connections = connection_limit(settings.http_max_connections)
+    if max_connections < settings.http_max_connections:
+        log.warning(
+            "http_max_connections lowered from %d to %d to fit the open-file limit",
+            settings.http_max_connections,
+            max_connections,
+        )
+    limits = HttpLimits(
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        body_min_rate=settings.http_body_min_rate,
+        idle_timeout=settings.http_idle_timeout,
+        max_connections=max_connections,
     )
-    server = uvicorn.Server(config)
+    server = make_server(app, host=settings.host, port=settings.port, limits=limits)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # uvicorn handles the signal while serving and re-raises it afterwards; this handler
-        # then only records it, so the runtime still closes cleanly instead of dying mid-way.
+        # The server runs in its own thread (see api.server.run_server); this handler, in the
+        # main thread, asks it to finish in-flight requests and stop, so the runtime then closes
+        # cleanly instead of dying mid-way.
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        run_server(server)
     except SystemExit:  # uvicorn exits when it cannot bind or start the app
         raise UnavailableError(
             f"the HTTP server could not start on {settings.host}:{settings.port}"

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from math import inf
+from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, or_, select
@@ -46,13 +48,13 @@ from anchoring.events import (
     parse_event,
 )
 from anchoring.ids import archive_key
-from anchoring.lifecycle import ArchiveState
+from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call
 from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NodeError, NotFoundError
-from node.models import Archive, ArchiveVersion, ForeignEntry, WrappedKey
+from node.models import NOT_HELD, Archive, ArchiveVersion, ForeignEntry, WrappedKey
 from node.services.principal import Action, Principal
 from node.services.records import ArchiveView, EventView, Page, VersionView
 
@@ -64,9 +66,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
-NOT_HELD_STATES = frozenset({"TRANSFERRED", "INCOMING"})
-"""Catalogue states of archives this node knows but does not hold (custody moved / arriving)."""
 _STATE_CACHE_SIZE = 10_000
+_READ_LOG_CACHE_SIZE = 100_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +103,7 @@ class SearchFilters:
     created_to: datetime | None = None
     limit: int = 50
     offset: int = 0
+    purpose: Purpose | None = None  # of the metadata reads logged for the listed archives
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ class ArchiveService:
         self.rt = runtime
         self._states: OrderedDict[str, tuple[bytes, ArchiveState]] = OrderedDict()
         self._states_lock = threading.Lock()
+        self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
+        self._reads_lock = threading.Lock()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -313,6 +317,9 @@ class ArchiveService:
             archive.retention_deadline = deadline
             archive.archived_at = uow.now
             archive.chain_status = "pending"
+            # A record already on the custodian's hold is registered on hold, in the same
+            # transaction, so the chain agrees with the log from the first block on.
+            hold_reason = state.hold_reason_hash if state.on_hold else None
             enqueue_call(
                 uow.session,
                 "register",
@@ -321,6 +328,7 @@ class ArchiveService:
                     record_class.chain_code,
                     int(deadline.timestamp()),
                     bytes.fromhex(commitment),
+                    bytes.fromhex(hold_reason) if hold_reason else bytes(32),
                 ],
                 archive_id=archive_id,
             )
@@ -448,10 +456,16 @@ class ArchiveService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get(self, principal: Principal, archive_id: str) -> ArchiveView:
-        """Metadata and state of one archive in the caller's scope."""
+    def get(
+        self, principal: Principal, archive_id: str, purpose: Purpose | None = None
+    ) -> ArchiveView:
+        """Metadata and state of one archive in the caller's scope. Titles and metadata may
+        hold PHI, so the read is logged (ACCESS, scope metadata) before it is answered."""
         principal.require(Action.READ_METADATA)
         with self.rt.db.session() as session:
+            archive_id = self._visible(session, principal, archive_id).id
+        self._log_metadata_reads(principal, [archive_id], purpose)
+        with self.rt.db.session() as session:  # the entry as it is now, its read included
             return ArchiveView.of(self._visible(session, principal, archive_id))
 
     def open_content(
@@ -523,12 +537,21 @@ class ArchiveService:
             )
         with self.rt.db.session() as session:
             total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            rows = session.execute(
-                query.order_by(Archive.created_at.desc(), Archive.id.desc())
-                .limit(filters.limit)
-                .offset(filters.offset)
-            ).scalars()
-            items = tuple(ArchiveView.of(row) for row in rows)
+            ids = list(
+                session.execute(
+                    query.with_only_columns(Archive.id)
+                    .order_by(Archive.created_at.desc(), Archive.id.desc())
+                    .limit(filters.limit)
+                    .offset(filters.offset)
+                ).scalars()
+            )
+        self._log_metadata_reads(principal, ids, filters.purpose)
+        with self.rt.db.session() as session:  # the entries as they are now, their reads included
+            rows = {
+                row.id: row
+                for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
+            }
+            items = tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
         return Page(items, int(total), filters.limit, filters.offset)
 
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
@@ -548,6 +571,51 @@ class ArchiveService:
                 )
                 for entry in storage.entries_for_archive(session, archive_id)
             ]
+
+    def _log_metadata_reads(
+        self, principal: Principal, archive_ids: list[str], purpose: Purpose | None
+    ) -> None:
+        """Log that ``principal`` read the catalogue entries of ``archive_ids``: one ACCESS
+        (scope metadata) per archive, all in one unit of work, committed before the answer.
+
+        A read repeated by the same caller for the same purpose within
+        ``metadata_read_log_window`` is logged once. Archives whose events this node cannot log
+        are skipped: those it does not hold (transferred, incoming) and those in transit (the
+        custodian's chain is frozen while a transfer is pending)."""
+        purpose = purpose or principal.default_purpose
+        window = self.rt.settings.metadata_read_log_window
+        now = monotonic()
+        with self._reads_lock:
+            due = sorted(
+                {
+                    archive_id
+                    for archive_id in archive_ids
+                    if now - self._reads.get((principal.actor, archive_id, purpose), -inf) >= window
+                }
+            )
+        if not due:
+            return
+
+        def unit(uow: UnitOfWork) -> None:
+            rows = uow.session.execute(
+                select(Archive).where(Archive.id.in_(due)).order_by(Archive.id).with_for_update()
+            ).scalars()
+            for archive in rows:
+                if archive.state in NOT_HELD or archive.custodian != self.rt.hospital:
+                    continue
+                state = self._state(uow.session, archive)
+                if state.status is ArchiveStatus.TRANSFER_PENDING:
+                    continue
+                data = AccessData(purpose=purpose, scope=AccessScope.METADATA, break_glass=False)
+                self._record(uow, archive, state, AccessEvent, principal.actor, data)
+
+        self.rt.committer.run(unit)
+        with self._reads_lock:
+            for archive_id in due:
+                self._reads[(principal.actor, archive_id, purpose)] = now
+                self._reads.move_to_end((principal.actor, archive_id, purpose))
+            while len(self._reads) > _READ_LOG_CACHE_SIZE:
+                self._reads.popitem(last=False)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -653,7 +721,7 @@ class ArchiveService:
         if archive is None:
             raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
         principal.require_visible(archive_id, archive.department)
-        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD_STATES:
+        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD:
             raise ConflictError(
                 f"this hospital is not the custodian of archive {archive.id} "
                 f"(custodian {archive.custodian})",

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from anchoring import lifecycle, merkle, storage
 from anchoring.bundle import (
+    BundleEntry,
     ProofBundle,
     bundle_to_json,
     dump_bundle,
@@ -73,7 +74,15 @@ from node import crypto
 from node.blobstore import BlobRef
 from node.db import UnitOfWork
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
-from node.models import Archive, ArchiveVersion, ForeignEntry, Transfer, WrappedKey
+from node.models import (
+    NOT_HELD,
+    Archive,
+    ArchiveVersion,
+    CatalogueState,
+    ForeignEntry,
+    Transfer,
+    WrappedKey,
+)
 from node.peers import PeerRefusedError
 from node.services.archives import search_text
 from node.services.principal import Action, Principal
@@ -85,12 +94,21 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TRANSFERRED = "TRANSFERRED"
-"""Local catalogue state of an archive whose custody moved to another hospital."""
-INCOMING = "INCOMING"
-"""Local catalogue state of an archive being received (not yet accepted on chain)."""
+TRANSFERRED = CatalogueState.TRANSFERRED
+INCOMING = CatalogueState.INCOMING
 
 _METADATA_AAD = "archivechain/transfer-metadata/v1"
+WRAPPED_KEY_HEADER = "X-ArchiveChain-Wrapped-Key"
+"""Response header of a disclosure: the data key wrapped (ECIES) to the grantee, base64."""
+
+
+def merge_by_time(*sequences: tuple[BundleEntry, ...]) -> tuple[BundleEntry, ...]:
+    """One bundle order for entries from several logs: by event time, stable, so each log's own
+    order is kept and, at equal times, earlier sequences come first (pass the custodian's first:
+    a grantee's read never precedes the grant it names). Each sequence is already in time order."""
+    merged = [entry for sequence in sequences for entry in sequence]
+    times = {id(entry): parse_event(entry.event).time for entry in merged}
+    return tuple(sorted(merged, key=lambda entry: times[id(entry)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +220,10 @@ class FederationService:
         except PeerRefusedError as exc:
             if exc.status in (401, 403, 404):
                 raise NotFoundError(
+                    f"the custodian refused: {exc.peer_code}", code=exc.peer_code
+                ) from None
+            if exc.status == 409:  # e.g. the archive is in transit, or the purpose differs
+                raise ConflictError(
                     f"the custodian refused: {exc.peer_code}", code=exc.peer_code
                 ) from None
             raise
@@ -425,20 +447,18 @@ class FederationService:
         return document
 
     def ciphertext(self, sender: str, archive_id: str, version: int) -> Iterator[bytes]:
-        """A version's ciphertext for the pending recipient or an active grantee."""
+        """A version's ciphertext for the pending recipient of a transfer (the offer is the
+        evidence of this disclosure). Grantees read through ``disclose_content``."""
         with self.rt.db.session() as session:
             archive = session.get(Archive, archive_id)
             if archive is None or archive.state == TRANSFERRED:
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
             if archive.pending_recipient != sender:
-                self._active_grant(session, archive, sender)
-            self._member_copy(session, archive_id, sender)
-            row = next((v for v in archive.versions if v.version == version), None)
-            if row is None or row.blob_deleted_at is not None:
                 raise NotFoundError(
-                    f"archive {archive_id} has no version {version}", code="version_not_found"
+                    f"no transfer of {archive_id} is pending for {sender}", code="no_access"
                 )
-            cid = row.cid
+            self._member_copy(session, archive_id, sender)
+            cid = self._version_cid(archive, version)
         return self.rt.blobs.open_stream(cid)
 
     # ===========================================================================================
@@ -885,20 +905,23 @@ class FederationService:
         return len(due)
 
     def share_package(self, sender: str, archive_id: str) -> dict[str, Any]:
-        """For an active grantee: its wrapped key, the grant, the versions (peer API)."""
+        """For an active grantee: the grant and what the grantee needs to apply its own access
+        rules (department, sensitivity, class) and to choose a version (peer API). No key
+        material and no PHI: the key travels only with the logged ``disclose_content``."""
         with self.rt.db.session() as session:
             archive = session.get(Archive, archive_id)
             if archive is None or archive.state == TRANSFERRED:
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
             grant = self._active_grant(session, archive, sender)
-            wrapped = self._member_copy(session, archive_id, sender)
             return {
                 "archive_id": archive_id,
                 "custodian": self.rt.hospital,
                 "grant": grant.grant_hash,
                 "purpose": grant.purpose.value,
                 "expires_at": grant.expires_at.isoformat(),
-                "wrapped_key": base64.b64encode(wrapped).decode(),
+                "record_class": archive.record_class,
+                "sensitivity": archive.sensitivity,
+                "department": archive.department,
                 "versions": [
                     {"version": v.version, "media_type": v.media_type, "size": v.size}
                     for v in archive.versions
@@ -906,10 +929,55 @@ class FederationService:
                 "current_version": archive.current_version,
             }
 
+    def disclose_content(
+        self, sender: str, archive_id: str, version: int, purpose: Purpose
+    ) -> tuple[bytes, Iterator[bytes]]:
+        """For an active grantee, reading under its grant for the grant's purpose: the key
+        wrapped to the grantee and the version's ciphertext. The disclosure is logged first (an
+        ACCESS in this log naming the grant, the grantee as actor), so the evidence of the read
+        does not depend on the grantee logging it too."""
+
+        def unit(uow: UnitOfWork) -> tuple[bytes, str]:
+            archive = self._held_for_peer(uow.session, archive_id)
+            grant = self._active_grant(uow.session, archive, sender)
+            if grant.purpose is not purpose:
+                raise ConflictError(
+                    f"the grant is for purpose {grant.purpose.value}, not {purpose.value}",
+                    code="purpose_mismatch",
+                )
+            wrapped = self._member_copy(uow.session, archive.id, sender)
+            cid = self._version_cid(archive, version)
+            self._log_disclosure(uow, archive, grant, sender, AccessScope.CONTENT)
+            return wrapped, cid
+
+        wrapped, cid = self.rt.committer.run(unit)
+        return wrapped, self.rt.blobs.open_stream(cid)
+
+    def peer_bundle(self, sender: str, archive_id: str) -> ProofBundle:
+        """The archive's bundle for a member entitled to it: an active grantee (the disclosure is
+        logged, scope ``proof``) or the pending recipient of a transfer. Nobody else: bundles
+        carry pseudonyms, departments and sizes."""
+        archive_id = archive_id.strip().upper()
+
+        def unit(uow: UnitOfWork) -> None:
+            archive = uow.session.get(Archive, archive_id)
+            if archive is None or archive.state in NOT_HELD:
+                raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+            if archive.pending_recipient == sender:
+                return
+            grant = self._active_grant(uow.session, archive, sender)
+            self._log_disclosure(uow, archive, grant, sender, AccessScope.PROOF)
+
+        self.rt.committer.run(unit)
+        return self.full_bundle(archive_id)
+
     def read_shared(
         self, principal: Principal, custodian: str, archive_id: str, purpose: Purpose
     ) -> SharedContent:
-        """Read an archive another hospital shared with us: fetch, log ACCESS here, stream."""
+        """Read an archive another hospital shared with us. The grantee's own access rules apply
+        first (a clinician of another department gets 404 as for a local record); then the
+        custodian discloses key and ciphertext (logging it in its log), this node logs the read
+        in its own log (the grant's side chain), and the content is decrypted as it streams."""
         principal.require(Action.READ_CONTENT)
         custodian = normalize_address(custodian)
         archive_id = archive_id.strip().upper()
@@ -917,47 +985,72 @@ class FederationService:
         package = self._from_peer(
             lambda: self.rt.peer_client.get_json(url, custodian, f"/archives/{archive_id}/share")
         )
-        if package.get("purpose") != purpose.value:
+        try:
+            department = str(package["department"])
+            granted = Purpose(package["purpose"])
+            grant_hash = str(package["grant"])
+            version = int(package["current_version"])
+            info = next(v for v in package["versions"] if v["version"] == version)
+        except (KeyError, TypeError, ValueError, StopIteration):
+            raise UnavailableError(f"the custodian {custodian} sent a malformed grant") from None
+        principal.require_visible(archive_id, department)
+        if granted is not purpose:
             raise ConflictError(
-                f"the grant is for purpose {package.get('purpose')}, not {purpose.value}",
+                f"the grant is for purpose {granted.value}, not {purpose.value}",
                 code="purpose_mismatch",
             )
-        grant_hash = str(package["grant"])
-        material = crypto.ecies_unwrap_key_material(
-            self.rt.keystore.encryption_private_key,
-            base64.b64decode(package["wrapped_key"]),
-            crypto.member_wrap_aad(archive_id, self.rt.hospital),
-        )
-        version = int(package["current_version"])
-        info = next(v for v in package["versions"] if v["version"] == version)
-
-        def unit(uow: UnitOfWork) -> None:
-            # The grantee's ACCESS events form a side chain: the first names the grant, each
-            # next one the previous read under the same grant.
-            head = grant_hash
-            for entry in storage.entries_for_archive(uow.session, archive_id):
-                event = parse_event(entry.event)
-                if isinstance(event, AccessEvent) and event.data.grant == grant_hash:
-                    head = merkle.leaf_hash(entry.event).hex()
-            event = AccessEvent(
-                hospital=self.rt.hospital,
-                log_index=uow.log.size,
-                archive_id=archive_id,
-                actor=principal.actor,
-                time=uow.now,
-                prev=head,
-                data=AccessData(
-                    purpose=purpose, scope=AccessScope.CONTENT, break_glass=False, grant=grant_hash
-                ),
+        headers, ciphertext = self._from_peer(
+            lambda: self.rt.peer_client.open_stream(
+                url,
+                custodian,
+                f"/archives/{archive_id}/shared/versions/{version}?purpose={purpose.value}",
             )
-            uow.log.append(
-                canonical_bytes(event), archive_id=archive_id, event_type=event.type, time=uow.now
+        )
+        try:
+            material = crypto.ecies_unwrap_key_material(
+                self.rt.keystore.encryption_private_key,
+                base64.b64decode(headers.get(WRAPPED_KEY_HEADER, ""), validate=True),
+                crypto.member_wrap_aad(archive_id, self.rt.hospital),
             )
 
-        self.rt.committer.run(unit)
-        ciphertext = self.rt.peer_client.stream(
-            url, custodian, f"/archives/{archive_id}/versions/{version}/ciphertext"
-        )
+            def unit(uow: UnitOfWork) -> None:
+                # The grantee's ACCESS events form a side chain: the first names the grant, each
+                # next one the previous read under the same grant.
+                head = grant_hash
+                for entry in storage.entries_for_archive(uow.session, archive_id):
+                    event = parse_event(entry.event)
+                    if isinstance(event, AccessEvent) and event.data.grant == grant_hash:
+                        head = merkle.leaf_hash(entry.event).hex()
+                event = AccessEvent(
+                    hospital=self.rt.hospital,
+                    log_index=uow.log.size,
+                    archive_id=archive_id,
+                    actor=principal.actor,
+                    time=uow.now,
+                    prev=head,
+                    data=AccessData(
+                        purpose=purpose,
+                        scope=AccessScope.CONTENT,
+                        break_glass=False,
+                        grant=grant_hash,
+                    ),
+                )
+                uow.log.append(
+                    canonical_bytes(event),
+                    archive_id=archive_id,
+                    event_type=event.type,
+                    time=uow.now,
+                )
+
+            self.rt.committer.run(unit)
+        except (crypto.CryptoError, ValueError):
+            ciphertext.close()
+            raise UnavailableError(
+                f"the key sent by the custodian {custodian} does not open"
+            ) from None
+        except BaseException:
+            ciphertext.close()
+            raise
         chunks = crypto.decrypt_stream(
             material.data_key, ciphertext, crypto.archive_aad(archive_id, version)
         )
@@ -987,7 +1080,7 @@ class FederationService:
                 chain_id=theirs.chain_id,
                 notary=theirs.notary,
                 archive_id=theirs.archive_id,
-                entries=theirs.entries + own.entries,
+                entries=merge_by_time(theirs.entries, own.entries),
             )
         )
 
@@ -995,7 +1088,7 @@ class FederationService:
     # helpers
 
     def _require_custodian(self, archive: Archive) -> None:
-        if archive.custodian != self.rt.hospital or archive.state in (TRANSFERRED, INCOMING):
+        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD:
             raise ConflictError(
                 f"this hospital is not the custodian of archive {archive.id}", code="not_custodian"
             )
@@ -1003,6 +1096,39 @@ class FederationService:
     def _own_material(self, session: Session, archive_id: str) -> crypto.KeyMaterial:
         holder, blob = self.archives._own_wrapped_key(session, archive_id)
         return self.archives._unwrap(archive_id, holder, blob)
+
+    def _held_for_peer(self, session: Session, archive_id: str) -> Archive:
+        """The archive, locked, when this node holds it (a peer never sees others)."""
+        archive = session.execute(
+            select(Archive).where(Archive.id == archive_id.strip().upper()).with_for_update()
+        ).scalar_one_or_none()
+        if archive is None or archive.state in NOT_HELD:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        return archive
+
+    def _version_cid(self, archive: Archive, version: int) -> str:
+        row = next((v for v in archive.versions if v.version == version), None)
+        if row is None or row.blob_deleted_at is not None:
+            raise NotFoundError(
+                f"archive {archive.id} has no version {version}", code="version_not_found"
+            )
+        return row.cid
+
+    def _log_disclosure(
+        self,
+        uow: UnitOfWork,
+        archive: Archive,
+        grant: lifecycle.ShareGrant,
+        grantee: str,
+        scope: AccessScope,
+    ) -> None:
+        """Log, in this (the custodian's) log, that ``grantee`` was given content or evidence
+        under ``grant``: an ACCESS naming the grant, with the grantee's address as actor."""
+        state = self.archives._state(uow.session, archive)
+        data = AccessData(
+            purpose=grant.purpose, scope=scope, break_glass=False, grant=grant.grant_hash
+        )
+        self.archives._record(uow, archive, state, AccessEvent, grantee, data)
 
     def _member_copy(self, session: Session, archive_id: str, member: str) -> bytes:
         row = session.execute(

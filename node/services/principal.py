@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from anchoring.events import Purpose
 from node.errors import NotFoundError, PermissionDeniedError
 
 
@@ -51,6 +52,14 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
 }
 
 
+_DEFAULT_PURPOSE: dict[Role, Purpose] = {
+    Role.ADMIN: Purpose.OPERATIONS,
+    Role.ARCHIVIST: Purpose.OPERATIONS,
+    Role.CLINICIAN: Purpose.TREATMENT,
+    Role.AUDITOR: Purpose.AUDIT,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. ``actor`` is the keyed pseudonym written into events."""
@@ -65,6 +74,12 @@ class Principal:
         """Refuse (403) an action the role never allows."""
         if action not in _ALLOWED[self.role]:
             raise PermissionDeniedError(f"role {self.role.value} may not {action.value}")
+
+    @property
+    def default_purpose(self) -> Purpose:
+        """The purpose written into the ACCESS event of a metadata read that names none:
+        clinicians read for treatment, auditors for audit, archive staff for operations."""
+        return _DEFAULT_PURPOSE[self.role]
 
     @property
     def department_scoped(self) -> bool:

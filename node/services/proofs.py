@@ -1,13 +1,17 @@
 """Proof bundles of an archive (``archivechain.proof/v1``): the entries received from former
 custodians (with their proofs, kept since the transfer) followed by this node's own anchored
-entries, each proven against this node's latest confirmed checkpoint."""
+entries, each proven against this node's latest confirmed checkpoint.
+
+A caller that wants every event it just caused in the bundle waits first
+(``ProofService.wait_anchored``, the API's ``?wait=N``) instead of polling the proof itself."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from anchoring import storage
 from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
@@ -17,6 +21,11 @@ from node.services.principal import Action, Principal
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
+
+MAX_PROOF_WAIT: Final = 30
+"""Longest wait for anchoring a proof request may ask for, in seconds (it holds a connection)."""
+ANCHORING_POLL_INTERVAL: Final = 0.2
+"""Seconds between two reads of the anchored size while waiting (one short query each)."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,7 @@ class ProofService:
         Events newer than the latest confirmed checkpoint are left out (and counted): a bundle
         only contains what a verifier can check against the chain right now.
         """
-        principal.require(Action.READ_PROOF)
-        archive_id = archive_id.strip().upper()
-        with self.rt.db.session() as session:
-            archive = session.get(Archive, archive_id)
-            if archive is None or not principal.can_see(archive.department):
-                raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        archive_id = self._visible_archive(principal, archive_id)
         bundle, own = self.full(archive_id)
         if not bundle.entries:
             raise ConflictError(
@@ -70,6 +74,59 @@ class ProofService:
             checkpoint_index=own.checkpoint.index if own.checkpoint else None,
             checkpoint_size=own.checkpoint.size if own.checkpoint else None,
         )
+
+    async def wait_anchored(self, principal: Principal, archive_id: str, timeout: float) -> None:
+        """Wait until every event of the archive recorded in this node's log when called is
+        covered by a confirmed checkpoint; ``ConflictError`` (``proof_pending``) after ``timeout``
+        seconds (at most ``MAX_PROOF_WAIT``).
+
+        Polls the anchored size every ``ANCHORING_POLL_INTERVAL`` seconds: each poll is one short
+        query in a worker thread, and between polls neither a thread nor a connection is held.
+        Events recorded after the call are not waited for.
+        """
+        timeout = min(max(timeout, 0.0), MAX_PROOF_WAIT)
+        loop = asyncio.get_running_loop()
+        archive_id, needed = await asyncio.to_thread(self._anchoring_target, principal, archive_id)
+        deadline = loop.time() + timeout
+        while True:
+            anchored = await asyncio.to_thread(self._anchored_size)
+            if anchored >= needed:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ConflictError(
+                    f"archive {archive_id}: events up to log index {needed - 1} are not all "
+                    f"anchored after {timeout:g} s (anchored: {anchored} log entries); "
+                    "retry in a few seconds",
+                    code="proof_pending",
+                )
+            await asyncio.sleep(min(ANCHORING_POLL_INTERVAL, remaining))
+
+    def _visible_archive(self, principal: Principal, archive_id: str) -> str:
+        """The normalised id of an archive the caller may see proofs of (404 otherwise)."""
+        principal.require(Action.READ_PROOF)
+        archive_id = archive_id.strip().upper()
+        with self.rt.db.session() as session:
+            archive = session.get(Archive, archive_id)
+            if archive is None or not principal.can_see(archive.department):
+                raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        return archive_id
+
+    def _anchoring_target(self, principal: Principal, archive_id: str) -> tuple[str, int]:
+        """``(archive id, log size)``: the confirmed checkpoint size that covers every event of the
+        archive in this node's log right now (0 when it has none here)."""
+        archive_id = self._visible_archive(principal, archive_id)
+        with self.rt.db.session() as session:
+            last = session.execute(
+                select(func.max(storage.LogEntry.index)).where(
+                    storage.LogEntry.archive_id == archive_id
+                )
+            ).scalar_one_or_none()
+        return archive_id, 0 if last is None else int(last) + 1
+
+    def _anchored_size(self) -> int:
+        with self.rt.db.session() as session:
+            return storage.anchored_size(session)
 
     def full(self, archive_id: str) -> tuple[ProofBundle, OwnEntries]:
         """Foreign entries (former custodians, in chain order) then this node's own."""

@@ -1,8 +1,9 @@
 """Operational status of a node: its anchoring checkpoints, its health and its metric values.
 
 Health is judged here (not in the API) because "degraded" is a rule: the database must answer,
-the chain must answer and still hold what this node anchored, and anchoring must not trail the
-log by more than ``max_lag_seconds``. Nothing here returns error text from the chain or the
+the chain must answer and still hold what this node anchored, anchoring must not trail the log by
+more than ``max_lag_seconds``, and no chain transaction may wait unconfirmed for longer than the
+worker's ``stuck_after`` (``outbox_stuck_seconds``). Nothing here returns error text from the chain or the
 database: only booleans, counts and short problem codes.
 """
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from anchoring.errors import AnchoringError, LogError
 from anchoring.storage import Checkpoint, CheckpointState
-from anchoring.worker import Lag, measure_lag
+from anchoring.worker import Lag, measure_lag, outbox_stuck
 from node.errors import InputError
 from node.models import Archive
 from node.services.principal import Action, Principal
@@ -51,6 +52,7 @@ class Problem(StrEnum):
     CHAIN_UNREACHABLE = "chain_unreachable"
     CHAIN_STATE_LOST = "chain_state_lost"
     ANCHORING_LAG = "anchoring_lag"
+    OUTBOX_STUCK = "outbox_stuck"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class Health:
     chain_reachable: bool
     chain_state_lost: bool
     lag: Lag | None
+    outbox_stuck: bool
     last_checkpoint_at: datetime | None
     problems: tuple[Problem, ...]
 
@@ -109,7 +112,9 @@ class MetricsSnapshot:
     checkpoints_by_state: dict[str, int]
     chain_reachable: bool
     chain_state_lost: bool
+    outbox_stuck: bool
     anchoring_failures: int
+    nonce_replans: int
     commit_batches: int
     commit_units: int
 
@@ -162,6 +167,9 @@ class StatusService:
             problems.append(Problem.CHAIN_STATE_LOST)
         if lag is not None and lag.seconds_behind > self.max_lag_seconds:
             problems.append(Problem.ANCHORING_LAG)
+        stuck = lag is not None and outbox_stuck(lag, self.rt.worker.config.stuck_after)
+        if stuck:
+            problems.append(Problem.OUTBOX_STUCK)
         if not database_ok:
             status = HealthStatus.DOWN
         elif problems:
@@ -177,6 +185,7 @@ class StatusService:
             chain_reachable=chain_ok,
             chain_state_lost=state_lost,
             lag=lag,
+            outbox_stuck=stuck,
             last_checkpoint_at=self.rt.worker.status.last_checkpoint_at,
             problems=tuple(problems),
         )
@@ -210,7 +219,9 @@ class StatusService:
             checkpoints_by_state=checkpoints,
             chain_reachable=worker.chain_reachable,
             chain_state_lost=worker.chain_state_lost,
+            outbox_stuck=lag is not None and outbox_stuck(lag, self.rt.worker.config.stuck_after),
             anchoring_failures=worker.consecutive_failures,
+            nonce_replans=worker.replans,
             commit_batches=self.rt.committer.batches,
             commit_units=self.rt.committer.units,
         )

@@ -381,10 +381,37 @@ def test_archive_rules() -> None:
 
 def test_custodian_access_rules() -> None:
     story = archived_story()
-    story.refuse(EventType.ACCESS, access(grant=R), "does not read under a share grant")
+    story.refuse(EventType.ACCESS, access(grant=R), "names no grant of this archive")
     story.do(EventType.ACCESS, {**access(), "break_glass": True, "reason_hash": R})
     offered(story)
     story.refuse(EventType.ACCESS, access(), "in transit")
+
+
+def test_disclosures_to_a_grantee_in_the_custodians_log() -> None:
+    """The custodian logs each hand-over of key, ciphertext or evidence to a grantee as an ACCESS
+    naming the grant, with the grantee's address as actor, on the main chain."""
+    story = archived_story()
+    grant_hash = grant(story, C, "referral", days=1)
+    disclosed = access("referral", grant=grant_hash)
+    story.refuse(EventType.ACCESS, disclosed, "names actor", actor=STAFF)
+    story.refuse(EventType.ACCESS, disclosed, "names actor", actor=B)
+    story.refuse(EventType.ACCESS, access("research", grant=grant_hash), "differs", actor=C)
+    story.refuse(
+        EventType.ACCESS,
+        {**disclosed, "break_glass": True, "reason_hash": R},
+        "never break-glass",
+        actor=C,
+    )
+    story.refuse(EventType.ACCESS, access("referral", grant=R), "names no grant", actor=C)
+    head = story.do(EventType.ACCESS, disclosed, actor=C).head
+    story.do(EventType.ACCESS, access("referral", "proof", grant=grant_hash), actor=C)
+    assert story.state is not None
+    assert story.state.head != head  # on the main chain: it moves the head
+    assert story.state.grant_for(C).head == grant_hash  # type: ignore[union-attr]  # side chain not
+    expiry = story.state.grant_for(C).expires_at  # type: ignore[union-attr]
+    story.refuse(EventType.ACCESS, disclosed, "after the grant expired", actor=C, at=expiry)
+    story.do(EventType.SHARE_REVOKE, {"grantee": C, "reason": "revoked"})
+    story.refuse(EventType.ACCESS, disclosed, "names no grant", actor=C)
 
 
 def test_grantee_access_rules() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +66,10 @@ class Client:
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request to the app and return the complete response."""
         return self._portal.call(partial(self._client.request, method, url, **kwargs))
+
+    def start(self, method: str, url: str, **kwargs: Any) -> Future[httpx.Response]:
+        """Send one request without waiting for its answer (the test thread goes on)."""
+        return self._portal.start_task_soon(partial(self._client.request, method, url, **kwargs))
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", url, **kwargs)

@@ -63,6 +63,9 @@ def test_upload_archive_prove_verify_and_detect_tampering(api: Api, chain: RpcCh
         api.client.get(f"/api/v1/archives/{archive_id}", headers=archivist).json()["chain_status"]
         == "registered"
     )
+    proof = api.client.get(f"/api/v1/archives/{archive_id}/proof", headers=archivist)
+    assert proof.headers["x-unanchored-events"] == "1"  # the metadata read just logged
+    _anchor(api)
 
     proof = api.client.get(f"/api/v1/archives/{archive_id}/proof", headers=archivist)
     assert proof.status_code == 200, proof.text
@@ -71,7 +74,7 @@ def test_upload_archive_prove_verify_and_detect_tampering(api: Api, chain: RpcCh
     document = proof.json()
     assert document["format"] == "archivechain.proof/v1"
     assert document["notary"] == api.node.deployment.notary.address
-    assert [e["log_index"] for e in document["entries"]] == [0, 1, 2]
+    assert [e["log_index"] for e in document["entries"]] == [0, 1, 2, 3]
 
     # Through the API …
     verified = api.client.post("/api/v1/verify", headers=api.auth("auditor"), content=proof.content)
@@ -80,7 +83,7 @@ def test_upload_archive_prove_verify_and_detect_tampering(api: Api, chain: RpcCh
     assert report["status"] == "valid"
     assert report["ok"] is True
     assert report["custody_checked"] is True
-    assert [e["type"] for e in report["entries"]] == ["CREATE", "ARCHIVE", "ACCESS"]
+    assert [e["type"] for e in report["entries"]] == ["CREATE", "ARCHIVE", "ACCESS", "ACCESS"]
     assert all(e["verdict"] == "ok" for e in report["entries"])
     assert report["final_state"]["status"] == "ARCHIVED"
 

@@ -151,6 +151,7 @@ def test_fuzz_every_operation_as_archivist(api: Api) -> None:
 @pytest.mark.parametrize("operation", ARCHIVE_OPERATIONS, ids=_label)
 def test_fuzz_on_a_real_archive(api: Api, operation: tuple[str, str]) -> None:
     archive_id = api.create()["id"]
+    api.node.worker.run_until_anchored(timeout=30)  # so `GET …/proof?wait=N` answers at once
     fuzz(api, *operation, "archivist", path_parameters={"archive_id": archive_id})
 
 

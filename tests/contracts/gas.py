@@ -98,9 +98,9 @@ def _custody(meter: GasMeter, a: TestAccounts) -> None:
     nt = "ArchiveNotary"
     deadline = latest_time(meter.chain) + 1000
     _, key = new_archive()
-    meter.send(a.hospital_a, nt, "register", [key, 1, deadline, h("content")])
+    meter.send(a.hospital_a, nt, "register", [key, 1, deadline, h("content"), bytes(32)])
     for n in (1, 10, 100):
-        items = [(new_archive()[1], 1, deadline, h(f"c{i}")) for i in range(n)]
+        items = [(new_archive()[1], 1, deadline, h(f"c{i}"), bytes(32)) for i in range(n)]
         label = f"{n} archive" + ("s" if n > 1 else "")
         receipt = meter.send(a.hospital_a, nt, "registerBatch", [items], label)
         if n > 1:

@@ -163,10 +163,12 @@ class CustodyMachine(RuleBasedStateMachine):
 
     # calls --------------------------------------------------------------------------------------
 
-    def register(self, actor: str, index: int, record_class: int, steps: int) -> None:
-        self._register(actor, index, record_class, steps)
+    def register(
+        self, actor: str, index: int, record_class: int, steps: int, held: bool = False
+    ) -> None:
+        self._register(actor, index, record_class, steps, held)
 
-    def _register(self, actor: str, index: int, record_class: int, steps: int) -> None:
+    def _register(self, actor: str, index: int, record_class: int, steps: int, held: bool) -> None:
         _, key = self.archives[index]
         who, m = self._address(actor), self.model[index]
         deadline = self.t0 + (self.elapsed_steps + steps) * STEP + STEP // 2
@@ -176,10 +178,12 @@ class CustodyMachine(RuleBasedStateMachine):
             self._state(key, m, NONE)
             if record_class > 6:
                 raise Refused("NotaryInvalidRecordClass", key, record_class)
-            return Model(custodian=who, state=ARCHIVED, record_class=record_class,
+            return Model(custodian=who, state=ARCHIVED, record_class=record_class, on_hold=held,
                          retention_deadline=deadline, commitment=h(f"content {index}"))  # fmt: skip
 
-        self._run(actor, index, "register", [key, record_class, deadline, h(f"content {index}")],
+        hold_reason = h(f"held at archiving {index}") if held else bytes(32)
+        self._run(actor, index, "register",
+                  [key, record_class, deadline, h(f"content {index}"), hold_reason],
                   self._expect(compute))  # fmt: skip
 
     def offer(self, data: st.DataObject, to: str) -> None:
@@ -339,6 +343,7 @@ class CustodyMachine(RuleBasedStateMachine):
                 data.draw(st.integers(0, ARCHIVES - 1), label="index"),
                 data.draw(st.integers(0, 7), label="record_class"),
                 data.draw(st.integers(0, 3), label="steps"),
+                data.draw(st.booleans(), label="held"),
             )
         elif action == "offer":
             self.offer(data, data.draw(st.sampled_from([*ACTORS[:3] * 2, *ACTORS]), label="to"))

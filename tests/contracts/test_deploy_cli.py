@@ -101,7 +101,7 @@ def test_chain_start_deploy_and_plain_json_rpc_reads(
     log = MerkleLog(12)
     archive_id, key = new_archive()
     w = ContractWriter(chain, a)
-    w.transact("register", [key, 2, 2_000_000_000, h("content")])
+    w.transact("register", [key, 2, 2_000_000_000, h("content"), bytes(32)])
     w.transact("anchorCheckpoint", [5, log.root(5), []])
     last = w.transact("anchorCheckpoint", [12, log.root(12), log.consistency(5, 12)])
 

@@ -63,7 +63,7 @@ def test_ganache_smoke(ganache_url: str, test_accounts: TestAccounts) -> None:
     w = ContractWriter(chain, a)
     archive_id, key = new_archive()
     deadline = latest_time(chain) + 3600
-    w.transact("register", [key, 3, deadline, h("content")])
+    w.transact("register", [key, 3, deadline, h("content"), bytes(32)])
     log = MerkleLog(40)
     w.transact("anchorCheckpoint", [17, log.root(17), []])
     w.transact("anchorCheckpoint", [40, log.root(40), log.consistency(17, 40)])
@@ -80,7 +80,7 @@ def test_ganache_smoke(ganache_url: str, test_accounts: TestAccounts) -> None:
 
     # ganache's revert errors decode to the same custom errors as anvil's
     with reverts("NotaryUnexpectedState", key, 1, 0):
-        w.transact("register", [key, 3, deadline, h("content")])
+        w.transact("register", [key, 3, deadline, h("content"), bytes(32)])
     with reverts("NotaryInvalidConsistencyProof", a.address, 40, 41):
         w.transact("anchorCheckpoint", [41, h("forged"), log.consistency(17, 40)])
     with reverts("NotaryUnknownCheckpoint", a.address, 2, 2):

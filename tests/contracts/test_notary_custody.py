@@ -47,7 +47,7 @@ def archived(chain: RpcChain, writer: Writer, hospital_a: LocalAccount) -> tuple
     """An archive registered by hospital A: (ULID, key, retention deadline a year ahead)."""
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    notary(writer, hospital_a, "register", key, 2, deadline, h("content"))
+    notary(writer, hospital_a, "register", key, 2, deadline, h("content"), ZERO32)
     return archive_id, key, deadline
 
 
@@ -60,7 +60,7 @@ def test_register_records_custody(
 ) -> None:
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    receipt = notary(writer, hospital_a, "register", key, 4, deadline, h("c"))
+    receipt = notary(writer, hospital_a, "register", key, 4, deadline, h("c"), ZERO32)
     assert [e.name for e in receipt.events] == ["ArchiveRegistered"]
     assert receipt.event("ArchiveRegistered").args == {
         "id": key,
@@ -83,6 +83,51 @@ def test_register_records_custody(
     assert record.certificate_hash == ZERO32
 
 
+def test_register_on_hold_records_the_custodians_hold_in_the_same_transaction(
+    chain: RpcChain, writer: Writer, consortium: Consortium
+) -> None:
+    a = consortium.accounts
+    archive_id, key = new_archive()
+    deadline = latest_time(chain) + ONE_YEAR
+    receipt = notary(writer, a.hospital_a, "register", key, 2, deadline, h("c"), h("litigation"))
+    assert [e.name for e in receipt.events] == ["ArchiveRegistered", "HoldPlaced"]
+    assert receipt.event("HoldPlaced").args == {
+        "id": key,
+        "by": a.hospital_a.address,
+        "byRegulator": False,
+        "reasonHash": h("litigation"),
+    }
+    record = chain.custody(archive_id)
+    assert (record.state, record.on_hold, record.hold_by_regulator) == (
+        CustodyState.ARCHIVED,
+        True,
+        False,
+    )
+    # It is the custodian's own hold: it blocks transfer-out, the custodian may release it, and a
+    # regulator may take it over.
+    with reverts("NotaryOnHold", key, False):
+        notary(writer, a.hospital_a, "offerTransfer", key, a.hospital_b.address)
+    notary(writer, a.regulator, "placeHold", key, h("regulator"))
+    assert chain.custody(archive_id).hold_by_regulator is True
+    with reverts("NotaryUnauthorized", a.hospital_a.address, 2):
+        notary(writer, a.hospital_a, "releaseHold", key, h("custodian"))
+
+    other_id, other = new_archive()
+    batch = [
+        (other, 0, deadline, h("1"), h("held")),
+        (new_archive()[1], 0, deadline, h("2"), ZERO32),
+    ]
+    receipt = notary(writer, a.hospital_a, "registerBatch", batch)
+    assert [e.name for e in receipt.events] == [
+        "ArchiveRegistered",
+        "HoldPlaced",
+        "ArchiveRegistered",
+    ]
+    assert chain.custody(other_id).on_hold is True
+    notary(writer, a.hospital_a, "releaseHold", other, h("released"))
+    assert chain.custody(other_id).on_hold is False
+
+
 def test_unknown_archive_reads_as_none(chain: RpcChain) -> None:
     archive_id, _ = new_archive()
     record = chain.custody(archive_id)
@@ -99,16 +144,16 @@ def test_register_refusals(
     deadline = latest_time(chain) + 100
     for account in (a.regulator, a.insurer, a.auditor, a.outsider, a.deployer):
         with reverts("NotaryUnauthorized", account.address, 1):
-            notary(writer, account, "register", key, 0, deadline, h("c"))
+            notary(writer, account, "register", key, 0, deadline, h("c"), ZERO32)
     with reverts("NotaryUnexpectedState", archived[1], ARCHIVED, NONE):
-        notary(writer, a.hospital_b, "register", archived[1], 0, deadline, h("c"))
+        notary(writer, a.hospital_b, "register", archived[1], 0, deadline, h("c"), ZERO32)
     with reverts("NotaryInvalidRecordClass", key, 7):
-        notary(writer, a.hospital_a, "register", key, 7, deadline, h("c"))
+        notary(writer, a.hospital_a, "register", key, 7, deadline, h("c"), ZERO32)
     with reverts("NotaryInvalidRetentionDeadline", key):
-        notary(writer, a.hospital_a, "register", key, 0, 0, h("c"))
+        notary(writer, a.hospital_a, "register", key, 0, 0, h("c"), ZERO32)
     with reverts("NotaryMissingCommitment", key):
-        notary(writer, a.hospital_a, "register", key, 0, deadline, ZERO32)
-    notary(writer, a.hospital_a, "register", key, 6, deadline, h("c"))  # class 6 is the last valid
+        notary(writer, a.hospital_a, "register", key, 0, deadline, ZERO32, ZERO32)
+    notary(writer, a.hospital_a, "register", key, 6, deadline, h("c"), ZERO32)  # last class
 
 
 def test_suspended_hospital_cannot_act(
@@ -118,7 +163,7 @@ def test_suspended_hospital_cannot_act(
     suspend(writer, a, a.hospital_a)
     _, key = new_archive()
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
-        notary(writer, a.hospital_a, "register", key, 0, latest_time(chain) + 10, h("c"))
+        notary(writer, a.hospital_a, "register", key, 0, latest_time(chain) + 10, h("c"), ZERO32)
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
         notary(writer, a.hospital_a, "offerTransfer", archived[1], a.hospital_b.address)
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
@@ -132,7 +177,7 @@ def test_suspended_hospital_cannot_act(
 def test_register_batch(chain: RpcChain, writer: Writer, hospital_a: LocalAccount) -> None:
     deadline = latest_time(chain) + ONE_YEAR
     archives = [new_archive() for _ in range(3)]
-    items = [(key, i, deadline + i, h(f"c{i}")) for i, (_, key) in enumerate(archives)]
+    items = [(key, i, deadline + i, h(f"c{i}"), ZERO32) for i, (_, key) in enumerate(archives)]
     receipt = notary(writer, hospital_a, "registerBatch", items)
     assert [e.args["id"] for e in receipt.events] == [key for _, key in archives]
     assert all(e.name == "ArchiveRegistered" for e in receipt.events)
@@ -156,19 +201,19 @@ def test_register_batch_is_all_or_nothing(
             writer,
             a.hospital_a,
             "registerBatch",
-            [(fresh, 0, deadline, h("1")), (fresh, 0, deadline, h("2"))],
+            [(fresh, 0, deadline, h("1"), ZERO32), (fresh, 0, deadline, h("2"), ZERO32)],
         )
     with reverts("NotaryUnexpectedState", archived[1], ARCHIVED, NONE):
         notary(
             writer,
             a.hospital_a,
             "registerBatch",
-            [(fresh, 0, deadline, h("1")), (archived[1], 0, deadline, h("2"))],
+            [(fresh, 0, deadline, h("1"), ZERO32), (archived[1], 0, deadline, h("2"), ZERO32)],
         )
     with reverts("NotaryInvalidRecordClass", fresh, 9):
-        notary(writer, a.hospital_a, "registerBatch", [(fresh, 9, deadline, h("1"))])
+        notary(writer, a.hospital_a, "registerBatch", [(fresh, 9, deadline, h("1"), ZERO32)])
     with reverts("NotaryUnauthorized", a.regulator.address, 1):
-        notary(writer, a.regulator, "registerBatch", [(fresh, 0, deadline, h("1"))])
+        notary(writer, a.regulator, "registerBatch", [(fresh, 0, deadline, h("1"), ZERO32)])
     assert chain.custody(fresh_id).state is CustodyState.NONE
 
 
@@ -413,7 +458,7 @@ def test_destroy_after_retention(chain: RpcChain, writer: Writer, consortium: Co
     a = consortium.accounts
     archive_id, key = new_archive()
     deadline = latest_time(chain) + 1000
-    notary(writer, a.hospital_a, "register", key, 1, deadline, h("c"))
+    notary(writer, a.hospital_a, "register", key, 1, deadline, h("c"), ZERO32)
     with pytest.raises(ContractRevertError) as info:
         notary(writer, a.hospital_a, "destroy", key, h("certificate"))
     assert info.value.error_name == "NotaryRetentionNotReached"
@@ -444,7 +489,7 @@ def test_destroy_after_retention(chain: RpcChain, writer: Writer, consortium: Co
     with reverts("NotaryUnexpectedState", key, DESTROYED, ARCHIVED):
         notary(writer, a.hospital_a, "extendRetention", key, deadline + 5000)
     with reverts("NotaryUnexpectedState", key, DESTROYED, NONE):
-        notary(writer, a.hospital_a, "register", key, 1, deadline + 5000, h("c"))
+        notary(writer, a.hospital_a, "register", key, 1, deadline + 5000, h("c"), ZERO32)
 
 
 def test_destroy_blocked_by_hold_and_pending_transfer(
@@ -452,7 +497,7 @@ def test_destroy_blocked_by_hold_and_pending_transfer(
 ) -> None:
     a = consortium.accounts
     _, key = new_archive()
-    notary(writer, a.hospital_a, "register", key, 1, latest_time(chain) + 10, h("c"))
+    notary(writer, a.hospital_a, "register", key, 1, latest_time(chain) + 10, h("c"), ZERO32)
     advance_time(chain.rpc, 100)
     notary(writer, a.regulator, "placeHold", key, h("litigation"))
     with reverts("NotaryOnHold", key, True):

@@ -48,6 +48,17 @@ def upload_and_archive(hospital: Hospital, content: bytes = CONTENT) -> str:
     return archive_id
 
 
+def grant_share(custodian: Hospital, archive_id: str, grantee: Hospital) -> None:
+    """``custodian`` shares ``archive_id`` with ``grantee`` (purpose referral, one hour)."""
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with custodian.client() as api:
+        granted = api.post(
+            f"/archives/{archive_id}/shares",
+            json={"to": grantee.address, "purpose": "referral", "expires_at": expires},
+        )
+        assert granted.status_code == 201, granted.text
+
+
 def stored_transfer_state(hospital: Hospital, archive_id: str) -> str | None:
     """The incoming transfer's state straight from the node's database."""
     with hospital.runtime.db.session() as session:
@@ -100,7 +111,8 @@ def test_transfer_a_to_b_rekeys_and_spans_both_logs(
     report = verify_bundle(bundle, chain)
     assert report.ok, report.to_text()
     kinds = [e.event_type for e in report.entries]
-    assert kinds[:3] == ["CREATE", "ARCHIVE", "TRANSFER_OFFER"]
+    custody_kinds = [kind for kind in kinds if kind != "ACCESS"]  # reads are logged too
+    assert custody_kinds[:3] == ["CREATE", "ARCHIVE", "TRANSFER_OFFER"]
     assert "TRANSFER_ACCEPT" in kinds
     assert report.final_state is not None
     assert report.final_state.custodian == b.address
@@ -247,6 +259,7 @@ def test_forged_and_replayed_peer_requests_are_refused(hospitals: dict[str, Hosp
 
     a, b = hospitals["A"], hospitals["B"]
     archive_id = upload_and_archive(a)
+    grant_share(a, archive_id, b)  # the bundle is served to grantees only
     target = f"{PEER_PREFIX}/archives/{archive_id}/bundle"
     headers = sign_headers(b.runtime.keystore.account(), "GET", target, b"", a.address)
     with httpx.Client(base_url=a.url) as http:
@@ -285,6 +298,7 @@ def test_suspended_member_requests_are_refused(
 
     a, c = hospitals["A"], hospitals["C"]
     archive_id = upload_and_archive(a)
+    grant_share(a, archive_id, c)
     target = f"{PEER_PREFIX}/archives/{archive_id}/bundle"
     with httpx.Client(base_url=a.url) as http:
         ok = http.get(

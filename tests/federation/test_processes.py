@@ -22,7 +22,7 @@ from anchoring.chainview import CustodyState
 from anchoring.verifier import verify_bundle
 from node.cli.node import FAULT_POINT_ENV
 from node.network import down
-from tests.network.test_up_down import Net, _cli, _environment, _free_block, _wait_ready
+from tests.network.conftest import Net, cli, environment, free_block, wait_ready
 from tests.support import REPO_ROOT
 
 CONTENT = b"Transfer of care: cardiology referral, full record.\n" * 300
@@ -31,13 +31,13 @@ CONTENT = b"Transfer of care: cardiology referral, full record.\n" * 300
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Net, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("federation")
-    net = Net(tmp / "net", base_port=_free_block(3), chain_port=_free_block(1))
+    net = Net(tmp / "net", base_port=free_block(3), chain_port=free_block(1))
     up = net.up(
         "--hospitals", "3", "--base-port", str(net.base_port), "--chain-port",
         str(net.chain_port), tag="fed",
     )  # fmt: skip
     try:
-        yield net, _wait_ready(net, up, 3)
+        yield net, wait_ready(net, up, 3)
     finally:
         down(net.data_dir, timeout=30)
         up.process.wait(60)
@@ -100,10 +100,10 @@ def restart(net: Net, name: str, fault: str | None = None) -> subprocess.Popen[b
     from node.process import stop_recorded
 
     stop_recorded(net.data_dir / "nodes" / name / "node.pid", timeout=30)
-    env = _environment() | ({FAULT_POINT_ENV: fault} if fault else {})
+    env = environment() | ({FAULT_POINT_ENV: fault} if fault else {})
     log = (net.data_dir / "nodes" / name / f"restart-{fault or 'clean'}.log").open("ab")
     process = subprocess.Popen(
-        _cli("node", "run", "--config", str(net.data_dir / "nodes" / name / "node.toml")),
+        cli("node", "run", "--config", str(net.data_dir / "nodes" / name / "node.toml")),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -7,16 +7,9 @@ that lost its state is detected loudly and recovered with ``--reset-chain``; not
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import socket
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,147 +18,12 @@ import pytest
 
 from anchoring.bundle import parse_bundle
 from anchoring.chain import MemberStatus, Role, RpcChain
+from anchoring.chainview import CustodyState
 from anchoring.deployment import Deployment
 from anchoring.verifier import verify_bundle
-from node.network import NETWORK_NOTE, down
-from node.process import pid_alive, read_pid_file
-
-UP_TIMEOUT = 120.0
-
-
-def _free_block(count: int) -> int:
-    """A port such that it and the ``count - 1`` following ones are free right now."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "node", *args]
-
-
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVECHAIN_")} | {
-        "PYTHONUNBUFFERED": "1"
-    }
-
-
-@dataclass
-class UpProcess:
-    """A running ``archivechain up`` and where its output goes."""
-
-    process: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def output(self) -> str:
-        return self.out.read_text() + self.err.read_text()
-
-
-@dataclass
-class Net:
-    """The test network's data directory and ports."""
-
-    data_dir: Path
-    base_port: int
-    chain_port: int
-
-    def up(self, *extra: str, tag: str) -> UpProcess:
-        out, err = self.data_dir.parent / f"up-{tag}.out", self.data_dir.parent / f"up-{tag}.err"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(
-                _cli("up", "--data-dir", str(self.data_dir), *extra),
-                stdout=stdout,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env=_environment(),
-            )
-        return UpProcess(process, out, err)
-
-    def down(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            _cli("down", "--data-dir", str(self.data_dir)),
-            capture_output=True,
-            text=True,
-            env=_environment(),
-            timeout=90,
-            check=False,
-        )
-
-    def network(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads((self.data_dir / "network.json").read_text())
-        return document
-
-    def pids(self) -> dict[str, int]:
-        """Every process the network recorded: supervisor, anvil, nodes."""
-        found: dict[str, int] = {}
-        for name, path in [
-            ("up", self.data_dir / "up.pid"),
-            *[(p.parent.name, p) for p in (self.data_dir / "nodes").glob("*/node.pid")],
-        ]:
-            recorded = read_pid_file(path)
-            if recorded is not None:
-                found[name] = recorded[0]
-        anvil_pid = self.data_dir / "chain" / "anvil.pid"
-        if anvil_pid.exists():
-            found["anvil"] = int(anvil_pid.read_text().strip())
-        return found
-
-
-def _wait_ready(net: Net, up: UpProcess, nodes: int) -> dict[str, Any]:
-    deadline = time.monotonic() + UP_TIMEOUT
-    while time.monotonic() < deadline:
-        if up.process.poll() is not None:
-            pytest.fail(f"up exited with {up.process.returncode}:\n{up.output()}")
-        if "stops everything" in up.out.read_text():
-            network = net.network()
-            assert len(network["nodes"]) == nodes
-            for node in network["nodes"]:
-                assert httpx.get(node["url"] + "/healthz", timeout=5).status_code == 200
-            return network
-        time.sleep(0.25)
-    pytest.fail(f"network not ready in {UP_TIMEOUT} s:\n{up.output()}")
-
-
-def _stop(net: Net, up: UpProcess) -> dict[str, int]:
-    pids = net.pids()
-    assert set(pids) >= {"up", "anvil", "hospital-1", "hospital-2"}, pids
-    result = net.down()
-    assert result.returncode == 0, result.stderr
-    assert "stopped `up`" in result.stdout
-    assert up.process.wait(60) == 0, up.output()
-    assert "network stopped" in up.err.read_text()
-    left = {name: pid for name, pid in pids.items() if pid_alive(pid)}
-    assert left == {}, f"processes left running: {left}"
-    assert not (net.data_dir / "up.pid").exists()
-    assert not list((net.data_dir / "nodes").glob("*/node.pid"))
-    assert (net.data_dir / "chain" / "state.json").stat().st_size > 0  # anvil dumped its state
-    for log in (net.data_dir / "nodes").glob("*/node.log"):  # each node closed its runtime
-        assert log.read_text().rstrip().endswith(f"node {log.parent.name} stopped"), log
-    assert "exited with code" not in up.err.read_text()
-    return pids
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    network = Net(tmp_path / "net", base_port=_free_block(2), chain_port=_free_block(1))
-    try:
-        yield network
-    finally:  # whatever happened, leave nothing running
-        down(network.data_dir, timeout=20)
-
+from node.network import NETWORK_NOTE
+from node.process import pid_alive
+from tests.network.conftest import Net, stop_cleanly, wait_ready
 
 METADATA = {
     "record_class": "INPATIENT",
@@ -178,34 +36,38 @@ METADATA = {
 CONTENT = b"Discharge summary: patient stable, follow-up in 2 weeks.\n" * 40
 
 
-def _anchored_proof(client: httpx.Client, archive_id: str, entries: int) -> httpx.Response:
+def _anchored_proof(
+    client: httpx.Client, network: dict[str, Any], archive_id: str, entries: int
+) -> httpx.Response:
+    """Poll until the proof holds ``entries`` anchored events and the archive is registered on
+    chain (read from the chain: a metadata read through the API would itself be logged)."""
+    chain = RpcChain.for_notary(network["rpc_url"], network["contracts"]["ArchiveNotary"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         proof = client.get(f"/api/v1/archives/{archive_id}/proof")
-        archive = client.get(f"/api/v1/archives/{archive_id}").json()
         if (
             proof.status_code == 200
             and proof.headers["X-Unanchored-Events"] == "0"
             and len(json.loads(proof.content)["entries"]) == entries
-            and archive["chain_status"] == "registered"
+            and chain.custody(archive_id).state is CustodyState.ARCHIVED
         ):
             return proof
         time.sleep(0.5)
     pytest.fail(f"archive {archive_id} not anchored in time: {proof.status_code} {proof.text}")
 
 
-def _verify(network: dict[str, Any], document: bytes) -> None:
+def _verify(network: dict[str, Any], document: bytes, reads: int = 1) -> None:
     """What `archivechain verify` does: trust only the RPC endpoint and the notary address."""
     chain = RpcChain.for_notary(network["rpc_url"], network["contracts"]["ArchiveNotary"])
     report = verify_bundle(parse_bundle(document), chain)
     assert report.ok, report.to_text()
-    assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE", "ACCESS"]
+    assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE"] + ["ACCESS"] * reads
 
 
 def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
     ports = ("--base-port", str(net.base_port), "--chain-port", str(net.chain_port))
     first = net.up("--hospitals", "2", *ports, tag="first")
-    network = _wait_ready(net, first, nodes=2)
+    network = wait_ready(net, first, nodes=2)
 
     # network.json: private, complete, and true to the chain
     mode = stat.S_IMODE((net.data_dir / "network.json").stat().st_mode)
@@ -261,15 +123,15 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
         )
         assert content.status_code == 200, content.text
         assert content.content == CONTENT
-        proof = _anchored_proof(client, archive_id, entries=3)
+        proof = _anchored_proof(client, network, archive_id, entries=3)
         events = client.get(f"/api/v1/archives/{archive_id}/events").json()
     _verify(network, proof.content)
 
-    first_pids = _stop(net, first)
+    first_pids = stop_cleanly(net, first)
 
     # resume: same identities, deployment, admissions, API keys, data and proof
     second = net.up(tag="second")  # ports and size as recorded
-    resumed = _wait_ready(net, second, nodes=2)
+    resumed = wait_ready(net, second, nodes=2)
     log = second.err.read_text()
     assert "identities reused" in log
     assert "contracts verified" in log
@@ -283,15 +145,15 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
     assert chain.call("ConsortiumRegistry", "proposalCount") == (3,)  # nothing proposed again
     with httpx.Client(base_url=hospital["url"], timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {keys['archivist']}"
-        archive = client.get(f"/api/v1/archives/{archive_id}")
-        assert archive.status_code == 200
-        assert archive.json()["state"] == "ARCHIVED"
         assert client.get(f"/api/v1/archives/{archive_id}/events").json() == events
         again = client.get(f"/api/v1/archives/{archive_id}/proof")
         assert again.status_code == 200
         assert again.content == proof.content
+        archive = client.get(f"/api/v1/archives/{archive_id}")  # a metadata read: logged
+        assert archive.status_code == 200
+        assert archive.json()["state"] == "ARCHIVED"
     _verify(resumed, proof.content)
-    second_pids = _stop(net, second)
+    second_pids = stop_cleanly(net, second)
     assert second_pids["anvil"] != first_pids["anvil"]
 
     # the chain loses its state: `up` refuses loudly and leaves nothing running
@@ -306,22 +168,27 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
 
     # --reset-chain redeploys at the same addresses and re-anchors: the old proof verifies again
     reset = net.up("--reset-chain", tag="reset")
-    recovered = _wait_ready(net, reset, nodes=2)
+    recovered = wait_ready(net, reset, nodes=2)
     assert recovered["contracts"] == network["contracts"]
     assert "same addresses" in reset.err.read_text()
     with httpx.Client(base_url=hospital["url"], timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {keys['archivist']}"
-        reanchored = _anchored_proof(client, archive_id, entries=3)
-    assert reanchored.content == proof.content
-    _verify(recovered, proof.content)
-    _stop(net, reset)
+        reanchored = _anchored_proof(client, recovered, archive_id, entries=4)
+    old_entries = json.loads(proof.content)["entries"]
+    new_entries = json.loads(reanchored.content)["entries"]
+    assert [(e["log_index"], e["event"]) for e in new_entries[:3]] == [
+        (e["log_index"], e["event"]) for e in old_entries
+    ]  # the same events, then the metadata read logged after the resume
+    _verify(recovered, proof.content)  # the old proof verifies again
+    _verify(recovered, reanchored.content, reads=2)
+    stop_cleanly(net, reset)
 
 
 def test_ctrl_c_or_down_after_a_kill_stops_everything_and_a_second_up_is_refused(net: Net) -> None:
     ports = ("--base-port", str(net.base_port), "--chain-port", str(net.chain_port))
     up = net.up("--hospitals", "1", *ports, tag="ctrl-c")
     try:
-        _wait_ready(net, up, nodes=1)
+        wait_ready(net, up, nodes=1)
         again = net.up(tag="twice")
         assert again.process.wait(60) == 1
         assert "already up" in again.err.read_text()
@@ -334,7 +201,7 @@ def test_ctrl_c_or_down_after_a_kill_stops_everything_and_a_second_up_is_refused
 
         # `up` killed outright leaves its nodes and chain running: `down` still stops them all
         up = net.up(tag="killed")
-        _wait_ready(net, up, nodes=1)
+        wait_ready(net, up, nodes=1)
         pids = net.pids()
         up.process.kill()
         up.process.wait(10)

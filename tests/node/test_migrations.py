@@ -43,7 +43,7 @@ def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> No
 
 
 def _old_layout_log(url: str, count: int) -> tuple[list[bytes], set[tuple[int, bytes]]]:
-    """Write a log of ``count`` leaves the way revision 0002 stored it (every subtree in
+    """Write a log of ``count`` leaves the way revision 0003 stored it (every subtree in
     ``log_nodes`` keyed ``level << 48 | index``); returns its leaf hashes and node rows."""
     leaves: list[bytes] = []
     frontier: list[bytes] = []
@@ -102,8 +102,8 @@ def _assert_proofs_match(db: Database, leaves: list[bytes]) -> None:
                 assert proof == merkle.consistency_proof(size1, size, leaves), (size1, size)
 
 
-def test_migration_0003_rekeys_an_existing_log_and_back(database_url: str) -> None:
-    migrations.upgrade(database_url, "0002")
+def test_migration_0004_rekeys_an_existing_log_and_back(database_url: str) -> None:
+    migrations.upgrade(database_url, "0003")
     leaves, old_rows = _old_layout_log(database_url, 1300)
     migrations.upgrade(database_url)
     db = Database.connect(database_url)
@@ -130,7 +130,7 @@ def test_migration_0003_rekeys_an_existing_log_and_back(database_url: str) -> No
         _assert_proofs_match(db, leaves)
     finally:
         db.dispose()
-    command.downgrade(migrations.alembic_config(database_url), "0002")
+    command.downgrade(migrations.alembic_config(database_url), "0003")
     frontier: list[bytes] = []
     for size, leaf in enumerate(leaves):
         frontier, completed = merkle.append_leaf(frontier, size, leaf)

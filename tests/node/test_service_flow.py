@@ -7,7 +7,14 @@ from typing import Any
 
 from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
-from anchoring.events import Purpose, RecordClass, Sensitivity
+from anchoring.events import (
+    AccessEvent,
+    AccessScope,
+    Purpose,
+    RecordClass,
+    Sensitivity,
+    parse_event,
+)
 from anchoring.verifier import verify_bundle
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
@@ -39,17 +46,22 @@ def test_create_archive_read_prove_verify(node: NodeRuntime, chain: RpcChain) ->
     assert b"".join(stream.chunks) == content
 
     node.worker.run_until_anchored(timeout=30)
-    view = node.archives.get(archivist, created.id)
+    view = node.archives.get(archivist, created.id)  # a metadata read: logged too
     assert view.chain_status == "registered"
+    assert view.event_count == 4
     custody = chain.custody(created.id)
     assert custody.custodian == node.hospital
 
+    node.worker.run_until_anchored(timeout=30)
     built = node.proofs.bundle(archivist, created.id)
-    assert built.entries == 3
+    assert built.entries == 4
     assert built.unanchored == 0
     report = verify_bundle(parse_bundle(built.document), chain)
     assert report.ok, report.to_text()
-    assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE", "ACCESS"]
+    assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE", "ACCESS", "ACCESS"]
+    read = parse_event(parse_bundle(built.document).entries[-1].event)
+    assert isinstance(read, AccessEvent)
+    assert (read.data.scope, read.data.purpose) == (AccessScope.METADATA, Purpose.OPERATIONS)
 
 
 def test_a_node_configured_for_ipfs_stores_and_reads_through_it(

@@ -1,10 +1,10 @@
 """log nodes: low subtrees keyed by completion position, upper subtrees in log_upper_nodes
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02 00:30:00.000000
 
-Until 0002 every subtree was a row of ``log_nodes`` keyed ``level << 48 | index``. From 0003 (see
+Until 0003 every subtree was a row of ``log_nodes`` keyed ``level << 48 | index``. From 0004 (see
 ``anchoring.storage.node_id``) a subtree below level 8 stays in ``log_nodes``, keyed by its
 completion position (post-order: appends write increasing keys, a proof's low siblings share
 B-tree pages), and a subtree at level 8 or above moves, with its key, to ``log_upper_nodes`` (one
@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -94,7 +94,7 @@ def _low_subtrees() -> Iterator[tuple[int, int, int]]:
 
 
 def _old_low_rows(chunk: int = 50_000) -> Iterator[list[dict[str, object]]]:
-    """The rows of ``log_nodes`` under their 0002 keys. No SQL inverse of the completion position
+    """The rows of ``log_nodes`` under their 0003 keys. No SQL inverse of the completion position
     exists: the rows, read in key order, are matched with ``_low_subtrees``."""
     out: list[dict[str, object]] = []
     subtrees = _low_subtrees()
