@@ -10,7 +10,7 @@ Three layers:
   leaf ranges ``[lo, hi)`` (``inclusion_ranges``, ``consistency_ranges``); each range's hash is
   the fold (``hash_from_subtrees``) of the aligned perfect subtrees that cover it
   (``perfect_subtrees``), and ``append_leaf`` reports every perfect subtree a new leaf completes
-  so it can be stored.
+  so it can be stored (``completion_position`` numbers them in that order).
 
 Every range a proof for a tree of size ``n`` names ends at or before ``n`` and starts on a boundary
 aligned to a power of two at least as large as the range, so its perfect subtrees are all complete
@@ -304,6 +304,26 @@ def hash_from_subtrees(hashes_left_to_right: Sequence[bytes]) -> bytes:
     for left in reversed(hashes_left_to_right[:-1]):
         result = node_hash(left, result)
     return result
+
+
+def nodes_before_leaf(size: int) -> int:
+    """Subtrees (leaves included) completed by the first ``size`` leaves: 2·size - popcount(size).
+
+    Appending leaf ``size`` completes the subtrees at completion positions from this one on, one
+    per level from the leaf up, in that order."""
+    return 2 * size - size.bit_count()
+
+
+def completion_position(level: int, index: int) -> int:
+    """Where subtree ``(level, index)`` falls in the order appends complete subtrees (post-order).
+
+    Leaf ``r = ((index + 1) << level) - 1`` completes it after the ``level`` subtrees below it, so
+    its position is ``nodes_before_leaf(r) + level``. The sibling at level ``l`` of leaf ``i`` sits
+    within about ``2^(l+1)`` positions of ``2i``: keyed this way, a proof's low siblings share
+    pages of a B-tree."""
+    if level < 0 or index < 0:
+        raise LogError(f"no subtree at level {level}, index {index}")
+    return ((index + 1) << (level + 1)) - 2 - index.bit_count()
 
 
 def append_leaf(

@@ -5,11 +5,22 @@ Against a real anvil with 1 s blocks (started here on a free port):
   2. anchorCheckpoint gas at log sizes 10^3 and 10^6 (with the consistency proof);
   3. inclusion-proof verifications per second on one core;
   4. proof generation from the database at 10^6 and 10^7 leaves (SQLite; the log is built once
-     and cached under --cache-dir because building 10^7 leaves takes minutes);
+     and cached under --cache-dir because building 10^7 leaves takes minutes), three ways:
+     - the published method (issue 3): 4 fixed leaves × 50 inclusion proofs, p50/p95, and the mean
+       of 50 consistency proofs from size/2 + 1, in one session (the pages are warm after the
+       first round);
+     - random leaves: 1,000 inclusion proofs of random leaves and 300 consistency proofs from
+       random sizes, p50/p95, with the file's pages as the machine left them;
+     - cold: the file's pages dropped from the OS cache (posix_fadvise DONTNEED) and a new engine
+       (so the upper levels are loaded again: that first proof is reported on its own), then the
+       random proofs again;
+     with --postgres URL, the same at 10^6 leaves on PostgreSQL (a fresh schema, dropped after);
   5. time from append to "verifiable against an on-chain checkpoint", p50/p95.
 
-Usage: .venv/bin/python scripts/bench_anchoring.py [--quick] [--cache-dir DIR]
-  --quick  skips the 10^7-leaf database (uses 10^5 and 10^6)
+Usage: .venv/bin/python scripts/bench_anchoring.py [--quick] [--cache-dir DIR] [--proofs-only]
+                                                   [--postgres URL]
+  --quick        skips the 10^7-leaf database (uses 10^5 and 10^6)
+  --proofs-only  only item 4 (no anvil)
 """
 
 from __future__ import annotations
@@ -17,18 +28,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import create_engine, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from anchoring import merkle, storage  # noqa: E402
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain  # noqa: E402
@@ -117,13 +131,18 @@ def verification_rate() -> tuple[str, str]:
     return ("inclusion proof verifications/s, one core (log 10^6)", f"{rate:,.0f}")
 
 
-def build_db(path: Path, size: int) -> float:
-    """Append ``size`` leaves (50k per transaction); returns appends/s (0 if cached)."""
-    db = Database.connect(f"sqlite:///{path}")
+LAYOUT = "r0004"
+"""Schema revision of the cached logs (``log_nodes`` keys changed in migration 0004)."""
+
+
+def build_db(url: str, size: int) -> float:
+    """Append ``size`` leaves (50k per transaction); returns appends/s (0 if already built)."""
+    db = Database.connect(url)
     storage.metadata.create_all(db.writer)
     with db.session() as session:
         have = storage.current_size(session)
     start = time.perf_counter()
+    built = size - have
     step = 50_000
     while have < size:
         with db.transaction() as session:
@@ -139,39 +158,125 @@ def build_db(path: Path, size: int) -> float:
         have = min(size, have + step)
     elapsed = time.perf_counter() - start
     db.dispose()
-    return (size / elapsed) if elapsed > 1 else 0.0
+    return (built / elapsed) if elapsed > 1 else 0.0
+
+
+def _p50_p95(timings: list[float]) -> str:
+    return (
+        f"{statistics.median(timings) * 1e3:.3f} ms / "
+        f"{statistics.quantiles(timings, n=20)[-1] * 1e3:.3f} ms"
+    )
+
+
+def _timed(call: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
+
+
+def _random_proofs(db: Database, size: int, label: str, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    with db.session() as session:
+        inclusion = [
+            _timed(storage.inclusion_proof, session, rng.randrange(size), size)
+            for _ in range(1_000)
+        ]
+        consistency = [
+            _timed(storage.consistency_proof, session, rng.randrange(1, size + 1), size)
+            for _ in range(300)
+        ]
+    return [
+        (f"  inclusion, 1,000 random leaves{label}, p50 / p95", _p50_p95(inclusion)),
+        (f"  consistency, 300 random sizes{label}, p50 / p95", _p50_p95(consistency)),
+    ]
+
+
+def _first_proof(db: Database, size: int, label: str) -> tuple[str, str]:
+    """The first proof on a new engine, which loads the upper levels into memory."""
+    with db.session() as session:
+        elapsed = _timed(storage.inclusion_proof, session, size // 3, size)
+    upper = storage.upper_levels(db.reader)
+    held = upper.held if upper is not None else 0
+    return (
+        f"  first proof on a new engine{label} (loads {held:,} upper hashes, "
+        f"{held * 32 / 2**20:.1f} MiB)",
+        f"{elapsed * 1e3:.1f} ms",
+    )
+
+
+def _drop_from_os_cache(path: Path) -> None:
+    for name in (path, path.with_name(path.name + "-wal")):
+        if name.exists():
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def proofs_at(url: str, size: int, path: Path | None) -> list[tuple[str, str]]:
+    """Every proof figure for the log of ``size`` leaves at ``url`` (``path``: its SQLite file)."""
+    backend = "SQLite" if path is not None else "PostgreSQL"
+    rows = []
+    rate = build_db(url, size)
+    if rate:
+        rows.append((f"log append throughput while building {size:,} leaves", f"{rate:,.0f}/s"))
+    db = Database.connect(url)
+    try:
+        first = _first_proof(db, size, "")
+        timings = []
+        with db.session() as session:
+            for index in (0, size // 3, size // 2 + 7, size - 1) * 50:
+                timings.append(_timed(storage.inclusion_proof, session, index, size))
+            start = time.perf_counter()
+            for _ in range(50):
+                storage.consistency_proof(session, size // 2 + 1, size)
+            consistency = (time.perf_counter() - start) / 50
+        rows.append((f"inclusion proof from DB at {size:,} leaves, p50 / p95", _p50_p95(timings)))
+        rows.append(
+            (f"consistency proof from DB at {size:,} leaves", f"{consistency * 1e3:.3f} ms")
+        )
+        rows.append((f"  ({backend}, {size:,} leaves) random proofs, pages as found:", ""))
+        rows += _random_proofs(db, size, "", seed=size)
+        rows.append(first)
+    finally:
+        db.dispose()
+    if path is not None:
+        _drop_from_os_cache(path)
+        db = Database.connect(url)
+        try:
+            rows.append(
+                (f"  ({backend}, {size:,} leaves) after dropping the file from the OS cache:", "")
+            )
+            rows.append(_first_proof(db, size, ", cold file"))
+            rows += _random_proofs(db, size, ", cold file", seed=size + 1)
+        finally:
+            db.dispose()
+    return rows
 
 
 def proof_generation(cache_dir: Path, sizes: list[int]) -> list[tuple[str, str]]:
     rows = []
     for size in sizes:
-        path = cache_dir / f"bench-log-{size}.db"
-        rate = build_db(path, size)
-        if rate:
-            rows.append((f"log append throughput while building {size:,} leaves", f"{rate:,.0f}/s"))
-        db = Database.connect(f"sqlite:///{path}")
-        timings = []
-        with db.session() as session:
-            for index in (0, size // 3, size // 2 + 7, size - 1) * 50:
-                start = time.perf_counter()
-                storage.inclusion_proof(session, index, size)
-                timings.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            for _ in range(50):
-                storage.consistency_proof(session, size // 2 + 1, size)
-            consistency = (time.perf_counter() - start) / 50
-        db.dispose()
-        rows.append(
-            (
-                f"inclusion proof from DB at {size:,} leaves, p50 / p95",
-                f"{statistics.median(timings) * 1e3:.3f} ms / "
-                f"{statistics.quantiles(timings, n=20)[-1] * 1e3:.3f} ms",
-            )
-        )
-        rows.append(
-            (f"consistency proof from DB at {size:,} leaves", f"{consistency * 1e3:.3f} ms")
-        )
+        path = cache_dir / f"bench-log-{LAYOUT}-{size}.db"
+        rows += proofs_at(f"sqlite:///{path}", size, path)
     return rows
+
+
+def postgres_proof_generation(base: str, size: int) -> list[tuple[str, str]]:
+    """The proof figures on PostgreSQL, in a fresh schema dropped afterwards."""
+    schema = f"bench_proofs_{os.urandom(4).hex()}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(base)
+        url = url.set(query={**url.query, "options": f"-csearch_path={schema}"})
+        return proofs_at(url.render_as_string(hide_password=False), size, None)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def latency(chain: RpcChain, hospital: object, seconds: float) -> tuple[str, str]:
@@ -242,27 +347,36 @@ def main() -> int:
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "archivechain-bench"
     )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--proofs-only", action="store_true")
+    parser.add_argument("--postgres", metavar="URL")
     args = parser.parse_args()
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows: list[tuple[str, str]] = []
-    anvil = start_anvil(AnvilOptions(port=free_port(), block_time=1, state_file=None))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            accounts = derive_test_accounts()
-            consortium = build_consortium(anvil.rpc_url, accounts, Path(tmp))
-            chain = RpcChain(JsonRpc(anvil.rpc_url), consortium.deployment)
-            rows.append(latency(chain, accounts.hospital_b, args.latency_seconds))
-            rows += gas_benchmarks(chain, accounts)
-    finally:
-        anvil.stop()
-    rows.append(verification_rate())
+    if not args.proofs_only:
+        anvil = start_anvil(AnvilOptions(port=free_port(), block_time=1, state_file=None))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                accounts = derive_test_accounts()
+                consortium = build_consortium(anvil.rpc_url, accounts, Path(tmp))
+                chain = RpcChain(JsonRpc(anvil.rpc_url), consortium.deployment)
+                rows.append(latency(chain, accounts.hospital_b, args.latency_seconds))
+                rows += gas_benchmarks(chain, accounts)
+        finally:
+            anvil.stop()
+        rows.append(verification_rate())
     sizes = [100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000]
     rows += proof_generation(args.cache_dir, sizes)
+    if args.postgres:
+        rows += postgres_proof_generation(args.postgres, sizes[-1] if args.quick else sizes[0])
     width = max(len(name) for name, _ in rows)
-    print(f"ArchiveChain anchoring benchmarks — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"ArchiveChain anchoring benchmarks — {started:%Y-%m-%d %H:%M} UTC")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
     )
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1/5/15 min) before: {load_before}, after: {load_after}")
     print("-" * (width + 30))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

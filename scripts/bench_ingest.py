@@ -14,10 +14,19 @@ in a *subprocess* of this script; every request below is real HTTP over loopback
      streamed by the client (``VmHWM`` of the server, reset through ``/proc/<pid>/clear_refs``
      just before the upload; ``VmRSS`` before it for comparison);
   4. the same ingest at the service level (``ArchiveService.record_accesses`` called in process on
-     a second node, after the server has stopped): the difference is the HTTP and JSON cost.
+     a second node, after the server has stopped): the difference is the HTTP and JSON cost;
+  5. the log writer alone (``LogWriter`` append + flush + commit, 5,000 events per transaction, on
+     a third database of the same kind): the share of the log in the figures above.
+
+Items 2 and 4 also print the node's CPU time per event (``/proc/<pid>/stat``, all threads; the
+database server's CPU is not included): unlike events/s, it hardly moves when other work shares
+the machine.
 
 Usage: .venv/bin/python scripts/bench_ingest.py [--quick] [--clients N] [--skip-1gb] [--postgres URL]
+                                                [--ingest-only]
   --quick     fewer uploads and batches, 100 MB and 1 GB uploads cut to 20 MB and 200 MB
+  --ingest-only  only item 2 and 4 (bulk ingest over HTTP and at the service level); the 100
+              archives it needs are still created over HTTP, untimed
   --postgres  run both nodes on PostgreSQL (a fresh schema each, dropped at the end) instead of
               SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -130,6 +139,12 @@ def http_parser() -> str:
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -398,12 +413,20 @@ def ingest_rows(server: Server, archive_ids: list[str], batches: int) -> list[Ro
         post_batch(client, bodies[0])  # warm-up: caches, connection, first pages
     rows = [Row("access batch body size (5,000 reports)", f"{len(bodies[1]) / MIB:,.2f} MiB")]
     for clients in (1, 2):
+        cpu_before = process_cpu_seconds(server.pid)
         latencies, wall = run_clients(server, bodies[1:], post_batch, clients)
+        cpu = process_cpu_seconds(server.pid) - cpu_before
         events = BATCH * batches
         rows.append(
             Row(
                 f"HTTP ingest, {batches} × 5,000 events, {clients} client(s): durable events/s",
                 f"{events / wall:,.0f}",
+            )
+        )
+        rows.append(
+            Row(
+                "  server CPU per event (the node process, all threads; not the database's)",
+                f"{cpu / events * 1e6:,.1f} µs",
             )
         )
         rows.append(
@@ -488,12 +511,14 @@ def service_rows(
         ]
         runtime.archives.record_accesses(principal, prepared[0])  # warm-up
         timings = []
+        cpu_before = process_cpu_seconds(os.getpid())
         start = time.perf_counter()
         for reports in prepared[1:]:
             began = time.perf_counter()
             runtime.archives.record_accesses(principal, reports)
             timings.append(time.perf_counter() - began)
         wall = time.perf_counter() - start
+        cpu = process_cpu_seconds(os.getpid()) - cpu_before
     finally:
         runtime.close()
     return [
@@ -505,6 +530,53 @@ def service_rows(
             "  per batch p50 / p99",
             f"{ms(percentile(timings, 0.5))} / {ms(percentile(timings, 0.99))}",
         ),
+        Row(
+            "  CPU per event (this process, no anchoring schedule; not the database's)",
+            f"{cpu / (BATCH * batches) * 1e6:,.1f} µs",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The log writer alone
+
+
+def log_writer_rows(database_url: str, batches: int) -> list[Row]:
+    """``LogWriter`` append + flush + commit of 5,000 ACCESS-sized events per transaction, on the
+    same database as the node (no service, no HTTP): the share of the log itself, per event."""
+    from anchoring import storage
+    from anchoring.storage import LogWriter
+    from node.db import Database
+
+    db = Database.connect(database_url)
+    storage.metadata.create_all(db.writer)
+    now = datetime.now(UTC)
+    event = b'{"data":{"purpose":"TREATMENT","scope":"CONTENT"},"prev":"%s","n":%%d}' % (b"a" * 64)
+    walls, cpus = [], []
+    try:
+        for batch in range(batches + 1):
+            cpu, began = time.process_time(), time.perf_counter()
+            with db.write_session() as session, session.begin():
+                writer = LogWriter.open(session)
+                for i in range(BATCH):
+                    writer.append(
+                        event % (batch * BATCH + i),
+                        archive_id="01JDQ0000000000000000BENCH",
+                        event_type="ACCESS",
+                        time=now,
+                    )
+                writer.flush()
+            if batch:  # the first is a warm-up
+                walls.append(time.perf_counter() - began)
+                cpus.append(time.process_time() - cpu)
+    finally:
+        db.dispose()
+    return [
+        Row(
+            f"log writer alone (append + flush + commit), {batches} × 5,000: per event",
+            f"{statistics.median(walls) / BATCH * 1e6:,.1f} µs wall, "
+            f"{statistics.median(cpus) / BATCH * 1e6:,.1f} µs CPU (median batch)",
+        )
     ]
 
 
@@ -556,31 +628,38 @@ def run(args: argparse.Namespace) -> int:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
-            postgres_schemas(args.postgres, ["server", "service"]) as (server_db, service_db),
+            postgres_schemas(args.postgres, ["server", "service", "log"]) as (
+                server_db,
+                service_db,
+                log_db,
+            ),
         ):
             root = Path(tmp)
             consortium = build_consortium(anvil.rpc_url, derive_test_accounts(), root / "chain")
             server = Server(consortium, root / "server", server_db)
             try:
-                rows.append(single_create_p50(server, 30 if quick else 100))
-                small_rows, small_ids = creation_rows(
-                    server, "4 KB", 4 * KIB, small_count, args.clients
-                )
-                rows += small_rows
-                rows += creation_rows(server, "1 MB", MIB, medium_count, args.clients)[0]
-                rows += creation_rows(
-                    server, f"{large_size // MIB} MB", large_size, large_count, 1
-                )[0]
+                small_ids: list[str] = []
+                if not args.ingest_only:
+                    rows.append(single_create_p50(server, 30 if quick else 100))
+                    small_rows, small_ids = creation_rows(
+                        server, "4 KB", 4 * KIB, small_count, args.clients
+                    )
+                    rows += small_rows
+                    rows += creation_rows(server, "1 MB", MIB, medium_count, args.clients)[0]
+                    rows += creation_rows(
+                        server, f"{large_size // MIB} MB", large_size, large_count, 1
+                    )[0]
                 ingest_ids = small_ids[:ARCHIVES_FOR_INGEST]
                 while len(ingest_ids) < ARCHIVES_FOR_INGEST:
                     with server.client() as client:
                         ingest_ids.append(upload(client, 4 * KIB)[0])
                 rows += ingest_rows(server, ingest_ids, batches)
-                if not args.skip_1gb:
+                if not args.skip_1gb and not args.ingest_only:
                     rows += peak_memory_rows(server, huge_size)
             finally:
                 server.stop()
             rows += service_rows(consortium, root / "service", service_db, batches)
+            rows += log_writer_rows(log_db or f"sqlite:///{root / 'log.db'}", batches)
     finally:
         anvil.stop()
     width = max(len(row.name) for row in rows)
@@ -608,6 +687,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent upload clients")
     parser.add_argument("--skip-1gb", action="store_true", help="skip the 1 GB upload")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server instead of SQLite")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only the bulk-ingest figures (HTTP, service)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rpc", help=argparse.SUPPRESS)
     parser.add_argument("--deployment", type=Path, help=argparse.SUPPRESS)

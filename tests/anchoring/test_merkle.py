@@ -390,6 +390,36 @@ def test_perfect_subtrees_tile_any_range(lo: int, length: int) -> None:
     assert len(subtrees) <= 2 * (hi - lo).bit_length()
 
 
+def test_completion_positions_follow_the_order_appends_complete_subtrees() -> None:
+    frontier: list[bytes] = []
+    position = 0
+    for size in range(3000):
+        assert merkle.nodes_before_leaf(size) == position
+        frontier, completed = merkle.append_leaf(frontier, size, LEAVES[size % len(LEAVES)])
+        for level, index, _ in completed:
+            assert merkle.completion_position(level, index) == position
+            position += 1
+
+
+@PROPERTY_SETTINGS
+@given(st.integers(0, 40), st.integers(0, 2**40))
+def test_completion_position_of_any_subtree(level: int, index: int) -> None:
+    position = merkle.completion_position(level, index)
+    # Completed by leaf ((index + 1) << level) - 1, after the ``level`` subtrees below it.
+    last_leaf = ((index + 1) << level) - 1
+    assert position == merkle.nodes_before_leaf(last_leaf) + level
+    # Every subtree completed later (here: its parent and its right neighbour) comes after it.
+    assert merkle.completion_position(level + 1, index // 2) > position
+    assert merkle.completion_position(level, index + 1) > position
+
+
+def test_negative_subtrees_and_positions_are_refused() -> None:
+    with pytest.raises(LogError):
+        merkle.completion_position(-1, 0)
+    with pytest.raises(LogError):
+        merkle.completion_position(0, -1)
+
+
 # ------------------------------------------------------------------------------------------
 # Agreement with the Solidity verifier (ArchiveNotary.verifyConsistency on a real anvil)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from anchoring import merkle, storage
 from anchoring.storage import LogEntry
@@ -111,3 +114,82 @@ def test_submit_before_start_is_refused(database_url: str) -> None:
             GroupCommitter(db).submit(lambda uow: None)
     finally:
         db.dispose()
+
+
+def test_bulk_units_in_one_group_commit_keep_all_or_nothing(
+    committer: tuple[Database, GroupCommitter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Units big enough for COPY on PostgreSQL (executemany on SQLite) share one transaction; a
+    unit that fails after its appends, and one whose rows the database itself refuses mid-write,
+    leave nothing, and the others commit."""
+    db, gc = committer
+    copies: list[int] = []
+    real_copy = storage._copy_log_rows
+
+    def counting_copy(connection: Any, entries: Any, nodes: Any) -> None:
+        copies.append(len(entries))
+        real_copy(connection, entries, nodes)
+
+    monkeypatch.setattr(storage, "_copy_log_rows", counting_copy)
+    count = 3 * storage.COPY_MIN_ROWS
+
+    def bulk(tag: bytes, outcome: str):  # type: ignore[no-untyped-def]
+        def unit(uow: UnitOfWork) -> list[int]:
+            if outcome == "refused by the database":
+                # A row where this unit's 6th event will go: its INSERT or COPY fails.
+                uow.session.execute(
+                    insert(LogEntry).values(
+                        index=uow.log.size + 5,
+                        archive_id="B" * 26,
+                        event_type="ACCESS",
+                        time=uow.now,
+                        event=b"squatter",
+                    )
+                )
+            indices = [
+                uow.log.append(
+                    tag + b"%d" % i, archive_id="B" * 26, event_type="ACCESS", time=uow.now
+                ).index
+                for i in range(count)
+            ]
+            if outcome == "raises":
+                raise ValueError("refused by the unit")
+            return indices
+
+        return unit
+
+    gate = threading.Event()
+    blocker = gc.submit(lambda uow: gate.wait(30))
+    deadline = time.monotonic() + 30
+    while not blocker.running() and time.monotonic() < deadline:  # the writer holds it
+        time.sleep(0.01)
+    batches = gc.batches
+    outcomes = ["ok", "raises", "ok", "refused by the database", "ok"]
+    futures = [gc.submit(bulk(b"u%d-" % n, outcome)) for n, outcome in enumerate(outcomes)]
+    gate.set()
+    committed: dict[bytes, list[int]] = {}
+    for n, (outcome, future) in enumerate(zip(outcomes, futures, strict=True)):
+        if outcome == "ok":
+            committed[b"u%d-" % n] = future.result(60)
+        else:
+            with pytest.raises((ValueError, IntegrityError)):
+                future.result(60)
+    assert blocker.result(60) is True
+    assert gc.batches == batches + 2  # the blocker's batch, then all five units in one
+    indices = sorted(i for values in committed.values() for i in values)
+    assert indices == list(range(3 * count))  # dense: the failed units left no gap
+    with db.session() as session:
+        rows = dict(session.execute(select(LogEntry.index, LogEntry.event)).tuples().all())
+        assert sorted(rows) == indices
+        assert all(event.startswith(tuple(committed)) for event in rows.values())
+        leaves = [merkle.leaf_hash(rows[i]) for i in indices]
+        assert storage.current_head(session).root == merkle.root_from_leaf_hashes(leaves)
+        assert storage.inclusion_proof(session, 7, len(leaves)) == merkle.inclusion_proof(
+            7, len(leaves), leaves
+        )
+    if db.writer.dialect.name == "postgresql":
+        # Every unit that reached its flush wrote with COPY, the refused one included (the unit
+        # that raised before its flush wrote nothing).
+        assert copies == [count] * 4
+    else:
+        assert copies == []

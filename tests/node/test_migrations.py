@@ -1,15 +1,23 @@
 """Alembic migrations build exactly the schema the models describe, on SQLite and PostgreSQL, and
-running them twice changes nothing."""
+running them twice changes nothing; a log written before a migration that moves its rows still
+serves the same proofs after it (and after going back)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, select, text
 
 import node.models  # noqa: F401  (registers the node tables)
-from anchoring.storage import metadata
+from anchoring import merkle, storage
+from anchoring.storage import LogEntry, LogHead, LogNode, LogUpperNode, LogWriter, metadata
 from node import migrations
+from node.db import Database
+
+NOW = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)
 
 
 def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> None:
@@ -24,4 +32,113 @@ def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> No
     finally:
         engine.dispose()
     assert differences == []
-    assert {"log_entries", "log_nodes", "archives", "transfers", "alembic_version"} <= tables
+    assert {
+        "log_entries",
+        "log_nodes",
+        "log_upper_nodes",
+        "archives",
+        "transfers",
+        "alembic_version",
+    } <= tables
+
+
+def _old_layout_log(url: str, count: int) -> tuple[list[bytes], set[tuple[int, bytes]]]:
+    """Write a log of ``count`` leaves the way revision 0003 stored it (every subtree in
+    ``log_nodes`` keyed ``level << 48 | index``); returns its leaf hashes and node rows."""
+    leaves: list[bytes] = []
+    frontier: list[bytes] = []
+    nodes: list[dict[str, object]] = []
+    entries: list[dict[str, object]] = []
+    for i in range(count):
+        event = b'{"old":%d}' % i
+        leaves.append(merkle.leaf_hash(event))
+        frontier, completed = merkle.append_leaf(frontier, i, leaves[-1])
+        nodes += [{"id": level << 48 | index, "hash": h} for level, index, h in completed]
+        entries.append(
+            {"idx": i, "archive_id": "A" * 26, "event_type": "ACCESS", "time": NOW, "event": event}
+        )
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(LogEntry.__table__.insert(), entries)
+            connection.execute(text("INSERT INTO log_nodes (id, hash) VALUES (:id, :hash)"), nodes)
+            connection.execute(
+                LogHead.__table__.insert(),
+                {
+                    "id": storage.HEAD_ID,
+                    "size": count,
+                    "root": merkle.hash_from_subtrees(frontier),
+                    "frontier": b"".join(frontier),
+                    "updated_at": NOW,
+                },
+            )
+    finally:
+        engine.dispose()
+    return leaves, {(row["id"], row["hash"]) for row in nodes}  # type: ignore[misc]
+
+
+def _node_rows(url: str) -> set[tuple[int, bytes]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                (key, bytes(h)) for key, h in connection.execute(text("SELECT * FROM log_nodes"))
+            }
+    finally:
+        engine.dispose()
+
+
+def _assert_proofs_match(db: Database, leaves: list[bytes]) -> None:
+    n = len(leaves)
+    with db.session() as session:
+        for size in sorted({1, 255, 256, 257, 512, 1000, 1024, 1025, n}):
+            root = merkle.root_from_leaf_hashes(leaves[:size])
+            assert storage.tree_head_at(session, size).root == root
+            for index in sorted({0, 1, 255, 256, 600, size // 2, size - 1} - set(range(size, n))):
+                proof = storage.inclusion_proof(session, index, size)
+                assert proof == merkle.inclusion_proof(index, size, leaves), (index, size)
+            for size1 in sorted({1, 3, 256, 300, 1024, size} - set(range(size + 1, n + 1))):
+                proof = storage.consistency_proof(session, size1, size)
+                assert proof == merkle.consistency_proof(size1, size, leaves), (size1, size)
+
+
+def test_migration_0004_rekeys_an_existing_log_and_back(database_url: str) -> None:
+    migrations.upgrade(database_url, "0003")
+    leaves, old_rows = _old_layout_log(database_url, 1300)
+    migrations.upgrade(database_url)
+    db = Database.connect(database_url)
+    try:
+        _assert_proofs_match(db, leaves)
+        with db.session() as session:
+            low = dict(session.execute(select(LogNode.id, LogNode.hash)).tuples().all())
+            upper = dict(session.execute(select(LogUpperNode.id, LogUpperNode.hash)).tuples().all())
+        old = dict(old_rows)
+        assert upper == {key: h for key, h in old.items() if key >> 48 >= storage.UPPER_LEVEL}
+        assert low == {
+            merkle.completion_position(key >> 48, key & (2**48 - 1)): h
+            for key, h in old.items()
+            if key >> 48 < storage.UPPER_LEVEL
+        }
+        # The migrated log goes on growing, and serves the new leaves' proofs.
+        with db.transaction() as session:
+            writer = LogWriter.open(session)
+            for i in range(1300, 1500):
+                event = b'{"new":%d}' % i
+                writer.append(event, archive_id="A" * 26, event_type="ACCESS", time=NOW)
+                leaves.append(merkle.leaf_hash(event))
+            writer.flush()
+        _assert_proofs_match(db, leaves)
+    finally:
+        db.dispose()
+    command.downgrade(migrations.alembic_config(database_url), "0003")
+    frontier: list[bytes] = []
+    for size, leaf in enumerate(leaves):
+        frontier, completed = merkle.append_leaf(frontier, size, leaf)
+        old_rows |= {(level << 48 | index, h) for level, index, h in completed}
+    assert _node_rows(database_url) == old_rows
+    migrations.upgrade(database_url)
+    db = Database.connect(database_url)
+    try:
+        _assert_proofs_match(db, leaves)
+    finally:
+        db.dispose()
