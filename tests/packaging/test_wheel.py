@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.chain import RpcChain
+from anchoring.events import RecordClass, Sensitivity
 from devtools.devchain import AnvilProcess
-from tests.api.conftest import Api
+from node.principal import Role
+from node.services.archives import NewArchive
+from tests.fixtures.node import MakeNode
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -76,26 +78,39 @@ def test_the_installed_package_carries_its_contract_artifacts(installed: Path) -
     assert names == ["ArchiveNotary", "ConsortiumRegistry"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the node is not under test
 def test_the_installed_cli_verifies_a_real_bundle_outside_the_checkout(
-    installed: Path, api: Api, chain: RpcChain, anvil_process: AnvilProcess, tmp_path: Path
+    installed: Path,
+    make_node: MakeNode,
+    sqlite_url: str,
+    anvil_process: AnvilProcess,
+    tmp_path: Path,
 ) -> None:
-    archivist = api.auth("archivist")
-    archive_id = api.create()["id"]
-    assert api.client.post(f"/api/v1/archives/{archive_id}/archive", headers=archivist).is_success
-    api.node.worker.run_until_anchored(timeout=30)
-    proof = api.client.get(f"/api/v1/archives/{archive_id}/proof", headers=archivist)
-    assert proof.status_code == 200, proof.text
+    node = make_node(database_url=sqlite_url)  # the node serving the bundle is not under test
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "archivist").secret)
+    new = NewArchive(
+        record_class=RecordClass.INPATIENT,
+        sensitivity=Sensitivity.NORMAL,
+        department="cardiology",
+        title="Discharge summary",
+        patient_id="MRN-0001",
+        source_system="HIS",
+        media_type="text/plain",
+    )
+    archive_id = node.archives.create(archivist, new, [b"stable, follow-up in two weeks"]).id
+    node.archives.archive(archivist, archive_id)
+    node.worker.run_until_anchored(timeout=30)
+    built = node.proofs.bundle(archivist, archive_id)
+    assert built.unanchored == 0
     bundle = tmp_path / "bundle.json"
-    bundle.write_bytes(proof.content)
+    bundle.write_bytes(built.document)
     tampered = tmp_path / "tampered.json"
-    document = json.loads(proof.content)
+    document = json.loads(built.document)
     root = document["entries"][0]["checkpoint"]["root"]
     document["entries"][0]["checkpoint"]["root"] = ("0" if root[0] != "0" else "1") + root[1:]
     tampered.write_text(json.dumps(document))
     command = [
         str(installed / "bin" / "archivechain"), "verify",
-        "--rpc", anvil_process.rpc_url, "--notary", api.node.deployment.notary.address,
+        "--rpc", anvil_process.rpc_url, "--notary", node.deployment.notary.address,
     ]  # fmt: skip
 
     valid = subprocess.run(
