@@ -1,7 +1,8 @@
-"""Compiled contract artifacts (``contracts/build/*.json``): their format and loading.
+"""Compiled contract artifacts (``anchoring/contracts/*.json``, shipped as package data so an
+installed wheel can load them): their format and loading.
 
 The runtime never compiles: it reads the committed artifacts, one JSON document per deployable
-contract plus ``manifest.json``. ``node.solc`` writes them with ``serialize_document`` so that a
+contract plus ``manifest.json``. ``devtools.solc`` writes them with ``serialize_document`` so that a
 recompilation of unchanged sources reproduces the committed bytes exactly.
 """
 
@@ -47,7 +48,7 @@ class ArtifactError(AnchoringError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
-    """One compiled contract, as committed under ``contracts/build/``."""
+    """One compiled contract, as committed under ``anchoring/contracts/``."""
 
     name: str
     source_name: str
@@ -77,11 +78,12 @@ class Artifact:
 
 
 def default_build_dir() -> Path:
-    """``contracts/build`` of this checkout, or ``$ARCHIVECHAIN_CONTRACTS_BUILD`` when set."""
+    """The artifacts shipped with this package (``anchoring/contracts``), or
+    ``$ARCHIVECHAIN_CONTRACTS_BUILD`` when set."""
     override = os.environ.get("ARCHIVECHAIN_CONTRACTS_BUILD")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "contracts" / "build"
+    return Path(__file__).resolve().parent / "contracts"
 
 
 def serialize_document(document: dict[str, Any]) -> bytes:

@@ -1,6 +1,6 @@
 """The deployment file (``<data-dir>/deployment.json``): where the consortium contracts live.
 
-Written once by ``node.deploy`` and read by everything that talks to the chain (node, worker,
+Written once by ``devtools.deploy`` and read by everything that talks to the chain (node, worker,
 verifier). Parsing is strict: unknown or missing keys, malformed addresses or hashes are refused,
 because a wrong address silently points a verifier at the wrong contract.
 """
@@ -45,7 +45,7 @@ class DeployedContract:
     address: str  # EIP-55
     tx_hash: str  # lowercase hex, no 0x
     block_number: int
-    artifact_sha256: str  # sha256 of contracts/build/<name>.json at deployment
+    artifact_sha256: str  # sha256 of anchoring/contracts/<name>.json at deployment
 
 
 @dataclass(frozen=True, slots=True)

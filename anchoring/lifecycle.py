@@ -53,10 +53,11 @@ Rules, per event (the hospital is the log that holds the event):
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import Any
 
 from anchoring.chainview import CustodyState
 from anchoring.errors import (
@@ -73,6 +74,7 @@ from anchoring.events import (
     DestroyEvent,
     DispositionStartEvent,
     Event,
+    EventType,
     FixityCheckEvent,
     HoldPlaceEvent,
     HoldReleaseEvent,
@@ -360,6 +362,9 @@ def _grantee_access(
     return replace(state, grants=grants, event_count=state.event_count + 1)
 
 
+# ------------------------------------------------------------------------------------------
+# The transition rules, as data
+
 _LIVE = frozenset(
     {
         ArchiveStatus.CREATED,
@@ -371,236 +376,466 @@ _LIVE = frozenset(
 _SETTLED = frozenset(
     {ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED, ArchiveStatus.DISPOSITION_REVIEW}
 )
+_ANY = frozenset(ArchiveStatus)
+
+Effect = Callable[[ArchiveState, Any, str, "_Refuse"], ArchiveState]
+"""``effect(state, event, leaf hash hex, refuse)``: the guards beyond state and hold, then the
+new state (before ``head``, ``last_time`` and ``event_count`` advance)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """When one event type is legal on an archive's main chain, and what it does.
+
+    ``allowed``: the states it may be applied in (``when`` says it in words, for refusals and
+    the documentation); ``blocked_by_hold``: the action a legal hold blocks, if any; ``effect``:
+    its further guards and the resulting state. ``legal_when`` and ``does`` are the row of the
+    specification's table (docs/proof-format.md §8), checked against it by a test."""
+
+    event_type: EventType
+    allowed: frozenset[ArchiveStatus]
+    when: str
+    effect: Effect
+    legal_when: str
+    does: str
+    blocked_by_hold: str | None = None
+    in_transit: str | None = None
+    """The refusal in TRANSFER_PENDING, when it says more than ``only allowed …``."""
+
+    def permits(self, status: ArchiveStatus) -> bool:
+        """Whether the state allows this event at all (guards aside)."""
+        return status in self.allowed
+
+
+def _amend(state: ArchiveState, event: AmendEvent, digest: str, refuse: _Refuse) -> ArchiveState:
+    expected = state.current_version.version + 1
+    if event.data.version != expected:
+        raise refuse(f"version must be {expected}, not {event.data.version}")
+    d = event.data
+    version = ContentVersion(d.version, d.commitment, d.ciphertext_sha256, d.size, d.media_type)
+    return replace(state, versions=(*state.versions, version))
+
+
+def _archive(
+    state: ArchiveState, event: ArchiveEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    a = event.data
+    if a.record_class is not state.record_class:
+        raise refuse(
+            f"record class {a.record_class.value} differs from the archive's class "
+            f"{state.record_class.value} (set by CREATE)"
+        )
+    if a.commitment != state.current_version.commitment:
+        raise refuse("the archived commitment is not the current version's commitment")
+    trigger_start = datetime(
+        a.trigger_date.year, a.trigger_date.month, a.trigger_date.day, tzinfo=UTC
+    )
+    if a.retention_deadline < trigger_start:
+        raise refuse("the retention deadline is before its trigger date")
+    return replace(
+        state,
+        status=ArchiveStatus.ARCHIVED,
+        record_class=a.record_class,
+        commitment=a.commitment,
+        retention_policy=a.retention_policy,
+        trigger_date=a.trigger_date,
+        retention_deadline=a.retention_deadline,
+    )
+
+
+def _access(state: ArchiveState, event: AccessEvent, digest: str, refuse: _Refuse) -> ArchiveState:
+    # In the custodian's log (a grantee's reads are its side chain, handled before the rules).
+    if state.status is ArchiveStatus.DESTROYED and event.data.scope is AccessScope.CONTENT:
+        raise refuse("the content was destroyed; only metadata or proof can be read")
+    if event.data.grant is not None:
+        _check_disclosure(state, event, refuse)
+    return state
+
+
+def _share_grant(
+    state: ArchiveState, event: ShareGrantEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    g = event.data
+    if g.grantee == state.custodian:
+        raise refuse("the custodian cannot grant access to itself")
+    if g.expires_at <= event.time:
+        raise refuse("the grant would already be expired")
+    if state.active_grant(g.grantee, event.time) is not None:
+        raise refuse(f"{g.grantee} already holds an active grant (revoke it first)")
+    grant = ShareGrant(g.grantee, g.purpose, g.expires_at, digest, digest, event.time)
+    kept = tuple(existing for existing in state.grants if existing.grantee != g.grantee)
+    return replace(state, grants=(*kept, grant))
+
+
+def _share_revoke(
+    state: ArchiveState, event: ShareRevokeEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    held = state.grant_for(event.data.grantee)
+    if held is None:
+        raise refuse(f"{event.data.grantee} holds no grant")
+    if event.data.reason is RevokeReason.EXPIRED and event.time < held.expires_at:
+        raise refuse("reason 'expired' before the grant's expiry")
+    return replace(state, grants=tuple(g for g in state.grants if g is not held))
+
+
+def _transfer_offer(
+    state: ArchiveState, event: TransferOfferEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.to == state.custodian:
+        raise refuse("cannot transfer to the current custodian")
+    expires = event.data.expires_at
+    if expires is not None and expires <= event.time:
+        raise refuse("the offer would already be expired")
+    return replace(
+        state,
+        status=ArchiveStatus.TRANSFER_PENDING,
+        pending_recipient=event.data.to,
+        offer_hash=digest,
+        offer_expires_at=expires,
+    )
+
+
+def _transfer_accept(
+    state: ArchiveState, event: TransferAcceptEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.from_ != state.custodian:
+        raise refuse(f"from {event.data.from_} is not the custodian {state.custodian}")
+    if event.data.offer_hash is not None and event.data.offer_hash != state.offer_hash:
+        raise refuse("offer_hash does not name the pending offer")
+    # The offer's expiry is the custodian's policy, enforced by its TRANSFER_CANCEL (which the
+    # contract serialises against acceptTransfer): an acceptance confirmed on chain before any
+    # cancel stands, even when the recipient logs it after the expiry.
+    return replace(_end_transfer(state), custodian=event.hospital, grants=())
+
+
+def _transfer_reject(
+    state: ArchiveState, event: TransferRejectEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.by != state.pending_recipient:
+        raise refuse(f"rejected by {event.data.by}, not the pending recipient")
+    return _end_transfer(state)
+
+
+def _transfer_cancel(
+    state: ArchiveState, event: TransferCancelEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.to != state.pending_recipient:
+        raise refuse(f"cancels an offer to {event.data.to}, not the pending recipient")
+    return _end_transfer(state)
+
+
+def _hold_place(
+    state: ArchiveState, event: HoldPlaceEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    by_regulator = event.data.by_regulator
+    if state.on_hold and (state.hold_by_regulator or not by_regulator):
+        raise refuse("the archive is already on hold")  # only a regulator takes over
+    if by_regulator and not event.actor.startswith("0x"):
+        raise refuse("a regulator hold names the regulator's member address as actor")
+    return replace(
+        state,
+        on_hold=True,
+        hold_by_regulator=by_regulator,
+        hold_placed_by=event.actor,
+        hold_reason_hash=event.data.reason_hash,
+    )
+
+
+def _hold_release(
+    state: ArchiveState, event: HoldReleaseEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if not state.on_hold:
+        raise refuse("the archive is not on hold")
+    if state.hold_by_regulator and not event.actor.startswith("0x"):
+        raise refuse("a regulator hold is released by a regulator (member address as actor)")
+    return replace(
+        state, on_hold=False, hold_by_regulator=False, hold_placed_by=None, hold_reason_hash=None
+    )
+
+
+def _retention_extend(
+    state: ArchiveState, event: RetentionExtendEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    r = event.data
+    if r.previous_deadline != state.retention_deadline:
+        raise refuse("previous_deadline is not the current retention deadline")
+    if r.new_deadline <= r.previous_deadline:
+        raise refuse("retention can be extended, never shortened")
+    # Extending during disposition review ends the review: the archive is kept.
+    after = (
+        ArchiveStatus.ARCHIVED if state.status is ArchiveStatus.DISPOSITION_REVIEW else state.status
+    )
+    return replace(state, status=after, retention_deadline=r.new_deadline)
+
+
+def _disposition_start(
+    state: ArchiveState, event: DispositionStartEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if state.retention_deadline is None:  # pragma: no cover  (ARCHIVE always sets it)
+        raise refuse("no retention deadline recorded")
+    if event.time < state.retention_deadline:
+        raise refuse(
+            f"retention runs until {state.retention_deadline.isoformat()}, "
+            f"the event is dated {event.time.isoformat()}"
+        )
+    return replace(state, status=ArchiveStatus.DISPOSITION_REVIEW)
+
+
+def _destroy(
+    state: ArchiveState, event: DestroyEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    return replace(
+        state,
+        status=ArchiveStatus.DESTROYED,
+        grants=(),
+        certificate_hash=event.data.certificate_hash,
+    )
+
+
+def _fixity_check(
+    state: ArchiveState, event: FixityCheckEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    f = event.data
+    recorded = next((v for v in state.versions if v.version == f.version), None)
+    if recorded is None:
+        raise refuse(f"there is no version {f.version}")
+    if f.ok and f.ciphertext_sha256 != recorded.ciphertext_sha256:
+        raise refuse("a passing fixity check must report the recorded ciphertext hash")
+    return state
+
+
+def _tier_move(
+    state: ArchiveState, event: TierMoveEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    t = event.data
+    if t.from_tier is not state.tier:
+        raise refuse(f"the payload is in tier {state.tier.value}, not {t.from_tier.value}")
+    if t.to_tier is t.from_tier:
+        raise refuse("a tier move must change the tier")
+    return replace(state, tier=t.to_tier)
+
+
+def _tag_bind(
+    state: ArchiveState, event: TagBindEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.tag_hash in state.tags:
+        raise refuse("the tag is already bound")
+    return replace(state, tags=state.tags | {event.data.tag_hash})
+
+
+def _tag_scan(
+    state: ArchiveState, event: TagScanEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.data.tag_hash not in state.tags:
+        raise refuse("the scanned tag is not bound to this archive")
+    return state
+
+
+def _rule(
+    event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
+) -> Rule:
+    states = allowed if isinstance(allowed, frozenset) else frozenset({allowed})
+    return Rule(event_type=event_type, allowed=states, **fields)
+
+
+_IN_TRANSIT = frozenset({ArchiveStatus.TRANSFER_PENDING})
+_CUSTODY_ONLY = (
+    "the archive is in transit: only cancel, reject, accept, holds, extensions, revocations"
+)
+_EXTENDABLE = frozenset(
+    {ArchiveStatus.ARCHIVED, ArchiveStatus.TRANSFER_PENDING, ArchiveStatus.DISPOSITION_REVIEW}
+)
+
+RULES: Mapping[EventType, Rule] = {
+    rule.event_type: rule
+    for rule in (
+        _rule(
+            EventType.AMEND,
+            ArchiveStatus.CREATED,
+            when="while CREATED (archived records are immutable)",
+            effect=_amend,
+            legal_when="custodian; CREATED; `version` = current version + 1",
+            does="new version",
+        ),
+        _rule(
+            EventType.ARCHIVE,
+            ArchiveStatus.CREATED,
+            when="from CREATED",
+            effect=_archive,
+            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s: nothing changes it); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
+            does="ARCHIVED; commitment, deadline set",
+        ),
+        _rule(
+            EventType.ACCESS,
+            _ANY - _IN_TRANSIT,
+            when="outside a pending transfer",
+            in_transit="the archive is in transit: no access while a transfer is pending",
+            effect=_access,
+            legal_when="not TRANSFER_PENDING; after DESTROYED only scope `metadata` or `proof`; `grant` = null (a read; break-glass allowed, with its `reason_hash`, §4.3), or a **disclosure** to a grantee: `grant` = the `SHARE_GRANT` leaf hash of a grant held, `time` < its `expires_at`, `actor` = the grantee's address, same `purpose`, `break_glass` false",
+            does="—",
+        ),
+        _rule(
+            EventType.SHARE_GRANT,
+            frozenset({ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED}),
+            when="while CREATED/ARCHIVED",
+            effect=_share_grant,
+            legal_when="custodian; CREATED or ARCHIVED; `grantee` ≠ custodian; `expires_at` > `time`; the grantee holds no unexpired grant",
+            does="grant recorded (replaces an expired one)",
+        ),
+        _rule(
+            EventType.SHARE_REVOKE,
+            _LIVE,
+            when="before DESTROYED",
+            effect=_share_revoke,
+            legal_when="custodian; not DESTROYED; the grantee holds a grant; reason `expired` only at or after `expires_at`",
+            does="grant removed",
+        ),
+        _rule(
+            EventType.TRANSFER_OFFER,
+            ArchiveStatus.ARCHIVED,
+            when="from ARCHIVED",
+            blocked_by_hold="transfer-out",
+            effect=_transfer_offer,
+            legal_when="custodian; ARCHIVED; not on hold; `to` ≠ custodian; `expires_at` null or > `time`",
+            does="TRANSFER_PENDING; recipient = `to`",
+        ),
+        _rule(
+            EventType.TRANSFER_ACCEPT,
+            ArchiveStatus.TRANSFER_PENDING,
+            when="while TRANSFER_PENDING",
+            blocked_by_hold="transfer-out",
+            effect=_transfer_accept,
+            legal_when="TRANSFER_PENDING; logged by the pending recipient; `from` = custodian; `offer_hash` null or the offer's leaf hash; not on hold (the offer's expiry is enforced by the custodian's TRANSFER_CANCEL, not here: an acceptance confirmed on chain before any cancel stands)",
+            does="ARCHIVED; custodian = recipient; all share grants end",
+        ),
+        _rule(
+            EventType.TRANSFER_REJECT,
+            ArchiveStatus.TRANSFER_PENDING,
+            when="while TRANSFER_PENDING",
+            effect=_transfer_reject,
+            legal_when="TRANSFER_PENDING; logged by custodian or recipient; `by` = recipient",
+            does="ARCHIVED, same custodian",
+        ),
+        _rule(
+            EventType.TRANSFER_CANCEL,
+            ArchiveStatus.TRANSFER_PENDING,
+            when="while TRANSFER_PENDING",
+            effect=_transfer_cancel,
+            legal_when="custodian; TRANSFER_PENDING; `to` = recipient",
+            does="ARCHIVED, same custodian",
+        ),
+        _rule(
+            EventType.HOLD_PLACE,
+            _LIVE,
+            when="before DESTROYED",
+            effect=_hold_place,
+            legal_when="custodian's log; not DESTROYED; not on hold — except that a regulator hold (`by_regulator` true) takes over the custodian's own hold; a regulator hold has a member address as `actor`",
+            does="on hold",
+        ),
+        _rule(
+            EventType.HOLD_RELEASE,
+            _ANY,
+            when="on hold",
+            effect=_hold_release,
+            legal_when="custodian's log; on hold; a regulator hold is released with a member address as `actor`",
+            does="hold cleared",
+        ),
+        _rule(
+            EventType.RETENTION_EXTEND,
+            _EXTENDABLE,
+            when="once ARCHIVED and before DESTROYED",
+            effect=_retention_extend,
+            legal_when="custodian; ARCHIVED, TRANSFER_PENDING or DISPOSITION_REVIEW; `previous_deadline` = current deadline; `new_deadline` > it",
+            does="deadline moved; DISPOSITION_REVIEW returns to ARCHIVED",
+        ),
+        _rule(
+            EventType.DISPOSITION_START,
+            ArchiveStatus.ARCHIVED,
+            when="from ARCHIVED",
+            blocked_by_hold="disposition",
+            in_transit=_CUSTODY_ONLY,
+            effect=_disposition_start,
+            legal_when="custodian; ARCHIVED; not on hold; `time` ≥ retention deadline",
+            does="DISPOSITION_REVIEW",
+        ),
+        _rule(
+            EventType.DESTROY,
+            ArchiveStatus.DISPOSITION_REVIEW,
+            when="from DISPOSITION_REVIEW",
+            blocked_by_hold="destruction",
+            in_transit=_CUSTODY_ONLY,
+            effect=_destroy,
+            legal_when="custodian; DISPOSITION_REVIEW; not on hold",
+            does="DESTROYED (terminal); all share grants end",
+        ),
+        _rule(
+            EventType.FIXITY_CHECK,
+            _SETTLED,
+            when="before DESTROYED",
+            in_transit=_CUSTODY_ONLY,
+            effect=_fixity_check,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; the `version` exists; when `ok`, `ciphertext_sha256` is that version's",
+            does="—",
+        ),
+        _rule(
+            EventType.TIER_MOVE,
+            _SETTLED,
+            when="before DESTROYED",
+            in_transit=_CUSTODY_ONLY,
+            effect=_tier_move,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `from_tier` = current tier (initially `hot`) ≠ `to_tier`",
+            does="tier changed",
+        ),
+        _rule(
+            EventType.TAG_BIND,
+            _SETTLED,
+            when="before DESTROYED",
+            in_transit=_CUSTODY_ONLY,
+            effect=_tag_bind,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `tag_hash` not yet bound to this archive (one archive per tag in a log: §4.3, not checkable from one bundle)",
+            does="tag bound",
+        ),
+        _rule(
+            EventType.TAG_SCAN,
+            _ANY - _IN_TRANSIT,
+            when="outside a pending transfer",
+            in_transit=_CUSTODY_ONLY,
+            effect=_tag_scan,
+            legal_when="custodian; not TRANSFER_PENDING; tag bound (also after DESTROYED)",
+            does="—",
+        ),
+    )
+}
+"""The lifecycle's transition rules, by event type: what the services, the verifier and the
+specification (docs/proof-format.md §8, checked by a test) all read. CREATE (the first event)
+and a grantee's reads (its side chain) are the two cases outside this table."""
+
+
+def check_allowed(state: ArchiveState, event_type: EventType) -> None:
+    """Refuse early (``TransitionRefusedError``) an event type the archive's state or hold
+    forbids, before the caller does costly work (an upload) for an event ``apply`` would refuse."""
+    rule = RULES[event_type]
+    refusal = _state_refusal(state, rule)
+    if refusal is not None:
+        raise TransitionRefusedError(state.status.value, event_type.value, refusal)
+
+
+def _state_refusal(state: ArchiveState, rule: Rule) -> str | None:
+    if not rule.permits(state.status):
+        if state.status is ArchiveStatus.TRANSFER_PENDING and rule.in_transit is not None:
+            return rule.in_transit
+        return f"only allowed {rule.when}"
+    if rule.blocked_by_hold is not None and state.on_hold:
+        return f"the archive is on legal hold: {rule.blocked_by_hold} is blocked"
+    return None
 
 
 def _transition(state: ArchiveState, event: Event, digest: str, refuse: _Refuse) -> ArchiveState:
-    status = state.status
-
-    def require(allowed: frozenset[ArchiveStatus] | ArchiveStatus, what: str) -> None:
-        ok = status in allowed if isinstance(allowed, frozenset) else status is allowed
-        if not ok:
-            raise refuse(f"only allowed {what}")
-
-    def require_no_hold(what: str) -> None:
-        if state.on_hold:
-            raise refuse(f"the archive is on legal hold: {what} is blocked")
-
-    if isinstance(event, AmendEvent):
-        require(ArchiveStatus.CREATED, "while CREATED (archived records are immutable)")
-        expected = state.current_version.version + 1
-        if event.data.version != expected:
-            raise refuse(f"version must be {expected}, not {event.data.version}")
-        d = event.data
-        version = ContentVersion(d.version, d.commitment, d.ciphertext_sha256, d.size, d.media_type)
-        return replace(state, versions=(*state.versions, version))
-
-    if isinstance(event, ArchiveEvent):
-        require(ArchiveStatus.CREATED, "from CREATED")
-        a = event.data
-        if a.record_class is not state.record_class:
-            raise refuse(
-                f"record class {a.record_class.value} differs from the archive's class "
-                f"{state.record_class.value} (set by CREATE)"
-            )
-        if a.commitment != state.current_version.commitment:
-            raise refuse("the archived commitment is not the current version's commitment")
-        trigger_start = datetime(
-            a.trigger_date.year, a.trigger_date.month, a.trigger_date.day, tzinfo=UTC
-        )
-        if a.retention_deadline < trigger_start:
-            raise refuse("the retention deadline is before its trigger date")
-        return replace(
-            state,
-            status=ArchiveStatus.ARCHIVED,
-            record_class=a.record_class,
-            commitment=a.commitment,
-            retention_policy=a.retention_policy,
-            trigger_date=a.trigger_date,
-            retention_deadline=a.retention_deadline,
-        )
-
-    if isinstance(event, AccessEvent):  # in the custodian's log (grantees are handled before)
-        if status is ArchiveStatus.TRANSFER_PENDING:
-            raise refuse("the archive is in transit: no access while a transfer is pending")
-        if status is ArchiveStatus.DESTROYED and event.data.scope is AccessScope.CONTENT:
-            raise refuse("the content was destroyed; only metadata or proof can be read")
-        if event.data.grant is not None:
-            _check_disclosure(state, event, refuse)
-        return state
-
-    if isinstance(event, ShareGrantEvent):
-        require(
-            frozenset({ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED}), "while CREATED/ARCHIVED"
-        )
-        g = event.data
-        if g.grantee == state.custodian:
-            raise refuse("the custodian cannot grant access to itself")
-        if g.expires_at <= event.time:
-            raise refuse("the grant would already be expired")
-        if state.active_grant(g.grantee, event.time) is not None:
-            raise refuse(f"{g.grantee} already holds an active grant (revoke it first)")
-        grant = ShareGrant(g.grantee, g.purpose, g.expires_at, digest, digest, event.time)
-        kept = tuple(existing for existing in state.grants if existing.grantee != g.grantee)
-        return replace(state, grants=(*kept, grant))
-
-    if isinstance(event, ShareRevokeEvent):
-        require(_LIVE, "before DESTROYED")
-        held = state.grant_for(event.data.grantee)
-        if held is None:
-            raise refuse(f"{event.data.grantee} holds no grant")
-        if event.data.reason is RevokeReason.EXPIRED and event.time < held.expires_at:
-            raise refuse("reason 'expired' before the grant's expiry")
-        return replace(state, grants=tuple(g for g in state.grants if g is not held))
-
-    if isinstance(event, TransferOfferEvent):
-        require(ArchiveStatus.ARCHIVED, "from ARCHIVED")
-        require_no_hold("transfer-out")
-        if event.data.to == state.custodian:
-            raise refuse("cannot transfer to the current custodian")
-        expires = event.data.expires_at
-        if expires is not None and expires <= event.time:
-            raise refuse("the offer would already be expired")
-        return replace(
-            state,
-            status=ArchiveStatus.TRANSFER_PENDING,
-            pending_recipient=event.data.to,
-            offer_hash=digest,
-            offer_expires_at=expires,
-        )
-
-    if isinstance(event, TransferAcceptEvent):
-        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
-        require_no_hold("transfer-out")
-        if event.data.from_ != state.custodian:
-            raise refuse(f"from {event.data.from_} is not the custodian {state.custodian}")
-        if event.data.offer_hash is not None and event.data.offer_hash != state.offer_hash:
-            raise refuse("offer_hash does not name the pending offer")
-        # The offer's expiry is the custodian's policy, enforced by its TRANSFER_CANCEL (which
-        # the contract serialises against acceptTransfer): an acceptance confirmed on chain
-        # before any cancel stands, even when the recipient logs it after the expiry.
-        return replace(
-            _end_transfer(state),
-            custodian=event.hospital,
-            grants=(),
-        )
-
-    if isinstance(event, TransferRejectEvent):
-        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
-        if event.data.by != state.pending_recipient:
-            raise refuse(f"rejected by {event.data.by}, not the pending recipient")
-        return _end_transfer(state)
-
-    if isinstance(event, TransferCancelEvent):
-        require(ArchiveStatus.TRANSFER_PENDING, "while TRANSFER_PENDING")
-        if event.data.to != state.pending_recipient:
-            raise refuse(f"cancels an offer to {event.data.to}, not the pending recipient")
-        return _end_transfer(state)
-
-    if isinstance(event, HoldPlaceEvent):
-        require(_LIVE, "before DESTROYED")
-        by_regulator = event.data.by_regulator
-        if state.on_hold and (state.hold_by_regulator or not by_regulator):
-            raise refuse("the archive is already on hold")  # only a regulator takes over
-        if by_regulator and not event.actor.startswith("0x"):
-            raise refuse("a regulator hold names the regulator's member address as actor")
-        return replace(
-            state,
-            on_hold=True,
-            hold_by_regulator=event.data.by_regulator,
-            hold_placed_by=event.actor,
-            hold_reason_hash=event.data.reason_hash,
-        )
-
-    if isinstance(event, HoldReleaseEvent):
-        if not state.on_hold:
-            raise refuse("the archive is not on hold")
-        if state.hold_by_regulator and not event.actor.startswith("0x"):
-            raise refuse("a regulator hold is released by a regulator (member address as actor)")
-        return replace(
-            state,
-            on_hold=False,
-            hold_by_regulator=False,
-            hold_placed_by=None,
-            hold_reason_hash=None,
-        )
-
-    if isinstance(event, RetentionExtendEvent):
-        require(
-            frozenset(
-                {
-                    ArchiveStatus.ARCHIVED,
-                    ArchiveStatus.TRANSFER_PENDING,
-                    ArchiveStatus.DISPOSITION_REVIEW,
-                }
-            ),
-            "once ARCHIVED and before DESTROYED",
-        )
-        r = event.data
-        if r.previous_deadline != state.retention_deadline:
-            raise refuse("previous_deadline is not the current retention deadline")
-        if r.new_deadline <= r.previous_deadline:
-            raise refuse("retention can be extended, never shortened")
-        # Extending during disposition review ends the review: the archive is kept.
-        after = ArchiveStatus.ARCHIVED if status is ArchiveStatus.DISPOSITION_REVIEW else status
-        return replace(state, status=after, retention_deadline=r.new_deadline)
-
-    if status is ArchiveStatus.TRANSFER_PENDING:
-        raise refuse(
-            "the archive is in transit: only cancel, reject, accept, holds, extensions, revocations"
-        )
-
-    if isinstance(event, DispositionStartEvent):
-        require(ArchiveStatus.ARCHIVED, "from ARCHIVED")
-        require_no_hold("disposition")
-        if state.retention_deadline is None:  # pragma: no cover  (ARCHIVE always sets it)
-            raise refuse("no retention deadline recorded")
-        if event.time < state.retention_deadline:
-            raise refuse(
-                f"retention runs until {state.retention_deadline.isoformat()}, "
-                f"the event is dated {event.time.isoformat()}"
-            )
-        return replace(state, status=ArchiveStatus.DISPOSITION_REVIEW)
-
-    if isinstance(event, DestroyEvent):
-        require(ArchiveStatus.DISPOSITION_REVIEW, "from DISPOSITION_REVIEW")
-        require_no_hold("destruction")
-        return replace(
-            state,
-            status=ArchiveStatus.DESTROYED,
-            grants=(),
-            certificate_hash=event.data.certificate_hash,
-        )
-
-    if isinstance(event, TagScanEvent):
-        if event.data.tag_hash not in state.tags:
-            raise refuse("the scanned tag is not bound to this archive")
-        return state
-
-    require(_SETTLED, "before DESTROYED")
-
-    if isinstance(event, FixityCheckEvent):
-        f = event.data
-        recorded = next((v for v in state.versions if v.version == f.version), None)
-        if recorded is None:
-            raise refuse(f"there is no version {f.version}")
-        if f.ok and f.ciphertext_sha256 != recorded.ciphertext_sha256:
-            raise refuse("a passing fixity check must report the recorded ciphertext hash")
-        return state
-
-    if isinstance(event, TierMoveEvent):
-        t = event.data
-        if t.from_tier is not state.tier:
-            raise refuse(f"the payload is in tier {state.tier.value}, not {t.from_tier.value}")
-        if t.to_tier is t.from_tier:
-            raise refuse("a tier move must change the tier")
-        return replace(state, tier=t.to_tier)
-
-    if isinstance(event, TagBindEvent):
-        if event.data.tag_hash in state.tags:
-            raise refuse("the tag is already bound")
-        return replace(state, tags=state.tags | {event.data.tag_hash})
-
-    raise refuse("unknown event type")  # pragma: no cover  (the union is exhaustive)
+    rule = RULES[EventType(event.type)]
+    refusal = _state_refusal(state, rule)
+    if refusal is not None:
+        raise refuse(refusal)
+    return rule.effect(state, event, digest, refuse)
 
 
 def _check_disclosure(state: ArchiveState, event: AccessEvent, refuse: _Refuse) -> None:

@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from node.errors import AuthenticationError
+from node.principal import Principal
 from node.runtime import NodeRuntime
-from node.services.principal import Principal
 from node.services.status import StatusService
 
 bearer_scheme = HTTPBearer(

@@ -23,10 +23,19 @@ from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
 from api.jsonbody import MAX_JSON_DEPTH, JsonBodyMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
-from api.routes import access_events, archives, checkpoints, federation, health, keys, peer, verify
+from api.routes import (
+    access_events,
+    archives,
+    checkpoints,
+    health,
+    keys,
+    peer,
+    shares,
+    transfers,
+    verify,
+)
 from api.schemas import ArchiveIn, ErrorOut
 from node.runtime import NodeRuntime
-from node.services.status import StatusService
 
 API_PREFIX = "/api/v1"
 API_VERSION = "1.0.0"
@@ -81,7 +90,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         form_limits={"max_files": 1, "max_fields": 4, "max_part_size": METADATA_FIELD_BYTES},
         dependencies=[Depends(single_valued_query)],
     )
-    status = StatusService(runtime)
+    status = runtime.status
     app.state.runtime = runtime
     app.state.status = status
     app.state.metrics = build_metrics(status)
@@ -92,7 +101,8 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         checkpoints.router,
         verify.router,
         keys.router,
-        federation.router,
+        transfers.router,
+        shares.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(peer.router)

@@ -29,9 +29,9 @@ from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
 from node.models import CatalogueState
+from node.principal import Role
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
-from node.services.principal import Role
 from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.services.status import (

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -104,6 +104,15 @@ class Database:
             self.writer.dispose()
 
 
+Clock = Callable[[], datetime]
+"""Where a node's "now" comes from: wall-clock UTC in production, a settable clock in tests."""
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
 @dataclass
 class UnitOfWork:
     """What a service call gets: the transaction's session, the log writer, and the batch clock."""
@@ -127,11 +136,26 @@ class _Job:
 _STOP = object()
 
 
+class UnitRunner(Protocol):
+    """Runs a unit of work in its own transaction scope and returns its result (or raises its
+    error, with nothing of it committed). Services receive this, not the committer."""
+
+    def run(self, fn: Callable[[UnitOfWork], T], timeout: float | None = 120.0) -> T: ...
+
+
 class GroupCommitter:
     """Runs units of work on one writer thread, many per database transaction."""
 
-    def __init__(self, db: Database, *, max_batch: int = 256, name: str = "group-commit") -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = 256,
+        name: str = "group-commit",
+        clock: Clock = utc_now,
+    ) -> None:
         self._db = db
+        self._clock = clock
         self._max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -229,7 +253,7 @@ class GroupCommitter:
         outcomes: list[_Outcome] = []
         with self._db.write_session() as session, session.begin():
             log_writer = LogWriter.open(session)
-            now = datetime.now(UTC)
+            now = self._clock()
             for job in batch:
                 uow = UnitOfWork(session=session, log=log_writer, now=now)
                 if not savepoints:

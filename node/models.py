@@ -30,9 +30,12 @@ __all__ = [
     "Base",
     "CatalogueState",
     "ChainCursor",
+    "ChainStatus",
     "ForeignEntry",
     "PeerNonce",
     "Transfer",
+    "TransferDirection",
+    "TransferState",
     "WrappedKey",
 ]
 
@@ -59,6 +62,52 @@ class CatalogueState(StrEnum):
 
 NOT_HELD = frozenset({CatalogueState.INCOMING, CatalogueState.TRANSFERRED})
 """Catalogue states of archives this node knows but does not hold."""
+
+
+class ChainStatus(StrEnum):
+    """The ``archives.chain_status`` column: the archive's on-chain registration."""
+
+    NONE = "none"  # not archived yet: the chain does not know it
+    PENDING = "pending"  # ``register`` queued or sent
+    REGISTERED = "registered"  # confirmed on chain
+    FAILED = "failed"  # ``register`` reverted (the outbox row says why)
+
+
+class TransferDirection(StrEnum):
+    """The ``transfers.direction`` column."""
+
+    OUT = "out"  # this node offered the archive
+    IN = "in"  # the archive was offered to this node
+
+
+class TransferState(StrEnum):
+    """The ``transfers.state`` column: how far the crash-safe transfer protocol got.
+
+    Outgoing: offered → accepted | cancelled | expired | rejected. Incoming: seen → accepting →
+    accepted_on_chain → accepted; seen → rejected (a check failed) or cancelled (withdrawn before
+    it was collected); accepting → failed_on_chain → failed (``acceptTransfer`` reverted)."""
+
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    SEEN = "seen"
+    ACCEPTING = "accepting"
+    ACCEPTED_ON_CHAIN = "accepted_on_chain"
+    FAILED_ON_CHAIN = "failed_on_chain"
+    FAILED = "failed"
+
+
+OPEN_TRANSFER_STATES = frozenset(
+    {
+        TransferState.OFFERED,
+        TransferState.SEEN,
+        TransferState.ACCEPTING,
+        TransferState.ACCEPTED_ON_CHAIN,
+    }
+)
+"""Transfers still in progress."""
 
 if {s.value for s in ArchiveStatus} - {s.value for s in CatalogueState}:  # pragma: no cover
     raise ImportError("every lifecycle status must be a catalogue state")

@@ -4,6 +4,7 @@ worker and the services built on them. ``NodeRuntime.open`` fails closed on inse
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,23 +15,34 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from anchoring import storage
 from anchoring.chain import ContractWriter, Role, RpcChain
 from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError
 from anchoring.storage import OutboxItem, OutboxState
 from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
 from node import migrations
+from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Database, GroupCommitter, UnitOfWork
-from node.errors import ConfigError, UnavailableError
+from node.encounters import EncounterFanOut
+from node.errors import ConfigError
+from node.keyring import KeyRing
 from node.keystore import Keystore
+from node.ledger import Ledger
+from node.members import MemberDirectory
 from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
+from node.pseudonyms import Pseudonyms
+from node.remote import RemoteNodes
 from node.services.archives import ArchiveService
-from node.services.federation import FederationService
+from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
+from node.services.shares import ShareService
+from node.services.status import StatusService
+from node.services.transfers import TransferService
 from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -38,7 +50,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NodeRuntime:
-    """Everything one hospital node runs on. Build with ``open``; ``start`` the background parts."""
+    """Everything one hospital node runs on, and the one place that wires it: the services get
+    the narrow parts they use (ledger, key ring, unit runner, blob store, member directory,
+    remote nodes, clock) in their constructors. Build with ``open``; ``start`` the background
+    parts."""
 
     settings: NodeSettings
     keystore: Keystore
@@ -49,32 +64,97 @@ class NodeRuntime:
     writer: ContractWriter
     committer: GroupCommitter
     worker: AnchoringWorker
+    alerts: AlertSink = field(default_factory=LoggingAlertSink)
+    encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
+    ledger: Ledger = field(init=False)
+    keyring: KeyRing = field(init=False)
+    pseudonyms: Pseudonyms = field(init=False)
+    members: MemberDirectory = field(init=False)
+    peer_client: PeerClient = field(init=False)
+    peer_verifier: PeerVerifier = field(init=False)
+    remote: RemoteNodes = field(init=False)
     archives: ArchiveService = field(init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
-    federation: FederationService = field(init=False)
+    kek: KekRotationService = field(init=False)
+    transfers: TransferService = field(init=False)
+    shares: ShareService = field(init=False)
+    status: StatusService = field(init=False)
     watcher: ChainWatcher = field(init=False)
-    peer_client: PeerClient = field(init=False)
-    peer_verifier: PeerVerifier = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.archives = ArchiveService(self)
-        self.proofs = ProofService(self)
-        self.keys = ApiKeyService(self)
-        self.federation = FederationService(self)
-        self.watcher = ChainWatcher(self)
+        hospital = self.keystore.address
+        settings, db, units = self.settings, self.db, self.committer
+        self.ledger = Ledger(hospital)
+        self.keyring = KeyRing(self.keystore)
+        self.pseudonyms = Pseudonyms(self.keystore.pseudonym_secret)
+        self.members = MemberDirectory(self.chain, hospital)
         self.peer_client = PeerClient(self.keystore.account())
         self.peer_verifier = PeerVerifier(
-            recipient=self.hospital,
-            is_active_hospital=self._is_active_hospital,
+            recipient=hospital,
+            is_active_hospital=lambda address: self.members.is_active(address, Role.HOSPITAL),
             remember_nonce=self._remember_nonce,
         )
-        self.worker.on_confirmed["acceptTransfer"] = lambda s, item: (
-            self.federation.chain_accept_confirmed(s, item.archive_id or "")
+        self.remote = RemoteNodes(self.peer_client, settings.peers)
+        self.proofs = ProofService(hospital=hospital, deployment=self.deployment, db=db)
+        self.archives = ArchiveService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            pseudonyms=self.pseudonyms,
         )
-        self.worker.on_failed["acceptTransfer"] = lambda s, item: (
-            self.federation.chain_accept_failed(s, item.archive_id or "")
+        self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
+        self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)
+        self.transfers = TransferService(
+            settings=settings,
+            deployment=self.deployment,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            members=self.members,
+            remote=self.remote,
+            proofs=self.proofs,
+            chain=self.chain,
+        )
+        self.shares = ShareService(
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            members=self.members,
+            remote=self.remote,
+            proofs=self.proofs,
+        )
+        self.status = StatusService(
+            hospital=hospital,
+            deployment=self.deployment,
+            db=db,
+            chain=self.chain,
+            worker=self.worker,
+            committer=self.committer,
+        )
+        self.watcher = ChainWatcher(
+            deployment=self.deployment,
+            chain=self.chain,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            transfers=self.transfers,
+            membership_changed=self.peer_verifier.forget_membership,
+            confirmations=settings.watcher_confirmations,
+        )
+        self.worker.on_confirmed["acceptTransfer"] = lambda session, item: (
+            self.transfers.chain_accept_confirmed(session, item.archive_id or "")
+        )
+        self.worker.on_failed["acceptTransfer"] = lambda session, item: (
+            self.transfers.chain_accept_failed(session, item.archive_id or "")
         )
 
     @property
@@ -127,12 +207,13 @@ class NodeRuntime:
         anchoring, the chain watcher, incoming transfers, and expiry of offers and grants."""
         self.committer.start()
         self.sync_public_key()
+        threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
         if scheduler and self._scheduler is None:
             sched = BackgroundScheduler(timezone="UTC")
             jobs = (
                 ("anchoring", self.worker.tick, self.settings.anchor_tick),
                 ("watcher", self.watcher.tick, self.settings.watcher_tick),
-                ("incoming-transfers", self.federation.process_incoming, 1.0),
+                ("incoming-transfers", self.transfers.process_incoming, 1.0),
                 ("expiry", self._expire, 30.0),
             )
             for name, job, seconds in jobs:
@@ -146,6 +227,17 @@ class NodeRuntime:
                 )
             sched.start()
             self._scheduler = sched
+
+    def _warm_proofs(self) -> None:
+        """Load the log's upper levels (held in memory for proofs) now, not on the first proof
+        request: at 10^7 leaves that first request would otherwise wait about half a second."""
+        try:
+            with self.db.session() as session:
+                size = storage.current_size(session)
+                if size:
+                    storage.inclusion_proof(session, size - 1, size)
+        except Exception as exc:  # best effort: e.g. the node closed while warming
+            log.warning("proof cache not warmed (%s); the first proof loads it", type(exc).__name__)
 
     def sync_public_key(self) -> bool:
         """Queue ``rotatePublicKey`` when the registry holds another encryption key for us (so
@@ -183,17 +275,11 @@ class NodeRuntime:
         return True
 
     def _expire(self) -> None:
-        self.federation.expire_offers()
-        self.federation.expire_shares()
+        self.transfers.expire_offers()
+        self.shares.expire()
         with self.db.transaction() as session:
             cutoff = datetime.now(UTC) - timedelta(seconds=2 * WINDOW_SECONDS)
             session.execute(delete(PeerNonce).where(PeerNonce.seen_at < cutoff))
-
-    def _is_active_hospital(self, address: str) -> bool:
-        try:
-            return self.chain.is_active(address, Role.HOSPITAL)
-        except AnchoringError as exc:
-            raise UnavailableError(f"cannot read the registry: {exc}") from None
 
     def _remember_nonce(self, nonce: str, sender: str) -> bool:
         def unit(uow: UnitOfWork) -> bool:

@@ -14,21 +14,22 @@ and key rotations (the peer verifier's cache is dropped).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from anchoring.chain import DecodedEvent, hex_to_bytes
+from anchoring.chain import DecodedEvent, RpcChain, hex_to_bytes
+from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError
 from anchoring.events import HoldPlaceData, HoldPlaceEvent, HoldReleaseData, HoldReleaseEvent
 from anchoring.ids import IdentifierError, archive_id_from_key, normalize_address
-from node.db import UnitOfWork
-from node.models import NOT_HELD, Archive, ChainCursor, Transfer
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
+from node.db import Database, UnitOfWork, UnitRunner
+from node.ledger import Ledger
+from node.models import Archive, ChainCursor
+from node.services.transfers import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,26 @@ class WatcherStatus:
 class ChainWatcher:
     """Follows contract events from the last processed block."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
+    def __init__(
+        self,
+        *,
+        deployment: Deployment,
+        chain: RpcChain,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        transfers: TransferService,
+        membership_changed: Callable[[], None],
+        confirmations: int,
+    ) -> None:
+        self.deployment = deployment
+        self.chain = chain
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.transfers = transfers
+        self.membership_changed = membership_changed
+        self.confirmations = confirmations
         self.status = WatcherStatus()
 
     def tick(self) -> int:
@@ -71,20 +90,20 @@ class ChainWatcher:
             return 0
 
     def _tick(self) -> int:
-        rpc = self.rt.chain.rpc
-        safe = rpc.block_number() - self.rt.settings.watcher_confirmations
+        rpc = self.chain.rpc
+        safe = rpc.block_number() - self.confirmations
         cursor = self._cursor()
         if safe <= cursor:
             self.status.cursor = cursor
             return 0
         until = min(safe, cursor + MAX_RANGE)
-        addresses = [self.rt.deployment.notary.address, self.rt.deployment.registry.address]
+        addresses = [self.deployment.notary.address, self.deployment.registry.address]
         logs = rpc.request(
             "eth_getLogs",
             [{"fromBlock": hex(cursor + 1), "toBlock": hex(until), "address": addresses}],
         )
-        events = self.rt.chain.notary.decode_logs(logs, addresses[0])
-        events += self.rt.chain.registry.decode_logs(logs, addresses[1])
+        events = self.chain.notary.decode_logs(logs, addresses[0])
+        events += self.chain.registry.decode_logs(logs, addresses[1])
         events.sort(key=lambda e: (e.block_number, e.log_index))
         for event in events:
             self._dispatch(event)
@@ -97,79 +116,63 @@ class ChainWatcher:
     # -- handlers ------------------------------------------------------------------------------
 
     def _dispatch(self, event: DecodedEvent) -> None:
-        me = self.rt.hospital
+        me = self.ledger.hospital
         args = event.args
         if event.name in MEMBER_EVENTS:
-            self.rt.peer_verifier.forget_membership()
+            self.membership_changed()
             return
-        if event.address != self.rt.deployment.notary.address or "id" not in args:
+        if event.address != self.deployment.notary.address or "id" not in args:
             return
         try:
             archive_id = archive_id_from_key(_bytes(args["id"]))
         except IdentifierError:
             return  # not an id this software issues
-        federation = self.rt.federation
         if event.name == "TransferOffered" and _addr(args["to"]) == me:
-            federation.offer_seen(
+            self.transfers.offer_seen(
                 archive_id, _addr(args["from"]), f"{event.block_number}:{event.log_index}"
             )
         elif event.name == "TransferAccepted" and _addr(args["from"]) == me:
-            federation.offer_accepted(archive_id, _addr(args["to"]))
+            self.transfers.offer_accepted(archive_id, _addr(args["to"]))
         elif event.name == "TransferRejected" and _addr(args["from"]) == me:
-            federation.offer_rejected(archive_id, _addr(args["to"]), _bytes(args["reasonHash"]))
+            self.transfers.offer_rejected(archive_id, _addr(args["to"]), _bytes(args["reasonHash"]))
         elif event.name == "TransferCancelled" and _addr(args["to"]) == me:
-            self._incoming_cancelled(archive_id)
+            self.transfers.offer_withdrawn(archive_id)
         elif event.name == "HoldPlaced" and bool(args["byRegulator"]):
             self._regulator_hold(archive_id, _addr(args["by"]), _bytes(args["reasonHash"]), True)
         elif event.name == "HoldReleased" and _addr(args["by"]) != me:
             self._regulator_hold(archive_id, _addr(args["by"]), _bytes(args["reasonHash"]), False)
 
-    def _incoming_cancelled(self, archive_id: str) -> None:
-        def unit(uow: UnitOfWork) -> None:
-            for row in uow.session.query(Transfer).filter(
-                Transfer.archive_id == archive_id,
-                Transfer.direction == "in",
-                Transfer.state == "seen",
-            ):
-                row.state = "cancelled"
-                row.updated_at = uow.now
-
-        self.rt.committer.run(unit)
-
     def _regulator_hold(self, archive_id: str, by: str, reason: bytes, place: bool) -> None:
         """Mirror a regulator's hold (or its release) into this node's log, once."""
-        archives = self.rt.archives
 
         def unit(uow: UnitOfWork) -> None:
             archive = uow.session.get(Archive, archive_id)
-            if archive is None or archive.custodian != self.rt.hospital:
+            if archive is None or not self.ledger.holds(archive):
                 return
-            if archive.state in NOT_HELD:
-                return
-            state = archives._state(uow.session, archive)
+            state = self.ledger.state(uow.session, archive)
             if place and not (state.on_hold and state.hold_by_regulator):
                 data: Any = HoldPlaceData(reason_hash=reason.hex(), by_regulator=True)
-                archives._record(uow, archive, state, HoldPlaceEvent, by, data)
+                self.ledger.record(uow, archive, state, HoldPlaceEvent, by, data)
             elif not place and state.on_hold and state.hold_by_regulator:
                 data = HoldReleaseData(reason_hash=reason.hex())
-                archives._record(uow, archive, state, HoldReleaseEvent, by, data)
+                self.ledger.record(uow, archive, state, HoldReleaseEvent, by, data)
 
-        self.rt.committer.run(unit)
+        self.units.run(unit)
 
     # -- cursor --------------------------------------------------------------------------------
 
     def _cursor(self) -> int:
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             row = session.get(ChainCursor, CURSOR)
             if row is not None:
                 return int(row.block)
-        return max(0, self.rt.deployment.deploy_block - 1)
+        return max(0, self.deployment.deploy_block - 1)
 
     def _save_cursor(self, block: int) -> None:
         def unit(uow: UnitOfWork) -> None:
             _store_cursor(uow.session, block)
 
-        self.rt.committer.run(unit)
+        self.units.run(unit)
 
 
 def _store_cursor(session: Session, block: int) -> None:

@@ -48,8 +48,9 @@ from anchoring import merkle, storage  # noqa: E402
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain  # noqa: E402
 from anchoring.storage import Checkpoint, CheckpointState, LogWriter  # noqa: E402
 from anchoring.worker import AnchoringWorker, WorkerConfig  # noqa: E402
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
 from node.db import Database  # noqa: E402
-from node.devchain import AnvilOptions, free_port, start_anvil  # noqa: E402
+from node.ports import free_port  # noqa: E402
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 
 NOW = datetime.now(UTC)

@@ -65,10 +65,11 @@ import httpx  # noqa: E402
 
 from anchoring.deployment import Deployment  # noqa: E402
 from anchoring.events import AccessScope, Purpose, RecordClass, Sensitivity  # noqa: E402
-from node.devchain import AnvilOptions, free_port, start_anvil  # noqa: E402
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
+from node.ports import free_port  # noqa: E402
+from node.principal import Role  # noqa: E402
 from node.runtime import NodeRuntime  # noqa: E402
 from node.services.archives import NewArchive, ReportedAccess  # noqa: E402
-from node.services.principal import Role  # noqa: E402
 from tests.fixtures.chain import Consortium, build_consortium, derive_test_accounts  # noqa: E402
 from tests.fixtures.node import build_node  # noqa: E402
 

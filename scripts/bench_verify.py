@@ -36,9 +36,10 @@ from anchoring.bundle import parse_bundle  # noqa: E402
 from anchoring.events import Purpose, RecordClass, Sensitivity  # noqa: E402
 from anchoring.rpcview import HttpJsonRpc, NotaryReader  # noqa: E402
 from anchoring.verifier import verify_bundle  # noqa: E402
-from node.devchain import AnvilOptions, free_port, start_anvil  # noqa: E402
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
+from node.ports import free_port  # noqa: E402
+from node.principal import Role  # noqa: E402
 from node.services.archives import NewArchive  # noqa: E402
-from node.services.principal import Role  # noqa: E402
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 from tests.fixtures.node import build_node  # noqa: E402
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compile contracts/*.sol into contracts/build/ (same as `archivechain contracts compile`).
+"""Compile contracts/*.sol into anchoring/contracts/ (same as `archivechain contracts compile`).
 
 Usage: .venv/bin/python scripts/compile_contracts.py [--check] [--build-dir DIR]
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.cli import main
+from archivechain import main
 
 if __name__ == "__main__":
     sys.exit(main(["contracts", "compile", *sys.argv[1:]]))

@@ -17,8 +17,9 @@ sys.path.insert(0, str(REPO))
 
 from anchoring import storage  # noqa: E402
 from anchoring.chain import JsonRpc, RpcChain  # noqa: E402
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
 from node.db import Database  # noqa: E402
-from node.devchain import AnvilOptions, free_port, start_anvil  # noqa: E402
+from node.ports import free_port  # noqa: E402
 from tests.anchoring.test_fault_injection import POINTS, check_invariants, run_child  # noqa: E402
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 

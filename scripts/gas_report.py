@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anchoring.artifacts import load_artifact
 from anchoring.chain import JsonRpc
-from node.devchain import AnvilOptions, find_anvil, free_port, start_anvil
+from devtools.devchain import AnvilOptions, find_anvil, start_anvil
+from node.ports import free_port
 from tests.contracts.gas import markdown_table, measure
 from tests.fixtures.chain import derive_test_accounts
 

@@ -18,7 +18,7 @@ from api.deps import RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.peers import PEER_PREFIX
-from node.services.federation import WRAPPED_KEY_HEADER
+from node.protocol import WRAPPED_KEY_HEADER
 
 # Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
 # (documented in docs/federation.md), never by API key.
@@ -46,7 +46,7 @@ PEER_ERRORS = error_responses(401, 404, 409, 503)
     responses=PEER_ERRORS,
 )
 def transfer_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
-    return runtime.federation.transfer_package(sender, archive_id)
+    return runtime.transfers.transfer_package(sender, archive_id).model_dump(mode="json")
 
 
 @router.get(
@@ -55,7 +55,7 @@ def transfer_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveId
     responses=PEER_ERRORS,
 )
 def share_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
-    return runtime.federation.share_package(sender, archive_id)
+    return runtime.shares.descriptor(sender, archive_id).model_dump(mode="json")
 
 
 @router.get(
@@ -71,7 +71,7 @@ def shared_version(
     version: Annotated[int, Path(ge=1, le=1_000_000)],
     purpose: Annotated[Purpose, Query()],
 ) -> StreamingResponse:
-    wrapped, chunks = runtime.federation.disclose_content(sender, archive_id, version, purpose)
+    wrapped, chunks = runtime.shares.disclose_content(sender, archive_id, version, purpose)
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",
@@ -91,7 +91,7 @@ def ciphertext(
     archive_id: ArchiveIdPath,
     version: Annotated[int, Path(ge=1, le=1_000_000)],
 ) -> StreamingResponse:
-    chunks: Iterator[bytes] = runtime.federation.ciphertext(sender, archive_id, version)
+    chunks: Iterator[bytes] = runtime.transfers.ciphertext(sender, archive_id, version)
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
@@ -101,4 +101,4 @@ def ciphertext(
     responses=PEER_ERRORS,
 )
 def bundle(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
-    return bundle_to_json(runtime.federation.peer_bundle(sender, archive_id))
+    return bundle_to_json(runtime.shares.disclose_bundle(sender, archive_id))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
 from time import monotonic
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import lazyload
 from ulid import ULID
 
 from anchoring import lifecycle, merkle, storage
@@ -35,6 +35,7 @@ from anchoring.events import (
     CreateData,
     CreateEvent,
     Event,
+    EventType,
     HoldPlaceData,
     HoldPlaceEvent,
     HoldReleaseData,
@@ -51,22 +52,22 @@ from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call
 from node import crypto
-from node.blobstore import BlobRef
-from node.db import UnitOfWork
+from node.blobstore import BlobRef, BlobStore
+from node.config import NodeSettings
+from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError, NodeError, NotFoundError
-from node.models import NOT_HELD, Archive, ArchiveVersion, ForeignEntry, WrappedKey
-from node.services.principal import Action, Principal
+from node.keyring import KeyRing
+from node.ledger import Ledger, normalise_id
+from node.models import Archive, ArchiveVersion
+from node.principal import Action, Principal
+from node.pseudonyms import Pseudonyms
 from node.services.records import ArchiveView, EventView, Page, VersionView
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_PAGE = 200
-_STATE_CACHE_SIZE = 10_000
 _READ_LOG_CACHE_SIZE = 100_000
 
 
@@ -163,12 +164,31 @@ class _Stored:
 class ArchiveService:
     """The archive lifecycle on one hospital node."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
-        self._states: OrderedDict[str, tuple[bytes, ArchiveState]] = OrderedDict()
-        self._states_lock = threading.Lock()
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        keyring: KeyRing,
+        blobs: BlobStore,
+        pseudonyms: Pseudonyms,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.keyring = keyring
+        self.blobs = blobs
+        self.pseudonyms = pseudonyms
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
         self._reads_lock = threading.Lock()
+
+    @property
+    def hospital(self) -> str:
+        """This node's member address (the owner of its log)."""
+        return self.ledger.hospital
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -187,11 +207,10 @@ class ArchiveService:
         archive_id = str(ULID())
         material = crypto.new_key_material()
         stored = self._store(archive_id, 1, material, content)
-        patient = crypto.pseudonym(self.rt.keystore.pseudonym_secret, "patient", new.patient_id)
+        patient = self.pseudonyms.patient(new.patient_id)
         trigger = datetime.combine(new.trigger_date or datetime.now(UTC).date(), time(), UTC)
 
         def unit(uow: UnitOfWork) -> ArchiveView:
-            kek_id, kek = self.rt.keystore.current_kek()
             archive = Archive(
                 id=archive_id,
                 record_class=new.record_class.value,
@@ -203,7 +222,7 @@ class ArchiveService:
                 metadata_json=new.metadata,
                 search_text=search_text(new.title, new.metadata),
                 state=lifecycle.ArchiveStatus.CREATED.value,
-                custodian=self.rt.hospital,
+                custodian=self.hospital,
                 trigger_date=trigger,
                 current_version=1,
                 last_event_hash=b"",
@@ -214,15 +233,8 @@ class ArchiveService:
                 updated_at=uow.now,
             )
             version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
-            wrapped = WrappedKey(
-                archive_id=archive_id,
-                holder=f"kek:{kek_id}",
-                blob=crypto.wrap_key_material(
-                    kek, material, crypto.kek_wrap_aad(archive_id, kek_id)
-                ),
-                created_at=uow.now,
-            )
-            uow.session.add_all([archive, version, wrapped])
+            uow.session.add_all([archive, version])
+            self.keyring.store_own(uow.session, archive_id, material, uow.now)
             data = CreateData(
                 record_class=new.record_class,
                 sensitivity=new.sensitivity,
@@ -235,7 +247,7 @@ class ArchiveService:
                 size=stored.size,
                 media_type=new.media_type,
             )
-            self._record(uow, archive, None, CreateEvent, principal.actor, data)
+            self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
             uow.session.flush()
             return ArchiveView.of(archive, [version])
 
@@ -252,21 +264,18 @@ class ArchiveService:
         """Store a new version (only while CREATED) and log AMEND."""
         principal.require(Action.AMEND)
         self._check_media_type(media_type)
-        with self.rt.db.session() as session:
-            archive = self._visible(session, principal, archive_id)
-            if archive.state != lifecycle.ArchiveStatus.CREATED.value:
-                raise ConflictError(
-                    f"archive {archive_id} is {archive.state}: amendments are allowed only while "
-                    "CREATED",
-                    code="illegal_transition",
-                )
+        with self.db.session() as session:
+            archive = self.ledger.visible(session, principal, archive_id)
+            # Refused before the upload is encrypted and stored, by the lifecycle's own rule.
+            lifecycle.check_allowed(self.ledger.state(session, archive), EventType.AMEND)
             next_version = archive.current_version + 1
-        material = self._material_for(archive_id)
+        with self.db.session() as session:
+            material = self.keyring.own(session, archive_id)
         stored = self._store(archive_id, next_version, material, content)
 
         def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self._load_for_update(uow.session, principal, archive_id)
-            state = self._state(uow.session, archive)
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
             version_no = archive.current_version + 1
             if version_no != next_version:
                 raise ConflictError(
@@ -281,7 +290,7 @@ class ArchiveService:
                 size=stored.size,
                 media_type=media_type,
             )
-            self._record(uow, archive, state, AmendEvent, principal.actor, data)
+            self.ledger.record(uow, archive, state, AmendEvent, principal.actor, data)
             archive.current_version = version_no
             archive.versions.append(version)  # adds it to the session and to the returned view
             uow.session.flush()
@@ -296,10 +305,10 @@ class ArchiveService:
         principal.require(Action.ARCHIVE)
 
         def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self._load_for_update(uow.session, principal, archive_id)
-            state = self._state(uow.session, archive)
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
             record_class = RecordClass(archive.record_class)
-            years = self.rt.settings.retention_years[record_class.value]
+            years = self.settings.retention_years[record_class.value]
             trigger = trigger_date or archive.trigger_date.date()
             deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
             policy = f"{record_class.value.lower()}-{years}y"
@@ -311,7 +320,7 @@ class ArchiveService:
                 retention_deadline=deadline,
                 commitment=commitment,
             )
-            self._record(uow, archive, state, ArchiveEvent, principal.actor, data)
+            self.ledger.record(uow, archive, state, ArchiveEvent, principal.actor, data)
             archive.trigger_date = datetime.combine(trigger, time(), UTC)
             archive.retention_policy = policy
             archive.retention_deadline = deadline
@@ -334,7 +343,7 @@ class ArchiveService:
             )
             return ArchiveView.of(archive)
 
-        return self.rt.committer.run(unit)
+        return self.units.run(unit)
 
     def place_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
         """Place the custodian's legal hold (locally and, once archived, on chain)."""
@@ -351,8 +360,8 @@ class ArchiveService:
         reason_hash = _reason_hash(reason)
 
         def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self._load_for_update(uow.session, principal, archive_id)
-            state = self._state(uow.session, archive)
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
             if place:
                 data: Any = HoldPlaceData(reason_hash=reason_hash, by_regulator=False)
                 event_cls: type[Event] = HoldPlaceEvent
@@ -364,7 +373,7 @@ class ArchiveService:
                         code="regulator_hold",
                     )
                 data, event_cls = HoldReleaseData(reason_hash=reason_hash), HoldReleaseEvent
-            self._record(uow, archive, state, event_cls, principal.actor, data)
+            self.ledger.record(uow, archive, state, event_cls, principal.actor, data)
             if state.status is not lifecycle.ArchiveStatus.CREATED:  # on chain from ARCHIVE on
                 enqueue_call(
                     uow.session,
@@ -374,7 +383,7 @@ class ArchiveService:
                 )
             return ArchiveView.of(archive)
 
-        return self.rt.committer.run(unit)
+        return self.units.run(unit)
 
     def record_accesses(self, principal: Principal, reports: list[ReportedAccess]) -> int:
         """Log a batch of reported reads as ACCESS events: one unit of work, all or nothing.
@@ -386,11 +395,10 @@ class ArchiveService:
             raise InputError(
                 f"a batch holds 1 to {MAX_ACCESS_BATCH} access reports", code="invalid_batch"
             )
-        secret = self.rt.keystore.pseudonym_secret
         readers = {r.staff_id for r in reports if r.staff_id}
-        staff = {sid: crypto.pseudonym(secret, "staff", sid) for sid in readers}  # one HMAC each
+        staff = {sid: self.pseudonyms.staff(sid) for sid in readers}  # one HMAC each
         actors = [staff[r.staff_id] if r.staff_id else principal.actor for r in reports]
-        wanted = {_normalise_id(r.archive_id) for r in reports}
+        wanted = {normalise_id(r.archive_id) for r in reports}
 
         def unit(uow: UnitOfWork) -> int:
             rows = {
@@ -408,7 +416,7 @@ class ArchiveService:
             # its canonical bytes are the template's with those four values spliced in.
             templates: dict[tuple[Purpose, AccessScope], tuple[AccessEvent, _AccessBytes]] = {}
             for position, (report, actor) in enumerate(zip(reports, actors, strict=True)):
-                archive_id = _normalise_id(report.archive_id)
+                archive_id = normalise_id(report.archive_id)
                 known = states.get(archive_id)
                 if known is None:
                     archive = rows.get(archive_id)
@@ -417,14 +425,14 @@ class ArchiveService:
                             f"reports[{position}]: archive {report.archive_id} not found",
                             code="archive_not_found",
                         )
-                    state = self._state(uow.session, archive)
+                    state = self.ledger.state(uow.session, archive)
                 else:
                     state = known[1]
                 key = (report.purpose, report.scope)
                 known_template = templates.get(key)
                 if known_template is None:
                     first = AccessEvent(
-                        hospital=self.rt.hospital,
+                        hospital=self.hospital,
                         log_index=uow.log.size,
                         archive_id=archive_id,
                         actor=actor,
@@ -445,14 +453,14 @@ class ArchiveService:
                     }
                 )
                 raw = encoder.render(uow.log.size, archive_id, actor, state.head)
-                leaf, state = self._log_event(uow, archive_id, state, event, raw)
+                leaf, state = self.ledger.log_event(uow, archive_id, state, event, raw)
                 states[archive_id] = (leaf, state, known[2] + 1 if known else 1)
             # Each archive row is updated once per batch, not once per event.
             for archive_id, (leaf, state, count) in states.items():
-                self._settle(uow, rows[archive_id], leaf, state, count)
+                self.ledger.settle(uow, rows[archive_id], leaf, state, count)
             return len(reports)
 
-        return self.rt.committer.run(unit)
+        return self.units.run(unit)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -462,11 +470,11 @@ class ArchiveService:
         """Metadata and state of one archive in the caller's scope. Titles and metadata may
         hold PHI, so the read is logged (ACCESS, scope metadata) before it is answered."""
         principal.require(Action.READ_METADATA)
-        with self.rt.db.session() as session:
-            archive_id = self._visible(session, principal, archive_id).id
+        with self.db.session() as session:
+            archive_id = self.ledger.visible(session, principal, archive_id).id
         self._log_metadata_reads(principal, [archive_id], purpose)
-        with self.rt.db.session() as session:  # the entry as it is now, its read included
-            return ArchiveView.of(self._visible(session, principal, archive_id))
+        with self.db.session() as session:  # the entry as it is now, its read included
+            return ArchiveView.of(self.ledger.visible(session, principal, archive_id))
 
     def open_content(
         self,
@@ -478,23 +486,22 @@ class ArchiveService:
         """Log the read (ACCESS, scope content) and return the decrypted stream."""
         principal.require(Action.READ_CONTENT)
 
-        def unit(uow: UnitOfWork) -> tuple[VersionView, str, bytes]:
-            archive = self._load_for_update(uow.session, principal, archive_id)
-            state = self._state(uow.session, archive)
+        def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial]:
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
             wanted = version or archive.current_version
             row = next((v for v in archive.versions if v.version == wanted), None)
             if row is None:
                 raise NotFoundError(
                     f"archive {archive_id} has no version {wanted}", code="version_not_found"
                 )
-            holder, blob = self._own_wrapped_key(uow.session, archive_id)
+            material = self.keyring.own(uow.session, archive.id)
             data = AccessData(purpose=purpose, scope=AccessScope.CONTENT, break_glass=False)
-            self._record(uow, archive, state, AccessEvent, principal.actor, data)
-            return VersionView.of(row), holder, blob
+            self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
+            return VersionView.of(row), material
 
-        row, holder, blob = self.rt.committer.run(unit)
-        material = self._unwrap(archive_id, holder, blob)
-        ciphertext = self.rt.blobs.open_stream(row.cid)
+        row, material = self.units.run(unit)
+        ciphertext = self.blobs.open_stream(row.cid)
         chunks = crypto.decrypt_stream(
             material.data_key, ciphertext, crypto.archive_aad(archive_id, row.version)
         )
@@ -519,9 +526,7 @@ class ArchiveService:
         if filters.state:
             query = query.where(Archive.state == filters.state)
         if filters.patient_id:
-            pseudonym = crypto.pseudonym(
-                self.rt.keystore.pseudonym_secret, "patient", filters.patient_id
-            )
+            pseudonym = self.pseudonyms.patient(filters.patient_id)
             query = query.where(Archive.patient_pseudonym == pseudonym)
         if filters.created_from:
             query = query.where(Archive.created_at >= filters.created_from)
@@ -535,7 +540,7 @@ class ArchiveService:
                     Archive.id == filters.keyword.upper(),
                 )
             )
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
             ids = list(
                 session.execute(
@@ -546,7 +551,7 @@ class ArchiveService:
                 ).scalars()
             )
         self._log_metadata_reads(principal, ids, filters.purpose)
-        with self.rt.db.session() as session:  # the entries as they are now, their reads included
+        with self.db.session() as session:  # the entries as they are now, their reads included
             rows = {
                 row.id: row
                 for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
@@ -557,8 +562,8 @@ class ArchiveService:
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
         """Every event of the archive in this node's log, with its anchoring status."""
         principal.require(Action.READ_EVENTS)
-        with self.rt.db.session() as session:
-            self._visible(session, principal, archive_id)
+        with self.db.session() as session:
+            self.ledger.visible(session, principal, archive_id)
             anchored = storage.anchored_size(session)
             return [
                 EventView(
@@ -583,7 +588,7 @@ class ArchiveService:
         are skipped: those it does not hold (transferred, incoming) and those in transit (the
         custodian's chain is frozen while a transfer is pending)."""
         purpose = purpose or principal.default_purpose
-        window = self.rt.settings.metadata_read_log_window
+        window = self.settings.metadata_read_log_window
         now = monotonic()
         with self._reads_lock:
             due = sorted(
@@ -601,15 +606,15 @@ class ArchiveService:
                 select(Archive).where(Archive.id.in_(due)).order_by(Archive.id).with_for_update()
             ).scalars()
             for archive in rows:
-                if archive.state in NOT_HELD or archive.custodian != self.rt.hospital:
+                if not self.ledger.holds(archive):
                     continue
-                state = self._state(uow.session, archive)
+                state = self.ledger.state(uow.session, archive)
                 if state.status is ArchiveStatus.TRANSFER_PENDING:
                     continue
                 data = AccessData(purpose=purpose, scope=AccessScope.METADATA, break_glass=False)
-                self._record(uow, archive, state, AccessEvent, principal.actor, data)
+                self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
 
-        self.rt.committer.run(unit)
+        self.units.run(unit)
         with self._reads_lock:
             for archive_id in due:
                 self._reads[(principal.actor, archive_id, purpose)] = now
@@ -619,118 +624,8 @@ class ArchiveService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _record(
-        self,
-        uow: UnitOfWork,
-        archive: Archive,
-        state: ArchiveState | None,
-        event_cls: type[Event],
-        actor: str,
-        data: Any,
-    ) -> ArchiveState:
-        """Build the next event, check it against the lifecycle, append it, update the row."""
-        event = event_cls(
-            hospital=self.rt.hospital,
-            log_index=uow.log.size,
-            archive_id=archive.id,
-            actor=actor,
-            time=uow.now,
-            prev=state.head if state is not None else None,
-            data=data,
-        )
-        return self._append(uow, archive, state, event)
-
-    def _append(
-        self, uow: UnitOfWork, archive: Archive, state: ArchiveState | None, event: Event
-    ) -> ArchiveState:
-        """Check ``event`` (built for the log's next index) against the lifecycle, append it and
-        update the archive row and the state cache."""
-        leaf, new_state = self._log_event(uow, archive.id, state, event)
-        self._settle(uow, archive, leaf, new_state, 1)
-        return new_state
-
-    def _log_event(
-        self,
-        uow: UnitOfWork,
-        archive_id: str,
-        state: ArchiveState | None,
-        event: Event,
-        raw: bytes | None = None,
-    ) -> tuple[bytes, ArchiveState]:
-        """Check ``event`` against the lifecycle and append it to the log; its leaf hash and the
-        archive's new state (the row is not touched: see ``_settle``). ``raw`` is the event's
-        canonical bytes when the caller already has them."""
-        raw = canonical_bytes(event) if raw is None else raw
-        leaf = merkle.leaf_hash(raw)
-        new_state = lifecycle.apply(state, event, leaf_hash=leaf)  # refuses illegal transitions
-        uow.log.append(raw, archive_id=archive_id, event_type=event.type, time=uow.now, leaf=leaf)
-        return leaf, new_state
-
-    def _settle(
-        self, uow: UnitOfWork, archive: Archive, leaf: bytes, state: ArchiveState, events: int
-    ) -> None:
-        """Bring the archive row and the state cache to ``state`` after ``events`` new events,
-        the last of which has leaf hash ``leaf``."""
-        archive.last_event_hash = leaf
-        archive.event_count += events
-        archive.state = state.status.value
-        archive.on_hold = state.on_hold  # the catalogue mirrors the lifecycle state
-        archive.hold_by_regulator = state.on_hold and state.hold_by_regulator
-        archive.updated_at = uow.now
-        with self._states_lock:
-            self._states[archive.id] = (leaf, state)
-            self._states.move_to_end(archive.id)
-            while len(self._states) > _STATE_CACHE_SIZE:
-                self._states.popitem(last=False)
-
-    def _state(self, session: Session, archive: Archive) -> ArchiveState:
-        """The archive's lifecycle state: cached by head hash, else replayed from the log."""
-        with self._states_lock:
-            cached = self._states.get(archive.id)
-        if cached is not None and cached[0] == archive.last_event_hash:
-            return cached[1]
-        foreign = session.execute(
-            select(ForeignEntry.event)
-            .where(ForeignEntry.archive_id == archive.id)
-            .order_by(ForeignEntry.position)
-        ).scalars()
-        own = (entry.event for entry in storage.entries_for_archive(session, archive.id))
-        # Events from former custodians (received with a transfer) come first in the chain.
-        state = lifecycle.replay(parse_event(raw) for raw in (*foreign, *own))
-        if bytes.fromhex(state.head) != archive.last_event_hash:
-            raise ConflictError(
-                f"archive {archive.id}: the log and the catalogue disagree on the last event",
-                code="log_inconsistent",
-            )
-        with self._states_lock:
-            self._states[archive.id] = (archive.last_event_hash, state)
-        return state
-
-    def _visible(self, session: Session, principal: Principal, archive_id: str) -> Archive:
-        archive = session.get(Archive, _normalise_id(archive_id))
-        if archive is None:
-            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
-        principal.require_visible(archive_id, archive.department)
-        return archive
-
-    def _load_for_update(self, session: Session, principal: Principal, archive_id: str) -> Archive:
-        """The archive row, locked, in the caller's scope, and held by this node."""
-        archive = session.execute(
-            select(Archive).where(Archive.id == _normalise_id(archive_id)).with_for_update()
-        ).scalar_one_or_none()
-        if archive is None:
-            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
-        principal.require_visible(archive_id, archive.department)
-        if archive.custodian != self.rt.hospital or archive.state in NOT_HELD:
-            raise ConflictError(
-                f"this hospital is not the custodian of archive {archive.id} "
-                f"(custodian {archive.custodian})",
-                code="not_custodian",
-            )
-        return archive
-
     def _check_media_type(self, media_type: str) -> None:
-        if media_type not in self.rt.settings.allowed_media_types:
+        if media_type not in self.settings.allowed_media_types:
             raise InputError(
                 f"media type {media_type!r} is not accepted by this node",
                 code="unsupported_media_type",
@@ -740,7 +635,7 @@ class ArchiveService:
         self, archive_id: str, version: int, material: crypto.KeyMaterial, content: Iterable[bytes]
     ) -> _Stored:
         """Encrypt and store one version; refuses empty and oversize content (nothing kept)."""
-        limit = self.rt.settings.max_upload_bytes
+        limit = self.settings.max_upload_bytes
         commitment = crypto.Commitment(material.salt)
         counted = {"size": 0}
 
@@ -758,12 +653,12 @@ class ArchiveService:
             if counted["size"] == 0:
                 raise InputError("content is empty", code="empty_content")
 
-        ref = self.rt.blobs.put_stream(
+        ref = self.blobs.put_stream(
             crypto.encrypt_stream(
                 material.data_key,
                 plaintext(),
                 crypto.archive_aad(archive_id, version),
-                chunk_size=self.rt.settings.chunk_size,
+                chunk_size=self.settings.chunk_size,
             )
         )
         return _Stored(ref=ref, size=counted["size"], commitment=commitment.hexdigest())
@@ -771,41 +666,13 @@ class ArchiveService:
     def _run_discarding(self, unit: Callable[[UnitOfWork], T], stored: _Stored) -> T:
         """Run ``unit``; if it fails, delete the blob stored for it."""
         try:
-            return self.rt.committer.run(unit)
+            return self.units.run(unit)
         except BaseException:
             try:
-                self.rt.blobs.delete(stored.ref.cid)
+                self.blobs.delete(stored.ref.cid)
             except Exception:  # the original error matters more; the blob is reported
                 log.exception("could not delete blob %s after a failed request", stored.ref.cid)
             raise
-
-    def _own_wrapped_key(self, session: Session, archive_id: str) -> tuple[str, bytes]:
-        row = session.execute(
-            select(WrappedKey)
-            .where(
-                WrappedKey.archive_id == archive_id,
-                WrappedKey.holder.like("kek:%"),
-                WrappedKey.destroyed_at.is_(None),
-            )
-            .order_by(WrappedKey.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if row is None or row.blob is None:
-            raise ConflictError(
-                f"this node holds no key for archive {archive_id} (transferred or destroyed)",
-                code="no_key",
-            )
-        return row.holder, row.blob
-
-    def _unwrap(self, archive_id: str, holder: str, blob: bytes) -> crypto.KeyMaterial:
-        kek_id = holder.removeprefix("kek:")
-        kek = self.rt.keystore.kek(kek_id)
-        return crypto.unwrap_key_material(kek, blob, crypto.kek_wrap_aad(archive_id, kek_id))
-
-    def _material_for(self, archive_id: str) -> crypto.KeyMaterial:
-        with self.rt.db.session() as session:
-            holder, blob = self._own_wrapped_key(session, archive_id)
-        return self._unwrap(archive_id, holder, blob)
 
 
 # --------------------------------------------------------------------------------------------
@@ -866,10 +733,6 @@ _json_string = json.encoder.encode_basestring
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _normalise_id(archive_id: str) -> str:
-    return archive_id.strip().upper()
 
 
 def _reason_hash(reason: str) -> str:

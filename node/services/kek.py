@@ -21,19 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from node import crypto
-from node.db import UnitOfWork
+from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError
+from node.keyring import KEK_HOLDER_PREFIX, kek_holder
+from node.keystore import Keystore
 from node.models import WrappedKey
 
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
-
-KEK_HOLDER_PREFIX = "kek:"
 DEFAULT_BATCH_SIZE = 500
 MAX_BATCH_SIZE = 10_000
 
@@ -68,35 +65,33 @@ class RotationReport:
 ProgressCallback = Callable[[BatchProgress], None]
 
 
-def _holder(kek_id: str) -> str:
-    return f"{KEK_HOLDER_PREFIX}{kek_id}"
-
-
 class KekRotationService:
     """Rotates the node's KEK and re-wraps its data keys (see the module docstring)."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
+    def __init__(self, *, keystore: Keystore, db: Database, units: UnitRunner) -> None:
+        self.keystore = keystore
+        self.db = db
+        self.units = units
 
     def pending_kek_ids(self) -> list[str]:
         """Ids of KEKs still in the keystore that are not current (an unfinished rotation)."""
-        current = self.rt.keystore.current_kek_id
-        return [info.kek_id for info in self.rt.keystore.keks if info.kek_id != current]
+        current = self.keystore.current_kek_id
+        return [info.kek_id for info in self.keystore.keks if info.kek_id != current]
 
     def rows_under(self, kek_id: str) -> int:
         """Rows with key material still wrapped under ``kek_id``."""
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             count = session.execute(
                 select(func.count())
                 .select_from(WrappedKey)
-                .where(WrappedKey.holder == _holder(kek_id), WrappedKey.blob.is_not(None))
+                .where(WrappedKey.holder == kek_holder(kek_id), WrappedKey.blob.is_not(None))
             ).scalar_one()
         return int(count)
 
     def rows_not_current(self) -> int:
         """Rows with key material under any KEK other than the current one."""
-        current = _holder(self.rt.keystore.current_kek_id)
-        with self.rt.db.session() as session:
+        current = kek_holder(self.keystore.current_kek_id)
+        with self.db.session() as session:
             count = session.execute(
                 select(func.count())
                 .select_from(WrappedKey)
@@ -119,12 +114,12 @@ class KekRotationService:
             raise InputError(f"batch size must be between 1 and {MAX_BATCH_SIZE}")
         resumed = bool(self.pending_kek_ids()) or self.rows_not_current() > 0
         if not resumed:
-            self.rt.keystore.rotate_kek()
+            self.keystore.rotate_kek()
         self._refuse_unknown_keks()
         rewrapped, batches = self._rewrap_all(batch_size, progress)
         retired = self.retire_unused()
         return RotationReport(
-            current_kek_id=self.rt.keystore.current_kek_id,
+            current_kek_id=self.keystore.current_kek_id,
             resumed=resumed,
             rewrapped=rewrapped,
             batches=batches,
@@ -136,13 +131,13 @@ class KekRotationService:
         retired: list[str] = []
         for kek_id in self.pending_kek_ids():
             if self.rows_under(kek_id) == 0:
-                self.rt.keystore.retire_kek(kek_id)
+                self.keystore.retire_kek(kek_id)
                 retired.append(kek_id)
         return retired
 
     def _refuse_unknown_keks(self) -> None:
-        known = {_holder(info.kek_id) for info in self.rt.keystore.keks}
-        with self.rt.db.session() as session:
+        known = {kek_holder(info.kek_id) for info in self.keystore.keks}
+        with self.db.session() as session:
             holders = session.execute(
                 select(WrappedKey.holder)
                 .where(
@@ -161,7 +156,7 @@ class KekRotationService:
     def _rewrap_all(self, batch_size: int, progress: ProgressCallback | None) -> tuple[int, int]:
         total = batches = 0
         while True:
-            done = self.rt.committer.run(self._batch_unit(batch_size))
+            done = self.units.run(self._batch_unit(batch_size))
             if done == 0:
                 return total, batches
             total += done
@@ -171,7 +166,7 @@ class KekRotationService:
 
     def _batch_unit(self, batch_size: int) -> Callable[[UnitOfWork], int]:
         """One unit of work: re-wrap up to ``batch_size`` rows to the current KEK."""
-        keystore = self.rt.keystore
+        keystore = self.keystore
 
         def unit(uow: UnitOfWork) -> int:
             new_id, new_kek = keystore.current_kek()
@@ -180,7 +175,7 @@ class KekRotationService:
                     select(WrappedKey)
                     .where(
                         WrappedKey.holder.like(f"{KEK_HOLDER_PREFIX}%"),
-                        WrappedKey.holder != _holder(new_id),
+                        WrappedKey.holder != kek_holder(new_id),
                         WrappedKey.blob.is_not(None),
                     )
                     .order_by(WrappedKey.id)
@@ -200,7 +195,7 @@ class KekRotationService:
                     crypto.kek_wrap_aad(row.archive_id, old_id),
                     crypto.kek_wrap_aad(row.archive_id, new_id),
                 )
-                row.holder = _holder(new_id)
+                row.holder = kek_holder(new_id)
             return len(rows)
 
         return unit

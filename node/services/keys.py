@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from node import crypto
-from node.db import UnitOfWork
+from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import AuthenticationError, InputError, NotFoundError
 from node.models import ApiKey
-from node.services.principal import Action, Principal, Role
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
+from node.principal import Action, Principal, Role
+from node.pseudonyms import Pseudonyms
 
 KEY_PREFIX_CHARS = 10
 
@@ -57,8 +54,10 @@ def _view(row: ApiKey) -> ApiKeyView:
 class ApiKeyService:
     """Issue, authenticate, list and revoke API keys."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
+    def __init__(self, *, db: Database, units: UnitRunner, pseudonyms: Pseudonyms) -> None:
+        self.db = db
+        self.units = units
+        self.pseudonyms = pseudonyms
 
     def issue(self, role: Role, name: str, department: str | None = None) -> IssuedKey:
         """Create a key (no caller check: used by the CLI and by ``issue_as``)."""
@@ -72,7 +71,7 @@ class ApiKeyService:
                 "only clinician keys carry a department", code="department_not_allowed"
             )
         secret = crypto.generate_api_key()
-        actor = crypto.pseudonym(self.rt.keystore.pseudonym_secret, "staff", name)
+        actor = self.pseudonyms.staff(name)
 
         def unit(uow: UnitOfWork) -> ApiKeyView:
             row = ApiKey(
@@ -88,7 +87,7 @@ class ApiKeyService:
             uow.session.flush()
             return _view(row)
 
-        return IssuedKey(key=self.rt.committer.run(unit), secret=secret)
+        return IssuedKey(key=self.units.run(unit), secret=secret)
 
     def issue_as(
         self, principal: Principal, role: Role, name: str, department: str | None = None
@@ -102,7 +101,7 @@ class ApiKeyService:
         if not secret or len(secret) > 256:
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         digest = crypto.hash_api_key(secret)
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             row = session.execute(
                 select(ApiKey).where(ApiKey.key_hash == digest)
             ).scalar_one_or_none()
@@ -119,7 +118,7 @@ class ApiKeyService:
     def list(self, principal: Principal) -> list[ApiKeyView]:
         """Every key, newest first."""
         principal.require(Action.MANAGE_KEYS)
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             rows = session.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars()
             return [_view(row) for row in rows]
 
@@ -137,4 +136,4 @@ class ApiKeyService:
                 row.revoked_at = uow.now
             return _view(row)
 
-        return self.rt.committer.run(unit)
+        return self.units.run(unit)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from sqlalchemy import func, select
 
 from anchoring import storage
 from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
+from anchoring.deployment import Deployment
+from node.db import Database
 from node.errors import ConflictError, NotFoundError
 from node.models import Archive, ForeignEntry
-from node.services.principal import Action, Principal
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
+from node.principal import Action, Principal
 
 MAX_PROOF_WAIT: Final = 30
 """Longest wait for anchoring a proof request may ask for, in seconds (it holds a connection)."""
@@ -51,8 +50,10 @@ class BuiltBundle:
 class ProofService:
     """Builds proof bundles."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.rt = runtime
+    def __init__(self, *, hospital: str, deployment: Deployment, db: Database) -> None:
+        self.hospital = hospital
+        self.deployment = deployment
+        self.db = db
 
     def bundle(self, principal: Principal, archive_id: str) -> BuiltBundle:
         """Every anchored event of the archive known here, across logs.
@@ -106,7 +107,7 @@ class ProofService:
         """The normalised id of an archive the caller may see proofs of (404 otherwise)."""
         principal.require(Action.READ_PROOF)
         archive_id = archive_id.strip().upper()
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             archive = session.get(Archive, archive_id)
             if archive is None or not principal.can_see(archive.department):
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
@@ -116,7 +117,7 @@ class ProofService:
         """``(archive id, log size)``: the confirmed checkpoint size that covers every event of the
         archive in this node's log right now (0 when it has none here)."""
         archive_id = self._visible_archive(principal, archive_id)
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             last = session.execute(
                 select(func.max(storage.LogEntry.index)).where(
                     storage.LogEntry.archive_id == archive_id
@@ -125,12 +126,12 @@ class ProofService:
         return archive_id, 0 if last is None else int(last) + 1
 
     def _anchored_size(self) -> int:
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             return storage.anchored_size(session)
 
     def full(self, archive_id: str) -> tuple[ProofBundle, OwnEntries]:
         """Foreign entries (former custodians, in chain order) then this node's own."""
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             foreign = [
                 BundleEntry(
                     hospital=f.hospital,
@@ -149,8 +150,8 @@ class ProofService:
             ]
         own = self.own_entries(archive_id)
         bundle = ProofBundle(
-            chain_id=self.rt.deployment.chain_id,
-            notary=self.rt.deployment.notary.address,
+            chain_id=self.deployment.chain_id,
+            notary=self.deployment.notary.address,
             archive_id=archive_id,
             entries=tuple(foreign) + own.entries,
         )
@@ -158,20 +159,20 @@ class ProofService:
 
     def own_entries(self, archive_id: str) -> OwnEntries:
         """This node's entries of the archive covered by its latest confirmed checkpoint."""
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             checkpoint = storage.latest_confirmed_checkpoint(session)
             entries = storage.entries_for_archive(session, archive_id)
             if checkpoint is None or checkpoint.chain_index is None:
                 return OwnEntries((), len(entries), None)
             anchor = BundleCheckpoint(
-                hospital=self.rt.hospital,
+                hospital=self.hospital,
                 index=checkpoint.chain_index,
                 size=checkpoint.size,
                 root=checkpoint.root,
             )
             covered = tuple(
                 BundleEntry(
-                    hospital=self.rt.hospital,
+                    hospital=self.hospital,
                     log_index=entry.index,
                     event=entry.event,
                     proof=tuple(storage.inclusion_proof(session, entry.index, checkpoint.size)),

@@ -13,22 +13,21 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from anchoring.chain import RpcChain
+from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError, LogError
 from anchoring.storage import Checkpoint, CheckpointState
-from anchoring.worker import Lag, measure_lag, outbox_stuck
+from anchoring.worker import AnchoringWorker, Lag, measure_lag, outbox_stuck
+from node.db import Database, GroupCommitter
 from node.errors import InputError
 from node.models import Archive
-from node.services.principal import Action, Principal
+from node.principal import Action, Principal
 from node.services.records import Page
-
-if TYPE_CHECKING:
-    from node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +121,23 @@ class MetricsSnapshot:
 class StatusService:
     """Checkpoint listing, health and metric values of one node."""
 
-    def __init__(self, runtime: NodeRuntime, *, max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS):
-        self.rt = runtime
+    def __init__(
+        self,
+        *,
+        hospital: str,
+        deployment: Deployment,
+        db: Database,
+        chain: RpcChain,
+        worker: AnchoringWorker,
+        committer: GroupCommitter,
+        max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS,
+    ) -> None:
+        self.hospital = hospital
+        self.deployment = deployment
+        self.db = db
+        self.chain = chain
+        self.worker = worker
+        self.committer = committer
         self.max_lag_seconds = max_lag_seconds
 
     def checkpoints(
@@ -144,7 +158,7 @@ class StatusService:
         query = select(Checkpoint)
         if state is not None:
             query = query.where(Checkpoint.state == state)
-        with self.rt.db.session() as session:
+        with self.db.session() as session:
             total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
             rows = session.execute(
                 query.order_by(Checkpoint.size.desc(), Checkpoint.id.desc())
@@ -167,7 +181,7 @@ class StatusService:
             problems.append(Problem.CHAIN_STATE_LOST)
         if lag is not None and lag.seconds_behind > self.max_lag_seconds:
             problems.append(Problem.ANCHORING_LAG)
-        stuck = lag is not None and outbox_stuck(lag, self.rt.worker.config.stuck_after)
+        stuck = lag is not None and outbox_stuck(lag, self.worker.config.stuck_after)
         if stuck:
             problems.append(Problem.OUTBOX_STUCK)
         if not database_ok:
@@ -178,15 +192,15 @@ class StatusService:
             status = HealthStatus.OK
         return Health(
             status=status,
-            hospital=self.rt.hospital,
-            chain_id=self.rt.deployment.chain_id,
-            notary=self.rt.deployment.notary.address,
+            hospital=self.hospital,
+            chain_id=self.deployment.chain_id,
+            notary=self.deployment.notary.address,
             database_reachable=database_ok,
             chain_reachable=chain_ok,
             chain_state_lost=state_lost,
             lag=lag,
             outbox_stuck=stuck,
-            last_checkpoint_at=self.rt.worker.status.last_checkpoint_at,
+            last_checkpoint_at=self.worker.status.last_checkpoint_at,
             problems=tuple(problems),
         )
 
@@ -196,7 +210,7 @@ class StatusService:
         archives: dict[str, int] = {}
         checkpoints: dict[str, int] = {}
         try:
-            with self.rt.db.session() as session:
+            with self.db.session() as session:
                 lag = _lag(session)
                 archives = {
                     str(state): int(count)
@@ -212,18 +226,18 @@ class StatusService:
                 }
         except SQLAlchemyError:
             log.warning("metrics: the database could not be read")
-        worker = self.rt.worker.status
+        worker = self.worker.status
         return MetricsSnapshot(
             lag=lag,
             archives_by_state=archives,
             checkpoints_by_state=checkpoints,
             chain_reachable=worker.chain_reachable,
             chain_state_lost=worker.chain_state_lost,
-            outbox_stuck=lag is not None and outbox_stuck(lag, self.rt.worker.config.stuck_after),
+            outbox_stuck=lag is not None and outbox_stuck(lag, self.worker.config.stuck_after),
             anchoring_failures=worker.consecutive_failures,
             nonce_replans=worker.replans,
-            commit_batches=self.rt.committer.batches,
-            commit_units=self.rt.committer.units,
+            commit_batches=self.committer.batches,
+            commit_units=self.committer.units,
         )
 
     # -- probes --------------------------------------------------------------------------------
@@ -231,7 +245,7 @@ class StatusService:
     def _read_database(self) -> tuple[Lag | None, int, bool]:
         """(lag, confirmed checkpoint count, reachable)."""
         try:
-            with self.rt.db.session() as session:
+            with self.db.session() as session:
                 session.execute(text("SELECT 1"))
                 lag = _lag(session)
                 confirmed = session.execute(
@@ -247,11 +261,11 @@ class StatusService:
     def _probe_chain(self, confirmed_locally: int) -> tuple[bool, bool]:
         """(reachable, state lost). The chain lost its state when the notary has no code or
         holds fewer of this node's checkpoints than the node recorded as confirmed."""
-        lost = self.rt.worker.status.chain_state_lost
+        lost = self.worker.status.chain_state_lost
         try:
-            if not self.rt.chain.has_contract_code():
+            if not self.chain.has_contract_code():
                 return True, True
-            on_chain = self.rt.chain.checkpoint_count(self.rt.hospital)
+            on_chain = self.chain.checkpoint_count(self.hospital)
         except AnchoringError:
             return False, lost
         return True, lost or on_chain < confirmed_locally

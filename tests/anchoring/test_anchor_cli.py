@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain
 from anchoring.storage import OutboxState
-from node.cli import main
+from archivechain import main
 from node.db import Database
 from node.runtime import NodeRuntime
 from tests.anchoring.chain_controls import manual_mining

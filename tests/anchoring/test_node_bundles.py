@@ -23,10 +23,10 @@ from anchoring.ids import ZERO_ADDRESS
 from anchoring.rpcview import NotaryReader
 from anchoring.verifier import Code, Report, Status, verify_bundle
 from api.main import create_app
-from node.cli import main
+from archivechain import main
+from node.principal import Principal, Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
-from node.services.principal import Principal, Role
 from tests.api.conftest import Client, serve
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode

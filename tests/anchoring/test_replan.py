@@ -31,9 +31,9 @@ from anchoring.chain import JsonRpc, RpcChain, sign_transaction
 from anchoring.ids import archive_key
 from anchoring.storage import OutboxAttempt, OutboxItem, OutboxState
 from anchoring.worker import FEE_CAP, enqueue_call, fees_of, outbid
+from devtools.devchain import AnvilProcess
 from node import migrations
 from node.db import Database
-from node.devchain import AnvilProcess
 from tests.anchoring.chain_controls import manual_mining
 from tests.anchoring.test_worker import append, assert_chain_matches_local, make_worker
 from tests.fixtures.chain import Consortium, TestAccounts, build_consortium

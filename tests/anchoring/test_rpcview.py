@@ -29,7 +29,7 @@ from anchoring.rpcview import (
     checkpoint_count_calldata,
 )
 from anchoring.verifier import Code, Status, verify_bundle
-from node.devchain import free_port
+from node.ports import free_port
 from tests.fixtures.chain import Consortium
 
 ARCHIVE = "01HZY3Z4Q8Q1V6S9N0M5K2J3H4"

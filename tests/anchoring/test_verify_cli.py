@@ -19,11 +19,11 @@ import pytest
 
 from anchoring.chain import RpcChain
 from anchoring.events import Purpose, RecordClass, Sensitivity
-from node.cli import main
-from node.devchain import free_port
+from archivechain import main
+from node.ports import free_port
+from node.principal import Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
-from node.services.principal import Role
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode
 
@@ -380,7 +380,7 @@ def test_one_reader_and_one_connection_serve_every_bundle(
 ) -> None:
     """Each checkpoint is read once for a whole batch (anchored checkpoints never change)."""
     from anchoring.rpcview import HttpJsonRpc
-    from node.cli.verify import Verifier
+    from archivechain.verify import Verifier
 
     class Counting(HttpJsonRpc):
         def __init__(self, url: str) -> None:
@@ -410,7 +410,7 @@ def test_one_reader_and_one_connection_serve_every_bundle(
 
 _PROBE = """
 import json, sys
-from node.cli import main
+from archivechain import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
 """
@@ -449,7 +449,7 @@ def test_verify_imports_neither_web3_nor_sqlalchemy_nor_the_node_runtime(
         ]
     )
     assert code == 0
-    assert {"anchoring.verifier", "anchoring.rpcview", "node.cli.verify"} <= modules
+    assert {"anchoring.verifier", "anchoring.rpcview", "archivechain.verify"} <= modules
     assert _heavy(modules) == set()
 
     done = subprocess.run(
@@ -464,14 +464,14 @@ def test_verify_imports_neither_web3_nor_sqlalchemy_nor_the_node_runtime(
 def test_help_imports_no_command_module() -> None:
     code, modules = _modules_after(["--help"])
     assert code == 0
-    assert not any(m.startswith("node.cli.") for m in modules)
+    assert not any(m.startswith("archivechain.") for m in modules)
     assert "anchoring" not in modules
     assert _heavy(modules) == set()
 
 
 def test_the_lazy_command_table_matches_the_commands() -> None:
     """``--help`` lists the table's one-line help without importing: it must be the command's."""
-    from node.cli import COMMANDS, cli
+    from archivechain import COMMANDS, cli
 
     for name, (module, attribute, short_help) in COMMANDS.items():
         command = getattr(importlib.import_module(module), attribute)
@@ -482,7 +482,7 @@ def test_the_lazy_command_table_matches_the_commands() -> None:
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    from node.cli import COMMANDS
+    from archivechain import COMMANDS
 
     code, out, _ = run(["--help"], capsys)
     assert code == 0

@@ -18,7 +18,7 @@ from anchoring.errors import ChainStateLostError
 from anchoring.storage import Checkpoint, CheckpointState, LogWriter, OutboxItem, OutboxState
 from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
 from node.db import Database
-from node.devchain import free_port
+from node.ports import free_port
 from tests.fixtures.chain import Consortium
 
 

@@ -31,8 +31,8 @@ from starlette.types import ASGIApp
 from anchoring import storage
 from api.main import create_app
 from node.models import Archive, ArchiveVersion, WrappedKey
+from node.principal import Role
 from node.runtime import NodeRuntime
-from node.services.principal import Role
 from tests.fixtures.node import MakeNode
 
 UPLOAD_LIMIT = 64 * 1024

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.services.principal import Role
+from node.principal import Role
 from tests.api.conftest import PDF, Api
 
 ARCHIVE_ROUTES = [

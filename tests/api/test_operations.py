@@ -22,7 +22,7 @@ from api.errors import UnhandledErrorMiddleware
 from api.main import create_app
 from node.blobstore.local import LocalBlobStore
 from node.db import Database
-from node.devchain import free_port
+from node.ports import free_port
 from node.runtime import NodeRuntime
 from tests.api.conftest import Api, issue_keys, serve
 from tests.fixtures.chain import Consortium
@@ -181,13 +181,14 @@ def test_unreachable_chain_makes_verification_of_sound_evidence_503(
 
 
 def test_health_is_down_without_a_database(api: Api) -> None:
-    working = api.node.db
-    api.node.db = Database.connect(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    status = api.node.status  # health reads the database it was given: swap it for a dead one
+    working = status.db
+    status.db = Database.connect(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
     try:
         down = api.client.get("/healthz")
     finally:
-        api.node.db.dispose()
-        api.node.db = working
+        status.db.dispose()
+        status.db = working
     assert down.status_code == 503
     body = down.json()
     assert body["status"] == "down"

@@ -6,7 +6,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import RpcChain
-from node.deploy import deploy_contracts
+from devtools.deploy import deploy_contracts
 from tests.fixtures.chain import PROPOSAL_LIFETIME
 
 

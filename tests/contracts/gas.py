@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain, TxReceipt
-from node.deploy import deploy_contracts
+from devtools.deploy import deploy_contracts
 from tests.contracts.helpers import MerkleLog, advance_time, h, latest_time, new_archive
 from tests.fixtures.chain import TestAccounts, public_key_of
 

@@ -28,7 +28,7 @@ from anchoring.chain import (
     wait_for_receipt,
 )
 from anchoring.errors import ChainError
-from node.devchain import free_port
+from node.ports import free_port
 from tests.contracts.helpers import ZERO32, h, latest_time, new_archive, reverts
 from tests.fixtures.chain import Consortium
 

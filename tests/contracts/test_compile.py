@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anchoring.artifacts import CONTRACT_NAMES, MANIFEST_NAME, default_build_dir, sha256_hex
-from node.cli import main
-from node.solc import (
+from archivechain import main
+from devtools.solc import (
     REPO_ROOT,
     SOLCJS_SHIM,
     Build,
@@ -33,7 +33,7 @@ def fresh_build() -> Build:
 def test_committed_artifacts_match_the_sources(fresh_build: Build) -> None:
     differing = build_differences(fresh_build, default_build_dir())
     assert differing == [], (
-        f"contracts/build is stale for {differing}: run `archivechain contracts compile`"
+        f"anchoring/contracts is stale for {differing}: run `archivechain contracts compile`"
     )
     assert fresh_build.warnings == []
     # With solcjs the compiler's JSON is far beyond one 64 KiB pipe buffer: the shim's file

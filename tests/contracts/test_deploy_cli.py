@@ -20,8 +20,9 @@ from eth_abi.abi import encode as abi_encode
 
 from anchoring.chain import ContractWriter, RpcChain
 from anchoring.deployment import Deployment, deployment_path
-from node.deploy import DEV_CHAIN_DEPLOYER_KEY, HospitalSeed, bootstrap_hospitals
-from node.devchain import AnvilOptions, AnvilProcess, free_port, stop_devchain
+from devtools.deploy import DEV_CHAIN_DEPLOYER_KEY, HospitalSeed, bootstrap_hospitals
+from devtools.devchain import AnvilOptions, AnvilProcess, stop_devchain
+from node.ports import free_port
 from tests.contracts.helpers import MerkleLog, h, new_archive
 from tests.fixtures.chain import TestAccounts, public_key_of
 
@@ -29,9 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``archivechain`` (``python -m node``) in a subprocess."""
+    """Run ``archivechain`` (``python -m archivechain``) in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "archivechain", *args],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
@@ -56,7 +57,7 @@ def eth_call(url: str, to: str, contract: str, signature: str, types: list[str],
 
 
 def _selector(contract: str, signature: str) -> str:
-    path = REPO_ROOT / "contracts" / "build" / f"{contract}.json"
+    path = REPO_ROOT / "anchoring" / "contracts" / f"{contract}.json"
     return str(json.loads(path.read_text())["methodIdentifiers"][signature])
 
 
@@ -201,7 +202,7 @@ def test_dev_chain_command_line_defaults() -> None:
 def test_foreground_chain_stops_cleanly_on_sigterm(data_dir: Path) -> None:
     port = str(free_port())
     process = subprocess.Popen(
-        [sys.executable, "-m", "node", "chain", "start", "--foreground", "--port", port,
+        [sys.executable, "-m", "archivechain", "chain", "start", "--foreground", "--port", port,
          "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
     )  # fmt: skip

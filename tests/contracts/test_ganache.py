@@ -12,8 +12,9 @@ import pytest
 
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain
 from anchoring.chainview import CustodyState
-from node.deploy import HospitalSeed, bootstrap_hospitals, deploy_contracts
-from node.devchain import free_port, rpc_answers
+from devtools.deploy import HospitalSeed, bootstrap_hospitals, deploy_contracts
+from devtools.devchain import rpc_answers
+from node.ports import free_port
 from tests.contracts.helpers import MerkleLog, h, latest_time, new_archive, reverts
 from tests.fixtures.chain import TEST_MNEMONIC, TestAccounts, public_key_of
 

@@ -19,9 +19,9 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import RpcChain
 from api.main import create_app
-from node.devchain import free_port
+from node.ports import free_port
+from node.principal import Role
 from node.runtime import NodeRuntime
-from node.services.principal import Role
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import build_node
 

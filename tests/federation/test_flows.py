@@ -181,7 +181,7 @@ def test_expired_share_is_refused(hospitals: dict[str, Hospital]) -> None:
             10,
             "the grant to expire",
         )
-    a.runtime.federation.expire_shares()
+    a.runtime.shares.expire()
     with a.client() as api:
         events = api.get(f"/archives/{archive_id}/events").json()
     assert events[-1]["type"] == "SHARE_REVOKE"
@@ -399,7 +399,7 @@ def test_expired_offer_is_cancelled_by_the_custodian(
             api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
         )
     wait_for(lambda: chain.custody(archive_id).state is CustodyState.TRANSFER_PENDING, 20, "offer")
-    wait_for(lambda: a.runtime.federation.expire_offers() == 1, 10, "the offer to expire")
+    wait_for(lambda: a.runtime.transfers.expire_offers() == 1, 10, "the offer to expire")
     wait_for(
         lambda: chain.custody(archive_id).state is CustodyState.ARCHIVED, 20, "cancel on chain"
     )

@@ -20,8 +20,8 @@ from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.verifier import verify_bundle
-from node.cli.node import FAULT_POINT_ENV
-from node.network import down
+from archivechain.node import FAULT_POINT_ENV
+from devtools.network import down
 from tests.network.conftest import Net, cli, environment, free_block, wait_ready
 from tests.support import REPO_ROOT
 

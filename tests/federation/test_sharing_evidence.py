@@ -19,7 +19,7 @@ from anchoring.events import AccessEvent, parse_event
 from anchoring.verifier import verify_bundle
 from node.models import Transfer
 from node.peers import PEER_PREFIX, sign_headers
-from node.services.principal import Role
+from node.principal import Role
 from tests.federation.conftest import Hospital, wait_for
 from tests.federation.test_flows import CONTENT, transfer_state, upload_and_archive
 

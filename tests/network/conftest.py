@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from node.network import down
+from devtools.network import down
 from node.process import pid_alive, read_pid_file
 
 UP_TIMEOUT = 120.0
@@ -48,7 +48,7 @@ def free_block(count: int) -> int:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "node", *args]
+    return [sys.executable, "-m", "archivechain", *args]
 
 
 def environment() -> dict[str, str]:

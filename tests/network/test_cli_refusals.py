@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from archivechain import main
 from node.config import NodeSettings
 from node.errors import AuthenticationError
 from node.keystore import DEV_PASSPHRASE, MIN_SECURE_SCRYPT_N, Keystore
+from node.principal import Role
 from node.process import _start_time
 from node.runtime import NodeRuntime
-from node.services.principal import Role
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import TEST_SCRYPT_N
 
@@ -113,7 +113,7 @@ def test_refusal_through_the_installed_entry_point(tmp_path: Path) -> None:
     config = _production_config(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "ARCHIVECHAIN_KEYSTORE_PASSPHRASE": DEV_PASSPHRASE}
     result = subprocess.run(
-        [sys.executable, "-m", "node", "node", "run", "--config", str(config)],
+        [sys.executable, "-m", "archivechain", "node", "run", "--config", str(config)],
         capture_output=True,
         text=True,
         env=env,

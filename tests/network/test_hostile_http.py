@@ -32,8 +32,9 @@ import httpx
 import pytest
 
 from api.server import RateLimitFilter
-from node.devchain import AnvilOptions, free_port, start_anvil
-from node.services.principal import Role
+from devtools.devchain import AnvilOptions, start_anvil
+from node.ports import free_port
+from node.principal import Role
 from tests.fixtures.chain import TestAccounts, build_consortium
 from tests.fixtures.node import build_node
 from tests.network.conftest import cli as _cli

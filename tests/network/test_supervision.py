@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.network import RESTART_DELAY_MAX, restart_delay
+from devtools.network import RESTART_DELAY_MAX, restart_delay
 from node.process import pid_alive, read_pid_file
 from tests.network.conftest import (
     Net,

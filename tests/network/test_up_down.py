@@ -21,7 +21,7 @@ from anchoring.chain import MemberStatus, Role, RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.deployment import Deployment
 from anchoring.verifier import verify_bundle
-from node.network import NETWORK_NOTE
+from devtools.network import NETWORK_NOTE
 from node.process import pid_alive
 from tests.network.conftest import Net, stop_cleanly, wait_ready
 

@@ -14,6 +14,7 @@ import ipfshttpclient
 import pytest
 from multiformats import CID
 
+from devtools.ipfsdev import IpfsDaemon, IpfsDevError
 from node.blobstore import (
     BlobNotFoundError,
     BlobRef,
@@ -26,7 +27,7 @@ from node.blobstore import (
 from node.blobstore.ipfs import IpfsBlobStore
 from node.blobstore.local import LocalBlobStore, cid_for_sha256
 from node.errors import ConfigError, UnavailableError
-from node.ipfsdev import IpfsDaemon, IpfsDevError, free_port
+from node.ports import free_port
 from tests.fixtures.ipfs import start_ipfs_daemon
 
 MIB = 1 << 20

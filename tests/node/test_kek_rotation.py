@@ -13,10 +13,10 @@ from anchoring.events import Purpose, RecordClass, Sensitivity
 from node import crypto
 from node.keystore import DEV_PASSPHRASE, Keystore, UnknownKekError
 from node.models import WrappedKey
+from node.principal import Principal, Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
-from node.services.kek import BatchProgress, KekRotationError, KekRotationService
-from node.services.principal import Principal, Role
+from node.services.kek import BatchProgress, KekRotationError
 
 
 def _new(title: str) -> NewArchive:
@@ -71,7 +71,7 @@ def test_rotation_rewraps_every_key_and_retires_the_old_kek(node: NodeRuntime) -
     assert set(_holders(node).values()) == {f"kek:{old_id}"}
     seen: list[BatchProgress] = []
 
-    report = KekRotationService(node).rotate(batch_size=2, progress=seen.append)
+    report = node.kek.rotate(batch_size=2, progress=seen.append)
 
     new_id = node.keystore.current_kek_id
     assert new_id != old_id
@@ -105,7 +105,7 @@ def test_interrupted_rotation_resumes_without_a_second_kek(
 ) -> None:
     archivist, contents = _populate(node, 7)
     old_id = node.keystore.current_kek_id
-    service = KekRotationService(node)
+    service = node.kek
 
     # 1) a crash inside the second batch: that batch's unit of work rolls back as a whole
     real_rewrap = crypto.rewrap
@@ -164,7 +164,7 @@ def test_destroyed_material_does_not_block_retirement(node: NodeRuntime) -> None
         row.blob = None
         row.destroyed_at = row.created_at
 
-    report = KekRotationService(node).rotate()
+    report = node.kek.rotate()
 
     assert report.rewrapped == 1
     assert report.retired_kek_ids == (old_id,)
@@ -184,7 +184,7 @@ def test_rows_under_an_unknown_kek_block_rotation_and_change_nothing(node: NodeR
     before = _blobs(node)
 
     with pytest.raises(KekRotationError, match="kek-from-a-lost-keystore"):
-        KekRotationService(node).rotate()
+        node.kek.rotate()
 
     assert node.keystore.current_kek_id == old_id
     assert [k.kek_id for k in _reload_keystore(node).keks] == [old_id]
@@ -194,7 +194,7 @@ def test_rows_under_an_unknown_kek_block_rotation_and_change_nothing(node: NodeR
 @pytest.mark.parametrize("size", [0, -1, 10_001])
 def test_batch_size_is_bounded(node: NodeRuntime, size: int) -> None:
     old_id = node.keystore.current_kek_id
-    rotate: Callable[..., object] = KekRotationService(node).rotate
+    rotate: Callable[..., object] = node.kek.rotate
     with pytest.raises(ValueError, match="batch size"):
         rotate(batch_size=size)
     assert node.keystore.current_kek_id == old_id

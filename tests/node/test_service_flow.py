@@ -16,9 +16,9 @@ from anchoring.events import (
     parse_event,
 )
 from anchoring.verifier import verify_bundle
+from node.principal import Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
-from node.services.principal import Role
 
 
 def _new(**overrides: object) -> NewArchive:

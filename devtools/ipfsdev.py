@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -29,8 +28,9 @@ from typing import Any, Final, Self
 import httpx
 
 from node.errors import NodeError
+from node.ports import free_port
 
-__all__ = ["DEFAULT_JSIPFS", "POLYFILL", "IpfsDaemon", "IpfsDevError", "free_port"]
+__all__ = ["DEFAULT_JSIPFS", "POLYFILL", "IpfsDaemon", "IpfsDevError"]
 
 _REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 DEFAULT_JSIPFS: Final = _REPO_ROOT / "node_modules" / ".bin" / "jsipfs"
@@ -50,13 +50,6 @@ class IpfsDevError(NodeError, RuntimeError):
     """The development IPFS daemon could not be initialised, started or stopped."""
 
     code = "ipfs_dev_error"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class IpfsDaemon:

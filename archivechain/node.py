@@ -119,7 +119,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
     for chatty in ("alembic", "apscheduler"):  # per-tick and per-migration-step INFO lines
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = node_settings(config_file, data_dir)
-    from node.devchain import port_in_use
+    from node.ports import port_in_use
 
     if port_in_use(settings.host, settings.port):
         raise UnavailableError(f"cannot listen on {settings.host}:{settings.port}: port in use")
@@ -154,13 +154,17 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
     point = os.environ.get(FAULT_POINT_ENV)
     if not point:
         return
+    if runtime.settings.mode != "dev":
+        raise SettingsRefusedError(
+            f"{FAULT_POINT_ENV} is a test seam and is refused outside dev mode", code="test_seam"
+        )
     log.warning("fault injection armed at %s (test seam)", point)
 
     def hook(reached: str) -> None:
         if reached == point:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    runtime.federation.fault_hook = hook
+    runtime.transfers.fault_hook = hook
 
 
 def _prepare_process() -> None:

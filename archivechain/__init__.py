@@ -60,31 +60,31 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "anchor": ("node.cli.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
     "chain": (
-        "node.cli.chain",
+        "archivechain.chain",
         "chain",
         "Run the local development chain (anvil, state kept in the data directory).",
     ),
     "contracts": (
-        "node.cli.contracts",
+        "archivechain.contracts",
         "contracts",
         "Compile and deploy the consortium contracts.",
     ),
     "down": (
-        "node.cli.network",
+        "archivechain.network",
         "down_command",
         "Stop the local consortium of a data directory (nodes first, then the chain).",
     ),
-    "keys": ("node.cli.keys", "keys", "Manage the node keystore and its API keys."),
-    "node": ("node.cli.node", "node_group", "Run a hospital node."),
+    "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
+    "node": ("archivechain.node", "node_group", "Run a hospital node."),
     "up": (
-        "node.cli.network",
+        "archivechain.network",
         "up",
         "Start (or resume) a local consortium: chain, contracts, members, one node per hospital.",
     ),
     "verify": (
-        "node.cli.verify",
+        "archivechain.verify",
         "verify",
         "Verify proof bundles (archivechain.proof/v1) against the chain.",
     ),

@@ -1,4 +1,4 @@
-"""The Solidity compiler layer: contracts/*.sol -> committed artifacts in contracts/build/.
+"""The Solidity compiler layer: contracts/*.sol -> committed artifacts in anchoring/contracts/.
 
 Compiles through py-solc-x ``compile_standard`` with a native solc 0.8.37 when one is installed
 (``$ARCHIVECHAIN_SOLC``, ``solc`` on PATH, or a py-solc-x managed copy), otherwise with solcjs from the

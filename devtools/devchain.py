@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from node.errors import NodeError
+from node.ports import port_in_use
 from node.process import pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -183,20 +183,6 @@ class AnvilProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port that is free right now (for tests and throwaway chains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def rpc_answers(rpc_url: str, timeout: float = 1.0) -> bool:

@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from node.devchain import (
+from devtools.devchain import (
     DEFAULT_BLOCK_TIME,
     DEFAULT_PORT,
     DEFAULT_STATE_INTERVAL,

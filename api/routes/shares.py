@@ -1,5 +1,5 @@
-"""Transfers and shares between hospitals (issue 5): offer, cancel and list transfers; grant,
-revoke and list shares; read and prove records another hospital shared with this one."""
+"""Sharing with other hospitals: grant, revoke and list grants; read and prove records another
+hospital shared with this one."""
 
 from __future__ import annotations
 
@@ -15,40 +15,12 @@ from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN, ProofBundleDocument
 from api.streaming import primed
-from node.services.federation import ShareView, TransferView
+from node.services.shares import ShareView
 
-router = APIRouter(tags=["federation"])
+router = APIRouter(tags=["shares"])
 
 ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 AddressPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]
-
-
-class TransferIn(BaseModel):
-    """Offer custody of an archive to another hospital."""
-
-    model_config = ConfigDict(extra="forbid")
-    to: str = Field(
-        min_length=1,
-        max_length=64,
-        description="The recipient hospital: its address or its registered name.",
-    )
-
-
-class TransferOut(BaseModel):
-    """A transfer seen from this node."""
-
-    archive_id: str
-    direction: str = Field(description="`out`: offered by this node; `in`: offered to it.")
-    peer: str
-    state: str
-    expires_at: datetime | None
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, view: TransferView) -> TransferOut:
-        return cls.model_validate(view, from_attributes=True)
 
 
 class ShareIn(BaseModel):
@@ -75,41 +47,6 @@ class ShareOut(BaseModel):
 
 
 @router.post(
-    "/archives/{archive_id}/transfers",
-    status_code=202,
-    response_model=TransferOut,
-    summary="Offer custody to another hospital",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
-)
-def offer_transfer(
-    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: TransferIn
-) -> TransferOut:
-    return TransferOut.of(runtime.federation.offer(principal, archive_id, body.to))
-
-
-@router.post(
-    "/archives/{archive_id}/transfers/cancel",
-    response_model=TransferOut,
-    summary="Withdraw a pending offer",
-    responses=error_responses(401, 403, 404, 409, 422, 503),
-)
-def cancel_transfer(
-    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
-) -> TransferOut:
-    return TransferOut.of(runtime.federation.cancel(principal, archive_id))
-
-
-@router.get(
-    "/transfers",
-    response_model=list[TransferOut],
-    summary="Transfers seen by this node, newest first",
-    responses=error_responses(401, 403, 422),
-)
-def list_transfers(runtime: RuntimeDep, principal: PrincipalDep) -> list[TransferOut]:
-    return [TransferOut.of(view) for view in runtime.federation.transfers(principal)]
-
-
-@router.post(
     "/archives/{archive_id}/shares",
     status_code=201,
     response_model=ShareOut,
@@ -119,7 +56,7 @@ def list_transfers(runtime: RuntimeDep, principal: PrincipalDep) -> list[Transfe
 def grant_share(
     runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: ShareIn
 ) -> ShareOut:
-    view = runtime.federation.grant(principal, archive_id, body.to, body.purpose, body.expires_at)
+    view = runtime.shares.grant(principal, archive_id, body.to, body.purpose, body.expires_at)
     return ShareOut.of(view)
 
 
@@ -132,7 +69,7 @@ def grant_share(
 def list_shares(
     runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
 ) -> list[ShareOut]:
-    return [ShareOut.of(v) for v in runtime.federation.shares(principal, archive_id)]
+    return [ShareOut.of(v) for v in runtime.shares.shares(principal, archive_id)]
 
 
 @router.delete(
@@ -144,7 +81,7 @@ def list_shares(
 def revoke_share(
     runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, grantee: AddressPath
 ) -> Response:
-    runtime.federation.revoke(principal, archive_id, grantee)
+    runtime.shares.revoke(principal, archive_id, grantee)
     return Response(status_code=204)
 
 
@@ -167,7 +104,7 @@ def read_shared(
     archive_id: ArchiveIdPath,
     purpose: Annotated[Purpose, Query()],
 ) -> StreamingResponse:
-    content = runtime.federation.read_shared(principal, custodian, archive_id, purpose)
+    content = runtime.shares.read_shared(principal, custodian, archive_id, purpose)
     return StreamingResponse(
         primed(content.chunks),
         media_type=content.media_type,
@@ -187,5 +124,5 @@ def read_shared(
 def shared_proof(
     runtime: RuntimeDep, principal: PrincipalDep, custodian: AddressPath, archive_id: ArchiveIdPath
 ) -> Response:
-    document = runtime.federation.shared_bundle(principal, custodian, archive_id)
+    document = runtime.shares.shared_bundle(principal, custodian, archive_id)
     return Response(content=document, media_type="application/json")

@@ -1,7 +1,7 @@
 """``archivechain up`` and ``archivechain down``: a local dev consortium on embedded defaults.
 
 ``up`` prepares the network (chain, contracts, identities, admissions, API keys; see
-``node.network``), starts one node process per hospital, prints a summary with what to do next and
+``devtools.network``), starts one node process per hospital, prints a summary with what to do next and
 supervises the nodes: one that dies is reported loudly and started again with back-off. Ctrl-C,
 SIGTERM or ``archivechain down`` from another shell stop everything: nodes first, then anvil (which
 saves its state); once a stop is asked for, nothing is restarted. Running ``up`` again on the same
@@ -19,8 +19,7 @@ from types import FrameType
 
 import click
 
-from node.errors import NodeError, UnavailableError
-from node.network import (
+from devtools.network import (
     DEFAULT_BASE_PORT,
     DEFAULT_CHAIN_PORT,
     DEFAULT_HOSPITALS,
@@ -32,6 +31,7 @@ from node.network import (
     down,
     summary_lines,
 )
+from node.errors import NodeError, UnavailableError
 from node.process import AlreadyRunningError, remove_pid_file, write_pid_file
 
 DATA_DIR_OPTION = click.option(

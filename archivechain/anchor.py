@@ -13,7 +13,7 @@ import click
 
 from anchoring.errors import ChainError, ChainStateLostError
 from anchoring.worker import measure_lag, outbox_stuck
-from node.cli.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
+from archivechain.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
 from node.errors import NodeError, UnavailableError
 
 

@@ -23,7 +23,7 @@ Data directory layout (see docs/network.md)::
     network.json            addresses, URLs and API keys (mode 0600, dev only)
     deployment.json         the contracts (``anchoring.deployment``)
     up.pid                  the running ``archivechain up`` supervisor
-    chain/                  anvil state, pid, log (``node.devchain``)
+    chain/                  anvil state, pid, log (``devtools.devchain``)
     nodes/<name>/           one hospital node: node.toml, keystore.json, node.db, blobs/, node.log
     members/<name>/         regulator and insurer keystores
 """
@@ -50,27 +50,28 @@ from eth_account.signers.local import LocalAccount
 from anchoring.chain import JsonRpc, Role, RpcChain, wait_for_receipt
 from anchoring.deployment import Deployment, deployment_path
 from anchoring.errors import ChainStateLostError
-from node.config import NodeSettings
-from node.deploy import (
+from devtools.deploy import (
     HospitalSeed,
     bootstrap_hospitals,
     deployer_account,
     ensure_deployed,
     verify_deployment,
 )
-from node.devchain import (
+from devtools.devchain import (
     DEFAULT_BLOCK_TIME,
     DEFAULT_HOST,
     ChainPaths,
     devchain_status,
-    port_in_use,
     rpc_answers,
     start_devchain,
     stop_devchain,
 )
+from devtools.governance import admit_member
+from node.config import NodeSettings
 from node.errors import ConflictError, InputError, NodeError, UnavailableError
-from node.governance import admit_member
 from node.keystore import DEV_PASSPHRASE, Keystore
+from node.ports import port_in_use
+from node.principal import Role as ApiRole
 from node.process import (
     NODE_PID_FILE,
     pid_alive,
@@ -79,7 +80,6 @@ from node.process import (
     terminate,
     wait_gone,
 )
-from node.services.principal import Role as ApiRole
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -740,7 +740,15 @@ class LocalNetwork:
         """Start ``node``'s process (output appended to its log) and record it."""
         with node.log_file.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "node", "node", "run", "--config", str(node.config_file)],
+                [
+                    sys.executable,
+                    "-m",
+                    "archivechain",
+                    "node",
+                    "run",
+                    "--config",
+                    str(node.config_file),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

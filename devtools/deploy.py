@@ -37,7 +37,7 @@ from anchoring.chain import (
 from anchoring.deployment import DeployedContract, Deployment, deployment_path
 from anchoring.errors import ChainError
 from anchoring.ids import normalize_address
-from node.devchain import DEV_CHAIN_ID
+from devtools.devchain import DEV_CHAIN_ID
 from node.errors import ConfigError, NodeError
 
 DEV_CHAIN_DEPLOYER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"

@@ -8,7 +8,7 @@ import click
 
 from node.errors import NodeError, UnavailableError
 
-# node.solc and node.deploy (web3, eth-account, py-solc-x) are imported inside the commands: they
+# devtools.solc and devtools.deploy (web3, eth-account, py-solc-x) are imported inside the commands: they
 # take most of a second to import and the other command groups do not need them.
 
 
@@ -27,12 +27,12 @@ def contracts() -> None:
     "--build-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Artifact folder (default: contracts/build of this checkout).",
+    help="Artifact folder (default: anchoring/contracts, the artifacts shipped with the package).",
 )
 def compile_command(check: bool, build_dir: Path | None) -> None:
     """Compile contracts/*.sol with py-solc-x (native solc 0.8.37, else solcjs)."""
     from anchoring.artifacts import default_build_dir
-    from node.solc import build_differences, compile_contracts, write_build
+    from devtools.solc import build_differences, compile_contracts, write_build
 
     build = compile_contracts()
     for warning in build.warnings:
@@ -75,7 +75,7 @@ def deploy_command(rpc_url: str, data_dir: Path, proposal_lifetime: int | None) 
     defaults to anvil's public test account.
     """
     from anchoring.errors import AnchoringError, ChainError
-    from node.deploy import DEFAULT_PROPOSAL_LIFETIME, ensure_deployed
+    from devtools.deploy import DEFAULT_PROPOSAL_LIFETIME, ensure_deployed
 
     try:
         outcome = ensure_deployed(

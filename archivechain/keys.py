@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from node.cli.node import (
+from archivechain.node import (
     CONFIG_OPTION,
     NODE_DATA_DIR_OPTION,
     SettingsRefusedError,
@@ -26,12 +26,12 @@ from node.cli.node import (
 )
 from node.config import NodeSettings
 from node.errors import ConflictError
+from node.principal import Role
 from node.process import running_pid
-from node.services.principal import Role
 
 if TYPE_CHECKING:
+    from node.principal import Principal
     from node.runtime import NodeRuntime
-    from node.services.principal import Principal
 
 OPERATOR_NAME = "cli-operator"
 """Name of the principal the local operator acts as (admin rights, never stored as a key)."""
@@ -96,7 +96,7 @@ def _init_passphrase(settings: NodeSettings, passphrase_file: Path | None) -> st
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    from node.cli.node import settings_refusals
+    from archivechain.node import settings_refusals
     from node.keystore import KeystoreExistsError
 
     try:
@@ -120,7 +120,7 @@ def _offline_node(settings: NodeSettings) -> Iterator[NodeRuntime]:
 def _operator(runtime: NodeRuntime) -> Principal:
     """The local operator: admin rights over keys, acting from the node's own machine."""
     from node import crypto
-    from node.services.principal import Principal
+    from node.principal import Principal
 
     actor = crypto.pseudonym(runtime.keystore.pseudonym_secret, "staff", OPERATOR_NAME)
     return Principal(key_id=0, name=OPERATOR_NAME, role=Role.ADMIN, actor=actor)
@@ -184,7 +184,7 @@ def revoke(config_file: Path | None, data_dir: Path | None, key_id: int) -> None
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 def rotate_kek(config_file: Path | None, data_dir: Path | None, batch_size: int) -> None:
     """Rotate the KEK: re-wrap every data key, then retire the old KEK. Rerun to resume."""
-    from node.services.kek import BatchProgress, KekRotationService
+    from node.services.kek import BatchProgress
 
     settings = node_settings(config_file, data_dir)
     pid = running_pid(node_pid_path(settings))
@@ -201,7 +201,7 @@ def rotate_kek(config_file: Path | None, data_dir: Path | None, batch_size: int)
         )
 
     with _offline_node(settings) as runtime:
-        report = KekRotationService(runtime).rotate(batch_size=batch_size, progress=show)
+        report = runtime.kek.rotate(batch_size=batch_size, progress=show)
     verb = "resumed the unfinished rotation" if report.resumed else "rotated"
     retired = ", ".join(report.retired_kek_ids) or "none"
     click.echo(

@@ -1,0 +1,175 @@
+"""The ledger: the archives this node holds and their events, through one public interface.
+
+Every service that changes an archive's lifecycle goes through it: it finds the archive (in the
+caller's scope, held by this node, locked for the unit of work), knows its lifecycle state (cached by
+head hash, else replayed from the log and the events received with a transfer), and records the
+next event — checked against ``anchoring.lifecycle`` before it is appended to the log, with the
+catalogue row brought to the new state in the same unit. Nothing else writes archive events.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from anchoring import lifecycle, merkle, storage
+from anchoring.events import Event, canonical_bytes, parse_event
+from anchoring.lifecycle import ArchiveState
+from node.db import UnitOfWork
+from node.errors import ConflictError, NotFoundError
+from node.models import NOT_HELD, Archive, ForeignEntry
+from node.principal import Principal
+
+STATE_CACHE_SIZE = 10_000
+
+
+def normalise_id(archive_id: str) -> str:
+    """An archive id as stored: ULIDs are upper case."""
+    return archive_id.strip().upper()
+
+
+class Ledger:
+    """Archives held by ``hospital`` and the events of their lifecycle."""
+
+    def __init__(self, hospital: str) -> None:
+        self.hospital = hospital
+        self._states: OrderedDict[str, tuple[bytes, ArchiveState]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- finding archives ----------------------------------------------------------------------
+
+    def visible(self, session: Session, principal: Principal, archive_id: str) -> Archive:
+        """The archive's catalogue row if it exists and is in the caller's scope (404 otherwise,
+        as if it did not exist), whether or not this node still holds it."""
+        archive = session.get(Archive, normalise_id(archive_id))
+        if archive is None:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        principal.require_visible(archive_id, archive.department)
+        return archive
+
+    def held(self, session: Session, principal: Principal | None, archive_id: str) -> Archive:
+        """The archive's row, locked for this unit of work, in the caller's scope (``None``: the
+        node itself acts) and held by this node (409 ``not_custodian`` otherwise)."""
+        archive = session.execute(
+            select(Archive).where(Archive.id == normalise_id(archive_id)).with_for_update()
+        ).scalar_one_or_none()
+        if archive is None:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        if principal is not None:
+            principal.require_visible(archive_id, archive.department)
+        if not self.holds(archive):
+            raise ConflictError(
+                f"this hospital is not the custodian of archive {archive.id} "
+                f"(custodian {archive.custodian})",
+                code="not_custodian",
+            )
+        return archive
+
+    def holds(self, archive: Archive) -> bool:
+        """Whether this node is the archive's custodian (not transferred away, not arriving)."""
+        return archive.custodian == self.hospital and archive.state not in NOT_HELD
+
+    # -- lifecycle state -----------------------------------------------------------------------
+
+    def state(self, session: Session, archive: Archive) -> ArchiveState:
+        """The archive's lifecycle state: cached by head hash, else replayed from the events
+        received from former custodians followed by this node's own."""
+        with self._lock:
+            cached = self._states.get(archive.id)
+        if cached is not None and cached[0] == archive.last_event_hash:
+            return cached[1]
+        foreign = session.execute(
+            select(ForeignEntry.event)
+            .where(ForeignEntry.archive_id == archive.id)
+            .order_by(ForeignEntry.position)
+        ).scalars()
+        own = (entry.event for entry in storage.entries_for_archive(session, archive.id))
+        state = lifecycle.replay(parse_event(raw) for raw in (*foreign, *own))
+        if bytes.fromhex(state.head) != archive.last_event_hash:
+            raise ConflictError(
+                f"archive {archive.id}: the log and the catalogue disagree on the last event",
+                code="log_inconsistent",
+            )
+        self._remember(archive.id, archive.last_event_hash, state)
+        return state
+
+    # -- recording events ----------------------------------------------------------------------
+
+    def record(
+        self,
+        uow: UnitOfWork,
+        archive: Archive,
+        state: ArchiveState | None,
+        event_cls: type[Event],
+        actor: str,
+        data: Any,
+    ) -> ArchiveState:
+        """Build the archive's next event (this log's next index, now, ``prev`` = the head), check
+        it against the lifecycle, append it and bring the catalogue row to the new state."""
+        event = event_cls(
+            hospital=self.hospital,
+            log_index=uow.log.size,
+            archive_id=archive.id,
+            actor=actor,
+            time=uow.now,
+            prev=state.head if state is not None else None,
+            data=data,
+        )
+        return self.append(uow, archive, state, event)
+
+    def append(
+        self, uow: UnitOfWork, archive: Archive, state: ArchiveState | None, event: Event
+    ) -> ArchiveState:
+        """Check ``event`` (built for the log's next index) against the lifecycle, append it and
+        update the row and the state cache."""
+        leaf, new_state = self.log_event(uow, archive.id, state, event)
+        self.settle(uow, archive, leaf, new_state, 1)
+        return new_state
+
+    def log_event(
+        self,
+        uow: UnitOfWork,
+        archive_id: str,
+        state: ArchiveState | None,
+        event: Event,
+        raw: bytes | None = None,
+    ) -> tuple[bytes, ArchiveState]:
+        """Check ``event`` against the lifecycle and append it to the log; its leaf hash and the
+        archive's new state. The row is not touched (``settle`` does it, once per batch).
+        ``raw`` is the event's canonical bytes when the caller already has them."""
+        raw = canonical_bytes(event) if raw is None else raw
+        leaf = merkle.leaf_hash(raw)
+        new_state = lifecycle.apply(state, event, leaf_hash=leaf)  # refuses illegal transitions
+        uow.log.append(raw, archive_id=archive_id, event_type=event.type, time=uow.now, leaf=leaf)
+        return leaf, new_state
+
+    def settle(
+        self, uow: UnitOfWork, archive: Archive, leaf: bytes, state: ArchiveState, events: int
+    ) -> None:
+        """Bring the archive row and the state cache to ``state`` after ``events`` new events,
+        the last of which has leaf hash ``leaf``."""
+        archive.last_event_hash = leaf
+        archive.event_count += events
+        archive.state = state.status.value
+        archive.on_hold = state.on_hold  # the catalogue mirrors the lifecycle state
+        archive.hold_by_regulator = state.on_hold and state.hold_by_regulator
+        archive.updated_at = uow.now
+        self._remember(archive.id, leaf, state)
+
+    def append_side_event(self, uow: UnitOfWork, event: Event) -> None:
+        """Append an event that moves no archive's main chain (a grantee's read under a share
+        grant, in the grantee's log): no catalogue row here to settle."""
+        uow.log.append(
+            canonical_bytes(event), archive_id=event.archive_id, event_type=event.type, time=uow.now
+        )
+
+    def _remember(self, archive_id: str, head: bytes, state: ArchiveState) -> None:
+        with self._lock:
+            self._states[archive_id] = (head, state)
+            self._states.move_to_end(archive_id)
+            while len(self._states) > STATE_CACHE_SIZE:
+                self._states.popitem(last=False)

@@ -1,0 +1,21 @@
+"""Keyed pseudonyms of patients and staff: the only form in which their identifiers reach events,
+the log or the chain (HMAC-SHA-256 under the node's secret, ``node.crypto.pseudonym``)."""
+
+from __future__ import annotations
+
+from node import crypto
+
+
+class Pseudonyms:
+    """Pseudonyms under one hospital's secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def patient(self, patient_id: str) -> str:
+        """The pseudonym of a patient id (the same id always gives the same pseudonym here)."""
+        return crypto.pseudonym(self._secret, "patient", patient_id)
+
+    def staff(self, staff_id: str) -> str:
+        """The pseudonym of a staff member or API key name."""
+        return crypto.pseudonym(self._secret, "staff", staff_id)

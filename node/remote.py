@@ -1,0 +1,59 @@
+"""Other hospitals' nodes, as services see them: signed requests to a member by address.
+
+``RemoteNodes`` finds a member's node URL in configuration and sends signed requests through
+``node.peers.PeerClient``. A peer's refusal keeps its meaning here: its 401/403/404 (no grant, no
+transfer, not a member) becomes our 404 with the peer's code, its 409 our 409; anything else (the
+peer is down or broken) stays a 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from node.errors import ConflictError, NotFoundError
+from node.peers import PeerClient, PeerRefusedError, PeerStream
+
+T = TypeVar("T")
+
+
+class RemoteNodes:
+    """Signed requests from this node to other hospitals' nodes."""
+
+    def __init__(self, client: PeerClient, urls: Mapping[str, str]) -> None:
+        self._client = client
+        self._urls = urls
+
+    def url(self, member: str) -> str:
+        """The configured node URL of hospital ``member`` (404 ``unknown_peer`` otherwise)."""
+        url = self._urls.get(member)
+        if not url:
+            raise NotFoundError(f"no node is configured for hospital {member}", code="unknown_peer")
+        return url
+
+    def get_json(self, member: str, path: str) -> dict[str, Any]:
+        """GET a JSON document from ``member``'s node."""
+        url = self.url(member)
+        return _refusals(lambda: self._client.get_json(url, member, path))
+
+    def stream(self, member: str, path: str) -> Iterator[bytes]:
+        """GET a byte stream (ciphertext) from ``member``'s node, in chunks."""
+        return self._client.stream(self.url(member), member, path)
+
+    def open_stream(self, member: str, path: str) -> tuple[httpx.Headers, PeerStream]:
+        """GET a byte stream whose headers matter; the body is closeable unread."""
+        url = self.url(member)
+        return _refusals(lambda: self._client.open_stream(url, member, path))
+
+
+def _refusals(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except PeerRefusedError as exc:
+        if exc.status in (401, 403, 404):
+            raise NotFoundError(f"the peer refused: {exc.peer_code}", code=exc.peer_code) from None
+        if exc.status == 409:  # e.g. the archive is in transit, or the purpose differs
+            raise ConflictError(f"the peer refused: {exc.peer_code}", code=exc.peer_code) from None
+        raise
