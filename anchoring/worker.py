@@ -57,6 +57,7 @@ from anchoring.chain import (
     TxReceipt,
     sign_transaction,
 )
+from anchoring.chainview import CustodyState
 from anchoring.errors import ChainError, ChainStateLostError, LogError
 from anchoring.storage import Checkpoint, CheckpointState, OutboxAttempt, OutboxItem, OutboxState
 
@@ -303,7 +304,10 @@ class AnchoringWorker:
             scope = _replan_scope(session, landed)
             top = session.execute(select(func.max(OutboxAttempt.nonce))).scalar_one_or_none()
             nonce = chain_nonce
-            for unit in _units(scope, self.config.register_batch):
+            for whole in _units(scope, self.config.register_batch):
+                unit = self._unsettled(session, whole)
+                if not unit:  # every row of it is already on chain
+                    continue
                 call = self._call_for(session, unit, head)
                 if call is None:  # settled by what the chain already holds
                     continue
@@ -453,12 +457,49 @@ class AnchoringWorker:
             rows = [session.get_one(OutboxItem, item.id) for item in group]
             if any(row.state != OutboxState.PENDING for row in rows):
                 return None
+            rows = self._unsettled(session, rows)
+            if not rows:
+                return None
             head = self._chain_head() if rows[0].kind == CHECKPOINT_KIND else None
             call = self._call_for(session, rows, head)
             if call is None:
                 return None
             nonce = max(chain_nonce, _max_local_nonce(session) + 1)
             return self._sign_rows(session, rows, call, nonce, self.chain.chain.rpc.fee_fields())
+
+    def _unsettled(self, session: Session, rows: list[OutboxItem]) -> list[OutboxItem]:
+        """``rows`` without the registrations the chain already holds, which are settled here.
+
+        Only a row signed before can be on chain (a row is recorded as signed before it is ever
+        broadcast). After a chain reset its transaction may be unknown to the chain while its
+        effect survived (a state dump keeps storage, not every receipt): sending it again would
+        revert with ``NotaryUnexpectedState`` and, in a batch, take the other rows with it. An
+        archive registered with this row's commitment is therefore recorded as confirmed,
+        without a transaction."""
+        kept: list[OutboxItem] = []
+        for row in rows:
+            if (
+                row.kind == CALL_KIND
+                and row.payload.get("function") == "register"
+                and row.attempts > 0
+                and row.archive_id is not None
+            ):
+                record = self.chain.chain.custody(row.archive_id)
+                commitment = _from_json(row.payload["args"])[3]
+                if record.state != CustodyState.NONE and bytes(record.commitment) == commitment:
+                    row.state = OutboxState.CONFIRMED
+                    # The last signed hash stays: should a later reset lose this registration
+                    # too, ``replay_lost`` finds the hash unknown and this check runs again.
+                    row.nonce = row.raw_tx = row.block_number = row.block_time = None
+                    row.error = "settled: the chain already holds this registration"
+                    row.updated_at = datetime.now(UTC)
+                    log.info(
+                        "registration of %s is already on chain; not sent again", row.archive_id
+                    )
+                    self._run_handler(self.on_confirmed, session, row)
+                    continue
+            kept.append(row)
+        return kept
 
     def _call_for(
         self, session: Session, rows: list[OutboxItem], head: _Head | None

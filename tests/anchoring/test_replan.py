@@ -354,6 +354,71 @@ def test_a_chain_that_lost_a_confirmed_custody_call_is_reported_not_replanned_ov
     assert_proofs_verify(db, chain, hospital_a.address, leaves)
 
 
+def test_a_replayed_registration_the_chain_still_holds_is_settled_not_sent_again(
+    db: Database, chain: RpcChain, hospital_a: LocalAccount
+) -> None:
+    """A chain restored from a state dump can keep a registration's storage but not its receipt
+    (seen in the kill -9 chain recovery test). Here the receipt is made unknown by recording
+    another hash for the row; the chain's storage still holds the archive. The replay must settle
+    that row from the chain, not re-send it in a batch that would revert for every row in it."""
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    leaves = append(db, 2)
+    (kept,) = enqueue_registers(db, 1)
+    worker.run_until_anchored(timeout=30)
+    assert chain.custody(kept).custodian == hospital_a.address
+    with db.transaction() as session:
+        row = session.execute(select(OutboxItem).where(OutboxItem.archive_id == kept)).scalar_one()
+        row.tx_hash = "0x" + "ab" * 32  # a transaction the chain never saw
+    (later,) = enqueue_registers(db, 1, tag=1)
+
+    assert worker.replay_lost() == 1
+    worker.run_until_anchored(timeout=30)
+    with db.session() as session:
+        calls = {
+            r.archive_id: r
+            for r in session.execute(select(OutboxItem).where(OutboxItem.kind == "call")).scalars()
+        }
+    assert {a: r.state for a, r in calls.items()} == {
+        kept: OutboxState.CONFIRMED,
+        later: OutboxState.CONFIRMED,
+    }
+    assert str(calls[kept].error).startswith("settled: the chain already holds")
+    assert calls[later].error is None
+    assert chain.custody(later).custodian == hospital_a.address
+    # The settled row carried no transaction: only the first registration and the later one.
+    with db.session() as session:
+        signed = session.execute(
+            select(func.count())
+            .select_from(OutboxAttempt)
+            .where(OutboxAttempt.outbox_id == calls[kept].id)
+        ).scalar_one()
+    assert signed == 1
+    assert_proofs_verify(db, chain, hospital_a.address, leaves)
+
+
+def test_a_registration_with_another_commitment_on_chain_is_sent_and_fails_loudly(
+    db: Database, chain: RpcChain, hospital_a: LocalAccount
+) -> None:
+    """Only the same commitment settles a row: another record under the id is a conflict."""
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    (archive_id,) = enqueue_registers(db, 1)
+    worker.run_until_anchored(timeout=30)
+    with db.transaction() as session:
+        conflicting = enqueue_call(
+            session,
+            "register",
+            [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x02", bytes(32)],
+            archive_id=archive_id,
+        )
+        conflicting.attempts = 1  # as if signed before a reset: checked against the chain
+
+    worker.run_until_anchored(timeout=30)
+    with db.session() as session:
+        row = session.get_one(OutboxItem, conflicting.id)
+    assert row.state is OutboxState.FAILED
+    assert "NotaryUnexpectedState" in str(row.error)
+
+
 @pytest.mark.parametrize("point", ["replanning", "replanned", "replan-broadcast"])
 def test_kill_minus_nine_in_the_middle_of_a_replan_is_completed_by_the_next_start(
     tmp_path: Path,
