@@ -57,7 +57,7 @@ from anchoring.chain import (
     TxReceipt,
     sign_transaction,
 )
-from anchoring.chainview import CustodyState
+from anchoring.chainview import CustodyRecord, CustodyState
 from anchoring.errors import ChainError, ChainStateLostError, LogError
 from anchoring.storage import Checkpoint, CheckpointState, OutboxAttempt, OutboxItem, OutboxState
 
@@ -70,6 +70,17 @@ CANCEL_KIND = "cancel"
 CANCEL_GAS = 21_000
 BATCHABLE = {"register": "registerBatch"}
 """Custody calls the worker may coalesce into one transaction (function → batch function)."""
+ALREADY_ON_CHAIN: dict[str, Callable[[CustodyRecord, list[Any]], bool]] = {
+    # register(id, class, deadline, commitment, holdReasonHash): the same record is registered
+    "register": lambda record, args: (
+        record.state != CustodyState.NONE and bytes(record.commitment) == args[3]
+    ),
+    # placeHold / releaseHold(id, reasonHash): the archive is (no longer) on hold
+    "placeHold": lambda record, args: record.state != CustodyState.NONE and record.on_hold,
+    "releaseHold": lambda record, args: record.state != CustodyState.NONE and not record.on_hold,
+}
+"""Custody calls that, once signed, are not sent again when the chain's custody record already
+shows their effect (a chain restored from a state dump): function → test of the record."""
 FEE_BUMP = (5, 4)
 """A re-signed transaction offers at least 5/4 of the fees of every earlier transaction with its
 nonce: pools replace a pending transaction only for a higher price (geth and Besu ask 10 % more)."""
@@ -468,33 +479,37 @@ class AnchoringWorker:
             return self._sign_rows(session, rows, call, nonce, self.chain.chain.rpc.fee_fields())
 
     def _unsettled(self, session: Session, rows: list[OutboxItem]) -> list[OutboxItem]:
-        """``rows`` without the registrations the chain already holds, which are settled here.
+        """``rows`` without the custody calls whose effect the chain already holds, which are
+        settled here.
 
         Only a row signed before can be on chain (a row is recorded as signed before it is ever
         broadcast). After a chain reset its transaction may be unknown to the chain while its
         effect survived (a state dump keeps storage, not every receipt): sending it again would
-        revert with ``NotaryUnexpectedState`` and, in a batch, take the other rows with it. An
-        archive registered with this row's commitment is therefore recorded as confirmed,
-        without a transaction."""
+        revert (``NotaryUnexpectedState``, ``NotaryAlreadyOnHold`` …) and, in a batch, take the
+        other rows with it. Such a row is recorded as confirmed without a transaction when the
+        archive's custody record shows its effect (``ALREADY_ON_CHAIN``) and no earlier call for
+        the same archive is still unconfirmed (the record cannot show what that one will do: a
+        release after a hold not yet mined must be sent)."""
         kept: list[OutboxItem] = []
         for row in rows:
+            function = row.payload.get("function") if row.kind == CALL_KIND else None
+            effect = ALREADY_ON_CHAIN.get(str(function))
             if (
-                row.kind == CALL_KIND
-                and row.payload.get("function") == "register"
+                effect is not None
                 and row.attempts > 0
                 and row.archive_id is not None
+                and not _earlier_call_in_flight(session, row)
             ):
                 record = self.chain.chain.custody(row.archive_id)
-                commitment = _from_json(row.payload["args"])[3]
-                if record.state != CustodyState.NONE and bytes(record.commitment) == commitment:
+                if effect(record, _from_json(row.payload["args"])):
                     row.state = OutboxState.CONFIRMED
-                    # The last signed hash stays: should a later reset lose this registration
-                    # too, ``replay_lost`` finds the hash unknown and this check runs again.
+                    # The last signed hash stays: should a later reset lose this effect too,
+                    # ``replay_lost`` finds the hash unknown and this check runs again.
                     row.nonce = row.raw_tx = row.block_number = row.block_time = None
-                    row.error = "settled: the chain already holds this registration"
+                    row.error = f"settled: the chain already holds this {function}"
                     row.updated_at = datetime.now(UTC)
                     log.info(
-                        "registration of %s is already on chain; not sent again", row.archive_id
+                        "%s of %s is already on chain; not sent again", function, row.archive_id
                     )
                     self._run_handler(self.on_confirmed, session, row)
                     continue
@@ -1022,6 +1037,21 @@ def _checkpoint_for(session: Session, outbox_id: int) -> Checkpoint:
 
 def _checkpoint_payload(item: OutboxItem) -> tuple[int, bytes]:
     return int(item.payload["size"]), bytes.fromhex(item.payload["root"])
+
+
+def _earlier_call_in_flight(session: Session, row: OutboxItem) -> bool:
+    """Whether a custody call for ``row``'s archive, queued before it, is still unconfirmed."""
+    earlier = session.execute(
+        select(OutboxItem.id)
+        .where(
+            OutboxItem.archive_id == row.archive_id,
+            OutboxItem.kind == CALL_KIND,
+            OutboxItem.id < row.id,
+            OutboxItem.state.in_((OutboxState.PENDING, OutboxState.SUBMITTED)),
+        )
+        .limit(1)
+    ).first()
+    return earlier is not None
 
 
 def _rows_for_tx(session: Session, tx_hash: str) -> list[OutboxItem]:

@@ -419,6 +419,68 @@ def test_a_registration_with_another_commitment_on_chain_is_sent_and_fails_loudl
     assert "NotaryUnexpectedState" in str(row.error)
 
 
+def _enqueue_hold(db: Database, archive_id: str, function: str) -> int:
+    with db.transaction() as session:
+        row = enqueue_call(
+            session, function, [archive_key(archive_id), bytes(31) + b"\x07"], archive_id=archive_id
+        )
+        session.flush()
+        return row.id
+
+
+def test_a_replayed_hold_the_chain_still_holds_is_settled_not_sent_again(
+    db: Database, chain: RpcChain, hospital_a: LocalAccount
+) -> None:
+    """As for registrations: a hold whose receipt the chain forgot but whose effect it kept
+    (the archive is on hold) is settled; re-sent, it would revert (already on hold)."""
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    (archive_id,) = enqueue_registers(db, 1)
+    worker.run_until_anchored(timeout=30)
+    hold = _enqueue_hold(db, archive_id, "placeHold")
+    worker.run_until_anchored(timeout=30)
+    assert chain.custody(archive_id).on_hold is True
+    with db.transaction() as session:
+        session.get_one(OutboxItem, hold).tx_hash = "0x" + "ef" * 32  # never seen by the chain
+
+    assert worker.replay_lost() == 1
+    worker.run_until_anchored(timeout=30)
+    with db.session() as session:
+        row = session.get_one(OutboxItem, hold)
+        signed = session.execute(
+            select(func.count()).select_from(OutboxAttempt).where(OutboxAttempt.outbox_id == hold)
+        ).scalar_one()
+    assert row.state is OutboxState.CONFIRMED
+    assert str(row.error) == "settled: the chain already holds this placeHold"
+    assert signed == 1
+    assert chain.custody(archive_id).on_hold is True
+
+
+def test_a_release_after_a_lost_hold_is_sent_after_it_not_settled_early(
+    db: Database, chain: RpcChain, chain_rpc: JsonRpc, hospital_a: LocalAccount
+) -> None:
+    """Hold then release, both lost with their blocks: the chain shows "not on hold", which is
+    the release's effect, but only because the hold is not there yet. The release must be sent
+    after the re-sent hold, or the archive would stay on hold on chain."""
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    (archive_id,) = enqueue_registers(db, 1)
+    worker.run_until_anchored(timeout=30)
+    before_holds = chain_rpc.request("evm_snapshot")
+    hold = _enqueue_hold(db, archive_id, "placeHold")
+    worker.run_until_anchored(timeout=30)
+    release = _enqueue_hold(db, archive_id, "releaseHold")
+    worker.run_until_anchored(timeout=30)
+    assert chain.custody(archive_id).on_hold is False
+    assert chain_rpc.request("evm_revert", [before_holds]) is True
+
+    assert worker.replay_lost() == 2
+    worker.run_until_anchored(timeout=30)
+    with db.session() as session:
+        rows = [session.get_one(OutboxItem, i) for i in (hold, release)]
+    assert [r.state for r in rows] == [OutboxState.CONFIRMED, OutboxState.CONFIRMED]
+    assert not any(str(r.error).startswith("settled") for r in rows)  # both really sent again
+    assert chain.custody(archive_id).on_hold is False
+
+
 @pytest.mark.parametrize("point", ["replanning", "replanned", "replan-broadcast"])
 def test_kill_minus_nine_in_the_middle_of_a_replan_is_completed_by_the_next_start(
     tmp_path: Path,
