@@ -36,6 +36,7 @@ from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
+from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
@@ -66,6 +67,7 @@ class NodeRuntime:
     worker: AnchoringWorker
     alerts: AlertSink = field(default_factory=LoggingAlertSink)
     encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
+    alert_store: AlertService = field(init=False)
     ledger: Ledger = field(init=False)
     keyring: KeyRing = field(init=False)
     pseudonyms: Pseudonyms = field(init=False)
@@ -86,6 +88,9 @@ class NodeRuntime:
     def __post_init__(self) -> None:
         hospital = self.keystore.address
         settings, db, units = self.settings, self.db, self.committer
+        self.alert_store = AlertService(db=db, units=units)
+        if isinstance(self.alerts, LoggingAlertSink):  # the default: keep them in the database
+            self.alerts = self.alert_store
         self.ledger = Ledger(hospital)
         self.keyring = KeyRing(self.keystore)
         self.pseudonyms = Pseudonyms(self.keystore.pseudonym_secret)
