@@ -27,6 +27,7 @@ from api.routes import (
     access_events,
     alerts,
     archives,
+    audits,
     checkpoints,
     health,
     keys,
@@ -105,6 +106,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         transfers.router,
         shares.router,
         alerts.router,
+        audits.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(peer.router)

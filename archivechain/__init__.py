@@ -61,6 +61,7 @@ class LazyGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "audit": ("archivechain.audit", "audit", "Audit the stored blobs of this node (fixity)."),
     "chain": (
         "archivechain.chain",
         "chain",

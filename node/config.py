@@ -111,6 +111,17 @@ class NodeSettings(BaseSettings):
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
 
+    fixity_interval: float = Field(7 * 86_400.0, gt=0)
+    """Seconds from the start of one scheduled fixity cycle (every stored blob re-read) to the
+    start of the next."""
+    fixity_tick: float = Field(60.0, gt=0)
+    """Seconds between scheduled fixity steps (each checks up to ``fixity_versions_per_tick``)."""
+    fixity_versions_per_tick: int = Field(1000, ge=1)
+    fixity_batch_size: int = Field(100, ge=1, le=10_000)
+    """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
+    fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
+    """Read rate limit of fixity audits (0: unthrottled)."""
+
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES

@@ -38,6 +38,7 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
+from node.services.audits import FixityAuditService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
@@ -82,6 +83,7 @@ class NodeRuntime:
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
     status: StatusService = field(init=False)
+    fixity: FixityAuditService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -113,6 +115,14 @@ class NodeRuntime:
             pseudonyms=self.pseudonyms,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
+        self.fixity = FixityAuditService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            alerts=self.alerts,
+        )
         self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)
         self.transfers = TransferService(
             settings=settings,
@@ -209,7 +219,8 @@ class NodeRuntime:
 
     def start(self, *, scheduler: bool = True) -> None:
         """Start the database writer and (unless told not to) the background schedule:
-        anchoring, the chain watcher, incoming transfers, and expiry of offers and grants."""
+        anchoring, the chain watcher, incoming transfers, expiry of offers and grants, and the
+        fixity audit."""
         self.committer.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
@@ -220,6 +231,7 @@ class NodeRuntime:
                 ("watcher", self.watcher.tick, self.settings.watcher_tick),
                 ("incoming-transfers", self.transfers.process_incoming, 1.0),
                 ("expiry", self._expire, 30.0),
+                ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
             )
             for name, job, seconds in jobs:
                 sched.add_job(
