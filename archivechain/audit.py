@@ -1,6 +1,8 @@
-"""``archivechain audit fixity``: run a fixity audit of a stopped node's blobs now (it uses the
-node's database and blob store directly, like ``archivechain anchor``). Exit 0 when every checked
-version passed, 1 when any failed (each failure is also an alert in the node's database)."""
+"""``archivechain audit fixity|log``: audit a stopped node now (it uses the node's database, blob
+store and chain directly, like ``archivechain anchor``). ``fixity`` re-reads the blobs, ``log``
+checks the log against the chain and each archive's hash chain against its catalogue row. Exit 0
+when everything passed, 1 when anything failed (each failure is also an alert in the node's
+database)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from node.errors import InputError
 
 @click.group()
 def audit() -> None:
-    """Audit the stored blobs of this node (fixity)."""
+    """Audit this node's stored blobs (fixity) and its log (against the chain)."""
 
 
 @audit.command("fixity")
@@ -68,3 +70,28 @@ def fixity(
         for failure in report.failures:
             click.echo(f"FAILED {failure.archive_id} v{failure.version}: {failure.problem}")
     return 1 if report.failed else 0
+
+
+@audit.command("log")
+@CONFIG_OPTION
+@NODE_DATA_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def log_audit(config_file: Path | None, data_dir: Path | None, as_json: bool) -> int:
+    """Re-hash the log, compare its root with every checkpoint anchored on chain, and replay each
+    archive's hash chain against its catalogue row; an alert per finding."""
+    runtime = open_runtime(node_settings(config_file, data_dir))
+    try:
+        report = runtime.log_audit.audit(None)
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, **asdict(report)}, indent=2))
+    else:
+        click.echo(
+            f"{report.entries} log entries, {report.checkpoints} checkpoints, "
+            f"{report.archives} archives checked in {report.seconds:.2f} s: "
+            + ("ok" if report.ok else f"{len(report.findings)} finding(s)")
+        )
+        for finding in report.findings:
+            click.echo(f"FINDING {finding.kind} {finding.subject} {json.dumps(finding.detail)}")
+    return 0 if report.ok else 1

@@ -121,6 +121,8 @@ class NodeSettings(BaseSettings):
     """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
     fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
     """Read rate limit of fixity audits (0: unthrottled)."""
+    log_audit_interval: float = Field(86_400.0, gt=0)
+    """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)

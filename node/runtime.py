@@ -41,6 +41,7 @@ from node.services.archives import ArchiveService
 from node.services.audits import FixityAuditService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
+from node.services.logaudit import LogAuditService
 from node.services.proofs import ProofService
 from node.services.shares import ShareService
 from node.services.status import StatusService
@@ -84,6 +85,7 @@ class NodeRuntime:
     shares: ShareService = field(init=False)
     status: StatusService = field(init=False)
     fixity: FixityAuditService = field(init=False)
+    log_audit: LogAuditService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -122,6 +124,9 @@ class NodeRuntime:
             ledger=self.ledger,
             blobs=self.blobs,
             alerts=self.alerts,
+        )
+        self.log_audit = LogAuditService(
+            hospital=hospital, db=db, chain=self.chain, alerts=self.alerts
         )
         self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)
         self.transfers = TransferService(
@@ -219,8 +224,8 @@ class NodeRuntime:
 
     def start(self, *, scheduler: bool = True) -> None:
         """Start the database writer and (unless told not to) the background schedule:
-        anchoring, the chain watcher, incoming transfers, expiry of offers and grants, and the
-        fixity audit."""
+        anchoring, the chain watcher, incoming transfers, expiry of offers and grants, the
+        fixity audit and the log audit."""
         self.committer.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
@@ -232,6 +237,7 @@ class NodeRuntime:
                 ("incoming-transfers", self.transfers.process_incoming, 1.0),
                 ("expiry", self._expire, 30.0),
                 ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
+                ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
             )
             for name, job, seconds in jobs:
                 sched.add_job(

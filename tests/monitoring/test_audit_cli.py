@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import update
 
 from api.main import create_app
 from archivechain import main
+from node.models import Archive
 from node.runtime import NodeRuntime
 from tests.anchoring.test_anchor_cli import _config
 from tests.api.conftest import Api, issue_keys, serve
@@ -52,3 +54,26 @@ def test_audit_fixity_command(
     finally:
         reopened.close()
     assert [(a.subject, a.count) for a in alerts] == [(broken, 1)]
+
+
+def test_audit_log_command(
+    make_node: MakeNode, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = make_node(database_url=database_url)
+    app = create_app(node)
+    with serve(app) as client:
+        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+        archive_id = api.create()["id"]
+    node.worker.run_until_anchored(timeout=30)
+    config = str(_config(node))
+    assert main(["audit", "log", "--config", config]) == 0
+    assert "1 log entries, 1 checkpoints, 1 archives checked" in capsys.readouterr().out
+    with node.db.transaction() as session:
+        session.execute(update(Archive).where(Archive.id == archive_id).values(department="x"))
+    node.close()
+    assert main(["audit", "log", "--config", config, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert report["findings"] == [
+        {"kind": "catalogue_mismatch", "subject": archive_id, "detail": {"field": "department"}}
+    ]
