@@ -289,10 +289,14 @@ class FixityAuditService:
         states: dict[str, ArchiveState] = {}
         broken: list[str] = []
         with self.db.session() as session:
-            for archive_id in sorted({t.archive_id for t in targets}):
-                archive = session.get(Archive, archive_id, options=[lazyload(Archive.versions)])
-                if archive is None:  # pragma: no cover  (rows are never deleted)
-                    continue
+            rows = session.execute(
+                select(Archive)
+                .where(Archive.id.in_({t.archive_id for t in targets}))
+                .order_by(Archive.id)
+                .options(lazyload(Archive.versions))
+            ).scalars()
+            for archive in rows:
+                archive_id = archive.id
                 try:
                     states[archive_id] = self.ledger.state(session, archive)
                 except (NodeError, AnchoringError) as exc:
@@ -406,9 +410,10 @@ class FixityAuditService:
                         break
                     count += 1
                     logged.append(seen)
-                    _status(uow.session, seen, uow.now)
                 if leaf is not None:
                     self.ledger.settle(uow, archive, leaf, state, count)
+            if logged:
+                _statuses(uow.session, logged, uow.now)
             if cursor is not None:
                 _cursor_row(uow.session, uow.now, cursor[0], cursor[1], completed=False)
             return logged
@@ -445,15 +450,25 @@ class FixityAuditService:
         )
 
 
-def _status(session: Session, seen: _Observed, now: datetime) -> None:
-    row = session.get(FixityStatus, seen.target.version_id)
-    if row is None:
-        row = FixityStatus(version_id=seen.target.version_id, archive_id=seen.target.archive_id)
-        session.add(row)
-    row.checked_at = now
-    row.ok = seen.problem is None
-    row.observed_sha256 = seen.sha256 if seen.size is not None else None
-    row.problem = seen.problem.value if seen.problem is not None else None
+def _statuses(session: Session, logged: Sequence[_Observed], now: datetime) -> None:
+    """Bring the ``fixity_status`` rows of the checked versions up to date (one query)."""
+    ids = [seen.target.version_id for seen in logged]
+    rows = {
+        row.version_id: row
+        for row in session.execute(
+            select(FixityStatus).where(FixityStatus.version_id.in_(ids))
+        ).scalars()
+    }
+    for seen in logged:
+        row = rows.get(seen.target.version_id)
+        if row is None:
+            row = FixityStatus(version_id=seen.target.version_id, archive_id=seen.target.archive_id)
+            session.add(row)
+            rows[seen.target.version_id] = row
+        row.checked_at = now
+        row.ok = seen.problem is None
+        row.observed_sha256 = seen.sha256 if seen.size is not None else None
+        row.problem = seen.problem.value if seen.problem is not None else None
 
 
 def _cursor_row(
