@@ -121,6 +121,15 @@ class NodeSettings(BaseSettings):
     """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
     fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
     """Read rate limit of fixity audits (0: unthrottled)."""
+    anchoring_lag_alert_seconds: float = Field(300.0, gt=0)
+    """Anchoring lag (age of the oldest unanchored event) above which ``/healthz`` reports
+    ``anchoring_lag`` and the monitor raises the alert of that name."""
+    monitor_tick: float = Field(60.0, gt=0)
+    """Seconds between checks of node health and of the access-anomaly rule (alerts)."""
+    access_anomaly_window: float = Field(3600.0, gt=0)
+    access_anomaly_max_patients: int = Field(50, ge=1)
+    """One actor reading the content of more distinct patients' records than this within
+    ``access_anomaly_window`` seconds is an ``access_anomaly`` alert."""
     log_audit_interval: float = Field(86_400.0, gt=0)
     """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
 

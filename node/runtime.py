@@ -42,6 +42,7 @@ from node.services.audits import FixityAuditService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
+from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
 from node.services.shares import ShareService
 from node.services.status import StatusService
@@ -86,6 +87,7 @@ class NodeRuntime:
     status: StatusService = field(init=False)
     fixity: FixityAuditService = field(init=False)
     log_audit: LogAuditService = field(init=False)
+    monitor: MonitorService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -159,6 +161,10 @@ class NodeRuntime:
             chain=self.chain,
             worker=self.worker,
             committer=self.committer,
+            max_lag_seconds=settings.anchoring_lag_alert_seconds,
+        )
+        self.monitor = MonitorService(
+            settings=settings, db=db, health=self.status.health, alerts=self.alerts
         )
         self.watcher = ChainWatcher(
             deployment=self.deployment,
@@ -225,7 +231,7 @@ class NodeRuntime:
     def start(self, *, scheduler: bool = True) -> None:
         """Start the database writer and (unless told not to) the background schedule:
         anchoring, the chain watcher, incoming transfers, expiry of offers and grants, the
-        fixity audit and the log audit."""
+        fixity audit, the log audit and the monitor (health and access-anomaly alerts)."""
         self.committer.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
@@ -238,6 +244,7 @@ class NodeRuntime:
                 ("expiry", self._expire, 30.0),
                 ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
                 ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
+                ("monitor", self.monitor.tick, self.settings.monitor_tick),
             )
             for name, job, seconds in jobs:
                 sched.add_job(
