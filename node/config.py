@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +55,16 @@ DEFAULT_MEDIA_TYPES = (
     "application/octet-stream",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 )
+
+
+class WebhookTarget(BaseModel):
+    """Where alerts are POSTed: each body is signed with HMAC-SHA256 under ``secret``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=512)
+    secret: SecretStr = Field(min_length=16)
+    min_severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class NodeSettings(BaseSettings):
@@ -130,6 +140,13 @@ class NodeSettings(BaseSettings):
     access_anomaly_max_patients: int = Field(50, ge=1)
     """One actor reading the content of more distinct patients' records than this within
     ``access_anomaly_window`` seconds is an ``access_anomaly`` alert."""
+    alert_webhooks: list[WebhookTarget] = Field(default_factory=list)
+    """Alert delivery: each new alert at or above a target's ``min_severity`` is POSTed to it."""
+    webhook_tick: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1, le=100)
+    webhook_backoff: float = Field(5.0, gt=0)
+    """Seconds before the first retry; doubled after each failure, at most an hour."""
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
     log_audit_interval: float = Field(86_400.0, gt=0)
     """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
 

@@ -39,6 +39,7 @@ __all__ = [
     "Transfer",
     "TransferDirection",
     "TransferState",
+    "WebhookDelivery",
     "WrappedKey",
 ]
 
@@ -324,3 +325,22 @@ class FixityStatus(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     observed_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     problem: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class WebhookDelivery(Base):
+    """One alert to deliver to one webhook: its signed body is fixed when it is queued; each
+    attempt moves ``next_attempt_at`` back (exponential backoff) until it is ``delivered`` or,
+    after the last attempt, ``dead`` (dead-lettered: kept, never retried)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[str] = mapped_column(String(512))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

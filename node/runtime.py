@@ -47,6 +47,7 @@ from node.services.proofs import ProofService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
+from node.services.webhooks import WebhookService
 from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class NodeRuntime:
     fixity: FixityAuditService = field(init=False)
     log_audit: LogAuditService = field(init=False)
     monitor: MonitorService = field(init=False)
+    webhooks: WebhookService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -95,6 +97,8 @@ class NodeRuntime:
         hospital = self.keystore.address
         settings, db, units = self.settings, self.db, self.committer
         self.alert_store = AlertService(db=db, units=units)
+        self.webhooks = WebhookService(settings=settings, db=db, hospital=hospital)
+        self.alert_store.listeners.append(self.webhooks.enqueue)
         if isinstance(self.alerts, LoggingAlertSink):  # the default: keep them in the database
             self.alerts = self.alert_store
         self.ledger = Ledger(hospital)
@@ -231,7 +235,7 @@ class NodeRuntime:
     def start(self, *, scheduler: bool = True) -> None:
         """Start the database writer and (unless told not to) the background schedule:
         anchoring, the chain watcher, incoming transfers, expiry of offers and grants, the
-        fixity audit, the log audit and the monitor (health and access-anomaly alerts)."""
+        fixity audit, the log audit and the monitor (health and access-anomaly alerts) and webhook delivery."""
         self.committer.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
@@ -245,6 +249,7 @@ class NodeRuntime:
                 ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
                 ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
+                ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
             )
             for name, job, seconds in jobs:
                 sched.add_job(

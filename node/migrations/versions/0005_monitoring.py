@@ -1,4 +1,4 @@
-"""monitoring: alerts, audit cursors, fixity status
+"""monitoring: alerts, audit cursors, fixity status, webhook deliveries
 
 Revision ID: 0005
 Revises: 0004
@@ -73,8 +73,28 @@ def upgrade() -> None:
             batch_op.f("ix_fixity_status_archive_id"), ["archive_id"], unique=False
         )
 
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("alert_id", sa.BigInteger(), nullable=False),
+        sa.Column("target", sa.String(length=512), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", anchoring.storage.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("created_at", anchoring.storage.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", anchoring.storage.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_webhook_deliveries_state"), ["state"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_state"))
+    op.drop_table("webhook_deliveries")
     with op.batch_alter_table("fixity_status", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_fixity_status_archive_id"))
     op.drop_table("fixity_status")
