@@ -32,6 +32,7 @@ from api.routes import (
     health,
     keys,
     peer,
+    reports,
     shares,
     transfers,
     verify,
@@ -107,6 +108,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         shares.router,
         alerts.router,
         audits.router,
+        reports.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(peer.router)

@@ -57,6 +57,10 @@ DEFAULT_MEDIA_TYPES = (
 )
 
 
+DEFAULT_ARCHIVING_DAYS: dict[str, int] = {c: 7 for c in DEFAULT_RETENTION_YEARS}
+"""Days from creation within which a record counts as archived on time (归档率), per class."""
+
+
 class WebhookTarget(BaseModel):
     """Where alerts are POSTed: each body is signed with HMAC-SHA256 under ``secret``."""
 
@@ -140,6 +144,11 @@ class NodeSettings(BaseSettings):
     access_anomaly_max_patients: int = Field(50, ge=1)
     """One actor reading the content of more distinct patients' records than this within
     ``access_anomaly_window`` seconds is an ``access_anomaly`` alert."""
+    archiving_deadline_days: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_ARCHIVING_DAYS)
+    )
+    """Per record class: an archive ARCHIVED within this many days of its creation is on time
+    (the compliance report's on-time archiving rate)."""
     alert_webhooks: list[WebhookTarget] = Field(default_factory=list)
     """Alert delivery: each new alert at or above a target's ``min_severity`` is POSTed to it."""
     webhook_tick: float = Field(5.0, gt=0)
@@ -174,6 +183,9 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"retention_years lacks classes: {sorted(missing)}")
         if any(years < 1 for years in self.retention_years.values()):
             raise ValueError("retention_years must be at least 1 year for every class")
+        days = self.archiving_deadline_days
+        if set(days) != set(DEFAULT_ARCHIVING_DAYS) or any(d < 0 for d in days.values()):
+            raise ValueError("archiving_deadline_days needs every class, each at least 0 days")
         return self
 
     # -- derived paths -------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Action(StrEnum):
     READ_ALERTS = "read_alerts"
     ACK_ALERTS = "ack_alerts"
     RUN_AUDITS = "run_audits"
+    READ_REPORTS = "read_reports"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
@@ -53,7 +54,13 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
         {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
     ),
     Role.AUDITOR: frozenset(
-        {Action.READ_METADATA, Action.READ_EVENTS, Action.READ_PROOF, Action.READ_ALERTS}
+        {
+            Action.READ_METADATA,
+            Action.READ_EVENTS,
+            Action.READ_PROOF,
+            Action.READ_ALERTS,
+            Action.READ_REPORTS,
+        }
     ),
 }
 

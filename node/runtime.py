@@ -20,7 +20,7 @@ from anchoring.chain import ContractWriter, Role, RpcChain
 from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError
 from anchoring.storage import OutboxItem, OutboxState
-from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
+from anchoring.worker import AnchoringWorker, Lag, WorkerConfig, enqueue_call, measure_lag
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
@@ -44,6 +44,7 @@ from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
+from node.services.reports import ReportService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
@@ -90,6 +91,7 @@ class NodeRuntime:
     log_audit: LogAuditService = field(init=False)
     monitor: MonitorService = field(init=False)
     webhooks: WebhookService = field(init=False)
+    reports: ReportService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -166,6 +168,9 @@ class NodeRuntime:
             worker=self.worker,
             committer=self.committer,
             max_lag_seconds=settings.anchoring_lag_alert_seconds,
+        )
+        self.reports = ReportService(
+            settings=settings, db=db, hospital=hospital, lag=self._current_lag
         )
         self.monitor = MonitorService(
             settings=settings, db=db, health=self.status.health, alerts=self.alerts
@@ -262,6 +267,14 @@ class NodeRuntime:
                 )
             sched.start()
             self._scheduler = sched
+
+    def _current_lag(self) -> Lag | None:
+        """Anchoring lag now (None before the log has a head)."""
+        try:
+            with self.db.session() as session:
+                return measure_lag(session, now=datetime.now(UTC))
+        except AnchoringError:
+            return None
 
     def _warm_proofs(self) -> None:
         """Load the log's upper levels (held in memory for proofs) now, not on the first proof
