@@ -25,11 +25,14 @@ from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
 from api.routes import (
     access_events,
+    alerts,
     archives,
+    audits,
     checkpoints,
     health,
     keys,
     peer,
+    reports,
     shares,
     transfers,
     verify,
@@ -93,7 +96,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     status = runtime.status
     app.state.runtime = runtime
     app.state.status = status
-    app.state.metrics = build_metrics(status)
+    app.state.metrics = build_metrics(status, runtime.alert_store)
 
     for router in (
         archives.router,
@@ -103,6 +106,9 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         keys.router,
         transfers.router,
         shares.router,
+        alerts.router,
+        audits.router,
+        reports.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(peer.router)

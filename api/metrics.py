@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from node.services.alerts import AlertService
 from node.services.status import StatusService
 
 PREFIX = "archivechain"
@@ -104,6 +105,23 @@ class NodeCollector(Collector):
         )
 
 
+class AlertCollector(Collector):
+    """Open alerts by kind and severity, read from the alert store at every scrape."""
+
+    def __init__(self, alerts: AlertService) -> None:
+        self.alerts = alerts
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            f"{PREFIX}_alerts_open",
+            "Open (unacknowledged) alerts by kind and severity.",
+            labels=["kind", "severity"],
+        )
+        for (kind, severity), count in sorted(self.alerts.open_counts().items()):
+            gauge.add_metric([kind, severity], count)
+        yield gauge
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
 
@@ -117,10 +135,13 @@ class AppMetrics:
     latency: Histogram
 
 
-def build_metrics(status: StatusService) -> AppMetrics:
-    """A fresh registry with the node collector and the HTTP request instruments."""
+def build_metrics(status: StatusService, alerts: AlertService | None = None) -> AppMetrics:
+    """A fresh registry with the node collector (and the alert collector, given the alert store)
+    and the HTTP request instruments."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(NodeCollector(status))
+    if alerts is not None:
+        registry.register(AlertCollector(alerts))
     requests = Counter(
         f"{PREFIX}_http_requests",
         "HTTP requests answered, by method, handler and status.",

@@ -61,6 +61,11 @@ class LazyGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "audit": (
+        "archivechain.audit",
+        "audit",
+        "Audit this node's stored blobs (fixity) and its log (against the chain).",
+    ),
     "chain": (
         "archivechain.chain",
         "chain",

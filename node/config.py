@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +55,20 @@ DEFAULT_MEDIA_TYPES = (
     "application/octet-stream",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 )
+
+
+DEFAULT_ARCHIVING_DAYS: dict[str, int] = {c: 7 for c in DEFAULT_RETENTION_YEARS}
+"""Days from creation within which a record counts as archived on time (归档率), per class."""
+
+
+class WebhookTarget(BaseModel):
+    """Where alerts are POSTed: each body is signed with HMAC-SHA256 under ``secret``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=512)
+    secret: SecretStr = Field(min_length=16)
+    min_severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class NodeSettings(BaseSettings):
@@ -111,6 +125,40 @@ class NodeSettings(BaseSettings):
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
 
+    fixity_interval: float = Field(7 * 86_400.0, gt=0)
+    """Seconds from the start of one scheduled fixity cycle (every stored blob re-read) to the
+    start of the next."""
+    fixity_tick: float = Field(60.0, gt=0)
+    """Seconds between scheduled fixity steps (each checks up to ``fixity_versions_per_tick``)."""
+    fixity_versions_per_tick: int = Field(1000, ge=1)
+    fixity_batch_size: int = Field(100, ge=1, le=10_000)
+    """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
+    fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
+    """Read rate limit of fixity audits (0: unthrottled)."""
+    anchoring_lag_alert_seconds: float = Field(300.0, gt=0)
+    """Anchoring lag (age of the oldest unanchored event) above which ``/healthz`` reports
+    ``anchoring_lag`` and the monitor raises the alert of that name."""
+    monitor_tick: float = Field(60.0, gt=0)
+    """Seconds between checks of node health and of the access-anomaly rule (alerts)."""
+    access_anomaly_window: float = Field(3600.0, gt=0)
+    access_anomaly_max_patients: int = Field(50, ge=1)
+    """One actor reading the content of more distinct patients' records than this within
+    ``access_anomaly_window`` seconds is an ``access_anomaly`` alert."""
+    archiving_deadline_days: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_ARCHIVING_DAYS)
+    )
+    """Per record class: an archive ARCHIVED within this many days of its creation is on time
+    (the compliance report's on-time archiving rate)."""
+    alert_webhooks: list[WebhookTarget] = Field(default_factory=list)
+    """Alert delivery: each new alert at or above a target's ``min_severity`` is POSTed to it."""
+    webhook_tick: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1, le=100)
+    webhook_backoff: float = Field(5.0, gt=0)
+    """Seconds before the first retry; doubled after each failure, at most an hour."""
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
+    log_audit_interval: float = Field(86_400.0, gt=0)
+    """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
+
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
@@ -135,6 +183,9 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"retention_years lacks classes: {sorted(missing)}")
         if any(years < 1 for years in self.retention_years.values()):
             raise ValueError("retention_years must be at least 1 year for every class")
+        days = self.archiving_deadline_days
+        if set(days) != set(DEFAULT_ARCHIVING_DAYS) or any(d < 0 for d in days.values()):
+            raise ValueError("archiving_deadline_days needs every class, each at least 0 days")
         return self
 
     # -- derived paths -------------------------------------------------------------------------

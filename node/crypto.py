@@ -158,6 +158,11 @@ def constant_time_equal(left: bytes | str, right: bytes | str) -> bool:
     return hmac.compare_digest(left_bytes, right_bytes)
 
 
+def hmac_sha256_hex(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of ``message`` under ``key``, lowercase hex (signed webhook bodies)."""
+    return hmac.new(key, message, "sha256").hexdigest()
+
+
 def generate_data_key() -> bytes:
     """A fresh per-archive AES-256 data key."""
     return random_bytes(KEY_SIZE)

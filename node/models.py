@@ -24,18 +24,22 @@ from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import Base
 
 __all__ = [
+    "Alert",
     "ApiKey",
     "Archive",
     "ArchiveVersion",
+    "AuditCursor",
     "Base",
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
+    "FixityStatus",
     "ForeignEntry",
     "PeerNonce",
     "Transfer",
     "TransferDirection",
     "TransferState",
+    "WebhookDelivery",
     "WrappedKey",
 ]
 
@@ -265,3 +269,78 @@ class ChainCursor(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class Alert(Base):
+    """A condition a person must look at (see ``node.alerts``), deduplicated by kind and subject:
+    while it is open (not acknowledged) the same kind and subject raised again is counted on this
+    row. ``open_key`` is ``kind␟subject`` while open and NULL once acknowledged, so the unique
+    index allows one open alert per kind and subject and any number of acknowledged ones."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]]
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    open_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80), default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditCursor(Base):
+    """How far a scheduled audit has come (one row per audit, e.g. ``fixity``): the last
+    archive-version id it checked in the current cycle (0: the cycle has not started) and when
+    its last full cycle ended, so a restarted node continues where it stopped."""
+
+    __tablename__ = "audit_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    cycle_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    cycle_completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime]
+
+
+class FixityStatus(Base):
+    """The latest fixity check of one stored archive version (the evidence is its FIXITY_CHECK
+    event; this row is the catalogue's summary, for reports and the API). ``problem`` is a stable
+    code when the check failed (``hash_mismatch``, ``size_mismatch``, ``blob_missing``,
+    ``blob_unreadable``)."""
+
+    __tablename__ = "fixity_status"
+
+    version_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("archive_versions.id"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    checked_at: Mapped[datetime]
+    ok: Mapped[bool] = mapped_column(Boolean)
+    observed_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    problem: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class WebhookDelivery(Base):
+    """One alert to deliver to one webhook: its signed body is fixed when it is queued; each
+    attempt moves ``next_attempt_at`` back (exponential backoff) until it is ``delivered`` or,
+    after the last attempt, ``dead`` (dead-lettered: kept, never retried)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[str] = mapped_column(String(512))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

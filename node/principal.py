@@ -1,10 +1,11 @@
 """Who is calling, and what each role may do.
 
-Roles: ``admin`` (API keys, configuration; no archive access), ``archivist`` (everything on
-archives, including recording batches of access events reported by hospital systems),
+Roles: ``admin`` (API keys, configuration, reading alerts; no archive access), ``archivist``
+(everything on archives, including recording batches of access events reported by hospital
+systems, acknowledging alerts and running audits),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
-(metadata, events and proofs; never content). An archive outside the caller's scope is reported
-as not found, so its existence does not leak.
+(metadata, events, proofs and alerts; never content). An archive outside the caller's scope is
+reported as not found, so its existence does not leak.
 """
 
 from __future__ import annotations
@@ -40,15 +41,27 @@ class Action(StrEnum):
     TRANSFER = "transfer"
     SHARE = "share"
     MANAGE_KEYS = "manage_keys"
+    READ_ALERTS = "read_alerts"
+    ACK_ALERTS = "ack_alerts"
+    RUN_AUDITS = "run_audits"
+    READ_REPORTS = "read_reports"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset({Action.MANAGE_KEYS}),
+    Role.ADMIN: frozenset({Action.MANAGE_KEYS, Action.READ_ALERTS}),
     Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS}),
     Role.CLINICIAN: frozenset(
         {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
     ),
-    Role.AUDITOR: frozenset({Action.READ_METADATA, Action.READ_EVENTS, Action.READ_PROOF}),
+    Role.AUDITOR: frozenset(
+        {
+            Action.READ_METADATA,
+            Action.READ_EVENTS,
+            Action.READ_PROOF,
+            Action.READ_ALERTS,
+            Action.READ_REPORTS,
+        }
+    ),
 }
 
 

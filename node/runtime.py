@@ -20,7 +20,7 @@ from anchoring.chain import ContractWriter, Role, RpcChain
 from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError
 from anchoring.storage import OutboxItem, OutboxState
-from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
+from anchoring.worker import AnchoringWorker, Lag, WorkerConfig, enqueue_call, measure_lag
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
@@ -36,13 +36,19 @@ from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
+from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
+from node.services.audits import FixityAuditService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
+from node.services.logaudit import LogAuditService
+from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
+from node.services.reports import ReportService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
+from node.services.webhooks import WebhookService
 from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class NodeRuntime:
     worker: AnchoringWorker
     alerts: AlertSink = field(default_factory=LoggingAlertSink)
     encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
+    alert_store: AlertService = field(init=False)
     ledger: Ledger = field(init=False)
     keyring: KeyRing = field(init=False)
     pseudonyms: Pseudonyms = field(init=False)
@@ -80,12 +87,22 @@ class NodeRuntime:
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
     status: StatusService = field(init=False)
+    fixity: FixityAuditService = field(init=False)
+    log_audit: LogAuditService = field(init=False)
+    monitor: MonitorService = field(init=False)
+    webhooks: WebhookService = field(init=False)
+    reports: ReportService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         hospital = self.keystore.address
         settings, db, units = self.settings, self.db, self.committer
+        self.alert_store = AlertService(db=db, units=units)
+        self.webhooks = WebhookService(settings=settings, db=db, hospital=hospital)
+        self.alert_store.listeners.append(self.webhooks.enqueue)
+        if isinstance(self.alerts, LoggingAlertSink):  # the default: keep them in the database
+            self.alerts = self.alert_store
         self.ledger = Ledger(hospital)
         self.keyring = KeyRing(self.keystore)
         self.pseudonyms = Pseudonyms(self.keystore.pseudonym_secret)
@@ -108,6 +125,17 @@ class NodeRuntime:
             pseudonyms=self.pseudonyms,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
+        self.fixity = FixityAuditService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            alerts=self.alerts,
+        )
+        self.log_audit = LogAuditService(
+            hospital=hospital, db=db, chain=self.chain, alerts=self.alerts
+        )
         self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)
         self.transfers = TransferService(
             settings=settings,
@@ -139,6 +167,13 @@ class NodeRuntime:
             chain=self.chain,
             worker=self.worker,
             committer=self.committer,
+            max_lag_seconds=settings.anchoring_lag_alert_seconds,
+        )
+        self.reports = ReportService(
+            settings=settings, db=db, hospital=hospital, lag=self._current_lag
+        )
+        self.monitor = MonitorService(
+            settings=settings, db=db, health=self.status.health, alerts=self.alerts
         )
         self.watcher = ChainWatcher(
             deployment=self.deployment,
@@ -204,7 +239,8 @@ class NodeRuntime:
 
     def start(self, *, scheduler: bool = True) -> None:
         """Start the database writer and (unless told not to) the background schedule:
-        anchoring, the chain watcher, incoming transfers, and expiry of offers and grants."""
+        anchoring, the chain watcher, incoming transfers, expiry of offers and grants, the
+        fixity audit, the log audit and the monitor (health and access-anomaly alerts) and webhook delivery."""
         self.committer.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
@@ -215,6 +251,10 @@ class NodeRuntime:
                 ("watcher", self.watcher.tick, self.settings.watcher_tick),
                 ("incoming-transfers", self.transfers.process_incoming, 1.0),
                 ("expiry", self._expire, 30.0),
+                ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
+                ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
+                ("monitor", self.monitor.tick, self.settings.monitor_tick),
+                ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
             )
             for name, job, seconds in jobs:
                 sched.add_job(
@@ -227,6 +267,14 @@ class NodeRuntime:
                 )
             sched.start()
             self._scheduler = sched
+
+    def _current_lag(self) -> Lag | None:
+        """Anchoring lag now (None before the log has a head)."""
+        try:
+            with self.db.session() as session:
+                return measure_lag(session, now=datetime.now(UTC))
+        except AnchoringError:
+            return None
 
     def _warm_proofs(self) -> None:
         """Load the log's upper levels (held in memory for proofs) now, not on the first proof

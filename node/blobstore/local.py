@@ -13,6 +13,8 @@ The CID *is* the SHA-256 of the bytes, so fixity needs no other record.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import os
@@ -32,16 +34,34 @@ _READ_SIZE: Final = 1 << 20
 _STALE_TEMP_SECONDS: Final = 3600.0
 
 
+_RAW_SHA256_PREFIX: Final = b"\x01\x55\x12\x20"
+"""CIDv1, codec raw (0x55), multihash sha2-256 (0x12) of 32 bytes (0x20): the bytes before the
+digest in every CID this store makes."""
+
+
 def cid_for_sha256(digest: bytes) -> str:
-    """The base32 CIDv1 (codec raw, multihash sha2-256) of bytes whose SHA-256 is ``digest``."""
-    return str(CID("base32", 1, "raw", multihash.wrap(digest, "sha2-256")))
+    """The base32 CIDv1 (codec raw, multihash sha2-256) of bytes whose SHA-256 is ``digest``.
+
+    Written out directly (multibase ``b``, RFC 4648 base32 lower case without padding): the same
+    string as ``multiformats.CID("base32", 1, "raw", …)``, about a hundred times cheaper, which
+    matters to an audit that reads every blob."""
+    if len(digest) != 32:
+        return str(CID("base32", 1, "raw", multihash.wrap(digest, "sha2-256")))
+    return "b" + base64.b32encode(_RAW_SHA256_PREFIX + digest).decode("ascii").lower().rstrip("=")
 
 
 def _digest_of(cid: str) -> bytes | None:
     """The SHA-256 inside a raw sha2-256 CIDv1 (any multibase), or None if ``cid`` is not one."""
+    if len(cid) == 59 and cid.startswith("b"):  # base32 lower case, this store's own form
+        try:
+            raw = base64.b32decode(cid[1:].upper() + "======")
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(raw) == 36 and raw.startswith(_RAW_SHA256_PREFIX) and cid[1:].islower():
+            return raw[4:]
     try:
         parsed = CID.decode(cid)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, IndexError):  # IndexError: multiformats on "b" and the like
         return None
     if parsed.version != 1 or parsed.codec.name != "raw" or parsed.hashfun.name != "sha2-256":
         return None

@@ -1,0 +1,485 @@
+"""Fixity audits: every stored blob re-read through the blob store and its ciphertext SHA-256
+compared with the hash its CREATE or AMEND event recorded (the log, anchored on chain, is the
+reference; the catalogue row is compared too).
+
+Reading is bounded by ``fixity_max_bytes_per_second`` (0: unthrottled) and done outside any
+transaction; each batch of checked versions is then one unit of work: one FIXITY_CHECK event per
+checked version (``ok`` false, with the observed hash, for a mismatch; the all-zero hash for a
+blob that is missing or unreadable), the ``fixity_status`` summary rows, and, for the scheduled
+audit, the persistent cursor, so a restarted node continues after the last committed batch.
+Failures become alerts once the batch is committed (``fixity_mismatch``, ``blob_missing``,
+``catalogue_mismatch``, ``log_inconsistent``).
+
+Versions audited: those of archives this node holds in CREATED, ARCHIVED or DISPOSITION_REVIEW
+whose blob was not deleted (the lifecycle allows FIXITY_CHECK in those states only; an archive in
+transit is audited once its transfer ends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, lazyload
+
+from anchoring.errors import AnchoringError
+from anchoring.events import FixityCheckData, FixityCheckEvent, RecordClass
+from anchoring.lifecycle import ArchiveState
+from node.alerts import AlertNotice, AlertSink, Severity
+from node.blobstore import BlobNotFoundError, BlobStore
+from node.config import NodeSettings
+from node.db import Clock, Database, UnitOfWork, UnitRunner, utc_now
+from node.errors import InputError, NodeError
+from node.ledger import Ledger, normalise_id
+from node.models import Archive, ArchiveVersion, AuditCursor, CatalogueState, FixityStatus
+from node.principal import Action, Principal
+
+log = logging.getLogger(__name__)
+
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+MISSING_SHA256 = "0" * 64
+"""The hash a failing FIXITY_CHECK reports when no bytes could be read."""
+MAX_AUDIT_ARCHIVES = 1000
+FIXITY_CURSOR = "fixity"
+AUDITABLE_STATES = (
+    CatalogueState.CREATED.value,
+    CatalogueState.ARCHIVED.value,
+    CatalogueState.DISPOSITION_REVIEW.value,
+)
+
+
+class FixityProblem(StrEnum):
+    """Why a fixity check failed (the ``problem`` of ``fixity_status`` and of the alert)."""
+
+    HASH_MISMATCH = "hash_mismatch"
+    SIZE_MISMATCH = "size_mismatch"
+    BLOB_MISSING = "blob_missing"
+    BLOB_UNREADABLE = "blob_unreadable"
+
+
+class ScopeKind(StrEnum):
+    """What an on-demand audit covers."""
+
+    ALL = "all"
+    ARCHIVES = "archives"
+    CLASS = "class"
+
+
+@dataclass(frozen=True)
+class AuditScope:
+    """All held archives, some archive ids, or one record class."""
+
+    kind: ScopeKind = ScopeKind.ALL
+    archive_ids: tuple[str, ...] = ()
+    record_class: RecordClass | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is ScopeKind.ARCHIVES and not 1 <= len(self.archive_ids) <= (
+            MAX_AUDIT_ARCHIVES
+        ):
+            raise InputError(
+                f"an archive scope names 1 to {MAX_AUDIT_ARCHIVES} archives", code="invalid_scope"
+            )
+        bad = [a for a in self.archive_ids if not _ULID.fullmatch(normalise_id(a))]
+        if bad:
+            raise InputError(f"not an archive id: {bad[0][:40]!r}", code="invalid_scope")
+        if self.kind is not ScopeKind.ARCHIVES and self.archive_ids:
+            raise InputError("archive_ids belong to the scope 'archives'", code="invalid_scope")
+        if (self.kind is ScopeKind.CLASS) != (self.record_class is not None):
+            raise InputError(
+                "record_class is required by, and only by, the scope 'class'", code="invalid_scope"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class FixityFailure:
+    """One version that failed its check."""
+
+    archive_id: str
+    version: int
+    problem: str
+
+
+@dataclass
+class FixityReport:
+    """What an audit (or one scheduled tick) did."""
+
+    checked: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    failures: list[FixityFailure] = field(default_factory=list)
+    cycle_complete: bool = False
+
+    def add(self, other: FixityReport) -> None:
+        self.checked += other.checked
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.bytes_read += other.bytes_read
+        self.failures.extend(other.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    version_id: int
+    archive_id: str
+    version: int
+    cid: str
+    row_sha256: str
+    stored_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    target: _Target
+    expected: str  # the hash the log recorded for this version
+    sha256: str
+    size: int | None
+    problem: FixityProblem | None
+
+
+class Throttle:
+    """Keeps reading at or below ``rate`` bytes per second on average (0: no limit)."""
+
+    def __init__(self, rate: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate = rate
+        self.sleep = sleep
+        self.started = time.monotonic()
+        self.consumed = 0
+
+    def consume(self, amount: int) -> None:
+        if self.rate <= 0:
+            return
+        self.consumed += amount
+        ahead = self.consumed / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            self.sleep(ahead)
+
+
+class FixityAuditService:
+    """Scheduled and on-demand fixity audits of the blobs this node holds."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        blobs: BlobStore,
+        alerts: AlertSink,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.blobs = blobs
+        self.alerts = alerts
+        self.clock = clock
+        self.read_size = 1 << 20
+
+    # -- on demand -----------------------------------------------------------------------------
+
+    def audit(self, principal: Principal | None, scope: AuditScope) -> FixityReport:
+        """Check every auditable version in ``scope`` now (``principal`` None: the node's own
+        command line). The cursor of the scheduled audit is not moved."""
+        if principal is not None:
+            principal.require(Action.RUN_AUDITS)
+        actor = principal.actor if principal is not None else self.ledger.hospital
+        begun = time.monotonic()
+        report = FixityReport()
+        throttle = Throttle(self.settings.fixity_max_bytes_per_second)
+        after = 0
+        while True:
+            batch = self._targets(scope, after, self.settings.fixity_batch_size)
+            if not batch:
+                break
+            report.add(self._check_batch(batch, actor, throttle, cursor=None))
+            after = batch[-1].version_id
+        report.cycle_complete = True
+        report.seconds = time.monotonic() - begun
+        return report
+
+    # -- scheduled -----------------------------------------------------------------------------
+
+    def tick(self) -> FixityReport | None:
+        """One scheduled step: check up to ``fixity_versions_per_tick`` versions after the cursor.
+        At the end of the list the cycle is complete; the next one starts ``fixity_interval``
+        seconds after the previous one started. None when nothing was due."""
+        begun = time.monotonic()
+        now = self.clock()
+        with self.db.session() as session:
+            cursor = session.get(AuditCursor, FIXITY_CURSOR)
+            position = cursor.position if cursor is not None else 0
+            started = cursor.cycle_started_at if cursor is not None else None
+        interval = timedelta(seconds=self.settings.fixity_interval)
+        if position == 0 and started is not None and now - started < interval:
+            return None  # the last cycle is complete and the next is not due
+        report = FixityReport()
+        throttle = Throttle(self.settings.fixity_max_bytes_per_second)
+        budget = self.settings.fixity_versions_per_tick
+        cycle_started = started if position and started is not None else now
+        while budget > 0:
+            batch = self._targets(
+                AuditScope(), position, min(budget, self.settings.fixity_batch_size)
+            )
+            if not batch:
+                self._save_cursor(0, cycle_started, completed=True)
+                report.cycle_complete = True
+                break
+            position = batch[-1].version_id
+            report.add(
+                self._check_batch(
+                    batch, self.ledger.hospital, throttle, cursor=(position, cycle_started)
+                )
+            )
+            budget -= len(batch)
+        report.seconds = time.monotonic() - begun
+        return report
+
+    def cursor(self) -> AuditCursor | None:
+        """The scheduled audit's cursor row (None before its first tick)."""
+        with self.db.session() as session:
+            return session.get(AuditCursor, FIXITY_CURSOR)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _targets(self, scope: AuditScope, after: int, limit: int) -> list[_Target]:
+        query = (
+            select(
+                ArchiveVersion.id,
+                ArchiveVersion.archive_id,
+                ArchiveVersion.version,
+                ArchiveVersion.cid,
+                ArchiveVersion.ciphertext_sha256,
+                ArchiveVersion.stored_size,
+            )
+            .join(Archive, Archive.id == ArchiveVersion.archive_id)
+            .where(
+                ArchiveVersion.id > after,
+                ArchiveVersion.blob_deleted_at.is_(None),
+                Archive.custodian == self.ledger.hospital,
+                Archive.state.in_(AUDITABLE_STATES),
+            )
+            .order_by(ArchiveVersion.id)
+            .limit(limit)
+        )
+        if scope.kind is ScopeKind.ARCHIVES:
+            query = query.where(
+                ArchiveVersion.archive_id.in_({normalise_id(a) for a in scope.archive_ids})
+            )
+        elif scope.kind is ScopeKind.CLASS and scope.record_class is not None:
+            query = query.where(Archive.record_class == scope.record_class.value)
+        with self.db.session() as session:
+            return [_Target(*row) for row in session.execute(query).all()]
+
+    def _expected(self, targets: Sequence[_Target]) -> tuple[dict[str, ArchiveState], list[str]]:
+        """Lifecycle states of the targets' archives; ids whose log and catalogue disagree."""
+        states: dict[str, ArchiveState] = {}
+        broken: list[str] = []
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Archive)
+                .where(Archive.id.in_({t.archive_id for t in targets}))
+                .order_by(Archive.id)
+                .options(lazyload(Archive.versions))
+            ).scalars()
+            for archive in rows:
+                archive_id = archive.id
+                try:
+                    states[archive_id] = self.ledger.state(session, archive)
+                except (NodeError, AnchoringError) as exc:
+                    log.error("fixity audit: archive %s: %s", archive_id, exc)
+                    broken.append(archive_id)
+        return states, broken
+
+    def _observe(self, target: _Target, expected: str, throttle: Throttle) -> _Observed:
+        hasher, size = hashlib.sha256(), 0
+        try:
+            for chunk in self.blobs.open_stream(target.cid):
+                hasher.update(chunk)
+                size += len(chunk)
+                throttle.consume(len(chunk))
+        except BlobNotFoundError:
+            return _Observed(target, expected, MISSING_SHA256, None, FixityProblem.BLOB_MISSING)
+        except (OSError, NodeError) as exc:  # unreadable file, IPFS error
+            log.error("fixity audit: blob %s unreadable: %s", target.cid, type(exc).__name__)
+            return _Observed(target, expected, MISSING_SHA256, None, FixityProblem.BLOB_UNREADABLE)
+        digest = hasher.hexdigest()
+        problem = None
+        if digest != expected:
+            problem = (
+                FixityProblem.SIZE_MISMATCH
+                if size != target.stored_size
+                else FixityProblem.HASH_MISMATCH
+            )
+        return _Observed(target, expected, digest, size, problem)
+
+    def _check_batch(
+        self,
+        batch: Sequence[_Target],
+        actor: str,
+        throttle: Throttle,
+        cursor: tuple[int, datetime] | None,
+    ) -> FixityReport:
+        report = FixityReport()
+        states, broken = self._expected(batch)
+        notices = [
+            AlertNotice(
+                "log_inconsistent", archive_id, Severity.CRITICAL, {"code": "log_inconsistent"}
+            )
+            for archive_id in broken
+        ]
+        observed: list[_Observed] = []
+        for target in batch:
+            state = states.get(target.archive_id)
+            recorded = (
+                next((v for v in state.versions if v.version == target.version), None)
+                if state is not None
+                else None
+            )
+            if recorded is None:
+                report.skipped += 1
+                continue
+            if recorded.ciphertext_sha256 != target.row_sha256:
+                notices.append(
+                    AlertNotice(
+                        "catalogue_mismatch",
+                        target.archive_id,
+                        Severity.CRITICAL,
+                        {"version": target.version, "field": "ciphertext_sha256"},
+                    )
+                )
+            seen = self._observe(target, recorded.ciphertext_sha256, throttle)
+            report.bytes_read += seen.size or 0
+            observed.append(seen)
+
+        def unit(uow: UnitOfWork) -> list[_Observed]:
+            logged: list[_Observed] = []
+            by_archive: dict[str, list[_Observed]] = {}
+            for seen in observed:
+                by_archive.setdefault(seen.target.archive_id, []).append(seen)
+            rows = {
+                row.id: row
+                for row in uow.session.execute(
+                    select(Archive)
+                    .where(Archive.id.in_(sorted(by_archive)))
+                    .order_by(Archive.id)
+                    .options(lazyload(Archive.versions))
+                    .with_for_update()
+                ).scalars()
+            }
+            for archive_id, items in by_archive.items():
+                archive = rows[archive_id]
+                try:
+                    state = self.ledger.state(uow.session, archive)
+                except (NodeError, AnchoringError):
+                    continue
+                if not self.ledger.holds(archive) or archive.state not in AUDITABLE_STATES:
+                    continue  # changed while the blobs were read
+                leaf, count = None, 0
+                for seen in items:
+                    event = FixityCheckEvent(
+                        hospital=self.ledger.hospital,
+                        log_index=uow.log.size,
+                        archive_id=archive_id,
+                        actor=actor,
+                        time=uow.now,
+                        prev=state.head,
+                        data=FixityCheckData(
+                            version=seen.target.version,
+                            ciphertext_sha256=seen.sha256,
+                            ok=seen.problem is None,
+                        ),
+                    )
+                    try:
+                        leaf, state = self.ledger.log_event(uow, archive_id, state, event)
+                    except (NodeError, AnchoringError) as exc:
+                        log.error("fixity audit: archive %s refused: %s", archive_id, exc)
+                        break
+                    count += 1
+                    logged.append(seen)
+                if leaf is not None:
+                    self.ledger.settle(uow, archive, leaf, state, count)
+            if logged:
+                _statuses(uow.session, logged, uow.now)
+            if cursor is not None:
+                _cursor_row(uow.session, uow.now, cursor[0], cursor[1], completed=False)
+            return logged
+
+        logged = self.units.run(unit) if observed or cursor is not None else []
+        for seen in logged:
+            report.checked += 1
+            if seen.problem is None:
+                report.passed += 1
+                continue
+            report.failed += 1
+            report.failures.append(
+                FixityFailure(seen.target.archive_id, seen.target.version, seen.problem.value)
+            )
+            kind = (
+                "blob_missing" if seen.problem is FixityProblem.BLOB_MISSING else "fixity_mismatch"
+            )
+            notices.append(
+                AlertNotice(
+                    kind,
+                    seen.target.archive_id,
+                    Severity.CRITICAL,
+                    {"version": seen.target.version, "problem": seen.problem.value},
+                )
+            )
+        report.skipped += len(observed) - len(logged)
+        for notice in notices:
+            self.alerts.raise_alert(notice)
+        return report
+
+    def _save_cursor(self, position: int, started: datetime, *, completed: bool) -> None:
+        self.units.run(
+            lambda uow: _cursor_row(uow.session, uow.now, position, started, completed=completed)
+        )
+
+
+def _statuses(session: Session, logged: Sequence[_Observed], now: datetime) -> None:
+    """Bring the ``fixity_status`` rows of the checked versions up to date (one query)."""
+    ids = [seen.target.version_id for seen in logged]
+    rows = {
+        row.version_id: row
+        for row in session.execute(
+            select(FixityStatus).where(FixityStatus.version_id.in_(ids))
+        ).scalars()
+    }
+    for seen in logged:
+        row = rows.get(seen.target.version_id)
+        if row is None:
+            row = FixityStatus(version_id=seen.target.version_id, archive_id=seen.target.archive_id)
+            session.add(row)
+            rows[seen.target.version_id] = row
+        row.checked_at = now
+        row.ok = seen.problem is None
+        row.observed_sha256 = seen.sha256 if seen.size is not None else None
+        row.problem = seen.problem.value if seen.problem is not None else None
+
+
+def _cursor_row(
+    session: Session, now: datetime, position: int, started: datetime, *, completed: bool
+) -> None:
+    row = session.get(AuditCursor, FIXITY_CURSOR)
+    if row is None:
+        row = AuditCursor(name=FIXITY_CURSOR, position=position)
+        session.add(row)
+    row.position = position
+    row.cycle_started_at = started
+    if completed:
+        row.cycle_completed_at = now
+    row.updated_at = now

@@ -1,0 +1,191 @@
+"""Fixity audit throughput (issue 11 §5). Prints a table; not a test.
+
+Builds the parts of a node that a fixity audit uses (SQLite in WAL mode with ``synchronous=FULL``
+or PostgreSQL, the group committer, the ledger, a local blob store; no chain: nothing here is
+anchored), creates ``--archives`` archives of ``--size`` bytes each through ``ArchiveService``
+(encrypted, stored, CREATE events logged), then measures in the same run, alternating, ``--rounds``
+times:
+
+  1. plain reading: every blob file read in 1 MiB pieces and SHA-256 hashed (what ``sha256sum``
+     does), in the audit's order;
+  2. the fixity audit, unthrottled (``fixity_max_bytes_per_second = 0``): the same bytes read
+     through the blob store and hashed, the lifecycle state of each archive looked up, one
+     FIXITY_CHECK event per version committed in batches of ``fixity_batch_size``.
+
+Both read files the page cache already holds (the set is read once before timing), so the ratio
+compares the audit's overhead with the cost of hashing, not disk speed. Reported: MB/s and
+archives/s of each, and audit ÷ plain (target ≥ 0.8).
+
+Usage: .venv/bin/python scripts/bench_fixity.py [--archives N] [--size BYTES] [--rounds R]
+                                                [--postgres URL]
+Everything lives in a temporary directory removed at the end. Cheap keystore cost: BENCHMARK ONLY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from anchoring.events import RecordClass, Sensitivity
+from node import migrations
+from node.blobstore.local import LocalBlobStore
+from node.config import NodeSettings
+from node.db import Database, GroupCommitter
+from node.keyring import KeyRing
+from node.keystore import DEV_PASSPHRASE, Keystore
+from node.ledger import Ledger
+from node.models import ArchiveVersion
+from node.principal import Principal, Role
+from node.pseudonyms import Pseudonyms
+from node.services.alerts import AlertService
+from node.services.archives import ArchiveService, NewArchive
+from node.services.audits import AuditScope, FixityAuditService
+
+MB = 1_000_000
+
+
+def _plain(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+                total += len(chunk)
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archives", type=int, default=200)
+    parser.add_argument("--size", type=int, default=1 << 20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--postgres", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-fixity-") as tmp:
+        root = Path(tmp)
+        schema = None
+        if args.postgres:
+            schema = f"bench_{secrets.token_hex(4)}"
+            admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            url = make_url(args.postgres)
+            url = url.set(query={**url.query, "options": f"-csearch_path={schema}"})
+            database_url = url.render_as_string(hide_password=False)
+        else:
+            database_url = f"sqlite:///{root / 'node.db'}"
+        try:
+            return _run(args, root, database_url)
+        finally:
+            if schema is not None:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+
+
+def _run(args: argparse.Namespace, root: Path, database_url: str) -> int:
+    keystore = Keystore.create(root / "keystore.json", DEV_PASSPHRASE, scrypt_n=2**10)
+    settings = NodeSettings(
+        mode="dev",
+        data_dir=root,
+        database_url=database_url,
+        fixity_max_bytes_per_second=0,
+        fixity_batch_size=args.batch,
+        max_upload_bytes=max(args.size, 1),
+    )
+    migrations.upgrade(database_url)
+    db = Database.connect(database_url)
+    units = GroupCommitter(db)
+    units.start()
+    blobs = LocalBlobStore(settings.blob_dir)
+    ledger = Ledger(keystore.address)
+    archives = ArchiveService(
+        settings=settings,
+        db=db,
+        units=units,
+        ledger=ledger,
+        keyring=KeyRing(keystore),
+        blobs=blobs,
+        pseudonyms=Pseudonyms(keystore.pseudonym_secret),
+    )
+    alerts = AlertService(db=db, units=units)
+    fixity = FixityAuditService(
+        settings=settings, db=db, units=units, ledger=ledger, blobs=blobs, alerts=alerts
+    )
+    principal = Principal(key_id=1, name="bench", role=Role.ARCHIVIST, actor="ab" * 32)
+    payload = os.urandom(args.size)
+    began = time.perf_counter()
+    for i in range(args.archives):
+        archives.create(
+            principal,
+            NewArchive(
+                record_class=RecordClass.LAB,
+                sensitivity=Sensitivity.NORMAL,
+                department="lab",
+                title=f"bench {i}",
+                patient_id=f"P{i}",
+                source_system="LIS",
+                media_type="application/octet-stream",
+            ),
+            [payload],
+        )
+    created = time.perf_counter() - began
+    with db.session() as session:
+        cids = list(
+            session.execute(select(ArchiveVersion.cid).order_by(ArchiveVersion.id)).scalars()
+        )
+    paths = [blobs.path_of(cid) for cid in cids]
+    stored = sum(p.stat().st_size for p in paths)
+    _plain(paths)  # warm the page cache
+
+    plain_times, audit_times = [], []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        read = _plain(paths)
+        plain_times.append(time.perf_counter() - t0)
+        assert read == stored
+        t0 = time.perf_counter()
+        report = fixity.audit(None, AuditScope())
+        audit_times.append(time.perf_counter() - t0)
+        assert report.checked == args.archives
+        assert report.failed == 0
+        assert report.bytes_read == stored
+    units.stop()
+    db.dispose()
+
+    plain, audit = statistics.median(plain_times), statistics.median(audit_times)
+    backend = "PostgreSQL" if database_url.startswith("postgresql") else "SQLite"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; database: {backend}")
+    print(
+        f"{args.archives} archives x {args.size:,} bytes ({stored / MB:.1f} MB stored), "
+        f"created in {created:.1f} s; batch {args.batch}; median of {args.rounds} rounds"
+    )
+    print(f"{'':28}{'MB/s':>10}{'archives/s':>12}{'seconds':>10}")
+    for name, seconds in (("plain sha256 read", plain), ("fixity audit (unthrottled)", audit)):
+        print(
+            f"{name:28}{stored / MB / seconds:>10.1f}{args.archives / seconds:>12.1f}"
+            f"{seconds:>10.3f}"
+        )
+    print(f"ratio audit / plain: {plain / audit:.3f} (target >= 0.8)")
+    print(f"rounds plain: {[round(t, 3) for t in plain_times]}")
+    print(f"rounds audit: {[round(t, 3) for t in audit_times]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Monitoring tests reuse the API fixtures: the real app over a real node (both databases)."""
+
+from tests.api.conftest import api, api_node  # noqa: F401  (fixtures)
