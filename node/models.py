@@ -32,6 +32,7 @@ __all__ = [
     "ChainCursor",
     "ChainStatus",
     "ForeignEntry",
+    "IngestedMessage",
     "PeerNonce",
     "Transfer",
     "TransferDirection",
@@ -265,3 +266,28 @@ class ChainCursor(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class IngestedMessage(Base):
+    """One message received from a hospital system (a FHIR resource, an HL7 v2 message, a DICOM
+    instance, an imported file), keyed by its source and the source's own message id, so a resend
+    is recognised and not archived twice. ``archive_id`` is the archive it became (none for a
+    message that carries no record, such as an ADT admission). ``encounter`` is the keyed
+    pseudonym of the source's visit number; rules are the ids of the classification rules that
+    decided class and sensitivity (``node.classification``)."""
+
+    __tablename__ = "ingested_messages"
+    __table_args__ = (UniqueConstraint("source_system", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source_system: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    archive_id: Mapped[str | None] = mapped_column(
+        ForeignKey("archives.id"), index=True, default=None
+    )
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
+    encounter: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
+    class_rule: Mapped[str | None] = mapped_column(String(96), default=None)
+    sensitivity_rule: Mapped[str | None] = mapped_column(String(96), default=None)
+    received_at: Mapped[datetime]

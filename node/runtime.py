@@ -37,6 +37,7 @@ from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.archives import ArchiveService
+from node.services.ingestion import IngestionService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
@@ -74,6 +75,7 @@ class NodeRuntime:
     peer_verifier: PeerVerifier = field(init=False)
     remote: RemoteNodes = field(init=False)
     archives: ArchiveService = field(init=False)
+    ingestion: IngestionService = field(init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
     kek: KekRotationService = field(init=False)
@@ -105,6 +107,13 @@ class NodeRuntime:
             ledger=self.ledger,
             keyring=self.keyring,
             blobs=self.blobs,
+            pseudonyms=self.pseudonyms,
+        )
+        self.ingestion = IngestionService(
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            archives=self.archives,
             pseudonyms=self.pseudonyms,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)

@@ -193,9 +193,18 @@ class ArchiveService:
     # -- commands ------------------------------------------------------------------------------
 
     def create(
-        self, principal: Principal, new: NewArchive, content: Iterable[bytes]
+        self,
+        principal: Principal,
+        new: NewArchive,
+        content: Iterable[bytes],
+        *,
+        within: Callable[[UnitOfWork, Archive], None] | None = None,
     ) -> ArchiveView:
-        """Encrypt and store the content, then record the archive and its CREATE event."""
+        """Encrypt and store the content, then record the archive and its CREATE event.
+
+        ``within`` runs inside the same unit of work once the archive is recorded (the ingestion
+        service records the source message there, so archive and message commit together); if it
+        raises, nothing of the archive is kept."""
         principal.require(Action.CREATE)
         if principal.department_scoped and new.department != principal.department:
             raise InputError(
@@ -249,6 +258,9 @@ class ArchiveService:
             )
             self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
             uow.session.flush()
+            if within is not None:
+                within(uow, archive)
+                uow.session.flush()
             return ArchiveView.of(archive, [version])
 
         return self._run_discarding(unit, stored)

@@ -1,0 +1,333 @@
+"""Ingestion: records pushed by hospital systems (FHIR, HL7 v2, DICOM, documents) become archives.
+
+One call turns one incoming document (bytes, media type, patient id, encounter, source system,
+what the source said about it) into an archive through ``ArchiveService.create``: classified and
+graded by ``node.classification`` (the deciding rules are kept with the archive), and recorded
+together with its source message in the same unit of work. A message the node has already taken
+(same source system and message id: HL7 MSH-10, a FHIR resource id, a DICOM SOP Instance UID) is
+not archived again; the caller gets the first archive back, marked as a duplicate. Two copies of a
+message racing each other are settled by the unique key: the loser's unit fails, its blob is
+deleted, and it answers with the winner's archive.
+
+Messages that carry no record (an ADT admission) are remembered the same way
+(``remember_message``), so a resent ADT is reported to the encounter listeners once.
+
+Nothing here logs a patient id, an encounter number, a title or content: log lines name source
+systems, message kinds and archive ids only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from node.classification import Classification, SourceHints, classify
+from node.db import Database, UnitOfWork, UnitRunner
+from node.errors import InputError
+from node.ledger import Ledger
+from node.models import Archive, IngestedMessage
+from node.principal import Action, Principal, Role
+from node.pseudonyms import Pseudonyms
+from node.services.archives import ArchiveService, NewArchive
+from node.services.records import ArchiveView
+
+log = logging.getLogger(__name__)
+
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_MESSAGE_ID = 200
+MAX_PATIENT_ID = 128
+MAX_TITLE = 256
+
+DEPARTMENT_CODES: dict[str, str] = {
+    "门诊": "outpatient",
+    "住院部": "inpatient",
+    "急诊科": "emergency",
+    "急诊": "emergency",
+    "检验科": "laboratory",
+    "检验": "laboratory",
+    "病理科": "pathology",
+    "影像科": "radiology",
+    "放射科": "radiology",
+    "超声科": "ultrasound",
+    "护理部": "nursing",
+    "护理": "nursing",
+    "行政": "administration",
+    "医务科": "administration",
+    "精神科": "psychiatry",
+    "心理科": "psychiatry",
+    "遗传科": "genetics",
+    "生殖医学科": "reproductive",
+    "心内科": "cardiology",
+    "肿瘤科": "oncology",
+}
+"""Chinese department names senders use → the ASCII department codes archives carry."""
+
+CLASS_DEPARTMENTS: dict[str, str] = {
+    "OUTPATIENT": "outpatient",
+    "EMERGENCY": "emergency",
+    "INPATIENT": "inpatient",
+    "LAB": "laboratory",
+    "IMAGING": "radiology",
+    "NURSING": "nursing",
+    "ADMINISTRATIVE": "administration",
+}
+"""The department of a record whose source named none usable: the one its class belongs to."""
+
+
+@dataclass(frozen=True)
+class IncomingDocument:
+    """One record as a hospital system sent it."""
+
+    content: bytes
+    media_type: str
+    patient_id: str
+    source_system: str
+    title: str
+    message_id: str | None = None  # the source's id of this message (idempotency key)
+    encounter_id: str | None = None  # the source's visit / stay number
+    department: str | None = None
+    hints: SourceHints = field(default_factory=SourceHints)
+    filename: str | None = None
+    trigger_date: date | None = None
+    kind: str = "document"  # fhir-documentreference, hl7-oru, dicom, … (no PHI)
+    metadata: dict[str, Any] = field(default_factory=dict)  # codes only, no PHI
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What became of one incoming document."""
+
+    archive: ArchiveView
+    duplicate: bool  # already taken earlier: nothing new was stored
+    classification: Classification | None  # None for a duplicate (decided the first time)
+
+
+def system_principal(pseudonyms: Pseudonyms, name: str) -> Principal:
+    """The caller a listener without API keys acts as (an MLLP or DICOM listener): an archivist
+    whose events carry the keyed pseudonym of ``system:<name>``."""
+    return Principal(
+        key_id=0,
+        name=f"system:{name}",
+        role=Role.ARCHIVIST,
+        actor=pseudonyms.staff(f"system:{name}"),
+    )
+
+
+class IngestionService:
+    """Turns incoming documents into archives, once each."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        archives: ArchiveService,
+        pseudonyms: Pseudonyms,
+    ) -> None:
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.archives = archives
+        self.pseudonyms = pseudonyms
+
+    def ingest(self, principal: Principal, doc: IncomingDocument) -> Ingested:
+        """Archive ``doc`` (state CREATED) unless its message was taken before."""
+        principal.require(Action.CREATE)
+        source = _code(doc.source_system, "source_system")
+        message_id = _message_id(doc.message_id) if doc.message_id is not None else None
+        patient_id = _text(doc.patient_id, "patient_id", MAX_PATIENT_ID)
+        title = _title(doc.title)
+        if message_id is not None:
+            earlier = self._earlier(principal, source, message_id)
+            if earlier is not None:
+                return earlier
+        hints = doc.hints
+        if hints.department is None and doc.department is not None:
+            hints = replace(hints, department=doc.department)
+        decided = classify(hints)
+        department = _department(doc.department, decided)
+        if principal.department_scoped and principal.department is not None:
+            department = principal.department  # a clinician files into their own department
+        metadata = {
+            **{key: value for key, value in doc.metadata.items() if value not in (None, "")},
+            "class_rule": decided.class_rule,
+            "sensitivity_rule": decided.sensitivity_rule,
+            "ingested_via": doc.kind,
+        }
+        new = NewArchive(
+            record_class=decided.record_class,
+            sensitivity=decided.sensitivity,
+            department=department,
+            title=title,
+            patient_id=patient_id,
+            source_system=source,
+            media_type=doc.media_type,
+            filename=doc.filename,
+            trigger_date=doc.trigger_date,
+            metadata=metadata,
+        )
+        patient = self.pseudonyms.patient(patient_id)
+        encounter = self._encounter(doc.encounter_id)
+
+        def record_message(uow: UnitOfWork, archive: Archive) -> None:
+            uow.session.add(
+                IngestedMessage(
+                    source_system=source,
+                    message_id=message_id or f"archive:{archive.id}",
+                    kind=doc.kind[:32],
+                    archive_id=archive.id,
+                    patient_pseudonym=patient,
+                    encounter=encounter,
+                    class_rule=decided.class_rule[:96],
+                    sensitivity_rule=decided.sensitivity_rule[:96],
+                    received_at=uow.now,
+                )
+            )
+
+        try:
+            view = self.archives.create(principal, new, [doc.content], within=record_message)
+        except IntegrityError:
+            # The same message won a race with this one: answer with its archive.
+            if message_id is not None:
+                earlier = self._earlier(principal, source, message_id)
+                if earlier is not None:
+                    return earlier
+            raise
+        log.info("ingested %s from %s as archive %s", doc.kind, source, view.id)
+        return Ingested(view, duplicate=False, classification=decided)
+
+    def ingest_many(self, principal: Principal, docs: Iterable[IncomingDocument]) -> list[Ingested]:
+        """Ingest several documents in order (each its own unit; stops at the first refusal)."""
+        return [self.ingest(principal, doc) for doc in docs]
+
+    def remember_message(
+        self,
+        principal: Principal,
+        *,
+        source_system: str,
+        message_id: str,
+        kind: str,
+        patient_id: str | None = None,
+        encounter_id: str | None = None,
+    ) -> bool:
+        """Record a message that carries no record (e.g. ADT). False when it was seen before."""
+        principal.require(Action.CREATE)
+        source = _code(source_system, "source_system")
+        message = _message_id(message_id)
+        patient = self.pseudonyms.patient(patient_id) if patient_id else None
+        encounter = self._encounter(encounter_id)
+
+        def unit(uow: UnitOfWork) -> bool:
+            seen = uow.session.execute(
+                select(IngestedMessage.id).where(
+                    IngestedMessage.source_system == source,
+                    IngestedMessage.message_id == message,
+                )
+            ).first()
+            if seen is not None:
+                return False
+            uow.session.add(
+                IngestedMessage(
+                    source_system=source,
+                    message_id=message,
+                    kind=kind[:32],
+                    patient_pseudonym=patient,
+                    encounter=encounter,
+                    received_at=uow.now,
+                )
+            )
+            uow.session.flush()
+            return True
+
+        try:
+            return self.units.run(unit)
+        except IntegrityError:  # a concurrent copy of the same message was recorded first
+            return False
+
+    def encounter_archives(self, encounter_id: str, *, state: str | None = None) -> list[str]:
+        """Ids of the archives ingested for an encounter (optionally only those in ``state``)."""
+        pseudonym = self._encounter(encounter_id)
+        query = (
+            select(Archive.id)
+            .join(IngestedMessage, IngestedMessage.archive_id == Archive.id)
+            .where(IngestedMessage.encounter == pseudonym)
+            .order_by(Archive.created_at, Archive.id)
+        )
+        if state is not None:
+            query = query.where(Archive.state == state)
+        with self.db.session() as session:
+            return list(session.execute(query).scalars())
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _encounter(self, encounter_id: str | None) -> str | None:
+        if encounter_id is None or not encounter_id.strip():
+            return None
+        return self.pseudonyms.encounter(_text(encounter_id, "encounter", MAX_MESSAGE_ID))
+
+    def _earlier(self, principal: Principal, source: str, message_id: str) -> Ingested | None:
+        with self.db.session() as session:
+            row = session.execute(
+                select(IngestedMessage).where(
+                    IngestedMessage.source_system == source,
+                    IngestedMessage.message_id == message_id,
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            if row.archive_id is None:
+                raise InputError(
+                    f"message {message_id!r} of {source} was taken as a message without a record",
+                    code="message_id_reused",
+                )
+            archive = self.ledger.visible(session, principal, row.archive_id)
+            return Ingested(ArchiveView.of(archive), duplicate=True, classification=None)
+
+
+def _code(value: str, name: str) -> str:
+    text = value.strip()
+    if not _CODE.fullmatch(text):
+        raise InputError(
+            f"{name} must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit",
+            code=f"invalid_{name}",
+        )
+    return text
+
+
+def _text(value: str, name: str, limit: int) -> str:
+    text = value.strip()
+    if not text or len(text) > limit or _CONTROL.search(text):
+        raise InputError(f"{name} must be 1-{limit} printable characters", code=f"invalid_{name}")
+    return text
+
+
+def _message_id(value: str) -> str:
+    return _text(value, "message_id", MAX_MESSAGE_ID)
+
+
+def _title(value: str) -> str:
+    """A displayable title: control characters become spaces, cut to the column's size."""
+    text = " ".join(_CONTROL.sub(" ", value).split())[:MAX_TITLE]
+    return text or "untitled"
+
+
+def _department(value: str | None, decided: Classification) -> str:
+    """The ASCII department code of a record: the sender's, its Chinese name's code, or its
+    class's department."""
+    if value:
+        text = value.strip()
+        if text in DEPARTMENT_CODES:
+            return DEPARTMENT_CODES[text]
+        lowered = text.lower().replace(" ", "-")
+        if _CODE.fullmatch(lowered):
+            return lowered
+    return CLASS_DEPARTMENTS[decided.record_class.value]
