@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
@@ -89,6 +89,16 @@ class NewArchive:
     filename: str | None = None
     trigger_date: date | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewContent:
+    """One archive of ``create_many``: its metadata, its content, and what else its unit of work
+    records (``within``, called with the recorded archive)."""
+
+    new: NewArchive
+    content: Iterable[bytes]
+    within: Callable[[UnitOfWork, Archive], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,65 +215,101 @@ class ArchiveService:
         ``within`` runs inside the same unit of work once the archive is recorded (the ingestion
         service records the source message there, so archive and message commit together); if it
         raises, nothing of the archive is kept."""
+        return self.create_many(principal, [NewContent(new, content, within)])[0]
+
+    def create_many(self, principal: Principal, items: Sequence[NewContent]) -> list[ArchiveView]:
+        """Create several archives in one unit of work: all of them or none (a refused item, a
+        failed ``within`` or a database error leaves no blob, row or event of any of them)."""
         principal.require(Action.CREATE)
-        if principal.department_scoped and new.department != principal.department:
-            raise InputError(
-                f"a clinician of {principal.department} may only create archives of that "
-                "department",
-                code="department_mismatch",
-            )
-        self._check_media_type(new.media_type)
-        archive_id = str(ULID())
-        material = crypto.new_key_material()
-        stored = self._store(archive_id, 1, material, content)
-        patient = self.pseudonyms.patient(new.patient_id)
+        if not items:
+            return []
+        for item in items:
+            if principal.department_scoped and item.new.department != principal.department:
+                raise InputError(
+                    f"a clinician of {principal.department} may only create archives of that "
+                    "department",
+                    code="department_mismatch",
+                )
+            self._check_media_type(item.new.media_type)
+        prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
+        try:
+            for item in items:
+                archive_id = str(ULID())
+                material = crypto.new_key_material()
+                prepared.append(
+                    (archive_id, material, self._store(archive_id, 1, material, item.content))
+                )
+        except BaseException:
+            self._discard([stored for _, _, stored in prepared])
+            raise
+        patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+
+        def unit(uow: UnitOfWork) -> list[ArchiveView]:
+            views: list[ArchiveView] = []
+            for item, (archive_id, material, stored), patient in zip(
+                items, prepared, patients, strict=True
+            ):
+                views.append(
+                    self._record_create(uow, principal, item, archive_id, material, stored, patient)
+                )
+            return views
+
+        return self._run_discarding(unit, *(stored for _, _, stored in prepared))
+
+    def _record_create(
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        item: NewContent,
+        archive_id: str,
+        material: crypto.KeyMaterial,
+        stored: _Stored,
+        patient: str,
+    ) -> ArchiveView:
+        new = item.new
         trigger = datetime.combine(new.trigger_date or datetime.now(UTC).date(), time(), UTC)
-
-        def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = Archive(
-                id=archive_id,
-                record_class=new.record_class.value,
-                sensitivity=new.sensitivity.value,
-                department=new.department,
-                title=new.title,
-                patient_pseudonym=patient,
-                source_system=new.source_system,
-                metadata_json=new.metadata,
-                search_text=search_text(new.title, new.metadata),
-                state=lifecycle.ArchiveStatus.CREATED.value,
-                custodian=self.hospital,
-                trigger_date=trigger,
-                current_version=1,
-                last_event_hash=b"",
-                event_count=0,
-                chain_status="none",
-                created_by=principal.actor,
-                created_at=uow.now,
-                updated_at=uow.now,
-            )
-            version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
-            uow.session.add_all([archive, version])
-            self.keyring.store_own(uow.session, archive_id, material, uow.now)
-            data = CreateData(
-                record_class=new.record_class,
-                sensitivity=new.sensitivity,
-                department=new.department,
-                patient=patient,
-                source_system=new.source_system,
-                version=1,
-                commitment=stored.commitment,
-                ciphertext_sha256=stored.ref.sha256,
-                size=stored.size,
-                media_type=new.media_type,
-            )
-            self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
+        archive = Archive(
+            id=archive_id,
+            record_class=new.record_class.value,
+            sensitivity=new.sensitivity.value,
+            department=new.department,
+            title=new.title,
+            patient_pseudonym=patient,
+            source_system=new.source_system,
+            metadata_json=new.metadata,
+            search_text=search_text(new.title, new.metadata),
+            state=lifecycle.ArchiveStatus.CREATED.value,
+            custodian=self.hospital,
+            trigger_date=trigger,
+            current_version=1,
+            last_event_hash=b"",
+            event_count=0,
+            chain_status="none",
+            created_by=principal.actor,
+            created_at=uow.now,
+            updated_at=uow.now,
+        )
+        version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
+        uow.session.add_all([archive, version])
+        self.keyring.store_own(uow.session, archive_id, material, uow.now)
+        data = CreateData(
+            record_class=new.record_class,
+            sensitivity=new.sensitivity,
+            department=new.department,
+            patient=patient,
+            source_system=new.source_system,
+            version=1,
+            commitment=stored.commitment,
+            ciphertext_sha256=stored.ref.sha256,
+            size=stored.size,
+            media_type=new.media_type,
+        )
+        self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
+        uow.session.flush()
+        if item.within is not None:
+            item.within(uow, archive)
             uow.session.flush()
-            if within is not None:
-                within(uow, archive)
-                uow.session.flush()
-            return ArchiveView.of(archive, [version])
-
-        return self._run_discarding(unit, stored)
+        return ArchiveView.of(archive, [version])
 
     def amend(
         self,
@@ -675,16 +721,21 @@ class ArchiveService:
         )
         return _Stored(ref=ref, size=counted["size"], commitment=commitment.hexdigest())
 
-    def _run_discarding(self, unit: Callable[[UnitOfWork], T], stored: _Stored) -> T:
-        """Run ``unit``; if it fails, delete the blob stored for it."""
+    def _run_discarding(self, unit: Callable[[UnitOfWork], T], *stored: _Stored) -> T:
+        """Run ``unit``; if it fails, delete the blobs stored for it."""
         try:
             return self.units.run(unit)
         except BaseException:
-            try:
-                self.blobs.delete(stored.ref.cid)
-            except Exception:  # the original error matters more; the blob is reported
-                log.exception("could not delete blob %s after a failed request", stored.ref.cid)
+            self._discard(stored)
             raise
+
+    def _discard(self, stored: Iterable[_Stored]) -> None:
+        """Delete blobs stored for a request that failed (best effort, each reported)."""
+        for item in stored:
+            try:
+                self.blobs.delete(item.ref.cid)
+            except Exception:  # the original error matters more; the blob is reported
+                log.exception("could not delete blob %s after a failed request", item.ref.cid)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -30,12 +30,12 @@ from sqlalchemy.exc import IntegrityError
 
 from node.classification import Classification, SourceHints, classify
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import InputError
+from node.errors import ConflictError, InputError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
-from node.services.archives import ArchiveService, NewArchive
+from node.services.archives import ArchiveService, NewArchive, NewContent
 from node.services.records import ArchiveView
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE_ID = 200
 MAX_PATIENT_ID = 128
 MAX_TITLE = 256
+MAX_BATCH = 1000
 
 DEPARTMENT_CODES: dict[str, str] = {
     "门诊": "outpatient",
@@ -110,6 +111,15 @@ class Ingested:
     classification: Classification | None  # None for a duplicate (decided the first time)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    item: NewContent
+    key: tuple[str, str] | None
+    decided: Classification
+    source: str
+    kind: str
+
+
 def system_principal(pseudonyms: Pseudonyms, name: str) -> Principal:
     """The caller a listener without API keys acts as (an MLLP or DICOM listener): an archivist
     whose events carry the keyed pseudonym of ``system:<name>``."""
@@ -141,7 +151,61 @@ class IngestionService:
 
     def ingest(self, principal: Principal, doc: IncomingDocument) -> Ingested:
         """Archive ``doc`` (state CREATED) unless its message was taken before."""
+        return self.ingest_batch(principal, [doc])[0]
+
+    def ingest_batch(
+        self, principal: Principal, docs: Sequence[IncomingDocument]
+    ) -> list[Ingested]:
+        """Archive every document of ``docs`` in one unit of work: all or none. Documents whose
+        message was taken before (or that repeat an earlier document of the batch) are answered
+        with the archive they already are, and store nothing."""
         principal.require(Action.CREATE)
+        if not 1 <= len(docs) <= MAX_BATCH:
+            raise InputError(f"a batch holds 1 to {MAX_BATCH} documents", code="invalid_batch")
+        for _attempt in range(2):
+            plans = [self._plan(principal, doc) for doc in docs]
+            fresh: dict[tuple[str, str], int] = {}
+            items: list[NewContent] = []
+            slots: list[int | tuple[str, str] | Ingested] = []
+            for plan in plans:
+                if isinstance(plan, Ingested):
+                    slots.append(plan)
+                    continue
+                if plan.key is not None and plan.key in fresh:
+                    slots.append(plan.key)  # the same message twice in one batch
+                    continue
+                if plan.key is not None:
+                    fresh[plan.key] = len(items)
+                slots.append(len(items))
+                items.append(plan.item)
+            try:
+                views = self.archives.create_many(principal, items)
+            except IntegrityError:
+                # Another copy of one of these messages won a race: plan again, finding it.
+                continue
+            results: list[Ingested] = []
+            for slot, plan in zip(slots, plans, strict=True):
+                if isinstance(slot, Ingested):
+                    results.append(slot)
+                elif isinstance(slot, tuple):
+                    results.append(
+                        Ingested(views[fresh[slot]], duplicate=True, classification=None)
+                    )
+                else:
+                    assert not isinstance(plan, Ingested)
+                    results.append(
+                        Ingested(views[slot], duplicate=False, classification=plan.decided)
+                    )
+                    log.info(
+                        "ingested %s from %s as archive %s", plan.kind, plan.source, views[slot].id
+                    )
+            return results
+        raise ConflictError(
+            "the same messages are being ingested concurrently; retry", code="concurrent_ingest"
+        )
+
+    def _plan(self, principal: Principal, doc: IncomingDocument) -> _Plan | Ingested:
+        """Validate and classify one document, or find the archive its message already is."""
         source = _code(doc.source_system, "source_system")
         message_id = _message_id(doc.message_id) if doc.message_id is not None else None
         patient_id = _text(doc.patient_id, "patient_id", MAX_PATIENT_ID)
@@ -177,13 +241,14 @@ class IngestionService:
         )
         patient = self.pseudonyms.patient(patient_id)
         encounter = self._encounter(doc.encounter_id)
+        kind = doc.kind[:32]
 
         def record_message(uow: UnitOfWork, archive: Archive) -> None:
             uow.session.add(
                 IngestedMessage(
                     source_system=source,
                     message_id=message_id or f"archive:{archive.id}",
-                    kind=doc.kind[:32],
+                    kind=kind,
                     archive_id=archive.id,
                     patient_pseudonym=patient,
                     encounter=encounter,
@@ -193,21 +258,9 @@ class IngestionService:
                 )
             )
 
-        try:
-            view = self.archives.create(principal, new, [doc.content], within=record_message)
-        except IntegrityError:
-            # The same message won a race with this one: answer with its archive.
-            if message_id is not None:
-                earlier = self._earlier(principal, source, message_id)
-                if earlier is not None:
-                    return earlier
-            raise
-        log.info("ingested %s from %s as archive %s", doc.kind, source, view.id)
-        return Ingested(view, duplicate=False, classification=decided)
-
-    def ingest_many(self, principal: Principal, docs: Iterable[IncomingDocument]) -> list[Ingested]:
-        """Ingest several documents in order (each its own unit; stops at the first refusal)."""
-        return [self.ingest(principal, doc) for doc in docs]
+        key = (source, message_id) if message_id is not None else None
+        item = NewContent(new, [doc.content], record_message)
+        return _Plan(item=item, key=key, decided=decided, source=source, kind=kind)
 
     def remember_message(
         self,

@@ -191,3 +191,29 @@ def test_no_phi_in_the_log(
     assert "ingested test from HIS" in text
     for secret in (PATIENT, "张三", "V-778899", "discharge summary"):
         assert secret not in text
+
+
+def test_a_batch_is_all_or_nothing(node: NodeRuntime, archivist: Principal) -> None:
+    before = _footprint(node)
+    docs = [_doc(message_id="B-1"), _doc(message_id="B-2"), _doc(message_id="B-3", content=b"")]
+    with pytest.raises(InputError) as refused:
+        node.ingestion.ingest_batch(archivist, docs)
+    assert refused.value.code == "empty_content"
+    assert _footprint(node) == before  # the first two blobs were deleted again
+
+    earlier = node.ingestion.ingest(archivist, _doc(message_id="B-0"))
+    docs = [
+        _doc(message_id="B-0"),  # taken before
+        _doc(message_id="B-1"),
+        _doc(message_id="B-1"),  # twice in this batch
+        _doc(message_id="B-2", hints=SourceHints(modality="MR")),
+    ]
+    results = node.ingestion.ingest_batch(archivist, docs)
+    assert [r.duplicate for r in results] == [True, False, True, False]
+    assert results[0].archive.id == earlier.archive.id
+    assert results[1].archive.id == results[2].archive.id
+    assert results[3].archive.record_class == "IMAGING"
+    blobs, archives, messages, _ = _footprint(node)
+    assert (blobs, archives, messages) == (3, 3, 3)
+    # The whole batch shares one transaction: one commit time.
+    assert results[1].archive.created_at == results[3].archive.created_at
