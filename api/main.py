@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.authfirst import AuthenticateFirstMiddleware
 from api.deps import single_valued_query
-from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
+from api.errors import ERROR_DESCRIPTIONS, FhirOutcomeMiddleware, install_error_handlers
 from api.jsonbody import MAX_JSON_DEPTH, JsonBodyMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
@@ -27,6 +27,7 @@ from api.routes import (
     access_events,
     archives,
     checkpoints,
+    fhir,
     health,
     keys,
     peer,
@@ -70,10 +71,13 @@ def is_upload(method: str, path: str) -> bool:
 def body_limits(max_upload_bytes: int) -> LimitFor:
     """The body limit of each request: uploads, bundles, and small JSON bodies."""
     upload_limit = max_upload_bytes + MULTIPART_ALLOWANCE
+    fhir_limit = fhir.fhir_body_limit(max_upload_bytes)
 
     def limit_for(method: str, path: str) -> int:
         if is_upload(method, path):
             return upload_limit
+        if method == "POST" and path.startswith(fhir.FHIR_PREFIX):
+            return fhir_limit
         if method == "POST" and _VERIFY_PATH.match(path):
             return verify.MAX_VERIFY_BODY_BYTES
         return SMALL_BODY_BYTES
@@ -105,6 +109,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         shares.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(fhir.router)
     app.include_router(peer.router)
     app.include_router(health.router)
 
@@ -114,6 +119,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, limit_for=body_limits(runtime.settings.max_upload_bytes)
     )
+    app.add_middleware(FhirOutcomeMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     def openapi() -> dict[str, Any]:

@@ -115,6 +115,7 @@ class NodeRuntime:
             ledger=self.ledger,
             archives=self.archives,
             pseudonyms=self.pseudonyms,
+            encounters=self.encounters,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
         self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)

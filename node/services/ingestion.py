@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from node.classification import Classification, SourceHints, classify
 from node.db import Database, UnitOfWork, UnitRunner
+from node.encounters import EncounterReport, EncounterSink
 from node.errors import ConflictError, InputError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
@@ -142,7 +143,9 @@ class IngestionService:
         ledger: Ledger,
         archives: ArchiveService,
         pseudonyms: Pseudonyms,
+        encounters: EncounterSink,
     ) -> None:
+        self.encounters = encounters
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -305,6 +308,31 @@ class IngestionService:
             return self.units.run(unit)
         except IntegrityError:  # a concurrent copy of the same message was recorded first
             return False
+
+    def receive_encounter(
+        self,
+        principal: Principal,
+        report: EncounterReport,
+        *,
+        source_system: str,
+        message_id: str | None,
+        kind: str,
+    ) -> bool:
+        """An encounter (ADT, FHIR Encounter) from a hospital system: remembered by message id
+        and reported to the encounter listeners once. False for a resend (nothing reported)."""
+        principal.require(Action.CREATE)
+        if message_id is not None and not self.remember_message(
+            principal,
+            source_system=source_system,
+            message_id=message_id,
+            kind=kind,
+            patient_id=report.patient_id,
+            encounter_id=report.encounter_id,
+        ):
+            return False
+        self.encounters.report_encounter(report)
+        log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source_system)
+        return True
 
     def encounter_archives(self, encounter_id: str, *, state: str | None = None) -> list[str]:
         """Ids of the archives ingested for an encounter (optionally only those in ``state``)."""
