@@ -111,6 +111,15 @@ class NodeSettings(BaseSettings):
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
 
+    mllp_enabled: bool = False
+    """Start the HL7 v2 MLLP listener with the node."""
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(2575, ge=0, le=65535)
+    """TCP port of the MLLP listener (0: any free port, logged at start)."""
+    mllp_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    mllp_idle_timeout: float = Field(300.0, gt=0)
+    """Seconds an MLLP connection may stay silent (or take to finish a message)."""
+
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES

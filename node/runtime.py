@@ -32,12 +32,14 @@ from node.keyring import KeyRing
 from node.keystore import Keystore
 from node.ledger import Ledger
 from node.members import MemberDirectory
+from node.mllp import MllpListener
 from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.archives import ArchiveService
-from node.services.ingestion import IngestionService
+from node.services.hl7 import Hl7Service
+from node.services.ingestion import IngestionService, system_principal
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
@@ -76,6 +78,8 @@ class NodeRuntime:
     remote: RemoteNodes = field(init=False)
     archives: ArchiveService = field(init=False)
     ingestion: IngestionService = field(init=False)
+    hl7: Hl7Service = field(init=False)
+    mllp: MllpListener | None = field(default=None, init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
     kek: KekRotationService = field(init=False)
@@ -116,6 +120,11 @@ class NodeRuntime:
             archives=self.archives,
             pseudonyms=self.pseudonyms,
             encounters=self.encounters,
+        )
+        self.hl7 = Hl7Service(
+            ingestion=self.ingestion,
+            principal=system_principal(self.pseudonyms, "mllp"),
+            receiving_facility=settings.name,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
         self.kek = KekRotationService(keystore=self.keystore, db=db, units=units)
@@ -216,6 +225,15 @@ class NodeRuntime:
         """Start the database writer and (unless told not to) the background schedule:
         anchoring, the chain watcher, incoming transfers, and expiry of offers and grants."""
         self.committer.start()
+        if self.settings.mllp_enabled and self.mllp is None:
+            self.mllp = MllpListener(
+                self.hl7.handle,
+                host=self.settings.mllp_host,
+                port=self.settings.mllp_port,
+                max_message_bytes=self.settings.mllp_max_message_bytes,
+                idle_timeout=self.settings.mllp_idle_timeout,
+            )
+            self.mllp.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
         if scheduler and self._scheduler is None:
@@ -302,6 +320,9 @@ class NodeRuntime:
 
     def close(self) -> None:
         """Stop background work and release connections (pending units finish first)."""
+        if self.mllp is not None:
+            self.mllp.stop()
+            self.mllp = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
