@@ -39,7 +39,11 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.archives import ArchiveService
 from node.services.hl7 import Hl7Service
-from node.services.ingestion import IngestionService, system_principal
+from node.services.ingestion import (
+    EncounterBatchArchiver,
+    IngestionService,
+    system_principal,
+)
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
@@ -120,6 +124,9 @@ class NodeRuntime:
             archives=self.archives,
             pseudonyms=self.pseudonyms,
             encounters=self.encounters,
+        )
+        self.encounters.add(
+            EncounterBatchArchiver(self.ingestion, system_principal(self.pseudonyms, "encounters"))
         )
         self.hl7 = Hl7Service(
             ingestion=self.ingestion,

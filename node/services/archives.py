@@ -360,48 +360,66 @@ class ArchiveService:
         self, principal: Principal, archive_id: str, trigger_date: date | None = None
     ) -> ArchiveView:
         """Make the archive immutable, set its retention deadline and register it on chain."""
-        principal.require(Action.ARCHIVE)
+        return self.archive_many(principal, [archive_id], trigger_date)[0]
 
-        def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self.ledger.held(uow.session, principal, archive_id)
-            state = self.ledger.state(uow.session, archive)
-            record_class = RecordClass(archive.record_class)
-            years = self.settings.retention_years[record_class.value]
-            trigger = trigger_date or archive.trigger_date.date()
-            deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
-            policy = f"{record_class.value.lower()}-{years}y"
-            commitment = state.current_version.commitment
-            data = ArchiveData(
-                record_class=record_class,
-                retention_policy=policy,
-                trigger_date=trigger,
-                retention_deadline=deadline,
-                commitment=commitment,
-            )
-            self.ledger.record(uow, archive, state, ArchiveEvent, principal.actor, data)
-            archive.trigger_date = datetime.combine(trigger, time(), UTC)
-            archive.retention_policy = policy
-            archive.retention_deadline = deadline
-            archive.archived_at = uow.now
-            archive.chain_status = "pending"
-            # A record already on the custodian's hold is registered on hold, in the same
-            # transaction, so the chain agrees with the log from the first block on.
-            hold_reason = state.hold_reason_hash if state.on_hold else None
-            enqueue_call(
-                uow.session,
-                "register",
-                [
-                    archive_key(archive_id),
-                    record_class.chain_code,
-                    int(deadline.timestamp()),
-                    bytes.fromhex(commitment),
-                    bytes.fromhex(hold_reason) if hold_reason else bytes(32),
-                ],
-                archive_id=archive_id,
-            )
-            return ArchiveView.of(archive)
+    def archive_many(
+        self, principal: Principal, archive_ids: Sequence[str], trigger_date: date | None = None
+    ) -> list[ArchiveView]:
+        """Archive several records in one unit of work, all or none (an encounter's records when
+        it closes): each ``register`` is queued in the same transaction, and the anchoring worker
+        sends queued registrations together (``registerBatch``)."""
+        principal.require(Action.ARCHIVE)
+        if not archive_ids:
+            return []
+
+        def unit(uow: UnitOfWork) -> list[ArchiveView]:
+            return [
+                self._archive_in(uow, principal, archive_id, trigger_date)
+                for archive_id in archive_ids
+            ]
 
         return self.units.run(unit)
+
+    def _archive_in(
+        self, uow: UnitOfWork, principal: Principal, archive_id: str, trigger_date: date | None
+    ) -> ArchiveView:
+        archive = self.ledger.held(uow.session, principal, archive_id)
+        state = self.ledger.state(uow.session, archive)
+        record_class = RecordClass(archive.record_class)
+        years = self.settings.retention_years[record_class.value]
+        trigger = trigger_date or archive.trigger_date.date()
+        deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
+        policy = f"{record_class.value.lower()}-{years}y"
+        commitment = state.current_version.commitment
+        data = ArchiveData(
+            record_class=record_class,
+            retention_policy=policy,
+            trigger_date=trigger,
+            retention_deadline=deadline,
+            commitment=commitment,
+        )
+        self.ledger.record(uow, archive, state, ArchiveEvent, principal.actor, data)
+        archive.trigger_date = datetime.combine(trigger, time(), UTC)
+        archive.retention_policy = policy
+        archive.retention_deadline = deadline
+        archive.archived_at = uow.now
+        archive.chain_status = "pending"
+        # A record already on the custodian's hold is registered on hold, in the same
+        # transaction, so the chain agrees with the log from the first block on.
+        hold_reason = state.hold_reason_hash if state.on_hold else None
+        enqueue_call(
+            uow.session,
+            "register",
+            [
+                archive_key(archive_id),
+                record_class.chain_code,
+                int(deadline.timestamp()),
+                bytes.fromhex(commitment),
+                bytes.fromhex(hold_reason) if hold_reason else bytes(32),
+            ],
+            archive_id=archive_id,
+        )
+        return ArchiveView.of(archive)
 
     def place_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
         """Place the custodian's legal hold (locally and, once archived, on chain)."""

@@ -28,10 +28,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from anchoring.errors import AnchoringError
 from node.classification import Classification, SourceHints, classify
 from node.db import Database, UnitOfWork, UnitRunner
-from node.encounters import EncounterReport, EncounterSink
-from node.errors import ConflictError, InputError
+from node.encounters import EncounterKind, EncounterReport, EncounterSink
+from node.errors import ConflictError, InputError, NodeError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
 from node.principal import Action, Principal, Role
@@ -119,6 +120,36 @@ class _Plan:
     decided: Classification
     source: str
     kind: str
+
+
+@dataclass(frozen=True)
+class EncounterBatch:
+    """What closing an encounter archived, what failed (with the refusal's code), and the
+    encounter's records that were not waiting in CREATED (already archived, transferred …)."""
+
+    archived: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    not_created: tuple[str, ...]
+
+
+class EncounterBatchArchiver:
+    """An encounter listener: when an encounter closes (a discharge, or a finished visit), the
+    records ingested for it that wait in CREATED are archived in one batch, retention counted
+    from that day."""
+
+    CLOSING = frozenset({EncounterKind.DISCHARGE, EncounterKind.VISIT})
+
+    def __init__(self, ingestion: IngestionService, principal: Principal) -> None:
+        self.ingestion = ingestion
+        self.principal = principal
+        self.last: EncounterBatch | None = None
+
+    def report_encounter(self, report: EncounterReport) -> None:
+        if report.kind not in self.CLOSING or not report.encounter_id:
+            return
+        self.last = self.ingestion.archive_encounter(
+            self.principal, report.encounter_id, report.at.date()
+        )
 
 
 def system_principal(pseudonyms: Pseudonyms, name: str) -> Principal:
@@ -333,6 +364,42 @@ class IngestionService:
         self.encounters.report_encounter(report)
         log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source_system)
         return True
+
+    def archive_encounter(
+        self, principal: Principal, encounter_id: str, trigger_date: date
+    ) -> EncounterBatch:
+        """Archive every CREATED record of a closed encounter in one unit (retention from
+        ``trigger_date``, the discharge or visit). If the batch is refused (one record changed
+        state meanwhile, a hold), each record is tried alone and the failures are listed."""
+        principal.require(Action.ARCHIVE)
+        candidates = self.encounter_archives(encounter_id, state="CREATED")
+        others = [
+            archive_id
+            for archive_id in self.encounter_archives(encounter_id)
+            if archive_id not in candidates
+        ]
+        if not candidates:
+            return EncounterBatch(archived=(), failed=(), not_created=tuple(others))
+        try:
+            views = self.archives.archive_many(principal, candidates, trigger_date)
+            archived = tuple(view.id for view in views)
+            failed: tuple[tuple[str, str], ...] = ()
+        except (NodeError, AnchoringError):
+            done: list[str] = []
+            failures: list[tuple[str, str]] = []
+            for archive_id in candidates:
+                try:
+                    done.append(self.archives.archive(principal, archive_id, trigger_date).id)
+                except (NodeError, AnchoringError) as exc:
+                    failures.append((archive_id, exc.code))
+            archived, failed = tuple(done), tuple(failures)
+        log.info(
+            "encounter batch: %d archived, %d failed, %d not in CREATED",
+            len(archived),
+            len(failed),
+            len(others),
+        )
+        return EncounterBatch(archived=archived, failed=failed, not_created=tuple(others))
 
     def encounter_archives(self, encounter_id: str, *, state: str | None = None) -> list[str]:
         """Ids of the archives ingested for an encounter (optionally only those in ``state``)."""

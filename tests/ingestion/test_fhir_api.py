@@ -233,6 +233,7 @@ def test_transaction_with_a_binary_and_the_encounter_class(api: Api) -> None:
     meta = api.client.get(f"/api/v1/archives/{doc_id}", headers=api.auth("archivist")).json()
     assert meta["record_class"] == "EMERGENCY"
     assert meta["metadata"]["class_rule"] == "encounter-class:EMER"
+    assert meta["state"] == "ARCHIVED"  # the finished encounter closed: its records archived
     assert [r.kind for r in recorder.reports] == [EncounterKind.VISIT]
     content = api.client.get(
         f"/api/v1/archives/{doc_id}/content?purpose=treatment", headers=api.auth("archivist")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from sqlalchemy import func, select
 
 from anchoring import storage
 from anchoring.events import RecordClass, Sensitivity
+from anchoring.storage import OutboxItem
 from node.classification import ICD10, Coded, SourceHints
+from node.encounters import EncounterKind, EncounterReport
 from node.errors import InputError
 from node.models import Archive, IngestedMessage
 from node.principal import Principal, Role
@@ -217,3 +220,51 @@ def test_a_batch_is_all_or_nothing(node: NodeRuntime, archivist: Principal) -> N
     assert (blobs, archives, messages) == (3, 3, 3)
     # The whole batch shares one transaction: one commit time.
     assert results[1].archive.created_at == results[3].archive.created_at
+
+
+def test_closing_an_encounter_archives_its_records_in_one_batch(
+    node: NodeRuntime, archivist: Principal
+) -> None:
+    first = node.ingestion.ingest(archivist, _doc(message_id="E-1")).archive
+    second = node.ingestion.ingest(archivist, _doc(message_id="E-2")).archive
+    early = node.ingestion.ingest(archivist, _doc(message_id="E-3")).archive
+    node.archives.archive(archivist, early.id)  # archived by hand before the discharge
+    elsewhere = node.ingestion.ingest(
+        archivist, _doc(message_id="E-4", encounter_id="V-OTHER")
+    ).archive
+    discharge = datetime(2024, 5, 2, 10, 0, tzinfo=UTC)
+    node.encounters.report_encounter(
+        EncounterReport(PATIENT, EncounterKind.DISCHARGE, discharge, encounter_id="V-778899")
+    )
+    with node.db.session() as session:
+        rows = {a.id: a for a in session.execute(select(Archive)).scalars()}
+        calls = session.execute(select(OutboxItem).where(OutboxItem.kind == "call")).scalars()
+        registers = sum(1 for item in calls if item.payload.get("function") == "register")
+    for archive_id in (first.id, second.id):
+        assert rows[archive_id].state == "ARCHIVED"
+        assert rows[archive_id].trigger_date.date() == date(2024, 5, 2)
+        assert rows[archive_id].retention_deadline is not None
+        assert rows[archive_id].retention_deadline.date() == date(2054, 5, 2)  # inpatient 30 y
+    assert rows[first.id].archived_at == rows[second.id].archived_at  # one unit of work
+    assert rows[elsewhere.id].state == "CREATED"
+    assert registers == 3  # the hand-archived one and the batch of two
+    batch = node.ingestion.archive_encounter(archivist, "V-778899", date(2024, 5, 2))
+    assert batch.archived == ()
+    assert set(batch.not_created) == {first.id, second.id, early.id}
+
+
+def test_a_refused_batch_is_retried_record_by_record(
+    node: NodeRuntime, archivist: Principal
+) -> None:
+    ok = node.ingestion.ingest(archivist, _doc(message_id="R-1")).archive
+    node.ingestion.ingest(archivist, _doc(message_id="R-2"))
+    # A clinician may not archive: the batch fails, every record is listed as failed.
+    clinician = node.keys.authenticate(node.keys.issue(Role.CLINICIAN, "dr", "cardiology").secret)
+    with pytest.raises(PermissionError):
+        node.ingestion.archive_encounter(clinician, "V-778899", date(2024, 5, 2))
+    # A record on hold still archives (holds block disposal, not archiving); a record archived
+    # between listing and batch makes the batch fail and is reported.
+    node.archives.place_hold(archivist, ok.id, "litigation")
+    batch = node.ingestion.archive_encounter(archivist, "V-778899", date(2024, 5, 2))
+    assert len(batch.archived) == 2
+    assert batch.failed == ()

@@ -204,6 +204,15 @@ def test_adt_reports_encounters_once(mllp_node: NodeRuntime, link: Link) -> None
     assert counts(mllp_node) == (0, 2)
 
 
+def test_a_discharge_archives_the_stays_records(mllp_node: NodeRuntime, link: Link) -> None:
+    archive_id = link.send(oru("LAB-STAY"))["text"].removeprefix("archived as ")
+    assert link.send(adt("A03", "ADT-DIS"))["code"] == "AA"
+    with mllp_node.db.session() as session:
+        archive = session.get_one(Archive, archive_id)
+    assert archive.state == "ARCHIVED"
+    assert archive.trigger_date.date().isoformat() == "2024-05-02"
+
+
 @pytest.mark.parametrize(
     ("payload", "code", "error"),
     [
