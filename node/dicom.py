@@ -12,6 +12,7 @@ encounter, when present). Pixel data is not decoded.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,8 +21,11 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from node.classification import SourceHints
-from node.errors import InputError
-from node.services.ingestion import IncomingDocument
+from node.errors import InputError, NodeError
+from node.principal import Principal
+from node.services.ingestion import IncomingDocument, IngestionService
+
+log = logging.getLogger(__name__)
 
 DICOM_MEDIA_TYPE = "application/dicom"
 DEFAULT_SOURCE = "PACS"
@@ -93,3 +97,30 @@ def read_instance(data: bytes, *, source_system: str = DEFAULT_SOURCE) -> Instan
         metadata=metadata,
     )
     return Instance(sop_class, sop_instance, study, document)
+
+
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+STATUS_SUCCESS = 0x0000
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_OUT_OF_RESOURCES = 0xA700
+
+
+def store_instance(
+    ingestion: IngestionService, principal: Principal, data: bytes, calling_ae: str
+) -> int:
+    """Ingest one instance received by the C-STORE SCP; the DIMSE status to answer with."""
+    source = calling_ae if _CODE.fullmatch(calling_ae) else DEFAULT_SOURCE
+    try:
+        instance = read_instance(data, source_system=source)
+    except DicomInvalidError:
+        log.info("C-STORE from %s refused: not a readable instance", source)
+        return STATUS_CANNOT_UNDERSTAND
+    try:
+        ingestion.ingest(principal, instance.document)
+    except InputError as exc:
+        log.info("C-STORE from %s refused (%s)", source, exc.code)
+        return STATUS_OUT_OF_RESOURCES if exc.code == "payload_too_large" else 0xA900
+    except NodeError as exc:
+        log.warning("C-STORE from %s not stored (%s)", source, exc.code)
+        return STATUS_OUT_OF_RESOURCES
+    return STATUS_SUCCESS

@@ -26,6 +26,8 @@ from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Database, GroupCommitter, UnitOfWork
+from node.dicom import store_instance
+from node.dicom_scp import DicomScp
 from node.encounters import EncounterFanOut
 from node.errors import ConfigError
 from node.keyring import KeyRing
@@ -84,6 +86,7 @@ class NodeRuntime:
     ingestion: IngestionService = field(init=False)
     hl7: Hl7Service = field(init=False)
     mllp: MllpListener | None = field(default=None, init=False)
+    dicom: DicomScp | None = field(default=None, init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
     kek: KekRotationService = field(init=False)
@@ -241,6 +244,16 @@ class NodeRuntime:
                 idle_timeout=self.settings.mllp_idle_timeout,
             )
             self.mllp.start()
+        if self.settings.dicom_enabled and self.dicom is None:
+            scp_principal = system_principal(self.pseudonyms, "dicom")
+            self.dicom = DicomScp(
+                lambda data, calling: store_instance(self.ingestion, scp_principal, data, calling),
+                ae_title=self.settings.dicom_ae_title,
+                host=self.settings.dicom_host,
+                port=self.settings.dicom_port,
+                allowed_callers=self.settings.dicom_allowed_callers,
+            )
+            self.dicom.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
         if scheduler and self._scheduler is None:
@@ -330,6 +343,9 @@ class NodeRuntime:
         if self.mllp is not None:
             self.mllp.stop()
             self.mllp = None
+        if self.dicom is not None:
+            self.dicom.stop()
+            self.dicom = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
