@@ -95,6 +95,15 @@ def read_instance(data: bytes, *, source_system: str = DEFAULT_SOURCE) -> Instan
         trigger_date=_study_date(dataset.get("StudyDate")),
         kind="dicom",
         metadata=metadata,
+        text="\n".join(
+            str(dataset.get(name) or "")
+            for name in (
+                "StudyDescription",
+                "SeriesDescription",
+                "BodyPartExamined",
+                "ProtocolName",
+            )
+        ),
     )
     return Instance(sop_class, sop_instance, study, document)
 

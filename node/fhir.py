@@ -31,6 +31,7 @@ Error messages name fields and rules, never the values sent (they may be PHI).
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -243,6 +244,7 @@ def _document_reference(
         trigger_date=_day(resource.date),
         kind="fhir-documentreference",
         metadata=_metadata(hints, "DocumentReference"),
+        text=_join(resource.description, _text(resource.type), _narrative(resource)),
     )
 
 
@@ -281,6 +283,7 @@ def _diagnostic_report(
         trigger_date=_day(resource.effectiveDateTime or resource.issued),
         kind="fhir-diagnosticreport",
         metadata=_metadata(hints, "DiagnosticReport"),
+        text=_join(resource.conclusion, _text(resource.code), _narrative(resource)),
     )
 
 
@@ -310,6 +313,7 @@ def _composition(
         trigger_date=_day(resource.date),
         kind="fhir-composition",
         metadata=_metadata(hints, "Composition"),
+        text=_join(resource.title, _narrative(resource), *_section_texts(resource.section)),
     )
 
 
@@ -509,6 +513,33 @@ def _metadata(hints: SourceHints, resource_type: str) -> dict[str, Any]:
     if hints.report_category:
         metadata["report_category"] = hints.report_category
     return metadata
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _div_text(div: str | None) -> str:
+    """The text of an XHTML narrative ``div`` (tags dropped, entities decoded)."""
+    return html.unescape(_TAG.sub(" ", div)) if div else ""
+
+
+def _narrative(resource: Any) -> str:
+    narrative = resource.text
+    return _div_text(narrative.div) if narrative is not None else ""
+
+
+def _section_texts(sections: Any, depth: int = 0) -> Iterator[str]:
+    for section in sections or []:
+        if section.title:
+            yield section.title
+        if section.text is not None:
+            yield _div_text(section.text.div)
+        if depth < 8:
+            yield from _section_texts(section.section, depth + 1)
+
+
+def _join(*parts: str | None) -> str:
+    return "\n".join(part for part in parts if part)
 
 
 def b64(data: bytes) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "ForeignEntry",
     "IngestedMessage",
     "PeerNonce",
+    "SearchTerm",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -291,3 +292,14 @@ class IngestedMessage(Base):
     class_rule: Mapped[str | None] = mapped_column(String(96), default=None)
     sensitivity_rule: Mapped[str | None] = mapped_column(String(96), default=None)
     received_at: Mapped[datetime]
+
+
+class SearchTerm(Base):
+    """One keyword-search term of an archive (``node.textindex``): an inverted index served by the
+    primary key's B-tree on both databases. Terms hold fragments of PHI: they never leave the
+    node's database and are erased with the archive's content."""
+
+    __tablename__ = "search_terms"
+
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True, index=True)

@@ -19,7 +19,7 @@ from math import inf
 from time import monotonic
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import lazyload
 from ulid import ULID
 
@@ -58,10 +58,11 @@ from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError, NodeError, NotFoundError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion
+from node.models import Archive, ArchiveVersion, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.services.records import ArchiveView, EventView, Page, VersionView
+from node.textindex import index_terms, query_terms
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class NewArchive:
     filename: str | None = None
     trigger_date: date | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    """Text extracted from the content, for keyword search only (cut into terms, never stored)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class SearchFilters:
     state: str | None = None
     patient_id: str | None = None
     keyword: str | None = None
+    text: str | None = None  # words and Chinese text, matched through the search terms
     created_from: datetime | None = None
     created_to: datetime | None = None
     limit: int = 50
@@ -306,6 +310,12 @@ class ArchiveService:
         )
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
         uow.session.flush()
+        values = [str(value) for value in new.metadata.values()]
+        terms = index_terms(new.title, *values, new.text)
+        if terms:
+            uow.session.execute(
+                insert(SearchTerm), [{"term": term, "archive_id": archive_id} for term in terms]
+            )
         if item.within is not None:
             item.within(uow, archive)
             uow.session.flush()
@@ -604,6 +614,17 @@ class ArchiveService:
         if filters.patient_id:
             pseudonym = self.pseudonyms.patient(filters.patient_id)
             query = query.where(Archive.patient_pseudonym == pseudonym)
+        if filters.text is not None:
+            terms = query_terms(filters.text)
+            if not terms:
+                raise InputError("text holds no searchable word", code="invalid_search_text")
+            matching = (
+                select(SearchTerm.archive_id)
+                .where(SearchTerm.term.in_(terms))
+                .group_by(SearchTerm.archive_id)
+                .having(func.count() == len(terms))
+            )
+            query = query.where(Archive.id.in_(matching))
         if filters.created_from:
             query = query.where(Archive.created_at >= filters.created_from)
         if filters.created_to:

@@ -161,6 +161,13 @@ class Hl7Service:
         when = hl7v2.timestamp(hl7v2.field(message, "OBR", 7)) or hl7v2.timestamp(
             hl7v2.field(message, "MSH", 7)
         )
+        texts = [
+            hl7v2.seg_field(obx, 5)
+            for obx in observations
+            if hl7v2.seg_field(obx, 2).upper() in ("TX", "FT", "ST")
+        ]
+        texts.append(hl7v2.field(message, "OBR", 4, 2))
+        texts.append(hl7v2.field(message, "TXA", 2, 2))
         metadata: dict[str, Any] = {"hl7_type": kind}
         if document_type:
             metadata["document_type"] = document_type
@@ -179,6 +186,7 @@ class Hl7Service:
                 trigger_date=when.date() if when else None,
                 kind=f"hl7-{kind.replace('^', '-').lower()}",
                 metadata=metadata,
+                text="\n".join(text for text in texts if text),
             ),
         )
         if result.duplicate:

@@ -102,6 +102,7 @@ class IncomingDocument:
     trigger_date: date | None = None
     kind: str = "document"  # fhir-documentreference, hl7-oru, dicom, … (no PHI)
     metadata: dict[str, Any] = field(default_factory=dict)  # codes only, no PHI
+    text: str = ""  # text extracted from the record, for keyword search only
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ class IngestionService:
             filename=doc.filename,
             trigger_date=doc.trigger_date,
             metadata=metadata,
+            text=_searchable_text(doc),
         )
         patient = self.pseudonyms.patient(patient_id)
         encounter = self._encounter(doc.encounter_id)
@@ -439,6 +441,18 @@ class IngestionService:
                 )
             archive = self.ledger.visible(session, principal, row.archive_id)
             return Ingested(ArchiveView.of(archive), duplicate=True, classification=None)
+
+
+MAX_PLAIN_TEXT_BYTES = 1024 * 1024
+
+
+def _searchable_text(doc: IncomingDocument) -> str:
+    """What keyword search reads of a document: the text its source extracted, and plain-text
+    content itself (the first MiB)."""
+    parts = [doc.text]
+    if doc.media_type.startswith("text/"):
+        parts.append(doc.content[:MAX_PLAIN_TEXT_BYTES].decode("utf-8", errors="ignore"))
+    return "\n".join(part for part in parts if part)
 
 
 def _code(value: str, name: str) -> str:

@@ -1,4 +1,5 @@
-"""ingestion: messages received from hospital systems (idempotency by source message id)
+"""ingestion: messages received from hospital systems (idempotency by source message id) and
+the catalogue's keyword-search terms (node.textindex)
 
 Revision ID: 0006
 Revises: 0004
@@ -47,6 +48,21 @@ def upgrade() -> None:
                 batch_op.f(f"ix_ingested_messages_{column}"), [column], unique=False
             )
 
+    op.create_table(
+        "search_terms",
+        sa.Column("term", sa.String(length=64), nullable=False),
+        sa.Column("archive_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["archive_id"], ["archives.id"], name=op.f("fk_search_terms_archive_id_archives")
+        ),
+        sa.PrimaryKeyConstraint("term", "archive_id", name=op.f("pk_search_terms")),
+    )
+    with op.batch_alter_table("search_terms", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_search_terms_archive_id"), ["archive_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    op.drop_table("search_terms")
     op.drop_table("ingested_messages")
