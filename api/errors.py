@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -49,7 +50,12 @@ _NODE_STATUS: dict[type[NodeError], int] = {
     ConflictError: 409,
     UnavailableError: 503,
 }
-_INPUT_STATUS_BY_CODE = {"payload_too_large": 413, "unsupported_media_type": 415}
+_INPUT_STATUS_BY_CODE = {
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "fhir_unprocessable": 422,
+    "fhir_type_not_supported": 404,
+}
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -87,6 +93,11 @@ def _status_of_node_error(exc: NodeError) -> int | None:
                 return _INPUT_STATUS_BY_CODE.get(exc.code, 400)
             return status
     return None
+
+
+def status_of_node_error(exc: NodeError) -> int | None:
+    """The HTTP status of a node error (None: the node itself failed, a 500)."""
+    return _status_of_node_error(exc)
 
 
 def node_error_response(request: Request, exc: Exception) -> JSONResponse:
@@ -243,3 +254,95 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
         for status in statuses
     }
+
+
+# --------------------------------------------------------------------------------------------
+# FHIR: the same errors, as OperationOutcome
+
+FHIR_PATH_PREFIX = "/fhir/"
+FHIR_ERROR_SYSTEM = "urn:archivechain:error-code"
+_FHIR_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    413: "too-long",
+    415: "not-supported",
+    422: "processing",
+    503: "transient",
+}
+
+
+def operation_outcome(status: int, code: str, message: str) -> dict[str, Any]:
+    """An error in the API's shape as a FHIR OperationOutcome: ``issue.code`` from the status,
+    the API's ``code`` in ``details``, its message in ``diagnostics``."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error" if status < 500 else "fatal",
+                "code": _FHIR_ISSUE_CODES.get(status, "exception"),
+                "details": {"coding": [{"system": FHIR_ERROR_SYSTEM, "code": code}]},
+                "diagnostics": message,
+            }
+        ],
+    }
+
+
+class FhirOutcomeMiddleware:
+    """On ``/fhir/`` paths, rewrites every JSON error answer (from any layer: body limits,
+    authentication, the JSON body check, validation, services, the last-resort 500) into an
+    OperationOutcome with the same status and headers, as ``application/fhir+json``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(FHIR_PATH_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body: list[bytes] = []
+
+        async def rewriting_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+                if message["status"] >= 400 and is_json:
+                    start = message  # hold it: the body decides
+                    return
+                await send(message)
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await _send_outcome(start, b"".join(body), send)
+
+        await self.app(scope, receive, rewriting_send)
+
+
+async def _send_outcome(start: Message, raw: bytes, send: Send) -> None:
+    status = int(start["status"])
+    try:
+        error = json.loads(raw)
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = _HTTP_CODES.get(status, "error"), "error"
+    payload = json.dumps(operation_outcome(status, code, message)).encode("utf-8")
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name not in (b"content-type", b"content-length")
+    ]
+    headers += [
+        (b"content-type", b"application/fhir+json"),
+        (b"content-length", str(len(payload)).encode("ascii")),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.authfirst import AuthenticateFirstMiddleware
 from api.deps import single_valued_query
-from api.errors import ERROR_DESCRIPTIONS, install_error_handlers
+from api.errors import ERROR_DESCRIPTIONS, FhirOutcomeMiddleware, install_error_handlers
 from api.jsonbody import MAX_JSON_DEPTH, JsonBodyMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
@@ -29,6 +29,8 @@ from api.routes import (
     archives,
     audits,
     checkpoints,
+    dicomweb,
+    fhir,
     health,
     keys,
     peer,
@@ -70,13 +72,24 @@ def is_upload(method: str, path: str) -> bool:
     return method == "POST" and _UPLOAD_PATH.match(path) is not None
 
 
+def is_binary_body(method: str, path: str) -> bool:
+    """Whether a request's body is not JSON (uploads, STOW-RS): never checked as JSON."""
+    return is_upload(method, path) or dicomweb.is_stow(method, path)
+
+
 def body_limits(max_upload_bytes: int) -> LimitFor:
     """The body limit of each request: uploads, bundles, and small JSON bodies."""
     upload_limit = max_upload_bytes + MULTIPART_ALLOWANCE
+    fhir_limit = fhir.fhir_body_limit(max_upload_bytes)
+    stow_limit = dicomweb.stow_body_limit(max_upload_bytes)
 
     def limit_for(method: str, path: str) -> int:
         if is_upload(method, path):
             return upload_limit
+        if method == "POST" and path.startswith(fhir.FHIR_PREFIX):
+            return fhir_limit
+        if dicomweb.is_stow(method, path):
+            return stow_limit
         if method == "POST" and _VERIFY_PATH.match(path):
             return verify.MAX_VERIFY_BODY_BYTES
         return SMALL_BODY_BYTES
@@ -111,15 +124,18 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         reports.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(fhir.router)
+    app.include_router(dicomweb.router)
     app.include_router(peer.router)
     app.include_router(health.router)
 
     install_error_handlers(app)
-    app.add_middleware(JsonBodyMiddleware, streamed=is_upload)
+    app.add_middleware(JsonBodyMiddleware, streamed=is_binary_body)
     app.add_middleware(AuthenticateFirstMiddleware, runtime=runtime)
     app.add_middleware(
         BodyLimitMiddleware, limit_for=body_limits(runtime.settings.max_upload_bytes)
     )
+    app.add_middleware(FhirOutcomeMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     def openapi() -> dict[str, Any]:

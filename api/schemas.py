@@ -385,6 +385,14 @@ class SearchQuery(_In):
     q: SearchText | None = Field(
         default=None, description="Keyword in title or metadata, or an exact archive id."
     )
+    text: SearchText | None = Field(
+        default=None,
+        description=(
+            "Words or Chinese text in the title, metadata or the text extracted from the content "
+            "(FHIR narrative, HL7 text, DICOM descriptions, plain text): every word, and every "
+            "pair of neighbouring Chinese characters, must occur."
+        ),
+    )
     created_from: UtcDateTime | None = Field(
         default=None, description="Created at or after (RFC 3339, with an offset)."
     )
@@ -408,6 +416,7 @@ class SearchQuery(_In):
             state=self.state.value if self.state is not None else None,
             patient_id=self.patient_id,
             keyword=self.q,
+            text=self.text,
             created_from=self.created_from,
             created_to=self.created_to,
             limit=self.limit,

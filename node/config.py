@@ -158,6 +158,23 @@ class NodeSettings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0, le=300)
     log_audit_interval: float = Field(86_400.0, gt=0)
     """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
+    mllp_enabled: bool = False
+    """Start the HL7 v2 MLLP listener with the node."""
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(2575, ge=0, le=65535)
+    """TCP port of the MLLP listener (0: any free port, logged at start)."""
+    mllp_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    mllp_idle_timeout: float = Field(300.0, gt=0)
+    """Seconds an MLLP connection may stay silent (or take to finish a message)."""
+
+    dicom_enabled: bool = False
+    """Start the DICOM C-STORE SCP with the node."""
+    dicom_ae_title: str = Field("ARCHIVECHAIN", pattern=r"^[ -~]{1,16}$")
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    """TCP port of the C-STORE SCP (0: any free port)."""
+    dicom_allowed_callers: tuple[str, ...] = ()
+    """Calling AE titles accepted (empty: any caller that addresses our AE title)."""
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)

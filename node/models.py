@@ -35,7 +35,9 @@ __all__ = [
     "ChainStatus",
     "FixityStatus",
     "ForeignEntry",
+    "IngestedMessage",
     "PeerNonce",
+    "SearchTerm",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -344,3 +346,37 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+class IngestedMessage(Base):
+    """One message received from a hospital system (a FHIR resource, an HL7 v2 message, a DICOM
+    instance, an imported file), keyed by its source and the source's own message id, so a resend
+    is recognised and not archived twice. ``archive_id`` is the archive it became (none for a
+    message that carries no record, such as an ADT admission). ``encounter`` is the keyed
+    pseudonym of the source's visit number; rules are the ids of the classification rules that
+    decided class and sensitivity (``node.classification``)."""
+
+    __tablename__ = "ingested_messages"
+    __table_args__ = (UniqueConstraint("source_system", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source_system: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    archive_id: Mapped[str | None] = mapped_column(
+        ForeignKey("archives.id"), index=True, default=None
+    )
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
+    encounter: Mapped[str | None] = mapped_column(String(80), index=True, default=None)
+    class_rule: Mapped[str | None] = mapped_column(String(96), default=None)
+    sensitivity_rule: Mapped[str | None] = mapped_column(String(96), default=None)
+    received_at: Mapped[datetime]
+
+
+class SearchTerm(Base):
+    """One keyword-search term of an archive (``node.textindex``): an inverted index served by the
+    primary key's B-tree on both databases. Terms hold fragments of PHI: they never leave the
+    node's database and are erased with the archive's content."""
+
+    __tablename__ = "search_terms"
+
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True, index=True)

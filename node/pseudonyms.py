@@ -19,3 +19,7 @@ class Pseudonyms:
     def staff(self, staff_id: str) -> str:
         """The pseudonym of a staff member or API key name."""
         return crypto.pseudonym(self._secret, "staff", staff_id)
+
+    def encounter(self, encounter_id: str) -> str:
+        """The pseudonym of a source system's visit or stay number."""
+        return crypto.pseudonym(self._secret, "encounter", encounter_id)

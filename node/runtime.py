@@ -26,12 +26,15 @@ from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Database, GroupCommitter, UnitOfWork
+from node.dicom import store_instance
+from node.dicom_scp import DicomScp
 from node.encounters import EncounterFanOut
 from node.errors import ConfigError
 from node.keyring import KeyRing
 from node.keystore import Keystore
 from node.ledger import Ledger
 from node.members import MemberDirectory
+from node.mllp import MllpListener
 from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
@@ -39,6 +42,12 @@ from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
 from node.services.audits import FixityAuditService
+from node.services.hl7 import Hl7Service
+from node.services.ingestion import (
+    EncounterBatchArchiver,
+    IngestionService,
+    system_principal,
+)
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
@@ -81,6 +90,10 @@ class NodeRuntime:
     peer_verifier: PeerVerifier = field(init=False)
     remote: RemoteNodes = field(init=False)
     archives: ArchiveService = field(init=False)
+    ingestion: IngestionService = field(init=False)
+    hl7: Hl7Service = field(init=False)
+    mllp: MllpListener | None = field(default=None, init=False)
+    dicom: DicomScp | None = field(default=None, init=False)
     proofs: ProofService = field(init=False)
     keys: ApiKeyService = field(init=False)
     kek: KekRotationService = field(init=False)
@@ -123,6 +136,22 @@ class NodeRuntime:
             keyring=self.keyring,
             blobs=self.blobs,
             pseudonyms=self.pseudonyms,
+        )
+        self.ingestion = IngestionService(
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            archives=self.archives,
+            pseudonyms=self.pseudonyms,
+            encounters=self.encounters,
+        )
+        self.encounters.add(
+            EncounterBatchArchiver(self.ingestion, system_principal(self.pseudonyms, "encounters"))
+        )
+        self.hl7 = Hl7Service(
+            ingestion=self.ingestion,
+            principal=system_principal(self.pseudonyms, "mllp"),
+            receiving_facility=settings.name,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
         self.fixity = FixityAuditService(
@@ -242,6 +271,25 @@ class NodeRuntime:
         anchoring, the chain watcher, incoming transfers, expiry of offers and grants, the
         fixity audit, the log audit and the monitor (health and access-anomaly alerts) and webhook delivery."""
         self.committer.start()
+        if self.settings.mllp_enabled and self.mllp is None:
+            self.mllp = MllpListener(
+                self.hl7.handle,
+                host=self.settings.mllp_host,
+                port=self.settings.mllp_port,
+                max_message_bytes=self.settings.mllp_max_message_bytes,
+                idle_timeout=self.settings.mllp_idle_timeout,
+            )
+            self.mllp.start()
+        if self.settings.dicom_enabled and self.dicom is None:
+            scp_principal = system_principal(self.pseudonyms, "dicom")
+            self.dicom = DicomScp(
+                lambda data, calling: store_instance(self.ingestion, scp_principal, data, calling),
+                ae_title=self.settings.dicom_ae_title,
+                host=self.settings.dicom_host,
+                port=self.settings.dicom_port,
+                allowed_callers=self.settings.dicom_allowed_callers,
+            )
+            self.dicom.start()
         self.sync_public_key()
         threading.Thread(target=self._warm_proofs, name="warm-proofs", daemon=True).start()
         if scheduler and self._scheduler is None:
@@ -340,6 +388,12 @@ class NodeRuntime:
 
     def close(self) -> None:
         """Stop background work and release connections (pending units finish first)."""
+        if self.mllp is not None:
+            self.mllp.stop()
+            self.mllp = None
+        if self.dicom is not None:
+            self.dicom.stop()
+            self.dicom = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None

@@ -255,7 +255,9 @@ READ_ERRORS = error_responses(401, 403, 404, 422, 503)
     summary="Search the catalogue",
     description=(
         "Filters combine with AND; newest first. `patient_id` is matched through its pseudonym; "
-        "`q` searches title and metadata (or an exact id). Times are RFC 3339 with an offset. "
+        "`q` searches title and metadata (or an exact id); `text` finds words and Chinese text in "
+        "the title, metadata and the text extracted at ingestion. Times are RFC 3339 with an "
+        "offset. "
         "A clinician sees only their department. Every listed archive's catalogue entry counts "
         "as read: one metadata ACCESS each (deduplicated as for `GET /archives/{id}`). "
         "Roles: archivist, clinician, auditor."

@@ -12,14 +12,14 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
 from time import monotonic
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import lazyload
 from ulid import ULID
 
@@ -58,10 +58,11 @@ from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError, NodeError, NotFoundError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion
+from node.models import Archive, ArchiveVersion, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.services.records import ArchiveView, EventView, Page, VersionView
+from node.textindex import index_terms, query_terms
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ class NewArchive:
     filename: str | None = None
     trigger_date: date | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    """Text extracted from the content, for keyword search only (cut into terms, never stored)."""
+
+
+@dataclass(frozen=True)
+class NewContent:
+    """One archive of ``create_many``: its metadata, its content, and what else its unit of work
+    records (``within``, called with the recorded archive)."""
+
+    new: NewArchive
+    content: Iterable[bytes]
+    within: Callable[[UnitOfWork, Archive], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,7 @@ class SearchFilters:
     state: str | None = None
     patient_id: str | None = None
     keyword: str | None = None
+    text: str | None = None  # words and Chinese text, matched through the search terms
     created_from: datetime | None = None
     created_to: datetime | None = None
     limit: int = 50
@@ -193,65 +207,119 @@ class ArchiveService:
     # -- commands ------------------------------------------------------------------------------
 
     def create(
-        self, principal: Principal, new: NewArchive, content: Iterable[bytes]
+        self,
+        principal: Principal,
+        new: NewArchive,
+        content: Iterable[bytes],
+        *,
+        within: Callable[[UnitOfWork, Archive], None] | None = None,
     ) -> ArchiveView:
-        """Encrypt and store the content, then record the archive and its CREATE event."""
+        """Encrypt and store the content, then record the archive and its CREATE event.
+
+        ``within`` runs inside the same unit of work once the archive is recorded (the ingestion
+        service records the source message there, so archive and message commit together); if it
+        raises, nothing of the archive is kept."""
+        return self.create_many(principal, [NewContent(new, content, within)])[0]
+
+    def create_many(self, principal: Principal, items: Sequence[NewContent]) -> list[ArchiveView]:
+        """Create several archives in one unit of work: all of them or none (a refused item, a
+        failed ``within`` or a database error leaves no blob, row or event of any of them)."""
         principal.require(Action.CREATE)
-        if principal.department_scoped and new.department != principal.department:
-            raise InputError(
-                f"a clinician of {principal.department} may only create archives of that "
-                "department",
-                code="department_mismatch",
-            )
-        self._check_media_type(new.media_type)
-        archive_id = str(ULID())
-        material = crypto.new_key_material()
-        stored = self._store(archive_id, 1, material, content)
-        patient = self.pseudonyms.patient(new.patient_id)
+        if not items:
+            return []
+        for item in items:
+            if principal.department_scoped and item.new.department != principal.department:
+                raise InputError(
+                    f"a clinician of {principal.department} may only create archives of that "
+                    "department",
+                    code="department_mismatch",
+                )
+            self._check_media_type(item.new.media_type)
+        prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
+        try:
+            for item in items:
+                archive_id = str(ULID())
+                material = crypto.new_key_material()
+                prepared.append(
+                    (archive_id, material, self._store(archive_id, 1, material, item.content))
+                )
+        except BaseException:
+            self._discard([stored for _, _, stored in prepared])
+            raise
+        patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+
+        def unit(uow: UnitOfWork) -> list[ArchiveView]:
+            views: list[ArchiveView] = []
+            for item, (archive_id, material, stored), patient in zip(
+                items, prepared, patients, strict=True
+            ):
+                views.append(
+                    self._record_create(uow, principal, item, archive_id, material, stored, patient)
+                )
+            return views
+
+        return self._run_discarding(unit, *(stored for _, _, stored in prepared))
+
+    def _record_create(
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        item: NewContent,
+        archive_id: str,
+        material: crypto.KeyMaterial,
+        stored: _Stored,
+        patient: str,
+    ) -> ArchiveView:
+        new = item.new
         trigger = datetime.combine(new.trigger_date or datetime.now(UTC).date(), time(), UTC)
-
-        def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = Archive(
-                id=archive_id,
-                record_class=new.record_class.value,
-                sensitivity=new.sensitivity.value,
-                department=new.department,
-                title=new.title,
-                patient_pseudonym=patient,
-                source_system=new.source_system,
-                metadata_json=new.metadata,
-                search_text=search_text(new.title, new.metadata),
-                state=lifecycle.ArchiveStatus.CREATED.value,
-                custodian=self.hospital,
-                trigger_date=trigger,
-                current_version=1,
-                last_event_hash=b"",
-                event_count=0,
-                chain_status="none",
-                created_by=principal.actor,
-                created_at=uow.now,
-                updated_at=uow.now,
+        archive = Archive(
+            id=archive_id,
+            record_class=new.record_class.value,
+            sensitivity=new.sensitivity.value,
+            department=new.department,
+            title=new.title,
+            patient_pseudonym=patient,
+            source_system=new.source_system,
+            metadata_json=new.metadata,
+            search_text=search_text(new.title, new.metadata),
+            state=lifecycle.ArchiveStatus.CREATED.value,
+            custodian=self.hospital,
+            trigger_date=trigger,
+            current_version=1,
+            last_event_hash=b"",
+            event_count=0,
+            chain_status="none",
+            created_by=principal.actor,
+            created_at=uow.now,
+            updated_at=uow.now,
+        )
+        version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
+        uow.session.add_all([archive, version])
+        self.keyring.store_own(uow.session, archive_id, material, uow.now)
+        data = CreateData(
+            record_class=new.record_class,
+            sensitivity=new.sensitivity,
+            department=new.department,
+            patient=patient,
+            source_system=new.source_system,
+            version=1,
+            commitment=stored.commitment,
+            ciphertext_sha256=stored.ref.sha256,
+            size=stored.size,
+            media_type=new.media_type,
+        )
+        self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
+        uow.session.flush()
+        values = [str(value) for value in new.metadata.values()]
+        terms = index_terms(new.title, *values, new.text)
+        if terms:
+            uow.session.execute(
+                insert(SearchTerm), [{"term": term, "archive_id": archive_id} for term in terms]
             )
-            version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
-            uow.session.add_all([archive, version])
-            self.keyring.store_own(uow.session, archive_id, material, uow.now)
-            data = CreateData(
-                record_class=new.record_class,
-                sensitivity=new.sensitivity,
-                department=new.department,
-                patient=patient,
-                source_system=new.source_system,
-                version=1,
-                commitment=stored.commitment,
-                ciphertext_sha256=stored.ref.sha256,
-                size=stored.size,
-                media_type=new.media_type,
-            )
-            self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
+        if item.within is not None:
+            item.within(uow, archive)
             uow.session.flush()
-            return ArchiveView.of(archive, [version])
-
-        return self._run_discarding(unit, stored)
+        return ArchiveView.of(archive, [version])
 
     def amend(
         self,
@@ -302,48 +370,66 @@ class ArchiveService:
         self, principal: Principal, archive_id: str, trigger_date: date | None = None
     ) -> ArchiveView:
         """Make the archive immutable, set its retention deadline and register it on chain."""
-        principal.require(Action.ARCHIVE)
+        return self.archive_many(principal, [archive_id], trigger_date)[0]
 
-        def unit(uow: UnitOfWork) -> ArchiveView:
-            archive = self.ledger.held(uow.session, principal, archive_id)
-            state = self.ledger.state(uow.session, archive)
-            record_class = RecordClass(archive.record_class)
-            years = self.settings.retention_years[record_class.value]
-            trigger = trigger_date or archive.trigger_date.date()
-            deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
-            policy = f"{record_class.value.lower()}-{years}y"
-            commitment = state.current_version.commitment
-            data = ArchiveData(
-                record_class=record_class,
-                retention_policy=policy,
-                trigger_date=trigger,
-                retention_deadline=deadline,
-                commitment=commitment,
-            )
-            self.ledger.record(uow, archive, state, ArchiveEvent, principal.actor, data)
-            archive.trigger_date = datetime.combine(trigger, time(), UTC)
-            archive.retention_policy = policy
-            archive.retention_deadline = deadline
-            archive.archived_at = uow.now
-            archive.chain_status = "pending"
-            # A record already on the custodian's hold is registered on hold, in the same
-            # transaction, so the chain agrees with the log from the first block on.
-            hold_reason = state.hold_reason_hash if state.on_hold else None
-            enqueue_call(
-                uow.session,
-                "register",
-                [
-                    archive_key(archive_id),
-                    record_class.chain_code,
-                    int(deadline.timestamp()),
-                    bytes.fromhex(commitment),
-                    bytes.fromhex(hold_reason) if hold_reason else bytes(32),
-                ],
-                archive_id=archive_id,
-            )
-            return ArchiveView.of(archive)
+    def archive_many(
+        self, principal: Principal, archive_ids: Sequence[str], trigger_date: date | None = None
+    ) -> list[ArchiveView]:
+        """Archive several records in one unit of work, all or none (an encounter's records when
+        it closes): each ``register`` is queued in the same transaction, and the anchoring worker
+        sends queued registrations together (``registerBatch``)."""
+        principal.require(Action.ARCHIVE)
+        if not archive_ids:
+            return []
+
+        def unit(uow: UnitOfWork) -> list[ArchiveView]:
+            return [
+                self._archive_in(uow, principal, archive_id, trigger_date)
+                for archive_id in archive_ids
+            ]
 
         return self.units.run(unit)
+
+    def _archive_in(
+        self, uow: UnitOfWork, principal: Principal, archive_id: str, trigger_date: date | None
+    ) -> ArchiveView:
+        archive = self.ledger.held(uow.session, principal, archive_id)
+        state = self.ledger.state(uow.session, archive)
+        record_class = RecordClass(archive.record_class)
+        years = self.settings.retention_years[record_class.value]
+        trigger = trigger_date or archive.trigger_date.date()
+        deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
+        policy = f"{record_class.value.lower()}-{years}y"
+        commitment = state.current_version.commitment
+        data = ArchiveData(
+            record_class=record_class,
+            retention_policy=policy,
+            trigger_date=trigger,
+            retention_deadline=deadline,
+            commitment=commitment,
+        )
+        self.ledger.record(uow, archive, state, ArchiveEvent, principal.actor, data)
+        archive.trigger_date = datetime.combine(trigger, time(), UTC)
+        archive.retention_policy = policy
+        archive.retention_deadline = deadline
+        archive.archived_at = uow.now
+        archive.chain_status = "pending"
+        # A record already on the custodian's hold is registered on hold, in the same
+        # transaction, so the chain agrees with the log from the first block on.
+        hold_reason = state.hold_reason_hash if state.on_hold else None
+        enqueue_call(
+            uow.session,
+            "register",
+            [
+                archive_key(archive_id),
+                record_class.chain_code,
+                int(deadline.timestamp()),
+                bytes.fromhex(commitment),
+                bytes.fromhex(hold_reason) if hold_reason else bytes(32),
+            ],
+            archive_id=archive_id,
+        )
+        return ArchiveView.of(archive)
 
     def place_hold(self, principal: Principal, archive_id: str, reason: str) -> ArchiveView:
         """Place the custodian's legal hold (locally and, once archived, on chain)."""
@@ -528,6 +614,17 @@ class ArchiveService:
         if filters.patient_id:
             pseudonym = self.pseudonyms.patient(filters.patient_id)
             query = query.where(Archive.patient_pseudonym == pseudonym)
+        if filters.text is not None:
+            terms = query_terms(filters.text)
+            if not terms:
+                raise InputError("text holds no searchable word", code="invalid_search_text")
+            matching = (
+                select(SearchTerm.archive_id)
+                .where(SearchTerm.term.in_(terms))
+                .group_by(SearchTerm.archive_id)
+                .having(func.count() == len(terms))
+            )
+            query = query.where(Archive.id.in_(matching))
         if filters.created_from:
             query = query.where(Archive.created_at >= filters.created_from)
         if filters.created_to:
@@ -663,16 +760,21 @@ class ArchiveService:
         )
         return _Stored(ref=ref, size=counted["size"], commitment=commitment.hexdigest())
 
-    def _run_discarding(self, unit: Callable[[UnitOfWork], T], stored: _Stored) -> T:
-        """Run ``unit``; if it fails, delete the blob stored for it."""
+    def _run_discarding(self, unit: Callable[[UnitOfWork], T], *stored: _Stored) -> T:
+        """Run ``unit``; if it fails, delete the blobs stored for it."""
         try:
             return self.units.run(unit)
         except BaseException:
-            try:
-                self.blobs.delete(stored.ref.cid)
-            except Exception:  # the original error matters more; the blob is reported
-                log.exception("could not delete blob %s after a failed request", stored.ref.cid)
+            self._discard(stored)
             raise
+
+    def _discard(self, stored: Iterable[_Stored]) -> None:
+        """Delete blobs stored for a request that failed (best effort, each reported)."""
+        for item in stored:
+            try:
+                self.blobs.delete(item.ref.cid)
+            except Exception:  # the original error matters more; the blob is reported
+                log.exception("could not delete blob %s after a failed request", item.ref.cid)
 
 
 # --------------------------------------------------------------------------------------------
