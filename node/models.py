@@ -346,6 +346,8 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class IngestedMessage(Base):
     """One message received from a hospital system (a FHIR resource, an HL7 v2 message, a DICOM
     instance, an imported file), keyed by its source and the source's own message id, so a resend
