@@ -30,6 +30,7 @@ from api.routes import (
     health,
     keys,
     peer,
+    retention,
     shares,
     transfers,
     verify,
@@ -103,6 +104,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         keys.router,
         transfers.router,
         shares.router,
+        retention.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(peer.router)

@@ -3,7 +3,9 @@
 Roles: ``admin`` (API keys, configuration; no archive access), ``archivist`` (everything on
 archives, including recording batches of access events reported by hospital systems),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
-(metadata, events and proofs; never content). An archive outside the caller's scope is reported
+(metadata, events and proofs; never content), ``records_manager`` (the second pair of eyes of
+disposition: approves or rejects what an archivist proposed; reads metadata, events, proofs and
+retention; never content). An archive outside the caller's scope is reported
 as not found, so its existence does not leak.
 """
 
@@ -23,6 +25,7 @@ class Role(StrEnum):
     ARCHIVIST = "archivist"
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
+    RECORDS_MANAGER = "records_manager"
 
 
 class Action(StrEnum):
@@ -40,15 +43,31 @@ class Action(StrEnum):
     TRANSFER = "transfer"
     SHARE = "share"
     MANAGE_KEYS = "manage_keys"
+    EXTEND_RETENTION = "extend_retention"
+    REPORT_ENCOUNTER = "report_encounter"
+    READ_RETENTION = "read_retention"
+    RUN_DISPOSITION = "run_disposition"
+    PROPOSE_DISPOSITION = "propose_disposition"
+    DECIDE_DISPOSITION = "decide_disposition"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset({Action.MANAGE_KEYS}),
-    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS}),
+    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS, Action.DECIDE_DISPOSITION}),
     Role.CLINICIAN: frozenset(
         {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
     ),
     Role.AUDITOR: frozenset({Action.READ_METADATA, Action.READ_EVENTS, Action.READ_PROOF}),
+    Role.RECORDS_MANAGER: frozenset(
+        {
+            Action.READ_METADATA,
+            Action.READ_EVENTS,
+            Action.READ_PROOF,
+            Action.READ_RETENTION,
+            Action.RUN_DISPOSITION,
+            Action.DECIDE_DISPOSITION,
+        }
+    ),
 }
 
 
@@ -57,6 +76,7 @@ _DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.ARCHIVIST: Purpose.OPERATIONS,
     Role.CLINICIAN: Purpose.TREATMENT,
     Role.AUDITOR: Purpose.AUDIT,
+    Role.RECORDS_MANAGER: Purpose.OPERATIONS,
 }
 
 

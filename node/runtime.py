@@ -25,7 +25,7 @@ from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
-from node.db import Database, GroupCommitter, UnitOfWork
+from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
 from node.encounters import EncounterFanOut
 from node.errors import ConfigError
 from node.keyring import KeyRing
@@ -40,6 +40,7 @@ from node.services.archives import ArchiveService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.proofs import ProofService
+from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
@@ -66,6 +67,7 @@ class NodeRuntime:
     worker: AnchoringWorker
     alerts: AlertSink = field(default_factory=LoggingAlertSink)
     encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
+    clock: Clock = utc_now
     ledger: Ledger = field(init=False)
     keyring: KeyRing = field(init=False)
     pseudonyms: Pseudonyms = field(init=False)
@@ -79,6 +81,7 @@ class NodeRuntime:
     kek: KekRotationService = field(init=False)
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
+    retention: RetentionService = field(init=False)
     status: StatusService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
@@ -132,6 +135,17 @@ class NodeRuntime:
             remote=self.remote,
             proofs=self.proofs,
         )
+        self.retention = RetentionService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            pseudonyms=self.pseudonyms,
+            alerts=self.alerts,
+            clock=self.clock,
+            encounters=self.encounters,
+        )
+        self.encounters.add(self.retention)
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,
@@ -163,9 +177,16 @@ class NodeRuntime:
         return self.keystore.address
 
     @classmethod
-    def open(cls, settings: NodeSettings, *, create_keystore: bool | None = None) -> NodeRuntime:
+    def open(
+        cls,
+        settings: NodeSettings,
+        *,
+        create_keystore: bool | None = None,
+        clock: Clock = utc_now,
+    ) -> NodeRuntime:
         """Load keys, migrate the database, connect the stores. Nothing runs in the background
-        until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys."""
+        until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys.
+        ``clock`` is the node's "now" (event times, deadlines due): the wall clock but in tests."""
         keystore = _open_keystore(settings, create_keystore)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         deployment = Deployment.load(settings.resolved_deployment_file)
@@ -177,7 +198,7 @@ class NodeRuntime:
         )
         chain = RpcChain(settings.rpc_url, deployment)
         writer = ContractWriter(chain, keystore.account())
-        committer = GroupCommitter(db)
+        committer = GroupCommitter(db, clock=clock)
         worker = AnchoringWorker(
             sessions=db.write_session,
             chain=writer,
@@ -200,6 +221,7 @@ class NodeRuntime:
             writer=writer,
             committer=committer,
             worker=worker,
+            clock=clock,
         )
 
     def start(self, *, scheduler: bool = True) -> None:
@@ -215,6 +237,11 @@ class NodeRuntime:
                 ("watcher", self.watcher.tick, self.settings.watcher_tick),
                 ("incoming-transfers", self.transfers.process_incoming, 1.0),
                 ("expiry", self._expire, 30.0),
+                (
+                    "retention",
+                    self.retention.run_schedule,
+                    self.settings.retention_job_hours * 3600,
+                ),
             )
             for name, job, seconds in jobs:
                 sched.add_job(

@@ -61,6 +61,7 @@ from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
+from node.retention import RetentionPolicies
 from node.services.records import ArchiveView, EventView, Page, VersionView
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class ArchiveService:
         self.keyring = keyring
         self.blobs = blobs
         self.pseudonyms = pseudonyms
+        self.policies = RetentionPolicies(settings.retention_years)
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
         self._reads_lock = threading.Lock()
 
@@ -308,10 +310,10 @@ class ArchiveService:
             archive = self.ledger.held(uow.session, principal, archive_id)
             state = self.ledger.state(uow.session, archive)
             record_class = RecordClass(archive.record_class)
-            years = self.settings.retention_years[record_class.value]
+            retention = self.policies.of(record_class)
             trigger = trigger_date or archive.trigger_date.date()
-            deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
-            policy = f"{record_class.value.lower()}-{years}y"
+            deadline = retention.deadline(trigger)
+            policy = retention.name
             commitment = state.current_version.commitment
             data = ArchiveData(
                 record_class=record_class,
@@ -751,10 +753,3 @@ def search_text(title: str, metadata: dict[str, Any]) -> str:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _add_years(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February in a non-leap target year
-        return day.replace(year=day.year + years, day=28)
