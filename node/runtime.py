@@ -210,6 +210,7 @@ class NodeRuntime:
             ),
             on_confirmed={"register": _registered},
             on_failed={"register": _registration_failed},
+            clock=lambda: clock().timestamp(),
         )
         return cls(
             settings=settings,

@@ -1,0 +1,265 @@
+"""Disposition review with four eyes, driven through the API on a node whose clock the test moves
+(and anvil's with it: ``evm_setNextBlockTimestamp``), both databases.
+
+Archive outpatient records, move 15 years and a day: the job moves the due record to
+DISPOSITION_REVIEW, never one on hold or in transfer; an archivist proposes a disposition list, a
+records manager who is not the proposer approves (a hold blocks it) or rejects (the deadline moves
+later); approvals expire. Reminders are raised at the configured horizons. Every bundle still
+verifies against the chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
+
+from anchoring.bundle import parse_bundle
+from anchoring.chain import JsonRpc, RpcChain
+from anchoring.verifier import verify_bundle
+from api.main import create_app
+from node.alerts import AlertNotice
+from node.models import Archive, RetentionChange
+from node.principal import Role
+from node.retention import add_years
+from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
+from tests.fixtures.node import MakeNode
+
+
+class SteppedClock:
+    """The node's clock: real time, moved forward by the test (and running on from there)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    @property
+    def now(self) -> datetime:
+        return self()
+
+
+class CollectedAlerts:
+    """An ``AlertSink`` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.notices: list[AlertNotice] = []
+
+    def raise_alert(self, notice: AlertNotice) -> None:
+        self.notices.append(notice)
+
+
+@pytest.fixture
+def clock() -> SteppedClock:
+    return SteppedClock()
+
+
+@pytest.fixture
+def dapi(make_node: MakeNode, database_url: str, clock: SteppedClock) -> Iterator[Api]:
+    node = make_node(
+        database_url=database_url,
+        max_upload_bytes=UPLOAD_LIMIT,
+        chunk_size=CHUNK_SIZE,
+        clock=clock,
+    )
+    app = create_app(node)
+    with serve(app) as client:
+        keys = issue_keys(node)
+        keys["manager"] = node.keys.issue(Role.RECORDS_MANAGER, "manager-1").secret
+        # The archivist's own name on a records manager key: the same person (same actor).
+        keys["archivist_as_manager"] = node.keys.issue(Role.RECORDS_MANAGER, "archivist-1").secret
+        yield Api(node=node, app=app, client=client, keys=keys)
+
+
+def _archive(api: Api, trigger: date, record_class: str = "OUTPATIENT") -> str:
+    archive_id: str = api.create(record_class=record_class, trigger_date=trigger.isoformat())["id"]
+    response = api.client.post(
+        f"/api/v1/archives/{archive_id}/archive", headers=api.auth("archivist")
+    )
+    assert response.status_code == 200, response.text
+    return archive_id
+
+
+def _state(api: Api, archive_id: str) -> str:
+    with api.node.db.session() as session:
+        return session.get_one(Archive, archive_id).state
+
+
+def _travel(clock: SteppedClock, rpc: JsonRpc, to: datetime) -> None:
+    """Move the node's clock and the chain's to ``to``."""
+    clock.offset = to - datetime.now(UTC)
+    rpc.request("evm_setNextBlockTimestamp", [int(to.timestamp())])
+    rpc.request("evm_mine")
+
+
+def _due(api: Api, within: str, who: str = "manager") -> Any:
+    return api.client.get("/api/v1/retention/due", headers=api.auth(who), params={"within": within})
+
+
+def _decide(api: Api, who: str, proposal: str, archive_id: str, **body: Any) -> Any:
+    return api.client.post(
+        f"/api/v1/retention/proposals/{proposal}/items/{archive_id}",
+        headers=api.auth(who),
+        json={"reason": "reviewed", **body},
+    )
+
+
+def _verifies(api: Api, chain: RpcChain, archive_id: str) -> None:
+    proof = api.client.get(f"/api/v1/archives/{archive_id}/proof", headers=api.auth("archivist"))
+    assert proof.status_code == 200, proof.text
+    report = verify_bundle(parse_bundle(proof.content), chain)
+    assert report.ok, report.to_text()
+
+
+def test_fifteen_years_and_a_day_later_review_with_four_eyes(
+    dapi: Api,
+    clock: SteppedClock,
+    chain: RpcChain,
+    chain_rpc: JsonRpc,
+    hospital_b: LocalAccount,
+) -> None:
+    api, archivist = dapi, dapi.auth("archivist")
+    today = clock.now.date()
+    due = _archive(api, today)
+    held = _archive(api, today)
+    leaving = _archive(api, today)
+    kept = _archive(api, today, "INPATIENT")
+    assert api.client.post(
+        f"/api/v1/archives/{held}/hold", headers=archivist, json={"reason": "litigation"}
+    ).is_success
+    offered = api.client.post(
+        f"/api/v1/archives/{leaving}/transfers", headers=archivist, json={"to": hospital_b.address}
+    )
+    assert offered.status_code == 202, offered.text
+    api.node.worker.run_until_anchored(timeout=30)
+
+    # Nothing is due yet.
+    assert _due(api, "P30D").json() == []
+    early = api.client.post("/api/v1/retention/run", headers=archivist)
+    assert early.json() == {"moved_to_review": 0}
+    assert _state(api, due) == "ARCHIVED"
+
+    deadline = datetime.combine(add_years(today, 15), time(), UTC)
+    _travel(clock, chain_rpc, deadline + timedelta(days=1))
+
+    listed = _due(api, "P0D")
+    assert listed.status_code == 200, listed.text
+    assert {(i["archive_id"], i["on_hold"]) for i in listed.json()} == {
+        (due, False),
+        (held, True),
+    }  # not the inpatient record (30 years), not the one in transfer
+    assert _due(api, "P0D", "cardiologist").status_code == 403
+    assert _due(api, "P0D", "auditor").status_code == 403
+    assert _due(api, "P99999D").status_code in (400, 422)
+    assert _due(api, "soon").status_code == 422
+
+    run = api.client.post("/api/v1/retention/run", headers=api.auth("manager"))
+    assert run.json() == {"moved_to_review": 1}
+    assert api.client.post("/api/v1/retention/run", headers=api.auth("auditor")).status_code == 403
+    assert (_state(api, due), _state(api, held), _state(api, leaving), _state(api, kept)) == (
+        "DISPOSITION_REVIEW",
+        "ARCHIVED",
+        "TRANSFER_PENDING",
+        "ARCHIVED",
+    )
+    events = api.client.get(f"/api/v1/archives/{due}/events", headers=archivist).json()
+    assert events[-1]["type"] == "DISPOSITION_START"
+
+    # Proposals: archivists only, only archives in review and not on hold.
+    proposals = "/api/v1/retention/proposals"
+    body = {"archive_ids": [due], "reason": "retention expired"}
+    assert api.client.post(proposals, headers=api.auth("manager"), json=body).status_code == 403
+    refused = api.client.post(
+        proposals, headers=archivist, json={"archive_ids": [held], "reason": "x"}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "on_hold")
+    refused = api.client.post(
+        proposals, headers=archivist, json={"archive_ids": [kept], "reason": "x"}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "not_in_review")
+    created = api.client.post(proposals, headers=archivist, json=body)
+    assert created.status_code == 201, created.text
+    proposal = created.json()["id"]
+    assert [(i["archive_id"], i["decision"]) for i in created.json()["items"]] == [(due, "pending")]
+    again = api.client.post(proposals, headers=archivist, json=body)
+    assert (again.status_code, again.json()["code"]) == (409, "already_proposed")
+
+    # Approval: a records manager, not the proposer; a hold blocks it.
+    assert _decide(api, "archivist", proposal, due, approve=True).status_code == 403
+    same_person = _decide(api, "archivist_as_manager", proposal, due, approve=True)
+    assert (same_person.status_code, same_person.json()["code"]) == (403, "four_eyes")
+    assert api.client.post(
+        f"/api/v1/archives/{due}/hold", headers=archivist, json={"reason": "regulator asked"}
+    ).is_success
+    blocked = _decide(api, "manager", proposal, due, approve=True)
+    assert (blocked.status_code, blocked.json()["code"]) == (409, "on_hold")
+    assert api.client.request(
+        "DELETE", f"/api/v1/archives/{due}/hold", headers=archivist, params={"reason": "done"}
+    ).is_success
+    approved = _decide(api, "manager", proposal, due, approve=True)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["decision"] == "approved"
+    expires = datetime.fromisoformat(approved.json()["expires_at"])
+    assert abs(expires - (clock.now + timedelta(days=30))) < timedelta(minutes=1)
+    twice = _decide(api, "manager", proposal, due, approve=False, new_deadline="2099-01-01")
+    assert (twice.status_code, twice.json()["code"]) == (409, "already_decided")
+
+    # An approval not executed within its window expires (the daily job).
+    _travel(clock, chain_rpc, clock.now + timedelta(days=31))
+    api.node.retention.run_schedule()
+    shown = api.client.get(f"{proposals}/{proposal}", headers=api.auth("manager")).json()
+    assert [i["decision"] for i in shown["items"]] == ["expired"]
+
+    # Rejection keeps the archive: the deadline moves later and the review ends.
+    assert api.client.request(
+        "DELETE", f"/api/v1/archives/{held}/hold", headers=archivist, params={"reason": "done"}
+    ).is_success
+    assert api.client.post("/api/v1/retention/run", headers=archivist).json() == {
+        "moved_to_review": 1
+    }
+    second = api.client.post(
+        proposals, headers=archivist, json={"archive_ids": [held], "reason": "expired"}
+    ).json()["id"]
+    missing = _decide(api, "manager", second, held, approve=False)
+    assert (missing.status_code, missing.json()["code"]) == (400, "new_deadline_required")
+    short = _decide(api, "manager", second, held, approve=False, new_deadline=str(today))
+    assert (short.status_code, short.json()["code"]) == (409, "retention_shortened")
+    keep_until = add_years(clock.now.date(), 5)
+    rejected = _decide(api, "manager", second, held, approve=False, new_deadline=str(keep_until))
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["decision"] == "rejected"
+    assert _state(api, held) == "ARCHIVED"
+    with api.node.db.session() as session:
+        change = session.execute(
+            select(RetentionChange).where(RetentionChange.archive_id == held)
+        ).scalar_one()
+        assert (change.cause, change.new_deadline.date()) == ("disposition", keep_until)
+
+    api.node.worker.run_until_anchored(timeout=30)
+    assert chain.custody(held).retention_deadline == int(
+        datetime.combine(keep_until, time(), UTC).timestamp()
+    )
+    for archive_id in (due, held, kept):
+        _verifies(api, chain, archive_id)
+
+
+def test_reminders_at_the_configured_horizons(dapi: Api, clock: SteppedClock) -> None:
+    api = dapi
+    alerts = CollectedAlerts()
+    api.node.retention.alerts = alerts
+    today = clock.now.date()
+    soon = _archive(api, add_years(today, -15) + timedelta(days=20))
+    later = _archive(api, add_years(today, -15) + timedelta(days=100))
+    _archive(api, add_years(today, -15) + timedelta(days=400))  # beyond every horizon
+    assert api.node.retention.remind() == 2
+    by_subject = {n.subject: n for n in alerts.notices}
+    assert set(by_subject) == {soon, later}
+    assert by_subject[soon].kind == "retention_due"
+    assert by_subject[soon].detail["horizon_days"] == 30
+    assert by_subject[later].detail["horizon_days"] == 180
+    for notice in alerts.notices:  # codes and counts only: no title, no patient
+        assert set(notice.detail) == {"horizon_days", "days_left", "on_hold"}
