@@ -10,6 +10,7 @@ clear: only its keyed pseudonym.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -35,7 +36,7 @@ from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
-from node.services.retention import ProposalView
+from node.services.retention import CertificateView, ProposalView
 from node.services.status import (
     MAX_CHECKPOINT_PAGE,
     CheckpointView,
@@ -839,4 +840,34 @@ class ProposalOut(_Out):
             proposed_by=view.proposed_by,
             created_at=view.created_at,
             items=[ItemOut.model_validate(i) for i in view.items],
+        )
+
+
+class DestructionOut(_Out):
+    """One archive destroyed."""
+
+    archive_id: str
+    certificate_hash: str
+    key_copies_destroyed: int
+    blobs_deleted: int
+
+
+class CertificateOut(BaseModel):
+    """A destruction certificate: the document (its RFC 8785 form is what is hashed), the hash
+    in the DESTROY event and on chain, and the custodian's EIP-712 signature."""
+
+    archive_id: str
+    certificate: dict[str, Any]
+    certificate_hash: str
+    signature: str
+    signer: str
+
+    @classmethod
+    def of(cls, view: CertificateView) -> CertificateOut:
+        return cls(
+            archive_id=view.archive_id,
+            certificate=json.loads(view.document),
+            certificate_hash=view.certificate_hash,
+            signature=view.signature,
+            signer=view.signer,
         )

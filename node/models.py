@@ -31,6 +31,7 @@ __all__ = [
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
+    "DestructionCertificate",
     "DispositionDecision",
     "DispositionItem",
     "DispositionProposal",
@@ -294,6 +295,7 @@ class DispositionDecision(StrEnum):
 
     PENDING = "pending"  # proposed, awaiting a records manager
     APPROVED = "approved"  # a second person approved destruction (until ``expires_at``)
+    EXECUTED = "executed"  # destroyed, with its certificate
     REJECTED = "rejected"  # kept: the deadline moved (RETENTION_EXTEND)
     EXPIRED = "expired"  # approved but not executed in time
     WITHDRAWN = "withdrawn"  # no longer in review (extended, held) when decided
@@ -325,3 +327,16 @@ class DispositionItem(Base):
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class DestructionCertificate(Base):
+    """The signed destruction certificate of an archive: its RFC 8785 bytes (hashed into the
+    DESTROY event and onto the chain) and the node key's EIP-712 signature."""
+
+    __tablename__ = "destruction_certificates"
+
+    archive_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(132))
+    created_at: Mapped[datetime]

@@ -49,6 +49,7 @@ class Action(StrEnum):
     RUN_DISPOSITION = "run_disposition"
     PROPOSE_DISPOSITION = "propose_disposition"
     DECIDE_DISPOSITION = "decide_disposition"
+    EXECUTE_DISPOSITION = "execute_disposition"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {

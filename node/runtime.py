@@ -143,6 +143,10 @@ class NodeRuntime:
             pseudonyms=self.pseudonyms,
             alerts=self.alerts,
             clock=self.clock,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            signer=self.keystore.account(),
+            deployment=self.deployment,
             encounters=self.encounters,
         )
         self.encounters.add(self.retention)

@@ -13,7 +13,9 @@ from api.errors import error_responses
 from api.routes.archives import ArchiveIdPath
 from api.schemas import (
     ArchiveOut,
+    CertificateOut,
     DecisionIn,
+    DestructionOut,
     DispositionRunOut,
     DueOut,
     DueQuery,
@@ -165,3 +167,38 @@ def decide(
         new_deadline=body.new_deadline,
     )
     return ItemOut.model_validate(view)
+
+
+@router.post(
+    "/retention/proposals/{proposal_id}/items/{archive_id}/destroy",
+    response_model=DestructionOut,
+    summary="Destroy an approved archive (crypto-shredding)",
+    description=(
+        "Destroys every copy of the archive's key, erases descriptive metadata, signs the "
+        "destruction certificate, logs DESTROY with its hash and queues `destroy(id, "
+        "certificateHash)` on chain; then deletes the ciphertext. Needs an unexpired approval "
+        "and no hold. Role: archivist."
+    ),
+    responses=COMMAND_ERRORS,
+)
+def destroy(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    proposal_id: ProposalIdPath,
+    archive_id: ArchiveIdPath,
+) -> DestructionOut:
+    view = runtime.retention.destroy(principal, proposal_id, archive_id)
+    return DestructionOut.model_validate(view)
+
+
+@router.get(
+    "/archives/{archive_id}/certificate",
+    response_model=CertificateOut,
+    summary="An archive's destruction certificate",
+    description="Roles: archivist, auditor, records manager.",
+    responses=error_responses(401, 403, 404, 422, 503),
+)
+def certificate(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> CertificateOut:
+    return CertificateOut.of(runtime.retention.certificate(principal, archive_id))

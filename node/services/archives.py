@@ -55,7 +55,7 @@ from node import crypto
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import ConflictError, InputError, NodeError, NotFoundError
+from node.errors import ConflictError, GoneError, InputError, NodeError, NotFoundError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion
@@ -490,6 +490,12 @@ class ArchiveService:
 
         def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial]:
             archive = self.ledger.held(uow.session, principal, archive_id)
+            if archive.state == ArchiveStatus.DESTROYED.value:
+                raise GoneError(
+                    f"archive {archive.id} was destroyed: its content no longer exists "
+                    "(its events, proofs and destruction certificate remain)",
+                    code="destroyed",
+                )
             state = self.ledger.state(uow.session, archive)
             wanted = version or archive.current_version
             row = next((v for v in archive.versions if v.version == wanted), None)

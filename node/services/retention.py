@@ -22,30 +22,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 from ulid import ULID
 
+from anchoring.certificate import (
+    CERTIFICATE_FORMAT,
+    canonical_certificate,
+    certificate_hash,
+    typed_message,
+)
+from anchoring.deployment import Deployment
 from anchoring.events import (
+    DestroyData,
+    DestroyEvent,
+    DestructionMethod,
     DispositionStartData,
     DispositionStartEvent,
     RetentionExtendData,
     RetentionExtendEvent,
+    format_time,
 )
 from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call
 from node.alerts import AlertNotice, AlertSink, Severity
+from node.blobstore import BlobStore
 from node.config import NodeSettings
 from node.db import Clock, Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
-from node.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
+from node.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import (
     Archive,
+    ArchiveVersion,
+    DestructionCertificate,
     DispositionDecision,
     DispositionItem,
     DispositionProposal,
     RetentionChange,
+    WrappedKey,
 )
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
@@ -108,6 +130,27 @@ class ProposalView:
 
 
 @dataclass(frozen=True, slots=True)
+class DestructionView:
+    """One archive destroyed: its certificate's hash and what was destroyed."""
+
+    archive_id: str
+    certificate_hash: str
+    key_copies_destroyed: int
+    blobs_deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView:
+    """An archive's destruction certificate: the canonical document, its hash and signature."""
+
+    archive_id: str
+    document: bytes
+    certificate_hash: str
+    signature: str
+    signer: str
+
+
+@dataclass(frozen=True, slots=True)
 class EncounterOutcome:
     """What one encounter report changed."""
 
@@ -128,6 +171,10 @@ class RetentionService:
         pseudonyms: Pseudonyms,
         alerts: AlertSink,
         clock: Clock,
+        keyring: KeyRing,
+        blobs: BlobStore,
+        signer: LocalAccount,
+        deployment: Deployment,
         encounters: EncounterSink | None = None,
     ) -> None:
         self.settings = settings
@@ -138,6 +185,10 @@ class RetentionService:
         self.alerts = alerts
         self.clock = clock
         self.encounters = encounters
+        self.keyring = keyring
+        self.blobs = blobs
+        self.signer = signer
+        self.deployment = deployment
         self.policies = RetentionPolicies(settings.retention_years)
 
     @property
@@ -380,6 +431,7 @@ class RetentionService:
         self.remind()
         self.start_dispositions()
         self.expire_approvals()
+        self.purge_destroyed_blobs()
 
     # -- four eyes -----------------------------------------------------------------------------
 
@@ -462,19 +514,7 @@ class RetentionService:
                     "four eyes: the proposer of a disposition list cannot decide on it",
                     code="four_eyes",
                 )
-            item = uow.session.execute(
-                select(DispositionItem)
-                .where(
-                    DispositionItem.proposal_id == proposal.id,
-                    DispositionItem.archive_id == normalise_id(archive_id),
-                )
-                .with_for_update()
-            ).scalar_one_or_none()
-            if item is None:
-                raise NotFoundError(
-                    f"archive {archive_id} is not on disposition list {proposal.id}",
-                    code="item_not_found",
-                )
+            item = self._item(uow, proposal.id, archive_id)
             if item.decision != DispositionDecision.PENDING.value:
                 raise ConflictError(
                     f"archive {item.archive_id} was already decided ({item.decision})",
@@ -546,7 +586,217 @@ class RetentionService:
 
         return self.units.run(unit)
 
+    # -- destruction ---------------------------------------------------------------------------
+
+    def destroy(self, principal: Principal, proposal_id: str, archive_id: str) -> DestructionView:
+        """Execute one approved item: destroy every copy of the archive's key, erase the
+        descriptive metadata that may hold PHI, sign the certificate, log DESTROY (its hash) and
+        queue ``destroy(id, certificateHash)`` — all in one unit of work, so an archive is either
+        destroyed with its certificate or untouched. The ciphertext is deleted from the blob
+        store once that is committed (``purge_destroyed_blobs`` finishes it after a crash)."""
+        principal.require(Action.EXECUTE_DISPOSITION)
+
+        def unit(uow: UnitOfWork) -> tuple[DestructionView, list[str]]:
+            proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
+            if proposal is None:
+                raise NotFoundError(
+                    f"disposition list {proposal_id} not found", code="proposal_not_found"
+                )
+            item = self._item(uow, proposal.id, archive_id)
+            if item.decision != DispositionDecision.APPROVED.value:
+                raise ConflictError(
+                    f"archive {item.archive_id} is not approved for destruction ({item.decision})",
+                    code="not_approved",
+                )
+            if item.expires_at is not None and item.expires_at <= uow.now:
+                raise ConflictError(
+                    f"the approval to destroy archive {item.archive_id} expired at "
+                    f"{format_time(item.expires_at)}; propose it again",
+                    code="approval_expired",
+                )
+            archive = self.ledger.held(uow.session, principal, item.archive_id)
+            state = self.ledger.state(uow.session, archive)
+            self._require_reviewable(state, archive.id)
+            holders = sorted(
+                uow.session.execute(
+                    select(WrappedKey.holder).where(
+                        WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+                    )
+                ).scalars()
+            )
+            destroyed = self.keyring.destroy(uow.session, archive.id, uow.now)
+            remaining = uow.session.execute(
+                select(WrappedKey.id).where(
+                    WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+                )
+            ).first()
+            try:
+                self.keyring.own(uow.session, archive.id)
+                key_lookup = "found"
+            except ConflictError as exc:
+                key_lookup = exc.code
+            if remaining is not None or key_lookup != "no_key":  # pragma: no cover  (defence)
+                raise ConflictError(
+                    f"archive {archive.id}: a key copy survived destruction", code="key_survived"
+                )
+            versions: list[ArchiveVersion] = list(archive.versions)
+            cids = [v.cid for v in versions if v.blob_deleted_at is None]
+            document = {
+                "format": CERTIFICATE_FORMAT,
+                "archive_id": archive.id,
+                "custodian": self.hospital,
+                "chain_id": self.deployment.chain_id,
+                "notary": self.deployment.notary.address,
+                "record_class": archive.record_class,
+                "retention_policy": archive.retention_policy,
+                "trigger_date": archive.trigger_date.date().isoformat(),
+                "retention_deadline": format_time(state.retention_deadline)
+                if state.retention_deadline
+                else None,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "commitment": v.commitment,
+                        "ciphertext_sha256": v.ciphertext_sha256,
+                    }
+                    for v in versions
+                ],
+                "proposal": {
+                    "id": proposal.id,
+                    "proposed_by": proposal.proposed_by,
+                    "proposed_at": format_time(proposal.created_at),
+                },
+                "approval": {
+                    "approved_by": item.decided_by,
+                    "approved_at": format_time(item.decided_at) if item.decided_at else None,
+                    "expires_at": format_time(item.expires_at) if item.expires_at else None,
+                },
+                "executed_by": principal.actor,
+                "method": {
+                    "kind": DestructionMethod.CRYPTO_ERASURE.value,
+                    "key_copies_destroyed": destroyed,
+                    "key_holders": holders,
+                    "blob_store": self.blobs.kind,
+                    "blobs_to_delete": cids,
+                    "metadata_erased": ["title", "search_text", "metadata", "filename"],
+                },
+                "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
+                "destroyed_at": format_time(uow.now),
+            }
+            raw = canonical_certificate(document)
+            digest = certificate_hash(raw)
+            message = typed_message(
+                chain_id=self.deployment.chain_id,
+                notary=self.deployment.notary.address,
+                archive_id=archive.id,
+                digest=digest,
+                custodian=self.hospital,
+            )
+            signature = "0x" + bytes(self.signer.sign_message(message).signature).hex()
+            data = DestroyData(
+                certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE
+            )
+            self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
+            archive.title = ""
+            archive.search_text = ""
+            archive.metadata_json = {}
+            for version in versions:
+                version.filename = None
+            uow.session.add(
+                DestructionCertificate(
+                    archive_id=archive.id,
+                    document=raw,
+                    sha256=digest.hex(),
+                    signature=signature,
+                    created_at=uow.now,
+                )
+            )
+            item.decision = DispositionDecision.EXECUTED.value
+            enqueue_call(
+                uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
+            )
+            return DestructionView(archive.id, digest.hex(), destroyed, 0), cids
+
+        view, cids = self.units.run(unit)
+        deleted = self._delete_blobs(view.archive_id, cids)
+        return DestructionView(
+            view.archive_id, view.certificate_hash, view.key_copies_destroyed, deleted
+        )
+
+    def certificate(self, principal: Principal, archive_id: str) -> CertificateView:
+        """The destruction certificate of a destroyed archive in the caller's scope."""
+        principal.require(Action.READ_PROOF)
+        with self.db.session() as session:
+            archive = self.ledger.visible(session, principal, archive_id)
+            row = session.get(DestructionCertificate, archive.id)
+            if row is None:
+                raise NotFoundError(
+                    f"archive {archive.id} has no destruction certificate (not destroyed here)",
+                    code="certificate_not_found",
+                )
+            return CertificateView(
+                archive.id, row.document, row.sha256, row.signature, self.hospital
+            )
+
+    def purge_destroyed_blobs(self) -> int:
+        """Delete the ciphertext of destroyed archives still in the blob store (after a crash
+        between the destruction's commit and the deletion). Returns how many were deleted."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(ArchiveVersion.archive_id, ArchiveVersion.cid)
+                .join(Archive, Archive.id == ArchiveVersion.archive_id)
+                .where(
+                    Archive.state == ArchiveStatus.DESTROYED.value,
+                    ArchiveVersion.blob_deleted_at.is_(None),
+                )
+            ).all()
+        by_archive: dict[str, list[str]] = {}
+        for archive_id, cid in rows:
+            by_archive.setdefault(archive_id, []).append(cid)
+        return sum(self._delete_blobs(a, cids) for a, cids in by_archive.items())
+
+    def _delete_blobs(self, archive_id: str, cids: list[str]) -> int:
+        """Delete ``cids`` (absent ones are fine), check that a fetch now fails, and record it."""
+        gone: list[str] = []
+        for cid in cids:
+            try:
+                self.blobs.delete(cid)
+            except Exception as exc:  # the key is already gone; the job retries the blob
+                log.warning("blob of destroyed archive %s not deleted yet: %s", archive_id, exc)
+                continue
+            if not self.blobs.exists(cid):
+                gone.append(cid)
+        if not gone:
+            return 0
+
+        def unit(uow: UnitOfWork) -> None:
+            for version in uow.session.execute(
+                select(ArchiveVersion).where(
+                    ArchiveVersion.archive_id == archive_id, ArchiveVersion.cid.in_(gone)
+                )
+            ).scalars():
+                version.blob_deleted_at = uow.now
+
+        self.units.run(unit)
+        return len(gone)
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _item(self, uow: UnitOfWork, proposal_id: str, archive_id: str) -> DispositionItem:
+        item = uow.session.execute(
+            select(DispositionItem)
+            .where(
+                DispositionItem.proposal_id == proposal_id,
+                DispositionItem.archive_id == normalise_id(archive_id),
+            )
+            .with_for_update()
+        ).scalar_one_or_none()
+        if item is None:
+            raise NotFoundError(
+                f"archive {archive_id} is not on disposition list {proposal_id}",
+                code="item_not_found",
+            )
+        return item
 
     def _open_item(self, uow: UnitOfWork, archive_id: str) -> DispositionItem | None:
         return uow.session.execute(
@@ -574,6 +824,8 @@ def _deadline(archive: Archive) -> datetime:
 
 
 __all__ = [
+    "CertificateView",
+    "DestructionView",
     "DueView",
     "EncounterOutcome",
     "ItemView",

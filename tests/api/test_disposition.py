@@ -9,8 +9,10 @@ verifies against the chain."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +20,14 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from anchoring.bundle import parse_bundle
+from anchoring.certificate import CERTIFICATE_FORMAT, signer
 from anchoring.chain import JsonRpc, RpcChain
+from anchoring.chainview import CustodyState
+from anchoring.events import jcs
 from anchoring.verifier import verify_bundle
 from api.main import create_app
 from node.alerts import AlertNotice
-from node.models import Archive, RetentionChange
+from node.models import Archive, RetentionChange, WrappedKey
 from node.principal import Role
 from node.retention import add_years
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
@@ -106,6 +111,70 @@ def _decide(api: Api, who: str, proposal: str, archive_id: str, **body: Any) -> 
         headers=api.auth(who),
         json={"reason": "reviewed", **body},
     )
+
+
+def _destroy(api: Api, who: str, proposal: str, archive_id: str) -> Any:
+    return api.client.post(
+        f"/api/v1/retention/proposals/{proposal}/items/{archive_id}/destroy",
+        headers=api.auth(who),
+    )
+
+
+def _blob_files(api: Api) -> set[Path]:
+    return {p for p in api.node.settings.blob_dir.rglob("*") if p.is_file()}
+
+
+def _check_destroyed(api: Api, archive_id: str, digest: str) -> None:
+    """Content 410, metadata erased, every key copy gone, the certificate hashed and signed."""
+    archivist = api.auth("archivist")
+    content = api.client.get(
+        f"/api/v1/archives/{archive_id}/content",
+        headers=archivist,
+        params={"purpose": "operations"},
+    )
+    assert (content.status_code, content.json()["code"]) == (410, "destroyed")
+    meta = api.client.get(f"/api/v1/archives/{archive_id}", headers=archivist).json()
+    assert meta["state"] == "DESTROYED"
+    assert (meta["title"], meta["metadata"]) == ("", {})
+    assert all(v["filename"] is None for v in meta["versions"])
+    with api.node.db.session() as session:
+        keys = session.execute(
+            select(WrappedKey).where(WrappedKey.archive_id == archive_id)
+        ).scalars()
+        assert all(k.blob is None and k.destroyed_at is not None for k in keys)
+    events = api.client.get(f"/api/v1/archives/{archive_id}/events", headers=archivist).json()
+    (destroy,) = [e for e in events if e["type"] == "DESTROY"]
+    assert destroy["event"]["data"]["certificate_hash"] == digest
+    for who in ("archivist", "auditor", "manager"):
+        response = api.client.get(
+            f"/api/v1/archives/{archive_id}/certificate", headers=api.auth(who)
+        )
+        assert response.status_code == 200, response.text
+    body = response.json()
+    document = body["certificate"]
+    assert hashlib.sha256(jcs(document)).hexdigest() == digest == body["certificate_hash"]
+    assert document["format"] == CERTIFICATE_FORMAT
+    assert document["archive_id"] == archive_id
+    assert document["method"]["key_copies_destroyed"] == 1
+    assert document["checks"] == {"key_copies_remaining": 0, "own_key_lookup": "no_key"}
+    assert document["proposal"]["proposed_by"] != document["approval"]["approved_by"]
+    deployment = api.node.deployment
+    assert body["signer"] == api.node.hospital
+    assert (
+        signer(
+            chain_id=deployment.chain_id,
+            notary=deployment.notary.address,
+            archive_id=archive_id,
+            digest=bytes.fromhex(digest),
+            custodian=api.node.hospital,
+            signature=body["signature"],
+        )
+        == api.node.hospital
+    )
+    no_certificate = api.client.get(
+        f"/api/v1/archives/{archive_id}/certificate", headers=api.auth("cardiologist")
+    )
+    assert no_certificate.status_code == 403
 
 
 def _verifies(api: Api, chain: RpcChain, archive_id: str) -> None:
@@ -200,6 +269,8 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     assert api.client.request(
         "DELETE", f"/api/v1/archives/{due}/hold", headers=archivist, params={"reason": "done"}
     ).is_success
+    early = _destroy(api, "archivist", proposal, due)
+    assert (early.status_code, early.json()["code"]) == (409, "not_approved")
     approved = _decide(api, "manager", proposal, due, approve=True)
     assert approved.status_code == 200, approved.text
     assert approved.json()["decision"] == "approved"
@@ -208,19 +279,39 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     twice = _decide(api, "manager", proposal, due, approve=False, new_deadline="2099-01-01")
     assert (twice.status_code, twice.json()["code"]) == (409, "already_decided")
 
-    # An approval not executed within its window expires (the daily job).
-    _travel(clock, chain_rpc, clock.now + timedelta(days=31))
-    api.node.retention.run_schedule()
-    shown = api.client.get(f"{proposals}/{proposal}", headers=api.auth("manager")).json()
-    assert [i["decision"] for i in shown["items"]] == ["expired"]
+    # Destruction: crypto-shredding with a signed certificate.
+    blob_files = _blob_files(api)
+    assert _destroy(api, "manager", proposal, due).status_code == 403
+    destroyed = _destroy(api, "archivist", proposal, due)
+    assert destroyed.status_code == 200, destroyed.text
+    outcome = destroyed.json()
+    assert outcome["key_copies_destroyed"] == 1
+    assert outcome["blobs_deleted"] == 1
+    assert len(_blob_files(api)) == len(blob_files) - 1
+    again = _destroy(api, "archivist", proposal, due)
+    assert (again.status_code, again.json()["code"]) == (409, "not_approved")
+    _check_destroyed(api, due, outcome["certificate_hash"])
 
-    # Rejection keeps the archive: the deadline moves later and the review ends.
+    # An approval not executed within its window expires (and the daily job says so).
     assert api.client.request(
         "DELETE", f"/api/v1/archives/{held}/hold", headers=archivist, params={"reason": "done"}
     ).is_success
     assert api.client.post("/api/v1/retention/run", headers=archivist).json() == {
         "moved_to_review": 1
     }
+    late = api.client.post(
+        proposals, headers=archivist, json={"archive_ids": [held], "reason": "expired"}
+    ).json()["id"]
+    assert _decide(api, "manager", late, held, approve=True).status_code == 200
+    _travel(clock, chain_rpc, clock.now + timedelta(days=31))
+    stale = _destroy(api, "archivist", late, held)
+    assert (stale.status_code, stale.json()["code"]) == (409, "approval_expired")
+    api.node.retention.run_schedule()
+    shown = api.client.get(f"{proposals}/{late}", headers=api.auth("manager")).json()
+    assert [i["decision"] for i in shown["items"]] == ["expired"]
+    assert _state(api, held) == "DISPOSITION_REVIEW"
+
+    # Rejection keeps the archive: the deadline moves later and the review ends.
     second = api.client.post(
         proposals, headers=archivist, json={"archive_ids": [held], "reason": "expired"}
     ).json()["id"]
@@ -243,6 +334,9 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     assert chain.custody(held).retention_deadline == int(
         datetime.combine(keep_until, time(), UTC).timestamp()
     )
+    custody = chain.custody(due)
+    assert custody.state is CustodyState.DESTROYED
+    assert custody.certificate_hash.hex() == outcome["certificate_hash"]
     for archive_id in (due, held, kept):
         _verifies(api, chain, archive_id)
 

@@ -1,4 +1,4 @@
-"""retention: reasons of deadline changes, disposition lists and their items
+"""retention: reasons of deadline changes, disposition lists, destruction certificates
 
 Revision ID: 0007
 Revises: 0004
@@ -80,8 +80,19 @@ def upgrade() -> None:
             batch_op.f("ix_disposition_items_proposal_id"), ["proposal_id"], unique=False
         )
 
+    op.create_table(
+        "destruction_certificates",
+        sa.Column("archive_id", sa.String(length=26), nullable=False),
+        sa.Column("document", sa.LargeBinary(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("signature", sa.String(length=132), nullable=False),
+        _time("created_at"),
+        sa.PrimaryKeyConstraint("archive_id", name=op.f("pk_destruction_certificates")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("destruction_certificates")
     op.drop_table("disposition_items")
     op.drop_table("disposition_proposals")
     op.drop_table("retention_changes")
