@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
-from anchoring.bundle import parse_bundle
-from anchoring.certificate import CERTIFICATE_FORMAT, signer
+from anchoring.bundle import CertificateClaim, dump_bundle, parse_bundle
+from anchoring.certificate import CERTIFICATE_FORMAT, signer, typed_message
 from anchoring.chain import JsonRpc, RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.events import jcs
@@ -339,6 +341,40 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     assert custody.certificate_hash.hex() == outcome["certificate_hash"]
     for archive_id in (due, held, kept):
         _verifies(api, chain, archive_id)
+    _tampered_certificates_fail(api, chain, due)
+
+
+def _tampered_certificates_fail(api: Api, chain: RpcChain, archive_id: str) -> None:
+    """The verifier checks the certificate: present, hashing to the DESTROY event's (and the
+    chain's) hash, naming this archive, and signed by the custodian."""
+    proof = api.client.get(f"/api/v1/archives/{archive_id}/proof", headers=api.auth("archivist"))
+    bundle = parse_bundle(proof.content)
+    assert bundle.certificate is not None
+    claim = bundle.certificate
+
+    def codes(certificate: CertificateClaim | None) -> set[str]:
+        report = verify_bundle(replace(bundle, certificate=certificate), chain)
+        assert not report.ok
+        return {f.code.value for f in report.failures}
+
+    assert codes(None) == {"certificate_missing"}
+    altered = claim.document.replace(b'"crypto_erasure"', b'"shredded_paper"')
+    assert codes(replace(claim, document=altered)) == {"certificate_mismatch"}
+    stranger = Account.create()
+    deployment = api.node.deployment
+    forged = stranger.sign_message(
+        typed_message(
+            chain_id=deployment.chain_id,
+            notary=deployment.notary.address,
+            archive_id=archive_id,
+            digest=hashlib.sha256(claim.document).digest(),
+            custodian=api.node.hospital,
+        )
+    )
+    signature = "0x" + bytes(forged.signature).hex()
+    assert codes(replace(claim, signature=signature)) == {"certificate_signature_invalid"}
+    # The bundle document round-trips with its certificate.
+    assert parse_bundle(dump_bundle(bundle)) == bundle
 
 
 def test_reminders_at_the_configured_horizons(dapi: Api, clock: SteppedClock) -> None:
