@@ -299,7 +299,6 @@ def verify_bundle(
 
     custody_checked = False
     if final_state is not None:
-        _check_certificate(bundle, final_state, failures)
         expected = expected_custody(final_state)
         if bundle.custody is not None:
             _check_custody_claim(bundle.custody, expected, failures)
@@ -308,6 +307,7 @@ def verify_bundle(
             if record is not None:
                 custody_checked = True
                 _check_custody_record(expected, record, final_state, failures)
+        _check_certificate(bundle, final_state, failures)
 
     if facts.not_a_notary is not None:
         failures.append(Failure(Code.NOTARY_MISMATCH, facts.not_a_notary))
