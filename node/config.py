@@ -10,6 +10,7 @@ Data directory layout (``data_dir``)::
     keystore.json    encrypted keys (hospital Ethereum key, encryption key, KEKs, pseudonym secret)
     node.db          SQLite database (unless ``database_url`` points elsewhere)
     blobs/           local content-addressed store (unless ``blob_store = "ipfs"``)
+    tombstones.jsonl destroyed archives, replayed at every start (unless ``tombstone_file``)
     node.log         log file when started in the background
 """
 
@@ -111,6 +112,9 @@ class NodeSettings(BaseSettings):
     """Hours between runs of the retention job (reminders, due archives into review)."""
     disposition_approval_days: int = Field(30, ge=1, le=365)
     """Days an approved disposition stays valid for execution."""
+    tombstone_file: Path | None = None
+    """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
+    keep it out of the database's backups so a restore cannot resurrect a destroyed key."""
 
     @classmethod
     def settings_customise_sources(
@@ -135,6 +139,10 @@ class NodeSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+    @property
+    def resolved_tombstone_file(self) -> Path:
+        return self.tombstone_file or self.data_dir / "tombstones.jsonl"
 
     @property
     def resolved_keystore_path(self) -> Path:

@@ -44,6 +44,7 @@ from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
+from node.tombstones import TombstoneLedger
 from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class NodeRuntime:
     writer: ContractWriter
     committer: GroupCommitter
     worker: AnchoringWorker
+    tombstones: TombstoneLedger
     alerts: AlertSink = field(default_factory=LoggingAlertSink)
     encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
     clock: Clock = utc_now
@@ -147,6 +149,7 @@ class NodeRuntime:
             blobs=self.blobs,
             signer=self.keystore.account(),
             deployment=self.deployment,
+            tombstones=self.tombstones,
             encounters=self.encounters,
         )
         self.encounters.add(self.retention)
@@ -200,6 +203,9 @@ class NodeRuntime:
         blobs = open_blob_store(
             settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
         )
+        # Before anything serves: a restored backup must not bring a destroyed key back.
+        tombstones = TombstoneLedger(settings.resolved_tombstone_file)
+        tombstones.replay(db, blobs, clock())
         chain = RpcChain(settings.rpc_url, deployment)
         writer = ContractWriter(chain, keystore.account())
         committer = GroupCommitter(db, clock=clock)
@@ -226,6 +232,7 @@ class NodeRuntime:
             writer=writer,
             committer=committer,
             worker=worker,
+            tombstones=tombstones,
             clock=clock,
         )
 

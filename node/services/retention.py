@@ -73,6 +73,7 @@ from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies, Trigger
 from node.services.records import ArchiveView
+from node.tombstones import Tombstone, TombstoneLedger
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class RetentionService:
         blobs: BlobStore,
         signer: LocalAccount,
         deployment: Deployment,
+        tombstones: TombstoneLedger,
         encounters: EncounterSink | None = None,
     ) -> None:
         self.settings = settings
@@ -189,6 +191,7 @@ class RetentionService:
         self.blobs = blobs
         self.signer = signer
         self.deployment = deployment
+        self.tombstones = tombstones
         self.policies = RetentionPolicies(settings.retention_years)
 
     @property
@@ -596,7 +599,7 @@ class RetentionService:
         store once that is committed (``purge_destroyed_blobs`` finishes it after a crash)."""
         principal.require(Action.EXECUTE_DISPOSITION)
 
-        def unit(uow: UnitOfWork) -> tuple[DestructionView, list[str]]:
+        def unit(uow: UnitOfWork) -> tuple[DestructionView, list[str], str]:
             proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
             if proposal is None:
                 raise NotFoundError(
@@ -615,6 +618,8 @@ class RetentionService:
                     code="approval_expired",
                 )
             archive = self.ledger.held(uow.session, principal, item.archive_id)
+            if archive.state == ArchiveStatus.DESTROYED.value:  # a tombstone replayed
+                raise ConflictError(f"archive {archive.id} is destroyed", code="destroyed")
             state = self.ledger.state(uow.session, archive)
             self._require_reviewable(state, archive.id)
             holders = sorted(
@@ -715,9 +720,11 @@ class RetentionService:
             enqueue_call(
                 uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
             )
-            return DestructionView(archive.id, digest.hex(), destroyed, 0), cids
+            view = DestructionView(archive.id, digest.hex(), destroyed, 0)
+            return view, cids, format_time(uow.now)
 
-        view, cids = self.units.run(unit)
+        view, cids, destroyed_at = self.units.run(unit)
+        self.tombstones.append([Tombstone(view.archive_id, view.certificate_hash, destroyed_at)])
         deleted = self._delete_blobs(view.archive_id, cids)
         return DestructionView(
             view.archive_id, view.certificate_hash, view.key_copies_destroyed, deleted

@@ -10,6 +10,9 @@ verifies against the chain."""
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -33,7 +36,8 @@ from node.models import Archive, RetentionChange, WrappedKey
 from node.principal import Role
 from node.retention import add_years
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
-from tests.fixtures.node import MakeNode
+from tests.fixtures.chain import Consortium
+from tests.fixtures.node import MakeNode, build_node
 
 
 class SteppedClock:
@@ -393,3 +397,83 @@ def test_reminders_at_the_configured_horizons(dapi: Api, clock: SteppedClock) ->
     assert by_subject[later].detail["horizon_days"] == 180
     for notice in alerts.notices:  # codes and counts only: no title, no patient
         assert set(notice.detail) == {"horizon_days", "days_left", "on_hold"}
+
+
+def test_a_restored_backup_cannot_resurrect_a_destroyed_key(
+    make_node: MakeNode,
+    consortium: Consortium,
+    hospital_a: LocalAccount,
+    clock: SteppedClock,
+    chain_rpc: JsonRpc,
+) -> None:
+    """Back up the database (SQLite online backup), destroy, restore the backup: the start
+    replays the tombstone ledger, so the key is gone again and content answers 410."""
+    node = make_node(clock=clock)  # SQLite in its data directory
+    data_dir = node.settings.data_dir
+    database = data_dir / "node.db"
+    with serve(create_app(node)) as client:
+        keys = issue_keys(node)
+        keys["manager"] = node.keys.issue(Role.RECORDS_MANAGER, "manager-1").secret
+        api = Api(node=node, app=create_app(node), client=client, keys=keys)
+        archive_id = _archive(api, clock.now.date())
+        api.node.worker.run_until_anchored(timeout=30)
+        deadline = datetime.combine(add_years(clock.now.date(), 15), time(), UTC)
+        _travel(clock, chain_rpc, deadline + timedelta(days=1))
+        assert api.client.post("/api/v1/retention/run", headers=api.auth("archivist")).is_success
+        proposal = api.client.post(
+            "/api/v1/retention/proposals",
+            headers=api.auth("archivist"),
+            json={"archive_ids": [archive_id], "reason": "expired"},
+        ).json()["id"]
+        assert _decide(api, "manager", proposal, archive_id, approve=True).is_success
+
+        backup = data_dir / "backup.db"
+        source = sqlite3.connect(database)
+        target = sqlite3.connect(backup)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+
+        assert _destroy(api, "archivist", proposal, archive_id).status_code == 200
+        blobs_after = _blob_files(api)
+    node.close()
+
+    tombstones = (data_dir / "tombstones.jsonl").read_text().splitlines()
+    assert [json.loads(line)["archive_id"] for line in tombstones] == [archive_id]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, database)
+    with sqlite3.connect(database) as restored:  # the backup still holds the live key
+        live = restored.execute(
+            "SELECT count(*) FROM wrapped_keys WHERE archive_id = ? AND blob IS NOT NULL",
+            (archive_id,),
+        ).fetchone()[0]
+    assert live == 1
+
+    reopened = build_node(consortium, hospital_a, data_dir, clock=clock)
+    try:
+        with reopened.db.session() as session:
+            copies = list(
+                session.execute(
+                    select(WrappedKey).where(WrappedKey.archive_id == archive_id)
+                ).scalars()
+            )
+            assert copies
+            assert all(k.blob is None and k.destroyed_at is not None for k in copies)
+            row = session.get_one(Archive, archive_id)
+            assert (row.state, row.title, row.metadata_json) == ("DESTROYED", "", {})
+        with serve(create_app(reopened)) as client:
+            api = Api(node=reopened, app=create_app(reopened), client=client, keys=keys)
+            content = api.client.get(
+                f"/api/v1/archives/{archive_id}/content",
+                headers=api.auth("archivist"),
+                params={"purpose": "operations"},
+            )
+            assert (content.status_code, content.json()["code"]) == (410, "destroyed")
+            again = _destroy(api, "archivist", proposal, archive_id)
+            assert (again.status_code, again.json()["code"]) == (409, "destroyed")
+            assert _blob_files(api) == blobs_after  # the ciphertext did not come back
+    finally:
+        reopened.close()
