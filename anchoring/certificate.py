@@ -22,6 +22,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
+from eth_utils.crypto import keccak
 
 from anchoring.errors import BundleFormatError
 from anchoring.events import jcs
@@ -106,6 +107,37 @@ def typed_message(
     )
 
 
+_DOMAIN_TYPE_HASH = keccak(
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+_CERTIFICATE_TYPE_HASH = keccak(
+    b"DestructionCertificate(bytes32 archiveId,bytes32 certificateHash,address custodian)"
+)
+
+
+def _address_word(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
+
+
+def typed_digest(
+    *, chain_id: int, notary: str, archive_id: str, digest: bytes, custodian: str
+) -> bytes:
+    """The EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message))`` of the
+    certificate message, computed directly (the same bytes ``typed_message`` signs; a test
+    compares them), cheap enough to sign thousands of certificates per second."""
+    domain = keccak(
+        _DOMAIN_TYPE_HASH
+        + keccak(EIP712_NAME.encode())
+        + keccak(EIP712_VERSION.encode())
+        + chain_id.to_bytes(32, "big")
+        + _address_word(notary)
+    )
+    message = keccak(
+        _CERTIFICATE_TYPE_HASH + archive_key(archive_id) + digest + _address_word(custodian)
+    )
+    return keccak(b"\x19\x01" + domain + message)
+
+
 def signer(
     *,
     chain_id: int,
@@ -117,10 +149,10 @@ def signer(
 ) -> str | None:
     """The address that produced ``signature`` over the certificate message (None when the
     signature does not parse or recover)."""
-    message = typed_message(
+    message = typed_digest(
         chain_id=chain_id, notary=notary, archive_id=archive_id, digest=digest, custodian=custodian
     )
     try:
-        return str(Account.recover_message(message, signature=bytes.fromhex(signature[2:])))
+        return str(Account._recover_hash(message, signature=bytes.fromhex(signature[2:])))
     except Exception:  # malformed signature bytes of any kind
         return None

@@ -36,7 +36,7 @@ from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
-from node.services.retention import CertificateView, ProposalView
+from node.services.retention import BatchOutcome, CertificateView, ProposalView
 from node.services.status import (
     MAX_CHECKPOINT_PAGE,
     CheckpointView,
@@ -870,4 +870,25 @@ class CertificateOut(BaseModel):
             certificate_hash=view.certificate_hash,
             signature=view.signature,
             signer=view.signer,
+        )
+
+
+class RefusedItemOut(BaseModel):
+    """An item of a disposition list that was not executed, and why (an error code)."""
+
+    archive_id: str
+    code: str
+
+
+class BatchDestructionOut(BaseModel):
+    """What executing a disposition list did."""
+
+    destroyed: list[DestructionOut]
+    refused: list[RefusedItemOut]
+
+    @classmethod
+    def of(cls, outcome: BatchOutcome) -> BatchDestructionOut:
+        return cls(
+            destroyed=[DestructionOut.model_validate(v) for v in outcome.destroyed],
+            refused=[RefusedItemOut(archive_id=a, code=c) for a, c in outcome.refused],
         )

@@ -13,6 +13,7 @@ from api.errors import error_responses
 from api.routes.archives import ArchiveIdPath
 from api.schemas import (
     ArchiveOut,
+    BatchDestructionOut,
     CertificateOut,
     DecisionIn,
     DestructionOut,
@@ -189,6 +190,23 @@ def destroy(
 ) -> DestructionOut:
     view = runtime.retention.destroy(principal, proposal_id, archive_id)
     return DestructionOut.model_validate(view)
+
+
+@router.post(
+    "/retention/proposals/{proposal_id}/destroy",
+    response_model=BatchDestructionOut,
+    summary="Destroy every approved archive of a disposition list",
+    description=(
+        "As the single-item form, 200 archives per transaction; items that cannot be executed "
+        "now (not approved, expired, on hold, not in review) are skipped and listed with their "
+        "code. Role: archivist."
+    ),
+    responses=COMMAND_ERRORS,
+)
+def destroy_list(
+    runtime: RuntimeDep, principal: PrincipalDep, proposal_id: ProposalIdPath
+) -> BatchDestructionOut:
+    return BatchDestructionOut.of(runtime.retention.destroy_approved(principal, proposal_id))
 
 
 @router.get(

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from sqlalchemy import select
 from ulid import ULID
 
@@ -30,7 +32,7 @@ from anchoring.certificate import (
     CERTIFICATE_FORMAT,
     canonical_certificate,
     certificate_hash,
-    typed_message,
+    typed_digest,
 )
 from anchoring.deployment import Deployment
 from anchoring.events import (
@@ -83,6 +85,9 @@ DISPOSITION_BATCH = 500
 ENCOUNTER_CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a reported encounter may lie (clock differences between systems)."""
 MAX_DUE_WINDOW = timedelta(days=3660)
+DESTRUCTION_CHUNK = 200
+"""Archives destroyed per unit of work by ``destroy_approved``."""
+BLOB_DELETE_THREADS = 8
 
 _TRIGGER_OF: dict[EncounterKind, Trigger] = {
     EncounterKind.VISIT: Trigger.LAST_VISIT,
@@ -138,6 +143,14 @@ class DestructionView:
     certificate_hash: str
     key_copies_destroyed: int
     blobs_deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What executing a disposition list did: archives destroyed, items skipped (with code)."""
+
+    destroyed: tuple[DestructionView, ...]
+    refused: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,135 +613,204 @@ class RetentionService:
         principal.require(Action.EXECUTE_DISPOSITION)
 
         def unit(uow: UnitOfWork) -> tuple[DestructionView, list[str], str]:
-            proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
-            if proposal is None:
-                raise NotFoundError(
-                    f"disposition list {proposal_id} not found", code="proposal_not_found"
-                )
+            proposal = self._proposal(uow, proposal_id)
             item = self._item(uow, proposal.id, archive_id)
-            if item.decision != DispositionDecision.APPROVED.value:
-                raise ConflictError(
-                    f"archive {item.archive_id} is not approved for destruction ({item.decision})",
-                    code="not_approved",
-                )
-            if item.expires_at is not None and item.expires_at <= uow.now:
-                raise ConflictError(
-                    f"the approval to destroy archive {item.archive_id} expired at "
-                    f"{format_time(item.expires_at)}; propose it again",
-                    code="approval_expired",
-                )
-            archive = self.ledger.held(uow.session, principal, item.archive_id)
-            if archive.state == ArchiveStatus.DESTROYED.value:  # a tombstone replayed
-                raise ConflictError(f"archive {archive.id} is destroyed", code="destroyed")
-            state = self.ledger.state(uow.session, archive)
-            self._require_reviewable(state, archive.id)
-            holders = sorted(
-                uow.session.execute(
-                    select(WrappedKey.holder).where(
-                        WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
-                    )
-                ).scalars()
-            )
-            destroyed = self.keyring.destroy(uow.session, archive.id, uow.now)
-            remaining = uow.session.execute(
-                select(WrappedKey.id).where(
-                    WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
-                )
-            ).first()
-            try:
-                self.keyring.own(uow.session, archive.id)
-                key_lookup = "found"
-            except ConflictError as exc:
-                key_lookup = exc.code
-            if remaining is not None or key_lookup != "no_key":  # pragma: no cover  (defence)
-                raise ConflictError(
-                    f"archive {archive.id}: a key copy survived destruction", code="key_survived"
-                )
-            versions: list[ArchiveVersion] = list(archive.versions)
-            cids = [v.cid for v in versions if v.blob_deleted_at is None]
-            document = {
-                "format": CERTIFICATE_FORMAT,
-                "archive_id": archive.id,
-                "custodian": self.hospital,
-                "chain_id": self.deployment.chain_id,
-                "notary": self.deployment.notary.address,
-                "record_class": archive.record_class,
-                "retention_policy": archive.retention_policy,
-                "trigger_date": archive.trigger_date.date().isoformat(),
-                "retention_deadline": format_time(state.retention_deadline)
-                if state.retention_deadline
-                else None,
-                "versions": [
-                    {
-                        "version": v.version,
-                        "commitment": v.commitment,
-                        "ciphertext_sha256": v.ciphertext_sha256,
-                    }
-                    for v in versions
-                ],
-                "proposal": {
-                    "id": proposal.id,
-                    "proposed_by": proposal.proposed_by,
-                    "proposed_at": format_time(proposal.created_at),
-                },
-                "approval": {
-                    "approved_by": item.decided_by,
-                    "approved_at": format_time(item.decided_at) if item.decided_at else None,
-                    "expires_at": format_time(item.expires_at) if item.expires_at else None,
-                },
-                "executed_by": principal.actor,
-                "method": {
-                    "kind": DestructionMethod.CRYPTO_ERASURE.value,
-                    "key_copies_destroyed": destroyed,
-                    "key_holders": holders,
-                    "blob_store": self.blobs.kind,
-                    "blobs_to_delete": cids,
-                    "metadata_erased": ["title", "search_text", "metadata", "filename"],
-                },
-                "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
-                "destroyed_at": format_time(uow.now),
-            }
-            raw = canonical_certificate(document)
-            digest = certificate_hash(raw)
-            message = typed_message(
-                chain_id=self.deployment.chain_id,
-                notary=self.deployment.notary.address,
-                archive_id=archive.id,
-                digest=digest,
-                custodian=self.hospital,
-            )
-            signature = "0x" + bytes(self.signer.sign_message(message).signature).hex()
-            data = DestroyData(
-                certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE
-            )
-            self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
-            archive.title = ""
-            archive.search_text = ""
-            archive.metadata_json = {}
-            for version in versions:
-                version.filename = None
-            uow.session.add(
-                DestructionCertificate(
-                    archive_id=archive.id,
-                    document=raw,
-                    sha256=digest.hex(),
-                    signature=signature,
-                    created_at=uow.now,
-                )
-            )
-            item.decision = DispositionDecision.EXECUTED.value
-            enqueue_call(
-                uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
-            )
-            view = DestructionView(archive.id, digest.hex(), destroyed, 0)
+            checked = self._refusal(uow, principal, item)
+            if isinstance(checked, ConflictError):
+                raise checked
+            view, cids = self._destroy_one(uow, principal, proposal, item, checked)
             return view, cids, format_time(uow.now)
 
         view, cids, destroyed_at = self.units.run(unit)
         self.tombstones.append([Tombstone(view.archive_id, view.certificate_hash, destroyed_at)])
-        deleted = self._delete_blobs(view.archive_id, cids)
-        return DestructionView(
-            view.archive_id, view.certificate_hash, view.key_copies_destroyed, deleted
+        deleted = self._delete_blobs({view.archive_id: cids})
+        return replace(view, blobs_deleted=deleted.get(view.archive_id, 0))
+
+    def destroy_approved(
+        self, principal: Principal, proposal_id: str, chunk: int = DESTRUCTION_CHUNK
+    ) -> BatchOutcome:
+        """Execute every approved item of a disposition list, ``chunk`` archives per unit of work
+        (each unit all or nothing, so each archive is either destroyed with its certificate or
+        untouched). Items that cannot be executed now (not approved, expired, on hold, …) are
+        skipped and reported with their code."""
+        principal.require(Action.EXECUTE_DISPOSITION)
+        with self.db.session() as session:
+            pid = normalise_id(proposal_id)
+            if session.get(DispositionProposal, pid) is None:
+                raise NotFoundError(
+                    f"disposition list {proposal_id} not found", code="proposal_not_found"
+                )
+            ids = list(
+                session.execute(
+                    select(DispositionItem.archive_id)
+                    .where(DispositionItem.proposal_id == pid)
+                    .order_by(DispositionItem.archive_id)
+                ).scalars()
+            )
+        destroyed: list[DestructionView] = []
+        refused: list[tuple[str, str]] = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+
+            def unit(
+                uow: UnitOfWork, part: list[str] = part
+            ) -> tuple[list[DestructionView], dict[str, list[str]], list[tuple[str, str]], str]:
+                proposal = self._proposal(uow, pid)
+                views: list[DestructionView] = []
+                blobs: dict[str, list[str]] = {}
+                skipped: list[tuple[str, str]] = []
+                for archive_id in part:
+                    item = self._item(uow, proposal.id, archive_id)
+                    checked = self._refusal(uow, principal, item)
+                    if isinstance(checked, ConflictError):
+                        skipped.append((archive_id, checked.code))
+                        continue
+                    view, cids = self._destroy_one(uow, principal, proposal, item, checked)
+                    views.append(view)
+                    blobs[view.archive_id] = cids
+                return views, blobs, skipped, format_time(uow.now)
+
+            views, blobs, skipped, destroyed_at = self.units.run(unit)
+            refused += skipped
+            self.tombstones.append(
+                Tombstone(v.archive_id, v.certificate_hash, destroyed_at) for v in views
+            )
+            deleted = self._delete_blobs(blobs)
+            destroyed += [replace(v, blobs_deleted=deleted.get(v.archive_id, 0)) for v in views]
+        return BatchOutcome(tuple(destroyed), tuple(refused))
+
+    def _refusal(
+        self, uow: UnitOfWork, principal: Principal, item: DispositionItem
+    ) -> ConflictError | tuple[Archive, ArchiveState]:
+        """Why ``item`` cannot be executed now, or its (locked) archive and state."""
+        if item.decision != DispositionDecision.APPROVED.value:
+            return ConflictError(
+                f"archive {item.archive_id} is not approved for destruction ({item.decision})",
+                code="not_approved",
+            )
+        if item.expires_at is not None and item.expires_at <= uow.now:
+            return ConflictError(
+                f"the approval to destroy archive {item.archive_id} expired at "
+                f"{format_time(item.expires_at)}; propose it again",
+                code="approval_expired",
+            )
+        archive = self.ledger.held(uow.session, principal, item.archive_id)
+        if archive.state == ArchiveStatus.DESTROYED.value:  # a tombstone replayed
+            return ConflictError(f"archive {archive.id} is destroyed", code="destroyed")
+        state = self.ledger.state(uow.session, archive)
+        try:
+            self._require_reviewable(state, archive.id)
+        except ConflictError as exc:
+            return exc
+        return archive, state
+
+    def _destroy_one(
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        proposal: DispositionProposal,
+        item: DispositionItem,
+        checked: tuple[Archive, ArchiveState],
+    ) -> tuple[DestructionView, list[str]]:
+        """Shred one checked item (inside the caller's unit): its view and the CIDs to delete."""
+        archive, state = checked
+        holders = sorted(
+            uow.session.execute(
+                select(WrappedKey.holder).where(
+                    WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+                )
+            ).scalars()
         )
+        destroyed = self.keyring.destroy(uow.session, archive.id, uow.now)
+        remaining = uow.session.execute(
+            select(WrappedKey.id).where(
+                WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+            )
+        ).first()
+        try:
+            self.keyring.own(uow.session, archive.id)
+            key_lookup = "found"
+        except ConflictError as exc:
+            key_lookup = exc.code
+        if remaining is not None or key_lookup != "no_key":  # pragma: no cover  (defence)
+            raise ConflictError(
+                f"archive {archive.id}: a key copy survived destruction", code="key_survived"
+            )
+        versions: list[ArchiveVersion] = list(archive.versions)
+        cids = [v.cid for v in versions if v.blob_deleted_at is None]
+        document = {
+            "format": CERTIFICATE_FORMAT,
+            "archive_id": archive.id,
+            "custodian": self.hospital,
+            "chain_id": self.deployment.chain_id,
+            "notary": self.deployment.notary.address,
+            "record_class": archive.record_class,
+            "retention_policy": archive.retention_policy,
+            "trigger_date": archive.trigger_date.date().isoformat(),
+            "retention_deadline": format_time(state.retention_deadline)
+            if state.retention_deadline
+            else None,
+            "versions": [
+                {
+                    "version": v.version,
+                    "commitment": v.commitment,
+                    "ciphertext_sha256": v.ciphertext_sha256,
+                }
+                for v in versions
+            ],
+            "proposal": {
+                "id": proposal.id,
+                "proposed_by": proposal.proposed_by,
+                "proposed_at": format_time(proposal.created_at),
+            },
+            "approval": {
+                "approved_by": item.decided_by,
+                "approved_at": format_time(item.decided_at) if item.decided_at else None,
+                "expires_at": format_time(item.expires_at) if item.expires_at else None,
+            },
+            "executed_by": principal.actor,
+            "method": {
+                "kind": DestructionMethod.CRYPTO_ERASURE.value,
+                "key_copies_destroyed": destroyed,
+                "key_holders": holders,
+                "blob_store": self.blobs.kind,
+                "blobs_to_delete": cids,
+                "metadata_erased": ["title", "search_text", "metadata", "filename"],
+            },
+            "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
+            "destroyed_at": format_time(uow.now),
+        }
+        raw = canonical_certificate(document)
+        digest = certificate_hash(raw)
+        message = typed_digest(
+            chain_id=self.deployment.chain_id,
+            notary=self.deployment.notary.address,
+            archive_id=archive.id,
+            digest=digest,
+            custodian=self.hospital,
+        )
+        signature = "0x" + bytes(self.signer.unsafe_sign_hash(Hash32(message)).signature).hex()
+        data = DestroyData(certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE)
+        self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
+        archive.title = ""
+        archive.search_text = ""
+        archive.metadata_json = {}
+        for version in versions:
+            version.filename = None
+        uow.session.add(
+            DestructionCertificate(
+                archive_id=archive.id,
+                document=raw,
+                sha256=digest.hex(),
+                signature=signature,
+                created_at=uow.now,
+            )
+        )
+        item.decision = DispositionDecision.EXECUTED.value
+        enqueue_call(
+            uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
+        )
+        return DestructionView(archive.id, digest.hex(), destroyed, 0), cids
 
     def certificate(self, principal: Principal, archive_id: str) -> CertificateView:
         """The destruction certificate of a destroyed archive in the caller's scope."""
@@ -760,34 +842,55 @@ class RetentionService:
         by_archive: dict[str, list[str]] = {}
         for archive_id, cid in rows:
             by_archive.setdefault(archive_id, []).append(cid)
-        return sum(self._delete_blobs(a, cids) for a, cids in by_archive.items())
+        return sum(self._delete_blobs(by_archive).values())
 
-    def _delete_blobs(self, archive_id: str, cids: list[str]) -> int:
-        """Delete ``cids`` (absent ones are fine), check that a fetch now fails, and record it."""
-        gone: list[str] = []
-        for cid in cids:
+    def _delete_blobs(self, cids_by_archive: dict[str, list[str]]) -> dict[str, int]:
+        """Delete the ciphertext (absent blobs are fine) from the store, several at a time, check
+        that the store no longer holds it, and record that. How many are gone, by archive."""
+        pairs = [(a, cid) for a, cids in cids_by_archive.items() for cid in cids]
+        if not pairs:
+            return {}
+
+        def delete(cid: str) -> bool:
             try:
                 self.blobs.delete(cid)
+                return not self.blobs.exists(cid)
             except Exception as exc:  # the key is already gone; the job retries the blob
-                log.warning("blob of destroyed archive %s not deleted yet: %s", archive_id, exc)
-                continue
-            if not self.blobs.exists(cid):
-                gone.append(cid)
+                log.warning("blob of a destroyed archive not deleted yet: %s", type(exc).__name__)
+                return False
+
+        with ThreadPoolExecutor(min(BLOB_DELETE_THREADS, len(pairs))) as pool:
+            outcomes = list(pool.map(delete, [cid for _, cid in pairs]))
+        gone = [pair for pair, ok in zip(pairs, outcomes, strict=True) if ok]
         if not gone:
-            return 0
+            return {}
 
         def unit(uow: UnitOfWork) -> None:
+            wanted = {cid for _, cid in gone}
             for version in uow.session.execute(
                 select(ArchiveVersion).where(
-                    ArchiveVersion.archive_id == archive_id, ArchiveVersion.cid.in_(gone)
+                    ArchiveVersion.archive_id.in_(sorted({a for a, _ in gone})),
+                    ArchiveVersion.blob_deleted_at.is_(None),
                 )
             ).scalars():
-                version.blob_deleted_at = uow.now
+                if version.cid in wanted:
+                    version.blob_deleted_at = uow.now
 
         self.units.run(unit)
-        return len(gone)
+        counts: dict[str, int] = {}
+        for archive_id, _ in gone:
+            counts[archive_id] = counts.get(archive_id, 0) + 1
+        return counts
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _proposal(self, uow: UnitOfWork, proposal_id: str) -> DispositionProposal:
+        proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
+        if proposal is None:
+            raise NotFoundError(
+                f"disposition list {proposal_id} not found", code="proposal_not_found"
+            )
+        return proposal
 
     def _item(self, uow: UnitOfWork, proposal_id: str, archive_id: str) -> DispositionItem:
         item = uow.session.execute(
@@ -831,6 +934,7 @@ def _deadline(archive: Archive) -> datetime:
 
 
 __all__ = [
+    "BatchOutcome",
     "CertificateView",
     "DestructionView",
     "DueView",

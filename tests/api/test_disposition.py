@@ -477,3 +477,51 @@ def test_a_restored_backup_cannot_resurrect_a_destroyed_key(
             assert _blob_files(api) == blobs_after  # the ciphertext did not come back
     finally:
         reopened.close()
+
+
+def test_a_list_is_executed_in_one_call_skipping_what_cannot_go(
+    dapi: Api, clock: SteppedClock, chain: RpcChain, chain_rpc: JsonRpc
+) -> None:
+    api, archivist = dapi, dapi.auth("archivist")
+    today = clock.now.date()
+    go, held, undecided = (_archive(api, today) for _ in range(3))
+    api.node.worker.run_until_anchored(timeout=30)
+    _travel(clock, chain_rpc, datetime.combine(add_years(today, 15), time(), UTC) + timedelta(1))
+    assert api.client.post("/api/v1/retention/run", headers=archivist).json() == {
+        "moved_to_review": 3
+    }
+    proposal = api.client.post(
+        "/api/v1/retention/proposals",
+        headers=archivist,
+        json={"archive_ids": [go, held, undecided], "reason": "expired"},
+    ).json()["id"]
+    for archive_id in (go, held):
+        assert _decide(api, "manager", proposal, archive_id, approve=True).is_success
+    assert api.client.post(
+        f"/api/v1/archives/{held}/hold", headers=archivist, json={"reason": "late claim"}
+    ).is_success
+    url = f"/api/v1/retention/proposals/{proposal}/destroy"
+    assert api.client.post(url, headers=api.auth("manager")).status_code == 403
+    response = api.client.post(url, headers=archivist)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [d["archive_id"] for d in body["destroyed"]] == [go]
+    assert body["destroyed"][0]["blobs_deleted"] == 1
+    assert sorted((r["archive_id"], r["code"]) for r in body["refused"]) == sorted(
+        [(held, "on_hold"), (undecided, "not_approved")]
+    )
+    assert (_state(api, go), _state(api, held), _state(api, undecided)) == (
+        "DESTROYED",
+        "DISPOSITION_REVIEW",
+        "DISPOSITION_REVIEW",
+    )
+    _check_destroyed(api, go, body["destroyed"][0]["certificate_hash"])
+    again = api.client.post(url, headers=archivist).json()
+    assert again["destroyed"] == []
+    missing = api.client.post(
+        "/api/v1/retention/proposals/01J0Z8Q6J8ZK3W6Y9V5T3N2M1A/destroy", headers=archivist
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "proposal_not_found")
+    api.node.worker.run_until_anchored(timeout=30)
+    for archive_id in (go, held, undecided):
+        _verifies(api, chain, archive_id)
