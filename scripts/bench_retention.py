@@ -127,11 +127,13 @@ class Bench:
             list(pool.map(one, items))
 
     def destroy_lists(self, items: list[tuple[str, str]]) -> int:
+        """Execute the lists of ``items`` (items of those lists destroyed one by one before are
+        reported as refused, ``not_approved``: executed)."""
         proposals = sorted({proposal for proposal, _ in items})
         total = 0
         for proposal in proposals:
             outcome = self.node.retention.destroy_approved(self.archivist, proposal)
-            assert not outcome.refused, outcome.refused[:3]
+            assert {code for _, code in outcome.refused} <= {"not_approved"}, outcome.refused[:3]
             total += len(outcome.destroyed)
         return total
 
