@@ -26,9 +26,10 @@ from sqlalchemy import select
 
 from anchoring.bundle import CertificateClaim, dump_bundle, parse_bundle
 from anchoring.certificate import CERTIFICATE_FORMAT, signer, typed_message
-from anchoring.chain import JsonRpc, RpcChain
+from anchoring.chain import ContractWriter, JsonRpc, RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.events import jcs
+from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
 from api.main import create_app
 from node.alerts import AlertNotice
@@ -525,3 +526,39 @@ def test_a_list_is_executed_in_one_call_skipping_what_cannot_go(
     api.node.worker.run_until_anchored(timeout=30)
     for archive_id in (go, held, undecided):
         _verifies(api, chain, archive_id)
+
+
+def test_a_regulator_hold_placed_on_chain_after_approval_blocks_destruction(
+    dapi: Api,
+    clock: SteppedClock,
+    chain: RpcChain,
+    chain_rpc: JsonRpc,
+    regulator: LocalAccount,
+) -> None:
+    api, archivist = dapi, dapi.auth("archivist")
+    today = clock.now.date()
+    archive_id = _archive(api, today)
+    api.node.worker.run_until_anchored(timeout=30)
+    _travel(clock, chain_rpc, datetime.combine(add_years(today, 15), time(), UTC) + timedelta(1))
+    assert api.client.post("/api/v1/retention/run", headers=archivist).is_success
+    proposal = api.client.post(
+        "/api/v1/retention/proposals",
+        headers=archivist,
+        json={"archive_ids": [archive_id], "reason": "expired"},
+    ).json()["id"]
+    assert _decide(api, "manager", proposal, archive_id, approve=True).is_success
+
+    ContractWriter(chain, regulator).transact("placeHold", [archive_key(archive_id), bytes(32)])
+    for _ in range(20):  # the watcher logs it (HOLD_PLACE by the regulator) once confirmed
+        chain_rpc.request("evm_mine")
+        api.node.watcher.tick()
+        with api.node.db.session() as session:
+            if session.get_one(Archive, archive_id).on_hold:
+                break
+    blocked = _destroy(api, "archivist", proposal, archive_id)
+    assert (blocked.status_code, blocked.json()["code"]) == (409, "on_hold")
+    listed = api.client.post(f"/api/v1/retention/proposals/{proposal}/destroy", headers=archivist)
+    assert listed.json()["refused"] == [{"archive_id": archive_id, "code": "on_hold"}]
+    assert _state(api, archive_id) == "DISPOSITION_REVIEW"
+    api.node.worker.run_until_anchored(timeout=30)
+    _verifies(api, chain, archive_id)
