@@ -79,6 +79,15 @@ class CustodyClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateClaim:
+    """A destroyed archive's destruction certificate: its RFC 8785 bytes and the custodian's
+    EIP-712 signature (``0x`` + 130 hex digits)."""
+
+    document: bytes
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProofBundle:
     """A parsed ``archivechain.proof/v1`` document."""
 
@@ -87,6 +96,7 @@ class ProofBundle:
     archive_id: str
     entries: tuple[BundleEntry, ...]
     custody: CustodyClaim | None = None
+    certificate: CertificateClaim | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,6 +294,25 @@ def _custody(value: object, path: str) -> CustodyClaim:
     )
 
 
+_SIGNATURE = re.compile(r"^0x[0-9a-f]{130}$")
+MAX_CERTIFICATE_BASE64 = 4 * ((256 * 1024 + 2) // 3)
+
+
+def _certificate(value: object, path: str) -> CertificateClaim:
+    obj = _object(value, path, {"document", "signature"})
+    text = _str(obj["document"], f"{path}.document")
+    if len(text) > MAX_CERTIFICATE_BASE64:
+        _fail(f"{path}.document", "longer than 256 KiB once decoded")
+    try:
+        document = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        _fail(f"{path}.document", "not standard base64")
+    signature = _str(obj["signature"], f"{path}.signature")
+    if not _SIGNATURE.fullmatch(signature):
+        _fail(f"{path}.signature", "must be 0x and 130 lower-case hex digits (r, s, v)")
+    return CertificateClaim(document=document, signature=signature)
+
+
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = frozenset(b"[{")
@@ -339,7 +368,10 @@ def parse_bundle(
     if strictness.violation is not None:
         _fail("(document)", strictness.violation)
     obj = _object(
-        document, "", {"format", "chain_id", "notary", "archive_id", "entries"}, {"custody"}
+        document,
+        "",
+        {"format", "chain_id", "notary", "archive_id", "entries"},
+        {"custody", "certificate"},
     )
     entries = _list(obj["entries"], "entries", max_entries)
     if not entries:
@@ -350,6 +382,9 @@ def parse_bundle(
         archive_id=_checked(check_archive_id, obj["archive_id"], "archive_id"),
         entries=tuple(_entry(item, f"entries[{i}]") for i, item in enumerate(entries)),
         custody=_custody(obj["custody"], "custody") if "custody" in obj else None,
+        certificate=_certificate(obj["certificate"], "certificate")
+        if "certificate" in obj
+        else None,
     )
 
 
@@ -386,6 +421,11 @@ def bundle_to_json(bundle: ProofBundle) -> dict[str, Any]:
             "state": bundle.custody.state.name,
             "on_hold": bundle.custody.on_hold,
             "commitment": bundle.custody.commitment,
+        }
+    if bundle.certificate is not None:
+        document["certificate"] = {
+            "document": base64.b64encode(bundle.certificate.document).decode("ascii"),
+            "signature": bundle.certificate.signature,
         }
     return document
 

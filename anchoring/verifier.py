@@ -26,8 +26,11 @@ from typing import Any, TypeVar
 
 from anchoring import merkle
 from anchoring.bundle import BundleEntry, CustodyClaim, ProofBundle
+from anchoring.certificate import certificate_hash, parse_certificate
+from anchoring.certificate import signer as certificate_signer
 from anchoring.chainview import ChainReader, CustodyRecord, OnChainCheckpoint
 from anchoring.errors import (
+    BundleFormatError,
     ChainError,
     EventFormatError,
     EventTimeOrderError,
@@ -37,7 +40,13 @@ from anchoring.errors import (
     ProofError,
 )
 from anchoring.events import Event, format_time, parse_event
-from anchoring.lifecycle import ArchiveState, ExpectedCustody, apply, expected_custody
+from anchoring.lifecycle import (
+    ArchiveState,
+    ArchiveStatus,
+    ExpectedCustody,
+    apply,
+    expected_custody,
+)
 
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 """Tolerance between a hospital's clock and block times (and ``now``)."""
@@ -82,6 +91,9 @@ class Code(StrEnum):
     CUSTODY_MISMATCH = "custody_mismatch"
     CUSTODY_CLAIM_MISMATCH = "custody_claim_mismatch"
     CHAIN_UNAVAILABLE = "chain_unavailable"
+    CERTIFICATE_MISSING = "certificate_missing"
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
+    CERTIFICATE_SIGNATURE_INVALID = "certificate_signature_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +307,7 @@ def verify_bundle(
             if record is not None:
                 custody_checked = True
                 _check_custody_record(expected, record, final_state, failures)
+        _check_certificate(bundle, final_state, failures)
 
     if facts.not_a_notary is not None:
         failures.append(Failure(Code.NOTARY_MISMATCH, facts.not_a_notary))
@@ -484,6 +497,67 @@ def _check_custody_claim(
             Failure(
                 Code.CUSTODY_CLAIM_MISMATCH,
                 "the bundle's custody claim disagrees with its events: " + differences,
+            )
+        )
+
+
+def _check_certificate(bundle: ProofBundle, state: ArchiveState, failures: list[Failure]) -> None:
+    """§7.4 step 5: a destroyed archive's bundle carries its certificate, whose SHA-256 is the
+    DESTROY event's ``certificate_hash`` (and so, by the custody check, the chain's), which names
+    this archive, chain and notary, and which the custodian signed (EIP-712)."""
+    claim = bundle.certificate
+    if state.status is not ArchiveStatus.DESTROYED:
+        if claim is not None:
+            failures.append(
+                Failure(Code.CERTIFICATE_MISMATCH, "a certificate for an archive not destroyed")
+            )
+        return
+    if claim is None:
+        failures.append(
+            Failure(
+                Code.CERTIFICATE_MISSING,
+                "the archive is destroyed; the bundle lacks its certificate",
+            )
+        )
+        return
+    digest = certificate_hash(claim.document)
+    if digest.hex() != state.certificate_hash:
+        failures.append(
+            Failure(
+                Code.CERTIFICATE_MISMATCH,
+                f"the certificate hashes to {digest.hex()}, the DESTROY event records "
+                f"{state.certificate_hash}",
+            )
+        )
+        return
+    try:
+        document = parse_certificate(claim.document)
+    except BundleFormatError as exc:
+        failures.append(Failure(Code.CERTIFICATE_MISMATCH, exc.reason))
+        return
+    named = (document.get("archive_id"), document.get("chain_id"), str(document.get("notary")))
+    if named != (bundle.archive_id, bundle.chain_id, bundle.notary):
+        failures.append(
+            Failure(
+                Code.CERTIFICATE_MISMATCH,
+                "the certificate names another archive, chain or notary than the bundle",
+            )
+        )
+        return
+    custodian = state.custodian
+    recovered = certificate_signer(
+        chain_id=bundle.chain_id,
+        notary=bundle.notary,
+        archive_id=bundle.archive_id,
+        digest=digest,
+        custodian=custodian,
+        signature=claim.signature,
+    )
+    if recovered is None or recovered.lower() != custodian.lower():
+        failures.append(
+            Failure(
+                Code.CERTIFICATE_SIGNATURE_INVALID,
+                f"the certificate is not signed by the custodian {custodian}",
             )
         )
 

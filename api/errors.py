@@ -2,7 +2,8 @@
 
 - ``NodeError`` by class: InputError 400 (413 for ``payload_too_large``, 415 for
   ``unsupported_media_type``), AuthenticationError 401 (with ``WWW-Authenticate: Bearer``),
-  PermissionDeniedError 403, NotFoundError 404, ConflictError 409, UnavailableError 503.
+  PermissionDeniedError 403, NotFoundError 404, ConflictError 409, GoneError 410,
+  UnavailableError 503.
 - ``anchoring``: the LifecycleError family 409 with its code (``illegal_transition``,
   ``prev_mismatch``…), BundleFormatError 422 naming the field, a malformed identifier
   (``IdentifierError``) 422, ChainError 503.
@@ -33,6 +34,7 @@ from api.schemas import ErrorOut
 from node.errors import (
     AuthenticationError,
     ConflictError,
+    GoneError,
     InputError,
     NodeError,
     NotFoundError,
@@ -48,6 +50,7 @@ _NODE_STATUS: dict[type[NodeError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    GoneError: 410,
     UnavailableError: 503,
 }
 _INPUT_STATUS_BY_CODE = {
@@ -63,6 +66,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    410: "gone",
     415: "unsupported_media_type",
     422: "validation_error",
 }
@@ -239,6 +243,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "The caller's role may not do this.",
     404: "No such resource in the caller's scope.",
     409: "Illegal in the current state (`illegal_transition`, `proof_pending`, …).",
+    410: "Destroyed on purpose (`destroyed`): the content is gone, the evidence remains.",
     413: "The request body (or the uploaded content) is larger than this endpoint accepts.",
     415: "The file's media type is not accepted by this node.",
     422: "The request does not match the schema (`validation_error`) or the bundle is "

@@ -35,6 +35,7 @@ from api.routes import (
     keys,
     peer,
     reports,
+    retention,
     shares,
     transfers,
     verify,
@@ -122,6 +123,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         alerts.router,
         audits.router,
         reports.router,
+        retention.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

@@ -10,8 +10,9 @@ clear: only its keyed pseudonym.
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,12 +29,14 @@ from pydantic.json_schema import SkipJsonSchema
 from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
+from node.encounters import EncounterKind, EncounterReport
 from node.models import CatalogueState
 from node.principal import Role
 from node.services.archives import MAX_PAGE, NewArchive, SearchFilters
 from node.services.keys import ApiKeyView, IssuedKey
 from node.services.proofs import MAX_PROOF_WAIT
 from node.services.records import ArchiveView, EventView, Page, VersionView
+from node.services.retention import BatchOutcome, CertificateView, ProposalView
 from node.services.status import (
     MAX_CHECKPOINT_PAGE,
     CheckpointView,
@@ -725,3 +728,176 @@ class KeyIssuedOut(BaseModel):
     @classmethod
     def of(cls, issued: IssuedKey) -> KeyIssuedOut:
         return cls(key=KeyOut.of(issued.key), secret=issued.secret)
+
+
+# --------------------------------------------------------------------------------------------
+# Retention and disposition
+
+Reason = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=2000, pattern=NO_CONTROL_PATTERN
+    ),
+]
+SourceId = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROL_PATTERN
+    ),
+]
+
+
+class RetentionExtendIn(_In):
+    """Body of ``POST /archives/{id}/retention``. The reason stays on this node."""
+
+    new_deadline: CalendarDate = Field(
+        description="Keep the archive until midnight UTC of this day (after the current deadline)."
+    )
+    reason: Reason = Field(examples=["research cohort 2031"])
+
+
+class EncounterIn(_In):
+    """Body of ``POST /patients/{patient_id}/encounters``: a visit, admission or discharge."""
+
+    kind: EncounterKind
+    at: UtcDateTime = Field(description="When it happened (RFC 3339 with offset; not future).")
+    encounter_id: SourceId | None = None
+    department: Code | None = None
+    source_system: Code | None = None
+
+    def to_report(self, patient_id: str) -> EncounterReport:
+        return EncounterReport(
+            patient_id=patient_id,
+            kind=self.kind,
+            at=self.at,
+            encounter_id=self.encounter_id,
+            department=self.department,
+            source_system=self.source_system,
+        )
+
+
+class DueQuery(_In):
+    """Query of ``GET /retention/due``."""
+
+    within: timedelta = Field(
+        default=timedelta(days=30),
+        description="ISO 8601 duration: deadlines up to now + this (e.g. `P30D`).",
+        examples=["P30D"],
+    )
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class DueOut(_Out):
+    """An archive whose retention deadline has passed or falls within the window."""
+
+    archive_id: str
+    record_class: RecordClass
+    department: str
+    state: str
+    retention_policy: str | None
+    retention_deadline: datetime
+    on_hold: bool
+
+
+class DispositionRunOut(BaseModel):
+    """What one run of the disposition job did."""
+
+    moved_to_review: int
+
+
+class ProposalIn(_In):
+    """Body of ``POST /retention/proposals``: a disposition list (销毁清册)."""
+
+    archive_ids: list[Annotated[str, StringConstraints(pattern=ARCHIVE_ID_PATTERN)]] = Field(
+        min_length=1, max_length=1000
+    )
+    reason: Reason
+
+
+class DecisionIn(_In):
+    """Body of ``POST /retention/proposals/{id}/items/{archive_id}``."""
+
+    approve: bool
+    reason: Reason
+    new_deadline: CalendarDate | None = Field(
+        default=None, description="Required when rejecting: keep the archive until this day."
+    )
+
+
+class ItemOut(_Out):
+    """One archive of a disposition list and the decision on it."""
+
+    archive_id: str
+    decision: str
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime | None
+
+
+class ProposalOut(_Out):
+    """A disposition list and its items (the reason stays on this node)."""
+
+    id: str
+    proposed_by: str
+    created_at: datetime
+    items: list[ItemOut]
+
+    @classmethod
+    def of(cls, view: ProposalView) -> ProposalOut:
+        return cls(
+            id=view.id,
+            proposed_by=view.proposed_by,
+            created_at=view.created_at,
+            items=[ItemOut.model_validate(i) for i in view.items],
+        )
+
+
+class DestructionOut(_Out):
+    """One archive destroyed."""
+
+    archive_id: str
+    certificate_hash: str
+    key_copies_destroyed: int
+    blobs_deleted: int
+
+
+class CertificateOut(BaseModel):
+    """A destruction certificate: the document (its RFC 8785 form is what is hashed), the hash
+    in the DESTROY event and on chain, and the custodian's EIP-712 signature."""
+
+    archive_id: str
+    certificate: dict[str, Any]
+    certificate_hash: str
+    signature: str
+    signer: str
+
+    @classmethod
+    def of(cls, view: CertificateView) -> CertificateOut:
+        return cls(
+            archive_id=view.archive_id,
+            certificate=json.loads(view.document),
+            certificate_hash=view.certificate_hash,
+            signature=view.signature,
+            signer=view.signer,
+        )
+
+
+class RefusedItemOut(BaseModel):
+    """An item of a disposition list that was not executed, and why (an error code)."""
+
+    archive_id: str
+    code: str
+
+
+class BatchDestructionOut(BaseModel):
+    """What executing a disposition list did."""
+
+    destroyed: list[DestructionOut]
+    refused: list[RefusedItemOut]
+
+    @classmethod
+    def of(cls, outcome: BatchOutcome) -> BatchDestructionOut:
+        return cls(
+            destroyed=[DestructionOut.model_validate(v) for v in outcome.destroyed],
+            refused=[RefusedItemOut(archive_id=a, code=c) for a, c in outcome.refused],
+        )

@@ -83,6 +83,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
     "node": ("archivechain.node", "node_group", "Run a hospital node."),
+    "retention": (
+        "archivechain.retention",
+        "retention",
+        "Retention: reminders, disposition review and leftovers of destruction.",
+    ),
     "up": (
         "archivechain.network",
         "up",

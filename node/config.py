@@ -10,6 +10,7 @@ Data directory layout (``data_dir``)::
     keystore.json    encrypted keys (hospital Ethereum key, encryption key, KEKs, pseudonym secret)
     node.db          SQLite database (unless ``database_url`` points elsewhere)
     blobs/           local content-addressed store (unless ``blob_store = "ipfs"``)
+    tombstones.jsonl destroyed archives, replayed at every start (unless ``tombstone_file``)
     node.log         log file when started in the background
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,18 +28,7 @@ from pydantic_settings import (
 )
 
 from node.errors import ConfigError
-
-DEFAULT_RETENTION_YEARS: dict[str, int] = {
-    # DESIGN.md: outpatient/emergency ≥ 15 years from the last visit; inpatient ≥ 30 years from
-    # the last discharge. The other classes follow the record they belong to; these are defaults.
-    "OUTPATIENT": 15,
-    "EMERGENCY": 15,
-    "INPATIENT": 30,
-    "LAB": 15,
-    "IMAGING": 15,
-    "NURSING": 30,
-    "ADMINISTRATIVE": 10,
-}
+from node.retention import DEFAULT_RETENTION_YEARS, check_retention_years
 
 DEFAULT_MEDIA_TYPES = (
     "application/pdf",
@@ -180,6 +170,16 @@ class NodeSettings(BaseSettings):
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     allowed_media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
     retention_years: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_YEARS))
+    """Years each record class is kept (node.retention: never below the class's legal floor)."""
+    retention_reminder_days: tuple[PositiveInt, ...] = (180, 30, 7)
+    """Horizons (days before a deadline) at which ``retention_due`` alerts are raised."""
+    retention_job_hours: float = Field(24.0, gt=0)
+    """Hours between runs of the retention job (reminders, due archives into review)."""
+    disposition_approval_days: int = Field(30, ge=1, le=365)
+    """Days an approved disposition stays valid for execution."""
+    tombstone_file: Path | None = None
+    """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
+    keep it out of the database's backups so a restore cannot resurrect a destroyed key."""
 
     @classmethod
     def settings_customise_sources(
@@ -194,12 +194,9 @@ class NodeSettings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @model_validator(mode="after")
-    def _retention_is_complete(self) -> NodeSettings:
-        missing = set(DEFAULT_RETENTION_YEARS) - set(self.retention_years)
-        if missing:
-            raise ValueError(f"retention_years lacks classes: {sorted(missing)}")
-        if any(years < 1 for years in self.retention_years.values()):
-            raise ValueError("retention_years must be at least 1 year for every class")
+    def _retention_is_lawful(self) -> NodeSettings:
+        # Every class present, none unknown, none below its legal floor: in every mode.
+        check_retention_years(self.retention_years)
         days = self.archiving_deadline_days
         if set(days) != set(DEFAULT_ARCHIVING_DAYS) or any(d < 0 for d in days.values()):
             raise ValueError("archiving_deadline_days needs every class, each at least 0 days")
@@ -210,6 +207,10 @@ class NodeSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+    @property
+    def resolved_tombstone_file(self) -> Path:
+        return self.tombstone_file or self.data_dir / "tombstones.jsonl"
 
     @property
     def resolved_keystore_path(self) -> Path:

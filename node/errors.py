@@ -40,6 +40,12 @@ class ConflictError(NodeError, RuntimeError):
     code = "conflict"
 
 
+class GoneError(NodeError, LookupError):
+    """The thing existed and was destroyed on purpose (an archive's content after destruction)."""
+
+    code = "gone"
+
+
 class PermissionDeniedError(NodeError, PermissionError):
     """The caller is known but may not do this."""
 

@@ -33,10 +33,15 @@ __all__ = [
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
+    "DestructionCertificate",
+    "DispositionDecision",
+    "DispositionItem",
+    "DispositionProposal",
     "FixityStatus",
     "ForeignEntry",
     "IngestedMessage",
     "PeerNonce",
+    "RetentionChange",
     "SearchTerm",
     "Transfer",
     "TransferDirection",
@@ -382,3 +387,73 @@ class SearchTerm(Base):
 
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
     archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True, index=True)
+
+
+class RetentionChange(Base):
+    """Why an archive's retention deadline moved (the RETENTION_EXTEND event carries only the
+    deadlines; the reason may hold PHI, so it stays here). ``cause``: ``request`` (an archivist's
+    extension), ``encounter`` (a later visit or discharge of the patient), ``disposition`` (a
+    records manager rejected destruction)."""
+
+    __tablename__ = "retention_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    cause: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    previous_deadline: Mapped[datetime]
+    new_deadline: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class DispositionDecision(StrEnum):
+    """The ``disposition_items.decision`` column."""
+
+    PENDING = "pending"  # proposed, awaiting a records manager
+    APPROVED = "approved"  # a second person approved destruction (until ``expires_at``)
+    EXECUTED = "executed"  # destroyed, with its certificate
+    REJECTED = "rejected"  # kept: the deadline moved (RETENTION_EXTEND)
+    EXPIRED = "expired"  # approved but not executed in time
+    WITHDRAWN = "withdrawn"  # no longer in review (extended, held) when decided
+
+
+class DispositionProposal(Base):
+    """A disposition list (销毁清册): archives in review proposed for destruction by an archivist,
+    with a reason that stays on this node."""
+
+    __tablename__ = "disposition_proposals"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    proposed_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+
+
+class DispositionItem(Base):
+    """One archive of a disposition list and the second person's decision on it."""
+
+    __tablename__ = "disposition_items"
+    __table_args__ = (UniqueConstraint("proposal_id", "archive_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    proposal_id: Mapped[str] = mapped_column(ForeignKey("disposition_proposals.id"), index=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    decision: Mapped[str] = mapped_column(String(16), index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(80), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class DestructionCertificate(Base):
+    """The signed destruction certificate of an archive: its RFC 8785 bytes (hashed into the
+    DESTROY event and onto the chain) and the node key's EIP-712 signature."""
+
+    __tablename__ = "destruction_certificates"
+
+    archive_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(132))
+    created_at: Mapped[datetime]

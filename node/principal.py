@@ -4,7 +4,9 @@ Roles: ``admin`` (API keys, configuration, reading alerts; no archive access), `
 (everything on archives, including recording batches of access events reported by hospital
 systems, acknowledging alerts and running audits),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
-(metadata, events, proofs and alerts; never content). An archive outside the caller's scope is
+(metadata, events, proofs and alerts; never content), ``records_manager`` (the second pair of
+eyes of disposition: approves or rejects what an archivist proposed; reads metadata, events,
+proofs, retention, alerts and reports; never content). An archive outside the caller's scope is
 reported as not found, so its existence does not leak.
 """
 
@@ -24,6 +26,7 @@ class Role(StrEnum):
     ARCHIVIST = "archivist"
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
+    RECORDS_MANAGER = "records_manager"
 
 
 class Action(StrEnum):
@@ -45,11 +48,18 @@ class Action(StrEnum):
     ACK_ALERTS = "ack_alerts"
     RUN_AUDITS = "run_audits"
     READ_REPORTS = "read_reports"
+    EXTEND_RETENTION = "extend_retention"
+    REPORT_ENCOUNTER = "report_encounter"
+    READ_RETENTION = "read_retention"
+    RUN_DISPOSITION = "run_disposition"
+    PROPOSE_DISPOSITION = "propose_disposition"
+    DECIDE_DISPOSITION = "decide_disposition"
+    EXECUTE_DISPOSITION = "execute_disposition"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset({Action.MANAGE_KEYS, Action.READ_ALERTS}),
-    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS}),
+    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS, Action.DECIDE_DISPOSITION}),
     Role.CLINICIAN: frozenset(
         {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
     ),
@@ -62,6 +72,18 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.READ_REPORTS,
         }
     ),
+    Role.RECORDS_MANAGER: frozenset(
+        {
+            Action.READ_METADATA,
+            Action.READ_EVENTS,
+            Action.READ_PROOF,
+            Action.READ_RETENTION,
+            Action.RUN_DISPOSITION,
+            Action.DECIDE_DISPOSITION,
+            Action.READ_ALERTS,
+            Action.READ_REPORTS,
+        }
+    ),
 }
 
 
@@ -70,6 +92,7 @@ _DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.ARCHIVIST: Purpose.OPERATIONS,
     Role.CLINICIAN: Purpose.TREATMENT,
     Role.AUDITOR: Purpose.AUDIT,
+    Role.RECORDS_MANAGER: Purpose.OPERATIONS,
 }
 
 

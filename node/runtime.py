@@ -25,7 +25,7 @@ from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
-from node.db import Database, GroupCommitter, UnitOfWork
+from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
 from node.dicom import store_instance
 from node.dicom_scp import DicomScp
 from node.encounters import EncounterFanOut
@@ -54,10 +54,12 @@ from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
 from node.services.reports import ReportService
+from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
 from node.services.webhooks import WebhookService
+from node.tombstones import TombstoneLedger
 from node.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,11 @@ class NodeRuntime:
     writer: ContractWriter
     committer: GroupCommitter
     worker: AnchoringWorker
+    tombstones: TombstoneLedger
     alerts: AlertSink = field(default_factory=LoggingAlertSink)
     encounters: EncounterFanOut = field(default_factory=EncounterFanOut)
     alert_store: AlertService = field(init=False)
+    clock: Clock = utc_now
     ledger: Ledger = field(init=False)
     keyring: KeyRing = field(init=False)
     pseudonyms: Pseudonyms = field(init=False)
@@ -99,6 +103,7 @@ class NodeRuntime:
     kek: KekRotationService = field(init=False)
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
+    retention: RetentionService = field(init=False)
     status: StatusService = field(init=False)
     fixity: FixityAuditService = field(init=False)
     log_audit: LogAuditService = field(init=False)
@@ -189,6 +194,22 @@ class NodeRuntime:
             remote=self.remote,
             proofs=self.proofs,
         )
+        self.retention = RetentionService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            pseudonyms=self.pseudonyms,
+            alerts=self.alerts,
+            clock=self.clock,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            signer=self.keystore.account(),
+            deployment=self.deployment,
+            tombstones=self.tombstones,
+            encounters=self.encounters,
+        )
+        self.encounters.add(self.retention)
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,
@@ -227,9 +248,16 @@ class NodeRuntime:
         return self.keystore.address
 
     @classmethod
-    def open(cls, settings: NodeSettings, *, create_keystore: bool | None = None) -> NodeRuntime:
+    def open(
+        cls,
+        settings: NodeSettings,
+        *,
+        create_keystore: bool | None = None,
+        clock: Clock = utc_now,
+    ) -> NodeRuntime:
         """Load keys, migrate the database, connect the stores. Nothing runs in the background
-        until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys."""
+        until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys.
+        ``clock`` is the node's "now" (event times, deadlines due): the wall clock but in tests."""
         keystore = _open_keystore(settings, create_keystore)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         deployment = Deployment.load(settings.resolved_deployment_file)
@@ -239,9 +267,12 @@ class NodeRuntime:
         blobs = open_blob_store(
             settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
         )
+        # Before anything serves: a restored backup must not bring a destroyed key back.
+        tombstones = TombstoneLedger(settings.resolved_tombstone_file)
+        tombstones.replay(db, blobs, clock())
         chain = RpcChain(settings.rpc_url, deployment)
         writer = ContractWriter(chain, keystore.account())
-        committer = GroupCommitter(db)
+        committer = GroupCommitter(db, clock=clock)
         worker = AnchoringWorker(
             sessions=db.write_session,
             chain=writer,
@@ -253,6 +284,7 @@ class NodeRuntime:
             ),
             on_confirmed={"register": _registered},
             on_failed={"register": _registration_failed},
+            clock=lambda: clock().timestamp(),
         )
         return cls(
             settings=settings,
@@ -264,6 +296,8 @@ class NodeRuntime:
             writer=writer,
             committer=committer,
             worker=worker,
+            tombstones=tombstones,
+            clock=clock,
         )
 
     def start(self, *, scheduler: bool = True) -> None:
@@ -303,6 +337,11 @@ class NodeRuntime:
                 ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
+                (
+                    "retention",
+                    self.retention.run_schedule,
+                    self.settings.retention_job_hours * 3600,
+                ),
             )
             for name, job, seconds in jobs:
                 sched.add_job(

@@ -308,7 +308,7 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    **error_responses(401, 403, 404, 409, 422, 500, 503),
+    **error_responses(401, 403, 404, 409, 410, 422, 500, 503),
 }
 
 
@@ -318,7 +318,8 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Read the content (logged)",
     description=(
         "`purpose` is mandatory and goes into the ACCESS event. Roles: archivist; clinician "
-        "(own department). Auditors and admins never read content."
+        "(own department). Auditors and admins never read content. A destroyed archive's "
+        "content answers 410 `destroyed`."
     ),
     responses=CONTENT_RESPONSES,
 )

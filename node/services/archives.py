@@ -55,12 +55,13 @@ from node import crypto
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import ConflictError, InputError, NodeError, NotFoundError
+from node.errors import ConflictError, GoneError, InputError, NodeError, NotFoundError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
+from node.retention import RetentionPolicies
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.textindex import index_terms, query_terms
 
@@ -196,6 +197,7 @@ class ArchiveService:
         self.keyring = keyring
         self.blobs = blobs
         self.pseudonyms = pseudonyms
+        self.policies = RetentionPolicies(settings.retention_years)
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
         self._reads_lock = threading.Lock()
 
@@ -396,10 +398,10 @@ class ArchiveService:
         archive = self.ledger.held(uow.session, principal, archive_id)
         state = self.ledger.state(uow.session, archive)
         record_class = RecordClass(archive.record_class)
-        years = self.settings.retention_years[record_class.value]
+        retention = self.policies.of(record_class)
         trigger = trigger_date or archive.trigger_date.date()
-        deadline = datetime.combine(_add_years(trigger, years), time(), UTC)
-        policy = f"{record_class.value.lower()}-{years}y"
+        deadline = retention.deadline(trigger)
+        policy = retention.name
         commitment = state.current_version.commitment
         data = ArchiveData(
             record_class=record_class,
@@ -574,6 +576,12 @@ class ArchiveService:
 
         def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial]:
             archive = self.ledger.held(uow.session, principal, archive_id)
+            if archive.state == ArchiveStatus.DESTROYED.value:
+                raise GoneError(
+                    f"archive {archive.id} was destroyed: its content no longer exists "
+                    "(its events, proofs and destruction certificate remain)",
+                    code="destroyed",
+                )
             state = self.ledger.state(uow.session, archive)
             wanted = version or archive.current_version
             row = next((v for v in archive.versions if v.version == wanted), None)
@@ -853,10 +861,3 @@ def search_text(title: str, metadata: dict[str, Any]) -> str:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _add_years(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February in a non-leap target year
-        return day.replace(year=day.year + years, day=28)

@@ -14,11 +14,17 @@ from typing import Final
 from sqlalchemy import func, select
 
 from anchoring import storage
-from anchoring.bundle import BundleCheckpoint, BundleEntry, ProofBundle, dump_bundle
+from anchoring.bundle import (
+    BundleCheckpoint,
+    BundleEntry,
+    CertificateClaim,
+    ProofBundle,
+    dump_bundle,
+)
 from anchoring.deployment import Deployment
 from node.db import Database
 from node.errors import ConflictError, NotFoundError
-from node.models import Archive, ForeignEntry
+from node.models import Archive, DestructionCertificate, ForeignEntry
 from node.principal import Action, Principal
 
 MAX_PROOF_WAIT: Final = 30
@@ -45,6 +51,9 @@ class BuiltBundle:
     unanchored: int
     checkpoint_index: int | None
     checkpoint_size: int | None
+
+
+_DESTROY_TYPE = b'"type":"DESTROY"'
 
 
 class ProofService:
@@ -154,8 +163,22 @@ class ProofService:
             notary=self.deployment.notary.address,
             archive_id=archive_id,
             entries=tuple(foreign) + own.entries,
+            certificate=self._certificate(archive_id, own.entries),
         )
         return bundle, own
+
+    def _certificate(
+        self, archive_id: str, entries: tuple[BundleEntry, ...]
+    ) -> CertificateClaim | None:
+        """The destruction certificate, once the DESTROY event is among the anchored entries."""
+        # Canonical bytes: the DESTROY event, and only it, holds exactly this text.
+        if not any(_DESTROY_TYPE in e.event for e in entries):
+            return None
+        with self.db.session() as session:
+            row = session.get(DestructionCertificate, archive_id)
+            if row is None:
+                return None
+            return CertificateClaim(document=row.document, signature=row.signature)
 
     def own_entries(self, archive_id: str) -> OwnEntries:
         """This node's entries of the archive covered by its latest confirmed checkpoint."""

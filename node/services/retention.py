@@ -1,0 +1,945 @@
+"""Retention and disposition: deadlines that only move later, and four-eyes disposition review.
+
+- ``extend``: an archivist moves a deadline later, with a reason kept on this node
+  (RETENTION_EXTEND, ``extendRetention`` on chain); an earlier or equal deadline is refused (409
+  ``retention_shortened``).
+- ``report_encounter`` (an ``EncounterSink``): a visit restarts the clock of the patient's
+  outpatient and emergency records, a discharge that of the inpatient and nursing records. A
+  deadline moves only forward; records not yet archived get the later trigger date.
+- ``start_dispositions`` (a scheduler job, and on demand): every archive held here whose deadline
+  has passed, ARCHIVED (so not in transfer) and not on hold, enters DISPOSITION_REVIEW
+  (DISPOSITION_START). ``remind`` raises ``retention_due`` alerts at the configured horizons.
+- ``propose`` / ``decide``: an archivist proposes a disposition list (销毁清册) of archives in
+  review, with a reason; a records manager who is not the proposer approves (valid until
+  ``disposition_approval_days`` later) or rejects (the deadline moves: RETENTION_EXTEND) each item.
+  A hold at any point blocks approval. ``expire_approvals`` ends approvals not executed in time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
+from sqlalchemy import select
+from ulid import ULID
+
+from anchoring.certificate import (
+    CERTIFICATE_FORMAT,
+    canonical_certificate,
+    certificate_hash,
+    typed_digest,
+)
+from anchoring.deployment import Deployment
+from anchoring.events import (
+    DestroyData,
+    DestroyEvent,
+    DestructionMethod,
+    DispositionStartData,
+    DispositionStartEvent,
+    RetentionExtendData,
+    RetentionExtendEvent,
+    format_time,
+)
+from anchoring.ids import archive_key
+from anchoring.lifecycle import ArchiveState, ArchiveStatus
+from anchoring.worker import enqueue_call
+from node.alerts import AlertNotice, AlertSink, Severity
+from node.blobstore import BlobStore
+from node.config import NodeSettings
+from node.db import Clock, Database, UnitOfWork, UnitRunner
+from node.encounters import EncounterKind, EncounterReport, EncounterSink
+from node.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from node.keyring import KeyRing
+from node.ledger import Ledger, normalise_id
+from node.models import (
+    Archive,
+    ArchiveVersion,
+    DestructionCertificate,
+    DispositionDecision,
+    DispositionItem,
+    DispositionProposal,
+    RetentionChange,
+    WrappedKey,
+)
+from node.principal import Action, Principal
+from node.pseudonyms import Pseudonyms
+from node.retention import RetentionPolicies, Trigger
+from node.services.records import ArchiveView
+from node.tombstones import Tombstone, TombstoneLedger
+
+log = logging.getLogger(__name__)
+
+MAX_PROPOSAL_ITEMS = 1000
+DISPOSITION_BATCH = 500
+"""Archives moved to review per unit of work by ``start_dispositions``."""
+ENCOUNTER_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a reported encounter may lie (clock differences between systems)."""
+MAX_DUE_WINDOW = timedelta(days=3660)
+DESTRUCTION_CHUNK = 200
+"""Archives destroyed per unit of work by ``destroy_approved``."""
+BLOB_DELETE_THREADS = 8
+
+_TRIGGER_OF: dict[EncounterKind, Trigger] = {
+    EncounterKind.VISIT: Trigger.LAST_VISIT,
+    EncounterKind.DISCHARGE: Trigger.LAST_DISCHARGE,
+}
+_REVIEWABLE = (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
+_OPEN = (DispositionDecision.PENDING.value, DispositionDecision.APPROVED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class DueView:
+    """An archive whose retention deadline has passed or falls within the asked window."""
+
+    archive_id: str
+    record_class: str
+    department: str
+    state: str
+    retention_policy: str | None
+    retention_deadline: datetime
+    on_hold: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """One archive of a disposition list and its decision."""
+
+    archive_id: str
+    decision: str
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, row: DispositionItem) -> ItemView:
+        return cls(row.archive_id, row.decision, row.decided_by, row.decided_at, row.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalView:
+    """A disposition list (the reason stays on this node and is not returned)."""
+
+    id: str
+    proposed_by: str
+    created_at: datetime
+    items: tuple[ItemView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DestructionView:
+    """One archive destroyed: its certificate's hash and what was destroyed."""
+
+    archive_id: str
+    certificate_hash: str
+    key_copies_destroyed: int
+    blobs_deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What executing a disposition list did: archives destroyed, items skipped (with code)."""
+
+    destroyed: tuple[DestructionView, ...]
+    refused: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView:
+    """An archive's destruction certificate: the canonical document, its hash and signature."""
+
+    archive_id: str
+    document: bytes
+    certificate_hash: str
+    signature: str
+    signer: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterOutcome:
+    """What one encounter report changed."""
+
+    extended: int  # archived records whose deadline moved
+    retriggered: int  # records not yet archived whose trigger date moved
+
+
+class RetentionService:
+    """Deadlines, encounter triggers and disposition review on one hospital node."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        pseudonyms: Pseudonyms,
+        alerts: AlertSink,
+        clock: Clock,
+        keyring: KeyRing,
+        blobs: BlobStore,
+        signer: LocalAccount,
+        deployment: Deployment,
+        tombstones: TombstoneLedger,
+        encounters: EncounterSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.pseudonyms = pseudonyms
+        self.alerts = alerts
+        self.clock = clock
+        self.encounters = encounters
+        self.keyring = keyring
+        self.blobs = blobs
+        self.signer = signer
+        self.deployment = deployment
+        self.tombstones = tombstones
+        self.policies = RetentionPolicies(settings.retention_years)
+
+    @property
+    def hospital(self) -> str:
+        """This node's member address (the actor of what the node does on its own)."""
+        return self.ledger.hospital
+
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def extend(
+        self, principal: Principal, archive_id: str, new_deadline: date, reason: str
+    ) -> ArchiveView:
+        """Move the archive's deadline to midnight UTC of ``new_deadline`` (strictly later)."""
+        principal.require(Action.EXTEND_RETENTION)
+        text = reason.strip()
+        if not text:
+            raise InputError("a reason is required", code="reason_required")
+        deadline = datetime.combine(new_deadline, time(), UTC)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
+            current = state.retention_deadline
+            if current is not None and deadline <= current:
+                raise ConflictError(
+                    f"retention of archive {archive.id} runs until {current.date().isoformat()}; "
+                    "it can be extended, never shortened",
+                    code="retention_shortened",
+                )
+            self._extend(uow, archive, state, deadline, principal.actor, "request", text)
+            return ArchiveView.of(archive)
+
+        return self.units.run(unit)
+
+    def _extend(
+        self,
+        uow: UnitOfWork,
+        archive: Archive,
+        state: ArchiveState,
+        deadline: datetime,
+        actor: str,
+        cause: str,
+        reason: str | None,
+    ) -> ArchiveState:
+        """RETENTION_EXTEND (checked by the lifecycle), the catalogue row, the local reason and
+        ``extendRetention`` on chain, all in the caller's unit."""
+        previous = state.retention_deadline
+        if previous is None:
+            raise ConflictError(
+                f"archive {archive.id} is not archived: it has no retention deadline yet",
+                code="not_archived",
+            )
+        data = RetentionExtendData(previous_deadline=previous, new_deadline=deadline)
+        new_state = self.ledger.record(uow, archive, state, RetentionExtendEvent, actor, data)
+        archive.retention_deadline = deadline
+        uow.session.add(
+            RetentionChange(
+                archive_id=archive.id,
+                cause=cause,
+                actor=actor,
+                reason=reason,
+                previous_deadline=previous,
+                new_deadline=deadline,
+                created_at=uow.now,
+            )
+        )
+        enqueue_call(
+            uow.session,
+            "extendRetention",
+            [archive_key(archive.id), int(deadline.timestamp())],
+            archive_id=archive.id,
+        )
+        return new_state
+
+    # -- encounters ----------------------------------------------------------------------------
+
+    def accept_encounter(self, principal: Principal, report: EncounterReport) -> None:
+        """Check a reported encounter and hand it to every listener (this service among them,
+        as wired by the composition root; to this service alone when none is given)."""
+        principal.require(Action.REPORT_ENCOUNTER)
+        if not report.patient_id.strip():
+            raise InputError("a patient id is required", code="invalid_patient")
+        if report.at.tzinfo is None:
+            raise InputError("the encounter time needs a time zone", code="invalid_time")
+        if report.at > self.clock() + ENCOUNTER_CLOCK_SKEW:
+            raise InputError(
+                "an encounter cannot lie in the future (a retention trigger moves only to "
+                "dates that have happened)",
+                code="trigger_in_future",
+            )
+        (self.encounters or self).report_encounter(report)
+
+    def report_encounter(self, report: EncounterReport) -> None:
+        """``EncounterSink``: move the deadlines this encounter restarts (idempotent)."""
+        self.apply_encounter(report)
+
+    def apply_encounter(self, report: EncounterReport) -> EncounterOutcome:
+        """Move the deadlines (or, before ARCHIVE, the trigger dates) of the patient's records
+        whose class runs from this kind of encounter; what changed."""
+        trigger = _TRIGGER_OF.get(report.kind)
+        if trigger is None:  # an admission starts a stay; the clock runs from its discharge
+            return EncounterOutcome(0, 0)
+        policies = {p.record_class.value: p for p in self.policies.triggered_by(trigger)}
+        patient = self.pseudonyms.patient(report.patient_id)
+        day = report.at.astimezone(UTC).date()
+        trigger_at = datetime.combine(day, time(), UTC)
+
+        def unit(uow: UnitOfWork) -> EncounterOutcome:
+            rows = uow.session.execute(
+                select(Archive)
+                .where(
+                    Archive.patient_pseudonym == patient,
+                    Archive.record_class.in_(sorted(policies)),
+                    Archive.custodian == self.hospital,
+                )
+                .order_by(Archive.id)
+                .with_for_update()
+            ).scalars()
+            extended = retriggered = 0
+            for archive in rows:
+                if archive.state == ArchiveStatus.CREATED.value:
+                    if archive.trigger_date < trigger_at:
+                        archive.trigger_date = trigger_at
+                        retriggered += 1
+                    continue
+                if archive.state not in _REVIEWABLE:
+                    continue  # in transfer, destroyed, or not held: nothing to move here
+                deadline = policies[archive.record_class].deadline(day)
+                if archive.retention_deadline is None or deadline <= archive.retention_deadline:
+                    continue  # triggers move forward, never back
+                state = self.ledger.state(uow.session, archive)
+                self._extend(uow, archive, state, deadline, self.hospital, "encounter", None)
+                archive.trigger_date = trigger_at
+                extended += 1
+            return EncounterOutcome(extended, retriggered)
+
+        return self.units.run(unit)
+
+    # -- due archives and review ---------------------------------------------------------------
+
+    def due(self, principal: Principal, within: timedelta, limit: int = 1000) -> list[DueView]:
+        """Archives held here, ARCHIVED or in review, whose deadline falls before now + ``within``,
+        earliest first."""
+        principal.require(Action.READ_RETENTION)
+        if not timedelta(0) <= within <= MAX_DUE_WINDOW:
+            raise InputError("within must be between P0D and P3660D", code="invalid_window")
+        horizon = self.clock() + within
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Archive)
+                .where(
+                    Archive.custodian == self.hospital,
+                    Archive.state.in_(_REVIEWABLE),
+                    Archive.retention_deadline <= horizon,
+                )
+                .order_by(Archive.retention_deadline, Archive.id)
+                .limit(limit)
+            ).scalars()
+            return [
+                DueView(
+                    archive_id=a.id,
+                    record_class=a.record_class,
+                    department=a.department,
+                    state=a.state,
+                    retention_policy=a.retention_policy,
+                    retention_deadline=_deadline(a),
+                    on_hold=a.on_hold,
+                )
+                for a in rows
+                if principal.can_see(a.department)
+            ]
+
+    def start_dispositions(self, principal: Principal | None = None) -> int:
+        """Move every due archive (ARCHIVED, not on hold, deadline passed) to DISPOSITION_REVIEW.
+        ``principal`` None: the scheduler (the node is the actor). Returns how many moved."""
+        if principal is not None:
+            principal.require(Action.RUN_DISPOSITION)
+        actor = principal.actor if principal is not None else self.hospital
+        total = 0
+        while True:
+
+            def unit(uow: UnitOfWork) -> int:
+                rows = uow.session.execute(
+                    select(Archive)
+                    .where(
+                        Archive.custodian == self.hospital,
+                        Archive.state == ArchiveStatus.ARCHIVED.value,
+                        Archive.on_hold.is_(False),
+                        Archive.retention_deadline <= uow.now,
+                    )
+                    .order_by(Archive.retention_deadline, Archive.id)
+                    .limit(DISPOSITION_BATCH)
+                    .with_for_update()
+                ).scalars()
+                moved = 0
+                for archive in rows:
+                    state = self.ledger.state(uow.session, archive)
+                    self.ledger.record(
+                        uow, archive, state, DispositionStartEvent, actor, DispositionStartData()
+                    )
+                    moved += 1
+                return moved
+
+            moved = self.units.run(unit)
+            total += moved
+            if moved < DISPOSITION_BATCH:
+                return total
+
+    def remind(self) -> int:
+        """Raise a ``retention_due`` alert for each ARCHIVED archive whose deadline falls within
+        one of ``retention_reminder_days`` (the nearest horizon reached). Returns how many."""
+        horizons = sorted(self.settings.retention_reminder_days)
+        if not horizons:
+            return 0
+        now = self.clock()
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Archive.id, Archive.retention_deadline, Archive.on_hold).where(
+                    Archive.custodian == self.hospital,
+                    Archive.state == ArchiveStatus.ARCHIVED.value,
+                    Archive.retention_deadline > now,
+                    Archive.retention_deadline <= now + timedelta(days=horizons[-1]),
+                )
+            ).all()
+        for archive_id, deadline, on_hold in rows:
+            left = deadline - now
+            horizon = next(h for h in horizons if left <= timedelta(days=h))
+            self.alerts.raise_alert(
+                AlertNotice(
+                    kind="retention_due",
+                    subject=archive_id,
+                    severity=Severity.INFO,
+                    detail={"horizon_days": horizon, "days_left": left.days, "on_hold": on_hold},
+                )
+            )
+        return len(rows)
+
+    def run_schedule(self) -> None:
+        """The daily job: reminders, due archives into review, stale approvals expired."""
+        self.remind()
+        self.start_dispositions()
+        self.expire_approvals()
+        self.purge_destroyed_blobs()
+
+    # -- four eyes -----------------------------------------------------------------------------
+
+    def propose(
+        self, principal: Principal, archive_ids: Sequence[str], reason: str
+    ) -> ProposalView:
+        """An archivist's disposition list of archives in review (none on hold, none already on
+        an open list)."""
+        principal.require(Action.PROPOSE_DISPOSITION)
+        text = reason.strip()
+        if not text:
+            raise InputError("a reason is required", code="reason_required")
+        ids = sorted({normalise_id(i) for i in archive_ids})
+        if not 1 <= len(ids) <= MAX_PROPOSAL_ITEMS:
+            raise InputError(
+                f"a disposition list holds 1 to {MAX_PROPOSAL_ITEMS} archives", code="invalid_batch"
+            )
+
+        def unit(uow: UnitOfWork) -> ProposalView:
+            proposal = DispositionProposal(
+                id=str(ULID()), reason=text, proposed_by=principal.actor, created_at=uow.now
+            )
+            uow.session.add(proposal)
+            items = []
+            for archive_id in ids:
+                archive = self.ledger.held(uow.session, principal, archive_id)
+                self._require_reviewable(self.ledger.state(uow.session, archive), archive.id)
+                if self._open_item(uow, archive.id) is not None:
+                    raise ConflictError(
+                        f"archive {archive.id} is already on an open disposition list",
+                        code="already_proposed",
+                    )
+                item = DispositionItem(
+                    proposal_id=proposal.id,
+                    archive_id=archive.id,
+                    decision=DispositionDecision.PENDING.value,
+                )
+                uow.session.add(item)
+                items.append(item)
+            uow.session.flush()
+            return ProposalView(
+                proposal.id,
+                proposal.proposed_by,
+                proposal.created_at,
+                tuple(ItemView.of(i) for i in items),
+            )
+
+        return self.units.run(unit)
+
+    def decide(
+        self,
+        principal: Principal,
+        proposal_id: str,
+        archive_id: str,
+        *,
+        approve: bool,
+        reason: str,
+        new_deadline: date | None = None,
+    ) -> ItemView:
+        """A records manager who did not propose the list approves or rejects one item. A
+        rejection keeps the archive until ``new_deadline`` (RETENTION_EXTEND)."""
+        principal.require(Action.DECIDE_DISPOSITION)
+        text = reason.strip()
+        if not text:
+            raise InputError("a reason is required", code="reason_required")
+        if not approve and new_deadline is None:
+            raise InputError(
+                "a rejection sets the date until which the archive is kept (new_deadline)",
+                code="new_deadline_required",
+            )
+
+        def unit(uow: UnitOfWork) -> ItemView:
+            proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
+            if proposal is None:
+                raise NotFoundError(
+                    f"disposition list {proposal_id} not found", code="proposal_not_found"
+                )
+            if proposal.proposed_by == principal.actor:
+                raise PermissionDeniedError(
+                    "four eyes: the proposer of a disposition list cannot decide on it",
+                    code="four_eyes",
+                )
+            item = self._item(uow, proposal.id, archive_id)
+            if item.decision != DispositionDecision.PENDING.value:
+                raise ConflictError(
+                    f"archive {item.archive_id} was already decided ({item.decision})",
+                    code="already_decided",
+                )
+            archive = self.ledger.held(uow.session, principal, item.archive_id)
+            state = self.ledger.state(uow.session, archive)
+            if approve:
+                self._require_reviewable(state, archive.id)
+                item.decision = DispositionDecision.APPROVED.value
+                item.expires_at = uow.now + timedelta(days=self.settings.disposition_approval_days)
+            else:
+                assert new_deadline is not None
+                deadline = datetime.combine(new_deadline, time(), UTC)
+                current = state.retention_deadline
+                if current is not None and deadline <= current:
+                    raise ConflictError(
+                        "a rejection keeps the archive: new_deadline must be after "
+                        f"{current.date().isoformat()}",
+                        code="retention_shortened",
+                    )
+                self._extend(uow, archive, state, deadline, principal.actor, "disposition", text)
+                item.decision = DispositionDecision.REJECTED.value
+            item.decided_by = principal.actor
+            item.decided_at = uow.now
+            item.reason = text
+            return ItemView.of(item)
+
+        return self.units.run(unit)
+
+    def proposal(self, principal: Principal, proposal_id: str) -> ProposalView:
+        """A disposition list and the decisions on its items."""
+        principal.require(Action.READ_RETENTION)
+        with self.db.session() as session:
+            proposal = session.get(DispositionProposal, normalise_id(proposal_id))
+            if proposal is None:
+                raise NotFoundError(
+                    f"disposition list {proposal_id} not found", code="proposal_not_found"
+                )
+            items = session.execute(
+                select(DispositionItem)
+                .where(DispositionItem.proposal_id == proposal.id)
+                .order_by(DispositionItem.archive_id)
+            ).scalars()
+            return ProposalView(
+                proposal.id,
+                proposal.proposed_by,
+                proposal.created_at,
+                tuple(ItemView.of(i) for i in items),
+            )
+
+    def expire_approvals(self) -> int:
+        """Approvals not executed before their ``expires_at`` end (``expired``)."""
+
+        def unit(uow: UnitOfWork) -> int:
+            rows = list(
+                uow.session.execute(
+                    select(DispositionItem)
+                    .where(
+                        DispositionItem.decision == DispositionDecision.APPROVED.value,
+                        DispositionItem.expires_at <= uow.now,
+                    )
+                    .with_for_update()
+                ).scalars()
+            )
+            for item in rows:
+                item.decision = DispositionDecision.EXPIRED.value
+            return len(rows)
+
+        return self.units.run(unit)
+
+    # -- destruction ---------------------------------------------------------------------------
+
+    def destroy(self, principal: Principal, proposal_id: str, archive_id: str) -> DestructionView:
+        """Execute one approved item: destroy every copy of the archive's key, erase the
+        descriptive metadata that may hold PHI, sign the certificate, log DESTROY (its hash) and
+        queue ``destroy(id, certificateHash)`` — all in one unit of work, so an archive is either
+        destroyed with its certificate or untouched. The ciphertext is deleted from the blob
+        store once that is committed (``purge_destroyed_blobs`` finishes it after a crash)."""
+        principal.require(Action.EXECUTE_DISPOSITION)
+
+        def unit(uow: UnitOfWork) -> tuple[DestructionView, list[str], str]:
+            proposal = self._proposal(uow, proposal_id)
+            item = self._item(uow, proposal.id, archive_id)
+            checked = self._refusal(uow, principal, item)
+            if isinstance(checked, ConflictError):
+                raise checked
+            view, cids = self._destroy_one(uow, principal, proposal, item, checked)
+            return view, cids, format_time(uow.now)
+
+        view, cids, destroyed_at = self.units.run(unit)
+        self.tombstones.append([Tombstone(view.archive_id, view.certificate_hash, destroyed_at)])
+        deleted = self._delete_blobs({view.archive_id: cids})
+        return replace(view, blobs_deleted=deleted.get(view.archive_id, 0))
+
+    def destroy_approved(
+        self, principal: Principal, proposal_id: str, chunk: int = DESTRUCTION_CHUNK
+    ) -> BatchOutcome:
+        """Execute every approved item of a disposition list, ``chunk`` archives per unit of work
+        (each unit all or nothing, so each archive is either destroyed with its certificate or
+        untouched). Items that cannot be executed now (not approved, expired, on hold, …) are
+        skipped and reported with their code."""
+        principal.require(Action.EXECUTE_DISPOSITION)
+        with self.db.session() as session:
+            pid = normalise_id(proposal_id)
+            if session.get(DispositionProposal, pid) is None:
+                raise NotFoundError(
+                    f"disposition list {proposal_id} not found", code="proposal_not_found"
+                )
+            ids = list(
+                session.execute(
+                    select(DispositionItem.archive_id)
+                    .where(DispositionItem.proposal_id == pid)
+                    .order_by(DispositionItem.archive_id)
+                ).scalars()
+            )
+        destroyed: list[DestructionView] = []
+        refused: list[tuple[str, str]] = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+
+            def unit(
+                uow: UnitOfWork, part: list[str] = part
+            ) -> tuple[list[DestructionView], dict[str, list[str]], list[tuple[str, str]], str]:
+                proposal = self._proposal(uow, pid)
+                views: list[DestructionView] = []
+                blobs: dict[str, list[str]] = {}
+                skipped: list[tuple[str, str]] = []
+                for archive_id in part:
+                    item = self._item(uow, proposal.id, archive_id)
+                    checked = self._refusal(uow, principal, item)
+                    if isinstance(checked, ConflictError):
+                        skipped.append((archive_id, checked.code))
+                        continue
+                    view, cids = self._destroy_one(uow, principal, proposal, item, checked)
+                    views.append(view)
+                    blobs[view.archive_id] = cids
+                return views, blobs, skipped, format_time(uow.now)
+
+            views, blobs, skipped, destroyed_at = self.units.run(unit)
+            refused += skipped
+            self.tombstones.append(
+                Tombstone(v.archive_id, v.certificate_hash, destroyed_at) for v in views
+            )
+            deleted = self._delete_blobs(blobs)
+            destroyed += [replace(v, blobs_deleted=deleted.get(v.archive_id, 0)) for v in views]
+        return BatchOutcome(tuple(destroyed), tuple(refused))
+
+    def _refusal(
+        self, uow: UnitOfWork, principal: Principal, item: DispositionItem
+    ) -> ConflictError | tuple[Archive, ArchiveState]:
+        """Why ``item`` cannot be executed now, or its (locked) archive and state."""
+        if item.decision != DispositionDecision.APPROVED.value:
+            return ConflictError(
+                f"archive {item.archive_id} is not approved for destruction ({item.decision})",
+                code="not_approved",
+            )
+        if item.expires_at is not None and item.expires_at <= uow.now:
+            return ConflictError(
+                f"the approval to destroy archive {item.archive_id} expired at "
+                f"{format_time(item.expires_at)}; propose it again",
+                code="approval_expired",
+            )
+        archive = self.ledger.held(uow.session, principal, item.archive_id)
+        if archive.state == ArchiveStatus.DESTROYED.value:  # a tombstone replayed
+            return ConflictError(f"archive {archive.id} is destroyed", code="destroyed")
+        state = self.ledger.state(uow.session, archive)
+        try:
+            self._require_reviewable(state, archive.id)
+        except ConflictError as exc:
+            return exc
+        return archive, state
+
+    def _destroy_one(
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        proposal: DispositionProposal,
+        item: DispositionItem,
+        checked: tuple[Archive, ArchiveState],
+    ) -> tuple[DestructionView, list[str]]:
+        """Shred one checked item (inside the caller's unit): its view and the CIDs to delete."""
+        archive, state = checked
+        holders = sorted(
+            uow.session.execute(
+                select(WrappedKey.holder).where(
+                    WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+                )
+            ).scalars()
+        )
+        destroyed = self.keyring.destroy(uow.session, archive.id, uow.now)
+        remaining = uow.session.execute(
+            select(WrappedKey.id).where(
+                WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+            )
+        ).first()
+        try:
+            self.keyring.own(uow.session, archive.id)
+            key_lookup = "found"
+        except ConflictError as exc:
+            key_lookup = exc.code
+        if remaining is not None or key_lookup != "no_key":  # pragma: no cover  (defence)
+            raise ConflictError(
+                f"archive {archive.id}: a key copy survived destruction", code="key_survived"
+            )
+        versions: list[ArchiveVersion] = list(archive.versions)
+        cids = [v.cid for v in versions if v.blob_deleted_at is None]
+        document = {
+            "format": CERTIFICATE_FORMAT,
+            "archive_id": archive.id,
+            "custodian": self.hospital,
+            "chain_id": self.deployment.chain_id,
+            "notary": self.deployment.notary.address,
+            "record_class": archive.record_class,
+            "retention_policy": archive.retention_policy,
+            "trigger_date": archive.trigger_date.date().isoformat(),
+            "retention_deadline": format_time(state.retention_deadline)
+            if state.retention_deadline
+            else None,
+            "versions": [
+                {
+                    "version": v.version,
+                    "commitment": v.commitment,
+                    "ciphertext_sha256": v.ciphertext_sha256,
+                }
+                for v in versions
+            ],
+            "proposal": {
+                "id": proposal.id,
+                "proposed_by": proposal.proposed_by,
+                "proposed_at": format_time(proposal.created_at),
+            },
+            "approval": {
+                "approved_by": item.decided_by,
+                "approved_at": format_time(item.decided_at) if item.decided_at else None,
+                "expires_at": format_time(item.expires_at) if item.expires_at else None,
+            },
+            "executed_by": principal.actor,
+            "method": {
+                "kind": DestructionMethod.CRYPTO_ERASURE.value,
+                "key_copies_destroyed": destroyed,
+                "key_holders": holders,
+                "blob_store": self.blobs.kind,
+                "blobs_to_delete": cids,
+                "metadata_erased": ["title", "search_text", "metadata", "filename"],
+            },
+            "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
+            "destroyed_at": format_time(uow.now),
+        }
+        raw = canonical_certificate(document)
+        digest = certificate_hash(raw)
+        message = typed_digest(
+            chain_id=self.deployment.chain_id,
+            notary=self.deployment.notary.address,
+            archive_id=archive.id,
+            digest=digest,
+            custodian=self.hospital,
+        )
+        signature = "0x" + bytes(self.signer.unsafe_sign_hash(Hash32(message)).signature).hex()
+        data = DestroyData(certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE)
+        self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
+        archive.title = ""
+        archive.search_text = ""
+        archive.metadata_json = {}
+        for version in versions:
+            version.filename = None
+        uow.session.add(
+            DestructionCertificate(
+                archive_id=archive.id,
+                document=raw,
+                sha256=digest.hex(),
+                signature=signature,
+                created_at=uow.now,
+            )
+        )
+        item.decision = DispositionDecision.EXECUTED.value
+        enqueue_call(
+            uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
+        )
+        return DestructionView(archive.id, digest.hex(), destroyed, 0), cids
+
+    def certificate(self, principal: Principal, archive_id: str) -> CertificateView:
+        """The destruction certificate of a destroyed archive in the caller's scope."""
+        principal.require(Action.READ_PROOF)
+        with self.db.session() as session:
+            archive = self.ledger.visible(session, principal, archive_id)
+            row = session.get(DestructionCertificate, archive.id)
+            if row is None:
+                raise NotFoundError(
+                    f"archive {archive.id} has no destruction certificate (not destroyed here)",
+                    code="certificate_not_found",
+                )
+            return CertificateView(
+                archive.id, row.document, row.sha256, row.signature, self.hospital
+            )
+
+    def purge_destroyed_blobs(self) -> int:
+        """Delete the ciphertext of destroyed archives still in the blob store (after a crash
+        between the destruction's commit and the deletion). Returns how many were deleted."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(ArchiveVersion.archive_id, ArchiveVersion.cid)
+                .join(Archive, Archive.id == ArchiveVersion.archive_id)
+                .where(
+                    Archive.state == ArchiveStatus.DESTROYED.value,
+                    ArchiveVersion.blob_deleted_at.is_(None),
+                )
+            ).all()
+        by_archive: dict[str, list[str]] = {}
+        for archive_id, cid in rows:
+            by_archive.setdefault(archive_id, []).append(cid)
+        return sum(self._delete_blobs(by_archive).values())
+
+    def _delete_blobs(self, cids_by_archive: dict[str, list[str]]) -> dict[str, int]:
+        """Delete the ciphertext (absent blobs are fine) from the store, several at a time, check
+        that the store no longer holds it, and record that. How many are gone, by archive."""
+        pairs = [(a, cid) for a, cids in cids_by_archive.items() for cid in cids]
+        if not pairs:
+            return {}
+
+        def delete(cid: str) -> bool:
+            try:
+                self.blobs.delete(cid)
+                return not self.blobs.exists(cid)
+            except Exception as exc:  # the key is already gone; the job retries the blob
+                log.warning("blob of a destroyed archive not deleted yet: %s", type(exc).__name__)
+                return False
+
+        with ThreadPoolExecutor(min(BLOB_DELETE_THREADS, len(pairs))) as pool:
+            outcomes = list(pool.map(delete, [cid for _, cid in pairs]))
+        gone = [pair for pair, ok in zip(pairs, outcomes, strict=True) if ok]
+        if not gone:
+            return {}
+
+        def unit(uow: UnitOfWork) -> None:
+            wanted = {cid for _, cid in gone}
+            for version in uow.session.execute(
+                select(ArchiveVersion).where(
+                    ArchiveVersion.archive_id.in_(sorted({a for a, _ in gone})),
+                    ArchiveVersion.blob_deleted_at.is_(None),
+                )
+            ).scalars():
+                if version.cid in wanted:
+                    version.blob_deleted_at = uow.now
+
+        self.units.run(unit)
+        counts: dict[str, int] = {}
+        for archive_id, _ in gone:
+            counts[archive_id] = counts.get(archive_id, 0) + 1
+        return counts
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _proposal(self, uow: UnitOfWork, proposal_id: str) -> DispositionProposal:
+        proposal = uow.session.get(DispositionProposal, normalise_id(proposal_id))
+        if proposal is None:
+            raise NotFoundError(
+                f"disposition list {proposal_id} not found", code="proposal_not_found"
+            )
+        return proposal
+
+    def _item(self, uow: UnitOfWork, proposal_id: str, archive_id: str) -> DispositionItem:
+        item = uow.session.execute(
+            select(DispositionItem)
+            .where(
+                DispositionItem.proposal_id == proposal_id,
+                DispositionItem.archive_id == normalise_id(archive_id),
+            )
+            .with_for_update()
+        ).scalar_one_or_none()
+        if item is None:
+            raise NotFoundError(
+                f"archive {archive_id} is not on disposition list {proposal_id}",
+                code="item_not_found",
+            )
+        return item
+
+    def _open_item(self, uow: UnitOfWork, archive_id: str) -> DispositionItem | None:
+        return uow.session.execute(
+            select(DispositionItem)
+            .where(DispositionItem.archive_id == archive_id, DispositionItem.decision.in_(_OPEN))
+            .limit(1)
+        ).scalar_one_or_none()
+
+    @staticmethod
+    def _require_reviewable(state: ArchiveState, archive_id: str) -> None:
+        if state.on_hold:
+            raise ConflictError(
+                f"archive {archive_id} is on hold: disposition is blocked", code="on_hold"
+            )
+        if state.status is not ArchiveStatus.DISPOSITION_REVIEW:
+            raise ConflictError(
+                f"archive {archive_id} is {state.status.value}, not in disposition review",
+                code="not_in_review",
+            )
+
+
+def _deadline(archive: Archive) -> datetime:
+    assert archive.retention_deadline is not None
+    return archive.retention_deadline
+
+
+__all__ = [
+    "BatchOutcome",
+    "CertificateView",
+    "DestructionView",
+    "DueView",
+    "EncounterOutcome",
+    "ItemView",
+    "ProposalView",
+    "RetentionService",
+]

@@ -1,0 +1,263 @@
+"""Retention benchmark (issue 10 §5). Prints a table; not a test.
+
+A real node (hospital A of a throwaway consortium on a fresh anvil with 1 s blocks, SQLite WAL
+``synchronous=FULL`` or PostgreSQL, local blob store) with ``--count`` outpatient archives whose
+retention ran out a year ago (trigger 16 years back, 4 KB each), called in process at the service
+level (no HTTP), anchoring worker not running (so "excluding the chain": the chain calls only
+wait in the outbox):
+
+  1. the disposition job: every due archive into DISPOSITION_REVIEW (units of 500), archives/s;
+  2. disposition lists of 1,000 proposed by an archivist, archives/s;
+  3. approval of each item by a records manager, one unit each, items/s;
+  4. destruction (key copies destroyed, metadata erased, certificate built, canonicalised,
+     hashed and EIP-712 signed, DESTROY logged, ``destroy`` queued, tombstone appended; then the
+     ciphertext deleted and recorded): ``--single`` archives one by one (one unit each), the rest
+     list by list (``destroy_approved``: 200 archives per unit), destructions/s;
+  5. gas per archive of ``destroy(id, certificateHash)`` on chain, from the receipts of a second,
+     small node whose worker then sends everything (``--gas-sample`` archives).
+
+Usage: .venv/bin/python scripts/bench_retention.py [--count N] [--threads T] [--gas-sample K]
+                                                   [--single S] [--postgres URL]
+Everything lives in a temporary directory removed at the end. The node uses the public anvil test
+keys and a cheap keystore cost: BENCHMARK ONLY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import select, text  # noqa: E402
+
+from anchoring.chain import JsonRpc  # noqa: E402
+from anchoring.events import RecordClass, Sensitivity  # noqa: E402
+from anchoring.storage import OutboxItem  # noqa: E402
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
+from node.ports import free_port  # noqa: E402
+from node.principal import Principal, Role  # noqa: E402
+from node.runtime import NodeRuntime  # noqa: E402
+from node.services.archives import NewArchive  # noqa: E402
+from tests.fixtures.chain import Consortium, build_consortium, derive_test_accounts  # noqa: E402
+from tests.fixtures.node import build_node  # noqa: E402
+
+T = TypeVar("T")
+LIST_SIZE = 1000
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+    )
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+class Bench:
+    """A node with ``count`` due archives and the three callers."""
+
+    def __init__(
+        self, consortium: Consortium, data_dir: Path, count: int, database_url: str | None
+    ) -> None:
+        self.node: NodeRuntime = build_node(
+            consortium,
+            consortium.accounts.hospital_a,
+            data_dir,
+            name="bench-retention",
+            database_url=database_url,
+        )
+        keys = self.node.keys
+        self.archivist = keys.authenticate(keys.issue(Role.ARCHIVIST, "archivist").secret)
+        self.manager = keys.authenticate(keys.issue(Role.RECORDS_MANAGER, "manager").secret)
+        trigger = (datetime.now(UTC) - timedelta(days=16 * 366)).date()
+        new = NewArchive(
+            record_class=RecordClass.OUTPATIENT,
+            sensitivity=Sensitivity.NORMAL,
+            department="clinic",
+            title="Benchmark visit note",
+            patient_id="BENCH-PATIENT",
+            source_system="HIS",
+            media_type="application/octet-stream",
+            trigger_date=trigger,
+        )
+        self.ids: list[str] = []
+
+        def one(_: int) -> str:
+            archive_id = self.node.archives.create(self.archivist, new, [os.urandom(4096)]).id
+            self.node.archives.archive(self.archivist, archive_id)
+            return archive_id
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent units share group commits
+            self.ids = list(pool.map(one, range(count)))
+
+    def review(self) -> int:
+        return self.node.retention.start_dispositions(self.archivist)
+
+    def propose(self) -> list[tuple[str, str]]:
+        items = []
+        for start in range(0, len(self.ids), LIST_SIZE):
+            chunk = self.ids[start : start + LIST_SIZE]
+            proposal = self.node.retention.propose(self.archivist, chunk, "retention expired")
+            items += [(proposal.id, archive_id) for archive_id in chunk]
+        return items
+
+    def approve(self, items: list[tuple[str, str]], threads: int) -> None:
+        def one(item: tuple[str, str]) -> None:
+            self.node.retention.decide(
+                self.manager, item[0], item[1], approve=True, reason="reviewed"
+            )
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, items))
+
+    def destroy_lists(self, items: list[tuple[str, str]]) -> int:
+        """Execute the lists of ``items`` (items of those lists destroyed one by one before are
+        reported as refused, ``not_approved``: executed)."""
+        proposals = sorted({proposal for proposal, _ in items})
+        total = 0
+        for proposal in proposals:
+            outcome = self.node.retention.destroy_approved(self.archivist, proposal)
+            assert {code for _, code in outcome.refused} <= {"not_approved"}, outcome.refused[:3]
+            total += len(outcome.destroyed)
+        return total
+
+    def destroy(self, items: list[tuple[str, str]], threads: int, who: Principal) -> list[int]:
+        def one(item: tuple[str, str]) -> int:
+            return self.node.retention.destroy(who, item[0], item[1]).key_copies_destroyed
+
+        if threads == 1:
+            return [one(item) for item in items]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, items))
+
+
+def gas_per_destroy(consortium: Consortium, data_dir: Path, sample: int, rpc: JsonRpc) -> list[int]:
+    bench = Bench(consortium, data_dir, sample, None)
+    try:
+        bench.review()
+        items = bench.propose()
+        bench.approve(items, 1)
+        bench.destroy(items, 1, bench.archivist)
+        bench.node.worker.run_until_anchored(timeout=120)
+        with bench.node.db.session() as session:
+            hashes = [
+                row.tx_hash
+                for row in session.execute(select(OutboxItem)).scalars()
+                if row.payload.get("function") == "destroy" and row.tx_hash
+            ]
+        return [int(rpc.request("eth_getTransactionReceipt", [h])["gasUsed"], 16) for h in hashes]
+    finally:
+        bench.node.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=10_000, help="due archives (default 10,000)")
+    parser.add_argument("--threads", type=int, default=4, help="concurrent destroy callers")
+    parser.add_argument("--gas-sample", type=int, default=20, help="archives destroyed on chain")
+    parser.add_argument("--single", type=int, default=100, help="archives destroyed one by one")
+    parser.add_argument("--postgres", metavar="URL", help="PostgreSQL instead of SQLite")
+    args = parser.parse_args()
+    started = datetime.now(UTC)
+    rows: list[tuple[str, str]] = []
+    anvil = start_anvil(AnvilOptions(port=free_port(), block_time=1, state_file=None))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-retention-") as tmp:
+            root = Path(tmp)
+            consortium = build_consortium(anvil.rpc_url, derive_test_accounts(), root / "chain")
+            schema = None
+            url = None
+            if args.postgres:
+                from sqlalchemy import create_engine
+
+                schema = f"bench_retention_{os.getpid()}"
+                engine = create_engine(args.postgres)
+                with engine.begin() as connection:
+                    connection.execute(text(f"CREATE SCHEMA {schema}"))
+                engine.dispose()
+                url = f"{args.postgres}?options=-csearch_path%3D{schema}"
+            bench, setup = timed(lambda: Bench(consortium, root / "node", args.count, url))
+            try:
+                rows.append(("setup: create + archive (not timed below)", f"{setup:.1f} s"))
+                moved, seconds = timed(bench.review)
+                assert moved == args.count, moved
+                rows.append(("1. into DISPOSITION_REVIEW", f"{moved / seconds:,.0f} archives/s"))
+                items, seconds = timed(bench.propose)
+                rows.append(
+                    ("2. proposed (lists of 1,000)", f"{len(items) / seconds:,.0f} archives/s")
+                )
+                _, seconds = timed(lambda: bench.approve(items, args.threads))
+                rows.append(
+                    (
+                        f"3. approved ({args.threads} callers)",
+                        f"{len(items) / seconds:,.0f} items/s",
+                    )
+                )
+                single = items[: args.single]
+                copies, seconds = timed(lambda: bench.destroy(single, 1, bench.archivist))
+                assert all(c == 1 for c in copies)
+                rows.append(
+                    (
+                        f"4a. destroyed one by one ({len(single)}, 1 caller)",
+                        f"{len(single) / seconds:,.0f} archives/s",
+                    )
+                )
+                rest = items[args.single :]
+                done, seconds = timed(lambda: bench.destroy_lists(rest))
+                assert done == len(rest), done
+                rows.append(
+                    (
+                        f"4b. destroyed by list ({len(rest):,}, 200 per transaction)",
+                        f"{len(rest) / seconds:,.0f} archives/s",
+                    )
+                )
+            finally:
+                bench.node.close()
+                if schema is not None and args.postgres:
+                    from sqlalchemy import create_engine
+
+                    engine = create_engine(args.postgres)
+                    with engine.begin() as connection:
+                        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                    engine.dispose()
+            gas = gas_per_destroy(consortium, root / "gas", args.gas_sample, JsonRpc(anvil.rpc_url))
+            rows.append(
+                (
+                    f"5. destroy gas per archive ({len(gas)} txs)",
+                    f"mean {statistics.mean(gas):,.0f}, max {max(gas):,}",
+                )
+            )
+    finally:
+        anvil.stop()
+    print(
+        f"ArchiveChain retention benchmark — {started:%Y-%m-%d %H:%M} UTC, {args.count:,} archives"
+    )
+    print(f"machine: {machine()}")
+    print(f"node: {'PostgreSQL' if args.postgres else 'SQLite WAL synchronous=FULL'}, local blobs")
+    width = max(len(name) for name, _ in rows)
+    print("-" * (width + 30))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
