@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
+from eth_utils.crypto import keccak
 from sqlalchemy import select
 from ulid import ULID
 
@@ -788,6 +789,7 @@ class RetentionService:
             archive_id=archive.id,
             digest=digest,
             custodian=self.hospital,
+            hasher=keccak,
         )
         signature = "0x" + bytes(self.signer.unsafe_sign_hash(Hash32(message)).signature).hex()
         data = DestroyData(certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE)
