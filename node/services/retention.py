@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -77,6 +77,8 @@ from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies, Trigger
 from node.services.records import ArchiveView
 from node.tombstones import Tombstone, TombstoneLedger
+
+FaultHook = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +194,12 @@ class RetentionService:
         deployment: Deployment,
         tombstones: TombstoneLedger,
         encounters: EncounterSink | None = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
         self.settings = settings
+        self.fault_hook = fault_hook
+        """TEST SEAM: called with a point name at each step of a destruction (see
+        ``archivechain.node``'s fault point, refused outside dev mode)."""
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -207,6 +213,10 @@ class RetentionService:
         self.deployment = deployment
         self.tombstones = tombstones
         self.policies = RetentionPolicies(settings.retention_years)
+
+    def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
 
     @property
     def hospital(self) -> str:
@@ -669,13 +679,16 @@ class RetentionService:
                     view, cids = self._destroy_one(uow, principal, proposal, item, checked)
                     views.append(view)
                     blobs[view.archive_id] = cids
+                    self._fault("destruction-shredded")  # inside the unit, not committed
                 return views, blobs, skipped, format_time(uow.now)
 
             views, blobs, skipped, destroyed_at = self.units.run(unit)
             refused += skipped
+            self._fault("destruction-committed")  # before the tombstones
             self.tombstones.append(
                 Tombstone(v.archive_id, v.certificate_hash, destroyed_at) for v in views
             )
+            self._fault("destruction-tombstoned")  # before the ciphertext is deleted
             deleted = self._delete_blobs(blobs)
             destroyed += [replace(v, blobs_deleted=deleted.get(v.archive_id, 0)) for v in views]
         return BatchOutcome(tuple(destroyed), tuple(refused))
