@@ -44,6 +44,9 @@ from anchoring.events import (
     DispositionStartEvent,
     RetentionExtendData,
     RetentionExtendEvent,
+    RevokeReason,
+    ShareRevokeData,
+    ShareRevokeEvent,
     format_time,
 )
 from anchoring.ids import archive_key
@@ -728,6 +731,12 @@ class RetentionService:
     ) -> tuple[DestructionView, list[str]]:
         """Shred one checked item (inside the caller's unit): its view and the CIDs to delete."""
         archive, state = checked
+        for grant in state.grants:  # grants end first, each with its SHARE_REVOKE
+            reason = RevokeReason.EXPIRED if grant.expires_at <= uow.now else RevokeReason.REVOKED
+            revoke = ShareRevokeData(grantee=grant.grantee, reason=reason)
+            state = self.ledger.record(
+                uow, archive, state, ShareRevokeEvent, principal.actor, revoke
+            )
         holders = sorted(
             uow.session.execute(
                 select(WrappedKey.holder).where(

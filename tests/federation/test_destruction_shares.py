@@ -100,6 +100,9 @@ def test_destroying_a_shared_archive_destroys_the_grantee_copy_and_refuses_its_r
         assert refused.status_code == 404, refused.text
         assert refused.json()["code"] == "no_access"
     with a.client() as api:
+        events = [e["type"] for e in api.get(f"/archives/{archive_id}/events").json()]
+        assert events[-2:] == ["SHARE_REVOKE", "DESTROY"]  # the grant ends first
+        assert api.get(f"/archives/{archive_id}/shares").json() == []
         gone = api.get(f"/archives/{archive_id}/content", params={"purpose": "operations"})
         assert (gone.status_code, gone.json()["code"]) == (410, "destroyed")
     a.runtime.worker.run_until_anchored(timeout=60)
