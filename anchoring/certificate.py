@@ -2,7 +2,8 @@
 canonical JSON, hashed (SHA-256) into the DESTROY event and onto the chain (``destroy(id,
 certificateHash)``), and signed by the custodian's node key as EIP-712 typed data.
 
-Pure: no I/O. ``certificate_hash`` and ``signer`` are what a verifier needs; the document's fields
+Pure: no I/O, and light: Keccak from ``anchoring.eip55``, recovery with coincurve (the verifier
+imports neither eth-account nor eth-utils). ``certificate_hash`` and ``signer`` are what a verifier needs; the document's fields
 are listed in docs/retention.md and docs/proof-format.md.
 
 EIP-712 domain: ``name`` "ArchiveChain", ``version`` "1", ``chainId`` the chain's id,
@@ -18,15 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils.crypto import keccak
+from coincurve import PublicKey
 
+from anchoring.eip55 import keccak256 as keccak
+from anchoring.eip55 import to_checksum_address
 from anchoring.errors import BundleFormatError
 from anchoring.events import jcs
 from anchoring.ids import archive_key
+
+if TYPE_CHECKING:  # eth-account is for signing nodes only: the verifier never imports it
+    from eth_account.messages import SignableMessage
 
 CERTIFICATE_FORMAT = "archivechain.destruction-certificate/v1"
 MAX_CERTIFICATE_BYTES = 256 * 1024
@@ -87,7 +93,10 @@ def parse_certificate(raw: bytes) -> dict[str, Any]:
 def typed_message(
     *, chain_id: int, notary: str, archive_id: str, digest: bytes, custodian: str
 ) -> SignableMessage:
-    """The EIP-712 message a custodian signs for a certificate with hash ``digest``."""
+    """The EIP-712 message for a certificate with hash ``digest``, as eth-account encodes it
+    (a test checks ``typed_digest`` against it)."""
+    from eth_account.messages import encode_typed_data
+
     return encode_typed_data(
         full_message={
             "types": _TYPES,
@@ -119,23 +128,37 @@ def _address_word(address: str) -> bytes:
     return bytes(12) + bytes.fromhex(address[2:])
 
 
-def typed_digest(
-    *, chain_id: int, notary: str, archive_id: str, digest: bytes, custodian: str
-) -> bytes:
-    """The EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message))`` of the
-    certificate message, computed directly (the same bytes ``typed_message`` signs; a test
-    compares them), cheap enough to sign thousands of certificates per second."""
-    domain = keccak(
+Hasher = Callable[[bytes], bytes]
+
+
+@lru_cache(maxsize=64)
+def _domain_separator(chain_id: int, notary: str) -> bytes:
+    return keccak(
         _DOMAIN_TYPE_HASH
         + keccak(EIP712_NAME.encode())
         + keccak(EIP712_VERSION.encode())
         + chain_id.to_bytes(32, "big")
         + _address_word(notary)
     )
-    message = keccak(
+
+
+def typed_digest(
+    *,
+    chain_id: int,
+    notary: str,
+    archive_id: str,
+    digest: bytes,
+    custodian: str,
+    hasher: Hasher = keccak,
+) -> bytes:
+    """The EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message))`` of the
+    certificate message, computed directly (the same bytes ``typed_message`` signs; a test
+    compares them). ``hasher`` is Keccak-256: the pure one here by default, a native one where
+    a node signs thousands of certificates."""
+    message = hasher(
         _CERTIFICATE_TYPE_HASH + archive_key(archive_id) + digest + _address_word(custodian)
     )
-    return keccak(b"\x19\x01" + domain + message)
+    return hasher(b"\x19\x01" + _domain_separator(chain_id, notary.lower()) + message)
 
 
 def signer(
@@ -153,6 +176,11 @@ def signer(
         chain_id=chain_id, notary=notary, archive_id=archive_id, digest=digest, custodian=custodian
     )
     try:
-        return str(Account._recover_hash(message, signature=bytes.fromhex(signature[2:])))
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65 or raw[64] not in (27, 28):
+            return None
+        recoverable = raw[:64] + bytes([raw[64] - 27])
+        public = PublicKey.from_signature_and_message(recoverable, message, hasher=None)
     except Exception:  # malformed signature bytes of any kind
         return None
+    return to_checksum_address("0x" + keccak(public.format(compressed=False)[1:])[-20:].hex())

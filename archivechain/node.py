@@ -146,8 +146,9 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
 
 
 FAULT_POINT_ENV = "ARCHIVECHAIN_TEST_FAULT_POINT"
-"""TEST SEAM (fault injection only): the node SIGKILLs itself when the federation service reaches
-the named point (e.g. ``transfer-staged``). Never set it in production."""
+"""TEST SEAM (fault injection only): the node SIGKILLs itself when the federation or retention
+service reaches the named point (e.g. ``transfer-staged``; ``destruction-shredded#3`` for its third
+time). Never set it in production."""
 
 
 def _install_fault_point(runtime: NodeRuntime) -> None:
@@ -160,11 +161,19 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
         )
     log.warning("fault injection armed at %s (test seam)", point)
 
+    name, _, nth = point.partition("#")
+    wanted = int(nth) if nth.isdigit() and int(nth) > 0 else 1
+    reached_count = 0
+
     def hook(reached: str) -> None:
-        if reached == point:
-            os.kill(os.getpid(), signal.SIGKILL)
+        nonlocal reached_count
+        if reached == name:
+            reached_count += 1
+            if reached_count >= wanted:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     runtime.transfers.fault_hook = hook
+    runtime.retention.fault_hook = hook
 
 
 def _prepare_process() -> None:

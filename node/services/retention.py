@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
+from eth_utils.crypto import keccak
 from sqlalchemy import select
 from ulid import ULID
 
@@ -43,6 +44,9 @@ from anchoring.events import (
     DispositionStartEvent,
     RetentionExtendData,
     RetentionExtendEvent,
+    RevokeReason,
+    ShareRevokeData,
+    ShareRevokeEvent,
     format_time,
 )
 from anchoring.ids import archive_key
@@ -76,6 +80,8 @@ from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies, Trigger
 from node.services.records import ArchiveView
 from node.tombstones import Tombstone, TombstoneLedger
+
+FaultHook = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +197,12 @@ class RetentionService:
         deployment: Deployment,
         tombstones: TombstoneLedger,
         encounters: EncounterSink | None = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
         self.settings = settings
+        self.fault_hook = fault_hook
+        """TEST SEAM: called with a point name at each step of a destruction (see
+        ``archivechain.node``'s fault point, refused outside dev mode)."""
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -206,6 +216,10 @@ class RetentionService:
         self.deployment = deployment
         self.tombstones = tombstones
         self.policies = RetentionPolicies(settings.retention_years)
+
+    def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
 
     @property
     def hospital(self) -> str:
@@ -668,13 +682,16 @@ class RetentionService:
                     view, cids = self._destroy_one(uow, principal, proposal, item, checked)
                     views.append(view)
                     blobs[view.archive_id] = cids
+                    self._fault("destruction-shredded")  # inside the unit, not committed
                 return views, blobs, skipped, format_time(uow.now)
 
             views, blobs, skipped, destroyed_at = self.units.run(unit)
             refused += skipped
+            self._fault("destruction-committed")  # before the tombstones
             self.tombstones.append(
                 Tombstone(v.archive_id, v.certificate_hash, destroyed_at) for v in views
             )
+            self._fault("destruction-tombstoned")  # before the ciphertext is deleted
             deleted = self._delete_blobs(blobs)
             destroyed += [replace(v, blobs_deleted=deleted.get(v.archive_id, 0)) for v in views]
         return BatchOutcome(tuple(destroyed), tuple(refused))
@@ -714,6 +731,12 @@ class RetentionService:
     ) -> tuple[DestructionView, list[str]]:
         """Shred one checked item (inside the caller's unit): its view and the CIDs to delete."""
         archive, state = checked
+        for grant in state.grants:  # grants end first, each with its SHARE_REVOKE
+            reason = RevokeReason.EXPIRED if grant.expires_at <= uow.now else RevokeReason.REVOKED
+            revoke = ShareRevokeData(grantee=grant.grantee, reason=reason)
+            state = self.ledger.record(
+                uow, archive, state, ShareRevokeEvent, principal.actor, revoke
+            )
         holders = sorted(
             uow.session.execute(
                 select(WrappedKey.holder).where(
@@ -788,6 +811,7 @@ class RetentionService:
             archive_id=archive.id,
             digest=digest,
             custodian=self.hospital,
+            hasher=keccak,
         )
         signature = "0x" + bytes(self.signer.unsafe_sign_hash(Hash32(message)).signature).hex()
         data = DestroyData(certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE)

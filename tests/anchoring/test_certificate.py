@@ -9,6 +9,7 @@ import hashlib
 import pytest
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message
+from eth_utils.crypto import keccak
 
 from anchoring.certificate import (
     CERTIFICATE_FORMAT,
@@ -38,6 +39,7 @@ def test_the_direct_digest_is_the_typed_data_digest_and_the_signer_recovers() ->
     }
     assert certificate_hash(document) == hashlib.sha256(document).digest()
     assert _hash_eip191_message(typed_message(**fields)) == typed_digest(**fields)
+    assert typed_digest(**fields, hasher=keccak) == typed_digest(**fields)  # native, as nodes sign
     signature = "0x" + bytes(account.sign_message(typed_message(**fields)).signature).hex()
     assert signer(**fields, signature=signature) == account.address
     forged = "0x" + bytes(other.sign_message(typed_message(**fields)).signature).hex()
