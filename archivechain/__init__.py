@@ -61,6 +61,11 @@ class LazyGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "besu": (
+        "archivechain.besu",
+        "besu",
+        "Generate a Besu QBFT network for production (one validator per hospital).",
+    ),
     "chain": (
         "archivechain.chain",
         "chain",
