@@ -61,6 +61,11 @@ class LazyGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "backup": (
+        "archivechain.backup",
+        "backup",
+        "Back up the node (database, encrypted keystore, blob list; optionally blobs) while it runs.",
+    ),
     "besu": (
         "archivechain.besu",
         "besu",
@@ -83,6 +88,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
     "node": ("archivechain.node", "node_group", "Run a hospital node."),
+    "restore": (
+        "archivechain.backup",
+        "restore",
+        "Restore a backup into an empty data directory and verify it before the node may serve.",
+    ),
     "up": (
         "archivechain.network",
         "up",

@@ -23,6 +23,7 @@ from anchoring.storage import OutboxItem, OutboxState
 from anchoring.worker import AnchoringWorker, WorkerConfig, enqueue_call
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
+from node.backup import refuse_unverified_restore
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Database, GroupCommitter, UnitOfWork
@@ -166,6 +167,7 @@ class NodeRuntime:
     def open(cls, settings: NodeSettings, *, create_keystore: bool | None = None) -> NodeRuntime:
         """Load keys, migrate the database, connect the stores. Nothing runs in the background
         until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys."""
+        refuse_unverified_restore(settings.data_dir)
         keystore = _open_keystore(settings, create_keystore)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         deployment = Deployment.load(settings.resolved_deployment_file)
