@@ -11,6 +11,10 @@ Data directory layout (``data_dir``)::
     node.db          SQLite database (unless ``database_url`` points elsewhere)
     blobs/           local content-addressed store (unless ``blob_store = "ipfs"``)
     node.log         log file when started in the background
+    RESTORE_UNVERIFIED  present after ``archivechain restore`` until verification passed; the
+                     node refuses to start while it exists (``node.backup``)
+
+A new file here that the node needs must be added to ``node.backup.DATA_DIR_FILES``.
 """
 
 from __future__ import annotations
