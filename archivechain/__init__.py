@@ -76,6 +76,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "chain",
         "Run the local development chain (anvil, state kept in the data directory).",
     ),
+    "compose-init": (
+        "archivechain.compose",
+        "compose_init",
+        "Prepare the compose consortium against an external chain (the compose one-shot job).",
+    ),
     "contracts": (
         "archivechain.contracts",
         "contracts",

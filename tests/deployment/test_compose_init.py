@@ -1,0 +1,91 @@
+"""``archivechain compose-init``, the one-shot job of docker-compose.yml, run for real against the
+session's anvil (standing in for ganache: both are JSON-RPC dev chains) and PostgreSQL: contracts
+deployed, members admitted through governance, one database per hospital created, node configs
+that a node opens and serves with; a second run resumes instead of re-creating."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from anchoring.chain import Role, RpcChain
+from anchoring.deployment import Deployment
+from archivechain import main
+from node.config import load_settings
+from node.principal import Role as ApiRole
+from node.runtime import NodeRuntime
+from tests.fixtures.chain import Consortium
+from tests.support import postgres_url
+
+
+@pytest.fixture
+def database_prefix() -> Iterator[tuple[str, str]]:
+    """(server URL, a unique database-name prefix); the databases made with it are dropped."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("ARCHIVECHAIN_TEST_POSTGRES_URL is not set")
+    prefix = f"ci_{secrets.token_hex(4)}"
+    yield base, prefix
+    admin = create_engine(make_url(base).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        names = conn.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": prefix + "_%"}
+        ).scalars()
+        for name in list(names):
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_compose_init_prepares_the_consortium_on_an_external_chain(
+    chain: RpcChain,
+    consortium: Consortium,
+    database_prefix: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, prefix = database_prefix
+    template = base.rsplit("/", 1)[0] + f"/{prefix}_{{name}}"
+    data_dir = tmp_path / "consortium"
+    args = ["compose-init", "--rpc", consortium.rpc_url, "--data-dir", str(data_dir),
+            "--hospitals", "2", "--database-url-template", template]  # fmt: skip
+
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "compose consortium ready (2 hospitals)" in out
+    assert f"databases created: {prefix}_hospital_1, {prefix}_hospital_2" in err
+    assert "admitted through governance" in err
+
+    network = json.loads((data_dir / "network.json").read_text())
+    deployment = Deployment.load(data_dir / "deployment.json")
+    on_chain = RpcChain(consortium.rpc_url, deployment)
+    assert [n["name"] for n in network["nodes"]] == ["hospital-1", "hospital-2"]
+    for index, entry in enumerate(network["nodes"], start=1):
+        assert on_chain.is_active(entry["address"], Role.HOSPITAL)
+        settings = load_settings(Path(entry["config"]))
+        assert settings.database_url == template.format(name=f"hospital_{index}")
+        assert settings.rpc_url == consortium.rpc_url
+        runtime = NodeRuntime.open(settings)  # what the node container runs
+        try:
+            key = entry["api_keys"]["archivist"]
+            assert runtime.keys.authenticate(key).role is ApiRole.ARCHIVIST  # keys in its own DB
+            assert runtime.hospital == entry["address"]
+        finally:
+            runtime.close()
+    assert on_chain.is_active(network["members"]["regulator"]["address"], Role.REGULATOR)
+
+    # `docker compose down` then `up` runs the job again: everything is reused.
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "identities reused" in err
+    assert "databases created" not in err
+    assert "contracts verified" in err
+    assert (
+        json.loads((data_dir / "network.json").read_text())["nodes"][0]["api_keys"]
+        == (network["nodes"][0]["api_keys"])
+    )
