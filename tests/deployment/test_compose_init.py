@@ -1,5 +1,5 @@
-"""``archivechain compose-init``, the one-shot job of docker-compose.yml, run for real against the
-session's anvil (standing in for ganache: both are JSON-RPC dev chains) and PostgreSQL: contracts
+"""``archivechain compose-init``, the one-shot job of docker-compose.yml, run for real against
+ganache 7.9.2 (from node_modules, started as the compose file starts it) and PostgreSQL: contracts
 deployed, members admitted through governance, one database per hospital created, node configs
 that a node opens and serves with; a second run resumes instead of re-creating."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,41 @@ from sqlalchemy.engine import make_url
 from anchoring.chain import Role, RpcChain
 from anchoring.deployment import Deployment
 from archivechain import main
+from devtools.devchain import rpc_answers
 from node.config import load_settings
+from node.ports import free_port
 from node.principal import Role as ApiRole
 from node.runtime import NodeRuntime
-from tests.fixtures.chain import Consortium
+from tests.contracts.test_ganache import GANACHE
+from tests.fixtures.chain import TEST_MNEMONIC
 from tests.support import postgres_url
+
+
+@pytest.fixture
+def compose_ganache() -> Iterator[str]:
+    """ganache with the compose file's settings: the dev chain id (31337) and the dev mnemonic."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(GANACHE), "--server.port", str(port), "--server.host", "127.0.0.1",
+         "--chain.chainId", "31337", "--chain.hardfork", "shanghai",
+         "--wallet.mnemonic", TEST_MNEMONIC, "--logging.quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not rpc_answers(url):
+            assert process.poll() is None, f"ganache exited with {process.returncode}"
+            assert time.monotonic() < deadline, "ganache did not answer within 60 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 @pytest.fixture
@@ -43,8 +75,7 @@ def database_prefix() -> Iterator[tuple[str, str]]:
 
 
 def test_compose_init_prepares_the_consortium_on_an_external_chain(
-    chain: RpcChain,
-    consortium: Consortium,
+    compose_ganache: str,
     database_prefix: tuple[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -52,7 +83,7 @@ def test_compose_init_prepares_the_consortium_on_an_external_chain(
     base, prefix = database_prefix
     template = base.rsplit("/", 1)[0] + f"/{prefix}_{{name}}"
     data_dir = tmp_path / "consortium"
-    args = ["compose-init", "--rpc", consortium.rpc_url, "--data-dir", str(data_dir),
+    args = ["compose-init", "--rpc", compose_ganache, "--data-dir", str(data_dir),
             "--hospitals", "2", "--database-url-template", template]  # fmt: skip
 
     assert main(args) == 0
@@ -63,13 +94,13 @@ def test_compose_init_prepares_the_consortium_on_an_external_chain(
 
     network = json.loads((data_dir / "network.json").read_text())
     deployment = Deployment.load(data_dir / "deployment.json")
-    on_chain = RpcChain(consortium.rpc_url, deployment)
+    on_chain = RpcChain(compose_ganache, deployment)
     assert [n["name"] for n in network["nodes"]] == ["hospital-1", "hospital-2"]
     for index, entry in enumerate(network["nodes"], start=1):
         assert on_chain.is_active(entry["address"], Role.HOSPITAL)
         settings = load_settings(Path(entry["config"]))
         assert settings.database_url == template.format(name=f"hospital_{index}")
-        assert settings.rpc_url == consortium.rpc_url
+        assert settings.rpc_url == compose_ganache
         runtime = NodeRuntime.open(settings)  # what the node container runs
         try:
             key = entry["api_keys"]["archivist"]
