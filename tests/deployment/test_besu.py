@@ -88,6 +88,7 @@ def test_generated_network_structure(tmp_path: Path) -> None:
     assert config["zeroBaseFee"] is True
     assert genesis["baseFeePerGas"] == "0x0"
     assert genesis["difficulty"] == "0x1"
+    assert genesis["alloc"] == {deployer.lower()[2:]: {"balance": hex(10**24)}}
     assert genesis["mixHash"] == (
         "0x63746963616c2062797a616e74696e65206661756c7420746f6c6572616e6365"
     )
@@ -114,7 +115,10 @@ def test_generated_network_structure(tmp_path: Path) -> None:
 
     override = yaml.safe_load((out / "docker-compose.besu.yml").read_text())
     services = override["services"]
-    assert services["ganache"]["profiles"] == ["ganache-disabled"]  # ganache does not start
+    chain = services["chain"]  # no longer ganache: a health gate on the first validator's RPC
+    assert chain["image"] == "archivechain-node:latest"
+    assert "http://127.0.0.1:8545" in " ".join(chain["healthcheck"]["test"])
+    assert "ARCHIVECHAIN_DEPLOYER_KEY" in services["init"]["environment"]
     for index in range(1, 5):
         besu = services[f"besu-{index}"]
         assert "--node-private-key-file=/keys/key" in besu["command"]
