@@ -12,7 +12,7 @@ BASE_PORT ?=
 CHAIN_PORT ?=
 UP_ARGS := $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(CHAIN_PORT),--chain-port $(CHAIN_PORT))
 
-.PHONY: install up down test lint typecheck compile gas bench clean images
+.PHONY: install up down test lint typecheck compile gas bench clean images compose-test
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -66,6 +66,10 @@ images:
 	  docker build --network host --build-arg BASE=$(BASE) \
 	    -f docker/$${image%%:*}.Dockerfile -t archivechain-$$image . || exit 1; \
 	done
+
+# The compose consortium end to end (scripts/compose_test.sh); not part of .ci/run.
+compose-test: images
+	sh scripts/compose_test.sh
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,6 +1,9 @@
 # ganache 7.9.2 from npm: the containerised dev chain (anvil stays the default of `make up`).
 ARG BASE=archivechain/debian:bookworm
 FROM ${BASE}
+# Registries through a TLS-intercepting proxy: put its CA in the base image's
+# /usr/local/share/ca-certificates; ca-certificates folds it into the bundle these tools read.
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
  && npm install --global ganache@7.9.2 \

@@ -1,6 +1,9 @@
 # js-ipfs 0.66.1 (the IPFS daemon of `make up`; kubo is not packaged here), offline, API on 5001.
 ARG BASE=archivechain/debian:bookworm
 FROM ${BASE}
+# Registries through a TLS-intercepting proxy: put its CA in the base image's
+# /usr/local/share/ca-certificates; ca-certificates folds it into the bundle these tools read.
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
  && npm install --global ipfs@0.66.1 \

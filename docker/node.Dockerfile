@@ -3,6 +3,9 @@
 ARG BASE=archivechain/debian:bookworm
 
 FROM ${BASE} AS build
+# Registries through a TLS-intercepting proxy: put its CA in the base image's
+# /usr/local/share/ca-certificates; ca-certificates folds it into the bundle these tools read.
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential ca-certificates \
  && rm -rf /var/lib/apt/lists/*
