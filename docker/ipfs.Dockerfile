@@ -12,8 +12,9 @@ RUN apt-get update \
 RUN useradd --system --uid 10003 --user-group --create-home ipfs \
  && mkdir /repo && chown ipfs:ipfs /repo
 COPY --chown=ipfs:ipfs docker/ipfs-start.sh /usr/local/bin/ipfs-start
+COPY docker/ipfs-polyfill.cjs /usr/local/lib/ipfs-polyfill.cjs
 USER ipfs
-ENV IPFS_PATH=/repo
+ENV IPFS_PATH=/repo NODE_OPTIONS=--require=/usr/local/lib/ipfs-polyfill.cjs
 EXPOSE 5001
 HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
   CMD node -e "fetch('http://127.0.0.1:5001/api/v0/version',{method:'POST'}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"

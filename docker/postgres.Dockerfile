@@ -12,5 +12,5 @@ USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 EXPOSE 55432
 HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
-  CMD /usr/lib/postgresql/15/bin/pg_isready -h 127.0.0.1 -p 55432 -U archivechain
+  CMD /usr/lib/postgresql/15/bin/pg_isready -h 127.0.0.1 -p 55432 -U archivechain -d postgres
 ENTRYPOINT ["/usr/local/bin/postgres-start"]
