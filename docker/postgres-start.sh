@@ -5,7 +5,7 @@
 set -eu
 BIN=/usr/lib/postgresql/15/bin
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
-  "$BIN/initdb" --username=postgres --auth-local=peer --auth-host=trust -D "$PGDATA"
+  "$BIN/initdb" --username=postgres --encoding=UTF8 --locale=C.UTF-8 --auth-local=peer --auth-host=trust -D "$PGDATA"
   "$BIN/pg_ctl" -D "$PGDATA" -o "-c listen_addresses='' -k /tmp" -w start
   echo "CREATE ROLE archivechain LOGIN CREATEDB" | psql -h /tmp -U postgres -v ON_ERROR_STOP=1
   "$BIN/pg_ctl" -D "$PGDATA" -w stop
