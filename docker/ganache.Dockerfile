@@ -17,6 +17,6 @@ HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
   CMD node -e "fetch('http://127.0.0.1:8545',{method:'POST',headers:{'content-type':'application/json'},body:'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\",\"params\":[]}'}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 # The dev chain id and mnemonic of `make up` (anvil's): the same deployer, the same addresses.
 ENTRYPOINT ["ganache", "--server.host=127.0.0.1", "--server.port=8545", "--chain.chainId=31337", \
-            "--chain.hardfork=shanghai", "--miner.blockTime=1", "--database.dbPath=/state", \
+            "--chain.hardfork=shanghai", "--database.dbPath=/state", \
             "--wallet.mnemonic=test test test test test test test test test test test junk", \
             "--logging.quiet"]
