@@ -43,7 +43,7 @@ KEY=$($COMPOSE exec -T hospital-1 python3 -c \
 AUTH="Authorization: Bearer $KEY"
 printf 'discharge summary (compose test)\n' > "$WORK/summary.txt"
 ID=$(curl -fsS -H "$AUTH" -F "file=@$WORK/summary.txt;type=text/plain" \
-  -F 'metadata={"record_class":"INPATIENT","sensitivity":"NORMAL","department":"cardiology","title":"Discharge summary","patient_id":"MRN-0001","source_system":"HIS","trigger_date":"2024-05-02"}' \
+  -F 'metadata={"record_class":"INPATIENT","department":"cardiology","title":"Discharge summary","source_system":"HIS","patient_id":"MRN-0001"}' \
   "$URL/api/v1/archives" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -fsS -X POST -H "$AUTH" "$URL/api/v1/archives/$ID/archive" > /dev/null
 curl -fsS -H "$AUTH" "$URL/api/v1/archives/$ID/proof?wait=60" > "$WORK/bundle.json"
