@@ -12,7 +12,7 @@ BASE_PORT ?=
 CHAIN_PORT ?=
 UP_ARGS := $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(CHAIN_PORT),--chain-port $(CHAIN_PORT))
 
-.PHONY: install up down test lint typecheck compile gas bench clean
+.PHONY: install up down test lint typecheck compile gas bench clean images compose-test
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -57,6 +57,19 @@ gas: install
 bench: install
 	$(BIN)/python scripts/bench_anchoring.py --quick
 	$(BIN)/python scripts/bench_ingest.py --quick
+
+# Container images for docker-compose.yml (never built in CI here; see docs/deployment.md).
+# BASE names a Debian bookworm image made locally (debootstrap + docker import).
+BASE ?= archivechain/debian:bookworm
+images:
+	for image in node:latest ganache:7.9.2 postgres:15 ipfs:0.66.1; do \
+	  docker build --network host --build-arg BASE=$(BASE) \
+	    -f docker/$${image%%:*}.Dockerfile -t archivechain-$$image . || exit 1; \
+	done
+
+# The compose consortium end to end (scripts/compose_test.sh); not part of .ci/run.
+compose-test: images
+	sh scripts/compose_test.sh
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

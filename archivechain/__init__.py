@@ -66,10 +66,25 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "audit",
         "Audit this node's stored blobs (fixity) and its log (against the chain).",
     ),
+    "backup": (
+        "archivechain.backup",
+        "backup",
+        "Back up the node (database, encrypted keystore, blob list; optionally blobs) while it runs.",
+    ),
+    "besu": (
+        "archivechain.besu",
+        "besu",
+        "Generate a Besu QBFT network for production (one validator per hospital).",
+    ),
     "chain": (
         "archivechain.chain",
         "chain",
         "Run the local development chain (anvil, state kept in the data directory).",
+    ),
+    "compose-init": (
+        "archivechain.compose",
+        "compose_init",
+        "Prepare the compose consortium against an external chain (the compose one-shot job).",
     ),
     "contracts": (
         "archivechain.contracts",
@@ -83,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
     "node": ("archivechain.node", "node_group", "Run a hospital node."),
+    "restore": (
+        "archivechain.backup",
+        "restore",
+        "Restore a backup into an empty data directory and verify it before the node may serve.",
+    ),
     "retention": (
         "archivechain.retention",
         "retention",

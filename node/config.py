@@ -12,6 +12,10 @@ Data directory layout (``data_dir``)::
     blobs/           local content-addressed store (unless ``blob_store = "ipfs"``)
     tombstones.jsonl destroyed archives, replayed at every start (unless ``tombstone_file``)
     node.log         log file when started in the background
+    RESTORE_UNVERIFIED  present after ``archivechain restore`` until verification passed; the
+                     node refuses to start while it exists (``node.backup``)
+
+A new file here that the node needs must be added to ``node.backup.DATA_DIR_FILES``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from anchoring.storage import OutboxItem, OutboxState
 from anchoring.worker import AnchoringWorker, Lag, WorkerConfig, enqueue_call, measure_lag
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
+from node.backup import refuse_unverified_restore
 from node.blobstore import BlobStore, open_blob_store
 from node.config import NodeSettings
 from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
@@ -258,6 +259,7 @@ class NodeRuntime:
         """Load keys, migrate the database, connect the stores. Nothing runs in the background
         until ``start``. ``create_keystore`` defaults to dev mode: production never generates keys.
         ``clock`` is the node's "now" (event times, deadlines due): the wall clock but in tests."""
+        refuse_unverified_restore(settings.data_dir)
         keystore = _open_keystore(settings, create_keystore)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         deployment = Deployment.load(settings.resolved_deployment_file)

@@ -1,0 +1,11 @@
+#!/bin/sh
+# Initialise the repo once (offline: no swarm, no bootstrap, no gateway), clear a stale lock left
+# by a killed daemon, then run the daemon in the foreground.
+set -eu
+if [ ! -f "$IPFS_PATH/config" ]; then
+  jsipfs init --emptyRepo
+  jsipfs config --json Addresses '{"Swarm": [], "Announce": [], "NoAnnounce": [], "Gateway": "", "RPC": "", "API": "/ip4/127.0.0.1/tcp/5001"}'
+  jsipfs config --json Bootstrap '[]'
+fi
+rm -rf "$IPFS_PATH/repo.lock" "$IPFS_PATH/api"
+exec jsipfs daemon --offline

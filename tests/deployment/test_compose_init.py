@@ -1,0 +1,122 @@
+"""``archivechain compose-init``, the one-shot job of docker-compose.yml, run for real against
+ganache 7.9.2 (from node_modules, started as the compose file starts it) and PostgreSQL: contracts
+deployed, members admitted through governance, one database per hospital created, node configs
+that a node opens and serves with; a second run resumes instead of re-creating."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from anchoring.chain import Role, RpcChain
+from anchoring.deployment import Deployment
+from archivechain import main
+from devtools.devchain import rpc_answers
+from node.config import load_settings
+from node.ports import free_port
+from node.principal import Role as ApiRole
+from node.runtime import NodeRuntime
+from tests.contracts.test_ganache import GANACHE
+from tests.fixtures.chain import TEST_MNEMONIC
+from tests.support import postgres_url
+
+
+@pytest.fixture
+def compose_ganache() -> Iterator[str]:
+    """ganache with the compose file's settings: the dev chain id (31337) and the dev mnemonic."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(GANACHE), "--server.port", str(port), "--server.host", "127.0.0.1",
+         "--chain.chainId", "31337", "--chain.hardfork", "shanghai",
+         "--wallet.mnemonic", TEST_MNEMONIC, "--logging.quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not rpc_answers(url):
+            assert process.poll() is None, f"ganache exited with {process.returncode}"
+            assert time.monotonic() < deadline, "ganache did not answer within 60 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.fixture
+def database_prefix() -> Iterator[tuple[str, str]]:
+    """(server URL, a unique database-name prefix); the databases made with it are dropped."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("ARCHIVECHAIN_TEST_POSTGRES_URL is not set")
+    prefix = f"ci_{secrets.token_hex(4)}"
+    yield base, prefix
+    admin = create_engine(make_url(base).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        names = conn.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": prefix + "_%"}
+        ).scalars()
+        for name in list(names):
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_compose_init_prepares_the_consortium_on_an_external_chain(
+    compose_ganache: str,
+    database_prefix: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, prefix = database_prefix
+    template = base.rsplit("/", 1)[0] + f"/{prefix}_{{name}}"
+    data_dir = tmp_path / "consortium"
+    args = ["compose-init", "--rpc", compose_ganache, "--data-dir", str(data_dir),
+            "--hospitals", "2", "--database-url-template", template]  # fmt: skip
+
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "compose consortium ready (2 hospitals)" in out
+    assert f"databases created: {prefix}_hospital_1, {prefix}_hospital_2" in err
+    assert "admitted through governance" in err
+
+    network = json.loads((data_dir / "network.json").read_text())
+    deployment = Deployment.load(data_dir / "deployment.json")
+    on_chain = RpcChain(compose_ganache, deployment)
+    assert [n["name"] for n in network["nodes"]] == ["hospital-1", "hospital-2"]
+    for index, entry in enumerate(network["nodes"], start=1):
+        assert on_chain.is_active(entry["address"], Role.HOSPITAL)
+        settings = load_settings(Path(entry["config"]))
+        assert settings.database_url == template.format(name=f"hospital_{index}")
+        assert settings.rpc_url == compose_ganache
+        runtime = NodeRuntime.open(settings)  # what the node container runs
+        try:
+            key = entry["api_keys"]["archivist"]
+            assert runtime.keys.authenticate(key).role is ApiRole.ARCHIVIST  # keys in its own DB
+            assert runtime.hospital == entry["address"]
+        finally:
+            runtime.close()
+    assert on_chain.is_active(network["members"]["regulator"]["address"], Role.REGULATOR)
+
+    # `docker compose down` then `up` runs the job again: everything is reused.
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "identities reused" in err
+    assert "databases created" not in err
+    assert "contracts verified" in err
+    assert (
+        json.loads((data_dir / "network.json").read_text())["nodes"][0]["api_keys"]
+        == (network["nodes"][0]["api_keys"])
+    )
