@@ -65,10 +65,12 @@ BACKUP_FORMAT: Final = "archivechain.backup/v1"
 RESTORE_MARKER: Final = "RESTORE_UNVERIFIED"
 """Present in a data directory restored but not (yet, or not successfully) verified."""
 
-DATA_DIR_FILES: Final[tuple[str, ...]] = ("*.toml", "*.json")
+DATA_DIR_FILES: Final[tuple[str, ...]] = ("*.toml", "*.json", "tombstones.jsonl")
 """THE list of data-directory files (glob patterns, top level) a backup carries besides the
-database, the keystore, the deployment file and the blobs. A feature that keeps state in a file of
-the data directory (e.g. the retention issue's destruction tombstone ledger) adds its name here;
+database, the keystore, the deployment file and the blobs: settings, deployment and the retention
+issue's destruction ledger (``tombstones.jsonl`` when ``tombstone_file`` stays in the data directory;
+the node replays whatever ledger its settings name at every start). A feature that keeps state in
+a file of the data directory adds its name here;
 ``create_backup`` warns about every file of the data directory it neither carries nor knows to be
 derived (``NOT_BACKED_UP``), so a forgotten one is seen at the first backup."""
 

@@ -112,10 +112,12 @@ def test_backup_while_serving_then_wipe_restore_verify_serve(
     archived = create_archives(node, 3)
     anchored = anchor_everything(node)
     backup = tmp_path / "backups" / "node.tar"
+    node.settings.resolved_tombstone_file.write_text("")  # an empty destruction ledger
     result = create_backup(node.settings, backup, include_blobs=True)  # the node is open
     assert result.log_size >= anchored
     assert (result.archives, result.blobs_listed, result.blobs_included) == (3, 3, 3)
     assert "files/keystore.json" in result.files
+    assert "files/tombstones.jsonl" in result.files  # the destruction ledger goes with it
     create_archives(node, 1)  # after the backup, not anchored: lost with the machine
     settings = restore_settings(node)
     node.close()
