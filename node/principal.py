@@ -4,8 +4,8 @@ Roles: ``admin`` (API keys, configuration, reading alerts; no archive access), `
 (everything on archives, including recording batches of access events reported by hospital
 systems, acknowledging alerts, running audits, reports),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
-(metadata, events, proofs, alerts and reports; never content). An archive outside the caller's scope is
-reported as not found, so its existence does not leak.
+(metadata, events, proofs, alerts and reports; never content). An archive outside the caller's
+scope is reported as not found, so its existence does not leak.
 """
 
 from __future__ import annotations
