@@ -149,6 +149,13 @@ class NodeSettings(BaseSettings):
     )
     """Per record class: an archive ARCHIVED within this many days of its creation is on time
     (the compliance report's on-time archiving rate)."""
+    qc_policy: Literal["refuse", "warn", "off"] = "warn"
+    """What archiving does when 四性检测 fails: refuse (409 ``qc_failed``), warn (archive and
+    keep the ``qc_failed`` alert) or off (no check)."""
+    qc_required_metadata: dict[str, list[str]] = Field(default_factory=dict)
+    """Metadata keys an archive of a class must carry (integrity), e.g. {"INPATIENT": ["ward"]}."""
+    qc_max_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """Content larger than this is not format-checked (usability) at archiving time."""
     alert_webhooks: list[WebhookTarget] = Field(default_factory=list)
     """Alert delivery: each new alert at or above a target's ``min_severity`` is POSTed to it."""
     webhook_tick: float = Field(5.0, gt=0)

@@ -44,6 +44,7 @@ from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
+from node.services.quality import QualityService
 from node.services.reports import ReportService
 from node.services.shares import ShareService
 from node.services.status import StatusService
@@ -92,6 +93,7 @@ class NodeRuntime:
     monitor: MonitorService = field(init=False)
     webhooks: WebhookService = field(init=False)
     reports: ReportService = field(init=False)
+    quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -115,6 +117,14 @@ class NodeRuntime:
         )
         self.remote = RemoteNodes(self.peer_client, settings.peers)
         self.proofs = ProofService(hospital=hospital, deployment=self.deployment, db=db)
+        self.quality = QualityService(
+            settings=settings,
+            db=db,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            alerts=self.alerts,
+        )
         self.archives = ArchiveService(
             settings=settings,
             db=db,
@@ -123,6 +133,7 @@ class NodeRuntime:
             keyring=self.keyring,
             blobs=self.blobs,
             pseudonyms=self.pseudonyms,
+            quality=self.quality.check,
         )
         self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
         self.fixity = FixityAuditService(

@@ -61,6 +61,7 @@ from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
+from node.services.quality import QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,10 @@ class ArchiveService:
         keyring: KeyRing,
         blobs: BlobStore,
         pseudonyms: Pseudonyms,
+        quality: Callable[[str], QcReport] | None = None,
     ) -> None:
         self.settings = settings
+        self.quality = quality
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -301,8 +304,21 @@ class ArchiveService:
     def archive(
         self, principal: Principal, archive_id: str, trigger_date: date | None = None
     ) -> ArchiveView:
-        """Make the archive immutable, set its retention deadline and register it on chain."""
+        """Make the archive immutable, set its retention deadline and register it on chain.
+        Quality control (四性检测) runs first unless ``qc_policy`` is ``off``; under ``refuse`` a
+        failure is a 409 ``qc_failed`` listing the failed checks."""
         principal.require(Action.ARCHIVE)
+        if self.quality is not None and self.settings.qc_policy != "off":
+            with self.db.session() as session:
+                found = self.ledger.held(session, principal, archive_id)
+                lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
+            report = self.quality(found.id)
+            if report.failed and self.settings.qc_policy == "refuse":
+                raise ConflictError(
+                    "archiving refused by quality control (四性检测): "
+                    + ", ".join(str(check) for check in report.failed),
+                    code="qc_failed",
+                )
 
         def unit(uow: UnitOfWork) -> ArchiveView:
             archive = self.ledger.held(uow.session, principal, archive_id)
