@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -33,6 +34,7 @@ __all__ = [
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
+    "ContentRead",
     "FixityStatus",
     "ForeignEntry",
     "PeerNonce",
@@ -344,3 +346,23 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ContentRead(Base):
+    """One content read served by this node's API (``GET /archives/{id}/content``), timed for the
+    utilisation report: seconds from the request's arrival to the first and to the last body byte
+    (``last_byte_seconds`` is NULL when the client went away before the end; ``completed`` then
+    false). Holds no PHI: the archive id, class, purpose, version and byte count only."""
+
+    __tablename__ = "content_reads"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26))
+    version: Mapped[int] = mapped_column(Integer)
+    record_class: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    read_at: Mapped[datetime] = mapped_column(index=True)
+    first_byte_seconds: Mapped[float] = mapped_column(Float)
+    last_byte_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    bytes_sent: Mapped[int] = mapped_column(BigInteger)
+    completed: Mapped[bool] = mapped_column(Boolean)

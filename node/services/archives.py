@@ -133,6 +133,7 @@ class ContentStream:
     size: int
     filename: str | None
     chunks: Iterator[bytes]
+    record_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,7 @@ class ArchiveService:
         """Log the read (ACCESS, scope content) and return the decrypted stream."""
         principal.require(Action.READ_CONTENT)
 
-        def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial]:
+        def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial, str]:
             archive = self.ledger.held(uow.session, principal, archive_id)
             state = self.ledger.state(uow.session, archive)
             wanted = version or archive.current_version
@@ -514,15 +515,15 @@ class ArchiveService:
             material = self.keyring.own(uow.session, archive.id)
             data = AccessData(purpose=purpose, scope=AccessScope.CONTENT, break_glass=False)
             self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
-            return VersionView.of(row), material
+            return VersionView.of(row), material, archive.record_class
 
-        row, material = self.units.run(unit)
+        row, material, record_class = self.units.run(unit)
         ciphertext = self.blobs.open_stream(row.cid)
         chunks = crypto.decrypt_stream(
             material.data_key, ciphertext, crypto.archive_aad(archive_id, row.version)
         )
         return ContentStream(
-            archive_id, row.version, row.media_type, row.size, row.filename, chunks
+            archive_id, row.version, row.media_type, row.size, row.filename, chunks, record_class
         )
 
     def search(self, principal: Principal, filters: SearchFilters) -> Page[ArchiveView]:
