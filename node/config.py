@@ -165,6 +165,8 @@ class NodeSettings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0, le=300)
     log_audit_interval: float = Field(86_400.0, gt=0)
     """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
+    qc_audit_interval: float = Field(604_800.0, gt=0)
+    """Seconds between scheduled 四性检测 audits (every held archive, plus the plaintext scan)."""
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)

@@ -38,6 +38,7 @@ __all__ = [
     "FixityStatus",
     "ForeignEntry",
     "PeerNonce",
+    "QcResult",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -366,3 +367,24 @@ class ContentRead(Base):
     last_byte_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     bytes_sent: Mapped[int] = mapped_column(BigInteger)
     completed: Mapped[bool] = mapped_column(Boolean)
+
+
+class QcResult(Base):
+    """The latest 四性检测 of one archive version (``node.services.quality``): when, whether every
+    check passed, the failed checks as ``dimension.code`` separated by commas (empty when none),
+    and what ran it (``archiving`` or ``audit``)."""
+
+    __tablename__ = "qc_results"
+
+    version_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("archive_versions.id"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime]
+    ok: Mapped[bool] = mapped_column(Boolean)
+    failed: Mapped[str] = mapped_column(Text, default="")
+    trigger: Mapped[str] = mapped_column(String(16))

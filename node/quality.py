@@ -114,3 +114,38 @@ def _text(content: bytes, charset: str) -> str | None:
     except UnicodeDecodeError:
         return "text_wrong_charset"
     return None
+
+
+# -- security: no plaintext under the data directory --------------------------------------------
+
+_BINARY_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"%PDF-", "pdf"),
+    (128, b"DICM", "dicom"),
+    (0, b"PK\x03\x04", "zip"),
+    (0, b"\x89PNG\r\n\x1a\n", "png"),
+    (0, b"\xff\xd8\xff", "jpeg"),
+)
+SNIFF_BYTES = 4096
+
+
+def plaintext_kind(head: bytes, *, text_too: bool) -> str | None:
+    """What readable format the first bytes of a file are in (``pdf``, ``dicom``, ``zip``,
+    ``png``, ``jpeg``; with ``text_too`` also ``json`` and ``text``), or None. Ciphertext (random
+    bytes) matches none of them: a magic number has odds of 2^-24 or less, and 4 KiB of random
+    bytes decode as UTF-8 without a control character with negligible odds. Under 16 bytes
+    nothing is called text."""
+    for offset, magic, kind in _BINARY_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    if not text_too or len(head) < 16:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not only a character cut at the end of the sample
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if any(ord(ch) < 32 and ch not in "\t\r\n\f" for ch in text):
+        return None
+    stripped = text.lstrip()
+    return "json" if stripped[:1] in ("{", "[") else "text"

@@ -38,7 +38,7 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
-from node.services.audits import FixityAuditService
+from node.services.audits import AuditScope, FixityAuditService
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
@@ -264,6 +264,11 @@ class NodeRuntime:
                 ("expiry", self._expire, 30.0),
                 ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
                 ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
+                (
+                    "qc-audit",
+                    lambda: self.quality.audit(None, AuditScope()),
+                    self.settings.qc_audit_interval,
+                ),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
             )

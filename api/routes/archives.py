@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.metrics import REQUEST_BEGUN, AppMetrics
+from api.routes.audits import QcResultOut
 from api.schemas import (
     ARCHIVE_ID_PATTERN,
     ARCHIVE_IN_EXAMPLE,
@@ -368,6 +369,23 @@ def read_content(
             "X-Archive-Version": str(stream.version),
         },
     )
+
+
+@router.get(
+    "/{archive_id}/quality",
+    response_model=list[QcResultOut],
+    summary="四性检测 results of the archive's versions",
+    description=(
+        "The latest stored result of each checked version (at archiving, or by a QC audit): "
+        "failed checks by dimension and code; empty when never checked. Roles: archivist, "
+        "auditor."
+    ),
+    responses=error_responses(401, 403, 404, 422),
+)
+def get_quality(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> list[QcResultOut]:
+    return [QcResultOut.of(v) for v in runtime.quality.results(principal, archive_id)]
 
 
 @router.get(

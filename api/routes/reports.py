@@ -69,6 +69,7 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
         "fixity": fixity,
         "open_alerts": report.open_alerts,
         "anchoring": report.anchoring,
+        "qc": report.qc,
     }
 
 
@@ -79,7 +80,8 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
         "Archives created in `[from, to)` (dates, UTC) by class and state, and their on-time "
         "archiving rate (archived within `archiving_deadline_days[class]` days of creation ÷ "
         "archives archived or past that deadline); at report time: holds, overdue dispositions, "
-        "fixity status of stored versions, open alerts by kind, anchoring lag. `format=csv` "
+        "fixity status of stored versions, QC (四性检测) failure rate by dimension, open "
+        "alerts by kind, anchoring lag. `format=csv` "
         "answers `section,key,measure,value` rows. Definitions: docs/monitoring.md. Roles: "
         "archivist, auditor."
     ),

@@ -42,6 +42,7 @@ from node.models import (
     CatalogueState,
     ContentRead,
     FixityStatus,
+    QcResult,
     Transfer,
 )
 from node.principal import Action, Principal
@@ -78,6 +79,7 @@ class ComplianceReport:
     fixity: dict[str, Any] = field(default_factory=dict)
     open_alerts: dict[str, int] = field(default_factory=dict)
     anchoring: dict[str, float | int | None] = field(default_factory=dict)
+    qc: dict[str, Any] = field(default_factory=dict)
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:
@@ -220,6 +222,7 @@ class ReportService:
                 "never_checked": int(total) - passed - failed,
                 "oldest_check": oldest,
             }
+            report.qc = _qc(session, held)
             report.open_alerts = {
                 kind: int(n)
                 for kind, n in session.execute(
@@ -330,6 +333,42 @@ class ReportService:
         return report
 
 
+QC_DIMENSIONS = ("authenticity", "integrity", "usability", "security")
+
+
+def _qc(session: Any, held: Any) -> dict[str, Any]:
+    """QC failure rate by dimension over the current versions of auditable held archives."""
+    archives = _count(session, held, Archive.state.in_(AUDITABLE_STATES))
+    results = session.execute(
+        select(QcResult.failed)
+        .join(Archive, Archive.id == QcResult.archive_id)
+        .where(
+            held,
+            Archive.state.in_(AUDITABLE_STATES),
+            QcResult.version == Archive.current_version,
+        )
+    ).all()
+    checked = len(results)
+    by_dimension: dict[str, dict[str, float | int | None]] = {}
+    for dimension in QC_DIMENSIONS:
+        failed = sum(
+            1 for (text,) in results if any(c.startswith(dimension + ".") for c in text.split(","))
+        )
+        by_dimension[dimension] = {
+            "failed": failed,
+            "rate": failed / checked if checked else None,
+        }
+    failed_any = sum(1 for (text,) in results if text)
+    return {
+        "archives": archives,
+        "checked": checked,
+        "never_checked": archives - checked,
+        "failed": failed_any,
+        "rate": failed_any / checked if checked else None,
+        "by_dimension": by_dimension,
+    }
+
+
 def _count(session: Any, *conditions: Any) -> int:
     return int(
         session.execute(select(func.count()).select_from(Archive).where(*conditions)).scalar_one()
@@ -361,6 +400,16 @@ def compliance_rows(report: ComplianceReport) -> list[tuple[str, str, str, str]]
                 "" if tally.rate is None else f"{tally.rate:.6f}",
             )
         )
+    for measure in ("archives", "checked", "never_checked", "failed", "rate"):
+        value = report.qc.get(measure)
+        text = f"{value:.6f}" if isinstance(value, float) else "" if value is None else str(value)
+        rows.append(("qc", "ALL", measure, text))
+    for dimension, figures in report.qc.get("by_dimension", {}).items():
+        for measure, value in figures.items():
+            text = (
+                f"{value:.6f}" if isinstance(value, float) else "" if value is None else str(value)
+            )
+            rows.append(("qc", dimension, measure, text))
     for section, values in (
         ("holds", report.holds),
         ("dispositions", report.dispositions),

@@ -1,4 +1,4 @@
-"""monitoring: alerts, audit cursors, fixity status, webhook deliveries, content reads
+"""monitoring: alerts, audit cursors, fixity status, webhook deliveries, content reads, QC results
 
 Revision ID: 0005
 Revises: 0004
@@ -107,8 +107,30 @@ def upgrade() -> None:
     with op.batch_alter_table("content_reads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_content_reads_read_at"), ["read_at"], unique=False)
 
+    op.create_table(
+        "qc_results",
+        sa.Column("version_id", _ID, autoincrement=False, nullable=False),
+        sa.Column("archive_id", sa.String(length=26), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("checked_at", anchoring.storage.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ok", sa.Boolean(), nullable=False),
+        sa.Column("failed", sa.Text(), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["version_id"],
+            ["archive_versions.id"],
+            name=op.f("fk_qc_results_version_id_archive_versions"),
+        ),
+        sa.PrimaryKeyConstraint("version_id", name=op.f("pk_qc_results")),
+    )
+    with op.batch_alter_table("qc_results", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_qc_results_archive_id"), ["archive_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("qc_results", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_qc_results_archive_id"))
+    op.drop_table("qc_results")
     with op.batch_alter_table("content_reads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_content_reads_read_at"))
     op.drop_table("content_reads")
