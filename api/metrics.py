@@ -22,6 +22,9 @@ from node.services.status import StatusService
 
 PREFIX = "archivechain"
 UNMATCHED = "(unmatched)"
+REQUEST_BEGUN = "request_begun"
+"""``request.state`` key: ``time.perf_counter()`` when the request arrived (set by the
+middleware; the content route times retrieval from it)."""
 
 
 class NodeCollector(Collector):
@@ -133,6 +136,9 @@ class AppMetrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    content_first_byte: Histogram
+    content_last_byte: Histogram
+    content_reads: Counter
 
 
 def build_metrics(status: StatusService, alerts: AlertService | None = None) -> AppMetrics:
@@ -155,7 +161,30 @@ def build_metrics(status: StatusService, alerts: AlertService | None = None) -> 
         registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     )
-    return AppMetrics(registry, requests, latency)
+    retrieval_buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+    content_first_byte = Histogram(
+        f"{PREFIX}_content_first_byte_seconds",
+        "Content reads: request arrival to the first body byte, by record class.",
+        ["record_class"],
+        registry=registry,
+        buckets=retrieval_buckets,
+    )
+    content_last_byte = Histogram(
+        f"{PREFIX}_content_last_byte_seconds",
+        "Completed content reads: request arrival to the last body byte, by record class.",
+        ["record_class"],
+        registry=registry,
+        buckets=retrieval_buckets,
+    )
+    content_reads = Counter(
+        f"{PREFIX}_content_reads",
+        "Content reads served, by record class and purpose of use.",
+        ["record_class", "purpose"],
+        registry=registry,
+    )
+    return AppMetrics(
+        registry, requests, latency, content_first_byte, content_last_byte, content_reads
+    )
 
 
 class RequestMetricsMiddleware:
@@ -170,6 +199,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         begun = time.perf_counter()
+        scope.setdefault("state", {})[REQUEST_BEGUN] = begun
         status = 500
 
         async def observing_send(message: Message) -> None:

@@ -143,6 +143,13 @@ class NodeSettings(BaseSettings):
     )
     """Per record class: an archive ARCHIVED within this many days of its creation is on time
     (the compliance report's on-time archiving rate)."""
+    qc_policy: Literal["refuse", "warn", "off"] = "warn"
+    """What archiving does when 四性检测 fails: refuse (409 ``qc_failed``), warn (archive and
+    keep the ``qc_failed`` alert) or off (no check)."""
+    qc_required_metadata: dict[str, list[str]] = Field(default_factory=dict)
+    """Metadata keys an archive of a class must carry (integrity), e.g. {"INPATIENT": ["ward"]}."""
+    qc_max_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """Content larger than this is not format-checked (usability) at archiving time."""
     alert_webhooks: list[WebhookTarget] = Field(default_factory=list)
     """Alert delivery: each new alert at or above a target's ``min_severity`` is POSTed to it."""
     webhook_tick: float = Field(5.0, gt=0)
@@ -169,6 +176,8 @@ class NodeSettings(BaseSettings):
     """TCP port of the C-STORE SCP (0: any free port)."""
     dicom_allowed_callers: tuple[str, ...] = ()
     """Calling AE titles accepted (empty: any caller that addresses our AE title)."""
+    qc_audit_interval: float = Field(604_800.0, gt=0)
+    """Seconds between scheduled 四性检测 audits (every held archive, plus the plaintext scan)."""
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     chunk_size: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)

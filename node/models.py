@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -37,12 +38,14 @@ __all__ = [
     "DispositionDecision",
     "DispositionItem",
     "DispositionProposal",
+    "ContentRead",
     "FixityStatus",
     "ForeignEntry",
     "IngestedMessage",
     "PeerNonce",
     "RetentionChange",
     "SearchTerm",
+    "QcResult",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -457,3 +460,42 @@ class DestructionCertificate(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(132))
     created_at: Mapped[datetime]
+class ContentRead(Base):
+    """One content read served by this node's API (``GET /archives/{id}/content``), timed for the
+    utilisation report: seconds from the request's arrival to the first and to the last body byte
+    (``last_byte_seconds`` is NULL when the client went away before the end; ``completed`` then
+    false). Holds no PHI: the archive id, class, purpose, version and byte count only."""
+
+    __tablename__ = "content_reads"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26))
+    version: Mapped[int] = mapped_column(Integer)
+    record_class: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    read_at: Mapped[datetime] = mapped_column(index=True)
+    first_byte_seconds: Mapped[float] = mapped_column(Float)
+    last_byte_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    bytes_sent: Mapped[int] = mapped_column(BigInteger)
+    completed: Mapped[bool] = mapped_column(Boolean)
+
+
+class QcResult(Base):
+    """The latest 四性检测 of one archive version (``node.services.quality``): when, whether every
+    check passed, the failed checks as ``dimension.code`` separated by commas (empty when none),
+    and what ran it (``archiving`` or ``audit``)."""
+
+    __tablename__ = "qc_results"
+
+    version_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("archive_versions.id"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime]
+    ok: Mapped[bool] = mapped_column(Boolean)
+    failed: Mapped[str] = mapped_column(Text, default="")
+    trigger: Mapped[str] = mapped_column(String(16))

@@ -2,10 +2,10 @@
 
 Roles: ``admin`` (API keys, configuration, reading alerts; no archive access), ``archivist``
 (everything on archives, including recording batches of access events reported by hospital
-systems, acknowledging alerts and running audits),
+systems, acknowledging alerts, running audits, reports),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
-(metadata, events, proofs and alerts; never content), ``records_manager`` (the second pair of
-eyes of disposition: approves or rejects what an archivist proposed; reads metadata, events,
+(metadata, events, proofs, alerts and reports; never content), ``records_manager`` (the second
+pair of eyes of disposition: approves or rejects what an archivist proposed; reads metadata, events,
 proofs, retention, alerts and reports; never content). An archive outside the caller's scope is
 reported as not found, so its existence does not leak.
 """

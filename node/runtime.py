@@ -42,7 +42,7 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
-from node.services.audits import FixityAuditService
+from node.services.audits import AuditScope, FixityAuditService
 from node.services.hl7 import Hl7Service
 from node.services.ingestion import (
     EncounterBatchArchiver,
@@ -54,6 +54,7 @@ from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
+from node.services.quality import QualityService
 from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
@@ -111,6 +112,7 @@ class NodeRuntime:
     monitor: MonitorService = field(init=False)
     webhooks: WebhookService = field(init=False)
     reports: ReportService = field(init=False)
+    quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
@@ -134,6 +136,14 @@ class NodeRuntime:
         )
         self.remote = RemoteNodes(self.peer_client, settings.peers)
         self.proofs = ProofService(hospital=hospital, deployment=self.deployment, db=db)
+        self.quality = QualityService(
+            settings=settings,
+            db=db,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            blobs=self.blobs,
+            alerts=self.alerts,
+        )
         self.archives = ArchiveService(
             settings=settings,
             db=db,
@@ -142,6 +152,7 @@ class NodeRuntime:
             keyring=self.keyring,
             blobs=self.blobs,
             pseudonyms=self.pseudonyms,
+            quality=self.quality.check,
         )
         self.ingestion = IngestionService(
             db=db,
@@ -337,6 +348,11 @@ class NodeRuntime:
                 ("expiry", self._expire, 30.0),
                 ("fixity-audit", self.fixity.tick, self.settings.fixity_tick),
                 ("log-audit", lambda: self.log_audit.audit(None), self.settings.log_audit_interval),
+                (
+                    "qc-audit",
+                    lambda: self.quality.audit(None, AuditScope()),
+                    self.settings.qc_audit_interval,
+                ),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
                 (

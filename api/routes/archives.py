@@ -11,7 +11,9 @@ without holding a thread.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
@@ -24,6 +26,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
+from api.metrics import REQUEST_BEGUN, AppMetrics
+from api.routes.audits import QcResultOut
 from api.schemas import (
     ARCHIVE_ID_PATTERN,
     ARCHIVE_IN_EXAMPLE,
@@ -40,12 +44,14 @@ from api.schemas import (
     ReleaseHoldQuery,
     SearchQuery,
 )
-from api.streaming import primed
+from api.streaming import timed
 from node.errors import InputError
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MULTIPART = "multipart/form-data"
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/archives", tags=["archives"])
 
@@ -324,14 +330,41 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=CONTENT_RESPONSES,
 )
 def read_content(
+    request: Request,
     runtime: RuntimeDep,
     principal: PrincipalDep,
     archive_id: ArchiveIdPath,
     query: Annotated[ContentQuery, Query()],
 ) -> StreamingResponse:
+    begun = getattr(request.state, REQUEST_BEGUN, None)
+    if not isinstance(begun, float):
+        begun = time.perf_counter()
     stream = runtime.archives.open_content(principal, archive_id, query.purpose, query.version)
+    metrics: AppMetrics | None = getattr(request.app.state, "metrics", None)
+    purpose = query.purpose.value
+
+    def observe(first: float, last: float | None, sent: int) -> None:
+        """Retrieval time into the metrics and the content_reads table (never fails the read)."""
+        try:
+            if metrics is not None:
+                metrics.content_reads.labels(stream.record_class, purpose).inc()
+                metrics.content_first_byte.labels(stream.record_class).observe(first)
+                if last is not None:
+                    metrics.content_last_byte.labels(stream.record_class).observe(last)
+            runtime.reports.record_read(
+                archive_id=stream.archive_id,
+                version=stream.version,
+                record_class=stream.record_class,
+                purpose=purpose,
+                first_byte_seconds=first,
+                last_byte_seconds=last,
+                bytes_sent=sent,
+            )
+        except Exception:  # timing is best effort: the read already happened
+            logger.warning("content read timing not recorded", exc_info=True)
+
     return StreamingResponse(
-        primed(stream.chunks),
+        timed(stream.chunks, begun, observe),
         media_type=stream.media_type,
         headers={
             "Content-Length": str(stream.size),
@@ -339,6 +372,23 @@ def read_content(
             "X-Archive-Version": str(stream.version),
         },
     )
+
+
+@router.get(
+    "/{archive_id}/quality",
+    response_model=list[QcResultOut],
+    summary="四性检测 results of the archive's versions",
+    description=(
+        "The latest stored result of each checked version (at archiving, or by a QC audit): "
+        "failed checks by dimension and code; empty when never checked. Roles: archivist, "
+        "auditor."
+    ),
+    responses=error_responses(401, 403, 404, 422),
+)
+def get_quality(
+    runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
+) -> list[QcResultOut]:
+    return [QcResultOut.of(v) for v in runtime.quality.results(principal, archive_id)]
 
 
 @router.get(

@@ -15,8 +15,16 @@ from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.services.audits import MAX_AUDIT_ARCHIVES, AuditScope, FixityReport, ScopeKind
 from node.services.logaudit import LogAuditReport
+from node.services.quality import QcAuditReport, QcReport, QcResultView
 
-__all__ = ["FixityAuditIn", "FixityReportOut", "LogAuditReportOut", "router"]
+__all__ = [
+    "FixityAuditIn",
+    "FixityReportOut",
+    "LogAuditReportOut",
+    "QcAuditReportOut",
+    "QcResultOut",
+    "router",
+]
 
 router = APIRouter(prefix="/audits", tags=["monitoring"])
 
@@ -154,3 +162,97 @@ class LogAuditReportOut(BaseModel):
 )
 def run_log_audit(runtime: RuntimeDep, principal: PrincipalDep) -> LogAuditReportOut:
     return LogAuditReportOut.of(runtime.log_audit.audit(principal))
+
+
+class QcCheckOut(BaseModel):
+    """One failed 四性检测 check."""
+
+    dimension: Literal["authenticity", "integrity", "usability", "security"]
+    code: str = Field(examples=["pdf_unreadable"])
+
+
+class QcResultOut(BaseModel):
+    """The latest 四性检测 of one archive version."""
+
+    archive_id: str
+    version: int
+    checked_at: str
+    ok: bool
+    failed: list[QcCheckOut]
+    trigger: Literal["archiving", "audit"]
+
+    @classmethod
+    def of(cls, view: QcResultView) -> QcResultOut:
+        checked = view.checked_at
+        return cls(
+            archive_id=view.archive_id,
+            version=view.version,
+            checked_at=checked.isoformat().replace("+00:00", "Z")
+            if hasattr(checked, "isoformat")
+            else str(checked),
+            ok=view.ok,
+            failed=[QcCheckOut(dimension=c.dimension, code=c.code) for c in view.failed],
+            trigger=view.trigger,
+        )
+
+
+class QcFailureOut(BaseModel):
+    """One archive that failed."""
+
+    archive_id: str
+    failed: list[QcCheckOut]
+
+    @classmethod
+    def of(cls, report: QcReport) -> QcFailureOut:
+        return cls(
+            archive_id=report.archive_id,
+            failed=[QcCheckOut(dimension=c.dimension, code=c.code) for c in report.failed],
+        )
+
+
+class QcAuditReportOut(BaseModel):
+    """What the QC audit checked and found."""
+
+    ok: bool
+    archives: int = Field(description="Archives checked.")
+    passed: int
+    seconds: float
+    failures: list[QcFailureOut]
+    plaintext: list[str] = Field(
+        description=(
+            "Scope `all` only: readable files under the data directory "
+            "(`file:<path>:<kind>`) and unexpected unbounded database columns "
+            "(`column:<table>.<column>`); each is also a `plaintext_found` alert."
+        )
+    )
+
+    @classmethod
+    def of(cls, report: QcAuditReport) -> QcAuditReportOut:
+        return cls(
+            ok=not report.failures and not report.plaintext,
+            archives=report.archives,
+            passed=report.passed,
+            seconds=round(report.seconds, 6),
+            failures=[QcFailureOut.of(f) for f in report.failures],
+            plaintext=report.plaintext,
+        )
+
+
+@router.post(
+    "/quality",
+    response_model=QcAuditReportOut,
+    summary="Run 四性检测 now",
+    description=(
+        "Re-runs the four checks (authenticity, integrity, usability, security) on the current "
+        "version of every archive in scope (held in CREATED, ARCHIVED or DISPOSITION_REVIEW), "
+        "stores each result (shown by `GET /archives/{id}/quality`) and raises `qc_failed` per "
+        "failing archive. Same body as `POST /audits/fixity`. Role: archivist."
+    ),
+    responses=error_responses(400, 401, 403, 422, 503),
+)
+def run_quality_audit(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    body: Annotated[FixityAuditIn, Body(examples=[{"scope": "all"}])],
+) -> QcAuditReportOut:
+    return QcAuditReportOut.of(runtime.quality.audit(principal, body.to_scope()))

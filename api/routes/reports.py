@@ -1,5 +1,5 @@
-"""``GET /reports/compliance``: the compliance report as JSON or CSV (definitions in
-``node.services.reports``)."""
+"""``GET /reports/compliance`` and ``GET /reports/utilisation``: the reports as JSON or CSV
+(definitions in ``node.services.reports`` and docs/monitoring.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from node.services.reports import ComplianceReport, compliance_rows
+from node.services.reports import (
+    ComplianceReport,
+    UtilisationReport,
+    compliance_rows,
+    utilisation_rows,
+)
 
 router = APIRouter(prefix="/reports", tags=["monitoring"])
 
@@ -64,6 +69,7 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
         "fixity": fixity,
         "open_alerts": report.open_alerts,
         "anchoring": report.anchoring,
+        "qc": report.qc,
     }
 
 
@@ -74,7 +80,8 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
         "Archives created in `[from, to)` (dates, UTC) by class and state, and their on-time "
         "archiving rate (archived within `archiving_deadline_days[class]` days of creation ÷ "
         "archives archived or past that deadline); at report time: holds, overdue dispositions, "
-        "fixity status of stored versions, open alerts by kind, anchoring lag. `format=csv` "
+        "fixity status of stored versions, QC (四性检测) failure rate by dimension, open "
+        "alerts by kind, anchoring lag. `format=csv` "
         "answers `section,key,measure,value` rows. Definitions: docs/monitoring.md. Roles: "
         "archivist, auditor."
     ),
@@ -89,17 +96,70 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
 def compliance_report(
     runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[ComplianceQuery, Query()]
 ) -> Response:
-    from_, to, format = query.from_, query.to, query.format
-    end = to or (datetime.now(UTC).date() + timedelta(days=1))
-    report = runtime.reports.compliance(
-        principal,
-        datetime.combine(from_, time(), UTC),
-        datetime.combine(end, time(), UTC),
-    )
-    if format == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["section", "key", "measure", "value"])
-        writer.writerows(compliance_rows(report))
-        return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+    window_from, window_to = _window(query)
+    report = runtime.reports.compliance(principal, window_from, window_to)
+    if query.format == "csv":
+        return _csv(compliance_rows(report))
     return JSONResponse(_json(report))
+
+
+def _window(query: ComplianceQuery) -> tuple[datetime, datetime]:
+    end = query.to or (datetime.now(UTC).date() + timedelta(days=1))
+    return datetime.combine(query.from_, time(), UTC), datetime.combine(end, time(), UTC)
+
+
+def _csv(rows: list[tuple[str, str, str, str]]) -> Response:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["section", "key", "measure", "value"])
+    writer.writerows(rows)
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+def _utilisation_json(report: UtilisationReport) -> dict[str, Any]:
+    return {
+        "hospital": report.hospital,
+        "as_of": report.as_of.isoformat().replace("+00:00", "Z"),
+        "from": report.window_from.date().isoformat(),
+        "to": report.window_to.date().isoformat(),
+        "retrieval_seconds": {
+            "by_class": {c: t.summary() for c, t in sorted(report.retrieval_by_class.items())},
+            "total": report.retrieval_total.summary(),
+        },
+        "utilisation": {
+            "archives_read": report.archives_read,
+            "archives_held": report.archives_held,
+            "rate": report.utilisation_rate,
+        },
+        "sharing": report.sharing,
+        "reads_by_purpose": dict(sorted(report.reads_by_purpose.items())),
+    }
+
+
+@router.get(
+    "/utilisation",
+    summary="Utilisation report (JSON or CSV)",
+    description=(
+        "Over `[from, to)` (dates, UTC): retrieval time of content reads (request arrival to "
+        "first and to last body byte) p50/p95 by nearest rank, by class and in total; "
+        "utilisation rate (distinct archives read in the window and still held ÷ archives held "
+        "now); sharing volume (SHARE_GRANT events, ACCESS events naming a grant, transfers by "
+        "direction); content reads by purpose. `format=csv` answers `section,key,measure,value` "
+        "rows. Definitions: docs/monitoring.md. Roles: archivist, auditor."
+    ),
+    responses={
+        200: {
+            "description": "The report.",
+            "content": {"application/json": {}, "text/csv": {}},
+        },
+        **error_responses(400, 401, 403, 422, 503),
+    },
+)
+def utilisation_report(
+    runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[ComplianceQuery, Query()]
+) -> Response:
+    window_from, window_to = _window(query)
+    report = runtime.reports.utilisation(principal, window_from, window_to)
+    if query.format == "csv":
+        return _csv(utilisation_rows(report))
+    return JSONResponse(_utilisation_json(report))

@@ -62,6 +62,7 @@ from node.models import Archive, ArchiveVersion, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
+from node.services.quality import QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.textindex import index_terms, query_terms
 
@@ -147,6 +148,7 @@ class ContentStream:
     size: int
     filename: str | None
     chunks: Iterator[bytes]
+    record_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,10 @@ class ArchiveService:
         keyring: KeyRing,
         blobs: BlobStore,
         pseudonyms: Pseudonyms,
+        quality: Callable[[str], QcReport] | None = None,
     ) -> None:
         self.settings = settings
+        self.quality = quality
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -371,7 +375,21 @@ class ArchiveService:
     def archive(
         self, principal: Principal, archive_id: str, trigger_date: date | None = None
     ) -> ArchiveView:
-        """Make the archive immutable, set its retention deadline and register it on chain."""
+        """Make the archive immutable, set its retention deadline and register it on chain.
+        Quality control (四性检测) runs first unless ``qc_policy`` is ``off``; under ``refuse`` a
+        failure is a 409 ``qc_failed`` listing the failed checks."""
+        principal.require(Action.ARCHIVE)
+        if self.quality is not None and self.settings.qc_policy != "off":
+            with self.db.session() as session:
+                found = self.ledger.held(session, principal, archive_id)
+                lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
+            report = self.quality(found.id)
+            if report.failed and self.settings.qc_policy == "refuse":
+                raise ConflictError(
+                    "archiving refused by quality control (四性检测): "
+                    + ", ".join(str(check) for check in report.failed),
+                    code="qc_failed",
+                )
         return self.archive_many(principal, [archive_id], trigger_date)[0]
 
     def archive_many(
@@ -574,7 +592,7 @@ class ArchiveService:
         """Log the read (ACCESS, scope content) and return the decrypted stream."""
         principal.require(Action.READ_CONTENT)
 
-        def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial]:
+        def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial, str]:
             archive = self.ledger.held(uow.session, principal, archive_id)
             if archive.state == ArchiveStatus.DESTROYED.value:
                 raise GoneError(
@@ -592,15 +610,15 @@ class ArchiveService:
             material = self.keyring.own(uow.session, archive.id)
             data = AccessData(purpose=purpose, scope=AccessScope.CONTENT, break_glass=False)
             self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
-            return VersionView.of(row), material
+            return VersionView.of(row), material, archive.record_class
 
-        row, material = self.units.run(unit)
+        row, material, record_class = self.units.run(unit)
         ciphertext = self.blobs.open_stream(row.cid)
         chunks = crypto.decrypt_stream(
             material.data_key, ciphertext, crypto.archive_aad(archive_id, row.version)
         )
         return ContentStream(
-            archive_id, row.version, row.media_type, row.size, row.filename, chunks
+            archive_id, row.version, row.media_type, row.size, row.filename, chunks, record_class
         )
 
     def search(self, principal: Principal, filters: SearchFilters) -> Page[ArchiveView]:

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 from eth_utils.crypto import keccak
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from ulid import ULID
 
 from anchoring.certificate import (
@@ -73,6 +73,7 @@ from node.models import (
     DispositionItem,
     DispositionProposal,
     RetentionChange,
+    SearchTerm,
     WrappedKey,
 )
 from node.principal import Action, Principal
@@ -798,7 +799,7 @@ class RetentionService:
                 "key_holders": holders,
                 "blob_store": self.blobs.kind,
                 "blobs_to_delete": cids,
-                "metadata_erased": ["title", "search_text", "metadata", "filename"],
+                "metadata_erased": ["title", "search_text", "search_terms", "metadata", "filename"],
             },
             "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
             "destroyed_at": format_time(uow.now),
@@ -819,6 +820,8 @@ class RetentionService:
         archive.title = ""
         archive.search_text = ""
         archive.metadata_json = {}
+        # The keyword index (ingestion) holds fragments of titles and extracted text.
+        uow.session.execute(delete(SearchTerm).where(SearchTerm.archive_id == archive.id))
         for version in versions:
             version.filename = None
         uow.session.add(

@@ -33,7 +33,7 @@ from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
 from api.main import create_app
 from node.alerts import AlertNotice
-from node.models import Archive, RetentionChange, WrappedKey
+from node.models import Archive, RetentionChange, SearchTerm, WrappedKey
 from node.principal import Role
 from node.retention import add_years
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
@@ -149,6 +149,10 @@ def _check_destroyed(api: Api, archive_id: str, digest: str) -> None:
             select(WrappedKey).where(WrappedKey.archive_id == archive_id)
         ).scalars()
         assert all(k.blob is None and k.destroyed_at is not None for k in keys)
+        terms = session.execute(
+            select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+        ).all()
+        assert terms == []  # the keyword index held fragments of the title
     events = api.client.get(f"/api/v1/archives/{archive_id}/events", headers=archivist).json()
     (destroy,) = [e for e in events if e["type"] == "DESTROY"]
     assert destroy["event"]["data"]["certificate_hash"] == digest

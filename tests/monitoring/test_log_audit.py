@@ -37,8 +37,10 @@ def _audit(api: Api) -> dict[str, Any]:
 
 
 def _alerts(api: Api) -> list[tuple[str, str, dict[str, Any]]]:
+    """Open alerts, but ``qc_failed`` (the fixtures' PDF is not a real PDF; archiving it raises
+    that alert under the default ``warn`` policy)."""
     items = api.client.get("/api/v1/alerts", headers=api.auth("auditor")).json()["items"]
-    return sorted((a["kind"], a["subject"], a["detail"]) for a in items)
+    return sorted((a["kind"], a["subject"], a["detail"]) for a in items if a["kind"] != "qc_failed")
 
 
 def _findings(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -1,4 +1,4 @@
-"""monitoring: alerts, audit cursors, fixity status, webhook deliveries
+"""monitoring: alerts, audit cursors, fixity status, webhook deliveries, content reads, QC results
 
 Revision ID: 0005
 Revises: 0004
@@ -90,8 +90,50 @@ def upgrade() -> None:
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_webhook_deliveries_state"), ["state"], unique=False)
 
+    op.create_table(
+        "content_reads",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("archive_id", sa.String(length=26), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("record_class", sa.String(length=32), nullable=False),
+        sa.Column("purpose", sa.String(length=32), nullable=False),
+        sa.Column("read_at", anchoring.storage.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("first_byte_seconds", sa.Float(), nullable=False),
+        sa.Column("last_byte_seconds", sa.Float(), nullable=True),
+        sa.Column("bytes_sent", sa.BigInteger(), nullable=False),
+        sa.Column("completed", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_content_reads")),
+    )
+    with op.batch_alter_table("content_reads", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_content_reads_read_at"), ["read_at"], unique=False)
+
+    op.create_table(
+        "qc_results",
+        sa.Column("version_id", _ID, autoincrement=False, nullable=False),
+        sa.Column("archive_id", sa.String(length=26), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("checked_at", anchoring.storage.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ok", sa.Boolean(), nullable=False),
+        sa.Column("failed", sa.Text(), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["version_id"],
+            ["archive_versions.id"],
+            name=op.f("fk_qc_results_version_id_archive_versions"),
+        ),
+        sa.PrimaryKeyConstraint("version_id", name=op.f("pk_qc_results")),
+    )
+    with op.batch_alter_table("qc_results", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_qc_results_archive_id"), ["archive_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("qc_results", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_qc_results_archive_id"))
+    op.drop_table("qc_results")
+    with op.batch_alter_table("content_reads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_content_reads_read_at"))
+    op.drop_table("content_reads")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_deliveries_state"))
     op.drop_table("webhook_deliveries")
