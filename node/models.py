@@ -34,18 +34,18 @@ __all__ = [
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
+    "ContentRead",
     "DestructionCertificate",
     "DispositionDecision",
     "DispositionItem",
     "DispositionProposal",
-    "ContentRead",
     "FixityStatus",
     "ForeignEntry",
     "IngestedMessage",
     "PeerNonce",
+    "QcResult",
     "RetentionChange",
     "SearchTerm",
-    "QcResult",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -460,6 +460,8 @@ class DestructionCertificate(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(132))
     created_at: Mapped[datetime]
+
+
 class ContentRead(Base):
     """One content read served by this node's API (``GET /archives/{id}/content``), timed for the
     utilisation report: seconds from the request's arrival to the first and to the last body byte
