@@ -117,6 +117,10 @@ ALLOWED_LARGE_COLUMNS = frozenset(
         "chain_outbox.raw_tx",
         "chain_outbox.error",
         "chain_outbox_attempts.fees",
+        "destruction_certificates.document",  # the signed certificate: ids and hashes, no PHI
+        "disposition_items.reason",  # reasons typed by records staff (kept on this node)
+        "disposition_proposals.reason",
+        "retention_changes.reason",
         "checkpoints.root",
         "checkpoints.error",
         "foreign_entries.event",
@@ -134,7 +138,9 @@ ALLOWED_LARGE_COLUMNS = frozenset(
     }
 )
 # Files of the data directory that are text by design (configuration, encrypted keystore, log).
-TEXT_FILES = frozenset({"node.toml", "keystore.json", "deployment.json", "node.log"})
+TEXT_FILES = frozenset(
+    {"node.toml", "keystore.json", "deployment.json", "node.log", "tombstones.jsonl"}
+)
 
 
 class QualityService:
