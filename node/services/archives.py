@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
+_STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
 
@@ -235,27 +237,53 @@ class ArchiveService:
                     code="department_mismatch",
                 )
             self._check_media_type(item.new.media_type)
+        keys = [(str(ULID()), crypto.new_key_material()) for _ in items]
         prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
-        try:
-            for item in items:
-                archive_id = str(ULID())
-                material = crypto.new_key_material()
-                prepared.append(
-                    (archive_id, material, self._store(archive_id, 1, material, item.content))
-                )
-        except BaseException:
-            self._discard([stored for _, _, stored in prepared])
-            raise
+        if len(items) == 1:
+            archive_id, material = keys[0]
+            prepared.append(
+                (archive_id, material, self._store(archive_id, 1, material, items[0].content))
+            )
+        else:
+            # Each blob is fsynced twice (file, directory): stored from several threads at once,
+            # the waits overlap; the unit below still records all of them in one transaction.
+            with ThreadPoolExecutor(max_workers=min(_STORE_THREADS, len(items))) as pool:
+                futures = [
+                    pool.submit(self._store, archive_id, 1, material, item.content)
+                    for (archive_id, material), item in zip(keys, items, strict=True)
+                ]
+                failure: BaseException | None = None
+                for (archive_id, material), future in zip(keys, futures, strict=True):
+                    try:
+                        prepared.append((archive_id, material, future.result()))
+                    except BaseException as exc:
+                        failure = failure or exc
+            if failure is not None:
+                self._discard([stored for _, _, stored in prepared])
+                raise failure
         patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+        # Search terms are cut here, not on the database writer's thread, which every write shares.
+        terms = [
+            index_terms(
+                item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
+            )
+            for item in items
+        ]
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            views: list[ArchiveView] = []
-            for item, (archive_id, material, stored), patient in zip(
-                items, prepared, patients, strict=True
-            ):
-                views.append(
-                    self._record_create(uow, principal, item, archive_id, material, stored, patient)
+            views = [
+                self._record_create(uow, principal, item, archive_id, material, stored, patient)
+                for item, (archive_id, material, stored), patient in zip(
+                    items, prepared, patients, strict=True
                 )
+            ]
+            rows = [
+                {"term": term, "archive_id": archive_id}
+                for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
+                for term in archive_terms
+            ]
+            if rows:
+                uow.session.execute(insert(SearchTerm), rows)
             return views
 
         return self._run_discarding(unit, *(stored for _, _, stored in prepared))
@@ -310,12 +338,6 @@ class ArchiveService:
         )
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
         uow.session.flush()
-        values = [str(value) for value in new.metadata.values()]
-        terms = index_terms(new.title, *values, new.text)
-        if terms:
-            uow.session.execute(
-                insert(SearchTerm), [{"term": term, "archive_id": archive_id} for term in terms]
-            )
         if item.within is not None:
             item.within(uow, archive)
             uow.session.flush()

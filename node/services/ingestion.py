@@ -198,7 +198,8 @@ class IngestionService:
         if not 1 <= len(docs) <= MAX_BATCH:
             raise InputError(f"a batch holds 1 to {MAX_BATCH} documents", code="invalid_batch")
         for _attempt in range(2):
-            plans = [self._plan(principal, doc) for doc in docs]
+            taken = self._taken(docs)
+            plans = [self._plan(principal, doc, taken) for doc in docs]
             fresh: dict[tuple[str, str], int] = {}
             items: list[NewContent] = []
             slots: list[int | tuple[str, str] | Ingested] = []
@@ -239,13 +240,42 @@ class IngestionService:
             "the same messages are being ingested concurrently; retry", code="concurrent_ingest"
         )
 
-    def _plan(self, principal: Principal, doc: IncomingDocument) -> _Plan | Ingested:
+    def _taken(self, docs: Sequence[IncomingDocument]) -> set[tuple[str, str]]:
+        """Which of the documents' (source, message id) keys are already taken (one query per
+        source system; malformed keys are left for ``_plan`` to refuse)."""
+        wanted: dict[str, set[str]] = {}
+        for doc in docs:
+            if doc.message_id is None:
+                continue
+            try:
+                source, message_id = (
+                    _code(doc.source_system, "source_system"),
+                    _message_id(doc.message_id),
+                )
+            except InputError:
+                continue  # refused by _plan, with its reason
+            wanted.setdefault(source, set()).add(message_id)
+        taken: set[tuple[str, str]] = set()
+        with self.db.session() as session:
+            for source, ids in wanted.items():
+                found = session.execute(
+                    select(IngestedMessage.message_id).where(
+                        IngestedMessage.source_system == source,
+                        IngestedMessage.message_id.in_(sorted(ids)),
+                    )
+                ).scalars()
+                taken.update((source, message_id) for message_id in found)
+        return taken
+
+    def _plan(
+        self, principal: Principal, doc: IncomingDocument, taken: set[tuple[str, str]]
+    ) -> _Plan | Ingested:
         """Validate and classify one document, or find the archive its message already is."""
         source = _code(doc.source_system, "source_system")
         message_id = _message_id(doc.message_id) if doc.message_id is not None else None
         patient_id = _text(doc.patient_id, "patient_id", MAX_PATIENT_ID)
         title = _title(doc.title)
-        if message_id is not None:
+        if message_id is not None and (source, message_id) in taken:
             earlier = self._earlier(principal, source, message_id)
             if earlier is not None:
                 return earlier
