@@ -381,20 +381,34 @@ class IngestionService:
         message_id: str | None,
         kind: str,
     ) -> bool:
-        """An encounter (ADT, FHIR Encounter) from a hospital system: remembered by message id
-        and reported to the encounter listeners once. False for a resend (nothing reported)."""
+        """An encounter (ADT, FHIR Encounter) from a hospital system, reported to the encounter
+        listeners and then remembered by message id. False for a resend of a message already
+        reported (nothing reported again). If a listener fails, nothing is remembered, so the
+        sender's retry reports it again (listeners are idempotent for the same report)."""
         principal.require(Action.CREATE)
-        if message_id is not None and not self.remember_message(
-            principal,
-            source_system=source_system,
-            message_id=message_id,
-            kind=kind,
-            patient_id=report.patient_id,
-            encounter_id=report.encounter_id,
-        ):
-            return False
+        source = _code(source_system, "source_system")
+        message = _message_id(message_id) if message_id is not None else None
+        if message is not None:
+            with self.db.session() as session:
+                seen = session.execute(
+                    select(IngestedMessage.id).where(
+                        IngestedMessage.source_system == source,
+                        IngestedMessage.message_id == message,
+                    )
+                ).first()
+            if seen is not None:
+                return False
         self.encounters.report_encounter(report)
-        log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source_system)
+        if message is not None:
+            self.remember_message(
+                principal,
+                source_system=source,
+                message_id=message,
+                kind=kind,
+                patient_id=report.patient_id,
+                encounter_id=report.encounter_id,
+            )
+        log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source)
         return True
 
     def archive_encounter(
