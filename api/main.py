@@ -26,6 +26,7 @@ from api.metrics import RequestMetricsMiddleware, build_metrics
 from api.routes import (
     access_events,
     archives,
+    catalogue,
     checkpoints,
     dicomweb,
     fhir,
@@ -109,7 +110,9 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.state.metrics = build_metrics(status)
 
     for router in (
+        catalogue.batch_router,
         archives.router,
+        catalogue.router,
         access_events.router,
         checkpoints.router,
         verify.router,

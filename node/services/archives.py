@@ -25,6 +25,7 @@ from sqlalchemy.orm import lazyload
 from ulid import ULID
 
 from anchoring import lifecycle, merkle, storage
+from anchoring.errors import AnchoringError
 from anchoring.events import (
     AccessData,
     AccessEvent,
@@ -56,7 +57,7 @@ from node import crypto
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import ConflictError, InputError, NodeError, NotFoundError
+from node.errors import BatchRefusedError, ConflictError, InputError, NodeError, NotFoundError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion, SearchTerm
@@ -403,12 +404,24 @@ class ArchiveService:
         principal.require(Action.ARCHIVE)
         if not archive_ids:
             return []
+        if len(set(archive_ids)) != len(archive_ids):
+            raise InputError("an archive id is listed twice", code="duplicate_archive_id")
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            return [
-                self._archive_in(uow, principal, archive_id, trigger_date)
-                for archive_id in archive_ids
-            ]
+            views: list[ArchiveView] = []
+            failures: list[tuple[str, str]] = []
+            for archive_id in archive_ids:
+                try:
+                    views.append(self._archive_in(uow, principal, archive_id, trigger_date))
+                except (NodeError, AnchoringError) as exc:
+                    if len(archive_ids) == 1:
+                        raise
+                    failures.append((archive_id, exc.code))
+            if failures:
+                # Every member is tried so the caller learns all refusals at once; raising
+                # rolls the whole unit back.
+                raise BatchRefusedError(failures)
+            return views
 
         return self.units.run(unit)
 
