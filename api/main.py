@@ -31,6 +31,7 @@ from api.routes import (
     dicomweb,
     fhir,
     health,
+    ingest,
     keys,
     peer,
     shares,
@@ -61,7 +62,7 @@ answers 404, as if it did not exist.
 Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle errors).
 """
 
-_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/archives(?:/[^/]+/amend)?/?$")
+_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)/?$")
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 
 
@@ -113,6 +114,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         catalogue.batch_router,
         archives.router,
         catalogue.router,
+        ingest.router,
         access_events.router,
         checkpoints.router,
         verify.router,
