@@ -35,6 +35,7 @@ from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import ConflictError, InputError, NodeError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
+from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
 from node.services.archives import ArchiveService, NewArchive, NewContent
@@ -492,10 +493,12 @@ MAX_PLAIN_TEXT_BYTES = 1024 * 1024
 
 def _searchable_text(doc: IncomingDocument) -> str:
     """What keyword search reads of a document: the text its source extracted, and plain-text
-    content itself (the first MiB)."""
+    content itself or the text of a PDF's pages (the first MiB)."""
     parts = [doc.text]
     if doc.media_type.startswith("text/"):
         parts.append(doc.content[:MAX_PLAIN_TEXT_BYTES].decode("utf-8", errors="ignore"))
+    elif doc.media_type == "application/pdf":
+        parts.append(pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES))
     return "\n".join(part for part in parts if part)
 
 
