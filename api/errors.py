@@ -123,7 +123,7 @@ def node_error_response(request: Request, exc: Exception) -> JSONResponse:
             "%s %s: dependency unavailable (%s)", request.method, request.url.path, exc.code
         )
     headers = BEARER_CHALLENGE if status == 401 else None
-    return error_response(status, exc.code, exc.message, headers=headers)
+    return error_response(status, exc.code, exc.message, details=exc.details, headers=headers)
 
 
 def anchoring_error_response(request: Request, exc: Exception) -> JSONResponse:

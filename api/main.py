@@ -28,10 +28,12 @@ from api.routes import (
     alerts,
     archives,
     audits,
+    catalogue,
     checkpoints,
     dicomweb,
     fhir,
     health,
+    ingest,
     keys,
     peer,
     reports,
@@ -64,7 +66,7 @@ answers 404, as if it did not exist.
 Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle errors).
 """
 
-_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/archives(?:/[^/]+/amend)?/?$")
+_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)/?$")
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 
 
@@ -113,7 +115,10 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.state.metrics = build_metrics(status, runtime.alert_store)
 
     for router in (
+        catalogue.batch_router,
         archives.router,
+        catalogue.router,
+        ingest.router,
         access_events.router,
         checkpoints.router,
         verify.router,

@@ -96,6 +96,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "down_command",
         "Stop the local consortium of a data directory (nodes first, then the chain).",
     ),
+    "import": (
+        "archivechain.importer",
+        "import_command",
+        "Backfill legacy files through the node's ingestion path (idempotent by file hash).",
+    ),
     "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
     "node": ("archivechain.node", "node_group", "Run a hospital node."),
     "restore": (

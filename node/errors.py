@@ -8,6 +8,8 @@ class NodeError(Exception):
     """Root of every error the node raises on purpose. ``code`` is machine readable."""
 
     code = "node_error"
+    details: dict[str, object] | None = None
+    """Machine-readable particulars a client may act on (never PHI), sent as ``details``."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -44,6 +46,20 @@ class GoneError(NodeError, LookupError):
     """The thing existed and was destroyed on purpose (an archive's content after destruction)."""
 
     code = "gone"
+
+
+class BatchRefusedError(ConflictError):
+    """A batch done all or nothing was refused: ``failures`` lists (archive id, error code) of
+    every member that could not be done; nothing of the batch was kept."""
+
+    code = "batch_refused"
+
+    def __init__(self, failures: list[tuple[str, str]]) -> None:
+        ids = ", ".join(archive_id for archive_id, _ in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(f"nothing was archived: refused for {ids}{more}")
+        self.failures = failures
+        self.details = {"failed": [{"id": i, "code": c} for i, c in failures]}
 
 
 class PermissionDeniedError(NodeError, PermissionError):

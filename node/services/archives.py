@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
@@ -24,6 +25,7 @@ from sqlalchemy.orm import lazyload
 from ulid import ULID
 
 from anchoring import lifecycle, merkle, storage
+from anchoring.errors import AnchoringError
 from anchoring.events import (
     AccessData,
     AccessEvent,
@@ -55,7 +57,14 @@ from node import crypto
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import ConflictError, GoneError, InputError, NodeError, NotFoundError
+from node.errors import (
+    BatchRefusedError,
+    ConflictError,
+    GoneError,
+    InputError,
+    NodeError,
+    NotFoundError,
+)
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion, SearchTerm
@@ -71,6 +80,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
+_STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
 
@@ -241,27 +251,53 @@ class ArchiveService:
                     code="department_mismatch",
                 )
             self._check_media_type(item.new.media_type)
+        keys = [(str(ULID()), crypto.new_key_material()) for _ in items]
         prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
-        try:
-            for item in items:
-                archive_id = str(ULID())
-                material = crypto.new_key_material()
-                prepared.append(
-                    (archive_id, material, self._store(archive_id, 1, material, item.content))
-                )
-        except BaseException:
-            self._discard([stored for _, _, stored in prepared])
-            raise
+        if len(items) == 1:
+            archive_id, material = keys[0]
+            prepared.append(
+                (archive_id, material, self._store(archive_id, 1, material, items[0].content))
+            )
+        else:
+            # Each blob is fsynced twice (file, directory): stored from several threads at once,
+            # the waits overlap; the unit below still records all of them in one transaction.
+            with ThreadPoolExecutor(max_workers=min(_STORE_THREADS, len(items))) as pool:
+                futures = [
+                    pool.submit(self._store, archive_id, 1, material, item.content)
+                    for (archive_id, material), item in zip(keys, items, strict=True)
+                ]
+                failure: BaseException | None = None
+                for (archive_id, material), future in zip(keys, futures, strict=True):
+                    try:
+                        prepared.append((archive_id, material, future.result()))
+                    except BaseException as exc:
+                        failure = failure or exc
+            if failure is not None:
+                self._discard([stored for _, _, stored in prepared])
+                raise failure
         patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+        # Search terms are cut here, not on the database writer's thread, which every write shares.
+        terms = [
+            index_terms(
+                item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
+            )
+            for item in items
+        ]
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            views: list[ArchiveView] = []
-            for item, (archive_id, material, stored), patient in zip(
-                items, prepared, patients, strict=True
-            ):
-                views.append(
-                    self._record_create(uow, principal, item, archive_id, material, stored, patient)
+            views = [
+                self._record_create(uow, principal, item, archive_id, material, stored, patient)
+                for item, (archive_id, material, stored), patient in zip(
+                    items, prepared, patients, strict=True
                 )
+            ]
+            rows = [
+                {"term": term, "archive_id": archive_id}
+                for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
+                for term in archive_terms
+            ]
+            if rows:
+                uow.session.execute(insert(SearchTerm), rows)
             return views
 
         return self._run_discarding(unit, *(stored for _, _, stored in prepared))
@@ -316,12 +352,6 @@ class ArchiveService:
         )
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
         uow.session.flush()
-        values = [str(value) for value in new.metadata.values()]
-        terms = index_terms(new.title, *values, new.text)
-        if terms:
-            uow.session.execute(
-                insert(SearchTerm), [{"term": term, "archive_id": archive_id} for term in terms]
-            )
         if item.within is not None:
             item.within(uow, archive)
             uow.session.flush()
@@ -401,12 +431,24 @@ class ArchiveService:
         principal.require(Action.ARCHIVE)
         if not archive_ids:
             return []
+        if len(set(archive_ids)) != len(archive_ids):
+            raise InputError("an archive id is listed twice", code="duplicate_archive_id")
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            return [
-                self._archive_in(uow, principal, archive_id, trigger_date)
-                for archive_id in archive_ids
-            ]
+            views: list[ArchiveView] = []
+            failures: list[tuple[str, str]] = []
+            for archive_id in archive_ids:
+                try:
+                    views.append(self._archive_in(uow, principal, archive_id, trigger_date))
+                except (NodeError, AnchoringError) as exc:
+                    if len(archive_ids) == 1:
+                        raise
+                    failures.append((archive_id, exc.code))
+            if failures:
+                # Every member is tried so the caller learns all refusals at once; raising
+                # rolls the whole unit back.
+                raise BatchRefusedError(failures)
+            return views
 
         return self.units.run(unit)
 

@@ -35,6 +35,7 @@ from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import ConflictError, InputError, NodeError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
+from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
 from node.services.archives import ArchiveService, NewArchive, NewContent
@@ -198,7 +199,8 @@ class IngestionService:
         if not 1 <= len(docs) <= MAX_BATCH:
             raise InputError(f"a batch holds 1 to {MAX_BATCH} documents", code="invalid_batch")
         for _attempt in range(2):
-            plans = [self._plan(principal, doc) for doc in docs]
+            taken = self._taken(docs)
+            plans = [self._plan(principal, doc, taken) for doc in docs]
             fresh: dict[tuple[str, str], int] = {}
             items: list[NewContent] = []
             slots: list[int | tuple[str, str] | Ingested] = []
@@ -239,13 +241,42 @@ class IngestionService:
             "the same messages are being ingested concurrently; retry", code="concurrent_ingest"
         )
 
-    def _plan(self, principal: Principal, doc: IncomingDocument) -> _Plan | Ingested:
+    def _taken(self, docs: Sequence[IncomingDocument]) -> set[tuple[str, str]]:
+        """Which of the documents' (source, message id) keys are already taken (one query per
+        source system; malformed keys are left for ``_plan`` to refuse)."""
+        wanted: dict[str, set[str]] = {}
+        for doc in docs:
+            if doc.message_id is None:
+                continue
+            try:
+                source, message_id = (
+                    _code(doc.source_system, "source_system"),
+                    _message_id(doc.message_id),
+                )
+            except InputError:
+                continue  # refused by _plan, with its reason
+            wanted.setdefault(source, set()).add(message_id)
+        taken: set[tuple[str, str]] = set()
+        with self.db.session() as session:
+            for source, ids in wanted.items():
+                found = session.execute(
+                    select(IngestedMessage.message_id).where(
+                        IngestedMessage.source_system == source,
+                        IngestedMessage.message_id.in_(sorted(ids)),
+                    )
+                ).scalars()
+                taken.update((source, message_id) for message_id in found)
+        return taken
+
+    def _plan(
+        self, principal: Principal, doc: IncomingDocument, taken: set[tuple[str, str]]
+    ) -> _Plan | Ingested:
         """Validate and classify one document, or find the archive its message already is."""
         source = _code(doc.source_system, "source_system")
         message_id = _message_id(doc.message_id) if doc.message_id is not None else None
         patient_id = _text(doc.patient_id, "patient_id", MAX_PATIENT_ID)
         title = _title(doc.title)
-        if message_id is not None:
+        if message_id is not None and (source, message_id) in taken:
             earlier = self._earlier(principal, source, message_id)
             if earlier is not None:
                 return earlier
@@ -351,20 +382,34 @@ class IngestionService:
         message_id: str | None,
         kind: str,
     ) -> bool:
-        """An encounter (ADT, FHIR Encounter) from a hospital system: remembered by message id
-        and reported to the encounter listeners once. False for a resend (nothing reported)."""
+        """An encounter (ADT, FHIR Encounter) from a hospital system, reported to the encounter
+        listeners and then remembered by message id. False for a resend of a message already
+        reported (nothing reported again). If a listener fails, nothing is remembered, so the
+        sender's retry reports it again (listeners are idempotent for the same report)."""
         principal.require(Action.CREATE)
-        if message_id is not None and not self.remember_message(
-            principal,
-            source_system=source_system,
-            message_id=message_id,
-            kind=kind,
-            patient_id=report.patient_id,
-            encounter_id=report.encounter_id,
-        ):
-            return False
+        source = _code(source_system, "source_system")
+        message = _message_id(message_id) if message_id is not None else None
+        if message is not None:
+            with self.db.session() as session:
+                seen = session.execute(
+                    select(IngestedMessage.id).where(
+                        IngestedMessage.source_system == source,
+                        IngestedMessage.message_id == message,
+                    )
+                ).first()
+            if seen is not None:
+                return False
         self.encounters.report_encounter(report)
-        log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source_system)
+        if message is not None:
+            self.remember_message(
+                principal,
+                source_system=source,
+                message_id=message,
+                kind=kind,
+                patient_id=report.patient_id,
+                encounter_id=report.encounter_id,
+            )
+        log.info("encounter %s (%s) from %s reported", report.kind.value, kind, source)
         return True
 
     def archive_encounter(
@@ -448,10 +493,12 @@ MAX_PLAIN_TEXT_BYTES = 1024 * 1024
 
 def _searchable_text(doc: IncomingDocument) -> str:
     """What keyword search reads of a document: the text its source extracted, and plain-text
-    content itself (the first MiB)."""
+    content itself or the text of a PDF's pages (the first MiB)."""
     parts = [doc.text]
     if doc.media_type.startswith("text/"):
         parts.append(doc.content[:MAX_PLAIN_TEXT_BYTES].decode("utf-8", errors="ignore"))
+    elif doc.media_type == "application/pdf":
+        parts.append(pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES))
     return "\n".join(part for part in parts if part)
 
 

@@ -204,6 +204,27 @@ def test_adt_reports_encounters_once(mllp_node: NodeRuntime, link: Link) -> None
     assert counts(mllp_node) == (0, 2)
 
 
+def test_a_failing_listener_leaves_the_message_to_be_resent(
+    mllp_node: NodeRuntime, link: Link
+) -> None:
+    class FailsOnce(Recorder):
+        def report_encounter(self, report: EncounterReport) -> None:
+            if not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("listener down")
+            super().report_encounter(report)
+
+    listener = FailsOnce()
+    mllp_node.encounters.add(listener)
+    first = link.send(adt("A01", "ADT-F"))
+    assert first["code"] == "AE"
+    assert "internal_error" in first["err"]
+    assert counts(mllp_node) == (0, 0)  # not remembered: the resend is taken
+    assert link.send(adt("A01", "ADT-F"))["code"] == "AA"
+    assert [r.kind for r in listener.reports] == [EncounterKind.ADMISSION]
+    assert link.send(adt("A01", "ADT-F"))["text"] == "duplicate: already received"
+
+
 def test_a_discharge_archives_the_stays_records(mllp_node: NodeRuntime, link: Link) -> None:
     archive_id = link.send(oru("LAB-STAY"))["text"].removeprefix("archived as ")
     assert link.send(adt("A03", "ADT-DIS"))["code"] == "AA"

@@ -1,0 +1,234 @@
+"""Ingestion benchmarks (issue 13 §4). Prints a table; not a test.
+
+A real node (hospital A of a throwaway consortium on a fresh anvil, SQLite WAL ``synchronous=FULL``
+or PostgreSQL, local blob store, no anchoring schedule) in this process:
+
+  1. bulk import at the service level: ``IngestionService.ingest_batch`` of 4 KB documents in
+     batches (each batch one unit of work: blobs encrypted and stored, then archives, CREATE
+     events, message rows and search terms committed together) — durable archives/s;
+  2. the same documents one per call (``ingest``), as a hospital system sending one at a time;
+  3. HL7 v2 ORU^R01 over one MLLP connection (a real TCP socket; each message waits for its ACK,
+     which is sent after the commit) — durable messages/s;
+  4. keyword search (``GET /archives?text=`` at the service level: ``ArchiveService.search``) over
+     the archives made above, Chinese and Latin queries: p50 / p95.
+
+Usage: .venv/bin/python scripts/bench_hospital_ingest.py [--quick] [--postgres URL]
+Everything lives in a temporary directory removed at the end. BENCHMARK ONLY keys and costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
+from node.classification import SourceHints  # noqa: E402
+from node.ports import free_port  # noqa: E402
+from node.principal import Role  # noqa: E402
+from node.services.archives import SearchFilters  # noqa: E402
+from node.services.ingestion import IncomingDocument  # noqa: E402
+from scripts.bench_ingest import load_average, machine, postgres_schemas  # noqa: E402
+from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
+from tests.fixtures.node import build_node  # noqa: E402
+
+WORDS_ZH = [
+    "出院",
+    "小结",
+    "胸痛",
+    "冠状动脉",
+    "造影",
+    "心肌",
+    "梗死",
+    "高血压",
+    "糖尿病",
+    "肺炎",
+    "护理",
+    "记录",
+    "检验",
+    "报告",
+    "血常规",
+    "影像",
+    "胸部",
+]
+WORDS_EN = [
+    "follow",
+    "up",
+    "chest",
+    "pain",
+    "stable",
+    "discharge",
+    "summary",
+    "lab",
+    "report",
+    "imaging",
+    "ct",
+    "mri",
+    "nursing",
+]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def document(i: int, rng: random.Random) -> IncomingDocument:
+    title = "".join(rng.sample(WORDS_ZH, 3))
+    text = " ".join(rng.sample(WORDS_ZH, 6) + rng.sample(WORDS_EN, 4))
+    body = (text + " ").encode("utf-8")
+    content = (body * (4096 // len(body) + 1))[:4096]
+    return IncomingDocument(
+        content=content,
+        media_type="text/plain",
+        patient_id=f"BENCH-{i % 5000}",
+        source_system="HIS",
+        title=title,
+        message_id=f"BENCH-{i}",
+        encounter_id=f"V-{i // 10}",
+        department="cardiology",
+        hints=SourceHints(document_type="18842-5"),
+        kind="bench",
+    )
+
+
+def oru(i: int) -> bytes:
+    segments = [
+        f"MSH|^~\\&|LIS|HOSP|ARCHIVE|HOSP|20240502101500||ORU^R01^ORU_R01|ORU-{i}|P|2.5.1",
+        f"PID|1||MRN-{i % 5000}^^^HOSP^MR||DOE^JOHN",
+        "PV1|1|I|5B^12^1|||||||cardiology|||||||||V-1001",
+        "OBR|1||LAB-1|58410-2^CBC panel^LN|||20240502",
+        "OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL",
+        "OBX|2|ST|8251-1^Comment^LN||血常规未见明显异常",
+    ]
+    return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    quick = args.quick
+    bulk_total, batch, single_total, hl7_total = (
+        (2_000, 500, 300, 500) if quick else (20_000, 1_000, 1_000, 3_000)
+    )
+    rows: list[tuple[str, str]] = []
+    load_before = load_average()
+    started = datetime.now(UTC)
+    rng = random.Random(13)
+    anvil = start_anvil(AnvilOptions(port=free_port(), block_time=1, state_file=None))
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-hospital-") as tmp,
+            postgres_schemas(args.postgres, ["ingest"]) as (database_url,),
+        ):
+            root = Path(tmp)
+            consortium = build_consortium(anvil.rpc_url, derive_test_accounts(), root / "chain")
+            node = build_node(
+                consortium,
+                consortium.accounts.hospital_a,
+                root / "node",
+                database_url=database_url,
+                mllp_enabled=True,
+                mllp_port=0,
+            )
+            try:
+                principal = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "bench").secret)
+                docs = [document(i, rng) for i in range(bulk_total + single_total)]
+                node.ingestion.ingest_batch(principal, docs[:10])  # warm-up
+                start = time.perf_counter()
+                for offset in range(10, bulk_total, batch):
+                    node.ingestion.ingest_batch(principal, docs[offset : offset + batch])
+                wall = time.perf_counter() - start
+                rows.append(
+                    (
+                        f"bulk import, 4 KB documents, batches of {batch} "
+                        f"({bulk_total - 10:,} docs): durable archives/s",
+                        f"{(bulk_total - 10) / wall:,.0f}",
+                    )
+                )
+                timings = []
+                start = time.perf_counter()
+                for doc in docs[bulk_total:]:
+                    began = time.perf_counter()
+                    node.ingestion.ingest(principal, doc)
+                    timings.append(time.perf_counter() - began)
+                wall = time.perf_counter() - start
+                rows.append(
+                    (
+                        f"one document per call ({single_total:,}): archives/s; p50 / p95",
+                        f"{single_total / wall:,.0f}; "
+                        f"{percentile(timings, 0.5) * 1e3:.2f} / {percentile(timings, 0.95) * 1e3:.2f} ms",
+                    )
+                )
+                assert node.mllp is not None
+                with socket.create_connection(("127.0.0.1", node.mllp.port)) as sock:
+                    pending = b""
+                    start = time.perf_counter()
+                    for i in range(hl7_total):
+                        sock.sendall(b"\x0b" + oru(i) + b"\x1c\x0d")
+                        while b"\x1c\x0d" not in pending:
+                            pending += sock.recv(65536)
+                        reply, pending = pending.split(b"\x1c\x0d", 1)
+                        if b"MSA|AA" not in reply:
+                            raise RuntimeError("an ORU was not accepted")
+                    wall = time.perf_counter() - start
+                rows.append(
+                    (
+                        f"HL7 ORU^R01 over one MLLP connection ({hl7_total:,}, ACK after commit): msg/s",
+                        f"{hl7_total / wall:,.0f}",
+                    )
+                )
+                archives = bulk_total + single_total + hl7_total
+                for label, queries in (
+                    ("Chinese", ["胸痛", "冠状动脉", "出院小结", "血常规", "肺"]),
+                    ("Latin", ["chest", "follow", "ct", "summary pain", "nursing"]),
+                ):
+                    times: list[float] = []
+                    for _ in range(4):
+                        for query in queries:
+                            began = time.perf_counter()
+                            node.archives.search(principal, SearchFilters(text=query, limit=50))
+                            times.append(time.perf_counter() - began)
+                    rows.append(
+                        (
+                            f"search ({label}, {archives:,} archives, 50 per page, "
+                            "metadata reads logged): p50 / p95",
+                            f"{statistics.median(times) * 1e3:.1f} / "
+                            f"{percentile(times, 0.95) * 1e3:.1f} ms",
+                        )
+                    )
+            finally:
+                node.close()
+    finally:
+        anvil.stop()
+    width = max(len(name) for name, _ in rows)
+    print(f"ArchiveChain hospital ingestion benchmarks — {started:%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {machine()}")
+    print(f"load average (1/5/15 min) before: {load_before}, after: {load_average()}")
+    database = "PostgreSQL" if args.postgres else "SQLite WAL synchronous=FULL"
+    print(f"node: {database}, local blob store, in process; cpus: {os.cpu_count()}")
+    print("-" * (width + 30))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server instead of SQLite")
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

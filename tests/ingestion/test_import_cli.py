@@ -1,0 +1,273 @@
+"""``archivechain import``: legacy backfill through a live node (real uvicorn over the real app,
+SQLite and PostgreSQL) — counts, idempotency by file hash, classification from the manifest,
+refused manifests (exit 2, one line, nothing sent), and the generic document route itself."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from api.main import create_app
+from archivechain import main
+from node.models import Archive
+from node.ports import free_port
+from node.principal import Role
+from node.runtime import NodeRuntime
+from tests.api.conftest import Api
+
+PATIENT = "MRN-LEGACY-0042"
+
+
+@pytest.fixture
+def live(api_node: NodeRuntime) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(api_node), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _count(node: NodeRuntime) -> int:
+    with node.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(Archive)).scalar_one())
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    runner = CliRunner()
+    captured: dict[str, int] = {}
+
+    def call() -> None:
+        captured["code"] = main(list(args))
+
+    with runner.isolation() as (out, err, _):
+        call()
+        return captured["code"], out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture
+def legacy(tmp_path: Path, api_node: NodeRuntime) -> tuple[Path, Path]:
+    directory = tmp_path / "legacy"
+    (directory / "2019").mkdir(parents=True)
+    (directory / "2019" / "discharge.txt").write_text("出院小结：患者好转出院。", encoding="utf-8")
+    (directory / "2019" / "lab.txt").write_text("血常规 正常", encoding="utf-8")
+    (directory / "scan.bin").write_bytes(b"\x00\x01legacy image" * 10)
+    key = tmp_path / "key"
+    key.write_text(api_node.keys.issue(Role.ARCHIVIST, "backfill").secret + "\n")
+    return directory, key
+
+
+def _manifest_csv(path: Path) -> Path:
+    path.write_text(
+        "file,patient_id,class_hint,trigger_date,department,title\n"
+        f"2019/discharge.txt,{PATIENT},住院,2019-04-01,cardiology,出院小结\n"
+        f"2019/lab.txt,{PATIENT},LAB,2019-03-30,,\n"
+        f"scan.bin,{PATIENT},IMAGING,,radiology,Old scan\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_import_sends_every_file_once_and_counts(
+    api_node: NodeRuntime, live: str, legacy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, key = legacy
+    manifest = _manifest_csv(tmp_path / "manifest.csv")
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key))
+    assert code == 0, err
+    assert "imported 3, already present 0, failed 0" in out
+    assert _count(api_node) == 3
+    with api_node.db.session() as session:
+        classes = {a.title: a.record_class for a in session.execute(select(Archive)).scalars()}
+        assert all(
+            a.source_system == "legacy-import" for a in session.execute(select(Archive)).scalars()
+        )
+    assert classes == {"出院小结": "INPATIENT", "lab.txt": "LAB", "Old scan": "IMAGING"}
+    assert PATIENT not in out + err
+
+    # Again, as JSON: the file hash is the message id, nothing is stored twice.
+    as_json = tmp_path / "manifest.json"
+    as_json.write_text(
+        json.dumps(
+            [
+                {"file": "2019/lab.txt", "patient_id": PATIENT, "class_hint": "LAB"},
+                {"file": "scan.bin", "patient_id": PATIENT},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    code, out, _ = _run(
+        "import",
+        str(directory),
+        "--manifest",
+        str(as_json),
+        "--node",
+        live,
+        "--api-key-file",
+        str(key),
+    )
+    assert code == 0
+    assert "imported 0, already present 2, failed 0" in out
+    assert _count(api_node) == 3
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("file,patient_id\n../outside.txt,P-1\n", "outside the import directory"),
+        ("file,patient_id\nmissing.txt,P-1\n", "no such file"),
+        ("file,patient_id\nscan.bin,\n", "patient_id is required"),
+        ("file,patient_id,trigger_date\nscan.bin,P-1,01/02/2019\n", "YYYY-MM-DD"),
+        ("file,patient_id,colour\nscan.bin,P-1,red\n", "unknown field"),
+        ("file,patient_id\n", "lists no file"),
+    ],
+)
+def test_bad_manifests_exit_2_with_one_line_and_send_nothing(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    manifest: str,
+    message: str,
+) -> None:
+    directory, key = legacy
+    (tmp_path / "outside.txt").write_text("x")
+    path = tmp_path / "bad.csv"
+    path.write_text(manifest, encoding="utf-8")
+    code, _, err = _run(
+        "import",
+        str(directory),
+        "--manifest",
+        str(path),
+        "--node",
+        live,
+        "--api-key-file",
+        str(key),
+    )
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert _count(api_node) == 0
+
+
+def test_bad_json_manifest_key_and_unreachable_node(
+    api_node: NodeRuntime, live: str, legacy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, key = legacy
+    bad = tmp_path / "bad.json"
+    for text in ("{not json", '{"file": "scan.bin"}', "[1, 2]"):
+        bad.write_text(text, encoding="utf-8")
+        code, _, err = _run(
+            "import",
+            str(directory),
+            "--manifest",
+            str(bad),
+            "--node",
+            live,
+            "--api-key-file",
+            str(key),
+        )
+        assert code == 2, text
+        assert len(err.strip().splitlines()) == 1
+    good = _manifest_csv(tmp_path / "m.csv")
+    wrong_key = tmp_path / "wrong"
+    wrong_key.write_text("ack_not-a-real-key")
+    code, _, err = _run(
+        "import",
+        str(directory),
+        "--manifest",
+        str(good),
+        "--node",
+        live,
+        "--api-key-file",
+        str(wrong_key),
+    )
+    assert code == 2
+    assert "refused the API key" in err
+    code, _, err = _run(
+        "import",
+        str(directory),
+        "--manifest",
+        str(good),
+        "--node",
+        f"http://127.0.0.1:{free_port()}",
+        "--api-key-file",
+        str(key),
+    )
+    assert code == 1
+    assert "cannot reach the node" in err
+    assert _count(api_node) == 0
+
+
+def test_document_route_is_idempotent_and_refuses_bad_metadata(api: Api) -> None:
+    metadata = {
+        "patient_id": PATIENT,
+        "source_system": "HIS",
+        "message_id": "DOC-1",
+        "title": "门诊病历",
+        "class_hint": "门诊",
+    }
+    files = {"file": ("a.txt", b"visit notes", "text/plain")}
+    first = api.client.post(
+        "/api/v1/ingest/documents",
+        files=files,
+        data={"metadata": json.dumps(metadata)},
+        headers=api.auth("archivist"),
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["record_class"] == "OUTPATIENT"
+    again = api.client.post(
+        "/api/v1/ingest/documents",
+        files=files,
+        data={"metadata": json.dumps(metadata)},
+        headers=api.auth("archivist"),
+    )
+    assert again.status_code == 200
+    assert again.json() == {**first.json(), "duplicate": True}
+    for bad in (
+        {**metadata, "extra": 1},
+        {k: v for k, v in metadata.items() if k != "patient_id"},
+        {**metadata, "trigger_date": "yesterday"},
+    ):
+        response = api.client.post(
+            "/api/v1/ingest/documents",
+            files=files,
+            data={"metadata": json.dumps(bad)},
+            headers=api.auth("archivist"),
+        )
+        assert response.status_code == 422, response.text
+        assert PATIENT not in response.text
+    not_json = api.client.post(
+        "/api/v1/ingest/documents",
+        files=files,
+        data={"metadata": "[" * 10_000},
+        headers=api.auth("archivist"),
+    )
+    assert not_json.status_code == 422
+    unauthenticated = api.client.post(
+        "/api/v1/ingest/documents", files=files, data={"metadata": json.dumps(metadata)}
+    )
+    assert unauthenticated.status_code == 401
+    auditor = api.client.post(
+        "/api/v1/ingest/documents",
+        files=files,
+        data={"metadata": json.dumps({**metadata, "message_id": "DOC-2"})},
+        headers=api.auth("auditor"),
+    )
+    assert auditor.status_code == 403
