@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,16 @@ from tests.fixtures.chain import TEST_MNEMONIC, TestAccounts, public_key_of
 GANACHE = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "ganache"
 
 
-@pytest.fixture
-def ganache_url() -> Iterator[str]:
-    """ganache started directly from node_modules/.bin (not npx: npx leaves node behind)."""
+@contextmanager
+def running_ganache(chain_id: int) -> Iterator[str]:
+    """ganache started directly from node_modules/.bin (not npx: npx leaves node behind) with the
+    test mnemonic and ``chain_id``; yields its RPC URL once it answers, stops it afterwards."""
     if not GANACHE.exists():
         pytest.fail(f"{GANACHE} is missing: run `npm ci` (ganache is pinned in package.json)")
     port = free_port()
     process = subprocess.Popen(
         [str(GANACHE), "--server.port", str(port), "--server.host", "127.0.0.1",
-         "--chain.chainId", "1337", "--chain.hardfork", "shanghai",
+         "--chain.chainId", str(chain_id), "--chain.hardfork", "shanghai",
          "--wallet.mnemonic", TEST_MNEMONIC, "--logging.quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -48,6 +50,13 @@ def ganache_url() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+@pytest.fixture
+def ganache_url() -> Iterator[str]:
+    """ganache on chain id 1337."""
+    with running_ganache(1337) as url:
+        yield url
 
 
 def test_ganache_smoke(ganache_url: str, test_accounts: TestAccounts) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,41 +17,18 @@ from sqlalchemy.engine import make_url
 from anchoring.chain import Role, RpcChain
 from anchoring.deployment import Deployment
 from archivechain import main
-from devtools.devchain import rpc_answers
 from node.config import load_settings
-from node.ports import free_port
 from node.principal import Role as ApiRole
 from node.runtime import NodeRuntime
-from tests.contracts.test_ganache import GANACHE
-from tests.fixtures.chain import TEST_MNEMONIC
+from tests.contracts.test_ganache import running_ganache
 from tests.support import postgres_url
 
 
 @pytest.fixture
 def compose_ganache() -> Iterator[str]:
     """ganache with the compose file's settings: the dev chain id (31337) and the dev mnemonic."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(GANACHE), "--server.port", str(port), "--server.host", "127.0.0.1",
-         "--chain.chainId", "31337", "--chain.hardfork", "shanghai",
-         "--wallet.mnemonic", TEST_MNEMONIC, "--logging.quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not rpc_answers(url):
-            assert process.poll() is None, f"ganache exited with {process.returncode}"
-            assert time.monotonic() < deadline, "ganache did not answer within 60 s"
-            time.sleep(0.1)
+    with running_ganache(31337) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @pytest.fixture
