@@ -739,6 +739,7 @@ if TYPE_CHECKING:
 GAS_LIMITS: dict[str, tuple[int, int]] = {
     "anchorCheckpoint": (200_000, 8_000),  # per proof hash
     "registerBatch": (80_000, 60_000),  # per archive
+    "destroyBatch": (60_000, 45_000),  # per archive
 }
 """Fixed gas limits ``(base, per item)`` for calls signed without estimation (see ``gas_limit``)."""
 DEFAULT_GAS_LIMIT = 400_000

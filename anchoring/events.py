@@ -83,6 +83,8 @@ class EventType(StrEnum):
     TIER_MOVE = "TIER_MOVE"
     TAG_BIND = "TAG_BIND"
     TAG_SCAN = "TAG_SCAN"
+    DISPOSITION_PROPOSE = "DISPOSITION_PROPOSE"
+    DISPOSITION_APPROVE = "DISPOSITION_APPROVE"
 
 
 class RecordClass(StrEnum):
@@ -448,6 +450,25 @@ class DispositionStartData(_Strict):
     """Retention has expired; the archive enters disposition review. No data."""
 
 
+class DispositionProposeData(_Strict):
+    """An archivist puts the archive on a disposition list (销毁清册). ``proposal`` is the list's
+    id (a ULID); ``reason_hash`` the SHA-256 of the reason, which stays on the node (it may hold
+    PHI). The event's actor is the proposer."""
+
+    proposal: ArchiveId
+    reason_hash: Hex32
+
+
+class DispositionApproveData(_Strict):
+    """A records manager who is not the proposer approves destroying the archive under list
+    ``proposal`` until ``expires_at`` (the approval lapses unless executed before). The event's
+    actor is the approver; ``reason_hash`` as for the proposal."""
+
+    proposal: ArchiveId
+    expires_at: Timestamp
+    reason_hash: Hex32
+
+
 class DestroyData(_Strict):
     """Cryptographic erasure; ``certificate_hash`` is the hash of the destruction certificate."""
 
@@ -589,6 +610,16 @@ class DispositionStartEvent(_EventBase):
     data: DispositionStartData
 
 
+class DispositionProposeEvent(_EventBase):
+    type: Literal["DISPOSITION_PROPOSE"] = "DISPOSITION_PROPOSE"
+    data: DispositionProposeData
+
+
+class DispositionApproveEvent(_EventBase):
+    type: Literal["DISPOSITION_APPROVE"] = "DISPOSITION_APPROVE"
+    data: DispositionApproveData
+
+
 class DestroyEvent(_EventBase):
     type: Literal["DESTROY"] = "DESTROY"
     data: DestroyData
@@ -633,7 +664,9 @@ Event = Annotated[
     | FixityCheckEvent
     | TierMoveEvent
     | TagBindEvent
-    | TagScanEvent,
+    | TagScanEvent
+    | DispositionProposeEvent
+    | DispositionApproveEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -660,6 +693,8 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TierMoveEvent,
         TagBindEvent,
         TagScanEvent,
+        DispositionProposeEvent,
+        DispositionApproveEvent,
     )
 }
 """The model of each event type."""

@@ -72,6 +72,8 @@ from anchoring.events import (
     ArchiveEvent,
     CreateEvent,
     DestroyEvent,
+    DispositionApproveEvent,
+    DispositionProposeEvent,
     DispositionStartEvent,
     Event,
     EventType,
@@ -165,6 +167,9 @@ class ArchiveState:
     tier: StorageTier = StorageTier.HOT
     tags: frozenset[str] = frozenset()
     certificate_hash: str | None = None
+    disposition_proposal: str | None = None  # the list of the last DISPOSITION_PROPOSE
+    disposition_proposed_by: str | None = None  # its actor (the proposer)
+    disposition_approved_until: datetime | None = None  # the approval of that list, if any
 
     @property
     def current_version(self) -> ContentVersion:
@@ -561,11 +566,18 @@ def _retention_extend(
         raise refuse("previous_deadline is not the current retention deadline")
     if r.new_deadline <= r.previous_deadline:
         raise refuse("retention can be extended, never shortened")
-    # Extending during disposition review ends the review: the archive is kept.
+    # Extending during disposition review ends the review (and any proposal): the archive is kept.
     after = (
         ArchiveStatus.ARCHIVED if state.status is ArchiveStatus.DISPOSITION_REVIEW else state.status
     )
-    return replace(state, status=after, retention_deadline=r.new_deadline)
+    return replace(
+        state,
+        status=after,
+        retention_deadline=r.new_deadline,
+        disposition_proposal=None,
+        disposition_proposed_by=None,
+        disposition_approved_until=None,
+    )
 
 
 def _disposition_start(
@@ -581,9 +593,43 @@ def _disposition_start(
     return replace(state, status=ArchiveStatus.DISPOSITION_REVIEW)
 
 
+def _disposition_propose(
+    state: ArchiveState, event: DispositionProposeEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    # A new list replaces an earlier one (whose approval lapsed or was never given).
+    return replace(
+        state,
+        disposition_proposal=event.data.proposal,
+        disposition_proposed_by=event.actor,
+        disposition_approved_until=None,
+    )
+
+
+def _disposition_approve(
+    state: ArchiveState, event: DispositionApproveEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    a = event.data
+    if state.disposition_proposal is None:
+        raise refuse("the archive is on no disposition list")
+    if a.proposal != state.disposition_proposal:
+        raise refuse(f"the archive is on list {state.disposition_proposal}, not {a.proposal}")
+    if state.disposition_approved_until is not None:
+        raise refuse("the archive's disposition is already approved")
+    if event.actor == state.disposition_proposed_by:
+        raise refuse("four eyes: the proposer cannot approve its own list")
+    if a.expires_at <= event.time:
+        raise refuse("an approval must expire after it is given")
+    return replace(state, disposition_approved_until=a.expires_at)
+
+
 def _destroy(
     state: ArchiveState, event: DestroyEvent, digest: str, refuse: _Refuse
 ) -> ArchiveState:
+    approved_until = state.disposition_approved_until
+    if approved_until is None:
+        raise refuse("no approved disposition: DISPOSITION_PROPOSE and DISPOSITION_APPROVE first")
+    if event.time >= approved_until:
+        raise refuse(f"the approval expired at {approved_until.isoformat()}")
     return replace(
         state,
         status=ArchiveStatus.DESTROYED,
@@ -746,7 +792,7 @@ RULES: Mapping[EventType, Rule] = {
             when="once ARCHIVED and before DESTROYED",
             effect=_retention_extend,
             legal_when="custodian; ARCHIVED, TRANSFER_PENDING or DISPOSITION_REVIEW; `previous_deadline` = current deadline; `new_deadline` > it",
-            does="deadline moved; DISPOSITION_REVIEW returns to ARCHIVED",
+            does="deadline moved; DISPOSITION_REVIEW returns to ARCHIVED (any disposition list and approval end)",
         ),
         _rule(
             EventType.DISPOSITION_START,
@@ -765,7 +811,7 @@ RULES: Mapping[EventType, Rule] = {
             blocked_by_hold="destruction",
             in_transit=_CUSTODY_ONLY,
             effect=_destroy,
-            legal_when="custodian; DISPOSITION_REVIEW; not on hold",
+            legal_when="custodian; DISPOSITION_REVIEW; not on hold; the disposition is approved (`DISPOSITION_APPROVE` since the last `DISPOSITION_PROPOSE`) and `time` < the approval's `expires_at`",
             does="DESTROYED (terminal); all share grants end",
         ),
         _rule(
@@ -803,6 +849,26 @@ RULES: Mapping[EventType, Rule] = {
             effect=_tag_scan,
             legal_when="custodian; not TRANSFER_PENDING; tag bound (also after DESTROYED)",
             does="—",
+        ),
+        _rule(
+            EventType.DISPOSITION_PROPOSE,
+            ArchiveStatus.DISPOSITION_REVIEW,
+            when="in DISPOSITION_REVIEW",
+            blocked_by_hold="disposition",
+            in_transit=_CUSTODY_ONLY,
+            effect=_disposition_propose,
+            legal_when="custodian; DISPOSITION_REVIEW; not on hold; replaces an earlier list and its approval",
+            does="list and proposer (`actor`) recorded; no approval yet",
+        ),
+        _rule(
+            EventType.DISPOSITION_APPROVE,
+            ArchiveStatus.DISPOSITION_REVIEW,
+            when="in DISPOSITION_REVIEW",
+            blocked_by_hold="disposition",
+            in_transit=_CUSTODY_ONLY,
+            effect=_disposition_approve,
+            legal_when="custodian; DISPOSITION_REVIEW; not on hold; `proposal` = the recorded list, not yet approved; `actor` ≠ its proposer (four eyes); `expires_at` > `time`",
+            does="approval recorded until `expires_at`",
         ),
     )
 }

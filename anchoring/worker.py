@@ -68,12 +68,17 @@ CALL_KIND = "call"
 CANCEL_KIND = "cancel"
 """An empty transaction to self that burns a nonce an earlier, superseded transaction used."""
 CANCEL_GAS = 21_000
-BATCHABLE = {"register": "registerBatch"}
+BATCHABLE = {"register": "registerBatch", "destroy": "destroyBatch"}
 """Custody calls the worker may coalesce into one transaction (function → batch function)."""
 ALREADY_ON_CHAIN: dict[str, Callable[[CustodyRecord, list[Any]], bool]] = {
-    # register(id, class, deadline, commitment, holdReasonHash): the same record is registered
+    # register(id, class, trigger, deadline, commitment, holdReasonHash): the same record is
+    # registered
     "register": lambda record, args: (
-        record.state != CustodyState.NONE and bytes(record.commitment) == args[3]
+        record.state != CustodyState.NONE and bytes(record.commitment) == args[4]
+    ),
+    # destroy(id, certificateHash): the archive is destroyed with that certificate
+    "destroy": lambda record, args: (
+        record.state == CustodyState.DESTROYED and bytes(record.certificate_hash) == args[1]
     ),
     # placeHold / releaseHold(id, reasonHash): the archive is (no longer) on hold
     "placeHold": lambda record, args: record.state != CustodyState.NONE and record.on_hold,

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
-import {ConsortiumRegistry, ROLE_HOSPITAL, ROLE_REGULATOR} from "./ConsortiumRegistry.sol";
+import {
+    ConsortiumRegistry, MAX_RECORD_CLASS, ROLE_HOSPITAL, ROLE_REGULATOR
+} from "./ConsortiumRegistry.sol";
 import {RFC6962} from "./RFC6962.sol";
 
 /// @dev On-chain custody states of an archive, stored as `uint8`.
@@ -10,8 +12,10 @@ uint8 constant STATE_ARCHIVED = 1;
 uint8 constant STATE_TRANSFER_PENDING = 2;
 uint8 constant STATE_DESTROYED = 3;
 
-/// @dev Record classes run from 0 (OUTPATIENT) to 6 (ADMINISTRATIVE).
-uint8 constant MAX_RECORD_CLASS = 6;
+/// @dev How far past the block time a trigger date may lie: a trigger is a calendar day sent as its
+/// 00:00 UTC, and a day that has begun in a hospital's time zone (up to UTC+14) starts up to 14 hours
+/// after 00:00 UTC of the same date; one day also absorbs clock skew between node and chain.
+uint64 constant TRIGGER_DATE_SLACK = 1 days;
 
 /// @title ArchiveNotary
 /// @notice Anchors the checkpoints of every hospital's RFC 6962 event log (each one proven consistent
@@ -41,9 +45,16 @@ contract ArchiveNotary {
     struct Registration {
         bytes32 id;
         uint8 recordClass;
+        uint64 triggerDate;
         uint64 retentionDeadline;
         bytes32 commitment;
         bytes32 holdReasonHash;
+    }
+
+    /// @notice One archive to destroy in `destroyBatch`.
+    struct Destruction {
+        bytes32 id;
+        bytes32 certificateHash;
     }
 
     struct Checkpoint {
@@ -70,6 +81,7 @@ contract ArchiveNotary {
         bytes32 indexed id,
         address indexed custodian,
         uint8 recordClass,
+        uint64 triggerDate,
         uint64 retentionDeadline,
         bytes32 commitment
     );
@@ -121,6 +133,18 @@ contract ArchiveNotary {
     error NotaryInvalidRecordClass(bytes32 id, uint8 recordClass);
     /// @notice A retention deadline must be positive.
     error NotaryInvalidRetentionDeadline(bytes32 id);
+    /// @notice The trigger date `triggerDate` of archive `id` lies more than one day after the
+    /// block time `timestamp`.
+    error NotaryTriggerInFuture(bytes32 id, uint64 triggerDate, uint64 timestamp);
+    /// @notice `retentionDeadline` of archive `id` is earlier than `minimumDeadline`: its trigger
+    /// date plus `floorYears`, the floor of `recordClass`.
+    error NotaryRetentionBelowFloor(
+        bytes32 id,
+        uint8 recordClass,
+        uint16 floorYears,
+        uint64 minimumDeadline,
+        uint64 retentionDeadline
+    );
     /// @notice A content commitment must not be zero.
     error NotaryMissingCommitment(bytes32 id);
     /// @notice A destruction certificate hash must not be zero.
@@ -222,19 +246,29 @@ contract ArchiveNotary {
     /// the same transaction, so the chain never shows it unheld (`HoldPlaced` follows
     /// `ArchiveRegistered`).
     /// @param id The archive id (16 zero bytes followed by the 16 ULID bytes).
+    /// The deadline must be at least the class's floor (`ConsortiumRegistry.retentionFloor`) after
+    /// the trigger date, counted in calendar years (`minimumDeadline`).
     /// @param recordClass Record class 0..6.
-    /// @param retentionDeadline Unix time before which the archive cannot be destroyed (positive).
+    /// @param triggerDate Unix time of 00:00 UTC of the day the retention clock runs from (last
+    /// visit, last discharge or the record's date); at most one day after the block time.
+    /// @param retentionDeadline Unix time before which the archive cannot be destroyed (positive,
+    /// at least `minimumDeadline(recordClass, triggerDate)`).
     /// @param commitment Content commitment (non-zero).
     /// @param holdReasonHash Zero, or the reason hash of the custodian's hold in force at archiving.
     function register(
         bytes32 id,
         uint8 recordClass,
+        uint64 triggerDate,
         uint64 retentionDeadline,
         bytes32 commitment,
         bytes32 holdReasonHash
     ) external {
         _requireRole(ROLE_HOSPITAL);
-        _register(id, recordClass, retentionDeadline, commitment, holdReasonHash);
+        uint16 floorYears =
+            recordClass > MAX_RECORD_CLASS ? 0 : _registry.retentionFloor(recordClass);
+        _register(
+            id, recordClass, floorYears, triggerDate, retentionDeadline, commitment, holdReasonHash
+        );
     }
 
     /// @notice Register several archives at once with the caller as custodian; all or nothing.
@@ -244,9 +278,18 @@ contract ArchiveNotary {
         _requireRole(ROLE_HOSPITAL);
         uint256 n = registrations.length;
         if (n == 0) revert NotaryEmptyBatch();
+        uint16[7] memory floors = _registry.retentionFloors();
         for (uint256 i = 0; i < n; ++i) {
             Registration calldata r = registrations[i];
-            _register(r.id, r.recordClass, r.retentionDeadline, r.commitment, r.holdReasonHash);
+            _register(
+                r.id,
+                r.recordClass,
+                r.recordClass > MAX_RECORD_CLASS ? 0 : floors[r.recordClass],
+                r.triggerDate,
+                r.retentionDeadline,
+                r.commitment,
+                r.holdReasonHash
+            );
         }
     }
 
@@ -364,6 +407,92 @@ contract ArchiveNotary {
     /// @param certificateHash Hash of the destruction certificate (non-zero).
     function destroy(bytes32 id, bytes32 certificateHash) external {
         _requireRole(ROLE_HOSPITAL);
+        _destroy(id, certificateHash);
+    }
+
+    /// @notice Record the destruction of several archives at once; all or nothing (one refusal
+    /// reverts the whole batch with that archive's error). Each archive as for `destroy`.
+    /// @param destructions The archives and their certificate hashes (at least one).
+    function destroyBatch(Destruction[] calldata destructions) external {
+        _requireRole(ROLE_HOSPITAL);
+        uint256 n = destructions.length;
+        if (n == 0) revert NotaryEmptyBatch();
+        for (uint256 i = 0; i < n; ++i) {
+            Destruction calldata d = destructions[i];
+            _destroy(d.id, d.certificateHash);
+        }
+    }
+
+    /// @notice The whole custody record of archive `id` (all zero when never registered).
+    /// @param id The archive.
+    /// @return The record.
+    function archive(bytes32 id) external view returns (ArchiveRecord memory) {
+        return _archives[id];
+    }
+
+    /// @notice The earliest retention deadline `register` accepts for `recordClass` and
+    /// `triggerDate`: 00:00 UTC of the trigger's day plus the class's floor in calendar years
+    /// (29 February plus a number of years landing in a common year gives 28 February).
+    /// @param recordClass Record class 0..6.
+    /// @param triggerDate Unix time within the trigger's day.
+    /// @return Unix time of the minimum deadline.
+    function minimumDeadline(uint8 recordClass, uint64 triggerDate)
+        external
+        view
+        returns (uint64)
+    {
+        if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(0, recordClass);
+        return _addYears(triggerDate, _registry.retentionFloor(recordClass));
+    }
+
+    /// @notice The consortium registry this notary asks about roles.
+    /// @return The registry's address.
+    function registry() external view returns (address) {
+        return address(_registry);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Internals
+
+    /// @dev `floorYears` is the floor of `recordClass` (0 when the class is unknown: refused here).
+    function _register(
+        bytes32 id,
+        uint8 recordClass,
+        uint16 floorYears,
+        uint64 triggerDate,
+        uint64 retentionDeadline,
+        bytes32 commitment,
+        bytes32 holdReasonHash
+    ) private {
+        ArchiveRecord storage a = _archives[id];
+        _requireState(id, a.state, STATE_NONE);
+        if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(id, recordClass);
+        if (retentionDeadline == 0) revert NotaryInvalidRetentionDeadline(id);
+        if (triggerDate > block.timestamp + TRIGGER_DATE_SLACK) {
+            revert NotaryTriggerInFuture(id, triggerDate, uint64(block.timestamp));
+        }
+        uint64 minimum = _addYears(triggerDate, floorYears);
+        if (retentionDeadline < minimum) {
+            revert NotaryRetentionBelowFloor(
+                id, recordClass, floorYears, minimum, retentionDeadline
+            );
+        }
+        if (commitment == bytes32(0)) revert NotaryMissingCommitment(id);
+        bool held = holdReasonHash != bytes32(0);
+        a.custodian = msg.sender;
+        a.state = STATE_ARCHIVED;
+        a.onHold = held;
+        a.recordClass = recordClass;
+        a.retentionDeadline = retentionDeadline;
+        a.commitment = commitment;
+        emit ArchiveRegistered(
+            id, msg.sender, recordClass, triggerDate, retentionDeadline, commitment
+        );
+        if (held) emit HoldPlaced(id, msg.sender, false, holdReasonHash);
+    }
+
+    /// @dev The destruction of one archive; the caller checked the role.
+    function _destroy(bytes32 id, bytes32 certificateHash) private {
         ArchiveRecord storage a = _archives[id];
         _requireState(id, a.state, STATE_ARCHIVED);
         _requireCustodian(id, a);
@@ -377,43 +506,30 @@ contract ArchiveNotary {
         emit ArchiveDestroyed(id, msg.sender, certificateHash);
     }
 
-    /// @notice The whole custody record of archive `id` (all zero when never registered).
-    /// @param id The archive.
-    /// @return The record.
-    function archive(bytes32 id) external view returns (ArchiveRecord memory) {
-        return _archives[id];
-    }
-
-    /// @notice The consortium registry this notary asks about roles.
-    /// @return The registry's address.
-    function registry() external view returns (address) {
-        return address(_registry);
-    }
-
-    // ------------------------------------------------------------------------------------------
-    // Internals
-
-    function _register(
-        bytes32 id,
-        uint8 recordClass,
-        uint64 retentionDeadline,
-        bytes32 commitment,
-        bytes32 holdReasonHash
-    ) private {
-        ArchiveRecord storage a = _archives[id];
-        _requireState(id, a.state, STATE_NONE);
-        if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(id, recordClass);
-        if (retentionDeadline == 0) revert NotaryInvalidRetentionDeadline(id);
-        if (commitment == bytes32(0)) revert NotaryMissingCommitment(id);
-        bool held = holdReasonHash != bytes32(0);
-        a.custodian = msg.sender;
-        a.state = STATE_ARCHIVED;
-        a.onHold = held;
-        a.recordClass = recordClass;
-        a.retentionDeadline = retentionDeadline;
-        a.commitment = commitment;
-        emit ArchiveRegistered(id, msg.sender, recordClass, retentionDeadline, commitment);
-        if (held) emit HoldPlaced(id, msg.sender, false, holdReasonHash);
+    /// @dev 00:00 UTC of the day of `time`, plus `yearCount` calendar years (29 February to 28
+    /// February in a common year). Civil-date conversions after H. Hinnant, "chrono-compatible
+    /// low-level date algorithms" (days_from_civil / civil_from_days), for dates from 1970 on.
+    function _addYears(uint64 time, uint16 yearCount) private pure returns (uint64) {
+        // Unchecked: every intermediate is non-negative and far below 2^256 for a uint64 time.
+        unchecked {
+            uint256 z = uint256(time) / 1 days + 719_468;
+            uint256 era = z / 146_097;
+            uint256 doe = z - era * 146_097;
+            uint256 yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            uint256 doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            uint256 mp = (5 * doy + 2) / 153;
+            uint256 day = doy - (153 * mp + 2) / 5 + 1;
+            uint256 month = mp < 10 ? mp + 3 : mp - 9;
+            uint256 year = yoe + era * 400 + (month <= 2 ? 1 : 0) + yearCount;
+            bool leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            if (month == 2 && day == 29 && !leap) day = 28;
+            year -= month <= 2 ? 1 : 0;
+            era = year / 400;
+            yoe = year - era * 400;
+            doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+            doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            return uint64((era * 146_097 + doe - 719_468) * 1 days);
+        }
     }
 
     /// @dev The one state guard: archive `id` must be in state `expected`.

@@ -18,6 +18,14 @@ uint8 constant PROPOSAL_ADMIT = 1;
 uint8 constant PROPOSAL_SUSPEND = 2;
 uint8 constant PROPOSAL_REINSTATE = 3;
 uint8 constant PROPOSAL_CHANGE_ROLE = 4;
+uint8 constant PROPOSAL_RETENTION_FLOOR = 5;
+
+/// @dev Record classes run from 0 (OUTPATIENT) to 6 (ADMINISTRATIVE), in the order of
+/// `anchoring.events.RecordClass`: OUTPATIENT, EMERGENCY, INPATIENT, LAB, IMAGING, NURSING,
+/// ADMINISTRATIVE.
+uint8 constant MAX_RECORD_CLASS = 6;
+/// @dev Upper bound of a retention floor, in years (keeps the notary's date arithmetic in range).
+uint16 constant MAX_RETENTION_FLOOR_YEARS = 200;
 
 /// @dev Proposal states as reported by `proposalState`.
 uint8 constant PROPOSAL_STATE_NONE = 0;
@@ -43,8 +51,9 @@ contract ConsortiumRegistry {
         bytes publicKey;
     }
 
-    /// @notice A governance proposal. `role` is the role to give (ADMIT, CHANGE_ROLE); `name` and
-    /// `publicKey` are only set for ADMIT. `approvers` lists every hospital that approved, in order.
+    /// @notice A governance proposal. `role` is the role to give (ADMIT, CHANGE_ROLE), or the record
+    /// class whose floor changes (RETENTION_FLOOR, years in `proposedRetentionFloor`); `name` and
+    /// `publicKey` are only set for ADMIT; `subject` is the zero address for RETENTION_FLOOR. `approvers` lists every hospital that approved, in order.
     struct Proposal {
         uint8 kind;
         uint8 role;
@@ -71,6 +80,10 @@ contract ConsortiumRegistry {
     uint256 private _proposalCount;
     mapping(uint256 id => Proposal) private _proposals;
     mapping(uint256 id => mapping(address approver => bool)) private _approved;
+    /// @dev Minimum retention in years per record class (one slot); the legal floors of
+    /// 医疗机构病历管理规定 (2013) from deployment on, changed only by governance.
+    uint16[7] private _retentionFloorYears = [uint16(15), 15, 30, 1, 1, 1, 1];
+    mapping(uint256 id => uint16 floorYears) private _proposedFloorYears;
 
     /// @notice A member joined (by bootstrap when `proposalId` is 0, otherwise by that proposal).
     event MemberAdmitted(
@@ -101,6 +114,13 @@ contract ConsortiumRegistry {
     event ProposalApproved(uint256 indexed id, address indexed approver);
     /// @notice Proposal `id` was executed by `executor`.
     event ProposalExecuted(uint256 indexed id, address indexed executor);
+    /// @notice Proposal `id` would set the retention floor of `recordClass` to `floorYears`.
+    event RetentionFloorProposed(uint256 indexed id, uint8 indexed recordClass, uint16 floorYears);
+    /// @notice The retention floor of `recordClass` changed from `previousYears` to `floorYears`
+    /// by proposal `proposalId`.
+    event RetentionFloorChanged(
+        uint8 indexed recordClass, uint16 previousYears, uint16 floorYears, uint256 indexed proposalId
+    );
 
     /// @notice Only the deployer may do this, and only during bootstrap.
     error RegistryNotDeployer(address account);
@@ -144,6 +164,12 @@ contract ConsortiumRegistry {
     error RegistryIndexOutOfRange(uint256 index, uint256 count);
     /// @notice A proposal lifetime must be positive.
     error RegistryInvalidLifetime();
+    /// @notice `recordClass` is not a known record class (0..6).
+    error RegistryInvalidRecordClass(uint8 recordClass);
+    /// @notice A retention floor must be 1 to `maxYears` years; `floorYears` is not.
+    error RegistryInvalidRetentionFloor(uint8 recordClass, uint16 floorYears, uint16 maxYears);
+    /// @notice The retention floor of `recordClass` is already `floorYears`.
+    error RegistrySameRetentionFloor(uint8 recordClass, uint16 floorYears);
 
     /// @param lifetime Seconds a proposal stays open for approval and execution.
     constructor(uint64 lifetime) {
@@ -226,6 +252,23 @@ contract ConsortiumRegistry {
         id = _createProposal(PROPOSAL_CHANGE_ROLE, account, newRole);
     }
 
+    /// @notice Propose a new minimum retention for a record class (raising or lowering it, e.g. after
+    /// the law changes). Active hospitals only; applied by `execute` like every proposal. The notary
+    /// refuses to register an archive whose deadline is earlier than its trigger date plus the floor.
+    /// @param recordClass Record class 0..6.
+    /// @param floorYears The new floor, 1 to 200 years, different from the current one.
+    /// @return id The new proposal's id.
+    function proposeRetentionFloor(uint8 recordClass, uint16 floorYears)
+        external
+        returns (uint256 id)
+    {
+        _requireGovernor();
+        _validateRetentionFloor(recordClass, floorYears);
+        id = _createProposal(PROPOSAL_RETENTION_FLOOR, address(0), recordClass);
+        _proposedFloorYears[id] = floorYears;
+        emit RetentionFloorProposed(id, recordClass, floorYears);
+    }
+
     /// @notice Approve an open proposal. Active hospitals only, once each.
     /// @param id The proposal.
     function approve(uint256 id) external {
@@ -250,6 +293,12 @@ contract ConsortiumRegistry {
         if (p.kind == PROPOSAL_ADMIT) {
             _validateAdmission(p.subject, p.role, p.name, p.publicKey);
             _admit(p.subject, p.role, p.name, p.publicKey, id);
+        } else if (p.kind == PROPOSAL_RETENTION_FLOOR) {
+            uint16 floorYears = _proposedFloorYears[id];
+            _validateRetentionFloor(p.role, floorYears);
+            uint16 previous = _retentionFloorYears[p.role];
+            _retentionFloorYears[p.role] = floorYears;
+            emit RetentionFloorChanged(p.role, previous, floorYears, id);
         } else {
             _validateChange(p.kind, p.subject, p.role);
             _applyChange(p.kind, p.subject, p.role, id);
@@ -368,6 +417,27 @@ contract ConsortiumRegistry {
         return _proposalLifetime;
     }
 
+    /// @notice Minimum retention in years of record class `recordClass` (0..6).
+    /// @param recordClass The record class.
+    /// @return The floor in years.
+    function retentionFloor(uint8 recordClass) external view returns (uint16) {
+        if (recordClass > MAX_RECORD_CLASS) revert RegistryInvalidRecordClass(recordClass);
+        return _retentionFloorYears[recordClass];
+    }
+
+    /// @notice Every class's minimum retention in years, indexed by record class (one storage read).
+    /// @return The seven floors.
+    function retentionFloors() external view returns (uint16[7] memory) {
+        return _retentionFloorYears;
+    }
+
+    /// @notice The floor proposal `id` would set (0 for a proposal of another kind).
+    /// @param id The proposal.
+    /// @return The proposed floor in years.
+    function proposedRetentionFloor(uint256 id) external view returns (uint16) {
+        return _proposedFloorYears[id];
+    }
+
     // ------------------------------------------------------------------------------------------
     // Internals
 
@@ -424,6 +494,16 @@ contract ConsortiumRegistry {
         uint256 nameLength = bytes(name).length;
         if (nameLength == 0 || nameLength > _MAX_NAME_BYTES) revert RegistryInvalidName(nameLength);
         _requirePublicKey(publicKey);
+    }
+
+    function _validateRetentionFloor(uint8 recordClass, uint16 floorYears) private view {
+        if (recordClass > MAX_RECORD_CLASS) revert RegistryInvalidRecordClass(recordClass);
+        if (floorYears == 0 || floorYears > MAX_RETENTION_FLOOR_YEARS) {
+            revert RegistryInvalidRetentionFloor(recordClass, floorYears, MAX_RETENTION_FLOOR_YEARS);
+        }
+        if (_retentionFloorYears[recordClass] == floorYears) {
+            revert RegistrySameRetentionFloor(recordClass, floorYears);
+        }
     }
 
     function _validateChange(uint8 kind, address account, uint8 newRole) private view {

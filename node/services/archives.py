@@ -485,6 +485,7 @@ class ArchiveService:
             [
                 archive_key(archive_id),
                 record_class.chain_code,
+                int(archive.trigger_date.timestamp()),  # 00:00 UTC: the contract checks the floor
                 int(deadline.timestamp()),
                 bytes.fromhex(commitment),
                 bytes.fromhex(hold_reason) if hold_reason else bytes(32),

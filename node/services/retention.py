@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,10 @@ from anchoring.events import (
     DestroyData,
     DestroyEvent,
     DestructionMethod,
+    DispositionApproveData,
+    DispositionApproveEvent,
+    DispositionProposeData,
+    DispositionProposeEvent,
     DispositionStartData,
     DispositionStartEvent,
     RetentionExtendData,
@@ -487,14 +492,19 @@ class RetentionService:
             )
             uow.session.add(proposal)
             items = []
+            proposed = DispositionProposeData(proposal=proposal.id, reason_hash=_reason_hash(text))
             for archive_id in ids:
                 archive = self.ledger.held(uow.session, principal, archive_id)
-                self._require_reviewable(self.ledger.state(uow.session, archive), archive.id)
+                state = self.ledger.state(uow.session, archive)
+                self._require_reviewable(state, archive.id)
                 if self._open_item(uow, archive.id) is not None:
                     raise ConflictError(
                         f"archive {archive.id} is already on an open disposition list",
                         code="already_proposed",
                     )
+                self.ledger.record(
+                    uow, archive, state, DispositionProposeEvent, principal.actor, proposed
+                )
                 item = DispositionItem(
                     proposal_id=proposal.id,
                     archive_id=archive.id,
@@ -557,6 +567,12 @@ class RetentionService:
                 self._require_reviewable(state, archive.id)
                 item.decision = DispositionDecision.APPROVED.value
                 item.expires_at = uow.now + timedelta(days=self.settings.disposition_approval_days)
+                approved = DispositionApproveData(
+                    proposal=proposal.id, expires_at=item.expires_at, reason_hash=_reason_hash(text)
+                )
+                self.ledger.record(
+                    uow, archive, state, DispositionApproveEvent, principal.actor, approved
+                )
             else:
                 assert new_deadline is not None
                 deadline = datetime.combine(new_deadline, time(), UTC)
@@ -953,6 +969,11 @@ class RetentionService:
                 f"archive {archive_id} is {state.status.value}, not in disposition review",
                 code="not_in_review",
             )
+
+
+def _reason_hash(text: str) -> str:
+    """Reasons stay on this node (they may hold PHI); events carry only their SHA-256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _deadline(archive: Archive) -> datetime:

@@ -89,6 +89,12 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
     EventType.TIER_MOVE: {"from_tier": "hot", "to_tier": "cold"},
     EventType.TAG_BIND: {"tag_kind": "rfid_epc", "tag_hash": H1},
     EventType.TAG_SCAN: {"tag_hash": H1, "reader": H2},
+    EventType.DISPOSITION_PROPOSE: {"proposal": "01HZY3Z4Q8Q1V6S9N0M5K2J3H9", "reason_hash": H1},
+    EventType.DISPOSITION_APPROVE: {
+        "proposal": "01HZY3Z4Q8Q1V6S9N0M5K2J3H9",
+        "expires_at": "2054-05-30T00:00:00Z",
+        "reason_hash": H2,
+    },
 }
 
 
@@ -130,7 +136,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 19
+    assert len(EventType) == 21
 
 
 @pytest.mark.parametrize("event_type", list(EventType))

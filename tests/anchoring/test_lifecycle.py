@@ -40,6 +40,9 @@ C = "0x22d491Bde2303f2f43325b2108D26f1eAbA1e32b"
 REGULATOR = "0xE11BA2b4D45Eaed5996Cd0823791E0C93114882d"
 ARCHIVE = "01HZY3Z4Q8Q1V6S9N0M5K2J3H4"
 STAFF = "5f" * 32  # a staff pseudonym
+MANAGER = "6e" * 32  # another staff member's pseudonym (a records manager)
+LIST = "01HZY3Z4Q8Q1V6S9N0M5K2J3H9"  # a disposition list id
+LIST2 = "01HZY3Z4Q8Q1V6S9N0M5K2J3HA"
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 DEADLINE = datetime(2024, 6, 1, tzinfo=UTC)
 C1, C2 = "c1" * 32, "c2" * 32  # commitments of versions 1 and 2
@@ -252,6 +255,7 @@ def test_full_life_of_an_archive_across_two_hospitals() -> None:
     state = story.do(EventType.DISPOSITION_START, {}, at=late)
     assert state.status is ArchiveStatus.DISPOSITION_REVIEW
     assert expected_custody(state).state is CustodyState.ARCHIVED
+    approve(story)
     state = story.do(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"})
     assert state.status is ArchiveStatus.DESTROYED
     assert state.certificate_hash == R
@@ -265,7 +269,7 @@ def test_full_life_of_an_archive_across_two_hospitals() -> None:
     assert custody.commitment == C2
     assert custody.record_class == 2  # INPATIENT
     assert custody.retention_deadline == int((DEADLINE + timedelta(days=30)).timestamp())
-    assert final.event_count == 22
+    assert final.event_count == 24  # with DISPOSITION_PROPOSE and DISPOSITION_APPROVE
 
 
 def test_replay_equals_stepwise_apply_and_leaf_hash_shortcut() -> None:
@@ -762,10 +766,82 @@ def test_disposition_and_destruction_rules() -> None:
         "legal hold: destruction",
     )
     story.do(EventType.HOLD_RELEASE, {"reason_hash": R}, actor=REGULATOR)
+    story.refuse(
+        EventType.DESTROY,
+        {"certificate_hash": R, "method": "crypto_erasure"},
+        "no approved disposition",
+    )
+    approve(story)
     state = story.do(
         EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure_and_physical"}
     )
     assert state.status is ArchiveStatus.DESTROYED
+
+
+def approve(story: Story, proposal: str = LIST, days: int = 30) -> ArchiveState:
+    """A disposition list proposed by STAFF and approved by MANAGER (four eyes)."""
+    story.do(EventType.DISPOSITION_PROPOSE, {"proposal": proposal, "reason_hash": R})
+    expires = story.time + timedelta(days=days)
+    return story.do(
+        EventType.DISPOSITION_APPROVE,
+        {"proposal": proposal, "expires_at": expires, "reason_hash": R},
+        actor=MANAGER,
+    )
+
+
+def test_disposition_is_proposed_and_approved_by_two_people_before_destruction() -> None:
+    story = archived_story()
+    story.refuse(EventType.DISPOSITION_PROPOSE, {"proposal": LIST, "reason_hash": R},
+                 "only allowed in DISPOSITION_REVIEW")  # fmt: skip
+    story.do(EventType.DISPOSITION_START, {}, at=DEADLINE)
+    story.refuse(
+        EventType.DISPOSITION_APPROVE,
+        {"proposal": LIST, "expires_at": DEADLINE + timedelta(days=30), "reason_hash": R},
+        "on no disposition list",
+        actor=MANAGER,
+    )
+    state = story.do(EventType.DISPOSITION_PROPOSE, {"proposal": LIST, "reason_hash": R})
+    assert (state.disposition_proposal, state.disposition_proposed_by) == (LIST, STAFF)
+    expires = story.time + timedelta(days=30)
+    approval = {"proposal": LIST, "expires_at": expires, "reason_hash": R}
+    story.refuse(EventType.DISPOSITION_APPROVE, approval, "four eyes")  # the proposer itself
+    story.refuse(EventType.DISPOSITION_APPROVE, {**approval, "proposal": LIST2},
+                 "not " + LIST2, actor=MANAGER)  # fmt: skip
+    story.refuse(EventType.DISPOSITION_APPROVE, {**approval, "expires_at": story.time},
+                 "expire after", actor=MANAGER, at=story.time)  # fmt: skip
+    story.do(EventType.HOLD_PLACE, {"reason_hash": R, "by_regulator": True}, actor=REGULATOR)
+    story.refuse(EventType.DISPOSITION_APPROVE, approval, "legal hold: disposition",
+                 actor=MANAGER)  # fmt: skip
+    story.do(EventType.HOLD_RELEASE, {"reason_hash": R}, actor=REGULATOR)
+    state = story.do(EventType.DISPOSITION_APPROVE, approval, actor=MANAGER)
+    assert state.disposition_approved_until == expires
+    story.refuse(EventType.DISPOSITION_APPROVE, approval, "already approved", actor=MANAGER)
+    # An approval lapses: destruction at or after expires_at is refused; a new list starts over.
+    story.refuse(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"},
+                 "approval expired", at=expires)  # fmt: skip
+    state = story.do(EventType.DISPOSITION_PROPOSE, {"proposal": LIST2, "reason_hash": R},
+                     at=expires + timedelta(days=1))  # fmt: skip
+    assert (state.disposition_proposal, state.disposition_approved_until) == (LIST2, None)
+    story.refuse(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"},
+                 "no approved disposition")  # fmt: skip
+    approve(story, LIST2)
+    state = story.do(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"})
+    assert state.status is ArchiveStatus.DESTROYED
+
+
+def test_a_rejection_ends_the_list_and_its_approval() -> None:
+    story = archived_story()
+    story.do(EventType.DISPOSITION_START, {}, at=DEADLINE)
+    state = approve(story)
+    later = DEADLINE + timedelta(days=365)
+    state = story.do(
+        EventType.RETENTION_EXTEND, {"previous_deadline": DEADLINE, "new_deadline": later}
+    )
+    assert state.status is ArchiveStatus.ARCHIVED
+    assert (state.disposition_proposal, state.disposition_approved_until) == (None, None)
+    story.do(EventType.DISPOSITION_START, {}, at=later)
+    story.refuse(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"},
+                 "no approved disposition")  # fmt: skip
 
 
 DESTROYED_REFUSALS: list[tuple[EventType, dict[str, Any], str]] = [
@@ -791,6 +867,12 @@ DESTROYED_REFUSALS: list[tuple[EventType, dict[str, Any], str]] = [
     ),
     (EventType.DISPOSITION_START, {}, ""),
     (EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"}, ""),
+    (EventType.DISPOSITION_PROPOSE, {"proposal": LIST2, "reason_hash": R}, ""),
+    (
+        EventType.DISPOSITION_APPROVE,
+        {"proposal": LIST, "expires_at": DEADLINE + timedelta(days=99), "reason_hash": R},
+        "",
+    ),
     (
         EventType.FIXITY_CHECK,
         {"version": 1, "ciphertext_sha256": X1, "ok": True},
@@ -810,6 +892,7 @@ def test_nothing_but_evidence_reads_and_tag_scans_after_destruction(
     story = archived_story()
     story.do(EventType.TAG_BIND, {"tag_kind": "qr", "tag_hash": TAG})
     story.do(EventType.DISPOSITION_START, {}, at=DEADLINE)
+    approve(story)
     story.do(EventType.DESTROY, {"certificate_hash": R, "method": "crypto_erasure"})
     hospital = B if event_type in (EventType.TRANSFER_ACCEPT,) else None
     story.refuse(event_type, data, match, hospital=hospital)

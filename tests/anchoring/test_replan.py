@@ -84,7 +84,7 @@ def enqueue_registers(db: Database, count: int, tag: int = 0) -> list[str]:
             enqueue_call(
                 session,
                 "register",
-                [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x01", bytes(32)],
+                [archive_key(archive_id), 1, 0, 2_000_000_000, bytes(31) + b"\x01", bytes(32)],
                 archive_id=archive_id,
             )
     return ids
@@ -407,7 +407,7 @@ def test_a_registration_with_another_commitment_on_chain_is_sent_and_fails_loudl
         conflicting = enqueue_call(
             session,
             "register",
-            [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x02", bytes(32)],
+            [archive_key(archive_id), 1, 0, 2_000_000_000, bytes(31) + b"\x02", bytes(32)],
             archive_id=archive_id,
         )
         conflicting.attempts = 1  # as if signed before a reset: checked against the chain

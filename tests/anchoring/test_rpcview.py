@@ -57,7 +57,7 @@ def anchored(chain: RpcChain, writer: Writer, hospital_a: LocalAccount) -> list[
     sender.transact("anchorCheckpoint", [3, merkle.root_from_leaf_hashes(leaves[:3]), []])
     proof = merkle.consistency_proof(3, 5, leaves)
     sender.transact("anchorCheckpoint", [5, merkle.root_from_leaf_hashes(leaves), proof])
-    sender.transact("register", [archive_key(ARCHIVE), 2, DEADLINE, COMMITMENT, bytes(32)])
+    sender.transact("register", [archive_key(ARCHIVE), 2, 0, DEADLINE, COMMITMENT, bytes(32)])
     return leaves
 
 

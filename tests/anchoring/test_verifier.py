@@ -835,7 +835,9 @@ def test_bundle_verifies_against_the_real_notary(chain: Any, writer: Any, hospit
     sender = writer(hospital_a)
     sender.transact("anchorCheckpoint", [log.size, log.root(log.size), []])
     deadline = int(DEADLINE.timestamp())
-    sender.transact("register", [archive_key(ARCHIVE), 2, deadline, bytes.fromhex(C1), bytes(32)])
+    sender.transact(
+        "register", [archive_key(ARCHIVE), 2, 0, deadline, bytes.fromhex(C1), bytes(32)]
+    )
 
     anchored = chain.checkpoint_at(hospital, 0)
     entries = tuple(

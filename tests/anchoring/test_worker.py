@@ -214,7 +214,7 @@ def test_custody_calls_are_sent_in_order_and_registers_are_batched(
             enqueue_call(
                 session,
                 "register",
-                [archive_key(archive_id), 1, 2_000_000_000, bytes(31) + b"\x01", bytes(32)],
+                [archive_key(archive_id), 1, 0, 2_000_000_000, bytes(31) + b"\x01", bytes(32)],
                 archive_id=archive_id,
             )
         enqueue_call(session, "placeHold", [archive_key(ids[0]), bytes(32)], archive_id=ids[0])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,7 +24,8 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from anchoring.bundle import CertificateClaim, dump_bundle, parse_bundle
 from anchoring.certificate import CERTIFICATE_FORMAT, signer, typed_message
@@ -38,7 +41,9 @@ from node.principal import Role
 from node.retention import add_years
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
 from tests.fixtures.chain import Consortium
+from tests.fixtures.db import _postgres_schema_url as _schema_url
 from tests.fixtures.node import MakeNode, build_node
+from tests.support import postgres_url
 
 
 class SteppedClock:
@@ -566,3 +571,106 @@ def test_a_regulator_hold_placed_on_chain_after_approval_blocks_destruction(
     assert _state(api, archive_id) == "DISPOSITION_REVIEW"
     api.node.worker.run_until_anchored(timeout=30)
     _verifies(api, chain, archive_id)
+
+
+def test_a_restored_pg_dump_cannot_resurrect_a_destroyed_key(
+    make_node: MakeNode,
+    consortium: Consortium,
+    hospital_a: LocalAccount,
+    clock: SteppedClock,
+    chain_rpc: JsonRpc,
+    tmp_path: Path,
+) -> None:
+    """The PostgreSQL form of the test above: ``pg_dump`` of the node's schema taken after
+    approval, destroy, drop the schema and ``pg_restore`` the dump (its key copy is live again in
+    the database): the start replays the tombstone ledger, the key is gone, content answers 410."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("ARCHIVECHAIN_TEST_POSTGRES_URL is not set")
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    libpq = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
+    database_url = _schema_url(base, schema)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        node = make_node(database_url=database_url, clock=clock)
+        data_dir = node.settings.data_dir
+        dump = tmp_path / "node.dump"
+        with serve(create_app(node)) as client:
+            keys = issue_keys(node)
+            keys["manager"] = node.keys.issue(Role.RECORDS_MANAGER, "manager-1").secret
+            api = Api(node=node, app=create_app(node), client=client, keys=keys)
+            archive_id = _archive(api, clock.now.date())
+            api.node.worker.run_until_anchored(timeout=30)
+            deadline = datetime.combine(add_years(clock.now.date(), 15), time(), UTC)
+            _travel(clock, chain_rpc, deadline + timedelta(days=1))
+            assert api.client.post(
+                "/api/v1/retention/run", headers=api.auth("archivist")
+            ).is_success
+            proposal = api.client.post(
+                "/api/v1/retention/proposals",
+                headers=api.auth("archivist"),
+                json={"archive_ids": [archive_id], "reason": "expired"},
+            ).json()["id"]
+            assert _decide(api, "manager", proposal, archive_id, approve=True).is_success
+            subprocess.run(
+                ["pg_dump", "--format=custom", f"--schema={schema}", f"--file={dump}", libpq],
+                check=True,
+                capture_output=True,
+            )
+            assert _destroy(api, "archivist", proposal, archive_id).status_code == 200
+            blobs_after = _blob_files(api)
+        node.close()
+
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        subprocess.run(
+            ["pg_restore", "--no-owner", f"--dbname={libpq}", str(dump)],
+            check=True,
+            capture_output=True,
+        )
+        with admin.connect() as conn:  # the restored dump holds the live key copy again
+            live = conn.execute(
+                text(
+                    f'SELECT count(*) FROM "{schema}".wrapped_keys '
+                    "WHERE archive_id = :a AND blob IS NOT NULL"
+                ),
+                {"a": archive_id},
+            ).scalar_one()
+            state = conn.execute(
+                text(f'SELECT state FROM "{schema}".archives WHERE id = :a'), {"a": archive_id}
+            ).scalar_one()
+        assert (live, state) == (1, "DISPOSITION_REVIEW")
+
+        reopened = build_node(
+            consortium, hospital_a, data_dir, database_url=database_url, clock=clock
+        )
+        try:
+            with reopened.db.session() as session:
+                copies = list(
+                    session.execute(
+                        select(WrappedKey).where(WrappedKey.archive_id == archive_id)
+                    ).scalars()
+                )
+                assert copies
+                assert all(k.blob is None and k.destroyed_at is not None for k in copies)
+                row = session.get_one(Archive, archive_id)
+                assert (row.state, row.title, row.metadata_json) == ("DESTROYED", "", {})
+            with serve(create_app(reopened)) as client:
+                api = Api(node=reopened, app=create_app(reopened), client=client, keys=keys)
+                content = api.client.get(
+                    f"/api/v1/archives/{archive_id}/content",
+                    headers=api.auth("archivist"),
+                    params={"purpose": "operations"},
+                )
+                assert (content.status_code, content.json()["code"]) == (410, "destroyed")
+                again = _destroy(api, "archivist", proposal, archive_id)
+                assert (again.status_code, again.json()["code"]) == (409, "destroyed")
+                assert _blob_files(api) == blobs_after
+        finally:
+            reopened.close()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -10,7 +10,14 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain, TxReceipt
 from devtools.deploy import deploy_contracts
-from tests.contracts.helpers import MerkleLog, advance_time, h, latest_time, new_archive
+from tests.contracts.helpers import (
+    OLD_TRIGGER,
+    MerkleLog,
+    advance_time,
+    h,
+    latest_time,
+    new_archive,
+)
 from tests.fixtures.chain import TestAccounts, public_key_of
 
 MILLION = 1_000_000
@@ -92,21 +99,36 @@ def _registry(meter: GasMeter, a: TestAccounts) -> None:
         meter.send(a.hospital_a, reg, "proposeReinstatement", [a.insurer.address]), "reinstatement"
     )
     meter.send(a.regulator, reg, "rotatePublicKey", [public_key_of(a.outsider)])
+    # LAB (3): raise its floor from 1 to 10 years (no class the custody section uses)
+    passed(meter.send(a.hospital_a, reg, "proposeRetentionFloor", [3, 10]), "retention floor")
 
 
 def _custody(meter: GasMeter, a: TestAccounts) -> None:
     nt = "ArchiveNotary"
-    deadline = latest_time(meter.chain) + 1000
+    now = latest_time(meter.chain)
+    deadline = now + 1000
+    # A real trigger (today, 00:00 UTC) and the EMERGENCY class's floor of 15 years: the floor
+    # check runs in full, the deadline lies exactly on the minimum.
+    today = now - now % 86_400
+    (floor_deadline,) = meter.chain.call(nt, "minimumDeadline", [1, today])  # type: ignore[arg-type]
     _, key = new_archive()
-    meter.send(a.hospital_a, nt, "register", [key, 1, deadline, h("content"), bytes(32)])
+    meter.send(
+        a.hospital_a, nt, "register", [key, 1, today, floor_deadline, h("content"), bytes(32)]
+    )
+    _, key = new_archive()
+    meter.send(a.hospital_a, nt, "register", [key, 1, OLD_TRIGGER, deadline, h("content"), bytes(32)],
+               "trigger in the past")  # fmt: skip
+    batches: list[list[bytes]] = []
     for n in (1, 10, 100):
-        items = [(new_archive()[1], 1, deadline, h(f"c{i}"), bytes(32)) for i in range(n)]
+        keys = [new_archive()[1] for _ in range(n)]
+        items = [(k, 1, today, floor_deadline, h(f"c{i}"), bytes(32)) for i, k in enumerate(keys)]
         label = f"{n} archive" + ("s" if n > 1 else "")
         receipt = meter.send(a.hospital_a, nt, "registerBatch", [items], label)
         if n > 1:
             meter.rows.append(
                 GasRow(nt, "registerBatch", f"per archive at {n}", receipt.gas_used // n)
             )
+        batches.append(keys)
     meter.send(a.hospital_a, nt, "offerTransfer", [key, a.hospital_b.address])
     meter.send(a.hospital_a, nt, "cancelTransfer", [key])
     meter.send(a.hospital_a, nt, "offerTransfer", [key, a.hospital_b.address], "again")
@@ -123,6 +145,16 @@ def _custody(meter: GasMeter, a: TestAccounts) -> None:
     meter.send(a.hospital_b, nt, "extendRetention", [key, deadline + 10])
     advance_time(meter.chain.rpc, 2000)
     meter.send(a.hospital_b, nt, "destroy", [key, h("certificate")])
+    advance_time(meter.chain.rpc, floor_deadline - now)  # the registered batches' deadline
+    for keys in batches:
+        n = len(keys)
+        items = [(k, h(f"certificate {i}")) for i, k in enumerate(keys)]
+        label = f"{n} archive" + ("s" if n > 1 else "")
+        receipt = meter.send(a.hospital_a, nt, "destroyBatch", [items], label)
+        if n > 1:
+            meter.rows.append(
+                GasRow(nt, "destroyBatch", f"per archive at {n}", receipt.gas_used // n)
+            )
 
 
 def _checkpoints(meter: GasMeter, a: TestAccounts, log: MerkleLog) -> None:

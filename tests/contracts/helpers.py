@@ -17,6 +17,9 @@ from anchoring.ids import archive_key
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO32 = bytes(32)
 ONE_YEAR = 365 * 24 * 3600
+OLD_TRIGGER = 0
+"""A trigger date of 1970-01-01: every class's retention floor ran out long ago, so any deadline
+from now on is legal (tests of other rules than the floor)."""
 
 
 @contextmanager

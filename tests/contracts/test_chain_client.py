@@ -29,7 +29,7 @@ from anchoring.chain import (
 )
 from anchoring.errors import ChainError
 from node.ports import free_port
-from tests.contracts.helpers import ZERO32, h, latest_time, new_archive, reverts
+from tests.contracts.helpers import OLD_TRIGGER, ZERO32, h, latest_time, new_archive, reverts
 from tests.fixtures.chain import Consortium
 
 Writer = Callable[[LocalAccount], ContractWriter]
@@ -55,19 +55,21 @@ def test_decode_revert_standard_and_custom(chain: RpcChain) -> None:
 def test_codec_refuses_bad_arguments(chain: RpcChain) -> None:
     codec = chain.notary
     with pytest.raises(AbiError, match="bytes32 needs exactly 32 bytes, got 31 bytes"):
-        codec.encode_call("register", [b"\x01" * 31, 1, 5, h("c"), ZERO32])
+        codec.encode_call("register", [b"\x01" * 31, 1, OLD_TRIGGER, 5, h("c"), ZERO32])
     with pytest.raises(AbiError, match="bytes32 needs exactly 32 bytes, got str"):
-        codec.encode_call("register", ["0x" + "00" * 32, 1, 5, h("c"), ZERO32])
-    with pytest.raises(AbiError, match="expected 5 arguments, got 4"):
-        codec.encode_call("register", [h("x"), 1, 5, h("c")])
+        codec.encode_call("register", ["0x" + "00" * 32, 1, OLD_TRIGGER, 5, h("c"), ZERO32])
+    with pytest.raises(AbiError, match="expected 6 arguments, got 5"):
+        codec.encode_call("register", [h("x"), 1, OLD_TRIGGER, 5, h("c")])
     with pytest.raises(AbiError, match=r"consistencyProof\[1\]"):
         codec.encode_call("anchorCheckpoint", [3, h("r"), [h("a"), b"short"]])
     with pytest.raises(AbiError, match=r"registrations\[0\]\.commitment"):
-        codec.encode_call("registerBatch", [[(h("x"), 1, 5, b"\x00", ZERO32)]])
+        codec.encode_call("registerBatch", [[(h("x"), 1, OLD_TRIGGER, 5, b"\x00", ZERO32)]])
     with pytest.raises(AbiError, match="has no function 'nope'"):
         codec.encode_call("nope", [])
     with pytest.raises(AbiError):
-        codec.encode_call("register", [h("x"), 300, 5, h("c"), ZERO32])  # uint8 overflow
+        codec.encode_call(
+            "register", [h("x"), 300, OLD_TRIGGER, 5, h("c"), ZERO32]
+        )  # uint8 overflow
     assert codec.is_view("archive")
     assert not codec.is_view("register")
     assert "anchorCheckpoint" in codec.function_names()
@@ -120,8 +122,8 @@ def test_signed_calls_with_explicit_nonces(
     (id1, key1), (id2, key2) = new_archive(), new_archive()
     nonce = w.confirmed_nonce()
     assert w.pending_nonce() == nonce
-    second = w.sign_call("register", [key2, 1, deadline, h("2"), ZERO32], nonce + 1)
-    first = w.sign_call("register", [key1, 1, deadline, h("1"), ZERO32], nonce)
+    second = w.sign_call("register", [key2, 1, OLD_TRIGGER, deadline, h("2"), ZERO32], nonce + 1)
+    first = w.sign_call("register", [key1, 1, OLD_TRIGGER, deadline, h("1"), ZERO32], nonce)
     assert (first.nonce, second.nonce) == (nonce, nonce + 1)
     assert first.tx_hash == "0x" + keccak(first.raw).hex()
     w.broadcast(second.raw)  # nonce gap: waits in the pool
@@ -139,7 +141,9 @@ def test_signed_calls_with_explicit_nonces(
     assert chain.custody(id2).commitment == h("2")
     w.broadcast(first.raw)  # already mined: still harmless
     assert w.confirmed_nonce() == nonce + 2
-    other = w.sign_call("register", [new_archive()[1], 1, deadline, h("3"), ZERO32], nonce)
+    other = w.sign_call(
+        "register", [new_archive()[1], 1, OLD_TRIGGER, deadline, h("3"), ZERO32], nonce
+    )
     with pytest.raises(NonceTooLowError):
         w.broadcast(other.raw)  # that nonce belongs to another transaction
 
@@ -148,7 +152,9 @@ def test_mined_revert_is_explained(
     chain: RpcChain, writer: Writer, hospital_a: LocalAccount, hospital_b: LocalAccount
 ) -> None:
     _, key = new_archive()
-    writer(hospital_a).transact("register", [key, 1, latest_time(chain) + 60, h("c"), ZERO32])
+    writer(hospital_a).transact(
+        "register", [key, 1, OLD_TRIGGER, latest_time(chain) + 60, h("c"), ZERO32]
+    )
     w = writer(hospital_b)
     signed = w.sign_call("offerTransfer", [key, hospital_a.address], w.pending_nonce())
     w.broadcast(signed.raw)  # no estimation: the revert happens on chain
@@ -168,14 +174,17 @@ def test_transact_raises_decoded_error_before_sending(
     w = writer(outsider)
     nonce = w.pending_nonce()
     with reverts("NotaryUnauthorized", outsider.address, 1):
-        w.transact("register", [h("x"), 1, 10, h("c"), ZERO32])
+        w.transact("register", [h("x"), 1, OLD_TRIGGER, 10, h("c"), ZERO32])
     assert w.pending_nonce() == nonce  # nothing was sent
 
 
 def test_gas_limits_cover_measured_costs() -> None:
     proof = [h(str(i)) for i in range(21)]
     assert gas_limit("anchorCheckpoint", [1, h("r"), proof]) >= 200_000 + 21 * 8_000
-    assert gas_limit("registerBatch", [[(h("x"), 0, 1, h("c"), ZERO32)] * 100]) >= 100 * 50_000
+    assert (
+        gas_limit("registerBatch", [[(h("x"), 0, OLD_TRIGGER, 1, h("c"), ZERO32)] * 100])
+        >= 100 * 50_000
+    )
     assert gas_limit("placeHold", [h("x"), h("r")]) == DEFAULT_GAS_LIMIT
 
 

@@ -58,7 +58,7 @@ def test_drift_is_detected(fresh_build: Build, tmp_path: Path) -> None:
     for source in (REPO_ROOT / "contracts").glob("*.sol"):
         shutil.copy(source, contracts / source.name)
     notary = contracts / "ArchiveNotary.sol"
-    notary.write_text(notary.read_text().replace("MAX_RECORD_CLASS = 6", "MAX_RECORD_CLASS = 7"))
+    notary.write_text(notary.read_text().replace("SLACK = 1 days", "SLACK = 2 days"))
     changed = compile_contracts(contracts)
     assert build_differences(changed, default_build_dir()) == [
         "ArchiveNotary.json",

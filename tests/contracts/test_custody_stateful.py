@@ -183,7 +183,7 @@ class CustodyMachine(RuleBasedStateMachine):
 
         hold_reason = h(f"held at archiving {index}") if held else bytes(32)
         self._run(actor, index, "register",
-                  [key, record_class, deadline, h(f"content {index}"), hold_reason],
+                  [key, record_class, 0, deadline, h(f"content {index}"), hold_reason],
                   self._expect(compute))  # fmt: skip
 
     def offer(self, data: st.DataObject, to: str) -> None:

@@ -23,7 +23,7 @@ from anchoring.deployment import Deployment, deployment_path
 from devtools.deploy import DEV_CHAIN_DEPLOYER_KEY, HospitalSeed, bootstrap_hospitals
 from devtools.devchain import AnvilOptions, AnvilProcess, stop_devchain
 from node.ports import free_port
-from tests.contracts.helpers import MerkleLog, h, new_archive
+from tests.contracts.helpers import OLD_TRIGGER, MerkleLog, h, new_archive
 from tests.fixtures.chain import TestAccounts, public_key_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ def test_chain_start_deploy_and_plain_json_rpc_reads(
     log = MerkleLog(12)
     archive_id, key = new_archive()
     w = ContractWriter(chain, a)
-    w.transact("register", [key, 2, 2_000_000_000, h("content"), bytes(32)])
+    w.transact("register", [key, 2, OLD_TRIGGER, 2_000_000_000, h("content"), bytes(32)])
     w.transact("anchorCheckpoint", [5, log.root(5), []])
     last = w.transact("anchorCheckpoint", [12, log.root(12), log.consistency(5, 12)])
 

@@ -16,7 +16,7 @@ from anchoring.chainview import CustodyState
 from devtools.deploy import HospitalSeed, bootstrap_hospitals, deploy_contracts
 from devtools.devchain import rpc_answers
 from node.ports import free_port
-from tests.contracts.helpers import MerkleLog, h, latest_time, new_archive, reverts
+from tests.contracts.helpers import OLD_TRIGGER, MerkleLog, h, latest_time, new_archive, reverts
 from tests.fixtures.chain import TEST_MNEMONIC, TestAccounts, public_key_of
 
 GANACHE = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "ganache"
@@ -73,7 +73,7 @@ def test_ganache_smoke(ganache_url: str, test_accounts: TestAccounts) -> None:
     w = ContractWriter(chain, a)
     archive_id, key = new_archive()
     deadline = latest_time(chain) + 3600
-    w.transact("register", [key, 3, deadline, h("content"), bytes(32)])
+    w.transact("register", [key, 3, OLD_TRIGGER, deadline, h("content"), bytes(32)])
     log = MerkleLog(40)
     w.transact("anchorCheckpoint", [17, log.root(17), []])
     w.transact("anchorCheckpoint", [40, log.root(40), log.consistency(17, 40)])
@@ -90,7 +90,7 @@ def test_ganache_smoke(ganache_url: str, test_accounts: TestAccounts) -> None:
 
     # ganache's revert errors decode to the same custom errors as anvil's
     with reverts("NotaryUnexpectedState", key, 1, 0):
-        w.transact("register", [key, 3, deadline, h("content"), bytes(32)])
+        w.transact("register", [key, 3, OLD_TRIGGER, deadline, h("content"), bytes(32)])
     with reverts("NotaryInvalidConsistencyProof", a.address, 40, 41):
         w.transact("anchorCheckpoint", [41, h("forged"), log.consistency(17, 40)])
     with reverts("NotaryUnknownCheckpoint", a.address, 2, 2):

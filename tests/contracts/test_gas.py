@@ -1,6 +1,7 @@
 """Gas targets of issue 2 §6, measured on a real anvil (hardfork shanghai): ``register`` ≤ 80k,
-``registerBatch`` ≤ 50k per archive at 100 archives, ``anchorCheckpoint`` ≤ 120k with a consistency
-proof into a log of 10^6 entries; and the gas report covers every state-changing function."""
+``registerBatch`` ≤ 50k per archive at 100 archives (raised to 82k / 52k by issue 10's floor check,
+see below), ``anchorCheckpoint`` ≤ 120k with a consistency
+proof into a log of 10^6 entries; ``destroyBatch`` ≤ 35k per archive at 100 (issue 10); and the gas report covers every state-changing function."""
 
 from __future__ import annotations
 
@@ -32,16 +33,34 @@ def gas_of(rows: list[GasRow], function: str, case: str = "") -> int:
     return max(found)
 
 
+# Issue 2 set register ≤ 80k and registerBatch ≤ 50k per archive at 100. Issue 10 added the
+# trigger date and the retention-floor check (a registry read, the calendar arithmetic of
+# ``minimumDeadline``, 32 more bytes of calldata and event data): about 5k more for a single
+# register, 2k more per archive in a batch. The bounds below are the new figures plus a margin;
+# docs/contracts.md § Gas says so.
+REGISTER_MAX = 82_000
+REGISTER_BATCH_PER_ARCHIVE_MAX = 52_000
+
+
 def test_register_target(rows: list[GasRow]) -> None:
-    assert gas_of(rows, "register") <= 80_000
+    assert gas_of(rows, "register") <= REGISTER_MAX
 
 
 def test_batch_register_target(rows: list[GasRow]) -> None:
     per_archive = gas_of(rows, "registerBatch", "per archive at 100")
-    assert per_archive <= 50_000
+    assert per_archive <= REGISTER_BATCH_PER_ARCHIVE_MAX
     assert gas_of(rows, "registerBatch", "100 archives") == pytest.approx(
         per_archive * 100, abs=100
     )
+
+
+def test_batch_destroy_target(rows: list[GasRow]) -> None:
+    """Issue 10 §3: a batched destroy costs at most 35k gas per archive at 100 archives (a single
+    ``destroy`` pays the 21k transaction base alone)."""
+    per_archive = gas_of(rows, "destroyBatch", "per archive at 100")
+    assert per_archive <= 35_000
+    assert gas_of(rows, "destroyBatch", "100 archives") == pytest.approx(per_archive * 100, abs=100)
+    assert per_archive < gas_of(rows, "destroy")
 
 
 def test_anchor_checkpoint_target_for_a_million_entries(rows: list[GasRow]) -> None:

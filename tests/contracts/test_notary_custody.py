@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from anchoring.chain import ContractRevertError, ContractWriter, RpcChain, TxReceipt
 from anchoring.chainview import CustodyState
 from tests.contracts.helpers import (
+    OLD_TRIGGER,
     ONE_YEAR,
     ZERO32,
     ZERO_ADDRESS,
@@ -47,7 +48,7 @@ def archived(chain: RpcChain, writer: Writer, hospital_a: LocalAccount) -> tuple
     """An archive registered by hospital A: (ULID, key, retention deadline a year ahead)."""
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    notary(writer, hospital_a, "register", key, 2, deadline, h("content"), ZERO32)
+    notary(writer, hospital_a, "register", key, 2, OLD_TRIGGER, deadline, h("content"), ZERO32)
     return archive_id, key, deadline
 
 
@@ -60,12 +61,13 @@ def test_register_records_custody(
 ) -> None:
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    receipt = notary(writer, hospital_a, "register", key, 4, deadline, h("c"), ZERO32)
+    receipt = notary(writer, hospital_a, "register", key, 4, OLD_TRIGGER, deadline, h("c"), ZERO32)
     assert [e.name for e in receipt.events] == ["ArchiveRegistered"]
     assert receipt.event("ArchiveRegistered").args == {
         "id": key,
         "custodian": hospital_a.address,
         "recordClass": 4,
+        "triggerDate": OLD_TRIGGER,
         "retentionDeadline": deadline,
         "commitment": h("c"),
     }
@@ -89,7 +91,9 @@ def test_register_on_hold_records_the_custodians_hold_in_the_same_transaction(
     a = consortium.accounts
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    receipt = notary(writer, a.hospital_a, "register", key, 2, deadline, h("c"), h("litigation"))
+    receipt = notary(
+        writer, a.hospital_a, "register", key, 2, OLD_TRIGGER, deadline, h("c"), h("litigation")
+    )
     assert [e.name for e in receipt.events] == ["ArchiveRegistered", "HoldPlaced"]
     assert receipt.event("HoldPlaced").args == {
         "id": key,
@@ -114,8 +118,8 @@ def test_register_on_hold_records_the_custodians_hold_in_the_same_transaction(
 
     other_id, other = new_archive()
     batch = [
-        (other, 0, deadline, h("1"), h("held")),
-        (new_archive()[1], 0, deadline, h("2"), ZERO32),
+        (other, 0, OLD_TRIGGER, deadline, h("1"), h("held")),
+        (new_archive()[1], 0, OLD_TRIGGER, deadline, h("2"), ZERO32),
     ]
     receipt = notary(writer, a.hospital_a, "registerBatch", batch)
     assert [e.name for e in receipt.events] == [
@@ -144,16 +148,20 @@ def test_register_refusals(
     deadline = latest_time(chain) + 100
     for account in (a.regulator, a.insurer, a.auditor, a.outsider, a.deployer):
         with reverts("NotaryUnauthorized", account.address, 1):
-            notary(writer, account, "register", key, 0, deadline, h("c"), ZERO32)
+            notary(writer, account, "register", key, 0, OLD_TRIGGER, deadline, h("c"), ZERO32)
     with reverts("NotaryUnexpectedState", archived[1], ARCHIVED, NONE):
-        notary(writer, a.hospital_b, "register", archived[1], 0, deadline, h("c"), ZERO32)
+        notary(
+            writer, a.hospital_b, "register", archived[1], 0, OLD_TRIGGER, deadline, h("c"), ZERO32
+        )
     with reverts("NotaryInvalidRecordClass", key, 7):
-        notary(writer, a.hospital_a, "register", key, 7, deadline, h("c"), ZERO32)
+        notary(writer, a.hospital_a, "register", key, 7, OLD_TRIGGER, deadline, h("c"), ZERO32)
     with reverts("NotaryInvalidRetentionDeadline", key):
-        notary(writer, a.hospital_a, "register", key, 0, 0, h("c"), ZERO32)
+        notary(writer, a.hospital_a, "register", key, 0, OLD_TRIGGER, 0, h("c"), ZERO32)
     with reverts("NotaryMissingCommitment", key):
-        notary(writer, a.hospital_a, "register", key, 0, deadline, ZERO32, ZERO32)
-    notary(writer, a.hospital_a, "register", key, 6, deadline, h("c"), ZERO32)  # last class
+        notary(writer, a.hospital_a, "register", key, 0, OLD_TRIGGER, deadline, ZERO32, ZERO32)
+    notary(
+        writer, a.hospital_a, "register", key, 6, OLD_TRIGGER, deadline, h("c"), ZERO32
+    )  # last class
 
 
 def test_suspended_hospital_cannot_act(
@@ -163,7 +171,17 @@ def test_suspended_hospital_cannot_act(
     suspend(writer, a, a.hospital_a)
     _, key = new_archive()
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
-        notary(writer, a.hospital_a, "register", key, 0, latest_time(chain) + 10, h("c"), ZERO32)
+        notary(
+            writer,
+            a.hospital_a,
+            "register",
+            key,
+            0,
+            OLD_TRIGGER,
+            latest_time(chain) + 10,
+            h("c"),
+            ZERO32,
+        )
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
         notary(writer, a.hospital_a, "offerTransfer", archived[1], a.hospital_b.address)
     with reverts("NotaryUnauthorized", a.hospital_a.address, 1):
@@ -177,7 +195,10 @@ def test_suspended_hospital_cannot_act(
 def test_register_batch(chain: RpcChain, writer: Writer, hospital_a: LocalAccount) -> None:
     deadline = latest_time(chain) + ONE_YEAR
     archives = [new_archive() for _ in range(3)]
-    items = [(key, i, deadline + i, h(f"c{i}"), ZERO32) for i, (_, key) in enumerate(archives)]
+    items = [
+        (key, i, OLD_TRIGGER, deadline + i, h(f"c{i}"), ZERO32)
+        for i, (_, key) in enumerate(archives)
+    ]
     receipt = notary(writer, hospital_a, "registerBatch", items)
     assert [e.args["id"] for e in receipt.events] == [key for _, key in archives]
     assert all(e.name == "ArchiveRegistered" for e in receipt.events)
@@ -201,19 +222,35 @@ def test_register_batch_is_all_or_nothing(
             writer,
             a.hospital_a,
             "registerBatch",
-            [(fresh, 0, deadline, h("1"), ZERO32), (fresh, 0, deadline, h("2"), ZERO32)],
+            [
+                (fresh, 0, OLD_TRIGGER, deadline, h("1"), ZERO32),
+                (fresh, 0, OLD_TRIGGER, deadline, h("2"), ZERO32),
+            ],
         )
     with reverts("NotaryUnexpectedState", archived[1], ARCHIVED, NONE):
         notary(
             writer,
             a.hospital_a,
             "registerBatch",
-            [(fresh, 0, deadline, h("1"), ZERO32), (archived[1], 0, deadline, h("2"), ZERO32)],
+            [
+                (fresh, 0, OLD_TRIGGER, deadline, h("1"), ZERO32),
+                (archived[1], 0, OLD_TRIGGER, deadline, h("2"), ZERO32),
+            ],
         )
     with reverts("NotaryInvalidRecordClass", fresh, 9):
-        notary(writer, a.hospital_a, "registerBatch", [(fresh, 9, deadline, h("1"), ZERO32)])
+        notary(
+            writer,
+            a.hospital_a,
+            "registerBatch",
+            [(fresh, 9, OLD_TRIGGER, deadline, h("1"), ZERO32)],
+        )
     with reverts("NotaryUnauthorized", a.regulator.address, 1):
-        notary(writer, a.regulator, "registerBatch", [(fresh, 0, deadline, h("1"), ZERO32)])
+        notary(
+            writer,
+            a.regulator,
+            "registerBatch",
+            [(fresh, 0, OLD_TRIGGER, deadline, h("1"), ZERO32)],
+        )
     assert chain.custody(fresh_id).state is CustodyState.NONE
 
 
@@ -458,7 +495,7 @@ def test_destroy_after_retention(chain: RpcChain, writer: Writer, consortium: Co
     a = consortium.accounts
     archive_id, key = new_archive()
     deadline = latest_time(chain) + 1000
-    notary(writer, a.hospital_a, "register", key, 1, deadline, h("c"), ZERO32)
+    notary(writer, a.hospital_a, "register", key, 1, OLD_TRIGGER, deadline, h("c"), ZERO32)
     with pytest.raises(ContractRevertError) as info:
         notary(writer, a.hospital_a, "destroy", key, h("certificate"))
     assert info.value.error_name == "NotaryRetentionNotReached"
@@ -489,7 +526,9 @@ def test_destroy_after_retention(chain: RpcChain, writer: Writer, consortium: Co
     with reverts("NotaryUnexpectedState", key, DESTROYED, ARCHIVED):
         notary(writer, a.hospital_a, "extendRetention", key, deadline + 5000)
     with reverts("NotaryUnexpectedState", key, DESTROYED, NONE):
-        notary(writer, a.hospital_a, "register", key, 1, deadline + 5000, h("c"), ZERO32)
+        notary(
+            writer, a.hospital_a, "register", key, 1, OLD_TRIGGER, deadline + 5000, h("c"), ZERO32
+        )
 
 
 def test_destroy_blocked_by_hold_and_pending_transfer(
@@ -497,7 +536,17 @@ def test_destroy_blocked_by_hold_and_pending_transfer(
 ) -> None:
     a = consortium.accounts
     _, key = new_archive()
-    notary(writer, a.hospital_a, "register", key, 1, latest_time(chain) + 10, h("c"), ZERO32)
+    notary(
+        writer,
+        a.hospital_a,
+        "register",
+        key,
+        1,
+        OLD_TRIGGER,
+        latest_time(chain) + 10,
+        h("c"),
+        ZERO32,
+    )
     advance_time(chain.rpc, 100)
     notary(writer, a.regulator, "placeHold", key, h("litigation"))
     with reverts("NotaryOnHold", key, True):
