@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import pstats
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
