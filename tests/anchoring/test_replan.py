@@ -354,6 +354,55 @@ def test_a_chain_that_lost_a_confirmed_custody_call_is_reported_not_replanned_ov
     assert_proofs_verify(db, chain, hospital_a.address, leaves)
 
 
+def test_a_replayed_destroy_the_chain_still_holds_is_settled_not_sent_again(
+    db: Database, chain: RpcChain, hospital_a: LocalAccount
+) -> None:
+    """As for registrations below: a destroy whose receipt the chain lost but whose effect (the
+    archive DESTROYED with the same certificate hash) it kept is settled from the chain, not sent
+    again in a destroyBatch that would revert for every archive in it."""
+    worker = make_worker(db, chain, hospital_a, backoff_initial=0.0)
+    kept, later = "01JDQ0000000000000000D0001", "01JDQ0000000000000000D0002"
+    deadline = chain.block_timestamp("latest") + 10
+    with db.transaction() as session:
+        for archive_id in (kept, later):
+            enqueue_call(
+                session,
+                "register",
+                [archive_key(archive_id), 3, 0, deadline, bytes(31) + b"\x01", bytes(32)],
+                archive_id=archive_id,
+            )
+    worker.run_until_anchored(timeout=30)
+    chain.rpc.request("evm_increaseTime", [100])
+    chain.rpc.request("evm_mine")
+    with db.transaction() as session:
+        enqueue_call(session, "destroy", [archive_key(kept), b"\x07" * 32], archive_id=kept)
+    worker.run_until_anchored(timeout=30)
+    assert chain.custody(kept).certificate_hash == b"\x07" * 32
+    with db.transaction() as session:
+        row = session.execute(
+            select(OutboxItem).where(
+                OutboxItem.archive_id == kept,
+                OutboxItem.payload["function"].as_string() == "destroy",
+            )
+        ).scalar_one()
+        row.tx_hash = "0x" + "cd" * 32  # a transaction the chain never saw
+        destroy_row = row.id
+        enqueue_call(session, "destroy", [archive_key(later), b"\x08" * 32], archive_id=later)
+
+    assert worker.replay_lost() == 1
+    worker.run_until_anchored(timeout=30)
+    with db.session() as session:
+        destroys = [
+            r
+            for r in session.execute(select(OutboxItem).where(OutboxItem.kind == "call")).scalars()
+            if r.payload["function"] == "destroy"
+        ]
+    assert all(r.state is OutboxState.CONFIRMED for r in destroys)
+    settled = next(r for r in destroys if r.id == destroy_row)
+    assert str(settled.error).startswith("settled: the chain already holds")
+    assert chain.custody(later).certificate_hash == b"\x08" * 32
+
+
 def test_a_replayed_registration_the_chain_still_holds_is_settled_not_sent_again(
     db: Database, chain: RpcChain, hospital_a: LocalAccount
 ) -> None:

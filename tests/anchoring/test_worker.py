@@ -229,6 +229,56 @@ def test_custody_calls_are_sent_in_order_and_registers_are_batched(
     assert chain.custody(ids[4]).custodian == hospital_a.address
 
 
+def test_queued_destroys_are_sent_as_one_destroy_batch(
+    db: Database, chain: RpcChain, hospital_a: LocalAccount
+) -> None:
+    """Issue 10: the destroys a disposition run queues go out as one ``destroyBatch``."""
+    from anchoring.chainview import CustodyState
+    from anchoring.ids import archive_key
+
+    ids = [f"01JDQ00000000000000001{n:04d}" for n in range(5)]
+    deadline = chain.block_timestamp("latest") + 10
+    with db.transaction() as session:
+        for archive_id in ids:
+            enqueue_call(
+                session,
+                "register",
+                [archive_key(archive_id), 3, 0, deadline, bytes(31) + b"\x01", bytes(32)],
+                archive_id=archive_id,
+            )
+    worker = make_worker(db, chain, hospital_a)
+    worker.run_until_anchored(timeout=20)
+    chain.rpc.request("evm_increaseTime", [100])
+    chain.rpc.request("evm_mine")
+    certificates = {a: bytes([n + 1]) * 32 for n, a in enumerate(ids)}
+    with db.transaction() as session:
+        for archive_id in ids:
+            enqueue_call(
+                session,
+                "destroy",
+                [archive_key(archive_id), certificates[archive_id]],
+                archive_id=archive_id,
+            )
+    worker.run_until_anchored(timeout=20)
+    with db.session() as session:
+        rows = list(
+            session.execute(
+                select(OutboxItem).where(OutboxItem.kind == "call").order_by(OutboxItem.id)
+            ).scalars()
+        )
+    destroys = [r for r in rows if r.payload["function"] == "destroy"]
+    assert len(destroys) == 5
+    assert all(r.state is OutboxState.CONFIRMED for r in rows)
+    assert len({r.tx_hash for r in destroys}) == 1  # one destroyBatch transaction
+    receipt = chain.rpc.receipt(destroys[0].tx_hash)
+    assert receipt is not None
+    assert len(receipt["logs"]) == 5  # one ArchiveDestroyed per archive
+    for archive_id in ids:
+        record = chain.custody(archive_id)
+        assert record.state is CustodyState.DESTROYED
+        assert record.certificate_hash == certificates[archive_id]
+
+
 def test_reverted_call_is_recorded_as_failed_with_the_decoded_reason(
     db: Database, chain: RpcChain, hospital_a: LocalAccount
 ) -> None:
