@@ -83,6 +83,7 @@ class EventType(StrEnum):
     TIER_MOVE = "TIER_MOVE"
     TAG_BIND = "TAG_BIND"
     TAG_SCAN = "TAG_SCAN"
+    RECLASSIFY = "RECLASSIFY"
 
 
 class RecordClass(StrEnum):
@@ -491,6 +492,17 @@ class TagScanData(_Strict):
     reader: Actor
 
 
+class ReclassifyData(_Strict):
+    """An archivist corrects the class and/or sensitivity the ingestion rules gave a record
+    (while CREATED); ``reason_hash`` is the hash of the correction's justification record."""
+
+    previous_class: RecordClassField
+    previous_sensitivity: SensitivityField
+    record_class: RecordClassField
+    sensitivity: SensitivityField
+    reason_hash: Hex32
+
+
 # ------------------------------------------------------------------------------------------
 # Events
 
@@ -614,6 +626,11 @@ class TagScanEvent(_EventBase):
     data: TagScanData
 
 
+class ReclassifyEvent(_EventBase):
+    type: Literal["RECLASSIFY"] = "RECLASSIFY"
+    data: ReclassifyData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -633,7 +650,8 @@ Event = Annotated[
     | FixityCheckEvent
     | TierMoveEvent
     | TagBindEvent
-    | TagScanEvent,
+    | TagScanEvent
+    | ReclassifyEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -660,6 +678,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TierMoveEvent,
         TagBindEvent,
         TagScanEvent,
+        ReclassifyEvent,
     )
 }
 """The model of each event type."""

@@ -79,6 +79,7 @@ from anchoring.events import (
     HoldPlaceEvent,
     HoldReleaseEvent,
     Purpose,
+    ReclassifyEvent,
     RecordClass,
     RetentionExtendEvent,
     RevokeReason,
@@ -423,7 +424,7 @@ def _archive(
     if a.record_class is not state.record_class:
         raise refuse(
             f"record class {a.record_class.value} differs from the archive's class "
-            f"{state.record_class.value} (set by CREATE)"
+            f"{state.record_class.value} (set by CREATE or RECLASSIFY)"
         )
     if a.commitment != state.current_version.commitment:
         raise refuse("the archived commitment is not the current version's commitment")
@@ -631,6 +632,25 @@ def _tag_scan(
     return state
 
 
+def _reclassify(
+    state: ArchiveState, event: ReclassifyEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    r = event.data
+    if r.previous_class is not state.record_class:
+        raise refuse(
+            f"previous_class {r.previous_class.value} is not the archive's class "
+            f"{state.record_class.value}"
+        )
+    if r.previous_sensitivity is not state.sensitivity:
+        raise refuse(
+            f"previous_sensitivity {r.previous_sensitivity.value} is not the archive's "
+            f"sensitivity {state.sensitivity.value}"
+        )
+    if r.record_class is state.record_class and r.sensitivity is state.sensitivity:
+        raise refuse("a reclassification must change the class or the sensitivity")
+    return replace(state, record_class=r.record_class, sensitivity=r.sensitivity)
+
+
 def _rule(
     event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
 ) -> Rule:
@@ -662,7 +682,7 @@ RULES: Mapping[EventType, Rule] = {
             ArchiveStatus.CREATED,
             when="from CREATED",
             effect=_archive,
-            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s: nothing changes it); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
+            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s, or the last `RECLASSIFY`'s); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
             does="ARCHIVED; commitment, deadline set",
         ),
         _rule(
@@ -803,6 +823,14 @@ RULES: Mapping[EventType, Rule] = {
             effect=_tag_scan,
             legal_when="custodian; not TRANSFER_PENDING; tag bound (also after DESTROYED)",
             does="—",
+        ),
+        _rule(
+            EventType.RECLASSIFY,
+            ArchiveStatus.CREATED,
+            when="while CREATED (the class fixes retention and goes on chain at ARCHIVE)",
+            effect=_reclassify,
+            legal_when="custodian; CREATED; `previous_class` and `previous_sensitivity` = the archive's class and sensitivity; `record_class` or `sensitivity` differs from them",
+            does="class and sensitivity replaced",
         ),
     )
 }

@@ -67,11 +67,11 @@ from node.errors import (
 )
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion, SearchTerm
+from node.models import Archive, ArchiveVersion, IngestedMessage, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
-from node.services.quality import QcReport
+from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.textindex import index_terms, query_terms
 
@@ -123,7 +123,8 @@ class SearchFilters:
     record_class: RecordClass | None = None
     department: str | None = None
     state: str | None = None
-    patient_id: str | None = None
+    patient_id: str | None = None  # matched through its keyed pseudonym, never stored
+    encounter: str | None = None  # the source's visit number: records ingested for it
     keyword: str | None = None
     text: str | None = None  # words and Chinese text, matched through the search terms
     created_from: datetime | None = None
@@ -408,18 +409,6 @@ class ArchiveService:
         """Make the archive immutable, set its retention deadline and register it on chain.
         Quality control (四性检测) runs first unless ``qc_policy`` is ``off``; under ``refuse`` a
         failure is a 409 ``qc_failed`` listing the failed checks."""
-        principal.require(Action.ARCHIVE)
-        if self.quality is not None and self.settings.qc_policy != "off":
-            with self.db.session() as session:
-                found = self.ledger.held(session, principal, archive_id)
-                lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
-            report = self.quality(found.id)
-            if report.failed and self.settings.qc_policy == "refuse":
-                raise ConflictError(
-                    "archiving refused by quality control (四性检测): "
-                    + ", ".join(str(check) for check in report.failed),
-                    code="qc_failed",
-                )
         return self.archive_many(principal, [archive_id], trigger_date)[0]
 
     def archive_many(
@@ -427,17 +416,29 @@ class ArchiveService:
     ) -> list[ArchiveView]:
         """Archive several records in one unit of work, all or none (an encounter's records when
         it closes): each ``register`` is queued in the same transaction, and the anchoring worker
-        sends queued registrations together (``registerBatch``)."""
+        sends queued registrations together (``registerBatch``). Quality control runs on every
+        member first, as for a single archive: under ``refuse`` a failing member is listed as
+        ``qc_failed`` with the other refusals and nothing is archived."""
         principal.require(Action.ARCHIVE)
         if not archive_ids:
             return []
         if len(set(archive_ids)) != len(archive_ids):
             raise InputError("an archive id is listed twice", code="duplicate_archive_id")
+        qc_refused = self._quality_refusals(principal, archive_ids)
+        if len(archive_ids) == 1 and qc_refused:
+            raise ConflictError(
+                "archiving refused by quality control (四性检测): "
+                + ", ".join(str(check) for check in qc_refused[archive_ids[0]]),
+                code="qc_failed",
+            )
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
             views: list[ArchiveView] = []
             failures: list[tuple[str, str]] = []
             for archive_id in archive_ids:
+                if archive_id in qc_refused:
+                    failures.append((archive_id, "qc_failed"))
+                    continue
                 try:
                     views.append(self._archive_in(uow, principal, archive_id, trigger_date))
                 except (NodeError, AnchoringError) as exc:
@@ -451,6 +452,27 @@ class ArchiveService:
             return views
 
         return self.units.run(unit)
+
+    def _quality_refusals(
+        self, principal: Principal, archive_ids: Sequence[str]
+    ) -> dict[str, list[QcCheck]]:
+        """Run quality control on each member that could be archived (others are left to the
+        unit, which reports them with their own code); under ``qc_policy = "refuse"`` the failed
+        checks of each failing member. Each check is stored and alerted by the QC service."""
+        if self.quality is None or self.settings.qc_policy == "off":
+            return {}
+        refused: dict[str, list[QcCheck]] = {}
+        for archive_id in archive_ids:
+            try:
+                with self.db.session() as session:
+                    found = self.ledger.held(session, principal, archive_id)
+                    lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
+            except (NodeError, AnchoringError):
+                continue
+            report = self.quality(found.id)
+            if report.failed and self.settings.qc_policy == "refuse":
+                refused[archive_id] = list(report.failed)
+        return refused
 
     def _archive_in(
         self, uow: UnitOfWork, principal: Principal, archive_id: str, trigger_date: date | None
@@ -682,6 +704,13 @@ class ArchiveService:
         if filters.patient_id:
             pseudonym = self.pseudonyms.patient(filters.patient_id)
             query = query.where(Archive.patient_pseudonym == pseudonym)
+        if filters.encounter:
+            visit = self.pseudonyms.encounter(filters.encounter)
+            query = query.where(
+                Archive.id.in_(
+                    select(IngestedMessage.archive_id).where(IngestedMessage.encounter == visit)
+                )
+            )
         if filters.text is not None:
             terms = query_terms(filters.text)
             if not terms:
