@@ -29,6 +29,7 @@ from api.schemas import (
     CalendarDate,
     Code,
     Reason,
+    SearchText,
     UtcDateTime,
 )
 from node.errors import InputError
@@ -113,6 +114,11 @@ class CatalogueQuery(_Strict):
     )
     encounter: EncounterRef | None = Field(
         default=None, description="Encounter (visit) id: the records ingested for it."
+    )
+    text: SearchText | None = Field(
+        default=None,
+        description="Words and Chinese text of the title, metadata and extracted text "
+        "(PDF text layer, FHIR narrative, HL7 text): every term must match.",
     )
     created_from: UtcDateTime | None = Field(default=None, description="Created at or after.")
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
@@ -255,6 +261,7 @@ def catalogue(
             department=query.department,
             patient_id=query.patient_id,
             encounter=query.encounter,
+            text=query.text,
             state=query.state.value if query.state is not None else None,
             created_from=query.created_from,
             created_to=query.created_to,
