@@ -203,6 +203,7 @@ class IngestionService:
     ) -> None:
         self.encounters = encounters
         self.rules = rules
+        log.info("classification rules %s", rules.digest)
         self.db = db
         self.units = units
         self.ledger = ledger
