@@ -85,6 +85,7 @@ class EventType(StrEnum):
     TAG_SCAN = "TAG_SCAN"
     DISPOSITION_PROPOSE = "DISPOSITION_PROPOSE"
     DISPOSITION_APPROVE = "DISPOSITION_APPROVE"
+    RECLASSIFY = "RECLASSIFY"
 
 
 class RecordClass(StrEnum):
@@ -512,6 +513,17 @@ class TagScanData(_Strict):
     reader: Actor
 
 
+class ReclassifyData(_Strict):
+    """An archivist corrects the class and/or sensitivity the ingestion rules gave a record
+    (while CREATED); ``reason_hash`` is the hash of the correction's justification record."""
+
+    previous_class: RecordClassField
+    previous_sensitivity: SensitivityField
+    record_class: RecordClassField
+    sensitivity: SensitivityField
+    reason_hash: Hex32
+
+
 # ------------------------------------------------------------------------------------------
 # Events
 
@@ -645,6 +657,11 @@ class TagScanEvent(_EventBase):
     data: TagScanData
 
 
+class ReclassifyEvent(_EventBase):
+    type: Literal["RECLASSIFY"] = "RECLASSIFY"
+    data: ReclassifyData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -666,7 +683,8 @@ Event = Annotated[
     | TagBindEvent
     | TagScanEvent
     | DispositionProposeEvent
-    | DispositionApproveEvent,
+    | DispositionApproveEvent
+    | ReclassifyEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -695,6 +713,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TagScanEvent,
         DispositionProposeEvent,
         DispositionApproveEvent,
+        ReclassifyEvent,
     )
 }
 """The model of each event type."""

@@ -81,6 +81,7 @@ from anchoring.events import (
     HoldPlaceEvent,
     HoldReleaseEvent,
     Purpose,
+    ReclassifyEvent,
     RecordClass,
     RetentionExtendEvent,
     RevokeReason,
@@ -428,7 +429,7 @@ def _archive(
     if a.record_class is not state.record_class:
         raise refuse(
             f"record class {a.record_class.value} differs from the archive's class "
-            f"{state.record_class.value} (set by CREATE)"
+            f"{state.record_class.value} (set by CREATE or RECLASSIFY)"
         )
     if a.commitment != state.current_version.commitment:
         raise refuse("the archived commitment is not the current version's commitment")
@@ -677,6 +678,25 @@ def _tag_scan(
     return state
 
 
+def _reclassify(
+    state: ArchiveState, event: ReclassifyEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    r = event.data
+    if r.previous_class is not state.record_class:
+        raise refuse(
+            f"previous_class {r.previous_class.value} is not the archive's class "
+            f"{state.record_class.value}"
+        )
+    if r.previous_sensitivity is not state.sensitivity:
+        raise refuse(
+            f"previous_sensitivity {r.previous_sensitivity.value} is not the archive's "
+            f"sensitivity {state.sensitivity.value}"
+        )
+    if r.record_class is state.record_class and r.sensitivity is state.sensitivity:
+        raise refuse("a reclassification must change the class or the sensitivity")
+    return replace(state, record_class=r.record_class, sensitivity=r.sensitivity)
+
+
 def _rule(
     event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
 ) -> Rule:
@@ -708,7 +728,7 @@ RULES: Mapping[EventType, Rule] = {
             ArchiveStatus.CREATED,
             when="from CREATED",
             effect=_archive,
-            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s: nothing changes it); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
+            legal_when="custodian; CREATED; `record_class` = the archive's class (`CREATE`'s, or the last `RECLASSIFY`'s); `commitment` = current version's commitment; `retention_deadline` ≥ `trigger_date` 00:00Z",
             does="ARCHIVED; commitment, deadline set",
         ),
         _rule(
@@ -869,6 +889,14 @@ RULES: Mapping[EventType, Rule] = {
             effect=_disposition_approve,
             legal_when="custodian; DISPOSITION_REVIEW; not on hold; `proposal` = the recorded list, not yet approved; `actor` ≠ its proposer (four eyes); `expires_at` > `time`",
             does="approval recorded until `expires_at`",
+        ),
+        _rule(
+            EventType.RECLASSIFY,
+            ArchiveStatus.CREATED,
+            when="while CREATED (the class fixes retention and goes on chain at ARCHIVE)",
+            effect=_reclassify,
+            legal_when="custodian; CREATED; `previous_class` and `previous_sensitivity` = the archive's class and sensitivity; `record_class` or `sensitivity` differs from them",
+            does="class and sensitivity replaced",
         ),
     )
 }

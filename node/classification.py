@@ -39,8 +39,12 @@ Nothing here logs or stores a code's display text; codes are matched on their sy
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anchoring.events import RecordClass, Sensitivity
 
@@ -183,6 +187,153 @@ DEPARTMENT_SENSITIVITY: dict[str, Sensitivity] = {
 
 _RANK = {Sensitivity.NORMAL: 0, Sensitivity.SENSITIVE: 1, Sensitivity.HIGHLY_SENSITIVE: 2}
 
+# -- the rules as node configuration ------------------------------------------------------------
+
+_RULE_KEY = re.compile(r"[^\x00-\x20\x7f]([^\x00-\x1f\x7f]{0,62}[^\x00-\x20\x7f])?")
+_LOINC_CODE = re.compile(r"\d{1,8}-\d")
+_HL7_TYPE = re.compile(r"[A-Z0-9]{3}\^[A-Z0-9]{3}")
+
+ClassTable = dict[str, RecordClass]
+GradeTable = dict[str, Sensitivity]
+
+
+class Icd10Range(BaseModel):
+    """ICD-10 categories ``low``..``high`` (three characters each, e.g. F01..F99) → a grade."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}$")]
+    high: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}$")]
+    sensitivity: Sensitivity
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Icd10Range:
+        if self.low > self.high:
+            raise ValueError(f"ICD-10 range {self.low}..{self.high}: low is after high")
+        return self
+
+
+def _keys(
+    table: Mapping[str, object], name: str, *, upper: bool, pattern: re.Pattern[str] | None = None
+) -> dict[str, object]:
+    """A rules table with its keys normalised as lookups normalise them (stripped; upper- or
+    lower-cased), refusing empty, over-long, control-character or colliding keys."""
+    out: dict[str, object] = {}
+    for raw, value in table.items():
+        key = raw.strip().upper() if upper else raw.strip().lower()
+        if not _RULE_KEY.fullmatch(key):
+            raise ValueError(f"{name}: key {raw!r} must be 1-64 printable characters")
+        if pattern is not None and not pattern.fullmatch(key):
+            raise ValueError(f"{name}: key {raw!r} is not a valid code ({pattern.pattern})")
+        if key in out:
+            raise ValueError(f"{name}: key {raw!r} is listed twice (keys are case-insensitive)")
+        out[key] = value
+    return out
+
+
+_ICD10_DEFAULT = tuple(
+    {"low": low, "high": high, "sensitivity": grade} for low, high, grade in _ICD10_RANGES
+)
+
+_DEFAULT_CLASSES: dict[str, ClassTable] = {
+    "report_categories": {
+        **dict.fromkeys(sorted(_IMAGING_SECTIONS), RecordClass.IMAGING),
+        **dict.fromkeys(sorted(_LAB_SECTIONS), RecordClass.LAB),
+    },
+    "loinc_documents": LOINC_DOCUMENT_CLASSES,
+    "hl7_messages": HL7_MESSAGE_CLASSES,
+    "departments": DEPARTMENT_CLASSES,
+    "encounter_classes": ENCOUNTER_CLASSES,
+}
+_DEFAULT_GRADES: dict[str, GradeTable] = {
+    "security_labels": CONFIDENTIALITY,
+    "restricted_loinc": RESTRICTED_LOINC,
+    "department_sensitivity": DEPARTMENT_SENSITIVITY,
+}
+
+
+def _classes(name: str) -> ClassTable:
+    return dict(_DEFAULT_CLASSES[name])
+
+
+def _grades(name: str) -> GradeTable:
+    return dict(_DEFAULT_GRADES[name])
+
+
+class ClassificationRules(BaseModel):
+    """The classification and grading rules as data: the node's ``classification`` setting.
+
+    The order in which rule *kinds* are tried is fixed (module doc); each table here says what
+    a code of that kind means. A table given in the configuration replaces the default table of
+    that name whole (so a hospital can also remove a default entry); tables not given keep the
+    default. Keys are matched as the lookups match them: codes stripped and upper-cased,
+    department names stripped and lower-cased."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dicom_modality_class: RecordClass = RecordClass.IMAGING
+    """Class of any DICOM instance (rule ``dicom-modality``)."""
+    report_categories: ClassTable = Field(default_factory=lambda: _classes("report_categories"))
+    """DiagnosticReport.category / OBR-24 code → class (rule ``report-category:<code>``)."""
+    loinc_documents: ClassTable = Field(default_factory=lambda: _classes("loinc_documents"))
+    """LOINC document type → class (rule ``loinc:<code>``)."""
+    hl7_messages: ClassTable = Field(default_factory=lambda: _classes("hl7_messages"))
+    """HL7 v2 message type (``ORU^R01``) → class (rule ``hl7:<type>``)."""
+    departments: ClassTable = Field(default_factory=lambda: _classes("departments"))
+    """Source department (code or Chinese name) → class (rule ``department:<name>``)."""
+    encounter_classes: ClassTable = Field(default_factory=lambda: _classes("encounter_classes"))
+    """FHIR Encounter.class / PV1-2 → class (rule ``encounter-class:<code>``)."""
+    default_class: RecordClass = RecordClass.INPATIENT
+    """Class when nothing matched (rule ``default``)."""
+    security_labels: GradeTable = Field(default_factory=lambda: _grades("security_labels"))
+    """Confidentiality / sensitivity-policy code → grade (rule ``security-label:<code>``)."""
+    restricted_loinc: GradeTable = Field(default_factory=lambda: _grades("restricted_loinc"))
+    """LOINC code → grade (rule ``code:loinc:<code>``)."""
+    icd10_ranges: tuple[Icd10Range, ...] = Field(
+        default_factory=lambda: tuple(Icd10Range(**r) for r in _ICD10_DEFAULT)
+    )
+    """ICD-10 category ranges → grade (rule ``code:icd10:<code>``); the highest grade wins."""
+    department_sensitivity: GradeTable = Field(
+        default_factory=lambda: _grades("department_sensitivity")
+    )
+    """Source department → grade (rule ``department:<name>``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_keys(cls, data: object) -> object:
+        if not isinstance(data, Mapping):
+            return data
+        merged: dict[str, object] = dict(data)
+        specs: dict[str, tuple[bool, re.Pattern[str] | None]] = {
+            "report_categories": (True, None),
+            "loinc_documents": (True, _LOINC_CODE),
+            "hl7_messages": (True, _HL7_TYPE),
+            "departments": (False, None),
+            "encounter_classes": (True, None),
+            "security_labels": (True, None),
+            "restricted_loinc": (True, _LOINC_CODE),
+            "department_sensitivity": (False, None),
+        }
+        for name, (upper, pattern) in specs.items():
+            table = merged.get(name)
+            if isinstance(table, Mapping):
+                merged[name] = _keys(table, name, upper=upper, pattern=pattern)
+        return merged
+
+    @cached_property
+    def digest(self) -> str:
+        """A short SHA-256 of the rules in canonical JSON: which rules table decided (logged at
+        start, so a changed configuration is visible)."""
+        import hashlib
+        import json
+
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+DEFAULT_RULES = ClassificationRules()
+"""The embedded rules (the tables above): what a node uses unless configured otherwise."""
+
 
 @dataclass(frozen=True)
 class Coded:
@@ -233,70 +384,76 @@ def _norm(value: str | None) -> str:
     return (value or "").strip()
 
 
-def record_class_of(hints: SourceHints) -> tuple[RecordClass, str]:
+def record_class_of(
+    hints: SourceHints, rules: ClassificationRules | None = None
+) -> tuple[RecordClass, str]:
     """The record class and the id of the rule that decided it."""
+    table = rules or DEFAULT_RULES
     if hints.class_hint and (hinted := parse_class_hint(hints.class_hint)) is not None:
         return hinted, "hint"
     if _norm(hints.modality):
-        return RecordClass.IMAGING, "dicom-modality"
+        return table.dicom_modality_class, "dicom-modality"
     category = _norm(hints.report_category).upper()
-    if category in _IMAGING_SECTIONS:
-        return RecordClass.IMAGING, f"report-category:{category}"
-    if category in _LAB_SECTIONS:
-        return RecordClass.LAB, f"report-category:{category}"
+    if category in table.report_categories:
+        return table.report_categories[category], f"report-category:{category}"
     document = _norm(hints.document_type)
-    if document in LOINC_DOCUMENT_CLASSES:
-        return LOINC_DOCUMENT_CLASSES[document], f"loinc:{document}"
+    if document in table.loinc_documents:
+        return table.loinc_documents[document], f"loinc:{document}"
     message = _norm(hints.message_type).upper()
-    if message in HL7_MESSAGE_CLASSES:
-        return HL7_MESSAGE_CLASSES[message], f"hl7:{message}"
+    if message in table.hl7_messages:
+        return table.hl7_messages[message], f"hl7:{message}"
     department = _norm(hints.department).lower()
-    if department in DEPARTMENT_CLASSES:
-        return DEPARTMENT_CLASSES[department], f"department:{department}"
+    if department in table.departments:
+        return table.departments[department], f"department:{department}"
     encounter = _norm(hints.encounter_class).upper()
-    if encounter in ENCOUNTER_CLASSES:
-        return ENCOUNTER_CLASSES[encounter], f"encounter-class:{encounter}"
-    return DEFAULT_CLASS, "default"
+    if encounter in table.encounter_classes:
+        return table.encounter_classes[encounter], f"encounter-class:{encounter}"
+    return table.default_class, "default"
 
 
-def _icd10_grade(code: str) -> Sensitivity | None:
+def _icd10_grade(code: str, rules: ClassificationRules) -> Sensitivity | None:
     match = re.fullmatch(r"([A-Z])(\d{2})(?:\.?[0-9A-Z]{0,4})", code.upper())
     if match is None:
         return None
     head = match.group(1) + match.group(2)
     grade: Sensitivity | None = None
-    for low, high, sensitivity in _ICD10_RANGES:
-        if low <= head <= high and (grade is None or _RANK[sensitivity] > _RANK[grade]):
-            grade = sensitivity
+    for entry in rules.icd10_ranges:
+        if entry.low <= head <= entry.high and (
+            grade is None or _RANK[entry.sensitivity] > _RANK[grade]
+        ):
+            grade = entry.sensitivity
     return grade
 
 
-def _code_grade(coded: Coded) -> Sensitivity | None:
+def _code_grade(coded: Coded, rules: ClassificationRules) -> Sensitivity | None:
     system = coded.system.strip().lower()
     code = coded.code.strip()
-    if system in ("", LOINC) and code in RESTRICTED_LOINC:
-        return RESTRICTED_LOINC[code]
+    if system in ("", LOINC) and code in rules.restricted_loinc:
+        return rules.restricted_loinc[code]
     if system in ("", ICD10, ICD10_CN) or "icd-10" in system or "icd10" in system:
-        return _icd10_grade(code)
+        return _icd10_grade(code, rules)
     return None
 
 
-def sensitivity_of(hints: SourceHints) -> tuple[Sensitivity, str]:
+def sensitivity_of(
+    hints: SourceHints, rules: ClassificationRules | None = None
+) -> tuple[Sensitivity, str]:
     """The highest grade any rule gives, and the id of the first rule that gave it."""
+    table = rules or DEFAULT_RULES
     found: list[tuple[Sensitivity, str]] = []
     if hints.sensitivity_hint is not None:
         found.append((hints.sensitivity_hint, "hint"))
     for label in hints.security_labels:
-        grade = CONFIDENTIALITY.get(label.strip().upper())
+        grade = table.security_labels.get(label.strip().upper())
         if grade is not None:
             found.append((grade, f"security-label:{label.strip().upper()}"))
     for coded in hints.codes:
-        grade = _code_grade(coded)
+        grade = _code_grade(coded, table)
         if grade is not None:
             found.append((grade, f"code:{_system_name(coded.system)}:{coded.code.strip()}"))
     department = _norm(hints.department).lower()
-    if department in DEPARTMENT_SENSITIVITY:
-        found.append((DEPARTMENT_SENSITIVITY[department], f"department:{department}"))
+    if department in table.department_sensitivity:
+        found.append((table.department_sensitivity[department], f"department:{department}"))
     best: tuple[Sensitivity, str] = (Sensitivity.NORMAL, "default")
     for grade, rule in found:
         if _RANK[grade] > _RANK[best[0]]:
@@ -313,10 +470,11 @@ def _system_name(system: str) -> str:
     return lowered or "unknown"
 
 
-def classify(hints: SourceHints) -> Classification:
-    """Class and sensitivity of a record from what its source said."""
-    record_class, class_rule = record_class_of(hints)
-    sensitivity, sensitivity_rule = sensitivity_of(hints)
+def classify(hints: SourceHints, rules: ClassificationRules | None = None) -> Classification:
+    """Class and sensitivity of a record from what its source said, by ``rules`` (the node's
+    configured table; the embedded default when None)."""
+    record_class, class_rule = record_class_of(hints, rules)
+    sensitivity, sensitivity_rule = sensitivity_of(hints, rules)
     return Classification(record_class, class_rule, sensitivity, sensitivity_rule)
 
 

@@ -31,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from node.classification import ClassificationRules
 from node.errors import ConfigError
 from node.retention import DEFAULT_RETENTION_YEARS, check_retention_years
 
@@ -176,6 +177,11 @@ class NodeSettings(BaseSettings):
     """TCP port of the C-STORE SCP (0: any free port)."""
     dicom_allowed_callers: tuple[str, ...] = ()
     """Calling AE titles accepted (empty: any caller that addresses our AE title)."""
+    classification: ClassificationRules = Field(default_factory=ClassificationRules)
+    """Rules that classify and grade ingested records (node.classification): TOML tables under
+    ``[classification]``; each table given replaces that default table whole. Invalid rules
+    (an unknown class, a malformed code, a key listed twice, a reversed ICD-10 range) refuse
+    the start."""
     qc_audit_interval: float = Field(604_800.0, gt=0)
     """Seconds between scheduled 四性检测 audits (every held archive, plus the plaintext scan)."""
 

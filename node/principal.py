@@ -55,6 +55,7 @@ class Action(StrEnum):
     PROPOSE_DISPOSITION = "propose_disposition"
     DECIDE_DISPOSITION = "decide_disposition"
     EXECUTE_DISPOSITION = "execute_disposition"
+    RECLASSIFY = "reclassify"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {

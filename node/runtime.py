@@ -161,6 +161,7 @@ class NodeRuntime:
             archives=self.archives,
             pseudonyms=self.pseudonyms,
             encounters=self.encounters,
+            rules=settings.classification,
         )
         self.encounters.add(
             EncounterBatchArchiver(self.ingestion, system_principal(self.pseudonyms, "encounters"))

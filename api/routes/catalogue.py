@@ -14,7 +14,7 @@ import io
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -24,9 +24,12 @@ from api.errors import error_responses
 from api.schemas import (
     ARCHIVE_ID_PATTERN,
     MAX_OFFSET,
+    NO_CONTROL_PATTERN,
     ArchiveOut,
     CalendarDate,
     Code,
+    Reason,
+    SearchText,
     UtcDateTime,
 )
 from node.errors import InputError
@@ -42,6 +45,12 @@ router = APIRouter(prefix="/catalogue", tags=["catalogue"])
 
 ArchiveId = Annotated[str, StringConstraints(pattern=ARCHIVE_ID_PATTERN)]
 EncounterRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
+PatientRef = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROL_PATTERN
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -71,6 +80,21 @@ class BatchArchiveIn(_Strict):
         return self
 
 
+class ReclassifyIn(_Strict):
+    """Body of ``POST /archives/{id}/reclassify``: the corrected class and/or sensitivity and
+    why (the reason stays on this node; the RECLASSIFY event carries its SHA-256)."""
+
+    record_class: RecordClass | None = Field(default=None, description="The corrected class.")
+    sensitivity: Sensitivity | None = Field(default=None, description="The corrected grade.")
+    reason: Reason = Field(examples=["LOINC type was wrong: this is a lab report"])
+
+    @model_validator(mode="after")
+    def _something(self) -> ReclassifyIn:
+        if self.record_class is None and self.sensitivity is None:
+            raise ValueError("give record_class, sensitivity or both")
+        return self
+
+
 class BatchArchiveOut(BaseModel):
     """The archives archived by the batch (all of those named, or none and a 409)."""
 
@@ -83,6 +107,19 @@ class CatalogueQuery(_Strict):
     record_class: RecordClass | None = None
     state: CatalogueState | None = None
     department: Code | None = None
+    patient_id: PatientRef | None = Field(
+        default=None,
+        description="The patient's id as hospital systems send it: matched through the node's "
+        "keyed pseudonym; never stored, logged or returned.",
+    )
+    encounter: EncounterRef | None = Field(
+        default=None, description="Encounter (visit) id: the records ingested for it."
+    )
+    text: SearchText | None = Field(
+        default=None,
+        description="Words and Chinese text of the title, metadata and extracted text "
+        "(PDF text layer, FHIR narrative, HL7 text): every term must match.",
+    )
     created_from: UtcDateTime | None = Field(default=None, description="Created at or after.")
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
@@ -167,13 +204,44 @@ def batch_archive(
     return BatchArchiveOut(archived=[ArchiveOut.of(view) for view in views])
 
 
+@batch_router.post(
+    "/{archive_id}/reclassify",
+    response_model=ArchiveOut,
+    summary="Correct the class or sensitivity the ingestion rules gave a record",
+    description=(
+        "An archivist's correction, logged as a RECLASSIFY event (docs/proof-format.md §8): "
+        "only while the record is CREATED (the class fixes retention and goes on chain when "
+        "archived: 409 `illegal_transition` after). The archive's `class_rule` / "
+        "`sensitivity_rule` become `correction`. 409 `no_change` when both equal the current "
+        "ones. The reason stays on this node; the event carries its hash. Role: archivist."
+    ),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+)
+def reclassify(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    archive_id: Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)],
+    body: ReclassifyIn,
+) -> ArchiveOut:
+    view = runtime.ingestion.reclassify(
+        principal,
+        archive_id,
+        record_class=body.record_class,
+        sensitivity=body.sensitivity,
+        reason=body.reason,
+    )
+    return ArchiveOut.of(view)
+
+
 @router.get(
     "",
     response_model=CataloguePageOut,
     summary="The archive catalogue (档案目录), JSON or CSV",
     description=(
         "The caller's visible archives, newest first: class, state, sensitivity, department, "
-        "dates, retention — never titles, metadata or patient ids. Filters combine with AND. "
+        "dates, retention — never titles, metadata or patient ids. Filters combine with AND; "
+        "`patient_id` is matched through the node's keyed pseudonym (one patient's catalogue) "
+        "and `encounter` through the encounter's. "
         "`format=csv` answers the same page as `text/csv` (header row; total in "
         "`X-Total-Count`). Listing counts as a metadata read (ACCESS), as for `GET /archives`. "
         "Roles: archivist, clinician (own department), auditor."
@@ -191,6 +259,9 @@ def catalogue(
         SearchFilters(
             record_class=query.record_class,
             department=query.department,
+            patient_id=query.patient_id,
+            encounter=query.encounter,
+            text=query.text,
             state=query.state.value if query.state is not None else None,
             created_from=query.created_from,
             created_to=query.created_to,

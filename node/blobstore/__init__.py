@@ -14,6 +14,7 @@ from node.blobstore.base import (
     BlobStore,
     BlobStoreError,
     BlobStoreUnavailableError,
+    DeferredSyncStore,
     FixityError,
 )
 from node.errors import ConfigError
@@ -25,6 +26,7 @@ __all__ = [
     "BlobStore",
     "BlobStoreError",
     "BlobStoreUnavailableError",
+    "DeferredSyncStore",
     "FixityError",
     "open_blob_store",
 ]

@@ -64,6 +64,16 @@ class BlobRef:
 
 
 @runtime_checkable
+class DeferredSyncStore(Protocol):
+    """A store that can take a batch of blobs without syncing each (``durable=False``) and make
+    them durable at once (``make_durable``) before the caller records them (the local store)."""
+
+    def put_stream(self, chunks: Iterable[bytes], *, durable: bool = True) -> BlobRef: ...
+
+    def make_durable(self, refs: Iterable[BlobRef]) -> None: ...
+
+
+@runtime_checkable
 class BlobStore(Protocol):
     """What every blob store offers. All methods are blocking; reads and writes stream."""
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from math import inf
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.orm import lazyload
 from ulid import ULID
 
@@ -54,7 +54,7 @@ from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call
 from node import crypto
-from node.blobstore import BlobRef, BlobStore
+from node.blobstore import BlobRef, BlobStore, DeferredSyncStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import (
@@ -67,11 +67,11 @@ from node.errors import (
 )
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion, SearchTerm
+from node.models import Archive, ArchiveVersion, IngestedMessage, SearchTerm
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
-from node.services.quality import QcReport
+from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.textindex import index_terms, query_terms
 
@@ -123,7 +123,8 @@ class SearchFilters:
     record_class: RecordClass | None = None
     department: str | None = None
     state: str | None = None
-    patient_id: str | None = None
+    patient_id: str | None = None  # matched through its keyed pseudonym, never stored
+    encounter: str | None = None  # the source's visit number: records ingested for it
     keyword: str | None = None
     text: str | None = None  # words and Chinese text, matched through the search terms
     created_from: datetime | None = None
@@ -259,11 +260,15 @@ class ArchiveService:
                 (archive_id, material, self._store(archive_id, 1, material, items[0].content))
             )
         else:
-            # Each blob is fsynced twice (file, directory): stored from several threads at once,
-            # the waits overlap; the unit below still records all of them in one transaction.
+            # Stored from several threads at once; a store that can (the local one) skips each
+            # blob's fsyncs and makes the whole batch durable with one sync below, before the
+            # unit records any of them in one transaction.
+            deferred = isinstance(self.blobs, DeferredSyncStore)
             with ThreadPoolExecutor(max_workers=min(_STORE_THREADS, len(items))) as pool:
                 futures = [
-                    pool.submit(self._store, archive_id, 1, material, item.content)
+                    pool.submit(
+                        self._store, archive_id, 1, material, item.content, durable=not deferred
+                    )
                     for (archive_id, material), item in zip(keys, items, strict=True)
                 ]
                 failure: BaseException | None = None
@@ -272,6 +277,13 @@ class ArchiveService:
                         prepared.append((archive_id, material, future.result()))
                     except BaseException as exc:
                         failure = failure or exc
+            if failure is None and deferred:
+                try:
+                    cast(DeferredSyncStore, self.blobs).make_durable(
+                        stored.ref for _, _, stored in prepared
+                    )
+                except BaseException as exc:
+                    failure = exc
             if failure is not None:
                 self._discard([stored for _, _, stored in prepared])
                 raise failure
@@ -285,20 +297,23 @@ class ArchiveService:
         ]
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            views = [
+            recorded = [
                 self._record_create(uow, principal, item, archive_id, material, stored, patient)
                 for item, (archive_id, material, stored), patient in zip(
                     items, prepared, patients, strict=True
                 )
             ]
+            # One flush for the whole batch: the ORM inserts each table's rows together
+            # (a flush per archive was the largest cost of the writer's thread in a profile).
+            uow.session.flush()
             rows = [
                 {"term": term, "archive_id": archive_id}
                 for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
                 for term in archive_terms
             ]
-            if rows:
-                uow.session.execute(insert(SearchTerm), rows)
-            return views
+            if rows:  # Core executemany: no ORM bookkeeping per term
+                uow.session.connection().execute(insert(SearchTerm), rows)
+            return [ArchiveView.of(archive, [version]) for archive, version in recorded]
 
         return self._run_discarding(unit, *(stored for _, _, stored in prepared))
 
@@ -311,7 +326,8 @@ class ArchiveService:
         material: crypto.KeyMaterial,
         stored: _Stored,
         patient: str,
-    ) -> ArchiveView:
+    ) -> tuple[Archive, ArchiveVersion]:
+        """Add the archive's rows and CREATE event to the unit (flushed by the caller)."""
         new = item.new
         trigger = datetime.combine(new.trigger_date or datetime.now(UTC).date(), time(), UTC)
         archive = Archive(
@@ -351,11 +367,9 @@ class ArchiveService:
             media_type=new.media_type,
         )
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
-        uow.session.flush()
         if item.within is not None:
             item.within(uow, archive)
-            uow.session.flush()
-        return ArchiveView.of(archive, [version])
+        return archive, version
 
     def amend(
         self,
@@ -408,18 +422,6 @@ class ArchiveService:
         """Make the archive immutable, set its retention deadline and register it on chain.
         Quality control (四性检测) runs first unless ``qc_policy`` is ``off``; under ``refuse`` a
         failure is a 409 ``qc_failed`` listing the failed checks."""
-        principal.require(Action.ARCHIVE)
-        if self.quality is not None and self.settings.qc_policy != "off":
-            with self.db.session() as session:
-                found = self.ledger.held(session, principal, archive_id)
-                lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
-            report = self.quality(found.id)
-            if report.failed and self.settings.qc_policy == "refuse":
-                raise ConflictError(
-                    "archiving refused by quality control (四性检测): "
-                    + ", ".join(str(check) for check in report.failed),
-                    code="qc_failed",
-                )
         return self.archive_many(principal, [archive_id], trigger_date)[0]
 
     def archive_many(
@@ -427,17 +429,29 @@ class ArchiveService:
     ) -> list[ArchiveView]:
         """Archive several records in one unit of work, all or none (an encounter's records when
         it closes): each ``register`` is queued in the same transaction, and the anchoring worker
-        sends queued registrations together (``registerBatch``)."""
+        sends queued registrations together (``registerBatch``). Quality control runs on every
+        member first, as for a single archive: under ``refuse`` a failing member is listed as
+        ``qc_failed`` with the other refusals and nothing is archived."""
         principal.require(Action.ARCHIVE)
         if not archive_ids:
             return []
         if len(set(archive_ids)) != len(archive_ids):
             raise InputError("an archive id is listed twice", code="duplicate_archive_id")
+        qc_refused = self._quality_refusals(principal, archive_ids)
+        if len(archive_ids) == 1 and qc_refused:
+            raise ConflictError(
+                "archiving refused by quality control (四性检测): "
+                + ", ".join(str(check) for check in qc_refused[archive_ids[0]]),
+                code="qc_failed",
+            )
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
             views: list[ArchiveView] = []
             failures: list[tuple[str, str]] = []
             for archive_id in archive_ids:
+                if archive_id in qc_refused:
+                    failures.append((archive_id, "qc_failed"))
+                    continue
                 try:
                     views.append(self._archive_in(uow, principal, archive_id, trigger_date))
                 except (NodeError, AnchoringError) as exc:
@@ -451,6 +465,27 @@ class ArchiveService:
             return views
 
         return self.units.run(unit)
+
+    def _quality_refusals(
+        self, principal: Principal, archive_ids: Sequence[str]
+    ) -> dict[str, list[QcCheck]]:
+        """Run quality control on each member that could be archived (others are left to the
+        unit, which reports them with their own code); under ``qc_policy = "refuse"`` the failed
+        checks of each failing member. Each check is stored and alerted by the QC service."""
+        if self.quality is None or self.settings.qc_policy == "off":
+            return {}
+        refused: dict[str, list[QcCheck]] = {}
+        for archive_id in archive_ids:
+            try:
+                with self.db.session() as session:
+                    found = self.ledger.held(session, principal, archive_id)
+                    lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
+            except (NodeError, AnchoringError):
+                continue
+            report = self.quality(found.id)
+            if report.failed and self.settings.qc_policy == "refuse":
+                refused[archive_id] = list(report.failed)
+        return refused
 
     def _archive_in(
         self, uow: UnitOfWork, principal: Principal, archive_id: str, trigger_date: date | None
@@ -671,6 +706,21 @@ class ArchiveService:
             raise InputError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_page")
         if filters.offset < 0:
             raise InputError("offset must not be negative", code="invalid_page")
+        query = self._catalogue_query(principal, filters)
+        total, ids = self._matching(query, filters)
+        self._log_metadata_reads(principal, ids, filters.purpose)
+        with self.db.session() as session:  # the entries as they are now, their reads included
+            rows = {
+                row.id: row
+                for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
+            }
+            items = tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
+        return Page(items, int(total), filters.limit, filters.offset)
+
+    def _catalogue_query(
+        self, principal: Principal, filters: SearchFilters
+    ) -> Select[tuple[Archive]]:
+        """The catalogue query of ``filters`` within the caller's scope (not yet run)."""
         query = select(Archive)
         if principal.department_scoped:
             query = query.where(Archive.department == principal.department)
@@ -683,6 +733,13 @@ class ArchiveService:
         if filters.patient_id:
             pseudonym = self.pseudonyms.patient(filters.patient_id)
             query = query.where(Archive.patient_pseudonym == pseudonym)
+        if filters.encounter:
+            visit = self.pseudonyms.encounter(filters.encounter)
+            query = query.where(
+                Archive.id.in_(
+                    select(IngestedMessage.archive_id).where(IngestedMessage.encounter == visit)
+                )
+            )
         if filters.text is not None:
             terms = query_terms(filters.text)
             if not terms:
@@ -706,6 +763,13 @@ class ArchiveService:
                     Archive.id == filters.keyword.upper(),
                 )
             )
+        return query
+
+    def _matching(
+        self, query: Select[tuple[Archive]], filters: SearchFilters
+    ) -> tuple[int, list[str]]:
+        """The total and the page of ids of a catalogue query (nothing logged: ``search``
+        logs the reads; ``scripts/bench_search.py`` times this part alone)."""
         with self.db.session() as session:
             total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
             ids = list(
@@ -716,14 +780,7 @@ class ArchiveService:
                     .offset(filters.offset)
                 ).scalars()
             )
-        self._log_metadata_reads(principal, ids, filters.purpose)
-        with self.db.session() as session:  # the entries as they are now, their reads included
-            rows = {
-                row.id: row
-                for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
-            }
-            items = tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
-        return Page(items, int(total), filters.limit, filters.offset)
+        return int(total), ids
 
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
         """Every event of the archive in this node's log, with its anchoring status."""
@@ -798,9 +855,16 @@ class ArchiveService:
             )
 
     def _store(
-        self, archive_id: str, version: int, material: crypto.KeyMaterial, content: Iterable[bytes]
+        self,
+        archive_id: str,
+        version: int,
+        material: crypto.KeyMaterial,
+        content: Iterable[bytes],
+        *,
+        durable: bool = True,
     ) -> _Stored:
-        """Encrypt and store one version; refuses empty and oversize content (nothing kept)."""
+        """Encrypt and store one version; refuses empty and oversize content (nothing kept).
+        ``durable=False`` (a ``DeferredSyncStore`` only): the caller syncs the batch."""
         limit = self.settings.max_upload_bytes
         commitment = crypto.Commitment(material.salt)
         counted = {"size": 0}
@@ -819,14 +883,16 @@ class ArchiveService:
             if counted["size"] == 0:
                 raise InputError("content is empty", code="empty_content")
 
-        ref = self.blobs.put_stream(
-            crypto.encrypt_stream(
-                material.data_key,
-                plaintext(),
-                crypto.archive_aad(archive_id, version),
-                chunk_size=self.settings.chunk_size,
-            )
+        ciphertext = crypto.encrypt_stream(
+            material.data_key,
+            plaintext(),
+            crypto.archive_aad(archive_id, version),
+            chunk_size=self.settings.chunk_size,
         )
+        if durable:
+            ref = self.blobs.put_stream(ciphertext)
+        else:
+            ref = cast(DeferredSyncStore, self.blobs).put_stream(ciphertext, durable=False)
         return _Stored(ref=ref, size=counted["size"], commitment=commitment.hexdigest())
 
     def _run_discarding(self, unit: Callable[[UnitOfWork], T], *stored: _Stored) -> T:

@@ -18,6 +18,7 @@ systems, message kinds and archive ids only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -28,17 +29,36 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from anchoring import lifecycle
 from anchoring.errors import AnchoringError
-from node.classification import Classification, SourceHints, classify
+from anchoring.events import (
+    EventType,
+    ReclassifyData,
+    ReclassifyEvent,
+    RecordClass,
+    Sensitivity,
+)
+from node.classification import (
+    DEFAULT_RULES,
+    Classification,
+    ClassificationRules,
+    SourceHints,
+    classify,
+)
 from node.db import Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
-from node.errors import ConflictError, InputError, NodeError
+from node.errors import BatchRefusedError, ConflictError, InputError, NodeError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
 from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
-from node.services.archives import ArchiveService, NewArchive, NewContent
+from node.services.archives import (
+    ArchiveService,
+    NewArchive,
+    NewContent,
+    search_text,
+)
 from node.services.records import ArchiveView
 
 log = logging.getLogger(__name__)
@@ -49,6 +69,8 @@ MAX_MESSAGE_ID = 200
 MAX_PATIENT_ID = 128
 MAX_TITLE = 256
 MAX_BATCH = 1000
+CORRECTION_RULE = "correction"
+"""The rule id an archivist's correction (RECLASSIFY) leaves in ``class_rule``/``sensitivity_rule``."""
 
 DEPARTMENT_CODES: dict[str, str] = {
     "门诊": "outpatient",
@@ -177,8 +199,11 @@ class IngestionService:
         archives: ArchiveService,
         pseudonyms: Pseudonyms,
         encounters: EncounterSink,
+        rules: ClassificationRules = DEFAULT_RULES,
     ) -> None:
         self.encounters = encounters
+        self.rules = rules
+        log.info("classification rules %s", rules.digest)
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -283,7 +308,7 @@ class IngestionService:
         hints = doc.hints
         if hints.department is None and doc.department is not None:
             hints = replace(hints, department=doc.department)
-        decided = classify(hints)
+        decided = classify(hints, self.rules)
         department = _department(doc.department, decided)
         if principal.department_scoped and principal.department is not None:
             department = principal.department  # a clinician files into their own department
@@ -415,9 +440,10 @@ class IngestionService:
     def archive_encounter(
         self, principal: Principal, encounter_id: str, trigger_date: date
     ) -> EncounterBatch:
-        """Archive every CREATED record of a closed encounter in one unit (retention from
-        ``trigger_date``, the discharge or visit). If the batch is refused (one record changed
-        state meanwhile, a hold), each record is tried alone and the failures are listed."""
+        """Archive every CREATED record of a closed encounter that passes quality control in one
+        unit (retention from ``trigger_date``, the discharge or visit); the records refused (by
+        quality control under ``qc_policy = "refuse"``, or by a state changed meanwhile) are
+        listed with their codes, never skipped silently."""
         principal.require(Action.ARCHIVE)
         candidates = self.encounter_archives(encounter_id, state="CREATED")
         others = [
@@ -427,19 +453,7 @@ class IngestionService:
         ]
         if not candidates:
             return EncounterBatch(archived=(), failed=(), not_created=tuple(others))
-        try:
-            views = self.archives.archive_many(principal, candidates, trigger_date)
-            archived = tuple(view.id for view in views)
-            failed: tuple[tuple[str, str], ...] = ()
-        except (NodeError, AnchoringError):
-            done: list[str] = []
-            failures: list[tuple[str, str]] = []
-            for archive_id in candidates:
-                try:
-                    done.append(self.archives.archive(principal, archive_id, trigger_date).id)
-                except (NodeError, AnchoringError) as exc:
-                    failures.append((archive_id, exc.code))
-            archived, failed = tuple(done), tuple(failures)
+        archived, failed = self._archive_passing(principal, candidates, trigger_date)
         log.info(
             "encounter batch: %d archived, %d failed, %d not in CREATED",
             len(archived),
@@ -447,6 +461,97 @@ class IngestionService:
             len(others),
         )
         return EncounterBatch(archived=archived, failed=failed, not_created=tuple(others))
+
+    def reclassify(
+        self,
+        principal: Principal,
+        archive_id: str,
+        *,
+        record_class: RecordClass | None,
+        sensitivity: Sensitivity | None,
+        reason: str,
+    ) -> ArchiveView:
+        """An archivist's correction of the class and/or sensitivity the rules gave a record:
+        a RECLASSIFY event (only while CREATED: the class fixes retention and goes on chain at
+        ARCHIVE), the catalogue row, its ``class_rule``/``sensitivity_rule`` (``correction``)
+        and its ingestion row, in one unit of work. The reason stays local; the event carries
+        its hash. Nothing changes (409 ``no_change``) when both equal the current ones."""
+        principal.require(Action.RECLASSIFY)
+        if record_class is None and sensitivity is None:
+            raise InputError("give record_class or sensitivity", code="invalid_reclassify")
+        reason_hash = _reason_hash(reason)
+
+        def unit(uow: UnitOfWork) -> ArchiveView:
+            archive = self.ledger.held(uow.session, principal, archive_id)
+            state = self.ledger.state(uow.session, archive)
+            lifecycle.check_allowed(state, EventType.RECLASSIFY)
+            new_class = record_class or state.record_class
+            new_grade = sensitivity or state.sensitivity
+            if new_class is state.record_class and new_grade is state.sensitivity:
+                raise ConflictError(
+                    f"archive {archive.id} already has that class and sensitivity",
+                    code="no_change",
+                )
+            data = ReclassifyData(
+                previous_class=state.record_class,
+                previous_sensitivity=state.sensitivity,
+                record_class=new_class,
+                sensitivity=new_grade,
+                reason_hash=reason_hash,
+            )
+            self.ledger.record(uow, archive, state, ReclassifyEvent, principal.actor, data)
+            metadata = dict(archive.metadata_json or {})
+            if new_class is not state.record_class:
+                metadata["class_rule"] = CORRECTION_RULE
+            if new_grade is not state.sensitivity:
+                metadata["sensitivity_rule"] = CORRECTION_RULE
+            archive.record_class = new_class.value
+            archive.sensitivity = new_grade.value
+            archive.metadata_json = metadata
+            archive.search_text = search_text(archive.title, metadata)
+            message = uow.session.execute(
+                select(IngestedMessage).where(IngestedMessage.archive_id == archive.id)
+            ).scalar_one_or_none()
+            if message is not None:
+                message.class_rule = str(metadata.get("class_rule", message.class_rule))[:96]
+                message.sensitivity_rule = str(
+                    metadata.get("sensitivity_rule", message.sensitivity_rule)
+                )[:96]
+            uow.session.flush()
+            return ArchiveView.of(archive)
+
+        view = self.units.run(unit)
+        log.info("archive %s reclassified by an archivist", view.id)
+        return view
+
+    def _archive_passing(
+        self, principal: Principal, candidates: list[str], trigger_date: date
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """Archive the candidates that pass quality control and the lifecycle in one batch: a
+        refused batch names its failing members (``qc_failed``, ``illegal_transition`` …), which
+        are listed and left out, and the rest is tried again as one batch. Only if a batch
+        fails without naming members (one left, a database error) is each tried alone."""
+        remaining = list(candidates)
+        failed: list[tuple[str, str]] = []
+        for _attempt in range(3):
+            if not remaining:
+                return (), tuple(failed)
+            try:
+                views = self.archives.archive_many(principal, remaining, trigger_date)
+                return tuple(view.id for view in views), tuple(failed)
+            except BatchRefusedError as exc:
+                refused = dict(exc.failures)
+                failed.extend(exc.failures)
+                remaining = [archive_id for archive_id in remaining if archive_id not in refused]
+            except (NodeError, AnchoringError):
+                break
+        done: list[str] = []
+        for archive_id in remaining:
+            try:
+                done.append(self.archives.archive(principal, archive_id, trigger_date).id)
+            except (NodeError, AnchoringError) as exc:
+                failed.append((archive_id, exc.code))
+        return tuple(done), tuple(failed)
 
     def encounter_archives(self, encounter_id: str, *, state: str | None = None) -> list[str]:
         """Ids of the archives ingested for an encounter (optionally only those in ``state``)."""
@@ -500,6 +605,14 @@ def _searchable_text(doc: IncomingDocument) -> str:
     elif doc.media_type == "application/pdf":
         parts.append(pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES))
     return "\n".join(part for part in parts if part)
+
+
+def _reason_hash(reason: str) -> str:
+    """SHA-256 of the justification (it stays local: it may name the patient)."""
+    text = reason.strip()
+    if not text or len(text) > 2000:
+        raise InputError("a reason of 1-2000 characters is required", code="reason_required")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _code(value: str, name: str) -> str:

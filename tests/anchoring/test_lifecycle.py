@@ -959,3 +959,66 @@ def test_advancing_a_state_equals_dataclasses_replace() -> None:
     assert lifecycle._advanced(state, "ab" * 32, later, 9) == dataclasses.replace(
         state, head="ab" * 32, last_time=later, event_count=9
     )
+
+
+# ------------------------------------------------------------------------------------------
+# RECLASSIFY: an archivist's correction of the ingestion rules' class and sensitivity
+
+
+def reclassify_data(**overrides: Any) -> dict[str, Any]:
+    return {
+        "previous_class": "INPATIENT",
+        "previous_sensitivity": "NORMAL",
+        "record_class": "LAB",
+        "sensitivity": "HIGHLY_SENSITIVE",
+        "reason_hash": R,
+        **overrides,
+    }
+
+
+def test_reclassify_replaces_class_and_sensitivity_and_archive_follows() -> None:
+    story = Story()
+    story.do(EventType.CREATE, create_data())
+    state = story.do(EventType.RECLASSIFY, reclassify_data())
+    assert (state.record_class.value, state.sensitivity.value) == ("LAB", "HIGHLY_SENSITIVE")
+    # ARCHIVE must now name the corrected class, no longer CREATE's.
+    story.refuse(
+        EventType.ARCHIVE,
+        archive_data(commitment=C1),
+        re.escape("record class INPATIENT differs from the archive's class LAB"),
+    )
+    state = story.do(EventType.ARCHIVE, {**archive_data(commitment=C1), "record_class": "LAB"})
+    assert state.status is ArchiveStatus.ARCHIVED
+    # Once archived the class is on chain with its retention: no more corrections.
+    story.refuse(
+        EventType.RECLASSIFY,
+        reclassify_data(previous_class="LAB", previous_sensitivity="HIGHLY_SENSITIVE"),
+        "only allowed while CREATED",
+    )
+
+
+def test_reclassify_refusals() -> None:
+    story = Story()
+    story.do(EventType.CREATE, create_data())
+    story.refuse(
+        EventType.RECLASSIFY,
+        reclassify_data(previous_class="OUTPATIENT"),
+        "previous_class OUTPATIENT is not the archive's class INPATIENT",
+    )
+    story.refuse(
+        EventType.RECLASSIFY,
+        reclassify_data(previous_sensitivity="SENSITIVE"),
+        "previous_sensitivity SENSITIVE is not the archive's sensitivity NORMAL",
+    )
+    story.refuse(
+        EventType.RECLASSIFY,
+        reclassify_data(record_class="INPATIENT", sensitivity="NORMAL"),
+        "must change the class or the sensitivity",
+    )
+    story.refuse(EventType.RECLASSIFY, reclassify_data(), "custodian", hospital=B)
+    # A sensitivity-only correction is one.
+    state = story.do(EventType.RECLASSIFY, reclassify_data(record_class="INPATIENT"))
+    assert (state.record_class.value, state.sensitivity.value) == (
+        "INPATIENT",
+        "HIGHLY_SENSITIVE",
+    )

@@ -180,7 +180,8 @@ def test_catalogue_filters_and_scope(api: Api) -> None:
     for params in (
         {"state": "LOST"},
         {"format": "xml"},
-        {"patient_id": PATIENT},
+        {"patient_id": "\x00" + PATIENT},
+        {"encounter": "two words"},
         {"created_from": "yesterday"},
         {"limit": "0"},
     ):

@@ -268,3 +268,24 @@ def test_a_refused_batch_is_retried_record_by_record(
     batch = node.ingestion.archive_encounter(archivist, "V-778899", date(2024, 5, 2))
     assert len(batch.archived) == 2
     assert batch.failed == ()
+
+
+def test_a_batch_whose_blobs_cannot_be_made_durable_keeps_nothing(
+    node: NodeRuntime, archivist: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local store takes a batch's blobs without per-blob fsyncs and syncs them at once
+    before the unit records them; if that sync fails, the blobs are deleted and nothing is
+    recorded."""
+    before = _footprint(node)
+
+    def broken(refs: object) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(node.blobs, "make_durable", broken)
+    docs = [_doc(message_id=f"SYNC-{n}") for n in range(3)]
+    with pytest.raises(OSError, match="disk gone"):
+        node.ingestion.ingest_batch(archivist, docs)
+    assert _footprint(node) == before
+    monkeypatch.undo()
+    results = node.ingestion.ingest_batch(archivist, docs)
+    assert [r.duplicate for r in results] == [False, False, False]

@@ -21,6 +21,7 @@ from node.blobstore import (
     BlobStore,
     BlobStoreError,
     BlobStoreUnavailableError,
+    DeferredSyncStore,
     FixityError,
     open_blob_store,
 )
@@ -379,3 +380,38 @@ class TestFactory:
         ipfs_store = open_blob_store("ipfs", ipfs_api="/ip4/127.0.0.1/tcp/5001/http")
         assert isinstance(ipfs_store, IpfsBlobStore)
         ipfs_store.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Deferred sync: a batch stored without per-blob fsyncs, made durable at once
+
+
+def test_a_batch_is_made_durable_at_once(
+    local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.blobstore.local as local_module
+
+    assert isinstance(local, DeferredSyncStore)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(local_module.os, "fsync", counting_fsync)
+    refs = [local.put_stream([f"blob {n}".encode()], durable=False) for n in range(5)]
+    assert synced == []  # no fsync per blob
+    assert [_read(local, ref.cid) for ref in refs] == [f"blob {n}".encode() for n in range(5)]
+    if os.uname().sysname == "Linux":
+        local.make_durable(refs)  # one syncfs of the file system, no fsync per blob
+        assert synced == []
+    # Where syncfs is not available: every file, its shard directories and the root.
+    monkeypatch.setattr(local_module, "_syncfs", lambda path: False)
+    local.make_durable(refs)
+    directories = {local.path_of(r.cid).parent for r in refs}
+    assert len(synced) >= len(refs) + len(directories) + 1
+    local.make_durable([])  # nothing to do
+    synced.clear()
+    local.put_stream([b"durable by default"])
+    assert len(synced) >= 2  # the file and its directory
