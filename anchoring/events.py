@@ -83,6 +83,7 @@ class EventType(StrEnum):
     TIER_MOVE = "TIER_MOVE"
     TAG_BIND = "TAG_BIND"
     TAG_SCAN = "TAG_SCAN"
+    BREAK_GLASS = "BREAK_GLASS"
 
 
 class RecordClass(StrEnum):
@@ -491,6 +492,16 @@ class TagScanData(_Strict):
     reader: Actor
 
 
+class BreakGlassData(_Strict):
+    """A clinician opens an emergency read outside the access policy: the reads of the window
+    (until ``expires_at``) are ACCESS events with ``break_glass`` true and this ``reason_hash``
+    (the SHA-256 of the stated reason, which the node keeps off the log)."""
+
+    reason_hash: Hex32
+    purpose: PurposeField
+    expires_at: Timestamp
+
+
 # ------------------------------------------------------------------------------------------
 # Events
 
@@ -614,6 +625,11 @@ class TagScanEvent(_EventBase):
     data: TagScanData
 
 
+class BreakGlassEvent(_EventBase):
+    type: Literal["BREAK_GLASS"] = "BREAK_GLASS"
+    data: BreakGlassData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -633,7 +649,8 @@ Event = Annotated[
     | FixityCheckEvent
     | TierMoveEvent
     | TagBindEvent
-    | TagScanEvent,
+    | TagScanEvent
+    | BreakGlassEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -660,6 +677,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TierMoveEvent,
         TagBindEvent,
         TagScanEvent,
+        BreakGlassEvent,
     )
 }
 """The model of each event type."""

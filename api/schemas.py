@@ -901,3 +901,126 @@ class BatchDestructionOut(BaseModel):
             destroyed=[DestructionOut.model_validate(v) for v in outcome.destroyed],
             refused=[RefusedItemOut(archive_id=a, code=c) for a, c in outcome.refused],
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Member sign-in (EIP-4361), access policy, break-glass (docs/regulators.md)
+
+
+class ChallengeOut(BaseModel):
+    """``POST /auth/challenge``: the values the member's EIP-4361 message must carry."""
+
+    nonce: str = Field(description="Put it in `Nonce:`; answerable once, until `expires_at`.")
+    domain: str = Field(description="The message's first-line domain.")
+    uri: str = Field(description="The message's `URI:`.")
+    chain_id: int = Field(description="The message's `Chain ID:` (the consortium chain).")
+    version: str = Field(description="The message's `Version:` (always `1`).")
+    statement: str = Field(description="A suggested statement (optional in the message).")
+    issued_at: datetime
+    expires_at: datetime = Field(description="The nonce is refused after this instant.")
+    audience: str = Field(description="This hospital's member address (the token's `aud`).")
+    resources: list[str] = Field(
+        description="Put exactly one of these in `Resources:`: the role you sign in with."
+    )
+
+
+class SigninIn(_In):
+    """``POST /auth/verify``: the signed message."""
+
+    message: str = Field(min_length=1, max_length=4096, description="The EIP-4361 text (LF).")
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{130}$", description="EIP-191 personal_sign, 65 bytes hex."
+    )
+
+
+class TokenOut(BaseModel):
+    """A member token and its claims. The token is shown once; send it as
+    `Authorization: Bearer <token>`."""
+
+    token: str
+    token_type: str = "Bearer"  # noqa: S105 (the scheme name)
+    jti: str = Field(description="The token's id (revocation).")
+    sub: str = Field(description="The member's address.")
+    role: str = Field(description="The registry role the member signed in with.")
+    aud: str = Field(description="This hospital's member address.")
+    iat: datetime
+    exp: datetime
+
+
+class WhoAmIOut(BaseModel):
+    """The caller as the node sees it."""
+
+    name: str
+    role: str
+    actor: str
+    department: str | None
+    member: str | None
+    member_role: str | None
+    token_id: str | None
+
+
+class MemberTokenOut(_Out):
+    """A member token as admins see it (never the token itself)."""
+
+    id: str
+    member: str
+    role: str
+    audience: str
+    issued_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+
+class BreakGlassIn(_In):
+    """``POST /archives/{id}/break-glass``. The reason stays on this node (events carry its
+    SHA-256) and is shown to the privacy officer."""
+
+    reason: str = Field(min_length=10, max_length=2000, examples=["unconscious patient in ED"])
+    purpose: Purpose = Purpose.TREATMENT
+
+
+class BreakGlassOut(_Out):
+    """A break-glass window."""
+
+    id: int
+    archive_id: str
+    actor: str
+    name: str
+    department: str | None
+    purpose: Purpose
+    reason: str
+    reason_hash: str
+    event_hash: str = Field(description="Leaf hash of the BREAK_GLASS event that opened it.")
+    opened_at: datetime
+    expires_at: datetime
+    reads: int
+
+
+class DenialOut(_Out):
+    """A read refused by the access policy."""
+
+    id: int
+    time: datetime
+    actor: str
+    role: str
+    department: str | None
+    archive_id: str
+    action: str
+    purpose: str
+    sensitivity: str
+    relation: str
+    origin: str
+    rule: str
+
+
+class PolicyRuleOut(_Out):
+    """One row of the access policy table."""
+
+    id: str
+    effect: str
+    roles: list[str]
+    sensitivities: list[str]
+    relations: list[str]
+    purposes: list[str]
+    actions: list[str]

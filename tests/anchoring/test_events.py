@@ -89,6 +89,11 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
     EventType.TIER_MOVE: {"from_tier": "hot", "to_tier": "cold"},
     EventType.TAG_BIND: {"tag_kind": "rfid_epc", "tag_hash": H1},
     EventType.TAG_SCAN: {"tag_hash": H1, "reader": H2},
+    EventType.BREAK_GLASS: {
+        "reason_hash": H1,
+        "purpose": "treatment",
+        "expires_at": "2026-01-01T04:00:00Z",
+    },
 }
 
 
@@ -130,7 +135,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 19
+    assert len(EventType) == 20
 
 
 @pytest.mark.parametrize("event_type", list(EventType))
