@@ -38,6 +38,7 @@ from api.routes import (
     ingest,
     keys,
     peer,
+    regulator,
     reports,
     retention,
     shares,
@@ -133,6 +134,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         retention.router,
         auth.router,
         access.router,
+        regulator.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

@@ -1024,3 +1024,85 @@ class PolicyRuleOut(_Out):
     relations: list[str]
     purposes: list[str]
     actions: list[str]
+
+
+# --------------------------------------------------------------------------------------------
+# Regulator audit (docs/regulators.md)
+
+
+class AccessQueryIn(_In):
+    """``POST /regulator/access-events``: every filter given must match. The patient id travels
+    in the body (never in a URL); the node turns it into the keyed pseudonym and never returns it."""
+
+    archive_id: str | None = Field(default=None, min_length=26, max_length=26)
+    patient_id: str | None = Field(default=None, min_length=1, max_length=128)
+    actor: str | None = Field(
+        default=None, max_length=66, description="A member address or a 64-hex staff pseudonym."
+    )
+    staff_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Pseudonymised by the node."
+    )
+    since: datetime | None = None
+    until: datetime | None = None
+    after: int | None = Field(default=None, ge=-1, description="Continue after this log index.")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class InclusionProofOut(_Out):
+    """RFC 6962 inclusion of the row's leaf in checkpoint ``checkpoint_index`` of this hospital
+    on chain (``ArchiveNotary.checkpointAt(hospital, checkpoint_index)`` = size, root)."""
+
+    checkpoint_index: int
+    tree_size: int
+    root: str
+    hashes: list[str]
+
+
+class AccessRowOut(_Out):
+    """One ACCESS event: its canonical bytes (base64), leaf index and hash, decoded fields and
+    its proof (null until anchored; then fetch ``bundle``)."""
+
+    log_index: int
+    archive_id: str
+    time: datetime
+    actor: str
+    purpose: str
+    scope: str
+    break_glass: bool
+    grant: str | None
+    reason_hash: str | None
+    event: str
+    leaf_hash: str
+    proof: InclusionProofOut | None
+    bundle: str
+
+
+class AccessPageOut(_Out):
+    """Rows in log order; ``next_after`` (when set) continues the query as ``after``."""
+
+    hospital: str
+    chain_id: int
+    notary: str
+    rows: list[AccessRowOut]
+    next_after: int | None
+
+
+class HoldOut(_Out):
+    """An archive on hold."""
+
+    archive_id: str
+    state: str
+    by_regulator: bool
+    placed_by: str | None
+
+
+class SignedHoldIn(_In):
+    """The regulator's own signed EIP-1559 ``placeHold``/``releaseHold`` transaction (hex)."""
+
+    signed_transaction: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{2,4096}$")
+
+
+class RelayOut(BaseModel):
+    """The relayed transaction; the chain watcher logs the hold once it is mined."""
+
+    tx_hash: str

@@ -56,6 +56,7 @@ from node.services.monitor import MonitorService
 from node.services.permissions import AccessGate
 from node.services.proofs import ProofService
 from node.services.quality import QualityService
+from node.services.regulator import RegulatorService
 from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
@@ -118,6 +119,7 @@ class NodeRuntime:
     watcher: ChainWatcher = field(init=False)
     gate: AccessGate = field(init=False)
     signin: SigninService = field(init=False)
+    regulator: RegulatorService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +165,13 @@ class NodeRuntime:
             members=self.members,
             chain_id=self.chain.chain_id,
             clock=self.clock,
+        )
+        self.regulator = RegulatorService(
+            hospital=hospital,
+            db=db,
+            ledger=self.ledger,
+            pseudonyms=self.pseudonyms,
+            chain=self.chain,
         )
         self.archives = ArchiveService(
             gate=self.gate,

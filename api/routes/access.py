@@ -23,7 +23,7 @@ ArchiveIdPath = Annotated[str, Path(min_length=26, max_length=26, description="A
     response_model=list[PolicyRuleOut],
     summary="The access policy table this node enforces",
     description="Roles: auditor, records manager, archivist.",
-    responses=error_responses(401, 403, 503),
+    responses=error_responses(401, 403, 422, 503),
 )
 def policy(runtime: RuntimeDep, principal: PrincipalDep) -> list[PolicyRuleOut]:
     principal.require(Action.READ_DENIALS)
@@ -63,7 +63,7 @@ def denials(
         "purpose until `expires_at` (`break_glass_hours`, default 4), each logged as a "
         "break-glass ACCESS."
     ),
-    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 def open_break_glass(
     runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath, body: BreakGlassIn

@@ -69,7 +69,7 @@ def verify(runtime: RuntimeDep, body: SigninIn) -> TokenOut:
     "/whoami",
     response_model=WhoAmIOut,
     summary="The caller as this node sees it (API key or member token)",
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 403, 422, 503),
 )
 def whoami(principal: PrincipalDep) -> WhoAmIOut:
     return WhoAmIOut(
@@ -87,7 +87,7 @@ def whoami(principal: PrincipalDep) -> WhoAmIOut:
     "/logout",
     status_code=204,
     summary="Revoke the member token used for this request",
-    responses=error_responses(400, 401, 503),
+    responses=error_responses(400, 401, 403, 422, 503),
 )
 def logout(runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     runtime.signin.logout(principal)
@@ -99,7 +99,7 @@ def logout(runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     response_model=list[MemberTokenOut],
     summary="Member tokens issued (newest first, at most 500; never the token itself)",
     description="Role: admin.",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 422, 503),
 )
 def list_tokens(
     runtime: RuntimeDep,
