@@ -62,8 +62,9 @@ contract ArchiveNotary {
     mapping(bytes32 id => ArchiveRecord) private _archives;
     mapping(address hospital => LogHead) private _heads;
     mapping(address hospital => mapping(uint256 index => Checkpoint)) private _checkpoints;
-    /// @dev Who placed the hold in force on an archive through `placeHold` (zero when none, or
-    /// for a custodian's hold registered with the archive).
+    /// @dev The regulator whose hold is in force on an archive (zero when none, or when the hold is
+    /// the custodian's own: the custodian is known from the record, and not storing it keeps a
+    /// custodian's hold as cheap as before).
     mapping(bytes32 id => address placedBy) private _holdPlacedBy;
 
     /// @notice `hospital` anchored its log's checkpoint number `index` (0-based): `size` leaves, `root`.
@@ -316,7 +317,7 @@ contract ArchiveNotary {
 
     /// @notice Place a legal hold on archive `id`. An active regulator, or the custodian. A regulator
     /// placing a hold over the custodian's own hold takes it over (only a regulator can then release it).
-    /// The placer is recorded (`holdPlacedBy`).
+    /// A regulator's hold records the regulator (`holdPlacedBy`).
     /// @param id The archive (ARCHIVED or TRANSFER_PENDING).
     /// @param reasonHash Hash of the reason, kept off chain.
     function placeHold(bytes32 id, bytes32 reasonHash) external {
@@ -329,7 +330,7 @@ contract ArchiveNotary {
         }
         a.onHold = true;
         a.holdByRegulator = byRegulator;
-        _holdPlacedBy[id] = msg.sender;
+        if (byRegulator) _holdPlacedBy[id] = msg.sender;
         emit HoldPlaced(id, msg.sender, byRegulator, reasonHash);
     }
 
@@ -353,17 +354,17 @@ contract ArchiveNotary {
             ) {
                 revert NotaryHoldPlacedByAnother(id, placedBy);
             }
+            delete _holdPlacedBy[id];
         } else {
             _requireCustodian(id, a);
         }
         a.onHold = false;
         a.holdByRegulator = false;
-        delete _holdPlacedBy[id];
         emit HoldReleased(id, msg.sender, reasonHash);
     }
 
-    /// @notice Who placed the hold in force on archive `id` through `placeHold` (zero when not on
-    /// hold, or for a custodian's hold registered together with the archive).
+    /// @notice The regulator whose hold is in force on archive `id` (zero when not on hold or when
+    /// the hold is the custodian's own).
     /// @param id The archive.
     /// @return The placer's address.
     function holdPlacedBy(bytes32 id) external view returns (address) {

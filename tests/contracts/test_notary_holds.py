@@ -1,5 +1,5 @@
-"""Who releases a regulator's hold (on anvil): the notary records who placed a hold
-(``holdPlacedBy``); a regulator's hold is released only by that regulator while it is an active
+"""Who releases a regulator's hold (on anvil): the notary records which regulator placed a hold
+(``holdPlacedBy``; zero for the custodian's own); a regulator's hold is released only by that regulator while it is an active
 regulator, by any active regulator once it is not, and never by a hospital
 (docs/contracts.md "Legal holds")."""
 
@@ -88,14 +88,14 @@ def test_a_hold_whose_regulator_left_is_released_by_another_regulator(
     assert chain.custody(archive_id).on_hold is False
 
 
-def test_custodian_holds_record_the_custodian_and_a_takeover_the_regulator(
+def test_a_custodian_hold_records_no_regulator_and_a_takeover_records_it(
     chain: RpcChain, writer: Writer, consortium: Consortium
 ) -> None:
     a = consortium.accounts
     other = _second_regulator(chain, consortium)
     archive_id, key = _archived(chain, writer, a.hospital_a)
     notary(writer, a.hospital_a, "placeHold", key, h("own"))
-    assert chain.hold_placed_by(archive_id) == a.hospital_a.address
+    assert chain.hold_placed_by(archive_id) == ZERO_ADDRESS  # the custodian's own hold
     notary(writer, a.regulator, "placeHold", key, h("takeover"))
     assert chain.hold_placed_by(archive_id) == a.regulator.address
     with reverts("NotaryHoldPlacedByAnother", key, a.regulator.address):
