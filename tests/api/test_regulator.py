@@ -88,6 +88,8 @@ def test_access_events_by_archive_patient_actor_and_time_are_provable(
             on_chain.root,
         )
         assert row["bundle"] == f"/api/v1/archives/{first}/proof"
+    bundle = api.client.get(rows[0]["bundle"], headers=bearer(token))  # regulators read bundles
+    assert bundle.status_code == 200, bundle.text
 
     by_patient = api.client.post(QUERY, json={"patient_id": "MRN-0002"}, headers=bearer(token))
     assert [r["archive_id"] for r in by_patient.json()["rows"]] == [second]
