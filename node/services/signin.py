@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from ulid import ULID
 
 from anchoring.chain import MemberRecord
@@ -34,7 +34,13 @@ from anchoring.chain import Role as RegistryRole
 from anchoring.ids import IdentifierError, normalize_address
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import AuthenticationError, InputError, NotFoundError, PermissionDeniedError
+from node.errors import (
+    AuthenticationError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from node.members import MemberDirectory
 from node.models import MemberToken, SigninNonce
 from node.principal import Action, Principal, Role
@@ -46,6 +52,9 @@ ROLE_RESOURCE = "urn:archivechain:role:"
 """The message's ``resources`` must hold exactly one ``urn:archivechain:role:<role>``."""
 STATEMENT = "Sign in to an ArchiveChain hospital node as a consortium member."
 MAX_MESSAGE_CHARS = 4096
+MAX_OPEN_CHALLENGES = 10_000
+"""Unanswered, unexpired challenges allowed at once: the challenge route needs no credential, so
+this bounds what anonymous callers can make the node store (503 ``too_many_challenges``)."""
 CLOCK_SKEW = timedelta(minutes=2)
 """How far a message's ``issued-at`` may lie in the node's future (client clocks drift)."""
 _NONCE = re.compile(r"[A-Za-z0-9]{16,64}")
@@ -132,6 +141,15 @@ class SigninService:
             uow.session.execute(
                 delete(SigninNonce).where(SigninNonce.expires_at < now - timedelta(days=1))
             )
+            open_now = uow.session.execute(
+                select(func.count())
+                .select_from(SigninNonce)
+                .where(SigninNonce.expires_at > now, SigninNonce.used_at.is_(None))
+            ).scalar_one()
+            if open_now >= MAX_OPEN_CHALLENGES:
+                raise UnavailableError(
+                    "too many open sign-in challenges; retry later", code="too_many_challenges"
+                )
             uow.session.add(SigninNonce(nonce=nonce, issued_at=now, expires_at=expires))
 
         self.units.run(unit)

@@ -320,3 +320,15 @@ def test_the_message_format_round_trips() -> None:
     assert message.text() == text
     with pytest.raises(SiweFormatError):
         parse_message(text.replace("Nonce: abcdefgh1234", "Nonce: short"))
+
+
+def test_open_challenges_are_bounded(
+    api: Api, regulator: LocalAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("node.services.signin.MAX_OPEN_CHALLENGES", 2)
+    first = message_for(api, regulator)
+    challenge(api)
+    refused = api.client.post("/api/v1/auth/challenge")
+    assert (refused.status_code, refused.json()["code"]) == (503, "too_many_challenges")
+    assert submit(api, first, regulator).status_code == 200  # answering one frees a place
+    challenge(api)
