@@ -682,6 +682,11 @@ class RpcChain:
             certificate_hash=bytes(certificate),
         )
 
+    def hold_placed_by(self, archive_id: str) -> str:
+        """Who placed the hold in force through ``placeHold`` (the zero address when none)."""
+        (placed_by,) = self.call("ArchiveNotary", "holdPlacedBy", [archive_key(archive_id)])
+        return to_checksum_address(placed_by)
+
     # Other reads ------------------------------------------------------------------------------
 
     def member(self, address: str) -> MemberRecord:

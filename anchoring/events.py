@@ -86,6 +86,7 @@ class EventType(StrEnum):
     DISPOSITION_PROPOSE = "DISPOSITION_PROPOSE"
     DISPOSITION_APPROVE = "DISPOSITION_APPROVE"
     RECLASSIFY = "RECLASSIFY"
+    BREAK_GLASS = "BREAK_GLASS"
 
 
 class RecordClass(StrEnum):
@@ -524,6 +525,16 @@ class ReclassifyData(_Strict):
     reason_hash: Hex32
 
 
+class BreakGlassData(_Strict):
+    """A clinician opens an emergency read outside the access policy: the reads of the window
+    (until ``expires_at``) are ACCESS events with ``break_glass`` true and this ``reason_hash``
+    (the SHA-256 of the stated reason, which the node keeps off the log)."""
+
+    reason_hash: Hex32
+    purpose: PurposeField
+    expires_at: Timestamp
+
+
 # ------------------------------------------------------------------------------------------
 # Events
 
@@ -662,6 +673,11 @@ class ReclassifyEvent(_EventBase):
     data: ReclassifyData
 
 
+class BreakGlassEvent(_EventBase):
+    type: Literal["BREAK_GLASS"] = "BREAK_GLASS"
+    data: BreakGlassData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -684,7 +700,8 @@ Event = Annotated[
     | TagScanEvent
     | DispositionProposeEvent
     | DispositionApproveEvent
-    | ReclassifyEvent,
+    | ReclassifyEvent
+    | BreakGlassEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -714,6 +731,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         DispositionProposeEvent,
         DispositionApproveEvent,
         ReclassifyEvent,
+        BreakGlassEvent,
     )
 }
 """The model of each event type."""

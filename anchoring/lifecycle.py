@@ -70,6 +70,7 @@ from anchoring.events import (
     AccessScope,
     AmendEvent,
     ArchiveEvent,
+    BreakGlassEvent,
     CreateEvent,
     DestroyEvent,
     DispositionApproveEvent,
@@ -697,6 +698,16 @@ def _reclassify(
     return replace(state, record_class=r.record_class, sensitivity=r.sensitivity)
 
 
+def _break_glass(
+    state: ArchiveState, event: BreakGlassEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    if event.actor.startswith("0x"):
+        raise refuse("break-glass is opened by a member of staff (a pseudonym as actor)")
+    if event.data.expires_at <= event.time:
+        raise refuse("a break-glass window must end after it opens")
+    return state
+
+
 def _rule(
     event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
 ) -> Rule:
@@ -897,6 +908,15 @@ RULES: Mapping[EventType, Rule] = {
             effect=_reclassify,
             legal_when="custodian; CREATED; `previous_class` and `previous_sensitivity` = the archive's class and sensitivity; `record_class` or `sensitivity` differs from them",
             does="class and sensitivity replaced",
+        ),
+        _rule(
+            EventType.BREAK_GLASS,
+            _SETTLED,
+            when="before DESTROYED",
+            in_transit="the archive is in transit: no access while a transfer is pending",
+            effect=_break_glass,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `actor` a staff pseudonym (not a member address); `expires_at` > `time`",
+            does="— (opens a break-glass window: the node allows that actor's reads until `expires_at`, each an `ACCESS` with `break_glass` true and this `reason_hash`)",
         ),
     )
 }

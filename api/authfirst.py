@@ -17,6 +17,8 @@ against the OpenAPI document). The one exception is ``PUBLIC_BODY_PREFIXES``:
 - ``/peer/v1/`` (node to node) is authenticated by a signature over the body's hash, so its body
   must be read before the sender is known. It is bounded by the small-body limit (64 KiB), passes
   the JSON body check, and is only hashed, never parsed.
+- ``/api/v1/auth/verify`` (member sign-in): the body *is* the credential, a signed EIP-4361
+  message; bounded by the small-body limit and the JSON body check, its fields by the schema.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from node.errors import NodeError
 from node.peers import PEER_PREFIX
 from node.runtime import NodeRuntime
 
-PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/",)
+SIGNIN_PATH = "/api/v1/auth/verify"
+"""Member sign-in: the body (a signed EIP-4361 message, small-body limit) is the credential."""
+PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/", SIGNIN_PATH)
 """Paths whose bodies are read before an API key is asked for (they authenticate otherwise)."""
 
 

@@ -1,6 +1,8 @@
 """Request dependencies: the node runtime and the authenticated caller.
 
-``PrincipalDep`` reads ``Authorization: Bearer <api key>`` and asks ``runtime.keys.authenticate``;
+``PrincipalDep`` reads ``Authorization: Bearer <api key>`` and asks ``runtime.keys.authenticate``
+(a member token, ``acm_…``, goes to ``runtime.signin.authenticate`` instead; ``RegulatorDep`` and
+``InsurerDep`` require a signed-in member of that role);
 a missing, malformed, unknown or revoked key is an ``AuthenticationError`` (401 with
 ``WWW-Authenticate: Bearer``, see ``api.errors``). The dependencies are plain functions, so
 FastAPI runs the database lookup in its thread pool, not on the event loop. A request with a body
@@ -10,15 +12,17 @@ reused, so each request is authenticated once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from node.errors import AuthenticationError
-from node.principal import Principal
+from node.errors import AuthenticationError, PermissionDeniedError
+from node.principal import Principal, Role
 from node.runtime import NodeRuntime
+from node.services.signin import TOKEN_PREFIX
 from node.services.status import StatusService
 
 bearer_scheme = HTTPBearer(
@@ -56,7 +60,10 @@ def authenticate(
         raise AuthenticationError(
             "an API key is required: send 'Authorization: Bearer <key>'", code="missing_api_key"
         )
-    return runtime.keys.authenticate(credentials.credentials.strip())
+    secret = credentials.credentials.strip()
+    if secret.startswith(TOKEN_PREFIX):  # a consortium member signed in with EIP-4361
+        return runtime.signin.authenticate(secret)
+    return runtime.keys.authenticate(secret)
 
 
 def get_principal(
@@ -72,6 +79,28 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_member_role(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency: the caller must be a consortium member signed in with one of ``roles``
+    (403 ``member_required`` otherwise); e.g. ``Depends(require_member_role(Role.REGULATOR))``."""
+
+    def dependency(principal: PrincipalDep) -> Principal:
+        if not principal.is_member or principal.role not in roles:
+            raise PermissionDeniedError(
+                "this route is for consortium members signed in as "
+                + " or ".join(role.value for role in roles),
+                code="member_required",
+            )
+        return principal
+
+    return dependency
+
+
+RegulatorDep = Annotated[Principal, Depends(require_member_role(Role.REGULATOR))]
+"""A regulator signed in with its member key."""
+InsurerDep = Annotated[Principal, Depends(require_member_role(Role.INSURER))]
+"""An insurer signed in with its member key."""
 
 
 def single_valued_query(request: Request) -> None:

@@ -24,10 +24,12 @@ from api.jsonbody import MAX_JSON_DEPTH, JsonBodyMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.metrics import RequestMetricsMiddleware, build_metrics
 from api.routes import (
+    access,
     access_events,
     alerts,
     archives,
     audits,
+    auth,
     catalogue,
     checkpoints,
     dicomweb,
@@ -36,6 +38,7 @@ from api.routes import (
     ingest,
     keys,
     peer,
+    regulator,
     reports,
     retention,
     shares,
@@ -112,7 +115,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     status = runtime.status
     app.state.runtime = runtime
     app.state.status = status
-    app.state.metrics = build_metrics(status, runtime.alert_store)
+    app.state.metrics = build_metrics(status, runtime.alert_store, runtime.gate)
 
     for router in (
         catalogue.batch_router,
@@ -129,6 +132,9 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         audits.router,
         reports.router,
         retention.router,
+        auth.router,
+        access.router,
+        regulator.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node.services.alerts import AlertService
+from node.services.permissions import AccessGate
 from node.services.status import StatusService
 
 PREFIX = "archivechain"
@@ -125,6 +126,24 @@ class AlertCollector(Collector):
         yield gauge
 
 
+class DenialCollector(Collector):
+    """Reads refused by the access policy, by role, action and deciding rule, counted from the
+    ``access_denials`` table at every scrape (so the count survives restarts)."""
+
+    def __init__(self, gate: AccessGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            f"{PREFIX}_access_denials",
+            "Reads refused by the access policy, by role, action and rule.",
+            labels=["role", "action", "rule"],
+        )
+        for (role, action, rule), count in sorted(self.gate.denial_counts().items()):
+            counter.add_metric([role, action, rule], count)
+        yield counter
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
 
@@ -141,13 +160,17 @@ class AppMetrics:
     content_reads: Counter
 
 
-def build_metrics(status: StatusService, alerts: AlertService | None = None) -> AppMetrics:
-    """A fresh registry with the node collector (and the alert collector, given the alert store)
-    and the HTTP request instruments."""
+def build_metrics(
+    status: StatusService, alerts: AlertService | None = None, gate: AccessGate | None = None
+) -> AppMetrics:
+    """A fresh registry with the node collector (and the alert and denial collectors, given the
+    alert store and the access gate) and the HTTP request instruments."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(NodeCollector(status))
     if alerts is not None:
         registry.register(AlertCollector(alerts))
+    if gate is not None:
+        registry.register(DenialCollector(gate))
     requests = Counter(
         f"{PREFIX}_http_requests",
         "HTTP requests answered, by method, handler and status.",

@@ -901,3 +901,208 @@ class BatchDestructionOut(BaseModel):
             destroyed=[DestructionOut.model_validate(v) for v in outcome.destroyed],
             refused=[RefusedItemOut(archive_id=a, code=c) for a, c in outcome.refused],
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Member sign-in (EIP-4361), access policy, break-glass (docs/regulators.md)
+
+
+class ChallengeOut(BaseModel):
+    """``POST /auth/challenge``: the values the member's EIP-4361 message must carry."""
+
+    nonce: str = Field(description="Put it in `Nonce:`; answerable once, until `expires_at`.")
+    domain: str = Field(description="The message's first-line domain.")
+    uri: str = Field(description="The message's `URI:`.")
+    chain_id: int = Field(description="The message's `Chain ID:` (the consortium chain).")
+    version: str = Field(description="The message's `Version:` (always `1`).")
+    statement: str = Field(description="A suggested statement (optional in the message).")
+    issued_at: datetime
+    expires_at: datetime = Field(description="The nonce is refused after this instant.")
+    audience: str = Field(description="This hospital's member address (the token's `aud`).")
+    resources: list[str] = Field(
+        description="Put exactly one of these in `Resources:`: the role you sign in with."
+    )
+
+
+class SigninIn(_In):
+    """``POST /auth/verify``: the signed message."""
+
+    message: str = Field(min_length=1, max_length=4096, description="The EIP-4361 text (LF).")
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{130}$", description="EIP-191 personal_sign, 65 bytes hex."
+    )
+
+
+class TokenOut(BaseModel):
+    """A member token and its claims. The token is shown once; send it as
+    `Authorization: Bearer <token>`."""
+
+    token: str
+    token_type: str = "Bearer"  # noqa: S105 (the scheme name)
+    jti: str = Field(description="The token's id (revocation).")
+    sub: str = Field(description="The member's address.")
+    role: str = Field(description="The registry role the member signed in with.")
+    aud: str = Field(description="This hospital's member address.")
+    iat: datetime
+    exp: datetime
+
+
+class WhoAmIOut(BaseModel):
+    """The caller as the node sees it."""
+
+    name: str
+    role: str
+    actor: str
+    department: str | None
+    member: str | None
+    member_role: str | None
+    token_id: str | None
+
+
+class MemberTokenOut(_Out):
+    """A member token as admins see it (never the token itself)."""
+
+    id: str
+    member: str
+    role: str
+    audience: str
+    issued_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+
+class BreakGlassIn(_In):
+    """``POST /archives/{id}/break-glass``. The reason stays on this node (events carry its
+    SHA-256) and is shown to the privacy officer."""
+
+    reason: str = Field(min_length=10, max_length=2000, examples=["unconscious patient in ED"])
+    purpose: Purpose = Purpose.TREATMENT
+
+
+class BreakGlassOut(_Out):
+    """A break-glass window."""
+
+    id: int
+    archive_id: str
+    actor: str
+    name: str
+    department: str | None
+    purpose: Purpose
+    reason: str
+    reason_hash: str
+    event_hash: str = Field(description="Leaf hash of the BREAK_GLASS event that opened it.")
+    opened_at: datetime
+    expires_at: datetime
+    reads: int
+
+
+class DenialOut(_Out):
+    """A read refused by the access policy."""
+
+    id: int
+    time: datetime
+    actor: str
+    role: str
+    department: str | None
+    archive_id: str
+    action: str
+    purpose: str
+    sensitivity: str
+    relation: str
+    origin: str
+    rule: str
+
+
+class PolicyRuleOut(_Out):
+    """One row of the access policy table."""
+
+    id: str
+    effect: str
+    roles: list[str]
+    sensitivities: list[str]
+    relations: list[str]
+    purposes: list[str]
+    actions: list[str]
+
+
+# --------------------------------------------------------------------------------------------
+# Regulator audit (docs/regulators.md)
+
+
+class AccessQueryIn(_In):
+    """``POST /regulator/access-events``: every filter given must match. The patient id travels
+    in the body (never in a URL); the node turns it into the keyed pseudonym and never returns it."""
+
+    archive_id: str | None = Field(default=None, min_length=26, max_length=26)
+    patient_id: str | None = Field(default=None, min_length=1, max_length=128)
+    actor: str | None = Field(
+        default=None, max_length=66, description="A member address or a 64-hex staff pseudonym."
+    )
+    staff_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Pseudonymised by the node."
+    )
+    since: datetime | None = None
+    until: datetime | None = None
+    after: int | None = Field(default=None, ge=-1, description="Continue after this log index.")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class InclusionProofOut(_Out):
+    """RFC 6962 inclusion of the row's leaf in checkpoint ``checkpoint_index`` of this hospital
+    on chain (``ArchiveNotary.checkpointAt(hospital, checkpoint_index)`` = size, root)."""
+
+    checkpoint_index: int
+    tree_size: int
+    root: str
+    hashes: list[str]
+
+
+class AccessRowOut(_Out):
+    """One ACCESS event: its canonical bytes (base64), leaf index and hash, decoded fields and
+    its proof (null until anchored; then fetch ``bundle``)."""
+
+    log_index: int
+    archive_id: str
+    time: datetime
+    actor: str
+    purpose: str
+    scope: str
+    break_glass: bool
+    grant: str | None
+    reason_hash: str | None
+    event: str
+    leaf_hash: str
+    proof: InclusionProofOut | None
+    bundle: str
+
+
+class AccessPageOut(_Out):
+    """Rows in log order; ``next_after`` (when set) continues the query as ``after``."""
+
+    hospital: str
+    chain_id: int
+    notary: str
+    rows: list[AccessRowOut]
+    next_after: int | None
+
+
+class HoldOut(_Out):
+    """An archive on hold."""
+
+    archive_id: str
+    state: str
+    by_regulator: bool
+    placed_by: str | None
+
+
+class SignedHoldIn(_In):
+    """The regulator's own signed EIP-1559 ``placeHold``/``releaseHold`` transaction (hex)."""
+
+    signed_transaction: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{2,4096}$")
+
+
+class RelayOut(BaseModel):
+    """The relayed transaction; the chain watcher logs the hold once it is mined."""
+
+    tx_hash: str

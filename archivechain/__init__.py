@@ -102,7 +102,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Backfill legacy files through the node's ingestion path (idempotent by file hash).",
     ),
     "keys": ("archivechain.keys", "keys", "Manage the node keystore and its API keys."),
+    "login": (
+        "archivechain.member",
+        "login",
+        "Sign in to a hospital node with a member key (EIP-4361) and store the token.",
+    ),
     "node": ("archivechain.node", "node_group", "Run a hospital node."),
+    "regulator": (
+        "archivechain.member",
+        "regulator",
+        "Regulator actions: legal holds signed with the regulator's key.",
+    ),
     "restore": (
         "archivechain.backup",
         "restore",

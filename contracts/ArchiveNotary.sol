@@ -73,6 +73,10 @@ contract ArchiveNotary {
     mapping(bytes32 id => ArchiveRecord) private _archives;
     mapping(address hospital => LogHead) private _heads;
     mapping(address hospital => mapping(uint256 index => Checkpoint)) private _checkpoints;
+    /// @dev The regulator whose hold is in force on an archive (zero when none, or when the hold is
+    /// the custodian's own: the custodian is known from the record, and not storing it keeps a
+    /// custodian's hold as cheap as before).
+    mapping(bytes32 id => address placedBy) private _holdPlacedBy;
 
     /// @notice `hospital` anchored its log's checkpoint number `index` (0-based): `size` leaves, `root`.
     event CheckpointAnchored(address indexed hospital, uint64 indexed index, uint64 size, bytes32 root);
@@ -125,6 +129,9 @@ contract ArchiveNotary {
     error NotaryAlreadyOnHold(bytes32 id, bool byRegulator);
     /// @notice Archive `id` is not on hold.
     error NotaryNotOnHold(bytes32 id);
+    /// @notice Archive `id` is under the hold of regulator `placedBy`, still active: only it may
+    /// release the hold.
+    error NotaryHoldPlacedByAnother(bytes32 id, address placedBy);
     /// @notice Archive `id` must be kept until `deadline`; the block time is `timestamp`.
     error NotaryRetentionNotReached(bytes32 id, uint64 deadline, uint64 timestamp);
     /// @notice A retention deadline may only move later: `requested` is not after `current`.
@@ -353,6 +360,7 @@ contract ArchiveNotary {
 
     /// @notice Place a legal hold on archive `id`. An active regulator, or the custodian. A regulator
     /// placing a hold over the custodian's own hold takes it over (only a regulator can then release it).
+    /// A regulator's hold records the regulator (`holdPlacedBy`).
     /// @param id The archive (ARCHIVED or TRANSFER_PENDING).
     /// @param reasonHash Hash of the reason, kept off chain.
     function placeHold(bytes32 id, bytes32 reasonHash) external {
@@ -365,11 +373,14 @@ contract ArchiveNotary {
         }
         a.onHold = true;
         a.holdByRegulator = byRegulator;
+        if (byRegulator) _holdPlacedBy[id] = msg.sender;
         emit HoldPlaced(id, msg.sender, byRegulator, reasonHash);
     }
 
-    /// @notice Release the hold on archive `id`. A regulator's hold only by an active regulator; the
-    /// custodian's own hold only by the custodian.
+    /// @notice Release the hold on archive `id`. A regulator's hold only by the regulator that
+    /// placed it — or, once that regulator is no longer an active regulator (suspended, role
+    /// changed), by any active regulator, so a hold never outlives its only releaser; a hospital
+    /// never releases a regulator's hold. The custodian's own hold only by the custodian.
     /// @param id The archive (ARCHIVED or TRANSFER_PENDING, on hold).
     /// @param reasonHash Hash of the reason, kept off chain.
     function releaseHold(bytes32 id, bytes32 reasonHash) external {
@@ -379,12 +390,28 @@ contract ArchiveNotary {
         if (!a.onHold) revert NotaryNotOnHold(id);
         if (a.holdByRegulator) {
             if (!byRegulator) revert NotaryUnauthorized(msg.sender, ROLE_REGULATOR);
+            address placedBy = _holdPlacedBy[id];
+            if (
+                placedBy != msg.sender && placedBy != address(0)
+                    && _registry.isActive(placedBy, ROLE_REGULATOR)
+            ) {
+                revert NotaryHoldPlacedByAnother(id, placedBy);
+            }
+            delete _holdPlacedBy[id];
         } else {
             _requireCustodian(id, a);
         }
         a.onHold = false;
         a.holdByRegulator = false;
         emit HoldReleased(id, msg.sender, reasonHash);
+    }
+
+    /// @notice The regulator whose hold is in force on archive `id` (zero when not on hold or when
+    /// the hold is the custodian's own).
+    /// @param id The archive.
+    /// @return The placer's address.
+    function holdPlacedBy(bytes32 id) external view returns (address) {
+        return _holdPlacedBy[id];
     }
 
     /// @notice Move the retention deadline of archive `id` later. Custodian only.

@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from node.classification import ClassificationRules
 from node.errors import ConfigError
+from node.policy import PolicyRule, default_policy
 from node.retention import DEFAULT_RETENTION_YEARS, check_retention_years
 
 DEFAULT_MEDIA_TYPES = (
@@ -199,6 +200,22 @@ class NodeSettings(BaseSettings):
     tombstone_file: Path | None = None
     """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
     keep it out of the database's backups so a restore cannot resurrect a destroyed key."""
+    access_policy: list[PolicyRule] = Field(default_factory=default_policy)
+    """The access policy table (``node.policy``; docs/regulators.md "Access policy")."""
+    break_glass_hours: float = Field(4.0, gt=0, le=72)
+    """How long a break-glass window stays open (reads outside policy by its clinician)."""
+    signin_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+    """The EIP-4361 ``domain`` members must sign for (default: the host[:port] of
+    ``base_url``)."""
+    signin_roles: tuple[Literal["REGULATOR", "INSURER", "AUDITOR", "HOSPITAL"], ...] = (
+        "REGULATOR",
+        "INSURER",
+    )
+    """Registry roles whose members may sign in to this node."""
+    signin_token_minutes: float = Field(15.0, gt=0, le=24 * 60)
+    """Lifetime of a member sign-in token."""
+    signin_nonce_minutes: float = Field(10.0, gt=0, le=24 * 60)
+    """How long a sign-in challenge (its nonce) may be answered."""
 
     @classmethod
     def settings_customise_sources(
@@ -219,6 +236,13 @@ class NodeSettings(BaseSettings):
         days = self.archiving_deadline_days
         if set(days) != set(DEFAULT_ARCHIVING_DAYS) or any(d < 0 for d in days.values()):
             raise ValueError("archiving_deadline_days needs every class, each at least 0 days")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_ids_unique(self) -> NodeSettings:
+        ids = [rule.id for rule in self.access_policy]
+        if len(set(ids)) != len(ids):
+            raise ValueError("access_policy rule ids must be unique")
         return self
 
     # -- derived paths -------------------------------------------------------------------------
@@ -246,6 +270,13 @@ class NodeSettings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def resolved_signin_domain(self) -> str:
+        """The EIP-4361 domain: configured, else the authority (host[:port]) of ``base_url``."""
+        if self.signin_domain:
+            return self.signin_domain
+        return self.base_url.split("://", 1)[-1].split("/", 1)[0]
 
     def passphrase(self) -> str:
         """The keystore passphrase from config or its file; refuses insecure values outside dev."""

@@ -42,6 +42,14 @@ class Ledger:
 
     # -- finding archives ----------------------------------------------------------------------
 
+    def find(self, session: Session, archive_id: str) -> Archive:
+        """The archive's catalogue row, whoever asks (404 when unknown): for callers that judge
+        access themselves (``node.services.permissions.AccessGate``)."""
+        archive = session.get(Archive, normalise_id(archive_id))
+        if archive is None:
+            raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+        return archive
+
     def visible(self, session: Session, principal: Principal, archive_id: str) -> Archive:
         """The archive's catalogue row if it exists and is in the caller's scope (404 otherwise,
         as if it did not exist), whether or not this node still holds it."""

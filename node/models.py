@@ -25,12 +25,14 @@ from anchoring.lifecycle import ArchiveStatus
 from anchoring.storage import Base
 
 __all__ = [
+    "AccessDenial",
     "Alert",
     "ApiKey",
     "Archive",
     "ArchiveVersion",
     "AuditCursor",
     "Base",
+    "BreakGlassWindow",
     "CatalogueState",
     "ChainCursor",
     "ChainStatus",
@@ -42,10 +44,12 @@ __all__ = [
     "FixityStatus",
     "ForeignEntry",
     "IngestedMessage",
+    "MemberToken",
     "PeerNonce",
     "QcResult",
     "RetentionChange",
     "SearchTerm",
+    "SigninNonce",
     "Transfer",
     "TransferDirection",
     "TransferState",
@@ -501,3 +505,79 @@ class QcResult(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     failed: Mapped[str] = mapped_column(Text, default="")
     trigger: Mapped[str] = mapped_column(String(16))
+
+
+class SigninNonce(Base):
+    """A member sign-in challenge (EIP-4361 nonce): answered at most once, before
+    ``expires_at``. ``used_at`` is set in the same transaction that issues the token, so a nonce
+    is consumed once even across restarts."""
+
+    __tablename__ = "signin_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    used_by: Mapped[str | None] = mapped_column(String(42), default=None)
+
+
+class MemberToken(Base):
+    """A sign-in token of a consortium member: only its SHA-256 is stored. ``key_fingerprint``
+    is the SHA-256 of the member's registry public key at issuance: a rotated key no longer
+    matches and the token stops working."""
+
+    __tablename__ = "member_tokens"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    member: Mapped[str] = mapped_column(String(42), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    audience: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[str] = mapped_column(String(64))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_by: Mapped[str | None] = mapped_column(String(80), default=None)
+
+
+class AccessDenial(Base):
+    """A read the access policy refused (``node.policy``): kept for auditors and counted in
+    ``/metrics``; never a chain event. No PHI: pseudonyms, codes and the archive id."""
+
+    __tablename__ = "access_denials"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    time: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(80), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str | None] = mapped_column(String(64), default=None)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    sensitivity: Mapped[str] = mapped_column(String(32))
+    relation: Mapped[str] = mapped_column(String(8))
+    origin: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+
+
+class BreakGlassWindow(Base):
+    """A clinician's break-glass window on one archive: reads outside the policy are allowed to
+    ``actor`` until ``expires_at`` and each is logged as a break-glass ACCESS. ``event_hash`` is
+    the leaf hash of the BREAK_GLASS event that opened it; ``reason`` stays here, only its hash
+    goes into events."""
+
+    __tablename__ = "break_glass_windows"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    actor: Mapped[str] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str | None] = mapped_column(String(64), default=None)
+    purpose: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    reason_hash: Mapped[str] = mapped_column(String(64))
+    event_hash: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    reads: Mapped[int] = mapped_column(Integer, default=0)

@@ -6,7 +6,11 @@ systems, acknowledging alerts, running audits, reports),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
 (metadata, events, proofs, alerts and reports; never content), ``records_manager`` (the second
 pair of eyes of disposition: approves or rejects what an archivist proposed; reads metadata, events,
-proofs, retention, alerts and reports; never content). An archive outside the caller's scope is
+proofs, retention, alerts and reports; never content), ``regulator`` (a consortium member
+signed in with its key: metadata, events, proofs, the access audit and regulator holds; never
+content), ``insurer`` (a signed-in consortium member; what it may ask is added by the attestation
+service). Which record an allowed role may read, for which purpose, is decided by the access
+policy (``node.policy``). An archive outside the caller's scope is
 reported as not found, so its existence does not leak.
 """
 
@@ -27,6 +31,10 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
     RECORDS_MANAGER = "records_manager"
+    REGULATOR = "regulator"
+    """A consortium regulator signed in with its member key (EIP-4361; ``node.services.signin``)."""
+    INSURER = "insurer"
+    """A consortium insurer signed in with its member key."""
 
 
 class Action(StrEnum):
@@ -56,13 +64,36 @@ class Action(StrEnum):
     DECIDE_DISPOSITION = "decide_disposition"
     EXECUTE_DISPOSITION = "execute_disposition"
     RECLASSIFY = "reclassify"
+    BREAK_GLASS = "break_glass"
+    """Open a time-boxed emergency read of an archive outside the access policy."""
+    READ_DENIALS = "read_denials"
+    """See the access policy's denials and the break-glass report."""
+    AUDIT_ACCESS = "audit_access"
+    """Query access events across archives, patients, actors and time (regulator audit)."""
+    REGULATOR_HOLD = "regulator_hold"
+    """List, place and release regulator holds (the regulator's key signs)."""
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset({Action.MANAGE_KEYS, Action.READ_ALERTS}),
-    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS, Action.DECIDE_DISPOSITION}),
+    Role.ARCHIVIST: frozenset(
+        set(Action)
+        - {
+            Action.MANAGE_KEYS,
+            Action.DECIDE_DISPOSITION,
+            Action.BREAK_GLASS,
+            Action.AUDIT_ACCESS,
+            Action.REGULATOR_HOLD,
+        }
+    ),
     Role.CLINICIAN: frozenset(
-        {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
+        {
+            Action.CREATE,
+            Action.AMEND,
+            Action.READ_METADATA,
+            Action.READ_CONTENT,
+            Action.BREAK_GLASS,
+        }
     ),
     Role.AUDITOR: frozenset(
         {
@@ -71,6 +102,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.READ_PROOF,
             Action.READ_ALERTS,
             Action.READ_REPORTS,
+            Action.READ_DENIALS,
         }
     ),
     Role.RECORDS_MANAGER: frozenset(
@@ -83,8 +115,19 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.DECIDE_DISPOSITION,
             Action.READ_ALERTS,
             Action.READ_REPORTS,
+            Action.READ_DENIALS,
         }
     ),
+    Role.REGULATOR: frozenset(
+        {
+            Action.READ_METADATA,
+            Action.READ_EVENTS,
+            Action.READ_PROOF,
+            Action.AUDIT_ACCESS,
+            Action.REGULATOR_HOLD,
+        }
+    ),
+    Role.INSURER: frozenset(),
 }
 
 
@@ -94,18 +137,31 @@ _DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.CLINICIAN: Purpose.TREATMENT,
     Role.AUDITOR: Purpose.AUDIT,
     Role.RECORDS_MANAGER: Purpose.OPERATIONS,
+    Role.REGULATOR: Purpose.AUDIT,
+    Role.INSURER: Purpose.INSURANCE,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. ``actor`` is the keyed pseudonym written into events."""
+    """An authenticated caller. ``actor`` is the keyed pseudonym written into events (for a
+    consortium member signed in with EIP-4361: its member address). ``member`` and
+    ``member_role`` are set only for such members (``member_role`` is the registry role name,
+    e.g. ``REGULATOR``); ``token_id`` is then the id of the sign-in token (``key_id`` is 0)."""
 
     key_id: int
     name: str
     role: Role
     actor: str
     department: str | None = None
+    member: str | None = None
+    member_role: str | None = None
+    token_id: str | None = None
+
+    @property
+    def is_member(self) -> bool:
+        """Whether the caller is a consortium member signed in with its key (not an API key)."""
+        return self.member is not None
 
     def require(self, action: Action) -> None:
         """Refuse (403) an action the role never allows."""

@@ -53,11 +53,14 @@ from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
+from node.services.permissions import AccessGate
 from node.services.proofs import ProofService
 from node.services.quality import QualityService
+from node.services.regulator import RegulatorService
 from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
+from node.services.signin import SigninService
 from node.services.status import StatusService
 from node.services.transfers import TransferService
 from node.services.webhooks import WebhookService
@@ -114,6 +117,9 @@ class NodeRuntime:
     reports: ReportService = field(init=False)
     quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
+    gate: AccessGate = field(init=False)
+    signin: SigninService = field(init=False)
+    regulator: RegulatorService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +150,31 @@ class NodeRuntime:
             blobs=self.blobs,
             alerts=self.alerts,
         )
+        self.gate = AccessGate(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            alerts=self.alerts,
+            clock=self.clock,
+        )
+        self.signin = SigninService(
+            settings=settings,
+            db=db,
+            units=units,
+            members=self.members,
+            chain_id=self.chain.chain_id,
+            clock=self.clock,
+        )
+        self.regulator = RegulatorService(
+            hospital=hospital,
+            db=db,
+            ledger=self.ledger,
+            pseudonyms=self.pseudonyms,
+            chain=self.chain,
+        )
         self.archives = ArchiveService(
+            gate=self.gate,
             settings=settings,
             db=db,
             units=units,
@@ -198,6 +228,7 @@ class NodeRuntime:
             chain=self.chain,
         )
         self.shares = ShareService(
+            gate=self.gate,
             db=db,
             units=units,
             ledger=self.ledger,

@@ -54,9 +54,10 @@ from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call
 from node import crypto
+from node.alerts import LoggingAlertSink
 from node.blobstore import BlobRef, BlobStore, DeferredSyncStore
 from node.config import NodeSettings
-from node.db import Database, UnitOfWork, UnitRunner
+from node.db import Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import (
     BatchRefusedError,
     ConflictError,
@@ -68,9 +69,11 @@ from node.errors import (
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import Archive, ArchiveVersion, IngestedMessage, SearchTerm
+from node.policy import PolicyAction
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
+from node.services.permissions import AccessGate, Verdict
 from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
 from node.textindex import index_terms, query_terms
@@ -203,9 +206,18 @@ class ArchiveService:
         blobs: BlobStore,
         pseudonyms: Pseudonyms,
         quality: Callable[[str], QcReport] | None = None,
+        gate: AccessGate | None = None,
     ) -> None:
         self.settings = settings
         self.quality = quality
+        self.gate = gate or AccessGate(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=ledger,
+            alerts=LoggingAlertSink(),
+            clock=utc_now,
+        )
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -654,11 +666,21 @@ class ArchiveService:
         """Metadata and state of one archive in the caller's scope. Titles and metadata may
         hold PHI, so the read is logged (ACCESS, scope metadata) before it is answered."""
         principal.require(Action.READ_METADATA)
+        purpose = purpose or principal.default_purpose
         with self.db.session() as session:
-            archive_id = self.ledger.visible(session, principal, archive_id).id
-        self._log_metadata_reads(principal, [archive_id], purpose)
+            archive = self.ledger.find(session, archive_id)
+            archive_id = archive.id
+            verdict = self.gate.check(
+                principal,
+                archive_id=archive.id,
+                sensitivity=archive.sensitivity,
+                department=archive.department,
+                purpose=purpose,
+                action=PolicyAction.READ_METADATA,
+            )
+        self._log_metadata_reads(principal, [archive_id], purpose, verdict)
         with self.db.session() as session:  # the entry as it is now, its read included
-            return ArchiveView.of(self.ledger.visible(session, principal, archive_id))
+            return ArchiveView.of(self.ledger.find(session, archive_id))
 
     def open_content(
         self,
@@ -667,11 +689,23 @@ class ArchiveService:
         purpose: Purpose,
         version: int | None = None,
     ) -> ContentStream:
-        """Log the read (ACCESS, scope content) and return the decrypted stream."""
+        """Judge the read (``AccessGate``: policy, else a break-glass window), log it (ACCESS,
+        scope content, the purpose; break-glass with its reason hash) and return the decrypted
+        stream."""
         principal.require(Action.READ_CONTENT)
+        with self.db.session() as session:
+            found = self.ledger.find(session, archive_id)
+            verdict = self.gate.check(
+                principal,
+                archive_id=found.id,
+                sensitivity=found.sensitivity,
+                department=found.department,
+                purpose=purpose,
+                action=PolicyAction.READ_CONTENT,
+            )
 
         def unit(uow: UnitOfWork) -> tuple[VersionView, crypto.KeyMaterial, str]:
-            archive = self.ledger.held(uow.session, principal, archive_id)
+            archive = self.ledger.held(uow.session, None, archive_id)
             if archive.state == ArchiveStatus.DESTROYED.value:
                 raise GoneError(
                     f"archive {archive.id} was destroyed: its content no longer exists "
@@ -686,8 +720,14 @@ class ArchiveService:
                     f"archive {archive_id} has no version {wanted}", code="version_not_found"
                 )
             material = self.keyring.own(uow.session, archive.id)
-            data = AccessData(purpose=purpose, scope=AccessScope.CONTENT, break_glass=False)
+            data = AccessData(
+                purpose=purpose,
+                scope=AccessScope.CONTENT,
+                break_glass=verdict.break_glass,
+                reason_hash=verdict.reason_hash,
+            )
             self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
+            self.gate.count_read(uow, verdict)
             return VersionView.of(row), material, archive.record_class
 
         row, material, record_class = self.units.run(unit)
@@ -801,7 +841,11 @@ class ArchiveService:
             ]
 
     def _log_metadata_reads(
-        self, principal: Principal, archive_ids: list[str], purpose: Purpose | None
+        self,
+        principal: Principal,
+        archive_ids: list[str],
+        purpose: Purpose | None,
+        verdict: Verdict | None = None,
     ) -> None:
         """Log that ``principal`` read the catalogue entries of ``archive_ids``: one ACCESS
         (scope metadata) per archive, all in one unit of work, committed before the answer.
@@ -809,16 +853,19 @@ class ArchiveService:
         A read repeated by the same caller for the same purpose within
         ``metadata_read_log_window`` is logged once. Archives whose events this node cannot log
         are skipped: those it does not hold (transferred, incoming) and those in transit (the
-        custodian's chain is frozen while a transfer is pending)."""
+        custodian's chain is frozen while a transfer is pending). A read allowed only by a
+        break-glass window (``verdict``) is always logged, as break-glass."""
         purpose = purpose or principal.default_purpose
         window = self.settings.metadata_read_log_window
         now = monotonic()
+        glass = verdict is not None and verdict.break_glass
         with self._reads_lock:
             due = sorted(
                 {
                     archive_id
                     for archive_id in archive_ids
-                    if now - self._reads.get((principal.actor, archive_id, purpose), -inf) >= window
+                    if glass
+                    or now - self._reads.get((principal.actor, archive_id, purpose), -inf) >= window
                 }
             )
         if not due:
@@ -834,10 +881,19 @@ class ArchiveService:
                 state = self.ledger.state(uow.session, archive)
                 if state.status is ArchiveStatus.TRANSFER_PENDING:
                     continue
-                data = AccessData(purpose=purpose, scope=AccessScope.METADATA, break_glass=False)
+                data = AccessData(
+                    purpose=purpose,
+                    scope=AccessScope.METADATA,
+                    break_glass=glass,
+                    reason_hash=verdict.reason_hash if verdict is not None and glass else None,
+                )
                 self.ledger.record(uow, archive, state, AccessEvent, principal.actor, data)
+                if verdict is not None:
+                    self.gate.count_read(uow, verdict)
 
         self.units.run(unit)
+        if glass:
+            return
         with self._reads_lock:
             for archive_id in due:
                 self._reads[(principal.actor, archive_id, purpose)] = now

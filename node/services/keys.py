@@ -64,6 +64,11 @@ class ApiKeyService:
         name = name.strip()
         if not name or len(name) > 64:
             raise InputError("key name must be 1 to 64 characters", code="invalid_key_name")
+        if role in (Role.REGULATOR, Role.INSURER):
+            raise InputError(
+                "regulators and insurers sign in with their member key (EIP-4361), not API keys",
+                code="member_role",
+            )
         if role is Role.CLINICIAN and not department:
             raise InputError("a clinician key needs a department", code="department_required")
         if role is not Role.CLINICIAN and department:

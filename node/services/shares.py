@@ -45,9 +45,11 @@ from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.members import MemberDirectory
 from node.models import NOT_HELD, Archive
+from node.policy import PolicyAction
 from node.principal import Action, Principal
 from node.protocol import WRAPPED_KEY_HEADER, ShareDescriptor, VersionInfo
 from node.remote import RemoteNodes
+from node.services.permissions import AccessGate, Origin
 from node.services.proofs import ProofService
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,9 @@ class ShareService:
         members: MemberDirectory,
         remote: RemoteNodes,
         proofs: ProofService,
+        gate: AccessGate,
     ) -> None:
+        self.gate = gate
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -293,7 +297,15 @@ class ShareService:
             info = grant.version(grant.current_version)
         except (ValidationError, LookupError):
             raise UnavailableError(f"the custodian {custodian} sent a malformed grant") from None
-        principal.require_visible(archive_id, grant.department)
+        self.gate.check(  # the same policy as for a local record, break-glass excepted
+            principal,
+            archive_id=archive_id,
+            sensitivity=grant.sensitivity,
+            department=grant.department,
+            purpose=purpose,
+            action=PolicyAction.READ_CONTENT,
+            origin=Origin.SHARED,
+        )
         if grant.purpose is not purpose:
             raise ConflictError(
                 f"the grant is for purpose {grant.purpose.value}, not {purpose.value}",

@@ -102,6 +102,11 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
         "sensitivity": "HIGHLY_SENSITIVE",
         "reason_hash": H2,
     },
+    EventType.BREAK_GLASS: {
+        "reason_hash": H1,
+        "purpose": "treatment",
+        "expires_at": "2026-01-01T04:00:00Z",
+    },
 }
 
 
@@ -143,7 +148,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 22
+    assert len(EventType) == 23
 
 
 @pytest.mark.parametrize("event_type", list(EventType))

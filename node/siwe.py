@@ -1,0 +1,192 @@
+"""EIP-4361 ("Sign-In with Ethereum") messages: the text format, a strict parser and the signer.
+
+Implemented here with ``eth-account`` because the ``siwe`` package (4.4.0, the newest) requires
+``eth-account<0.14`` while this project pins ``eth-account==0.14.0`` (with ``eth-keyfile 0.10``,
+which ``eth-account 0.13`` refuses): it cannot be installed next to the project's chain stack.
+
+The message (EIP-4361 §"Message format", LF line ends, no trailing LF)::
+
+    {domain} wants you to sign in with your Ethereum account:
+    {address}                               # EIP-55 checksummed
+
+    {statement}                             # optional line (and the blank line after it)
+
+    URI: {uri}
+    Version: 1
+    Chain ID: {chain_id}
+    Nonce: {nonce}                          # at least 8 alphanumerics
+    Issued At: {issued_at}                  # RFC 3339
+    Expiration Time: {expiration_time}      # optional
+    Not Before: {not_before}                # optional
+    Request ID: {request_id}                # optional
+    Resources:                              # optional, then one "- {uri}" line each
+    - {resource}
+
+The signature is EIP-191 ``personal_sign`` over the UTF-8 bytes of that text (65 bytes r‖s‖v).
+``parse_message`` accepts only text that ``SiweMessage.text()`` reproduces byte for byte, so a
+message has one encoding.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from anchoring.eip55 import is_checksum_address
+
+HEADER = " wants you to sign in with your Ethereum account:"
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+_NONCE = re.compile(r"[A-Za-z0-9]{8,}")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})")
+_SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
+
+
+class SiweFormatError(ValueError):
+    """The text is not an EIP-4361 message in its one encoding."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiweMessage:
+    """The fields of an EIP-4361 message."""
+
+    domain: str
+    address: str
+    uri: str
+    chain_id: int
+    nonce: str
+    issued_at: str
+    version: str = "1"
+    statement: str | None = None
+    expiration_time: str | None = None
+    not_before: str | None = None
+    request_id: str | None = None
+    resources: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """The message exactly as it is signed."""
+        lines = [f"{self.domain}{HEADER}", self.address, ""]
+        if self.statement is not None:
+            lines += [self.statement, ""]
+        lines += [
+            f"URI: {self.uri}",
+            f"Version: {self.version}",
+            f"Chain ID: {self.chain_id}",
+            f"Nonce: {self.nonce}",
+            f"Issued At: {self.issued_at}",
+        ]
+        if self.expiration_time is not None:
+            lines.append(f"Expiration Time: {self.expiration_time}")
+        if self.not_before is not None:
+            lines.append(f"Not Before: {self.not_before}")
+        if self.request_id is not None:
+            lines.append(f"Request ID: {self.request_id}")
+        if self.resources:
+            lines.append("Resources:")
+            lines += [f"- {resource}" for resource in self.resources]
+        return "\n".join(lines)
+
+
+def parse_message(text: str) -> SiweMessage:
+    """The message's fields; ``SiweFormatError`` for anything that is not exactly one."""
+    lines = text.split("\n")
+    if len(lines) < 9 or not lines[0].endswith(HEADER):
+        raise SiweFormatError(f"the first line must be '<domain>{HEADER}'")
+    domain = lines[0][: -len(HEADER)]
+    if not _DOMAIN.fullmatch(domain):
+        raise SiweFormatError(f"invalid domain {domain!r}")
+    address = lines[1]
+    if not is_checksum_address(address):
+        raise SiweFormatError("the address must be EIP-55 checksummed")
+    if lines[2] != "":
+        raise SiweFormatError("a blank line must follow the address")
+    rest = lines[3:]
+    statement: str | None = None
+    if rest and not rest[0].startswith("URI: "):
+        statement = rest[0]
+        if not statement or "\n" in statement or len(rest) < 2 or rest[1] != "":
+            raise SiweFormatError("the statement is one line followed by a blank line")
+        rest = rest[2:]
+    fields: dict[str, str] = {}
+    order = ["URI", "Version", "Chain ID", "Nonce", "Issued At"]
+    optional = ["Expiration Time", "Not Before", "Request ID"]
+    position = 0
+    for name in order:
+        if position >= len(rest) or not rest[position].startswith(f"{name}: "):
+            raise SiweFormatError(f"missing or misplaced field {name!r}")
+        fields[name] = rest[position][len(name) + 2 :]
+        position += 1
+    for name in optional:
+        if position < len(rest) and rest[position].startswith(f"{name}: "):
+            fields[name] = rest[position][len(name) + 2 :]
+            position += 1
+    resources: list[str] = []
+    if position < len(rest) and rest[position] == "Resources:":
+        position += 1
+        while position < len(rest) and rest[position].startswith("- "):
+            resources.append(rest[position][2:])
+            position += 1
+    if position != len(rest):
+        raise SiweFormatError(f"unexpected line {rest[position][:40]!r}")
+    if not _URI.fullmatch(fields["URI"]):
+        raise SiweFormatError("invalid URI")
+    if fields["Version"] != "1":
+        raise SiweFormatError("Version must be 1")
+    if not re.fullmatch(r"[1-9][0-9]{0,17}", fields["Chain ID"]):
+        raise SiweFormatError("invalid Chain ID")
+    if not _NONCE.fullmatch(fields["Nonce"]):
+        raise SiweFormatError("the nonce must be at least 8 letters or digits")
+    for name in ("Issued At", "Expiration Time", "Not Before"):
+        if name in fields and not _RFC3339.fullmatch(fields[name]):
+            raise SiweFormatError(f"{name} must be an RFC 3339 date-time")
+    for resource in resources:
+        if not _URI.fullmatch(resource):
+            raise SiweFormatError(f"invalid resource {resource[:40]!r}")
+    message = SiweMessage(
+        domain=domain,
+        address=address,
+        statement=statement,
+        uri=fields["URI"],
+        version=fields["Version"],
+        chain_id=int(fields["Chain ID"]),
+        nonce=fields["Nonce"],
+        issued_at=fields["Issued At"],
+        expiration_time=fields.get("Expiration Time"),
+        not_before=fields.get("Not Before"),
+        request_id=fields.get("Request ID"),
+        resources=tuple(resources),
+    )
+    if message.text() != text:
+        raise SiweFormatError("the message is not in its canonical form")
+    return message
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 time of a message as an aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """A datetime as the RFC 3339 text messages carry (UTC, ``Z``, whole seconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def recover_signer(text: str, signature: str) -> str:
+    """The address whose key made the EIP-191 ``signature`` over ``text``; ``ValueError`` when
+    the signature is malformed or recovers nothing."""
+    if not _SIGNATURE.fullmatch(signature):
+        raise ValueError("the signature must be 65 bytes as 0x-prefixed hex")
+    recovered: str = Account.recover_message(
+        encode_defunct(text=text), signature=bytes.fromhex(signature[2:])
+    )
+    return recovered
+
+
+def sign_message(text: str, private_key: bytes) -> str:
+    """EIP-191 ``personal_sign`` of ``text`` (what a member's wallet or the CLI does)."""
+    signed = Account.sign_message(encode_defunct(text=text), private_key=private_key)
+    return "0x" + bytes(signed.signature).hex()
