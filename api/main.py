@@ -27,6 +27,7 @@ from api.routes import (
     access_events,
     alerts,
     archives,
+    attestations,
     audits,
     catalogue,
     checkpoints,
@@ -129,6 +130,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         audits.router,
         reports.router,
         retention.router,
+        attestations.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

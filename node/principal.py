@@ -6,8 +6,14 @@ systems, acknowledging alerts, running audits, reports),
 ``clinician`` (create, amend and read content — their own department only), ``auditor``
 (metadata, events, proofs, alerts and reports; never content), ``records_manager`` (the second
 pair of eyes of disposition: approves or rejects what an archivist proposed; reads metadata, events,
-proofs, retention, alerts and reports; never content). An archive outside the caller's scope is
-reported as not found, so its existence does not leak.
+proofs, retention, alerts and reports; never content), ``insurer`` (a consortium insurer member:
+requests attestations about patients who consented, nothing else; ``member`` is its address).
+An archive outside the caller's scope is reported as not found, so its existence does not leak.
+
+An insurer is authenticated today by an API key bound to its member address
+(``ApiKeyService.issue(Role.INSURER, name, member=address)``); member sign-in (EIP-4361) yields the
+same ``Principal`` (role ``insurer``, ``member`` = the signed-in address), so the attestation
+service does not care which door the insurer came through.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
     RECORDS_MANAGER = "records_manager"
+    INSURER = "insurer"
 
 
 class Action(StrEnum):
@@ -55,11 +62,17 @@ class Action(StrEnum):
     PROPOSE_DISPOSITION = "propose_disposition"
     DECIDE_DISPOSITION = "decide_disposition"
     EXECUTE_DISPOSITION = "execute_disposition"
+    RECORD_CONSENT = "record_consent"
+    REQUEST_ATTESTATION = "request_attestation"
+    REVOKE_ATTESTATION = "revoke_attestation"
+    DERIVE = "derive"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset({Action.MANAGE_KEYS, Action.READ_ALERTS}),
-    Role.ARCHIVIST: frozenset(set(Action) - {Action.MANAGE_KEYS, Action.DECIDE_DISPOSITION}),
+    Role.ARCHIVIST: frozenset(
+        set(Action) - {Action.MANAGE_KEYS, Action.DECIDE_DISPOSITION, Action.REQUEST_ATTESTATION}
+    ),
     Role.CLINICIAN: frozenset(
         {Action.CREATE, Action.AMEND, Action.READ_METADATA, Action.READ_CONTENT}
     ),
@@ -84,6 +97,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.READ_REPORTS,
         }
     ),
+    Role.INSURER: frozenset({Action.REQUEST_ATTESTATION}),
 }
 
 
@@ -93,6 +107,7 @@ _DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.CLINICIAN: Purpose.TREATMENT,
     Role.AUDITOR: Purpose.AUDIT,
     Role.RECORDS_MANAGER: Purpose.OPERATIONS,
+    Role.INSURER: Purpose.INSURANCE,
 }
 
 
@@ -105,6 +120,8 @@ class Principal:
     role: Role
     actor: str
     department: str | None = None
+    member: str | None = None
+    """The consortium member address the caller acts for (insurers), else None."""
 
     def require(self, action: Action) -> None:
         """Refuse (403) an action the role never allows."""

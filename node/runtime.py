@@ -42,6 +42,7 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
+from node.services.attestations import AttestationService
 from node.services.audits import AuditScope, FixityAuditService
 from node.services.hl7 import Hl7Service
 from node.services.ingestion import (
@@ -114,6 +115,7 @@ class NodeRuntime:
     reports: ReportService = field(init=False)
     quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
+    attestations: AttestationService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -246,6 +248,16 @@ class NodeRuntime:
             transfers=self.transfers,
             membership_changed=self.peer_verifier.forget_membership,
             confirmations=settings.watcher_confirmations,
+        )
+        self.attestations = AttestationService(
+            hospital=hospital,
+            db=db,
+            units=units,
+            members=self.members,
+            pseudonyms=self.pseudonyms,
+            signer=self.keystore.account(),
+            deployment=self.deployment,
+            latest_block=self.chain.rpc.block_number,
         )
         self.worker.on_confirmed["acceptTransfer"] = lambda session, item: (
             self.transfers.chain_accept_confirmed(session, item.archive_id or "")
