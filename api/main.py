@@ -31,6 +31,7 @@ from api.routes import (
     audits,
     catalogue,
     checkpoints,
+    derivatives,
     dicomweb,
     fhir,
     health,
@@ -131,6 +132,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         reports.router,
         retention.router,
         attestations.router,
+        derivatives.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

@@ -973,3 +973,14 @@ class AttestationRevokedOut(BaseModel):
 
     id: str
     revoked_at: datetime
+
+
+class DerivativeIn(_In):
+    """A de-identified derivative: the profile (`dicom-basic`, `fhir-r4-deid`, `hl7v2-deid`), the
+    purpose of use and the recipient (a member address or a short code)."""
+
+    profile: Code = Field(examples=["fhir-r4-deid"])
+    purpose: Purpose
+    recipient: Annotated[
+        str, StringConstraints(pattern=r"^(0x[0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+    ] = Field(examples=["university-research-unit"])

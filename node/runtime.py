@@ -44,6 +44,7 @@ from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
 from node.services.attestations import AttestationService
 from node.services.audits import AuditScope, FixityAuditService
+from node.services.derivatives import DerivativeService
 from node.services.hl7 import Hl7Service
 from node.services.ingestion import (
     EncounterBatchArchiver,
@@ -116,6 +117,7 @@ class NodeRuntime:
     quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
     attestations: AttestationService = field(init=False)
+    derivatives: DerivativeService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +260,12 @@ class NodeRuntime:
             signer=self.keystore.account(),
             deployment=self.deployment,
             latest_block=self.chain.rpc.block_number,
+        )
+        self.derivatives = DerivativeService(
+            db=db,
+            ledger=self.ledger,
+            archives=self.archives,
+            pseudonym_secret=self.keystore.pseudonym_secret,
         )
         self.worker.on_confirmed["acceptTransfer"] = lambda session, item: (
             self.transfers.chain_accept_confirmed(session, item.archive_id or "")
