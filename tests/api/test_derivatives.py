@@ -158,8 +158,20 @@ def _uids(ds: Dataset) -> dict[str, set[str]]:
     return found
 
 
+@pytest.fixture
+def sqlite_api(make_node: MakeNode) -> Iterator[Api]:
+    """One database is enough for the file-format checks (the unit of work is shared code)."""
+    node = make_node(max_upload_bytes=LIMIT, chunk_size=CHUNK_SIZE)
+    app = create_app(node)
+    with serve(app) as client:
+        yield Api(node=node, app=app, client=client, keys=issue_keys(node))
+
+
 @pytest.mark.parametrize("name", DICOM_FILES)
-def test_dicom_basic_profile_on_pydicom_test_files(dapi: Api, chain: RpcChain, name: str) -> None:
+def test_dicom_basic_profile_on_pydicom_test_files(
+    sqlite_api: Api, chain: RpcChain, name: str
+) -> None:
+    dapi = sqlite_api
     path = get_testdata_file(name)
     assert path is not None, name
     raw = open(path, "rb").read()  # noqa: SIM115
@@ -186,14 +198,40 @@ def test_dicom_basic_profile_on_pydicom_test_files(dapi: Api, chain: RpcChain, n
     if "PixelData" in original:
         assert ds.PixelData == original.PixelData  # the image itself is kept
 
+
+def test_dicom_uids_are_consistent_per_study_and_recipient(
+    sqlite_api: Api, chain: RpcChain
+) -> None:
+    dapi = sqlite_api
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    raw = open(path, "rb").read()  # noqa: SIM115
+    original = pydicom.dcmread(io.BytesIO(raw))
+    archive_id = _upload(dapi, raw, "application/dicom")
+    first = _derive(dapi, archive_id, "dicom-basic").json()
+    ds = pydicom.dcmread(io.BytesIO(_content(dapi, first["id"])))
     # Consistent per study and recipient; another recipient gets other UIDs.
     again = _derive(dapi, archive_id, "dicom-basic").json()
     other = _derive(dapi, archive_id, "dicom-basic", recipient="insurer-x").json()
     ds_again = pydicom.dcmread(io.BytesIO(_content(dapi, again["id"])), force=True)
     ds_other = pydicom.dcmread(io.BytesIO(_content(dapi, other["id"])), force=True)
-    if "StudyInstanceUID" in original:
-        assert ds_again.StudyInstanceUID == ds.StudyInstanceUID
-        assert ds_other.StudyInstanceUID != ds.StudyInstanceUID
+    assert ds.StudyInstanceUID != original.StudyInstanceUID
+    assert ds_again.StudyInstanceUID == ds.StudyInstanceUID
+    assert ds_again.SOPInstanceUID == ds.SOPInstanceUID
+    assert ds_other.StudyInstanceUID != ds.StudyInstanceUID
+    # A second instance of the same study (another SOP instance, same series): same new study and
+    # series UIDs, its own new instance UID.
+    sibling = pydicom.dcmread(io.BytesIO(raw))
+    sibling.SOPInstanceUID = original.SOPInstanceUID + ".2"
+    sibling.file_meta.MediaStorageSOPInstanceUID = sibling.SOPInstanceUID
+    buffer = io.BytesIO()
+    sibling.save_as(buffer)
+    sibling_id = _upload(dapi, buffer.getvalue(), "application/dicom")
+    derived_sibling = _derive(dapi, sibling_id, "dicom-basic").json()
+    ds_sibling = pydicom.dcmread(io.BytesIO(_content(dapi, derived_sibling["id"])))
+    assert ds_sibling.StudyInstanceUID == ds.StudyInstanceUID
+    assert ds_sibling.SeriesInstanceUID == ds.SeriesInstanceUID
+    assert ds_sibling.SOPInstanceUID != ds.SOPInstanceUID
 
 
 def test_fhir_profile_removes_identifiers_and_shifts_dates(dapi: Api, chain: RpcChain) -> None:
