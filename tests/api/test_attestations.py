@@ -29,6 +29,7 @@ from anchoring.events import jcs
 from anchoring.rpcview import AttestationReader
 from api.main import create_app
 from archivechain import main as cli_main
+from node.errors import InputError
 from node.principal import Role
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
 from tests.fixtures.chain import Consortium, admit_through_governance
@@ -428,6 +429,22 @@ def test_consent_input_is_checked(iapi: Api, chain: RpcChain, insurer: LocalAcco
         headers=iapi.auth("cardiologist"),
     )
     _refused(clinician, "forbidden")
+    # Insurer keys name a member address; no other key does.
+    for role, member, code in (
+        (Role.INSURER, None, "member_required"),
+        (Role.INSURER, "not-an-address", "member_required"),
+        (Role.AUDITOR, insurer.address, "member_not_allowed"),
+    ):
+        with pytest.raises(InputError) as caught:
+            iapi.node.keys.issue(role, "key-check", member=member)
+        assert caught.value.code == code
+    issued = iapi.client.post(
+        "/api/v1/keys",
+        json={"role": "insurer", "name": "acme-2", "member": insurer.address.lower()},
+        headers=iapi.auth("admin"),
+    )
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["key"]["member"] == insurer.address  # stored EIP-55
 
 
 def test_records_hash_is_sha256_of_the_jcs_array() -> None:
