@@ -32,7 +32,7 @@ EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE, EXIT_CHAIN_UNAVAILABLE = 0, 1, 2, 3
 
 @click.group()
 def attest() -> None:
-    """Insurer attestations."""
+    """Insurer attestations: verify a signed attestation against the chain."""
 
 
 @attest.command("verify")
