@@ -21,8 +21,9 @@ from anchoring.errors import AnchoringError
 ARTIFACT_FORMAT = "archivechain.artifact/v1"
 MANIFEST_FORMAT = "archivechain.build/v1"
 MANIFEST_NAME = "manifest.json"
-CONTRACT_NAMES: tuple[str, ...] = ("ConsortiumRegistry", "ArchiveNotary")
-"""The deployable contracts, in deployment order (the notary needs the registry's address)."""
+CONTRACT_NAMES: tuple[str, ...] = ("ConsortiumRegistry", "ArchiveNotary", "AttestationRevocations")
+"""The deployable contracts, in deployment order (the notary needs the registry's address, the
+revocation list the notary's)."""
 
 _ARTIFACT_KEYS = frozenset(
     {

@@ -37,7 +37,7 @@ from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError, ChainError
 from anchoring.ids import archive_key, normalize_address
 
-ContractName = Literal["ConsortiumRegistry", "ArchiveNotary"]
+ContractName = Literal["ConsortiumRegistry", "ArchiveNotary", "AttestationRevocations"]
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
 UNKNOWN_ERROR = "UnknownError"
@@ -578,10 +578,13 @@ class RpcChain:
         self.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc, timeout=timeout)
         self.registry = ContractCodec.for_contract("ConsortiumRegistry")
         self.notary = ContractCodec.for_contract("ArchiveNotary")
+        self.revocations = ContractCodec.for_contract("AttestationRevocations")
         self.addresses: dict[str, str] = {
             "ConsortiumRegistry": deployment.registry.address,
             "ArchiveNotary": deployment.notary.address,
         }
+        if deployment.revocations is not None:
+            self.addresses["AttestationRevocations"] = deployment.revocations.address
 
     @classmethod
     def for_notary(cls, rpc: JsonRpc | str, notary: str, *, timeout: float = 10.0) -> RpcChain:
@@ -591,6 +594,7 @@ class RpcChain:
         chain.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc, timeout=timeout)
         chain.registry = ContractCodec.for_contract("ConsortiumRegistry")
         chain.notary = ContractCodec.for_contract("ArchiveNotary")
+        chain.revocations = ContractCodec.for_contract("AttestationRevocations")
         chain.addresses = {"ArchiveNotary": normalize_address(notary)}
         if not chain.rpc.code_at(chain.addresses["ArchiveNotary"]):
             raise ChainError(f"no contract code at {notary} on this chain: not an ArchiveNotary")
@@ -599,12 +603,14 @@ class RpcChain:
         return chain
 
     @property
-    def codecs(self) -> tuple[ContractCodec, ContractCodec]:
-        """Both contracts' codecs (for revert and event decoding)."""
-        return (self.notary, self.registry)
+    def codecs(self) -> tuple[ContractCodec, ...]:
+        """The contracts' codecs (for revert and event decoding)."""
+        return (self.notary, self.registry, self.revocations)
 
     def codec(self, contract: ContractName) -> ContractCodec:
-        """The codec of one of the two contracts."""
+        """The codec of one of the contracts."""
+        if contract == "AttestationRevocations":
+            return self.revocations
         return self.registry if contract == "ConsortiumRegistry" else self.notary
 
     def call(

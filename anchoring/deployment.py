@@ -23,6 +23,8 @@ _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = frozenset(
     {"format", "chain_id", "deployer", "deploy_block", "proposal_lifetime", "registry", "notary"}
 )
+_OPTIONAL_KEYS = frozenset({"revocations"})
+"""Keys a deployment made before the contract existed lacks (``AttestationRevocations``)."""
 _CONTRACT_KEYS = frozenset({"address", "tx_hash", "block_number", "artifact_sha256"})
 
 
@@ -58,10 +60,11 @@ class Deployment:
     proposal_lifetime: int  # seconds, the registry's constructor argument
     registry: DeployedContract
     notary: DeployedContract
+    revocations: DeployedContract | None = None  # AttestationRevocations (docs/attestations.md)
 
     def to_document(self) -> dict[str, Any]:
         """The JSON object written to disk."""
-        return {
+        document = {
             "format": DEPLOYMENT_FORMAT,
             "chain_id": self.chain_id,
             "deployer": self.deployer,
@@ -70,11 +73,14 @@ class Deployment:
             "registry": _contract_document(self.registry),
             "notary": _contract_document(self.notary),
         }
+        if self.revocations is not None:
+            document["revocations"] = _contract_document(self.revocations)
+        return document
 
     @classmethod
     def from_document(cls, doc: object) -> Deployment:
         """Parse and validate a JSON object (raises ``DeploymentFileError``)."""
-        obj = _exact_object(doc, _TOP_KEYS, "deployment")
+        obj = _exact_object(doc, _TOP_KEYS, "deployment", optional=_OPTIONAL_KEYS)
         if obj["format"] != DEPLOYMENT_FORMAT:
             raise DeploymentFileError(
                 f"deployment format is {obj['format']!r}, expected {DEPLOYMENT_FORMAT}"
@@ -86,6 +92,9 @@ class Deployment:
             proposal_lifetime=_positive_int(obj["proposal_lifetime"], "proposal_lifetime"),
             registry=_contract(obj["registry"], "registry"),
             notary=_contract(obj["notary"], "notary"),
+            revocations=(
+                _contract(obj["revocations"], "revocations") if "revocations" in obj else None
+            ),
         )
 
     @classmethod
@@ -134,10 +143,12 @@ def _contract(value: object, where: str) -> DeployedContract:
     )
 
 
-def _exact_object(value: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+def _exact_object(
+    value: object, keys: frozenset[str], where: str, optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DeploymentFileError(f"{where}: expected an object")
-    present = set(value)
+    present = set(value) - (optional & set(value))
     if present != keys:
         raise DeploymentFileError(
             f"{where}: missing keys {sorted(keys - present)}, unexpected keys {sorted(present - keys)}"

@@ -87,6 +87,15 @@ class EventType(StrEnum):
     DISPOSITION_APPROVE = "DISPOSITION_APPROVE"
     RECLASSIFY = "RECLASSIFY"
     BREAK_GLASS = "BREAK_GLASS"
+    CONSENT_GRANT = "CONSENT_GRANT"
+    CONSENT_REVOKE = "CONSENT_REVOKE"
+    ATTEST = "ATTEST"
+    DERIVE = "DERIVE"
+
+
+FIRST_EVENT_TYPES = frozenset({EventType.CREATE, EventType.CONSENT_GRANT})
+"""The event types that open a chain (``prev`` null): CREATE opens an archive, CONSENT_GRANT a
+consent subject (docs/proof-format.md §8.1)."""
 
 
 class RecordClass(StrEnum):
@@ -156,6 +165,26 @@ class DestructionMethod(StrEnum):
 
     CRYPTO_ERASURE = "crypto_erasure"
     CRYPTO_ERASURE_AND_PHYSICAL = "crypto_erasure_and_physical"
+
+
+class AttestedFact(StrEnum):
+    """What an insurer attestation may state about a record (docs/attestations.md). A consent
+    lists the facts it allows; a record entry always states that the record exists."""
+
+    RECORD_CLASS = "record_class"
+    STATE = "state"
+    CUSTODIAN = "custodian"
+    DATES = "dates"
+    COMMITMENT = "commitment"
+    ARCHIVE_ID = "archive_id"
+
+
+class ConsentRevokeReason(StrEnum):
+    """Why a consent ended before its expiry."""
+
+    WITHDRAWN = "withdrawn"
+    SUPERSEDED = "superseded"
+    RECORDED_IN_ERROR = "recorded_in_error"
 
 
 class RevokeReason(StrEnum):
@@ -313,6 +342,21 @@ TagKindField = Annotated[TagKind, Strict(False)]
 MethodField = Annotated[DestructionMethod, Strict(False)]
 RevokeReasonField = Annotated[RevokeReason, Strict(False)]
 CancelReasonField = Annotated[CancelReason, Strict(False)]
+FactField = Annotated[AttestedFact, Strict(False)]
+ConsentRevokeReasonField = Annotated[ConsentRevokeReason, Strict(False)]
+
+
+def _recipient(value: str) -> str:
+    try:
+        return check_address(value)
+    except ValueError:
+        pass
+    if not _CODE.fullmatch(value):
+        raise ValueError("must be a member address (EIP-55) or a short code") from None
+    return value
+
+
+Recipient = Annotated[str, AfterValidator(_recipient)]
 
 
 class _Strict(BaseModel):
@@ -535,6 +579,68 @@ class BreakGlassData(_Strict):
     expires_at: Timestamp
 
 
+def _sorted_unique(values: list[Any], field: str) -> None:
+    if not values:
+        raise ValueError(f"{field}: must not be empty")
+    texts = [str(v) for v in values]
+    if texts != sorted(set(texts)):
+        raise ValueError(f"{field}: must be sorted and without repeats (one encoding)")
+
+
+class ConsentGrantData(_Strict):
+    """A patient's consent that the hospital may attest facts about the patient's records to one
+    insurer for one purpose: record classes, a period of record dates, the facts allowed, an
+    expiry. ``document_hash`` is the SHA-256 of the signed consent form the hospital keeps."""
+
+    patient: Pseudonym
+    insurer: Address
+    purpose: PurposeField
+    record_classes: list[RecordClassField]
+    period_start: CalendarDate
+    period_end: CalendarDate
+    facts: list[FactField]
+    expires_at: Timestamp
+    document_hash: Hex32
+
+    @model_validator(mode="after")
+    def _scope_is_canonical(self) -> ConsentGrantData:
+        _sorted_unique(list(self.record_classes), "record_classes")
+        _sorted_unique(list(self.facts), "facts")
+        if self.period_end < self.period_start:
+            raise ValueError("period_end: must not be before period_start")
+        return self
+
+
+class ConsentRevokeData(_Strict):
+    """The consent ends (the patient withdrew it, …); no attestation is issued under it after."""
+
+    reason: ConsentRevokeReasonField
+
+
+class AttestData(_Strict):
+    """An attestation was issued under the consent: ``attestation_id`` and ``digest`` (the EIP-712
+    digest the hospital signed) identify it; no record fact is logged here."""
+
+    attestation_id: Hex32
+    digest: Hex32
+    insurer: Address
+    records: Count
+    expires_at: Timestamp
+
+
+class DeriveData(_Strict):
+    """The archive is a de-identified derivative: ``source_commitment`` of ``source_archive``
+    (its archived or current content) became ``commitment`` (this archive's version 1) by
+    ``profile``, for ``purpose``, for ``recipient`` (a member address or a short code)."""
+
+    source_archive: ArchiveId
+    source_commitment: Hex32
+    commitment: Hex32
+    profile: Code
+    purpose: PurposeField
+    recipient: Recipient
+
+
 # ------------------------------------------------------------------------------------------
 # Events
 
@@ -550,11 +656,12 @@ class _EventBase(_Strict):
 
     @model_validator(mode="after")
     def _prev_only_null_for_create(self) -> _EventBase:
-        is_create = getattr(self, "type", None) == EventType.CREATE
-        if is_create and self.prev is not None:
-            raise ValueError("prev: must be null for CREATE")
-        if not is_create and self.prev is None:
-            raise ValueError("prev: required for every event but CREATE")
+        event_type = getattr(self, "type", None)
+        is_first = event_type in FIRST_EVENT_TYPES
+        if is_first and self.prev is not None:
+            raise ValueError(f"prev: must be null for {event_type}")
+        if not is_first and self.prev is None:
+            raise ValueError("prev: required for every event but CREATE and CONSENT_GRANT")
         return self
 
     @property
@@ -678,6 +785,26 @@ class BreakGlassEvent(_EventBase):
     data: BreakGlassData
 
 
+class ConsentGrantEvent(_EventBase):
+    type: Literal["CONSENT_GRANT"] = "CONSENT_GRANT"
+    data: ConsentGrantData
+
+
+class ConsentRevokeEvent(_EventBase):
+    type: Literal["CONSENT_REVOKE"] = "CONSENT_REVOKE"
+    data: ConsentRevokeData
+
+
+class AttestEvent(_EventBase):
+    type: Literal["ATTEST"] = "ATTEST"
+    data: AttestData
+
+
+class DeriveEvent(_EventBase):
+    type: Literal["DERIVE"] = "DERIVE"
+    data: DeriveData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -701,7 +828,11 @@ Event = Annotated[
     | DispositionProposeEvent
     | DispositionApproveEvent
     | ReclassifyEvent
-    | BreakGlassEvent,
+    | BreakGlassEvent
+    | ConsentGrantEvent
+    | ConsentRevokeEvent
+    | AttestEvent
+    | DeriveEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -732,6 +863,10 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         DispositionApproveEvent,
         ReclassifyEvent,
         BreakGlassEvent,
+        ConsentGrantEvent,
+        ConsentRevokeEvent,
+        AttestEvent,
+        DeriveEvent,
     )
 }
 """The model of each event type."""

@@ -72,6 +72,7 @@ from anchoring.events import (
     ArchiveEvent,
     BreakGlassEvent,
     CreateEvent,
+    DeriveEvent,
     DestroyEvent,
     DispositionApproveEvent,
     DispositionProposeEvent,
@@ -708,6 +709,27 @@ def _break_glass(
     return state
 
 
+def _derive(state: ArchiveState, event: DeriveEvent, digest: str, refuse: _Refuse) -> ArchiveState:
+    if state.event_count != 1:
+        raise refuse("DERIVE must directly follow the derivative's CREATE")
+    if event.data.commitment != state.current_version.commitment:
+        raise refuse("commitment is not the derivative's version 1 commitment")
+    if event.data.source_archive == state.archive_id:
+        raise refuse("an archive cannot be derived from itself")
+    return state
+
+
+def _not_on_archive(
+    state: ArchiveState, event: Event, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    raise refuse(
+        "a consent subject's event is never part of an archive's chain"
+    )  # pragma: no cover
+
+
+_CONSENT_SUBJECT = "never on an archive (an event of a consent subject, docs/proof-format.md §8.1)"
+
+
 def _rule(
     event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
 ) -> Rule:
@@ -917,6 +939,38 @@ RULES: Mapping[EventType, Rule] = {
             effect=_break_glass,
             legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `actor` a staff pseudonym (not a member address); `expires_at` > `time`",
             does="— (opens a break-glass window: the node allows that actor's reads until `expires_at`, each an `ACCESS` with `break_glass` true and this `reason_hash`)",
+        ),
+        _rule(
+            EventType.CONSENT_GRANT,
+            frozenset(),
+            when=_CONSENT_SUBJECT,
+            effect=_not_on_archive,
+            legal_when="never on an archive: the first event of a consent subject (§8.1): `archive_id` = the consent id, `prev` null; `record_classes` and `facts` non-empty, sorted, no repeats; `period_start` ≤ `period_end`; `expires_at` > `time`",
+            does="consent live",
+        ),
+        _rule(
+            EventType.CONSENT_REVOKE,
+            frozenset(),
+            when=_CONSENT_SUBJECT,
+            effect=_not_on_archive,
+            legal_when="never on an archive: on a consent subject (§8.1) whose consent is not revoked, logged by the hospital that granted it",
+            does="consent revoked (no attestation after it)",
+        ),
+        _rule(
+            EventType.ATTEST,
+            frozenset(),
+            when=_CONSENT_SUBJECT,
+            effect=_not_on_archive,
+            legal_when="never on an archive: on a consent subject (§8.1), logged by the hospital that granted it; consent not revoked; `time` < the consent's `expires_at`; `insurer` = the consent's insurer; `expires_at` > `time` and ≤ the consent's `expires_at`",
+            does="attestation issued",
+        ),
+        _rule(
+            EventType.DERIVE,
+            ArchiveStatus.CREATED,
+            when="directly after CREATE",
+            effect=_derive,
+            legal_when="custodian; CREATED; the archive's second event (directly after CREATE); `commitment` = version 1's commitment; `source_archive` ≠ the archive",
+            does="lineage recorded",
         ),
     )
 }

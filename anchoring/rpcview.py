@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from anchoring.chainview import CustodyRecord, CustodyState, OnChainCheckpoint
-from anchoring.eip55 import to_checksum_address
+from anchoring.eip55 import keccak256, to_checksum_address
 from anchoring.errors import ChainError, NotANotaryError
 from anchoring.ids import archive_key, normalize_address
 
@@ -271,3 +271,66 @@ class NotaryReader:
             f"the trusted notary address {self.notary} does not answer {function} like an "
             f"ArchiveNotary: {why}"
         )
+
+
+def _selector(signature: str) -> bytes:
+    return keccak256(signature.encode())[:4]
+
+
+IS_ACTIVE = _selector("isActive(address,uint8)")
+REGISTRY = _selector("registry()")
+NOTARY = _selector("notary()")
+REVOKED_AT = _selector("revokedAt(address,bytes32)")
+
+
+class AttestationReader(NotaryReader):
+    """The chain facts ``anchoring.attestation.verify_attestation`` reads: the notary's registry,
+    a member's status at a past block, the revocation list (docs/attestations.md §4)."""
+
+    def latest_block(self) -> int:
+        """``eth_blockNumber``."""
+        result = self.rpc.request("eth_blockNumber", [])
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise ChainError(f"chain RPC {self.rpc.url} answered eth_blockNumber with {result!r}")
+        return int(result, 16)
+
+    def registry_address(self) -> str:
+        """The registry the trusted notary uses (``registry()``)."""
+        (word,) = self._call("registry", REGISTRY, 1)
+        return self._address(word, "registry")
+
+    def is_active_at(self, account: str, role: int, block: int) -> bool:
+        """``isActive(account, role)`` on the registry, in the state after block ``block``."""
+        data = IS_ACTIVE + bytes(12) + bytes.fromhex(account[2:]) + role.to_bytes(_WORD, "big")
+        output = self._raw_call(self.registry_address(), data, hex(block))
+        if len(output) != _WORD or int.from_bytes(output, "big") > 1:
+            raise ChainError(f"the registry answered isActive with {output.hex()!r}")
+        return bool(output[-1])
+
+    def revocations_notary(self, revocations: str) -> str:
+        """``notary()`` of the contract at ``revocations`` (a zero address when it answers
+        nothing like an AttestationRevocations)."""
+        try:
+            output = self._raw_call(revocations, NOTARY, "latest")
+        except RpcRevert:
+            return "0x" + "00" * 20
+        if len(output) != _WORD or any(output[:12]):
+            return "0x" + "00" * 20
+        return to_checksum_address("0x" + output[12:].hex())
+
+    def revoked_at(self, revocations: str, issuer: str, attestation_id: bytes) -> int:
+        """``revokedAt(issuer, id)``: 0 when not revoked."""
+        data = REVOKED_AT + bytes(12) + bytes.fromhex(issuer[2:]) + attestation_id
+        output = self._raw_call(revocations, data, "latest")
+        if len(output) != _WORD:
+            raise ChainError(f"the revocation list answered revokedAt with {output.hex()!r}")
+        return int.from_bytes(output, "big")
+
+    def _raw_call(self, to: str, data: bytes, block: str) -> bytes:
+        result = self.rpc.request("eth_call", [{"to": to, "data": "0x" + data.hex()}, block])
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise ChainError(f"chain RPC {self.rpc.url} answered eth_call with {result!r}")
+        try:
+            return bytes.fromhex(result[2:])
+        except ValueError:
+            raise ChainError(f"chain RPC {self.rpc.url} answered eth_call with bad hex") from None

@@ -28,10 +28,12 @@ from api.routes import (
     access_events,
     alerts,
     archives,
+    attestations,
     audits,
     auth,
     catalogue,
     checkpoints,
+    derivatives,
     dicomweb,
     fhir,
     health,
@@ -135,6 +137,8 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         auth.router,
         access.router,
         regulator.router,
+        attestations.router,
+        derivatives.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)

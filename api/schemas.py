@@ -26,7 +26,14 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from anchoring.events import MAX_SAFE_INTEGER, Purpose, RecordClass, Sensitivity
+from anchoring.events import (
+    MAX_SAFE_INTEGER,
+    AttestedFact,
+    ConsentRevokeReason,
+    Purpose,
+    RecordClass,
+    Sensitivity,
+)
 from anchoring.storage import CheckpointState
 from anchoring.worker import Lag
 from node.encounters import EncounterKind, EncounterReport
@@ -701,6 +708,9 @@ class KeyIn(_In):
     name: KeyName = Field(examples=["ward-5b-terminal"])
     role: Role
     department: Code | None = None
+    member: Address | None = Field(
+        default=None, description="The insurer's member address (insurer keys only)."
+    )
 
 
 class KeyOut(_Out):
@@ -713,6 +723,7 @@ class KeyOut(_Out):
     department: str | None
     created_at: datetime
     revoked_at: datetime | None
+    member: str | None = None
 
     @classmethod
     def of(cls, view: ApiKeyView) -> KeyOut:
@@ -1106,3 +1117,74 @@ class RelayOut(BaseModel):
     """The relayed transaction; the chain watcher logs the hold once it is mined."""
 
     tx_hash: str
+
+
+# Consents and insurer attestations (docs/attestations.md)
+
+
+class ConsentIn(_In):
+    """A patient's consent to attestations for one insurer (CONSENT_GRANT). ``patient_id`` is
+    turned into the keyed pseudonym; ``document_hash`` is the SHA-256 of the signed consent form."""
+
+    patient_id: PatientId = Field(examples=["MRN-000123"])
+    insurer: Address
+    purpose: Purpose = Purpose.INSURANCE
+    record_classes: list[RecordClass] = Field(min_length=1, max_length=len(RecordClass))
+    facts: list[AttestedFact] = Field(min_length=1, max_length=len(AttestedFact))
+    period_start: CalendarDate
+    period_end: CalendarDate
+    expires_at: UtcDateTime
+    document_hash: Hex32
+
+
+class ConsentRevokeIn(_In):
+    """Why the consent ends (CONSENT_REVOKE)."""
+
+    reason: ConsentRevokeReason = ConsentRevokeReason.WITHDRAWN
+
+
+class ConsentOut(_Out):
+    """A consent (the patient never appears)."""
+
+    id: str
+    insurer: str
+    purpose: str
+    record_classes: list[str]
+    facts: list[str]
+    period_start: date
+    period_end: date
+    expires_at: datetime
+    granted_at: datetime
+    revoked_at: datetime | None
+    grant_hash: str
+
+
+class AttestationRequestIn(_In):
+    """An insurer's question: a patient, a claim period, the facts it needs (and optionally the
+    record classes; by default every class the consent allows)."""
+
+    patient_id: PatientId = Field(examples=["MRN-000123"])
+    claim_start: CalendarDate
+    claim_end: CalendarDate
+    facts: list[AttestedFact] = Field(default_factory=list, max_length=len(AttestedFact))
+    record_classes: list[RecordClass] | None = Field(
+        default=None, min_length=1, max_length=len(RecordClass)
+    )
+
+
+class AttestationRevokedOut(BaseModel):
+    """An attestation revoked here; the on-chain ``revoke`` is sent by the outbox."""
+
+    id: str
+    revoked_at: datetime
+
+
+class DerivativeIn(_In):
+    """A de-identified derivative: the profile (`dicom-basic`, `fhir-r4-deid`, `hl7v2-deid`), the
+    purpose of use and the recipient (a member address or a short code)."""
+
+    profile: Code = Field(examples=["fhir-r4-deid"])
+    purpose: Purpose
+    recipient: Annotated[
+        str, StringConstraints(pattern=r"^(0x[0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+    ] = Field(examples=["university-research-unit"])

@@ -61,6 +61,11 @@ class LazyGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchor": ("archivechain.anchor", "anchor", "Anchoring of this node's log on the chain."),
+    "attest": (
+        "archivechain.attest",
+        "attest",
+        "Insurer attestations: verify a signed attestation against the chain.",
+    ),
     "audit": (
         "archivechain.audit",
         "audit",

@@ -132,13 +132,19 @@ def _operator(runtime: NodeRuntime) -> Principal:
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", required=True, help="Who or what uses the key (1 to 64 characters).")
 @click.option("--department", default=None, help="Department (clinician keys only).")
+@click.option("--member", default=None, help="The insurer's member address (insurer keys only).")
 def create(
-    config_file: Path | None, data_dir: Path | None, role: str, name: str, department: str | None
+    config_file: Path | None,
+    data_dir: Path | None,
+    role: str,
+    name: str,
+    department: str | None,
+    member: str | None,
 ) -> None:
     """Create an API key and print its secret (shown this once, never stored)."""
     settings = node_settings(config_file, data_dir)
     with _offline_node(settings) as runtime:
-        issued = runtime.keys.issue(Role(role), name, department)
+        issued = runtime.keys.issue(Role(role), name, department, member)
     key = issued.key
     scope = f", department {key.department}" if key.department else ""
     click.echo(f"created API key {key.id} ({key.name}, {key.role.value}{scope})", err=True)

@@ -1,4 +1,5 @@
-"""Idempotent deployment of ConsortiumRegistry and ArchiveNotary, signed with a local key.
+"""Idempotent deployment of ConsortiumRegistry, ArchiveNotary and AttestationRevocations, signed
+with a local key.
 
 The first run deploys both contracts from the committed artifacts and writes
 ``<data-dir>/deployment.json``; later runs load that file and check, loudly, that the chain still
@@ -129,7 +130,8 @@ def deploy_contracts(
     build_dir: Path | None = None,
     timeout: float = 120.0,
 ) -> Deployment:
-    """Deploy the registry, then the notary pointing at it; return the ``Deployment`` (not saved)."""
+    """Deploy the registry, then the notary pointing at it, then the attestation revocation list
+    pointing at the notary; return the ``Deployment`` (not saved)."""
     if proposal_lifetime <= 0:
         raise ConfigError("proposal lifetime must be positive")
     artifacts = load_artifacts(build_dir)
@@ -139,6 +141,8 @@ def deploy_contracts(
     assert registry.contract_address is not None  # checked by _create
     notary = _create(rpc, account, notary_artifact, [registry.contract_address], timeout)
     assert notary.contract_address is not None
+    revocations_artifact = artifacts["AttestationRevocations"]
+    revocations = _create(rpc, account, revocations_artifact, [notary.contract_address], timeout)
     return Deployment(
         chain_id=rpc.chain_id(),
         deployer=str(account.address),
@@ -146,6 +150,7 @@ def deploy_contracts(
         proposal_lifetime=proposal_lifetime,
         registry=_record(registry, registry_artifact),
         notary=_record(notary, notary_artifact),
+        revocations=_record(revocations, revocations_artifact),
     )
 
 
@@ -202,10 +207,13 @@ def verify_deployment(rpc: JsonRpc, deployment: Deployment, build_dir: Path | No
             f"the deployment file is for chain {deployment.chain_id} but {rpc.url} is chain {chain_id}"
         )
     artifacts = load_artifacts(build_dir)
-    for name, contract in (
+    contracts = [
         ("ConsortiumRegistry", deployment.registry),
         ("ArchiveNotary", deployment.notary),
-    ):
+    ]
+    if deployment.revocations is not None:
+        contracts.append(("AttestationRevocations", deployment.revocations))
+    for name, contract in contracts:
         code = rpc.code_at(contract.address)
         if not code:
             raise DeploymentMismatchError(

@@ -671,6 +671,11 @@ class LocalNetwork:
             "contracts": {
                 "ConsortiumRegistry": self.deployment.registry.address,
                 "ArchiveNotary": self.deployment.notary.address,
+                **(
+                    {"AttestationRevocations": self.deployment.revocations.address}
+                    if self.deployment.revocations is not None
+                    else {}
+                ),
             },
             "nodes": [
                 {

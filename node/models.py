@@ -224,6 +224,8 @@ class ApiKey(Base):
     actor_id: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    member: Mapped[str | None] = mapped_column(String(42), default=None)
+    """The consortium member address an ``insurer`` key acts for (docs/attestations.md)."""
 
 
 class Transfer(Base):
@@ -581,3 +583,42 @@ class BreakGlassWindow(Base):
     opened_at: Mapped[datetime] = mapped_column(index=True)
     expires_at: Mapped[datetime]
     reads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Consent(Base):
+    """A patient's consent to insurer attestations (``node.services.attestations``): the consent
+    subject's id, scope and chain head. The patient appears only as a pseudonym."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    patient_pseudonym: Mapped[str] = mapped_column(String(80), index=True)
+    insurer: Mapped[str] = mapped_column(String(42), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    record_classes: Mapped[str] = mapped_column(String(256))
+    facts: Mapped[str] = mapped_column(String(256))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    granted_at: Mapped[datetime]
+    granted_by: Mapped[str] = mapped_column(String(80))
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    grant_hash: Mapped[str] = mapped_column(String(64))
+    last_event_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Attestation(Base):
+    """An attestation this node signed: the signed document (no content, no patient id), the
+    log index of its ATTEST event and whether it was revoked on chain."""
+
+    __tablename__ = "attestations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(26), index=True)
+    insurer: Mapped[str] = mapped_column(String(42), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(Text)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

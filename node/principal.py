@@ -12,6 +12,11 @@ content), ``insurer`` (a signed-in consortium member; what it may ask is added b
 service). Which record an allowed role may read, for which purpose, is decided by the access
 policy (``node.policy``). An archive outside the caller's scope is
 reported as not found, so its existence does not leak.
+
+An insurer is authenticated today by an API key bound to its member address
+(``ApiKeyService.issue(Role.INSURER, name, member=address)``); member sign-in (EIP-4361) yields the
+same ``Principal`` (role ``insurer``, ``member`` = the signed-in address), so the attestation
+service does not care which door the insurer came through.
 """
 
 from __future__ import annotations
@@ -72,6 +77,10 @@ class Action(StrEnum):
     """Query access events across archives, patients, actors and time (regulator audit)."""
     REGULATOR_HOLD = "regulator_hold"
     """List, place and release regulator holds (the regulator's key signs)."""
+    RECORD_CONSENT = "record_consent"
+    REQUEST_ATTESTATION = "request_attestation"
+    REVOKE_ATTESTATION = "revoke_attestation"
+    DERIVE = "derive"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
@@ -84,6 +93,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.BREAK_GLASS,
             Action.AUDIT_ACCESS,
             Action.REGULATOR_HOLD,
+            Action.REQUEST_ATTESTATION,
         }
     ),
     Role.CLINICIAN: frozenset(
@@ -127,7 +137,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.REGULATOR_HOLD,
         }
     ),
-    Role.INSURER: frozenset(),
+    Role.INSURER: frozenset({Action.REQUEST_ATTESTATION}),
 }
 
 
@@ -160,7 +170,8 @@ class Principal:
 
     @property
     def is_member(self) -> bool:
-        """Whether the caller is a consortium member signed in with its key (not an API key)."""
+        """Whether the caller acts for a consortium member: signed in with its key (EIP-4361),
+        or an insurer's API key bound to its member address."""
         return self.member is not None
 
     def require(self, action: Action) -> None:

@@ -23,3 +23,9 @@ class Pseudonyms:
     def encounter(self, encounter_id: str) -> str:
         """The pseudonym of a source system's visit or stay number."""
         return crypto.pseudonym(self._secret, "encounter", encounter_id)
+
+    def insurer_reference(self, patient_pseudonym: str, insurer: str) -> str:
+        """The patient's reference in attestations for one insurer: a keyed pseudonym of
+        ``insurer ‖ ':' ‖ patient pseudonym`` in its own namespace. Stable per (patient, insurer);
+        two insurers' references of one patient cannot be linked without the hospital secret."""
+        return crypto.pseudonym(self._secret, "insurer-ref", f"{insurer}:{patient_pseudonym}")

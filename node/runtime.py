@@ -42,7 +42,9 @@ from node.pseudonyms import Pseudonyms
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
+from node.services.attestations import AttestationService
 from node.services.audits import AuditScope, FixityAuditService
+from node.services.derivatives import DerivativeService
 from node.services.hl7 import Hl7Service
 from node.services.ingestion import (
     EncounterBatchArchiver,
@@ -120,6 +122,8 @@ class NodeRuntime:
     gate: AccessGate = field(init=False)
     signin: SigninService = field(init=False)
     regulator: RegulatorService = field(init=False)
+    attestations: AttestationService = field(init=False)
+    derivatives: DerivativeService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -278,6 +282,22 @@ class NodeRuntime:
             transfers=self.transfers,
             membership_changed=self.peer_verifier.forget_membership,
             confirmations=settings.watcher_confirmations,
+        )
+        self.attestations = AttestationService(
+            hospital=hospital,
+            db=db,
+            units=units,
+            members=self.members,
+            pseudonyms=self.pseudonyms,
+            signer=self.keystore.account(),
+            deployment=self.deployment,
+            latest_block=self.chain.rpc.block_number,
+        )
+        self.derivatives = DerivativeService(
+            db=db,
+            ledger=self.ledger,
+            archives=self.archives,
+            pseudonym_secret=self.keystore.pseudonym_secret,
         )
         self.worker.on_confirmed["acceptTransfer"] = lambda session, item: (
             self.transfers.chain_accept_confirmed(session, item.archive_id or "")

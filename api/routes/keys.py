@@ -22,7 +22,9 @@ router = APIRouter(prefix="/keys", tags=["admin"])
     responses=error_responses(400, 401, 403, 422, 503),
 )
 def issue_key(runtime: RuntimeDep, principal: PrincipalDep, body: KeyIn) -> KeyIssuedOut:
-    return KeyIssuedOut.of(runtime.keys.issue_as(principal, body.role, body.name, body.department))
+    return KeyIssuedOut.of(
+        runtime.keys.issue_as(principal, body.role, body.name, body.department, body.member)
+    )
 
 
 @router.get(

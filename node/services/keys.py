@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from anchoring.ids import IdentifierError, normalize_address
 from node import crypto
 from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import AuthenticationError, InputError, NotFoundError
@@ -29,6 +30,7 @@ class ApiKeyView:
     department: str | None
     created_at: datetime
     revoked_at: datetime | None
+    member: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ def _view(row: ApiKey) -> ApiKeyView:
         department=row.department,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        member=row.member,
     )
 
 
@@ -59,14 +62,17 @@ class ApiKeyService:
         self.units = units
         self.pseudonyms = pseudonyms
 
-    def issue(self, role: Role, name: str, department: str | None = None) -> IssuedKey:
-        """Create a key (no caller check: used by the CLI and by ``issue_as``)."""
+    def issue(
+        self, role: Role, name: str, department: str | None = None, member: str | None = None
+    ) -> IssuedKey:
+        """Create a key (no caller check: used by the CLI and by ``issue_as``). An ``insurer`` key
+        names the insurer's member address (``member``); no other key does."""
         name = name.strip()
         if not name or len(name) > 64:
             raise InputError("key name must be 1 to 64 characters", code="invalid_key_name")
-        if role in (Role.REGULATOR, Role.INSURER):
+        if role is Role.REGULATOR:
             raise InputError(
-                "regulators and insurers sign in with their member key (EIP-4361), not API keys",
+                "regulators sign in with their member key (EIP-4361), not API keys",
                 code="member_role",
             )
         if role is Role.CLINICIAN and not department:
@@ -75,6 +81,15 @@ class ApiKeyService:
             raise InputError(
                 "only clinician keys carry a department", code="department_not_allowed"
             )
+        if role is Role.INSURER:
+            try:
+                member = normalize_address(member or "")
+            except IdentifierError:
+                raise InputError(
+                    "an insurer key needs the insurer's member address", code="member_required"
+                ) from None
+        elif member:
+            raise InputError("only insurer keys carry a member address", code="member_not_allowed")
         secret = crypto.generate_api_key()
         actor = self.pseudonyms.staff(name)
 
@@ -87,6 +102,7 @@ class ApiKeyService:
                 department=department,
                 actor_id=actor,
                 created_at=uow.now,
+                member=member,
             )
             uow.session.add(row)
             uow.session.flush()
@@ -95,11 +111,16 @@ class ApiKeyService:
         return IssuedKey(key=self.units.run(unit), secret=secret)
 
     def issue_as(
-        self, principal: Principal, role: Role, name: str, department: str | None = None
+        self,
+        principal: Principal,
+        role: Role,
+        name: str,
+        department: str | None = None,
+        member: str | None = None,
     ) -> IssuedKey:
         """Create a key on behalf of an admin."""
         principal.require(Action.MANAGE_KEYS)
-        return self.issue(role, name, department)
+        return self.issue(role, name, department, member)
 
     def authenticate(self, secret: str) -> Principal:
         """The principal of a bearer key; unknown or revoked keys are refused alike."""
@@ -118,6 +139,7 @@ class ApiKeyService:
             role=Role(row.role),
             actor=row.actor_id,
             department=row.department,
+            member=row.member,
         )
 
     def list(self, principal: Principal) -> list[ApiKeyView]:

@@ -17,6 +17,7 @@ from anchoring import events as ev
 from anchoring.errors import AnchoringError, EventFormatError
 from anchoring.events import (
     EVENT_MODELS,
+    FIRST_EVENT_TYPES,
     EventFieldError,
     EventType,
     canonical_bytes,
@@ -107,6 +108,33 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
         "purpose": "treatment",
         "expires_at": "2026-01-01T04:00:00Z",
     },
+    EventType.CONSENT_GRANT: {
+        "patient": H1,
+        "insurer": HOSPITAL_B,
+        "purpose": "insurance",
+        "record_classes": ["INPATIENT", "OUTPATIENT"],
+        "period_start": "2024-01-01",
+        "period_end": "2024-12-31",
+        "facts": ["dates", "record_class"],
+        "expires_at": "2025-05-01T00:00:00Z",
+        "document_hash": H2,
+    },
+    EventType.CONSENT_REVOKE: {"reason": "withdrawn"},
+    EventType.ATTEST: {
+        "attestation_id": H1,
+        "digest": H2,
+        "insurer": HOSPITAL_B,
+        "records": 2,
+        "expires_at": "2024-06-01T00:00:00Z",
+    },
+    EventType.DERIVE: {
+        "source_archive": "01HZY3Z4Q8Q1V6S9N0M5K2J3H5",
+        "source_commitment": H1,
+        "commitment": H2,
+        "profile": "fhir-r4-deid",
+        "purpose": "research",
+        "recipient": "uni-research",
+    },
 }
 
 
@@ -120,7 +148,7 @@ def document(event_type: EventType = EventType.CREATE, **overrides: Any) -> dict
         "type": event_type.value,
         "actor": REGULATOR if event_type is EventType.HOLD_PLACE else H1,
         "time": "2024-05-01T08:30:00.250000Z",
-        "prev": None if event_type is EventType.CREATE else H3,
+        "prev": None if event_type in FIRST_EVENT_TYPES else H3,
         "data": dict(SAMPLE_DATA[event_type]),
     }
     doc.update(overrides)
@@ -148,7 +176,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 23
+    assert len(EventType) == 27
 
 
 @pytest.mark.parametrize("event_type", list(EventType))

@@ -288,11 +288,14 @@ def test_unknown_tokens_are_refused(api: Api) -> None:
     assert (refused.status_code, refused.json()["code"]) == (401, "invalid_token")
 
 
-def test_member_roles_get_no_api_keys(api: Api) -> None:
-    for role in (Role.REGULATOR, Role.INSURER):
-        with pytest.raises(InputError) as caught:
-            api.node.keys.issue(role, "not-allowed")
-        assert caught.value.code == "member_role"
+def test_regulators_get_no_api_keys_and_insurer_keys_name_their_member(api: Api) -> None:
+    with pytest.raises(InputError) as caught:
+        api.node.keys.issue(Role.REGULATOR, "not-allowed")
+    assert caught.value.code == "member_role"
+    # An insurer's claim system may use an API key, but only one bound to its member address.
+    with pytest.raises(InputError) as caught:
+        api.node.keys.issue(Role.INSURER, "no-member")
+    assert caught.value.code == "member_required"
 
 
 def test_a_member_token_does_not_open_content(api: Api, regulator: LocalAccount) -> None:

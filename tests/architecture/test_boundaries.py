@@ -61,6 +61,15 @@ def test_the_verifier_needs_neither_web3_nor_a_database() -> None:
         assert heavy not in loaded, heavy
 
 
+def test_the_attestation_verifier_needs_neither_web3_nor_a_database() -> None:
+    loaded = _loaded_after("import anchoring.attestation, anchoring.rpcview")
+    for heavy in ("web3", "eth_account", "sqlalchemy", "fastapi", "node"):
+        assert heavy not in loaded, heavy
+    cli = _loaded_after("import archivechain.attest")
+    for heavy in ("web3", "eth_account", "sqlalchemy", "fastapi"):
+        assert heavy not in cli, heavy
+
+
 def _is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 

@@ -73,6 +73,13 @@ def measure(rpc: JsonRpc, accounts: TestAccounts, log: MerkleLog | None = None) 
     _registry(meter, accounts)
     _custody(meter, accounts)
     _checkpoints(meter, accounts, log or MerkleLog(MILLION, seed="gas"))
+    if deployment.revocations is not None:
+        raw = rpc.receipt("0x" + deployment.revocations.tx_hash)
+        assert raw is not None
+        meter.rows.append(
+            GasRow("AttestationRevocations", "(deployment)", "", int(raw["gasUsed"], 16))
+        )
+        meter.send(accounts.hospital_a, "AttestationRevocations", "revoke", [h("attestation")])
     return meter.rows
 
 

@@ -62,6 +62,7 @@ def test_drift_is_detected(fresh_build: Build, tmp_path: Path) -> None:
     changed = compile_contracts(contracts)
     assert build_differences(changed, default_build_dir()) == [
         "ArchiveNotary.json",
+        "AttestationRevocations.json",  # it imports the notary
         "ConsortiumRegistry.json",  # its `sources` digests changed too
         MANIFEST_NAME,
     ]
@@ -102,9 +103,10 @@ def test_cli_compile_writes_and_check_refuses_stale(
     stale = tmp_path / "build"
     stale.mkdir()
     assert main(["contracts", "compile", "--check", "--build-dir", str(stale)]) == 1
-    assert "out of date: ArchiveNotary.json, ConsortiumRegistry.json, manifest.json" in (
-        capsys.readouterr().err
-    )
+    assert (
+        "out of date: ArchiveNotary.json, AttestationRevocations.json, ConsortiumRegistry.json, "
+        "manifest.json"
+    ) in (capsys.readouterr().err)
     assert main(["contracts", "compile", "--build-dir", str(stale)]) == 0
     for name in (*CONTRACT_NAMES, "manifest"):
         committed = (default_build_dir() / f"{name}.json").read_bytes()

@@ -147,6 +147,7 @@ def test_committed_artifacts_load() -> None:
         assert artifact.bytecode.endswith(artifact.deployed_bytecode[-40:])
         assert set(artifact.source_sha256) == {
             "contracts/ArchiveNotary.sol",
+            "contracts/AttestationRevocations.sol",
             "contracts/ConsortiumRegistry.sol",
             "contracts/RFC6962.sol",
         }
