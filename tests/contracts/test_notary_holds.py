@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import ContractWriter, RpcChain, TxReceipt
 from tests.contracts.helpers import (
+    OLD_TRIGGER,
     ONE_YEAR,
     ZERO32,
     ZERO_ADDRESS,
@@ -33,7 +34,7 @@ def notary(writer: Writer, account: LocalAccount, function: str, *args: Any) -> 
 def _archived(chain: RpcChain, writer: Writer, hospital: LocalAccount) -> tuple[str, bytes]:
     archive_id, key = new_archive()
     deadline = latest_time(chain) + ONE_YEAR
-    notary(writer, hospital, "register", key, 2, deadline, h("content"), ZERO32)
+    notary(writer, hospital, "register", key, 2, OLD_TRIGGER, deadline, h("content"), ZERO32)
     return archive_id, key
 
 
