@@ -407,32 +407,54 @@ class ArchiveService:
     ) -> ArchiveView:
         """Make the archive immutable, set its retention deadline and register it on chain.
         Quality control (四性检测) runs first unless ``qc_policy`` is ``off``; under ``refuse`` a
-        failure is a 409 ``qc_failed`` listing the failed checks."""
+        failure is a 409 ``qc_failed`` listing the failed checks (``_quality_gate``)."""
         principal.require(Action.ARCHIVE)
-        if self.quality is not None and self.settings.qc_policy != "off":
-            with self.db.session() as session:
-                found = self.ledger.held(session, principal, archive_id)
-                lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
-            report = self.quality(found.id)
-            if report.failed and self.settings.qc_policy == "refuse":
-                raise ConflictError(
-                    "archiving refused by quality control (四性检测): "
-                    + ", ".join(str(check) for check in report.failed),
-                    code="qc_failed",
-                )
         return self.archive_many(principal, [archive_id], trigger_date)[0]
+
+    def _quality_gate(self, principal: Principal, archive_ids: Sequence[str]) -> None:
+        """四性检测 of each record about to be archived (outside any transaction: it decrypts
+        every version). Under ``refuse`` a failure refuses the call: one record, 409
+        ``qc_failed`` listing the failed checks; several, ``batch_refused`` naming each failing
+        record with ``qc_failed``. A record that cannot be archived anyway is left to the unit
+        of work, which reports it (one record: the error is raised here)."""
+        if self.quality is None or self.settings.qc_policy == "off":
+            return
+        failures: list[tuple[str, str]] = []
+        for archive_id in archive_ids:
+            try:
+                with self.db.session() as session:
+                    found = self.ledger.held(session, principal, archive_id)
+                    lifecycle.check_allowed(self.ledger.state(session, found), EventType.ARCHIVE)
+                    found_id = found.id
+            except (NodeError, AnchoringError):
+                if len(archive_ids) == 1:
+                    raise
+                continue
+            report = self.quality(found_id)
+            if report.failed and self.settings.qc_policy == "refuse":
+                if len(archive_ids) == 1:
+                    raise ConflictError(
+                        "archiving refused by quality control (四性检测): "
+                        + ", ".join(str(check) for check in report.failed),
+                        code="qc_failed",
+                    )
+                failures.append((archive_id, "qc_failed"))
+        if failures:
+            raise BatchRefusedError(failures)
 
     def archive_many(
         self, principal: Principal, archive_ids: Sequence[str], trigger_date: date | None = None
     ) -> list[ArchiveView]:
         """Archive several records in one unit of work, all or none (an encounter's records when
         it closes): each ``register`` is queued in the same transaction, and the anchoring worker
-        sends queued registrations together (``registerBatch``)."""
+        sends queued registrations together (``registerBatch``). 四性检测 runs first on each
+        (``_quality_gate``)."""
         principal.require(Action.ARCHIVE)
         if not archive_ids:
             return []
         if len(set(archive_ids)) != len(archive_ids):
             raise InputError("an archive id is listed twice", code="duplicate_archive_id")
+        self._quality_gate(principal, archive_ids)
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
             views: list[ArchiveView] = []
