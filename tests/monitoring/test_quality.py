@@ -392,3 +392,27 @@ def test_scheduled_qc_audit_rechecks_and_stores(make_node: MakeNode, database_ur
             time.sleep(0.2)
         (result,) = audited()
         assert _failed(result) == ["usability.text_wrong_charset"]
+
+
+def test_batch_archiving_is_refused_by_quality_control(api: Api) -> None:
+    """``POST /archives/batch-archive`` under ``refuse``: a record failing 四性检测 refuses the
+    whole batch, each failing record named with ``qc_failed``; nothing is archived."""
+    archivist = api.auth("archivist")
+    sound = _upload(api, PDF, "application/pdf")
+    broken = _upload(api, PDF[: len(PDF) // 2], "application/pdf")
+    gb = _upload(api, GB_TEXT, "text/plain")
+    batch = "/api/v1/archives/batch-archive"
+    refused = api.client.post(batch, json={"archive_ids": [sound, broken, gb]}, headers=archivist)
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["code"] == "batch_refused"
+    assert {i["id"]: i["code"] for i in body["details"]["failed"]} == {
+        broken: "qc_failed",
+        gb: "qc_failed",
+    }
+    for archive_id in (sound, broken, gb):
+        state = api.client.get(f"/api/v1/archives/{archive_id}", headers=archivist).json()
+        assert state["state"] == "CREATED"
+    accepted = api.client.post(batch, json={"archive_ids": [sound]}, headers=archivist)
+    assert accepted.status_code == 200, accepted.text
+    assert [a["state"] for a in accepted.json()["archived"]] == ["ARCHIVED"]
