@@ -145,9 +145,9 @@ class NodeSettings(BaseSettings):
     )
     """Per record class: an archive ARCHIVED within this many days of its creation is on time
     (the compliance report's on-time archiving rate)."""
-    qc_policy: Literal["refuse", "warn", "off"] = "warn"
-    """What archiving does when 四性检测 fails: refuse (409 ``qc_failed``), warn (archive and
-    keep the ``qc_failed`` alert) or off (no check)."""
+    qc_policy: Literal["refuse", "warn", "off"] = "refuse"
+    """What archiving does when 四性检测 fails: refuse (409 ``qc_failed``, the default, as
+    DA/T 70 asks), warn (archive and keep the ``qc_failed`` alert) or off (no check)."""
     qc_required_metadata: dict[str, list[str]] = Field(default_factory=dict)
     """Metadata keys an archive of a class must carry (integrity), e.g. {"INPATIENT": ["ward"]}."""
     qc_max_bytes: int = Field(256 * 1024 * 1024, ge=1)
@@ -197,6 +197,9 @@ class NodeSettings(BaseSettings):
     """Hours between runs of the retention job (reminders, due archives into review)."""
     disposition_approval_days: int = Field(30, ge=1, le=365)
     """Days an approved disposition stays valid for execution."""
+    disposition_overdue_days: int = Field(30, ge=0, le=3650)
+    """Days after its retention deadline an archive held here (not on hold) may still await
+    its disposition before it is a ``disposition_overdue`` alert."""
     tombstone_file: Path | None = None
     """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
     keep it out of the database's backups so a restore cannot resurrect a destroyed key."""

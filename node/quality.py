@@ -2,8 +2,11 @@
 
 Pure functions over plaintext bytes (the caller decrypts): a PDF must parse with pypdf in strict
 mode and every page must load; DICOM must parse with pydicom (a DICM preamble, every element
-complete, uncompressed pixel data as long as its dimensions say); FHIR JSON must be a JSON object naming a ``resourceType``; text must decode in its
-declared charset (UTF-8 when none is declared). Other formats are not checked (``None``).
+complete, uncompressed pixel data as long as its dimensions say); FHIR JSON must be a JSON object
+naming a ``resourceType`` that validates against that type's ``fhir.resources`` model (the R4B
+models, as ``node.fhir`` uses: ``fhir.resources`` 8 no longer ships R4 4.0.1, and R4B has R4's
+elements and cardinalities for the clinical resources); text must decode in its declared charset
+(UTF-8 when none is declared). Other formats are not checked (``None``).
 Answers a stable problem code, or ``None`` when the content opens.
 """
 
@@ -102,6 +105,19 @@ def _fhir(content: bytes) -> str | None:
         return "fhir_invalid"
     resource_type = document.get("resourceType")
     if not isinstance(resource_type, str) or not _RESOURCE_TYPE.fullmatch(resource_type):
+        return "fhir_invalid"
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError):  # not a resource type of the standard
+        log.info("FHIR resource type unknown")
+        return "fhir_invalid"
+    try:
+        model.model_validate(document)
+    except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+        log.info("FHIR resource does not validate: %s", type(exc).__name__)
         return "fhir_invalid"
     return None
 

@@ -5,8 +5,12 @@
   events replay (they exist and chain);
 - integrity (完整性): the metadata required for its class (``qc_required_metadata``) is present,
   its versions are numbered 1..n in the log and the catalogue alike;
-- usability (可用性): the current version opens in its media type (``node.quality``);
-- security (安全性): this node holds its wrapped key, the stored blob is not the plaintext.
+- usability (可用性): every version opens in its media type (``node.quality``);
+- security (安全性): this node holds its wrapped key, no stored blob is the plaintext.
+
+Every version's content is checked (authenticity, usability, security) and its result stored on
+that version; a failure of an earlier version is listed with its version (``usability.
+pdf_unreadable@v1``), one of the current version or of the archive as a whole without.
 
 A failure is an alert (``qc_failed``, subject the archive, detail the failed checks). What
 archiving does with a failure is ``qc_policy``: ``refuse`` (409 ``qc_failed``, the failed checks
@@ -45,9 +49,12 @@ class QcCheck:
 
     dimension: str  # authenticity | integrity | usability | security
     code: str
+    version: int | None = None
+    """An earlier version whose content failed (None: the archive or its current version)."""
 
     def __str__(self) -> str:
-        return f"{self.dimension}.{self.code}"
+        suffix = f"@v{self.version}" if self.version is not None else ""
+        return f"{self.dimension}.{self.code}{suffix}"
 
 
 @dataclass
@@ -242,8 +249,8 @@ class QualityService:
         return findings
 
     def check(self, archive_id: str, *, trigger: str = "archiving") -> QcReport:
-        """Check the archive, store the result on its current version; raise ``qc_failed`` when
-        anything failed."""
+        """Check the archive and each of its versions, store each version's result; raise
+        ``qc_failed`` when anything failed."""
         archive_id = normalise_id(archive_id)
         report = QcReport(archive_id)
         failed = report.failed
@@ -271,13 +278,22 @@ class QualityService:
             state is not None and [v.version for v in state.versions] != numbers
         ):
             failed.append(QcCheck("integrity", "versions_incomplete"))
-        if state is not None and material is not None and rows:
-            current = rows[-1]
-            recorded = next((v for v in state.versions if v.version == current.version), None)
-            self._content(archive_id, current.version, current.cid, current.media_type,
-                          recorded, material, failed)  # fmt: skip
-        if rows:
-            self._store(rows[-1].id, archive_id, rows[-1].version, failed, trigger)
+        whole = list(failed)  # the archive's own checks, stored on every version
+        per_version: dict[int, list[QcCheck]] = {}
+        for row in rows:
+            own: list[QcCheck] = []
+            if state is not None and material is not None and row.blob_deleted_at is None:
+                recorded = next((v for v in state.versions if v.version == row.version), None)
+                self._content(archive_id, row.version, row.cid, row.media_type,
+                              recorded, material, own)  # fmt: skip
+            per_version[row.version] = own
+            earlier = row is not rows[-1]
+            failed.extend(QcCheck(c.dimension, c.code, row.version) if earlier else c for c in own)
+        self._store(
+            archive_id,
+            [(row.id, row.version, whole + per_version[row.version]) for row in rows],
+            trigger,
+        )
         if failed:
             self.alerts.raise_alert(
                 AlertNotice(
@@ -290,20 +306,25 @@ class QualityService:
         return report
 
     def _store(
-        self, version_id: int, archive_id: str, version: int, failed: list[QcCheck], trigger: str
+        self, archive_id: str, results: list[tuple[int, int, list[QcCheck]]], trigger: str
     ) -> None:
+        """Store each (version row id, version, failed checks) in one transaction."""
+        if not results:
+            return
+        now = self.clock()
         with self.db.transaction() as session:
-            session.merge(
-                QcResult(
-                    version_id=version_id,
-                    archive_id=archive_id,
-                    version=version,
-                    checked_at=self.clock(),
-                    ok=not failed,
-                    failed=",".join(str(c) for c in failed),
-                    trigger=trigger,
+            for version_id, version, failed in results:
+                session.merge(
+                    QcResult(
+                        version_id=version_id,
+                        archive_id=archive_id,
+                        version=version,
+                        checked_at=now,
+                        ok=not failed,
+                        failed=",".join(str(c) for c in failed),
+                        trigger=trigger,
+                    )
                 )
-            )
 
     def _content(
         self,

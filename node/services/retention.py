@@ -8,7 +8,10 @@
   deadline moves only forward; records not yet archived get the later trigger date.
 - ``start_dispositions`` (a scheduler job, and on demand): every archive held here whose deadline
   has passed, ARCHIVED (so not in transfer) and not on hold, enters DISPOSITION_REVIEW
-  (DISPOSITION_START). ``remind`` raises ``retention_due`` alerts at the configured horizons.
+  (DISPOSITION_START). ``remind`` raises ``retention_due`` alerts at the configured horizons;
+  ``overdue`` a ``disposition_overdue`` alert for each archive past its deadline by more than
+  ``disposition_overdue_days`` without a disposition (still ARCHIVED or in DISPOSITION_REVIEW,
+  not on hold: a hold is a lawful reason to keep it).
 - ``propose`` / ``decide``: an archivist proposes a disposition list (销毁清册) of archives in
   review, with a reason; a records manager who is not the proposer approves (valid until
   ``disposition_approval_days`` later) or rejects (the deadline moves: RETENTION_EXTEND) each item.
@@ -462,11 +465,43 @@ class RetentionService:
             )
         return len(rows)
 
+    def overdue(self) -> int:
+        """Raise a ``disposition_overdue`` alert (warning) for each archive held here, not on
+        hold, still ARCHIVED or in DISPOSITION_REVIEW more than ``disposition_overdue_days``
+        after its retention deadline: nobody decided its disposition in time. Returns how many."""
+        now = self.clock()
+        grace = timedelta(days=self.settings.disposition_overdue_days)
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Archive.id, Archive.retention_deadline, Archive.state)
+                .where(
+                    Archive.custodian == self.hospital,
+                    Archive.state.in_(
+                        (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
+                    ),
+                    Archive.on_hold.is_(False),
+                    Archive.retention_deadline < now - grace,
+                )
+                .order_by(Archive.id)
+            ).all()
+        for archive_id, deadline, state in rows:
+            self.alerts.raise_alert(
+                AlertNotice(
+                    kind="disposition_overdue",
+                    subject=archive_id,
+                    severity=Severity.WARNING,
+                    detail={"state": state, "days_overdue": (now - deadline).days},
+                )
+            )
+        return len(rows)
+
     def run_schedule(self) -> None:
-        """The daily job: reminders, due archives into review, stale approvals expired."""
+        """The daily job: reminders, due archives into review, stale approvals expired,
+        overdue dispositions alerted."""
         self.remind()
         self.start_dispositions()
         self.expire_approvals()
+        self.overdue()
         self.purge_destroyed_blobs()
 
     # -- four eyes -----------------------------------------------------------------------------

@@ -37,7 +37,34 @@ from tests.fixtures.node import MakeNode
 
 UPLOAD_LIMIT = 64 * 1024
 CHUNK_SIZE = 4096
-PDF = b"%PDF-1.7 discharge summary\n" + bytes(range(256)) * 40  # 10 KiB, 3 chunks
+
+
+def real_pdf(lines: int = 480) -> bytes:
+    """A small, valid one-page PDF (it passes 四性检测's strict pypdf check), written byte by byte
+    so every process builds the same bytes; its content stream draws ``lines`` lines."""
+    drawing = b"".join(b"%d 100 m %d 700 l S\n" % (i % 500, i % 500) for i in range(lines))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(drawing) + drawing + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+PDF = real_pdf()  # a real PDF of 10.5 KiB: 3 chunks of CHUNK_SIZE
 
 
 def archive_metadata(**overrides: Any) -> dict[str, Any]:

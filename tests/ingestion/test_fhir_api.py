@@ -17,10 +17,10 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
 
 from node.encounters import EncounterKind, EncounterReport
-from tests.api.conftest import UPLOAD_LIMIT, Api
+from tests.api.conftest import UPLOAD_LIMIT, Api, real_pdf
 
 FHIR = "application/fhir+json"
-PDF = b"%PDF-1.7 discharge summary for the test patient\n" * 20
+PDF = real_pdf(40)  # a real PDF: it passes 四性检测 when archived
 LOINC = "http://loinc.org"
 PATIENT = "P-77"
 

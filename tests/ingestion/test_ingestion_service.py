@@ -22,6 +22,7 @@ from node.models import Archive, IngestedMessage
 from node.principal import Principal, Role
 from node.runtime import NodeRuntime
 from node.services.ingestion import IncomingDocument, system_principal
+from tests.api.conftest import real_pdf
 
 PATIENT = "MRN-INGEST-0001"
 TITLE = "出院小结 张三"
@@ -29,7 +30,7 @@ TITLE = "出院小结 张三"
 
 def _doc(**overrides: object) -> IncomingDocument:
     fields: dict[str, object] = {
-        "content": b"%PDF-1.7 discharge summary " * 50,
+        "content": real_pdf(60),  # a real PDF: it passes 四性检测 when archived
         "media_type": "application/pdf",
         "patient_id": PATIENT,
         "source_system": "HIS",

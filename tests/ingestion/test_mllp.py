@@ -17,9 +17,10 @@ from node.encounters import EncounterKind, EncounterReport
 from node.models import Archive, IngestedMessage
 from node.principal import Role
 from node.runtime import NodeRuntime
+from tests.api.conftest import real_pdf
 from tests.fixtures.node import MakeNode
 
-PDF = b"%PDF-1.7 discharge summary\n" + bytes(range(256)) * 4
+PDF = real_pdf(40)  # a real PDF: it passes 四性检测 when archived
 MAX_MESSAGE = 16 * 1024
 
 

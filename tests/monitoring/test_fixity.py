@@ -44,8 +44,7 @@ def _blob_path(node: NodeRuntime, archive_id: str, version: int = 1) -> Path:
 
 
 def _open_alerts(api: Api) -> list[tuple[str, str, int]]:
-    """Open alerts, but ``qc_failed``: the API fixtures' PDF is not a real PDF, so archiving one
-    raises that alert under the default ``warn`` policy (``test_quality.py`` covers it)."""
+    """Open alerts, but ``qc_failed`` (``test_quality.py`` covers it)."""
     items = api.client.get("/api/v1/alerts", headers=api.auth("archivist")).json()["items"]
     return sorted((a["kind"], a["subject"], a["count"]) for a in items if a["kind"] != "qc_failed")
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,6 +39,14 @@ def _pdf(pages: int = 2) -> bytes:
 PDF = _pdf()
 DICOM = open(get_testdata_file("CT_small.dcm"), "rb").read()  # noqa: SIM115
 PATIENT = json.dumps({"resourceType": "Patient", "id": "p1", "gender": "female"}).encode()
+OBSERVATION = json.dumps(
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "valueQuantity": {"value": 13.2, "unit": "g/dL"},
+    }
+).encode()
 GB_TEXT = "出院小结：患者恢复良好。".encode("gb18030")
 
 
@@ -57,6 +66,28 @@ GB_TEXT = "出院小结：患者恢复良好。".encode("gb18030")
         ("application/fhir+json", b'{"resourceType": 7}', "fhir_invalid"),
         ("application/fhir+json", PATIENT[:-1], "fhir_invalid"),
         ("application/fhir+json", b"[]", "fhir_invalid"),
+        ("application/fhir+json", OBSERVATION, None),
+        (
+            "application/fhir+json",
+            b'{"resourceType": "Observation", "status": "final"}',
+            "fhir_invalid",
+        ),  # no code: a required element (1..1)
+        (
+            "application/fhir+json",
+            b'{"resourceType": "Patient", "colour": "blue"}',
+            "fhir_invalid",
+        ),  # no such element
+        (
+            "application/fhir+json",
+            b'{"resourceType": "Patient", "birthDate": "yesterday"}',
+            "fhir_invalid",
+        ),  # not a FHIR date
+        (
+            "application/fhir+json",
+            b'{"resourceType": "Patient", "gender": ["female"]}',
+            "fhir_invalid",
+        ),  # a code, not a list
+        ("application/fhir+json", b'{"resourceType": "NoSuchResource"}', "fhir_invalid"),
         ("text/plain", b"discharge", None),
         ("text/plain", GB_TEXT, "text_wrong_charset"),  # no charset: UTF-8
         ("text/plain; charset=gb18030", GB_TEXT, None),
@@ -76,6 +107,15 @@ def _upload(api: Api, content: bytes, media_type: str, **metadata: Any) -> str:
     assert response.status_code == 201, response.text
     archive_id: str = response.json()["id"]
     return archive_id
+
+
+@pytest.fixture
+def warn_api(make_node: MakeNode, database_url: str) -> Iterator[Api]:
+    """The app over a node whose ``qc_policy`` is ``warn`` (the default is ``refuse``)."""
+    node = make_node(database_url=database_url, qc_policy="warn")
+    app = create_app(node)
+    with serve(app) as client:
+        yield Api(node=node, app=app, client=client, keys=issue_keys(node))
 
 
 def test_archiving_under_refuse(make_node: MakeNode, database_url: str) -> None:
@@ -130,7 +170,48 @@ def test_archiving_under_refuse(make_node: MakeNode, database_url: str) -> None:
         assert {a["subject"]: a["detail"]["failed"] for a in alerts} == expected
 
 
-def test_archiving_under_warn_keeps_the_alert(api: Api) -> None:
+def test_refuse_is_the_default(api: Api) -> None:
+    assert api.node.settings.qc_policy == "refuse"
+    archive_id = _upload(api, GB_TEXT, "text/plain")
+    refused = api.client.post(
+        f"/api/v1/archives/{archive_id}/archive", headers=api.auth("archivist")
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "qc_failed"
+    assert "usability.text_wrong_charset" in refused.json()["message"]
+
+
+def test_every_version_is_checked(api: Api) -> None:
+    """A broken first version fails QC even when the current one is sound: refused under
+    ``refuse``, the failure named with its version; each version's result is stored."""
+    archivist = api.auth("archivist")
+    archive_id = _upload(api, PDF[: len(PDF) // 2], "application/pdf")
+    amended = api.client.post(
+        f"/api/v1/archives/{archive_id}/amend",
+        headers=archivist,
+        files={"file": ("v2.pdf", PDF, "application/pdf")},
+    )
+    assert amended.status_code == 200, amended.text
+    refused = api.client.post(f"/api/v1/archives/{archive_id}/archive", headers=archivist)
+    assert refused.status_code == 409, refused.text
+    assert "usability.pdf_unreadable@v1" in refused.json()["message"]
+    results = _quality(api, archive_id)
+    assert [(r["version"], r["ok"], _failed(r)) for r in results] == [
+        (1, False, ["usability.pdf_unreadable"]),
+        (2, True, []),
+    ]
+    alerts = api.client.get(
+        "/api/v1/alerts", params={"kind": "qc_failed"}, headers=archivist
+    ).json()["items"]
+    assert [(a["subject"], a["detail"]["failed"]) for a in alerts] == [
+        (archive_id, "usability.pdf_unreadable@v1")
+    ]
+    state = api.client.get(f"/api/v1/archives/{archive_id}", headers=archivist).json()
+    assert state["state"] == "CREATED"
+
+
+def test_archiving_under_warn_keeps_the_alert(warn_api: Api) -> None:
+    api = warn_api
     archive_id = _upload(api, GB_TEXT, "text/plain")
     archived = api.client.post(
         f"/api/v1/archives/{archive_id}/archive", headers=api.auth("archivist")
@@ -155,7 +236,8 @@ def _failed(result: dict[str, Any]) -> list[str]:
     return [f"{c['dimension']}.{c['code']}" for c in result["failed"]]
 
 
-def test_results_are_stored_shown_rerun_by_the_audit_and_reported(api: Api) -> None:
+def test_results_are_stored_shown_rerun_by_the_audit_and_reported(warn_api: Api) -> None:
+    api = warn_api
     archivist = api.auth("archivist")
     names = {
         "sound": _upload(api, PDF, "application/pdf"),
@@ -166,7 +248,7 @@ def test_results_are_stored_shown_rerun_by_the_audit_and_reported(api: Api) -> N
     }
     for name in ("sound", "broken", "gb", "fhir"):
         archived = api.client.post(f"/api/v1/archives/{names[name]}/archive", headers=archivist)
-        assert archived.status_code == 200, archived.text  # warn (the default)
+        assert archived.status_code == 200, archived.text  # warn
     assert _quality(api, names["unarchived"]) == []  # never checked
     sound = _quality(api, names["sound"])
     assert [(r["version"], r["ok"], r["failed"], r["trigger"]) for r in sound] == [
@@ -310,3 +392,27 @@ def test_scheduled_qc_audit_rechecks_and_stores(make_node: MakeNode, database_ur
             time.sleep(0.2)
         (result,) = audited()
         assert _failed(result) == ["usability.text_wrong_charset"]
+
+
+def test_batch_archiving_is_refused_by_quality_control(api: Api) -> None:
+    """``POST /archives/batch-archive`` under ``refuse``: a record failing 四性检测 refuses the
+    whole batch, each failing record named with ``qc_failed``; nothing is archived."""
+    archivist = api.auth("archivist")
+    sound = _upload(api, PDF, "application/pdf")
+    broken = _upload(api, PDF[: len(PDF) // 2], "application/pdf")
+    gb = _upload(api, GB_TEXT, "text/plain")
+    batch = "/api/v1/archives/batch-archive"
+    refused = api.client.post(batch, json={"archive_ids": [sound, broken, gb]}, headers=archivist)
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["code"] == "batch_refused"
+    assert {i["id"]: i["code"] for i in body["details"]["failed"]} == {
+        broken: "qc_failed",
+        gb: "qc_failed",
+    }
+    for archive_id in (sound, broken, gb):
+        state = api.client.get(f"/api/v1/archives/{archive_id}", headers=archivist).json()
+        assert state["state"] == "CREATED"
+    accepted = api.client.post(batch, json={"archive_ids": [sound]}, headers=archivist)
+    assert accepted.status_code == 200, accepted.text
+    assert [a["state"] for a in accepted.json()["archived"]] == ["ARCHIVED"]
