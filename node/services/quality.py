@@ -128,6 +128,8 @@ ALLOWED_LARGE_COLUMNS = frozenset(
         "disposition_items.reason",  # reasons typed by records staff (kept on this node)
         "disposition_proposals.reason",
         "retention_changes.reason",
+        "break_glass_windows.reason",  # a clinician's stated emergency, kept on this node
+        "attestations.document",  # the signed attestation: facts and hashes, no content, no id
         "checkpoints.root",
         "checkpoints.error",
         "foreign_entries.event",
