@@ -43,6 +43,9 @@ from api.routes import (
     verify,
 )
 from api.schemas import ArchiveIn, ErrorOut
+from api.web import assets as web_assets
+from api.web import docs as web_docs
+from api.web import public as web_public
 from node.runtime import NodeRuntime
 
 API_PREFIX = "/api/v1"
@@ -108,6 +111,8 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         description=DESCRIPTION,
         form_limits={"max_files": 1, "max_fields": 4, "max_part_size": METADATA_FIELD_BYTES},
         dependencies=[Depends(single_valued_query)],
+        docs_url=None,  # api.web.docs serves /docs from local assets (the default uses a CDN)
+        redoc_url=None,  # ReDoc is CDN-only: not served
     )
     status = runtime.status
     app.state.runtime = runtime
@@ -135,6 +140,9 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.include_router(dicomweb.router)
     app.include_router(peer.router)
     app.include_router(health.router)
+    app.include_router(web_docs.router)
+    app.include_router(web_assets.router)
+    app.include_router(web_public.router)
 
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware, streamed=is_binary_body)

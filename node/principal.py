@@ -55,6 +55,8 @@ class Action(StrEnum):
     PROPOSE_DISPOSITION = "propose_disposition"
     DECIDE_DISPOSITION = "decide_disposition"
     EXECUTE_DISPOSITION = "execute_disposition"
+    MANAGE_TAGS = "manage_tags"
+    RECORD_SCANS = "record_scans"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
