@@ -17,6 +17,8 @@ against the OpenAPI document). The one exception is ``PUBLIC_BODY_PREFIXES``:
 - ``/peer/v1/`` (node to node) is authenticated by a signature over the body's hash, so its body
   must be read before the sender is known. It is bounded by the small-body limit (64 KiB), passes
   the JSON body check, and is only hashed, never parsed.
+- ``/console/`` (the archivist console, ``api.web.console``) is authenticated by its session
+  cookie and CSRF token, or is the sign-in form itself; its forms are small (64 KiB limit).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from node.errors import NodeError
 from node.peers import PEER_PREFIX
 from node.runtime import NodeRuntime
 
-PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/",)
+PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/", "/console/")
 """Paths whose bodies are read before an API key is asked for (they authenticate otherwise)."""
 
 

@@ -39,11 +39,13 @@ from api.routes import (
     reports,
     retention,
     shares,
+    tags,
     transfers,
     verify,
 )
 from api.schemas import ArchiveIn, ErrorOut
 from api.web import assets as web_assets
+from api.web import console as web_console
 from api.web import docs as web_docs
 from api.web import public as web_public
 from node.runtime import NodeRuntime
@@ -134,6 +136,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         audits.router,
         reports.router,
         retention.router,
+        tags.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)
@@ -143,6 +146,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.include_router(web_docs.router)
     app.include_router(web_assets.router)
     app.include_router(web_public.router)
+    app.include_router(web_console.router)
 
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware, streamed=is_binary_body)

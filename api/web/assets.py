@@ -41,6 +41,8 @@ VENDOR_ASSETS: Final[dict[str, VendorAsset]] = {
     ),
     "swagger-ui/swagger-ui.css": VendorAsset("swagger-ui-dist", "5.35.0", "swagger-ui.css"),
     "swagger-ui/favicon-32x32.png": VendorAsset("swagger-ui-dist", "5.35.0", "favicon-32x32.png"),
+    "htmx/htmx.min.js": VendorAsset("htmx.org", "2.0.11", "dist/htmx.min.js"),
+    "chart.js/chart.umd.js": VendorAsset("chart.js", "4.6.1", "dist/chart.umd.js"),
 }
 """Every third-party file the pages use (kept in step with ``package.json``)."""
 

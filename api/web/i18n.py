@@ -55,6 +55,64 @@ SCRIPT_TEXT: Final[dict[str, dict[Lang, str]]] = {
 }
 
 
+CONSOLE_TEXT: Final[dict[str, dict[Lang, str]]] = {
+    "console": {"zh": "档案管理控制台", "en": "Archivist console"},
+    "sign_in": {"zh": "登录", "en": "Sign in"},
+    "sign_out": {"zh": "退出", "en": "Sign out"},
+    "api_key": {"zh": "API 密钥", "en": "API key"},
+    "bad_key": {"zh": "密钥无效或已撤销。", "en": "The key is not valid or was revoked."},
+    "catalogue": {"zh": "档案目录", "en": "Catalogue"},
+    "dashboard": {"zh": "统计看板", "en": "Dashboard"},
+    "search": {"zh": "检索", "en": "Search"},
+    "search_label": {"zh": "关键词（标题、元数据）", "en": "Keywords (title, metadata)"},
+    "results": {"zh": "条结果", "en": "results"},
+    "title": {"zh": "题名", "en": "Title"},
+    "department": {"zh": "科室", "en": "Department"},
+    "versions": {"zh": "版本", "en": "Versions"},
+    "events": {"zh": "事件时间线", "en": "Event timeline"},
+    "type": {"zh": "事件", "en": "Event"},
+    "time": {"zh": "时间", "en": "Time"},
+    "anchoring": {"zh": "上链状态", "en": "Anchoring"},
+    "anchored": {"zh": "已上链", "en": "anchored"},
+    "pending": {"zh": "待上链", "en": "pending"},
+    "proof": {"zh": "证明", "en": "Proof"},
+    "download_proof": {"zh": "下载证明文件", "en": "Download proof bundle"},
+    "public_page": {"zh": "公开验证页", "en": "Public verification page"},
+    "tags": {"zh": "智能标签", "en": "Smart tags"},
+    "last_seen": {"zh": "最后位置", "en": "Last seen"},
+    "actions": {"zh": "生命周期操作", "en": "Lifecycle actions"},
+    "do_archive": {"zh": "归档", "en": "Archive"},
+    "do_hold": {"zh": "设置法律保全", "en": "Place legal hold"},
+    "do_release": {"zh": "解除法律保全", "en": "Release legal hold"},
+    "do_share": {"zh": "共享给医院", "en": "Share with a hospital"},
+    "reason": {"zh": "原因（只保存在本节点）", "en": "Reason (kept on this node only)"},
+    "confirm": {"zh": "我确认执行此操作", "en": "I confirm this action"},
+    "confirm_needed": {"zh": "请勾选确认后再执行。", "en": "Tick the confirmation first."},
+    "unknown_action": {"zh": "未知操作。", "en": "Unknown action."},
+    "done": {"zh": "已完成：", "en": "Done:"},
+    "refused": {"zh": "已拒绝", "en": "Refused"},
+    "grantee": {"zh": "接收医院地址", "en": "Grantee hospital address"},
+    "purpose": {"zh": "用途", "en": "Purpose"},
+    "days": {"zh": "有效天数", "en": "Days valid"},
+    "alerts": {"zh": "告警", "en": "Alerts"},
+    "retention_due": {"zh": "即将到期（一年内）", "en": "Retention due (within a year)"},
+    "deadline": {"zh": "保管期限", "en": "Deadline"},
+    "charts": {"zh": "图表（近 30 天）", "en": "Charts (last 30 days)"},
+    "chart_retrieval": {"zh": "调阅响应时间分布", "en": "Retrieval-time distribution"},
+    "chart_utilisation": {"zh": "利用率", "en": "Utilisation"},
+    "chart_sharing": {"zh": "共享量", "en": "Sharing volume"},
+    "chart_ingest": {"zh": "每日归集量", "en": "Ingest per day"},
+    "chart_lag": {"zh": "上链延迟", "en": "Anchoring lag"},
+    "none": {"zh": "无", "en": "none"},
+    "signed_in_as": {"zh": "当前用户", "en": "Signed in as"},
+}
+
+
+def console_words(lang: Lang) -> dict[str, str]:
+    """Every console word in ``lang``."""
+    return {key: value[lang] for key, value in CONSOLE_TEXT.items()}
+
+
 def pick(lang: str | None) -> Lang:
     """The language asked for, Chinese unless English is asked for."""
     return "en" if lang == "en" else "zh"

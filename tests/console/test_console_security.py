@@ -1,0 +1,104 @@
+"""The console's security choices over HTTP (ASGI): sign-in with an API key gives a Secure,
+HttpOnly, SameSite=Strict session cookie; a bad key is refused; a form without the session's CSRF
+token or from another origin is refused and changes nothing; search terms travel in POST bodies;
+a revoked key ends its session; strict CSP on every page."""
+
+from __future__ import annotations
+
+import re
+
+from tests.api.conftest import Api
+
+
+def _sign_in(api: Api, who: str = "archivist") -> str:
+    response = api.client.post("/console/login", data={"api_key": api.keys[who], "lang": "en"})
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"]
+    for flag in ("HttpOnly", "Secure", "SameSite=strict", "Path=/console", "Max-Age=28800"):
+        assert flag.lower() in cookie.lower(), (flag, cookie)
+    match = re.match(r"ac_session=([^;]+)", cookie)
+    assert match
+    return match.group(1)
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def test_sign_in_session_csrf_and_sign_out(api: Api) -> None:
+    assert api.client.get("/console/archives").status_code == 303  # to the sign-in page
+    login = api.client.get("/console/login")
+    assert login.status_code == 200
+    assert 'lang="zh-CN"' in login.text
+    assert "script-src 'self'" in login.headers["content-security-policy"]
+    bad = api.client.post("/console/login", data={"api_key": "not-a-key"})
+    assert bad.status_code == 401
+    assert "set-cookie" not in bad.headers
+
+    archive = api.create()
+    sid = _sign_in(api)
+    cookies = {"ac_session": sid}
+    page = api.client.get("/console/archives", cookies=cookies)
+    assert page.status_code == 200
+    assert archive["id"] in page.text
+    token = _csrf(page.text)
+
+    found = api.client.post(
+        "/console/search",
+        data={"csrf": token, "q": "discharge"},
+        cookies=cookies,
+        headers={"HX-Request": "true"},
+    )
+    assert found.status_code == 200
+    assert archive["id"] in found.text
+    assert found.text.lstrip().startswith('<section id="results"')  # htmx partial
+
+    detail = f"/console/archives/{archive['id']}"
+    action = f"{detail}/action"
+    before = api.footprint()
+    no_token = api.client.post(action, data={"action": "hold", "confirm": "yes"}, cookies=cookies)
+    assert no_token.status_code == 403
+    assert no_token.json()["code"] == "csrf_failed"
+    cross = api.client.post(
+        action,
+        data={"csrf": token, "action": "hold", "confirm": "yes"},
+        cookies=cookies,
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross.status_code == 403
+    unconfirmed = api.client.post(action, data={"csrf": token, "action": "hold"}, cookies=cookies)
+    assert unconfirmed.status_code == 303
+    assert api.footprint() == before  # nothing happened
+    held = api.client.post(
+        action,
+        data={"csrf": token, "action": "hold", "reason": "court order 7", "confirm": "yes"},
+        cookies=cookies,
+    )
+    assert held.status_code == 303
+    shown = api.client.get(detail, cookies=cookies).text
+    assert "HOLD_PLACE" in shown
+    assert 'id="hold">yes' in shown
+
+    admin = api.node.keys.authenticate(api.keys["admin"])
+    api.node.keys.revoke(admin, _key_id(api, "archivist"))
+    assert api.client.get("/console/archives", cookies=cookies).status_code == 303
+
+
+def _key_id(api: Api, who: str) -> int:
+    return api.node.keys.authenticate(api.keys[who]).key_id
+
+
+def test_sign_out_ends_the_session(api: Api) -> None:
+    sid = _sign_in(api, "auditor")
+    cookies = {"ac_session": sid}
+    page = api.client.get("/console/dashboard", cookies=cookies)
+    assert page.status_code == 200
+    data = api.client.get("/console/dashboard.json", cookies=cookies)
+    assert data.status_code == 200
+    assert "retrieval" in data.json()
+    out = api.client.post("/console/logout", data={"csrf": _csrf(page.text)}, cookies=cookies)
+    assert out.status_code == 303
+    assert api.client.get("/console/dashboard", cookies=cookies).status_code == 303
+    assert api.client.get("/console/dashboard.json", cookies=cookies).status_code == 401
