@@ -2,8 +2,9 @@
 
 No page runs inline script or loads anything from another origin, except that the public
 verification page may ``fetch`` the chain's JSON-RPC endpoint (``connect-src``). Pages may not be
-framed (clickjacking) and send no referrer (an archive id in a URL is not PHI, but it still does
-not need to travel to other sites).
+framed (clickjacking) and send a referrer only to their own origin (``same-origin``: an archive
+id need not travel to other sites; ``no-referrer`` would make the browser send ``Origin: null``
+on the console's own form posts, which the CSRF origin check refuses).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def page_headers(*, connect: Iterable[str] = (), inline_styles: bool = False) ->
         "Content-Security-Policy": policy,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
     }
 

@@ -1,0 +1,158 @@
+"""The archivist console in a real browser (Debian chromium via Playwright, one live node):
+sign in with an API key, search, open an archive, archive it, place and release a hold, share,
+the dashboard's charts, Chinese and English; a QR label decoded back to its URL (jsQR, from
+npm, in the page) that opens the public page with a matching commitment; axe-core finds no
+serious or critical violation on any page; screenshots saved (test-artifacts/, gitignored)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import archive_metadata, issue_keys
+from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
+from tests.fixtures.chain import Consortium
+from tests.fixtures.node import MakeNode
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+if not CHROMIUM.exists():  # .ci/run installs it
+    pytest.skip("needs Debian chromium at /usr/bin/chromium", allow_module_level=True)
+
+AXE = NODE_MODULES / "axe-core" / "axe.min.js"
+JSQR = NODE_MODULES / "jsqr" / "dist" / "jsQR.js"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def serious(browser: Any, cookies: list[dict[str, Any]], url: str) -> list[str]:
+    """axe-core's serious and critical findings on ``url`` (a CSP-bypassing context with the
+    same cookies: axe is injected inline, which the console's CSP rightly forbids)."""
+    context = browser.new_context(bypass_csp=True)
+    try:
+        context.add_cookies(cookies)
+        page = context.new_page()
+        page.goto(url)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document)")
+        return [
+            f"{v['id']}: {v['help']}"
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+    finally:
+        context.close()
+
+
+def test_console_flows_in_the_browser(
+    make_node: MakeNode, browser: Any, consortium: Consortium
+) -> None:
+    node = make_node()
+    keys = issue_keys(node)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    auth = {"Authorization": f"Bearer {keys['archivist']}"}
+    with live_server(node) as base, httpx.Client(base_url=base, timeout=30) as http:
+        uploaded = http.post(
+            "/api/v1/archives",
+            headers=auth,
+            files={"file": ("note.txt", b"nursing note", "text/plain")},
+            data={"metadata": json.dumps(archive_metadata(title="Nursing record 护理记录"))},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        archive_id = uploaded.json()["id"]
+
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/console")
+        assert page.url.endswith("/console/login")
+        assert page.locator("html").get_attribute("lang") == "zh-CN"
+        page.fill("#api_key", "wrong")
+        page.click("#sign-in")
+        page.wait_for_selector("#login-error")
+        page.fill("#api_key", keys["archivist"])
+        page.click("#sign-in")
+        page.wait_for_url(f"{base}/console/archives")
+        page.screenshot(path=str(ARTIFACTS / "console-catalogue-zh.png"), full_page=True)
+
+        page.goto(f"{base}/console/archives?lang=en")
+        page.fill("#q", "nursing")
+        page.click("#search")
+        page.wait_for_selector(f"#results a[href='/console/archives/{archive_id}']")
+        assert "nursing" not in page.url  # search terms are never in the URL
+        page.click(f"#results a[href='/console/archives/{archive_id}']")
+        assert page.locator("#state").inner_text() == "CREATED"
+
+        page.check("#confirm-archive")
+        page.click("#do-archive")
+        page.wait_for_selector("#flash")
+        assert page.locator("#state").inner_text() == "ARCHIVED"
+        page.fill("#hold-reason", "litigation 2026-17")
+        page.check("#confirm-hold")
+        page.click("#do-hold")
+        page.wait_for_selector("#do-release")
+        assert page.locator("#hold").inner_text() == "yes"
+        page.check("#confirm-release")
+        page.click("#do-release")
+        page.wait_for_selector("#do-hold")
+        assert page.locator("#hold").inner_text() == "no"
+        page.fill("#share-to", consortium.accounts.hospital_b.address)
+        page.select_option("#share-purpose", "treatment")
+        page.check("#confirm-share")
+        page.click("#do-share")
+        page.wait_for_selector("#flash")
+        assert "share" in page.locator("#flash").inner_text()
+        events = page.locator("#events tbody tr td:nth-child(2)").all_inner_texts()
+        assert events[-4:] == ["ARCHIVE", "HOLD_PLACE", "HOLD_RELEASE", "SHARE_GRANT"]
+        page.screenshot(path=str(ARTIFACTS / "console-detail-en.png"), full_page=True)
+        cookies = context.cookies()
+        assert any(c["name"] == "ac_session" and c["httpOnly"] and c["secure"] for c in cookies)
+        for path in ("/console/archives", f"/console/archives/{archive_id}", "/console/dashboard"):
+            assert serious(browser, cookies, f"{base}{path}") == [], path
+
+        page.goto(f"{base}/console/dashboard")
+        page.wait_for_selector("#charts[data-drawn='true']", timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "console-dashboard-en.png"), full_page=True)
+
+        # the QR label, decoded in the page by jsQR, is the public page's URL with the prefix
+        node.worker.run_until_anchored(timeout=30)
+        bound = http.post(f"/api/v1/archives/{archive_id}/tags", json={"kind": "qr"}, headers=auth)
+        assert bound.status_code == 201, bound.text
+        png = http.get(
+            f"/api/v1/archives/{archive_id}/label", params={"format": "png"}, headers=auth
+        )
+        qr_page = browser.new_page()
+        qr_page.set_content("<canvas id='c'></canvas>")
+        qr_page.add_script_tag(path=str(JSQR))
+        decoded = qr_page.evaluate(
+            """async (b64) => {
+                const img = new Image();
+                img.src = "data:image/png;base64," + b64;
+                await img.decode();
+                const canvas = document.getElementById("c");
+                canvas.width = img.width; canvas.height = img.height;
+                const ctx = canvas.getContext("2d");
+                ctx.drawImage(img, 0, 0);
+                const data = ctx.getImageData(0, 0, img.width, img.height);
+                const code = jsQR(data.data, img.width, img.height);
+                return code ? code.data : null;
+            }""",
+            base64.b64encode(png.content).decode(),
+        )
+        assert decoded == bound.json()["label"]
+        assert decoded.startswith(f"{node.settings.base_url}/v/{archive_id}?c=")
+        public = browser.new_page()
+        public.goto(decoded.replace(node.settings.base_url, base) + "&lang=en")
+        assert public.locator("#label-check").get_attribute("class") == "ok"
