@@ -71,7 +71,9 @@ answers 404, as if it did not exist.
 Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle errors).
 """
 
-_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)/?$")
+_UPLOAD_PATH = re.compile(
+    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)|/console/upload)/?$"
+)
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 
 

@@ -18,18 +18,24 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
-from anchoring.events import Purpose
+from anchoring.events import Purpose, RecordClass, Sensitivity
+from api.schemas import ArchiveIn
 from api.web import i18n
 from api.web.security import page_headers
 from api.web.templating import render
-from node.errors import NodeError
+from node.errors import InputError, NodeError
 from node.principal import Principal
 from node.runtime import NodeRuntime
 from node.services.archives import SearchFilters
@@ -143,15 +149,28 @@ def _same_origin(request: Request) -> bool:
 
 async def _form(request: Request, session: Session | None) -> dict[str, str] | None:
     """The posted form when it is same-origin and (signed in) carries the session's token."""
+    found = await _form_with_file(request, session, max_files=0)
+    return found[0] if found is not None else None
+
+
+async def _form_with_file(
+    request: Request, session: Session | None, *, max_files: int
+) -> tuple[dict[str, str], UploadFile | None] | None:
+    """The form's text fields and its one file part (when ``max_files`` is 1), checked as in
+    ``_form``. Text fields are at most 64 KiB each, at most 16 fields."""
     if not _same_origin(request):
         return None
-    form = await request.form()
+    try:
+        form = await request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024)
+    except HTTPException:
+        return None
     values = {k: v for k, v in form.items() if isinstance(v, str)}
+    upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
     if session is not None and not hmac.compare_digest(
         values.get("csrf", "").encode(), session.csrf.encode()
     ):
         return None
-    return values
+    return values, upload
 
 
 def _page(name: str, session: Session, principal: Principal, **context: Any) -> str:
@@ -344,6 +363,85 @@ async def action(request: Request, archive_id: str) -> Response:
         code = getattr(exc, "code", "invalid_input")
         session.flash = f"{c['refused']}: {code}: {exc}"
     return RedirectResponse(f"/console/archives/{archive_id}", status_code=303)
+
+
+# -- upload ------------------------------------------------------------------------------------
+
+
+@router.get("/console/upload")
+def upload_page(request: Request) -> Response:
+    found = _signed_in(request)
+    if found is None:
+        return _to_login()
+    session, principal = found
+    return _html(_upload_page(session, principal))
+
+
+def _upload_page(session: Session, principal: Principal, error: str | None = None) -> str:
+    return _page(
+        "console_upload.html",
+        session,
+        principal,
+        classes=[c.value for c in RecordClass],
+        sensitivities=[s.value for s in Sensitivity],
+        error=error,
+    )
+
+
+def _chunks(upload: UploadFile, limit: int, size: int) -> Iterator[bytes]:
+    upload.file.seek(0)
+    total = 0
+    while chunk := upload.file.read(size):
+        total += len(chunk)
+        if total > limit:
+            raise InputError("the file is larger than this node accepts", code="payload_too_large")
+        yield chunk
+
+
+@router.post("/console/upload")
+async def upload(request: Request) -> Response:
+    """A record uploaded from the console: the same service call as ``POST /api/v1/archives``
+    (checked, encrypted, CREATE logged, all or nothing). The session is checked before the body
+    is read; the body is an upload (``api.main.is_upload``): streamed to a spooled file."""
+    found = _signed_in(request)
+    if found is None:
+        return _to_login()
+    session, principal = found
+    parsed = await _form_with_file(request, session, max_files=1)
+    if parsed is None:
+        return _refused()
+    form, file = parsed
+    runtime = _runtime(request)
+    if file is None or not file.filename:
+        return _html(_upload_page(session, principal, "file"), 400)
+    try:
+        fields = ArchiveIn.model_validate(
+            {
+                "record_class": form.get("record_class", ""),
+                "sensitivity": form.get("sensitivity", "NORMAL"),
+                "department": form.get("department", ""),
+                "title": form.get("title", ""),
+                "source_system": "CONSOLE",
+                "patient_id": form.get("patient_id", ""),
+            }
+        )
+        media_type = (file.content_type or "application/octet-stream").split(";")[0].strip()
+        settings = runtime.settings
+        view = await run_in_threadpool(
+            runtime.archives.create,
+            principal,
+            fields.to_new_archive(media_type, file.filename),
+            _chunks(file, settings.max_upload_bytes, settings.chunk_size),
+        )
+    except ValidationError as exc:
+        names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+        return _html(_upload_page(session, principal, names), 422)
+    except NodeError as exc:
+        return _html(_upload_page(session, principal, exc.code), 400)
+    finally:
+        await file.close()
+    session.flash = i18n.console_words(session.lang)["uploaded"]
+    return RedirectResponse(f"/console/archives/{view.id}", status_code=303)
 
 
 # -- dashboards ---------------------------------------------------------------------------------

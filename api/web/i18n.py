@@ -105,6 +105,12 @@ CONSOLE_TEXT: Final[dict[str, dict[Lang, str]]] = {
     "chart_lag": {"zh": "上链延迟", "en": "Anchoring lag"},
     "none": {"zh": "无", "en": "none"},
     "signed_in_as": {"zh": "当前用户", "en": "Signed in as"},
+    "upload": {"zh": "上传档案", "en": "Upload a record"},
+    "file": {"zh": "文件", "en": "File"},
+    "patient_id": {"zh": "患者编号（仅以假名保存）", "en": "Patient id (kept as a pseudonym only)"},
+    "sensitivity": {"zh": "密级", "en": "Sensitivity"},
+    "uploaded": {"zh": "已上传。", "en": "Uploaded."},
+    "upload_error": {"zh": "无法上传，请检查：", "en": "Not uploaded; check:"},
 }
 
 

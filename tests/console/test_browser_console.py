@@ -1,5 +1,5 @@
 """The archivist console in a real browser (Debian chromium via Playwright, one live node):
-sign in with an API key, search, open an archive, archive it, place and release a hold, share,
+sign in with an API key, upload, search, open an archive, archive it, place and release a hold, share,
 the dashboard's charts, Chinese and English; a QR label decoded back to its URL (jsQR, from
 npm, in the page) that opens the public page with a matching commitment; axe-core finds no
 serious or critical violation on any page; screenshots saved (test-artifacts/, gitignored)."""
@@ -7,14 +7,14 @@ serious or critical violation on any page; screenshots saved (test-artifacts/, g
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.conftest import archive_metadata, issue_keys
+from tests.api.conftest import issue_keys
 from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode
@@ -58,22 +58,13 @@ def serious(browser: Any, cookies: list[dict[str, Any]], url: str) -> list[str]:
 
 
 def test_console_flows_in_the_browser(
-    make_node: MakeNode, browser: Any, consortium: Consortium
+    make_node: MakeNode, browser: Any, consortium: Consortium, tmp_path: Path
 ) -> None:
     node = make_node()
     keys = issue_keys(node)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     auth = {"Authorization": f"Bearer {keys['archivist']}"}
     with live_server(node) as base, httpx.Client(base_url=base, timeout=30) as http:
-        uploaded = http.post(
-            "/api/v1/archives",
-            headers=auth,
-            files={"file": ("note.txt", b"nursing note", "text/plain")},
-            data={"metadata": json.dumps(archive_metadata(title="Nursing record 护理记录"))},
-        )
-        assert uploaded.status_code == 201, uploaded.text
-        archive_id = uploaded.json()["id"]
-
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{base}/console")
@@ -87,7 +78,20 @@ def test_console_flows_in_the_browser(
         page.wait_for_url(f"{base}/console/archives")
         page.screenshot(path=str(ARTIFACTS / "console-catalogue-zh.png"), full_page=True)
 
-        page.goto(f"{base}/console/archives?lang=en")
+        page.goto(f"{base}/console/upload?lang=en")
+        upload = tmp_path / "note.txt"
+        upload.write_bytes(b"nursing note")
+        page.set_input_files("#file", str(upload))
+        page.fill("#title", "Nursing record 护理记录")
+        page.select_option("#record_class", "NURSING")
+        page.fill("#department", "nursing")
+        page.fill("#patient_id", "MRN-77")
+        page.click("#do-upload")
+        page.wait_for_selector("#flash")
+        archive_id = page.url.rsplit("/", 1)[-1]
+        assert page.locator("#state").inner_text() == "CREATED"
+        assert "MRN-77" not in page.content()  # kept as a pseudonym only
+        page.goto(f"{base}/console/archives")
         page.fill("#q", "nursing")
         page.click("#search")
         page.wait_for_selector(f"#results a[href='/console/archives/{archive_id}']")
@@ -119,7 +123,12 @@ def test_console_flows_in_the_browser(
         page.screenshot(path=str(ARTIFACTS / "console-detail-en.png"), full_page=True)
         cookies = context.cookies()
         assert any(c["name"] == "ac_session" and c["httpOnly"] and c["secure"] for c in cookies)
-        for path in ("/console/archives", f"/console/archives/{archive_id}", "/console/dashboard"):
+        for path in (
+            "/console/archives",
+            f"/console/archives/{archive_id}",
+            "/console/dashboard",
+            "/console/upload",
+        ):
             assert serious(browser, cookies, f"{base}{path}") == [], path
 
         page.goto(f"{base}/console/dashboard")

@@ -5,7 +5,10 @@ a revoked key ends its session; strict CSP on every page."""
 
 from __future__ import annotations
 
+import logging
 import re
+
+import pytest
 
 from tests.api.conftest import Api
 
@@ -102,3 +105,75 @@ def test_sign_out_ends_the_session(api: Api) -> None:
     assert out.status_code == 303
     assert api.client.get("/console/dashboard", cookies=cookies).status_code == 303
     assert api.client.get("/console/dashboard.json", cookies=cookies).status_code == 401
+
+
+def test_hostile_and_refused_console_bodies_change_nothing(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    huge = api.client.post(
+        "/console/login",
+        content=b"api_key=" + b"x" * (70 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status_code == 413
+    assert "code" in huge.json()
+    bad_utf8 = api.client.post(
+        "/console/login",
+        content=b"api_key=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert bad_utf8.status_code == 400
+    assert bad_utf8.json()["code"] == "invalid_encoding"
+    deep = api.client.post(
+        "/console/login",
+        content=b"[" * 100,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert deep.status_code == 400
+    assert deep.json()["code"] == "json_too_deep"
+
+    before = api.footprint()
+    anonymous = api.client.post("/console/upload", files={"file": ("a.txt", b"x", "text/plain")})
+    assert anonymous.status_code == 303  # to sign-in, body unread
+    sid = _sign_in(api)
+    cookies = {"ac_session": sid}
+    token = _csrf(api.client.get("/console/upload", cookies=cookies).text)
+    fields = {
+        "csrf": token,
+        "title": "Secret title",
+        "record_class": "NOPE",
+        "department": "cardiology",
+        "patient_id": "MRN-4242",
+    }
+    refused = api.client.post(
+        "/console/upload",
+        data=fields,
+        cookies=cookies,
+        files={"file": ("a.txt", b"text", "text/plain")},
+    )
+    assert refused.status_code == 422
+    assert "record_class" in refused.text
+    no_token = api.client.post(
+        "/console/upload",
+        data={**fields, "csrf": "x"},
+        cookies=cookies,
+        files={"file": ("a.txt", b"text", "text/plain")},
+    )
+    assert no_token.status_code == 403
+    assert api.footprint() == before
+    ok = api.client.post(
+        "/console/upload",
+        data={**fields, "record_class": "INPATIENT"},
+        cookies=cookies,
+        files={"file": ("a.txt", b"text", "text/plain")},
+    )
+    assert ok.status_code == 303
+    assert ok.headers["location"].startswith("/console/archives/")
+    assert api.footprint().archives == before.archives + 1
+    api.client.post(
+        "/console/search", data={"csrf": token, "q": "MRN-4242 Secret"}, cookies=cookies
+    )
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "MRN-4242" not in logged
+    assert "Secret title" not in logged
