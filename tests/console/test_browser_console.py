@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from anchoring.events import RecordClass, Sensitivity
+from node.alerts import AlertNotice, Severity
+from node.principal import Role
+from node.services.archives import NewArchive
+from node.services.tags import Scan
 from tests.api.conftest import issue_keys
 from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
 from tests.fixtures.chain import Consortium
@@ -165,3 +171,150 @@ def test_console_flows_in_the_browser(
         public = browser.new_page()
         public.goto(decoded.replace(node.settings.base_url, base) + "&lang=en")
         assert public.locator("#label-check").get_attribute("class") == "ok"
+
+
+def _new_archive(node: Any, principal: Any, title: str, trigger: date | None = None) -> str:
+    new = NewArchive(
+        record_class=RecordClass.OUTPATIENT,
+        sensitivity=Sensitivity.NORMAL,
+        department="clinic",
+        title=title,
+        patient_id="MRN-OPS",
+        source_system="HIS",
+        media_type="text/plain",
+        trigger_date=trigger,
+    )
+    created = node.archives.create(principal, new, [f"{title} content".encode()])
+    node.archives.archive(principal, created.id)
+    return str(created.id)
+
+
+def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{base}/console/login?lang=en")
+    page.fill("#api_key", key)
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}/console/archives")
+    return context, page
+
+
+def test_console_operations_pages_in_the_browser(
+    make_node: MakeNode, browser: Any, consortium: Consortium
+) -> None:
+    """Alerts (acknowledge), retention due and disposition review (propose by the archivist,
+    four eyes, approve by the records manager, a rejection without a date refused), transfers
+    (offer and withdraw, the lists), an archive's tags (bind the QR label, last seen location,
+    the printable label): each change made through the page and read back from the services."""
+    node = make_node()
+    keys = issue_keys(node)
+    manager_key = node.keys.issue(Role.RECORDS_MANAGER, "manager-1").secret
+    archivist = node.keys.authenticate(keys["archivist"])
+    expired = (datetime.now(UTC) - timedelta(days=40 * 366)).date()
+    due_id = _new_archive(node, archivist, "Old visit", expired)
+    kept_id = _new_archive(node, archivist, "Recent visit")
+    alert = node.alert_store.record(
+        AlertNotice(kind="fixity_mismatch", subject=kept_id, severity=Severity.CRITICAL)
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with live_server(node) as base:
+        context, page = _sign_in(browser, base, keys["archivist"])
+
+        # 1. alerts: acknowledged through the page, then listed as acknowledged
+        page.goto(f"{base}/console/alerts")
+        assert page.locator("#open-total").inner_text() == "1"
+        page.check(f"#confirm-ack-{alert.id}")
+        page.click(f"#ack-{alert.id}")
+        page.wait_for_selector("#no-open")
+        assert f"ack #{alert.id}" in page.locator("#flash").inner_text()
+        assert page.locator("#seen-alerts tbody tr").count() == 1
+        assert node.alert_store.list(archivist)[1] == 0
+
+        # 2. retention: into review, proposed by the archivist who may not decide
+        page.goto(f"{base}/console/retention")
+        assert page.locator(f"#pick-{due_id}").is_disabled()  # ARCHIVED: not yet in review
+        page.check("#confirm-review")
+        page.click("#do-review")
+        page.wait_for_selector("#flash")
+        assert node.archives.get(archivist, due_id).state == "DISPOSITION_REVIEW"
+        page.check(f"#pick-{due_id}")
+        page.fill("#propose-reason", "retention expired")
+        page.check("#confirm-propose")
+        page.click("#do-propose")
+        page.wait_for_selector("section[id^='proposal-']")
+        assert "propose" in page.locator("#flash").inner_text()
+        assert page.locator(f"#decide-{due_id}").count() == 0  # the archivist cannot decide
+        page.screenshot(path=str(ARTIFACTS / "console-retention-en.png"), full_page=True)
+        proposal_id = page.locator("section[id^='proposal-']").get_attribute("id")[9:]
+
+        manager, mpage = _sign_in(browser, base, manager_key)
+        mpage.goto(f"{base}/console/retention")
+        mpage.check(f"#reject-{due_id}")  # a rejection needs the date it keeps the archive to
+        mpage.fill(f"#why-{due_id}", "still needed")
+        mpage.check(f"#confirm-decide-{due_id}")
+        mpage.click(f"#decide-{due_id}")
+        mpage.wait_for_selector("#flash")
+        assert "new_deadline_required" in mpage.locator("#flash").inner_text()
+        item = node.retention.proposal(archivist, proposal_id).items[0]
+        assert item.decision == "pending"
+        mpage.check(f"#approve-{due_id}")
+        mpage.fill(f"#why-{due_id}", "checked")
+        mpage.check(f"#confirm-decide-{due_id}")
+        mpage.click(f"#decide-{due_id}")
+        mpage.wait_for_selector("#no-proposals")
+        assert node.retention.proposal(archivist, proposal_id).items[0].decision == "approved"
+        manager_cookies = manager.cookies()
+        manager.close()
+
+        # 3. transfers: offer to hospital B, listed as offered, then withdrawn
+        page.goto(f"{base}/console/transfers")
+        page.fill("#offer-archive", kept_id)
+        page.fill("#offer-to", consortium.accounts.hospital_b.address)
+        page.check("#confirm-offer")
+        page.click("#do-offer")
+        page.wait_for_selector(f"#cancel-{kept_id}")
+        assert page.locator("#outgoing .state").all_inner_texts() == ["offered"]
+        assert page.locator("#no-incoming").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "console-transfers-en.png"), full_page=True)
+        page.check("#outgoing input[name=confirm]")
+        page.click(f"#cancel-{kept_id}")
+        page.wait_for_selector("#flash")
+        assert page.locator("#outgoing .state").all_inner_texts() == ["cancelled"]
+        assert node.archives.get(archivist, kept_id).state == "ARCHIVED"
+
+        # 4. tags: bind the QR label, a scan shows where it was last seen, print the label
+        page.goto(f"{base}/console/archives/{kept_id}")
+        page.click("#tags-link")
+        page.check("#confirm-qr")
+        page.click("#bind-qr")
+        page.wait_for_selector("#tags tbody tr")
+        [tag] = node.tags.tags_of(archivist, kept_id)
+        assert tag.kind == "qr"
+        assert tag.label.startswith(f"{node.settings.base_url}/v/{kept_id}")
+        node.tags.record_scans(
+            archivist, tag.tag_hash, [Scan("reader-1", "ward-3:shelf-12", datetime.now(UTC))]
+        )
+        page.reload()
+        assert page.locator("#tags .location").inner_text() == "ward-3:shelf-12"
+        page.check("#confirm-qr")  # the same label twice: refused, nothing added
+        page.click("#bind-qr")
+        page.wait_for_selector("#flash")
+        assert "tag_bound" in page.locator("#flash").inner_text()
+        assert len(node.tags.tags_of(archivist, kept_id)) == 1
+        page.click("#print-link")
+        width = page.locator("#label").evaluate("i => i.decode().then(() => i.naturalWidth)")
+        assert width > 0  # the SVG label was served to the signed-in page and drawn
+        assert page.locator("#print").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "console-label-en.png"), full_page=True)
+
+        cookies = context.cookies()
+        for path in (
+            "/console/alerts",
+            "/console/retention",
+            "/console/transfers",
+            f"/console/archives/{kept_id}/tags",
+            f"/console/archives/{kept_id}/label",
+        ):
+            assert serious(browser, cookies, f"{base}{path}") == [], path
+        assert serious(browser, manager_cookies, f"{base}/console/retention?lang=zh") == []
+        context.close()
