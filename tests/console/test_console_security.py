@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from node.alerts import AlertNotice, Severity
 from tests.api.conftest import Api
 
 
@@ -177,3 +178,56 @@ def test_hostile_and_refused_console_bodies_change_nothing(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "MRN-4242" not in logged
     assert "Secret title" not in logged
+
+
+def test_operations_forms_refuse_without_token_origin_or_confirmation(api: Api) -> None:
+    """Every state-changing form of the alerts, retention, transfer and tag pages: without the
+    CSRF token or from another origin 403 ``csrf_failed``; without the confirmation a redirect
+    with nothing done. Signed out, every page goes to the sign-in page."""
+    archive_id = api.create()["id"]
+    alert = api.node.alert_store.record(
+        AlertNotice(kind="probe", subject="s", severity=Severity.INFO)
+    )
+    forms = {
+        f"/console/alerts/{alert.id}/ack": {},
+        "/console/retention/review": {},
+        "/console/retention/propose": {"archive_id": archive_id, "reason": "r"},
+        "/console/retention/decide": {"proposal_id": "x", "archive_id": archive_id},
+        "/console/transfers": {"action": "cancel", "archive_id": archive_id},
+        f"/console/archives/{archive_id}/tags": {"kind": "qr"},
+    }
+    for page in ("/console/alerts", "/console/retention", "/console/transfers"):
+        assert api.client.get(page).status_code == 303
+    cookies = {"ac_session": _sign_in(api)}
+    token = _csrf(api.client.get("/console/alerts", cookies=cookies).text)
+    before = api.footprint()
+    for path, fields in forms.items():
+        assert api.client.post(path, data=fields).status_code == 303, path  # signed out
+        no_token = api.client.post(path, data={**fields, "confirm": "yes"}, cookies=cookies)
+        assert (no_token.status_code, no_token.json()["code"]) == (403, "csrf_failed"), path
+        cross = api.client.post(
+            path,
+            data={**fields, "csrf": token, "confirm": "yes"},
+            cookies=cookies,
+            headers={"Origin": "https://evil.example"},
+        )
+        assert cross.status_code == 403, path
+        unconfirmed = api.client.post(path, data={**fields, "csrf": token}, cookies=cookies)
+        assert unconfirmed.status_code == 303, path
+    assert api.footprint() == before
+    assert api.node.alert_store.list(api.node.keys.authenticate(api.keys["admin"]))[1] == 1
+    assert (
+        api.node.tags.tags_of(api.node.keys.authenticate(api.keys["archivist"]), archive_id) == []
+    )
+    auditor = {"ac_session": _sign_in(api, "auditor")}  # reads alerts, may not acknowledge
+    page = api.client.get("/console/alerts", cookies=auditor)
+    assert page.status_code == 200
+    assert f'id="ack-{alert.id}"' not in page.text
+    refused = api.client.post(
+        f"/console/alerts/{alert.id}/ack",
+        data={"csrf": _csrf(page.text), "confirm": "yes"},
+        cookies=auditor,
+    )
+    assert refused.status_code == 303
+    assert "Refused: forbidden" in api.client.get("/console/alerts", cookies=auditor).text
+    assert api.node.alert_store.list(api.node.keys.authenticate(api.keys["admin"]))[1] == 1
