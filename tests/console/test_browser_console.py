@@ -263,6 +263,10 @@ def test_console_operations_pages_in_the_browser(
         mpage.click(f"#decide-{due_id}")
         mpage.wait_for_selector("#no-proposals")
         assert node.retention.proposal(archivist, proposal_id).items[0].decision == "approved"
+        mpage.goto(f"{base}/console/retention?lang=zh")
+        assert mpage.locator("h1").inner_text() == "保管期限与处置"
+        mpage.goto(f"{base}/console/transfers")
+        assert mpage.locator("h1").inner_text() == "档案移交"
         manager_cookies = manager.cookies()
         manager.close()
 

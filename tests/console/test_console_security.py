@@ -214,6 +214,20 @@ def test_operations_forms_refuse_without_token_origin_or_confirmation(api: Api) 
         assert cross.status_code == 403, path
         unconfirmed = api.client.post(path, data={**fields, "csrf": token}, cookies=cookies)
         assert unconfirmed.status_code == 303, path
+        huge = api.client.post(
+            path,
+            content=b"csrf=" + b"x" * (70 * 1024),
+            cookies=cookies,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert huge.status_code == 413, path
+        bad = api.client.post(
+            path,
+            content=b"csrf=\xff\xfe",
+            cookies=cookies,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (bad.status_code, bad.json()["code"]) == (400, "invalid_encoding"), path
     assert api.footprint() == before
     assert api.node.alert_store.list(api.node.keys.authenticate(api.keys["admin"]))[1] == 1
     assert (
