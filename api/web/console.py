@@ -104,7 +104,7 @@ class SessionStore:
 router = APIRouter(include_in_schema=False)
 
 
-def _runtime(request: Request) -> NodeRuntime:
+def runtime_of(request: Request) -> NodeRuntime:
     runtime: NodeRuntime = request.app.state.runtime
     return runtime
 
@@ -116,16 +116,16 @@ def _store(request: Request) -> SessionStore:
     return store
 
 
-def _html(body: str, status: int = 200) -> HTMLResponse:
+def html_response(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=page_headers())
 
 
-def _signed_in(request: Request) -> tuple[Session, Principal] | None:
+def signed_in(request: Request) -> tuple[Session, Principal] | None:
     session = _store(request).get(request.cookies.get(COOKIE))
     if session is None:
         return None
     try:
-        principal = _runtime(request).keys.authenticate(session.api_key)
+        principal = runtime_of(request).keys.authenticate(session.api_key)
     except NodeError:
         _store(request).close(request.cookies.get(COOKIE))
         return None
@@ -135,11 +135,11 @@ def _signed_in(request: Request) -> tuple[Session, Principal] | None:
     return session, principal
 
 
-def _to_login() -> Response:
+def to_login() -> Response:
     return RedirectResponse("/console/login", status_code=303)
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
@@ -158,7 +158,7 @@ async def _form_with_file(
 ) -> tuple[dict[str, str], UploadFile | None] | None:
     """The form's text fields and its one file part (when ``max_files`` is 1), checked as in
     ``_form``. Text fields are at most 64 KiB each, at most 16 fields."""
-    if not _same_origin(request):
+    if not same_origin(request):
         return None
     try:
         form = await request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024)
@@ -173,7 +173,7 @@ async def _form_with_file(
     return values, upload
 
 
-def _page(name: str, session: Session, principal: Principal, **context: Any) -> str:
+def render_page(name: str, session: Session, principal: Principal, **context: Any) -> str:
     flash, session.flash = session.flash, None
     return render(
         name,
@@ -190,7 +190,7 @@ def _page(name: str, session: Session, principal: Principal, **context: Any) -> 
 _FORBIDDEN = "csrf_failed"
 
 
-def _refused() -> Response:
+def refused_response() -> Response:
     return JSONResponse(
         {"code": _FORBIDDEN, "message": "the form's CSRF token or origin is not valid"},
         status_code=403,
@@ -203,7 +203,7 @@ def _refused() -> Response:
 @router.get("/console")
 def console_root(request: Request) -> Response:
     return RedirectResponse(
-        "/console/archives" if _signed_in(request) else "/console/login", status_code=303
+        "/console/archives" if signed_in(request) else "/console/login", status_code=303
     )
 
 
@@ -217,18 +217,18 @@ def login_page(request: Request, error: bool = False) -> Response:
         c=i18n.console_words(lang),
         error=error,
     )
-    return _html(html, 401 if error else 200)
+    return html_response(html, 401 if error else 200)
 
 
 @router.post("/console/login")
 async def login(request: Request) -> Response:
     form = await _form(request, None)
     if form is None:
-        return _refused()
+        return refused_response()
     lang = i18n.pick(form.get("lang"))
     key = form.get("api_key", "").strip()
     try:
-        _runtime(request).keys.authenticate(key)
+        runtime_of(request).keys.authenticate(key)
     except NodeError:
         html = render(
             "console_login.html",
@@ -237,7 +237,7 @@ async def login(request: Request) -> Response:
             c=i18n.console_words(lang),
             error=True,
         )
-        return _html(html, 401)
+        return html_response(html, 401)
     sid, _ = _store(request).open(key, lang)
     response = RedirectResponse("/console/archives", status_code=303)
     response.set_cookie(
@@ -254,11 +254,11 @@ async def login(request: Request) -> Response:
 
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     if await _form(request, found[0]) is None:
-        return _refused()
+        return refused_response()
     _store(request).close(request.cookies.get(COOKIE))
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console", secure=True, httponly=True, samesite="strict")
@@ -270,49 +270,51 @@ async def logout(request: Request) -> Response:
 
 @router.get("/console/archives")
 def catalogue(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     page = runtime.archives.search(principal, SearchFilters(limit=20, purpose=Purpose.OPERATIONS))
-    return _html(_page("console_archives.html", session, principal, results=page, query=""))
+    return html_response(
+        render_page("console_archives.html", session, principal, results=page, query="")
+    )
 
 
 @router.post("/console/search")
 async def search(request: Request) -> Response:
     """Catalogue search; the terms come in the POST body (never in a URL). htmx swaps the
     results table; without JavaScript the whole page comes back."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _form(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     query = form.get("q", "").strip()[:200]
     filters = SearchFilters(text=query or None, limit=50, purpose=Purpose.OPERATIONS)
-    page = _runtime(request).archives.search(principal, filters)
+    page = runtime_of(request).archives.search(principal, filters)
     partial = request.headers.get("hx-request") == "true"
     name = "console_results.html" if partial else "console_archives.html"
-    return _html(_page(name, session, principal, results=page, query=query))
+    return html_response(render_page(name, session, principal, results=page, query=query))
 
 
 @router.get("/console/archives/{archive_id}")
 def detail(request: Request, archive_id: str) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         archive = runtime.archives.get(principal, archive_id, Purpose.OPERATIONS)
         events = runtime.archives.events(principal, archive_id)
         tags = runtime.tags.tags_of(principal, archive_id)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 404)
-    return _html(
-        _page(
+        return html_response(render_page("console_error.html", session, principal, error=exc), 404)
+    return html_response(
+        render_page(
             "console_detail.html",
             session,
             principal,
@@ -328,14 +330,14 @@ def detail(request: Request, archive_id: str) -> Response:
 async def action(request: Request, archive_id: str) -> Response:
     """A lifecycle action from the detail page: archive, hold, release or share. Each form has
     a required confirmation checkbox; the service's refusal is shown, nothing half-done."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _form(request, session)
     if form is None:
-        return _refused()
-    runtime = _runtime(request)
+        return refused_response()
+    runtime = runtime_of(request)
     c = i18n.console_words(session.lang)
     kind = form.get("action", "")
     if form.get("confirm") != "yes":
@@ -370,15 +372,15 @@ async def action(request: Request, archive_id: str) -> Response:
 
 @router.get("/console/upload")
 def upload_page(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    return _html(_upload_page(session, principal))
+    return html_response(_upload_page(session, principal))
 
 
 def _upload_page(session: Session, principal: Principal, error: str | None = None) -> str:
-    return _page(
+    return render_page(
         "console_upload.html",
         session,
         principal,
@@ -403,17 +405,17 @@ async def upload(request: Request) -> Response:
     """A record uploaded from the console: the same service call as ``POST /api/v1/archives``
     (checked, encrypted, CREATE logged, all or nothing). The session is checked before the body
     is read; the body is an upload (``api.main.is_upload``): streamed to a spooled file."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     parsed = await _form_with_file(request, session, max_files=1)
     if parsed is None:
-        return _refused()
+        return refused_response()
     form, file = parsed
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     if file is None or not file.filename:
-        return _html(_upload_page(session, principal, "file"), 400)
+        return html_response(_upload_page(session, principal, "file"), 400)
     try:
         fields = ArchiveIn.model_validate(
             {
@@ -435,9 +437,9 @@ async def upload(request: Request) -> Response:
         )
     except ValidationError as exc:
         names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
-        return _html(_upload_page(session, principal, names), 422)
+        return html_response(_upload_page(session, principal, names), 422)
     except NodeError as exc:
-        return _html(_upload_page(session, principal, exc.code), 400)
+        return html_response(_upload_page(session, principal, exc.code), 400)
     finally:
         await file.close()
     session.flash = i18n.console_words(session.lang)["uploaded"]
@@ -449,11 +451,11 @@ async def upload(request: Request) -> Response:
 
 @router.get("/console/dashboard")
 def dashboard(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     now = datetime.now(UTC)
     try:
         alerts, open_alerts = runtime.alert_store.list(principal, limit=20)
@@ -463,8 +465,8 @@ def dashboard(request: Request) -> Response:
         due = runtime.retention.due(principal, timedelta(days=365), limit=20)
     except NodeError:
         due = []
-    return _html(
-        _page(
+    return html_response(
+        render_page(
             "console_dashboard.html",
             session,
             principal,
@@ -479,11 +481,11 @@ def dashboard(request: Request) -> Response:
 @router.get("/console/dashboard.json")
 def dashboard_data(request: Request) -> Response:
     """The charts' figures (``node.services.reports``), last 30 days."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
         return JSONResponse({"code": "signed_out", "message": "sign in first"}, status_code=401)
     _session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     now = datetime.now(UTC)
     start = now - timedelta(days=30)
     try:

@@ -21,13 +21,13 @@ from anchoring.events import TagKind
 from api.web import i18n
 from api.web.console import (
     Session,
-    _html,
-    _page,
-    _refused,
-    _runtime,
-    _same_origin,
-    _signed_in,
-    _to_login,
+    html_response,
+    refused_response,
+    render_page,
+    runtime_of,
+    same_origin,
+    signed_in,
+    to_login,
 )
 from node.errors import InputError, NodeError
 from node.principal import Action, Principal
@@ -45,7 +45,7 @@ async def _fields(
     request: Request, session: Session, max_fields: int = 16
 ) -> dict[str, list[str]] | None:
     """The posted form (every value of each name) when same-origin with the session's token."""
-    if not _same_origin(request):
+    if not same_origin(request):
         return None
     try:
         form = await request.form(max_files=0, max_fields=max_fields, max_part_size=64 * 1024)
@@ -102,18 +102,18 @@ def _back(path: str) -> Response:
 
 @router.get("/console/alerts")
 def alerts_page(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         open_alerts, open_total = runtime.alert_store.list(principal, limit=100)
         seen, _ = runtime.alert_store.list(principal, state=AlertState.ACKNOWLEDGED, limit=20)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 403)
-    return _html(
-        _page(
+        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
+    return html_response(
+        render_page(
             "console_alerts.html",
             session,
             principal,
@@ -127,15 +127,15 @@ def alerts_page(request: Request) -> Response:
 
 @router.post("/console/alerts/{alert_id}/ack")
 async def acknowledge(request: Request, alert_id: int) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     if _confirmed(session, form):
-        store = _runtime(request).alert_store
+        store = runtime_of(request).alert_store
         _outcome(session, f"ack #{alert_id}", lambda: store.acknowledge(principal, alert_id))
     return _back("/console/alerts")
 
@@ -145,18 +145,18 @@ async def acknowledge(request: Request, alert_id: int) -> Response:
 
 @router.get("/console/retention")
 def retention_page(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         due = runtime.retention.due(principal, timedelta(days=365), limit=200)
         proposals = runtime.retention.open_proposals(principal)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 403)
-    return _html(
-        _page(
+        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
+    return html_response(
+        render_page(
             "console_retention.html",
             session,
             principal,
@@ -173,15 +173,15 @@ def retention_page(request: Request) -> Response:
 @router.post("/console/retention/review")
 async def start_review(request: Request) -> Response:
     """Move every due archive (deadline passed, not on hold) into DISPOSITION_REVIEW now."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     if _confirmed(session, form):
-        service = _runtime(request).retention
+        service = runtime_of(request).retention
         _outcome(session, "review", lambda: service.start_dispositions(principal))
     return _back("/console/retention")
 
@@ -190,15 +190,15 @@ async def start_review(request: Request) -> Response:
 async def propose(request: Request) -> Response:
     """An archivist's disposition list of the ticked archives (the service refuses any archive
     not in review, on hold or already on an open list: then no list is made)."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session, MAX_PROPOSAL_FIELDS)
     if form is None:
-        return _refused()
+        return refused_response()
     if _confirmed(session, form):
-        service = _runtime(request).retention
+        service = runtime_of(request).retention
         ids = form.get("archive_id", [])
         reason = _one(form, "reason")
         _outcome(session, "propose", lambda: service.propose(principal, ids, reason))
@@ -209,15 +209,15 @@ async def propose(request: Request) -> Response:
 async def decide(request: Request) -> Response:
     """A records manager approves or rejects one item (four eyes: the service refuses the
     proposer); a rejection needs the date until which the archive is kept."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     if _confirmed(session, form):
-        runtime = _runtime(request)
+        runtime = runtime_of(request)
         approve = _one(form, "decision") == "approve"
         text = _one(form, "new_deadline")
 
@@ -244,16 +244,16 @@ async def decide(request: Request) -> Response:
 
 @router.get("/console/transfers")
 def transfers_page(request: Request) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     try:
-        rows = _runtime(request).transfers.transfers(principal)
+        rows = runtime_of(request).transfers.transfers(principal)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 403)
-    return _html(
-        _page(
+        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
+    return html_response(
+        render_page(
             "console_transfers.html",
             session,
             principal,
@@ -266,15 +266,15 @@ def transfers_page(request: Request) -> Response:
 @router.post("/console/transfers")
 async def transfer_action(request: Request) -> Response:
     """Offer custody of an archive to another hospital, or withdraw a pending offer."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     if _confirmed(session, form):
-        service = _runtime(request).transfers
+        service = runtime_of(request).transfers
         archive_id, kind = _one(form, "archive_id"), _one(form, "action")
         if kind == "offer":
             to = _one(form, "to")
@@ -298,18 +298,18 @@ def _label(runtime: NodeRuntime, principal: Principal, archive_id: str) -> Label
 
 @router.get("/console/archives/{archive_id}/tags")
 def tags_page(request: Request, archive_id: str) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         archive = runtime.archives.get(principal, archive_id)
         tags = runtime.tags.tags_of(principal, archive_id)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 404)
-    return _html(
-        _page(
+        return html_response(render_page("console_error.html", session, principal, error=exc), 404)
+    return html_response(
+        render_page(
             "console_tags.html",
             session,
             principal,
@@ -323,17 +323,17 @@ def tags_page(request: Request, archive_id: str) -> Response:
 @router.post("/console/archives/{archive_id}/tags")
 async def bind_tag(request: Request, archive_id: str) -> Response:
     """Bind the archive's QR label or a GIAI-96 RFID tag (as ``POST /api/v1/archives/{id}/tags``)."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     form = await _fields(request, session)
     if form is None:
-        return _refused()
+        return refused_response()
     back = f"/console/archives/{archive_id}/tags"
     if not _confirmed(session, form):
         return _back(back)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     kind = _one(form, "kind")
 
     def call() -> None:
@@ -360,25 +360,25 @@ async def bind_tag(request: Request, archive_id: str) -> Response:
 @router.get("/console/archives/{archive_id}/label")
 def label_page(request: Request, archive_id: str) -> Response:
     """A printable page: the archive's QR label and its id (the browser's print dialog)."""
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     session, principal = found
     try:
-        label = _label(_runtime(request), principal, archive_id)
+        label = _label(runtime_of(request), principal, archive_id)
     except NodeError as exc:
-        return _html(_page("console_error.html", session, principal, error=exc), 404)
-    return _html(_page("console_label.html", session, principal, label=label))
+        return html_response(render_page("console_error.html", session, principal, error=exc), 404)
+    return html_response(render_page("console_label.html", session, principal, label=label))
 
 
 @router.get("/console/archives/{archive_id}/label.svg")
 def label_image(request: Request, archive_id: str) -> Response:
-    found = _signed_in(request)
+    found = signed_in(request)
     if found is None:
-        return _to_login()
+        return to_login()
     _session, principal = found
     try:
-        label = _label(_runtime(request), principal, archive_id)
+        label = _label(runtime_of(request), principal, archive_id)
     except NodeError:
         return Response(status_code=404)
     return Response(
