@@ -19,6 +19,8 @@ against the OpenAPI document). The one exception is ``PUBLIC_BODY_PREFIXES``:
   the JSON body check, and is only hashed, never parsed.
 - ``/api/v1/auth/verify`` (member sign-in): the body *is* the credential, a signed EIP-4361
   message; bounded by the small-body limit and the JSON body check, its fields by the schema.
+- ``/console/`` (the archivist console, ``api.web.console``) is authenticated by its session
+  cookie and CSRF token, or is the sign-in form itself; its forms are small (64 KiB limit).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from node.runtime import NodeRuntime
 
 SIGNIN_PATH = "/api/v1/auth/verify"
 """Member sign-in: the body (a signed EIP-4361 message, small-body limit) is the credential."""
-PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/", SIGNIN_PATH)
+PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/", SIGNIN_PATH, "/console/")
 """Paths whose bodies are read before an API key is asked for (they authenticate otherwise)."""
 
 

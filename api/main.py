@@ -44,10 +44,16 @@ from api.routes import (
     reports,
     retention,
     shares,
+    tags,
     transfers,
     verify,
 )
 from api.schemas import ArchiveIn, ErrorOut
+from api.web import assets as web_assets
+from api.web import console as web_console
+from api.web import console_ops as web_console_ops
+from api.web import docs as web_docs
+from api.web import public as web_public
 from node.runtime import NodeRuntime
 
 API_PREFIX = "/api/v1"
@@ -71,7 +77,9 @@ answers 404, as if it did not exist.
 Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle errors).
 """
 
-_UPLOAD_PATH = re.compile(rf"^{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)/?$")
+_UPLOAD_PATH = re.compile(
+    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)|/console/upload)/?$"
+)
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 
 
@@ -113,6 +121,8 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         description=DESCRIPTION,
         form_limits={"max_files": 1, "max_fields": 4, "max_part_size": METADATA_FIELD_BYTES},
         dependencies=[Depends(single_valued_query)],
+        docs_url=None,  # api.web.docs serves /docs from local assets (the default uses a CDN)
+        redoc_url=None,  # ReDoc is CDN-only: not served
     )
     status = runtime.status
     app.state.runtime = runtime
@@ -139,12 +149,18 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         regulator.router,
         attestations.router,
         derivatives.router,
+        tags.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(fhir.router)
     app.include_router(dicomweb.router)
     app.include_router(peer.router)
     app.include_router(health.router)
+    app.include_router(web_docs.router)
+    app.include_router(web_assets.router)
+    app.include_router(web_public.router)
+    app.include_router(web_console.router)
+    app.include_router(web_console_ops.router)
 
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware, streamed=is_binary_body)

@@ -200,6 +200,14 @@ class NodeSettings(BaseSettings):
     disposition_overdue_days: int = Field(30, ge=0, le=3650)
     """Days after its retention deadline an archive held here (not on hold) may still await
     its disposition before it is a ``disposition_overdue`` alert."""
+    web_assets_dir: Path | None = None
+    """``node_modules`` holding the pinned npm packages whose files the web pages use (Swagger UI,
+    …); default: the source tree's ``node_modules`` (``api.web.assets``)."""
+    public_rpc_url: str | None = Field(None, pattern=r"^https?://[^\s]+$", max_length=512)
+    """The chain's JSON-RPC URL as browsers reach it (the public verification page reads
+    checkpoints there); default ``rpc_url``."""
+    tag_company_prefix: str | None = Field(None, pattern=r"^[0-9]{6,12}$")
+    """The hospital's GS1 company prefix (6–12 digits) for GIAI-96 RFID tags (``node.tags``)."""
     tombstone_file: Path | None = None
     """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
     keep it out of the database's backups so a restore cannot resurrect a destroyed key."""

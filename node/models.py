@@ -622,3 +622,35 @@ class Attestation(Base):
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+class Tag(Base):
+    """A smart tag (QR label or RFID EPC) bound to an archive by a TAG_BIND event
+    (``node.services.tags``), with where and when it was last scanned. ``label`` is the tag's
+    human-readable identity (the QR text or the GIAI tag URI): never PHI. Revocation is local:
+    a revoked tag's scans are refused (the binding event stays in the log)."""
+
+    __tablename__ = "tags"
+
+    tag_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    label: Mapped[str] = mapped_column(String(256))
+    bound_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    scan_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_location: Mapped[str | None] = mapped_column(String(64), default=None)
+    last_reader: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class TagScanRefusal(Base):
+    """A scan refused because its tag is not bound here or was revoked: counted, not logged as
+    an event (there is no archive to log it under)."""
+
+    __tablename__ = "tag_scan_refusals"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tag_hash: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    reader: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(64))
+    refused_at: Mapped[datetime]

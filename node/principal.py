@@ -81,6 +81,8 @@ class Action(StrEnum):
     REQUEST_ATTESTATION = "request_attestation"
     REVOKE_ATTESTATION = "revoke_attestation"
     DERIVE = "derive"
+    MANAGE_TAGS = "manage_tags"
+    RECORD_SCANS = "record_scans"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {

@@ -57,6 +57,7 @@ from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
 from node.services.permissions import AccessGate
 from node.services.proofs import ProofService
+from node.services.public import PublicService
 from node.services.quality import QualityService
 from node.services.regulator import RegulatorService
 from node.services.reports import ReportService
@@ -64,6 +65,7 @@ from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.signin import SigninService
 from node.services.status import StatusService
+from node.services.tags import TagService
 from node.services.transfers import TransferService
 from node.services.webhooks import WebhookService
 from node.tombstones import TombstoneLedger
@@ -106,6 +108,8 @@ class NodeRuntime:
     mllp: MllpListener | None = field(default=None, init=False)
     dicom: DicomScp | None = field(default=None, init=False)
     proofs: ProofService = field(init=False)
+    public: PublicService = field(init=False)
+    tags: TagService = field(init=False)
     keys: ApiKeyService = field(init=False)
     kek: KekRotationService = field(init=False)
     transfers: TransferService = field(init=False)
@@ -146,6 +150,7 @@ class NodeRuntime:
         )
         self.remote = RemoteNodes(self.peer_client, settings.peers)
         self.proofs = ProofService(hospital=hospital, deployment=self.deployment, db=db)
+        self.public = PublicService(db=db, proofs=self.proofs, deployment=self.deployment)
         self.quality = QualityService(
             settings=settings,
             db=db,
@@ -187,6 +192,9 @@ class NodeRuntime:
             blobs=self.blobs,
             pseudonyms=self.pseudonyms,
             quality=self.quality.check,
+        )
+        self.tags = TagService(
+            db=db, units=units, ledger=self.ledger, reader_pseudonym=self.pseudonyms.staff
         )
         self.ingestion = IngestionService(
             db=db,

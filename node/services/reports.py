@@ -238,6 +238,24 @@ class ReportService:
         }
         return report
 
+    def ingest_per_day(
+        self, principal: Principal, window_from: datetime, window_to: datetime
+    ) -> dict[str, int]:
+        """Archives created here per UTC day (``YYYY-MM-DD``) in the window (console chart)."""
+        principal.require(Action.READ_REPORTS)
+        if window_to <= window_from:
+            raise InputError("'to' must be after 'from'", code="invalid_window")
+        days: dict[str, int] = {}
+        with self.db.session() as session:
+            for (created,) in session.execute(
+                select(Archive.created_at).where(
+                    Archive.created_at >= window_from, Archive.created_at < window_to
+                )
+            ):
+                day = created.strftime("%Y-%m-%d")
+                days[day] = days.get(day, 0) + 1
+        return dict(sorted(days.items()))
+
     def record_read(
         self,
         *,

@@ -648,6 +648,22 @@ class RetentionService:
                 tuple(ItemView.of(i) for i in items),
             )
 
+    def open_proposals(self, principal: Principal, limit: int = 50) -> list[ProposalView]:
+        """Disposition lists with an item still pending, newest first (the review page)."""
+        principal.require(Action.READ_RETENTION)
+        with self.db.session() as session:
+            ids = (
+                session.execute(
+                    select(DispositionItem.proposal_id)
+                    .where(DispositionItem.decision == DispositionDecision.PENDING.value)
+                    .distinct()
+                )
+                .scalars()
+                .all()
+            )
+        views = [self.proposal(principal, i) for i in ids]
+        return sorted(views, key=lambda v: (v.created_at, v.id), reverse=True)[:limit]
+
     def expire_approvals(self) -> int:
         """Approvals not executed before their ``expires_at`` end (``expired``)."""
 

@@ -1,0 +1,184 @@
+"""The pages' words in Chinese (default) and English; ``?lang=en`` switches."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Lang = Literal["zh", "en"]
+LANGS: Final[tuple[Lang, ...]] = ("zh", "en")
+
+TEXT: Final[dict[str, dict[Lang, str]]] = {
+    "public_title": {"zh": "档案存证公开验证", "en": "Public archive verification"},
+    "archive": {"zh": "档案编号", "en": "Archive id"},
+    "exists": {"zh": "存在", "en": "Exists"},
+    "yes": {"zh": "是", "en": "yes"},
+    "record_class": {"zh": "档案类别", "en": "Record class"},
+    "custodian": {"zh": "保管医院", "en": "Custodian hospital"},
+    "state": {"zh": "状态", "en": "State"},
+    "on_hold": {"zh": "法律保全", "en": "Legal hold"},
+    "no": {"zh": "否", "en": "no"},
+    "created": {"zh": "创建时间", "en": "Created"},
+    "archived": {"zh": "归档时间", "en": "Archived"},
+    "anchored": {"zh": "上链时间", "en": "Anchored"},
+    "checkpoint": {"zh": "链上检查点", "en": "On-chain checkpoint"},
+    "not_anchored": {"zh": "尚未上链", "en": "not anchored yet"},
+    "commitment": {"zh": "内容承诺前缀", "en": "Commitment prefix"},
+    "label_ok": {"zh": "与标签一致", "en": "matches the label"},
+    "label_bad": {"zh": "与标签不一致！", "en": "does NOT match the label!"},
+    "certificate": {"zh": "销毁证明", "en": "Destruction certificate"},
+    "chain": {"zh": "区块链", "en": "Chain"},
+    "notary": {"zh": "存证合约", "en": "Notary contract"},
+    "verify_here": {"zh": "在本浏览器中验证", "en": "Verify in this browser"},
+    "verify_file": {"zh": "验证证明文件", "en": "Verify a proof bundle file"},
+    "verify_note": {
+        "zh": "验证在您的浏览器中进行：重新计算哈希与默克尔包含证明，并直接从区块链读取检查点。",
+        "en": "Verification runs in your browser: it recomputes the hashes and the Merkle "
+        "inclusion proof and reads the checkpoint from the chain itself.",
+    },
+    "privacy": {
+        "zh": "本页不显示任何患者信息或档案内容。",
+        "en": "This page shows no patient data and no content.",
+    },
+    "not_found": {"zh": "未找到该档案", "en": "No such archive"},
+    "language": {"zh": "English", "en": "中文"},
+    "steps": {"zh": "验证步骤", "en": "Verification steps"},
+}
+
+SCRIPT_TEXT: Final[dict[str, dict[Lang, str]]] = {
+    "VALID": {"zh": "有效 VALID", "en": "VALID"},
+    "INVALID": {"zh": "无效 INVALID", "en": "INVALID"},
+    "UNUSABLE": {"zh": "无法使用的输入", "en": "UNUSABLE input"},
+    "CHAIN_UNAVAILABLE": {"zh": "区块链不可用", "en": "CHAIN UNAVAILABLE"},
+    "running": {"zh": "验证中…", "en": "Verifying…"},
+    "document": {"zh": "文件", "en": "Document"},
+    "entries": {"zh": "条事件", "en": "entries"},
+}
+
+
+CONSOLE_TEXT: Final[dict[str, dict[Lang, str]]] = {
+    "console": {"zh": "档案管理控制台", "en": "Archivist console"},
+    "sign_in": {"zh": "登录", "en": "Sign in"},
+    "sign_out": {"zh": "退出", "en": "Sign out"},
+    "api_key": {"zh": "API 密钥", "en": "API key"},
+    "bad_key": {"zh": "密钥无效或已撤销。", "en": "The key is not valid or was revoked."},
+    "catalogue": {"zh": "档案目录", "en": "Catalogue"},
+    "dashboard": {"zh": "统计看板", "en": "Dashboard"},
+    "search": {"zh": "检索", "en": "Search"},
+    "search_label": {"zh": "关键词（标题、元数据）", "en": "Keywords (title, metadata)"},
+    "results": {"zh": "条结果", "en": "results"},
+    "title": {"zh": "题名", "en": "Title"},
+    "department": {"zh": "科室", "en": "Department"},
+    "versions": {"zh": "版本", "en": "Versions"},
+    "events": {"zh": "事件时间线", "en": "Event timeline"},
+    "type": {"zh": "事件", "en": "Event"},
+    "time": {"zh": "时间", "en": "Time"},
+    "anchoring": {"zh": "上链状态", "en": "Anchoring"},
+    "anchored": {"zh": "已上链", "en": "anchored"},
+    "pending": {"zh": "待上链", "en": "pending"},
+    "proof": {"zh": "证明", "en": "Proof"},
+    "download_proof": {"zh": "下载证明文件", "en": "Download proof bundle"},
+    "public_page": {"zh": "公开验证页", "en": "Public verification page"},
+    "tags": {"zh": "智能标签", "en": "Smart tags"},
+    "last_seen": {"zh": "最后位置", "en": "Last seen"},
+    "actions": {"zh": "生命周期操作", "en": "Lifecycle actions"},
+    "do_archive": {"zh": "归档", "en": "Archive"},
+    "do_hold": {"zh": "设置法律保全", "en": "Place legal hold"},
+    "do_release": {"zh": "解除法律保全", "en": "Release legal hold"},
+    "do_share": {"zh": "共享给医院", "en": "Share with a hospital"},
+    "reason": {"zh": "原因（只保存在本节点）", "en": "Reason (kept on this node only)"},
+    "confirm": {"zh": "我确认执行此操作", "en": "I confirm this action"},
+    "confirm_needed": {"zh": "请勾选确认后再执行。", "en": "Tick the confirmation first."},
+    "unknown_action": {"zh": "未知操作。", "en": "Unknown action."},
+    "done": {"zh": "已完成：", "en": "Done:"},
+    "refused": {"zh": "已拒绝", "en": "Refused"},
+    "grantee": {"zh": "接收医院地址", "en": "Grantee hospital address"},
+    "purpose": {"zh": "用途", "en": "Purpose"},
+    "days": {"zh": "有效天数", "en": "Days valid"},
+    "alerts": {"zh": "告警", "en": "Alerts"},
+    "retention_due": {"zh": "即将到期（一年内）", "en": "Retention due (within a year)"},
+    "deadline": {"zh": "保管期限", "en": "Deadline"},
+    "charts": {"zh": "图表（近 30 天）", "en": "Charts (last 30 days)"},
+    "chart_retrieval": {"zh": "调阅响应时间分布", "en": "Retrieval-time distribution"},
+    "chart_utilisation": {"zh": "利用率", "en": "Utilisation"},
+    "chart_sharing": {"zh": "共享量", "en": "Sharing volume"},
+    "chart_ingest": {"zh": "每日归集量", "en": "Ingest per day"},
+    "chart_lag": {"zh": "上链延迟", "en": "Anchoring lag"},
+    "none": {"zh": "无", "en": "none"},
+    "signed_in_as": {"zh": "当前用户", "en": "Signed in as"},
+    "upload": {"zh": "上传档案", "en": "Upload a record"},
+    "file": {"zh": "文件", "en": "File"},
+    "patient_id": {"zh": "患者编号（仅以假名保存）", "en": "Patient id (kept as a pseudonym only)"},
+    "sensitivity": {"zh": "密级", "en": "Sensitivity"},
+    "uploaded": {"zh": "已上传。", "en": "Uploaded."},
+    "upload_error": {"zh": "无法上传，请检查：", "en": "Not uploaded; check:"},
+    "open_alerts": {"zh": "未处理告警", "en": "Open alerts"},
+    "acknowledged": {"zh": "已确认告警", "en": "Acknowledged alerts"},
+    "severity": {"zh": "级别", "en": "Severity"},
+    "subject": {"zh": "对象", "en": "Subject"},
+    "count": {"zh": "次数", "en": "Count"},
+    "last_time": {"zh": "最近时间", "en": "Last seen"},
+    "do_ack": {"zh": "确认告警", "en": "Acknowledge"},
+    "ack_by": {"zh": "确认人", "en": "Acknowledged by"},
+    "retention": {"zh": "保管期限与处置", "en": "Retention and disposition"},
+    "start_review": {"zh": "将到期档案转入处置审查", "en": "Move due archives into review"},
+    "propose": {"zh": "提交处置清单（销毁建议）", "en": "Propose a disposition list"},
+    "select": {"zh": "选择", "en": "Select"},
+    "proposals": {"zh": "待审批的处置清单", "en": "Disposition lists awaiting a decision"},
+    "proposed_by": {"zh": "提交人", "en": "Proposed by"},
+    "decision": {"zh": "决定", "en": "Decision"},
+    "approve": {"zh": "批准销毁", "en": "Approve destruction"},
+    "reject": {"zh": "驳回并延长保管", "en": "Reject and keep"},
+    "keep_until": {
+        "zh": "驳回时保管至（YYYY-MM-DD）",
+        "en": "If rejected, keep until (YYYY-MM-DD)",
+    },
+    "do_decide": {"zh": "提交决定", "en": "Submit decision"},
+    "four_eyes": {
+        "zh": "双人原则：清单提交人不能审批自己的清单。",
+        "en": "Four eyes: whoever proposed a list cannot decide on it.",
+    },
+    "transfers": {"zh": "档案移交", "en": "Transfers"},
+    "outgoing": {"zh": "移出（本院发起）", "en": "Outgoing (offered by this hospital)"},
+    "incoming": {"zh": "移入（待接收及已处理）", "en": "Incoming (pending and processed)"},
+    "incoming_note": {
+        "zh": "移入的档案由本节点自动校验后接收或拒绝，无需人工操作。",
+        "en": "Incoming offers are checked and accepted or refused by this node on its own.",
+    },
+    "peer": {"zh": "对方医院", "en": "Peer hospital"},
+    "expires": {"zh": "失效时间", "en": "Expires"},
+    "offer": {"zh": "发起移交", "en": "Offer custody"},
+    "recipient": {"zh": "接收医院地址或名称", "en": "Recipient hospital (address or name)"},
+    "do_offer": {"zh": "移交", "en": "Offer"},
+    "do_cancel": {"zh": "撤回移交", "en": "Withdraw offer"},
+    "manage_tags": {"zh": "标签管理", "en": "Manage tags"},
+    "bind_qr": {"zh": "绑定二维码标签", "en": "Bind the QR label"},
+    "bind_rfid": {"zh": "绑定 RFID 标签", "en": "Bind an RFID tag"},
+    "asset_reference": {"zh": "资产编号（GIAI）", "en": "Asset reference (GIAI)"},
+    "kind": {"zh": "类型", "en": "Kind"},
+    "label": {"zh": "标签内容", "en": "Label"},
+    "scans": {"zh": "扫描次数", "en": "Scans"},
+    "print_label": {"zh": "打印标签", "en": "Print label"},
+    "print": {"zh": "打印", "en": "Print"},
+    "revoked": {"zh": "已作废", "en": "revoked"},
+    "back": {"zh": "返回档案", "en": "Back to the archive"},
+}
+
+
+def console_words(lang: Lang) -> dict[str, str]:
+    """Every console word in ``lang``."""
+    return {key: value[lang] for key, value in CONSOLE_TEXT.items()}
+
+
+def pick(lang: str | None) -> Lang:
+    """The language asked for, Chinese unless English is asked for."""
+    return "en" if lang == "en" else "zh"
+
+
+def words(lang: Lang) -> dict[str, str]:
+    """Every page word in ``lang``."""
+    return {key: value[lang] for key, value in TEXT.items()}
+
+
+def script_words(lang: Lang) -> dict[str, str]:
+    """The words the verifier script shows, in ``lang``."""
+    return {key: value[lang] for key, value in SCRIPT_TEXT.items()}
