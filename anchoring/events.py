@@ -83,6 +83,8 @@ class EventType(StrEnum):
     TIER_MOVE = "TIER_MOVE"
     TAG_BIND = "TAG_BIND"
     TAG_SCAN = "TAG_SCAN"
+    REPLICA = "REPLICA"
+    REPAIR = "REPAIR"
 
 
 class RecordClass(StrEnum):
@@ -161,6 +163,15 @@ class RevokeReason(StrEnum):
     EXPIRED = "expired"
     PURPOSE_FULFILLED = "purpose_fulfilled"
     MEMBER_SUSPENDED = "member_suspended"
+
+
+class ReplicaAction(StrEnum):
+    """What happened to an encrypted replica of a version at a peer hospital."""
+
+    PLACED = "placed"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    DROPPED = "dropped"
 
 
 class CancelReason(StrEnum):
@@ -309,6 +320,7 @@ TagKindField = Annotated[TagKind, Strict(False)]
 MethodField = Annotated[DestructionMethod, Strict(False)]
 RevokeReasonField = Annotated[RevokeReason, Strict(False)]
 CancelReasonField = Annotated[CancelReason, Strict(False)]
+ReplicaActionField = Annotated[ReplicaAction, Strict(False)]
 
 
 class _Strict(BaseModel):
@@ -470,6 +482,25 @@ class TierMoveData(_Strict):
     to_tier: TierField
 
 
+class ReplicaData(_Strict):
+    """An encrypted replica of ``version`` at hospital ``peer``: placed, verified by a
+    challenge, failed a challenge (``ciphertext_sha256`` the recorded hash), or dropped."""
+
+    action: ReplicaActionField
+    peer: Address
+    version: Version
+    ciphertext_sha256: Hex32
+
+
+class RepairData(_Strict):
+    """A local blob that was missing or failed fixity was restored from ``source``'s replica,
+    after its SHA-256 matched ``ciphertext_sha256`` (the version's recorded hash)."""
+
+    version: Version
+    ciphertext_sha256: Hex32
+    source: Address
+
+
 def tag_hash(kind: TagKind, payload: bytes) -> str:
     """The ``tag_hash`` of a tag: SHA-256 over the kind's name in ASCII, one zero byte, and the
     tag's payload (a QR symbol's decoded bytes; an RFID tag's binary EPC), as 64 lowercase hex.
@@ -614,6 +645,16 @@ class TagScanEvent(_EventBase):
     data: TagScanData
 
 
+class ReplicaEvent(_EventBase):
+    type: Literal["REPLICA"] = "REPLICA"
+    data: ReplicaData
+
+
+class RepairEvent(_EventBase):
+    type: Literal["REPAIR"] = "REPAIR"
+    data: RepairData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -633,7 +674,9 @@ Event = Annotated[
     | FixityCheckEvent
     | TierMoveEvent
     | TagBindEvent
-    | TagScanEvent,
+    | TagScanEvent
+    | ReplicaEvent
+    | RepairEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -660,6 +703,8 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TierMoveEvent,
         TagBindEvent,
         TagScanEvent,
+        ReplicaEvent,
+        RepairEvent,
     )
 }
 """The model of each event type."""

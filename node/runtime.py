@@ -52,9 +52,11 @@ from node.services.ingestion import (
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
+from node.services.logship import LogShippingService
 from node.services.monitor import MonitorService
 from node.services.proofs import ProofService
 from node.services.quality import QualityService
+from node.services.replicas import ReplicaHolder, ReplicaService
 from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
@@ -114,6 +116,9 @@ class NodeRuntime:
     reports: ReportService = field(init=False)
     quality: QualityService = field(init=False)
     watcher: ChainWatcher = field(init=False)
+    replicas: ReplicaService = field(init=False)
+    replica_holder: ReplicaHolder = field(init=False)
+    log_shipping: LogShippingService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -222,6 +227,33 @@ class NodeRuntime:
             encounters=self.encounters,
         )
         self.encounters.add(self.retention)
+        self.replicas = ReplicaService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            members=self.members,
+            remote=self.remote,
+            alerts=self.alerts,
+        )
+        self.replica_holder = ReplicaHolder(
+            settings=settings,
+            db=db,
+            units=units,
+            store=open_blob_store("local", local_root=settings.replica_dir),
+            hospital=hospital,
+        )
+        self.log_shipping = LogShippingService(
+            settings=settings,
+            db=db,
+            units=units,
+            members=self.members,
+            remote=self.remote,
+            hospital=hospital,
+        )
+        self.fixity.on_failures = self.replicas.repair_failures
+        self.retention.replica_holders = self.replicas.holders
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,
@@ -355,6 +387,8 @@ class NodeRuntime:
                 ),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
+                ("replicas", self.replicas.tick, self.settings.replica_tick),
+                ("log-shipping", self.log_shipping.ship, self.settings.log_ship_tick),
                 (
                     "retention",
                     self.retention.run_schedule,

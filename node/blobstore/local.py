@@ -93,6 +93,8 @@ class LocalBlobStore:
 
     def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
         """Write ``chunks`` to a temp file, fsync, rename to its CID path; idempotent."""
+        for directory in (self._temp, self._objects):  # a wiped store is written again (repair)
+            directory.mkdir(parents=True, exist_ok=True)
         descriptor, temp_name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
         try:
             hasher, size = hashlib.sha256(), 0

@@ -89,6 +89,13 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
     EventType.TIER_MOVE: {"from_tier": "hot", "to_tier": "cold"},
     EventType.TAG_BIND: {"tag_kind": "rfid_epc", "tag_hash": H1},
     EventType.TAG_SCAN: {"tag_hash": H1, "reader": H2},
+    EventType.REPLICA: {
+        "action": "placed",
+        "peer": HOSPITAL_B,
+        "version": 1,
+        "ciphertext_sha256": H3,
+    },
+    EventType.REPAIR: {"version": 1, "ciphertext_sha256": H3, "source": HOSPITAL_B},
 }
 
 
@@ -130,7 +137,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 19
+    assert len(EventType) == 21
 
 
 @pytest.mark.parametrize("event_type", list(EventType))

@@ -84,6 +84,7 @@ def start_hospital(
     data_dir: Path,
     port: int,
     peers: dict[str, str],
+    **settings: Any,
 ) -> Hospital:
     runtime = build_node(
         consortium,
@@ -97,6 +98,7 @@ def start_hospital(
         watcher_tick=0.2,
         anchor_tick=0.2,
         anchor_interval=0.2,
+        **settings,
     )
     runtime.start(scheduler=True)
     keys = {
