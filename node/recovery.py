@@ -391,3 +391,58 @@ def fetch_blobs_from_replicas(
         restored += 1
         moved += ref.size
     return restored, moved, problems
+
+
+@dataclass
+class PeerRestore:
+    """What ``restore_from_peers`` did: the log rebuild and the blobs fetched from replicas."""
+
+    log: LogRecovery
+    blobs_restored: int = 0
+    bytes_fetched: int = 0
+    blob_problems: list[str] = field(default_factory=list)
+
+
+def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
+    """Rebuild the node of ``settings`` (not running) from the consortium: its log from the peers
+    it shipped it to (checked against every on-chain checkpoint of this hospital), the catalogue
+    and replica rows from that log, then every missing blob from a replica (checked against its
+    recorded hash). The keystore signs the peer requests; the data directory's database may be
+    empty (keystore-only restore) or an older backup."""
+    from node import migrations
+    from node.backup import _chain_checkpoints
+    from node.blobstore import open_blob_store
+    from node.keystore import Keystore
+    from node.peers import PeerClient
+    from node.remote import RemoteNodes
+    from node.services.logship import LOG_KEY
+    from node.services.replicas import rendezvous
+
+    keystore = Keystore.load(settings.resolved_keystore_path, settings.passphrase())
+    hospital = keystore.address
+    checkpoints = _chain_checkpoints(settings, hospital, reader)
+    client = PeerClient(keystore.account())
+    remote = RemoteNodes(client, settings.peers)
+    url = settings.resolved_database_url
+    migrations.upgrade(url)
+    db = Database.connect(url)
+    blobs = open_blob_store(
+        settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
+    )
+    try:
+        peers = rendezvous(LOG_KEY, list(settings.peers), len(settings.peers))
+
+        def fetch(peer: str, start: int, limit: int) -> dict[str, Any]:
+            return remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
+
+        log_report = rebuild_log(db, hospital, checkpoints, peers, fetch)
+        result = PeerRestore(log=log_report)
+        if log_report.complete:
+            restored, moved, problems = fetch_blobs_from_replicas(db, blobs, remote.stream)
+            result.blobs_restored, result.bytes_fetched = restored, moved
+            result.blob_problems = problems
+        return result
+    finally:
+        blobs.close()
+        db.dispose()
+        client.close()

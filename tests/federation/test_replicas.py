@@ -331,3 +331,61 @@ def test_a_log_rebuilt_from_peers_verifies_and_a_lying_peer_is_caught(
         assert report.archives_recreated == 3
     finally:
         fresh.dispose()
+
+
+def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_peers(
+    consortium: Consortium,
+    nodes: dict[str, Hospital],
+    chain: RpcChain,
+    tmp_path: Path,
+    hospital_a,
+) -> None:
+    """The drill's database scenario: A's database is lost and restored from a backup older than
+    its last checkpoint; the log comes back from B and C to the chain's checkpoint (verified),
+    the blobs from replicas; A starts, anchors again, and every proof verifies."""
+    from node.backup import LostEventsError, create_backup, restore_backup, verify_node_data
+    from node.recovery import restore_from_peers
+
+    a = nodes["A"]
+    before = [upload(a, CONTENT + bytes([i])) for i in range(2)]
+    a.runtime.worker.run_until_anchored(timeout=30)
+    backup = tmp_path / "a-old.tar"
+    create_backup(a.runtime.settings, backup)
+    after = [upload(a, CONTENT + bytes([10 + i])) for i in range(2)]
+    assert a.runtime.replicas.place().placed == 4
+    a.runtime.worker.run_until_anchored(timeout=30)
+    assert not a.runtime.log_shipping.ship().problems
+    with a.runtime.db.session() as session:
+        acknowledged = storage.current_size(session)
+
+    settings = a.runtime.settings
+    port = int(a.url.rsplit(":", 1)[1])
+    a.stop()
+    shutil.rmtree(settings.data_dir)
+    with pytest.raises(LostEventsError):  # alone, the old backup cannot anchor again
+        restore_backup(backup, settings)
+    result = restore_from_peers(settings)
+    assert result.log.complete, result.log.problems
+    assert not result.log.lying
+    assert result.log.archives_recreated == 2  # created after the backup: catalogue from events
+    assert result.blobs_restored == 4, result.blob_problems  # the backup carried no blobs
+    report = verify_node_data(settings)
+    assert report.log_size == acknowledged  # no acknowledged event lost
+    (settings.data_dir / "RESTORE_UNVERIFIED").unlink()
+
+    peers = dict(settings.peers)
+    restarted = start_hospital(
+        "A", consortium, hospital_a, settings.data_dir, port, peers, **MANUAL
+    )
+    nodes["A"] = restarted
+    newer = upload(restarted)
+    restarted.runtime.worker.run_until_anchored(timeout=30)
+    with restarted.client() as api:
+        read = api.get(f"/archives/{before[0]}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT + b"\x00"
+    with restarted.client("auditor") as api:
+        for archive_id in [*before, *after, newer]:
+            bundle = parse_bundle(api.get(f"/archives/{archive_id}/proof").content)
+            verified = verify_bundle(bundle, chain)
+            assert verified.ok, verified.to_text()
