@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 CHALLENGE_DOMAIN = b"archivechain-replica-challenge/v1"
 """Prefix of every challenge answer's hashed bytes (so an answer is never another hash)."""
 ACTIVE, FAILED, DROPPED = "active", "failed", "dropped"
+PARALLEL = 8
+"""Replica transfers and challenges in flight at once."""
 UNREACHABLE_LIMIT = 3
 """Consecutive unanswered challenges after which a replica counts as failed (the peer refuses)."""
 HELD_STATES = (
@@ -107,6 +111,12 @@ class ReplicaReport:
     bytes_sent: int = 0
     bytes_fetched: int = 0
     problems: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, counter: str, amount: int) -> None:
+        """Add to a counter (transfers run in several threads)."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +191,17 @@ class ReplicaService:
             return report
         if not candidates:
             return report
+        work: list[tuple[_Version, str]] = []
         for version, active, failed in self._short(limit):
             order = [
                 p
                 for p in rendezvous(version.archive_id, candidates, len(candidates))
                 if p not in active and p not in failed
             ]
-            for peer in order[: self.wanted(version.record_class) - len(active)]:
-                self._place_one(version, peer, report)
+            work += [(version, p) for p in order[: self.wanted(version.record_class) - len(active)]]
+        # Several uploads at once (their units still commit one after another, grouped).
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda item: self._place_one(item[0], item[1], report), work))
         return report
 
     def _short(self, limit: int) -> list[tuple[_Version, set[str], set[str]]]:
@@ -283,8 +296,8 @@ class ReplicaService:
         except (NodeError, AnchoringError) as exc:  # e.g. the archive was destroyed meanwhile
             report.problems.append(f"{version.archive_id}: REPLICA refused: {exc}")
             return False
-        report.placed += 1
-        report.bytes_sent += len(body)
+        report.add("placed", 1)
+        report.add("bytes_sent", len(body))
         return True
 
     def _log(
@@ -325,8 +338,8 @@ class ReplicaService:
                 ).scalars()
             )
             session.expunge_all()
-        for row in rows:
-            self._challenge_one(row, report)
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda row: self._challenge_one(row, report), rows))
         return report
 
     def _local(self, row: Replica) -> bytes | None:
@@ -400,9 +413,9 @@ class ReplicaService:
             report.problems.append(f"{row.archive_id}: REPLICA refused: {exc}")
             return
         if ok:
-            report.verified += 1
+            report.add("verified", 1)
             return
-        report.failed += 1
+        report.add("failed", 1)
         self.alerts.raise_alert(
             AlertNotice(
                 "replica_failed",
@@ -447,7 +460,7 @@ class ReplicaService:
             except NodeError as exc:  # unreachable, refused, stopped sending
                 report.problems.append(f"{row.peer}: {exc}")
                 continue
-            report.bytes_fetched += counted.size
+            report.add("bytes_fetched", counted.size)
             if ref.sha256 != target.ciphertext_sha256:
                 if ref.cid != target.cid:
                     self.blobs.delete(ref.cid)
@@ -467,7 +480,7 @@ class ReplicaService:
                 stored.cid = cid
 
             self.units.run(unit)
-            report.repaired += 1
+            report.add("repaired", 1)
             log.info("repaired %s v%d from the replica at %s", archive_id, version, row.peer)
             return True
         return False
@@ -486,9 +499,9 @@ class ReplicaService:
                 )
                 .order_by(ArchiveVersion.id)
             ).all()
-        for archive_id, number, cid in rows:
-            if not self.blobs.exists(cid):
-                self.repair(archive_id, number, report)
+        missing = [(a, n) for a, n, cid in rows if not self.blobs.exists(cid)]
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda item: self.repair(item[0], item[1], report), missing))
         return report
 
     def repair_failures(self, failures: Sequence[Any]) -> None:
@@ -560,7 +573,7 @@ class ReplicaService:
         except (NodeError, AnchoringError) as exc:
             report.problems.append(f"{row.archive_id}: REPLICA dropped refused: {exc}")
             return
-        report.dropped += 1
+        report.add("dropped", 1)
 
 
 class _Counted:
