@@ -389,3 +389,45 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_pe
             bundle = parse_bundle(api.get(f"/archives/{archive_id}/proof").content)
             verified = verify_bundle(bundle, chain)
             assert verified.ok, verified.to_text()
+
+
+def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
+    nodes: dict[str, Hospital], chain: RpcChain
+) -> None:
+    from node.principal import Role
+    from tests.federation.test_destruction_shares import _archive_long_ago
+
+    a = nodes["A"]
+    archive_id = _archive_long_ago(a)
+    assert a.runtime.replicas.place().placed == 1
+    holder = holder_of(nodes, archive_id)
+    manager = a.runtime.keys.issue(Role.RECORDS_MANAGER, "A-manager").secret
+    with a.client() as api:
+        assert api.post("/retention/run").is_success
+        proposal = api.post(
+            "/retention/proposals", json={"archive_ids": [archive_id], "reason": "expired"}
+        ).json()["id"]
+        approved = api.post(
+            f"/retention/proposals/{proposal}/items/{archive_id}",
+            headers={"Authorization": f"Bearer {manager}"},
+            json={"approve": True, "reason": "reviewed"},
+        )
+        assert approved.is_success, approved.text
+        destroyed = api.post(f"/retention/proposals/{proposal}/items/{archive_id}/destroy")
+        assert destroyed.status_code == 200, destroyed.text
+        certificate = api.get(f"/archives/{archive_id}/certificate").json()["certificate"]
+    assert certificate["method"]["replicas_to_delete"] == [{"peer": holder.address, "version": 1}]
+    with holder.runtime.db.session() as session:
+        assert session.execute(select(HeldReplica)).first()  # until the replica job runs
+
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    with holder.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    kinds = [(e["type"], e["data"].get("action")) for e in events(a, archive_id)]  # type: ignore[union-attr]
+    assert kinds[-2:] == [("DESTROY", None), ("REPLICA", "dropped")]
+    assert a.runtime.replicas.place().placed == 0  # a destroyed archive gets no new replica
+    a.runtime.worker.run_until_anchored(timeout=60)
+    with a.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    report = verify_bundle(parse_bundle(document), chain)
+    assert report.ok, report.to_text()
