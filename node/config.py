@@ -147,6 +147,13 @@ class NodeSettings(BaseSettings):
     """Log entries per shipment request."""
     log_ship_tick: float = Field(5.0, gt=0)
     """Seconds between log shipments to the log peers."""
+    cold_blob_dir: Path | None = None
+    """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
+    tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
+    """Per record class: days after archiving after which an archive's ciphertext moves to the
+    cold tier (classes not named stay hot)."""
+    tier_tick: float = Field(3600.0, gt=0)
+    """Seconds between tier-policy steps."""
     anchoring_lag_alert_seconds: float = Field(300.0, gt=0)
     """Anchoring lag (age of the oldest unanchored event) above which ``/healthz`` reports
     ``anchoring_lag`` and the monitor raises the alert of that name."""
