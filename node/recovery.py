@@ -393,6 +393,19 @@ def fetch_blobs_from_replicas(
     return restored, moved, problems
 
 
+def chain_checkpoints(settings: Any, hospital: str, reader: Any = None) -> list[Any]:
+    """Every on-chain checkpoint of ``hospital`` (``reader``: a ``ChainReader``; default the
+    notary of the deployment file over ``settings.rpc_url``)."""
+    from anchoring.deployment import Deployment
+    from anchoring.rpcview import NotaryReader
+
+    if reader is None:
+        deployment = Deployment.load(settings.resolved_deployment_file)
+        reader = NotaryReader(settings.rpc_url, deployment.notary.address)
+    count = reader.checkpoint_count(hospital)
+    return [reader.checkpoint_at(hospital, index) for index in range(count)]
+
+
 @dataclass
 class PeerRestore:
     """What ``restore_from_peers`` did: the log rebuild and the blobs fetched from replicas."""
@@ -410,7 +423,6 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     recorded hash). The keystore signs the peer requests; the data directory's database may be
     empty (keystore-only restore) or an older backup."""
     from node import migrations
-    from node.backup import _chain_checkpoints
     from node.blobstore import open_blob_store
     from node.keystore import Keystore
     from node.peers import PeerClient
@@ -420,7 +432,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
 
     keystore = Keystore.load(settings.resolved_keystore_path, settings.passphrase())
     hospital = keystore.address
-    checkpoints = _chain_checkpoints(settings, hospital, reader)
+    checkpoints = chain_checkpoints(settings, hospital, reader)
     client = PeerClient(keystore.account())
     remote = RemoteNodes(client, settings.peers)
     url = settings.resolved_database_url
