@@ -119,6 +119,8 @@ class LogShippingService:
     def ship(self) -> ShipReport:
         """Send every log peer the entries it lacks (batches of ``log_ship_batch``)."""
         report = ShipReport()
+        if not self.settings.peers or self.settings.log_replica_count == 0:
+            return report  # no peer configured: nothing to ask the registry
         try:
             peers = self.peers()
         except NodeError as exc:

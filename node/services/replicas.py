@@ -184,6 +184,8 @@ class ReplicaService:
         """Place the replicas missing for held versions (up to ``limit`` versions)."""
         report = report or ReplicaReport()
         limit = limit or self.settings.replica_batch
+        if not self.settings.peers:
+            return report  # no peer configured: nothing to ask the registry
         try:
             candidates = self.candidates()
         except UnavailableError as exc:
