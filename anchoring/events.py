@@ -91,6 +91,8 @@ class EventType(StrEnum):
     CONSENT_REVOKE = "CONSENT_REVOKE"
     ATTEST = "ATTEST"
     DERIVE = "DERIVE"
+    REPLICA = "REPLICA"
+    REPAIR = "REPAIR"
 
 
 FIRST_EVENT_TYPES = frozenset({EventType.CREATE, EventType.CONSENT_GRANT})
@@ -194,6 +196,15 @@ class RevokeReason(StrEnum):
     EXPIRED = "expired"
     PURPOSE_FULFILLED = "purpose_fulfilled"
     MEMBER_SUSPENDED = "member_suspended"
+
+
+class ReplicaAction(StrEnum):
+    """What happened to an encrypted replica of a version at a peer hospital."""
+
+    PLACED = "placed"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    DROPPED = "dropped"
 
 
 class CancelReason(StrEnum):
@@ -357,6 +368,7 @@ def _recipient(value: str) -> str:
 
 
 Recipient = Annotated[str, AfterValidator(_recipient)]
+ReplicaActionField = Annotated[ReplicaAction, Strict(False)]
 
 
 class _Strict(BaseModel):
@@ -535,6 +547,25 @@ class TierMoveData(_Strict):
 
     from_tier: TierField
     to_tier: TierField
+
+
+class ReplicaData(_Strict):
+    """An encrypted replica of ``version`` at hospital ``peer``: placed, verified by a
+    challenge, failed a challenge (``ciphertext_sha256`` the recorded hash), or dropped."""
+
+    action: ReplicaActionField
+    peer: Address
+    version: Version
+    ciphertext_sha256: Hex32
+
+
+class RepairData(_Strict):
+    """A local blob that was missing or failed fixity was restored from ``source``'s replica,
+    after its SHA-256 matched ``ciphertext_sha256`` (the version's recorded hash)."""
+
+    version: Version
+    ciphertext_sha256: Hex32
+    source: Address
 
 
 def tag_hash(kind: TagKind, payload: bytes) -> str:
@@ -805,6 +836,16 @@ class DeriveEvent(_EventBase):
     data: DeriveData
 
 
+class ReplicaEvent(_EventBase):
+    type: Literal["REPLICA"] = "REPLICA"
+    data: ReplicaData
+
+
+class RepairEvent(_EventBase):
+    type: Literal["REPAIR"] = "REPAIR"
+    data: RepairData
+
+
 Event = Annotated[
     CreateEvent
     | AmendEvent
@@ -832,7 +873,9 @@ Event = Annotated[
     | ConsentGrantEvent
     | ConsentRevokeEvent
     | AttestEvent
-    | DeriveEvent,
+    | DeriveEvent
+    | ReplicaEvent
+    | RepairEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -867,6 +910,8 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         ConsentRevokeEvent,
         AttestEvent,
         DeriveEvent,
+        ReplicaEvent,
+        RepairEvent,
     )
 }
 """The model of each event type."""

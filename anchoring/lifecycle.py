@@ -85,6 +85,9 @@ from anchoring.events import (
     Purpose,
     ReclassifyEvent,
     RecordClass,
+    RepairEvent,
+    ReplicaAction,
+    ReplicaEvent,
     RetentionExtendEvent,
     RevokeReason,
     Sensitivity,
@@ -173,6 +176,8 @@ class ArchiveState:
     disposition_proposal: str | None = None  # the list of the last DISPOSITION_PROPOSE
     disposition_proposed_by: str | None = None  # its actor (the proposer)
     disposition_approved_until: datetime | None = None  # the approval of that list, if any
+    replicas: frozenset[tuple[str, int]] = frozenset()
+    """(peer address, version) of every encrypted replica placed and not dropped."""
 
     @property
     def current_version(self) -> ContentVersion:
@@ -730,6 +735,45 @@ def _not_on_archive(
 _CONSENT_SUBJECT = "never on an archive (an event of a consent subject, docs/proof-format.md §8.1)"
 
 
+def _replica(
+    state: ArchiveState, event: ReplicaEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    r = event.data
+    if state.status is ArchiveStatus.DESTROYED and r.action is not ReplicaAction.DROPPED:
+        raise refuse("after DESTROYED a replica can only be dropped")
+    if r.peer == state.custodian:
+        raise refuse("a replica is held by another hospital than the custodian")
+    recorded = next((v for v in state.versions if v.version == r.version), None)
+    if recorded is None:
+        raise refuse(f"there is no version {r.version}")
+    key = (r.peer, r.version)
+    if r.action is ReplicaAction.PLACED:
+        if key in state.replicas:
+            raise refuse(f"{r.peer} already holds a replica of version {r.version}")
+        if r.ciphertext_sha256 != recorded.ciphertext_sha256:
+            raise refuse("a placed replica must have the version's recorded ciphertext hash")
+        return replace(state, replicas=state.replicas | {key})
+    if key not in state.replicas:
+        raise refuse(f"{r.peer} holds no replica of version {r.version}")
+    if r.action is ReplicaAction.VERIFIED and r.ciphertext_sha256 != recorded.ciphertext_sha256:
+        raise refuse("a verified replica must have the version's recorded ciphertext hash")
+    if r.action is ReplicaAction.DROPPED:
+        return replace(state, replicas=state.replicas - {key})
+    return state
+
+
+def _repair(state: ArchiveState, event: RepairEvent, digest: str, refuse: _Refuse) -> ArchiveState:
+    r = event.data
+    recorded = next((v for v in state.versions if v.version == r.version), None)
+    if recorded is None:
+        raise refuse(f"there is no version {r.version}")
+    if r.ciphertext_sha256 != recorded.ciphertext_sha256:
+        raise refuse("a repair must restore the version's recorded ciphertext hash")
+    if (r.source, r.version) not in state.replicas:
+        raise refuse(f"{r.source} holds no replica of version {r.version}")
+    return state
+
+
 def _rule(
     event_type: EventType, allowed: frozenset[ArchiveStatus] | ArchiveStatus, **fields: Any
 ) -> Rule:
@@ -971,6 +1015,24 @@ RULES: Mapping[EventType, Rule] = {
             effect=_derive,
             legal_when="custodian; CREATED; the archive's second event (directly after CREATE); `commitment` = version 1's commitment; `source_archive` ≠ the archive",
             does="lineage recorded",
+        ),
+        _rule(
+            EventType.REPLICA,
+            _SETTLED | {ArchiveStatus.DESTROYED},
+            when="before DESTROYED (after it only `dropped`)",
+            in_transit=_CUSTODY_ONLY,
+            effect=_replica,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW, or DESTROYED with `action` `dropped`; `peer` ≠ custodian; the `version` exists; `placed`: `ciphertext_sha256` is that version's and `peer` holds no replica of it; `verified`: `peer` holds one and `ciphertext_sha256` is the version's; `failed`, `dropped`: `peer` holds one",
+            does="`placed` adds the replica, `dropped` removes it",
+        ),
+        _rule(
+            EventType.REPAIR,
+            _SETTLED,
+            when="before DESTROYED",
+            in_transit=_CUSTODY_ONLY,
+            effect=_repair,
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; the `version` exists; `ciphertext_sha256` is that version's; `source` holds a replica of it",
+            does="—",
         ),
     )
 }

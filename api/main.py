@@ -88,9 +88,20 @@ def is_upload(method: str, path: str) -> bool:
     return method == "POST" and _UPLOAD_PATH.match(path) is not None
 
 
+_REPLICA_PUT = re.compile(r"^/peer/v1/replicas/[^/]+/versions/[0-9]+/?$")
+_LOG_SHIP = re.compile(r"^/peer/v1/log/entries/?$")
+LOG_SHIP_BODY_BYTES = 16 * 1024 * 1024
+"""Body limit of a log shipment (10,000 entries of a few hundred bytes, base64 in JSON)."""
+
+
+def is_replica_put(method: str, path: str) -> bool:
+    """Whether the request stores a replica (ciphertext body: never JSON-checked)."""
+    return method == "PUT" and _REPLICA_PUT.match(path) is not None
+
+
 def is_binary_body(method: str, path: str) -> bool:
     """Whether a request's body is not JSON (uploads, STOW-RS): never checked as JSON."""
-    return is_upload(method, path) or dicomweb.is_stow(method, path)
+    return is_upload(method, path) or dicomweb.is_stow(method, path) or is_replica_put(method, path)
 
 
 def body_limits(max_upload_bytes: int) -> LimitFor:
@@ -108,6 +119,10 @@ def body_limits(max_upload_bytes: int) -> LimitFor:
             return stow_limit
         if method == "POST" and _VERIFY_PATH.match(path):
             return verify.MAX_VERIFY_BODY_BYTES
+        if is_replica_put(method, path):
+            return upload_limit
+        if method == "POST" and _LOG_SHIP.match(path):
+            return LOG_SHIP_BODY_BYTES
         return SMALL_BODY_BYTES
 
     return limit_for

@@ -82,6 +82,7 @@ NOT_BACKED_UP: Final[tuple[str, ...]] = (
     "node.pid",
     "*.log",
     "blobs",  # carried as blobs/<cid> with include_blobs
+    "replicas",  # other hospitals' ciphertext: its custodians re-place what a holder loses
     RESTORE_MARKER,
 )
 """Data-directory entries a backup deliberately does not copy as files."""

@@ -131,6 +131,31 @@ class NodeSettings(BaseSettings):
     """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
     fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
     """Read rate limit of fixity audits (0: unthrottled)."""
+    replica_count: int = Field(1, ge=0, le=16)
+    """Encrypted replicas of each version at peer hospitals (docs/recovery.md; 0: none)."""
+    replica_count_by_class: dict[str, int] = Field(default_factory=dict)
+    """Per record class override of ``replica_count`` (e.g. ``{"IMAGING" = 2}``)."""
+    replica_quota_bytes: int = Field(50 * 1024**3, ge=0)
+    """Ciphertext this node holds for any one other hospital, at most."""
+    replica_tick: float = Field(30.0, gt=0)
+    """Seconds between replica steps (place missing replicas, drop those of destroyed archives)."""
+    replica_batch: int = Field(200, ge=1)
+    """Versions placed (or replicas challenged) per step, at most."""
+    replica_challenge_bytes: int = Field(64 * 1024, ge=1, le=1024 * 1024)
+    """Longest byte range a replica challenge asks a peer to hash."""
+    log_replica_count: int = Field(2, ge=0, le=16)
+    """Peers this node ships its log to (chosen like replica holders, for the key ``log``)."""
+    log_ship_batch: int = Field(2000, ge=1, le=10_000)
+    """Log entries per shipment request."""
+    log_ship_tick: float = Field(5.0, gt=0)
+    """Seconds between log shipments to the log peers."""
+    cold_blob_dir: Path | None = None
+    """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
+    tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
+    """Per record class: days after archiving after which an archive's ciphertext moves to the
+    cold tier (classes not named stay hot)."""
+    tier_tick: float = Field(3600.0, gt=0)
+    """Seconds between tier-policy steps."""
     anchoring_lag_alert_seconds: float = Field(300.0, gt=0)
     """Anchoring lag (age of the oldest unanchored event) above which ``/healthz`` reports
     ``anchoring_lag`` and the monitor raises the alert of that name."""
@@ -261,6 +286,11 @@ class NodeSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+    @property
+    def replica_dir(self) -> Path:
+        """Where ciphertext held for other hospitals is stored (never mixed with our own)."""
+        return self.data_dir / "replicas"
 
     @property
     def resolved_tombstone_file(self) -> Path:

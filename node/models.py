@@ -29,6 +29,7 @@ __all__ = [
     "Alert",
     "ApiKey",
     "Archive",
+    "ArchiveTier",
     "ArchiveVersion",
     "AuditCursor",
     "Base",
@@ -43,12 +44,16 @@ __all__ = [
     "DispositionProposal",
     "FixityStatus",
     "ForeignEntry",
+    "HeldReplica",
     "IngestedMessage",
+    "LogShipment",
     "MemberToken",
     "PeerNonce",
     "QcResult",
+    "Replica",
     "RetentionChange",
     "SearchTerm",
+    "ShippedEntry",
     "SigninNonce",
     "Transfer",
     "TransferDirection",
@@ -622,6 +627,8 @@ class Attestation(Base):
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Tag(Base):
     """A smart tag (QR label or RFID EPC) bound to an archive by a TAG_BIND event
     (``node.services.tags``), with where and when it was last scanned. ``label`` is the tag's
@@ -654,3 +661,74 @@ class TagScanRefusal(Base):
     reader: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(String(64))
     refused_at: Mapped[datetime]
+
+
+class Replica(Base):
+    """Custodian side: an encrypted replica of one version placed at a peer hospital
+    (``node.services.replicas``). ``state`` is ``active`` (held, last challenge passed or not yet
+    challenged), ``failed`` (a challenge or fetch failed: re-placed elsewhere, then dropped) or
+    ``dropped`` (deleted at the peer, or the archive was destroyed)."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("archive_id", "version", "peer"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    peer: Mapped[str] = mapped_column(String(42), index=True)
+    ciphertext_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    placed_at: Mapped[datetime]
+    verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HeldReplica(Base):
+    """Peer side: ciphertext this node holds for another hospital (never a key). Fetched, challenged
+    and deleted by that custodian only."""
+
+    __tablename__ = "held_replicas"
+    __table_args__ = (UniqueConstraint("custodian", "archive_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    custodian: Mapped[str] = mapped_column(String(42), index=True)
+    archive_id: Mapped[str] = mapped_column(String(26))
+    version: Mapped[int] = mapped_column(Integer)
+    cid: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_at: Mapped[datetime]
+
+
+class ShippedEntry(Base):
+    """Peer side: one entry of another hospital's log, shipped to us for its disaster recovery
+    (events carry pseudonyms and commitments only)."""
+
+    __tablename__ = "shipped_entries"
+
+    custodian: Mapped[str] = mapped_column(String(42), primary_key=True)
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    event: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime]
+
+
+class LogShipment(Base):
+    """Custodian side: how many of our log entries each log-replica peer acknowledged."""
+
+    __tablename__ = "log_shipments"
+
+    peer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    shipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class ArchiveTier(Base):
+    """Storage tier of an archive's ciphertext (absent row: ``hot``) and its last read."""
+
+    __tablename__ = "archive_tiers"
+
+    archive_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(8))
+    moved_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_access_at: Mapped[datetime | None] = mapped_column(default=None)

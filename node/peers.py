@@ -216,10 +216,43 @@ class PeerClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, base_url: str, recipient: str, path: str) -> httpx.Request:
+    def _request(
+        self,
+        method: str,
+        base_url: str,
+        recipient: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> httpx.Request:
         target = PEER_PREFIX + path
-        headers = sign_headers(self.account, method, target, b"", recipient)
-        return self._http.build_request(method, base_url.rstrip("/") + target, headers=headers)
+        headers = sign_headers(self.account, method, target, body, recipient)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return self._http.build_request(
+            method, base_url.rstrip("/") + target, headers=headers, content=body or None
+        )
+
+    def send_json(
+        self,
+        method: str,
+        base_url: str,
+        recipient: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """Send ``body`` (signed with its SHA-256) and return the JSON answer (replicas, log
+        shipping); HTTP errors become ``PeerRefusedError``, no answer ``UnavailableError``."""
+        request = self._request(method, base_url, recipient, path, body, content_type)
+        response = self._send(request)
+        try:
+            document = response.json()
+        except ValueError:
+            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
+        if not isinstance(document, dict):
+            raise UnavailableError(f"peer {recipient} answered an unexpected document")
+        return document
 
     def get_json(self, base_url: str, recipient: str, path: str) -> dict[str, Any]:
         """GET a JSON document; HTTP errors become ``UnavailableError`` with the peer's code."""

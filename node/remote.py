@@ -42,6 +42,18 @@ class RemoteNodes:
         """GET a byte stream (ciphertext) from ``member``'s node, in chunks."""
         return self._client.stream(self.url(member), member, path)
 
+    def send_json(
+        self,
+        member: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """Send a signed request with a body to ``member``'s node; its JSON answer. The peer's
+        refusals keep their status (``PeerRefusedError``): replica audits tell them apart."""
+        return self._client.send_json(method, self.url(member), member, path, body, content_type)
+
     def open_stream(self, member: str, path: str) -> tuple[httpx.Headers, PeerStream]:
         """GET a byte stream whose headers matter; the body is closeable unread."""
         url = self.url(member)

@@ -25,6 +25,7 @@ from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.backup import refuse_unverified_restore
 from node.blobstore import BlobStore, open_blob_store
+from node.blobstore.tiered import TieredBlobStore
 from node.config import NodeSettings
 from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
 from node.dicom import store_instance
@@ -54,18 +55,21 @@ from node.services.ingestion import (
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
+from node.services.logship import LogShippingService
 from node.services.monitor import MonitorService
 from node.services.permissions import AccessGate
 from node.services.proofs import ProofService
 from node.services.public import PublicService
 from node.services.quality import QualityService
 from node.services.regulator import RegulatorService
+from node.services.replicas import ReplicaHolder, ReplicaService
 from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.signin import SigninService
 from node.services.status import StatusService
 from node.services.tags import TagService
+from node.services.tiers import TierService
 from node.services.transfers import TransferService
 from node.services.webhooks import WebhookService
 from node.tombstones import TombstoneLedger
@@ -128,6 +132,10 @@ class NodeRuntime:
     regulator: RegulatorService = field(init=False)
     attestations: AttestationService = field(init=False)
     derivatives: DerivativeService = field(init=False)
+    replicas: ReplicaService = field(init=False)
+    replica_holder: ReplicaHolder = field(init=False)
+    log_shipping: LogShippingService = field(init=False)
+    tiers: TierService = field(init=False)
     _scheduler: BackgroundScheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -266,6 +274,41 @@ class NodeRuntime:
             encounters=self.encounters,
         )
         self.encounters.add(self.retention)
+        self.replicas = ReplicaService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            members=self.members,
+            remote=self.remote,
+            alerts=self.alerts,
+        )
+        self.replica_holder = ReplicaHolder(
+            settings=settings,
+            db=db,
+            units=units,
+            store=open_blob_store("local", local_root=settings.replica_dir),
+            hospital=hospital,
+        )
+        self.log_shipping = LogShippingService(
+            settings=settings,
+            db=db,
+            units=units,
+            members=self.members,
+            remote=self.remote,
+            hospital=hospital,
+        )
+        self.fixity.on_failures = self.replicas.repair_failures
+        self.tiers = TierService(
+            settings=settings,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            blobs=self.blobs,
+            clock=self.clock,
+        )
+        self.retention.replica_holders = self.replicas.holders
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,
@@ -340,6 +383,10 @@ class NodeRuntime:
         blobs = open_blob_store(
             settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
         )
+        if settings.cold_blob_dir is not None:  # two tiers (docs/recovery.md §3)
+            blobs = TieredBlobStore(
+                blobs, open_blob_store("local", local_root=settings.cold_blob_dir)
+            )
         # Before anything serves: a restored backup must not bring a destroyed key back.
         tombstones = TombstoneLedger(settings.resolved_tombstone_file)
         tombstones.replay(db, blobs, clock())
@@ -415,6 +462,9 @@ class NodeRuntime:
                 ),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
+                ("replicas", self.replicas.tick, self.settings.replica_tick),
+                ("log-shipping", self.log_shipping.ship, self.settings.log_ship_tick),
+                ("tiers", self.tiers.tick, self.settings.tier_tick),
                 (
                     "retention",
                     self.retention.run_schedule,

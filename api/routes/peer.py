@@ -102,3 +102,88 @@ def ciphertext(
 )
 def bundle(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
     return bundle_to_json(runtime.shares.disclose_bundle(sender, archive_id))
+
+
+# -- disaster recovery (docs/recovery.md): replicas and log shipping --------------------------
+
+VersionPath = Annotated[int, Path(ge=1, le=1_000_000)]
+
+
+@router.put(
+    "/replicas/{archive_id}/versions/{version}",
+    summary="Store the sender's encrypted replica of a version (ciphertext only, within quota)",
+    responses=error_responses(400, 401, 409, 413, 503),
+)
+async def put_replica(
+    request: Request,
+    runtime: RuntimeDep,
+    sender: PeerDep,
+    archive_id: ArchiveIdPath,
+    version: VersionPath,
+) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.replica_holder.accept, sender, archive_id, version, body)
+
+
+@router.get(
+    "/replicas/{archive_id}/versions/{version}",
+    summary="The sender's own replica (to the custodian that placed it only)",
+    response_class=StreamingResponse,
+    responses=PEER_ERRORS,
+)
+def get_replica(
+    runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath, version: VersionPath
+) -> StreamingResponse:
+    chunks = runtime.replica_holder.fetch(sender, archive_id, version)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.post(
+    "/replicas/{archive_id}/versions/{version}/challenge",
+    summary="Hash a byte range of the sender's replica after a nonce",
+    responses=error_responses(400, 401, 404, 503),
+)
+async def challenge_replica(
+    request: Request,
+    runtime: RuntimeDep,
+    sender: PeerDep,
+    archive_id: ArchiveIdPath,
+    version: VersionPath,
+) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.replica_holder.answer, sender, archive_id, version, body)
+
+
+@router.delete(
+    "/replicas/{archive_id}/versions/{version}",
+    summary="Delete the sender's replica",
+    responses=PEER_ERRORS,
+)
+def delete_replica(
+    runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath, version: VersionPath
+) -> Any:
+    return runtime.replica_holder.drop(sender, archive_id, version)
+
+
+@router.post(
+    "/log/entries",
+    summary="Append shipped entries of the sender's log",
+    responses=error_responses(400, 401, 409, 413, 503),
+)
+async def ship_log(request: Request, runtime: RuntimeDep, sender: PeerDep) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.log_shipping.receive, sender, body)
+
+
+@router.get(
+    "/log/entries",
+    summary="Entries of the sender's own log held here (to that hospital only)",
+    responses=PEER_ERRORS,
+)
+def shipped_log(
+    runtime: RuntimeDep,
+    sender: PeerDep,
+    start: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Any:
+    return runtime.log_shipping.serve(sender, start, limit)

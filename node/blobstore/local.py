@@ -98,6 +98,8 @@ class LocalBlobStore:
 
         ``durable=False`` skips the file's and directories' fsyncs: the caller must call
         ``make_durable`` before it records the blob anywhere (a batch then syncs once)."""
+        for directory in (self._temp, self._objects):  # a wiped store is written again (repair)
+            directory.mkdir(parents=True, exist_ok=True)
         descriptor, temp_name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
         try:
             hasher, size = hashlib.sha256(), 0

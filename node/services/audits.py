@@ -201,6 +201,9 @@ class FixityAuditService:
         self.alerts = alerts
         self.clock = clock
         self.read_size = 1 << 20
+        self.on_failures: Callable[[list[FixityFailure]], None] | None = None
+        """Called with each batch's failures after they are logged (the runtime repairs them
+        from replicas, ``node.services.replicas``)."""
 
     # -- on demand -----------------------------------------------------------------------------
 
@@ -482,6 +485,8 @@ class FixityAuditService:
         report.skipped += len(observed) - len(logged)
         for notice in notices:
             self.alerts.raise_alert(notice)
+        if report.failures and self.on_failures is not None:
+            self.on_failures(report.failures)
         return report
 
     def _save_cursor(self, position: int, started: datetime, *, completed: bool) -> None:

@@ -26,11 +26,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 from eth_utils.crypto import keccak
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 from ulid import ULID
 
 from anchoring.certificate import (
@@ -866,6 +868,7 @@ class RetentionService:
                 "key_holders": holders,
                 "blob_store": self.blobs.kind,
                 "blobs_to_delete": cids,
+                **self._replica_field(uow, archive.id),
                 "metadata_erased": ["title", "search_text", "search_terms", "metadata", "filename"],
             },
             "checks": {"key_copies_remaining": 0, "own_key_lookup": key_lookup},
@@ -905,6 +908,15 @@ class RetentionService:
             uow.session, "destroy", [archive_key(archive.id), digest], archive_id=archive.id
         )
         return DestructionView(archive.id, digest.hex(), destroyed, 0), cids
+
+    replica_holders: Callable[[Session, str], list[dict[str, Any]]] | None = None
+    """Encrypted replicas of an archive at peers (``node.services.replicas``), set by the runtime:
+    the certificate lists them as ``replicas_to_delete``; the replica job deletes them after."""
+
+    def _replica_field(self, uow: UnitOfWork, archive_id: str) -> dict[str, Any]:
+        if self.replica_holders is None:
+            return {}
+        return {"replicas_to_delete": self.replica_holders(uow.session, archive_id)}
 
     def certificate(self, principal: Principal, archive_id: str) -> CertificateView:
         """The destruction certificate of a destroyed archive in the caller's scope."""

@@ -135,6 +135,13 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
         "purpose": "research",
         "recipient": "uni-research",
     },
+    EventType.REPLICA: {
+        "action": "placed",
+        "peer": HOSPITAL_B,
+        "version": 1,
+        "ciphertext_sha256": H3,
+    },
+    EventType.REPAIR: {"version": 1, "ciphertext_sha256": H3, "source": HOSPITAL_B},
 }
 
 
@@ -176,7 +183,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 27
+    assert len(EventType) == 29
 
 
 @pytest.mark.parametrize("event_type", list(EventType))

@@ -84,6 +84,7 @@ def start_hospital(
     data_dir: Path,
     port: int,
     peers: dict[str, str],
+    **settings: Any,
 ) -> Hospital:
     runtime = build_node(
         consortium,
@@ -97,6 +98,7 @@ def start_hospital(
         watcher_tick=0.2,
         anchor_tick=0.2,
         anchor_interval=0.2,
+        **settings,
     )
     runtime.start(scheduler=True)
     keys = {
@@ -130,8 +132,8 @@ def hospitals(
     try:
         for name, account in accounts.items():
             peers = {a: u for a, u in urls.items() if a != account.address}
-            started[name] = start_hospital(
-                name, consortium, account, tmp_path / name, ports[name], peers
+            started[name] = start_hospital(  # replicas are placed by the tests that want them
+                name, consortium, account, tmp_path / name, ports[name], peers, replica_tick=3600.0
             )
         # Each node registers its own encryption key on start (the fixture consortium was
         # bootstrapped with other keys): wait until the registry holds them.

@@ -1,0 +1,770 @@
+"""Encrypted replicas at peer hospitals (docs/recovery.md §1).
+
+Custodian side (``ReplicaService``): every version this node holds gets ``k`` replicas of its
+ciphertext (``replica_count``, per class ``replica_count_by_class``) at peer hospitals chosen by
+rendezvous hashing over the active consortium hospitals with a configured node URL, so placement
+is deterministic and spread evenly. Each placement, challenge outcome and drop is a REPLICA event
+in this node's log; a local blob found missing or corrupt is fetched back from a replica, checked
+against the recorded hash and restored (REPAIR event). Only ciphertext travels: the data keys stay
+wrapped under this node's KEK, so a replica holder cannot read.
+
+Holder side (``ReplicaHolder``): stores ciphertext for other active hospitals within a quota per
+sender, in its own directory (never mixed with the node's own blobs), and answers fetches,
+challenges and deletions only to the hospital that placed the replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from anchoring.chain import Role
+from anchoring.errors import AnchoringError
+from anchoring.events import (
+    RepairData,
+    RepairEvent,
+    ReplicaAction,
+    ReplicaData,
+    ReplicaEvent,
+)
+from anchoring.lifecycle import ArchiveStatus
+from node.alerts import AlertNotice, AlertSink, Severity
+from node.blobstore import BlobNotFoundError, BlobStore
+from node.config import NodeSettings
+from node.db import Database, UnitOfWork, UnitRunner
+from node.errors import ConflictError, InputError, NodeError, NotFoundError, UnavailableError
+from node.ledger import Ledger, normalise_id
+from node.members import MemberDirectory
+from node.models import Archive, ArchiveVersion, HeldReplica, Replica
+from node.peers import PeerRefusedError
+from node.remote import RemoteNodes
+
+log = logging.getLogger(__name__)
+
+CHALLENGE_DOMAIN = b"archivechain-replica-challenge/v1"
+"""Prefix of every challenge answer's hashed bytes (so an answer is never another hash)."""
+ACTIVE, FAILED, DROPPED = "active", "failed", "dropped"
+PARALLEL = 8
+"""Replica transfers and challenges in flight at once."""
+UNREACHABLE_LIMIT = 3
+"""Consecutive unanswered challenges after which a replica counts as failed (the peer refuses)."""
+HELD_STATES = (
+    ArchiveStatus.CREATED.value,
+    ArchiveStatus.ARCHIVED.value,
+    ArchiveStatus.DISPOSITION_REVIEW.value,
+)
+
+
+def rendezvous(key: str, candidates: Iterable[str], count: int) -> list[str]:
+    """The ``count`` candidates with the highest score SHA-256(key ‖ 0x00 ‖ address in lower case):
+    highest random weight hashing, so each key's holders are stable and keys spread evenly."""
+
+    def score(address: str) -> bytes:
+        return hashlib.sha256(key.encode() + b"\x00" + address.lower().encode()).digest()
+
+    return sorted(set(candidates), key=score, reverse=True)[:count]
+
+
+def challenge_answer(nonce: bytes, data: bytes) -> str:
+    """Hex SHA-256(domain ‖ nonce ‖ data): the answer to a challenge over the bytes ``data``."""
+    return hashlib.sha256(CHALLENGE_DOMAIN + nonce + data).hexdigest()
+
+
+def read_range(chunks: Iterable[bytes], offset: int, length: int) -> bytes:
+    """Bytes ``offset`` .. ``offset + length`` of a stream of chunks."""
+    out = bytearray()
+    position = 0
+    for chunk in chunks:
+        end = position + len(chunk)
+        if end > offset and position < offset + length:
+            out += chunk[max(0, offset - position) : offset + length - position]
+        position = end
+        if position >= offset + length:
+            break
+    return bytes(out)
+
+
+def replica_path(archive_id: str, version: int) -> str:
+    """The peer API path of one replica (below ``/peer/v1``)."""
+    return f"/replicas/{archive_id}/versions/{version}"
+
+
+@dataclass
+class ReplicaReport:
+    """What one replica step did."""
+
+    placed: int = 0
+    verified: int = 0
+    failed: int = 0
+    dropped: int = 0
+    repaired: int = 0
+    bytes_sent: int = 0
+    bytes_fetched: int = 0
+    problems: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, counter: str, amount: int) -> None:
+        """Add to a counter (transfers run in several threads)."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    archive_id: str
+    version: int
+    cid: str
+    sha256: str
+    size: int
+    record_class: str
+
+
+class ReplicaService:
+    """Custodian side: place, challenge, repair from and drop this node's replicas."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        blobs: BlobStore,
+        members: MemberDirectory,
+        remote: RemoteNodes,
+        alerts: AlertSink,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.blobs = blobs
+        self.members = members
+        self.remote = remote
+        self.alerts = alerts
+        self.hospital = ledger.hospital
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def candidates(self) -> list[str]:
+        """Active consortium hospitals other than this one that have a configured node URL."""
+        return [
+            m.address
+            for m in self.members.members()
+            if m.role is Role.HOSPITAL
+            and m.active
+            and m.address != self.hospital
+            and m.address in self.settings.peers
+        ]
+
+    def wanted(self, record_class: str) -> int:
+        """Replicas wanted for a version of ``record_class``."""
+        return self.settings.replica_count_by_class.get(record_class, self.settings.replica_count)
+
+    def tick(self) -> ReplicaReport:
+        """One scheduled step: place missing replicas, drop replicas no longer needed (failed and
+        replaced, or of destroyed archives), then challenge the replicas checked longest ago."""
+        report = ReplicaReport()
+        self.place(report)
+        self.drop_unneeded(report)
+        self.challenge(report, self.settings.replica_batch)
+        return report
+
+    def place(self, report: ReplicaReport | None = None, limit: int | None = None) -> ReplicaReport:
+        """Place the replicas missing for held versions (up to ``limit`` versions)."""
+        report = report or ReplicaReport()
+        limit = limit or self.settings.replica_batch
+        if not self.settings.peers:
+            return report  # no peer configured: nothing to ask the registry
+        try:
+            candidates = self.candidates()
+        except UnavailableError as exc:
+            report.problems.append(f"registry: {exc}")
+            return report
+        if not candidates:
+            return report
+        work: list[tuple[_Version, str]] = []
+        for version, active, failed in self._short(limit):
+            order = [
+                p
+                for p in rendezvous(version.archive_id, candidates, len(candidates))
+                if p not in active and p not in failed
+            ]
+            work += [(version, p) for p in order[: self.wanted(version.record_class) - len(active)]]
+        # Several uploads at once (their units still commit one after another, grouped).
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda item: self._place_one(item[0], item[1], report), work))
+        return report
+
+    def _short(self, limit: int) -> list[tuple[_Version, set[str], set[str]]]:
+        """Held versions with fewer active replicas than wanted: (version, active, failed peers)."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    ArchiveVersion.archive_id,
+                    ArchiveVersion.version,
+                    ArchiveVersion.cid,
+                    ArchiveVersion.ciphertext_sha256,
+                    ArchiveVersion.stored_size,
+                    Archive.record_class,
+                )
+                .join(Archive, Archive.id == ArchiveVersion.archive_id)
+                .where(
+                    ArchiveVersion.blob_deleted_at.is_(None),
+                    Archive.custodian == self.hospital,
+                    Archive.state.in_(HELD_STATES),
+                )
+                .order_by(ArchiveVersion.id)
+            ).all()
+            existing: dict[tuple[str, int], list[tuple[str, str]]] = {}
+            for archive_id, number, peer, state in session.execute(
+                select(Replica.archive_id, Replica.version, Replica.peer, Replica.state).where(
+                    Replica.state != DROPPED
+                )
+            ):
+                existing.setdefault((archive_id, number), []).append((peer, state))
+        short: list[tuple[_Version, set[str], set[str]]] = []
+        for row in rows:
+            version = _Version(*row)
+            held = existing.get((version.archive_id, version.version), [])
+            active = {p for p, s in held if s == ACTIVE}
+            failed = {p for p, s in held if s == FAILED}
+            if len(active) < self.wanted(version.record_class):
+                short.append((version, active, failed))
+                if len(short) >= limit:
+                    break
+        return short
+
+    def _place_one(self, version: _Version, peer: str, report: ReplicaReport) -> bool:
+        try:
+            body = b"".join(self.blobs.open_stream(version.cid))
+        except (OSError, NodeError) as exc:
+            report.problems.append(f"{version.archive_id}/{version.version}: local blob: {exc}")
+            return False
+        if hashlib.sha256(body).hexdigest() != version.sha256:
+            report.problems.append(f"{version.archive_id}/{version.version}: local blob corrupt")
+            return False  # never replicate corruption; the fixity audit repairs it first
+        try:
+            answer = self.remote.send_json(
+                peer,
+                "PUT",
+                replica_path(version.archive_id, version.version),
+                body,
+                "application/octet-stream",
+            )
+        except NodeError as exc:
+            report.problems.append(f"{version.archive_id}/{version.version} → {peer}: {exc}")
+            log.warning("replica of %s not placed at %s: %s", version.archive_id, peer, exc)
+            return False
+        if answer.get("sha256") != version.sha256 or answer.get("size") != len(body):
+            report.problems.append(f"{peer} acknowledged other bytes")
+            return False
+
+        def unit(uow: UnitOfWork) -> None:
+            row = uow.session.execute(
+                select(Replica).where(
+                    Replica.archive_id == version.archive_id,
+                    Replica.version == version.version,
+                    Replica.peer == peer,
+                )
+            ).scalar_one_or_none()
+            self._log(uow, version.archive_id, ReplicaAction.PLACED, peer, version)
+            if row is None:
+                row = Replica(
+                    archive_id=version.archive_id,
+                    version=version.version,
+                    peer=peer,
+                    ciphertext_sha256=version.sha256,
+                    size=len(body),
+                    state=ACTIVE,
+                    placed_at=uow.now,
+                    failures=0,
+                )
+                uow.session.add(row)
+            row.state, row.placed_at, row.failures, row.verified_at = ACTIVE, uow.now, 0, None
+
+        try:
+            self.units.run(unit)
+        except (NodeError, AnchoringError) as exc:  # e.g. the archive was destroyed meanwhile
+            report.problems.append(f"{version.archive_id}: REPLICA refused: {exc}")
+            return False
+        report.add("placed", 1)
+        report.add("bytes_sent", len(body))
+        return True
+
+    def _log(
+        self,
+        uow: UnitOfWork,
+        archive_id: str,
+        action: ReplicaAction,
+        peer: str,
+        version: _Version | Replica,
+    ) -> None:
+        archive = uow.session.execute(
+            select(Archive).where(Archive.id == archive_id).with_for_update()
+        ).scalar_one()
+        if archive.custodian != self.hospital:
+            raise ConflictError(f"archive {archive_id} is not ours", code="not_custodian")
+        state = self.ledger.state(uow.session, archive)
+        number = version.version
+        sha = version.sha256 if isinstance(version, _Version) else version.ciphertext_sha256
+        data = ReplicaData(action=action, peer=peer, version=number, ciphertext_sha256=sha)
+        self.ledger.record(uow, archive, state, ReplicaEvent, self.hospital, data)
+
+    # -- challenges ----------------------------------------------------------------------------
+
+    def challenge(self, report: ReplicaReport | None = None, limit: int = 100) -> ReplicaReport:
+        """Challenge up to ``limit`` active replicas (least recently verified first): each peer
+        hashes a random byte range with a fresh nonce; the answer is compared with the same range of
+        the local blob (or, when the local blob is gone or corrupt, the whole replica is fetched and
+        checked against the recorded hash, which also repairs the local blob)."""
+        report = report or ReplicaReport()
+        with self.db.session() as session:
+            rows = list(
+                session.execute(
+                    select(Replica)
+                    .join(Archive, Archive.id == Replica.archive_id)
+                    .where(Replica.state == ACTIVE, Archive.state.in_(HELD_STATES))
+                    .order_by(Replica.verified_at.is_not(None), Replica.verified_at, Replica.id)
+                    .limit(limit)
+                ).scalars()
+            )
+            session.expunge_all()
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda row: self._challenge_one(row, report), rows))
+        return report
+
+    def _local(self, row: Replica) -> bytes | None:
+        """The version's local ciphertext if present and intact."""
+        with self.db.session() as session:
+            cid = session.execute(
+                select(ArchiveVersion.cid).where(
+                    ArchiveVersion.archive_id == row.archive_id,
+                    ArchiveVersion.version == row.version,
+                )
+            ).scalar_one()
+        try:
+            body = b"".join(self.blobs.open_stream(cid))
+        except (OSError, NodeError):
+            return None
+        return body if hashlib.sha256(body).hexdigest() == row.ciphertext_sha256 else None
+
+    def _challenge_one(self, row: Replica, report: ReplicaReport) -> None:
+        local = self._local(row)
+        if local is None:  # the local copy is bad: the replica must deliver all of it
+            if self.repair(row.archive_id, row.version, report):
+                return
+            self._outcome(row, ok=False, reason="fetch_failed", report=report)
+            return
+        length = min(self.settings.replica_challenge_bytes, row.size)
+        offset = secrets.randbelow(row.size - length + 1) if row.size else 0
+        nonce = secrets.token_bytes(32)
+        expected = challenge_answer(nonce, local[offset : offset + length])
+        body = json.dumps({"nonce": nonce.hex(), "offset": offset, "length": length}).encode()
+        try:
+            answer = self.remote.send_json(
+                row.peer, "POST", replica_path(row.archive_id, row.version) + "/challenge", body
+            )
+        except PeerRefusedError as exc:
+            self._outcome(row, ok=False, reason=f"refused_{exc.status}", report=report)
+            return
+        except (UnavailableError, NotFoundError) as exc:
+            log.warning("replica challenge to %s unanswered: %s", row.peer, exc)
+            self._unanswered(row, report)
+            return
+        ok = answer.get("sha256") == expected
+        self._outcome(row, ok=ok, reason="ok" if ok else "wrong_answer", report=report)
+
+    def _unanswered(self, row: Replica, report: ReplicaReport) -> None:
+        def unit(uow: UnitOfWork) -> int:
+            stored = uow.session.get_one(Replica, row.id)
+            stored.failures += 1
+            return stored.failures
+
+        if self.units.run(unit) >= UNREACHABLE_LIMIT:
+            self._outcome(row, ok=False, reason="unreachable", report=report)
+        else:
+            report.problems.append(f"{row.peer} did not answer a challenge")
+
+    def _outcome(self, row: Replica, *, ok: bool, reason: str, report: ReplicaReport) -> None:
+        action = ReplicaAction.VERIFIED if ok else ReplicaAction.FAILED
+
+        def unit(uow: UnitOfWork) -> None:
+            stored = uow.session.get_one(Replica, row.id)
+            if stored.state != ACTIVE:
+                return
+            self._log(uow, row.archive_id, action, row.peer, stored)
+            if ok:
+                stored.verified_at, stored.failures = uow.now, 0
+            else:
+                stored.state = FAILED
+
+        try:
+            self.units.run(unit)
+        except (NodeError, AnchoringError) as exc:
+            report.problems.append(f"{row.archive_id}: REPLICA refused: {exc}")
+            return
+        if ok:
+            report.add("verified", 1)
+            return
+        report.add("failed", 1)
+        self.alerts.raise_alert(
+            AlertNotice(
+                "replica_failed",
+                row.archive_id,
+                Severity.CRITICAL,
+                {"version": row.version, "peer": row.peer, "reason": reason},
+            )
+        )
+
+    # -- repair --------------------------------------------------------------------------------
+
+    def repair(self, archive_id: str, version: int, report: ReplicaReport | None = None) -> bool:
+        """Restore a missing or corrupt local blob from a replica: fetched, checked against the
+        recorded SHA-256, stored, and logged (REPAIR). A replica that delivers other bytes is
+        recorded as failed. True when the blob was restored."""
+        report = report or ReplicaReport()
+        archive_id = normalise_id(archive_id)
+        with self.db.session() as session:
+            target = session.execute(
+                select(ArchiveVersion).where(
+                    ArchiveVersion.archive_id == archive_id, ArchiveVersion.version == version
+                )
+            ).scalar_one_or_none()
+            replicas = list(
+                session.execute(
+                    select(Replica)
+                    .where(
+                        Replica.archive_id == archive_id,
+                        Replica.version == version,
+                        Replica.state == ACTIVE,
+                    )
+                    .order_by(Replica.verified_at.desc(), Replica.id)
+                ).scalars()
+            )
+            session.expunge_all()
+        if target is None:
+            return False
+        for row in replicas:
+            counted = _Counted(self.remote.stream(row.peer, replica_path(archive_id, version)))
+            try:
+                ref = self.blobs.put_stream(counted)
+            except NodeError as exc:  # unreachable, refused, stopped sending
+                report.problems.append(f"{row.peer}: {exc}")
+                continue
+            report.add("bytes_fetched", counted.size)
+            if ref.sha256 != target.ciphertext_sha256:
+                if ref.cid != target.cid:
+                    self.blobs.delete(ref.cid)
+                self._outcome(row, ok=False, reason="wrong_bytes", report=report)
+                continue
+
+            def unit(uow: UnitOfWork, row: Replica = row, cid: str = ref.cid) -> None:
+                archive = uow.session.execute(
+                    select(Archive).where(Archive.id == archive_id).with_for_update()
+                ).scalar_one()
+                state = self.ledger.state(uow.session, archive)
+                data = RepairData(
+                    version=version, ciphertext_sha256=target.ciphertext_sha256, source=row.peer
+                )
+                self.ledger.record(uow, archive, state, RepairEvent, self.hospital, data)
+                stored = uow.session.get_one(ArchiveVersion, target.id)
+                stored.cid = cid
+
+            self.units.run(unit)
+            report.add("repaired", 1)
+            log.info("repaired %s v%d from the replica at %s", archive_id, version, row.peer)
+            return True
+        return False
+
+    def repair_missing(self, report: ReplicaReport | None = None) -> ReplicaReport:
+        """Repair every held version whose local blob is absent (e.g. a wiped blob directory)."""
+        report = report or ReplicaReport()
+        with self.db.session() as session:
+            rows = session.execute(
+                select(ArchiveVersion.archive_id, ArchiveVersion.version, ArchiveVersion.cid)
+                .join(Archive, Archive.id == ArchiveVersion.archive_id)
+                .where(
+                    ArchiveVersion.blob_deleted_at.is_(None),
+                    Archive.custodian == self.hospital,
+                    Archive.state.in_(HELD_STATES),
+                )
+                .order_by(ArchiveVersion.id)
+            ).all()
+        missing = [(a, n) for a, n, cid in rows if not self.blobs.exists(cid)]
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda item: self.repair(item[0], item[1], report), missing))
+        return report
+
+    def repair_failures(self, failures: Sequence[Any]) -> None:
+        """Fixity-audit hook: repair each failed version (``archive_id``, ``version``)."""
+        for failure in failures:
+            try:
+                self.repair(failure.archive_id, failure.version)
+            except (NodeError, AnchoringError, OSError) as exc:
+                log.error("repair of %s failed: %s", failure.archive_id, exc)
+
+    # -- dropping ------------------------------------------------------------------------------
+
+    def holders(self, session: Session, archive_id: str) -> list[dict[str, Any]]:
+        """Replicas of an archive not yet dropped (for its destruction certificate)."""
+        return [
+            {"peer": peer, "version": number}
+            for peer, number in session.execute(
+                select(Replica.peer, Replica.version)
+                .where(Replica.archive_id == archive_id, Replica.state != DROPPED)
+                .order_by(Replica.version, Replica.peer)
+            )
+        ]
+
+    def drop_unneeded(self, report: ReplicaReport | None = None) -> ReplicaReport:
+        """Delete at their holders the replicas of destroyed (or no longer held) archives, and
+        failed replicas once the version has its replicas elsewhere; log REPLICA ``dropped``."""
+        report = report or ReplicaReport()
+        with self.db.session() as session:
+            rows = list(
+                session.execute(
+                    select(Replica, Archive.state, Archive.record_class)
+                    .join(Archive, Archive.id == Replica.archive_id)
+                    .where(Replica.state != DROPPED)
+                    .order_by(Replica.id)
+                ).all()
+            )
+            active_count: dict[tuple[str, int], int] = {}
+            for replica, _state, _cls in rows:
+                if replica.state == ACTIVE:
+                    key = (replica.archive_id, replica.version)
+                    active_count[key] = active_count.get(key, 0) + 1
+            session.expunge_all()
+        for replica, state, record_class in rows:
+            gone = state not in HELD_STATES
+            replaced = replica.state == FAILED and active_count.get(
+                (replica.archive_id, replica.version), 0
+            ) >= self.wanted(record_class)
+            if gone or replaced:
+                self._drop(replica, report, log_event=state != ArchiveStatus.TRANSFER_PENDING.value)
+        return report
+
+    def _drop(self, row: Replica, report: ReplicaReport, *, log_event: bool) -> None:
+        try:
+            self.remote.send_json(row.peer, "DELETE", replica_path(row.archive_id, row.version))
+        except NodeError as exc:  # a refusing or absent holder: dropped on our side anyway
+            log.warning("replica delete at %s not confirmed: %s", row.peer, exc)
+
+        def unit(uow: UnitOfWork) -> None:
+            stored = uow.session.get_one(Replica, row.id)
+            if stored.state == DROPPED:
+                return
+            archive = uow.session.get(Archive, row.archive_id)
+            if log_event and archive is not None and archive.custodian == self.hospital:
+                self._log(uow, row.archive_id, ReplicaAction.DROPPED, row.peer, stored)
+            stored.state = DROPPED
+
+        try:
+            self.units.run(unit)
+        except (NodeError, AnchoringError) as exc:
+            report.problems.append(f"{row.archive_id}: REPLICA dropped refused: {exc}")
+            return
+        report.add("dropped", 1)
+
+
+class _Counted:
+    """Iterates chunks and counts their bytes."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            yield chunk
+
+
+# ------------------------------------------------------------------------------------------
+# Holder side
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A replica challenge: hash ``length`` bytes from ``offset`` after ``nonce``."""
+
+    nonce: bytes
+    offset: int
+    length: int
+
+    @classmethod
+    def parse(cls, body: bytes, max_length: int) -> Challenge:
+        """The challenge in a JSON body ``{"nonce": 64 hex, "offset": int, "length": int}``."""
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InputError("the challenge is not JSON", code="invalid_challenge") from None
+        if not isinstance(document, dict) or set(document) != {"nonce", "offset", "length"}:
+            raise InputError(
+                "a challenge is an object with nonce, offset and length", code="invalid_challenge"
+            )
+        nonce, offset, length = document["nonce"], document["offset"], document["length"]
+        if not isinstance(nonce, str) or len(nonce) != 64:
+            raise InputError("nonce: 64 hex characters", code="invalid_challenge")
+        try:
+            raw = bytes.fromhex(nonce)
+        except ValueError:
+            raise InputError("nonce: 64 hex characters", code="invalid_challenge") from None
+        for name, value in (("offset", offset), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name}: a non-negative integer", code="invalid_challenge")
+        if length > max_length:
+            raise InputError(f"length: at most {max_length}", code="invalid_challenge")
+        return cls(raw, offset, length)
+
+
+class ReplicaHolder:
+    """Holder side: ciphertext kept for other hospitals, within a quota per sender."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        store: BlobStore,
+        hospital: str,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.store = store
+        self.hospital = hospital
+
+    def accept(self, sender: str, archive_id: str, version: int, body: bytes) -> dict[str, Any]:
+        """Store ``body`` as ``sender``'s replica of the version (idempotent for the same bytes);
+        409 ``replica_quota_exceeded`` beyond the quota, ``replica_conflict`` for other bytes
+        under the same name. The sender is an active hospital (checked by the peer API)."""
+        archive_id = normalise_id(archive_id)
+        if sender == self.hospital:
+            raise InputError("a node does not hold its own replicas", code="self_target")
+        sha = hashlib.sha256(body).hexdigest()
+        with self.db.session() as session:
+            existing = self._row(session, sender, archive_id, version)
+            used = session.execute(
+                select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                    HeldReplica.custodian == sender
+                )
+            ).scalar_one()
+        if existing is not None:
+            if existing.sha256 != sha:
+                raise ConflictError(
+                    "another ciphertext is held under this version", code="replica_conflict"
+                )
+            if self.store.exists(existing.cid):
+                return {"sha256": sha, "size": len(body)}
+        elif int(used) + len(body) > self.settings.replica_quota_bytes:
+            raise ConflictError(
+                "the replica quota for this hospital is used up", code="replica_quota_exceeded"
+            )
+        ref = self.store.put_stream([body])
+
+        def unit(uow: UnitOfWork) -> None:
+            row = self._row(uow.session, sender, archive_id, version)
+            if row is None:
+                uow.session.add(
+                    HeldReplica(
+                        custodian=sender,
+                        archive_id=archive_id,
+                        version=version,
+                        cid=ref.cid,
+                        sha256=sha,
+                        size=len(body),
+                        stored_at=uow.now,
+                    )
+                )
+            else:
+                row.cid = ref.cid
+
+        self.units.run(unit)
+        return {"sha256": sha, "size": len(body)}
+
+    def fetch(self, sender: str, archive_id: str, version: int) -> Iterator[bytes]:
+        """The ciphertext of ``sender``'s replica (404 ``replica_not_found`` to anyone else)."""
+        row = self._held(sender, archive_id, version)
+        try:
+            return self.store.open_stream(row.cid)
+        except BlobNotFoundError:
+            raise NotFoundError("no such replica", code="replica_not_found") from None
+
+    def answer(self, sender: str, archive_id: str, version: int, body: bytes) -> dict[str, str]:
+        """Answer a challenge: SHA-256(domain ‖ nonce ‖ the requested range of the stored bytes)."""
+        challenge = Challenge.parse(body, 1024 * 1024)
+        row = self._held(sender, archive_id, version)
+        if challenge.offset + challenge.length > row.size:
+            raise InputError("the range ends after the replica", code="invalid_challenge")
+        try:
+            chunks = self.store.open_stream(row.cid)
+        except BlobNotFoundError:
+            raise NotFoundError("no such replica", code="replica_not_found") from None
+        data = read_range(chunks, challenge.offset, challenge.length)
+        return {"sha256": challenge_answer(challenge.nonce, data)}
+
+    def drop(self, sender: str, archive_id: str, version: int) -> dict[str, bool]:
+        """Delete ``sender``'s replica (absent: ``deleted`` false)."""
+        archive_id = normalise_id(archive_id)
+        with self.db.session() as session:
+            row = self._row(session, sender, archive_id, version)
+            if row is None:
+                return {"deleted": False}
+            cid = row.cid
+            shared = session.execute(
+                select(func.count()).select_from(HeldReplica).where(HeldReplica.cid == cid)
+            ).scalar_one()
+
+        def unit(uow: UnitOfWork) -> None:
+            stored = self._row(uow.session, sender, archive_id, version)
+            if stored is not None:
+                uow.session.delete(stored)
+
+        self.units.run(unit)
+        if shared <= 1:
+            self.store.delete(cid)
+        return {"deleted": True}
+
+    def held_for(self, sender: str) -> tuple[int, int]:
+        """(replicas, bytes) held for ``sender``."""
+        with self.db.session() as session:
+            count, size = session.execute(
+                select(func.count(), func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                    HeldReplica.custodian == sender
+                )
+            ).one()
+        return int(count), int(size)
+
+    def _held(self, sender: str, archive_id: str, version: int) -> HeldReplica:
+        with self.db.session() as session:
+            row = self._row(session, sender, normalise_id(archive_id), version)
+            if row is None:
+                raise NotFoundError("no such replica", code="replica_not_found")
+            session.expunge(row)
+            return row
+
+    @staticmethod
+    def _row(session: Session, sender: str, archive_id: str, version: int) -> HeldReplica | None:
+        return session.execute(
+            select(HeldReplica).where(
+                HeldReplica.custodian == sender,
+                HeldReplica.archive_id == archive_id,
+                HeldReplica.version == version,
+            )
+        ).scalar_one_or_none()
+
+
+RepairHook = Callable[[Sequence[Any]], None]

@@ -1,0 +1,137 @@
+"""Storage tiers (docs/recovery.md §3): archives of a class listed in ``tier_cold_after_days``
+move to the cold tier that many days after archiving. Each move copies every version's ciphertext
+to the cold store, checks it there, deletes the hot copy and logs TIER_MOVE (``hot`` → ``cold``).
+Reads stay transparent (``TieredBlobStore``); the fixity audit reads through the same store, so it
+covers both tiers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from anchoring.errors import AnchoringError
+from anchoring.events import StorageTier, TierMoveData, TierMoveEvent
+from anchoring.lifecycle import ArchiveStatus
+from node.blobstore import BlobRef, BlobStore
+from node.blobstore.tiered import TieredBlobStore
+from node.config import NodeSettings
+from node.db import Clock, Database, UnitOfWork, UnitRunner, utc_now
+from node.errors import NodeError
+from node.ledger import Ledger
+from node.models import Archive, ArchiveTier, ArchiveVersion
+
+log = logging.getLogger(__name__)
+
+MOVABLE = (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
+
+
+@dataclass
+class TierReport:
+    """What one tier step did."""
+
+    moved: int = 0
+    bytes_moved: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class TierService:
+    """Moves archives to the cold tier by the per-class age policy."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        db: Database,
+        units: UnitRunner,
+        ledger: Ledger,
+        blobs: BlobStore,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.units = units
+        self.ledger = ledger
+        self.blobs = blobs
+        self.clock = clock
+
+    def due(self, limit: int = 1000) -> list[str]:
+        """Archives held here, hot, whose class policy says they are due for the cold tier."""
+        now = self.clock()
+        due: list[str] = []
+        with self.db.session() as session:
+            cold = set(
+                session.execute(
+                    select(ArchiveTier.archive_id).where(ArchiveTier.tier == StorageTier.COLD.value)
+                ).scalars()
+            )
+            for record_class, days in sorted(self.settings.tier_cold_after_days.items()):
+                rows = session.execute(
+                    select(Archive.id)
+                    .where(
+                        Archive.custodian == self.ledger.hospital,
+                        Archive.state.in_(MOVABLE),
+                        Archive.record_class == record_class,
+                        Archive.archived_at <= now - timedelta(days=days),
+                    )
+                    .order_by(Archive.archived_at)
+                    .limit(limit)
+                ).scalars()
+                due += [archive_id for archive_id in rows if archive_id not in cold]
+        return due[:limit]
+
+    def tick(self) -> TierReport:
+        """Move every due archive (nothing without a cold store)."""
+        report = TierReport()
+        if not isinstance(self.blobs, TieredBlobStore):
+            return report
+        for archive_id in self.due():
+            self.move(archive_id, report)
+        return report
+
+    def move(self, archive_id: str, report: TierReport) -> bool:
+        """Copy the archive's blobs to cold, check them, drop the hot copies, log TIER_MOVE."""
+        assert isinstance(self.blobs, TieredBlobStore)
+        with self.db.session() as session:
+            versions = [
+                BlobRef(cid, size, sha)
+                for cid, size, sha in session.execute(
+                    select(
+                        ArchiveVersion.cid,
+                        ArchiveVersion.stored_size,
+                        ArchiveVersion.ciphertext_sha256,
+                    ).where(
+                        ArchiveVersion.archive_id == archive_id,
+                        ArchiveVersion.blob_deleted_at.is_(None),
+                    )
+                )
+            ]
+        try:
+            for ref in versions:
+                self.blobs.move_to_cold(ref)
+        except (NodeError, OSError) as exc:
+            report.problems.append(f"{archive_id}: {exc}")
+            return False
+
+        def unit(uow: UnitOfWork) -> None:
+            archive = self.ledger.held(uow.session, None, archive_id)
+            state = self.ledger.state(uow.session, archive)
+            if state.tier is not StorageTier.COLD:
+                data = TierMoveData(from_tier=state.tier, to_tier=StorageTier.COLD)
+                self.ledger.record(uow, archive, state, TierMoveEvent, self.ledger.hospital, data)
+            row = uow.session.get(ArchiveTier, archive_id)
+            if row is None:
+                row = ArchiveTier(archive_id=archive_id, tier=StorageTier.COLD.value)
+                uow.session.add(row)
+            row.tier, row.moved_at = StorageTier.COLD.value, uow.now
+
+        try:
+            self.units.run(unit)
+        except (NodeError, AnchoringError) as exc:  # the blobs stay readable from cold
+            report.problems.append(f"{archive_id}: TIER_MOVE refused: {exc}")
+            return False
+        report.moved += 1
+        report.bytes_moved += sum(ref.size for ref in versions)
+        return True

@@ -1,0 +1,433 @@
+"""Encrypted replicas and log replication between three real nodes over real HTTP, on anvil
+(docs/recovery.md): placement by rendezvous hashing, ciphertext only at the holder, challenges,
+repair of a wiped blob directory, a corrupt replica caught and moved, refusals of the peer API,
+and a log rebuilt from peers in which a lying peer is caught by the on-chain roots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from sqlalchemy import select, update
+
+from anchoring import storage
+from anchoring.bundle import parse_bundle
+from anchoring.chain import RpcChain
+from anchoring.verifier import verify_bundle
+from node import migrations
+from node.db import Database
+from node.models import Alert, HeldReplica, Replica, ShippedEntry, WrappedKey
+from node.peers import sign_headers
+from node.recovery import rebuild_log
+from node.services.audits import AuditScope
+from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
+from tests.federation.conftest import Hospital, start_hospital
+from tests.fixtures.chain import Consortium
+
+CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
+MANUAL = {"replica_tick": 3600.0, "log_ship_tick": 3600.0}
+
+
+@pytest.fixture
+def nodes(
+    consortium: Consortium, chain: RpcChain, tmp_path: Path, hospital_a, hospital_b, hospital_c
+) -> Iterator[dict[str, Hospital]]:
+    """A, B and C with the replica and log-shipping jobs left to the test."""
+    from node.ports import free_port
+
+    accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
+    ports = {name: free_port() for name in accounts}
+    urls = {accounts[n].address: f"http://127.0.0.1:{ports[n]}" for n in accounts}
+    started: dict[str, Hospital] = {}
+    try:
+        for name, account in accounts.items():
+            peers = {a: u for a, u in urls.items() if a != account.address}
+            started[name] = start_hospital(
+                name, consortium, account, tmp_path / name, ports[name], peers, **MANUAL
+            )
+        yield started
+    finally:
+        for hospital in started.values():
+            hospital.stop()
+
+
+def upload(hospital: Hospital, content: bytes = CONTENT) -> str:
+    metadata = {
+        "record_class": "INPATIENT",
+        "department": "general",
+        "title": "Discharge summary",
+        "source_system": "HIS",
+        "patient_id": "MRN-7",
+    }
+    with hospital.client() as api:
+        response = api.post(
+            "/archives",
+            files={"file": ("summary.txt", content, "text/plain")},
+            data={"metadata": json.dumps(metadata)},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+
+def events(hospital: Hospital, archive_id: str) -> list[dict[str, object]]:
+    with hospital.runtime.db.session() as session:
+        return [
+            json.loads(entry.event) for entry in storage.entries_for_archive(session, archive_id)
+        ]
+
+
+def holder_of(nodes: dict[str, Hospital], archive_id: str) -> Hospital:
+    a = nodes["A"]
+    chosen = rendezvous(archive_id, [nodes["B"].address, nodes["C"].address], 1)[0]
+    return next(h for h in nodes.values() if h.address == chosen and h is not a)
+
+
+def held_bytes(holder: Hospital, custodian: str, archive_id: str) -> bytes:
+    with holder.runtime.db.session() as session:
+        row = session.execute(
+            select(HeldReplica).where(
+                HeldReplica.custodian == custodian, HeldReplica.archive_id == archive_id
+            )
+        ).scalar_one()
+        cid = row.cid
+    return b"".join(holder.runtime.replica_holder.store.open_stream(cid))
+
+
+def test_a_replica_is_ciphertext_at_the_rendezvous_peer_and_repairs_a_wiped_store(
+    nodes: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a = nodes["A"]
+    archive_id = upload(a)
+    report = a.runtime.replicas.place()
+    assert report.placed == 1, report.problems
+    holder = holder_of(nodes, archive_id)
+    other = next(h for h in nodes.values() if h not in (a, holder))
+
+    # The holder has the ciphertext (the hash the log recorded), never the key or the text.
+    stored = held_bytes(holder, a.address, archive_id)
+    created = events(a, archive_id)[0]
+    assert hashlib.sha256(stored).hexdigest() == created["data"]["ciphertext_sha256"]  # type: ignore[index]
+    assert CONTENT[:64] not in stored
+    with holder.runtime.db.session() as session:
+        assert not session.execute(
+            select(WrappedKey).where(WrappedKey.archive_id == archive_id)
+        ).first()
+    with other.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    placed = events(a, archive_id)[-1]
+    assert placed["type"] == "REPLICA"
+    assert placed["data"] == {  # type: ignore[comparison-overlap]
+        "action": "placed",
+        "peer": holder.address,
+        "version": 1,
+        "ciphertext_sha256": created["data"]["ciphertext_sha256"],  # type: ignore[index]
+    }
+    assert a.runtime.replicas.place().placed == 0  # k = 1 is reached: nothing more
+
+    # A challenge over a random range passes and is logged.
+    assert a.runtime.replicas.challenge().verified == 1
+    assert events(a, archive_id)[-1]["data"]["action"] == "verified"  # type: ignore[index]
+
+    # The blob directory is wiped: the fixity audit sees it missing and repairs from the replica.
+    shutil.rmtree(a.runtime.settings.blob_dir)
+    audit = a.runtime.fixity.audit(None, AuditScope())
+    assert [f.problem for f in audit.failures] == ["blob_missing"]
+    kinds = [e["type"] for e in events(a, archive_id)]
+    assert kinds[-2:] == ["FIXITY_CHECK", "REPAIR"]
+    assert events(a, archive_id)[-1]["data"]["source"] == holder.address  # type: ignore[index]
+    with a.client() as api:
+        read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT
+    assert a.runtime.fixity.audit(None, AuditScope()).passed == 1
+
+    # Every event, the replica ones included, verifies against the chain.
+    a.runtime.worker.run_until_anchored(timeout=30)
+    with a.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    verified = verify_bundle(parse_bundle(document), chain)
+    assert verified.ok, verified.to_text()
+
+
+def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
+    nodes: dict[str, Hospital],
+) -> None:
+    a = nodes["A"]
+    archive_id = upload(a)
+    assert a.runtime.replicas.place().placed == 1
+    holder = holder_of(nodes, archive_id)
+    other = next(h for h in nodes.values() if h not in (a, holder))
+    with holder.runtime.db.session() as session:
+        cid = session.execute(select(HeldReplica.cid)).scalar_one()
+    path = holder.runtime.replica_holder.store.path_of(cid)  # type: ignore[attr-defined]
+    data = bytearray(path.read_bytes())
+    for i in range(0, len(data), 512):  # every challenge range meets a flipped byte
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    report = a.runtime.replicas.challenge()
+    assert (report.verified, report.failed) == (0, 1)
+    assert events(a, archive_id)[-1]["data"]["action"] == "failed"  # type: ignore[index]
+    with a.runtime.db.session() as session:
+        alert = session.execute(select(Alert).where(Alert.kind == "replica_failed")).scalar_one()
+        assert alert.subject == archive_id
+
+    # The replica moves: placed at the other peer, then the failed one is dropped at the holder.
+    moved = a.runtime.replicas.place()
+    assert moved.placed == 1
+    assert held_bytes(other, a.address, archive_id)
+    dropped = a.runtime.replicas.drop_unneeded()
+    assert dropped.dropped == 1
+    actions = [e["data"]["action"] for e in events(a, archive_id) if e["type"] == "REPLICA"]  # type: ignore[index]
+    assert actions == ["placed", "failed", "placed", "dropped"]
+    with holder.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    with a.runtime.db.session() as session:
+        states = dict(session.execute(select(Replica.peer, Replica.state)).all())
+    assert states == {holder.address: "dropped", other.address: "active"}
+    assert a.runtime.replicas.challenge().verified == 1
+
+
+def _signed(
+    hospital: Hospital, account: object, method: str, path: str, body: bytes = b""
+) -> httpx.Response:
+    target = "/peer/v1" + path
+    headers = sign_headers(account, method, target, body, hospital.address)  # type: ignore[arg-type]
+    return httpx.request(method, hospital.url + target, headers=headers, content=body, timeout=30)
+
+
+def test_the_peer_api_refuses_strangers_other_custodians_and_bad_challenges(
+    nodes: dict[str, Hospital], hospital_a, hospital_b, hospital_c
+) -> None:
+    a, b, c = nodes["A"], nodes["B"], nodes["C"]
+    archive_id = "01HZY3Z4Q8Q1V6S9N0M5K2J3H4"
+    path = f"/replicas/{archive_id}/versions/1"
+    stored = _signed(b, hospital_a, "PUT", path, b"ciphertext bytes")
+    assert stored.status_code == 200, stored.text
+    assert stored.json() == {
+        "sha256": hashlib.sha256(b"ciphertext bytes").hexdigest(),
+        "size": 16,
+    }
+
+    # Not signed, or signed by a key that is not a member: refused before anything is stored.
+    unsigned = httpx.put(b.url + "/peer/v1" + path, content=b"x")
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, "peer_refused")
+    stranger = Account.create()
+    refused = _signed(b, stranger, "PUT", f"/replicas/{archive_id}/versions/2", b"x")
+    assert (refused.status_code, refused.json()["code"]) == (401, "peer_refused")
+    # Another hospital may neither fetch, challenge nor delete A's replica.
+    deleted = _signed(b, hospital_c, "DELETE", path)  # names only C's own replicas: none
+    assert deleted.json() == {"deleted": False}
+    for method, suffix, body in (
+        ("GET", "", b""),
+        ("POST", "/challenge", json.dumps({"nonce": "00" * 32, "offset": 0, "length": 4}).encode()),
+    ):
+        answer = _signed(b, hospital_c, method, path + suffix, body)
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.json()["code"] == "replica_not_found", (method, answer.text)
+    # Other bytes under the same name are refused; the same bytes are idempotent.
+    conflict = _signed(b, hospital_a, "PUT", path, b"other bytes")
+    assert (conflict.status_code, conflict.json()["code"]) == (409, "replica_conflict")
+    assert _signed(b, hospital_a, "PUT", path, b"ciphertext bytes").status_code == 200
+
+    # The custodian's challenge is answered over the range; bad challenges are 400.
+    nonce = secrets.token_bytes(32)
+    body = json.dumps({"nonce": nonce.hex(), "offset": 3, "length": 5}).encode()
+    answer = _signed(b, hospital_a, "POST", path + "/challenge", body)
+    assert answer.json() == {"sha256": challenge_answer(nonce, b"ciphertext bytes"[3:8])}
+    for bad, code in (
+        (b'{"nonce": "zz", "offset": 0, "length": 1}', "invalid_challenge"),
+        (json.dumps({"nonce": "00" * 32, "offset": 10, "length": 7}).encode(), "invalid_challenge"),
+        (json.dumps({"nonce": "00" * 32, "offset": -1, "length": 1}).encode(), "invalid_challenge"),
+        (
+            b'{"nonce": "' + b"00" * 32 + b'", "offset": 0, "length": 1, "x": 1}',
+            "invalid_challenge",
+        ),
+        (b"[" * 5000 + b"]" * 5000, "json_too_deep"),
+        (b"\xff\xfe not utf-8", "invalid_encoding"),
+        (b'{"nonce": ', "invalid_challenge"),
+    ):
+        refused = _signed(b, hospital_a, "POST", path + "/challenge", bad)
+        assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text
+    huge = _signed(b, hospital_a, "POST", "/log/entries", b" " * (17 * 1024 * 1024))
+    assert (huge.status_code, huge.json()["code"]) == (413, "payload_too_large")
+    # A log shipment that is not one is refused whole.
+    for bad in (b'{"start": 0}', b'{"start": -1, "entries": []}', b'{"start": 0, "entries": [1]}'):
+        refused = _signed(b, hospital_a, "POST", "/log/entries", bad)
+        assert (refused.status_code, refused.json()["code"]) == (400, "invalid_shipment")
+    gap = _signed(b, hospital_a, "POST", "/log/entries", b'{"start": 5, "entries": []}')
+    assert (gap.status_code, gap.json()["code"]) == (409, "log_gap")
+
+    # The quota per sender: a holder with a small quota refuses the replica that passes it.
+    small = ReplicaHolder(
+        settings=b.runtime.settings.model_copy(update={"replica_quota_bytes": 20}),
+        db=b.runtime.db,
+        units=b.runtime.committer,
+        store=b.runtime.replica_holder.store,
+        hospital=b.address,
+    )
+    with pytest.raises(Exception) as caught:
+        small.accept(hospital_a.address, "01HZY3Z4Q8Q1V6S9N0M5K2J3H5", 1, b"0123456789")
+    assert getattr(caught.value, "code", None) == "replica_quota_exceeded"
+    assert small.held_for(hospital_a.address) == (1, 16)
+    assert small.accept(c.address, "01HZY3Z4Q8Q1V6S9N0M5K2J3H5", 1, b"0123456789")["size"] == 10
+    assert a.runtime.replica_holder.held_for(b.address) == (0, 0)
+
+
+def test_a_log_rebuilt_from_peers_verifies_and_a_lying_peer_is_caught(
+    nodes: dict[str, Hospital], chain: RpcChain, tmp_path: Path
+) -> None:
+    a, b, c = nodes["A"], nodes["B"], nodes["C"]
+    for _ in range(3):
+        upload(a)
+    a.runtime.worker.run_until_anchored(timeout=30)
+    shipped = a.runtime.log_shipping.ship()
+    with a.runtime.db.session() as session:
+        size = storage.current_size(session)
+    assert shipped.shipped == {b.address: size, c.address: size}, shipped.problems
+    assert a.runtime.log_shipping.ship().entries_sent == 0  # nothing new: nothing sent
+
+    # B alters one entry it holds (still a well-formed event, other bytes).
+    with b.runtime.db.transaction() as session:
+        row = session.execute(
+            select(ShippedEntry).where(ShippedEntry.custodian == a.address, ShippedEntry.index == 1)
+        ).scalar_one()
+        event = json.loads(row.event)
+        event["time"] = "2020-01-01T00:00:00Z"
+        session.execute(
+            update(ShippedEntry)
+            .where(ShippedEntry.custodian == a.address, ShippedEntry.index == 1)
+            .values(event=json.dumps(event, separators=(",", ":"), sort_keys=True).encode())
+        )
+
+    # A fresh database (the node lost its own) is rebuilt from B then C.
+    url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    migrations.upgrade(url)
+    fresh = Database.connect(url)
+    count = chain.checkpoint_count(a.address)
+    checkpoints = [chain.checkpoint_at(a.address, i) for i in range(count)]
+
+    def fetch(peer: str, start: int, limit: int) -> dict[str, object]:
+        return a.runtime.remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
+
+    try:
+        report = rebuild_log(fresh, a.address, checkpoints, [b.address, c.address], fetch)
+        assert report.lying == [b.address]
+        assert report.source == c.address
+        assert report.complete
+        with fresh.session() as session, a.runtime.db.session() as original:
+            assert (
+                storage.current_head(session).root
+                == storage.tree_head_at(original, storage.current_size(session)).root
+            )
+            assert storage.anchored_size(session) == checkpoints[-1].size
+        assert report.archives_recreated == 3
+    finally:
+        fresh.dispose()
+
+
+def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_peers(
+    consortium: Consortium,
+    nodes: dict[str, Hospital],
+    chain: RpcChain,
+    tmp_path: Path,
+    hospital_a,
+) -> None:
+    """The drill's database scenario: A's database is lost and restored from a backup older than
+    its last checkpoint; the log comes back from B and C to the chain's checkpoint (verified),
+    the blobs from replicas; A starts, anchors again, and every proof verifies."""
+    from node.backup import LostEventsError, create_backup, restore_backup, verify_node_data
+    from node.recovery import restore_from_peers
+
+    a = nodes["A"]
+    before = [upload(a, CONTENT + bytes([i])) for i in range(2)]
+    a.runtime.worker.run_until_anchored(timeout=30)
+    backup = tmp_path / "a-old.tar"
+    create_backup(a.runtime.settings, backup)
+    after = [upload(a, CONTENT + bytes([10 + i])) for i in range(2)]
+    assert a.runtime.replicas.place().placed == 4
+    a.runtime.worker.run_until_anchored(timeout=30)
+    assert not a.runtime.log_shipping.ship().problems
+    with a.runtime.db.session() as session:
+        acknowledged = storage.current_size(session)
+
+    settings = a.runtime.settings
+    port = int(a.url.rsplit(":", 1)[1])
+    a.stop()
+    shutil.rmtree(settings.data_dir)
+    with pytest.raises(LostEventsError):  # alone, the old backup cannot anchor again
+        restore_backup(backup, settings)
+    result = restore_from_peers(settings)
+    assert result.log.complete, result.log.problems
+    assert not result.log.lying
+    assert result.log.archives_recreated == 2  # created after the backup: catalogue from events
+    assert result.blobs_restored == 4, result.blob_problems  # the backup carried no blobs
+    report = verify_node_data(settings)
+    assert report.log_size == acknowledged  # no acknowledged event lost
+    (settings.data_dir / "RESTORE_UNVERIFIED").unlink()
+
+    peers = dict(settings.peers)
+    restarted = start_hospital(
+        "A", consortium, hospital_a, settings.data_dir, port, peers, **MANUAL
+    )
+    nodes["A"] = restarted
+    newer = upload(restarted)
+    restarted.runtime.worker.run_until_anchored(timeout=30)
+    with restarted.client() as api:
+        read = api.get(f"/archives/{before[0]}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT + b"\x00"
+    with restarted.client("auditor") as api:
+        for archive_id in [*before, *after, newer]:
+            bundle = parse_bundle(api.get(f"/archives/{archive_id}/proof").content)
+            verified = verify_bundle(bundle, chain)
+            assert verified.ok, verified.to_text()
+
+
+def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
+    nodes: dict[str, Hospital], chain: RpcChain
+) -> None:
+    from node.principal import Role
+    from tests.federation.test_destruction_shares import _archive_long_ago
+
+    a = nodes["A"]
+    archive_id = _archive_long_ago(a)
+    assert a.runtime.replicas.place().placed == 1
+    holder = holder_of(nodes, archive_id)
+    manager = a.runtime.keys.issue(Role.RECORDS_MANAGER, "A-manager").secret
+    with a.client() as api:
+        assert api.post("/retention/run").is_success
+        proposal = api.post(
+            "/retention/proposals", json={"archive_ids": [archive_id], "reason": "expired"}
+        ).json()["id"]
+        approved = api.post(
+            f"/retention/proposals/{proposal}/items/{archive_id}",
+            headers={"Authorization": f"Bearer {manager}"},
+            json={"approve": True, "reason": "reviewed"},
+        )
+        assert approved.is_success, approved.text
+        destroyed = api.post(f"/retention/proposals/{proposal}/items/{archive_id}/destroy")
+        assert destroyed.status_code == 200, destroyed.text
+        certificate = api.get(f"/archives/{archive_id}/certificate").json()["certificate"]
+    assert certificate["method"]["replicas_to_delete"] == [{"peer": holder.address, "version": 1}]
+    with holder.runtime.db.session() as session:
+        assert session.execute(select(HeldReplica)).first()  # until the replica job runs
+
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    with holder.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    kinds = [(e["type"], e["data"].get("action")) for e in events(a, archive_id)]  # type: ignore[union-attr]
+    assert kinds[-2:] == [("DESTROY", None), ("REPLICA", "dropped")]
+    assert a.runtime.replicas.place().placed == 0  # a destroyed archive gets no new replica
+    a.runtime.worker.run_until_anchored(timeout=60)
+    with a.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    report = verify_bundle(parse_bundle(document), chain)
+    assert report.ok, report.to_text()
