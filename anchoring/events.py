@@ -85,6 +85,7 @@ class EventType(StrEnum):
     TAG_SCAN = "TAG_SCAN"
     DISPOSITION_PROPOSE = "DISPOSITION_PROPOSE"
     DISPOSITION_APPROVE = "DISPOSITION_APPROVE"
+    DESTRUCTION_NOTICE = "DESTRUCTION_NOTICE"
 
 
 class RecordClass(StrEnum):
@@ -469,6 +470,15 @@ class DispositionApproveData(_Strict):
     reason_hash: Hex32
 
 
+class DestructionNoticeData(_Strict):
+    """In a grantee's own log: the custodian told this hospital (a signed peer notice) that it
+    destroyed the archive, with the destruction certificate's hash; ``prev`` is the DESTROY's
+    leaf hash. The grantee's access, and any key copy it held, ended."""
+
+    certificate_hash: Hex32
+    reason: Literal["custodian_destroyed"] = "custodian_destroyed"
+
+
 class DestroyData(_Strict):
     """Cryptographic erasure; ``certificate_hash`` is the hash of the destruction certificate."""
 
@@ -625,6 +635,11 @@ class DestroyEvent(_EventBase):
     data: DestroyData
 
 
+class DestructionNoticeEvent(_EventBase):
+    type: Literal["DESTRUCTION_NOTICE"] = "DESTRUCTION_NOTICE"
+    data: DestructionNoticeData
+
+
 class FixityCheckEvent(_EventBase):
     type: Literal["FIXITY_CHECK"] = "FIXITY_CHECK"
     data: FixityCheckData
@@ -666,7 +681,8 @@ Event = Annotated[
     | TagBindEvent
     | TagScanEvent
     | DispositionProposeEvent
-    | DispositionApproveEvent,
+    | DispositionApproveEvent
+    | DestructionNoticeEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -695,6 +711,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         TagScanEvent,
         DispositionProposeEvent,
         DispositionApproveEvent,
+        DestructionNoticeEvent,
     )
 }
 """The model of each event type."""

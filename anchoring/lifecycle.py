@@ -72,6 +72,7 @@ from anchoring.events import (
     ArchiveEvent,
     CreateEvent,
     DestroyEvent,
+    DestructionNoticeEvent,
     DispositionApproveEvent,
     DispositionProposeEvent,
     DispositionStartEvent,
@@ -170,6 +171,7 @@ class ArchiveState:
     disposition_proposal: str | None = None  # the list of the last DISPOSITION_PROPOSE
     disposition_proposed_by: str | None = None  # its actor (the proposer)
     disposition_approved_until: datetime | None = None  # the approval of that list, if any
+    destroyed_event: str | None = None  # leaf hash of DESTROY: a grantee's notice names it
 
     @property
     def current_version(self) -> ContentVersion:
@@ -286,6 +288,11 @@ def apply(
         raise refuse(f"event is for archive {event.archive_id}, not {state.archive_id}")
     if isinstance(event, AccessEvent) and event.hospital != state.custodian:
         return _grantee_access(state, event, digest, refuse)
+    if isinstance(event, DestructionNoticeEvent):
+        refusal = _state_refusal(state, RULES[EventType.DESTRUCTION_NOTICE])
+        if refusal is not None:
+            raise refuse(refusal)
+        return _destruction_notice(state, event, digest, refuse)
 
     if event.prev != state.head:
         raise refuse.prev(f"prev {event.prev} is not the archive's last event {state.head}")
@@ -635,7 +642,22 @@ def _destroy(
         status=ArchiveStatus.DESTROYED,
         grants=(),
         certificate_hash=event.data.certificate_hash,
+        destroyed_event=digest,
     )
+
+
+def _destruction_notice(
+    state: ArchiveState, event: DestructionNoticeEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    """A grantee's record, in its own log, of the custodian's destruction notice: a side event
+    after DESTROY (like a grantee's read), so it never moves the main chain."""
+    if event.hospital == state.custodian:
+        raise refuse("a destruction notice is logged by a grantee, not the custodian")
+    if event.prev != state.destroyed_event:
+        raise refuse.prev(f"prev {event.prev} is not the archive's DESTROY {state.destroyed_event}")
+    if event.data.certificate_hash != state.certificate_hash:
+        raise refuse("certificate_hash differs from the DESTROY's")
+    return replace(state, event_count=state.event_count + 1)
 
 
 def _fixity_check(
@@ -869,6 +891,14 @@ RULES: Mapping[EventType, Rule] = {
             effect=_disposition_approve,
             legal_when="custodian; DISPOSITION_REVIEW; not on hold; `proposal` = the recorded list, not yet approved; `actor` ≠ its proposer (four eyes); `expires_at` > `time`",
             does="approval recorded until `expires_at`",
+        ),
+        _rule(
+            EventType.DESTRUCTION_NOTICE,
+            ArchiveStatus.DESTROYED,
+            when="after DESTROYED",
+            effect=_destruction_notice,
+            legal_when="a grantee (not the custodian), in its own log; DESTROYED; `prev` = the `DESTROY` leaf hash; `certificate_hash` = the `DESTROY`'s; `reason` `custodian_destroyed`",
+            does="— (side event: the main chain does not move)",
         ),
     )
 }
