@@ -53,6 +53,7 @@ from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.monitor import MonitorService
+from node.services.notices import DestructionNoticeService
 from node.services.proofs import ProofService
 from node.services.quality import QualityService
 from node.services.reports import ReportService
@@ -105,6 +106,7 @@ class NodeRuntime:
     kek: KekRotationService = field(init=False)
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
+    notices: DestructionNoticeService = field(init=False)
     retention: RetentionService = field(init=False)
     status: StatusService = field(init=False)
     fixity: FixityAuditService = field(init=False)
@@ -205,6 +207,15 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             proofs=self.proofs,
+        )
+        self.notices = DestructionNoticeService(
+            hospital=hospital,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            remote=self.remote,
+            chain=self.chain,
         )
         self.retention = RetentionService(
             settings=settings,
@@ -355,6 +366,7 @@ class NodeRuntime:
                 ),
                 ("monitor", self.monitor.tick, self.settings.monitor_tick),
                 ("webhooks", self.webhooks.deliver_due, self.settings.webhook_tick),
+                ("destruction-notices", self.notices.deliver_due, 30.0),
                 (
                     "retention",
                     self.retention.run_schedule,

@@ -19,6 +19,7 @@ from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.peers import PEER_PREFIX
 from node.protocol import WRAPPED_KEY_HEADER
+from node.services.notices import NoticeBody
 
 # Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
 # (documented in docs/federation.md), never by API key.
@@ -102,3 +103,19 @@ def ciphertext(
 )
 def bundle(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
     return bundle_to_json(runtime.shares.disclose_bundle(sender, archive_id))
+
+
+@router.post(
+    "/archives/{archive_id}/destruction-notice",
+    summary="The custodian tells a grantee it destroyed the archive (custodian on chain only)",
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+)
+def destruction_notice(
+    runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath, body: NoticeBody
+) -> Any:
+    receipt = runtime.notices.receive(sender, archive_id, body)
+    return {
+        "archive_id": receipt.archive_id,
+        "recorded": receipt.recorded,
+        "key_copies_destroyed": receipt.key_copies_destroyed,
+    }
