@@ -95,6 +95,7 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
         "expires_at": "2054-05-30T00:00:00Z",
         "reason_hash": H2,
     },
+    EventType.DESTRUCTION_NOTICE: {"certificate_hash": H2, "reason": "custodian_destroyed"},
 }
 
 
@@ -136,7 +137,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 21
+    assert len(EventType) == 22
 
 
 @pytest.mark.parametrize("event_type", list(EventType))
