@@ -93,6 +93,7 @@ class EventType(StrEnum):
     DERIVE = "DERIVE"
     REPLICA = "REPLICA"
     REPAIR = "REPAIR"
+    DESTRUCTION_NOTICE = "DESTRUCTION_NOTICE"
 
 
 FIRST_EVENT_TYPES = frozenset({EventType.CREATE, EventType.CONSENT_GRANT})
@@ -527,6 +528,15 @@ class DispositionApproveData(_Strict):
     reason_hash: Hex32
 
 
+class DestructionNoticeData(_Strict):
+    """In a grantee's own log: the custodian told this hospital (a signed peer notice) that it
+    destroyed the archive, with the destruction certificate's hash; ``prev`` is the DESTROY's
+    leaf hash. The grantee's access, and any key copy it held, ended."""
+
+    certificate_hash: Hex32
+    reason: Literal["custodian_destroyed"] = "custodian_destroyed"
+
+
 class DestroyData(_Strict):
     """Cryptographic erasure; ``certificate_hash`` is the hash of the destruction certificate."""
 
@@ -786,6 +796,11 @@ class DestroyEvent(_EventBase):
     data: DestroyData
 
 
+class DestructionNoticeEvent(_EventBase):
+    type: Literal["DESTRUCTION_NOTICE"] = "DESTRUCTION_NOTICE"
+    data: DestructionNoticeData
+
+
 class FixityCheckEvent(_EventBase):
     type: Literal["FIXITY_CHECK"] = "FIXITY_CHECK"
     data: FixityCheckData
@@ -875,7 +890,8 @@ Event = Annotated[
     | AttestEvent
     | DeriveEvent
     | ReplicaEvent
-    | RepairEvent,
+    | RepairEvent
+    | DestructionNoticeEvent,
     Field(discriminator="type"),
 ]
 """Any lifecycle event; ``type`` selects the model."""
@@ -912,6 +928,7 @@ EVENT_MODELS: dict[EventType, type[_EventBase]] = {
         DeriveEvent,
         ReplicaEvent,
         RepairEvent,
+        DestructionNoticeEvent,
     )
 }
 """The model of each event type."""

@@ -74,6 +74,7 @@ from anchoring.events import (
     CreateEvent,
     DeriveEvent,
     DestroyEvent,
+    DestructionNoticeEvent,
     DispositionApproveEvent,
     DispositionProposeEvent,
     DispositionStartEvent,
@@ -178,6 +179,7 @@ class ArchiveState:
     disposition_approved_until: datetime | None = None  # the approval of that list, if any
     replicas: frozenset[tuple[str, int]] = frozenset()
     """(peer address, version) of every encrypted replica placed and not dropped."""
+    destroyed_event: str | None = None  # leaf hash of DESTROY: a grantee's notice names it
 
     @property
     def current_version(self) -> ContentVersion:
@@ -294,6 +296,11 @@ def apply(
         raise refuse(f"event is for archive {event.archive_id}, not {state.archive_id}")
     if isinstance(event, AccessEvent) and event.hospital != state.custodian:
         return _grantee_access(state, event, digest, refuse)
+    if isinstance(event, DestructionNoticeEvent):
+        refusal = _state_refusal(state, RULES[EventType.DESTRUCTION_NOTICE])
+        if refusal is not None:
+            raise refuse(refusal)
+        return _destruction_notice(state, event, digest, refuse)
 
     if event.prev != state.head:
         raise refuse.prev(f"prev {event.prev} is not the archive's last event {state.head}")
@@ -643,7 +650,22 @@ def _destroy(
         status=ArchiveStatus.DESTROYED,
         grants=(),
         certificate_hash=event.data.certificate_hash,
+        destroyed_event=digest,
     )
+
+
+def _destruction_notice(
+    state: ArchiveState, event: DestructionNoticeEvent, digest: str, refuse: _Refuse
+) -> ArchiveState:
+    """A grantee's record, in its own log, of the custodian's destruction notice: a side event
+    after DESTROY (like a grantee's read), so it never moves the main chain."""
+    if event.hospital == state.custodian:
+        raise refuse("a destruction notice is logged by a grantee, not the custodian")
+    if event.prev != state.destroyed_event:
+        raise refuse.prev(f"prev {event.prev} is not the archive's DESTROY {state.destroyed_event}")
+    if event.data.certificate_hash != state.certificate_hash:
+        raise refuse("certificate_hash differs from the DESTROY's")
+    return replace(state, event_count=state.event_count + 1)
 
 
 def _fixity_check(
@@ -1033,6 +1055,14 @@ RULES: Mapping[EventType, Rule] = {
             effect=_repair,
             legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; the `version` exists; `ciphertext_sha256` is that version's; `source` holds a replica of it",
             does="—",
+        ),
+        _rule(
+            EventType.DESTRUCTION_NOTICE,
+            ArchiveStatus.DESTROYED,
+            when="after DESTROYED",
+            effect=_destruction_notice,
+            legal_when="a grantee (not the custodian), in its own log; DESTROYED; `prev` = the `DESTROY` leaf hash; `certificate_hash` = the `DESTROY`'s; `reason` `custodian_destroyed`",
+            does="— (side event: the main chain does not move)",
         ),
     )
 }

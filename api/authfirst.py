@@ -16,7 +16,8 @@ against the OpenAPI document). The one exception is ``PUBLIC_BODY_PREFIXES``:
 
 - ``/peer/v1/`` (node to node) is authenticated by a signature over the body's hash, so its body
   must be read before the sender is known. It is bounded by the small-body limit (64 KiB), passes
-  the JSON body check, and is only hashed, never parsed.
+  the JSON body check, and is only hashed, never parsed, until the signature verified (the one
+  peer route with a body, the destruction notice, parses it after ``peer_sender``).
 - ``/api/v1/auth/verify`` (member sign-in): the body *is* the credential, a signed EIP-4361
   message; bounded by the small-body limit and the JSON body check, its fields by the schema.
 - ``/console/`` (the archivist console, ``api.web.console``) is authenticated by its session

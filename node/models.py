@@ -732,3 +732,26 @@ class ArchiveTier(Base):
     tier: Mapped[str] = mapped_column(String(8))
     moved_at: Mapped[datetime | None] = mapped_column(default=None)
     last_access_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DestructionNotice(Base):
+    """A destruction notice to one grantee of a destroyed archive (past or present grant),
+    queued in the destruction's own transaction and sent by the notice job until the grantee
+    accepts it (``delivered``) or refuses it for good (``refused``, its code kept). Each failed
+    attempt moves ``next_attempt_at`` back (exponential backoff, capped); the row survives
+    restarts, so a node that stops between destruction and delivery sends it later."""
+
+    __tablename__ = "destruction_notices"
+    __table_args__ = (UniqueConstraint("archive_id", "grantee"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(26))
+    grantee: Mapped[str] = mapped_column(String(42))
+    certificate_hash: Mapped[str] = mapped_column(String(64))
+    destroy_event: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -18,6 +18,7 @@ is refused as ``malformed`` (401), whatever its size.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -253,6 +254,26 @@ class PeerClient:
         if not isinstance(document, dict):
             raise UnavailableError(f"peer {recipient} answered an unexpected document")
         return document
+
+    def post_json(
+        self, base_url: str, recipient: str, path: str, document: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST a JSON document (signed over its exact bytes); the peer's JSON answer."""
+        target = PEER_PREFIX + path
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        headers = sign_headers(self.account, "POST", target, body, recipient)
+        headers["Content-Type"] = "application/json"
+        request = self._http.build_request(
+            "POST", base_url.rstrip("/") + target, content=body, headers=headers
+        )
+        response = self._send(request)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
+        if not isinstance(answer, dict):
+            raise UnavailableError(f"peer {recipient} answered an unexpected document")
+        return answer
 
     def get_json(self, base_url: str, recipient: str, path: str) -> dict[str, Any]:
         """GET a JSON document; HTTP errors become ``UnavailableError`` with the peer's code."""

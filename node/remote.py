@@ -38,6 +38,11 @@ class RemoteNodes:
         url = self.url(member)
         return _refusals(lambda: self._client.get_json(url, member, path))
 
+    def post_json(self, member: str, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """POST a JSON document to ``member``'s node; the peer's refusals raised as they come
+        (``PeerRefusedError`` with its status and code), so a sender can tell final from not."""
+        return self._client.post_json(self.url(member), member, path, document)
+
     def stream(self, member: str, path: str) -> Iterator[bytes]:
         """GET a byte stream (ciphertext) from ``member``'s node, in chunks."""
         return self._client.stream(self.url(member), member, path)

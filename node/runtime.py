@@ -57,6 +57,7 @@ from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
 from node.services.logship import LogShippingService
 from node.services.monitor import MonitorService
+from node.services.notices import DestructionNoticeService
 from node.services.permissions import AccessGate
 from node.services.proofs import ProofService
 from node.services.public import PublicService
@@ -118,6 +119,7 @@ class NodeRuntime:
     kek: KekRotationService = field(init=False)
     transfers: TransferService = field(init=False)
     shares: ShareService = field(init=False)
+    notices: DestructionNoticeService = field(init=False)
     retention: RetentionService = field(init=False)
     status: StatusService = field(init=False)
     fixity: FixityAuditService = field(init=False)
@@ -257,6 +259,15 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             proofs=self.proofs,
+        )
+        self.notices = DestructionNoticeService(
+            hospital=hospital,
+            db=db,
+            units=units,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            remote=self.remote,
+            chain=self.chain,
         )
         self.retention = RetentionService(
             settings=settings,
@@ -465,6 +476,7 @@ class NodeRuntime:
                 ("replicas", self.replicas.tick, self.settings.replica_tick),
                 ("log-shipping", self.log_shipping.ship, self.settings.log_ship_tick),
                 ("tiers", self.tiers.tick, self.settings.tier_tick),
+                ("destruction-notices", self.notices.deliver_due, 30.0),
                 (
                     "retention",
                     self.retention.run_schedule,

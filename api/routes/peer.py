@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from anchoring.bundle import bundle_to_json
@@ -17,8 +18,10 @@ from anchoring.events import Purpose
 from api.deps import RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
+from node.errors import InputError
 from node.peers import PEER_PREFIX
 from node.protocol import WRAPPED_KEY_HEADER
+from node.services.notices import NoticeBody
 
 # Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
 # (documented in docs/federation.md), never by API key.
@@ -187,3 +190,27 @@ def shipped_log(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Any:
     return runtime.log_shipping.serve(sender, start, limit)
+
+
+@router.post(
+    "/archives/{archive_id}/destruction-notice",
+    summary="The custodian tells a grantee it destroyed the archive (custodian on chain only)",
+    responses=error_responses(400, 401, 403, 404, 409, 503),
+)
+async def destruction_notice(
+    request: Request, runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath
+) -> Any:
+    """The body is parsed only once the signature over it verified (``sender``)."""
+    try:
+        body = NoticeBody.model_validate_json(await request.body())
+    except ValidationError:
+        raise InputError(
+            "a destruction notice is {certificate_hash, destroy_event}: lower-case hex64 each",
+            code="invalid_notice",
+        ) from None
+    receipt = await run_in_threadpool(runtime.notices.receive, sender, archive_id, body)
+    return {
+        "archive_id": receipt.archive_id,
+        "recorded": receipt.recorded,
+        "key_copies_destroyed": receipt.key_copies_destroyed,
+    }

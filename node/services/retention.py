@@ -89,6 +89,7 @@ from node.models import (
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies, Trigger
+from node.services.notices import DestructionNoticeService
 from node.services.records import ArchiveView
 from node.tombstones import Tombstone, TombstoneLedger
 
@@ -886,7 +887,12 @@ class RetentionService:
         )
         signature = "0x" + bytes(self.signer.unsafe_sign_hash(Hash32(message)).signature).hex()
         data = DestroyData(certificate_hash=digest.hex(), method=DestructionMethod.CRYPTO_ERASURE)
-        self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
+        after = self.ledger.record(uow, archive, state, DestroyEvent, principal.actor, data)
+        assert after.destroyed_event is not None
+        # Every grantee, past or present, is told through the peer API (retried queue).
+        DestructionNoticeService.queue(
+            uow.session, archive.id, digest.hex(), after.destroyed_event, uow.now
+        )
         archive.title = ""
         archive.search_text = ""
         archive.metadata_json = {}

@@ -142,6 +142,7 @@ SAMPLE_DATA: dict[EventType, dict[str, Any]] = {
         "ciphertext_sha256": H3,
     },
     EventType.REPAIR: {"version": 1, "ciphertext_sha256": H3, "source": HOSPITAL_B},
+    EventType.DESTRUCTION_NOTICE: {"certificate_hash": H2, "reason": "custodian_destroyed"},
 }
 
 
@@ -183,7 +184,7 @@ def refused(doc: dict[str, Any] | bytes) -> EventFormatError:
 def test_every_event_type_has_a_model_and_a_sample() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     assert set(SAMPLE_DATA) == set(EventType)
-    assert len(EventType) == 29
+    assert len(EventType) == 30
 
 
 @pytest.mark.parametrize("event_type", list(EventType))
