@@ -3,19 +3,36 @@ break-glass windows (opened by clinicians, reported to the privacy officer)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.schemas import BreakGlassIn, BreakGlassOut, DenialOut, PolicyRuleOut
+from api.schemas import BreakGlassIn, BreakGlassOut, DenialOut, PolicyRuleOut, UtcDateTime
 from node.principal import Action
 
 router = APIRouter(tags=["access policy"])
 
 ArchiveIdPath = Annotated[str, Path(min_length=26, max_length=26, description="Archive id.")]
+
+
+class WindowQuery(BaseModel):
+    """A time window (RFC 3339 with offset); unknown query parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: UtcDateTime | None = None
+    until: UtcDateTime | None = None
+
+
+class DenialQuery(WindowQuery):
+    """Filters of the denial list."""
+
+    actor: str | None = Field(default=None, max_length=80)
+    archive_id: str | None = Field(default=None, max_length=26)
+    limit: int = Field(default=100, ge=1, le=1000)
 
 
 @router.get(
@@ -38,16 +55,15 @@ def policy(runtime: RuntimeDep, principal: PrincipalDep) -> list[PolicyRuleOut]:
     responses=error_responses(400, 401, 403, 422, 503),
 )
 def denials(
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    actor: Annotated[str | None, Query(max_length=80)] = None,
-    archive_id: Annotated[str | None, Query(max_length=26)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[DenialQuery, Query()]
 ) -> list[DenialOut]:
     rows = runtime.gate.denials(
-        principal, since=since, until=until, actor=actor, archive_id=archive_id, limit=limit
+        principal,
+        since=query.since,
+        until=query.until,
+        actor=query.actor,
+        archive_id=query.archive_id,
+        limit=query.limit,
     )
     return [DenialOut.model_validate(row) for row in rows]
 
@@ -77,13 +93,10 @@ def open_break_glass(
     response_model=list[BreakGlassOut],
     summary="Break-glass report: windows opened (newest first) with their read counts",
     description="Roles: auditor (the privacy officer), records manager, archivist.",
-    responses=error_responses(401, 403, 422, 503),
+    responses=error_responses(400, 401, 403, 422, 503),
 )
 def break_glass_report(
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[WindowQuery, Query()]
 ) -> list[BreakGlassOut]:
-    windows = runtime.gate.break_glass_report(principal, since, until)
+    windows = runtime.gate.break_glass_report(principal, query.since, query.until)
     return [BreakGlassOut.model_validate(w) for w in windows]

@@ -151,7 +151,14 @@ def archive_label(
 def label_sheet(
     runtime: RuntimeDep,
     principal: PrincipalDep,
-    ids: Annotated[str, Query(max_length=MAX_SHEET_LABELS * 27)],
+    ids: Annotated[
+        str,
+        Query(
+            max_length=MAX_SHEET_LABELS * 27,
+            pattern=r"^[0-9A-Za-z]{26}(,[0-9A-Za-z]{26})*$",
+            description="Archive ids (26 characters each), separated by commas.",
+        ),
+    ],
 ) -> Response:
     archive_ids = [i.strip() for i in ids.split(",") if i.strip()]
     if not 1 <= len(archive_ids) <= MAX_SHEET_LABELS:

@@ -130,6 +130,7 @@ ALLOWED_LARGE_COLUMNS = frozenset(
         "retention_changes.reason",
         "break_glass_windows.reason",  # a clinician's stated emergency, kept on this node
         "attestations.document",  # the signed attestation: facts and hashes, no content, no id
+        "shipped_entries.event",  # a peer's canonical log events (pseudonyms and hashes only)
         "checkpoints.root",
         "checkpoints.error",
         "foreign_entries.event",

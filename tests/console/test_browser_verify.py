@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import archive_metadata, issue_keys
+from tests.api.conftest import archive_metadata, issue_keys, real_pdf
 from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
 from tests.fixtures.node import MakeNode
 
@@ -122,7 +122,7 @@ def test_browser_verifier_agrees_with_the_cli(
         created = http.post(
             "/api/v1/archives",
             headers=auth,
-            files={"file": ("s.pdf", b"%PDF-1.7 test", "application/pdf")},
+            files={"file": ("s.pdf", real_pdf(), "application/pdf")},
             data={"metadata": json.dumps(archive_metadata())},
         )
         assert created.status_code == 201, created.text

@@ -19,6 +19,7 @@ from anchoring.verifier import verify_bundle
 from node.principal import Role
 from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
+from tests.api.conftest import real_pdf
 
 
 def _new(**overrides: object) -> NewArchive:
@@ -37,7 +38,7 @@ def _new(**overrides: object) -> NewArchive:
 
 def test_create_archive_read_prove_verify(node: NodeRuntime, chain: RpcChain) -> None:
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
-    content = b"%PDF-1.7 discharge summary " * 1000
+    content = real_pdf()  # a valid PDF: 四性检测 refuses an unreadable one by default
     created = node.archives.create(archivist, _new(), [content[:5000], content[5000:]])
     assert created.state == "CREATED"
     archived = node.archives.archive(archivist, created.id)

@@ -75,7 +75,7 @@ def test_the_installed_package_carries_its_contract_artifacts(installed: Path) -
     package, artifacts, names = json.loads(result.stdout)
     assert Path(package).is_relative_to(installed)
     assert Path(artifacts).is_relative_to(installed)
-    assert names == ["ArchiveNotary", "ConsortiumRegistry"]
+    assert names == ["ArchiveNotary", "AttestationRevocations", "ConsortiumRegistry"]
 
 
 def test_the_installed_cli_verifies_a_real_bundle_outside_the_checkout(
