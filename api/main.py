@@ -51,6 +51,7 @@ from api.routes import (
 from api.schemas import ArchiveIn, ErrorOut
 from api.web import assets as web_assets
 from api.web import console as web_console
+from api.web import console_member as web_console_member
 from api.web import console_ops as web_console_ops
 from api.web import docs as web_docs
 from api.web import public as web_public
@@ -176,6 +177,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     app.include_router(web_public.router)
     app.include_router(web_console.router)
     app.include_router(web_console_ops.router)
+    app.include_router(web_console_member.router)
 
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware, streamed=is_binary_body)

@@ -118,6 +118,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "regulator",
         "Regulator actions: legal holds signed with the regulator's key.",
     ),
+    "sign-message": (
+        "archivechain.member",
+        "sign_message_command",
+        "Sign a member sign-in message (EIP-191) with a member key, e.g. for the web console.",
+    ),
     "restore": (
         "archivechain.backup",
         "restore",

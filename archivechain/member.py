@@ -19,7 +19,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import httpx
@@ -152,6 +152,32 @@ def login(
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(tokens, handle, indent=2)
     click.echo(f"signed in to {base} as {address} ({issued['role']}) until {issued['exp']}")
+
+
+@click.command("sign-message")
+@keystore_option
+@passphrase_option
+@click.option(
+    "--message-file",
+    type=click.File("r", encoding="utf-8"),
+    default="-",
+    show_default=True,
+    help="The EIP-4361 message to sign, exactly as the node showed it ('-': standard input).",
+)
+def sign_message_command(
+    keystore: Path, passphrase_file: Path | None, message_file: TextIO
+) -> None:
+    """Print the EIP-191 signature of a sign-in message (the web console's member sign-in shows
+    the message; paste this signature back). Nothing is sent anywhere."""
+    from node.siwe import SiweFormatError, parse_message, sign_message
+
+    key = _load_key(keystore, passphrase_file)
+    text = message_file.read().replace("\r\n", "\n").rstrip("\n")
+    try:
+        parse_message(text)
+    except SiweFormatError as exc:
+        raise InputError(f"not an EIP-4361 message: {exc}") from None
+    click.echo(sign_message(text, key))
 
 
 @click.group()

@@ -1,142 +1,77 @@
-"""``/console`` operations pages: alerts (acknowledge), retention due and disposition review
-(propose, approve, reject), transfers (offer, cancel, the list of outgoing and incoming ones)
-and an archive's tags (bind a QR or RFID tag, where it was last seen, print its QR label).
+"""``/console`` operations pages: alerts (acknowledge), retention (due, disposition review,
+destruction of approved archives, extension of an archive's retention), the destruction
+certificate, transfers (offer, withdraw, the lists) and smart tags (bind, revoke, a scan entered
+by hand, the printable label and a PDF sheet of labels).
 
-Same rules as ``api.web.console``: the session cookie, a CSRF token and a same-origin check on
-every POST, a required confirmation checkbox on every state-changing form, the node's services
-called exactly as the API calls them (one service call, one transaction; refusals shown, nothing
-half-done), no PHI in URLs (only archive ids, alert ids and disposition list ids appear there).
+Same rules as ``api.web.console``: the session is a dependency (``api.web.deps``), every POST
+carries the CSRF token and comes from the console's origin, every state-changing form has a
+required confirmation checkbox, the node's services are called exactly as the API calls them
+(one service call, one transaction; refusals shown, nothing half-done; four eyes and the other
+rules stay in the services), no PHI in URLs (only archive, alert, tag and list ids appear there).
 """
 
 from __future__ import annotations
 
-import hmac
-from datetime import date, timedelta
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import RedirectResponse, Response
-from starlette.exceptions import HTTPException
+from pydantic import ValidationError
 
 from anchoring.events import TagKind
-from api.web import i18n
-from api.web.console import (
-    Session,
-    html_response,
-    refused_response,
-    render_page,
-    runtime_of,
-    same_origin,
-    signed_in,
-    to_login,
-)
-from node.errors import InputError, NodeError
+from api.routes.tags import MAX_SHEET_LABELS, ScanIn
+from api.schemas import ARCHIVE_ID_PATTERN
+from api.web.deps import ConsoleForm, ConsoleLongForm, ConsoleRoute, ConsoleSession
+from node.errors import InputError
+from node.ledger import normalise_id
 from node.principal import Action, Principal
 from node.runtime import NodeRuntime
 from node.services.alerts import AlertState
-from node.tags import Giai96, Label, label_svg, qr_payload
+from node.services.tags import Scan
+from node.tags import Giai96, Label, label_sheet_pdf, label_svg, qr_payload
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 
-MAX_PROPOSAL_FIELDS = 220
-"""Form fields on the propose form: the checked archives plus csrf, reason and confirm."""
-
-
-async def _fields(
-    request: Request, session: Session, max_fields: int = 16
-) -> dict[str, list[str]] | None:
-    """The posted form (every value of each name) when same-origin with the session's token."""
-    if not same_origin(request):
-        return None
-    try:
-        form = await request.form(max_files=0, max_fields=max_fields, max_part_size=64 * 1024)
-    except HTTPException:
-        return None
-    values: dict[str, list[str]] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            values.setdefault(key, []).append(value)
-    token = (values.get("csrf") or [""])[0]
-    if not hmac.compare_digest(token.encode(), session.csrf.encode()):
-        return None
-    return values
-
-
-def _can(principal: Principal, action: Action) -> bool:
-    """Whether the role allows ``action`` (only to hide forms; the service still decides)."""
-    try:
-        principal.require(action)
-    except NodeError:
-        return False
-    return True
-
-
-def _one(form: dict[str, list[str]], name: str) -> str:
-    return (form.get(name) or [""])[0].strip()
-
-
-def _outcome(session: Session, what: str, call: object) -> None:
-    """Run ``call`` (a no-argument callable) and leave its outcome in the flash."""
-    c = i18n.console_words(session.lang)
-    try:
-        assert callable(call)
-        call()
-        session.flash = f"{c['done']} {what}"
-    except (NodeError, ValueError) as exc:
-        code = getattr(exc, "code", "invalid_input")
-        session.flash = f"{c['refused']}: {code}: {exc}"
-
-
-def _confirmed(session: Session, form: dict[str, list[str]]) -> bool:
-    if _one(form, "confirm") == "yes":
-        return True
-    session.flash = i18n.console_words(session.lang)["confirm_needed"]
-    return False
+_ARCHIVE_ID = re.compile(ARCHIVE_ID_PATTERN)
+TagHash = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
 def _back(path: str) -> Response:
     return RedirectResponse(path, status_code=303)
 
 
+def _day(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{name} must be YYYY-MM-DD", code="invalid_date") from exc
+
+
 # -- alerts --------------------------------------------------------------------------------------
 
 
 @router.get("/console/alerts")
-def alerts_page(request: Request) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    runtime = runtime_of(request)
-    try:
-        open_alerts, open_total = runtime.alert_store.list(principal, limit=100)
-        seen, _ = runtime.alert_store.list(principal, state=AlertState.ACKNOWLEDGED, limit=20)
-    except NodeError as exc:
-        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
-    return html_response(
-        render_page(
-            "console_alerts.html",
-            session,
-            principal,
-            open_alerts=open_alerts,
-            open_total=open_total,
-            seen=seen,
-            can_ack=_can(principal, Action.ACK_ALERTS),
-        )
+def alerts_page(console: ConsoleSession) -> Response:
+    store, principal = console.runtime.alert_store, console.principal
+    open_alerts, open_total = store.list(principal, limit=100)
+    seen, _ = store.list(principal, state=AlertState.ACKNOWLEDGED, limit=20)
+    return console.page(
+        "console_alerts.html",
+        open_alerts=open_alerts,
+        open_total=open_total,
+        seen=seen,
+        can_ack=console.can(Action.ACK_ALERTS),
     )
 
 
 @router.post("/console/alerts/{alert_id}/ack")
-async def acknowledge(request: Request, alert_id: int) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session)
-    if form is None:
-        return refused_response()
-    if _confirmed(session, form):
-        store = runtime_of(request).alert_store
-        _outcome(session, f"ack #{alert_id}", lambda: store.acknowledge(principal, alert_id))
+def acknowledge(console: ConsoleSession, form: ConsoleForm, alert_id: int) -> Response:
+    if console.confirmed(form):
+        store = console.runtime.alert_store
+        console.outcome(f"ack #{alert_id}", lambda: store.acknowledge(console.principal, alert_id))
     return _back("/console/alerts")
 
 
@@ -144,145 +79,170 @@ async def acknowledge(request: Request, alert_id: int) -> Response:
 
 
 @router.get("/console/retention")
-def retention_page(request: Request) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    runtime = runtime_of(request)
-    try:
-        due = runtime.retention.due(principal, timedelta(days=365), limit=200)
-        proposals = runtime.retention.open_proposals(principal)
-    except NodeError as exc:
-        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
-    return html_response(
-        render_page(
-            "console_retention.html",
-            session,
-            principal,
-            due=due,
-            proposals=proposals,
-            can_run=_can(principal, Action.RUN_DISPOSITION),
-            can_propose=_can(principal, Action.PROPOSE_DISPOSITION),
-            can_decide=_can(principal, Action.DECIDE_DISPOSITION),
-            today=date.today().isoformat(),
-        )
+def retention_page(console: ConsoleSession) -> Response:
+    service, principal = console.runtime.retention, console.principal
+    return console.page(
+        "console_retention.html",
+        due=service.due(principal, timedelta(days=365), limit=200),
+        proposals=service.open_proposals(principal),
+        approved=service.awaiting_destruction(principal),
+        can_run=console.can(Action.RUN_DISPOSITION),
+        can_propose=console.can(Action.PROPOSE_DISPOSITION),
+        can_decide=console.can(Action.DECIDE_DISPOSITION),
+        can_execute=console.can(Action.EXECUTE_DISPOSITION),
+        today=date.today().isoformat(),
     )
 
 
 @router.post("/console/retention/review")
-async def start_review(request: Request) -> Response:
+def start_review(console: ConsoleSession, form: ConsoleForm) -> Response:
     """Move every due archive (deadline passed, not on hold) into DISPOSITION_REVIEW now."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session)
-    if form is None:
-        return refused_response()
-    if _confirmed(session, form):
-        service = runtime_of(request).retention
-        _outcome(session, "review", lambda: service.start_dispositions(principal))
+    if console.confirmed(form):
+        service = console.runtime.retention
+        console.outcome("review", lambda: service.start_dispositions(console.principal))
     return _back("/console/retention")
 
 
 @router.post("/console/retention/propose")
-async def propose(request: Request) -> Response:
+def propose(console: ConsoleSession, form: ConsoleLongForm) -> Response:
     """An archivist's disposition list of the ticked archives (the service refuses any archive
     not in review, on hold or already on an open list: then no list is made)."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session, MAX_PROPOSAL_FIELDS)
-    if form is None:
-        return refused_response()
-    if _confirmed(session, form):
-        service = runtime_of(request).retention
-        ids = form.get("archive_id", [])
-        reason = _one(form, "reason")
-        _outcome(session, "propose", lambda: service.propose(principal, ids, reason))
+    if console.confirmed(form):
+        service, ids, reason = console.runtime.retention, form.all("archive_id"), form.one("reason")
+        console.outcome("propose", lambda: service.propose(console.principal, ids, reason))
     return _back("/console/retention")
 
 
 @router.post("/console/retention/decide")
-async def decide(request: Request) -> Response:
+def decide(console: ConsoleSession, form: ConsoleForm) -> Response:
     """A records manager approves or rejects one item (four eyes: the service refuses the
     proposer); a rejection needs the date until which the archive is kept."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session)
-    if form is None:
-        return refused_response()
-    if _confirmed(session, form):
-        runtime = runtime_of(request)
-        approve = _one(form, "decision") == "approve"
-        text = _one(form, "new_deadline")
+    if console.confirmed(form):
+        approve = form.one("decision") == "approve"
+        text = form.one("new_deadline")
 
         def call() -> None:
-            try:
-                new_deadline = date.fromisoformat(text) if text else None
-            except ValueError as exc:
-                raise InputError("new_deadline must be YYYY-MM-DD", code="invalid_date") from exc
-            runtime.retention.decide(
-                principal,
-                _one(form, "proposal_id"),
-                _one(form, "archive_id"),
+            new_deadline = _day(text, "new_deadline") if text else None
+            console.runtime.retention.decide(
+                console.principal,
+                form.one("proposal_id"),
+                form.one("archive_id"),
                 approve=approve,
-                reason=_one(form, "reason"),
+                reason=form.one("reason"),
                 new_deadline=None if approve else new_deadline,
             )
 
-        _outcome(session, "approve" if approve else "reject", call)
+        console.outcome("approve" if approve else "reject", call)
     return _back("/console/retention")
+
+
+@router.post("/console/retention/destroy")
+def destroy(console: ConsoleSession, form: ConsoleForm) -> Response:
+    """Execute an approved destruction (crypto-shredding, the certificate signed), one item or
+    every approved item of a list. The service checks the role, the unexpired approval (given
+    by another person than the proposer), holds and the archive's state."""
+    if not console.confirmed(form):
+        return _back("/console/retention")
+    service, principal = console.runtime.retention, console.principal
+    proposal_id, archive_id = form.one("proposal_id"), form.one("archive_id")
+    if archive_id:
+        console.outcome(
+            f"destroy {archive_id}", lambda: service.destroy(principal, proposal_id, archive_id)
+        )
+        if console.session.flash and console.session.flash.startswith(console.words["done"]):
+            return _back(f"/console/archives/{normalise_id(archive_id)}/certificate")
+        return _back("/console/retention")
+
+    def every() -> None:
+        outcome = service.destroy_approved(principal, proposal_id)
+        skipped = ", ".join(f"{a}: {code}" for a, code in outcome.refused)
+        if not outcome.destroyed and skipped:
+            raise InputError(f"nothing destroyed ({skipped})", code="nothing_destroyed")
+
+    console.outcome(f"destroy list {proposal_id}", every)
+    return _back("/console/retention")
+
+
+@router.get("/console/archives/{archive_id}/retention")
+def retention_of(console: ConsoleSession, archive_id: str) -> Response:
+    """An archive's retention: its deadline and the form that extends it (never shortens)."""
+    archive = console.runtime.archives.get(console.principal, archive_id)
+    return console.page(
+        "console_extend.html",
+        archive=archive,
+        can_extend=console.can(Action.EXTEND_RETENTION),
+    )
+
+
+@router.post("/console/archives/{archive_id}/retention")
+def extend(console: ConsoleSession, form: ConsoleForm, archive_id: str) -> Response:
+    """``POST /api/v1/archives/{id}/retention`` from the console: a later deadline and a reason
+    (a shorter one is refused by the service: ``retention_shortened``, nothing changed)."""
+    if console.confirmed(form):
+
+        def call() -> None:
+            new_deadline = _day(form.one("new_deadline"), "new_deadline")
+            console.runtime.retention.extend(
+                console.principal, archive_id, new_deadline, form.one("reason")
+            )
+
+        console.outcome("extend", call)
+    return _back(f"/console/archives/{archive_id}/retention")
+
+
+@router.get("/console/archives/{archive_id}/certificate")
+def certificate_page(console: ConsoleSession, archive_id: str) -> Response:
+    """A destroyed archive's destruction certificate: its hash, signer, signature, document."""
+    view = console.runtime.retention.certificate(console.principal, archive_id)
+    try:
+        document = json.dumps(json.loads(view.document), indent=2, ensure_ascii=False)
+    except ValueError:  # pragma: no cover  (the node writes canonical JSON)
+        document = view.document.decode("utf-8", "replace")
+    return console.page("console_certificate.html", cert=view, document=document)
+
+
+@router.get("/console/archives/{archive_id}/certificate.json")
+def certificate_download(console: ConsoleSession, archive_id: str) -> Response:
+    """The certificate as the node signed it (the exact bytes whose SHA-256 went on chain)."""
+    view = console.runtime.retention.certificate(console.principal, archive_id)
+    return Response(
+        view.document,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="certificate-{view.archive_id}.json"',
+            "X-Certificate-SHA256": view.certificate_hash,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 # -- transfers ----------------------------------------------------------------------------------
 
 
 @router.get("/console/transfers")
-def transfers_page(request: Request) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    try:
-        rows = runtime_of(request).transfers.transfers(principal)
-    except NodeError as exc:
-        return html_response(render_page("console_error.html", session, principal, error=exc), 403)
-    return html_response(
-        render_page(
-            "console_transfers.html",
-            session,
-            principal,
-            outgoing=[r for r in rows if r.direction.value == "out"],
-            incoming=[r for r in rows if r.direction.value != "out"],
-        )
+def transfers_page(console: ConsoleSession) -> Response:
+    rows = console.runtime.transfers.transfers(console.principal)
+    return console.page(
+        "console_transfers.html",
+        outgoing=[r for r in rows if r.direction.value == "out"],
+        incoming=[r for r in rows if r.direction.value != "out"],
     )
 
 
 @router.post("/console/transfers")
-async def transfer_action(request: Request) -> Response:
+def transfer_action(console: ConsoleSession, form: ConsoleForm) -> Response:
     """Offer custody of an archive to another hospital, or withdraw a pending offer."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session)
-    if form is None:
-        return refused_response()
-    if _confirmed(session, form):
-        service = runtime_of(request).transfers
-        archive_id, kind = _one(form, "archive_id"), _one(form, "action")
+    if console.confirmed(form):
+        service, principal = console.runtime.transfers, console.principal
+        archive_id, kind = form.one("archive_id"), form.one("action")
         if kind == "offer":
-            to = _one(form, "to")
-            _outcome(session, "offer", lambda: service.offer(principal, archive_id, to))
+            to = form.one("to")
+            console.outcome("offer", lambda: service.offer(principal, archive_id, to))
         elif kind == "cancel":
-            _outcome(session, "cancel", lambda: service.cancel(principal, archive_id))
+            console.outcome("cancel", lambda: service.cancel(principal, archive_id))
         else:
-            session.flash = i18n.console_words(session.lang)["unknown_action"]
+            console.session.flash = console.words["unknown_action"]
     return _back("/console/transfers")
 
 
@@ -297,44 +257,28 @@ def _label(runtime: NodeRuntime, principal: Principal, archive_id: str) -> Label
 
 
 @router.get("/console/archives/{archive_id}/tags")
-def tags_page(request: Request, archive_id: str) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    runtime = runtime_of(request)
-    try:
-        archive = runtime.archives.get(principal, archive_id)
-        tags = runtime.tags.tags_of(principal, archive_id)
-    except NodeError as exc:
-        return html_response(render_page("console_error.html", session, principal, error=exc), 404)
-    return html_response(
-        render_page(
-            "console_tags.html",
-            session,
-            principal,
-            archive=archive,
-            tags=tags,
-            rfid=runtime.settings.tag_company_prefix is not None,
-        )
+def tags_page(console: ConsoleSession, archive_id: str) -> Response:
+    runtime, principal = console.runtime, console.principal
+    archive = runtime.archives.get(principal, archive_id)
+    tags = runtime.tags.tags_of(principal, archive_id)
+    return console.page(
+        "console_tags.html",
+        archive=archive,
+        tags=tags,
+        rfid=runtime.settings.tag_company_prefix is not None,
+        can_manage=console.can(Action.MANAGE_TAGS),
+        can_scan=console.can(Action.RECORD_SCANS),
+        now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M"),
     )
 
 
 @router.post("/console/archives/{archive_id}/tags")
-async def bind_tag(request: Request, archive_id: str) -> Response:
+def bind_tag(console: ConsoleSession, form: ConsoleForm, archive_id: str) -> Response:
     """Bind the archive's QR label or a GIAI-96 RFID tag (as ``POST /api/v1/archives/{id}/tags``)."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    form = await _fields(request, session)
-    if form is None:
-        return refused_response()
     back = f"/console/archives/{archive_id}/tags"
-    if not _confirmed(session, form):
+    if not console.confirmed(form):
         return _back(back)
-    runtime = runtime_of(request)
-    kind = _one(form, "kind")
+    runtime, principal, kind = console.runtime, console.principal, form.one("kind")
 
     def call() -> None:
         principal.require(Action.MANAGE_TAGS)
@@ -345,44 +289,99 @@ async def bind_tag(request: Request, archive_id: str) -> Response:
             )
             return
         prefix = runtime.settings.tag_company_prefix
-        reference = _one(form, "asset_reference")
+        reference = form.one("asset_reference")
         if kind != "rfid_epc" or prefix is None or not reference.isdigit():
             raise InputError(
                 "an RFID tag needs a configured prefix and a number", code="invalid_tag"
             )
-        epc = Giai96(int(_one(form, "filter") or 0), prefix, int(reference))
+        epc = Giai96(int(form.one("filter") or 0), prefix, int(reference))
         runtime.tags.bind(principal, archive_id, TagKind.RFID_EPC, epc.encode(), epc.tag_uri)
 
-    _outcome(session, f"bind {kind}", call)
+    console.outcome(f"bind {kind}", call)
     return _back(back)
 
 
+@router.post("/console/archives/{archive_id}/tags/{tag}/revoke")
+def revoke_tag(
+    console: ConsoleSession, form: ConsoleForm, archive_id: str, tag: TagHash
+) -> Response:
+    """Revoke a tag (as ``DELETE /api/v1/tags/{tag}``): its scans are refused from now on."""
+    if console.confirmed(form):
+        tags = console.runtime.tags
+        console.outcome(f"revoke {tag[:12]}", lambda: tags.revoke(console.principal, tag))
+    return _back(f"/console/archives/{archive_id}/tags")
+
+
+@router.post("/console/archives/{archive_id}/tags/{tag}/scans")
+def record_scan(
+    console: ConsoleSession, form: ConsoleForm, archive_id: str, tag: TagHash
+) -> Response:
+    """A scan entered by hand (a folder found on a shelf): reader, location and time, checked
+    as the API checks a reader's report; TAG_SCAN logged, or refused (and counted) for an
+    unbound or revoked tag."""
+    if console.confirmed(form):
+
+        def call() -> None:
+            seen = form.one("time")
+            try:
+                when = datetime.fromisoformat(seen) if seen else datetime.now(UTC)
+            except ValueError as exc:
+                raise InputError("time must be YYYY-MM-DDTHH:MM", code="invalid_time") from exc
+            if when.tzinfo is None:  # the form's local time field: read as UTC
+                when = when.replace(tzinfo=UTC)
+            try:
+                scan = ScanIn(
+                    reader=form.one("reader") or "console", location=form.one("location"), time=when
+                )
+            except ValidationError as exc:
+                names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+                raise InputError(f"invalid {names}", code="invalid_scan") from None
+            tags = console.runtime.tags
+            tags.record_scans(console.principal, tag, [Scan(scan.reader, scan.location, scan.time)])
+
+        console.outcome("scan", call)
+    return _back(f"/console/archives/{archive_id}/tags")
+
+
 @router.get("/console/archives/{archive_id}/label")
-def label_page(request: Request, archive_id: str) -> Response:
+def label_page(console: ConsoleSession, archive_id: str) -> Response:
     """A printable page: the archive's QR label and its id (the browser's print dialog)."""
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    session, principal = found
-    try:
-        label = _label(runtime_of(request), principal, archive_id)
-    except NodeError as exc:
-        return html_response(render_page("console_error.html", session, principal, error=exc), 404)
-    return html_response(render_page("console_label.html", session, principal, label=label))
+    label = _label(console.runtime, console.principal, archive_id)
+    return console.page("console_label.html", label=label)
 
 
 @router.get("/console/archives/{archive_id}/label.svg")
-def label_image(request: Request, archive_id: str) -> Response:
-    found = signed_in(request)
-    if found is None:
-        return to_login()
-    _session, principal = found
-    try:
-        label = _label(runtime_of(request), principal, archive_id)
-    except NodeError:
-        return Response(status_code=404)
+def label_image(console: ConsoleSession, archive_id: str) -> Response:
+    label = _label(console.runtime, console.principal, archive_id)
     return Response(
         label_svg(label),
         media_type="image/svg+xml",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/console/labels")
+def labels_page(console: ConsoleSession) -> Response:
+    """The form for a PDF sheet of QR labels (archive ids, one a line)."""
+    return console.page("console_labels.html", max_labels=MAX_SHEET_LABELS)
+
+
+@router.post("/console/labels.pdf")
+def labels_pdf(console: ConsoleSession, form: ConsoleForm) -> Response:
+    """A PDF sheet of the named archives' QR labels (as ``GET /api/v1/labels.pdf``). The ids
+    are posted, so they stay out of URLs and logs; each is checked with the archive-id rule."""
+    ids = [normalise_id(i) for i in form.one("ids").replace(",", " ").split()]
+    if not 1 <= len(ids) <= MAX_SHEET_LABELS or not all(_ARCHIVE_ID.match(i) for i in ids):
+        refused = console.words["refused"]
+        console.session.flash = f"{refused}: invalid_ids: name 1 to {MAX_SHEET_LABELS} archive ids"
+        return _back("/console/labels")
+    labels = [_label(console.runtime, console.principal, i) for i in ids]
+    return Response(
+        label_sheet_pdf(labels),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": 'attachment; filename="labels.pdf"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
     )

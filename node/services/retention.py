@@ -31,7 +31,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 from eth_utils.crypto import keccak
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
@@ -666,6 +666,26 @@ class RetentionService:
             )
         views = [self.proposal(principal, i) for i in ids]
         return sorted(views, key=lambda v: (v.created_at, v.id), reverse=True)[:limit]
+
+    def awaiting_destruction(
+        self, principal: Principal, limit: int = 200
+    ) -> list[tuple[str, ItemView]]:
+        """Approved items not yet executed whose approval has not expired, oldest decision
+        first, each with its list's id: the console's destruction queue. Read-only; ``destroy``
+        still checks everything (role, approval, holds, state)."""
+        principal.require(Action.READ_RETENTION)
+        now = self.clock()
+        with self.db.session() as session:
+            rows = session.execute(
+                select(DispositionItem)
+                .where(
+                    DispositionItem.decision == DispositionDecision.APPROVED.value,
+                    or_(DispositionItem.expires_at.is_(None), DispositionItem.expires_at > now),
+                )
+                .order_by(DispositionItem.decided_at, DispositionItem.archive_id)
+                .limit(limit)
+            ).scalars()
+            return [(row.proposal_id, ItemView.of(row)) for row in rows]
 
     def expire_approvals(self) -> int:
         """Approvals not executed before their ``expires_at`` end (``expired``)."""
