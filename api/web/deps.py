@@ -2,7 +2,8 @@
 
 - ``ConsoleSession``: the signed-in session, its caller (authenticated again on every request)
   and the node. Signed out, the request is answered with a redirect to the sign-in page
-  (``ConsoleData``: a JSON 401 instead, for the pages' own data requests).
+  (``ConsoleData``: a JSON 401 instead, for the pages' own data requests). A session opened by
+  a consortium member reaches only the member pages (``MEMBER_PATHS``); the others answer 403.
 - ``ConsoleForm`` (``ConsoleLongForm`` for the disposition list's many ticks): the posted form,
   read only after the session was checked, same origin and carrying the session's CSRF token;
   otherwise 403 ``csrf_failed`` and nothing happens.
@@ -37,12 +38,14 @@ from api.web.session import (
     to_login,
 )
 from api.web.templating import render
-from node.errors import NodeError
+from node.errors import NodeError, PermissionDeniedError
 from node.principal import Action, Principal
 from node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
+MEMBER_PATHS = ("/console/member", "/console/logout")
+"""The pages a session opened by a consortium member may use; the staff pages refuse it (403)."""
 MAX_LIST_FIELDS = 220
 """Form fields on the disposition list form: the ticked archives plus csrf, reason and confirm."""
 
@@ -107,6 +110,10 @@ def console_session(request: Request) -> Console:
         raise SignedOut()
     console = Console(found[0], found[1], runtime_of(request))
     request.state.console = console
+    if console.session.member and not request.url.path.startswith(MEMBER_PATHS):
+        raise PermissionDeniedError(
+            "consortium members use the member pages (/console/member)", code="staff_only"
+        )
     return console
 
 
@@ -148,7 +155,7 @@ def error_page(request: Request, exc: NodeError) -> Response:
         )
     console = getattr(request.state, "console", None)
     context: dict[str, Any] = {
-        "status": status or 500,
+        "error_status": status or 500,
         "code": exc.code if status is not None else "internal_error",
         "message": str(exc) if status is not None else "",
     }
