@@ -42,16 +42,28 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def axe_findings(page: Any) -> list[str]:
-    """axe-core's serious and critical findings on the page as it is now (its context bypasses
-    the CSP: axe is injected inline, which the console's CSP rightly forbids)."""
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("async () => await axe.run(document)")
-    return [
-        f"{v['id']}: {v['help']}"
-        for v in result["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
+def axe_findings(
+    browser: Any, cookies: list[dict[str, Any]], url: str, then: Any = None
+) -> list[str]:
+    """axe-core's serious and critical findings on ``url`` (after ``then(page)`` if given), in a
+    second context with the same cookies that bypasses the CSP: axe is injected inline, which
+    the console's CSP rightly forbids. The functional steps run with the CSP enforced."""
+    context = browser.new_context(bypass_csp=True)
+    try:
+        context.add_cookies(cookies)
+        page = context.new_page()
+        page.goto(url)
+        if then is not None:
+            then(page)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document)")
+        return [
+            f"{v['id']}: {v['help']}"
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+    finally:
+        context.close()
 
 
 def _archive(node: NodeRuntime, principal: Principal, title: str, old: bool = False) -> str:
@@ -71,8 +83,26 @@ def _archive(node: NodeRuntime, principal: Principal, title: str, old: bool = Fa
     return str(created.id)
 
 
+def _ask_for_message(address: str) -> Any:
+    def step(page: Any) -> None:
+        page.fill("#member-address", address)
+        page.click("#get-message")
+        page.wait_for_selector("#siwe-message")
+
+    return step
+
+
+def _query_audit(archive_id: str) -> Any:
+    def step(page: Any) -> None:
+        page.fill("#audit-archive", archive_id)
+        page.click("#do-audit")
+        page.wait_for_selector("#access-rows, #no-rows")
+
+    return step
+
+
 def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
-    context = browser.new_context(bypass_csp=True)
+    context = browser.new_context()
     page = context.new_page()
     page.goto(f"{base}/console/login?lang=en")
     page.fill("#api_key", key)
@@ -106,7 +136,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         # 1. execute the approved destruction; the certificate page and its signed bytes
         page.goto(f"{base}/console/retention")
         assert page.locator("#approved tbody tr").count() == 1
-        findings["retention"] = axe_findings(page)
+        findings["retention"] = axe_findings(browser, page.context.cookies(), page.url)
         page.click(f"#destroy-{doomed}")  # the confirmation is required: nothing happens
         assert page.url == f"{base}/console/retention"
         assert node.retention.proposal(archivist, proposal.id).items[0].decision == "approved"
@@ -117,7 +147,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert page.locator("#certificate-hash").inner_text() == cert.certificate_hash
         assert "MRN-BROWSER" not in page.content()
         page.screenshot(path=str(ARTIFACTS / "console-certificate-en.png"), full_page=True)
-        findings["certificate"] = axe_findings(page)
+        findings["certificate"] = axe_findings(browser, page.context.cookies(), page.url)
         with page.expect_download() as download_info:
             page.click("#download-certificate")
         saved = download_info.value.path()
@@ -148,7 +178,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         after = node.archives.get(archivist, kept).retention_deadline
         assert after is not None
         assert after.date().isoformat() == later
-        findings["extend"] = axe_findings(page)
+        findings["extend"] = axe_findings(browser, page.context.cookies(), page.url)
 
         # 3. tags: a scan entered by hand, then the tag revoked (its scans refused after)
         page.goto(f"{base}/console/archives/{kept}/tags")
@@ -158,7 +188,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         page.wait_for_selector("#flash")
         assert page.locator("#tags .location").inner_text() == "records-room:B4"
         assert node.tags.get(archivist, tag.tag_hash).scan_count == 1
-        findings["tags"] = axe_findings(page)
+        findings["tags"] = axe_findings(browser, page.context.cookies(), page.url)
         page.check(f"#confirm-revoke-{short}")
         page.click(f"#revoke-{short}")
         page.wait_for_selector("#flash")
@@ -173,7 +203,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
 
         # 4. the PDF label sheet
         page.goto(f"{base}/console/labels")
-        findings["labels"] = axe_findings(page)
+        findings["labels"] = axe_findings(browser, page.context.cookies(), page.url)
         page.fill("#label-ids", f"{kept}\n{kept}")
         with page.expect_download() as sheet_info:
             page.click("#do-label-sheet")
@@ -188,15 +218,15 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert answer is not None
         assert answer.status == 403
         assert mpage.locator("h1").inner_text() == "无权访问"
-        findings["forbidden"] = axe_findings(mpage)
+        findings["forbidden"] = axe_findings(browser, mpage.context.cookies(), mpage.url)
         mcontext.close()
 
         # 6. member sign-in: the node's message, signed by the regulator's key, pasted back
-        rcontext = browser.new_context(bypass_csp=True)
+        rcontext = browser.new_context()
         rpage = rcontext.new_page()
         rpage.goto(f"{base}/console/login")
         rpage.click("#member-link")
-        findings["member-login"] = axe_findings(rpage)
+        findings["member-login"] = axe_findings(browser, rpage.context.cookies(), rpage.url)
         rpage.fill("#member-address", regulator.address)
         rpage.select_option("#member-role", "regulator")
         rpage.click("#get-message")
@@ -204,7 +234,9 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         message = rpage.locator("#siwe-message").input_value()
         assert regulator.address in message
         rpage.screenshot(path=str(ARTIFACTS / "console-member-sign-in-zh.png"), full_page=True)
-        findings["member-message"] = axe_findings(rpage)
+        findings["member-message"] = axe_findings(
+            browser, [], f"{base}/console/member/login", then=_ask_for_message(regulator.address)
+        )
         rpage.fill("#signature", sign_message(message, b"\x01" * 32))  # another key
         rpage.click("#verify-sign-in")
         rpage.wait_for_selector("#member-error")
@@ -220,12 +252,14 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert kept in rpage.locator("#holds").inner_text()
         assert "regulator" in rpage.locator("#who").inner_text()
         rpage.screenshot(path=str(ARTIFACTS / "console-holds-en.png"), full_page=True)
-        findings["holds"] = axe_findings(rpage)
+        findings["holds"] = axe_findings(browser, rpage.context.cookies(), rpage.url)
         rpage.goto(f"{base}/console/member/audit")
         rpage.fill("#audit-archive", kept)
         rpage.click("#do-audit")
         rpage.wait_for_selector("#access-rows, #no-rows")
-        findings["audit"] = axe_findings(rpage)
+        findings["audit"] = axe_findings(
+            browser, rpage.context.cookies(), rpage.url, then=_query_audit(kept)
+        )
         refused = rpage.goto(f"{base}/console/archives")  # staff pages are not a member's
         assert refused is not None
         assert refused.status == 403
