@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import pytest
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from anchoring.events import RecordClass, Sensitivity, TagKind
+from archivechain import main
 from node.principal import Principal, Role
 from node.services.archives import NewArchive
-from node.siwe import sign_message
+from node.siwe import recover_signer, sign_message
 from tests.api.conftest import Api
 
 
@@ -325,3 +330,31 @@ def test_member_sign_in_with_eip4361(
     [after] = node.signin.tokens(node.keys.authenticate(api.keys["admin"]), regulator.address)
     assert after.id == row.id
     assert after.revoked_at is not None
+
+
+def test_sign_message_cli_signs_the_console_message(
+    api: Api, regulator: LocalAccount, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``archivechain sign-message``: the signature the console's member sign-in accepts; a text
+    that is not an EIP-4361 message is refused (exit 2, one line), nothing printed to stdout."""
+    keystore = tmp_path / "regulator.json"
+    keystore.write_text(json.dumps(Account.encrypt(regulator.key, "pass", iterations=2)))
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("pass\n")
+    common = ["sign-message", "--keystore", str(keystore), "--passphrase-file", str(passphrase)]
+    message = _challenge(api, regulator.address)
+    text = tmp_path / "message.txt"
+    text.write_text(message.replace("\n", "\r\n") + "\r\n")  # as copied from a browser
+    capsys.readouterr()
+    assert main([*common, "--message-file", str(text)]) == 0
+    signature = capsys.readouterr().out.strip()
+    assert recover_signer(message, signature) == regulator.address
+    ok = api.client.post(
+        "/console/member/verify", data={"message": message, "signature": signature}
+    )
+    assert ok.status_code == 303
+    text.write_text("hello")
+    assert main([*common, "--message-file", str(text)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "not an EIP-4361 message" in captured.err
