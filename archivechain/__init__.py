@@ -121,7 +121,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sign-message": (
         "archivechain.member",
         "sign_message_command",
-        "Sign a member sign-in message (EIP-191) with a member key, e.g. for the web console.",
+        "Sign a member sign-in message (EIP-191) with a member key, for the web console.",
     ),
     "restore": (
         "archivechain.backup",

@@ -167,8 +167,10 @@ def login(
 def sign_message_command(
     keystore: Path, passphrase_file: Path | None, message_file: TextIO
 ) -> None:
-    """Print the EIP-191 signature of a sign-in message (the web console's member sign-in shows
-    the message; paste this signature back). Nothing is sent anywhere."""
+    """Sign a member sign-in message (EIP-191) with a member key, for the web console.
+
+    Prints the signature of the EIP-4361 message the console's member sign-in shows; paste it
+    back there. Nothing is sent anywhere."""
     from node.siwe import SiweFormatError, parse_message, sign_message
 
     key = _load_key(keystore, passphrase_file)
