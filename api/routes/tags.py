@@ -26,6 +26,8 @@ ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 TagPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="The tag's tag_hash.")]
 CodeField = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]
 MAX_SHEET_LABELS = 300
+_ONE_ID = ARCHIVE_ID_PATTERN.removeprefix("^").removesuffix("$")
+"""The project's archive-id rule (``ArchiveIdPath``), once per comma-separated id."""
 
 
 class TagBindIn(BaseModel):
@@ -155,7 +157,7 @@ def label_sheet(
         str,
         Query(
             max_length=MAX_SHEET_LABELS * 27,
-            pattern=r"^[0-9A-Za-z]{26}(,[0-9A-Za-z]{26})*$",
+            pattern=rf"^{_ONE_ID}(,{_ONE_ID})*$",
             description="Archive ids (26 characters each), separated by commas.",
         ),
     ],

@@ -358,3 +358,24 @@ def test_sign_message_cli_signs_the_console_message(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "not an EIP-4361 message" in captured.err
+
+
+def test_api_label_sheet_ids_follow_the_archive_id_rule(api: Api) -> None:
+    """``GET /api/v1/labels.pdf?ids=`` checks each id with the project's archive-id pattern
+    (``ARCHIVE_ID_PATTERN``, as ``ArchiveIdPath``): 422 for anything else, before any read."""
+    archivist = api.node.keys.authenticate(api.keys["archivist"])
+    archive_id = new_archive(api, archivist)
+    auth = api.auth("archivist")
+    ok = api.client.get("/api/v1/labels.pdf", params={"ids": archive_id}, headers=auth)
+    assert ok.status_code == 200
+    assert ok.content.startswith(b"%PDF")
+    for ids in (
+        archive_id.lower(),  # not the canonical form the API returns
+        f"{archive_id},",
+        f"{archive_id}\x00",
+        "8" + archive_id[1:],  # beyond the ULID range
+        archive_id[:-1] + "U",  # not Crockford base32
+    ):
+        refused = api.client.get("/api/v1/labels.pdf", params={"ids": ids}, headers=auth)
+        assert refused.status_code == 422, ids
+        assert refused.json()["code"] == "validation_error"
