@@ -146,10 +146,9 @@ def destroy(console: ConsoleSession, form: ConsoleForm) -> Response:
     service, principal = console.runtime.retention, console.principal
     proposal_id, archive_id = form.one("proposal_id"), form.one("archive_id")
     if archive_id:
-        console.outcome(
+        if console.outcome(
             f"destroy {archive_id}", lambda: service.destroy(principal, proposal_id, archive_id)
-        )
-        if console.session.flash and console.session.flash.startswith(console.words["done"]):
+        ):
             return _back(f"/console/archives/{normalise_id(archive_id)}/certificate")
         return _back("/console/retention")
 

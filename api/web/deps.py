@@ -86,15 +86,18 @@ class Console:
             return False
         return True
 
-    def outcome(self, what: str, call: Callable[[], object]) -> None:
-        """Run ``call`` (one service call) and leave its outcome, or its refusal, in the flash."""
+    def outcome(self, what: str, call: Callable[[], object]) -> bool:
+        """Run ``call`` (one service call) and leave its outcome, or its refusal, in the flash;
+        whether it was done."""
         c = self.words
         try:
             call()
-            self.session.flash = f"{c['done']} {what}"
         except (NodeError, ValueError) as exc:
             code = getattr(exc, "code", "invalid_input")
             self.session.flash = f"{c['refused']}: {code}: {exc}"
+            return False
+        self.session.flash = f"{c['done']} {what}"
+        return True
 
     def confirmed(self, form: Form) -> bool:
         """Whether the form was confirmed; if not, the flash says a confirmation is needed."""
