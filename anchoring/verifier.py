@@ -683,8 +683,7 @@ def _check_certificate_of(
         failures.append(
             Failure(
                 Code.CERTIFICATE_MISMATCH,
-                f"the certificate hashes to {digest.hex()}, the DESTROY event records "
-                f"{recorded}",
+                f"the certificate hashes to {digest.hex()}, the DESTROY event records {recorded}",
             )
         )
         return

@@ -24,7 +24,6 @@ from api.web.templating import render
 from node.errors import NotFoundError
 from node.runtime import NodeRuntime
 
-
 router = APIRouter(include_in_schema=False)
 
 

@@ -59,7 +59,21 @@ def axe_violations(browser: Any, url: str, click: str | None = None) -> list[dic
         page.add_script_tag(path=str(AXE))
         result: dict[str, Any] = page.evaluate("async () => await axe.run(document)")
         found = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
-        print(json.dumps([[v["id"], [(n["html"][:200], n.get("failureSummary", "")[:300]) for n in v["nodes"][:4]]] for v in found], indent=1))
+        print(
+            json.dumps(
+                [
+                    [
+                        v["id"],
+                        [
+                            (n["html"][:200], n.get("failureSummary", "")[:300])
+                            for n in v["nodes"][:4]
+                        ],
+                    ]
+                    for v in found
+                ],
+                indent=1,
+            )
+        )
         return found
     finally:
         context.close()
@@ -157,14 +171,19 @@ def _bundle_cases(bundle: Doc, other_checkpoint: int) -> dict[str, Doc | bytes]:
     duplicate_in_event = _canonical(event1)[:-1] + b',"v":1}'
     schema = {**event1, "data": {**event1["data"], "record_class": "VETERINARY"}}
     unknown_field = {**event1, "data": {**event1["data"], "note": "x"}}
-    retimed = {**event1, "time": event1["time"][:-2] + ("1Z" if event1["time"][-2] != "1" else "2Z")}
+    retimed = {
+        **event1,
+        "time": event1["time"][:-2] + ("1Z" if event1["time"][-2] != "1" else "2Z"),
+    }
     padded = bundle["entries"][1]["event"]
     proven = max(range(3), key=lambda p: len(bundle["entries"][p]["proof"]))
     assert bundle["entries"][proven]["proof"]
     cases: dict[str, Doc | bytes] = {
         # §3: unusable documents (the CLI exits 2, the browser says UNUSABLE)
         "duplicate_key": text.replace('{"', '{"chain_id": 1, "', 1).encode(),
-        "fraction": text.replace(f'"chain_id": {bundle["chain_id"]}', '"chain_id": 31337.0').encode(),
+        "fraction": text.replace(
+            f'"chain_id": {bundle["chain_id"]}', '"chain_id": 31337.0'
+        ).encode(),
         "exponent": text.replace('"log_index": 0', '"log_index": 0e0', 1).encode(),
         "invalid_utf8": text.replace('"format"', '"format\xff"').encode("latin-1"),
         "byte_order_mark": b"\xef\xbb\xbf" + text.encode(),
@@ -197,7 +216,9 @@ def _bundle_cases(bundle: Doc, other_checkpoint: int) -> dict[str, Doc | bytes]:
             ),
         ),
         # §7.3 step 5
-        "checkpoint_missing": _edit(bundle, lambda d: d["entries"][0]["checkpoint"].update(index=10**6)),
+        "checkpoint_missing": _edit(
+            bundle, lambda d: d["entries"][0]["checkpoint"].update(index=10**6)
+        ),
         "checkpoint_mismatch": _edit(
             bundle, lambda d: d["entries"][0]["checkpoint"].update(index=other_checkpoint)
         ),
@@ -271,7 +292,12 @@ def _certificate_cases(
     cases["public_custody_field"] = _edit(
         public,
         lambda d: d.update(
-            custody={"custodian": custodian, "state": "DESTROYED", "on_hold": False, "commitment": None}
+            custody={
+                "custodian": custodian,
+                "state": "DESTROYED",
+                "on_hold": False,
+                "commitment": None,
+            }
         ),
     )
     cases["public_three_entries"] = _edit(public, lambda d: d["entries"].append(d["entries"][0]))
@@ -344,7 +370,8 @@ def test_browser_verifier_agrees_with_the_cli(
         public, public_destroyed = public_proof(archive_id), public_proof(doomed)
         assert [_event(bundle, p)["type"] for p in range(3)] == ["CREATE", "ARCHIVE", "HOLD_PLACE"]
         assert [_event(public_destroyed, p)["type"] for p in range(2)] == ["ARCHIVE", "DESTROY"]
-        assert "certificate" in public_destroyed and "certificate" not in public
+        assert "certificate" in public_destroyed
+        assert "certificate" not in public
         notary, rpc = bundle["notary"], node.settings.rpc_url
         # an earlier checkpoint of the same log (A was anchored before D): on chain, another root
         assert bundle["entries"][0]["checkpoint"]["index"] > 0
@@ -367,7 +394,9 @@ def test_browser_verifier_agrees_with_the_cli(
         files = []
         for name, document in cases.items():
             path = tmp_path / f"{name}.json"
-            path.write_bytes(document if isinstance(document, bytes) else json.dumps(document).encode())
+            path.write_bytes(
+                document if isinstance(document, bytes) else json.dumps(document).encode()
+            )
             files.append(path)
         reference = cli_verify_all(files, rpc, notary)
 
@@ -391,7 +420,11 @@ def test_browser_verifier_agrees_with_the_cli(
                 assert seen["outcome"] == "INVALID", (name, seen, cli)
                 assert seen["code"] == failure["code"], (name, seen, failure)
                 entry = failure.get("entry")
-                assert seen["position"] == ("" if entry is None else str(entry)), (name, seen, failure)
+                assert seen["position"] == ("" if entry is None else str(entry)), (
+                    name,
+                    seen,
+                    failure,
+                )
                 assert failure["code"] in seen["text"]
             seen_codes[name] = seen["code"]
             if name == "bundle_wrong_signer":
