@@ -187,6 +187,9 @@ export function parseTime(v) {
   if (!m) return null;
   const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number);
   if (m[7] === "000000" || !validDate(y, mo, d) || h > 23 || mi > 59 || s > 59) return null;
+  // The reference writes years below 1000 without leading zeros ("999-…"), so "0999-…" is not
+  // its canonical text: refused there as non-canonical, here as no timestamp (event_invalid).
+  if (y < 1000) return null;
   const seconds = BigInt(daysFromCivil(y, mo, d)) * 86400n + BigInt(h * 3600 + mi * 60 + s);
   return seconds * 1_000_000n + BigInt(m[7] ? Number(m[7]) : 0);
 }
