@@ -504,3 +504,51 @@ def test_browser_verifier_agrees_with_the_cli(
         assert axe_violations(browser, f"{base}/v/{archive_id}", "#verify-here") == []
         # /docs once Swagger UI has rendered the operations (before that, axe sees an empty page)
         assert axe_violations(browser, f"{base}/docs", ready=".swagger-ui .opblock") == []
+
+
+def test_an_unreachable_chain_is_chain_unavailable_in_both(
+    make_node: MakeNode, browser: Any, tmp_path: Path
+) -> None:
+    """The browser's chain endpoint (``public_rpc_url``) and the CLI's ``--rpc`` both point
+    where nothing answers: a genuine bundle is "chain unavailable" (exit 3), not invalid; a
+    document-level failure found without the chain (a broken lifecycle) still wins."""
+    import httpx
+
+    from tests.console.live import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    node = make_node(public_rpc_url=dead)
+    auth = {"Authorization": f"Bearer {issue_keys(node)['archivist']}"}
+    with live_server(node) as base, httpx.Client(base_url=base, timeout=60) as http:
+        created = http.post(
+            "/api/v1/archives",
+            headers=auth,
+            files={"file": ("s.pdf", real_pdf(), "application/pdf")},
+            data={"metadata": json.dumps(archive_metadata())},
+        )
+        assert created.status_code == 201, created.text
+        archive_id = created.json()["id"]
+        assert http.post(f"/api/v1/archives/{archive_id}/archive", headers=auth).is_success
+        node.worker.run_until_anchored(timeout=60)
+        bundle: Doc = json.loads(
+            http.get(f"/api/v1/archives/{archive_id}/proof", headers=auth).content
+        )
+        cases = {
+            "unreachable_genuine": bundle,
+            "unreachable_illegal": _edit(bundle, lambda d: d["entries"].pop(0)),
+        }
+        files = []
+        for name, document in cases.items():
+            path = tmp_path / f"{name}.json"
+            path.write_text(json.dumps(document))
+            files.append(path)
+        reference = cli_verify_all(files, dead, bundle["notary"])
+        page = browser.new_page()
+        page.goto(f"{base}/v/{archive_id}?lang=en")
+        genuine = browser_verify(page, files[0])
+        assert reference["unreachable_genuine.json"]["exit_code"] == 3
+        assert (genuine["outcome"], genuine["code"]) == ("CHAIN_UNAVAILABLE", "chain_unavailable")
+        illegal = browser_verify(page, files[1])
+        assert reference["unreachable_illegal.json"]["exit_code"] == 1
+        assert reference["unreachable_illegal.json"]["failure"]["code"] == "illegal_transition"
+        assert (illegal["outcome"], illegal["code"]) == ("INVALID", "illegal_transition")
