@@ -38,6 +38,10 @@ from anchoring.ids import ZERO_ADDRESS
 from anchoring.merkle import HASH_SIZE
 
 BUNDLE_FORMAT = "archivechain.proof/v1"
+PUBLIC_PROOF_FORMAT = "archivechain.public-proof/v1"
+"""The public page's proof (docs/proof-format.md §11): the published ``ARCHIVE`` and ``DESTROY``
+entries only (never ``CREATE``, which holds the patient pseudonym), and the certificate."""
+MAX_PUBLIC_ENTRIES = 2
 _FORMAT_FAMILY = "archivechain.proof/"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_ENTRIES = 100_000
@@ -97,6 +101,8 @@ class ProofBundle:
     entries: tuple[BundleEntry, ...]
     custody: CustodyClaim | None = None
     certificate: CertificateClaim | None = None
+    public: bool = False
+    """An ``archivechain.public-proof/v1`` document (§11): verified by its own sequence rules."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def _not_a_bundle(document: object) -> str | None:
     found = document["format"]
     if not isinstance(found, str):
         return 'a JSON object whose "format" is not a string, not a proof bundle'
-    if found == BUNDLE_FORMAT:
+    if found in (BUNDLE_FORMAT, PUBLIC_PROOF_FORMAT):
         return None
     if found.startswith(_FORMAT_FAMILY):
         return (
@@ -367,13 +373,14 @@ def parse_bundle(
         raise NotABundleError(what, field=field)
     if strictness.violation is not None:
         _fail("(document)", strictness.violation)
+    public = document["format"] == PUBLIC_PROOF_FORMAT
     obj = _object(
         document,
         "",
         {"format", "chain_id", "notary", "archive_id", "entries"},
-        {"custody", "certificate"},
+        {"certificate"} if public else {"custody", "certificate"},
     )
-    entries = _list(obj["entries"], "entries", max_entries)
+    entries = _list(obj["entries"], "entries", MAX_PUBLIC_ENTRIES if public else max_entries)
     if not entries:
         _fail("entries", "must hold at least one entry")
     return ProofBundle(
@@ -385,6 +392,7 @@ def parse_bundle(
         certificate=_certificate(obj["certificate"], "certificate")
         if "certificate" in obj
         else None,
+        public=public,
     )
 
 
@@ -395,7 +403,7 @@ def parse_bundle(
 def bundle_to_json(bundle: ProofBundle) -> dict[str, Any]:
     """The bundle as a JSON object (the inverse of ``parse_bundle``)."""
     document: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
+        "format": PUBLIC_PROOF_FORMAT if bundle.public else BUNDLE_FORMAT,
         "chain_id": bundle.chain_id,
         "notary": bundle.notary,
         "archive_id": bundle.archive_id,

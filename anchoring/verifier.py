@@ -28,7 +28,7 @@ from anchoring import merkle
 from anchoring.bundle import BundleEntry, CustodyClaim, ProofBundle
 from anchoring.certificate import certificate_hash, parse_certificate
 from anchoring.certificate import signer as certificate_signer
-from anchoring.chainview import ChainReader, CustodyRecord, OnChainCheckpoint
+from anchoring.chainview import ChainReader, CustodyRecord, CustodyState, OnChainCheckpoint
 from anchoring.errors import (
     BundleFormatError,
     ChainError,
@@ -39,7 +39,8 @@ from anchoring.errors import (
     PrevHashMismatchError,
     ProofError,
 )
-from anchoring.events import Event, format_time, parse_event
+from anchoring.events import ArchiveEvent, DestroyEvent, Event, format_time, parse_event
+from anchoring.ids import ZERO_ADDRESS
 from anchoring.lifecycle import (
     ArchiveState,
     ArchiveStatus,
@@ -295,6 +296,9 @@ def verify_bundle(
     for entry in entries:
         _check_entry(bundle, entry, facts, now, clock_skew)
 
+    if bundle.public:
+        return _verify_public(bundle, facts, failures, entries, check_custody=check_custody)
+
     final_state = _check_sequence(entries)
 
     custody_checked = False
@@ -309,6 +313,18 @@ def verify_bundle(
                 _check_custody_record(expected, record, final_state, failures)
         _check_certificate(bundle, final_state, failures)
 
+    return _report(bundle, facts, failures, entries, final_state, custody_checked)
+
+
+def _report(
+    bundle: ProofBundle,
+    facts: _ChainFacts,
+    failures: list[Failure],
+    entries: list[_Entry],
+    final_state: ArchiveState | None,
+    custody_checked: bool,
+) -> Report:
+    """§7.5: the outcome and the first failure."""
     if facts.not_a_notary is not None:
         failures.append(Failure(Code.NOTARY_MISMATCH, facts.not_a_notary))
     entry_failures = [e.failure for e in entries if e.failure is not None]
@@ -332,6 +348,129 @@ def verify_bundle(
         final_state=final_state,
         custody_checked=custody_checked,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Public proofs (docs/proof-format.md §11)
+
+_PUBLIC_ORDER = ("ARCHIVE", "DESTROY")
+
+
+def _verify_public(
+    bundle: ProofBundle,
+    facts: _ChainFacts,
+    failures: list[Failure],
+    entries: list[_Entry],
+    *,
+    check_custody: bool,
+) -> Report:
+    """§11: a public proof holds the ``ARCHIVE`` entry and, once destroyed, the ``DESTROY``
+    entry: no ``CREATE``, so no lifecycle replay. Checked instead: that order and time order,
+    ARCHIVE's own rule (deadline not before the trigger date), the part of the on-chain custody
+    record these two events determine, and the certificate, signed by the ``DESTROY``'s hospital
+    (the custodian: nothing changes custody after DESTROY)."""
+    published = _check_public_sequence(entries)
+    custody_checked = False
+    if published is not None:
+        archive, destroy = published
+        if check_custody:
+            record = facts.read(lambda: facts.chain.custody(bundle.archive_id))
+            if record is not None:
+                custody_checked = True
+                _check_public_custody(archive, destroy, record, failures)
+        _check_certificate_of(
+            bundle,
+            destroyed=destroy is not None,
+            recorded=destroy.data.certificate_hash if destroy is not None else None,
+            custodian=destroy.hospital if destroy is not None else "",
+            failures=failures,
+        )
+    return _report(bundle, facts, failures, entries, None, custody_checked)
+
+
+def _check_public_sequence(
+    entries: list[_Entry],
+) -> tuple[ArchiveEvent, DestroyEvent | None] | None:
+    archive: ArchiveEvent | None = None
+    destroy: DestroyEvent | None = None
+    for position, entry in enumerate(entries):
+        event = entry.event
+        if entry.failure is not None or event is None:
+            _mark_unchecked(entries[position + 1 :])
+            return None
+        if event.type != _PUBLIC_ORDER[position]:
+            entry.fail(
+                Code.ILLEGAL_TRANSITION,
+                f"a public proof holds ARCHIVE, then DESTROY; entry {position} is {event.type}",
+            )
+            _mark_unchecked(entries[position + 1 :])
+            return None
+        if isinstance(event, ArchiveEvent):
+            data = event.data
+            trigger = datetime(
+                data.trigger_date.year, data.trigger_date.month, data.trigger_date.day, tzinfo=UTC
+            )
+            if data.retention_deadline < trigger:
+                entry.fail(
+                    Code.ILLEGAL_TRANSITION, "the retention deadline is before its trigger date"
+                )
+                _mark_unchecked(entries[position + 1 :])
+                return None
+            archive = event
+        elif isinstance(event, DestroyEvent):
+            if archive is not None and event.time < archive.time:
+                entry.fail(
+                    Code.TIME_ORDER,
+                    f"dated {format_time(event.time)}, before the previous entry "
+                    f"({format_time(archive.time)})",
+                )
+                return None
+            destroy = event
+    if archive is None:  # pragma: no cover  (the parser refuses an empty list)
+        return None
+    return archive, destroy
+
+
+def _check_public_custody(
+    archive: ArchiveEvent,
+    destroy: DestroyEvent | None,
+    record: CustodyRecord,
+    failures: list[Failure],
+) -> None:
+    """What the published events say of ``archive(id)``: its class and commitment (fixed at
+    ARCHIVE), and, once destroyed, all of it but the retention deadline; before that the state
+    is ARCHIVED or TRANSFER_PENDING (custodian, holds and deadline are not published)."""
+    zero = bytes(32).hex()
+    pairs: list[tuple[str, object, object]] = []
+    if destroy is not None:
+        pairs += [
+            ("state", CustodyState.DESTROYED.name, record.state.name),
+            ("custodian", destroy.hospital.lower(), record.custodian.lower()),
+            ("on_hold", False, record.on_hold),
+            ("hold_by_regulator", False, record.on_hold and record.hold_by_regulator),
+            ("pending_recipient", ZERO_ADDRESS, record.pending_recipient.lower()),
+        ]
+    else:
+        live = (CustodyState.ARCHIVED, CustodyState.TRANSFER_PENDING)
+        either = "ARCHIVED or TRANSFER_PENDING"
+        pairs.append(("state", either, either if record.state in live else record.state.name))
+    pairs += [
+        ("commitment", archive.data.commitment, record.commitment.hex()),
+        (
+            "certificate_hash",
+            destroy.data.certificate_hash if destroy is not None else zero,
+            record.certificate_hash.hex(),
+        ),
+        ("record_class", archive.data.record_class.chain_code, record.record_class),
+    ]
+    differences = _differences(pairs)
+    if differences:
+        failures.append(
+            Failure(
+                Code.CUSTODY_MISMATCH,
+                "the on-chain custody record disagrees with the events: " + differences,
+            )
+        )
 
 
 _DEPLOYMENT_CODES = (Code.CHAIN_ID_MISMATCH, Code.NOTARY_MISMATCH)
@@ -505,8 +644,27 @@ def _check_certificate(bundle: ProofBundle, state: ArchiveState, failures: list[
     """§7.4 step 5: a destroyed archive's bundle carries its certificate, whose SHA-256 is the
     DESTROY event's ``certificate_hash`` (and so, by the custody check, the chain's), which names
     this archive, chain and notary, and which the custodian signed (EIP-712)."""
+    _check_certificate_of(
+        bundle,
+        destroyed=state.status is ArchiveStatus.DESTROYED,
+        recorded=state.certificate_hash,
+        custodian=state.custodian,
+        failures=failures,
+    )
+
+
+def _check_certificate_of(
+    bundle: ProofBundle,
+    *,
+    destroyed: bool,
+    recorded: str | None,
+    custodian: str,
+    failures: list[Failure],
+) -> None:
+    """§7.4 step 5 for a final state (``destroyed``, the DESTROY's ``recorded`` hash and the
+    ``custodian`` who must have signed)."""
     claim = bundle.certificate
-    if state.status is not ArchiveStatus.DESTROYED:
+    if not destroyed:
         if claim is not None:
             failures.append(
                 Failure(Code.CERTIFICATE_MISMATCH, "a certificate for an archive not destroyed")
@@ -521,12 +679,11 @@ def _check_certificate(bundle: ProofBundle, state: ArchiveState, failures: list[
         )
         return
     digest = certificate_hash(claim.document)
-    if digest.hex() != state.certificate_hash:
+    if digest.hex() != recorded:
         failures.append(
             Failure(
                 Code.CERTIFICATE_MISMATCH,
-                f"the certificate hashes to {digest.hex()}, the DESTROY event records "
-                f"{state.certificate_hash}",
+                f"the certificate hashes to {digest.hex()}, the DESTROY event records {recorded}",
             )
         )
         return
@@ -544,7 +701,6 @@ def _check_certificate(bundle: ProofBundle, state: ArchiveState, failures: list[
             )
         )
         return
-    custodian = state.custodian
     recovered = certificate_signer(
         chain_id=bundle.chain_id,
         notary=bundle.notary,

@@ -43,6 +43,24 @@ VENDOR_ASSETS: Final[dict[str, VendorAsset]] = {
     "swagger-ui/favicon-32x32.png": VendorAsset("swagger-ui-dist", "5.35.0", "favicon-32x32.png"),
     "htmx/htmx.min.js": VendorAsset("htmx.org", "2.0.11", "dist/htmx.min.js"),
     "chart.js/chart.umd.js": VendorAsset("chart.js", "4.6.1", "dist/chart.umd.js"),
+    # The in-browser verifier's Keccak-256 and secp256k1 (ES modules; the public page's import
+    # map sends "@noble/hashes/" and "@noble/curves/" here): the files secp256k1.js and sha3.js
+    # import, and nothing else.
+    **{
+        f"noble-hashes/{name}": VendorAsset("@noble/hashes", "2.0.1", name)
+        for name in ("sha3.js", "sha2.js", "hmac.js", "utils.js", "_md.js", "_u64.js")
+    },
+    **{
+        f"noble-curves/{name}": VendorAsset("@noble/curves", "2.0.1", name)
+        for name in (
+            "secp256k1.js",
+            "utils.js",
+            "abstract/curve.js",
+            "abstract/hash-to-curve.js",
+            "abstract/modular.js",
+            "abstract/weierstrass.js",
+        )
+    },
 }
 """Every third-party file the pages use (kept in step with ``package.json``)."""
 

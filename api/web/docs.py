@@ -20,6 +20,7 @@ DOCS_HTML = """<!doctype html>
 <title>ArchiveChain hospital node API</title>
 <link rel="icon" type="image/png" href="/assets/swagger-ui/favicon-32x32.png">
 <link rel="stylesheet" href="/assets/swagger-ui/swagger-ui.css">
+<link rel="stylesheet" href="/assets/app/swagger-fixes.css">
 </head>
 <body>
 <main id="swagger-ui" data-openapi-url="/openapi.json"></main>

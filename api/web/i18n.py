@@ -31,9 +31,11 @@ TEXT: Final[dict[str, dict[Lang, str]]] = {
     "verify_here": {"zh": "在本浏览器中验证", "en": "Verify in this browser"},
     "verify_file": {"zh": "验证证明文件", "en": "Verify a proof bundle file"},
     "verify_note": {
-        "zh": "验证在您的浏览器中进行：重新计算哈希与默克尔包含证明，并直接从区块链读取检查点。",
+        "zh": "验证在您的浏览器中进行：重新计算哈希与默克尔包含证明，直接从区块链读取检查点与"
+        "托管记录，并核对销毁证书的签名。",
         "en": "Verification runs in your browser: it recomputes the hashes and the Merkle "
-        "inclusion proof and reads the checkpoint from the chain itself.",
+        "inclusion proof, reads the checkpoint and the custody record from the chain itself, "
+        "and checks the destruction certificate's signature.",
     },
     "privacy": {
         "zh": "本页不显示任何患者信息或档案内容。",

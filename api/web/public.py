@@ -10,18 +10,19 @@ label) is compared with the archive's; ``?lang=en`` switches to English.
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+import hashlib
+import json
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from anchoring.bundle import PUBLIC_PROOF_FORMAT
 from api.web import i18n
 from api.web.security import origin_of, page_headers
 from api.web.templating import render
 from node.errors import NotFoundError
 from node.runtime import NodeRuntime
-
-PUBLIC_PROOF_FORMAT = "archivechain.public-proof/v1"
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,9 +37,23 @@ def browser_rpc_url(runtime: NodeRuntime) -> str:
     return runtime.settings.public_rpc_url or runtime.settings.rpc_url
 
 
+IMPORT_MAP: Final = json.dumps(
+    {
+        "imports": {
+            "@noble/hashes/": "/assets/noble-hashes/",
+            "@noble/curves/": "/assets/noble-curves/",
+        }
+    },
+    separators=(",", ":"),
+)
+"""The verifier's import map (inline: browsers load no external import map), allowed by the
+page's CSP by its exact hash, ``IMPORT_MAP_SHA256``."""
+IMPORT_MAP_SHA256: Final = base64.b64encode(hashlib.sha256(IMPORT_MAP.encode()).digest()).decode()
+
+
 def _headers(runtime: NodeRuntime) -> dict[str, str]:
     origin = origin_of(browser_rpc_url(runtime))
-    return page_headers(connect=[origin] if origin else [])
+    return page_headers(connect=[origin] if origin else [], script_hashes=[IMPORT_MAP_SHA256])
 
 
 @router.get("/v/{archive_id}", response_class=HTMLResponse)
@@ -70,20 +85,29 @@ def public_page(
         extra_query=extra,
         rpc_url=browser_rpc_url(runtime),
         script_text=i18n.script_words(language),
+        import_map=IMPORT_MAP,
     )
     return HTMLResponse(html, headers=_headers(runtime))
 
 
 @router.get("/v/{archive_id}/proof.json")
 def public_proof(archive_id: str, request: Request) -> Response:
-    """The archive's published events (``ARCHIVE``, ``DESTROY``) with their inclusion proofs, in
-    the entry shape of ``archivechain.proof/v1`` (docs/console.md)."""
+    """The archive's public proof (``archivechain.public-proof/v1``, docs/proof-format.md §11):
+    its published events (``ARCHIVE``, ``DESTROY``) with their inclusion proofs, and the signed
+    destruction certificate once destroyed; ``409 proof_pending`` before ARCHIVE is anchored."""
     runtime = _runtime(request)
     try:
         facts = runtime.public.facts(archive_id)
         entries = runtime.public.published_entries(archive_id)
     except NotFoundError as exc:
         return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=404)
+    if not entries:
+        message = f"archive {facts.archive_id} has no anchored ARCHIVE event yet"
+        return JSONResponse(
+            {"code": "proof_pending", "message": message},
+            status_code=409,
+            headers={"Cache-Control": "no-store"},
+        )
     document: dict[str, Any] = {
         "format": PUBLIC_PROOF_FORMAT,
         "archive_id": facts.archive_id,
@@ -105,4 +129,19 @@ def public_proof(archive_id: str, request: Request) -> Response:
             for e in entries
         ],
     }
+    destroyed = any(_event_type(e.event) == "DESTROY" for e in entries)
+    if destroyed and facts.certificate_bytes is not None and facts.certificate_signature:
+        document["certificate"] = {
+            "document": base64.b64encode(facts.certificate_bytes).decode("ascii"),
+            "signature": facts.certificate_signature,
+        }
     return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+
+def _event_type(event: bytes) -> str | None:
+    try:
+        value = json.loads(event)
+    except ValueError:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None

@@ -63,6 +63,8 @@ class PublicFacts:
     checkpoint: PublicCheckpoint | None
     certificate: dict[str, Any] | None
     certificate_signature: str | None
+    certificate_bytes: bytes | None
+    """The certificate's canonical bytes (what is hashed and signed), for the public proof."""
     chain_id: int
     notary: str
 
@@ -112,11 +114,13 @@ class PublicService:
                     anchored_at=row.block_time if row is not None else None,
                 )
             certificate = signature = None
+            certificate_bytes: bytes | None = None
             if archive.state == "DESTROYED":
                 cert = session.get(DestructionCertificate, archive.id)
                 if cert is not None:
                     certificate = json.loads(cert.document)
                     signature = cert.signature
+                    certificate_bytes = bytes(cert.document)
             return PublicFacts(
                 archive_id=archive.id,
                 record_class=archive.record_class,
@@ -129,6 +133,7 @@ class PublicService:
                 checkpoint=checkpoint,
                 certificate=certificate,
                 certificate_signature=signature,
+                certificate_bytes=certificate_bytes,
                 chain_id=self.deployment.chain_id,
                 notary=self.deployment.notary.address,
             )

@@ -402,3 +402,27 @@ def test_the_entries_limit_counts_items_of_the_entries_array() -> None:
     assert len(parse_bundle(raw, max_entries=2).entries) == 2
     error = refusal(raw, max_entries=1)
     assert (error.field, error.reason) == ("entries", "has 2 items, more than the limit of 1")
+
+
+# ------------------------------------------------------------------------------------------
+# The public page's proof (docs/proof-format.md §11)
+
+
+def test_public_proof_parses_with_its_own_limits() -> None:
+    document = sample_document()
+    del document["custody"]
+    document["format"] = "archivechain.public-proof/v1"
+    parsed = parse_bundle(json.dumps(document))
+    assert parsed.public is True
+    assert parsed.entries == sample_bundle().entries
+    assert parse_bundle(dump_bundle(parsed)) == parsed  # written back as a public proof
+
+    three = copy.deepcopy(document)
+    three["entries"].append(three["entries"][0])
+    assert refusal(three).field == "entries"
+    empty = {**document, "entries": []}
+    assert refusal(empty).field == "entries"
+    with_custody = {**document, "custody": sample_document()["custody"]}
+    assert refusal(with_custody).field == "custody"  # a bundle's field, unknown here
+    duplicate = json.dumps(document).replace('{"', '{"chain_id": 1, "', 1)
+    assert "duplicate key" in str(refusal(duplicate))

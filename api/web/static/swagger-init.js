@@ -5,7 +5,7 @@
   window.ui = SwaggerUIBundle({
     url: root.getAttribute("data-openapi-url"),
     dom_id: "#swagger-ui",
-    deepLinking: true,
+    deepLinking: false, // with it, each operation's link sits inside its toggle button (axe: nested-interactive)
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
     validatorUrl: null,
