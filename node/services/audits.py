@@ -435,27 +435,48 @@ class FixityAuditService:
     def _commit(
         self, prepared: _Prepared, actor: str, cycle_started: datetime | None
     ) -> FixityReport:
-        """Wait for the batch's reads, log its FIXITY_CHECK events (one unit of work, with the
-        cursor when ``cycle_started`` is set), then raise its alerts."""
+        """Log the batch's FIXITY_CHECK events as its reads complete, in order: each unit of work
+        takes at least a quarter of the batch (or what is left) and every further version read
+        by then, so the last commit after the last read is short; the scheduled audit's cursor
+        moves with each. Then the alerts found before reading are raised."""
         report = FixityReport(skipped=prepared.skipped)
-        notices = prepared.notices
-        observed: list[_Observed] = []
-        for target, expected, future in prepared.reads:
-            read = future.result()
-            problem = read.problem
-            if problem is None and read.sha256 != expected:
-                problem = (
-                    FixityProblem.SIZE_MISMATCH
-                    if read.size != target.stored_size
-                    else FixityProblem.HASH_MISMATCH
-                )
-            report.bytes_read += read.size or 0
-            observed.append(_Observed(target, expected, read.sha256, read.size, problem))
-        cursor = (
-            (prepared.position, cycle_started)
-            if prepared.position is not None and cycle_started is not None
-            else None
-        )
+        reads = prepared.reads
+        least = max(1, self.settings.fixity_batch_size // 4)
+        start = 0
+        while True:
+            end = min(start + least, len(reads))
+            chunk = [
+                _observed(target, expected, f.result()) for target, expected, f in reads[start:end]
+            ]
+            while end < len(reads) and reads[end][2].done():
+                target, expected, future = reads[end]
+                chunk.append(_observed(target, expected, future.result()))
+                end += 1
+            position = prepared.position
+            if position is not None and end < len(reads):
+                position = reads[end - 1][0].version_id
+            cursor = (
+                (position, cycle_started)
+                if position is not None and cycle_started is not None
+                else None
+            )
+            report.add(self._log(chunk, actor, cursor))
+            start = end
+            if end == len(reads):
+                break
+        for notice in prepared.notices:
+            self.alerts.raise_alert(notice)
+        return report
+
+    def _log(
+        self, observed: list[_Observed], actor: str, cursor: tuple[int, datetime] | None
+    ) -> FixityReport:
+        """One unit of work: a FIXITY_CHECK event per version of ``observed`` (and the cursor),
+        then an alert per failure."""
+        report = FixityReport()
+        notices: list[AlertNotice] = []
+        for seen in observed:
+            report.bytes_read += seen.size or 0
 
         def unit(uow: UnitOfWork) -> list[_Observed]:
             logged: list[_Observed] = []
@@ -569,6 +590,18 @@ class FixityAuditService:
         self.units.run(
             lambda uow: _cursor_row(uow.session, uow.now, position, started, completed=completed)
         )
+
+
+def _observed(target: _Target, expected: str, read: _Read) -> _Observed:
+    """A read judged against the hash the log recorded."""
+    problem = read.problem
+    if problem is None and read.sha256 != expected:
+        problem = (
+            FixityProblem.SIZE_MISMATCH
+            if read.size != target.stored_size
+            else FixityProblem.HASH_MISMATCH
+        )
+    return _Observed(target, expected, read.sha256, read.size, problem)
 
 
 def _statuses(session: Session, logged: Sequence[_Observed], now: datetime) -> None:
