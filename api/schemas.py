@@ -814,6 +814,8 @@ class DispositionRunOut(BaseModel):
     """What one run of the disposition job did."""
 
     moved_to_review: int
+    overdue_alerted: int
+    """Archives alerted as ``disposition_overdue`` by this run (raised or counted again)."""
 
 
 class ProposalIn(_In):

@@ -19,8 +19,9 @@ def retention() -> None:
 @CONFIG_OPTION
 @NODE_DATA_DIR_OPTION
 def run(config_file: Path | None, data_dir: Path | None) -> None:
-    """Run the retention job now: raise reminders, move every due archive (not on hold, not in
-    transfer) to disposition review, expire stale approvals, delete leftover ciphertext."""
+    """Run the retention job now, as the daily job does: raise reminders, move every due archive
+    (not on hold, not in transfer) to disposition review, expire stale approvals, alert overdue
+    dispositions, delete leftover ciphertext."""
     settings = node_settings(config_file, data_dir)
     runtime = open_runtime(settings, create_keystore=False)
     try:
@@ -28,10 +29,11 @@ def run(config_file: Path | None, data_dir: Path | None) -> None:
         reminded = runtime.retention.remind()
         moved = runtime.retention.start_dispositions()
         expired = runtime.retention.expire_approvals()
+        overdue = runtime.retention.overdue()
         purged = runtime.retention.purge_destroyed_blobs()
     finally:
         runtime.close()
     click.echo(
         f"reminders {reminded}, moved to disposition review {moved}, approvals expired "
-        f"{expired}, leftover blobs deleted {purged}"
+        f"{expired}, overdue dispositions alerted {overdue}, leftover blobs deleted {purged}"
     )

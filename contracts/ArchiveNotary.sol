@@ -270,11 +270,15 @@ contract ArchiveNotary {
         bytes32 commitment,
         bytes32 holdReasonHash
     ) external {
-        _requireRole(ROLE_HOSPITAL);
-        uint16 floorYears =
-            recordClass > MAX_RECORD_CLASS ? 0 : _registry.retentionFloor(recordClass);
+        uint256 floors = _requireHospitalFloors();
         _register(
-            id, recordClass, floorYears, triggerDate, retentionDeadline, commitment, holdReasonHash
+            id,
+            recordClass,
+            _floorOf(floors, recordClass),
+            triggerDate,
+            retentionDeadline,
+            commitment,
+            holdReasonHash
         );
     }
 
@@ -282,21 +286,44 @@ contract ArchiveNotary {
     /// Active hospitals only.
     /// @param registrations The archives (at least one), each as for `register`.
     function registerBatch(Registration[] calldata registrations) external {
-        _requireRole(ROLE_HOSPITAL);
+        uint256 floors = _requireHospitalFloors();
         uint256 n = registrations.length;
         if (n == 0) revert NotaryEmptyBatch();
-        uint16[7] memory floors = _registry.retentionFloors();
-        for (uint256 i = 0; i < n; ++i) {
-            Registration calldata r = registrations[i];
+        for (uint256 i = 0; i < n;) {
+            // The six words of `registrations[i]` read directly (the ABI decoder checked at entry
+            // that the whole array lies within the calldata), each narrow field range-checked as
+            // the decoder would: a cheaper loop than one decoder call per field.
+            bytes32 id;
+            uint256 recordClass;
+            uint256 triggerDate;
+            uint256 retentionDeadline;
+            bytes32 commitment;
+            bytes32 holdReasonHash;
+            assembly ("memory-safe") {
+                let p := add(registrations.offset, mul(i, 0xc0))
+                id := calldataload(p)
+                recordClass := calldataload(add(p, 0x20))
+                triggerDate := calldataload(add(p, 0x40))
+                retentionDeadline := calldataload(add(p, 0x60))
+                commitment := calldataload(add(p, 0x80))
+                holdReasonHash := calldataload(add(p, 0xa0))
+            }
+            if (
+                recordClass > type(uint8).max || triggerDate > type(uint64).max
+                    || retentionDeadline > type(uint64).max
+            ) revert();
             _register(
-                r.id,
-                r.recordClass,
-                r.recordClass > MAX_RECORD_CLASS ? 0 : floors[r.recordClass],
-                r.triggerDate,
-                r.retentionDeadline,
-                r.commitment,
-                r.holdReasonHash
+                id,
+                recordClass,
+                _floorOf(floors, recordClass),
+                triggerDate,
+                retentionDeadline,
+                commitment,
+                holdReasonHash
             );
+            unchecked {
+                ++i;
+            }
         }
     }
 
@@ -469,7 +496,7 @@ contract ArchiveNotary {
         returns (uint64)
     {
         if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(0, recordClass);
-        return _addYears(triggerDate, _registry.retentionFloor(recordClass));
+        return uint64(_addYears(triggerDate, _registry.retentionFloor(recordClass)));
     }
 
     /// @notice The consortium registry this notary asks about roles.
@@ -482,38 +509,57 @@ contract ArchiveNotary {
     // Internals
 
     /// @dev `floorYears` is the floor of `recordClass` (0 when the class is unknown: refused here).
+    /// Arguments are full words holding in-range values (`recordClass` below 2^8, the times below
+    /// 2^64): the callers' ABI decoding or range checks guarantee it.
     function _register(
         bytes32 id,
-        uint8 recordClass,
-        uint16 floorYears,
-        uint64 triggerDate,
-        uint64 retentionDeadline,
+        uint256 recordClass,
+        uint256 floorYears,
+        uint256 triggerDate,
+        uint256 retentionDeadline,
         bytes32 commitment,
         bytes32 holdReasonHash
     ) private {
         ArchiveRecord storage a = _archives[id];
-        _requireState(id, a.state, STATE_NONE);
-        if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(id, recordClass);
+        uint8 current = a.state;
+        if (current != STATE_NONE) revert NotaryUnexpectedState(id, current, STATE_NONE);
+        if (recordClass > MAX_RECORD_CLASS) revert NotaryInvalidRecordClass(id, uint8(recordClass));
         if (retentionDeadline == 0) revert NotaryInvalidRetentionDeadline(id);
-        if (triggerDate > block.timestamp + TRIGGER_DATE_SLACK) {
-            revert NotaryTriggerInFuture(id, triggerDate, uint64(block.timestamp));
+        uint256 latestTrigger;
+        unchecked {
+            latestTrigger = block.timestamp + TRIGGER_DATE_SLACK; // no block time comes near 2^256
         }
-        uint64 minimum = _addYears(triggerDate, floorYears);
+        if (triggerDate > latestTrigger) {
+            revert NotaryTriggerInFuture(id, uint64(triggerDate), uint64(block.timestamp));
+        }
+        uint256 minimum = _addYears(triggerDate, floorYears);
         if (retentionDeadline < minimum) {
             revert NotaryRetentionBelowFloor(
-                id, recordClass, floorYears, minimum, retentionDeadline
+                id,
+                uint8(recordClass),
+                uint16(floorYears),
+                uint64(minimum),
+                uint64(retentionDeadline)
             );
         }
         if (commitment == bytes32(0)) revert NotaryMissingCommitment(id);
         bool held = holdReasonHash != bytes32(0);
-        a.custodian = msg.sender;
-        a.state = STATE_ARCHIVED;
-        a.onHold = held;
-        a.recordClass = recordClass;
-        a.retentionDeadline = retentionDeadline;
+        // The record's first slot (custodian, state, onHold, holdByRegulator, recordClass,
+        // retentionDeadline, in declaration order from the low bytes) is all zero while the state
+        // is NONE: written in one SSTORE instead of five read-modify-writes.
+        uint256 first = uint256(uint160(msg.sender)) | (uint256(STATE_ARCHIVED) << 160)
+            | (held ? uint256(1) << 168 : 0) | (recordClass << 184) | (retentionDeadline << 192);
+        assembly ("memory-safe") {
+            sstore(a.slot, first)
+        }
         a.commitment = commitment;
         emit ArchiveRegistered(
-            id, msg.sender, recordClass, triggerDate, retentionDeadline, commitment
+            id,
+            msg.sender,
+            uint8(recordClass),
+            uint64(triggerDate),
+            uint64(retentionDeadline),
+            commitment
         );
         if (held) emit HoldPlaced(id, msg.sender, false, holdReasonHash);
     }
@@ -534,28 +580,25 @@ contract ArchiveNotary {
     }
 
     /// @dev 00:00 UTC of the day of `time`, plus `yearCount` calendar years (29 February to 28
-    /// February in a common year). Civil-date conversions after H. Hinnant, "chrono-compatible
-    /// low-level date algorithms" (days_from_civil / civil_from_days), for dates from 1970 on.
-    function _addYears(uint64 time, uint16 yearCount) private pure returns (uint64) {
-        // Unchecked: every intermediate is non-negative and far below 2^256 for a uint64 time.
+    /// February in a common year). After H. Hinnant, "chrono-compatible low-level date algorithms"
+    /// (days_from_civil / civil_from_days), in years that begin on 1 March: adding years keeps the
+    /// day of such a year, whose last day (365) is 29 February, so only that day needs a look at
+    /// the target year; day counts from 1 March of year 0, for dates from 1970 on.
+    function _addYears(uint256 time, uint256 yearCount) private pure returns (uint256) {
+        // Unchecked: every intermediate is non-negative and far below 2^256 for a time below 2^64
+        // and a year count below 2^16.
         unchecked {
-            uint256 z = uint256(time) / 1 days + 719_468;
+            uint256 z = time / 1 days + 719_468;
             uint256 era = z / 146_097;
             uint256 doe = z - era * 146_097;
             uint256 yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
             uint256 doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            uint256 mp = (5 * doy + 2) / 153;
-            uint256 day = doy - (153 * mp + 2) / 5 + 1;
-            uint256 month = mp < 10 ? mp + 3 : mp - 9;
-            uint256 year = yoe + era * 400 + (month <= 2 ? 1 : 0) + yearCount;
-            bool leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-            if (month == 2 && day == 29 && !leap) day = 28;
-            year -= month <= 2 ? 1 : 0;
-            era = year / 400;
-            yoe = year - era * 400;
-            doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-            doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-            return uint64((era * 146_097 + doe - 719_468) * 1 days);
+            uint256 year = era * 400 + yoe + yearCount; // its February is in calendar year + 1
+            if (doy == 365) {
+                uint256 february = year + 1;
+                if (february % 4 != 0 || (february % 100 == 0 && february % 400 != 0)) doy = 364;
+            }
+            return (year * 365 + year / 4 - year / 100 + year / 400 + doy - 719_468) * 1 days;
         }
     }
 
@@ -568,6 +611,20 @@ contract ArchiveNotary {
     function _requireLive(bytes32 id, ArchiveRecord storage a) private view {
         uint8 current = a.state;
         if (current != STATE_TRANSFER_PENDING) _requireState(id, current, STATE_ARCHIVED);
+    }
+
+    /// @dev The caller must be an active hospital (as `_requireRole(ROLE_HOSPITAL)`); returns the
+    /// registry's packed retention floors, read in the same call.
+    function _requireHospitalFloors() private view returns (uint256 floors) {
+        bool active;
+        (active, floors) = _registry.activeWithFloors(msg.sender, ROLE_HOSPITAL);
+        if (!active) revert NotaryUnauthorized(msg.sender, ROLE_HOSPITAL);
+    }
+
+    /// @dev The floor in years of `recordClass` in the packed `floors` (meaningless for a class
+    /// above `MAX_RECORD_CLASS`, which `_register` refuses before using it).
+    function _floorOf(uint256 floors, uint256 recordClass) private pure returns (uint256) {
+        return (floors >> (recordClass << 4)) & 0xffff;
     }
 
     function _requireRole(uint8 role) private view {

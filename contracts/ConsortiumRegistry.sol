@@ -431,6 +431,25 @@ contract ConsortiumRegistry {
         return _retentionFloorYears;
     }
 
+    /// @notice Whether `account` is an active member holding `role` (as `isActive`), and every
+    /// class's floor in one word: class `c`'s years in bits `16c` to `16c + 15` (the storage slot
+    /// of `retentionFloors`). The two reads a registration needs, in one call.
+    /// @param account The address to check.
+    /// @param role The role it must hold.
+    /// @return active True when active with exactly that role.
+    /// @return floors The seven floors, packed.
+    function activeWithFloors(address account, uint8 role)
+        external
+        view
+        returns (bool active, uint256 floors)
+    {
+        Member storage m = _members[account];
+        active = role != ROLE_NONE && m.status == STATUS_ACTIVE && m.role == role;
+        assembly ("memory-safe") {
+            floors := sload(_retentionFloorYears.slot)
+        }
+    }
+
     /// @notice The floor proposal `id` would set (0 for a proposal of another kind).
     /// @param id The proposal.
     /// @return The proposed floor in years.

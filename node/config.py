@@ -128,9 +128,12 @@ class NodeSettings(BaseSettings):
     """Seconds between scheduled fixity steps (each checks up to ``fixity_versions_per_tick``)."""
     fixity_versions_per_tick: int = Field(1000, ge=1)
     fixity_batch_size: int = Field(100, ge=1, le=10_000)
-    """Versions whose FIXITY_CHECK events (and cursor move) are committed together."""
+    """Versions read ahead together; their FIXITY_CHECK events (and cursor moves) are committed in
+    units of at least a quarter of them as the reads complete."""
     fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)
     """Read rate limit of fixity audits (0: unthrottled)."""
+    fixity_read_workers: int = Field(2, ge=1, le=32)
+    """Threads that read and hash blobs during a fixity audit, one batch ahead of the commits."""
     replica_count: int = Field(1, ge=0, le=16)
     """Encrypted replicas of each version at peer hospitals (docs/recovery.md; 0: none)."""
     replica_count_by_class: dict[str, int] = Field(default_factory=dict)

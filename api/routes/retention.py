@@ -107,12 +107,15 @@ def due(
     summary="Run the disposition job now",
     description=(
         "Moves every archive whose deadline has passed, not on hold and not in transfer, to "
-        "DISPOSITION_REVIEW (DISPOSITION_START). Roles: archivist, records manager."
+        "DISPOSITION_REVIEW (DISPOSITION_START), then raises a `disposition_overdue` alert for "
+        "each archive still undisposed more than `disposition_overdue_days` after its deadline, "
+        "as the daily job does. Roles: archivist, records manager."
     ),
     responses=COMMAND_ERRORS,
 )
 def run_disposition(runtime: RuntimeDep, principal: PrincipalDep) -> DispositionRunOut:
-    return DispositionRunOut(moved_to_review=runtime.retention.start_dispositions(principal))
+    moved = runtime.retention.start_dispositions(principal)  # checks the role first
+    return DispositionRunOut(moved_to_review=moved, overdue_alerted=runtime.retention.overdue())
 
 
 @router.post(

@@ -3,7 +3,9 @@ compared with the hash its CREATE or AMEND event recorded (the log, anchored on 
 reference; the catalogue row is compared too).
 
 Reading is bounded by ``fixity_max_bytes_per_second`` (0: unthrottled) and done outside any
-transaction; each batch of checked versions is then one unit of work: one FIXITY_CHECK event per
+transaction, by ``fixity_read_workers`` threads (``hashlib`` and file reads release the GIL), one
+batch ahead: while a batch's unit of work is committed, the next batch's blobs are being read.
+Each batch of checked versions is one unit of work: one FIXITY_CHECK event per
 checked version (``ok`` false, with the observed hash, for a mismatch; the all-zero hash for a
 blob that is missing or unreadable), the ``fixity_status`` summary rows, and, for the scheduled
 audit, the persistent cursor, so a restarted node continues after the last committed batch.
@@ -20,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -153,6 +157,26 @@ class _Target:
 
 
 @dataclass(frozen=True, slots=True)
+class _Read:
+    """What reading one blob gave: its SHA-256 and size, or why there are none."""
+
+    sha256: str
+    size: int | None
+    problem: FixityProblem | None  # BLOB_MISSING or BLOB_UNREADABLE, else None
+
+
+@dataclass
+class _Prepared:
+    """One batch whose blobs are being read: what the log recorded for each, the reads in
+    flight, the alerts found before reading, and the cursor position its commit moves to."""
+
+    reads: list[tuple[_Target, str, Future[_Read]]]
+    notices: list[AlertNotice]
+    skipped: int
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Observed:
     target: _Target
     expected: str  # the hash the log recorded for this version
@@ -169,12 +193,15 @@ class Throttle:
         self.sleep = sleep
         self.started = time.monotonic()
         self.consumed = 0
+        self._lock = threading.Lock()
 
     def consume(self, amount: int) -> None:
+        """Count ``amount`` bytes read (by any reader thread) and sleep while ahead of the rate."""
         if self.rate <= 0:
             return
-        self.consumed += amount
-        ahead = self.consumed / self.rate - (time.monotonic() - self.started)
+        with self._lock:
+            self.consumed += amount
+            ahead = self.consumed / self.rate - (time.monotonic() - self.started)
         if ahead > 0:
             self.sleep(ahead)
 
@@ -214,15 +241,14 @@ class FixityAuditService:
             principal.require(Action.RUN_AUDITS)
         actor = principal.actor if principal is not None else self.ledger.hospital
         begun = time.monotonic()
-        report = FixityReport()
-        throttle = Throttle(self.settings.fixity_max_bytes_per_second)
-        after = 0
-        while True:
-            batch = self._targets(scope, after, self.settings.fixity_batch_size)
-            if not batch:
-                break
-            report.add(self._check_batch(batch, actor, throttle, cursor=None))
-            after = batch[-1].version_id
+
+        def batches() -> Iterator[tuple[list[_Target], int | None]]:
+            after = 0
+            while batch := self._targets(scope, after, self.settings.fixity_batch_size):
+                yield batch, None
+                after = batch[-1].version_id
+
+        report = self._run(batches(), actor, None)
         report.cycle_complete = True
         report.seconds = time.monotonic() - begun
         return report
@@ -242,25 +268,26 @@ class FixityAuditService:
         interval = timedelta(seconds=self.settings.fixity_interval)
         if position == 0 and started is not None and now - started < interval:
             return None  # the last cycle is complete and the next is not due
-        report = FixityReport()
-        throttle = Throttle(self.settings.fixity_max_bytes_per_second)
-        budget = self.settings.fixity_versions_per_tick
         cycle_started = started if position and started is not None else now
-        while budget > 0:
-            batch = self._targets(
-                AuditScope(), position, min(budget, self.settings.fixity_batch_size)
-            )
-            if not batch:
-                self._save_cursor(0, cycle_started, completed=True)
-                report.cycle_complete = True
-                break
-            position = batch[-1].version_id
-            report.add(
-                self._check_batch(
-                    batch, self.ledger.hospital, throttle, cursor=(position, cycle_started)
-                )
-            )
-            budget -= len(batch)
+        complete = False
+
+        def batches() -> Iterator[tuple[list[_Target], int | None]]:
+            nonlocal complete
+            after, budget = position, self.settings.fixity_versions_per_tick
+            while budget > 0:
+                size = min(budget, self.settings.fixity_batch_size)
+                batch = self._targets(AuditScope(), after, size)
+                if not batch:
+                    complete = True
+                    return
+                after = batch[-1].version_id
+                yield batch, after  # its unit of work moves the cursor to ``after``
+                budget -= len(batch)
+
+        report = self._run(batches(), self.ledger.hospital, cycle_started)
+        if complete:
+            self._save_cursor(0, cycle_started, completed=True)
+            report.cycle_complete = True
         report.seconds = time.monotonic() - begun
         return report
 
@@ -270,6 +297,32 @@ class FixityAuditService:
             return session.get(AuditCursor, FIXITY_CURSOR)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _run(
+        self,
+        batches: Iterator[tuple[list[_Target], int | None]],
+        actor: str,
+        cycle_started: datetime | None,
+    ) -> FixityReport:
+        """Audit ``batches`` (each with the cursor position its commit saves, or None), one
+        ahead: a batch's blobs are read by the pool while the previous batch is committed."""
+        report = FixityReport()
+        throttle = Throttle(self.settings.fixity_max_bytes_per_second)
+        workers = self.settings.fixity_read_workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="fixity-read") as pool:
+            try:
+                waiting: _Prepared | None = None
+                for batch, position in batches:
+                    prepared = self._prepare(batch, position, pool, throttle)
+                    if waiting is not None:
+                        report.add(self._commit(waiting, actor, cycle_started))
+                    waiting = prepared
+                if waiting is not None:
+                    report.add(self._commit(waiting, actor, cycle_started))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # no read outlives the audit
+                raise
+        return report
 
     def _targets(self, scope: AuditScope, after: int, limit: int) -> list[_Target]:
         query = (
@@ -320,44 +373,42 @@ class FixityAuditService:
                     broken.append(archive_id)
         return states, broken
 
-    def _observe(self, target: _Target, expected: str, throttle: Throttle) -> _Observed:
+    def _read(self, cid: str, throttle: Throttle) -> _Read:
+        """Read one blob through the store and hash it (in a reader thread)."""
         hasher, size = hashlib.sha256(), 0
         try:
-            for chunk in self.blobs.open_stream(target.cid):
+            for chunk in self.blobs.open_stream(cid):
                 hasher.update(chunk)
                 size += len(chunk)
                 throttle.consume(len(chunk))
         except BlobNotFoundError:
-            return _Observed(target, expected, MISSING_SHA256, None, FixityProblem.BLOB_MISSING)
+            return _Read(MISSING_SHA256, None, FixityProblem.BLOB_MISSING)
         except (OSError, NodeError) as exc:  # unreadable file, IPFS error
-            log.error("fixity audit: blob %s unreadable: %s", target.cid, type(exc).__name__)
-            return _Observed(target, expected, MISSING_SHA256, None, FixityProblem.BLOB_UNREADABLE)
-        digest = hasher.hexdigest()
-        problem = None
-        if digest != expected:
-            problem = (
-                FixityProblem.SIZE_MISMATCH
-                if size != target.stored_size
-                else FixityProblem.HASH_MISMATCH
-            )
-        return _Observed(target, expected, digest, size, problem)
+            log.error("fixity audit: blob %s unreadable: %s", cid, type(exc).__name__)
+            return _Read(MISSING_SHA256, None, FixityProblem.BLOB_UNREADABLE)
+        return _Read(hasher.hexdigest(), size, None)
 
-    def _check_batch(
+    def _prepare(
         self,
         batch: Sequence[_Target],
-        actor: str,
+        position: int | None,
+        pool: ThreadPoolExecutor,
         throttle: Throttle,
-        cursor: tuple[int, datetime] | None,
-    ) -> FixityReport:
-        report = FixityReport()
+    ) -> _Prepared:
+        """Look up what the log recorded for each version of ``batch`` and start reading the
+        blobs of those it recorded (the others are skipped)."""
         states, broken = self._expected(batch)
-        notices = [
-            AlertNotice(
-                "log_inconsistent", archive_id, Severity.CRITICAL, {"code": "log_inconsistent"}
-            )
-            for archive_id in broken
-        ]
-        observed: list[_Observed] = []
+        prepared = _Prepared(
+            reads=[],
+            notices=[
+                AlertNotice(
+                    "log_inconsistent", archive_id, Severity.CRITICAL, {"code": "log_inconsistent"}
+                )
+                for archive_id in broken
+            ],
+            skipped=0,
+            position=position,
+        )
         for target in batch:
             state = states.get(target.archive_id)
             recorded = (
@@ -366,10 +417,10 @@ class FixityAuditService:
                 else None
             )
             if recorded is None:
-                report.skipped += 1
+                prepared.skipped += 1
                 continue
             if recorded.ciphertext_sha256 != target.row_sha256:
-                notices.append(
+                prepared.notices.append(
                     AlertNotice(
                         "catalogue_mismatch",
                         target.archive_id,
@@ -377,9 +428,55 @@ class FixityAuditService:
                         {"version": target.version, "field": "ciphertext_sha256"},
                     )
                 )
-            seen = self._observe(target, recorded.ciphertext_sha256, throttle)
+            future = pool.submit(self._read, target.cid, throttle)
+            prepared.reads.append((target, recorded.ciphertext_sha256, future))
+        return prepared
+
+    def _commit(
+        self, prepared: _Prepared, actor: str, cycle_started: datetime | None
+    ) -> FixityReport:
+        """Log the batch's FIXITY_CHECK events as its reads complete, in order: each unit of work
+        takes at least a quarter of the batch (or what is left) and every further version read
+        by then, so the last commit after the last read is short; the scheduled audit's cursor
+        moves with each. Then the alerts found before reading are raised."""
+        report = FixityReport(skipped=prepared.skipped)
+        reads = prepared.reads
+        least = max(1, self.settings.fixity_batch_size // 4)
+        start = 0
+        while True:
+            end = min(start + least, len(reads))
+            chunk = [
+                _observed(target, expected, f.result()) for target, expected, f in reads[start:end]
+            ]
+            while end < len(reads) and reads[end][2].done():
+                target, expected, future = reads[end]
+                chunk.append(_observed(target, expected, future.result()))
+                end += 1
+            position = prepared.position
+            if position is not None and end < len(reads):
+                position = reads[end - 1][0].version_id
+            cursor = (
+                (position, cycle_started)
+                if position is not None and cycle_started is not None
+                else None
+            )
+            report.add(self._log(chunk, actor, cursor))
+            start = end
+            if end == len(reads):
+                break
+        for notice in prepared.notices:
+            self.alerts.raise_alert(notice)
+        return report
+
+    def _log(
+        self, observed: list[_Observed], actor: str, cursor: tuple[int, datetime] | None
+    ) -> FixityReport:
+        """One unit of work: a FIXITY_CHECK event per version of ``observed`` (and the cursor),
+        then an alert per failure."""
+        report = FixityReport()
+        notices: list[AlertNotice] = []
+        for seen in observed:
             report.bytes_read += seen.size or 0
-            observed.append(seen)
 
         def unit(uow: UnitOfWork) -> list[_Observed]:
             logged: list[_Observed] = []
@@ -493,6 +590,18 @@ class FixityAuditService:
         self.units.run(
             lambda uow: _cursor_row(uow.session, uow.now, position, started, completed=completed)
         )
+
+
+def _observed(target: _Target, expected: str, read: _Read) -> _Observed:
+    """A read judged against the hash the log recorded."""
+    problem = read.problem
+    if problem is None and read.sha256 != expected:
+        problem = (
+            FixityProblem.SIZE_MISMATCH
+            if read.size != target.stored_size
+            else FixityProblem.HASH_MISMATCH
+        )
+    return _Observed(target, expected, read.sha256, read.size, problem)
 
 
 def _statuses(session: Session, logged: Sequence[_Observed], now: datetime) -> None:

@@ -225,7 +225,7 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     # Nothing is due yet.
     assert _due(api, "P30D").json() == []
     early = api.client.post("/api/v1/retention/run", headers=archivist)
-    assert early.json() == {"moved_to_review": 0}
+    assert early.json() == {"moved_to_review": 0, "overdue_alerted": 0}
     assert _state(api, due) == "ARCHIVED"
 
     deadline = datetime.combine(add_years(today, 15), time(), UTC)
@@ -243,7 +243,7 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
     assert _due(api, "soon").status_code == 422
 
     run = api.client.post("/api/v1/retention/run", headers=api.auth("manager"))
-    assert run.json() == {"moved_to_review": 1}
+    assert run.json() == {"moved_to_review": 1, "overdue_alerted": 0}  # within the grace
     assert api.client.post("/api/v1/retention/run", headers=api.auth("auditor")).status_code == 403
     assert (_state(api, due), _state(api, held), _state(api, leaving), _state(api, kept)) == (
         "DISPOSITION_REVIEW",
@@ -313,7 +313,8 @@ def test_fifteen_years_and_a_day_later_review_with_four_eyes(
         "DELETE", f"/api/v1/archives/{held}/hold", headers=archivist, params={"reason": "done"}
     ).is_success
     assert api.client.post("/api/v1/retention/run", headers=archivist).json() == {
-        "moved_to_review": 1
+        "moved_to_review": 1,
+        "overdue_alerted": 0,
     }
     late = api.client.post(
         proposals, headers=archivist, json={"archive_ids": [held], "reason": "expired"}
@@ -498,7 +499,8 @@ def test_a_list_is_executed_in_one_call_skipping_what_cannot_go(
     api.node.worker.run_until_anchored(timeout=30)
     _travel(clock, chain_rpc, datetime.combine(add_years(today, 15), time(), UTC) + timedelta(1))
     assert api.client.post("/api/v1/retention/run", headers=archivist).json() == {
-        "moved_to_review": 3
+        "moved_to_review": 3,
+        "overdue_alerted": 0,
     }
     proposal = api.client.post(
         "/api/v1/retention/proposals",

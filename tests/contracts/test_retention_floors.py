@@ -12,9 +12,11 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
-from anchoring.chain import ContractRevertError, ContractWriter, RpcChain, TxReceipt
+from anchoring.chain import ContractRevertError, ContractWriter, RpcChain, RpcError, TxReceipt
 from anchoring.chainview import CustodyState
 from anchoring.events import RecordClass
 from node.retention import DEFAULT_RETENTION_YEARS, LEGAL_FLOOR_YEARS, RetentionPolicies
@@ -93,6 +95,9 @@ def test_the_registry_starts_with_the_legal_floors(chain: RpcChain) -> None:
         date(2090, 3, 1),  # 2100 is not a leap year: the span holds one leap day fewer
         date(2085, 12, 31),
         date(1970, 1, 1),
+        date(2096, 2, 29),  # the last leap day before 2100 (2096 + 4 is not leap)
+        date(2099, 2, 28),
+        date(2399, 12, 31),  # across the 400-year cycle (2400 is leap)
     ],
 )
 def test_minimum_deadline_counts_calendar_years_as_the_node_does(
@@ -282,3 +287,71 @@ def test_destroy_batch_is_all_or_nothing(
     assert [chain.custody(i).state for i, _ in archives] == [
         CustodyState.DESTROYED, CustodyState.DESTROYED, CustodyState.ARCHIVED,
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the registration path's reads and decoding (gas work of issue 2)
+
+
+def test_active_with_floors_is_is_active_and_the_floors_word(
+    chain: RpcChain, writer: Writer, consortium: Consortium
+) -> None:
+    """``activeWithFloors`` answers as ``isActive`` does and packs ``retentionFloors`` into one
+    word (class c in bits 16c..16c+15), also after governance changed a floor."""
+    a = consortium.accounts
+
+    def packed() -> int:
+        (floors,) = chain.call(REG, "retentionFloors")
+        return sum(int(years) << (16 * c) for c, years in enumerate(floors))
+
+    for account, role in (
+        (a.hospital_a, 1),
+        (a.hospital_a, 2),
+        (a.regulator, 2),
+        (a.regulator, 1),
+        (a.outsider, 1),
+        (a.hospital_a, 0),
+    ):
+        (expected,) = chain.call(REG, "isActive", [account.address, role])
+        assert chain.call(REG, "activeWithFloors", [account.address, role]) == (expected, packed())
+    assert chain.call(REG, "activeWithFloors", [a.hospital_a.address, 1])[0] is True
+    assert chain.call(REG, "activeWithFloors", [a.outsider.address, 1])[0] is False
+    pass_proposal(
+        writer,
+        consortium,
+        writer(a.hospital_a).transact("proposeRetentionFloor", [4, 30], contract=REG),
+    )
+    (_, floors) = chain.call(REG, "activeWithFloors", [a.hospital_a.address, 1])
+    assert (floors >> 64) & 0xFFFF == 30
+    assert floors == packed()
+
+
+def test_register_batch_refuses_out_of_range_words(chain: RpcChain, consortium: Consortium) -> None:
+    """``registerBatch`` reads each entry's words directly: a record class above 255 or a time
+    above 2^64 - 1 (not a valid ``uint8``/``uint64`` encoding) is refused as the ABI decoder
+    refuses it, with no error data; the same entry in range is accepted."""
+    a = consortium.accounts
+    trigger = today(chain)
+    least = minimum(chain, 0, trigger)
+    _, key = new_archive()
+    selector = keccak(text="registerBatch((bytes32,uint8,uint64,uint64,bytes32,bytes32)[])")[:4]
+    words = "(bytes32,uint256,uint256,uint256,bytes32,bytes32)[]"
+
+    def call(record_class: int, trig: int, deadline: int) -> Any:
+        data = selector + abi_encode(
+            [words], [[(key, record_class, trig, deadline, h("c"), ZERO32)]]
+        )
+        return chain.rpc.request(
+            "eth_call",
+            [{"from": a.hospital_a.address, "to": consortium.deployment.notary.address,
+              "data": "0x" + data.hex()}, "latest"],
+        )  # fmt: skip
+
+    assert call(0, trigger, least) == "0x"  # in range: registered (in this call)
+    for dirty in ((256, trigger, least), (0, trigger + (1 << 64), least), (0, trigger, 1 << 64)):
+        with pytest.raises((ContractRevertError, RpcError)) as info:
+            call(*dirty)
+        if isinstance(info.value, ContractRevertError):  # no custom error: the decoder's refusal
+            assert info.value.data == b""
+        else:
+            assert "revert" in str(info.value).lower()

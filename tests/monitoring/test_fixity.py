@@ -291,3 +291,56 @@ def test_a_catalogue_hash_changed_in_the_database_is_reported(api: Api) -> None:
     assert [(a["kind"], a["subject"], a["detail"]) for a in alerts] == [
         ("catalogue_mismatch", archive_id, {"version": 1, "field": "ciphertext_sha256"})
     ]
+
+
+def test_reads_run_ahead_and_units_commit_in_order(make_node: MakeNode, database_url: str) -> None:
+    """Three reader threads and batches of 4: every version is checked once, the FIXITY_CHECK
+    events are logged in version order (units commit in order whatever order the reads finish
+    in), a flipped byte among them is exactly one alert, and the scheduled audit's cursor ends
+    on the last version."""
+    node = make_node(
+        database_url=database_url,
+        fixity_batch_size=4,
+        fixity_read_workers=3,
+        fixity_versions_per_tick=6,
+    )
+    from api.main import create_app
+    from tests.api.conftest import issue_keys, serve
+
+    app = create_app(node)
+    with serve(app) as client:
+        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+        ids = [api.create()["id"] for _ in range(9)]
+        path = _blob_path(node, ids[5])
+        path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+        report = node.fixity.audit(None, AuditScope())
+        assert (report.checked, report.passed, report.failed) == (9, 8, 1)
+        assert [(f.archive_id, f.problem) for f in report.failures] == [(ids[5], "hash_mismatch")]
+        indexes = []
+        for archive_id in ids:
+            events = api.client.get(
+                f"/api/v1/archives/{archive_id}/events", headers=api.auth("archivist")
+            ).json()
+            checks = [e["event"] for e in events if e["type"] == "FIXITY_CHECK"]
+            assert len(checks) == 1
+            assert checks[0]["data"]["ok"] is (archive_id != ids[5])
+            indexes.append(checks[0]["log_index"])
+        assert indexes == sorted(indexes)
+        assert _open_alerts(api) == [("fixity_mismatch", ids[5], 1)]
+
+        first = node.fixity.tick()  # 6 of 9: a batch of 4, then one of 2
+        assert first is not None
+        assert (first.checked, first.failed, first.cycle_complete) == (6, 1, False)
+        with node.db.session() as session:
+            version_ids = list(
+                session.execute(select(ArchiveVersion.id).order_by(ArchiveVersion.id)).scalars()
+            )
+        cursor = node.fixity.cursor()
+        assert cursor is not None
+        assert cursor.position == version_ids[5]
+        second = node.fixity.tick()
+        assert second is not None
+        assert (second.checked, second.failed, second.cycle_complete) == (3, 0, True)
+        with node.db.session() as session:
+            assert len(list(session.execute(select(FixityStatus)).scalars())) == 9
+        assert _open_alerts(api) == [("fixity_mismatch", ids[5], 2)]
