@@ -316,13 +316,15 @@ class RelayedTransaction:
 
 
 RELAYED_TYPES = {0: "legacy (EIP-155)", 1: "EIP-2930", 2: "EIP-1559"}
+OTHER_TYPES = {3: "EIP-4844 (blob)", 4: "EIP-7702 (set code)"}
+"""Typed envelopes refused as such; any other leading byte below 0x80 is no transaction."""
 
 
 def _decode_transaction(raw_hex: str) -> RelayedTransaction:
     """Decode and recover a signed legacy (EIP-155), EIP-2930 or EIP-1559 transaction.
 
     Refusals: ``invalid_transaction`` (not hex, malformed RLP, unsigned or a bad signature),
-    ``unsupported_transaction_type`` (another typed envelope: blob, set-code, …),
+    ``unsupported_transaction_type`` (a blob or set-code envelope, EIP-4844/EIP-7702),
     ``unprotected_transaction`` (a legacy transaction signed without a chain id, v = 27/28:
     replayable on any chain, as EIP-155 was made to prevent)."""
     try:
@@ -332,13 +334,15 @@ def _decode_transaction(raw_hex: str) -> RelayedTransaction:
     if not raw:
         raise InputError("the transaction is empty", code="invalid_transaction")
     kind = raw[0] if raw[0] < 0x80 else 0
-    if raw[0] < 0x80 and kind not in RELAYED_TYPES:
+    if raw[0] < 0x80 and kind not in RELAYED_TYPES and kind in OTHER_TYPES:
         raise InputError(
-            f"transaction type {kind} is not relayed: only legacy (EIP-155), EIP-2930 and "
+            f"{OTHER_TYPES[kind]} transactions are not relayed: only legacy (EIP-155), EIP-2930 and "
             "EIP-1559 transactions are",
             code="unsupported_transaction_type",
         )
     try:
+        if kind not in RELAYED_TYPES:
+            raise ValueError(f"unknown transaction type {kind}")
         if kind == 0:
             fields_ = rlp.decode(raw)
             if not isinstance(fields_, list) or len(fields_) != 9:
