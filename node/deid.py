@@ -13,12 +13,15 @@ and cannot be linked to another recipient's or to the original without the hospi
   applied at every nesting level; private tags, curves and overlays removed; Patient Identity
   Removed = YES, the De-identification Method and its code (DCM 113100) recorded.
 - ``fhir-r4-deid``: ``identifier``, ``name``, ``telecom``, ``address``, ``photo``, ``contact`` and
-  narrative ``text`` removed everywhere; ``birthDate`` reduced to the year; every full date or
+  narrative ``text``, every ``extension`` and ``note`` (Annotation) removed everywhere, a
+  ``modifierExtension`` refused (400 ``modifier_extension``); ``birthDate`` reduced to the year; every full date or
   date-time shifted back by a per-patient number of days (1..365); resource ids, references and
   ``fullUrl``s replaced by keyed ids; reference ``display`` texts removed.
 - ``hl7v2-deid``: PID-2..6, 9, 11..14, 18..21, 23 emptied, PID-7 reduced to the year; NK1 emptied
   but NK1-1 and NK1-3; PV1-3, 7, 8, 9, 17, 19, 50, 52 emptied and PV1-44/45 shifted by the
-  per-patient offset; GT1, IN1, IN2, IN3 and PD1 segments dropped.
+  per-patient offset; GT1, IN1, IN2, IN3, PD1 and NTE (notes) segments dropped; OBX-5 emptied
+  for free-text value types (TX, FT, ST, and any type not known to be structured), coded values
+  (CE, CWE, CNE, CF) keep only their codes (text components 2, 5, 9 emptied).
 """
 
 from __future__ import annotations
@@ -240,7 +243,22 @@ def deidentify_dicom(content: bytes, keyed: Keyed) -> bytes:
 # ------------------------------------------------------------------------------------------
 # FHIR R4 JSON
 
-FHIR_REMOVED = frozenset({"identifier", "name", "telecom", "address", "photo", "contact", "text"})
+FHIR_REMOVED = frozenset(
+    {"identifier", "name", "telecom", "address", "photo", "contact", "text", "extension", "note"}
+)
+"""Elements dropped wherever they occur: identifying data types, the narrative (``text``, whose
+``div`` is free text), every ``extension`` (also on primitives, ``_birthDate.extension``: an
+extension may carry anything, e.g. the patient-birthTime), and ``note`` (Annotation: free text
+with its author and time). A ``modifierExtension`` is refused, not dropped: it changes the
+meaning of the element that holds it, so a copy without it would say something else."""
+
+
+class ModifierExtensionError(DeidentificationError):
+    """A FHIR resource holds a ``modifierExtension``: it is refused (see ``FHIR_REMOVED``)."""
+
+    code = "modifier_extension"
+
+
 _FHIR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T.*)?$")
 _FHIR_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _MAX_FHIR_BYTES = 32 * 1024 * 1024
@@ -310,6 +328,12 @@ def deidentify_fhir(content: bytes, keyed: Keyed) -> bytes:
         if isinstance(node, dict):
             result: dict[str, Any] = {}
             for name, value in node.items():
+                if name == "modifierExtension":
+                    raise ModifierExtensionError(
+                        "the FHIR document holds a modifierExtension, which changes the meaning "
+                        "of its element: it can neither be kept (free content) nor dropped "
+                        "(the copy would mean something else)"
+                    )
                 if name in FHIR_REMOVED:
                     continue
                 if name == "display" and "reference" in node:
@@ -349,7 +373,16 @@ HL7_SCRUBBED: dict[str, frozenset[int]] = {
     "PV1": frozenset({3, 7, 8, 9, 17, 19, 50, 52}),
 }
 """Fields emptied per segment (HL7 field numbers; NK1 keeps only NK1-1 and NK1-3)."""
-HL7_DROPPED = frozenset({"GT1", "IN1", "IN2", "IN3", "PD1"})
+HL7_DROPPED = frozenset({"GT1", "IN1", "IN2", "IN3", "PD1", "NTE"})
+"""Segments dropped: guarantor, insurance, additional demographics, and NTE (free-text notes and
+comments, which may name anyone)."""
+OBX_FREE_TEXT = frozenset({"TX", "FT", "ST"})
+"""OBX value types whose OBX-5 is free text: emptied."""
+OBX_CODED = frozenset({"CE", "CWE", "CNE", "CF"})
+"""OBX value types whose OBX-5 is a code: identifier (1) and coding system (3), alternate
+identifier (4) and its system (6) and versions (7, 8) kept; texts (2, 5) and original text (9)
+emptied."""
+_CODED_TEXT_COMPONENTS = frozenset({2, 5, 9})
 NK1_KEPT = frozenset({1, 3})
 _HL7_TS = re.compile(r"^(\d{8})(\d*)(.*)$")
 
@@ -402,5 +435,36 @@ def deidentify_hl7(content: bytes, keyed: Keyed) -> bytes:
                     fields[i] = ""
                 elif i in (44, 45) and fields[i]:
                     fields[i] = _shift_ts(fields[i], days)
+        elif name == "OBX" and len(fields) > 5:
+            fields[5] = _scrub_obx_value(fields[2], fields[5], segments[0][4:8])
         out.append(separator.join(fields))
     return ("\r".join(out) + "\r").encode("utf-8")
+
+
+def _scrub_obx_value(value_type: str, value: str, encoding: str) -> str:
+    """OBX-5 without free text (``OBX_FREE_TEXT`` emptied, ``OBX_CODED`` texts emptied); other
+    value types (NM, SN, DT, TS, …) are kept. An unknown or missing type with a value is emptied:
+    free text cannot be ruled out."""
+    kind = value_type.strip().upper()
+    component = encoding[0] if encoding else "^"
+    repetition = encoding[1] if len(encoding) > 1 else "~"
+    if kind in OBX_CODED:
+        kept = []
+        for rep in value.split(repetition):
+            parts = rep.split(component)
+            kept.append(
+                component.join(
+                    "" if i + 1 in _CODED_TEXT_COMPONENTS else part for i, part in enumerate(parts)
+                )
+            )
+        return repetition.join(kept)
+    if kind in OBX_FREE_TEXT or kind not in _OBX_STRUCTURED:
+        return ""
+    return value
+
+
+_OBX_STRUCTURED = frozenset(
+    {"NM", "SN", "DT", "TM", "TS", "DTM", "DR", "CQ", "MO", "NA", "NR", "ID", "IS", "RP"}
+)
+"""OBX value types kept as they are (numbers, dates and times, identifiers, references).
+Encapsulated data (ED) and any other type are emptied like free text."""
