@@ -1,8 +1,10 @@
 """EIP-4361 ("Sign-In with Ethereum") messages: the text format, a strict parser and the signer.
 
-Implemented here with ``eth-account`` because the ``siwe`` package (4.4.0, the newest) requires
-``eth-account<0.14`` while this project pins ``eth-account==0.14.0`` (with ``eth-keyfile 0.10``,
-which ``eth-account 0.13`` refuses): it cannot be installed next to the project's chain stack.
+Implemented here with ``eth-account`` because no ``siwe`` release installs next to the project's
+chain stack: siwe 4.4.0 (the newest) requires ``eth-account<0.14`` while this project pins
+``eth-account==0.14.0`` (with ``eth-keyfile 0.10``, which ``eth-account 0.13`` refuses), and it
+does not import with ``abnf`` 2.9 (its own ``abnf<3`` range); the evidence is in
+docs/regulators.md §1.2.
 
 The message (EIP-4361 §"Message format", LF line ends, no trailing LF)::
 
