@@ -116,3 +116,10 @@ class EventTimeOrderError(TransitionRefusedError):
     """An event is dated before the event it follows."""
 
     code = "time_order"
+
+
+class BreakGlassWindowError(TransitionRefusedError):
+    """A break-glass ACCESS outside any break-glass window: no earlier BREAK_GLASS of the same
+    hospital and actor (same purpose and reason hash) on the archive whose window covers it."""
+
+    code = "break_glass_unopened"

@@ -46,6 +46,10 @@ Rules, per event (the hospital is the log that holds the event):
   tier; a tag is bound once to an archive (that a log binds it to one archive only cannot be
   seen from one archive's events). TAG_SCAN: a bound tag; allowed after DESTROYED (folders outlive
   content).
+- BREAK_GLASS: before DESTROYED, a staff pseudonym as actor, a window ending after it opens. An
+  ACCESS with ``break_glass`` true needs such a window: a BREAK_GLASS of the same hospital and
+  actor, same ``purpose`` and ``reason_hash``, with ``time`` < its ``expires_at`` (refused with
+  ``BreakGlassWindowError``, code ``break_glass_unopened``).
 - Every event but ACCESS-by-grantee is logged by the custodian (except accept/reject above);
   nothing is dated before the event it follows on its chain.
 """
@@ -61,6 +65,7 @@ from typing import Any
 
 from anchoring.chainview import CustodyState
 from anchoring.errors import (
+    BreakGlassWindowError,
     EventTimeOrderError,
     PrevHashMismatchError,
     TransitionRefusedError,
@@ -145,6 +150,29 @@ class ShareGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakGlassWindow:
+    """A break-glass window opened by a BREAK_GLASS event: who (hospital, actor), for which
+    purpose and reason, until when (exclusive)."""
+
+    hospital: str
+    actor: str
+    purpose: Purpose
+    reason_hash: str
+    opened_at: datetime
+    expires_at: datetime
+
+    def covers(self, event: AccessEvent) -> bool:
+        """Whether this window allows ``event`` (an ACCESS with ``break_glass`` true)."""
+        return (
+            event.hospital == self.hospital
+            and event.actor == self.actor
+            and event.data.purpose is self.purpose
+            and event.data.reason_hash == self.reason_hash
+            and self.opened_at <= event.time < self.expires_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveState:
     """Everything the lifecycle rules need to know about one archive after some events."""
 
@@ -180,6 +208,8 @@ class ArchiveState:
     replicas: frozenset[tuple[str, int]] = frozenset()
     """(peer address, version) of every encrypted replica placed and not dropped."""
     destroyed_event: str | None = None  # leaf hash of DESTROY: a grantee's notice names it
+    break_glass: tuple[BreakGlassWindow, ...] = ()
+    """Break-glass windows opened (expired ones are dropped when the next one opens)."""
 
     @property
     def current_version(self) -> ContentVersion:
@@ -274,6 +304,9 @@ class _Refuse:
 
     def time(self, reason: str) -> EventTimeOrderError:
         return EventTimeOrderError(self.state_name, self.event_type, reason)
+
+    def window(self, reason: str) -> BreakGlassWindowError:
+        return BreakGlassWindowError(self.state_name, self.event_type, reason)
 
 
 def apply(
@@ -469,6 +502,12 @@ def _access(state: ArchiveState, event: AccessEvent, digest: str, refuse: _Refus
         raise refuse("the content was destroyed; only metadata or proof can be read")
     if event.data.grant is not None:
         _check_disclosure(state, event, refuse)
+    elif event.data.break_glass and not any(w.covers(event) for w in state.break_glass):
+        raise refuse.window(
+            f"break-glass access by {event.actor} at {event.time.isoformat()} is not inside a "
+            "break-glass window this actor opened on this archive (a BREAK_GLASS of the same "
+            "hospital, actor, purpose and reason_hash whose expires_at is later)"
+        )
     return state
 
 
@@ -733,7 +772,12 @@ def _break_glass(
         raise refuse("break-glass is opened by a member of staff (a pseudonym as actor)")
     if event.data.expires_at <= event.time:
         raise refuse("a break-glass window must end after it opens")
-    return state
+    d = event.data
+    window = BreakGlassWindow(
+        event.hospital, event.actor, d.purpose, d.reason_hash, event.time, d.expires_at
+    )
+    live = tuple(w for w in state.break_glass if w.expires_at > event.time)
+    return replace(state, break_glass=(*live, window))
 
 
 def _derive(state: ArchiveState, event: DeriveEvent, digest: str, refuse: _Refuse) -> ArchiveState:
@@ -836,7 +880,7 @@ RULES: Mapping[EventType, Rule] = {
             when="outside a pending transfer",
             in_transit="the archive is in transit: no access while a transfer is pending",
             effect=_access,
-            legal_when="not TRANSFER_PENDING; after DESTROYED only scope `metadata` or `proof`; `grant` = null (a read; break-glass allowed, with its `reason_hash`, §4.3), or a **disclosure** to a grantee: `grant` = the `SHARE_GRANT` leaf hash of a grant held, `time` < its `expires_at`, `actor` = the grantee's address, same `purpose`, `break_glass` false",
+            legal_when="not TRANSFER_PENDING; after DESTROYED only scope `metadata` or `proof`; `grant` = null (a read; with `break_glass` true only inside a window: an earlier `BREAK_GLASS` on this archive by the same hospital and `actor`, same `purpose` and `reason_hash`, `time` < its `expires_at`, else `break_glass_unopened`), or a **disclosure** to a grantee: `grant` = the `SHARE_GRANT` leaf hash of a grant held, `time` < its `expires_at`, `actor` = the grantee's address, same `purpose`, `break_glass` false",
             does="—",
         ),
         _rule(
@@ -1004,7 +1048,7 @@ RULES: Mapping[EventType, Rule] = {
             in_transit="the archive is in transit: no access while a transfer is pending",
             effect=_break_glass,
             legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW; `actor` a staff pseudonym (not a member address); `expires_at` > `time`",
-            does="— (opens a break-glass window: the node allows that actor's reads until `expires_at`, each an `ACCESS` with `break_glass` true and this `reason_hash`)",
+            does="opens a break-glass window: that actor's reads until `expires_at` (exclusive) may be `ACCESS` with `break_glass` true, this `purpose` and this `reason_hash` (required by the `ACCESS` rule, `break_glass_unopened`)",
         ),
         _rule(
             EventType.CONSENT_GRANT,

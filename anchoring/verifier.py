@@ -30,6 +30,7 @@ from anchoring.certificate import certificate_hash, parse_certificate
 from anchoring.certificate import signer as certificate_signer
 from anchoring.chainview import ChainReader, CustodyRecord, CustodyState, OnChainCheckpoint
 from anchoring.errors import (
+    BreakGlassWindowError,
     BundleFormatError,
     ChainError,
     EventFormatError,
@@ -89,6 +90,7 @@ class Code(StrEnum):
     PREV_MISMATCH = "prev_mismatch"
     TIME_ORDER = "time_order"
     ILLEGAL_TRANSITION = "illegal_transition"
+    BREAK_GLASS_UNOPENED = "break_glass_unopened"
     CUSTODY_MISMATCH = "custody_mismatch"
     CUSTODY_CLAIM_MISMATCH = "custody_claim_mismatch"
     CHAIN_UNAVAILABLE = "chain_unavailable"
@@ -608,6 +610,8 @@ def _check_sequence(entries: list[_Entry]) -> ArchiveState | None:
                 code = Code.PREV_MISMATCH
             elif isinstance(exc, EventTimeOrderError):
                 code = Code.TIME_ORDER
+            elif isinstance(exc, BreakGlassWindowError):
+                code = Code.BREAK_GLASS_UNOPENED
             entry.fail(code, str(exc))
             _mark_unchecked(entries[position + 1 :])
             return None

@@ -7,17 +7,21 @@ string giving 64 hex (the node passes an HMAC under its pseudonym secret, scoped
 recipient), so one recipient's derivatives of one study or patient stay consistent with each other,
 and cannot be linked to another recipient's or to the original without the hospital's secret.
 
-- ``dicom-basic``: PS3.15 Annex E Basic Application Level Confidentiality Profile as the table
-  ``DICOM_BASIC_PROFILE`` lists it (attribute keyword → action ``X`` remove, ``Z`` replace with an
-  empty value, ``U`` replace the UID consistently), applied at every nesting level; every private
-  tag removed; Patient Identity Removed = YES and the De-identification Method recorded.
+- ``dicom-basic``: PS3.15 Annex E Basic Application Level Confidentiality Profile, every row of
+  Table E.1-1 (edition 2024b, ``node.dicom_e11``): ``X`` removed, ``Z`` emptied, ``D`` a dummy of
+  the VR, ``U`` a keyed UID consistent per study, combinations as ``COMBINED_ACTIONS`` says;
+  applied at every nesting level; private tags, curves and overlays removed; Patient Identity
+  Removed = YES, the De-identification Method and its code (DCM 113100) recorded.
 - ``fhir-r4-deid``: ``identifier``, ``name``, ``telecom``, ``address``, ``photo``, ``contact`` and
-  narrative ``text`` removed everywhere; ``birthDate`` reduced to the year; every full date or
+  narrative ``text``, every ``extension`` and ``note`` (Annotation) removed everywhere, a
+  ``modifierExtension`` refused (400 ``modifier_extension``); ``birthDate`` reduced to the year; every full date or
   date-time shifted back by a per-patient number of days (1..365); resource ids, references and
   ``fullUrl``s replaced by keyed ids; reference ``display`` texts removed.
 - ``hl7v2-deid``: PID-2..6, 9, 11..14, 18..21, 23 emptied, PID-7 reduced to the year; NK1 emptied
   but NK1-1 and NK1-3; PV1-3, 7, 8, 9, 17, 19, 50, 52 emptied and PV1-44/45 shifted by the
-  per-patient offset; GT1, IN1, IN2, IN3 and PD1 segments dropped.
+  per-patient offset; GT1, IN1, IN2, IN3, PD1 and NTE (notes) segments dropped; OBX-5 emptied
+  for free-text value types (TX, FT, ST, and any type not known to be structured), coded values
+  (CE, CWE, CNE, CF) keep only their codes (text components 2, 5, 9 emptied).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from node.dicom_e11 import BASIC_PROFILE_ROWS
 from node.errors import InputError
 
 Keyed = Callable[[str], str]
@@ -83,145 +88,67 @@ def deidentify(profile: str, content: bytes, keyed: Keyed) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------
-# DICOM: PS3.15 Annex E, Table E.1-1, Basic Profile column
+# DICOM: PS3.15 Annex E, Table E.1-1, Basic Profile column (edition 2024b, node/dicom_e11.py)
 
 _X = "X"
 _Z = "Z"
 _U = "U"
+_D = "D"
+_SEQUENCE_UIDS = "X/Z/U*"
 
-DICOM_BASIC_PROFILE: dict[str, str] = {
-    # identifying UIDs: replaced consistently (U)
-    "StudyInstanceUID": _U,
-    "SeriesInstanceUID": _U,
-    "SOPInstanceUID": _U,
-    "MediaStorageSOPInstanceUID": _U,
-    "FrameOfReferenceUID": _U,
-    "SynchronizationFrameOfReferenceUID": _U,
-    "ReferencedSOPInstanceUID": _U,
-    "ReferencedFrameOfReferenceUID": _U,
-    "RelatedFrameOfReferenceUID": _U,
-    "IrradiationEventUID": _U,
-    "ConcatenationUID": _U,
-    "DimensionOrganizationUID": _U,
-    "StorageMediaFileSetUID": _U,
-    "TransactionUID": _U,
-    "DeviceUID": _U,
-    "InstanceCreatorUID": _U,
-    "UID": _U,
-    # replaced with an empty value (Z; also where the table allows Z/D or X/Z)
-    "PatientName": _Z,
-    "PatientID": _Z,
-    "PatientBirthDate": _Z,
-    "PatientSex": _Z,
-    "ReferringPhysicianName": _Z,
-    "StudyID": _Z,
-    "StudyDate": _Z,
-    "StudyTime": _Z,
-    "AccessionNumber": _Z,
-    "ContentDate": _Z,
-    "ContentTime": _Z,
-    "ContrastBolusAgent": _Z,
-    "OperatorsName": _Z,
-    "InstitutionName": _Z,
-    "StationName": _Z,
-    "DeviceSerialNumber": _Z,
-    "ProtocolName": _Z,
-    "RequestedProcedureDescription": _Z,
-    "VerifyingObserverName": _Z,
-    "PersonName": _Z,
-    # removed (X)
-    "AcquisitionDate": _X,
-    "AcquisitionTime": _X,
-    "AcquisitionDateTime": _X,
-    "SeriesDate": _X,
-    "SeriesTime": _X,
-    "InstanceCreationDate": _X,
-    "InstanceCreationTime": _X,
-    "OverlayDate": _X,
-    "OverlayTime": _X,
-    "CurveDate": _X,
-    "CurveTime": _X,
-    "AcquisitionComments": _X,
-    "AdditionalPatientHistory": _X,
-    "AdmissionID": _X,
-    "AdmittingDiagnosesDescription": _X,
-    "Allergies": _X,
-    "AuthorObserverSequence": _X,
-    "BranchOfService": _X,
-    "CountryOfResidence": _X,
-    "CurrentPatientLocation": _X,
-    "DerivationDescription": _X,
-    "EthnicGroup": _X,
-    "FillerOrderNumberImagingServiceRequest": _X,
-    "FrameComments": _X,
-    "GantryID": _X,
-    "IconImageSequence": _X,
-    "ImageComments": _X,
-    "InstitutionAddress": _X,
-    "InstitutionCodeSequence": _X,
-    "InstitutionalDepartmentName": _X,
-    "IssuerOfPatientID": _X,
-    "MedicalAlerts": _X,
-    "MedicalRecordLocator": _X,
-    "MilitaryRank": _X,
-    "ModifiedAttributesSequence": _X,
-    "NameOfPhysiciansReadingStudy": _X,
-    "Occupation": _X,
-    "OriginalAttributesSequence": _X,
-    "OtherPatientIDs": _X,
-    "OtherPatientIDsSequence": _X,
-    "OtherPatientNames": _X,
-    "PatientAddress": _X,
-    "PatientAge": _X,
-    "PatientBirthName": _X,
-    "PatientBirthTime": _X,
-    "PatientComments": _X,
-    "PatientInsurancePlanCodeSequence": _X,
-    "PatientMotherBirthName": _X,
-    "PatientReligiousPreference": _X,
-    "PatientSize": _X,
-    "PatientState": _X,
-    "PatientTelephoneNumbers": _X,
-    "PatientWeight": _X,
-    "PerformedProcedureStepDescription": _X,
-    "PerformedProcedureStepID": _X,
-    "PerformedProcedureStepStartDate": _X,
-    "PerformedProcedureStepStartTime": _X,
-    "PerformingPhysicianName": _X,
-    "PerformingPhysicianIdentificationSequence": _X,
-    "PhysiciansOfRecord": _X,
-    "PhysiciansOfRecordIdentificationSequence": _X,
-    "PhysiciansReadingStudyIdentificationSequence": _X,
-    "PregnancyStatus": _X,
-    "ReasonForStudy": _X,
-    "ReferencedPatientSequence": _X,
-    "ReferencedPerformedProcedureStepSequence": _X,
-    "ReferencedStudySequence": _X,
-    "ReferringPhysicianAddress": _X,
-    "ReferringPhysicianIdentificationSequence": _X,
-    "ReferringPhysicianTelephoneNumbers": _X,
-    "RequestAttributesSequence": _X,
-    "RequestingPhysician": _X,
-    "RequestingService": _X,
-    "ResponsibleOrganization": _X,
-    "ResponsiblePerson": _X,
-    "ReviewerName": _X,
-    "ScheduledProcedureStepDescription": _X,
-    "SeriesDescription": _X,
-    "SmokingStatus": _X,
-    "SpecialNeeds": _X,
-    "StudyDescription": _X,
-    "TextComments": _X,
-    "TextString": _X,
-    "TimezoneOffsetFromUTC": _X,
-    "VisitComments": _X,
+DICOM_TABLE_ACTIONS: dict[int, str] = {tag: action for tag, _, action in BASIC_PROFILE_ROWS}
+"""Every single-tag row of Table E.1-1 (2024b): tag → the Basic Profile action as printed."""
+
+COMBINED_ACTIONS: dict[str, str] = {
+    _X: _X,
+    _Z: _Z,
+    _D: _D,
+    _U: _U,
+    "X/Z": _Z,
+    "X/D": _D,
+    "Z/D": _D,
+    "X/Z/D": _D,
+    _SEQUENCE_UIDS: _SEQUENCE_UIDS,
 }
-"""The Basic Profile actions applied (a keyword pydicom does not know is an error at import)."""
+"""The action applied for each code of the table. A combination means "the first unless the
+IOD's attribute type needs the next" (Type 3 → X, Type 2 → Z, Type 1 → D); the profile does not
+know each SOP class's module types, so it applies the last one of the combination, which every
+type allows and which keeps no original value: ``X/Z`` → empty, ``X/D``, ``Z/D`` and ``X/Z/D`` →
+a dummy. ``X/Z/U*`` (Referenced/Source Image Sequence) keeps the sequence and replaces the UIDs it
+holds (its items are scrubbed by the same table, where the referenced UIDs are ``U``)."""
 
-DICOM_REMOVED = frozenset(k for k, action in DICOM_BASIC_PROFILE.items() if action == _X)
-DICOM_EMPTIED = frozenset(k for k, action in DICOM_BASIC_PROFILE.items() if action == _Z)
-DICOM_REMAPPED = frozenset(k for k, action in DICOM_BASIC_PROFILE.items() if action == _U)
-DEID_METHOD = "ArchiveChain dicom-basic v1 (PS3.15 E.1-1 Basic Profile)"
+DICOM_BASIC_PROFILE: dict[int, str] = {
+    tag: COMBINED_ACTIONS[action] for tag, action in DICOM_TABLE_ACTIONS.items()
+}
+"""Tag → the action ``dicom-basic`` applies (X, Z, D, U or the sequence rule)."""
+
+_KEYWORDS = {tag: keyword for tag, keyword, _ in BASIC_PROFILE_ROWS}
+DICOM_REMOVED = frozenset(_KEYWORDS[t] for t, a in DICOM_BASIC_PROFILE.items() if a == _X)
+DICOM_EMPTIED = frozenset(_KEYWORDS[t] for t, a in DICOM_BASIC_PROFILE.items() if a == _Z)
+DICOM_DUMMIED = frozenset(_KEYWORDS[t] for t, a in DICOM_BASIC_PROFILE.items() if a == _D)
+DICOM_REMAPPED = frozenset(_KEYWORDS[t] for t, a in DICOM_BASIC_PROFILE.items() if a == _U)
+DEID_METHOD = "ArchiveChain dicom-basic v2 (PS3.15 2024b E.1-1 Basic)"
+
+DUMMY_VALUES: dict[str, Any] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "UC": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "UR": "urn:uuid:00000000-0000-0000-0000-000000000000",
+    "OB": b"\x00\x00",
+    "UN": b"\x00\x00",
+}
+"""The ``D`` dummy per VR (a UI gets a keyed UID like ``U``; a sequence keeps its scrubbed
+items)."""
 
 
 def _new_uid(keyed: Keyed, study: str, uid: str) -> str:
@@ -229,8 +156,18 @@ def _new_uid(keyed: Keyed, study: str, uid: str) -> str:
     return "2.25." + str(int(keyed(f"dicom-uid:{study}:{uid}")[:32], 16))
 
 
+def _range_removed(tag: int) -> bool:
+    """The range rows of Table E.1-1 (all ``X``): Curve Data (50xx,xxxx) and Overlay Data /
+    Overlay Comments (60xx,3000)/(60xx,4000), xx even (repeating groups 0x00–0x1E)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if 0x5000 <= group <= 0x501E and group % 2 == 0:
+        return True
+    return 0x6000 <= group <= 0x601E and group % 2 == 0 and element in (0x3000, 0x4000)
+
+
 def deidentify_dicom(content: bytes, keyed: Keyed) -> bytes:
-    """Apply ``DICOM_BASIC_PROFILE`` at every level, drop private tags, remap UIDs per study."""
+    """Apply every row of Table E.1-1's Basic Profile at every level, drop private tags (the
+    table's "Private Attributes" row), remap UIDs per study."""
     import pydicom
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
@@ -249,29 +186,44 @@ def deidentify_dicom(content: bytes, keyed: Keyed) -> bytes:
     except Exception as exc:  # pydicom raises many kinds on malformed input
         raise DeidentificationError(f"not a readable DICOM instance: {exc}") from None
     study = str(dataset.get("StudyInstanceUID", ""))
-    dataset.remove_private_tags()
+
+    def new_uids(value: Any) -> Any:
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return [_new_uid(keyed, study, str(v)) for v in value]
+        return _new_uid(keyed, study, str(value))
 
     def scrub(ds: Dataset) -> None:
         for elem in list(ds):
-            keyword = elem.keyword
-            action = DICOM_BASIC_PROFILE.get(keyword)
-            if action == _X:
+            tag = int(elem.tag)
+            if elem.tag.is_private or _range_removed(tag):
                 del ds[elem.tag]
                 continue
-            if action == _Z:
-                ds[elem.tag] = DataElement(elem.tag, elem.VR, None if elem.VR == "SQ" else "")
-                continue
-            if action == _U and elem.value:
-                if elem.VM > 1:
-                    elem.value = [_new_uid(keyed, study, str(v)) for v in elem.value]
+            action = DICOM_BASIC_PROFILE.get(tag)
+            if action == _X:
+                del ds[elem.tag]
+            elif action == _Z:
+                ds[elem.tag] = DataElement(elem.tag, elem.VR, Sequence() if elem.VR == "SQ" else "")
+            elif action == _U or (action == _D and elem.VR == "UI"):
+                if elem.value:
+                    elem.value = new_uids(elem.value)
                 else:
-                    elem.value = _new_uid(keyed, study, str(elem.value))
-                continue
-            if elem.VR == "SQ" and isinstance(elem.value, Sequence):
+                    elem.value = _new_uid(keyed, study, f"empty:{tag:08X}")
+            elif action == _D and elem.VR != "SQ":
+                dummy = DUMMY_VALUES.get(elem.VR)
+                if dummy is None:  # a VR the table gives no D row today: remove (safe)
+                    del ds[elem.tag]
+                else:
+                    ds[elem.tag] = DataElement(elem.tag, elem.VR, dummy)
+            elif elem.VR == "SQ" and isinstance(elem.value, Sequence):
+                # D or X/Z/U* on a sequence, or a sequence the table does not name: keep it and
+                # apply the table to its items (their UIDs, names, dates…)
                 for item in elem.value:
                     scrub(item)
 
-    scrub(dataset)
+    try:
+        scrub(dataset)
+    except Exception as exc:  # a value pydicom cannot decode (e.g. a broken UID list)
+        raise DeidentificationError(f"not a readable DICOM instance: {exc}") from None
     meta = getattr(dataset, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" not in meta:
         meta = None
@@ -279,6 +231,10 @@ def deidentify_dicom(content: bytes, keyed: Keyed) -> bytes:
         meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     dataset.PatientIdentityRemoved = "YES"
     dataset.DeidentificationMethod = DEID_METHOD
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
+    code.CodeMeaning = "Basic Application Confidentiality Profile"
+    dataset.DeidentificationMethodCodeSequence = Sequence([code])
     out = io.BytesIO()
     dataset.save_as(out, enforce_file_format=meta is not None)
     return out.getvalue()
@@ -287,7 +243,22 @@ def deidentify_dicom(content: bytes, keyed: Keyed) -> bytes:
 # ------------------------------------------------------------------------------------------
 # FHIR R4 JSON
 
-FHIR_REMOVED = frozenset({"identifier", "name", "telecom", "address", "photo", "contact", "text"})
+FHIR_REMOVED = frozenset(
+    {"identifier", "name", "telecom", "address", "photo", "contact", "text", "extension", "note"}
+)
+"""Elements dropped wherever they occur: identifying data types, the narrative (``text``, whose
+``div`` is free text), every ``extension`` (also on primitives, ``_birthDate.extension``: an
+extension may carry anything, e.g. the patient-birthTime), and ``note`` (Annotation: free text
+with its author and time). A ``modifierExtension`` is refused, not dropped: it changes the
+meaning of the element that holds it, so a copy without it would say something else."""
+
+
+class ModifierExtensionError(DeidentificationError):
+    """A FHIR resource holds a ``modifierExtension``: it is refused (see ``FHIR_REMOVED``)."""
+
+    code = "modifier_extension"
+
+
 _FHIR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T.*)?$")
 _FHIR_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _MAX_FHIR_BYTES = 32 * 1024 * 1024
@@ -357,6 +328,12 @@ def deidentify_fhir(content: bytes, keyed: Keyed) -> bytes:
         if isinstance(node, dict):
             result: dict[str, Any] = {}
             for name, value in node.items():
+                if name == "modifierExtension":
+                    raise ModifierExtensionError(
+                        "the FHIR document holds a modifierExtension, which changes the meaning "
+                        "of its element: it can neither be kept (free content) nor dropped "
+                        "(the copy would mean something else)"
+                    )
                 if name in FHIR_REMOVED:
                     continue
                 if name == "display" and "reference" in node:
@@ -396,7 +373,16 @@ HL7_SCRUBBED: dict[str, frozenset[int]] = {
     "PV1": frozenset({3, 7, 8, 9, 17, 19, 50, 52}),
 }
 """Fields emptied per segment (HL7 field numbers; NK1 keeps only NK1-1 and NK1-3)."""
-HL7_DROPPED = frozenset({"GT1", "IN1", "IN2", "IN3", "PD1"})
+HL7_DROPPED = frozenset({"GT1", "IN1", "IN2", "IN3", "PD1", "NTE"})
+"""Segments dropped: guarantor, insurance, additional demographics, and NTE (free-text notes and
+comments, which may name anyone)."""
+OBX_FREE_TEXT = frozenset({"TX", "FT", "ST"})
+"""OBX value types whose OBX-5 is free text: emptied."""
+OBX_CODED = frozenset({"CE", "CWE", "CNE", "CF"})
+"""OBX value types whose OBX-5 is a code: identifier (1) and coding system (3), alternate
+identifier (4) and its system (6) and versions (7, 8) kept; texts (2, 5) and original text (9)
+emptied."""
+_CODED_TEXT_COMPONENTS = frozenset({2, 5, 9})
 NK1_KEPT = frozenset({1, 3})
 _HL7_TS = re.compile(r"^(\d{8})(\d*)(.*)$")
 
@@ -449,5 +435,36 @@ def deidentify_hl7(content: bytes, keyed: Keyed) -> bytes:
                     fields[i] = ""
                 elif i in (44, 45) and fields[i]:
                     fields[i] = _shift_ts(fields[i], days)
+        elif name == "OBX" and len(fields) > 5:
+            fields[5] = _scrub_obx_value(fields[2], fields[5], segments[0][4:8])
         out.append(separator.join(fields))
     return ("\r".join(out) + "\r").encode("utf-8")
+
+
+def _scrub_obx_value(value_type: str, value: str, encoding: str) -> str:
+    """OBX-5 without free text (``OBX_FREE_TEXT`` emptied, ``OBX_CODED`` texts emptied); other
+    value types (NM, SN, DT, TS, …) are kept. An unknown or missing type with a value is emptied:
+    free text cannot be ruled out."""
+    kind = value_type.strip().upper()
+    component = encoding[0] if encoding else "^"
+    repetition = encoding[1] if len(encoding) > 1 else "~"
+    if kind in OBX_CODED:
+        kept = []
+        for rep in value.split(repetition):
+            parts = rep.split(component)
+            kept.append(
+                component.join(
+                    "" if i + 1 in _CODED_TEXT_COMPONENTS else part for i, part in enumerate(parts)
+                )
+            )
+        return repetition.join(kept)
+    if kind in OBX_FREE_TEXT or kind not in _OBX_STRUCTURED:
+        return ""
+    return value
+
+
+_OBX_STRUCTURED = frozenset(
+    {"NM", "SN", "DT", "TM", "TS", "DTM", "DR", "CQ", "MO", "NA", "NR", "ID", "IS", "RP"}
+)
+"""OBX value types kept as they are (numbers, dates and times, identifiers, references).
+Encapsulated data (ED) and any other type are emptied like free text."""

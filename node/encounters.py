@@ -34,6 +34,7 @@ class EncounterReport:
     encounter_id: str | None = None  # the source system's visit/stay number
     department: str | None = None
     source_system: str | None = None
+    admitted_at: datetime | None = None  # a discharge's admission instant, when the source gives it
 
 
 class EncounterSink(Protocol):

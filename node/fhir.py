@@ -343,6 +343,9 @@ def _encounter(resource: Any, full_url: str | None, source: str) -> EncounterMes
             encounter_id=encounter_id,
             department=None,
             source_system=source,
+            admitted_at=_aware(period.start)
+            if inpatient and period is not None and period.start is not None
+            else None,
         )
     message_id = _message_id(identifiers, full_url, resource.id)
     if message_id is not None:

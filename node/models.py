@@ -392,6 +392,20 @@ class IngestedMessage(Base):
     received_at: Mapped[datetime]
 
 
+class EncounterStay(Base):
+    """An inpatient stay's admission and discharge instants, by the keyed pseudonym of the
+    source's encounter (visit/stay) number, as ADT^A01/A03, FHIR Encounter ``period`` and the
+    encounters API reported them: the admission date an insurer attestation's ``dates`` fact
+    states for the records ingested for that encounter (docs/attestations.md)."""
+
+    __tablename__ = "encounter_stays"
+
+    encounter: Mapped[str] = mapped_column(String(80), primary_key=True)
+    admitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    discharged_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime]
+
+
 class SearchTerm(Base):
     """One keyword-search term of an archive (``node.textindex``): an inverted index served by the
     primary key's B-tree on both databases. Terms hold fragments of PHI: they never leave the

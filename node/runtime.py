@@ -69,6 +69,7 @@ from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.signin import SigninService
 from node.services.status import StatusService
+from node.services.stays import StayRecorder
 from node.services.tags import TagService
 from node.services.tiers import TierService
 from node.services.transfers import TransferService
@@ -215,6 +216,7 @@ class NodeRuntime:
             encounters=self.encounters,
             rules=settings.classification,
         )
+        self.encounters.add(StayRecorder(db=db, units=units, pseudonyms=self.pseudonyms))
         self.encounters.add(
             EncounterBatchArchiver(self.ingestion, system_principal(self.pseudonyms, "encounters"))
         )

@@ -1,15 +1,18 @@
 """EIP-4361 ("Sign-In with Ethereum") messages: the text format, a strict parser and the signer.
 
-Implemented here with ``eth-account`` because the ``siwe`` package (4.4.0, the newest) requires
-``eth-account<0.14`` while this project pins ``eth-account==0.14.0`` (with ``eth-keyfile 0.10``,
-which ``eth-account 0.13`` refuses): it cannot be installed next to the project's chain stack.
+Parsed and verified through the ``siwe`` package (4.4.0: its EIP-4361 ABNF parser and its
+``verify``, EIP-191 recovery), with this module's stricter rules on top: only the canonical
+encoding (``SiweMessage.text()`` reproduces the text byte for byte), an EIP-55 address, a nonce of
+at least 8 alphanumerics. siwe 4.4.0 needs ``eth-account<0.14`` (the project pins 0.13.7 with
+eth-keyfile 0.8.1) and does not import with ``abnf`` 2.9 (pinned 2.8.3): docs/regulators.md §1.2.
+The package is imported lazily, so ``archivechain`` commands that never sign in do not load it.
 
 The message (EIP-4361 §"Message format", LF line ends, no trailing LF)::
 
     {domain} wants you to sign in with your Ethereum account:
     {address}                               # EIP-55 checksummed
 
-    {statement}                             # optional line (and the blank line after it)
+    {statement}                             # optional line (without it, the line stays empty)
 
     URI: {uri}
     Version: 1
@@ -30,8 +33,10 @@ message has one encoding.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -69,9 +74,10 @@ class SiweMessage:
 
     def text(self) -> str:
         """The message exactly as it is signed."""
+        # EIP-4361 ABNF: address LF LF [ statement LF ] LF "URI: " (no statement: a second
+        # blank line)
         lines = [f"{self.domain}{HEADER}", self.address, ""]
-        if self.statement is not None:
-            lines += [self.statement, ""]
+        lines += [self.statement, ""] if self.statement is not None else [""]
         lines += [
             f"URI: {self.uri}",
             f"Version: {self.version}",
@@ -91,8 +97,49 @@ class SiweMessage:
         return "\n".join(lines)
 
 
+def _package_message(text: str) -> Any:
+    """The ``siwe`` package's parse (ABNF grammar of EIP-4361) of ``text``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # abnf warns about the grammar's core-rule redefinitions
+        from siwe import SiweMessage as PackageMessage
+
+        try:
+            return PackageMessage.from_message(text, abnf=True)
+        except Exception:  # the package raises ValueError or pydantic errors
+            raise SiweFormatError("not an EIP-4361 message (siwe ABNF parser)") from None
+
+
 def parse_message(text: str) -> SiweMessage:
     """The message's fields; ``SiweFormatError`` for anything that is not exactly one."""
+    package = _package_message(text)
+    message = _parse_canonical(text)
+    same = (
+        str(package.domain) == message.domain
+        and str(package.address) == message.address
+        and str(package.uri) == message.uri
+        and int(package.chain_id) == message.chain_id
+        and str(package.nonce) == message.nonce
+        and [str(r) for r in package.resources or []] == list(message.resources)
+    )
+    if not same:
+        raise SiweFormatError("the siwe package reads other fields than this parser")
+    return message
+
+
+def verify_signature(message: SiweMessage, signature: str, now: datetime) -> None:
+    """``siwe``'s verification of ``signature`` over the message (EIP-191, the message's address;
+    domain, nonce and validity period at ``now`` checked again); ``ValueError`` if it fails."""
+    if not _SIGNATURE.fullmatch(signature):
+        raise ValueError("the signature must be 65 bytes as 0x-prefixed hex")
+    package = _package_message(message.text())
+    try:
+        package.verify(signature, domain=message.domain, nonce=message.nonce, timestamp=now)
+    except Exception as exc:  # siwe's VerificationError subclasses, or a malformed signature
+        raise ValueError(f"siwe verification failed: {type(exc).__name__}") from None
+
+
+def _parse_canonical(text: str) -> SiweMessage:
+    """This module's strict parser (one encoding, EIP-55 address, nonce of 8+ alphanumerics)."""
     lines = text.split("\n")
     if len(lines) < 9 or not lines[0].endswith(HEADER):
         raise SiweFormatError(f"the first line must be '<domain>{HEADER}'")
@@ -106,11 +153,15 @@ def parse_message(text: str) -> SiweMessage:
         raise SiweFormatError("a blank line must follow the address")
     rest = lines[3:]
     statement: str | None = None
-    if rest and not rest[0].startswith("URI: "):
+    if rest and rest[0] == "":  # no statement: two blank lines
+        rest = rest[1:]
+    elif rest and not rest[0].startswith("URI: "):
         statement = rest[0]
         if not statement or "\n" in statement or len(rest) < 2 or rest[1] != "":
             raise SiweFormatError("the statement is one line followed by a blank line")
         rest = rest[2:]
+    else:
+        raise SiweFormatError("the address is followed by a blank line, a statement, a blank line")
     fields: dict[str, str] = {}
     order = ["URI", "Version", "Chain ID", "Nonce", "Issued At"]
     optional = ["Expiration Time", "Not Before", "Request ID"]

@@ -66,6 +66,7 @@ from node.members import MemberDirectory
 from node.models import NOT_HELD, Archive, ArchiveVersion, Attestation, Consent
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
+from node.services.stays import stay_dates
 
 DEFAULT_ATTESTATION_TTL = timedelta(days=30)
 """How long an attestation is valid unless the consent ends sooner."""
@@ -273,7 +274,15 @@ class AttestationService:
             state = self._consent_state(uow.session, row)
             records = self._records(uow.session, patient, classes, claim_start, claim_end)
             shown = [
-                _record_facts(archive, commitment, wanted_facts) for archive, commitment in records
+                _record_facts(
+                    archive,
+                    commitment,
+                    wanted_facts,
+                    stay_dates(uow.session, archive.id)
+                    if AttestedFact.DATES in wanted_facts
+                    else (None, None),
+                )
+                for archive, commitment in records
             ]
             issued_at = int(uow.now.timestamp())
             expires = min(int((uow.now + self.ttl).timestamp()), int(row.expires_at.timestamp()))
@@ -527,8 +536,14 @@ class AttestationService:
         return result
 
 
-def _record_facts(archive: Archive, commitment: str, facts: Sequence[str]) -> dict[str, Any]:
-    """One record's entry: ``exists`` and exactly the facts asked for and consented."""
+def _record_facts(
+    archive: Archive,
+    commitment: str,
+    facts: Sequence[str],
+    stay: tuple[date | None, date | None] = (None, None),
+) -> dict[str, Any]:
+    """One record's entry: ``exists`` and exactly the facts asked for and consented; ``stay`` is
+    the (admitted on, discharged on) of the encounter the record was ingested for."""
     record: dict[str, Any] = {"exists": True}
     for fact in facts:
         if fact == AttestedFact.RECORD_CLASS:
@@ -538,11 +553,14 @@ def _record_facts(archive: Archive, commitment: str, facts: Sequence[str]) -> di
         elif fact == AttestedFact.CUSTODIAN:
             record[fact] = archive.custodian
         elif fact == AttestedFact.DATES:
+            admitted, discharged = stay
             record[fact] = {
                 "record_date": archive.trigger_date.date().isoformat(),
                 "archived_on": archive.archived_at.date().isoformat()
                 if archive.archived_at
                 else None,
+                "admitted_on": admitted.isoformat() if admitted else None,
+                "discharged_on": discharged.isoformat() if discharged else None,
             }
         elif fact == AttestedFact.COMMITMENT:
             record[fact] = commitment

@@ -217,6 +217,9 @@ class Hl7Service:
             encounter_id=hl7v2.field(message, "PV1", 19) or None,
             department=department,
             source_system=source,
+            admitted_at=hl7v2.timestamp(hl7v2.field(message, "PV1", 44))
+            if what is EncounterKind.DISCHARGE
+            else None,
         )
         reported = self.ingestion.receive_encounter(
             self.principal,

@@ -10,8 +10,8 @@ holds listed, and placed or released by relaying the regulator's own signed tran
   without trusting this node. Rows not yet anchored carry no proof (``proof`` null) and the
   archive's bundle path for later.
 - ``holds``: archives held here that are on hold, with who placed the hold.
-- ``relay_hold``: the node never signs for a regulator. The regulator signs an EIP-1559
-  ``placeHold``/``releaseHold`` transaction with its key (``archivechain regulator hold|release
+- ``relay_hold``: the node never signs for a regulator. The regulator signs a legacy (EIP-155),
+  EIP-2930 or EIP-1559 ``placeHold``/``releaseHold`` transaction with its key (``archivechain regulator hold|release
   --node``); the node checks that it is exactly that call, to this consortium's notary, on its
   chain, for the archive named, signed by the signed-in regulator, and broadcasts it. The chain
   watcher then logs HOLD_PLACE/HOLD_RELEASE as for any regulator hold.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
@@ -277,31 +278,18 @@ class RegulatorService:
             if archive is None or not self.ledger.holds(archive):
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
             archive_id = archive.id
-        try:
-            raw = bytes.fromhex(raw_hex.removeprefix("0x"))
-            tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
-            sender = Account.recover_transaction(raw)
-        except Exception:  # malformed RLP, unknown type, bad signature
-            raise InputError(
-                "not a signed EIP-1559 transaction", code="invalid_transaction"
-            ) from None
-        if sender != principal.member:
+        tx = _decode_transaction(raw_hex)
+        if tx.sender != principal.member:
             raise InputError(
                 "the transaction is not signed by the signed-in regulator",
                 code="wrong_signer",
             )
-        if int(tx.get("chainId", -1)) != self.chain.chain_id():
+        if tx.chain_id != self.chain.chain_id():
             raise InputError("the transaction is for another chain", code="wrong_chain")
-        raw_to = tx.get("to") or b""
-        try:
-            to = normalize_address(
-                "0x" + bytes(raw_to).hex() if isinstance(raw_to, bytes | bytearray) else str(raw_to)
-            )
-        except IdentifierError:
-            to = ""
+        to = tx.to
         if to != self.chain.notary_address():
             raise InputError("the transaction is not addressed to the notary", code="wrong_target")
-        data = bytes(tx.get("data") or b"")
+        data = tx.data
         codec = self.chain.codec("ArchiveNotary")
         expected_prefix = codec.encode_call(function, [archive_key(archive_id), bytes(32)])[:36]
         if len(data) != 68 or data[:36] != expected_prefix:
@@ -310,9 +298,85 @@ class RegulatorService:
                 code="wrong_call",
             )
         try:
-            return self.chain.rpc.send_raw(raw)
+            return self.chain.rpc.send_raw(tx.raw)
         except AnchoringError as exc:
             raise UnavailableError(f"the chain refused the transaction: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedTransaction:
+    """What the relay checks of a signed transaction, whatever its envelope."""
+
+    raw: bytes
+    kind: int  # 0 legacy (EIP-155), 1 EIP-2930, 2 EIP-1559
+    chain_id: int
+    to: str  # EIP-55, or "" for a contract creation / unreadable address
+    data: bytes
+    sender: str
+
+
+RELAYED_TYPES = {0: "legacy (EIP-155)", 1: "EIP-2930", 2: "EIP-1559"}
+OTHER_TYPES = {3: "EIP-4844 (blob)", 4: "EIP-7702 (set code)"}
+"""Typed envelopes refused as such; any other leading byte below 0x80 is no transaction."""
+
+
+def _decode_transaction(raw_hex: str) -> RelayedTransaction:
+    """Decode and recover a signed legacy (EIP-155), EIP-2930 or EIP-1559 transaction.
+
+    Refusals: ``invalid_transaction`` (not hex, malformed RLP, unsigned or a bad signature),
+    ``unsupported_transaction_type`` (a blob or set-code envelope, EIP-4844/EIP-7702),
+    ``unprotected_transaction`` (a legacy transaction signed without a chain id, v = 27/28:
+    replayable on any chain, as EIP-155 was made to prevent)."""
+    try:
+        raw = bytes.fromhex(raw_hex.removeprefix("0x"))
+    except ValueError:
+        raise InputError("the transaction is not hex", code="invalid_transaction") from None
+    if not raw:
+        raise InputError("the transaction is empty", code="invalid_transaction")
+    kind = raw[0] if raw[0] < 0x80 else 0
+    if raw[0] < 0x80 and kind not in RELAYED_TYPES and kind in OTHER_TYPES:
+        raise InputError(
+            f"{OTHER_TYPES[kind]} transactions are not relayed: only legacy (EIP-155), EIP-2930 and "
+            "EIP-1559 transactions are",
+            code="unsupported_transaction_type",
+        )
+    try:
+        if kind not in RELAYED_TYPES:
+            raise ValueError(f"unknown transaction type {kind}")
+        if kind == 0:
+            fields_ = rlp.decode(raw)
+            if not isinstance(fields_, list) or len(fields_) != 9:
+                raise ValueError("a signed legacy transaction has 9 fields")
+            v = int.from_bytes(fields_[6], "big")
+            raw_to, data = fields_[3], fields_[5]
+            if not isinstance(raw_to, bytes) or not isinstance(data, bytes):
+                raise ValueError("to and data are byte strings")
+            chain_id = (v - 35) // 2 if v >= 35 else None
+        else:
+            tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            chain_id = int(tx["chainId"])
+            raw_to, data = tx.get("to") or b"", bytes(tx.get("data") or b"")
+        sender = Account.recover_transaction(raw)
+    except InputError:
+        raise
+    except Exception:  # malformed RLP, bad field, no or bad signature
+        raise InputError(
+            "not a signed legacy (EIP-155), EIP-2930 or EIP-1559 transaction",
+            code="invalid_transaction",
+        ) from None
+    if chain_id is None:
+        raise InputError(
+            "a legacy transaction must be signed with its chain id (EIP-155): v = 27/28 is "
+            "replayable on any chain",
+            code="unprotected_transaction",
+        )
+    try:
+        to = normalize_address(
+            "0x" + bytes(raw_to).hex() if isinstance(raw_to, bytes | bytearray) else str(raw_to)
+        )
+    except IdentifierError:
+        to = ""
+    return RelayedTransaction(raw, kind, chain_id, to, bytes(data), sender)
 
 
 def _actor(actor: str | None) -> str | None:

@@ -4,11 +4,11 @@ token for this node. API keys stay for in-hospital staff and systems.
 
 1. ``challenge()``: a fresh nonce (stored, answerable once until it expires) and the values the
    member's message must carry: this node's ``domain`` and ``uri``, the chain id, the role resource.
-2. ``verify(message, signature)``: the message is parsed strictly and its EIP-191 signature
-   recovered (``node.siwe``: the ``siwe`` package cannot be installed next to the pinned
-   ``eth-account``); then domain, uri, chain id, times, the role resource, the nonce (consumed in
+2. ``verify(message, signature)``: the message is parsed by the ``siwe`` package and strictly
+   (``node.siwe``); then domain, uri, chain id, times, the role resource, the nonce (consumed in
    the transaction that issues the token: a replay finds it used, also after a restart) and the
-   registry (active member with that role, a role this node admits).
+   registry (active member with that role, a role this node admits); the EIP-191 signature is
+   verified by ``siwe`` (``SiweMessage.verify``) after the time checks.
 3. The token is opaque (``acm_`` + 256 random bits); the node stores its SHA-256 with its claims
    (``sub`` member address, ``role``, ``aud`` this hospital's address, ``iat``, ``exp``, ``jti``,
    the registry key's fingerprint). Every use checks expiry, revocation and the registry again:
@@ -44,7 +44,7 @@ from node.errors import (
 from node.members import MemberDirectory
 from node.models import MemberToken, SigninNonce
 from node.principal import Action, Principal, Role
-from node.siwe import SiweFormatError, SiweMessage, parse_message, parse_time, recover_signer
+from node.siwe import SiweFormatError, SiweMessage, parse_message, parse_time, verify_signature
 
 TOKEN_PREFIX = "acm_"  # noqa: S105 (a prefix, not a secret)
 """Every member token starts with this (API keys start with ``ack_``)."""
@@ -268,13 +268,11 @@ class SigninService:
         if parse_time(parsed.issued_at) > now + CLOCK_SKEW:
             raise AuthenticationError("Issued At lies in the future", code="message_not_yet_valid")
         try:
-            signer = recover_signer(parsed.text(), signature)
+            verify_signature(parsed, signature, now)
         except (ValueError, TypeError):
-            signer = None
-        if signer != parsed.address:
             raise AuthenticationError(
                 "the signature does not match the message's address", code="invalid_signature"
-            )
+            ) from None
 
     def _check_member(self, member: MemberRecord, wanted: RegistryRole) -> None:
         if member.role is RegistryRole.NONE:

@@ -13,6 +13,7 @@ import pytest
 
 from anchoring.chainview import CustodyState
 from anchoring.errors import (
+    BreakGlassWindowError,
     EventTimeOrderError,
     LifecycleError,
     PrevHashMismatchError,
@@ -403,9 +404,72 @@ def test_archive_keeps_the_class_set_by_create() -> None:
 def test_custodian_access_rules() -> None:
     story = archived_story()
     story.refuse(EventType.ACCESS, access(grant=R), "names no grant of this archive")
+    story.refuse(
+        EventType.ACCESS,
+        {**access(), "break_glass": True, "reason_hash": R},
+        "not inside a break-glass window",
+        BreakGlassWindowError,
+    )
+    story.do(
+        EventType.BREAK_GLASS,
+        {"reason_hash": R, "purpose": "treatment", "expires_at": story.time + timedelta(hours=4)},
+    )
     story.do(EventType.ACCESS, {**access(), "break_glass": True, "reason_hash": R})
     offered(story)
     story.refuse(EventType.ACCESS, access(), "in transit")
+
+
+def test_a_break_glass_read_needs_a_window_of_the_same_actor_covering_it() -> None:
+    """Genuine: BREAK_GLASS then reads inside its window. Forged: no window, another actor,
+    another hospital's window, another purpose or reason, a read at or after expires_at."""
+    story = archived_story()
+    opened_at = story.time + timedelta(minutes=1)
+    expires = opened_at + timedelta(hours=4)
+    bg = {**access(), "break_glass": True, "reason_hash": R}
+    story.refuse(EventType.ACCESS, bg, "not inside a break-glass window", BreakGlassWindowError)
+    window = {"reason_hash": R, "purpose": "treatment", "expires_at": expires}
+    state = story.do(EventType.BREAK_GLASS, window, at=opened_at)
+    assert [(w.actor, w.expires_at) for w in state.break_glass] == [(STAFF, expires)]
+    story.do(EventType.ACCESS, bg)  # genuine, and again (a window allows many reads)
+    story.do(EventType.ACCESS, {**bg, "scope": "metadata"})
+    for forged, kw in (
+        (bg, {"actor": MANAGER}),  # another member of staff
+        ({**bg, "purpose": "research"}, {}),  # another purpose
+        ({**bg, "reason_hash": "bb" * 32}, {}),  # another reason
+        (bg, {"at": expires}),  # the window is over (expires_at is exclusive)
+        (bg, {"at": expires + timedelta(days=1)}),
+    ):
+        with pytest.raises(BreakGlassWindowError, match="not inside a break-glass window") as exc:
+            story.do(EventType.ACCESS, forged, **kw)
+        assert exc.value.code == "break_glass_unopened"
+    # a read just before the end is inside; a fresh window opens the door again
+    story.do(EventType.ACCESS, bg, at=expires - timedelta(seconds=1))
+    story.do(
+        EventType.BREAK_GLASS,
+        {**window, "expires_at": expires + timedelta(hours=4)},
+        at=expires + timedelta(minutes=5),
+    )
+    state = story.do(EventType.ACCESS, bg)
+    assert len(state.break_glass) == 1  # the expired window was dropped when the new one opened
+    # an ordinary read never needs a window
+    story.do(EventType.ACCESS, access(), actor=MANAGER)
+
+
+def test_a_window_of_the_former_custodian_does_not_cover_the_new_custodians_reads() -> None:
+    story = archived_story()
+    expires = story.time + timedelta(hours=4)
+    story.do(
+        EventType.BREAK_GLASS, {"reason_hash": R, "purpose": "treatment", "expires_at": expires}
+    )
+    offered(story)
+    assert story.state is not None
+    story.do(
+        EventType.TRANSFER_ACCEPT,
+        {"from": A, "offer_hash": story.state.offer_hash},
+        hospital=B,
+    )
+    bg = {**access(), "break_glass": True, "reason_hash": R}
+    story.refuse(EventType.ACCESS, bg, "not inside a break-glass window", BreakGlassWindowError)
 
 
 def test_disclosures_to_a_grantee_in_the_custodians_log() -> None:

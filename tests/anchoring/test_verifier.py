@@ -537,6 +537,54 @@ def test_legal_evidence_of_an_illegal_sequence_is_refused() -> None:
     assert "DISPOSITION_START refused in state ARCHIVED: retention runs until" in message
 
 
+def _break_glass_network(*, window: bool, read_at: timedelta = timedelta(minutes=5)) -> Network:
+    """Archived at A; a BREAK_GLASS window of 4 hours (or none) then a break-glass read logged
+    ``read_at`` after the window opened; all anchored."""
+    net = Network()
+    net.log(EventType.CREATE, _create_data())
+    net.log(EventType.ARCHIVE, _archive_data())
+    opened = net.clock + timedelta(minutes=1)
+    if window:
+        net.log(
+            EventType.BREAK_GLASS,
+            {"reason_hash": R, "purpose": "treatment", "expires_at": opened + timedelta(hours=4)},
+            at=opened,
+        )
+    read = {**_access(), "break_glass": True, "reason_hash": R}
+    genuine = window and read_at < timedelta(hours=4)
+    event = net.log(EventType.ACCESS, read, at=opened + read_at, track=genuine)
+    if not genuine:  # the hospital bypasses its own checks and logs the read anyway
+        net.placed.append((A, net.logs[A].size - 1, event))
+    net.anchor_all()
+    assert net.state is not None
+    net.chain.record_custody(net.state)
+    return net
+
+
+def test_a_break_glass_read_inside_its_window_verifies() -> None:
+    net = _break_glass_network(window=True)
+    report = verify_bundle(parse_bundle(dump_bundle(net.bundle())), net.chain)
+    assert report.status is Status.VALID, report.to_text()
+    assert [e.event_type for e in report.entries][-2:] == ["BREAK_GLASS", "ACCESS"]
+
+
+@pytest.mark.parametrize(
+    ("window", "read_at", "entry"),
+    [
+        (False, timedelta(minutes=5), 2),  # a break-glass read with no window at all
+        (True, timedelta(hours=4), 3),  # at expires_at: the window is closed
+        (True, timedelta(hours=9), 3),  # long after the window
+    ],
+    ids=["no-window", "at-expiry", "after-expiry"],
+)
+def test_a_forged_break_glass_read_is_refused(window: bool, read_at: timedelta, entry: int) -> None:
+    net = _break_glass_network(window=window, read_at=read_at)
+    report = verify_bundle(parse_bundle(dump_bundle(net.bundle())), net.chain)
+    message = failure_of(report, Code.BREAK_GLASS_UNOPENED, entry=entry)
+    assert "ACCESS refused in state ARCHIVED" in message
+    assert "not inside a break-glass window" in message
+
+
 def test_events_must_not_go_back_in_time_across_logs() -> None:
     net = transferred()
     bundle = net.bundle()

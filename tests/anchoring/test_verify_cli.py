@@ -491,3 +491,79 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["verify", "--help"], capsys)
     assert code == 0
     assert "0 valid, 1 invalid, 2 unusable input, 3 chain unavailable" in " ".join(out.split())
+
+
+def test_a_break_glass_read_verifies_only_after_its_window(
+    make_node: MakeNode,
+    consortium: Consortium,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real node's genuine break-glass (BREAK_GLASS, then the read inside its window) verifies;
+    a hospital that logs and anchors a break-glass read with no window (bypassing its own checks)
+    produces a bundle ``archivechain verify`` refuses with ``break_glass_unopened``."""
+    from dataclasses import replace
+
+    from anchoring import merkle
+    from anchoring.events import AccessData, AccessEvent, AccessScope, canonical_bytes
+    from node.db import UnitOfWork
+
+    node: NodeRuntime = make_node()
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "bg-archivist").secret)
+    onco = node.keys.authenticate(node.keys.issue(Role.CLINICIAN, "dr-onco", "oncology").secret)
+    new = NewArchive(
+        record_class=RecordClass.OUTPATIENT,
+        sensitivity=Sensitivity.HIGHLY_SENSITIVE,
+        department="cardiology",
+        title="Visit note",
+        patient_id="MRN-78",
+        source_system="HIS",
+        media_type="text/plain",
+    )
+    genuine = node.archives.create(archivist, new, [b"visit note"]).id
+    forged = node.archives.create(archivist, new, [b"another note"]).id
+    window = node.gate.open_break_glass(onco, genuine, "Unconscious patient, history needed")
+    b"".join(node.archives.open_content(onco, genuine, Purpose.TREATMENT).chunks)
+
+    def rogue(uow: UnitOfWork) -> None:  # a break-glass read no BREAK_GLASS opened
+        archive = node.ledger.held(uow.session, None, forged)
+        state = node.ledger.state(uow.session, archive)
+        event = AccessEvent(
+            hospital=node.ledger.hospital,
+            log_index=uow.log.size,
+            archive_id=forged,
+            actor=onco.actor,
+            time=uow.now,
+            prev=state.head,
+            data=AccessData(
+                purpose=Purpose.TREATMENT,
+                scope=AccessScope.CONTENT,
+                break_glass=True,
+                reason_hash=window.reason_hash,
+            ),
+        )
+        raw = canonical_bytes(event)
+        leaf = merkle.leaf_hash(raw)
+        uow.log.append(raw, archive_id=forged, event_type=event.type, time=uow.now, leaf=leaf)
+        node.ledger.settle(uow, archive, leaf, replace(state, head=leaf.hex()), 1)
+
+    node.gate.units.run(rogue)
+    node.worker.run_until_anchored(timeout=30)
+    args = ["--rpc", consortium.rpc_url, "--deployment", str(consortium.deployment_file)]
+    documents = {
+        archive_id: json.loads(node.proofs.bundle(archivist, archive_id).document)
+        for archive_id in (genuine, forged)
+    }
+    code, out, _ = run(["verify", str(write(tmp_path, documents[genuine])), *args], capsys)
+    assert code == 0, out
+    assert "BREAK_GLASS" in out
+    path = write(tmp_path, documents[forged])
+    code, out, _ = run(["verify", str(path), *args, "--json"], capsys)
+    assert code == 1, out
+    report = json.loads(out)
+    assert report["failure"]["code"] == "break_glass_unopened"
+    assert report["failure"]["entry"] == 1
+    assert "not inside a break-glass window" in report["failure"]["message"]
+    code, out, _ = run(["verify", str(path), *args], capsys)
+    assert code == 1
+    assert "break_glass_unopened" in out

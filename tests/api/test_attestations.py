@@ -172,7 +172,12 @@ def test_consented_attestation_states_only_allowed_facts_and_verifies(
             "exists": True,
             "record_class": "INPATIENT",
             "state": "ARCHIVED",
-            "dates": {"record_date": "2024-05-02", "archived_on": message_date(message)},
+            "dates": {
+                "record_date": "2024-05-02",
+                "archived_on": message_date(message),
+                "admitted_on": None,  # created without an encounter: no stay known
+                "discharged_on": None,
+            },
         }
     ]
     text = json.dumps(document)
@@ -452,3 +457,81 @@ def test_records_hash_is_sha256_of_the_jcs_array() -> None:
 
     records = [{"exists": True, "state": "ARCHIVED"}]
     assert records_hash(records) == hashlib.sha256(b'[{"exists":true,"state":"ARCHIVED"}]').digest()
+
+
+def test_admission_and_discharge_dates_are_attested_from_the_encounter(
+    iapi: Api, chain: RpcChain, consortium: Consortium, insurer: LocalAccount, tmp_path: Path
+) -> None:
+    """An admission reported through the encounters API, a record ingested for that encounter,
+    then its discharge (which archives the encounter's records): the attestation's ``dates``
+    states the admission and discharge days; a FHIR Encounter's ``period`` does the same for
+    another stay. Without ``dates`` in the request nothing of it is stated."""
+    from tests.api.conftest import real_pdf
+
+    url = f"/api/v1/patients/{PATIENT}/encounters"
+    archivist = iapi.auth("archivist")
+    admitted = {"kind": "admission", "at": "2024-04-20T08:00:00+08:00", "encounter_id": "V-77"}
+    assert iapi.client.post(url, json=admitted, headers=archivist).status_code == 204
+    metadata = {
+        "patient_id": PATIENT,
+        "source_system": "HIS",
+        "message_id": "DOC-77",
+        "title": "Operative note",
+        "record_class": "INPATIENT",
+        "encounter_id": "V-77",
+    }
+    ingested = iapi.client.post(
+        "/api/v1/ingest/documents",
+        files={"file": ("note.pdf", real_pdf(), "application/pdf")},
+        data={"metadata": json.dumps(metadata)},
+        headers=archivist,
+    )
+    assert ingested.status_code == 201, ingested.text
+    discharged = {**admitted, "kind": "discharge", "at": "2024-05-02T10:00:00+08:00"}
+    assert iapi.client.post(url, json=discharged, headers=archivist).status_code == 204
+    view = iapi.client.get(
+        f"/api/v1/archives/{ingested.json()['archive_id']}",
+        params={"purpose": "operations"},
+        headers=archivist,
+    )
+    assert view.json()["state"] == "ARCHIVED", view.text  # the discharge closed the encounter
+
+    # a second stay, reported as a finished FHIR Encounter (admission = period.start)
+    encounter = {
+        "resourceType": "Encounter",
+        "identifier": [{"system": "urn:his:visit", "value": "V-78"}],
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "period": {"start": "2024-06-03T09:00:00Z", "end": "2024-06-09T11:00:00Z"},
+    }
+    document = {**metadata, "message_id": "DOC-78", "encounter_id": "urn:his:visit|V-78"}
+    ingested = iapi.client.post(
+        "/api/v1/ingest/documents",
+        files={"file": ("note.pdf", real_pdf(), "application/pdf")},
+        data={"metadata": json.dumps(document)},
+        headers=archivist,
+    )
+    assert ingested.status_code == 201, ingested.text
+    posted = iapi.client.post(
+        "/fhir/r4/Encounter",
+        content=json.dumps(encounter).encode(),
+        headers={"Content-Type": "application/fhir+json", **archivist},
+    )
+    assert posted.status_code == 201, posted.text
+
+    _consent(iapi, insurer.address)
+    response = _ask(iapi)
+    assert response.status_code == 201, response.text
+    dates = [record["dates"] for record in response.json()["records"]]
+    # the later discharge restarted both inpatient records' retention clock (record_date), but
+    # each record keeps the stay it was ingested for
+    assert sorted((d["record_date"], d["admitted_on"], d["discharged_on"]) for d in dates) == [
+        ("2024-06-09", "2024-04-20", "2024-05-02"),
+        ("2024-06-09", "2024-06-03", "2024-06-09"),
+    ]
+    document = _anchored_document(iapi, response.json()["message"]["attestationId"])
+    assert _cli(consortium, document, tmp_path) == 0
+    unasked = _ask(iapi, facts=["record_class"])
+    assert unasked.status_code == 201
+    assert all("dates" not in record for record in unasked.json()["records"])

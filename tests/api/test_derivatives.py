@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -361,3 +362,110 @@ def test_a_format_without_a_profile_is_refused_and_nothing_is_created(
     assert failed.json()["code"] == "deidentification_failed"
     after = dapi.footprint()
     assert (after.archives, after.blobs) == (before.archives, before.blobs)
+
+
+FHIR_EXAMPLE = Path(__file__).parents[1] / "data" / "fhir" / "patient-example.json"
+OBSERVATION_WITH_NOTES: dict[str, Any] = {  # R4 Observation: Annotation notes, extensions
+    "resourceType": "Observation",
+    "id": "f001",
+    "text": {"status": "generated", "div": "<div>Glucose 6.3 mmol/l for P. van de Heuvel</div>"},
+    "extension": [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/observation-bodyPosition",
+            "valueCodeableConcept": {"text": "sitting, in Dr Smit's room"},
+        }
+    ],
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+    "subject": {"reference": "Patient/f001", "display": "P. van de Heuvel"},
+    "effectiveDateTime": "2013-04-02T09:30:10+01:00",
+    "valueQuantity": {"value": 6.3, "unit": "mmol/l"},
+    "note": [
+        {
+            "authorString": "Dr. A. Smit",
+            "time": "2013-04-02T10:00:00+01:00",
+            "text": "Patient (Pieter) fasted since the wedding of his daughter Marieke",
+        }
+    ],
+}
+
+
+def test_fhir_profile_drops_extensions_notes_and_narrative(dapi: Api, chain: RpcChain) -> None:
+    """The FHIR specification's own Patient example and an Observation with notes: no narrative,
+    no extension (also on primitives: the birth time), no Annotation note in the derivative."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": json.loads(FHIR_EXAMPLE.read_text(encoding="utf-8"))},
+            {"resource": OBSERVATION_WITH_NOTES},
+        ],
+    }
+    archive_id = _upload(dapi, json.dumps(bundle).encode(), "application/fhir+json", "INPATIENT")
+    response = _derive(dapi, archive_id, "fhir-r4-deid")
+    assert response.status_code == 201, response.text
+    text = _content(dapi, response.json()["id"]).decode()
+    for secret in ("Chalmers", "Peter", "Erewhon", "5555 6473", "14:35:45", "Marché",
+                   "Bénédicte", "Smit", "Pieter", "Marieke", "Heuvel", "iso21090",
+                   "birthTime", "bodyPosition", "<div", "12345"):  # fmt: skip
+        assert secret not in text, secret
+    derived = json.loads(text)
+    patient, observation = (entry["resource"] for entry in derived["entry"])
+    assert "_birthDate" not in patient or patient["_birthDate"] == {}
+    assert patient["birthDate"] == "1974"
+    assert not {"text", "extension", "note"} & set(observation)
+    assert observation["valueQuantity"] == {"value": 6.3, "unit": "mmol/l"}
+
+
+def test_a_fhir_modifier_extension_is_refused(dapi: Api, chain: RpcChain) -> None:
+    resource = {
+        **OBSERVATION_WITH_NOTES,
+        "component": [
+            {
+                "modifierExtension": [
+                    {"url": "http://example.org/not-performed", "valueBoolean": True}
+                ],
+                "code": {"text": "insulin"},
+            }
+        ],
+    }
+    archive_id = _upload(dapi, json.dumps(resource).encode(), "application/fhir+json", "INPATIENT")
+    before = dapi.footprint()
+    refused = _derive(dapi, archive_id, "fhir-r4-deid")
+    assert (refused.status_code, refused.json()["code"]) == (400, "modifier_extension")
+    after = dapi.footprint()
+    assert (after.archives, after.blobs) == (before.archives, before.blobs)
+
+
+HL7_ORU = (  # an ORU^R01 result message with free text in OBX and NTE
+    "MSH|^~\\&|LAB|HOSP|ARCHIVE|HOSP|20240421101500||ORU^R01^ORU_R01|MSG-2|P|2.5.1\r"
+    "PID|1||MRN-778899^^^HOSP^MR||ZHANG^WEI||19741225|M\r"
+    "OBR|1|ORD-1|FIL-1|24323-8^Comprehensive metabolic panel^LN|||20240421093000\r"
+    "NTE|1|L|Specimen drawn by nurse Wang Fang at the patient's home, 12 Chaoyang Road\r"
+    "OBX|1|NM|2345-7^Glucose^LN||6.3|mmol/L|3.9-6.1|H|||F\r"
+    "OBX|2|TX|18776-5^Plan of care^LN||Discuss results with Mr Zhang and his wife Li Na||||||F\r"
+    "OBX|3|FT|11526-1^Pathology study^LN||Seen by Dr House\\.br\\Biopsy of left kidney||||||F\r"
+    "OBX|4|ST|8251-1^Service comment^LN||Call daughter Zhang Min on 555-0177||||||F\r"
+    "OBX|5|CE|11529-5^Surgical pathology^LN||C34.1^Neoplasm of upper lobe, per Dr Wilson^I10"
+    "~D-1^Mr Zhang's second lesion^L||||||F\r"
+    "OBX|6|CWE|8302-2^Height^LN||H1^Tall like his father Zhang San^L^^^^^^Zhang's note||||||F\r"
+    "NTE|1|L|Result phoned to Dr Cuddy at 10:02\r"
+)
+
+
+def test_hl7_profile_scrubs_obx_free_text_and_drops_nte(dapi: Api, chain: RpcChain) -> None:
+    archive_id = _upload(dapi, HL7_ORU.encode(), "application/hl7-v2", record_class="INPATIENT")
+    response = _derive(dapi, archive_id, "hl7v2-deid")
+    assert response.status_code == 201, response.text
+    text = _content(dapi, response.json()["id"]).decode()
+    for secret in ("Wang Fang", "Chaoyang", "Zhang", "Li Na", "House", "kidney", "555-0177",
+                   "per Dr Wilson", "lesion", "father", "Cuddy", "MRN-778899"):  # fmt: skip
+        assert secret not in text, secret
+    segments = [s.split("|") for s in text.split("\r") if s]
+    assert "NTE" not in {s[0] for s in segments}
+    obx = {s[1]: s for s in segments if s[0] == "OBX"}
+    assert obx["1"][5] == "6.3"  # a number stays
+    assert (obx["2"][5], obx["3"][5], obx["4"][5]) == ("", "", "")
+    assert obx["5"][5] == "C34.1^^I10~D-1^^L"  # codes stay, texts go
+    assert obx["6"][5] == "H1^^L^^^^^^"
+    assert obx["2"][3] == "18776-5^Plan of care^LN"  # the observation identifier stays

@@ -197,6 +197,92 @@ def test_holds_relayed_from_the_regulators_own_signature(
     wait_for(lambda: not chain.custody(archive_id).on_hold, 30, "the release on chain")
 
 
+def _envelope(
+    chain: RpcChain,
+    account: LocalAccount,
+    function: str,
+    archive_id: str,
+    kind: str,
+    *,
+    chain_id: int | None = None,
+    to: str | None = None,
+) -> str:
+    """``function(archive, reason)`` signed by ``account`` in a legacy (EIP-155 or, with kind
+    ``pre155``, without chain id), EIP-2930 or EIP-1559 envelope."""
+    codec = chain.codec("ArchiveNotary")
+    reason = hashlib.sha256(b"court order 17").digest()
+    gas_price = int(chain.rpc.request("eth_gasPrice", []), 16) * 2
+    tx: dict[str, Any] = {
+        "to": to or chain.notary_address(),
+        "data": "0x" + codec.encode_call(function, [archive_key(archive_id), reason]).hex(),
+        "value": 0,
+        "gas": 300_000,
+        "nonce": int(
+            chain.rpc.request("eth_getTransactionCount", [account.address, "pending"]), 16
+        ),
+    }
+    cid = chain.chain_id() if chain_id is None else chain_id
+    if kind == "legacy":
+        tx.update(gasPrice=gas_price, chainId=cid)
+    elif kind == "pre155":
+        tx.update(gasPrice=gas_price)
+    elif kind == "eip2930":
+        tx.update(type=1, gasPrice=gas_price, chainId=cid, accessList=[])
+    else:
+        tx.update(type=2, maxFeePerGas=gas_price, maxPriorityFeePerGas=1, chainId=cid)
+    return "0x" + account.sign_transaction(tx).raw_transaction.hex()
+
+
+@pytest.mark.parametrize("kind", ["legacy", "eip2930", "eip1559"])
+def test_holds_relayed_in_every_signed_envelope(
+    api: Api, chain: RpcChain, regulator: LocalAccount, insurer: LocalAccount, kind: str
+) -> None:
+    """Legacy (EIP-155), EIP-2930 and EIP-1559 transactions are relayed with the same checks and
+    mined on anvil; a legacy transaction without chain id, an unsigned one and another typed
+    envelope are refused with their own code."""
+    import rlp
+
+    archive_id = _archived(api)
+    other = _archived(api)
+    token = sign_in(api, regulator)
+    url = f"/api/v1/regulator/holds/{archive_id}"
+    raw = _envelope(chain, regulator, "placeHold", archive_id, kind)
+    refusals = {
+        "wrong_signer": _envelope(chain, insurer, "placeHold", archive_id, kind),
+        "wrong_call": _envelope(chain, regulator, "placeHold", other, kind),
+        "wrong_chain": _envelope(chain, regulator, "placeHold", archive_id, kind, chain_id=1),
+        "wrong_target": _envelope(
+            chain, regulator, "placeHold", archive_id, kind, to=regulator.address
+        ),
+        "unprotected_transaction": _envelope(chain, regulator, "placeHold", archive_id, "pre155"),
+        "unsupported_transaction_type": "0x03" + raw[4:],
+        "invalid_transaction": "0x" + raw[2:-10],  # truncated
+    }
+    if kind == "legacy":
+        fields = rlp.decode(bytes.fromhex(raw[2:]))
+        refusals["invalid_transaction"] = "0x" + rlp.encode(fields[:6]).hex()  # never signed
+    for code, body in refusals.items():
+        refused = api.client.post(url, json={"signed_transaction": body}, headers=bearer(token))
+        assert (refused.status_code, refused.json()["code"]) == (400, code), (code, refused.text)
+    assert chain.custody(archive_id).on_hold is False
+
+    placed = api.client.post(url, json={"signed_transaction": raw}, headers=bearer(token))
+    assert placed.status_code == 202, placed.text
+    tx_hash = placed.json()["tx_hash"]
+    wait_for(lambda: chain.custody(archive_id).on_hold, 30, "the hold on chain")
+    mined = chain.rpc.transaction(tx_hash)
+    assert mined is not None
+    assert int(mined["type"], 16) == {"legacy": 0, "eip2930": 1, "eip1559": 2}[kind]
+    assert chain.hold_placed_by(archive_id) == regulator.address
+    released = api.client.post(
+        f"{url}/release",
+        json={"signed_transaction": _envelope(chain, regulator, "releaseHold", archive_id, kind)},
+        headers=bearer(token),
+    )
+    assert released.status_code == 202, released.text
+    wait_for(lambda: not chain.custody(archive_id).on_hold, 30, "the release on chain")
+
+
 def test_login_and_regulator_cli_against_a_live_node(
     consortium: Consortium,
     chain: RpcChain,

@@ -312,7 +312,7 @@ def test_a_member_token_does_not_open_content(api: Api, regulator: LocalAccount)
 def test_the_message_format_round_trips() -> None:
     text = (
         "node.example:8600 wants you to sign in with your Ethereum account:\n"
-        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\n\n"
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\n\n\n"  # no statement: EIP-4361's ABNF
         "URI: https://node.example:8600\nVersion: 1\nChain ID: 31337\nNonce: abcdefgh1234\n"
         "Issued At: 2026-12-02T07:00:00Z\nExpiration Time: 2026-12-02T07:05:00Z\n"
         "Resources:\n- urn:archivechain:role:regulator"
@@ -323,6 +323,10 @@ def test_the_message_format_round_trips() -> None:
     assert message.text() == text
     with pytest.raises(SiweFormatError):
         parse_message(text.replace("Nonce: abcdefgh1234", "Nonce: short"))
+    with pytest.raises(SiweFormatError):  # one blank line only: the siwe package's ABNF refuses
+        parse_message(text.replace("BeAed\n\n\n", "BeAed\n\n"))
+    with_statement = text.replace("BeAed\n\n\n", "BeAed\n\nSign in.\n\n")
+    assert parse_message(with_statement).statement == "Sign in."
 
 
 def test_open_challenges_are_bounded(

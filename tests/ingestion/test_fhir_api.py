@@ -184,6 +184,8 @@ def test_encounters_reach_the_listeners_once(api: Api) -> None:
     assert report.patient_id == PATIENT
     assert report.encounter_id == "urn:his:visit|V-1"
     assert report.at.isoformat() == "2024-05-02T10:00:00+00:00"
+    assert report.admitted_at is not None  # period.start of an inpatient stay
+    assert report.admitted_at.isoformat() == "2024-04-20T08:00:00+00:00"
     planned = {**encounter, "status": "planned"}
     assert post(api, "Encounter", planned).status_code == 200
     assert len(recorder.reports) == 1

@@ -202,7 +202,20 @@ def test_adt_reports_encounters_once(mllp_node: NodeRuntime, link: Link) -> None
     assert discharge.encounter_id == "V-1001"
     assert discharge.at.isoformat() == "2024-05-02T02:00:00+00:00"  # PV1-45, +0800
     assert recorder.reports[0].at.isoformat() == "2024-04-20T08:00:00+00:00"  # PV1-44
+    assert discharge.admitted_at is not None  # the discharge carries the admission (PV1-44)
+    assert discharge.admitted_at.isoformat() == "2024-04-20T08:00:00+00:00"
     assert counts(mllp_node) == (0, 2)
+    from node.models import EncounterStay
+
+    with mllp_node.db.session() as session:
+        stay = session.get(EncounterStay, mllp_node.pseudonyms.encounter("V-1001"))
+        assert stay is not None
+        assert stay.admitted_at is not None
+        assert stay.discharged_at is not None
+        assert (stay.admitted_at.isoformat(), stay.discharged_at.isoformat()) == (
+            "2024-04-20T08:00:00+00:00",
+            "2024-05-02T02:00:00+00:00",
+        )
 
 
 def test_a_failing_listener_leaves_the_message_to_be_resent(
