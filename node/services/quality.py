@@ -2,7 +2,8 @@
 
 - authenticity (真实性): the stored ciphertext hashes to the hash its CREATE/AMEND event recorded,
   and the decrypted content, with the archive's salt, to the recorded commitment; the archive's
-  events replay (they exist and chain);
+  events replay (they exist and chain); in audits, every event this node logged for it more than
+  ``anchoring_lag_alert_seconds`` ago is covered by the latest confirmed checkpoint (anchored);
 - integrity (完整性): the metadata required for its class (``qc_required_metadata``) is present,
   its versions are numbered 1..n in the log and the catalogue alike;
 - usability (可用性): every version opens in its media type (``node.quality``);
@@ -23,9 +24,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import JSON, LargeBinary, Text, and_, inspect, select
+from sqlalchemy import JSON, LargeBinary, Text, and_, func, inspect, select
+from sqlalchemy.orm import Session
 
+from anchoring import storage
 from anchoring.errors import AnchoringError
 from node import crypto
 from node.alerts import AlertNotice, AlertSink, Severity
@@ -271,6 +275,8 @@ class QualityService:
             except NodeError:
                 failed.append(QcCheck("security", "key_missing"))
                 material = None
+            if trigger == "audit" and not self._anchored(session, archive_id):
+                failed.append(QcCheck("authenticity", "events_unanchored"))
             required = self.settings.qc_required_metadata.get(archive.record_class, [])
             missing = [k for k in required if archive.metadata_json.get(k) in (None, "", [], {})]
             if missing:
@@ -307,6 +313,21 @@ class QualityService:
                 )
             )
         return report
+
+    def _anchored(self, session: Session, archive_id: str) -> bool:
+        """Whether every event this node logged for the archive before the anchoring grace
+        (``anchoring_lag_alert_seconds``) lies inside the latest confirmed checkpoint. Younger
+        events are not yet due; events received from former custodians were anchored by them."""
+        due = self.clock() - timedelta(seconds=self.settings.anchoring_lag_alert_seconds)
+        last_due = session.scalar(
+            select(func.max(storage.LogEntry.index)).where(
+                storage.LogEntry.archive_id == archive_id, storage.LogEntry.time <= due
+            )
+        )
+        if last_due is None:
+            return True
+        checkpoint = storage.latest_confirmed_checkpoint(session)
+        return checkpoint is not None and last_due < checkpoint.size
 
     def _store(
         self, archive_id: str, results: list[tuple[int, int, list[QcCheck]]], trigger: str

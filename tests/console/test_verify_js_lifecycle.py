@@ -3,7 +3,7 @@ reference (``anchoring.lifecycle.apply``), case by case: every ``apply`` call th
 tests (``tests/anchoring/test_lifecycle.py``) make — legal steps and refusals — is recorded with
 the events that led to its state, replayed in Node.js through the browser's code, and must give
 the same outcome: accepted, or refused with the same failure code (``illegal_transition``,
-``prev_mismatch``, ``time_order``). Every recorded event must also pass the browser's §4 schema
+``prev_mismatch``, ``time_order``, ``break_glass_unopened``). Every recorded event must also pass the browser's §4 schema
 and canonical-bytes check."""
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 
 from anchoring import lifecycle
-from anchoring.errors import EventTimeOrderError, LifecycleError, PrevHashMismatchError
+from anchoring.errors import (
+    BreakGlassWindowError,
+    EventTimeOrderError,
+    LifecycleError,
+    PrevHashMismatchError,
+)
 from anchoring.events import canonical_bytes
 from tests.anchoring import test_lifecycle
 
@@ -34,6 +39,8 @@ def _code(error: LifecycleError) -> str:
         return "prev_mismatch"
     if isinstance(error, EventTimeOrderError):
         return "time_order"
+    if isinstance(error, BreakGlassWindowError):
+        return "break_glass_unopened"
     return "illegal_transition"
 
 
@@ -71,7 +78,13 @@ def test_browser_lifecycle_rules_agree_with_the_reference(monkeypatch: pytest.Mo
     cases = _record(monkeypatch)
     expected = [c.pop("expected") for c in cases]
     assert len(cases) > 200
-    assert {"ok", "illegal_transition", "prev_mismatch", "time_order"} <= set(expected)
+    assert {
+        "ok",
+        "illegal_transition",
+        "prev_mismatch",
+        "time_order",
+        "break_glass_unopened",
+    } <= set(expected)
     result = subprocess.run(
         [str(NODE), str(SCRIPT), str(MODULE)],
         input=json.dumps(cases),

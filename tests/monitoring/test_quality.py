@@ -416,3 +416,38 @@ def test_batch_archiving_is_refused_by_quality_control(api: Api) -> None:
     accepted = api.client.post(batch, json={"archive_ids": [sound]}, headers=archivist)
     assert accepted.status_code == 200, accepted.text
     assert [a["state"] for a in accepted.json()["archived"]] == ["ARCHIVED"]
+
+
+def test_the_audit_fails_authenticity_until_the_events_are_anchored(
+    make_node: MakeNode, database_url: str
+) -> None:
+    """Authenticity asks that the events be present *and anchored*: an audit after the anchoring
+    grace finds the archive's events outside every confirmed checkpoint (``events_unanchored``);
+    once the worker anchored them the same audit passes."""
+    node = make_node(database_url=database_url, anchoring_lag_alert_seconds=0.5)
+    app = create_app(node)
+    with serve(app) as client:
+        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+        archivist = api.auth("archivist")
+        archive_id = _upload(api, PDF, "application/pdf")
+        archived = client.post(f"/api/v1/archives/{archive_id}/archive", headers=archivist)
+        assert archived.status_code == 200, archived.text  # at archiving time: not yet due
+        assert _failed(_quality(api, archive_id)[0]) == []
+        time.sleep(1.0)
+
+        def audit() -> list[str]:
+            body = client.post(
+                "/api/v1/audits/quality",
+                json={"scope": "archives", "archive_ids": [archive_id]},
+                headers=archivist,
+            ).json()
+            return [c for f in body["failures"] for c in _failed(f)]
+
+        assert audit() == ["authenticity.events_unanchored"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            node.worker.tick()
+            if not audit():
+                break
+            time.sleep(0.5)
+        assert audit() == []

@@ -369,6 +369,7 @@ export function applyEvent(s, ev, leaf) {
       head: leaf, lastTime: time, count: 1, commitment: null, deadline: null, onHold: false, holdByRegulator: false,
       recipient: null, offerHash: null, grants: [], tier: "hot", tags: new Set(), certificateHash: null,
       proposal: null, proposedBy: null, approvedUntil: null, replicas: new Set(), destroyedEvent: null,
+      breakGlass: [],
     };
   }
   if (ev.type === "CREATE") throw illegal("the archive already exists");
@@ -407,6 +408,12 @@ export function applyEvent(s, ev, leaf) {
   return { ...next, head: leaf, lastTime: time, count: s.count + 1 };
 }
 
+/** Whether break-glass window `w` (opened by a BREAK_GLASS) allows the break-glass ACCESS `ev` at `time` (§8). */
+function coversBreakGlass(w, ev, time) {
+  return w.hospital === ev.hospital && w.actor === ev.actor && w.purpose === ev.data.purpose
+    && w.reasonHash === ev.data.reason_hash && w.openedAt <= time && time < w.expiresAt;
+}
+
 function endTransfer(s) { return { ...s, status: "ARCHIVED", recipient: null, offerHash: null }; }
 
 function effect(s, ev, d, time, leaf) {
@@ -430,6 +437,8 @@ function effect(s, ev, d, time, leaf) {
         if (ev.actor !== grant.grantee) throw illegal("a disclosure names another actor than the grantee");
         if (d.purpose !== grant.purpose) throw illegal("the purpose differs from the grant's");
         if (d.break_glass) throw illegal("a disclosure under a grant is never break-glass");
+      } else if (d.break_glass && !s.breakGlass.some((w) => coversBreakGlass(w, ev, time))) {
+        throw new Refusal("break_glass_unopened", `break-glass access by ${ev.actor} is not inside a break-glass window this actor opened on this archive (same hospital, actor, purpose and reason_hash, before its expires_at)`);
       }
       return s;
     case "SHARE_GRANT": {
@@ -517,7 +526,13 @@ function effect(s, ev, d, time, leaf) {
     case "BREAK_GLASS":
       if (isMember(ev.actor)) throw illegal("break-glass is opened by a member of staff (a pseudonym)");
       if (parseTime(d.expires_at) <= time) throw illegal("a break-glass window must end after it opens");
-      return s;
+      return {
+        ...s,
+        breakGlass: [
+          ...s.breakGlass.filter((w) => w.expiresAt > time),
+          { hospital: ev.hospital, actor: ev.actor, purpose: d.purpose, reasonHash: d.reason_hash, openedAt: time, expiresAt: parseTime(d.expires_at) },
+        ],
+      };
     case "DERIVE":
       if (s.count !== 1) throw illegal("DERIVE must directly follow CREATE");
       if (d.commitment !== s.versions[s.versions.length - 1].commitment) throw illegal("commitment is not version 1's");
