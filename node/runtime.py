@@ -294,6 +294,7 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             alerts=self.alerts,
+            keystore=self.keystore,
         )
         self.replica_holder = ReplicaHolder(
             settings=settings,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -139,6 +139,28 @@ def get_replica(
 ) -> StreamingResponse:
     chunks = runtime.replica_holder.fetch(sender, archive_id, version)
     return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.put(
+    "/replicas/{archive_id}/record",
+    summary="Store the sender's key record of an archive (KEK-wrapped key, sealed metadata)",
+    responses=error_responses(400, 401, 404, 409, 413, 503),
+)
+async def put_record(
+    request: Request, runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath
+) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.replica_holder.accept_record, sender, archive_id, body)
+
+
+@router.get(
+    "/replicas/{archive_id}/record",
+    summary="The sender's own key record of an archive (to that custodian only)",
+    responses=PEER_ERRORS,
+)
+def get_record(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Response:
+    record = runtime.replica_holder.fetch_record(sender, archive_id)
+    return Response(record, media_type="application/json")
 
 
 @router.post(

@@ -10,6 +10,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,7 @@ from node.peers import sign_headers
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
-from tests.federation.conftest import Hospital, start_hospital
+from tests.federation.conftest import Hospital, start_hospital, wait_for
 from tests.fixtures.chain import Consortium
 
 CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
@@ -333,18 +334,39 @@ def test_a_log_rebuilt_from_peers_verifies_and_a_lying_peer_is_caught(
         fresh.dispose()
 
 
-def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_peers(
+def _config(settings: object, path: Path, peers: dict[str, str]) -> Path:
+    lines = [
+        'mode = "dev"',
+        f'data_dir = "{settings.data_dir}"',  # type: ignore[attr-defined]
+        f'rpc_url = "{settings.rpc_url}"',  # type: ignore[attr-defined]
+        f'deployment_file = "{settings.deployment_file}"',  # type: ignore[attr-defined]
+        "[peers]",
+        *(f'"{address}" = "{url}"' for address, url in peers.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _files_under(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_from_peers(
     consortium: Consortium,
     nodes: dict[str, Hospital],
     chain: RpcChain,
     tmp_path: Path,
     hospital_a,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The drill's database scenario: A's database is lost and restored from a backup older than
-    its last checkpoint; the log comes back from B and C to the chain's checkpoint (verified),
-    the blobs from replicas; A starts, anchors again, and every proof verifies."""
-    from node.backup import LostEventsError, create_backup, restore_backup, verify_node_data
-    from node.recovery import restore_from_peers
+    """The drill's database scenario, through ``archivechain restore BACKUP --from-peers``: A's
+    database is lost and restored from a backup older than its last checkpoint; the log comes back
+    from B and C to the chain's checkpoint (verified), the blobs from replicas, and the keys and
+    titles of the archives created after the backup from the key records at the replica holders
+    (which hold neither plaintext nor an unwrapped key); A starts, anchors again, every archive
+    reads and every proof verifies."""
+    from archivechain import main
+    from node.backup import LostEventsError, create_backup, restore_backup
 
     a = nodes["A"]
     before = [upload(a, CONTENT + bytes([i])) for i in range(2)]
@@ -352,28 +374,56 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_pe
     backup = tmp_path / "a-old.tar"
     create_backup(a.runtime.settings, backup)
     after = [upload(a, CONTENT + bytes([10 + i])) for i in range(2)]
-    assert a.runtime.replicas.place().placed == 4
+    with a.client() as api:  # a title only the lost database and the sealed records knew
+        renamed = api.get(f"/archives/{after[0]}").json()
+    placed = a.runtime.replicas.place()
+    assert placed.placed == 4, placed.problems
+    assert placed.records_sent == 4, placed.problems
+    assert a.runtime.replicas.send_records().records_sent == 0  # up to date: nothing resent
     a.runtime.worker.run_until_anchored(timeout=30)
     assert not a.runtime.log_shipping.ship().problems
     with a.runtime.db.session() as session:
         acknowledged = storage.current_size(session)
+        keys = {aid: a.runtime.keyring.own(session, aid).data_key for aid in [*before, *after]}
+
+    # What the holders keep: ciphertext and opaque records, never the text, title or a data key.
+    for holder in (nodes["B"], nodes["C"]):
+        held = _files_under(holder.runtime.settings.replica_dir)
+        with holder.runtime.db.session() as session:
+            held += b"".join(
+                bytes(r.event) for r in session.execute(select(ShippedEntry)).scalars()
+            )
+        assert CONTENT[:48] not in held
+        assert b"Discharge summary" not in held
+        assert b"MRN-7" not in held
+        assert not any(key in held for key in keys.values())
 
     settings = a.runtime.settings
     port = int(a.url.rsplit(":", 1)[1])
+    peers = dict(settings.peers)
     a.stop()
     shutil.rmtree(settings.data_dir)
     with pytest.raises(LostEventsError):  # alone, the old backup cannot anchor again
         restore_backup(backup, settings)
-    result = restore_from_peers(settings)
-    assert result.log.complete, result.log.problems
-    assert not result.log.lying
-    assert result.log.archives_recreated == 2  # created after the backup: catalogue from events
-    assert result.blobs_restored == 4, result.blob_problems  # the backup carried no blobs
-    report = verify_node_data(settings)
-    assert report.log_size == acknowledged  # no acknowledged event lost
-    (settings.data_dir / "RESTORE_UNVERIFIED").unlink()
+    shutil.rmtree(settings.data_dir)
 
-    peers = dict(settings.peers)
+    # Refused when no peer answers: exit 1, the node will not start.
+    dead = {address: "http://127.0.0.1:9" for address in peers}
+    assert main(["restore", str(backup), "--from-peers",
+                 "--config", str(_config(settings, tmp_path / "dead.toml", dead))]) == 1  # fmt: skip
+    assert "the log could not be rebuilt" in capsys.readouterr().err
+    shutil.rmtree(settings.data_dir)
+
+    config = _config(settings, tmp_path / "a.toml", peers)
+    assert main(["restore", str(backup), "--from-peers", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2 recreated from their events" in out, out  # created after the backup
+    assert "2 archives' keys and titles from key records" in out, out
+    assert "0 without a key" in out, out
+    assert "4 fetched from replicas" in out, out  # the backup carried no blobs
+    assert f"{acknowledged} events" in out  # no acknowledged event lost
+    assert not (settings.data_dir / "RESTORE_UNVERIFIED").exists()
+
     restarted = start_hospital(
         "A", consortium, hospital_a, settings.data_dir, port, peers, **MANUAL
     )
@@ -381,9 +431,17 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_pe
     newer = upload(restarted)
     restarted.runtime.worker.run_until_anchored(timeout=30)
     with restarted.client() as api:
-        read = api.get(f"/archives/{before[0]}/content", params={"purpose": "treatment"})
-        assert read.status_code == 200, read.text
-        assert read.content == CONTENT + b"\x00"
+        for archive_id, content in (
+            (before[0], CONTENT + b"\x00"),
+            (after[0], CONTENT + bytes([10])),
+            (after[1], CONTENT + bytes([11])),
+        ):
+            read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+            assert read.status_code == 200, read.text
+            assert read.content == content
+        shown = api.get(f"/archives/{after[0]}").json()
+        assert shown["title"] == renamed["title"] == "Discharge summary"
+        assert shown["metadata"] == renamed["metadata"]
     with restarted.client("auditor") as api:
         for archive_id in [*before, *after, newer]:
             bundle = parse_bundle(api.get(f"/archives/{archive_id}/proof").content)
@@ -431,3 +489,130 @@ def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
         document = api.get(f"/archives/{archive_id}/proof").content
     report = verify_bundle(parse_bundle(document), chain)
     assert report.ok, report.to_text()
+
+
+def test_replicas_follow_custody_through_a_transfer_and_a_rebuild_takes_custody_from_the_chain(
+    hospitals: dict[str, Hospital], chain: RpcChain, tmp_path: Path
+) -> None:
+    """A's replica of an archive it transfers to B is deleted at its holder once B accepts; B logs
+    REPLICA dropped for the replica it inherited in the chain of events and places its own. A log
+    rebuilt from peers is compared with the chain's custody: A's (honest, stale) log still says
+    TRANSFER_PENDING, the chain says B holds it: reported and taken from the chain; an unanchored
+    tail that two peers agree on but that puts a hold the chain does not know is refused."""
+    from anchoring.events import HoldPlaceData, HoldPlaceEvent, canonical_bytes
+    from anchoring.lifecycle import ArchiveStatus
+    from node.models import Archive
+    from tests.federation.test_flows import transfer_state, upload_and_archive
+
+    a, b, c = hospitals["A"], hospitals["B"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    other = upload_and_archive(a)
+    placed = a.runtime.replicas.place()
+    assert placed.placed == 2, placed.problems
+    assert placed.records_sent == 2, placed.problems
+    holder = holder_of(hospitals, archive_id)
+    assert held_bytes(holder, a.address, archive_id)
+
+    with a.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    assert a.runtime.replicas.drop_unneeded().dropped == 0  # in transit: kept (may be cancelled)
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "accepted", 30, "A to see it")
+
+    # A deletes its replica (and key record) at the holder: A no longer logs on the archive.
+    before = len(events(a, archive_id))
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    with holder.runtime.db.session() as session:
+        assert not session.execute(
+            select(HeldReplica).where(
+                HeldReplica.custodian == a.address, HeldReplica.archive_id == archive_id
+            )
+        ).first()
+    assert len(events(a, archive_id)) == before
+    assert a.runtime.replicas.challenge().verified == 1  # only `other` is still A's
+
+    # B releases the inherited replica in its own log, then places its own.
+    released = b.runtime.replicas.release_inherited()
+    assert released.dropped == 1, released.problems
+    dropped = events(b, archive_id)[-1]
+    assert (dropped["type"], dropped["data"]["action"], dropped["data"]["peer"]) == (  # type: ignore[index]
+        "REPLICA",
+        "dropped",
+        holder.address,
+    )
+    assert b.runtime.replicas.release_inherited().dropped == 0
+    mine = b.runtime.replicas.place()
+    assert mine.placed == 1, mine.problems
+    assert mine.records_sent == 1, mine.problems
+    new_holder = rendezvous(archive_id, [a.address, c.address], 1)[0]
+    placed_event = events(b, archive_id)[-1]
+    assert placed_event["data"]["action"] == "placed"  # type: ignore[index]
+    assert placed_event["data"]["peer"] == new_holder  # type: ignore[index]
+    assert b.runtime.replicas.challenge().verified == 1
+    b.runtime.worker.run_until_anchored(timeout=30)
+    with b.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    verified = verify_bundle(parse_bundle(document), chain)
+    assert verified.ok, verified.to_text()
+
+    # A's log, shipped to B and C, rebuilt into a fresh database with the chain's custody.
+    a.runtime.worker.run_until_anchored(timeout=30)
+    assert not a.runtime.log_shipping.ship().problems
+    with a.runtime.db.session() as session:
+        size = storage.current_size(session)
+        row = session.get(Archive, other)
+        assert row is not None
+        head = a.runtime.ledger.state(session, row).head
+    # B and C both hold the same forged unanchored entry: a hold on `other` the chain never saw.
+    forged = HoldPlaceEvent(
+        hospital=a.address,
+        log_index=size,
+        archive_id=other,
+        actor=a.address,
+        time=datetime.now(UTC),
+        prev=head,
+        data=HoldPlaceData(reason_hash="11" * 32, by_regulator=False),
+    )
+    for peer in (b, c):
+        with peer.runtime.db.transaction() as session:
+            session.add(
+                ShippedEntry(
+                    custodian=a.address,
+                    index=size,
+                    event=canonical_bytes(forged),
+                    received_at=datetime.now(UTC),
+                )
+            )
+    url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    migrations.upgrade(url)
+    fresh = Database.connect(url)
+    checkpoints = [
+        chain.checkpoint_at(a.address, i) for i in range(chain.checkpoint_count(a.address))
+    ]
+    assert checkpoints[-1].size == size
+
+    def fetch(peer: str, start: int, limit: int) -> dict[str, object]:
+        return a.runtime.remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
+
+    try:
+        report = rebuild_log(
+            fresh, a.address, checkpoints, [b.address, c.address], fetch, custody=chain.custody
+        )
+        assert report.complete, report.problems
+        assert not report.lying, report.problems
+        assert report.tail_refused == 1, report.problems
+        assert report.tail_recovered == 0, report.problems
+        assert set(report.custody_mismatches) == {archive_id}
+        with fresh.session() as session:
+            assert storage.current_size(session) == size
+            moved = session.get_one(Archive, archive_id)
+            assert (moved.state, moved.custodian) == ("TRANSFERRED", b.address)
+            kept = session.get_one(Archive, other)
+            assert (kept.state, kept.custodian, kept.on_hold) == (
+                ArchiveStatus.ARCHIVED.value,
+                a.address,
+                False,
+            )
+    finally:
+        fresh.dispose()
