@@ -436,29 +436,30 @@ class ReplicaService:
         return short
 
     def _place_one(self, version: _Version, peer: str, report: ReplicaReport) -> bool:
-        try:
-            body = b"".join(self.blobs.open_stream(version.cid))
-        except (OSError, NodeError) as exc:
-            report.problems.append(f"{version.archive_id}/{version.version}: local blob: {exc}")
+        # Streamed from the blob store to the peer, signed by the recorded hash: never held
+        # whole in memory. A local blob that is not those bytes is refused by the peer (its
+        # digest differs), so corruption is never replicated; the fixity audit repairs it.
+        if version.size <= 0:
+            report.problems.append(f"{version.archive_id}/{version.version}: size unknown")
             return False
-        if hashlib.sha256(body).hexdigest() != version.sha256:
-            report.problems.append(f"{version.archive_id}/{version.version}: local blob corrupt")
-            return False  # never replicate corruption; the fixity audit repairs it first
         try:
-            answer = self.remote.send_json(
+            chunks = _Counted(self.blobs.open_stream(version.cid))
+            answer = self.remote.send_stream(
                 peer,
                 "PUT",
                 replica_path(version.archive_id, version.version),
-                body,
-                "application/octet-stream",
+                chunks,
+                version.sha256,
+                version.size,
             )
-        except NodeError as exc:
+        except (OSError, NodeError) as exc:
             report.problems.append(f"{version.archive_id}/{version.version} → {peer}: {exc}")
             log.warning("replica of %s not placed at %s: %s", version.archive_id, peer, exc)
             return False
-        if answer.get("sha256") != version.sha256 or answer.get("size") != len(body):
+        if answer.get("sha256") != version.sha256 or answer.get("size") != version.size:
             report.problems.append(f"{peer} acknowledged other bytes")
             return False
+        body_size = version.size
 
         def unit(uow: UnitOfWork) -> None:
             row = uow.session.execute(
@@ -475,7 +476,7 @@ class ReplicaService:
                     version=version.version,
                     peer=peer,
                     ciphertext_sha256=version.sha256,
-                    size=len(body),
+                    size=body_size,
                     state=ACTIVE,
                     placed_at=uow.now,
                     failures=0,
@@ -490,7 +491,7 @@ class ReplicaService:
             report.problems.append(f"{version.archive_id}: REPLICA refused: {exc}")
             return False
         report.add("placed", 1)
-        report.add("bytes_sent", len(body))
+        report.add("bytes_sent", body_size)
         return True
 
     def _log(
@@ -900,32 +901,60 @@ class ReplicaHolder:
         self.hospital = hospital
 
     def accept(self, sender: str, archive_id: str, version: int, body: bytes) -> dict[str, Any]:
-        """Store ``body`` as ``sender``'s replica of the version (idempotent for the same bytes);
-        409 ``replica_quota_exceeded`` beyond the quota, ``replica_conflict`` for other bytes
-        under the same name. The sender is an active hospital (checked by the peer API)."""
+        """``accept_stream`` of a body held in memory (tests, small bodies)."""
+        sha = hashlib.sha256(body).hexdigest()
+        return self.accept_stream(sender, archive_id, version, [body], sha, len(body))
+
+    def accept_stream(
+        self,
+        sender: str,
+        archive_id: str,
+        version: int,
+        chunks: Iterable[bytes],
+        sha256: str,
+        declared: int | None,
+    ) -> dict[str, Any]:
+        """Store the streamed ciphertext as ``sender``'s replica of the version (idempotent for
+        the same bytes). ``sha256``: the digest the sender signed; ``declared``: its
+        Content-Length. Refused before a byte is read: 409 ``replica_conflict`` for other bytes
+        under the same name, ``replica_quota_exceeded`` beyond the quota; after reading, 400
+        ``replica_digest_mismatch`` when the bytes are not the announced ones (nothing kept).
+        The sender is an active hospital (checked by the peer API)."""
         archive_id = normalise_id(archive_id)
         if sender == self.hospital:
             raise InputError("a node does not hold its own replicas", code="self_target")
-        sha = hashlib.sha256(body).hexdigest()
         with self.db.session() as session:
             existing = self._row(session, sender, archive_id, version)
-            used = session.execute(
-                select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
-                    HeldReplica.custodian == sender
-                )
-            ).scalar_one()
+            used = int(
+                session.execute(
+                    select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                        HeldReplica.custodian == sender
+                    )
+                ).scalar_one()
+            )
         if existing is not None:
-            if existing.sha256 != sha:
+            if existing.sha256 != sha256:
                 raise ConflictError(
                     "another ciphertext is held under this version", code="replica_conflict"
                 )
             if self.store.exists(existing.cid):
-                return {"sha256": sha, "size": len(body)}
-        elif int(used) + len(body) > self.settings.replica_quota_bytes:
+                return {"sha256": sha256, "size": existing.size}
+        elif declared is not None and used + declared > self.settings.replica_quota_bytes:
             raise ConflictError(
                 "the replica quota for this hospital is used up", code="replica_quota_exceeded"
             )
-        ref = self.store.put_stream([body])
+        ref = self.store.put_stream(chunks)
+        if ref.sha256 != sha256 or (declared is not None and ref.size != declared):
+            self._delete_unshared(ref.cid)
+            raise InputError(
+                "the replica's bytes are not the ones announced and signed",
+                code="replica_digest_mismatch",
+            )
+        if existing is None and used + ref.size > self.settings.replica_quota_bytes:
+            self._delete_unshared(ref.cid)
+            raise ConflictError(
+                "the replica quota for this hospital is used up", code="replica_quota_exceeded"
+            )
 
         def unit(uow: UnitOfWork) -> None:
             row = self._row(uow.session, sender, archive_id, version)
@@ -936,8 +965,8 @@ class ReplicaHolder:
                         archive_id=archive_id,
                         version=version,
                         cid=ref.cid,
-                        sha256=sha,
-                        size=len(body),
+                        sha256=sha256,
+                        size=ref.size,
                         stored_at=uow.now,
                     )
                 )
@@ -945,7 +974,7 @@ class ReplicaHolder:
                 row.cid = ref.cid
 
         self.units.run(unit)
-        return {"sha256": sha, "size": len(body)}
+        return {"sha256": sha256, "size": ref.size}
 
     def accept_record(self, sender: str, archive_id: str, body: bytes) -> dict[str, Any]:
         """Keep ``sender``'s key record of an archive (replacing the one before: records follow

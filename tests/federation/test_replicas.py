@@ -25,7 +25,7 @@ from anchoring.verifier import verify_bundle
 from node import migrations
 from node.db import Database
 from node.models import Alert, HeldReplica, Replica, ShippedEntry, WrappedKey
-from node.peers import sign_headers
+from node.peers import CONTENT_SHA256, sign_headers
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
@@ -94,7 +94,9 @@ def held_bytes(holder: Hospital, custodian: str, archive_id: str) -> bytes:
     with holder.runtime.db.session() as session:
         row = session.execute(
             select(HeldReplica).where(
-                HeldReplica.custodian == custodian, HeldReplica.archive_id == archive_id
+                HeldReplica.custodian == custodian,
+                HeldReplica.archive_id == archive_id,
+                HeldReplica.version == 1,
             )
         ).scalar_one()
         cid = row.cid
@@ -166,7 +168,7 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     holder = holder_of(nodes, archive_id)
     other = next(h for h in nodes.values() if h not in (a, holder))
     with holder.runtime.db.session() as session:
-        cid = session.execute(select(HeldReplica.cid)).scalar_one()
+        cid = session.execute(select(HeldReplica.cid).where(HeldReplica.version == 1)).scalar_one()
     path = holder.runtime.replica_holder.store.path_of(cid)  # type: ignore[attr-defined]
     data = bytearray(path.read_bytes())
     for i in range(0, len(data), 512):  # every challenge range meets a flipped byte
@@ -201,6 +203,7 @@ def _signed(
 ) -> httpx.Response:
     target = "/peer/v1" + path
     headers = sign_headers(account, method, target, body, hospital.address)  # type: ignore[arg-type]
+    headers[CONTENT_SHA256] = hashlib.sha256(body).hexdigest()  # read by streamed uploads only
     return httpx.request(method, hospital.url + target, headers=headers, content=body, timeout=30)
 
 
