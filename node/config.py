@@ -145,6 +145,9 @@ class NodeSettings(BaseSettings):
     """Longest byte range a replica challenge asks a peer to hash."""
     log_replica_count: int = Field(2, ge=0, le=16)
     """Peers this node ships its log to (chosen like replica holders, for the key ``log``)."""
+    log_quota_entries: int = Field(50_000_000, ge=0)
+    """Entries of any one other hospital's shipped log this node holds, at most (then 409
+    ``log_quota_exceeded``)."""
     log_ship_batch: int = Field(2000, ge=1, le=10_000)
     """Log entries per shipment request."""
     log_ship_tick: float = Field(5.0, gt=0)

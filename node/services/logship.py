@@ -198,6 +198,12 @@ class LogShippingService:
                     )
                 ).scalars()
             }
+            if start + len(raws) > held and start + len(raws) > self.settings.log_quota_entries:
+                raise ConflictError(
+                    f"this node holds at most {self.settings.log_quota_entries} entries of a "
+                    "hospital's log",
+                    code="log_quota_exceeded",
+                )
             for offset, raw in enumerate(raws):
                 index = start + offset
                 if index in overlap:

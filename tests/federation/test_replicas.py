@@ -5,6 +5,7 @@ and a log rebuilt from peers in which a lying peer is caught by the on-chain roo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -619,3 +620,116 @@ def test_replicas_follow_custody_through_a_transfer_and_a_rebuild_takes_custody_
             )
     finally:
         fresh.dispose()
+
+
+def test_streamed_uploads_key_records_and_the_log_quota_refuse_what_they_must(
+    nodes: dict[str, Hospital], hospital_a, hospital_c
+) -> None:
+    """A replica PUT is signed by its announced SHA-256 and streamed: bytes that are not the
+    announced ones, an unsigned digest, a body above the limit or the quota are refused with
+    nothing kept. Key records: only beside a held replica, exactly their fields, to their
+    custodian only. A holder keeps at most ``log_quota_entries`` of a hospital's log."""
+    from node.peers import sign_headers_for
+
+    b = nodes["B"]
+    archive_id = "01HZY3Z4Q8Q1V6S9N0M5K2J3H6"
+    path = f"/replicas/{archive_id}/versions/1"
+    target = "/peer/v1" + path
+    body = b"streamed ciphertext " * 1000
+
+    def put(chunks: object, digest: str, length: int | None = None) -> httpx.Response:
+        headers = sign_headers_for(hospital_a, "PUT", target, digest, b.address)
+        headers[CONTENT_SHA256] = digest
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        return httpx.put(b.url + target, headers=headers, content=chunks, timeout=30)  # type: ignore[arg-type]
+
+    def stored_files() -> int:
+        root = b.runtime.settings.replica_dir
+        return sum(1 for p in root.rglob("*") if p.is_file() and ".part" not in p.name)
+
+    files = stored_files()
+    # Other bytes than the signed digest (streamed in chunks, no length): 400, nothing kept.
+    wrong = put(iter([body[:5000], b"X" * 15000]), hashlib.sha256(body).hexdigest())
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "replica_digest_mismatch")
+    assert stored_files() == files
+    with b.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    # The digest header missing, or not the one signed: refused before a byte is stored.
+    headers = sign_headers(hospital_a, "PUT", target, body, b.address)
+    unsigned = httpx.put(b.url + target, headers=headers, content=body)
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, "peer_refused")
+    forged_headers = sign_headers_for(hospital_a, "PUT", target, "00" * 32, b.address)
+    forged_headers[CONTENT_SHA256] = hashlib.sha256(body).hexdigest()
+    forged = httpx.put(b.url + target, headers=forged_headers, content=body)
+    assert (forged.status_code, forged.json()["code"]) == (401, "peer_refused")
+    # The right bytes, streamed in chunks: stored, answered with their digest and size.
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    ok = put(iter(chunks), hashlib.sha256(body).hexdigest(), len(body))
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    # Quota: refused from the declared length before the body is read.
+    b.runtime.replica_holder.settings = b.runtime.settings.model_copy(
+        update={"replica_quota_bytes": len(body) + 100}
+    )
+    try:
+        other = f"/replicas/{archive_id}/versions/2"
+        headers = sign_headers_for(hospital_a, "PUT", "/peer/v1" + other, "11" * 32, b.address)
+        headers[CONTENT_SHA256] = "11" * 32
+        over = httpx.put(b.url + "/peer/v1" + other, headers=headers, content=body)
+        assert (over.status_code, over.json()["code"]) == (409, "replica_quota_exceeded")
+    finally:
+        b.runtime.replica_holder.settings = b.runtime.settings
+
+    # Key records: only next to a held replica, exactly their fields, for their own archive.
+    record = {"archive_id": archive_id, "kek_id": "k1", "key": "AAEC", "sealed": "AwQF"}
+    lonely = "/replicas/01HZY3Z4Q8Q1V6S9N0M5K2J3H7/record"
+    refused = _signed(
+        b, hospital_a, "PUT", lonely, json.dumps({**record, "archive_id": lonely[10:36]}).encode()
+    )
+    assert (refused.status_code, refused.json()["code"]) == (404, "replica_not_found")
+    for bad in (
+        {**record, "extra": "x"},
+        {**record, "archive_id": "01HZY3Z4Q8Q1V6S9N0M5K2J3H7"},
+        {**record, "key": "not base64!"},
+        {**record, "kek_id": ""},
+        {**record, "sealed": 5},
+    ):
+        answer = _signed(
+            b, hospital_a, "PUT", f"/replicas/{archive_id}/record", json.dumps(bad).encode()
+        )
+        assert (answer.status_code, answer.json()["code"]) == (400, "invalid_record"), bad
+    stored = _signed(
+        b, hospital_a, "PUT", f"/replicas/{archive_id}/record", json.dumps(record).encode()
+    )
+    assert stored.status_code == 200, stored.text
+    assert _signed(b, hospital_a, "GET", f"/replicas/{archive_id}/record").json() == record
+    other_reader = _signed(b, hospital_c, "GET", f"/replicas/{archive_id}/record")
+    assert (other_reader.status_code, other_reader.json()["code"]) == (404, "replica_not_found")
+    # Deleting the archive's last replica deletes its key record too.
+    assert _signed(b, hospital_a, "DELETE", path).json() == {"deleted": True}
+    gone = _signed(b, hospital_a, "GET", f"/replicas/{archive_id}/record")
+    assert (gone.status_code, gone.json()["code"]) == (404, "replica_not_found")
+    with b.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+
+    # The shipped-log quota: entries beyond it are refused whole, the ones before stay.
+    b.runtime.log_shipping.settings = b.runtime.settings.model_copy(update={"log_quota_entries": 3})
+    try:
+        entries = [base64.b64encode(b"entry %d" % i).decode() for i in range(4)]
+        first = _signed(b, hospital_a, "POST", "/log/entries",
+                        json.dumps({"start": 0, "entries": entries[:2]}).encode())  # fmt: skip
+        assert first.json() == {"size": 2}
+        over = _signed(b, hospital_a, "POST", "/log/entries",
+                       json.dumps({"start": 2, "entries": entries[2:]}).encode())  # fmt: skip
+        assert (over.status_code, over.json()["code"]) == (409, "log_quota_exceeded")
+        again = _signed(b, hospital_a, "POST", "/log/entries",
+                        json.dumps({"start": 0, "entries": entries[:2]}).encode())  # fmt: skip
+        assert again.json() == {"size": 2}  # what is held is still accepted idempotently
+        with b.runtime.db.session() as session:
+            held = session.execute(
+                select(ShippedEntry.index).where(ShippedEntry.custodian == hospital_a.address)
+            ).scalars()
+            assert sorted(held) == [0, 1]
+    finally:
+        b.runtime.log_shipping.settings = b.runtime.settings
