@@ -157,6 +157,10 @@ class NodeSettings(BaseSettings):
     tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
     """Per record class: days after archiving after which an archive's ciphertext moves to the
     cold tier (classes not named stay hot)."""
+    tier_cold_idle_days: dict[str, float] = Field(default_factory=dict)
+    """Per record class: days without a content read before an archive due by age moves cold
+    (classes not named: age alone); a cold archive of such a class read within that many days
+    moves back to the hot tier."""
     tier_tick: float = Field(3600.0, gt=0)
     """Seconds between tier-policy steps."""
     anchoring_lag_alert_seconds: float = Field(300.0, gt=0)

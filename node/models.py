@@ -490,6 +490,8 @@ class ContentRead(Base):
     first_byte_seconds: Mapped[float] = mapped_column(Float)
     last_byte_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     bytes_sent: Mapped[int] = mapped_column(BigInteger)
+    tier: Mapped[str | None] = mapped_column(String(8), default=None)
+    """Storage tier the content was read from (``hot``, ``cold``; NULL: before tiers were recorded)."""
     completed: Mapped[bool] = mapped_column(Boolean)
 
 

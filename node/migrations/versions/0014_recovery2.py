@@ -1,4 +1,5 @@
-"""recovery: the key record sent with each replica (its digest per replica row)
+"""recovery: the key record sent with each replica (its digest per replica row); the storage tier
+each content read was served from
 
 Revision ID: 0014
 Revises: 0012
@@ -19,8 +20,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("replicas") as batch:
         batch.add_column(sa.Column("record_digest", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("content_reads") as batch:
+        batch.add_column(sa.Column("tier", sa.String(length=8), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("content_reads") as batch:
+        batch.drop_column("tier")
     with op.batch_alter_table("replicas") as batch:
         batch.drop_column("record_digest")
