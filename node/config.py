@@ -152,6 +152,10 @@ class NodeSettings(BaseSettings):
     """Log entries per shipment request."""
     log_ship_tick: float = Field(5.0, gt=0)
     """Seconds between log shipments to the log peers."""
+    anchor_after_replication: bool = False
+    """Anchor only log entries that every log peer already holds (the replicated point), so a
+    restore from peers always reaches the latest checkpoint; anchoring then waits for shipping
+    (and stops while no log peer answers)."""
     cold_blob_dir: Path | None = None
     """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
     tier_cold_after_days: dict[str, float] = Field(default_factory=dict)

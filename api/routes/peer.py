@@ -234,6 +234,16 @@ async def ship_log(request: Request, runtime: RuntimeDep, sender: PeerDep) -> An
     return await run_in_threadpool(runtime.log_shipping.receive, sender, body)
 
 
+@router.post(
+    "/log/truncate",
+    summary="Drop the sender's shipped entries past its on-chain checkpoint (after a rebuild)",
+    responses=error_responses(400, 401, 409, 503),
+)
+async def truncate_log(request: Request, runtime: RuntimeDep, sender: PeerDep) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.log_shipping.truncate, sender, body)
+
+
 @router.get(
     "/log/entries",
     summary="Entries of the sender's own log held here (to that hospital only)",
