@@ -665,6 +665,16 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
         log_report = rebuild_log(db, hospital, checkpoints, peers, fetch, custody=custody)
         result = PeerRestore(log=log_report)
         if log_report.complete:
+            # Entries a peer holds past the rebuilt log (unanchored, not agreed by the quorum)
+            # would conflict with the new ones this node logs at those indices: dropped there.
+            size = log_report.local_size + log_report.recovered + log_report.tail_recovered
+            for peer in peers:
+                try:
+                    remote.send_json(
+                        peer, "POST", "/log/truncate", json.dumps({"size": size}).encode()
+                    )
+                except NodeError as exc:
+                    log_report.problems.append(f"{peer}: log not truncated to {size}: {exc}")
             result.records = restore_records(db, keystore, hospital, remote.get_json)
             restored, moved, problems = fetch_blobs_from_replicas(db, blobs, remote.stream)
             result.blobs_restored, result.bytes_fetched = restored, moved

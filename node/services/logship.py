@@ -139,6 +139,7 @@ class LogShippingService:
         return report
 
     def _ship_to(self, peer: str, report: ShipReport) -> int:
+        truncated = False
         with self.db.session() as session:
             row = session.get(LogShipment, peer)
             sent = row.shipped if row is not None else 0
@@ -160,14 +161,14 @@ class LogShippingService:
             try:
                 answer = self.remote.send_json(peer, "POST", "/log/entries", body)
             except PeerRefusedError as exc:
-                if exc.peer_code == "log_conflict":
+                if exc.peer_code == "log_conflict" and not truncated:
                     # This log was rebuilt from peers without entries past its latest checkpoint
                     # that this peer holds: ask it to drop what is not anchored, then go on.
                     with self.db.session() as session:
                         anchored = storage.anchored_size(session)
                     body = json.dumps({"size": anchored}).encode()
                     answer = self.remote.send_json(peer, "POST", "/log/truncate", body)
-                    sent = min(sent, int(answer.get("size", 0)))
+                    sent, truncated = min(sent, int(answer.get("size", 0))), True
                     continue
                 if exc.peer_code != "log_gap":
                     raise

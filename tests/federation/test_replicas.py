@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from anchoring import storage
 from anchoring.bundle import parse_bundle
@@ -402,6 +402,17 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
         assert b"MRN-7" not in held
         assert not any(key in held for key in keys.values())
 
+    # B alone holds one more (unanchored) entry: not agreed by C, so not restored; after the
+    # restore B must drop it, or the restored node's next entry would conflict there.
+    with nodes["B"].runtime.db.transaction() as session:
+        session.add(
+            ShippedEntry(
+                custodian=a.address,
+                index=acknowledged,
+                event=b'{"only":"at B"}',
+                received_at=datetime.now(UTC),
+            )
+        )
     settings = a.runtime.settings
     port = int(a.url.rsplit(":", 1)[1])
     peers = dict(settings.peers)
@@ -426,6 +437,12 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
     assert "0 without a key" in out, out
     assert "4 fetched from replicas" in out, out  # the backup carried no blobs
     assert f"{acknowledged} events" in out  # no acknowledged event lost
+    for holder in (nodes["B"], nodes["C"]):
+        with holder.runtime.db.session() as session:
+            held = session.execute(
+                select(func.count()).where(ShippedEntry.custodian == a.address)
+            ).scalar_one()
+        assert held == acknowledged
     assert not (settings.data_dir / "RESTORE_UNVERIFIED").exists()
 
     restarted = start_hospital(
@@ -434,6 +451,10 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
     nodes["A"] = restarted
     newer = upload(restarted)
     restarted.runtime.worker.run_until_anchored(timeout=30)
+    shipped = restarted.runtime.log_shipping.ship()
+    assert not shipped.problems, shipped.problems
+    with restarted.runtime.db.session() as session:
+        assert set(shipped.shipped.values()) == {storage.current_size(session)}
     with restarted.client() as api:
         for archive_id, content in (
             (before[0], CONTENT + b"\x00"),
@@ -496,7 +517,7 @@ def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
 
 
 def test_replicas_follow_custody_through_a_transfer_and_a_rebuild_takes_custody_from_the_chain(
-    hospitals: dict[str, Hospital], chain: RpcChain, tmp_path: Path
+    hospitals: dict[str, Hospital], chain: RpcChain, tmp_path: Path, hospital_a
 ) -> None:
     """A's replica of an archive it transfers to B is deleted at its holder once B accepts; B logs
     REPLICA dropped for the replica it inherited in the chain of events and places its own. A log
@@ -595,6 +616,9 @@ def test_replicas_follow_custody_through_a_transfer_and_a_rebuild_takes_custody_
         chain.checkpoint_at(a.address, i) for i in range(chain.checkpoint_count(a.address))
     ]
     assert checkpoints[-1].size == size
+    # Anchored entries are never dropped at a holder, whoever asks.
+    below = _signed(b, hospital_a, "POST", "/log/truncate", json.dumps({"size": size - 1}).encode())
+    assert (below.status_code, below.json()["code"]) == (409, "log_anchored")
 
     def fetch(peer: str, start: int, limit: int) -> dict[str, object]:
         return a.runtime.remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
@@ -712,6 +736,11 @@ def test_streamed_uploads_key_records_and_the_log_quota_refuse_what_they_must(
     assert (gone.status_code, gone.json()["code"]) == (404, "replica_not_found")
     with b.runtime.db.session() as session:
         assert not session.execute(select(HeldReplica)).first()
+
+    # Truncation of a shipped log: only past the sender's on-chain checkpoint (none yet: 0).
+    for bad in (b"{}", b'{"size": -1}', b'{"size": true}', b"[1]", b'{"size": 1, "x": 2}'):
+        refused = _signed(b, hospital_a, "POST", "/log/truncate", bad)
+        assert (refused.status_code, refused.json()["code"]) == (400, "invalid_truncation"), bad
 
     # The shipped-log quota: entries beyond it are refused whole, the ones before stay.
     b.runtime.log_shipping.settings = b.runtime.settings.model_copy(update={"log_quota_entries": 3})
