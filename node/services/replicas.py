@@ -368,9 +368,12 @@ class ReplicaService:
                 if current is None or digests == {current[3]}:
                     continue
                 kek_id, wrapped, metadata, digest = current
-                sealed = crypto.seal(
-                    self.keystore.kek(kek_id), metadata, record_aad(archive_id, kek_id)
-                )
+                try:
+                    kek = self.keystore.kek(kek_id)
+                except Exception as exc:  # a KEK retired mid-rotation: next step, re-wrapped
+                    report.problems.append(f"{archive_id} key record: {type(exc).__name__}")
+                    continue
+                sealed = crypto.seal(kek, metadata, record_aad(archive_id, kek_id))
                 work.append(
                     (archive_id, peer, KeyRecord(archive_id, kek_id, wrapped, sealed), digest)
                 )
@@ -773,7 +776,19 @@ class ReplicaService:
                     .order_by(Archive.id)
                 ).scalars()
             )
-        for archive_id in received:
+            pending = []
+            for archive_id in received:  # read first: a unit only where there is work
+                archive = session.get_one(Archive, archive_id)
+                ours = set(
+                    session.execute(
+                        select(Replica.peer, Replica.version).where(
+                            Replica.archive_id == archive_id, Replica.state != DROPPED
+                        )
+                    ).tuples()
+                )
+                if set(self.ledger.state(session, archive).replicas) - ours:
+                    pending.append(archive_id)
+        for archive_id in pending:
 
             def unit(uow: UnitOfWork, archive_id: str = archive_id) -> int:
                 archive = uow.session.execute(
