@@ -807,7 +807,9 @@ def _replica(
     r = event.data
     if state.status is ArchiveStatus.DESTROYED and r.action is not ReplicaAction.DROPPED:
         raise refuse("after DESTROYED a replica can only be dropped")
-    if r.peer == state.custodian:
+    if r.peer == state.custodian and r.action is not ReplicaAction.DROPPED:
+        # (``dropped`` may name the custodian: a replica it held for the previous custodian
+        # before a transfer made it the custodian, released by it.)
         raise refuse("a replica is held by another hospital than the custodian")
     recorded = next((v for v in state.versions if v.version == r.version), None)
     if recorded is None:
@@ -1088,7 +1090,7 @@ RULES: Mapping[EventType, Rule] = {
             when="before DESTROYED (after it only `dropped`)",
             in_transit=_CUSTODY_ONLY,
             effect=_replica,
-            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW, or DESTROYED with `action` `dropped`; `peer` ≠ custodian; the `version` exists; `placed`: `ciphertext_sha256` is that version's and `peer` holds no replica of it; `verified`: `peer` holds one and `ciphertext_sha256` is the version's; `failed`, `dropped`: `peer` holds one",
+            legal_when="custodian; CREATED, ARCHIVED or DISPOSITION_REVIEW, or DESTROYED with `action` `dropped`; `peer` ≠ custodian (but for `dropped`: a replica inherited through a transfer may be held by the new custodian); the `version` exists; `placed`: `ciphertext_sha256` is that version's and `peer` holds no replica of it; `verified`: `peer` holds one and `ciphertext_sha256` is the version's; `failed`, `dropped`: `peer` holds one",
             does="`placed` adds the replica, `dropped` removes it",
         ),
         _rule(

@@ -111,6 +111,9 @@ class WorkerConfig:
     backoff_max: float = 60.0
     replan_grace: float = 30.0  # seconds a stall may last before the nonces are re-planned
     stuck_after: float = 300.0  # the outbox is stuck once a row waits this long unconfirmed
+    # The largest log size a checkpoint may cover (None: the head): a node that anchors only what
+    # its log peers hold can always be rebuilt from them to its latest checkpoint.
+    anchor_limit: Callable[[Session], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,10 @@ class AnchoringWorker:
             head = storage.current_head(session)
             last = _latest_checkpoint(session)
             covered = last.size if last else 0
+            if self.config.anchor_limit is not None:
+                allowed = self.config.anchor_limit(session)
+                if allowed < head.size:
+                    head = storage.tree_head_at(session, max(allowed, covered))
             waiting = head.size - covered
             if waiting <= 0:
                 return

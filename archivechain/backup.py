@@ -146,9 +146,14 @@ def _restore_from_peers(settings: Any, backup_file: Path | None, blobs_from: Pat
             )
         click.echo(f"catalogue        {recovery.archives_resynced} archives brought up to date, "
                    f"{recovery.archives_recreated} recreated from their events")  # fmt: skip
+        click.echo(f"keys             {result.records.restored} archives' keys and titles from "
+                   f"key records at replica holders, {len(result.records.missing)} without a key")  # fmt: skip
+        for archive_id, mismatch in sorted(recovery.custody_mismatches.items()):
+            click.echo(f"warning: custody of {archive_id} taken from the chain ({mismatch})",
+                       err=True)  # fmt: skip
         click.echo(f"blobs            {result.blobs_restored} fetched from replicas "
                    f"({result.bytes_fetched} bytes)")  # fmt: skip
-        for problem in [*recovery.problems, *result.blob_problems]:
+        for problem in [*recovery.problems, *result.records.problems, *result.blob_problems]:
             click.echo(f"warning: {problem}", err=True)
         if not recovery.complete:
             click.echo("error: the log could not be rebuilt to the chain; the node will not start",

@@ -148,15 +148,26 @@ class NodeSettings(BaseSettings):
     """Longest byte range a replica challenge asks a peer to hash."""
     log_replica_count: int = Field(2, ge=0, le=16)
     """Peers this node ships its log to (chosen like replica holders, for the key ``log``)."""
+    log_quota_entries: int = Field(50_000_000, ge=0)
+    """Entries of any one other hospital's shipped log this node holds, at most (then 409
+    ``log_quota_exceeded``)."""
     log_ship_batch: int = Field(2000, ge=1, le=10_000)
     """Log entries per shipment request."""
     log_ship_tick: float = Field(5.0, gt=0)
     """Seconds between log shipments to the log peers."""
+    anchor_after_replication: bool = False
+    """Anchor only log entries that every log peer already holds (the replicated point), so a
+    restore from peers always reaches the latest checkpoint; anchoring then waits for shipping
+    (and stops while no log peer answers)."""
     cold_blob_dir: Path | None = None
     """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
     tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
     """Per record class: days after archiving after which an archive's ciphertext moves to the
     cold tier (classes not named stay hot)."""
+    tier_cold_idle_days: dict[str, float] = Field(default_factory=dict)
+    """Per record class: days without a content read before an archive due by age moves cold
+    (classes not named: age alone); a cold archive of such a class read within that many days
+    moves back to the hot tier."""
     tier_tick: float = Field(3600.0, gt=0)
     """Seconds between tier-policy steps."""
     anchoring_lag_alert_seconds: float = Field(300.0, gt=0)

@@ -504,6 +504,8 @@ class ContentRead(Base):
     first_byte_seconds: Mapped[float] = mapped_column(Float)
     last_byte_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     bytes_sent: Mapped[int] = mapped_column(BigInteger)
+    tier: Mapped[str | None] = mapped_column(String(8), default=None)
+    """Storage tier the content was read from (``hot``, ``cold``; NULL: before tiers were recorded)."""
     completed: Mapped[bool] = mapped_column(Boolean)
 
 
@@ -696,11 +698,15 @@ class Replica(Base):
     placed_at: Mapped[datetime]
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    record_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Digest of the key record last stored at ``peer`` for this archive (None: not yet sent)."""
 
 
 class HeldReplica(Base):
-    """Peer side: ciphertext this node holds for another hospital (never a key). Fetched, challenged
-    and deleted by that custodian only."""
+    """Peer side: ciphertext this node holds for another hospital (never an unwrapped key).
+    Fetched, challenged and deleted by that custodian only. ``version`` 0 is the archive's key
+    record: the data key wrapped under the custodian's KEK and its descriptive metadata sealed under
+    that KEK (opaque here: the holder has no KEK)."""
 
     __tablename__ = "held_replicas"
     __table_args__ = (UniqueConstraint("custodian", "archive_id", "version"),)

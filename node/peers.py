@@ -24,7 +24,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,9 @@ SENDER = "X-ArchiveChain-Sender"
 TIMESTAMP = "X-ArchiveChain-Timestamp"
 NONCE = "X-ArchiveChain-Nonce"
 SIGNATURE = "X-ArchiveChain-Signature"
+CONTENT_SHA256 = "X-ArchiveChain-Content-SHA256"
+"""A streamed body's SHA-256 (hex), signed in place of the body: the receiver checks the signature
+before it reads a byte, then the bytes against this digest (replica uploads)."""
 DOMAIN = "archivechain-peer/v1"
 WINDOW_SECONDS = 300
 MEMBERSHIP_TTL = 5.0
@@ -77,12 +80,26 @@ def signing_message(
     recipient: str,
 ) -> str:
     """The exact text both sides sign and check."""
+    digest = hashlib.sha256(body).hexdigest()
+    return signing_message_for(method, target, digest, timestamp, nonce, sender, recipient)
+
+
+def signing_message_for(
+    method: str,
+    target: str,
+    body_sha256: str,
+    timestamp: int,
+    nonce: str,
+    sender: str,
+    recipient: str,
+) -> str:
+    """``signing_message`` for a body known by its SHA-256 (hex) only (a streamed body)."""
     return "\n".join(
         (
             DOMAIN,
             method.upper(),
             target,
-            hashlib.sha256(body).hexdigest(),
+            body_sha256,
             str(timestamp),
             nonce,
             sender,
@@ -101,10 +118,25 @@ def sign_headers(
     now: float | None = None,
 ) -> dict[str, str]:
     """Headers that authenticate one request from ``account`` to ``recipient``."""
+    return sign_headers_for(
+        account, method, target, hashlib.sha256(body).hexdigest(), recipient, now=now
+    )
+
+
+def sign_headers_for(
+    account: LocalAccount,
+    method: str,
+    target: str,
+    body_sha256: str,
+    recipient: str,
+    *,
+    now: float | None = None,
+) -> dict[str, str]:
+    """``sign_headers`` for a body known by its SHA-256 (hex) only (a streamed body)."""
     timestamp = int(time.time() if now is None else now)
     nonce = secrets.token_hex(16)
     sender = str(account.address)
-    text = signing_message(method, target, body, timestamp, nonce, sender, recipient)
+    text = signing_message_for(method, target, body_sha256, timestamp, nonce, sender, recipient)
     signature = account.sign_message(encode_defunct(text=text)).signature
     return {
         SENDER: sender,
@@ -142,8 +174,12 @@ class PeerVerifier:
 
     def verify(self, method: str, target: str, body: bytes, headers: Any) -> str:
         """The sender's address, or ``PeerAuthError`` naming why the request is refused."""
+        return self.verify_digest(method, target, hashlib.sha256(body).hexdigest(), headers)
+
+    def verify_digest(self, method: str, target: str, body_sha256: str, headers: Any) -> str:
+        """``verify`` for a body known by its SHA-256 only (checked by the caller as it reads)."""
         try:
-            return self._verify(method, target, body, headers)
+            return self._verify(method, target, body_sha256, headers)
         except PeerAuthError as exc:
             claimed = headers.get(SENDER) or ""
             log.warning(
@@ -155,7 +191,7 @@ class PeerVerifier:
             )
             raise
 
-    def _verify(self, method: str, target: str, body: bytes, headers: Any) -> str:
+    def _verify(self, method: str, target: str, body_sha256: str, headers: Any) -> str:
         values: dict[str, str] = {}
         missing = []
         for name in (SENDER, TIMESTAMP, NONCE, SIGNATURE):
@@ -178,7 +214,9 @@ class PeerVerifier:
         nonce = values[NONCE]
         if abs(self.clock() - timestamp) > self.window:
             raise PeerAuthError("expired", "request timestamp outside the accepted window")
-        text = signing_message(method, target, body, timestamp, nonce, sender, self.recipient)
+        text = signing_message_for(
+            method, target, body_sha256, timestamp, nonce, sender, self.recipient
+        )
         try:
             signer = Account.recover_message(encode_defunct(text=text), signature=signature)
         except Exception:  # malformed signatures raise assorted errors
@@ -246,6 +284,35 @@ class PeerClient:
         """Send ``body`` (signed with its SHA-256) and return the JSON answer (replicas, log
         shipping); HTTP errors become ``PeerRefusedError``, no answer ``UnavailableError``."""
         request = self._request(method, base_url, recipient, path, body, content_type)
+        response = self._send(request)
+        try:
+            document = response.json()
+        except ValueError:
+            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
+        if not isinstance(document, dict):
+            raise UnavailableError(f"peer {recipient} answered an unexpected document")
+        return document
+
+    def send_stream(
+        self,
+        method: str,
+        base_url: str,
+        recipient: str,
+        path: str,
+        chunks: Iterable[bytes],
+        sha256: str,
+        size: int,
+    ) -> dict[str, Any]:
+        """Stream ``size`` bytes of ``chunks`` (never held whole in memory), signed by their
+        announced ``sha256``; the JSON answer. Errors as ``send_json``."""
+        target = PEER_PREFIX + path
+        headers = sign_headers_for(self.account, method, target, sha256, recipient)
+        headers[CONTENT_SHA256] = sha256
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Length"] = str(size)
+        request = self._http.build_request(
+            method, base_url.rstrip("/") + target, headers=headers, content=iter(chunks)
+        )
         response = self._send(request)
         try:
             document = response.json()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +37,12 @@ from anchoring.events import (
     ReplicaEvent,
     parse_event,
 )
+from anchoring.ids import ZERO_ADDRESS
 from anchoring.storage import Checkpoint, CheckpointState, LogWriter
 from node.blobstore import BlobStore
 from node.db import Database
 from node.errors import NodeError
-from node.models import Archive, ArchiveVersion, Replica
+from node.models import Archive, ArchiveVersion, CatalogueState, Replica, WrappedKey
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class LogRecovery:
     archives_resynced: int = 0
     archives_recreated: int = 0
     replicas_known: int = 0
+    custody_mismatches: dict[str, str] = field(default_factory=dict)
+    tail_refused: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -100,12 +104,19 @@ def rebuild_log(
     fetch: Fetch,
     *,
     tail_quorum: int = 2,
+    custody: Callable[[str], Any] | None = None,
 ) -> LogRecovery:
     """Bring this node's log up to (at least) the latest on-chain checkpoint from ``peers``.
 
     ``checkpoints``: every on-chain checkpoint of ``hospital`` (``size``, ``root``, ``index``,
-    ``anchored_at``). Commits the entries, the on-chain checkpoints as confirmed rows (so the
-    anchoring worker continues from the latest one) and the catalogue resync in one transaction."""
+    ``anchored_at``). ``custody(archive_id)``: the chain's custody record of an archive; each
+    rebuilt archive's custodian, state and hold are compared with it: an unanchored tail entry
+    that makes them disagree is refused (with every tail entry after it), a disagreement within
+    the anchored log (the chain moved on: a transfer accepted, a hold placed) is reported in
+    ``custody_mismatches`` and custody is taken from the chain (another custodian: the archive is
+    recorded TRANSFERRED to it). Commits the entries, the on-chain checkpoints as confirmed rows
+    (so the anchoring worker continues from the latest one) and the catalogue resync in one
+    transaction."""
     report = LogRecovery(hospital=hospital)
     with db.session() as session:
         report.local_size = storage.current_size(session)
@@ -149,9 +160,78 @@ def rebuild_log(
             break
         tail.append(candidates[0])
         offset += 1
+    chain_custody: dict[str, Any] = {}
+    if custody is not None:
+        tail, chain_custody = _compare_custody(db, hospital, verified, tail, custody, report)
     report.recovered, report.tail_recovered = len(verified), len(tail)
-    _commit(db, hospital, [*verified, *tail], checkpoints, report)
+    _commit(db, hospital, [*verified, *tail], checkpoints, report, chain_custody)
     return report
+
+
+def _custody_of(state: Any) -> tuple[str, int, bool]:
+    expected = lifecycle.expected_custody(state)
+    return expected.custodian.lower(), int(expected.state), expected.on_hold
+
+
+def _compare_custody(
+    db: Database,
+    hospital: str,
+    verified: list[bytes],
+    tail: list[bytes],
+    custody: Callable[[str], Any],
+    report: LogRecovery,
+) -> tuple[list[bytes], dict[str, Any]]:
+    """(the tail kept, chain records of archives whose anchored log disagrees with the chain)."""
+    events = [parse_event(raw) for raw in [*verified, *tail]]
+    touched = sorted({e.archive_id for e in events})
+    with db.session() as session:
+        local = {
+            archive_id: [
+                parse_event(entry.event)
+                for entry in storage.entries_for_archive(session, archive_id)
+            ]
+            for archive_id in touched
+        }
+
+    def state_of(archive_id: str, upto: int) -> Any:
+        main = [
+            e
+            for e in [*local[archive_id], *events[:upto]]
+            if e.archive_id == archive_id and e.hospital == hospital and not _side_read(e, hospital)
+        ]
+        if not main or not isinstance(main[0], CreateEvent):
+            return None
+        return lifecycle.replay(main)
+
+    mismatched: dict[str, Any] = {}
+    cut = len(tail)
+    for archive_id in touched:
+        record = custody(archive_id)
+        on_chain = (record.custodian.lower(), int(record.state), bool(record.on_hold))
+        if int(record.state) == 0:
+            on_chain = (ZERO_ADDRESS.lower(), 0, False)
+        anchored = state_of(archive_id, len(verified))
+        full = state_of(archive_id, len(events))
+        if full is None:
+            continue
+        if anchored is not None and _custody_of(anchored) != on_chain:
+            mismatched[archive_id] = record
+            report.custody_mismatches[archive_id] = (
+                f"log: {_custody_of(anchored)}, chain: {on_chain}"
+            )
+            continue
+        if _custody_of(full) != on_chain:
+            # The first tail entry of this archive is where the tail stops being believable.
+            first = next(
+                i for i, e in enumerate(events[len(verified) :]) if e.archive_id == archive_id
+            )
+            cut = min(cut, first)
+    if cut < len(tail):
+        report.tail_refused = len(tail) - cut
+        report.problems.append(
+            f"{len(tail) - cut} unanchored entries refused: custody they imply is not the chain's"
+        )
+    return tail[:cut], mismatched
 
 
 def _check(
@@ -192,6 +272,7 @@ def _commit(
     raws: list[bytes],
     checkpoints: Sequence[Any],
     report: LogRecovery,
+    chain_custody: dict[str, Any] | None = None,
 ) -> None:
     now = datetime.now(UTC)
     with db.transaction() as session:
@@ -225,6 +306,22 @@ def _commit(
             )
         for archive_id in sorted(touched):
             _resync(session, hospital, archive_id, report)
+        for archive_id, record in (chain_custody or {}).items():
+            archive = session.get(Archive, archive_id)
+            if archive is None or int(record.state) == 0:
+                continue
+            archive.on_hold = bool(record.on_hold)
+            if record.custodian.lower() != hospital.lower():
+                # Custody from the chain: another hospital holds it now (as the chain watcher
+                # records an accepted transfer). No replica or key of it is restored here.
+                archive.state, archive.custodian = CatalogueState.TRANSFERRED, record.custodian
+                archive.pending_recipient = None
+                for key in session.execute(
+                    select(WrappedKey).where(
+                        WrappedKey.archive_id == archive_id, WrappedKey.destroyed_at.is_(None)
+                    )
+                ).scalars():
+                    key.blob, key.destroyed_at = None, now  # as the watcher does on acceptance
 
 
 def _resync(session: Session, hospital: str, archive_id: str, report: LogRecovery) -> None:
@@ -393,15 +490,131 @@ def fetch_blobs_from_replicas(
     return restored, moved, problems
 
 
-def chain_checkpoints(settings: Any, hospital: str, reader: Any = None) -> list[Any]:
-    """Every on-chain checkpoint of ``hospital`` (``reader``: a ``ChainReader``; default the
-    notary of the deployment file over ``settings.rpc_url``)."""
+@dataclass
+class RecordRestore:
+    """What ``restore_records`` did: archives whose key (and title, metadata) came back from a key
+    record at a replica holder, and those still without a key."""
+
+    restored: int = 0
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def restore_records(
+    db: Database, keystore: Any, hospital: str, get_json: Callable[[str, str], dict[str, Any]]
+) -> RecordRestore:
+    """For every archive held by this hospital that has no key of its own (created after the
+    backup, recreated from the log), fetch its key record from a holder of one of its replicas:
+    the wrapped key must unwrap under this keystore's KEK (bound to the archive id) and the sealed
+    metadata must open, else the record is refused and the next holder asked. The key row is kept
+    exactly as the holder returned it (still wrapped); title, metadata, file names and search
+    terms are restored. ``get_json(peer, path)``: a signed peer GET."""
+    from node import crypto
+    from node.keyring import KEK_HOLDER_PREFIX, kek_holder
+    from node.models import SearchTerm
+    from node.services.archives import search_text
+    from node.services.replicas import HELD_STATES, KeyRecord, record_aad, record_path
+    from node.textindex import index_terms
+
+    result = RecordRestore()
+    with db.session() as session:
+        keyed = select(WrappedKey.archive_id).where(
+            WrappedKey.holder.like(f"{KEK_HOLDER_PREFIX}%"), WrappedKey.destroyed_at.is_(None)
+        )
+        archives = list(
+            session.execute(
+                select(Archive.id)
+                .where(
+                    Archive.custodian == hospital,
+                    Archive.state.in_(HELD_STATES),
+                    Archive.id.not_in(keyed),
+                )
+                .order_by(Archive.id)
+            ).scalars()
+        )
+        holders: dict[str, list[str]] = {}
+        for archive_id, peer in session.execute(
+            select(Replica.archive_id, Replica.peer)
+            .where(Replica.state != "dropped")
+            .order_by(Replica.id.desc())
+        ):
+            if peer not in holders.setdefault(archive_id, []):
+                holders[archive_id].append(peer)
+    for archive_id in archives:
+        found = None
+        for peer in holders.get(archive_id, []):
+            try:
+                answer = get_json(peer, record_path(archive_id))
+                record = KeyRecord.parse(json.dumps(answer).encode(), archive_id)
+                kek = keystore.kek(record.kek_id)
+                material = crypto.unwrap_key_material(
+                    kek, record.wrapped_key, crypto.kek_wrap_aad(archive_id, record.kek_id)
+                )
+                metadata = json.loads(
+                    crypto.open_sealed(
+                        kek, record.sealed_metadata, record_aad(archive_id, record.kek_id)
+                    )
+                )
+            except (NodeError, AnchoringError, ValueError, KeyError) as exc:
+                result.problems.append(f"{archive_id} key record from {peer}: {exc}")
+                continue
+            except Exception as exc:  # a wrong KEK or altered bytes (CryptoError), unknown KEK
+                result.problems.append(f"{archive_id} key record from {peer}: {type(exc).__name__}")
+                continue
+            del material  # unwrapped only to prove the record is this node's; kept wrapped
+            found = (record, metadata)
+            break
+        if found is None:
+            result.missing.append(archive_id)
+            continue
+        record, metadata = found
+        now = datetime.now(UTC)
+        with db.transaction() as session:
+            archive = session.get_one(Archive, archive_id)
+            session.add(
+                WrappedKey(
+                    archive_id=archive_id,
+                    holder=kek_holder(record.kek_id),
+                    blob=record.wrapped_key,
+                    created_at=now,
+                )
+            )
+            title = str(metadata.get("title", ""))
+            fields = metadata.get("metadata") or {}
+            archive.title, archive.metadata_json = title, fields
+            archive.search_text = search_text(title, fields)
+            names = metadata.get("filenames") or {}
+            for version in session.execute(
+                select(ArchiveVersion).where(ArchiveVersion.archive_id == archive_id)
+            ).scalars():
+                if names.get(str(version.version)) is not None:
+                    version.filename = str(names[str(version.version)])
+            terms = index_terms(title, *(str(v) for v in fields.values()))
+            present = set(
+                session.execute(
+                    select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+                ).scalars()
+            )
+            for term in sorted(terms - present):
+                session.add(SearchTerm(term=term, archive_id=archive_id))
+        result.restored += 1
+    return result
+
+
+def _reader(settings: Any) -> Any:
+    """The notary of the deployment file over ``settings.rpc_url``."""
     from anchoring.deployment import Deployment
     from anchoring.rpcview import NotaryReader
 
+    deployment = Deployment.load(settings.resolved_deployment_file)
+    return NotaryReader(settings.rpc_url, deployment.notary.address)
+
+
+def chain_checkpoints(settings: Any, hospital: str, reader: Any = None) -> list[Any]:
+    """Every on-chain checkpoint of ``hospital`` (``reader``: a ``ChainReader``; default the
+    notary of the deployment file over ``settings.rpc_url``)."""
     if reader is None:
-        deployment = Deployment.load(settings.resolved_deployment_file)
-        reader = NotaryReader(settings.rpc_url, deployment.notary.address)
+        reader = _reader(settings)
     count = reader.checkpoint_count(hospital)
     return [reader.checkpoint_at(hospital, index) for index in range(count)]
 
@@ -411,6 +624,7 @@ class PeerRestore:
     """What ``restore_from_peers`` did: the log rebuild and the blobs fetched from replicas."""
 
     log: LogRecovery
+    records: RecordRestore = field(default_factory=RecordRestore)
     blobs_restored: int = 0
     bytes_fetched: int = 0
     blob_problems: list[str] = field(default_factory=list)
@@ -447,9 +661,21 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
         def fetch(peer: str, start: int, limit: int) -> dict[str, Any]:
             return remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
 
-        log_report = rebuild_log(db, hospital, checkpoints, peers, fetch)
+        custody = reader.custody if reader is not None else _reader(settings).custody
+        log_report = rebuild_log(db, hospital, checkpoints, peers, fetch, custody=custody)
         result = PeerRestore(log=log_report)
         if log_report.complete:
+            # Entries a peer holds past the rebuilt log (unanchored, not agreed by the quorum)
+            # would conflict with the new ones this node logs at those indices: dropped there.
+            size = log_report.local_size + log_report.recovered + log_report.tail_recovered
+            for peer in peers:
+                try:
+                    remote.send_json(
+                        peer, "POST", "/log/truncate", json.dumps({"size": size}).encode()
+                    )
+                except NodeError as exc:
+                    log_report.problems.append(f"{peer}: log not truncated to {size}: {exc}")
+            result.records = restore_records(db, keystore, hospital, remote.get_json)
             restored, moved, problems = fetch_blobs_from_replicas(db, blobs, remote.stream)
             result.blobs_restored, result.bytes_fetched = restored, moved
             result.blob_problems = problems

@@ -8,7 +8,7 @@ peer is down or broken) stays a 503.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -58,6 +58,15 @@ class RemoteNodes:
         """Send a signed request with a body to ``member``'s node; its JSON answer. The peer's
         refusals keep their status (``PeerRefusedError``): replica audits tell them apart."""
         return self._client.send_json(method, self.url(member), member, path, body, content_type)
+
+    def send_stream(
+        self, member: str, method: str, path: str, chunks: Iterable[bytes], sha256: str, size: int
+    ) -> dict[str, Any]:
+        """Stream a body of ``size`` bytes with SHA-256 ``sha256`` to ``member``'s node (signed by
+        that digest); its JSON answer. Refusals keep their status (``PeerRefusedError``)."""
+        return self._client.send_stream(
+            method, self.url(member), member, path, chunks, sha256, size
+        )
 
     def open_stream(self, member: str, path: str) -> tuple[httpx.Headers, PeerStream]:
         """GET a byte stream whose headers matter; the body is closeable unread."""

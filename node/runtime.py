@@ -3,6 +3,7 @@ worker and the services built on them. ``NodeRuntime.open`` fails closed on inse
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -55,7 +56,7 @@ from node.services.ingestion import (
 from node.services.kek import KekRotationService
 from node.services.keys import ApiKeyService
 from node.services.logaudit import LogAuditService
-from node.services.logship import LogShippingService
+from node.services.logship import LogShippingService, replicated_point
 from node.services.monitor import MonitorService
 from node.services.notices import DestructionNoticeService
 from node.services.permissions import AccessGate
@@ -296,6 +297,7 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             alerts=self.alerts,
+            keystore=self.keystore,
         )
         self.replica_holder = ReplicaHolder(
             settings=settings,
@@ -311,6 +313,7 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             hospital=hospital,
+            chain_size=self._chain_log_size,
         )
         self.fixity.on_failures = self.replicas.repair_failures
         self.tiers = TierService(
@@ -414,6 +417,14 @@ class NodeRuntime:
                 max_batch=settings.anchor_max_batch,
                 confirmations=settings.anchor_confirmations,
                 stuck_after=settings.outbox_stuck_seconds,
+                anchor_limit=(
+                    functools.partial(
+                        replicated_point,
+                        peers=min(settings.log_replica_count, len(settings.peers)),
+                    )
+                    if settings.anchor_after_replication
+                    else None
+                ),
             ),
             on_confirmed={"register": _registered},
             on_failed={"register": _registration_failed},
@@ -566,6 +577,11 @@ class NodeRuntime:
             return True
 
         return self.committer.run(unit)
+
+    def _chain_log_size(self, hospital: str) -> int:
+        """The size of ``hospital``'s latest on-chain checkpoint (0 without one)."""
+        count = self.chain.checkpoint_count(hospital)
+        return self.chain.checkpoint_at(hospital, count - 1).size if count else 0
 
     def close(self) -> None:
         """Stop background work and release connections (pending units finish first)."""

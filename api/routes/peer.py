@@ -5,11 +5,13 @@ requests are refused with 401 and logged. No business rule lives here."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +21,7 @@ from api.deps import RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.errors import InputError
-from node.peers import PEER_PREFIX
+from node.peers import CONTENT_SHA256, PEER_PREFIX, PeerAuthError
 from node.protocol import WRAPPED_KEY_HEADER
 from node.services.notices import NoticeBody
 
@@ -40,6 +42,7 @@ async def peer_sender(request: Request, runtime: RuntimeDep) -> str:
 
 
 PeerDep = Annotated[str, Depends(peer_sender)]
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 PEER_ERRORS = error_responses(401, 404, 409, 503)
 
 
@@ -120,12 +123,43 @@ VersionPath = Annotated[int, Path(ge=1, le=1_000_000)]
 async def put_replica(
     request: Request,
     runtime: RuntimeDep,
-    sender: PeerDep,
     archive_id: ArchiveIdPath,
     version: VersionPath,
 ) -> Any:
-    body = await request.body()
-    return await run_in_threadpool(runtime.replica_holder.accept, sender, archive_id, version, body)
+    """Streamed: the signature covers the announced SHA-256 (``X-ArchiveChain-Content-SHA256``)
+    and is checked before a byte is read; the bytes go to the replica store as they arrive and
+    must hash to the announced digest (the upload limit applies)."""
+    digest = request.headers.get(CONTENT_SHA256, "")
+    if not _SHA256_HEX.fullmatch(digest):
+        raise PeerAuthError("unsigned", f"missing or malformed {CONTENT_SHA256}")
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    sender = await run_in_threadpool(
+        runtime.peer_verifier.verify_digest, request.method, target, digest, request.headers
+    )
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    stream = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def chunks() -> Iterator[bytes]:
+        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+            if chunk:
+                yield chunk
+
+    return await run_in_threadpool(
+        runtime.replica_holder.accept_stream,
+        sender,
+        archive_id,
+        version,
+        chunks(),
+        digest,
+        declared,
+    )
 
 
 @router.get(
@@ -139,6 +173,28 @@ def get_replica(
 ) -> StreamingResponse:
     chunks = runtime.replica_holder.fetch(sender, archive_id, version)
     return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.put(
+    "/replicas/{archive_id}/record",
+    summary="Store the sender's key record of an archive (KEK-wrapped key, sealed metadata)",
+    responses=error_responses(400, 401, 404, 409, 413, 503),
+)
+async def put_record(
+    request: Request, runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath
+) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.replica_holder.accept_record, sender, archive_id, body)
+
+
+@router.get(
+    "/replicas/{archive_id}/record",
+    summary="The sender's own key record of an archive (to that custodian only)",
+    responses=PEER_ERRORS,
+)
+def get_record(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Response:
+    record = runtime.replica_holder.fetch_record(sender, archive_id)
+    return Response(record, media_type="application/json")
 
 
 @router.post(
@@ -176,6 +232,16 @@ def delete_replica(
 async def ship_log(request: Request, runtime: RuntimeDep, sender: PeerDep) -> Any:
     body = await request.body()
     return await run_in_threadpool(runtime.log_shipping.receive, sender, body)
+
+
+@router.post(
+    "/log/truncate",
+    summary="Drop the sender's shipped entries past its on-chain checkpoint (after a rebuild)",
+    responses=error_responses(400, 401, 409, 503),
+)
+async def truncate_log(request: Request, runtime: RuntimeDep, sender: PeerDep) -> Any:
+    body = await request.body()
+    return await run_in_threadpool(runtime.log_shipping.truncate, sender, body)
 
 
 @router.get(

@@ -124,6 +124,7 @@ def _utilisation_json(report: UtilisationReport) -> dict[str, Any]:
         "to": report.window_to.date().isoformat(),
         "retrieval_seconds": {
             "by_class": {c: t.summary() for c, t in sorted(report.retrieval_by_class.items())},
+            "by_tier": {t: s.summary() for t, s in sorted(report.retrieval_by_tier.items())},
             "total": report.retrieval_total.summary(),
         },
         "utilisation": {

@@ -77,6 +77,20 @@ class TieredBlobStore:
         self.hot.delete(ref.cid)
         return copy
 
+    def move_to_hot(self, ref: BlobRef) -> BlobRef:
+        """Copy back to hot, check the copy against ``ref``, then delete the cold copy."""
+        if not self.cold.exists(ref.cid):
+            if self.hot.exists(ref.cid):
+                return ref
+            raise BlobNotFoundError(f"no blob {ref.cid}")
+        copy = self.hot.put_stream(self.cold.open_stream(ref.cid))
+        if copy.sha256 != ref.sha256 or copy.size != ref.size:
+            self.hot.delete(copy.cid)
+            raise FixityError(f"the hot copy of {ref.cid} does not match its hash")
+        self.hot.verify(copy)
+        self.cold.delete(ref.cid)
+        return copy
+
     def close(self) -> None:
         self.hot.close()
         self.cold.close()

@@ -17,10 +17,12 @@ import binascii
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from anchoring import storage
 from node.config import NodeSettings
@@ -92,6 +94,7 @@ class LogShippingService:
         members: MemberDirectory,
         remote: RemoteNodes,
         hospital: str,
+        chain_size: Callable[[str], int] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -99,6 +102,7 @@ class LogShippingService:
         self.members = members
         self.remote = remote
         self.hospital = hospital
+        self.chain_size = chain_size
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -135,6 +139,7 @@ class LogShippingService:
         return report
 
     def _ship_to(self, peer: str, report: ShipReport) -> int:
+        truncated = False
         with self.db.session() as session:
             row = session.get(LogShipment, peer)
             sent = row.shipped if row is not None else 0
@@ -156,6 +161,15 @@ class LogShippingService:
             try:
                 answer = self.remote.send_json(peer, "POST", "/log/entries", body)
             except PeerRefusedError as exc:
+                if exc.peer_code == "log_conflict" and not truncated:
+                    # This log was rebuilt from peers without entries past its latest checkpoint
+                    # that this peer holds: ask it to drop what is not anchored, then go on.
+                    with self.db.session() as session:
+                        anchored = storage.anchored_size(session)
+                    body = json.dumps({"size": anchored}).encode()
+                    answer = self.remote.send_json(peer, "POST", "/log/truncate", body)
+                    sent, truncated = min(sent, int(answer.get("size", 0))), True
+                    continue
                 if exc.peer_code != "log_gap":
                     raise
                 sent = 0  # the peer lost entries: start over (idempotent for what it has)
@@ -198,6 +212,12 @@ class LogShippingService:
                     )
                 ).scalars()
             }
+            if start + len(raws) > held and start + len(raws) > self.settings.log_quota_entries:
+                raise ConflictError(
+                    f"this node holds at most {self.settings.log_quota_entries} entries of a "
+                    "hospital's log",
+                    code="log_quota_exceeded",
+                )
             for offset, raw in enumerate(raws):
                 index = start + offset
                 if index in overlap:
@@ -212,6 +232,47 @@ class LogShippingService:
                     ShippedEntry(custodian=sender, index=index, event=raw, received_at=uow.now)
                 )
             return max(held, start + len(raws))
+
+        return {"size": self.units.run(unit)}
+
+    def truncate(self, sender: str, body: bytes) -> dict[str, int]:
+        """Drop ``sender``'s shipped entries from ``size`` on (body ``{"size": n}``), only past its
+        latest on-chain checkpoint: a log rebuilt from peers without its unanchored tail ships
+        new entries at those indices. 409 ``log_anchored`` when ``size`` is below the chain's
+        checkpoint (anchored entries are never dropped)."""
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InputError("a truncation is {size}", code="invalid_truncation") from None
+        size = document.get("size") if isinstance(document, dict) else None
+        if (
+            not isinstance(document, dict)
+            or set(document) != {"size"}
+            or isinstance(size, bool)
+            or not isinstance(size, int)
+            or size < 0
+        ):
+            raise InputError("a truncation is {size: int >= 0}", code="invalid_truncation")
+        anchored = self.chain_size(sender) if self.chain_size is not None else None
+        if anchored is None or size < anchored:
+            raise ConflictError(
+                f"entries below the sender's on-chain checkpoint ({anchored}) are kept",
+                code="log_anchored",
+            )
+
+        def unit(uow: UnitOfWork) -> int:
+            uow.session.execute(
+                delete(ShippedEntry).where(
+                    ShippedEntry.custodian == sender, ShippedEntry.index >= size
+                )
+            )
+            return int(
+                uow.session.execute(
+                    select(func.count())
+                    .select_from(ShippedEntry)
+                    .where(ShippedEntry.custodian == sender)
+                ).scalar_one()
+            )
 
         return {"size": self.units.run(unit)}
 
@@ -234,6 +295,14 @@ class LogShippingService:
             ).scalars()
             entries = [base64.b64encode(bytes(raw)).decode() for raw in raws]
         return {"size": int(held), "start": start, "entries": entries}
+
+
+def replicated_point(session: Session, *, peers: int) -> int:
+    """The log size every one of ``peers`` log peers acknowledged (0 until that many did)."""
+    sizes = sorted(session.execute(select(LogShipment.shipped)).scalars(), reverse=True)
+    if peers <= 0:
+        return storage.current_size(session)
+    return int(sizes[peers - 1]) if len(sizes) >= peers else 0
 
 
 def _cursor(uow: UnitOfWork, peer: str, shipped: int) -> None:

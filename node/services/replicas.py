@@ -5,8 +5,12 @@ ciphertext (``replica_count``, per class ``replica_count_by_class``) at peer hos
 rendezvous hashing over the active consortium hospitals with a configured node URL, so placement
 is deterministic and spread evenly. Each placement, challenge outcome and drop is a REPLICA event
 in this node's log; a local blob found missing or corrupt is fetched back from a replica, checked
-against the recorded hash and restored (REPAIR event). Only ciphertext travels: the data keys stay
-wrapped under this node's KEK, so a replica holder cannot read.
+against the recorded hash and restored (REPAIR event). Only ciphertext travels, plus one *key
+record* per archive and holder: the data key as this node keeps it (wrapped under its KEK) and the
+descriptive metadata (title, metadata, file names) sealed under the same KEK. The KEK never leaves
+the keystore (and its backup), so a replica holder cannot read; a node that lost its database gets
+the keys and titles of archives created after its last backup back from the records
+(``node.recovery.restore_records``).
 
 Holder side (``ReplicaHolder``): stores ciphertext for other active hospitals within a quota per
 sender, in its own directory (never mixed with the node's own blobs), and answers fetches,
@@ -15,6 +19,8 @@ challenges and deletions only to the hospital that placed the replica.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -28,9 +34,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from anchoring import storage
 from anchoring.chain import Role
 from anchoring.errors import AnchoringError
 from anchoring.events import (
+    EventType,
     RepairData,
     RepairEvent,
     ReplicaAction,
@@ -38,14 +46,17 @@ from anchoring.events import (
     ReplicaEvent,
 )
 from anchoring.lifecycle import ArchiveStatus
+from node import crypto
 from node.alerts import AlertNotice, AlertSink, Severity
 from node.blobstore import BlobNotFoundError, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError, NodeError, NotFoundError, UnavailableError
+from node.keyring import KEK_HOLDER_PREFIX
+from node.keystore import Keystore
 from node.ledger import Ledger, normalise_id
 from node.members import MemberDirectory
-from node.models import Archive, ArchiveVersion, HeldReplica, Replica
+from node.models import Archive, ArchiveVersion, HeldReplica, Replica, WrappedKey
 from node.peers import PeerRefusedError
 from node.remote import RemoteNodes
 
@@ -99,6 +110,79 @@ def replica_path(archive_id: str, version: int) -> str:
     return f"/replicas/{archive_id}/versions/{version}"
 
 
+RECORD_VERSION = 0
+"""``HeldReplica.version`` of an archive's key record at its holder."""
+MAX_RECORD_BYTES = 60 * 1024
+"""Largest key record (JSON: wrapped key and sealed metadata, base64)."""
+
+
+def record_path(archive_id: str) -> str:
+    """The peer API path of an archive's key record (below ``/peer/v1``)."""
+    return f"/replicas/{archive_id}/record"
+
+
+def record_aad(archive_id: str, kek_id: str) -> bytes:
+    """Associated data of the metadata sealed in a key record (binds archive and KEK)."""
+    return crypto.encode_aad("archivechain/replica-record/v1", archive_id, kek_id)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An archive's key record: its data key wrapped under the KEK ``kek_id`` (exactly the bytes
+    of the custodian's ``WrappedKey`` row) and its descriptive metadata sealed under that KEK."""
+
+    archive_id: str
+    kek_id: str
+    wrapped_key: bytes
+    sealed_metadata: bytes
+
+    def to_json(self) -> bytes:
+        """The record as sent to and kept by a holder."""
+        return json.dumps(
+            {
+                "archive_id": self.archive_id,
+                "kek_id": self.kek_id,
+                "key": base64.b64encode(self.wrapped_key).decode(),
+                "sealed": base64.b64encode(self.sealed_metadata).decode(),
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def parse(cls, body: bytes, archive_id: str) -> KeyRecord:
+        """A record from its JSON (400 ``invalid_record`` unless exactly its fields, for
+        ``archive_id``, at most ``MAX_RECORD_BYTES``)."""
+        if len(body) > MAX_RECORD_BYTES:
+            raise InputError(
+                f"a key record is at most {MAX_RECORD_BYTES} bytes", code="invalid_record"
+            )
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InputError("the key record is not JSON", code="invalid_record") from None
+        fields = {"archive_id", "kek_id", "key", "sealed"}
+        if not isinstance(document, dict) or set(document) != fields:
+            raise InputError(
+                "a key record is {archive_id, kek_id, key, sealed}", code="invalid_record"
+            )
+        if not all(isinstance(document[f], str) for f in fields):
+            raise InputError("key record fields are strings", code="invalid_record")
+        if document["archive_id"] != archive_id:
+            raise InputError("the key record names another archive", code="invalid_record")
+        kek_id = document["kek_id"]
+        if not 0 < len(kek_id) <= 64 or not kek_id.isascii() or not kek_id.isprintable():
+            raise InputError("kek_id: 1 to 64 printable ASCII characters", code="invalid_record")
+        try:
+            key = base64.b64decode(document["key"], validate=True)
+            sealed = base64.b64decode(document["sealed"], validate=True)
+        except (ValueError, binascii.Error):
+            raise InputError("key, sealed: base64", code="invalid_record") from None
+        if not key or not sealed:
+            raise InputError("key, sealed: not empty", code="invalid_record")
+        return cls(archive_id, kek_id, key, sealed)
+
+
 @dataclass
 class ReplicaReport:
     """What one replica step did."""
@@ -110,6 +194,7 @@ class ReplicaReport:
     repaired: int = 0
     bytes_sent: int = 0
     bytes_fetched: int = 0
+    records_sent: int = 0
     problems: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -143,6 +228,7 @@ class ReplicaService:
         members: MemberDirectory,
         remote: RemoteNodes,
         alerts: AlertSink,
+        keystore: Keystore,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -152,6 +238,7 @@ class ReplicaService:
         self.members = members
         self.remote = remote
         self.alerts = alerts
+        self.keystore = keystore
         self.hospital = ledger.hospital
 
     # -- placement -----------------------------------------------------------------------------
@@ -175,6 +262,7 @@ class ReplicaService:
         """One scheduled step: place missing replicas, drop replicas no longer needed (failed and
         replaced, or of destroyed archives), then challenge the replicas checked longest ago."""
         report = ReplicaReport()
+        self.release_inherited(report)
         self.place(report)
         self.drop_unneeded(report)
         self.challenge(report, self.settings.replica_batch)
@@ -204,6 +292,111 @@ class ReplicaService:
         # Several uploads at once (their units still commit one after another, grouped).
         with ThreadPoolExecutor(PARALLEL) as pool:
             list(pool.map(lambda item: self._place_one(item[0], item[1], report), work))
+        self.send_records(report, {version.archive_id for version, _ in work})
+        return report
+
+    # -- key records ---------------------------------------------------------------------------
+
+    def _record_inputs(
+        self, session: Session, archive_id: str
+    ) -> tuple[str, bytes, bytes, str] | None:
+        """(KEK id, wrapped key, metadata JSON, digest) of an archive's key record, or None when
+        this node holds no key for it."""
+        row = session.execute(
+            select(WrappedKey)
+            .where(
+                WrappedKey.archive_id == archive_id,
+                WrappedKey.holder.like(f"{KEK_HOLDER_PREFIX}%"),
+                WrappedKey.destroyed_at.is_(None),
+                WrappedKey.blob.is_not(None),
+            )
+            .order_by(WrappedKey.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        archive = session.get(Archive, archive_id)
+        if row is None or row.blob is None or archive is None:
+            return None
+        kek_id = row.holder.removeprefix(KEK_HOLDER_PREFIX)
+        filenames = {
+            str(number): name
+            for number, name in session.execute(
+                select(ArchiveVersion.version, ArchiveVersion.filename).where(
+                    ArchiveVersion.archive_id == archive_id
+                )
+            )
+        }
+        metadata = json.dumps(
+            {"title": archive.title, "metadata": archive.metadata_json, "filenames": filenames},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+        digest = hashlib.sha256(
+            crypto.encode_aad("archivechain/replica-record-digest/v1", kek_id, row.blob, metadata)
+        ).hexdigest()
+        return kek_id, bytes(row.blob), metadata, digest
+
+    def send_records(
+        self, report: ReplicaReport | None = None, archive_ids: set[str] | None = None
+    ) -> ReplicaReport:
+        """Store the current key record at every active holder of each held archive (of
+        ``archive_ids``, or all) whose stored record is missing or out of date (new version,
+        metadata changed, KEK rotated)."""
+        report = report or ReplicaReport()
+        if archive_ids is not None and not archive_ids:
+            return report
+        query = (
+            select(Replica.archive_id, Replica.peer, Replica.record_digest)
+            .join(Archive, Archive.id == Replica.archive_id)
+            .where(
+                Replica.state == ACTIVE,
+                Archive.custodian == self.hospital,
+                Archive.state.in_(HELD_STATES),
+            )
+        )
+        if archive_ids is not None:
+            query = query.where(Replica.archive_id.in_(sorted(archive_ids)))
+        work: list[tuple[str, str, KeyRecord, str]] = []
+        with self.db.session() as session:
+            sent: dict[tuple[str, str], set[str | None]] = {}
+            for archive_id, peer, digest in session.execute(query):
+                sent.setdefault((archive_id, peer), set()).add(digest)
+            inputs: dict[str, tuple[str, bytes, bytes, str] | None] = {}
+            for (archive_id, peer), digests in sorted(sent.items()):
+                if archive_id not in inputs:
+                    inputs[archive_id] = self._record_inputs(session, archive_id)
+                current = inputs[archive_id]
+                if current is None or digests == {current[3]}:
+                    continue
+                kek_id, wrapped, metadata, digest = current
+                try:
+                    kek = self.keystore.kek(kek_id)
+                except Exception as exc:  # a KEK retired mid-rotation: next step, re-wrapped
+                    report.problems.append(f"{archive_id} key record: {type(exc).__name__}")
+                    continue
+                sealed = crypto.seal(kek, metadata, record_aad(archive_id, kek_id))
+                work.append(
+                    (archive_id, peer, KeyRecord(archive_id, kek_id, wrapped, sealed), digest)
+                )
+
+        def send(item: tuple[str, str, KeyRecord, str]) -> None:
+            archive_id, peer, record, digest = item
+            try:
+                self.remote.send_json(peer, "PUT", record_path(archive_id), record.to_json())
+            except NodeError as exc:
+                report.problems.append(f"{archive_id} key record → {peer}: {exc}")
+                return
+
+            def unit(uow: UnitOfWork) -> None:
+                for row in uow.session.execute(
+                    select(Replica).where(Replica.archive_id == archive_id, Replica.peer == peer)
+                ).scalars():
+                    row.record_digest = digest
+
+            self.units.run(unit)
+            report.add("records_sent", 1)
+
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(send, work))
         return report
 
     def _short(self, limit: int) -> list[tuple[_Version, set[str], set[str]]]:
@@ -246,29 +439,30 @@ class ReplicaService:
         return short
 
     def _place_one(self, version: _Version, peer: str, report: ReplicaReport) -> bool:
-        try:
-            body = b"".join(self.blobs.open_stream(version.cid))
-        except (OSError, NodeError) as exc:
-            report.problems.append(f"{version.archive_id}/{version.version}: local blob: {exc}")
+        # Streamed from the blob store to the peer, signed by the recorded hash: never held
+        # whole in memory. A local blob that is not those bytes is refused by the peer (its
+        # digest differs), so corruption is never replicated; the fixity audit repairs it.
+        if version.size <= 0:
+            report.problems.append(f"{version.archive_id}/{version.version}: size unknown")
             return False
-        if hashlib.sha256(body).hexdigest() != version.sha256:
-            report.problems.append(f"{version.archive_id}/{version.version}: local blob corrupt")
-            return False  # never replicate corruption; the fixity audit repairs it first
         try:
-            answer = self.remote.send_json(
+            chunks = _Counted(self.blobs.open_stream(version.cid))
+            answer = self.remote.send_stream(
                 peer,
                 "PUT",
                 replica_path(version.archive_id, version.version),
-                body,
-                "application/octet-stream",
+                chunks,
+                version.sha256,
+                version.size,
             )
-        except NodeError as exc:
+        except (OSError, NodeError) as exc:
             report.problems.append(f"{version.archive_id}/{version.version} → {peer}: {exc}")
             log.warning("replica of %s not placed at %s: %s", version.archive_id, peer, exc)
             return False
-        if answer.get("sha256") != version.sha256 or answer.get("size") != len(body):
+        if answer.get("sha256") != version.sha256 or answer.get("size") != version.size:
             report.problems.append(f"{peer} acknowledged other bytes")
             return False
+        body_size = version.size
 
         def unit(uow: UnitOfWork) -> None:
             row = uow.session.execute(
@@ -285,13 +479,14 @@ class ReplicaService:
                     version=version.version,
                     peer=peer,
                     ciphertext_sha256=version.sha256,
-                    size=len(body),
+                    size=body_size,
                     state=ACTIVE,
                     placed_at=uow.now,
                     failures=0,
                 )
                 uow.session.add(row)
             row.state, row.placed_at, row.failures, row.verified_at = ACTIVE, uow.now, 0, None
+            row.record_digest = None  # the key record goes (again) with the replica
 
         try:
             self.units.run(unit)
@@ -299,7 +494,7 @@ class ReplicaService:
             report.problems.append(f"{version.archive_id}: REPLICA refused: {exc}")
             return False
         report.add("placed", 1)
-        report.add("bytes_sent", len(body))
+        report.add("bytes_sent", body_size)
         return True
 
     def _log(
@@ -534,25 +729,98 @@ class ReplicaService:
         with self.db.session() as session:
             rows = list(
                 session.execute(
-                    select(Replica, Archive.state, Archive.record_class)
+                    select(Replica, Archive.state, Archive.record_class, Archive.custodian)
                     .join(Archive, Archive.id == Replica.archive_id)
                     .where(Replica.state != DROPPED)
                     .order_by(Replica.id)
                 ).all()
             )
             active_count: dict[tuple[str, int], int] = {}
-            for replica, _state, _cls in rows:
+            for replica, _state, _cls, _custodian in rows:
                 if replica.state == ACTIVE:
                     key = (replica.archive_id, replica.version)
                     active_count[key] = active_count.get(key, 0) + 1
             session.expunge_all()
-        for replica, state, record_class in rows:
-            gone = state not in HELD_STATES
+        for replica, state, record_class, custodian in rows:
+            if state == ArchiveStatus.TRANSFER_PENDING.value:
+                continue  # in transit: kept until accepted (then dropped) or cancelled (kept)
+            transferred = custodian != self.hospital
+            gone = transferred or state not in HELD_STATES
             replaced = replica.state == FAILED and active_count.get(
                 (replica.archive_id, replica.version), 0
             ) >= self.wanted(record_class)
             if gone or replaced:
-                self._drop(replica, report, log_event=state != ArchiveStatus.TRANSFER_PENDING.value)
+                # After a transfer this node may no longer log on the archive: the new custodian
+                # logs REPLICA dropped for the replicas it inherits (``release_inherited``).
+                self._drop(replica, report, log_event=not transferred)
+        return report
+
+    def release_inherited(self, report: ReplicaReport | None = None) -> ReplicaReport:
+        """For archives received by transfer: log REPLICA ``dropped`` for each replica the chain
+        still counts from the previous custodian (placed by it, deleted by it at its holders once
+        custody moved: this node cannot fetch them), so that this node places its own."""
+        report = report or ReplicaReport()
+        with self.db.session() as session:
+            received = list(
+                session.execute(
+                    select(Archive.id)
+                    .where(
+                        Archive.custodian == self.hospital,
+                        Archive.state.in_(HELD_STATES),
+                        Archive.id.in_(
+                            select(storage.LogEntry.archive_id).where(
+                                storage.LogEntry.event_type == EventType.TRANSFER_ACCEPT.value
+                            )
+                        ),
+                    )
+                    .order_by(Archive.id)
+                ).scalars()
+            )
+            pending = []
+            for archive_id in received:  # read first: a unit only where there is work
+                archive = session.get_one(Archive, archive_id)
+                ours = set(
+                    session.execute(
+                        select(Replica.peer, Replica.version).where(
+                            Replica.archive_id == archive_id, Replica.state != DROPPED
+                        )
+                    ).tuples()
+                )
+                if set(self.ledger.state(session, archive).replicas) - ours:
+                    pending.append(archive_id)
+        for archive_id in pending:
+
+            def unit(uow: UnitOfWork, archive_id: str = archive_id) -> int:
+                archive = uow.session.execute(
+                    select(Archive).where(Archive.id == archive_id).with_for_update()
+                ).scalar_one()
+                ours = {
+                    (peer, number)
+                    for peer, number in uow.session.execute(
+                        select(Replica.peer, Replica.version).where(
+                            Replica.archive_id == archive_id, Replica.state != DROPPED
+                        )
+                    )
+                }
+                state = self.ledger.state(uow.session, archive)
+                inherited = sorted(set(state.replicas) - ours)
+                for peer, number in inherited:
+                    recorded = next(v for v in state.versions if v.version == number)
+                    data = ReplicaData(
+                        action=ReplicaAction.DROPPED,
+                        peer=peer,
+                        version=number,
+                        ciphertext_sha256=recorded.ciphertext_sha256,
+                    )
+                    state = self.ledger.record(
+                        uow, archive, state, ReplicaEvent, self.hospital, data
+                    )
+                return len(inherited)
+
+            try:
+                report.add("dropped", self.units.run(unit))
+            except (NodeError, AnchoringError) as exc:
+                report.problems.append(f"{archive_id}: inherited replicas: {exc}")
         return report
 
     def _drop(self, row: Replica, report: ReplicaReport, *, log_event: bool) -> None:
@@ -648,32 +916,60 @@ class ReplicaHolder:
         self.hospital = hospital
 
     def accept(self, sender: str, archive_id: str, version: int, body: bytes) -> dict[str, Any]:
-        """Store ``body`` as ``sender``'s replica of the version (idempotent for the same bytes);
-        409 ``replica_quota_exceeded`` beyond the quota, ``replica_conflict`` for other bytes
-        under the same name. The sender is an active hospital (checked by the peer API)."""
+        """``accept_stream`` of a body held in memory (tests, small bodies)."""
+        sha = hashlib.sha256(body).hexdigest()
+        return self.accept_stream(sender, archive_id, version, [body], sha, len(body))
+
+    def accept_stream(
+        self,
+        sender: str,
+        archive_id: str,
+        version: int,
+        chunks: Iterable[bytes],
+        sha256: str,
+        declared: int | None,
+    ) -> dict[str, Any]:
+        """Store the streamed ciphertext as ``sender``'s replica of the version (idempotent for
+        the same bytes). ``sha256``: the digest the sender signed; ``declared``: its
+        Content-Length. Refused before a byte is read: 409 ``replica_conflict`` for other bytes
+        under the same name, ``replica_quota_exceeded`` beyond the quota; after reading, 400
+        ``replica_digest_mismatch`` when the bytes are not the announced ones (nothing kept).
+        The sender is an active hospital (checked by the peer API)."""
         archive_id = normalise_id(archive_id)
         if sender == self.hospital:
             raise InputError("a node does not hold its own replicas", code="self_target")
-        sha = hashlib.sha256(body).hexdigest()
         with self.db.session() as session:
             existing = self._row(session, sender, archive_id, version)
-            used = session.execute(
-                select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
-                    HeldReplica.custodian == sender
-                )
-            ).scalar_one()
+            used = int(
+                session.execute(
+                    select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                        HeldReplica.custodian == sender
+                    )
+                ).scalar_one()
+            )
         if existing is not None:
-            if existing.sha256 != sha:
+            if existing.sha256 != sha256:
                 raise ConflictError(
                     "another ciphertext is held under this version", code="replica_conflict"
                 )
             if self.store.exists(existing.cid):
-                return {"sha256": sha, "size": len(body)}
-        elif int(used) + len(body) > self.settings.replica_quota_bytes:
+                return {"sha256": sha256, "size": existing.size}
+        elif declared is not None and used + declared > self.settings.replica_quota_bytes:
             raise ConflictError(
                 "the replica quota for this hospital is used up", code="replica_quota_exceeded"
             )
-        ref = self.store.put_stream([body])
+        ref = self.store.put_stream(chunks)
+        if ref.sha256 != sha256 or (declared is not None and ref.size != declared):
+            self._delete_unshared(ref.cid)
+            raise InputError(
+                "the replica's bytes are not the ones announced and signed",
+                code="replica_digest_mismatch",
+            )
+        if existing is None and used + ref.size > self.settings.replica_quota_bytes:
+            self._delete_unshared(ref.cid)
+            raise ConflictError(
+                "the replica quota for this hospital is used up", code="replica_quota_exceeded"
+            )
 
         def unit(uow: UnitOfWork) -> None:
             row = self._row(uow.session, sender, archive_id, version)
@@ -684,8 +980,8 @@ class ReplicaHolder:
                         archive_id=archive_id,
                         version=version,
                         cid=ref.cid,
-                        sha256=sha,
-                        size=len(body),
+                        sha256=sha256,
+                        size=ref.size,
                         stored_at=uow.now,
                     )
                 )
@@ -693,7 +989,84 @@ class ReplicaHolder:
                 row.cid = ref.cid
 
         self.units.run(unit)
+        return {"sha256": sha256, "size": ref.size}
+
+    def accept_record(self, sender: str, archive_id: str, body: bytes) -> dict[str, Any]:
+        """Keep ``sender``'s key record of an archive (replacing the one before: records follow
+        new versions, metadata changes and KEK rotations). Opaque here: its key is wrapped and its
+        metadata sealed under the sender's KEK. Only next to a replica of the archive held for the
+        sender (409 ``replica_not_found`` otherwise), within the same quota."""
+        archive_id = normalise_id(archive_id)
+        if sender == self.hospital:
+            raise InputError("a node does not hold its own replicas", code="self_target")
+        KeyRecord.parse(body, archive_id)
+        sha = hashlib.sha256(body).hexdigest()
+        with self.db.session() as session:
+            replicas = session.execute(
+                select(func.count()).where(
+                    HeldReplica.custodian == sender,
+                    HeldReplica.archive_id == archive_id,
+                    HeldReplica.version != RECORD_VERSION,
+                )
+            ).scalar_one()
+            existing = self._row(session, sender, archive_id, RECORD_VERSION)
+            used = session.execute(
+                select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                    HeldReplica.custodian == sender
+                )
+            ).scalar_one()
+        if not replicas:
+            raise NotFoundError(
+                "no replica of this archive is held for the sender", code="replica_not_found"
+            )
+        if existing is not None and existing.sha256 == sha and self.store.exists(existing.cid):
+            return {"sha256": sha, "size": len(body)}
+        freed = existing.size if existing is not None else 0
+        if int(used) - freed + len(body) > self.settings.replica_quota_bytes:
+            raise ConflictError(
+                "the replica quota for this hospital is used up", code="replica_quota_exceeded"
+            )
+        ref = self.store.put_stream([body])
+
+        def unit(uow: UnitOfWork) -> str | None:
+            row = self._row(uow.session, sender, archive_id, RECORD_VERSION)
+            if row is None:
+                uow.session.add(
+                    HeldReplica(
+                        custodian=sender,
+                        archive_id=archive_id,
+                        version=RECORD_VERSION,
+                        cid=ref.cid,
+                        sha256=sha,
+                        size=len(body),
+                        stored_at=uow.now,
+                    )
+                )
+                return None
+            old = row.cid
+            row.cid, row.sha256, row.size, row.stored_at = ref.cid, sha, len(body), uow.now
+            return old if old != ref.cid else None
+
+        replaced = self.units.run(unit)
+        if replaced is not None:
+            self._delete_unshared(replaced)
         return {"sha256": sha, "size": len(body)}
+
+    def fetch_record(self, sender: str, archive_id: str) -> bytes:
+        """``sender``'s key record of the archive (404 ``replica_not_found`` to anyone else)."""
+        row = self._held(sender, archive_id, RECORD_VERSION)
+        try:
+            return b"".join(self.store.open_stream(row.cid))
+        except BlobNotFoundError:
+            raise NotFoundError("no such key record", code="replica_not_found") from None
+
+    def _delete_unshared(self, cid: str) -> None:
+        with self.db.session() as session:
+            shared = session.execute(
+                select(func.count()).select_from(HeldReplica).where(HeldReplica.cid == cid)
+            ).scalar_one()
+        if not shared:
+            self.store.delete(cid)
 
     def fetch(self, sender: str, archive_id: str, version: int) -> Iterator[bytes]:
         """The ciphertext of ``sender``'s replica (404 ``replica_not_found`` to anyone else)."""
@@ -717,25 +1090,34 @@ class ReplicaHolder:
         return {"sha256": challenge_answer(challenge.nonce, data)}
 
     def drop(self, sender: str, archive_id: str, version: int) -> dict[str, bool]:
-        """Delete ``sender``'s replica (absent: ``deleted`` false)."""
+        """Delete ``sender``'s replica (absent: ``deleted`` false); with the archive's last
+        replica held for the sender, its key record goes too."""
         archive_id = normalise_id(archive_id)
         with self.db.session() as session:
-            row = self._row(session, sender, archive_id, version)
-            if row is None:
+            if self._row(session, sender, archive_id, version) is None:
                 return {"deleted": False}
-            cid = row.cid
-            shared = session.execute(
-                select(func.count()).select_from(HeldReplica).where(HeldReplica.cid == cid)
-            ).scalar_one()
 
-        def unit(uow: UnitOfWork) -> None:
+        def unit(uow: UnitOfWork) -> list[str]:
             stored = self._row(uow.session, sender, archive_id, version)
-            if stored is not None:
-                uow.session.delete(stored)
+            if stored is None:
+                return []
+            cids = [stored.cid]
+            uow.session.delete(stored)
+            uow.session.flush()
+            left = uow.session.execute(
+                select(HeldReplica).where(
+                    HeldReplica.custodian == sender, HeldReplica.archive_id == archive_id
+                )
+            ).scalars()
+            rest = list(left)
+            if all(r.version == RECORD_VERSION for r in rest):
+                for record in rest:
+                    cids.append(record.cid)
+                    uow.session.delete(record)
+            return cids
 
-        self.units.run(unit)
-        if shared <= 1:
-            self.store.delete(cid)
+        for cid in self.units.run(unit):
+            self._delete_unshared(cid)
         return {"deleted": True}
 
     def held_for(self, sender: str) -> tuple[int, int]:

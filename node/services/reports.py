@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from anchoring.events import AccessEvent, EventType, parse_event
+from anchoring.events import AccessEvent, EventType, StorageTier, parse_event
 from anchoring.storage import LogEntry
 from anchoring.worker import Lag
 from node.config import NodeSettings
@@ -38,6 +38,7 @@ from node.models import (
     NOT_HELD,
     Alert,
     Archive,
+    ArchiveTier,
     ArchiveVersion,
     CatalogueState,
     ContentRead,
@@ -122,6 +123,7 @@ class UtilisationReport:
     window_to: datetime
     retrieval_by_class: dict[str, Retrieval] = field(default_factory=dict)
     retrieval_total: Retrieval = field(default_factory=Retrieval)
+    retrieval_by_tier: dict[str, Retrieval] = field(default_factory=dict)
     archives_read: int = 0
     archives_held: int = 0
     sharing: dict[str, int] = field(default_factory=dict)
@@ -268,19 +270,28 @@ class ReportService:
         bytes_sent: int,
         read_at: datetime | None = None,
     ) -> None:
-        """Store the timing of one content read (its own small transaction, after the body)."""
+        """Store the timing of one content read (its own small transaction, after the body), with
+        the storage tier it was served from, and keep the archive's last access (the tier policy
+        moves archives not read for a while to the cold tier, and read ones back)."""
+        now = read_at or self.clock()
         with self.db.transaction() as session:
+            tier_row = session.get(ArchiveTier, archive_id)
+            if tier_row is None:
+                tier_row = ArchiveTier(archive_id=archive_id, tier=StorageTier.HOT.value)
+                session.add(tier_row)
+            tier_row.last_access_at = now
             session.add(
                 ContentRead(
                     archive_id=archive_id,
                     version=version,
                     record_class=record_class,
                     purpose=purpose,
-                    read_at=read_at or self.clock(),
+                    read_at=now,
                     first_byte_seconds=first_byte_seconds,
                     last_byte_seconds=last_byte_seconds,
                     bytes_sent=bytes_sent,
                     completed=last_byte_seconds is not None,
+                    tier=tier_row.tier,
                 )
             )
 
@@ -300,11 +311,13 @@ class ReportService:
                     ContentRead.purpose,
                     ContentRead.first_byte_seconds,
                     ContentRead.last_byte_seconds,
+                    ContentRead.tier,
                 ).where(in_window)
             ).all()
-            for record_class, purpose, first, last in reads:
+            for record_class, purpose, first, last, tier in reads:
                 per_class = report.retrieval_by_class.setdefault(record_class, Retrieval())
-                for tally in (per_class, report.retrieval_total):
+                per_tier = report.retrieval_by_tier.setdefault(tier or "hot", Retrieval())
+                for tally in (per_class, per_tier, report.retrieval_total):
                     tally.reads += 1
                     tally.first_byte.append(float(first))
                     if last is not None:
@@ -467,6 +480,9 @@ def utilisation_rows(report: UtilisationReport) -> list[tuple[str, str, str, str
     ]:
         for measure, value in tally.summary().items():
             rows.append(("retrieval_seconds", record_class, measure, text(value)))
+    for tier, tally in sorted(report.retrieval_by_tier.items()):
+        for measure, value in tally.summary().items():
+            rows.append(("retrieval_seconds_by_tier", tier, measure, text(value)))
     rows.append(("utilisation", "archives_read", "", str(report.archives_read)))
     rows.append(("utilisation", "archives_held", "", str(report.archives_held)))
     rows.append(("utilisation", "rate", "", text(report.utilisation_rate)))

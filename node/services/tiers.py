@@ -1,6 +1,9 @@
 """Storage tiers (docs/recovery.md §3): archives of a class listed in ``tier_cold_after_days``
-move to the cold tier that many days after archiving. Each move copies every version's ciphertext
-to the cold store, checks it there, deletes the hot copy and logs TIER_MOVE (``hot`` → ``cold``).
+move to the cold tier that many days after archiving, and, for a class listed in
+``tier_cold_idle_days``, only once they were not read for that many days (the last access is kept
+by every content read). A cold archive of such a class read within that window moves back to hot
+(``recall`` does it on demand). Each move copies every version's ciphertext to the other store,
+checks it there, deletes the old copy and logs TIER_MOVE.
 Reads stay transparent (``TieredBlobStore``); the fixity audit reads through the same store, so it
 covers both tiers."""
 
@@ -58,16 +61,19 @@ class TierService:
         self.clock = clock
 
     def due(self, limit: int = 1000) -> list[str]:
-        """Archives held here, hot, whose class policy says they are due for the cold tier."""
+        """Archives held here, hot, whose class policy says they are due for the cold tier: old
+        enough and, where the class has an idle policy, not read within it."""
         now = self.clock()
         due: list[str] = []
         with self.db.session() as session:
-            cold = set(
-                session.execute(
-                    select(ArchiveTier.archive_id).where(ArchiveTier.tier == StorageTier.COLD.value)
-                ).scalars()
-            )
+            tiers = {
+                archive_id: (tier, last)
+                for archive_id, tier, last in session.execute(
+                    select(ArchiveTier.archive_id, ArchiveTier.tier, ArchiveTier.last_access_at)
+                )
+            }
             for record_class, days in sorted(self.settings.tier_cold_after_days.items()):
+                idle = self.settings.tier_cold_idle_days.get(record_class)
                 rows = session.execute(
                     select(Archive.id)
                     .where(
@@ -77,22 +83,63 @@ class TierService:
                         Archive.archived_at <= now - timedelta(days=days),
                     )
                     .order_by(Archive.archived_at)
+                ).scalars()
+                for archive_id in rows:
+                    tier, last = tiers.get(archive_id, (StorageTier.HOT.value, None))
+                    if tier == StorageTier.COLD.value:
+                        continue
+                    if idle is not None and last is not None and last > now - timedelta(days=idle):
+                        continue  # read recently: stays hot
+                    due.append(archive_id)
+                    if len(due) >= limit:
+                        return due
+        return due
+
+    def recalled(self, limit: int = 1000) -> list[str]:
+        """Cold archives of a class with an idle policy that were read within it (back to hot)."""
+        now = self.clock()
+        out: list[str] = []
+        with self.db.session() as session:
+            for record_class, idle in sorted(self.settings.tier_cold_idle_days.items()):
+                rows = session.execute(
+                    select(Archive.id)
+                    .join(ArchiveTier, ArchiveTier.archive_id == Archive.id)
+                    .where(
+                        Archive.custodian == self.ledger.hospital,
+                        Archive.state.in_(MOVABLE),
+                        Archive.record_class == record_class,
+                        ArchiveTier.tier == StorageTier.COLD.value,
+                        ArchiveTier.last_access_at > now - timedelta(days=idle),
+                        ArchiveTier.last_access_at > ArchiveTier.moved_at,
+                    )
+                    .order_by(Archive.id)
                     .limit(limit)
                 ).scalars()
-                due += [archive_id for archive_id in rows if archive_id not in cold]
-        return due[:limit]
+                out += list(rows)
+        return out[:limit]
 
     def tick(self) -> TierReport:
-        """Move every due archive (nothing without a cold store)."""
+        """Move every due archive to cold and every recalled one back (nothing without a cold
+        store)."""
         report = TierReport()
         if not isinstance(self.blobs, TieredBlobStore):
             return report
         for archive_id in self.due():
             self.move(archive_id, report)
+        for archive_id in self.recalled():
+            self.move(archive_id, report, to=StorageTier.HOT)
         return report
 
-    def move(self, archive_id: str, report: TierReport) -> bool:
-        """Copy the archive's blobs to cold, check them, drop the hot copies, log TIER_MOVE."""
+    def recall(self, archive_id: str) -> TierReport:
+        """Bring one archive back to the hot tier now (TIER_MOVE ``cold`` → ``hot``)."""
+        report = TierReport()
+        if isinstance(self.blobs, TieredBlobStore):
+            self.move(archive_id, report, to=StorageTier.HOT)
+        return report
+
+    def move(self, archive_id: str, report: TierReport, to: StorageTier = StorageTier.COLD) -> bool:
+        """Copy the archive's blobs to tier ``to``, check them, drop the other copies, log
+        TIER_MOVE."""
         assert isinstance(self.blobs, TieredBlobStore)
         with self.db.session() as session:
             versions = [
@@ -110,7 +157,10 @@ class TierService:
             ]
         try:
             for ref in versions:
-                self.blobs.move_to_cold(ref)
+                if to is StorageTier.COLD:
+                    self.blobs.move_to_cold(ref)
+                else:
+                    self.blobs.move_to_hot(ref)
         except (NodeError, OSError) as exc:
             report.problems.append(f"{archive_id}: {exc}")
             return False
@@ -118,14 +168,14 @@ class TierService:
         def unit(uow: UnitOfWork) -> None:
             archive = self.ledger.held(uow.session, None, archive_id)
             state = self.ledger.state(uow.session, archive)
-            if state.tier is not StorageTier.COLD:
-                data = TierMoveData(from_tier=state.tier, to_tier=StorageTier.COLD)
+            if state.tier is not to:
+                data = TierMoveData(from_tier=state.tier, to_tier=to)
                 self.ledger.record(uow, archive, state, TierMoveEvent, self.ledger.hospital, data)
             row = uow.session.get(ArchiveTier, archive_id)
             if row is None:
-                row = ArchiveTier(archive_id=archive_id, tier=StorageTier.COLD.value)
+                row = ArchiveTier(archive_id=archive_id, tier=to.value)
                 uow.session.add(row)
-            row.tier, row.moved_at = StorageTier.COLD.value, uow.now
+            row.tier, row.moved_at = to.value, uow.now
 
         try:
             self.units.run(unit)

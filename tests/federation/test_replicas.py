@@ -5,17 +5,19 @@ and a log rebuilt from peers in which a lying peer is caught by the on-chain roo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from eth_account import Account
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from anchoring import storage
 from anchoring.bundle import parse_bundle
@@ -24,11 +26,11 @@ from anchoring.verifier import verify_bundle
 from node import migrations
 from node.db import Database
 from node.models import Alert, HeldReplica, Replica, ShippedEntry, WrappedKey
-from node.peers import sign_headers
+from node.peers import CONTENT_SHA256, sign_headers
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
-from tests.federation.conftest import Hospital, start_hospital
+from tests.federation.conftest import Hospital, start_hospital, wait_for
 from tests.fixtures.chain import Consortium
 
 CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
@@ -93,7 +95,9 @@ def held_bytes(holder: Hospital, custodian: str, archive_id: str) -> bytes:
     with holder.runtime.db.session() as session:
         row = session.execute(
             select(HeldReplica).where(
-                HeldReplica.custodian == custodian, HeldReplica.archive_id == archive_id
+                HeldReplica.custodian == custodian,
+                HeldReplica.archive_id == archive_id,
+                HeldReplica.version == 1,
             )
         ).scalar_one()
         cid = row.cid
@@ -165,7 +169,7 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     holder = holder_of(nodes, archive_id)
     other = next(h for h in nodes.values() if h not in (a, holder))
     with holder.runtime.db.session() as session:
-        cid = session.execute(select(HeldReplica.cid)).scalar_one()
+        cid = session.execute(select(HeldReplica.cid).where(HeldReplica.version == 1)).scalar_one()
     path = holder.runtime.replica_holder.store.path_of(cid)  # type: ignore[attr-defined]
     data = bytearray(path.read_bytes())
     for i in range(0, len(data), 512):  # every challenge range meets a flipped byte
@@ -200,6 +204,7 @@ def _signed(
 ) -> httpx.Response:
     target = "/peer/v1" + path
     headers = sign_headers(account, method, target, body, hospital.address)  # type: ignore[arg-type]
+    headers[CONTENT_SHA256] = hashlib.sha256(body).hexdigest()  # read by streamed uploads only
     return httpx.request(method, hospital.url + target, headers=headers, content=body, timeout=30)
 
 
@@ -333,18 +338,39 @@ def test_a_log_rebuilt_from_peers_verifies_and_a_lying_peer_is_caught(
         fresh.dispose()
 
 
-def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_peers(
+def _config(settings: object, path: Path, peers: dict[str, str]) -> Path:
+    lines = [
+        'mode = "dev"',
+        f'data_dir = "{settings.data_dir}"',  # type: ignore[attr-defined]
+        f'rpc_url = "{settings.rpc_url}"',  # type: ignore[attr-defined]
+        f'deployment_file = "{settings.deployment_file}"',  # type: ignore[attr-defined]
+        "[peers]",
+        *(f'"{address}" = "{url}"' for address, url in peers.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _files_under(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_from_peers(
     consortium: Consortium,
     nodes: dict[str, Hospital],
     chain: RpcChain,
     tmp_path: Path,
     hospital_a,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The drill's database scenario: A's database is lost and restored from a backup older than
-    its last checkpoint; the log comes back from B and C to the chain's checkpoint (verified),
-    the blobs from replicas; A starts, anchors again, and every proof verifies."""
-    from node.backup import LostEventsError, create_backup, restore_backup, verify_node_data
-    from node.recovery import restore_from_peers
+    """The drill's database scenario, through ``archivechain restore BACKUP --from-peers``: A's
+    database is lost and restored from a backup older than its last checkpoint; the log comes back
+    from B and C to the chain's checkpoint (verified), the blobs from replicas, and the keys and
+    titles of the archives created after the backup from the key records at the replica holders
+    (which hold neither plaintext nor an unwrapped key); A starts, anchors again, every archive
+    reads and every proof verifies."""
+    from archivechain import main
+    from node.backup import LostEventsError, create_backup, restore_backup
 
     a = nodes["A"]
     before = [upload(a, CONTENT + bytes([i])) for i in range(2)]
@@ -352,38 +378,95 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_and_blobs_from_pe
     backup = tmp_path / "a-old.tar"
     create_backup(a.runtime.settings, backup)
     after = [upload(a, CONTENT + bytes([10 + i])) for i in range(2)]
-    assert a.runtime.replicas.place().placed == 4
+    with a.client() as api:  # a title only the lost database and the sealed records knew
+        renamed = api.get(f"/archives/{after[0]}").json()
+    placed = a.runtime.replicas.place()
+    assert placed.placed == 4, placed.problems
+    assert placed.records_sent == 4, placed.problems
+    assert a.runtime.replicas.send_records().records_sent == 0  # up to date: nothing resent
     a.runtime.worker.run_until_anchored(timeout=30)
     assert not a.runtime.log_shipping.ship().problems
     with a.runtime.db.session() as session:
         acknowledged = storage.current_size(session)
+        keys = {aid: a.runtime.keyring.own(session, aid).data_key for aid in [*before, *after]}
 
+    # What the holders keep: ciphertext and opaque records, never the text, title or a data key.
+    for holder in (nodes["B"], nodes["C"]):
+        held = _files_under(holder.runtime.settings.replica_dir)
+        with holder.runtime.db.session() as session:
+            held += b"".join(
+                bytes(r.event) for r in session.execute(select(ShippedEntry)).scalars()
+            )
+        assert CONTENT[:48] not in held
+        assert b"Discharge summary" not in held
+        assert b"MRN-7" not in held
+        assert not any(key in held for key in keys.values())
+
+    # B alone holds one more (unanchored) entry: not agreed by C, so not restored; after the
+    # restore B must drop it, or the restored node's next entry would conflict there.
+    with nodes["B"].runtime.db.transaction() as session:
+        session.add(
+            ShippedEntry(
+                custodian=a.address,
+                index=acknowledged,
+                event=b'{"only":"at B"}',
+                received_at=datetime.now(UTC),
+            )
+        )
     settings = a.runtime.settings
     port = int(a.url.rsplit(":", 1)[1])
+    peers = dict(settings.peers)
     a.stop()
     shutil.rmtree(settings.data_dir)
     with pytest.raises(LostEventsError):  # alone, the old backup cannot anchor again
         restore_backup(backup, settings)
-    result = restore_from_peers(settings)
-    assert result.log.complete, result.log.problems
-    assert not result.log.lying
-    assert result.log.archives_recreated == 2  # created after the backup: catalogue from events
-    assert result.blobs_restored == 4, result.blob_problems  # the backup carried no blobs
-    report = verify_node_data(settings)
-    assert report.log_size == acknowledged  # no acknowledged event lost
-    (settings.data_dir / "RESTORE_UNVERIFIED").unlink()
+    shutil.rmtree(settings.data_dir)
 
-    peers = dict(settings.peers)
+    # Refused when no peer answers: exit 1, the node will not start.
+    dead = {address: "http://127.0.0.1:9" for address in peers}
+    assert main(["restore", str(backup), "--from-peers",
+                 "--config", str(_config(settings, tmp_path / "dead.toml", dead))]) == 1  # fmt: skip
+    assert "the log could not be rebuilt" in capsys.readouterr().err
+    shutil.rmtree(settings.data_dir)
+
+    config = _config(settings, tmp_path / "a.toml", peers)
+    assert main(["restore", str(backup), "--from-peers", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2 recreated from their events" in out, out  # created after the backup
+    assert "2 archives' keys and titles from key records" in out, out
+    assert "0 without a key" in out, out
+    assert "4 fetched from replicas" in out, out  # the backup carried no blobs
+    assert f"{acknowledged} events" in out  # no acknowledged event lost
+    for holder in (nodes["B"], nodes["C"]):
+        with holder.runtime.db.session() as session:
+            held = session.execute(
+                select(func.count()).where(ShippedEntry.custodian == a.address)
+            ).scalar_one()
+        assert held == acknowledged
+    assert not (settings.data_dir / "RESTORE_UNVERIFIED").exists()
+
     restarted = start_hospital(
         "A", consortium, hospital_a, settings.data_dir, port, peers, **MANUAL
     )
     nodes["A"] = restarted
     newer = upload(restarted)
     restarted.runtime.worker.run_until_anchored(timeout=30)
+    shipped = restarted.runtime.log_shipping.ship()
+    assert not shipped.problems, shipped.problems
+    with restarted.runtime.db.session() as session:
+        assert set(shipped.shipped.values()) == {storage.current_size(session)}
     with restarted.client() as api:
-        read = api.get(f"/archives/{before[0]}/content", params={"purpose": "treatment"})
-        assert read.status_code == 200, read.text
-        assert read.content == CONTENT + b"\x00"
+        for archive_id, content in (
+            (before[0], CONTENT + b"\x00"),
+            (after[0], CONTENT + bytes([10])),
+            (after[1], CONTENT + bytes([11])),
+        ):
+            read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+            assert read.status_code == 200, read.text
+            assert read.content == content
+        shown = api.get(f"/archives/{after[0]}").json()
+        assert shown["title"] == renamed["title"] == "Discharge summary"
+        assert shown["metadata"] == renamed["metadata"]
     with restarted.client("auditor") as api:
         for archive_id in [*before, *after, newer]:
             bundle = parse_bundle(api.get(f"/archives/{archive_id}/proof").content)
@@ -431,3 +514,251 @@ def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
         document = api.get(f"/archives/{archive_id}/proof").content
     report = verify_bundle(parse_bundle(document), chain)
     assert report.ok, report.to_text()
+
+
+def test_replicas_follow_custody_through_a_transfer_and_a_rebuild_takes_custody_from_the_chain(
+    hospitals: dict[str, Hospital], chain: RpcChain, tmp_path: Path, hospital_a
+) -> None:
+    """A's replica of an archive it transfers to B is deleted at its holder once B accepts; B logs
+    REPLICA dropped for the replica it inherited in the chain of events and places its own. A log
+    rebuilt from peers is compared with the chain's custody: A's (honest, stale) log still says
+    TRANSFER_PENDING, the chain says B holds it: reported and taken from the chain; an unanchored
+    tail that two peers agree on but that puts a hold the chain does not know is refused."""
+    from anchoring.events import HoldPlaceData, HoldPlaceEvent, canonical_bytes
+    from anchoring.lifecycle import ArchiveStatus
+    from node.models import Archive
+    from tests.federation.test_flows import transfer_state, upload_and_archive
+
+    a, b, c = hospitals["A"], hospitals["B"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    other = upload_and_archive(a)
+    placed = a.runtime.replicas.place()
+    assert placed.placed == 2, placed.problems
+    assert placed.records_sent == 2, placed.problems
+    holder = holder_of(hospitals, archive_id)
+    assert held_bytes(holder, a.address, archive_id)
+
+    with a.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    assert a.runtime.replicas.drop_unneeded().dropped == 0  # in transit: kept (may be cancelled)
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "accepted", 30, "A to see it")
+
+    # A deletes its replica (and key record) at the holder: A no longer logs on the archive.
+    before = len(events(a, archive_id))
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    with holder.runtime.db.session() as session:
+        assert not session.execute(
+            select(HeldReplica).where(
+                HeldReplica.custodian == a.address, HeldReplica.archive_id == archive_id
+            )
+        ).first()
+    assert len(events(a, archive_id)) == before
+    assert a.runtime.replicas.challenge().verified == 1  # only `other` is still A's
+
+    # B releases the inherited replica in its own log, then places its own.
+    released = b.runtime.replicas.release_inherited()
+    assert released.dropped == 1, released.problems
+    dropped = events(b, archive_id)[-1]
+    assert (dropped["type"], dropped["data"]["action"], dropped["data"]["peer"]) == (  # type: ignore[index]
+        "REPLICA",
+        "dropped",
+        holder.address,
+    )
+    assert b.runtime.replicas.release_inherited().dropped == 0
+    mine = b.runtime.replicas.place()
+    assert mine.placed == 1, mine.problems
+    assert mine.records_sent == 1, mine.problems
+    new_holder = rendezvous(archive_id, [a.address, c.address], 1)[0]
+    placed_event = events(b, archive_id)[-1]
+    assert placed_event["data"]["action"] == "placed"  # type: ignore[index]
+    assert placed_event["data"]["peer"] == new_holder  # type: ignore[index]
+    assert b.runtime.replicas.challenge().verified == 1
+    b.runtime.worker.run_until_anchored(timeout=30)
+    with b.client("auditor") as api:
+        document = api.get(f"/archives/{archive_id}/proof").content
+    verified = verify_bundle(parse_bundle(document), chain)
+    assert verified.ok, verified.to_text()
+
+    # A's log, shipped to B and C, rebuilt into a fresh database with the chain's custody.
+    a.runtime.worker.run_until_anchored(timeout=30)
+    assert not a.runtime.log_shipping.ship().problems
+    with a.runtime.db.session() as session:
+        size = storage.current_size(session)
+        row = session.get(Archive, other)
+        assert row is not None
+        head = a.runtime.ledger.state(session, row).head
+    # B and C both hold the same forged unanchored entry: a hold on `other` the chain never saw.
+    forged = HoldPlaceEvent(
+        hospital=a.address,
+        log_index=size,
+        archive_id=other,
+        actor=a.address,
+        time=datetime.now(UTC),
+        prev=head,
+        data=HoldPlaceData(reason_hash="11" * 32, by_regulator=False),
+    )
+    for peer in (b, c):
+        with peer.runtime.db.transaction() as session:
+            session.add(
+                ShippedEntry(
+                    custodian=a.address,
+                    index=size,
+                    event=canonical_bytes(forged),
+                    received_at=datetime.now(UTC),
+                )
+            )
+    url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    migrations.upgrade(url)
+    fresh = Database.connect(url)
+    checkpoints = [
+        chain.checkpoint_at(a.address, i) for i in range(chain.checkpoint_count(a.address))
+    ]
+    assert checkpoints[-1].size == size
+    # Anchored entries are never dropped at a holder, whoever asks.
+    below = _signed(b, hospital_a, "POST", "/log/truncate", json.dumps({"size": size - 1}).encode())
+    assert (below.status_code, below.json()["code"]) == (409, "log_anchored")
+
+    def fetch(peer: str, start: int, limit: int) -> dict[str, object]:
+        return a.runtime.remote.get_json(peer, f"/log/entries?start={start}&limit={limit}")
+
+    try:
+        report = rebuild_log(
+            fresh, a.address, checkpoints, [b.address, c.address], fetch, custody=chain.custody
+        )
+        assert report.complete, report.problems
+        assert not report.lying, report.problems
+        assert report.tail_refused == 1, report.problems
+        assert report.tail_recovered == 0, report.problems
+        assert set(report.custody_mismatches) == {archive_id}
+        with fresh.session() as session:
+            assert storage.current_size(session) == size
+            moved = session.get_one(Archive, archive_id)
+            assert (moved.state, moved.custodian) == ("TRANSFERRED", b.address)
+            kept = session.get_one(Archive, other)
+            assert (kept.state, kept.custodian, kept.on_hold) == (
+                ArchiveStatus.ARCHIVED.value,
+                a.address,
+                False,
+            )
+    finally:
+        fresh.dispose()
+
+
+def test_streamed_uploads_key_records_and_the_log_quota_refuse_what_they_must(
+    nodes: dict[str, Hospital], hospital_a, hospital_c
+) -> None:
+    """A replica PUT is signed by its announced SHA-256 and streamed: bytes that are not the
+    announced ones, an unsigned digest, a body above the limit or the quota are refused with
+    nothing kept. Key records: only beside a held replica, exactly their fields, to their
+    custodian only. A holder keeps at most ``log_quota_entries`` of a hospital's log."""
+    from node.peers import sign_headers_for
+
+    b = nodes["B"]
+    archive_id = "01HZY3Z4Q8Q1V6S9N0M5K2J3H6"
+    path = f"/replicas/{archive_id}/versions/1"
+    target = "/peer/v1" + path
+    body = b"streamed ciphertext " * 1000
+
+    def put(chunks: object, digest: str, length: int | None = None) -> httpx.Response:
+        headers = sign_headers_for(hospital_a, "PUT", target, digest, b.address)
+        headers[CONTENT_SHA256] = digest
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        return httpx.put(b.url + target, headers=headers, content=chunks, timeout=30)  # type: ignore[arg-type]
+
+    def stored_files() -> int:
+        root = b.runtime.settings.replica_dir
+        return sum(1 for p in root.rglob("*") if p.is_file() and ".part" not in p.name)
+
+    files = stored_files()
+    # Other bytes than the signed digest (streamed in chunks, no length): 400, nothing kept.
+    wrong = put(iter([body[:5000], b"X" * 15000]), hashlib.sha256(body).hexdigest())
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "replica_digest_mismatch")
+    assert stored_files() == files
+    with b.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+    # The digest header missing, or not the one signed: refused before a byte is stored.
+    headers = sign_headers(hospital_a, "PUT", target, body, b.address)
+    unsigned = httpx.put(b.url + target, headers=headers, content=body)
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, "peer_refused")
+    forged_headers = sign_headers_for(hospital_a, "PUT", target, "00" * 32, b.address)
+    forged_headers[CONTENT_SHA256] = hashlib.sha256(body).hexdigest()
+    forged = httpx.put(b.url + target, headers=forged_headers, content=body)
+    assert (forged.status_code, forged.json()["code"]) == (401, "peer_refused")
+    # The right bytes, streamed in chunks: stored, answered with their digest and size.
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    ok = put(iter(chunks), hashlib.sha256(body).hexdigest(), len(body))
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    # Quota: refused from the declared length before the body is read.
+    b.runtime.replica_holder.settings = b.runtime.settings.model_copy(
+        update={"replica_quota_bytes": len(body) + 100}
+    )
+    try:
+        other = f"/replicas/{archive_id}/versions/2"
+        headers = sign_headers_for(hospital_a, "PUT", "/peer/v1" + other, "11" * 32, b.address)
+        headers[CONTENT_SHA256] = "11" * 32
+        over = httpx.put(b.url + "/peer/v1" + other, headers=headers, content=body)
+        assert (over.status_code, over.json()["code"]) == (409, "replica_quota_exceeded")
+    finally:
+        b.runtime.replica_holder.settings = b.runtime.settings
+
+    # Key records: only next to a held replica, exactly their fields, for their own archive.
+    record = {"archive_id": archive_id, "kek_id": "k1", "key": "AAEC", "sealed": "AwQF"}
+    lonely = "/replicas/01HZY3Z4Q8Q1V6S9N0M5K2J3H7/record"
+    refused = _signed(
+        b, hospital_a, "PUT", lonely, json.dumps({**record, "archive_id": lonely[10:36]}).encode()
+    )
+    assert (refused.status_code, refused.json()["code"]) == (404, "replica_not_found")
+    for bad in (
+        {**record, "extra": "x"},
+        {**record, "archive_id": "01HZY3Z4Q8Q1V6S9N0M5K2J3H7"},
+        {**record, "key": "not base64!"},
+        {**record, "kek_id": ""},
+        {**record, "sealed": 5},
+    ):
+        answer = _signed(
+            b, hospital_a, "PUT", f"/replicas/{archive_id}/record", json.dumps(bad).encode()
+        )
+        assert (answer.status_code, answer.json()["code"]) == (400, "invalid_record"), bad
+    stored = _signed(
+        b, hospital_a, "PUT", f"/replicas/{archive_id}/record", json.dumps(record).encode()
+    )
+    assert stored.status_code == 200, stored.text
+    assert _signed(b, hospital_a, "GET", f"/replicas/{archive_id}/record").json() == record
+    other_reader = _signed(b, hospital_c, "GET", f"/replicas/{archive_id}/record")
+    assert (other_reader.status_code, other_reader.json()["code"]) == (404, "replica_not_found")
+    # Deleting the archive's last replica deletes its key record too.
+    assert _signed(b, hospital_a, "DELETE", path).json() == {"deleted": True}
+    gone = _signed(b, hospital_a, "GET", f"/replicas/{archive_id}/record")
+    assert (gone.status_code, gone.json()["code"]) == (404, "replica_not_found")
+    with b.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+
+    # Truncation of a shipped log: only past the sender's on-chain checkpoint (none yet: 0).
+    for bad in (b"{}", b'{"size": -1}', b'{"size": true}', b"[1]", b'{"size": 1, "x": 2}'):
+        refused = _signed(b, hospital_a, "POST", "/log/truncate", bad)
+        assert (refused.status_code, refused.json()["code"]) == (400, "invalid_truncation"), bad
+
+    # The shipped-log quota: entries beyond it are refused whole, the ones before stay.
+    b.runtime.log_shipping.settings = b.runtime.settings.model_copy(update={"log_quota_entries": 3})
+    try:
+        entries = [base64.b64encode(b"entry %d" % i).decode() for i in range(4)]
+        first = _signed(b, hospital_a, "POST", "/log/entries",
+                        json.dumps({"start": 0, "entries": entries[:2]}).encode())  # fmt: skip
+        assert first.json() == {"size": 2}
+        over = _signed(b, hospital_a, "POST", "/log/entries",
+                       json.dumps({"start": 2, "entries": entries[2:]}).encode())  # fmt: skip
+        assert (over.status_code, over.json()["code"]) == (409, "log_quota_exceeded")
+        again = _signed(b, hospital_a, "POST", "/log/entries",
+                        json.dumps({"start": 0, "entries": entries[:2]}).encode())  # fmt: skip
+        assert again.json() == {"size": 2}  # what is held is still accepted idempotently
+        with b.runtime.db.session() as session:
+            held = session.execute(
+                select(ShippedEntry.index).where(ShippedEntry.custodian == hospital_a.address)
+            ).scalars()
+            assert sorted(held) == [0, 1]
+    finally:
+        b.runtime.log_shipping.settings = b.runtime.settings

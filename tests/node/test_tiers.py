@@ -84,3 +84,103 @@ def test_without_a_cold_directory_nothing_moves(make_node: MakeNode) -> None:
     assert node.tiers.tick().moved == 0
     events = [e.event_type for e in node.archives.events(archivist, created.id)]
     assert "TIER_MOVE" not in events
+
+
+def test_idle_policy_last_access_recall_and_retrieval_times_by_tier(
+    make_node: MakeNode, tmp_path: Path, chain: RpcChain
+) -> None:
+    """Age AND last access: an archive read recently stays hot, an unread one goes cold; reads
+    through the API keep the last access and record the tier they were served from (the
+    utilisation report's ``by_tier``); a cold archive read again moves back to hot by the policy,
+    and ``recall`` brings one back on demand; every move is a TIER_MOVE that verifies on chain."""
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from node.models import ArchiveTier
+
+    node = make_node(
+        cold_blob_dir=tmp_path / "cold",
+        tier_cold_after_days={"INPATIENT": 0},
+        tier_cold_idle_days={"INPATIENT": 1},
+    )
+    assert isinstance(node.blobs, TieredBlobStore)
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
+    auditor = node.keys.issue(Role.AUDITOR, "audit").secret
+    key = node.keys.issue(Role.ARCHIVIST, "reader").secret
+    content = b"inpatient record read now and then " * 400
+    read = node.archives.create(archivist, _new(RecordClass.INPATIENT), [content])
+    unread = node.archives.create(archivist, _new(RecordClass.INPATIENT), [content + b"!"])
+    for archive in (read, unread):
+        node.archives.archive(archivist, archive.id)
+    with node.db.session() as session:
+        cids = dict(session.execute(select(ArchiveVersion.archive_id, ArchiveVersion.cid)).all())
+
+    with TestClient(create_app(node)) as api:
+        headers = {"Authorization": f"Bearer {key}"}
+
+        def get(archive_id: str) -> bytes:
+            answer = api.get(
+                f"/api/v1/archives/{archive_id}/content",
+                params={"purpose": "treatment"},
+                headers=headers,
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.content
+
+        assert get(read.id) == content
+        with node.db.session() as session:
+            row = session.get(ArchiveTier, read.id)
+            assert row is not None
+            assert row.tier == "hot"
+            assert row.last_access_at is not None
+        assert node.tiers.due() == [unread.id]  # old enough, never read
+        report = node.tiers.tick()
+        assert (report.moved, report.problems) == (1, [])
+        assert node.blobs.tier_of(cids[unread.id]) == "cold"
+        assert node.blobs.tier_of(cids[read.id]) == "hot"
+        assert node.tiers.tick().moved == 0  # the read one stays hot, nothing to recall
+
+        # A read from cold: transparent, timed as a cold read; the policy then recalls it.
+        assert get(unread.id) == content + b"!"
+        back = node.tiers.tick()
+        assert (back.moved, back.problems) == (1, [])
+        assert node.blobs.tier_of(cids[unread.id]) == "hot"
+        assert not node.blobs.cold.exists(cids[unread.id])
+        assert get(unread.id) == content + b"!"
+
+        # Recall on demand (after a move to cold by hand).
+        assert node.tiers.move(read.id, report)
+        assert node.blobs.tier_of(cids[read.id]) == "cold"
+        assert node.tiers.recall(read.id).moved == 1
+        assert node.blobs.tier_of(cids[read.id]) == "hot"
+
+        now = datetime.now(UTC)
+        utilisation = api.get(
+            "/api/v1/reports/utilisation",
+            params={
+                "from": (now - timedelta(days=1)).date().isoformat(),
+                "to": (now + timedelta(days=1)).date().isoformat(),
+            },
+            headers={"Authorization": f"Bearer {auditor}"},
+        )
+        assert utilisation.status_code == 200, utilisation.text
+        by_tier = utilisation.json()["retrieval_seconds"]["by_tier"]
+        assert {tier: summary["reads"] for tier, summary in by_tier.items()} == {
+            "hot": 2,
+            "cold": 1,
+        }
+        assert by_tier["cold"]["first_byte_p50"] is not None
+
+    moves = [
+        (e.event["data"]["from_tier"], e.event["data"]["to_tier"])
+        for e in node.archives.events(archivist, unread.id)
+        if e.event_type == "TIER_MOVE"
+    ]
+    assert moves == [("hot", "cold"), ("cold", "hot")]
+    node.worker.run_until_anchored(timeout=30)
+    for archive in (read, unread):
+        built = node.proofs.bundle(archivist, archive.id)
+        verified = verify_bundle(parse_bundle(built.document), chain)
+        assert verified.ok, verified.to_text()

@@ -540,7 +540,8 @@ function effect(s, ev, d, time, leaf) {
       return s;
     case "REPLICA": {
       if (s.status === "DESTROYED" && d.action !== "dropped") throw illegal("after DESTROYED a replica can only be dropped");
-      if (d.peer === s.custodian) throw illegal("a replica is held by another hospital than the custodian");
+      // `dropped` may name the custodian: a replica it held for the previous custodian before a transfer
+      if (d.peer === s.custodian && d.action !== "dropped") throw illegal("a replica is held by another hospital than the custodian");
       const v = version(s, d.version);
       if (!v) throw illegal(`there is no version ${d.version}`);
       const key = `${d.peer}/${d.version}`;
