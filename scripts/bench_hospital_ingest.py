@@ -33,73 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
-from node.classification import SourceHints  # noqa: E402
 from node.ports import free_port  # noqa: E402
 from node.principal import Role  # noqa: E402
 from node.services.archives import SearchFilters  # noqa: E402
-from node.services.ingestion import IncomingDocument  # noqa: E402
 from scripts.bench_ingest import load_average, machine, postgres_schemas  # noqa: E402
+from scripts.synthetic_catalogue import document, percentile  # noqa: E402
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 from tests.fixtures.node import build_node  # noqa: E402
-
-WORDS_ZH = [
-    "出院",
-    "小结",
-    "胸痛",
-    "冠状动脉",
-    "造影",
-    "心肌",
-    "梗死",
-    "高血压",
-    "糖尿病",
-    "肺炎",
-    "护理",
-    "记录",
-    "检验",
-    "报告",
-    "血常规",
-    "影像",
-    "胸部",
-]
-WORDS_EN = [
-    "follow",
-    "up",
-    "chest",
-    "pain",
-    "stable",
-    "discharge",
-    "summary",
-    "lab",
-    "report",
-    "imaging",
-    "ct",
-    "mri",
-    "nursing",
-]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def document(i: int, rng: random.Random) -> IncomingDocument:
-    title = "".join(rng.sample(WORDS_ZH, 3))
-    text = " ".join(rng.sample(WORDS_ZH, 6) + rng.sample(WORDS_EN, 4))
-    body = (text + " ").encode("utf-8")
-    content = (body * (4096 // len(body) + 1))[:4096]
-    return IncomingDocument(
-        content=content,
-        media_type="text/plain",
-        patient_id=f"BENCH-{i % 5000}",
-        source_system="HIS",
-        title=title,
-        message_id=f"BENCH-{i}",
-        encounter_id=f"V-{i // 10}",
-        department="cardiology",
-        hints=SourceHints(document_type="18842-5"),
-        kind="bench",
-    )
 
 
 def oru(i: int) -> bytes:

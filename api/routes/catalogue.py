@@ -169,6 +169,7 @@ class CataloguePageOut(BaseModel):
     total: int
     limit: int
     offset: int
+    total_exact: bool = True  # false: a text search counted up to its cap; at least `total`
 
 
 CSV_COLUMNS = tuple(CatalogueEntryOut.model_fields)
@@ -281,6 +282,15 @@ def catalogue(
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",
-            headers={"X-Total-Count": str(page.total)},
+            headers={
+                "X-Total-Count": str(page.total),
+                "X-Total-Exact": "true" if page.total_exact else "false",
+            },
         )
-    return CataloguePageOut(items=entries, total=page.total, limit=page.limit, offset=page.offset)
+    return CataloguePageOut(
+        items=entries,
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        total_exact=page.total_exact,
+    )
