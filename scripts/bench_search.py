@@ -81,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
                 )
                 words = vocabulary()
                 rare = rng.sample(words[len(WORDS_ZH) + len(WORDS_EN) :], 10)
-                two = ["胸痛 chest", "造影 report", f"{rare[5]} 出院", "肺炎 ct", "心肌梗死"]
+                two = ["胸痛 chest", "造影 report", f"{rare[5]} 出院", "肺炎 ct", "心肌 梗死"]
                 for label, principal, queries in (
                     (
                         "frequent Chinese",
                         archivist,
-                        ["胸痛", "冠状动脉", "出院小结", "血常规", "高血压"],
+                        ["胸痛", "冠状动脉", "出院 小结", "血常规", "高血压"],
                     ),
                     (
                         "frequent Latin",
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                     (
                         "clinician (policy), frequent",
                         clinician,
-                        ["胸痛", "chest", "出院小结", "ct", "肺炎"],
+                        ["胸痛", "chest", "出院 小结", "ct", "肺炎"],
                     ),
                     ("clinician (policy), rare + two", clinician, rare[6:9] + two[:2]),
                 ):

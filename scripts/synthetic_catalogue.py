@@ -140,8 +140,8 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             archive_id = "upper(lpad(to_hex(i), 26, '0'))"
             blob = "decode(repeat('00', 32), 'hex')"
             instant = "(timestamp '2020-01-01' + i * interval '1 minute')"
-            for index in ("search_terms_pkey",):
-                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {index}"))
+            for constraint in ("pk_search_terms", "fk_search_terms_archive_id_archives"):
+                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {constraint}"))
             conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id"))
         else:
             series = (
@@ -196,12 +196,23 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
         for table in ("bench_drawn", "bench_words", "bench_buckets"):
             conn.execute(text(f"DROP TABLE {table}"))
         if postgres:
-            conn.execute(text("ALTER TABLE search_terms ADD PRIMARY KEY (term, archive_id)"))
+            conn.execute(
+                text(
+                    "ALTER TABLE search_terms ADD CONSTRAINT pk_search_terms "
+                    "PRIMARY KEY (term, archive_id)"
+                )
+            )
+            conn.execute(
+                text(
+                    "ALTER TABLE search_terms ADD CONSTRAINT fk_search_terms_archive_id_archives "
+                    "FOREIGN KEY (archive_id) REFERENCES archives (id)"
+                )
+            )
             conn.execute(
                 text("CREATE INDEX ix_search_terms_archive_id ON search_terms (archive_id)")
             )
         rows = conn.execute(text("SELECT count(*) FROM search_terms")).scalar_one()
-    with db.engine.connect() as conn:  # planner statistics, as a running node's autovacuum keeps
+    with db.writer.connect() as conn:  # planner statistics, as a running node's autovacuum keeps
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("VACUUM ANALYZE" if postgres else "ANALYZE"))
     return time.perf_counter() - started, int(rows)
