@@ -312,10 +312,13 @@ def test_pipelined_messages_are_committed_as_groups_and_acknowledged_in_order(
     expected_ids += [f"G-{i}" for i in range(40, 60)]
     assert [a["control_id"] for a in answers] == expected_ids
     codes = {a["control_id"]: a["code"] for a in answers}
-    assert codes["G-NOPID"] == "AE" and "hl7_missing_field" in answers[40]["err"]
+    assert codes["G-NOPID"] == "AE"
+    assert "hl7_missing_field" in answers[40]["err"]
     assert codes["G-SIU"] == "AR"
-    assert all(codes[f"G-{i}"] == "AA" for i in range(60)) and codes["G-A03"] == "AA"
-    assert "duplicate" in answers[39]["text"] and "duplicate" in answers[42]["text"]
+    assert all(codes[f"G-{i}"] == "AA" for i in range(60))
+    assert codes["G-A03"] == "AA"
+    assert "duplicate" in answers[39]["text"]
+    assert "duplicate" in answers[42]["text"]
     archives, _ = counts(mllp_node)
     assert archives == 60  # G-0 … G-59 once each; refused and repeated messages store nothing
     with mllp_node.db.session() as session:
