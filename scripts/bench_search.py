@@ -108,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
                         for query in queries:
                             filters = SearchFilters(text=query, limit=50)
                             began = time.perf_counter()
-                            built = node.archives._catalogue_query(principal, filters)
-                            total, _exact, _ids = node.archives._matching(built, filters)
+                            with node.db.session() as session:
+                                built = node.archives._catalogue_query(principal, filters, session)
+                                total, _exact, _ids = node.archives._matching(
+                                    built, filters, session
+                                )
                             times.append(time.perf_counter() - began)
                             found.append(total)
                     rows.append(
