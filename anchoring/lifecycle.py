@@ -1037,11 +1037,11 @@ RULES: Mapping[EventType, Rule] = {
         ),
         _rule(
             EventType.RECLASSIFY,
-            ArchiveStatus.CREATED,
-            when="while CREATED (the class fixes retention and goes on chain at ARCHIVE)",
+            frozenset({ArchiveStatus.CREATED, ArchiveStatus.ARCHIVED}),
+            when="while CREATED or ARCHIVED",
             effect=_reclassify,
-            legal_when="custodian; CREATED; `previous_class` and `previous_sensitivity` = the archive's class and sensitivity; `record_class` or `sensitivity` differs from them",
-            does="class and sensitivity replaced",
+            legal_when="custodian; CREATED or ARCHIVED; `previous_class` and `previous_sensitivity` = the archive's class and sensitivity; `record_class` or `sensitivity` differs from them (an ARCHIVED record's class changes only toward a retention at least as long: the custodian's node refuses any other and records the longer deadline as `RETENTION_EXTEND` right after)",
+            does="class and sensitivity replaced (the deadline stays; ARCHIVE's on-chain class code stays)",
         ),
         _rule(
             EventType.BREAK_GLASS,

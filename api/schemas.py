@@ -334,6 +334,11 @@ class ArchivePageOut(BaseModel):
     total: int = Field(description="Matches in the caller's scope, over all pages.")
     limit: int
     offset: int
+    total_exact: bool = Field(
+        True,
+        description="False when a text search counted its matches only up to the cap: at "
+        "least `total` match.",
+    )
 
     @classmethod
     def of(cls, page: Page[ArchiveView]) -> ArchivePageOut:
@@ -342,6 +347,7 @@ class ArchivePageOut(BaseModel):
             total=page.total,
             limit=page.limit,
             offset=page.offset,
+            total_exact=page.total_exact,
         )
 
 

@@ -200,6 +200,13 @@ class NodeSettings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0, le=300)
     log_audit_interval: float = Field(86_400.0, gt=0)
     """Seconds between scheduled log audits (log against the chain, per-archive hash chains)."""
+    ocr_enabled: bool = False
+    """Recognise the text of scanned records (images, PDFs without a text layer) at ingestion
+    for keyword search, with the ``tesseract`` program (``node.ocr``)."""
+    ocr_languages: str = Field("chi_sim+eng", pattern=r"^[a-z_]{2,16}(\+[a-z_]{2,16}){0,5}$")
+    """Tesseract languages, ``+``-joined (installed as ``tesseract-ocr-<lang>`` packages)."""
+    ocr_timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds one image may take to recognise before it is given up (no text, not an error)."""
     mllp_enabled: bool = False
     """Start the HL7 v2 MLLP listener with the node."""
     mllp_host: str = "127.0.0.1"

@@ -456,6 +456,7 @@ class NodeRuntime:
                 port=self.settings.mllp_port,
                 max_message_bytes=self.settings.mllp_max_message_bytes,
                 idle_timeout=self.settings.mllp_idle_timeout,
+                batch_handler=self.hl7.handle_many,
             )
             self.mllp.start()
         if self.settings.dicom_enabled and self.dicom is None:

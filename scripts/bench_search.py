@@ -2,17 +2,18 @@
 table; not a test.
 
 A real node (hospital A of a throwaway consortium on a fresh anvil; SQLite WAL, or PostgreSQL
-with ``--postgres URL``) whose catalogue is filled **synthetically**: ``--archives N`` archive
-rows and their search terms are bulk-inserted (Core ``executemany``, 20,000 rows per statement)
-with the node's own term cutter (``node.textindex.index_terms``) — no blobs, no events, because
-ingesting 10^6 records through the real path takes hours on this machine (see
-docs/benchmarks.md). Each archive has a 3-word title and a 10-word text drawn from a vocabulary
-of the 17 frequent Chinese and 13 Latin words of ``bench_hospital_ingest`` plus 5,000 generated
-two-character Chinese words (Zipf-like: the frequent words in about a third of the archives).
+with ``--postgres URL``) whose catalogue is filled **synthetically** by ``scripts/synthetic_catalogue.fill``: ``--archives
+N`` archive rows and their search terms are generated set-based in SQL (terms cut by the node's
+own ``node.textindex.index_terms``) — no blobs, no events, because ingesting 10^6 records through
+the real path takes hours on this machine (see docs/benchmarks.md). Each archive has 10 words
+drawn from the 17 frequent Chinese and 13 Latin words plus 5,000 generated two-character Chinese
+words (Zipf-like: the frequent words in a third of the archives or more), one of five
+departments, and a sensitivity (90 % NORMAL).
 
 Timed: the catalogue query of ``ArchiveService.search`` with ``text=`` (``_catalogue_query`` +
-``_matching``: the term subquery, the total count and a page of 50), for frequent Chinese,
-frequent Latin, rare Chinese and two-word queries. **Not** timed: the metadata-read logging of
+``_matching``: the rarest-term probe, a page of 50 and the total counted up to its cap), for
+frequent Chinese, frequent Latin, rare Chinese and two-word queries, as an archivist and as a
+cardiology clinician (the access policy filters rows: own department, not restricted). **Not** timed: the metadata-read logging of
 the listed archives (a unit of work with up to 50 ACCESS events per search, which the synthetic
 rows cannot take: they have no CREATE event); ``bench_hospital_ingest`` times search with it.
 
@@ -28,89 +29,26 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert  # noqa: E402
-from ulid import ULID  # noqa: E402
-
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
-from node.models import Archive, SearchTerm  # noqa: E402
 from node.ports import free_port  # noqa: E402
 from node.principal import Role  # noqa: E402
 from node.services.archives import SearchFilters  # noqa: E402
-from node.textindex import index_terms  # noqa: E402
-from scripts.bench_hospital_ingest import WORDS_EN, WORDS_ZH  # noqa: E402
 from scripts.bench_ingest import load_average, machine, postgres_schemas  # noqa: E402
+from scripts.synthetic_catalogue import (  # noqa: E402
+    WORDS_EN,
+    WORDS_ZH,
+    fill,
+    percentile,
+    vocabulary,
+)
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 from tests.fixtures.node import build_node  # noqa: E402
-
-CHUNK = 20_000
-
-
-def vocabulary(rng: random.Random) -> list[str]:
-    """Frequent words first, then 5,000 generated two-character Chinese words."""
-    rare = {
-        chr(rng.randint(0x4E00, 0x9FA5)) + chr(rng.randint(0x4E00, 0x9FA5)) for _ in range(5000)
-    }
-    return [*WORDS_ZH, *WORDS_EN, *sorted(rare)]
-
-
-def fill(node: object, total: int, rng: random.Random) -> tuple[float, int]:
-    """Insert ``total`` synthetic archives and their terms; (seconds, term rows)."""
-    words = vocabulary(rng)
-    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(words))]
-    base = datetime(2020, 1, 1, tzinfo=UTC)
-    started = time.perf_counter()
-    term_rows = 0
-    db = node.db  # type: ignore[attr-defined]
-    custodian = node.ledger.hospital  # type: ignore[attr-defined]
-    for offset in range(0, total, CHUNK):
-        archives, terms = [], []
-        for i in range(offset, min(total, offset + CHUNK)):
-            archive_id = str(ULID())
-            drawn = rng.choices(words, weights, k=13)
-            title, text = "".join(drawn[:3]), " ".join(drawn[3:])
-            created = base + timedelta(seconds=i * 60)
-            archives.append(
-                {
-                    "id": archive_id,
-                    "record_class": "INPATIENT",
-                    "sensitivity": "NORMAL",
-                    "department": "cardiology",
-                    "title": title,
-                    "patient_pseudonym": f"{i % 50_000:064x}",
-                    "source_system": "HIS",
-                    "metadata_json": {},
-                    "search_text": title,
-                    "state": "CREATED",
-                    "custodian": custodian,
-                    "trigger_date": created,
-                    "on_hold": False,
-                    "hold_by_regulator": False,
-                    "current_version": 1,
-                    "last_event_hash": b"\0" * 32,
-                    "event_count": 1,
-                    "chain_status": "none",
-                    "created_by": "00" * 32,
-                    "created_at": created,
-                    "updated_at": created,
-                }
-            )
-            terms.extend({"term": t, "archive_id": archive_id} for t in index_terms(title, text))
-        with db.transaction() as session:
-            session.connection().execute(insert(Archive), archives)
-            session.connection().execute(insert(SearchTerm), terms)
-        term_rows += len(terms)
-    return time.perf_counter() - started, term_rows
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,24 +68,39 @@ def run(args: argparse.Namespace) -> int:
                 consortium, consortium.accounts.hospital_a, root / "node", database_url=database_url
             )
             try:
-                seconds, term_rows = fill(node, args.archives, rng)
+                seconds, term_rows = fill(node.db, args.archives, node.ledger.hospital)
                 rows.append(
                     (
                         f"fill: {args.archives:,} archives, {term_rows:,} term rows",
                         f"{seconds:,.0f} s",
                     )
                 )
-                principal = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "bench").secret)
-                words = vocabulary(random.Random(13))
+                archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "bench").secret)
+                clinician = node.keys.authenticate(
+                    node.keys.issue(Role.CLINICIAN, "bench", department="cardiology").secret
+                )
+                words = vocabulary()
                 rare = rng.sample(words[len(WORDS_ZH) + len(WORDS_EN) :], 10)
-                for label, queries in (
-                    ("frequent Chinese", ["胸痛", "冠状动脉", "出院小结", "血常规", "高血压"]),
-                    ("frequent Latin", ["chest", "follow", "ct", "discharge", "nursing"]),
-                    ("rare Chinese", rare[:5]),
+                two = ["胸痛 chest", "造影 report", f"{rare[5]} 出院", "肺炎 ct", "心肌 梗死"]
+                for label, principal, queries in (
                     (
-                        "two words",
-                        ["胸痛 chest", "造影 report", f"{rare[5]} 出院", "肺炎 ct", "心肌梗死"],
+                        "frequent Chinese",
+                        archivist,
+                        ["胸痛", "冠状动脉", "出院 小结", "血常规", "高血压"],
                     ),
+                    (
+                        "frequent Latin",
+                        archivist,
+                        ["chest", "follow", "ct", "discharge", "nursing"],
+                    ),
+                    ("rare Chinese", archivist, rare[:5]),
+                    ("two words", archivist, two),
+                    (
+                        "clinician (policy), frequent",
+                        clinician,
+                        ["胸痛", "chest", "出院 小结", "ct", "肺炎"],
+                    ),
+                    ("clinician (policy), rare + two", clinician, rare[6:9] + two[:2]),
                 ):
                     times: list[float] = []
                     found: list[int] = []
@@ -155,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
                         for query in queries:
                             filters = SearchFilters(text=query, limit=50)
                             began = time.perf_counter()
-                            built = node.archives._catalogue_query(principal, filters)
-                            total, _ids = node.archives._matching(built, filters)
+                            with node.db.session() as session:
+                                built = node.archives._catalogue_query(principal, filters, session)
+                                total, _exact, _ids = node.archives._matching(
+                                    built, filters, session
+                                )
                             times.append(time.perf_counter() - began)
                             found.append(total)
                     rows.append(

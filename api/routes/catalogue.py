@@ -169,6 +169,7 @@ class CataloguePageOut(BaseModel):
     total: int
     limit: int
     offset: int
+    total_exact: bool = True  # false: a text search counted up to its cap; at least `total`
 
 
 CSV_COLUMNS = tuple(CatalogueEntryOut.model_fields)
@@ -210,8 +211,10 @@ def batch_archive(
     summary="Correct the class or sensitivity the ingestion rules gave a record",
     description=(
         "An archivist's correction, logged as a RECLASSIFY event (docs/proof-format.md §8): "
-        "only while the record is CREATED (the class fixes retention and goes on chain when "
-        "archived: 409 `illegal_transition` after). The archive's `class_rule` / "
+        "while the record is CREATED or ARCHIVED. An archived record's class changes only toward "
+        "a retention at least as long (409 `retention_would_shorten`), with a RETENTION_EXTEND "
+        "when the new class keeps it longer; other states: 409 `illegal_transition`. The "
+        "archive's `class_rule` / "
         "`sensitivity_rule` become `correction`. 409 `no_change` when both equal the current "
         "ones. The reason stays on this node; the event carries its hash. Role: archivist."
     ),
@@ -281,6 +284,15 @@ def catalogue(
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",
-            headers={"X-Total-Count": str(page.total)},
+            headers={
+                "X-Total-Count": str(page.total),
+                "X-Total-Exact": "true" if page.total_exact else "false",
+            },
         )
-    return CataloguePageOut(items=entries, total=page.total, limit=page.limit, offset=page.offset)
+    return CataloguePageOut(
+        items=entries,
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        total_exact=page.total_exact,
+    )

@@ -20,8 +20,8 @@ from math import inf
 from time import monotonic
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, func, insert, or_, select
-from sqlalchemy.orm import lazyload
+from sqlalchemy import ColumnElement, Select, and_, false, func, insert, or_, select
+from sqlalchemy.orm import Session, aliased, lazyload
 from ulid import ULID
 
 from anchoring import lifecycle, merkle, storage
@@ -68,8 +68,8 @@ from node.errors import (
 )
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion, IngestedMessage, SearchTerm
-from node.policy import PolicyAction
+from node.models import Archive, ArchiveVersion, BreakGlassWindow, IngestedMessage, SearchTerm
+from node.policy import PolicyAction, Relation
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
+SEARCH_TOTAL_CAP = 1_000  # a text search counts its matches up to here (Page.total_exact)
+_TERM_PROBE = 5_000  # postings counted per query term to find the rarest
 _STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
@@ -135,6 +137,16 @@ class SearchFilters:
     limit: int = 50
     offset: int = 0
     purpose: Purpose | None = None  # of the metadata reads logged for the listed archives
+
+
+@dataclass(frozen=True)
+class CatalogueQuery:
+    """A catalogue query not yet run: its rows, their order, and whether its total is counted
+    only up to ``SEARCH_TOTAL_CAP`` (text searches)."""
+
+    query: Select[tuple[Archive]]
+    order: tuple[ColumnElement[Any], ...]
+    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -740,14 +752,20 @@ class ArchiveService:
         )
 
     def search(self, principal: Principal, filters: SearchFilters) -> Page[ArchiveView]:
-        """Catalogue search within the caller's scope, newest first."""
+        """Catalogue search within the caller's scope, newest first.
+
+        Every row passes the access policy for ``read_metadata`` (``_readable``): an entry the
+        caller may not read is neither listed nor counted. A text search lists newest archive id
+        first and counts its matches up to ``SEARCH_TOTAL_CAP`` (``Page.total_exact`` false
+        beyond), so that a query of frequent words stays bounded (docs/benchmarks.md)."""
         principal.require(Action.READ_METADATA)
         if not 1 <= filters.limit <= MAX_PAGE:
             raise InputError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_page")
         if filters.offset < 0:
             raise InputError("offset must not be negative", code="invalid_page")
-        query = self._catalogue_query(principal, filters)
-        total, ids = self._matching(query, filters)
+        with self.db.session() as session:  # one connection: a round trip costs on a busy host
+            built = self._catalogue_query(principal, filters, session)
+            total, exact, ids = self._matching(built, filters, session)
         self._log_metadata_reads(principal, ids, filters.purpose)
         with self.db.session() as session:  # the entries as they are now, their reads included
             rows = {
@@ -755,15 +773,59 @@ class ArchiveService:
                 for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
             }
             items = tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
-        return Page(items, int(total), filters.limit, filters.offset)
+        return Page(items, int(total), filters.limit, filters.offset, exact)
+
+    def _readable(self, principal: Principal, purpose: Purpose | None) -> ColumnElement[bool]:
+        """The access policy for ``read_metadata`` as a condition on each catalogue row.
+
+        ``AccessPolicy.decide`` is pure in (role, sensitivity, department relation, purpose,
+        action): for one caller and purpose it is evaluated for every sensitivity and relation,
+        and the allowed pairs become the condition; archives of an open break-glass window of
+        the caller for that purpose are readable too (as ``AccessGate.check`` decides, beyond
+        a department-bound role's own department)."""
+        purpose = purpose or principal.default_purpose
+        policy = self.gate.policy
+        allowed: list[ColumnElement[bool]] = []
+
+        def decide(sensitivity: Sensitivity, rel: Relation) -> bool:
+            return policy.decide(
+                principal.role, sensitivity, rel, purpose, PolicyAction.READ_METADATA
+            ).allowed
+
+        for sensitivity in Sensitivity:
+            same_level = Archive.sensitivity == sensitivity.value
+            if principal.department is None:
+                if decide(sensitivity, Relation.NONE):
+                    allowed.append(same_level)
+                continue
+            own = decide(sensitivity, Relation.OWN)
+            other = decide(sensitivity, Relation.OTHER)
+            if own and other:
+                allowed.append(same_level)
+            elif own:
+                allowed.append(and_(same_level, Archive.department == principal.department))
+            elif other:
+                allowed.append(and_(same_level, Archive.department != principal.department))
+        windows = select(BreakGlassWindow.archive_id).where(
+            BreakGlassWindow.actor == principal.actor,
+            BreakGlassWindow.purpose == purpose.value,
+            BreakGlassWindow.expires_at > self.gate.clock(),
+        )
+        by_policy = or_(false(), *allowed)
+        if principal.department_scoped:  # the role's own scope, then the policy narrows it
+            by_policy = and_(Archive.department == principal.department, by_policy)
+        return or_(by_policy, Archive.id.in_(windows))
 
     def _catalogue_query(
-        self, principal: Principal, filters: SearchFilters
-    ) -> Select[tuple[Archive]]:
-        """The catalogue query of ``filters`` within the caller's scope (not yet run)."""
-        query = select(Archive)
-        if principal.department_scoped:
-            query = query.where(Archive.department == principal.department)
+        self, principal: Principal, filters: SearchFilters, session: Session
+    ) -> CatalogueQuery:
+        """The catalogue query of ``filters`` within the caller's scope (not yet run).
+
+        A text query is driven by its rarest term: that term's postings are walked newest
+        archive id first (the primary key's B-tree, backwards) and every other term is probed
+        per candidate, so a page costs about ``limit`` probes when matches are dense, not a
+        scan of every posting of a frequent term."""
+        query = select(Archive).where(self._readable(principal, filters.purpose))
         if filters.department:
             query = query.where(Archive.department == filters.department)
         if filters.record_class:
@@ -780,17 +842,6 @@ class ArchiveService:
                     select(IngestedMessage.archive_id).where(IngestedMessage.encounter == visit)
                 )
             )
-        if filters.text is not None:
-            terms = query_terms(filters.text)
-            if not terms:
-                raise InputError("text holds no searchable word", code="invalid_search_text")
-            matching = (
-                select(SearchTerm.archive_id)
-                .where(SearchTerm.term.in_(terms))
-                .group_by(SearchTerm.archive_id)
-                .having(func.count() == len(terms))
-            )
-            query = query.where(Archive.id.in_(matching))
         if filters.created_from:
             query = query.where(Archive.created_at >= filters.created_from)
         if filters.created_to:
@@ -803,24 +854,67 @@ class ArchiveService:
                     Archive.id == filters.keyword.upper(),
                 )
             )
-        return query
-
-    def _matching(
-        self, query: Select[tuple[Archive]], filters: SearchFilters
-    ) -> tuple[int, list[str]]:
-        """The total and the page of ids of a catalogue query (nothing logged: ``search``
-        logs the reads; ``scripts/bench_search.py`` times this part alone)."""
-        with self.db.session() as session:
-            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            ids = list(
-                session.execute(
-                    query.with_only_columns(Archive.id)
-                    .order_by(Archive.created_at.desc(), Archive.id.desc())
-                    .limit(filters.limit)
-                    .offset(filters.offset)
-                ).scalars()
+        if filters.text is None:
+            return CatalogueQuery(query, (Archive.created_at.desc(), Archive.id.desc()))
+        terms = query_terms(filters.text)
+        if not terms:
+            raise InputError("text holds no searchable word", code="invalid_search_text")
+        driver, *others = self._rarest_first(session, terms)
+        posting = aliased(SearchTerm, name="driver")
+        query = query.join(posting, posting.archive_id == Archive.id).where(posting.term == driver)
+        for term in others:
+            probe = aliased(SearchTerm)
+            query = query.where(
+                select(probe.archive_id)
+                .where(probe.term == term, probe.archive_id == posting.archive_id)
+                .exists()
             )
-        return int(total), ids
+        return CatalogueQuery(query, (posting.archive_id.desc(),), capped=True)
+
+    @staticmethod
+    def _rarest_first(session: Session, terms: list[str]) -> list[str]:
+        """``terms`` by how many archives hold them, each counted up to ``_TERM_PROBE`` (one
+        statement)."""
+        if len(terms) == 1:
+            return terms
+        probes = [
+            select(func.count())
+            .select_from(
+                select(SearchTerm.archive_id)
+                .where(SearchTerm.term == term)
+                .limit(_TERM_PROBE)
+                .subquery()
+            )
+            .scalar_subquery()
+            for term in terms
+        ]
+        counts = session.execute(select(*probes)).one()
+        return [term for _, term in sorted(zip(counts, terms, strict=True), key=lambda c: c[0])]
+
+    @staticmethod
+    def _matching(
+        built: CatalogueQuery, filters: SearchFilters, session: Session
+    ) -> tuple[int, bool, list[str]]:
+        """The total, whether it is exact, and the page of ids of a catalogue query (nothing
+        logged: ``search`` logs the reads; ``scripts/bench_search.py`` times this part alone).
+        A capped count walks the same order as the page (so the planner takes the same
+        bounded path, not a scan of every archive)."""
+        ids = list(
+            session.execute(
+                built.query.with_only_columns(Archive.id)
+                .order_by(*built.order)
+                .limit(filters.limit)
+                .offset(filters.offset)
+            ).scalars()
+        )
+        counted = built.query.with_only_columns(Archive.id)
+        cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
+        if built.capped:
+            counted = counted.order_by(*built.order).limit(cap + 1)
+        total = session.execute(select(func.count()).select_from(counted.subquery())).scalar_one()
+        if built.capped and total > cap:
+            return cap, False, ids
+        return int(total), True, ids
 
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
         """Every event of the archive in this node's log, with its anchoring status."""

@@ -16,6 +16,7 @@ The caller acts as ``system:mllp`` (an archivist pseudonym). Nothing here logs f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,7 +69,73 @@ class Hl7Service:
     def handle(self, raw: bytes) -> bytes:
         """The ACK (unframed) of one message (unframed)."""
         header = hl7v2.header_of(raw)
-        outcome = self.process(raw, header)
+        return self._ack(header, self.process(raw, header))
+
+    def handle_many(self, raws: Sequence[bytes]) -> list[bytes]:
+        """The ACKs of pipelined messages, in order (group commit).
+
+        Consecutive ORU^R01/MDM^T02 documents are archived together in one unit of work
+        (``IngestionService.ingest_batch``: one commit, one fsync, resends and repeats within
+        the group deduplicated by MSH-10); any other message is handled alone, after the
+        documents before it are committed, so an ADT^A03 still finds the results sent before
+        it. A group the archive refuses is retried message by message, so each message gets
+        its own AA/AE/AR. Every ACK is built after the commit it reports."""
+        outcomes: list[Outcome] = []
+        headers: list[Header] = []
+        group: list[tuple[int, IncomingDocument]] = []
+
+        def flush() -> None:
+            if not group:
+                return
+            done = self._archive_group([doc for _, doc in group])
+            if done is None:
+                for index, _ in group:
+                    outcomes[index] = self.process(raws[index], headers[index])
+            else:
+                for (index, _), outcome in zip(group, done, strict=True):
+                    outcomes[index] = outcome
+            group.clear()
+
+        for raw in raws:
+            header = hl7v2.header_of(raw)
+            headers.append(header)
+            outcomes.append(Outcome("AE", "internal_error: not processed; resend"))
+            doc = self._document_of(raw, header)
+            if doc is not None:
+                group.append((len(outcomes) - 1, doc))
+                continue
+            flush()
+            outcomes[-1] = self.process(raw, header)
+        flush()
+        return [
+            self._ack(header, outcome) for header, outcome in zip(headers, outcomes, strict=True)
+        ]
+
+    def _document_of(self, raw: bytes, header: Header) -> IncomingDocument | None:
+        """The document of a well-formed ORU^R01/MDM^T02, else None (``process`` answers it)."""
+        try:
+            message = hl7v2.parse(raw)
+            kind = (
+                f"{hl7v2.field(message, 'MSH', 9, 1).upper()}^"
+                f"{hl7v2.field(message, 'MSH', 9, 2).upper()}"
+            )
+            if not header.control_id or kind not in ("ORU^R01", "MDM^T02"):
+                return None
+            source = hl7v2.source_of(header, self.default_source)
+            return self._incoming(raw, message, kind, source, header)
+        except (Hl7FormatError, NodeError):
+            return None
+
+    def _archive_group(self, docs: list[IncomingDocument]) -> list[Outcome] | None:
+        """The outcomes of one unit archiving ``docs``; None if the unit was refused."""
+        try:
+            results = self.ingestion.ingest_batch(self.principal, docs)
+        except Exception as exc:  # each message is then tried alone and answered alone
+            log.info("HL7 group of %d refused (%s); one by one", len(docs), type(exc).__name__)
+            return None
+        return [_archived(result.archive.id, result.duplicate) for result in results]
+
+    def _ack(self, header: Header, outcome: Outcome) -> bytes:
         error = None if outcome.code == "AA" else outcome.text.split(":", 1)[0]
         return hl7v2.ack(
             header,
@@ -113,6 +180,15 @@ class Hl7Service:
     def _document(
         self, raw: bytes, message: Any, kind: str, source: str, header: Header
     ) -> Outcome:
+        result = self.ingestion.ingest(
+            self.principal, self._incoming(raw, message, kind, source, header)
+        )
+        return _archived(result.archive.id, result.duplicate)
+
+    def _incoming(
+        self, raw: bytes, message: Any, kind: str, source: str, header: Header
+    ) -> IncomingDocument:
+        """The document an ORU^R01 or MDM^T02 carries (``InputError`` when it lacks one)."""
         patient = _patient(message)
         observations = hl7v2.segments(message, "OBX")
         content, media_type = raw, HL7_MEDIA_TYPE
@@ -171,27 +247,21 @@ class Hl7Service:
         metadata: dict[str, Any] = {"hl7_type": kind}
         if document_type:
             metadata["document_type"] = document_type
-        result = self.ingestion.ingest(
-            self.principal,
-            IncomingDocument(
-                content=content,
-                media_type=media_type,
-                patient_id=patient,
-                source_system=source,
-                title=title,
-                message_id=header.control_id,
-                encounter_id=hl7v2.field(message, "PV1", 19) or None,
-                department=department,
-                hints=hints,
-                trigger_date=when.date() if when else None,
-                kind=f"hl7-{kind.replace('^', '-').lower()}",
-                metadata=metadata,
-                text="\n".join(text for text in texts if text),
-            ),
+        return IncomingDocument(
+            content=content,
+            media_type=media_type,
+            patient_id=patient,
+            source_system=source,
+            title=title,
+            message_id=header.control_id,
+            encounter_id=hl7v2.field(message, "PV1", 19) or None,
+            department=department,
+            hints=hints,
+            trigger_date=when.date() if when else None,
+            kind=f"hl7-{kind.replace('^', '-').lower()}",
+            metadata=metadata,
+            text="\n".join(text for text in texts if text),
         )
-        if result.duplicate:
-            return Outcome("AA", "duplicate: already archived", result.archive.id, True)
-        return Outcome("AA", f"archived as {result.archive.id}", result.archive.id)
 
     def _encounter(
         self, message: Any, kind: str, what: EncounterKind, source: str, header: Header
@@ -231,6 +301,12 @@ class Hl7Service:
         if not reported:
             return Outcome("AA", "duplicate: already received", duplicate=True)
         return Outcome("AA", f"{what.value} reported")
+
+
+def _archived(archive_id: str, duplicate: bool) -> Outcome:
+    if duplicate:
+        return Outcome("AA", "duplicate: already archived", archive_id, True)
+    return Outcome("AA", f"archived as {archive_id}", archive_id)
 
 
 def _patient(message: Any) -> str:

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -36,8 +36,13 @@ from anchoring.events import (
     ReclassifyData,
     ReclassifyEvent,
     RecordClass,
+    RetentionExtendData,
+    RetentionExtendEvent,
     Sensitivity,
 )
+from anchoring.ids import archive_key
+from anchoring.lifecycle import ArchiveState, ArchiveStatus
+from anchoring.worker import enqueue_call
 from node.classification import (
     DEFAULT_RULES,
     Classification,
@@ -45,14 +50,17 @@ from node.classification import (
     SourceHints,
     classify,
 )
+from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import BatchRefusedError, ConflictError, InputError, NodeError
 from node.ledger import Ledger
-from node.models import Archive, IngestedMessage
+from node.models import Archive, IngestedMessage, RetentionChange
+from node.ocr import ocr_text
 from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
+from node.retention import floor_years
 from node.services.archives import (
     ArchiveService,
     NewArchive,
@@ -329,7 +337,7 @@ class IngestionService:
             filename=doc.filename,
             trigger_date=doc.trigger_date,
             metadata=metadata,
-            text=_searchable_text(doc),
+            text=_searchable_text(doc, self.archives.settings),
         )
         patient = self.pseudonyms.patient(patient_id)
         encounter = self._encounter(doc.encounter_id)
@@ -472,10 +480,18 @@ class IngestionService:
         reason: str,
     ) -> ArchiveView:
         """An archivist's correction of the class and/or sensitivity the rules gave a record:
-        a RECLASSIFY event (only while CREATED: the class fixes retention and goes on chain at
-        ARCHIVE), the catalogue row, its ``class_rule``/``sensitivity_rule`` (``correction``)
-        and its ingestion row, in one unit of work. The reason stays local; the event carries
-        its hash. Nothing changes (409 ``no_change``) when both equal the current ones."""
+        a RECLASSIFY event, the catalogue row, its ``class_rule``/``sensitivity_rule``
+        (``correction``) and its ingestion row, in one unit of work. The reason stays local; the
+        event carries its hash. Nothing changes (409 ``no_change``) when both equal the current
+        ones.
+
+        An ARCHIVED record may be corrected too: its sensitivity freely (it decides reads, not
+        retention), its class only toward a retention at least as long (legal floor and
+        configured years both ≥ the old class's; else 409 ``retention_would_shorten``). When the
+        new class keeps the record longer (from the archive's trigger date), a RETENTION_EXTEND
+        to that deadline follows in the same unit, with ``extendRetention`` queued for the
+        chain. The on-chain class code stays the one ARCHIVE registered (the registry has no
+        class update): the correction is proven by the RECLASSIFY event in the anchored log."""
         principal.require(Action.RECLASSIFY)
         if record_class is None and sensitivity is None:
             raise InputError("give record_class or sensitivity", code="invalid_reclassify")
@@ -499,7 +515,10 @@ class IngestionService:
                 sensitivity=new_grade,
                 reason_hash=reason_hash,
             )
-            self.ledger.record(uow, archive, state, ReclassifyEvent, principal.actor, data)
+            deadline = self._corrected_deadline(archive, state, new_class)
+            after = self.ledger.record(uow, archive, state, ReclassifyEvent, principal.actor, data)
+            if deadline is not None:
+                self._extend_for_class(uow, archive, after, deadline, principal.actor, reason)
             metadata = dict(archive.metadata_json or {})
             if new_class is not state.record_class:
                 metadata["class_rule"] = CORRECTION_RULE
@@ -523,6 +542,64 @@ class IngestionService:
         view = self.units.run(unit)
         log.info("archive %s reclassified by an archivist", view.id)
         return view
+
+    def _corrected_deadline(
+        self, archive: Archive, state: ArchiveState, new_class: RecordClass
+    ) -> datetime | None:
+        """The later deadline an ARCHIVED record's new class gives it (None: none needed);
+        refuses a class that would keep it for less."""
+        if state.status is not ArchiveStatus.ARCHIVED or new_class is state.record_class:
+            return None
+        policies = self.archives.policies
+        old, new = policies.of(state.record_class), policies.of(new_class)
+        if floor_years(new_class.value) < floor_years(state.record_class.value) or (
+            new.years < old.years
+        ):
+            raise ConflictError(
+                f"archive {archive.id} is archived as {state.record_class.value} "
+                f"({old.years} years, legal floor {old.floor}); {new_class.value} "
+                f"({new.years} years, floor {new.floor}) would keep it for less: an archived "
+                "record's class may change only toward a retention at least as long",
+                code="retention_would_shorten",
+            )
+        if state.trigger_date is None or state.retention_deadline is None:  # pragma: no cover
+            return None
+        deadline = new.deadline(state.trigger_date)
+        return deadline if deadline > state.retention_deadline else None
+
+    def _extend_for_class(
+        self,
+        uow: UnitOfWork,
+        archive: Archive,
+        state: ArchiveState,
+        deadline: datetime,
+        actor: str,
+        reason: str,
+    ) -> None:
+        """RETENTION_EXTEND to the corrected class's deadline, the catalogue row, the local
+        reason (``retention_changes``, cause ``reclassify``) and ``extendRetention`` on chain."""
+        previous = state.retention_deadline
+        assert previous is not None
+        data = RetentionExtendData(previous_deadline=previous, new_deadline=deadline)
+        self.ledger.record(uow, archive, state, RetentionExtendEvent, actor, data)
+        archive.retention_deadline = deadline
+        uow.session.add(
+            RetentionChange(
+                archive_id=archive.id,
+                cause="reclassify",
+                actor=actor,
+                reason=reason,
+                previous_deadline=previous,
+                new_deadline=deadline,
+                created_at=uow.now,
+            )
+        )
+        enqueue_call(
+            uow.session,
+            "extendRetention",
+            [archive_key(archive.id), int(deadline.timestamp())],
+            archive_id=archive.id,
+        )
 
     def _archive_passing(
         self, principal: Principal, candidates: list[str], trigger_date: date
@@ -596,14 +673,27 @@ class IngestionService:
 MAX_PLAIN_TEXT_BYTES = 1024 * 1024
 
 
-def _searchable_text(doc: IncomingDocument) -> str:
+def _searchable_text(doc: IncomingDocument, settings: NodeSettings) -> str:
     """What keyword search reads of a document: the text its source extracted, and plain-text
-    content itself or the text of a PDF's pages (the first MiB)."""
+    content itself or the text of a PDF's pages (the first MiB); with ``ocr_enabled``, the
+    recognised text of an image or of a PDF without a text layer (``node.ocr``)."""
     parts = [doc.text]
+    layer = ""
     if doc.media_type.startswith("text/"):
         parts.append(doc.content[:MAX_PLAIN_TEXT_BYTES].decode("utf-8", errors="ignore"))
     elif doc.media_type == "application/pdf":
-        parts.append(pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES))
+        layer = pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES)
+        parts.append(layer)
+    if settings.ocr_enabled and not layer.strip():
+        parts.append(
+            ocr_text(
+                doc.content,
+                doc.media_type,
+                languages=settings.ocr_languages,
+                timeout=settings.ocr_timeout,
+                max_chars=MAX_PLAIN_TEXT_BYTES,
+            )
+        )
     return "\n".join(part for part in parts if part)
 
 

@@ -113,3 +113,4 @@ class Page(Generic[T]):
     total: int
     limit: int
     offset: int
+    total_exact: bool = True  # false: at least ``total`` match (a capped text-search count)

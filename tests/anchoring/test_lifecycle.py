@@ -1053,12 +1053,18 @@ def test_reclassify_replaces_class_and_sensitivity_and_archive_follows() -> None
     )
     state = story.do(EventType.ARCHIVE, {**archive_data(commitment=C1), "record_class": "LAB"})
     assert state.status is ArchiveStatus.ARCHIVED
-    # Once archived the class is on chain with its retention: no more corrections.
-    story.refuse(
+    archived_deadline = state.retention_deadline
+    # Archived: still correctable (the node bounds class changes by retention); the deadline
+    # stays until a RETENTION_EXTEND moves it.
+    state = story.do(
         EventType.RECLASSIFY,
-        reclassify_data(previous_class="LAB", previous_sensitivity="HIGHLY_SENSITIVE"),
-        "only allowed while CREATED",
+        reclassify_data(
+            previous_class="LAB", previous_sensitivity="HIGHLY_SENSITIVE", record_class="INPATIENT"
+        ),
     )
+    assert state.status is ArchiveStatus.ARCHIVED
+    assert state.record_class.value == "INPATIENT"
+    assert state.retention_deadline == archived_deadline
 
 
 def test_reclassify_refusals() -> None:

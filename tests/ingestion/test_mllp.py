@@ -304,3 +304,42 @@ def test_gb18030_text_is_accepted(mllp_node: NodeRuntime, link: Link) -> None:
 def test_listener_is_off_by_default(make_node: MakeNode, sqlite_url: str) -> None:
     node = make_node(database_url=sqlite_url)
     assert node.mllp is None
+
+
+def test_pipelined_messages_are_committed_as_groups_and_acknowledged_in_order(
+    mllp_node: NodeRuntime, link: Link
+) -> None:
+    assert link.send(oru("G-0"))["code"] == "AA"  # taken before: its resend below is a duplicate
+    payloads = [
+        *(oru(f"G-{i}") for i in range(1, 40)),
+        oru("G-5"),  # the same MSH-10 again within the group
+        message("ORU^R01", "G-NOPID", OBR, OBX_HB),  # AE, nothing stored
+        message("SIU^S12", "G-SIU", PID),  # AR, nothing stored
+        oru("G-0"),  # a resend of a message committed earlier
+        adt("A03", "G-A03"),  # handled alone, after the documents before it are committed
+        *(oru(f"G-{i}") for i in range(40, 60)),
+    ]
+    link.send_raw(b"".join(b"\x0b" + p + b"\x1c\x0d" for p in payloads))
+    answers = [link.ack() for _ in payloads]
+    expected_ids = [f"G-{i}" for i in range(1, 40)] + ["G-5", "G-NOPID", "G-SIU", "G-0", "G-A03"]
+    expected_ids += [f"G-{i}" for i in range(40, 60)]
+    assert [a["control_id"] for a in answers] == expected_ids
+    codes = {a["control_id"]: a["code"] for a in answers}
+    assert codes["G-NOPID"] == "AE"
+    assert "hl7_missing_field" in answers[40]["err"]
+    assert codes["G-SIU"] == "AR"
+    assert all(codes[f"G-{i}"] == "AA" for i in range(60))
+    assert codes["G-A03"] == "AA"
+    assert "duplicate" in answers[39]["text"]
+    assert "duplicate" in answers[42]["text"]
+    archives, _ = counts(mllp_node)
+    assert archives == 60  # G-0 … G-59 once each; refused and repeated messages store nothing
+    with mllp_node.db.session() as session:
+        stored = session.execute(
+            select(func.count())
+            .select_from(IngestedMessage)
+            .where(IngestedMessage.message_id.like("G-%"))
+        ).scalar_one()
+    assert stored == 61  # 60 documents and the discharge
+    # The connection stays usable, one message at a time.
+    assert link.send(oru("G-LAST"))["code"] == "AA"

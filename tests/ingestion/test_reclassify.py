@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date, datetime
 
 import httpx
 from sqlalchemy import select
 
+from anchoring.storage import OutboxItem
 from node.classification import SourceHints
-from node.models import IngestedMessage
+from node.models import IngestedMessage, RetentionChange
 from node.services.ingestion import IncomingDocument
 from tests.api.conftest import Api
 
@@ -87,10 +89,83 @@ def test_a_correction_is_a_reclassify_event_and_archiving_follows_it(api: Api) -
     )
     assert archived.status_code == 200, archived.text
     assert archived.json()["record_class"] == "LAB"
-    # Once archived, no more corrections.
+    # Archived: LAB (15 years) to IMAGING (15 years) keeps the deadline, no RETENTION_EXTEND.
+    deadline = archived.json()["retention_deadline"]
     again = _reclassify(api, archive_id, {"record_class": "IMAGING", "reason": "again"})
-    assert again.status_code == 409
-    assert again.json()["code"] == "illegal_transition"
+    assert again.status_code == 200, again.text
+    assert (again.json()["record_class"], again.json()["retention_deadline"]) == (
+        "IMAGING",
+        deadline,
+    )
+    types = [e["type"] for e in _events(api, archive_id)]
+    assert types.count("RECLASSIFY") == 2
+    assert "RETENTION_EXTEND" not in types
+
+
+def _events(api: Api, archive_id: str) -> list[dict[str, object]]:
+    response = api.client.get(
+        f"/api/v1/archives/{archive_id}/events", headers=api.auth("archivist")
+    )
+    assert response.status_code == 200
+    events: list[dict[str, object]] = response.json()
+    return events
+
+
+def _archive(api: Api, archive_id: str) -> dict[str, object]:
+    response = api.client.post(
+        f"/api/v1/archives/{archive_id}/archive", headers=api.auth("archivist")
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_an_archived_record_is_corrected_only_toward_a_longer_retention(api: Api) -> None:
+    lab = _ingest(api, "RC-ARCH-1")
+    assert _reclassify(api, lab, {"record_class": "LAB", "reason": "lab report"}).status_code == 200
+    archived = _archive(api, lab)
+    lab_deadline = datetime.fromisoformat(str(archived["retention_deadline"]))
+    trigger = date.fromisoformat(str(archived["trigger_date"]))
+    # Sensitivity alone: allowed, retention untouched.
+    graded = _reclassify(api, lab, {"sensitivity": "SENSITIVE", "reason": "psych note"})
+    assert graded.status_code == 200, graded.text
+    assert graded.json()["retention_deadline"] == archived["retention_deadline"]
+    # LAB (15 y) to INPATIENT (30 y, legal floor 30): RECLASSIFY then RETENTION_EXTEND to the
+    # new class's deadline from the same trigger date, in one unit; the reason stays local and
+    # extendRetention is queued for the chain.
+    before_log = api.footprint().log_size
+    longer = _reclassify(api, lab, {"record_class": "INPATIENT", "reason": REASON})
+    assert longer.status_code == 200, longer.text
+    new_deadline = datetime.fromisoformat(longer.json()["retention_deadline"])
+    assert new_deadline > lab_deadline
+    assert new_deadline.date() == trigger.replace(year=trigger.year + 30)
+    assert api.footprint().log_size == before_log + 2
+    tail = _events(api, lab)[-2:]
+    assert [e["type"] for e in tail] == ["RECLASSIFY", "RETENTION_EXTEND"]
+    extend = tail[1]["event"]
+    assert isinstance(extend, dict)
+    assert extend["data"]["previous_deadline"].startswith(lab_deadline.date().isoformat())
+    with api.node.db.session() as session:
+        change = session.execute(
+            select(RetentionChange).where(RetentionChange.archive_id == lab)
+        ).scalar_one()
+        assert (change.cause, change.reason) == ("reclassify", REASON)
+        calls = session.execute(
+            select(OutboxItem.payload).where(OutboxItem.archive_id == lab)
+        ).scalars()
+        assert "extendRetention" in [call["function"] for call in calls]
+    # INPATIENT (floor 30) back to LAB (15) or to OUTPATIENT (floor 15): refused, nothing stored.
+    before = api.footprint()
+    for record_class in ("LAB", "OUTPATIENT", "ADMINISTRATIVE"):
+        refused = _reclassify(api, lab, {"record_class": record_class, "reason": "shorter"})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "retention_would_shorten"
+    assert api.footprint() == before
+    view = api.client.get(f"/api/v1/archives/{lab}", headers=api.auth("archivist")).json()
+    assert (view["record_class"], view["retention_deadline"]) == (
+        "INPATIENT",
+        longer.json()["retention_deadline"],
+    )
 
 
 def test_a_sensitivity_only_correction_keeps_the_class_rule(api: Api) -> None:

@@ -1,0 +1,218 @@
+"""Synthetic catalogue content shared by the benchmarks (``bench_search``,
+``bench_hospital_ingest``): the vocabulary of generated Chinese and Latin titles and texts, the
+4 KB benchmark document, and a set-based filler that puts 10^6 archive rows and their search terms
+into a node's database in minutes. No real PHI: every word is generated or a common medical term.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Any
+
+from sqlalchemy import text
+
+from node.classification import SourceHints
+from node.services.ingestion import IncomingDocument
+from node.textindex import index_terms
+
+WORDS_ZH = [
+    "出院",
+    "小结",
+    "胸痛",
+    "冠状动脉",
+    "造影",
+    "心肌",
+    "梗死",
+    "高血压",
+    "糖尿病",
+    "肺炎",
+    "护理",
+    "记录",
+    "检验",
+    "报告",
+    "血常规",
+    "影像",
+    "胸部",
+]
+WORDS_EN = [
+    "follow",
+    "up",
+    "chest",
+    "pain",
+    "stable",
+    "discharge",
+    "summary",
+    "lab",
+    "report",
+    "imaging",
+    "ct",
+    "mri",
+    "nursing",
+]
+DEPARTMENTS = ["cardiology", "respiratory", "oncology", "pediatrics", "psychiatry"]
+RARE_WORDS = 5000
+WORDS_PER_ARCHIVE = 10  # 3 in the title, 7 in the text
+_BUCKETS = 100_000
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def document(i: int, rng: random.Random) -> IncomingDocument:
+    """The ``i``-th 4 KB benchmark document (plain text, Chinese and Latin words)."""
+    title = "".join(rng.sample(WORDS_ZH, 3))
+    body_text = " ".join(rng.sample(WORDS_ZH, 6) + rng.sample(WORDS_EN, 4))
+    body = (body_text + " ").encode("utf-8")
+    content = (body * (4096 // len(body) + 1))[:4096]
+    return IncomingDocument(
+        content=content,
+        media_type="text/plain",
+        patient_id=f"BENCH-{i % 5000}",
+        source_system="HIS",
+        title=title,
+        message_id=f"BENCH-{i}",
+        encounter_id=f"V-{i // 10}",
+        department="cardiology",
+        hints=SourceHints(document_type="18842-5"),
+        kind="bench",
+    )
+
+
+def vocabulary(seed: int = 13) -> list[str]:
+    """Frequent words first, then 5,000 generated two-character Chinese words."""
+    rng = random.Random(seed)
+    rare = {
+        chr(rng.randint(0x4E00, 0x9FA5)) + chr(rng.randint(0x4E00, 0x9FA5))
+        for _ in range(RARE_WORDS)
+    }
+    return [*WORDS_ZH, *WORDS_EN, *sorted(rare)]
+
+
+def _hash(expr: str, modulo: int, postgres: bool) -> str:
+    """SQL for a deterministic pseudo-random integer in [0, modulo) from the integer ``expr``
+    (Knuth's multiplicative hash, high bits), the same on both databases."""
+    value = f"(({expr}) * 2654435761) % 4294967296"
+    if postgres:
+        value = f"((({expr})::bigint * 2654435761) % 4294967296)"
+    return f"({value} * {modulo} / 4294967296)"
+
+
+def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
+    """Insert ``total`` synthetic archives and their search terms, set-based; (seconds, terms).
+
+    Each archive draws ``WORDS_PER_ARCHIVE`` words (Zipf-like weights 1/rank^0.8, so the
+    frequent words are in a third of the archives or more) through a 100,000-bucket table; its
+    terms are the union of its words' terms (``index_terms`` of each word, computed once per
+    word), so the rows equal what the node would index for the title ``w1 w2 w3`` and text
+    ``w4 … w10``. Department one of five, sensitivity about 90 % NORMAL, 7 % SENSITIVE, 3 %
+    HIGHLY_SENSITIVE; the draws are a deterministic hash of the archive number, the same on
+    both databases. Archive ids are hex counters (ordered like ULIDs); no blobs, no events.
+    """
+    words = vocabulary()
+    weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(words))))
+    buckets = [
+        min(len(words) - 1, bisect_right(weights, (b + 0.5) / _BUCKETS * weights[-1]))
+        for b in range(_BUCKETS)
+    ]
+    started = time.perf_counter()
+    with db.transaction() as session:
+        conn = session.connection()
+        postgres = conn.dialect.name == "postgresql"
+        conn.execute(text("CREATE TABLE bench_words (rank INTEGER, term VARCHAR(64))"))
+        conn.execute(text("CREATE TABLE bench_buckets (b INTEGER PRIMARY KEY, rank INTEGER)"))
+        conn.execute(
+            text("INSERT INTO bench_words VALUES (:rank, :term)"),
+            [{"rank": r, "term": t} for r, w in enumerate(words) for t in index_terms(w)],
+        )
+        conn.execute(
+            text("INSERT INTO bench_buckets VALUES (:b, :rank)"),
+            [{"b": b, "rank": r} for b, r in enumerate(buckets)],
+        )
+        conn.execute(text("CREATE INDEX bench_words_rank ON bench_words (rank)"))
+        if postgres:
+            series = "generate_series(0, :n - 1) AS s(i)"
+            slots = f"generate_series(0, {WORDS_PER_ARCHIVE - 1}) AS k(slot)"
+            archive_id = "upper(lpad(to_hex(i), 26, '0'))"
+            blob = "decode(repeat('00', 32), 'hex')"
+            instant = "(timestamp '2020-01-01' + i * interval '1 minute')"
+            for constraint in ("pk_search_terms", "fk_search_terms_archive_id_archives"):
+                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {constraint}"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id"))
+        else:
+            series = (
+                "(WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < :n - 1)"
+                " SELECT i FROM c)"
+            )
+            slots = (
+                "(WITH RECURSIVE k(slot) AS (SELECT 0 UNION ALL SELECT slot + 1 FROM k "
+                f"WHERE slot < {WORDS_PER_ARCHIVE - 1}) SELECT slot FROM k)"
+            )
+            archive_id = "printf('%026X', i)"
+            blob = "zeroblob(32)"
+            instant = "datetime('2020-01-01', '+' || i || ' minutes')"
+        sensitivity = (
+            f"CASE WHEN {_hash('i', 100, postgres)} < 90 THEN 'NORMAL' "
+            f"WHEN {_hash('i + 7', 10, postgres)} < 7 THEN 'SENSITIVE' "
+            "ELSE 'HIGHLY_SENSITIVE' END"
+        )
+        department = "CASE " + " ".join(
+            f"WHEN i % {len(DEPARTMENTS)} = {n} THEN '{d}'" for n, d in enumerate(DEPARTMENTS)
+        )
+        conn.execute(
+            text(
+                "INSERT INTO archives (id, record_class, sensitivity, department, title, "
+                "patient_pseudonym, source_system, metadata_json, search_text, state, custodian, "
+                "trigger_date, on_hold, hold_by_regulator, current_version, last_event_hash, "
+                "event_count, chain_status, created_by, created_at, updated_at) "
+                f"SELECT {archive_id}, 'INPATIENT', {sensitivity}, {department} END, "
+                "'synthetic', 'p' || (i % 50000), 'HIS', '{}', 'synthetic', 'CREATED', "
+                f":custodian, {instant}, false, false, 1, {blob}, 1, 'none', 'bench', "
+                f"{instant}, {instant} FROM {series}"
+            ),
+            {"n": total, "custodian": custodian},
+        )
+        draw = _hash(f"i * {WORDS_PER_ARCHIVE} + slot", _BUCKETS, postgres)
+        conn.execute(
+            text(
+                "CREATE TABLE bench_drawn AS "
+                f"SELECT {archive_id} AS archive_id, b.rank AS rank "
+                f"FROM {series} CROSS JOIN {slots} "
+                f"JOIN bench_buckets b ON b.b = {draw}"
+            ),
+            {"n": total},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO search_terms (term, archive_id) "
+                "SELECT DISTINCT w.term, d.archive_id FROM bench_drawn d "
+                "JOIN bench_words w ON w.rank = d.rank ORDER BY 1, 2"
+            )
+        )
+        for table in ("bench_drawn", "bench_words", "bench_buckets"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        if postgres:
+            conn.execute(
+                text(
+                    "ALTER TABLE search_terms ADD CONSTRAINT pk_search_terms "
+                    "PRIMARY KEY (term, archive_id)"
+                )
+            )
+            conn.execute(
+                text(
+                    "ALTER TABLE search_terms ADD CONSTRAINT fk_search_terms_archive_id_archives "
+                    "FOREIGN KEY (archive_id) REFERENCES archives (id)"
+                )
+            )
+            conn.execute(
+                text("CREATE INDEX ix_search_terms_archive_id ON search_terms (archive_id)")
+            )
+        rows = conn.execute(text("SELECT count(*) FROM search_terms")).scalar_one()
+    with db.writer.connect() as conn:  # planner statistics, as a running node's autovacuum keeps
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("VACUUM ANALYZE" if postgres else "ANALYZE"))
+    return time.perf_counter() - started, int(rows)
