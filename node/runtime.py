@@ -268,6 +268,7 @@ class NodeRuntime:
             keyring=self.keyring,
             remote=self.remote,
             chain=self.chain,
+            alerts=self.alerts,
         )
         self.retention = RetentionService(
             settings=settings,
@@ -319,7 +320,7 @@ class NodeRuntime:
             blobs=self.blobs,
             clock=self.clock,
         )
-        self.retention.replica_holders = self.replicas.holders
+        self.retention.replica_holders = self.replicas.holders_many
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,
