@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import rlp  # type: ignore[import-untyped]
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from anchoring import storage
@@ -992,7 +992,9 @@ def enqueue_calls(
                 "updated_at": now,
             }
         )
-    session.execute(insert(OutboxItem), rows)
+    session.execute(
+        insert(cast(Table, OutboxItem.__table__)), rows
+    )  # Core: no per-row ORM bookkeeping
     return len(rows)
 
 

@@ -20,9 +20,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from anchoring import storage
@@ -224,7 +225,7 @@ class DestructionNoticeService:
             for grantee in grantees.get(archive_id, ())
         ]
         if rows:
-            session.execute(insert(DestructionNotice), rows)
+            session.execute(insert(cast(Table, DestructionNotice.__table__)), rows)
         return len(rows)
 
     def deliver_due(self, now: datetime | None = None) -> DeliveryReport:

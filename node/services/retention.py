@@ -21,17 +21,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from coincurve import PrivateKey
+from Crypto.Hash import keccak as keccak_hash
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session, load_only, selectinload
 from ulid import ULID
 
@@ -996,7 +997,12 @@ class RetentionService:
                 "checks": {"key_copies_remaining": 0, "own_key_lookup": "no_key"},
                 "destroyed_at": destroyed_at,
             }
-            raw = canonical_certificate(document)
+            if template is None:  # the unit's first: RFC 8785 by the general path, compared
+                raw = canonical_certificate(document)
+                if raw != _certificate_bytes(document):  # pragma: no cover  (defence)
+                    raise ConflictError("certificate encoding differs", code="encoding_mismatch")
+            else:
+                raw = _certificate_bytes(document)
             digest = certificate_hash(raw)
             hex_digest = digest.hex()
             # DESTROY events of one unit differ only in the spliced fields (node.eventsplice):
@@ -1056,7 +1062,8 @@ class RetentionService:
             .where(SearchTerm.archive_id.in_(ids))
             .execution_options(synchronize_session=False)
         )
-        uow.session.execute(insert(DestructionCertificate), certificates)
+        # Core inserts (no per-row ORM bookkeeping): rows this unit built, all columns given.
+        uow.session.execute(insert(cast(Table, DestructionCertificate.__table__)), certificates)
         # Every grantee, past or present, is told through the peer API (retried queue).
         DestructionNoticeService.queue_many(uow.session, notices, uow.now)
         enqueue_calls(uow.session, "destroy", calls)
@@ -1071,7 +1078,7 @@ class RetentionService:
             archive_id=archive_id,
             digest=digest,
             custodian=self.hospital,
-            hasher=keccak,
+            hasher=_keccak,
         )
         if self._signing_key is None:
             self._signing_key = PrivateKey(bytes(self.signer.key))
@@ -1199,6 +1206,19 @@ class RetentionService:
                 f"archive {archive_id} is {state.status.value}, not in disposition review",
                 code="not_in_review",
             )
+
+
+def _keccak(data: bytes) -> bytes:
+    """Keccak-256 (pycryptodome, native), without eth-hash's dispatch."""
+    return keccak_hash.new(digest_bits=256, data=data).digest()
+
+
+def _certificate_bytes(document: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of a certificate document built by ``_shred``: its keys are fixed ASCII
+    names and its integers small (chain id, versions, counts), the case where JCS is exactly
+    sorted compact ``json.dumps`` (``anchoring.events.jcs``), without re-walking the document to
+    establish that (the unit's first certificate is compared with the general path)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _reason_hash(text: str) -> str:
