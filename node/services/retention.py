@@ -1082,8 +1082,7 @@ class RetentionService:
         )
         if self._signing_key is None:
             self._signing_key = PrivateKey(bytes(self.signer.key))
-        signed = self._signing_key.sign_recoverable(message, hasher=None)
-        return "0x" + (signed[:64] + bytes([signed[64] + 27])).hex()
+        return sign_digest(self._signing_key, message)
 
     replica_holders: Callable[[Session, Sequence[str]], dict[str, list[dict[str, Any]]]] | None = (
         None
@@ -1206,6 +1205,14 @@ class RetentionService:
                 f"archive {archive_id} is {state.status.value}, not in disposition review",
                 code="not_in_review",
             )
+
+
+def sign_digest(key: PrivateKey, digest: bytes) -> str:
+    """The 65-byte Ethereum signature ``r ‖ s ‖ v`` (v 27/28, low s) of a 32-byte digest, hex:
+    byte for byte what ``LocalAccount.unsafe_sign_hash`` returns (RFC 6979 nonces on both
+    sides; ``tests/node/test_certificate_signing.py`` compares them), ten times cheaper."""
+    signed = key.sign_recoverable(digest, hasher=None)
+    return "0x" + (signed[:64] + bytes([signed[64] + 27])).hex()
 
 
 def _keccak(data: bytes) -> bytes:
