@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import rlp  # type: ignore[import-untyped]
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from anchoring import storage
@@ -970,6 +970,39 @@ def enqueue_call(
     )
     session.add(item)
     return item
+
+
+def enqueue_calls(
+    session: Session,
+    function: str,
+    calls: Sequence[tuple[Sequence[Any], str | None]],
+    *,
+    contract: str = "ArchiveNotary",
+) -> int:
+    """``enqueue_call`` for many ``(args, archive id)`` of one function in one insert (bulk paths:
+    a destruction list); rows keep the given order. Returns how many."""
+    if not calls:
+        return 0
+    now = datetime.now(UTC)
+    rows = []
+    for args, archive_id in calls:
+        payload: dict[str, Any] = {"function": function, "args": [_to_json(a) for a in args]}
+        if contract != "ArchiveNotary":
+            payload["contract"] = contract
+        rows.append(
+            {
+                "kind": CALL_KIND,
+                "payload": payload,
+                "state": OutboxState.PENDING,
+                "archive_id": archive_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    session.execute(
+        insert(cast(Table, OutboxItem.__table__)), rows
+    )  # Core: no per-row ORM bookkeeping
+    return len(rows)
 
 
 @dataclass(frozen=True)

@@ -843,6 +843,29 @@ class DecisionIn(_In):
     )
 
 
+class NoticeQuery(_In):
+    """Query of ``GET /retention/notices``."""
+
+    state: Literal["pending", "delivered", "refused"] | None = Field(
+        default=None, description="Only notices in this state."
+    )
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class NoticeOut(_Out):
+    """A destruction notice queued for one grantee of a destroyed archive (no PHI)."""
+
+    id: int
+    archive_id: str
+    grantee: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
 class ItemOut(_Out):
     """One archive of a disposition list and the decision on it."""
 

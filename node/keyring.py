@@ -9,9 +9,10 @@ Cryptographic erasure of an archive is ``destroy(..., holder=None)``: every copy
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from node import crypto
@@ -171,3 +172,29 @@ class KeyRing:
             row.destroyed_at = now
             destroyed += 1
         return destroyed
+
+    def live_holders(self, session: Session, archive_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The holders of the live copies of each archive's key material (archives with none
+        are absent), sorted: one query for the whole set."""
+        found: dict[str, list[str]] = {}
+        for archive_id, holder in session.execute(
+            select(WrappedKey.archive_id, WrappedKey.holder)
+            .where(WrappedKey.archive_id.in_(archive_ids), WrappedKey.destroyed_at.is_(None))
+            .order_by(WrappedKey.archive_id, WrappedKey.holder)
+        ).tuples():
+            found.setdefault(archive_id, []).append(holder)
+        return found
+
+    def destroy_all(self, session: Session, archive_ids: Sequence[str], now: datetime) -> int:
+        """Cryptographic erasure of many archives in one statement: every live copy of their key
+        material (this node's and members') loses its wrapped bytes. Returns how many copies.
+        The caller checks with ``live_holders`` afterwards that none survived."""
+        if not archive_ids:
+            return 0
+        result = session.execute(
+            update(WrappedKey)
+            .where(WrappedKey.archive_id.in_(archive_ids), WrappedKey.destroyed_at.is_(None))
+            .values(blob=None, destroyed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

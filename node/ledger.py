@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -104,6 +105,45 @@ class Ledger:
             )
         self._remember(archive.id, archive.last_event_hash, state)
         return state
+
+    def states(self, session: Session, archives: Sequence[Archive]) -> dict[str, ArchiveState]:
+        """``state`` of many archives: those not cached (or cached at another head) replayed from
+        two queries for the whole set instead of two per archive (bulk paths: destruction)."""
+        found: dict[str, ArchiveState] = {}
+        missing: list[Archive] = []
+        with self._lock:
+            for archive in archives:
+                cached = self._states.get(archive.id)
+                if cached is not None and cached[0] == archive.last_event_hash:
+                    found[archive.id] = cached[1]
+                else:
+                    missing.append(archive)
+        if not missing:
+            return found
+        ids = [archive.id for archive in missing]
+        raws: dict[str, list[bytes]] = {archive_id: [] for archive_id in ids}
+        for archive_id, raw in session.execute(
+            select(ForeignEntry.archive_id, ForeignEntry.event)
+            .where(ForeignEntry.archive_id.in_(ids))
+            .order_by(ForeignEntry.archive_id, ForeignEntry.position)
+        ).tuples():
+            raws[archive_id].append(raw)
+        for archive_id, raw in session.execute(
+            select(storage.LogEntry.archive_id, storage.LogEntry.event)
+            .where(storage.LogEntry.archive_id.in_(ids))
+            .order_by(storage.LogEntry.archive_id, storage.LogEntry.index)
+        ).tuples():
+            raws[archive_id].append(raw)
+        for archive in missing:
+            state = lifecycle.replay(parse_event(raw) for raw in raws[archive.id])
+            if bytes.fromhex(state.head) != archive.last_event_hash:
+                raise ConflictError(
+                    f"archive {archive.id}: the log and the catalogue disagree on the last event",
+                    code="log_inconsistent",
+                )
+            self._remember(archive.id, archive.last_event_hash, state)
+            found[archive.id] = state
+        return found
 
     # -- recording events ----------------------------------------------------------------------
 

@@ -83,10 +83,14 @@ class Action(StrEnum):
     DERIVE = "derive"
     MANAGE_TAGS = "manage_tags"
     RECORD_SCANS = "record_scans"
+    READ_NOTICES = "read_notices"
+    RESEND_NOTICES = "resend_notices"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset({Action.MANAGE_KEYS, Action.READ_ALERTS}),
+    Role.ADMIN: frozenset(
+        {Action.MANAGE_KEYS, Action.READ_ALERTS, Action.READ_NOTICES, Action.RESEND_NOTICES}
+    ),
     Role.ARCHIVIST: frozenset(
         set(Action)
         - {
@@ -96,6 +100,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.AUDIT_ACCESS,
             Action.REGULATOR_HOLD,
             Action.REQUEST_ATTESTATION,
+            Action.RESEND_NOTICES,
         }
     ),
     Role.CLINICIAN: frozenset(
@@ -128,6 +133,8 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.READ_ALERTS,
             Action.READ_REPORTS,
             Action.READ_DENIALS,
+            Action.READ_NOTICES,
+            Action.RESEND_NOTICES,
         }
     ),
     Role.REGULATOR: frozenset(

@@ -271,6 +271,7 @@ class NodeRuntime:
             keyring=self.keyring,
             remote=self.remote,
             chain=self.chain,
+            alerts=self.alerts,
         )
         self.retention = RetentionService(
             settings=settings,
@@ -324,7 +325,7 @@ class NodeRuntime:
             blobs=self.blobs,
             clock=self.clock,
         )
-        self.retention.replica_holders = self.replicas.holders
+        self.retention.replica_holders = self.replicas.holders_many
         self.status = StatusService(
             hospital=hospital,
             deployment=self.deployment,

@@ -22,6 +22,8 @@ from api.schemas import (
     DueQuery,
     EncounterIn,
     ItemOut,
+    NoticeOut,
+    NoticeQuery,
     ProposalIn,
     ProposalOut,
     RetentionExtendIn,
@@ -41,6 +43,9 @@ PatientIdPath = Annotated[
         description="The hospital's patient id (turned into the node's keyed pseudonym; never "
         "stored in clear).",
     ),
+]
+NoticeIdPath = Annotated[
+    int, Path(ge=1, le=2**53 - 1, description="Destruction notice id (from the list).")
 ]
 ProposalIdPath = Annotated[
     str, Path(pattern=r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$", description="Disposition list id.")
@@ -223,3 +228,39 @@ def certificate(
     runtime: RuntimeDep, principal: PrincipalDep, archive_id: ArchiveIdPath
 ) -> CertificateOut:
     return CertificateOut.of(runtime.retention.certificate(principal, archive_id))
+
+
+@router.get(
+    "/retention/notices",
+    response_model=list[NoticeOut],
+    summary="Destruction notices to grantees",
+    description=(
+        "The notices this node queued when it destroyed a shared archive, one per grantee past "
+        "or present, newest first; `state` filters (`pending`, `delivered`, `refused`). A notice "
+        "a grantee refused for good (401/403/404) also raises a `destruction_notice_refused` "
+        "alert. Roles: archivist, records manager, admin."
+    ),
+    responses=READ_ERRORS,
+)
+def list_notices(
+    runtime: RuntimeDep, principal: PrincipalDep, query: Annotated[NoticeQuery, Query()]
+) -> list[NoticeOut]:
+    views = runtime.notices.list_notices(principal, query.state, query.limit)
+    return [NoticeOut.model_validate(v) for v in views]
+
+
+@router.post(
+    "/retention/notices/{notice_id}/resend",
+    response_model=NoticeOut,
+    summary="Send a refused destruction notice again",
+    description=(
+        "Back to `pending`, due at once (the notice job sends it within 30 s, with the usual "
+        "backoff). Only a `refused` notice: others answer 409 `notice_not_refused`; an unknown "
+        "id 404 `notice_not_found`. No body. Roles: records manager, admin."
+    ),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+)
+def resend_notice(
+    runtime: RuntimeDep, principal: PrincipalDep, notice_id: NoticeIdPath
+) -> NoticeOut:
+    return NoticeOut.model_validate(runtime.notices.resend(principal, notice_id))

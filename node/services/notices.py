@@ -17,11 +17,13 @@ for the archive, in one unit of work. A repeated notice records nothing new.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from anchoring import storage
@@ -35,9 +37,11 @@ from anchoring.events import (
     parse_event,
 )
 from anchoring.ids import normalize_address
+from node.alerts import AlertNotice, AlertSink, LoggingAlertSink, Severity
 from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import (
     ConflictError,
+    InputError,
     NodeError,
     NotFoundError,
     PermissionDeniedError,
@@ -47,11 +51,16 @@ from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import DestructionNotice
 from node.peers import PeerRefusedError
+from node.principal import Action, Principal
 from node.remote import RemoteNodes
 
 log = logging.getLogger(__name__)
 
 PENDING, DELIVERED, REFUSED = "pending", "delivered", "refused"
+NOTICE_STATES = (PENDING, DELIVERED, REFUSED)
+REFUSED_ALERT = "destruction_notice_refused"
+"""Alert kind raised when a grantee refuses a notice for good (subject ``archive:grantee``)."""
+MAX_LIST = 1000
 BACKOFF_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 3600.0
 BATCH = 100
@@ -80,6 +89,35 @@ class NoticeReceipt:
     key_copies_destroyed: int
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeView:
+    """A queued destruction notice as the custodian sees it (no PHI: ids, addresses, codes)."""
+
+    id: int
+    archive_id: str
+    grantee: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, row: DestructionNotice) -> NoticeView:
+        return cls(
+            row.id,
+            row.archive_id,
+            row.grantee,
+            row.state,
+            row.attempts,
+            row.next_attempt_at,
+            row.last_error,
+            row.created_at,
+            row.delivered_at,
+        )
+
+
 @dataclass
 class DeliveryReport:
     """What one run of the notice job did."""
@@ -100,6 +138,20 @@ def grantees_ever(session: Session, archive_id: str) -> list[str]:
     return sorted(grantees)
 
 
+def grantees_ever_many(session: Session, archive_ids: Sequence[str]) -> dict[str, list[str]]:
+    """``grantees_ever`` of many archives in one query (archives never shared are absent)."""
+    found: dict[str, set[str]] = {}
+    for archive_id, raw in session.execute(
+        select(storage.LogEntry.archive_id, storage.LogEntry.event).where(
+            storage.LogEntry.archive_id.in_(archive_ids),
+            storage.LogEntry.event_type == EventType.SHARE_GRANT.value,
+        )
+    ).tuples():
+        if isinstance(event := parse_event(raw), ShareGrantEvent):
+            found.setdefault(archive_id, set()).add(event.data.grantee)
+    return {archive_id: sorted(grantees) for archive_id, grantees in found.items()}
+
+
 class DestructionNoticeService:
     """Queues, sends and receives destruction notices."""
 
@@ -113,8 +165,10 @@ class DestructionNoticeService:
         keyring: KeyRing,
         remote: RemoteNodes,
         chain: ChainReader,
+        alerts: AlertSink | None = None,
     ) -> None:
         self.hospital = hospital
+        self.alerts: AlertSink = alerts or LoggingAlertSink()
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -149,6 +203,31 @@ class DestructionNoticeService:
             )
         return len(grantees)
 
+    @staticmethod
+    def queue_many(
+        session: Session, destroyed: Sequence[tuple[str, str, str]], now: datetime
+    ) -> int:
+        """``queue`` for many destroyed archives ``(archive id, certificate hash, DESTROY leaf
+        hash)`` in one query and one insert (inside the destruction's unit)."""
+        grantees = grantees_ever_many(session, [archive_id for archive_id, _, _ in destroyed])
+        rows = [
+            {
+                "archive_id": archive_id,
+                "grantee": grantee,
+                "certificate_hash": certificate_hash,
+                "destroy_event": destroy_event,
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for archive_id, certificate_hash, destroy_event in destroyed
+            for grantee in grantees.get(archive_id, ())
+        ]
+        if rows:
+            session.execute(insert(cast(Table, DestructionNotice.__table__)), rows)
+        return len(rows)
+
     def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
         """Send every due notice once (scheduler job). A grantee's lasting refusal ends the row;
         anything else moves it back with exponential backoff."""
@@ -182,6 +261,14 @@ class DestructionNoticeService:
             elif final:
                 report.refused += 1
                 log.warning("destruction notice %d refused by %s: %s", row_id, grantee, error)
+                self.alerts.raise_alert(
+                    AlertNotice(
+                        kind=REFUSED_ALERT,
+                        subject=f"{archive_id}:{grantee}",
+                        severity=Severity.WARNING,
+                        detail={"notice": row_id, "grantee": grantee, "error": error or ""},
+                    )
+                )
             else:
                 report.retried += 1
         return report
@@ -204,6 +291,45 @@ class DestructionNoticeService:
         else:
             delay = min(BACKOFF_SECONDS * 2 ** (row.attempts - 1), MAX_BACKOFF_SECONDS)
             row.next_attempt_at = uow.now + timedelta(seconds=delay)
+
+    def list_notices(
+        self, principal: Principal, state: str | None = None, limit: int = 200
+    ) -> list[NoticeView]:
+        """Queued notices, newest first, optionally of one state."""
+        principal.require(Action.READ_NOTICES)
+        if state is not None and state not in NOTICE_STATES:
+            raise InputError(
+                f"state must be one of {', '.join(NOTICE_STATES)}", code="invalid_state"
+            )
+        if not 1 <= limit <= MAX_LIST:
+            raise InputError(f"limit must be 1 to {MAX_LIST}", code="invalid_limit")
+        query = select(DestructionNotice)
+        if state is not None:
+            query = query.where(DestructionNotice.state == state)
+        with self.db.session() as session:
+            rows = session.execute(query.order_by(DestructionNotice.id.desc()).limit(limit))
+            return [NoticeView.of(row) for row in rows.scalars()]
+
+    def resend(self, principal: Principal, notice_id: int) -> NoticeView:
+        """Send a refused notice again: back to ``pending``, due now (the grantee may have been
+        fixed: a peer URL, membership, its copy of the chain). Other states answer 409
+        ``notice_not_refused``."""
+        principal.require(Action.RESEND_NOTICES)
+
+        def unit(uow: UnitOfWork) -> NoticeView:
+            row = uow.session.get(DestructionNotice, notice_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"notice {notice_id} not found", code="notice_not_found")
+            if row.state != REFUSED:
+                raise ConflictError(
+                    f"notice {notice_id} is {row.state}: only a refused notice is sent again",
+                    code="notice_not_refused",
+                )
+            row.state = PENDING
+            row.next_attempt_at = uow.now
+            return NoticeView.of(row)
+
+        return self.units.run(unit)
 
     # -- the grantee's side --------------------------------------------------------------------
 

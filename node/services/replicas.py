@@ -722,6 +722,19 @@ class ReplicaService:
             )
         ]
 
+    def holders_many(
+        self, session: Session, archive_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``holders`` of many archives in one query (archives without replicas are absent)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for archive_id, peer, number in session.execute(
+            select(Replica.archive_id, Replica.peer, Replica.version)
+            .where(Replica.archive_id.in_(archive_ids), Replica.state != DROPPED)
+            .order_by(Replica.archive_id, Replica.version, Replica.peer)
+        ).tuples():
+            found.setdefault(archive_id, []).append({"peer": peer, "version": number})
+        return found
+
     def drop_unneeded(self, report: ReplicaReport | None = None) -> ReplicaReport:
         """Delete at their holders the replicas of destroyed (or no longer held) archives, and
         failed replicas once the version has its replicas elsewhere; log REPLICA ``dropped``."""

@@ -25,9 +25,10 @@ from anchoring.events import DestructionNoticeEvent, parse_event
 from node.models import DestructionNotice
 from node.peers import PEER_PREFIX, sign_headers
 from node.principal import Role
-from tests.federation.conftest import Hospital, wait_for
+from tests.federation.conftest import Hospital, start_hospital, wait_for
 from tests.federation.test_destruction_shares import _archive_long_ago
 from tests.federation.test_flows import grant_share
+from tests.fixtures.chain import Consortium
 
 
 def _notices_in(hospital: Hospital, archive_id: str) -> list[storage.LogEntry]:
@@ -188,3 +189,142 @@ def test_grantees_past_and_present_are_notified_and_log_it(
     custodian_logged = notice.model_copy(update={"hospital": a.address})
     with pytest.raises(LifecycleError):
         lifecycle.apply(state, custodian_logged)
+
+
+def _grant_and_destroy(a: Hospital, c: Hospital, chain: RpcChain) -> str:
+    """An archive of A shared with C, destroyed at A and shown DESTROYED on chain, its notice
+    to C queued and not yet sent (the test drives the notice job)."""
+    scheduler = a.runtime._scheduler
+    assert scheduler is not None
+    scheduler.pause_job("destruction-notices")
+    archive_id = _archive_long_ago(a)
+    grant_share(a, archive_id, c)
+    _destroy(a, archive_id)
+    wait_for(
+        lambda: chain.custody(archive_id).state is CustodyState.DESTROYED, 60, "destroy on chain"
+    )
+    assert _rows(a, archive_id)[c.address].state == "pending"
+    return archive_id
+
+
+def test_a_refused_notice_raises_an_alert_is_listed_and_can_be_sent_again(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b, c = hospitals["A"], hospitals["B"], hospitals["C"]
+    archive_id = _grant_and_destroy(a, c, chain)
+    # A misconfigured peer URL: A's notice for C reaches B, which refuses a request signed for
+    # another node (401): a lasting refusal, the row ends ``refused`` and an alert is raised.
+    peers = a.runtime.settings.peers
+    good_url = peers[c.address]
+    peers[c.address] = b.url
+    report = a.runtime.notices.deliver_due()
+    assert (report.delivered, report.refused, report.retried) == (0, 1, 0)
+    row = _rows(a, archive_id)[c.address]
+    assert row.state == "refused"
+    assert row.last_error is not None
+    assert row.last_error.startswith("401")
+    assert a.runtime.notices.deliver_due().refused == 0  # refused rows are not sent again
+    with a.client("admin") as admin:
+        alerts = admin.get("/alerts", params={"kind": "destruction_notice_refused"})
+        assert alerts.status_code == 200, alerts.text
+        (alert,) = alerts.json()["items"]
+        assert alert["subject"] == f"{archive_id}:{c.address}"
+        assert alert["severity"] == "warning"
+        assert alert["detail"]["notice"] == row.id
+
+    manager = a.runtime.keys.issue(Role.RECORDS_MANAGER, "A-notices-manager").secret
+    as_manager = {"Authorization": f"Bearer {manager}"}
+    with a.client() as api:
+        listed = api.get("/retention/notices", params={"state": "refused"})
+        assert listed.status_code == 200, listed.text
+        assert [(n["id"], n["archive_id"], n["grantee"]) for n in listed.json()] == [
+            (row.id, archive_id, c.address)
+        ]
+        assert api.get("/retention/notices", params={"state": "delivered"}).json() == []
+        everything = api.get("/retention/notices", headers=as_manager).json()
+        assert row.id in {n["id"] for n in everything}
+        # Strict query model: unknown parameters, unknown states and bad limits are refused.
+        for params in ({"state": "lost"}, {"limit": 0}, {"limit": 1001}, {"phi": "x"}):
+            bad = api.get("/retention/notices", params=params)
+            assert bad.status_code == 422, (params, bad.text)
+        # Authorisation: listing is for archivists, records managers and admins only; sending
+        # again for records managers and admins (not the archivist, not a clinician).
+        with a.client("clinician") as clinician:
+            assert clinician.get("/retention/notices").status_code == 403
+            forbidden = clinician.post(f"/retention/notices/{row.id}/resend")
+            assert (forbidden.status_code, forbidden.json()["code"]) == (403, "forbidden")
+        with a.client("auditor") as auditor:
+            assert auditor.post(f"/retention/notices/{row.id}/resend").status_code == 403
+        assert api.post(f"/retention/notices/{row.id}/resend").status_code == 403
+        anonymous = httpx.post(f"{a.url}/api/v1/retention/notices/{row.id}/resend", timeout=30)
+        assert anonymous.status_code == 401
+        # Hostile input: a body nobody should send, anonymous or deep; bad ids.
+        hostile = httpx.post(
+            f"{a.url}/api/v1/retention/notices/{row.id}/resend",
+            content=b"[" * 5_000,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert hostile.status_code == 401  # authenticated before a byte of the body is read
+        deep = api.post(
+            f"/retention/notices/{row.id}/resend",
+            content=b"[" * 5_000,
+            headers={**as_manager, "Content-Type": "application/json"},
+        )
+        assert (deep.status_code, deep.json()["code"]) == (400, "json_too_deep")
+        for bad_id in ("0", "-1", "abc", str(2**63), "1.5"):
+            answer = api.post(f"/retention/notices/{bad_id}/resend", headers=as_manager)
+            assert answer.status_code == 422, (bad_id, answer.text)
+            assert answer.json()["code"]
+        unknown = api.post("/retention/notices/999999/resend", headers=as_manager)
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "notice_not_found")
+        assert _rows(a, archive_id)[c.address].state == "refused"  # nothing changed so far
+
+        # The URL is fixed; a records manager sends the notice again: pending, due now.
+        peers[c.address] = good_url
+        resent = api.post(f"/retention/notices/{row.id}/resend", headers=as_manager)
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["state"] == "pending"
+        again = api.post(f"/retention/notices/{row.id}/resend", headers=as_manager)
+        assert (again.status_code, again.json()["code"]) == (409, "notice_not_refused")
+    report = a.runtime.notices.deliver_due()
+    assert (report.delivered, report.refused, report.retried) == (1, 0, 0)
+    assert _rows(a, archive_id)[c.address].state == "delivered"
+    (entry,) = _notices_in(c, archive_id)
+    assert parse_event(entry.event).actor == a.address
+    with a.client("admin") as admin:  # an admin may resend too, but only refused notices
+        delivered = admin.post(f"/retention/notices/{row.id}/resend")
+        assert (delivered.status_code, delivered.json()["code"]) == (409, "notice_not_refused")
+
+
+def test_pending_notices_survive_a_restart_and_are_delivered_after_it(
+    hospitals: dict[str, Hospital],
+    chain: RpcChain,
+    consortium: Consortium,
+    hospital_a: LocalAccount,
+) -> None:
+    a, c = hospitals["A"], hospitals["C"]
+    archive_id = _grant_and_destroy(a, c, chain)
+    data_dir = a.runtime.settings.data_dir
+    port = int(a.url.rsplit(":", 1)[1])
+    peers = dict(a.runtime.settings.peers)
+    a.stop()  # the notice was never sent: it lives only in A's database
+    assert _notices_in(c, archive_id) == []
+
+    restarted = start_hospital(
+        "A", consortium, hospital_a, data_dir, port, peers, replica_tick=3600.0
+    )
+    hospitals["A"] = restarted  # the fixture stops this one
+    row = _rows(restarted, archive_id)[c.address]
+    assert row.state in ("pending", "delivered")
+    # The restarted node's own scheduler (the notice job runs every 30 s) delivers it.
+    wait_for(
+        lambda: _rows(restarted, archive_id)[c.address].state == "delivered",
+        120,
+        "the notice delivered after the restart",
+    )
+    (entry,) = _notices_in(c, archive_id)
+    event = parse_event(entry.event)
+    assert isinstance(event, DestructionNoticeEvent)
+    assert event.actor == a.address
+    assert event.data.certificate_hash == row.certificate_hash
