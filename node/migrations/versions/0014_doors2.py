@@ -1,7 +1,7 @@
 """encounter stays: admission and discharge instants by encounter pseudonym (attested dates)
 
-Revision ID: 0016
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-02 11:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import anchoring.storage
 
-revision = "0016"
-down_revision = "0014"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
