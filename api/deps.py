@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.schemas import ARCHIVE_ID_PATTERN
 from node.errors import AuthenticationError, PermissionDeniedError
 from node.principal import Principal, Role
 from node.runtime import NodeRuntime
@@ -117,3 +118,15 @@ def single_valued_query(request: Request) -> None:
                 for key in repeated
             ]
         )
+
+
+ArchiveIdPath = Annotated[
+    str,
+    Path(
+        pattern=ARCHIVE_ID_PATTERN,
+        description="Archive id (ULID, 26 characters).",
+        examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"],
+    ),
+]
+"""The archive id in a route's path: the one rule every route applies (an id that is not a ULID is
+refused with 422 before any lookup)."""

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import BreakGlassIn, BreakGlassOut, DenialOut, PolicyRuleOut, UtcDateTime
 from node.principal import Action
 
 router = APIRouter(tags=["access policy"])
-
-ArchiveIdPath = Annotated[str, Path(min_length=26, max_length=26, description="Archive id.")]
 
 
 class WindowQuery(BaseModel):

@@ -18,18 +18,17 @@ from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.metrics import REQUEST_BEGUN, AppMetrics
 from api.routes.audits import QcResultOut
 from api.schemas import (
-    ARCHIVE_ID_PATTERN,
     ARCHIVE_IN_EXAMPLE,
     ArchiveIn,
     ArchiveOut,
@@ -54,15 +53,6 @@ _MULTIPART = "multipart/form-data"
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/archives", tags=["archives"])
-
-ArchiveIdPath = Annotated[
-    str,
-    Path(
-        pattern=ARCHIVE_ID_PATTERN,
-        description="Archive id (ULID, 26 characters).",
-        examples=["01J0Z8Q6J8ZK3W6Y9V5T3N2M1A"],
-    ),
-]
 
 
 def require_multipart(request: Request, _caller: PrincipalDep) -> None:

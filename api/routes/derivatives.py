@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.routes.archives import ArchiveIdPath
 from api.schemas import ArchiveOut, DerivativeIn
 
 router = APIRouter(tags=["archives"])

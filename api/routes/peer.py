@@ -17,9 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from anchoring.bundle import bundle_to_json
 from anchoring.events import Purpose
-from api.deps import RuntimeDep
+from api.deps import ArchiveIdPath, RuntimeDep
 from api.errors import error_responses
-from api.schemas import ARCHIVE_ID_PATTERN
 from node.errors import InputError
 from node.peers import CONTENT_SHA256, PEER_PREFIX, PeerAuthError
 from node.protocol import WRAPPED_KEY_HEADER
@@ -28,8 +27,6 @@ from node.services.notices import NoticeBody
 # Not part of the public OpenAPI document: only other nodes call it, authenticated by signature
 # (documented in docs/federation.md), never by API key.
 router = APIRouter(prefix=PEER_PREFIX, tags=["node-to-node"], include_in_schema=False)
-
-ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 
 
 async def peer_sender(request: Request, runtime: RuntimeDep) -> str:

@@ -3,17 +3,13 @@ holds relayed from the regulator's own signed transactions. docs/regulators.md."
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from api.deps import RegulatorDep, RuntimeDep
+from api.deps import ArchiveIdPath, RegulatorDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import AccessPageOut, AccessQueryIn, HoldOut, RelayOut, SignedHoldIn
 
 router = APIRouter(prefix="/regulator", tags=["regulator"])
-
-ArchiveIdPath = Annotated[str, Path(min_length=26, max_length=26, description="Archive id.")]
 
 
 @router.post(

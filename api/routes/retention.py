@@ -8,9 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.routes.archives import ArchiveIdPath
 from api.schemas import (
     ArchiveOut,
     BatchDestructionOut,

@@ -11,15 +11,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from anchoring.events import Purpose
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.schemas import ARCHIVE_ID_PATTERN, ProofBundleDocument
+from api.schemas import ProofBundleDocument
 from api.streaming import primed
 from node.services.shares import ShareView
 
 router = APIRouter(tags=["shares"])
 
-ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 AddressPath = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]
 
 

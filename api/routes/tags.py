@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from anchoring.events import TagKind
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import ARCHIVE_ID_PATTERN
 from node.errors import ConflictError, InputError
@@ -22,7 +22,6 @@ from node.tags import Giai96, Label, label_png, label_sheet_pdf, label_svg, qr_p
 
 router = APIRouter(tags=["tags"])
 
-ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 TagPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="The tag's tag_hash.")]
 CodeField = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]
 MAX_SHEET_LABELS = 300

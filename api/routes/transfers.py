@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import PrincipalDep, RuntimeDep
+from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.schemas import ARCHIVE_ID_PATTERN
 from node.models import TransferDirection, TransferState
 from node.services.transfers import TransferView
 
 router = APIRouter(tags=["transfers"])
-
-ArchiveIdPath = Annotated[str, Path(pattern=ARCHIVE_ID_PATTERN)]
 
 
 class TransferIn(BaseModel):
