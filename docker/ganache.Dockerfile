@@ -1,15 +1,17 @@
 # ganache 7.9.2 from npm: the containerised dev chain (anvil stays the default of `make up`).
+# The package and its dependency closure come from the project's node_modules, installed by
+# `npm ci` from package-lock.json and staged by `make images` (scripts/docker_context.py) as a
+# tar in the build context build/docker/NAME:
+# nothing is fetched from npm or compiled here. Node.js is Debian's.
 ARG BASE=archivechain/debian:bookworm
 FROM ${BASE}
-# Registries through a TLS-intercepting proxy: put its CA in the base image's
-# /usr/local/share/ca-certificates; ca-certificates folds it into the bundle these tools read.
-ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+# The same first layer as docker/ipfs.Dockerfile (built once, shared).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
- && npm install --global ganache@7.9.2 \
- && npm cache clean --force \
- && apt-get purge -y npm && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --uid 10002 --user-group --create-home ganache \
+ && apt-get install -y --no-install-recommends nodejs ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+ADD ganache.tar /opt/ganache/
+RUN ln -s /opt/ganache/node_modules/ganache/dist/node/cli.js /usr/local/bin/ganache \
+ && useradd --system --uid 10002 --user-group --create-home ganache \
  && mkdir /state && chown ganache:ganache /state
 USER ganache
 EXPOSE 8545

@@ -7,7 +7,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN mkdir -p /var/lib/postgresql/data && chown postgres:postgres /var/lib/postgresql/data \
  && chmod 700 /var/lib/postgresql/data
-COPY --chown=postgres:postgres docker/postgres-start.sh /usr/local/bin/postgres-start
+COPY --chown=postgres:postgres postgres-start.sh /usr/local/bin/postgres-start
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 EXPOSE 55432
