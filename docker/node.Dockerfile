@@ -33,7 +33,7 @@ ENV PATH=/opt/archivechain/bin:$PATH PYTHONUNBUFFERED=1 ARCHIVECHAIN_PORT=8601 \
 USER archivechain
 WORKDIR /consortium
 EXPOSE 8601
-HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=30 \
+HEALTHCHECK --interval=5s --timeout=10s --start-period=60s --retries=30 \
   CMD python3 -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['ARCHIVECHAIN_PORT'], timeout=2)"
 ENTRYPOINT ["archivechain"]
 CMD ["--help"]

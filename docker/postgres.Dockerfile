@@ -11,6 +11,6 @@ COPY --chown=postgres:postgres postgres-start.sh /usr/local/bin/postgres-start
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 EXPOSE 55432
-HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
+HEALTHCHECK --interval=3s --timeout=10s --start-period=60s --retries=40 \
   CMD /usr/lib/postgresql/15/bin/pg_isready -h 127.0.0.1 -p 55432 -U archivechain -d postgres
 ENTRYPOINT ["/usr/local/bin/postgres-start"]

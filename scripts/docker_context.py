@@ -26,12 +26,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PACKAGES = {"ganache": "7.9.2", "ipfs": "0.66.1"}
+NOT_RUN = ("*.ts", "*.map", "*.md", "*.markdown", "*.cc", "*.h", ".github")
 CONTEXT_FILES = {"ipfs": ("ipfs-start.sh", "ipfs-polyfill.cjs"), "postgres": ("postgres-start.sh",)}
 
 
@@ -98,23 +98,30 @@ def stage_node_package(out: Path, name: str, version: str) -> int:
     paths = closure(packages, root)
     tops = [p for p in sorted(paths) if not any(p.startswith(q + "/") for q in paths if q != p)]
 
-    def fixed(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
-        info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
-        return info
-
-    with tarfile.open(out / f"{name}.tar", "w", format=tarfile.PAX_FORMAT) as archive:
-        for directory in sorted({"node_modules", *(_parents(t) for t in tops)} - {""}):
-            archive.add(ROOT / directory, directory, recursive=False, filter=fixed)
-        for top in tops:
-            for path in [ROOT / top, *sorted((ROOT / top).rglob("*"))]:
-                archive.add(path, path.relative_to(ROOT).as_posix(), recursive=False, filter=fixed)
+    # GNU tar (Python's tarfile takes minutes for ipfs's ~45,000 files on a loaded machine).
+    subprocess.run(
+        [
+            "tar",
+            "--create",
+            "--file",
+            str(out / f"{name}.tar"),
+            "--directory",
+            str(ROOT),
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mode=u+rwX,go+rX,go-w",
+            # Never loaded at run time: type declarations, TypeScript and native sources, source
+            # maps, documents (about half of ipfs's files, each one slow to unpack in a build).
+            *(f"--exclude={pattern}" for pattern in NOT_RUN),
+            "--",
+            *tops,
+        ],
+        check=True,
+    )
     return len(paths)
-
-
-def _parents(path: str) -> str:
-    """The directory holding ``path`` (``node_modules/@scope`` for a scoped package)."""
-    return path.rsplit("/", 1)[0]
 
 
 def stage_web_assets(out: Path) -> int:

@@ -99,3 +99,27 @@ def test_staged_web_assets_are_exactly_what_the_node_serves(tmp_path: Path) -> N
     expected = {f"{a.package}/{a.path}" for a in VENDOR_ASSETS.values()}
     expected |= {f"{a.package}/package.json" for a in VENDOR_ASSETS.values()}
     assert files == expected  # nothing else of node_modules in the image
+
+
+def test_the_ganache_tar_is_reproducible_and_holds_only_what_runs(tmp_path: Path) -> None:
+    import hashlib
+    import tarfile
+
+    if not (ROOT / "node_modules" / "ganache").is_dir():
+        pytest.fail("node_modules is missing: run make install")
+    digests = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        assert docker_context.stage_node_package(tmp_path / run, "ganache", "7.9.2") > 1
+        digests.append(hashlib.sha256((tmp_path / run / "ganache.tar").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]  # same lock, same tar: Docker's layer cache holds
+    with tarfile.open(tmp_path / "a" / "ganache.tar") as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    cli = members["node_modules/ganache/dist/node/cli.js"]  # the image's entrypoint
+    assert cli.mode & 0o111
+    assert "node_modules/ganache/package.json" in members
+    assert {m.uid for m in members.values()} == {0}
+    assert {m.mtime for m in members.values()} == {0}
+    assert not [n for n in members if n.endswith((".d.ts", ".map", ".md"))]
+    with pytest.raises(SystemExit, match=r"does not pin ganache@7\.9\.3"):
+        docker_context.stage_node_package(tmp_path / "a", "ganache", "7.9.3")
