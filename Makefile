@@ -61,15 +61,11 @@ bench: install
 # Container images for docker-compose.yml (see docs/deployment.md, "Containers"). BASE names a
 # Debian bookworm image made locally once (scripts/docker_base.sh: debootstrap + docker import);
 # scripts/docker_context.py stages the wheels and the pinned npm packages on the host, so no image
-# build resolves, downloads from a package index or compiles anything.
+# build resolves, downloads from a package index or compiles anything; the four build in parallel
+# (scripts/docker_images.sh).
 BASE ?= archivechain/debian:bookworm
 images: install
-	sh scripts/docker_base.sh $(BASE)
-	$(BIN)/python scripts/docker_context.py
-	for image in node:latest ganache:7.9.2 postgres:15 ipfs:0.66.1; do \
-	  docker build --network host --build-arg BASE=$(BASE) -t archivechain-$$image \
-	    -f docker/$${image%%:*}.Dockerfile build/docker/$${image%%:*} || exit 1; \
-	done
+	sh scripts/docker_images.sh $(BASE) $(BIN)/python
 
 # The compose consortium end to end (scripts/compose_test.sh runs the README's "Containers" blocks,
 # `make images` first among them); run by .ci/run. At most 30 minutes, then it fails.
