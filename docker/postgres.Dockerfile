@@ -7,10 +7,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN mkdir -p /var/lib/postgresql/data && chown postgres:postgres /var/lib/postgresql/data \
  && chmod 700 /var/lib/postgresql/data
-COPY --chown=postgres:postgres docker/postgres-start.sh /usr/local/bin/postgres-start
+COPY --chown=postgres:postgres postgres-start.sh /usr/local/bin/postgres-start
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 EXPOSE 55432
-HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
+HEALTHCHECK --interval=3s --timeout=10s --start-period=60s --retries=40 \
   CMD /usr/lib/postgresql/15/bin/pg_isready -h 127.0.0.1 -p 55432 -U archivechain -d postgres
 ENTRYPOINT ["/usr/local/bin/postgres-start"]

@@ -1,60 +1,108 @@
-#!/bin/sh
-# `make compose-test`: the consortium of docker-compose.yml, end to end, as a user runs it.
-# build (make images, done by the caller), up, wait healthy, create -> archive -> proof ->
-# `archivechain verify` against the chain, down, up, the record and its proof are still there and
-# verify, down with volumes. Needs a Docker engine, the images, and nothing else listening on the
-# compose ports (8545, 5001, 55432, 8601-8603).
-set -eu
+#!/usr/bin/env bash
+# `make compose-test`: the consortium of docker-compose.yml end to end, as a new user runs it: the
+# README's "Containers (docker-compose)" blocks, taken from README.md and run as written, in order,
+# in one bash at the repository root — build the images, up, wait healthy, create -> archive ->
+# proof -> `archivechain verify` against ganache, down, up, the record and its proof are still
+# there and verify, down with volumes. Between the blocks this script adds its own checks: every
+# container healthy, /docs and the web console's pinned scripts served (200) by the node image,
+# the bundle verified inside the container too. Needs a Docker engine, docker-compose (or Compose
+# v2), debootstrap and root for the first base image, curl, jq, and nothing else listening on the
+# compose ports (8545, 5001, 55432, 8601-8603). Prints the time of each phase.
+set -euo pipefail
 cd "$(dirname "$0")/.."
-if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE="docker-compose"; fi
-export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-archivechain-compose-test}"
-mkdir -p secrets
-[ -f secrets/keystore_passphrase ] || printf '%s' archivechain-dev-passphrase > secrets/keystore_passphrase
-URL=http://127.0.0.1:8601
+command -v docker-compose >/dev/null || docker-compose() { docker compose "$@"; }
 WORK=$(mktemp -d)
-trap '$COMPOSE down --volumes >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+WRITTEN="network.json deployment.json summary.txt bundle.json"  # what the README's steps write
+cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "compose-test: FAILED (exit $status); last logs:" >&2
+    docker-compose ps >&2 || true
+    docker-compose logs --tail=40 >&2 || true
+  fi
+  docker-compose down --volumes >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  # shellcheck disable=SC2086
+  (cd . && rm -f $WRITTEN)
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 124' TERM INT
+for file in $WRITTEN; do
+  if [ -e "$file" ]; then echo "compose-test: ./$file exists; move it away first" >&2; exit 2; fi
+done
 
-wait_healthy() {
-  deadline=$(( $(date +%s) + ${COMPOSE_TEST_TIMEOUT:-300} ))
-  for service in hospital-1 hospital-2 hospital-3; do
-    while :; do
-      id=$($COMPOSE ps -q "$service" || true)
-      state=$( [ -n "$id" ] && docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo none)
-      [ "$state" = healthy ] && break
-      if [ "$(date +%s)" -gt "$deadline" ]; then
-        echo "compose-test: $service not healthy ($state)" >&2; $COMPOSE logs --tail=50 >&2; exit 1
-      fi
-      sleep 2
-    done
+python3 - "$WORK" <<'PY'
+import re, sys
+from pathlib import Path
+text = Path("README.md").read_text(encoding="utf-8")
+start = text.index("## Containers (docker-compose)")
+end = text.index("\n## ", start + 1)
+blocks = re.findall(r"^```sh\n(.*?)^```", text[start:end], re.MULTILINE | re.DOTALL)
+assert len(blocks) == 4, f"README's Containers section has {len(blocks)} sh blocks, not 4"
+for number, block in enumerate(blocks, start=1):
+    Path(sys.argv[1], f"step{number}.sh").write_text(block, encoding="utf-8")
+PY
+
+phase_start=$(date +%s)
+phase() {  # print the time since the previous phase
+  now=$(date +%s); echo "compose-test: $1 in $(( now - phase_start )) s"; phase_start=$now
+}
+
+all_healthy() {  # every long-running service reports healthy (the `until` of the README waits for one)
+  for service in chain postgres ipfs hospital-1 hospital-2 hospital-3; do
+    state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker-compose ps -q "$service")")
+    [ "$state" = healthy ] || { echo "compose-test: $service is $state" >&2; return 1; }
   done
+  init=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$(docker-compose ps -q init)")
+  [ "$init" = "exited 0" ] || { echo "compose-test: init is $init" >&2; return 1; }
 }
 
-verify() {  # verify the bundle in $WORK/bundle.json with the node image's archivechain
-  $COMPOSE exec -T hospital-1 sh -c 'cat > /tmp/bundle.json && archivechain verify /tmp/bundle.json \
-      --rpc http://127.0.0.1:8545 --deployment /consortium/deployment.json' < "$WORK/bundle.json"
+assert_200() {  # URL: the node image serves it
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$1")
+  [ "$code" = 200 ] || { echo "compose-test: $1 answered $code, not 200" >&2; return 1; }
 }
 
-start=$(date +%s)
-$COMPOSE up -d
-wait_healthy
-echo "compose-test: healthy after $(( $(date +%s) - start )) s"
-KEY=$($COMPOSE exec -T hospital-1 python3 -c \
-  'import json; print(json.load(open("/consortium/network.json"))["nodes"][0]["api_keys"]["archivist"])')
-AUTH="Authorization: Bearer $KEY"
-printf 'discharge summary (compose test)\n' > "$WORK/summary.txt"
-ID=$(curl -fsS -H "$AUTH" -F "file=@$WORK/summary.txt;type=text/plain" \
-  -F 'metadata={"record_class":"INPATIENT","department":"cardiology","title":"Discharge summary","source_system":"HIS","patient_id":"MRN-0001"}' \
-  "$URL/api/v1/archives" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-curl -fsS -X POST -H "$AUTH" "$URL/api/v1/archives/$ID/archive" > /dev/null
-curl -fsS -H "$AUTH" "$URL/api/v1/archives/$ID/proof?wait=60" > "$WORK/bundle.json"
-verify
-echo "compose-test: $ID archived, proven and verified"
+verify_inside() {  # the node image's own archivechain verifies the bundle
+  docker-compose exec -T hospital-1 sh -c 'cat > /tmp/bundle.json && archivechain verify \
+    /tmp/bundle.json --rpc http://127.0.0.1:8545 --deployment /consortium/deployment.json' \
+    < bundle.json
+}
 
-$COMPOSE down
-$COMPOSE up -d
-wait_healthy
-curl -fsS -H "$AUTH" "$URL/api/v1/archives/$ID" > /dev/null
-curl -fsS -H "$AUTH" "$URL/api/v1/archives/$ID/proof?wait=60" > "$WORK/bundle.json"
-verify
-echo "compose-test: after down and up, $ID and its proof are still there and verify"
-echo "compose-test: passed in $(( $(date +%s) - start )) s"
+started=$(date +%s)
+# shellcheck disable=SC1091
+. "$WORK/step1.sh"
+phase "step 1 (make images, up, hospital-3 answering)"
+sleep 3  # the healthchecks' next round
+all_healthy
+# /docs (Swagger UI) and the console's scripts: the pinned npm assets are in the node image.
+for port in 8601 8602 8603; do
+  assert_200 "http://127.0.0.1:$port/docs"
+done
+for asset in swagger-ui/swagger-ui-bundle.js swagger-ui/swagger-ui.css htmx/htmx.min.js \
+    chart.js/chart.umd.js app/dashboard.js; do
+  assert_200 "http://127.0.0.1:8601/assets/$asset"
+done
+echo "compose-test: all services healthy, init done, /docs and the console's assets served"
+
+# shellcheck disable=SC1091
+. "$WORK/step2.sh"
+verify_inside
+phase "step 2 ($ID uploaded, archived, proven, verified outside and inside)"
+
+# shellcheck disable=SC1091
+. "$WORK/step3.sh"
+all_healthy
+verify_inside
+phase "step 3 (down, up: $ID and its proof still there and verify)"
+
+volumes=$(docker inspect -f '{{range .Mounts}}{{.Name}} {{end}}' $(docker-compose ps -q))
+# shellcheck disable=SC1091
+. "$WORK/step4.sh"
+for volume in $volumes; do
+  if docker volume inspect "$volume" >/dev/null 2>&1; then
+    echo "compose-test: volume $volume left after down --volumes" >&2; exit 1
+  fi
+done
+phase "step 4 (down --volumes)"
+echo "compose-test: passed in $(( $(date +%s) - started )) s"
