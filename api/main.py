@@ -79,7 +79,8 @@ Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle 
 """
 
 _UPLOAD_PATH = re.compile(
-    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)|/console/upload)/?$"
+    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)"
+    r"|/console/(?:upload|archives/[^/]+/amend))/?$"
 )
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")
 

@@ -16,6 +16,7 @@ Security (docs/console.md):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
@@ -27,9 +28,17 @@ from starlette.datastructures import UploadFile
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from api.schemas import ArchiveIn
 from api.web import i18n
-from api.web.deps import Console, ConsoleData, ConsoleForm, ConsoleRoute, ConsoleSession
+from api.web.deps import (
+    Console,
+    ConsoleData,
+    ConsoleForm,
+    ConsoleRoute,
+    ConsoleSession,
+    ConsoleUpload,
+)
 from api.web.session import (
     COOKIE,
+    Form,
     html_response,
     open_session,
     read_form,
@@ -200,19 +209,42 @@ def _chunks(upload: UploadFile, limit: int, size: int) -> Iterator[bytes]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class Content:
+    """An uploaded file part as the services take it: media type, file name, bytes (streamed
+    from the spooled file in ``chunk_size`` pieces, refused past ``max_upload_bytes``)."""
+
+    media_type: str
+    filename: str
+    chunks: Iterator[bytes]
+
+
+def _content(console: Console, form: Form) -> Content | None:
+    """The form's file part (None when no file was chosen); shared by upload and amend."""
+    file = form.upload
+    if file is None or not file.filename:
+        return None
+    settings = console.runtime.settings
+    media_type = (file.content_type or "application/octet-stream").split(";")[0].strip()
+    chunks = _chunks(file, settings.max_upload_bytes, settings.chunk_size)
+    return Content(media_type, file.filename, chunks)
+
+
+async def _closed(form: Form) -> None:
+    if form.upload is not None:
+        await form.upload.close()
+
+
 @router.post("/console/upload")
-async def upload(request: Request, console: ConsoleSession) -> Response:
+async def upload(console: ConsoleSession, form: ConsoleUpload) -> Response:
     """A record uploaded from the console: the same service call as ``POST /api/v1/archives``
     (checked, encrypted, CREATE logged, all or nothing). The session is checked before the body
     is read; the body is an upload (``api.main.is_upload``): streamed to a spooled file."""
-    form = await read_form(request, console.session, max_files=1)
-    if form is None:
-        return refused_response()
-    file = form.upload
-    if file is None or not file.filename:
-        return _upload_page(console, "file", 400)
-    runtime = console.runtime
     try:
+        content = _content(console, form)
+        if content is None:
+            return _upload_page(console, "file", 400)
+        runtime = console.runtime
         fields = ArchiveIn.model_validate(
             {
                 "record_class": form.one("record_class"),
@@ -223,13 +255,11 @@ async def upload(request: Request, console: ConsoleSession) -> Response:
                 "patient_id": form.one("patient_id"),
             }
         )
-        media_type = (file.content_type or "application/octet-stream").split(";")[0].strip()
-        settings = runtime.settings
         view = await run_in_threadpool(
             runtime.archives.create,
             console.principal,
-            fields.to_new_archive(media_type, file.filename),
-            _chunks(file, settings.max_upload_bytes, settings.chunk_size),
+            fields.to_new_archive(content.media_type, content.filename),
+            content.chunks,
         )
     except ValidationError as exc:
         names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
@@ -237,9 +267,39 @@ async def upload(request: Request, console: ConsoleSession) -> Response:
     except NodeError as exc:
         return _upload_page(console, exc.code, 400)
     finally:
-        await file.close()
+        await _closed(form)
     console.session.flash = console.words["uploaded"]
     return RedirectResponse(f"/console/archives/{view.id}", status_code=303)
+
+
+@router.post("/console/archives/{archive_id}/amend")
+async def amend(console: ConsoleSession, form: ConsoleUpload, archive_id: str) -> Response:
+    """A new version of a CREATED archive from its detail page: the same service call as
+    ``POST /api/v1/archives/{id}/amend`` (the lifecycle rule, the media type and the size limit
+    checked, the version encrypted and stored, AMEND logged, all or nothing). Unconfirmed or
+    without a file: back to the detail page with the reason, nothing done; the service's
+    refusal (409 for an archive that is not CREATED, 413 too large…) is the console's error
+    page, nothing changed."""
+    back = RedirectResponse(f"/console/archives/{archive_id}", status_code=303)
+    try:
+        if not console.confirmed(form):
+            return back
+        content = _content(console, form)
+        if content is None:
+            console.session.flash = f"{console.words['refused']}: file_required"
+            return back
+        await run_in_threadpool(
+            console.runtime.archives.amend,
+            console.principal,
+            archive_id,
+            content.media_type,
+            content.filename,
+            content.chunks,
+        )
+    finally:
+        await _closed(form)
+    console.session.flash = console.words["amended"]
+    return back
 
 
 # -- dashboards ---------------------------------------------------------------------------------

@@ -4,9 +4,10 @@
   and the node. Signed out, the request is answered with a redirect to the sign-in page
   (``ConsoleData``: a JSON 401 instead, for the pages' own data requests). A session opened by
   a consortium member reaches only the member pages (``MEMBER_PATHS``); the others answer 403.
-- ``ConsoleForm`` (``ConsoleLongForm`` for the disposition list's many ticks): the posted form,
-  read only after the session was checked, same origin and carrying the session's CSRF token;
-  otherwise 403 ``csrf_failed`` and nothing happens.
+- ``ConsoleForm`` (``ConsoleLongForm`` for the disposition list's many ticks, ``ConsoleUpload``
+  for a multipart form with one file: upload and amend): the posted form, read only after the
+  session was checked, same origin and carrying the session's CSRF token; otherwise 403
+  ``csrf_failed`` and nothing happens.
 - ``ConsoleRoute``: the route class of the console's routers. It turns those refusals into their
   answers and a ``NodeError`` the handler let through into the console's error page, with the
   status ``api.errors`` gives that error (403 "not allowed", 404 "not found", 409 "refused"…).
@@ -145,8 +146,18 @@ async def console_long_form(request: Request, console: ConsoleSession) -> Form:
     return form
 
 
+async def console_upload(request: Request, console: ConsoleSession) -> Form:
+    """A multipart form with at most one file part, spooled by Starlette (the body limit is the
+    upload limit: ``api.main.is_upload`` names the console's upload paths)."""
+    form = await read_form(request, console.session, max_files=1)
+    if form is None:
+        raise FormRefused()
+    return form
+
+
 ConsoleForm = Annotated[Form, Depends(console_form)]
 ConsoleLongForm = Annotated[Form, Depends(console_long_form)]
+ConsoleUpload = Annotated[Form, Depends(console_upload)]
 
 
 def error_page(request: Request, exc: NodeError) -> Response:

@@ -112,6 +112,13 @@ CONSOLE_TEXT: Final[dict[str, dict[Lang, str]]] = {
     "patient_id": {"zh": "患者编号（仅以假名保存）", "en": "Patient id (kept as a pseudonym only)"},
     "sensitivity": {"zh": "密级", "en": "Sensitivity"},
     "uploaded": {"zh": "已上传。", "en": "Uploaded."},
+    "amend": {"zh": "上传新版本", "en": "Upload a new version"},
+    "amend_help": {
+        "zh": "仅在归档前可修改；旧版本保留，新版本成为当前版本。",
+        "en": "Only before archiving; earlier versions are kept, the new one becomes current.",
+    },
+    "do_amend": {"zh": "上传新版本", "en": "Upload version"},
+    "amended": {"zh": "已上传新版本。", "en": "New version uploaded."},
     "upload_error": {"zh": "无法上传，请检查：", "en": "Not uploaded; check:"},
     "open_alerts": {"zh": "未处理告警", "en": "Open alerts"},
     "acknowledged": {"zh": "已确认告警", "en": "Acknowledged alerts"},

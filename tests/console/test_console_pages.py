@@ -241,6 +241,135 @@ def test_new_forms_refuse_without_token_origin_or_confirmation(api: Api) -> None
     assert '<h1 id="error-heading">Not found</h1>' in missing.text
 
 
+def created_archive(api: Api, principal: Principal) -> str:
+    """An archive still CREATED (amendable): version 1 of a text record."""
+    new = NewArchive(
+        record_class=RecordClass.OUTPATIENT,
+        sensitivity=Sensitivity.NORMAL,
+        department="clinic",
+        title="Draft",
+        patient_id="MRN-AMEND",
+        source_system="HIS",
+        media_type="text/plain",
+    )
+    return str(api.node.archives.create(principal, new, [b"first draft"]).id)
+
+
+def test_amend_from_the_detail_page(api: Api) -> None:
+    """A new version of a CREATED archive from its detail page: the same service call as the
+    API's amend (version 2 stored, AMEND logged), shown on the detail page afterwards."""
+    node = api.node
+    archivist = node.keys.authenticate(api.keys["archivist"])
+    draft = created_archive(api, archivist)
+    cookies = sign_in(api, api.keys["archivist"])
+    page = api.client.get(f"/console/archives/{draft}", cookies=cookies)
+    assert f'action="/console/archives/{draft}/amend"' in page.text
+    assert 'enctype="multipart/form-data"' in page.text
+    assert 'id="confirm-amend" name="confirm" value="yes" required' in page.text
+    before = api.footprint()
+    done = api.client.post(
+        f"/console/archives/{draft}/amend",
+        data={"csrf": csrf(page.text), "confirm": "yes"},
+        files={"file": ("second.txt", b"second draft, corrected", "text/plain")},
+        cookies=cookies,
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"/console/archives/{draft}"
+    view = node.archives.get(archivist, draft)
+    assert [v.version for v in view.versions] == [1, 2]
+    assert view.current_version == 2
+    assert view.versions[1].size == len(b"second draft, corrected")
+    events = [e.event_type for e in node.archives.events(archivist, draft)]
+    assert events[-1] == "AMEND"
+    assert events.count("AMEND") == 1
+    after = api.footprint()
+    assert (after.archives, after.versions) == (before.archives, before.versions + 1)
+    shown = api.client.get(done.headers["location"], cookies=cookies).text
+    assert "New version uploaded." in shown
+    versions = shown.split('id="events"')[0].split("<tbody>")[1].split("</tbody>")[0]
+    assert versions.count("<tr>") == 2
+    assert "<td>2</td><td>text/plain</td><td>23</td>" in versions
+    assert "<td>AMEND</td>" in shown.split('id="events"')[1]
+    zh = api.client.get(f"/console/archives/{draft}?lang=zh", cookies=cookies).text
+    assert "上传新版本" in zh
+
+    # archived: the form is gone and a post is the service's refusal (409), nothing changed
+    node.archives.archive(archivist, draft)
+    archived = api.client.get(f"/console/archives/{draft}", cookies=cookies).text
+    assert f'action="/console/archives/{draft}/amend"' not in archived
+    before = api.footprint()
+    late = api.client.post(
+        f"/console/archives/{draft}/amend",
+        data={"csrf": csrf(archived), "confirm": "yes"},
+        files={"file": ("third.txt", b"too late", "text/plain")},
+        cookies=cookies,
+    )
+    assert late.status_code == 409
+    assert '<h1 id="error-heading">Could not be done</h1>' in late.text
+    assert "invalid_transition" in late.text
+    assert api.footprint() == before
+    assert len(node.archives.get(archivist, draft).versions) == 2
+
+
+def test_amend_refusals_change_nothing(api: Api) -> None:
+    """Signed out, without the CSRF token, from another origin, unconfirmed, without a file,
+    too large (the node's upload limit, and past the body limit), a type the node refuses:
+    the archive keeps its one version, no blob, row or log entry is added."""
+    node = api.node
+    archivist = node.keys.authenticate(api.keys["archivist"])
+    draft = created_archive(api, archivist)
+    path = f"/console/archives/{draft}/amend"
+    file = {"file": ("v2.txt", b"second draft", "text/plain")}
+    before = api.footprint()
+
+    signed_out = api.client.post(path, data={"confirm": "yes"}, files=file)
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/console/login"
+
+    cookies = sign_in(api, api.keys["archivist"])
+    token = csrf(api.client.get(f"/console/archives/{draft}", cookies=cookies).text)
+    for data, headers in (
+        ({"confirm": "yes"}, {}),
+        ({"csrf": "not-the-token", "confirm": "yes"}, {}),
+        ({"csrf": token, "confirm": "yes"}, {"Origin": "https://evil.example"}),
+    ):
+        refused = api.client.post(path, data=data, files=file, cookies=cookies, headers=headers)
+        assert (refused.status_code, refused.json()["code"]) == (403, "csrf_failed"), data
+
+    unconfirmed = api.client.post(path, data={"csrf": token}, files=file, cookies=cookies)
+    assert unconfirmed.headers["location"] == f"/console/archives/{draft}"
+    assert "Tick the confirmation first." in api.client.get(path[:-6], cookies=cookies).text
+    for files in ({"file": ("", b"", "application/octet-stream")}, None):
+        no_file = api.client.post(
+            path, data={"csrf": token, "confirm": "yes"}, files=files, cookies=cookies
+        )
+        assert no_file.headers["location"] == f"/console/archives/{draft}"
+        assert "Refused: file_required" in api.client.get(path[:-6], cookies=cookies).text
+
+    limit = node.settings.max_upload_bytes
+    big = {"file": ("big.txt", b"x" * (limit + 1), "text/plain")}
+    too_large = api.client.post(
+        path, data={"csrf": token, "confirm": "yes"}, files=big, cookies=cookies
+    )
+    assert too_large.status_code == 413
+    assert "payload_too_large" in too_large.text
+    huge = {"file": ("huge.txt", b"x" * (limit + 512 * 1024), "text/plain")}
+    past_body = api.client.post(
+        path, data={"csrf": token, "confirm": "yes"}, files=huge, cookies=cookies
+    )
+    assert (past_body.status_code, past_body.json()["code"]) == (413, "payload_too_large")
+    exe = {"file": ("x.exe", b"MZ\x90\x00", "application/x-msdownload")}
+    wrong_type = api.client.post(
+        path, data={"csrf": token, "confirm": "yes"}, files=exe, cookies=cookies
+    )
+    assert wrong_type.status_code == 415
+
+    assert api.footprint() == before
+    view = node.archives.get(archivist, draft)
+    assert (len(view.versions), view.current_version, view.state) == (1, 1, "CREATED")
+    assert "AMEND" not in [e.event_type for e in node.archives.events(archivist, draft)]
+
+
 def _challenge(api: Api, address: str, role: str = "regulator") -> str:
     page = api.client.post(
         "/console/member/challenge", data={"address": address, "role": role, "lang": "en"}
