@@ -9,8 +9,9 @@
   session was checked, same origin and carrying the session's CSRF token; otherwise 403
   ``csrf_failed`` and nothing happens.
 - ``ConsoleRoute``: the route class of the console's routers. It turns those refusals into their
-  answers and a ``NodeError`` the handler let through into the console's error page, with the
-  status ``api.errors`` gives that error (403 "not allowed", 404 "not found", 409 "refused"…).
+  answers and a ``NodeError`` (or a lifecycle refusal, ``anchoring.errors.LifecycleError``) the
+  handler let through into the console's error page, with the status ``api.errors`` gives that
+  error (403 "not allowed", 404 "not found", 409 "refused"…).
   The JSON API keeps its own mapping (``api.errors``).
 """
 
@@ -25,6 +26,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from anchoring.errors import LifecycleError
 from api.errors import status_of_node_error
 from api.web import i18n
 from api.web.session import (
@@ -160,9 +162,10 @@ ConsoleLongForm = Annotated[Form, Depends(console_long_form)]
 ConsoleUpload = Annotated[Form, Depends(console_upload)]
 
 
-def error_page(request: Request, exc: NodeError) -> Response:
-    """The console's page for a node error: its status and code, the heading by status."""
-    status = status_of_node_error(exc)
+def error_page(request: Request, exc: NodeError | LifecycleError) -> Response:
+    """The console's page for a node error or a lifecycle refusal (409, as ``api.errors``
+    answers it): its status and code, the heading by status."""
+    status = 409 if isinstance(exc, LifecycleError) else status_of_node_error(exc)
     if status is None:  # the node itself failed: no detail leaves the log
         log.error(
             "%s %s failed inside the node: %s", request.method, request.url.path, type(exc).__name__
@@ -184,7 +187,7 @@ def error_page(request: Request, exc: NodeError) -> Response:
 
 class ConsoleRoute(APIRoute):
     """Console routes: signed out → the sign-in page, a refused form → 403 ``csrf_failed``,
-    a ``NodeError`` → the console's error page."""
+    a ``NodeError`` or a ``LifecycleError`` → the console's error page."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -200,7 +203,7 @@ class ConsoleRoute(APIRoute):
                 return to_login()
             except FormRefused:
                 return refused_response()
-            except NodeError as exc:
+            except (NodeError, LifecycleError) as exc:
                 return error_page(request, exc)
 
         return route
