@@ -105,6 +105,20 @@ def test_console_flows_in_the_browser(
         page.click(f"#results a[href='/console/archives/{archive_id}']")
         assert page.locator("#state").inner_text() == "CREATED"
 
+        # amend while CREATED: a second version, listed on the detail page, AMEND logged
+        second = tmp_path / "note-v2.txt"
+        second.write_bytes(b"nursing note, corrected")
+        page.set_input_files("#amend-file", str(second))
+        page.check("#confirm-amend")
+        page.click("#do-amend")
+        page.wait_for_selector("#flash")
+        assert page.url.endswith(f"/console/archives/{archive_id}")
+        versions = page.locator("table").first.locator("tbody tr")
+        assert versions.count() == 2
+        assert "AMEND" in page.locator("#events tbody tr td:nth-child(2)").all_inner_texts()
+        created_page = f"{base}/console/archives/{archive_id}"  # with the amend form
+        assert serious(browser, context.cookies(), created_page) == []
+
         page.check("#confirm-archive")
         page.click("#do-archive")
         page.wait_for_selector("#flash")
