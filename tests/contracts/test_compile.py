@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,25 @@ def test_cli_compile_writes_and_check_refuses_stale(
         committed = (default_build_dir() / f"{name}.json").read_bytes()
         assert (stale / f"{name}.json").read_bytes() == committed
     assert main(["contracts", "compile", "--check", "--build-dir", str(stale)]) == 0
+
+
+def test_the_shim_waits_for_input_that_arrives_late() -> None:
+    """py-solc-x writes the standard JSON to the compiler's stdin only after starting it; solcjs
+    reads fd 0 with readFileSync after Node made the pipe non-blocking, so input that arrives
+    late failed with EAGAIN ("An error occurred during execution", seen under load). The shim
+    reads its input to the end first: a compilation whose input arrives a second late succeeds."""
+    source = "// SPDX-License-Identifier: Apache-2.0\npragma solidity 0.8.37;\ncontract Late {}\n"
+    request = json.dumps(standard_input({"Late.sol": source.encode()}))
+    process = subprocess.Popen(
+        [str(SOLCJS_SHIM), "--standard-json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # the compiler is running and has found no input yet
+    out, err = process.communicate(request, timeout=120)
+    assert process.returncode == 0, err
+    output = json.loads(out)
+    assert not [e for e in output.get("errors", []) if e["severity"] == "error"]
+    assert "Late" in output["contracts"]["Late.sol"]

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,13 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from anchoring.bundle import parse_bundle
-from anchoring.chain import ContractRevertError, ContractWriter, RpcChain
+from anchoring.chain import (
+    ContractRevertError,
+    ContractWriter,
+    NonceTooLowError,
+    RpcChain,
+    TxReceipt,
+)
 from anchoring.chainview import CustodyState
 from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
@@ -280,13 +287,25 @@ def test_forged_and_replayed_peer_requests_are_refused(hospitals: dict[str, Hosp
         assert http.get(target).status_code == 401
 
 
+def _governance(writer: ContractWriter, function: str, args: list[Any]) -> TxReceipt:
+    """A registry call from a hospital's key while that hospital's node runs: its anchoring worker
+    signs with the same key, so a nonce read just before the worker's transaction is consumed
+    under us (``NonceTooLowError``); the call is then signed again with the next nonce."""
+    for _ in range(5):
+        try:
+            return writer.transact(function, args, contract="ConsortiumRegistry")
+        except NonceTooLowError:
+            time.sleep(0.5)
+    return writer.transact(function, args, contract="ConsortiumRegistry")
+
+
 def _suspend(chain: RpcChain, proposer: LocalAccount, approver: LocalAccount, target: str) -> None:
     """Suspend ``target`` through governance (propose → approve → execute)."""
     proposing = ContractWriter(chain, proposer)
-    receipt = proposing.transact("proposeSuspension", [target], contract="ConsortiumRegistry")
+    receipt = _governance(proposing, "proposeSuspension", [target])
     proposal = int(receipt.event("ProposalCreated").args["id"])
-    ContractWriter(chain, approver).transact("approve", [proposal], contract="ConsortiumRegistry")
-    proposing.transact("execute", [proposal], contract="ConsortiumRegistry")
+    _governance(ContractWriter(chain, approver), "approve", [proposal])
+    _governance(proposing, "execute", [proposal])
 
 
 def test_suspended_member_requests_are_refused(
