@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv (outside the checkout) with the project's wheel and its dependencies."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
+    # setuptools builds in the source tree's build/ directory; each xdist worker that runs a test
+    # of this module builds once, and two builds in one tree delete each other's files (seen in
+    # CI: "No such file or directory" while copying). So the wheel is built from a copy of what
+    # the build reads.
+    source = root / "source"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("anchoring", "node", "api", "devtools", "archivechain"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO_ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "-q", "-w", str(dist)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(dist)],
         check=True,
         cwd=root,
         env=_clean_environment(),
