@@ -32,6 +32,29 @@ for file in $WRITTEN; do
   if [ -e "$file" ]; then echo "compose-test: ./$file exists; move it away first" >&2; exit 2; fi
 done
 
+# The services bind fixed ports on the host (network_mode: host). Another consortium still running
+# on this machine (a second checkout's compose test, a `make up`) would make ours fail at random
+# later on (PostgreSQL: "Address already in use"), so wait until the ports are free — at most
+# COMPOSE_TEST_PORT_WAIT seconds (default 900) — and otherwise stop here, naming the holders.
+COMPOSE_PORTS="8545 5001 55432 8601 8602 8603"
+busy_ports() {
+  for port in $COMPOSE_PORTS; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then printf '%s ' "$port"; fi
+  done
+}
+waited=0
+while busy=$(busy_ports) && [ -n "$busy" ]; do
+  if [ "$waited" -ge "${COMPOSE_TEST_PORT_WAIT:-900}" ]; then
+    echo "compose-test: ports still in use after ${waited} s: $busy— stop what holds them:" >&2
+    docker ps --format '{{.Names}} ({{.Image}}, compose project {{.Label "com.docker.compose.project"}})' >&2 || true
+    ss -ltnp 2>/dev/null | grep -E ":($(echo $busy | tr ' ' '|')) " >&2 || true
+    trap - EXIT
+    exit 2
+  fi
+  [ "$waited" -eq 0 ] && echo "compose-test: ports $busy in use (another consortium?); waiting for them" >&2
+  sleep 10; waited=$((waited + 10))
+done
+
 python3 - "$WORK" <<'PY'
 import re, sys
 from pathlib import Path
