@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,9 @@ def client(tiered: NodeRuntime) -> Iterator[Client]:
         yield http
 
 
-def _archived(node: NodeRuntime, who: Principal, content: bytes) -> str:
+def _archived(
+    node: NodeRuntime, who: Principal, content: bytes, trigger: date | None = None
+) -> str:
     new = NewArchive(
         record_class=RecordClass.INPATIENT,
         sensitivity=Sensitivity.NORMAL,
@@ -58,6 +61,7 @@ def _archived(node: NodeRuntime, who: Principal, content: bytes) -> str:
         source_system="HIS",
         media_type="text/plain",
         filename="summary.txt",
+        trigger_date=trigger,
     )
     created = node.archives.create(who, new, [content])
     node.archives.archive(who, created.id)
@@ -221,3 +225,30 @@ def test_refused_console_reads_record_nothing(tiered: NodeRuntime, client: Clien
     assert _last_access(node, archive_id) is None
     assert _reads(node) == []
     assert _content_accesses(node, archivist, archive_id) == []
+
+
+def test_a_destroyed_archive_has_no_content_to_read(tiered: NodeRuntime, client: Client) -> None:
+    """After destruction the form is gone and a read is the service's 410 ``destroyed`` on the
+    console's error page; nothing is recorded."""
+    node = tiered
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
+    manager = node.keys.authenticate(node.keys.issue(Role.RECORDS_MANAGER, "manager").secret)
+    old = (datetime.now(UTC) - timedelta(days=40 * 366)).date()
+    archive_id = _archived(node, archivist, CONTENT, old)
+    node.retention.start_dispositions(archivist)
+    proposal = node.retention.propose(archivist, [archive_id], "retention expired")
+    node.retention.decide(manager, proposal.id, archive_id, approve=True, reason="checked")
+    node.retention.destroy(archivist, proposal.id, archive_id)
+    cookies = _sign_in(client, node.keys.issue(Role.ARCHIVIST, "reader").secret)
+    page = client.get(f"/console/archives/{archive_id}", cookies=cookies)
+    assert page.status_code == 200
+    assert 'id="content-form"' not in page.text
+    gone = client.post(
+        f"/console/archives/{archive_id}/content",
+        data={"csrf": _csrf(page.text), "purpose": "legal"},
+        cookies=cookies,
+    )
+    assert gone.status_code == 410
+    assert "destroyed" in gone.text
+    assert _reads(node) == []
+    assert _last_access(node, archive_id) is None
