@@ -7,6 +7,7 @@ serious or critical violation on any page; screenshots saved (test-artifacts/, g
 from __future__ import annotations
 
 import base64
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,20 @@ def test_console_flows_in_the_browser(
             page.click("#do-read")
         assert Path(download.value.path()).read_bytes() == b"nursing note, corrected"
         assert download.value.suggested_filename == "note-v2.txt"
-        with node.db.session() as session:
-            tier = session.get(ArchiveTier, archive_id)
-            assert tier is not None
-            assert tier.last_access_at is not None
-            reads = session.execute(select(ContentRead.purpose, ContentRead.version)).all()
-        assert [tuple(r) for r in reads] == [("treatment", 2)]
+
+        def recorded() -> list[tuple[str, int, bool]]:
+            """The reads recorded, with whether the archive's last access is set."""
+            with node.db.session() as session:
+                tier = session.get(ArchiveTier, archive_id)
+                last = tier is not None and tier.last_access_at is not None
+                reads = session.execute(select(ContentRead.purpose, ContentRead.version)).all()
+            return [(purpose, version, last) for purpose, version in reads]
+
+        # recorded once the server has sent the last byte, just after the browser has it all
+        deadline = time.monotonic() + 20
+        while not recorded() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert recorded() == [("treatment", 2, True)]
         page.goto(created_page)
         assert page.locator(kinds).all_inner_texts().count("ACCESS") == accesses + 1
 
