@@ -119,6 +119,13 @@ CONSOLE_TEXT: Final[dict[str, dict[Lang, str]]] = {
     },
     "do_amend": {"zh": "上传新版本", "en": "Upload version"},
     "amended": {"zh": "已上传新版本。", "en": "New version uploaded."},
+    "content": {"zh": "调阅内容", "en": "Read the content"},
+    "content_help": {
+        "zh": "每次调阅都以其用途记入日志（ACCESS 事件）；文件作为附件下载。",
+        "en": "Each read is logged with its purpose (ACCESS event); the file downloads.",
+    },
+    "version_or_current": {"zh": "版本号（留空：当前版本）", "en": "Version (empty: current)"},
+    "do_read": {"zh": "下载内容", "en": "Download the content"},
     "upload_error": {"zh": "无法上传，请检查：", "en": "Not uploaded; check:"},
     "open_alerts": {"zh": "未处理告警", "en": "Open alerts"},
     "acknowledged": {"zh": "已确认告警", "en": "Acknowledged alerts"},

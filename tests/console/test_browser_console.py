@@ -7,64 +7,30 @@ serious or critical violation on any page; screenshots saved (test-artifacts/, g
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from sqlalchemy import select
 
 from anchoring.events import RecordClass, Sensitivity
 from node.alerts import AlertNotice, Severity
+from node.models import ArchiveTier, ContentRead
 from node.principal import Role
 from node.services.archives import NewArchive
 from node.services.tags import Scan
 from tests.api.conftest import issue_keys
-from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
+from tests.console.live import ARTIFACTS, NODE_MODULES, Browser, live_server
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-if not CHROMIUM.exists():  # .ci/run installs it
-    pytest.skip("needs Debian chromium at /usr/bin/chromium", allow_module_level=True)
-
-AXE = NODE_MODULES / "axe-core" / "axe.min.js"
 JSQR = NODE_MODULES / "jsqr" / "dist" / "jsQR.js"
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def serious(browser: Any, cookies: list[dict[str, Any]], url: str) -> list[str]:
-    """axe-core's serious and critical findings on ``url`` (a CSP-bypassing context with the
-    same cookies: axe is injected inline, which the console's CSP rightly forbids)."""
-    context = browser.new_context(bypass_csp=True)
-    try:
-        context.add_cookies(cookies)
-        page = context.new_page()
-        page.goto(url)
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate("async () => await axe.run(document)")
-        return [
-            f"{v['id']}: {v['help']}"
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
-    finally:
-        context.close()
-
-
 def test_console_flows_in_the_browser(
-    make_node: MakeNode, browser: Any, consortium: Consortium, tmp_path: Path
+    make_node: MakeNode, browser: Browser, consortium: Consortium, tmp_path: Path
 ) -> None:
     node = make_node()
     keys = issue_keys(node)
@@ -116,8 +82,35 @@ def test_console_flows_in_the_browser(
         versions = page.locator("table").first.locator("tbody tr")
         assert versions.count() == 2
         assert "AMEND" in page.locator("#events tbody tr td:nth-child(2)").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "console-detail-created-en.png"), full_page=True)
         created_page = f"{base}/console/archives/{archive_id}"  # with the amend form
-        assert serious(browser, context.cookies(), created_page) == []
+        assert browser.serious(created_page, context.cookies()) == []
+
+        # the content downloaded from the detail page (CSP enforced): ACCESS with the purpose,
+        # the read and the archive's last access recorded as an API read records them
+        kinds = "#events tbody tr td:nth-child(2)"
+        accesses = page.locator(kinds).all_inner_texts().count("ACCESS")
+        page.select_option("#content-purpose", "treatment")
+        with page.expect_download() as download:
+            page.click("#do-read")
+        assert Path(download.value.path()).read_bytes() == b"nursing note, corrected"
+        assert download.value.suggested_filename == "note-v2.txt"
+
+        def recorded() -> list[tuple[str, int, bool]]:
+            """The reads recorded, with whether the archive's last access is set."""
+            with node.db.session() as session:
+                tier = session.get(ArchiveTier, archive_id)
+                last = tier is not None and tier.last_access_at is not None
+                reads = session.execute(select(ContentRead.purpose, ContentRead.version)).all()
+            return [(purpose, version, last) for purpose, version in reads]
+
+        # recorded once the server has sent the last byte, just after the browser has it all
+        deadline = time.monotonic() + 20
+        while not recorded() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert recorded() == [("treatment", 2, True)]
+        page.goto(created_page)
+        assert page.locator(kinds).all_inner_texts().count("ACCESS") == accesses + 1
 
         page.check("#confirm-archive")
         page.click("#do-archive")
@@ -149,7 +142,7 @@ def test_console_flows_in_the_browser(
             "/console/dashboard",
             "/console/upload",
         ):
-            assert serious(browser, cookies, f"{base}{path}") == [], path
+            assert browser.serious(f"{base}{path}", cookies) == [], path
 
         page.goto(f"{base}/console/dashboard")
         page.wait_for_selector("#charts[data-drawn='true']", timeout=20_000)
@@ -203,7 +196,7 @@ def _new_archive(node: Any, principal: Any, title: str, trigger: date | None = N
     return str(created.id)
 
 
-def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
+def _sign_in(browser: Browser, base: str, key: str) -> tuple[Any, Any]:
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{base}/console/login?lang=en")
@@ -214,7 +207,7 @@ def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
 
 
 def test_console_operations_pages_in_the_browser(
-    make_node: MakeNode, browser: Any, consortium: Consortium
+    make_node: MakeNode, browser: Browser, consortium: Consortium
 ) -> None:
     """Alerts (acknowledge), retention due and disposition review (propose by the archivist,
     four eyes, approve by the records manager, a rejection without a date refused), transfers
@@ -334,6 +327,6 @@ def test_console_operations_pages_in_the_browser(
             f"/console/archives/{kept_id}/tags",
             f"/console/archives/{kept_id}/label",
         ):
-            assert serious(browser, cookies, f"{base}{path}") == [], path
-        assert serious(browser, manager_cookies, f"{base}/console/retention?lang=zh") == []
+            assert browser.serious(f"{base}{path}", cookies) == [], path
+        assert browser.serious(f"{base}/console/retention?lang=zh", manager_cookies) == []
         context.close()

@@ -7,12 +7,10 @@ screenshots go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from eth_account.signers.local import LocalAccount
 
 from anchoring.events import RecordClass, Sensitivity, TagKind
@@ -21,49 +19,8 @@ from node.runtime import NodeRuntime
 from node.services.archives import NewArchive
 from node.siwe import sign_message
 from tests.api.conftest import issue_keys
-from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
+from tests.console.live import ARTIFACTS, Browser, live_server
 from tests.fixtures.node import MakeNode
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-if not CHROMIUM.exists():  # .ci/run installs it
-    pytest.skip("needs Debian chromium at /usr/bin/chromium", allow_module_level=True)
-
-AXE = NODE_MODULES / "axe-core" / "axe.min.js"
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def axe_findings(
-    browser: Any, cookies: list[dict[str, Any]], url: str, then: Any = None
-) -> list[str]:
-    """axe-core's serious and critical findings on ``url`` (after ``then(page)`` if given), in a
-    second context with the same cookies that bypasses the CSP: axe is injected inline, which
-    the console's CSP rightly forbids. The functional steps run with the CSP enforced."""
-    context = browser.new_context(bypass_csp=True)
-    try:
-        context.add_cookies(cookies)
-        page = context.new_page()
-        page.goto(url)
-        if then is not None:
-            then(page)
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate("async () => await axe.run(document)")
-        return [
-            f"{v['id']}: {v['help']}"
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
-    finally:
-        context.close()
 
 
 def _archive(node: NodeRuntime, principal: Principal, title: str, old: bool = False) -> str:
@@ -101,7 +58,7 @@ def _query_audit(archive_id: str) -> Any:
     return step
 
 
-def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
+def _sign_in(browser: Browser, base: str, key: str) -> tuple[Any, Any]:
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{base}/console/login?lang=en")
@@ -112,7 +69,7 @@ def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:
 
 
 def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
-    make_node: MakeNode, browser: Any, regulator: LocalAccount
+    make_node: MakeNode, browser: Browser, regulator: LocalAccount
 ) -> None:
     node = make_node()
     keys = issue_keys(node)
@@ -136,7 +93,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         # 1. execute the approved destruction; the certificate page and its signed bytes
         page.goto(f"{base}/console/retention")
         assert page.locator("#approved tbody tr").count() == 1
-        findings["retention"] = axe_findings(browser, page.context.cookies(), page.url)
+        findings["retention"] = browser.serious(page.url, page.context.cookies())
         page.click(f"#destroy-{doomed}")  # the confirmation is required: nothing happens
         assert page.url == f"{base}/console/retention"
         assert node.retention.proposal(archivist, proposal.id).items[0].decision == "approved"
@@ -147,7 +104,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert page.locator("#certificate-hash").inner_text() == cert.certificate_hash
         assert "MRN-BROWSER" not in page.content()
         page.screenshot(path=str(ARTIFACTS / "console-certificate-en.png"), full_page=True)
-        findings["certificate"] = axe_findings(browser, page.context.cookies(), page.url)
+        findings["certificate"] = browser.serious(page.url, page.context.cookies())
         with page.expect_download() as download_info:
             page.click("#download-certificate")
         saved = download_info.value.path()
@@ -178,7 +135,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         after = node.archives.get(archivist, kept).retention_deadline
         assert after is not None
         assert after.date().isoformat() == later
-        findings["extend"] = axe_findings(browser, page.context.cookies(), page.url)
+        findings["extend"] = browser.serious(page.url, page.context.cookies())
 
         # 3. tags: a scan entered by hand, then the tag revoked (its scans refused after)
         page.goto(f"{base}/console/archives/{kept}/tags")
@@ -188,7 +145,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         page.wait_for_selector("#flash")
         assert page.locator("#tags .location").inner_text() == "records-room:B4"
         assert node.tags.get(archivist, tag.tag_hash).scan_count == 1
-        findings["tags"] = axe_findings(browser, page.context.cookies(), page.url)
+        findings["tags"] = browser.serious(page.url, page.context.cookies())
         page.check(f"#confirm-revoke-{short}")
         page.click(f"#revoke-{short}")
         page.wait_for_selector("#flash")
@@ -203,7 +160,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
 
         # 4. the PDF label sheet
         page.goto(f"{base}/console/labels")
-        findings["labels"] = axe_findings(browser, page.context.cookies(), page.url)
+        findings["labels"] = browser.serious(page.url, page.context.cookies())
         page.fill("#label-ids", f"{kept}\n{kept}")
         with page.expect_download() as sheet_info:
             page.click("#do-label-sheet")
@@ -218,7 +175,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert answer is not None
         assert answer.status == 403
         assert mpage.locator("h1").inner_text() == "无权访问"
-        findings["forbidden"] = axe_findings(browser, mpage.context.cookies(), mpage.url)
+        findings["forbidden"] = browser.serious(mpage.url, mpage.context.cookies())
         mcontext.close()
 
         # 6. member sign-in: the node's message, signed by the regulator's key, pasted back
@@ -226,7 +183,7 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         rpage = rcontext.new_page()
         rpage.goto(f"{base}/console/login")
         rpage.click("#member-link")
-        findings["member-login"] = axe_findings(browser, rpage.context.cookies(), rpage.url)
+        findings["member-login"] = browser.serious(rpage.url, rpage.context.cookies())
         rpage.fill("#member-address", regulator.address)
         rpage.select_option("#member-role", "regulator")
         rpage.click("#get-message")
@@ -234,8 +191,8 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         message = rpage.locator("#siwe-message").input_value()
         assert regulator.address in message
         rpage.screenshot(path=str(ARTIFACTS / "console-member-sign-in-zh.png"), full_page=True)
-        findings["member-message"] = axe_findings(
-            browser, [], f"{base}/console/member/login", then=_ask_for_message(regulator.address)
+        findings["member-message"] = browser.serious(
+            f"{base}/console/member/login", then=_ask_for_message(regulator.address)
         )
         rpage.fill("#signature", sign_message(message, b"\x01" * 32))  # another key
         rpage.click("#verify-sign-in")
@@ -252,13 +209,13 @@ def test_destruction_extension_tags_and_member_sign_in_in_the_browser(
         assert kept in rpage.locator("#holds").inner_text()
         assert "regulator" in rpage.locator("#who").inner_text()
         rpage.screenshot(path=str(ARTIFACTS / "console-holds-en.png"), full_page=True)
-        findings["holds"] = axe_findings(browser, rpage.context.cookies(), rpage.url)
+        findings["holds"] = browser.serious(rpage.url, rpage.context.cookies())
         rpage.goto(f"{base}/console/member/audit")
         rpage.fill("#audit-archive", kept)
         rpage.click("#do-audit")
         rpage.wait_for_selector("#access-rows, #no-rows")
-        findings["audit"] = axe_findings(
-            browser, rpage.context.cookies(), rpage.url, then=_query_audit(kept)
+        findings["audit"] = browser.serious(
+            rpage.url, rpage.context.cookies(), then=_query_audit(kept)
         )
         refused = rpage.goto(f"{base}/console/archives")  # staff pages are not a member's
         assert refused is not None

@@ -12,76 +12,39 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from eth_account import Account
 
 from anchoring.certificate import typed_message
 from node.principal import Role
 from tests.api.conftest import archive_metadata, issue_keys, real_pdf
-from tests.console.live import ARTIFACTS, CHROMIUM, NODE_MODULES, live_server
+from tests.console.live import ARTIFACTS, Browser, live_server
 from tests.fixtures.node import MakeNode
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-if not CHROMIUM.exists():  # .ci/run installs it; a developer without it is told, not failed
-    pytest.skip("needs Debian chromium at /usr/bin/chromium", allow_module_level=True)
-
-AXE = NODE_MODULES / "axe-core" / "axe.min.js"
 
 Doc = dict[str, Any]
 OTHER = "0x1111111111111111111111111111111111111111"  # EIP-55 (all digits), no member's
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+def verified_first(click: str) -> Callable[[Any], None]:
+    """Before axe runs: click ``click`` and wait for the verifier's outcome."""
+
+    def step(page: Any) -> None:
+        page.click(click)
+        page.wait_for_selector("#outcome[data-outcome]", timeout=30_000)
+
+    return step
 
 
-def axe_violations(
-    browser: Any, url: str, click: str | None = None, ready: str | None = None
-) -> list[dict[str, Any]]:
-    """Serious and critical axe-core violations of the page at ``url`` (after clicking ``click``
-    and waiting for the verifier's outcome). axe-core is injected as an inline script, which the
-    page's own CSP forbids, so this page alone is opened with CSP bypassed."""
-    context = browser.new_context(bypass_csp=True)
-    try:
-        page = context.new_page()
-        page.goto(url)
-        if click is not None:
-            page.click(click)
-            page.wait_for_selector("#outcome[data-outcome]", timeout=30_000)
-        if ready is not None:  # a page its own script renders: judge it once rendered
-            page.wait_for_selector(ready, timeout=60_000)
-        page.add_script_tag(path=str(AXE))
-        result: dict[str, Any] = page.evaluate("async () => await axe.run(document)")
-        found = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
-        print(
-            json.dumps(
-                [
-                    [
-                        v["id"],
-                        [
-                            (n["html"][:200], n.get("failureSummary", "")[:300])
-                            for n in v["nodes"][:4]
-                        ],
-                    ]
-                    for v in found
-                ],
-                indent=1,
-            )
-        )
-        return found
-    finally:
-        context.close()
+def rendered_first(ready: str) -> Callable[[Any], None]:
+    """Before axe runs on a page its own script renders: wait for ``ready``."""
+
+    def step(page: Any) -> None:
+        page.wait_for_selector(ready, timeout=60_000)
+
+    return step
 
 
 def cli_verify_all(files: list[Path], rpc_url: str, notary: str) -> dict[str, dict[str, Any]]:
@@ -320,7 +283,7 @@ def _certificate_cases(
 
 
 def test_browser_verifier_agrees_with_the_cli(
-    make_node: MakeNode, browser: Any, tmp_path: Path
+    make_node: MakeNode, browser: Browser, tmp_path: Path
 ) -> None:
     import httpx
 
@@ -492,7 +455,7 @@ def test_browser_verifier_agrees_with_the_cli(
             assert any("custody record agrees" in s for s in steps)
         assert any("EIP-712 signature" in s for s in steps)
         page.screenshot(path=str(ARTIFACTS / "public-valid-en.png"), full_page=True)
-        assert axe_violations(browser, f"{base}/v/{doomed}?lang=en", "#verify-here") == []
+        assert browser.axe(f"{base}/v/{doomed}?lang=en", then=verified_first("#verify-here")) == []
 
         zh = browser.new_page()
         zh.goto(f"{base}/v/{archive_id}")
@@ -501,13 +464,13 @@ def test_browser_verifier_agrees_with_the_cli(
         zh.wait_for_selector("#outcome[data-outcome]", timeout=60_000)
         assert "有效" in zh.locator("#outcome").inner_text()
         zh.screenshot(path=str(ARTIFACTS / "public-valid-zh.png"), full_page=True)
-        assert axe_violations(browser, f"{base}/v/{archive_id}", "#verify-here") == []
+        assert browser.axe(f"{base}/v/{archive_id}", then=verified_first("#verify-here")) == []
         # /docs once Swagger UI has rendered the operations (before that, axe sees an empty page)
-        assert axe_violations(browser, f"{base}/docs", ready=".swagger-ui .opblock") == []
+        assert browser.axe(f"{base}/docs", then=rendered_first(".swagger-ui .opblock")) == []
 
 
 def test_an_unreachable_chain_is_chain_unavailable_in_both(
-    make_node: MakeNode, browser: Any, tmp_path: Path
+    make_node: MakeNode, browser: Browser, tmp_path: Path
 ) -> None:
     """The browser's chain endpoint (``public_rpc_url``) and the CLI's ``--rpc`` both point
     where nothing answers: a genuine bundle is "chain unavailable" (exit 3), not invalid; a
