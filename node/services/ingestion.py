@@ -340,23 +340,22 @@ class IngestionService:
         encounter = self._encounter(doc.encounter_id)
         kind = doc.kind[:32]
 
-        def record_message(uow: UnitOfWork, archive: Archive) -> None:
-            uow.session.add(
-                IngestedMessage(
-                    source_system=source,
-                    message_id=message_id or f"archive:{archive.id}",
-                    kind=kind,
-                    archive_id=archive.id,
-                    patient_pseudonym=patient,
-                    encounter=encounter,
-                    class_rule=decided.class_rule[:96],
-                    sensitivity_rule=decided.sensitivity_rule[:96],
-                    received_at=uow.now,
-                )
-            )
+        def message_row(archive_id: str, now: datetime) -> dict[str, Any]:
+            """The ``ingested_messages`` row of the archive (written with the batch's others)."""
+            return {
+                "source_system": source,
+                "message_id": message_id or f"archive:{archive_id}",
+                "kind": kind,
+                "archive_id": archive_id,
+                "patient_pseudonym": patient,
+                "encounter": encounter,
+                "class_rule": decided.class_rule[:96],
+                "sensitivity_rule": decided.sensitivity_rule[:96],
+                "received_at": now,
+            }
 
         key = (source, message_id) if message_id is not None else None
-        item = NewContent(new, [doc.content], record_message)
+        item = NewContent(new, [doc.content], message=message_row)
         return _Plan(item=item, key=key, decided=decided, source=source, kind=kind)
 
     def remember_message(
@@ -516,7 +515,14 @@ class IngestionService:
             after = self.ledger.record(uow, archive, state, ReclassifyEvent, principal.actor, data)
             if deadline is not None:  # the same extension as RetentionService's
                 extend_retention(
-                    uow, self.ledger, archive, after, deadline, principal.actor, "reclassify", reason
+                    uow,
+                    self.ledger,
+                    archive,
+                    after,
+                    deadline,
+                    principal.actor,
+                    "reclassify",
+                    reason,
                 )
             metadata = dict(archive.metadata_json or {})
             if new_class is not state.record_class:
