@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +255,8 @@ class ArchiveService:
         self.policies = RetentionPolicies(settings.retention_years)
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
         self._reads_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def hospital(self) -> str:
@@ -293,29 +296,48 @@ class ArchiveService:
             self._check_media_type(item.new.media_type)
         keys = [(str(ULID()), crypto.new_key_material()) for _ in items]
         prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
+
+        def cut() -> tuple[list[str], list[Any]]:
+            # Search terms are cut here, not on the database writer's thread, which every
+            # write shares.
+            patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+            terms = [
+                index_terms(
+                    item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
+                )
+                for item in items
+            ]
+            return patients, terms
+
         if len(items) == 1:
+            patients, terms = cut()
             archive_id, material = keys[0]
             prepared.append(
                 (archive_id, material, self._store(archive_id, 1, material, items[0].content))
             )
         else:
-            # Stored from several threads at once; a store that can (the local one) skips each
-            # blob's fsyncs and makes the whole batch durable with one sync below, before the
-            # unit records any of them in one transaction.
+            # Stored from several threads at once (a pool kept by the service); a store that can
+            # (the local one) skips each blob's fsyncs and makes the whole batch durable with one
+            # sync below, before the unit records any of them in one transaction. Meanwhile this
+            # thread cuts the search terms (CPU beside the stores' I/O).
             deferred = isinstance(self.blobs, DeferredSyncStore)
-            with ThreadPoolExecutor(max_workers=min(_STORE_THREADS, len(items))) as pool:
-                futures = [
-                    pool.submit(
-                        self._store, archive_id, 1, material, item.content, durable=not deferred
-                    )
-                    for (archive_id, material), item in zip(keys, items, strict=True)
-                ]
-                failure: BaseException | None = None
-                for (archive_id, material), future in zip(keys, futures, strict=True):
-                    try:
-                        prepared.append((archive_id, material, future.result()))
-                    except BaseException as exc:
-                        failure = failure or exc
+            pool = self._store_pool()
+            futures = [
+                pool.submit(
+                    self._store, archive_id, 1, material, item.content, durable=not deferred
+                )
+                for (archive_id, material), item in zip(keys, items, strict=True)
+            ]
+            failure: BaseException | None = None
+            try:
+                patients, terms = cut()
+            except BaseException as exc:
+                failure = exc
+            for (archive_id, material), future in zip(keys, futures, strict=True):
+                try:
+                    prepared.append((archive_id, material, future.result()))
+                except BaseException as exc:
+                    failure = failure or exc
             if failure is None and deferred:
                 try:
                     cast(DeferredSyncStore, self.blobs).make_durable(
@@ -326,14 +348,6 @@ class ArchiveService:
             if failure is not None:
                 self._discard([stored for _, _, stored in prepared])
                 raise failure
-        patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
-        # Search terms are cut here, not on the database writer's thread, which every write shares.
-        terms = [
-            index_terms(
-                item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
-            )
-            for item in items
-        ]
 
         orm = any(item.within is not None for item in items)
 
@@ -361,6 +375,17 @@ class ArchiveService:
             return views
 
         return self._run_discarding(unit, *(stored for _, _, stored in prepared))
+
+    def _store_pool(self) -> ThreadPoolExecutor:
+        """The threads that encrypt and store a batch's blobs, started once (thread start-up
+        per batch showed in a profile); shut down when the service is collected."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=_STORE_THREADS, thread_name_prefix="blob-store"
+                )
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
 
     def _record_create(
         self,
