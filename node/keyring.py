@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -57,6 +58,28 @@ class KeyRing:
                 created_at=now,
             )
         )
+
+    def own_rows(
+        self, materials: Sequence[tuple[str, crypto.KeyMaterial]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """The ``wrapped_keys`` rows ``store_own`` would add for each (archive id, material), as
+        values for a Core multi-row insert (bulk creation)."""
+        kek_id, kek = self._keystore.current_kek()
+        holder = kek_holder(kek_id)
+        return [
+            {
+                "archive_id": archive_id,
+                "holder": holder,
+                "blob": crypto.wrap_key_material(
+                    kek, material, crypto.kek_wrap_aad(archive_id, kek_id)
+                ),
+                "purpose": None,
+                "expires_at": None,
+                "created_at": now,
+                "destroyed_at": None,
+            }
+            for archive_id, material in materials
+        ]
 
     def own(self, session: Session, archive_id: str) -> crypto.KeyMaterial:
         """This node's copy of the archive's key material (409 ``no_key`` when it holds none:

@@ -215,6 +215,11 @@ class Ledger:
             canonical_bytes(event), archive_id=event.archive_id, event_type=event.type, time=uow.now
         )
 
+    def remember_state(self, archive_id: str, head: bytes, state: ArchiveState) -> None:
+        """Cache the state of an archive whose row the caller writes itself (bulk creation by
+        Core inserts: ``ArchiveService._record_creates``), as ``settle`` does for an ORM row."""
+        self._remember(archive_id, head, state)
+
     def _remember(self, archive_id: str, head: bytes, state: ArchiveState) -> None:
         with self._lock:
             self._states[archive_id] = (head, state)

@@ -13,12 +13,17 @@ or PostgreSQL, local blob store, no anchoring schedule) in this process:
      the archives made above, Chinese and Latin queries: p50 / p95.
 
 Usage: .venv/bin/python scripts/bench_hospital_ingest.py [--quick] [--postgres URL]
+       [--parts bulk,single,mllp,search] [--profile PREFIX]
+``--parts`` runs only the named measures (default: all); ``--profile PREFIX`` writes cProfile
+statistics of the bulk import to PREFIX.caller (the calling thread: validation, classification,
+blob stores) and PREFIX.writer (the database writer's thread: the unit of work), pstats format.
 Everything lives in a temporary directory removed at the end. BENCHMARK ONLY keys and costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import random
 import socket
@@ -29,6 +34,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -82,6 +88,75 @@ def pipelined(port: int, first: int, total: int, window: int = 1000) -> float:
     return total / wall
 
 
+def bulk(
+    node: Any, principal: Any, docs: list[Any], total: int, batch: int, profile: str | None
+) -> tuple[str, str]:
+    """Durable archives/s of ``ingest_batch`` in batches of ``batch`` (optionally profiled)."""
+    caller = cProfile.Profile()
+    writer = cProfile.Profile()
+    if profile:  # the writer thread's profiler is enabled from inside that thread
+        node.committer.run(lambda _uow: writer.enable())
+        caller.enable()
+    start, cpu = time.perf_counter(), time.process_time()
+    for offset in range(10, total, batch):
+        node.ingestion.ingest_batch(principal, docs[offset : offset + batch])
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if profile:
+        caller.disable()
+        node.committer.run(lambda _uow: writer.disable())
+        caller.dump_stats(f"{profile}.caller")
+        writer.dump_stats(f"{profile}.writer")
+    return (
+        f"bulk import, 4 KB documents, batches of {batch} ({total - 10:,} docs): "
+        "durable archives/s; process CPU per archive (all threads, not the database server's)",
+        f"{(total - 10) / wall:,.0f}; {cpu / (total - 10) * 1e3:.2f} ms",
+    )
+
+
+def single(node: Any, principal: Any, docs: list[Any]) -> tuple[str, str]:
+    """One document per ``ingest`` call."""
+    timings = []
+    start = time.perf_counter()
+    for doc in docs:
+        began = time.perf_counter()
+        node.ingestion.ingest(principal, doc)
+        timings.append(time.perf_counter() - began)
+    wall = time.perf_counter() - start
+    return (
+        f"one document per call ({len(docs):,}): archives/s; p50 / p95",
+        f"{len(docs) / wall:,.0f}; "
+        f"{percentile(timings, 0.5) * 1e3:.2f} / {percentile(timings, 0.95) * 1e3:.2f} ms",
+    )
+
+
+def mllp(port: int, total: int) -> list[tuple[str, str]]:
+    """ORU^R01 over one connection: each waiting for its ACK, then pipelined (10× as many)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        pending = b""
+        start = time.perf_counter()
+        for i in range(total):
+            sock.sendall(b"\x0b" + oru(i) + b"\x1c\x0d")
+            while b"\x1c\x0d" not in pending:
+                pending += sock.recv(65536)
+            reply, pending = pending.split(b"\x1c\x0d", 1)
+            if b"MSA|AA" not in reply:
+                raise RuntimeError("an ORU was not accepted")
+        wall = time.perf_counter() - start
+    piped = total * 10
+    rate = pipelined(port, total, piped)
+    return [
+        (
+            f"HL7 ORU^R01 over one MLLP connection ({total:,}, each waits for its ACK): msg/s",
+            f"{total / wall:,.0f}",
+        ),
+        (
+            f"HL7 ORU^R01 over one MLLP connection ({piped:,}, pipelined, group commit, "
+            "ACK after commit): msg/s",
+            f"{rate:,.0f}",
+        ),
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     quick = args.quick
     bulk_total, batch, single_total, hl7_total = (
@@ -111,63 +186,22 @@ def run(args: argparse.Namespace) -> int:
                 principal = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "bench").secret)
                 docs = [document(i, rng) for i in range(bulk_total + single_total)]
                 node.ingestion.ingest_batch(principal, docs[:10])  # warm-up
-                start = time.perf_counter()
-                for offset in range(10, bulk_total, batch):
-                    node.ingestion.ingest_batch(principal, docs[offset : offset + batch])
-                wall = time.perf_counter() - start
-                rows.append(
-                    (
-                        f"bulk import, 4 KB documents, batches of {batch} "
-                        f"({bulk_total - 10:,} docs): durable archives/s",
-                        f"{(bulk_total - 10) / wall:,.0f}",
-                    )
-                )
-                timings = []
-                start = time.perf_counter()
-                for doc in docs[bulk_total:]:
-                    began = time.perf_counter()
-                    node.ingestion.ingest(principal, doc)
-                    timings.append(time.perf_counter() - began)
-                wall = time.perf_counter() - start
-                rows.append(
-                    (
-                        f"one document per call ({single_total:,}): archives/s; p50 / p95",
-                        f"{single_total / wall:,.0f}; "
-                        f"{percentile(timings, 0.5) * 1e3:.2f} / {percentile(timings, 0.95) * 1e3:.2f} ms",
-                    )
-                )
-                assert node.mllp is not None
-                with socket.create_connection(("127.0.0.1", node.mllp.port)) as sock:
-                    pending = b""
-                    start = time.perf_counter()
-                    for i in range(hl7_total):
-                        sock.sendall(b"\x0b" + oru(i) + b"\x1c\x0d")
-                        while b"\x1c\x0d" not in pending:
-                            pending += sock.recv(65536)
-                        reply, pending = pending.split(b"\x1c\x0d", 1)
-                        if b"MSA|AA" not in reply:
-                            raise RuntimeError("an ORU was not accepted")
-                    wall = time.perf_counter() - start
-                rows.append(
-                    (
-                        f"HL7 ORU^R01 over one MLLP connection ({hl7_total:,}, each waits for "
-                        "its ACK): msg/s",
-                        f"{hl7_total / wall:,.0f}",
-                    )
-                )
-                piped = hl7_total * 10
-                rate = pipelined(node.mllp.port, hl7_total, piped)
-                rows.append(
-                    (
-                        f"HL7 ORU^R01 over one MLLP connection ({piped:,}, pipelined, "
-                        "group commit, ACK after commit): msg/s",
-                        f"{rate:,.0f}",
-                    )
-                )
+                parts = set(args.parts.split(","))
+                if "bulk" in parts:
+                    rows.append(bulk(node, principal, docs, bulk_total, batch, args.profile))
+                if "single" in parts:
+                    rows.append(single(node, principal, docs[bulk_total:]))
+                if "mllp" in parts:
+                    assert node.mllp is not None
+                    rows.extend(mllp(node.mllp.port, hl7_total))
                 archives = bulk_total + single_total + hl7_total
                 for label, queries in (
-                    ("Chinese", ["胸痛", "冠状动脉", "出院小结", "血常规", "肺"]),
-                    ("Latin", ["chest", "follow", "ct", "summary pain", "nursing"]),
+                    ()
+                    if "search" not in parts
+                    else (
+                        ("Chinese", ["胸痛", "冠状动脉", "出院小结", "血常规", "肺"]),
+                        ("Latin", ["chest", "follow", "ct", "summary pain", "nursing"]),
+                    )
                 ):
                     times: list[float] = []
                     for _ in range(4):
@@ -205,6 +239,10 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server instead of SQLite")
+    parser.add_argument(
+        "--parts", default="bulk,single,mllp,search", help="measures to run (comma-separated)"
+    )
+    parser.add_argument("--profile", metavar="PREFIX", help="cProfile the bulk import")
     return run(parser.parse_args())
 
 

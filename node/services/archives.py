@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from time import monotonic
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, insert, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased, lazyload
 from ulid import ULID
 
@@ -66,9 +69,17 @@ from node.errors import (
     NodeError,
     NotFoundError,
 )
+from node.eventsplice import SplicedEvent
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
-from node.models import Archive, ArchiveVersion, BreakGlassWindow, IngestedMessage, SearchTerm
+from node.models import (
+    Archive,
+    ArchiveVersion,
+    BreakGlassWindow,
+    IngestedMessage,
+    SearchTerm,
+    WrappedKey,
+)
 from node.policy import PolicyAction, Relation
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
@@ -114,11 +125,16 @@ class NewArchive:
 @dataclass(frozen=True)
 class NewContent:
     """One archive of ``create_many``: its metadata, its content, and what else its unit of work
-    records (``within``, called with the recorded archive)."""
+    records: ``message``, the values of its ``ingested_messages`` row (given the archive's id
+    and the unit's time), and ``within``, called with the recorded archive's ORM row.
+
+    A batch without ``within`` is written by Core multi-row inserts (``_record_creates``); one
+    item with ``within`` makes the whole batch take the ORM path (``_record_create``)."""
 
     new: NewArchive
     content: Iterable[bytes]
     within: Callable[[UnitOfWork, Archive], None] | None = None
+    message: Callable[[str, datetime], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,8 @@ class ArchiveService:
         self.policies = RetentionPolicies(settings.retention_years)
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
         self._reads_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def hospital(self) -> str:
@@ -278,29 +296,48 @@ class ArchiveService:
             self._check_media_type(item.new.media_type)
         keys = [(str(ULID()), crypto.new_key_material()) for _ in items]
         prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
+
+        def cut() -> tuple[list[str], list[Any]]:
+            # Search terms are cut here, not on the database writer's thread, which every
+            # write shares.
+            patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
+            terms = [
+                index_terms(
+                    item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
+                )
+                for item in items
+            ]
+            return patients, terms
+
         if len(items) == 1:
+            patients, terms = cut()
             archive_id, material = keys[0]
             prepared.append(
                 (archive_id, material, self._store(archive_id, 1, material, items[0].content))
             )
         else:
-            # Stored from several threads at once; a store that can (the local one) skips each
-            # blob's fsyncs and makes the whole batch durable with one sync below, before the
-            # unit records any of them in one transaction.
+            # Stored from several threads at once (a pool kept by the service); a store that can
+            # (the local one) skips each blob's fsyncs and makes the whole batch durable with one
+            # sync below, before the unit records any of them in one transaction. Meanwhile this
+            # thread cuts the search terms (CPU beside the stores' I/O).
             deferred = isinstance(self.blobs, DeferredSyncStore)
-            with ThreadPoolExecutor(max_workers=min(_STORE_THREADS, len(items))) as pool:
-                futures = [
-                    pool.submit(
-                        self._store, archive_id, 1, material, item.content, durable=not deferred
-                    )
-                    for (archive_id, material), item in zip(keys, items, strict=True)
-                ]
-                failure: BaseException | None = None
-                for (archive_id, material), future in zip(keys, futures, strict=True):
-                    try:
-                        prepared.append((archive_id, material, future.result()))
-                    except BaseException as exc:
-                        failure = failure or exc
+            pool = self._store_pool()
+            futures = [
+                pool.submit(
+                    self._store, archive_id, 1, material, item.content, durable=not deferred
+                )
+                for (archive_id, material), item in zip(keys, items, strict=True)
+            ]
+            failure: BaseException | None = None
+            try:
+                patients, terms = cut()
+            except BaseException as exc:
+                failure = exc
+            for (archive_id, material), future in zip(keys, futures, strict=True):
+                try:
+                    prepared.append((archive_id, material, future.result()))
+                except BaseException as exc:
+                    failure = failure or exc
             if failure is None and deferred:
                 try:
                     cast(DeferredSyncStore, self.blobs).make_durable(
@@ -311,35 +348,44 @@ class ArchiveService:
             if failure is not None:
                 self._discard([stored for _, _, stored in prepared])
                 raise failure
-        patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
-        # Search terms are cut here, not on the database writer's thread, which every write shares.
-        terms = [
-            index_terms(
-                item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
-            )
-            for item in items
-        ]
+
+        orm = any(item.within is not None for item in items)
 
         def unit(uow: UnitOfWork) -> list[ArchiveView]:
-            recorded = [
-                self._record_create(uow, principal, item, archive_id, material, stored, patient)
-                for item, (archive_id, material, stored), patient in zip(
-                    items, prepared, patients, strict=True
-                )
-            ]
-            # One flush for the whole batch: the ORM inserts each table's rows together
-            # (a flush per archive was the largest cost of the writer's thread in a profile).
-            uow.session.flush()
-            rows = [
-                {"term": term, "archive_id": archive_id}
-                for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
-                for term in archive_terms
-            ]
-            if rows:  # Core executemany: no ORM bookkeeping per term
-                uow.session.connection().execute(insert(SearchTerm), rows)
-            return [ArchiveView.of(archive, [version]) for archive, version in recorded]
+            if orm:
+                recorded = [
+                    self._record_create(uow, principal, item, archive_id, material, stored, patient)
+                    for item, (archive_id, material, stored), patient in zip(
+                        items, prepared, patients, strict=True
+                    )
+                ]
+                # One flush for the whole batch: the ORM inserts each table's rows together.
+                uow.session.flush()
+                views = [ArchiveView.of(archive, [version]) for archive, version in recorded]
+            else:
+                views = self._record_creates(uow, principal, items, prepared, patients)
+            insert_terms(
+                uow.session.connection(),
+                [
+                    (term, archive_id)
+                    for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
+                    for term in archive_terms
+                ],
+            )
+            return views
 
         return self._run_discarding(unit, *(stored for _, _, stored in prepared))
+
+    def _store_pool(self) -> ThreadPoolExecutor:
+        """The threads that encrypt and store a batch's blobs, started once (thread start-up
+        per batch showed in a profile); shut down when the service is collected."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=_STORE_THREADS, thread_name_prefix="blob-store"
+                )
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
 
     def _record_create(
         self,
@@ -391,9 +437,150 @@ class ArchiveService:
             media_type=new.media_type,
         )
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
+        if item.message is not None:
+            uow.session.add(IngestedMessage(**item.message(archive_id, uow.now)))
         if item.within is not None:
             item.within(uow, archive)
         return archive, version
+
+    def _record_creates(
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        items: Sequence[NewContent],
+        prepared: Sequence[tuple[str, crypto.KeyMaterial, _Stored]],
+        patients: Sequence[str],
+    ) -> list[ArchiveView]:
+        """The rows and CREATE events of a batch, written by Core multi-row inserts (one
+        ``executemany`` per table) instead of ORM objects: the same rows, the same events, the
+        same checks as ``_record_create`` (tests/ingestion/test_bulk_create.py compares them).
+
+        Each CREATE event is built for the log's next index and checked by the lifecycle
+        (``Ledger.log_event``). Its canonical bytes come from ``node.eventsplice``: the first
+        event of each distinct (class, sensitivity, department, source, media type) is built and
+        validated by its pydantic model and encoded by ``canonical_bytes``; the others copy it
+        with only values this node made spliced in (log index, archive id, patient pseudonym,
+        commitment, ciphertext hash, size)."""
+        now = uow.now
+        actor = principal.actor
+        templates: dict[tuple[str, ...], tuple[CreateEvent, SplicedEvent]] = {}
+        archives: list[dict[str, Any]] = []
+        versions: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
+        views: list[ArchiveView] = []
+        today = datetime.now(UTC).date()
+        for item, (archive_id, _, stored), patient in zip(items, prepared, patients, strict=True):
+            new = item.new
+            index = uow.log.size
+            shape = (
+                new.record_class.value,
+                new.sensitivity.value,
+                new.department,
+                new.source_system,
+                new.media_type,
+            )
+            known = templates.get(shape)
+            raw: bytes | None
+            if known is None:
+                event = CreateEvent(
+                    hospital=self.hospital,
+                    log_index=index,
+                    archive_id=archive_id,
+                    actor=actor,
+                    time=now,
+                    prev=None,
+                    data=CreateData(
+                        record_class=new.record_class,
+                        sensitivity=new.sensitivity,
+                        department=new.department,
+                        patient=patient,
+                        source_system=new.source_system,
+                        version=1,
+                        commitment=stored.commitment,
+                        ciphertext_sha256=stored.ref.sha256,
+                        size=stored.size,
+                        media_type=new.media_type,
+                    ),
+                )
+                templates[shape] = (event, SplicedEvent(event, _CREATE_SPLICED))
+                raw = None  # canonical_bytes, by the general encoder
+            else:
+                first, splice = known
+                event = first.model_copy(
+                    update={
+                        "log_index": index,
+                        "archive_id": archive_id,
+                        "data": first.data.model_copy(
+                            update={
+                                "patient": patient,
+                                "commitment": stored.commitment,
+                                "ciphertext_sha256": stored.ref.sha256,
+                                "size": stored.size,
+                            }
+                        ),
+                    }
+                )
+                raw = splice.render(
+                    index, archive_id, patient, stored.commitment, stored.ref.sha256, stored.size
+                )
+            leaf, state = self.ledger.log_event(uow, archive_id, None, event, raw)
+            self.ledger.remember_state(archive_id, leaf, state)
+            trigger = datetime.combine(new.trigger_date or today, time(), UTC)
+            row: dict[str, Any] = {
+                "id": archive_id,
+                "record_class": new.record_class.value,
+                "sensitivity": new.sensitivity.value,
+                "department": new.department,
+                "title": new.title,
+                "patient_pseudonym": patient,
+                "source_system": new.source_system,
+                "metadata_json": new.metadata,
+                "search_text": search_text(new.title, new.metadata),
+                "state": state.status.value,
+                "custodian": self.hospital,
+                "trigger_date": trigger,
+                "retention_policy": None,
+                "retention_deadline": None,
+                "on_hold": state.on_hold,
+                "hold_by_regulator": state.on_hold and state.hold_by_regulator,
+                "current_version": 1,
+                "last_event_hash": leaf,
+                "event_count": 1,
+                "chain_status": "none",
+                "pending_recipient": None,
+                "created_by": actor,
+                "created_at": now,
+                "updated_at": now,
+                "archived_at": None,
+            }
+            version: dict[str, Any] = {
+                "archive_id": archive_id,
+                "version": 1,
+                "cid": stored.ref.cid,
+                "ciphertext_sha256": stored.ref.sha256,
+                "stored_size": stored.ref.size,
+                "size": stored.size,
+                "media_type": new.media_type,
+                "commitment": stored.commitment,
+                "filename": new.filename,
+                "created_at": now,
+                "blob_deleted_at": None,
+            }
+            archives.append(row)
+            versions.append(version)
+            if item.message is not None:
+                messages.append(item.message(archive_id, now))
+            views.append(_created_view(row, version))
+        keys = self.keyring.own_rows(
+            [(archive_id, material) for archive_id, material, _ in prepared], now
+        )
+        connection = uow.session.connection()
+        connection.execute(insert(Archive), archives)
+        connection.execute(insert(ArchiveVersion), versions)
+        connection.execute(insert(WrappedKey), keys)
+        if messages:
+            connection.execute(insert(IngestedMessage), messages)
+        return views
 
     def amend(
         self,
@@ -1060,6 +1247,89 @@ class ArchiveService:
                 self.blobs.delete(item.ref.cid)
             except Exception:  # the original error matters more; the blob is reported
                 log.exception("could not delete blob %s after a failed request", item.ref.cid)
+
+
+_INSERT_TERMS_QMARK = "INSERT INTO search_terms (term, archive_id) VALUES (?, ?)"
+_INSERT_TERMS = "INSERT INTO search_terms (term, archive_id) VALUES (%s, %s)"
+
+
+def insert_terms(connection: Connection, rows: list[tuple[str, str]]) -> None:
+    """Insert (term, archive id) rows of ``search_terms`` in the caller's transaction, sorted by
+    the primary key (neighbouring B-tree pages): binary ``COPY`` on PostgreSQL (psycopg 3), a
+    plain DB-API ``executemany`` elsewhere. A 4 KB document has about 40 terms, so SQLAlchemy's
+    per-row parameter processing cost more than the rows themselves (a profile of bulk import).
+    Driver errors are raised as SQLAlchemy's (``IntegrityError`` …)."""
+    if not rows:
+        return
+    rows.sort()
+    dialect = connection.dialect
+    if dialect.driver != "psycopg":
+        statement = _INSERT_TERMS_QMARK if dialect.paramstyle == "qmark" else _INSERT_TERMS
+        connection.exec_driver_sql(statement, rows)
+        return
+    import psycopg
+
+    driver = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    statement = "COPY search_terms (term, archive_id) FROM STDIN (FORMAT BINARY)"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(("varchar", "varchar"))
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+_CREATE_SPLICED = (
+    "log_index",
+    "archive_id",
+    "data.patient",
+    "data.commitment",
+    "data.ciphertext_sha256",
+    "data.size",
+)
+"""The fields of a CREATE event that differ between the archives of one template (all made by
+this node: ids, pseudonyms, hashes, sizes); every other value is validated once per template."""
+
+
+def _created_view(row: dict[str, Any], version: dict[str, Any]) -> ArchiveView:
+    """The view of an archive written by ``_record_creates`` (what ``ArchiveView.of`` gives for
+    the same rows)."""
+    return ArchiveView(
+        id=row["id"],
+        record_class=row["record_class"],
+        sensitivity=row["sensitivity"],
+        department=row["department"],
+        title=row["title"],
+        patient_pseudonym=row["patient_pseudonym"],
+        source_system=row["source_system"],
+        metadata=dict(row["metadata_json"]),
+        state=row["state"],
+        custodian=row["custodian"],
+        trigger_date=row["trigger_date"],
+        retention_policy=None,
+        retention_deadline=None,
+        on_hold=row["on_hold"],
+        hold_by_regulator=row["hold_by_regulator"],
+        current_version=1,
+        event_count=1,
+        chain_status=row["chain_status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        archived_at=None,
+        versions=(
+            VersionView(
+                version=1,
+                size=version["size"],
+                media_type=version["media_type"],
+                filename=version["filename"],
+                cid=version["cid"],
+                ciphertext_sha256=version["ciphertext_sha256"],
+                commitment=version["commitment"],
+                created_at=version["created_at"],
+            ),
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,13 +36,9 @@ from anchoring.events import (
     ReclassifyData,
     ReclassifyEvent,
     RecordClass,
-    RetentionExtendData,
-    RetentionExtendEvent,
     Sensitivity,
 )
-from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
-from anchoring.worker import enqueue_call
 from node.classification import (
     DEFAULT_RULES,
     Classification,
@@ -55,7 +51,7 @@ from node.db import Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import BatchRefusedError, ConflictError, InputError, NodeError
 from node.ledger import Ledger
-from node.models import Archive, IngestedMessage, RetentionChange
+from node.models import Archive, IngestedMessage
 from node.ocr import ocr_text
 from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
@@ -68,6 +64,7 @@ from node.services.archives import (
     search_text,
 )
 from node.services.records import ArchiveView
+from node.services.retention import extend_retention
 
 log = logging.getLogger(__name__)
 
@@ -343,23 +340,22 @@ class IngestionService:
         encounter = self._encounter(doc.encounter_id)
         kind = doc.kind[:32]
 
-        def record_message(uow: UnitOfWork, archive: Archive) -> None:
-            uow.session.add(
-                IngestedMessage(
-                    source_system=source,
-                    message_id=message_id or f"archive:{archive.id}",
-                    kind=kind,
-                    archive_id=archive.id,
-                    patient_pseudonym=patient,
-                    encounter=encounter,
-                    class_rule=decided.class_rule[:96],
-                    sensitivity_rule=decided.sensitivity_rule[:96],
-                    received_at=uow.now,
-                )
-            )
+        def message_row(archive_id: str, now: datetime) -> dict[str, Any]:
+            """The ``ingested_messages`` row of the archive (written with the batch's others)."""
+            return {
+                "source_system": source,
+                "message_id": message_id or f"archive:{archive_id}",
+                "kind": kind,
+                "archive_id": archive_id,
+                "patient_pseudonym": patient,
+                "encounter": encounter,
+                "class_rule": decided.class_rule[:96],
+                "sensitivity_rule": decided.sensitivity_rule[:96],
+                "received_at": now,
+            }
 
         key = (source, message_id) if message_id is not None else None
-        item = NewContent(new, [doc.content], record_message)
+        item = NewContent(new, [doc.content], message=message_row)
         return _Plan(item=item, key=key, decided=decided, source=source, kind=kind)
 
     def remember_message(
@@ -517,8 +513,17 @@ class IngestionService:
             )
             deadline = self._corrected_deadline(archive, state, new_class)
             after = self.ledger.record(uow, archive, state, ReclassifyEvent, principal.actor, data)
-            if deadline is not None:
-                self._extend_for_class(uow, archive, after, deadline, principal.actor, reason)
+            if deadline is not None:  # the same extension as RetentionService's
+                extend_retention(
+                    uow,
+                    self.ledger,
+                    archive,
+                    after,
+                    deadline,
+                    principal.actor,
+                    "reclassify",
+                    reason,
+                )
             metadata = dict(archive.metadata_json or {})
             if new_class is not state.record_class:
                 metadata["class_rule"] = CORRECTION_RULE
@@ -566,40 +571,6 @@ class IngestionService:
             return None
         deadline = new.deadline(state.trigger_date)
         return deadline if deadline > state.retention_deadline else None
-
-    def _extend_for_class(
-        self,
-        uow: UnitOfWork,
-        archive: Archive,
-        state: ArchiveState,
-        deadline: datetime,
-        actor: str,
-        reason: str,
-    ) -> None:
-        """RETENTION_EXTEND to the corrected class's deadline, the catalogue row, the local
-        reason (``retention_changes``, cause ``reclassify``) and ``extendRetention`` on chain."""
-        previous = state.retention_deadline
-        assert previous is not None
-        data = RetentionExtendData(previous_deadline=previous, new_deadline=deadline)
-        self.ledger.record(uow, archive, state, RetentionExtendEvent, actor, data)
-        archive.retention_deadline = deadline
-        uow.session.add(
-            RetentionChange(
-                archive_id=archive.id,
-                cause="reclassify",
-                actor=actor,
-                reason=reason,
-                previous_deadline=previous,
-                new_deadline=deadline,
-                created_at=uow.now,
-            )
-        )
-        enqueue_call(
-            uow.session,
-            "extendRetention",
-            [archive_key(archive.id), int(deadline.timestamp())],
-            archive_id=archive.id,
-        )
 
     def _archive_passing(
         self, principal: Principal, candidates: list[str], trigger_date: date

@@ -221,6 +221,49 @@ class EncounterOutcome:
     retriggered: int  # records not yet archived whose trigger date moved
 
 
+def extend_retention(
+    uow: UnitOfWork,
+    ledger: Ledger,
+    archive: Archive,
+    state: ArchiveState,
+    deadline: datetime,
+    actor: str,
+    cause: str,
+    reason: str | None,
+) -> ArchiveState:
+    """Move an archived record's deadline to ``deadline`` in the caller's unit: RETENTION_EXTEND
+    (checked by the lifecycle), the catalogue row, the local reason (``retention_changes``, with
+    ``cause``) and ``extendRetention`` queued for the chain. Every retention extension goes
+    through here (a request, an encounter, a disposition decision, a reclassification)."""
+    previous = state.retention_deadline
+    if previous is None:
+        raise ConflictError(
+            f"archive {archive.id} is not archived: it has no retention deadline yet",
+            code="not_archived",
+        )
+    data = RetentionExtendData(previous_deadline=previous, new_deadline=deadline)
+    new_state = ledger.record(uow, archive, state, RetentionExtendEvent, actor, data)
+    archive.retention_deadline = deadline
+    uow.session.add(
+        RetentionChange(
+            archive_id=archive.id,
+            cause=cause,
+            actor=actor,
+            reason=reason,
+            previous_deadline=previous,
+            new_deadline=deadline,
+            created_at=uow.now,
+        )
+    )
+    enqueue_call(
+        uow.session,
+        "extendRetention",
+        [archive_key(archive.id), int(deadline.timestamp())],
+        archive_id=archive.id,
+    )
+    return new_state
+
+
 class RetentionService:
     """Deadlines, encounter triggers and disposition review on one hospital node."""
 
@@ -308,34 +351,8 @@ class RetentionService:
         reason: str | None,
     ) -> ArchiveState:
         """RETENTION_EXTEND (checked by the lifecycle), the catalogue row, the local reason and
-        ``extendRetention`` on chain, all in the caller's unit."""
-        previous = state.retention_deadline
-        if previous is None:
-            raise ConflictError(
-                f"archive {archive.id} is not archived: it has no retention deadline yet",
-                code="not_archived",
-            )
-        data = RetentionExtendData(previous_deadline=previous, new_deadline=deadline)
-        new_state = self.ledger.record(uow, archive, state, RetentionExtendEvent, actor, data)
-        archive.retention_deadline = deadline
-        uow.session.add(
-            RetentionChange(
-                archive_id=archive.id,
-                cause=cause,
-                actor=actor,
-                reason=reason,
-                previous_deadline=previous,
-                new_deadline=deadline,
-                created_at=uow.now,
-            )
-        )
-        enqueue_call(
-            uow.session,
-            "extendRetention",
-            [archive_key(archive.id), int(deadline.timestamp())],
-            archive_id=archive.id,
-        )
-        return new_state
+        ``extendRetention`` on chain, all in the caller's unit (``extend_retention``)."""
+        return extend_retention(uow, self.ledger, archive, state, deadline, actor, cause, reason)
 
     # -- encounters ----------------------------------------------------------------------------
 
