@@ -276,9 +276,11 @@ class Ledger:
                     for s in settled
                 ],
             )
-        for s in settled:
-            loaded = session.identity_map.get(session.identity_key(Archive, s.archive_id))
-            if isinstance(loaded, Archive):  # keep the session's copy true to the row
+        by_id = {s.archive_id: s for s in settled}
+        for key in list(session.identity_map.keys()):  # keep the session's copies true to the rows
+            s = by_id.get(key[1][0]) if key[0] is Archive else None
+            loaded = session.identity_map.get(key) if s is not None else None
+            if s is not None and isinstance(loaded, Archive):
                 for name, value in (
                     ("last_event_hash", s.leaf),
                     ("event_count", s.event_count),
@@ -288,6 +290,7 @@ class Ledger:
                     ("updated_at", uow.now),
                 ):
                     set_committed_value(loaded, name, value)
+        for s in settled:
             self._remember(s.archive_id, s.leaf, s.state)
 
     def cached(self, archive_id: str, head: bytes) -> ArchiveState | None:
