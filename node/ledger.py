@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from anchoring import lifecycle, merkle, storage
 from anchoring.events import Event, canonical_bytes, parse_event
@@ -31,6 +32,30 @@ STATE_CACHE_SIZE = 10_000
 def normalise_id(archive_id: str) -> str:
     """An archive id as stored: ULIDs are upper case."""
     return archive_id.strip().upper()
+
+
+class Settled(NamedTuple):
+    """One archive row for ``Ledger.settle_many``: its new head (leaf hash of its last event),
+    lifecycle state and event count (the new total)."""
+
+    archive_id: str
+    leaf: bytes
+    state: ArchiveState
+    event_count: int
+
+
+_SETTLE_UNNEST = (
+    "UPDATE archives AS a SET last_event_hash = v.last_event_hash, event_count = v.event_count, "
+    "state = v.state, on_hold = v.on_hold, hold_by_regulator = v.hold_by_regulator, "
+    "updated_at = %s "
+    "FROM unnest(%s::varchar[], %s::bytea[], %s::integer[], %s::varchar[], %s::boolean[], "
+    "%s::boolean[]) AS v(id, last_event_hash, event_count, state, on_hold, hold_by_regulator) "
+    "WHERE a.id = v.id"
+)
+_SETTLE_EACH = (
+    "UPDATE archives SET last_event_hash = {mark}, event_count = {mark}, state = {mark}, "
+    "on_hold = {mark}, hold_by_regulator = {mark}, updated_at = {mark} WHERE id = {mark}"
+)
 
 
 class Ledger:
@@ -207,6 +232,73 @@ class Ledger:
         archive.hold_by_regulator = state.on_hold and state.hold_by_regulator
         archive.updated_at = uow.now
         self._remember(archive.id, leaf, state)
+
+    def settle_many(self, uow: UnitOfWork, settled: Sequence[Settled]) -> None:
+        """``settle`` for many archive rows at once, without loading them as ORM objects (bulk
+        paths: fixity audits): one ``UPDATE … FROM unnest(…)`` on PostgreSQL, one executemany
+        elsewhere. The rows must be locked by the caller's unit of work (``FOR UPDATE``); copies
+        of them already in the session are brought up to date, not expired."""
+        if not settled:
+            return
+        session = uow.session
+        connection = session.connection()
+        dialect = connection.dialect
+        if dialect.name == "postgresql":
+            connection.exec_driver_sql(
+                _SETTLE_UNNEST,
+                (
+                    uow.now,
+                    [s.archive_id for s in settled],
+                    [s.leaf for s in settled],
+                    [s.event_count for s in settled],
+                    [s.state.status.value for s in settled],
+                    [s.state.on_hold for s in settled],
+                    [s.state.on_hold and s.state.hold_by_regulator for s in settled],
+                ),
+            )
+        else:
+            column = Archive.__table__.c.updated_at
+            to_db = column.type.dialect_impl(dialect).bind_processor(dialect)
+            now = to_db(uow.now) if to_db else uow.now
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            connection.exec_driver_sql(
+                _SETTLE_EACH.format(mark=mark),
+                [
+                    (
+                        s.leaf,
+                        s.event_count,
+                        s.state.status.value,
+                        s.state.on_hold,
+                        s.state.on_hold and s.state.hold_by_regulator,
+                        now,
+                        s.archive_id,
+                    )
+                    for s in settled
+                ],
+            )
+        by_id = {s.archive_id: s for s in settled}
+        for key in list(session.identity_map.keys()):  # keep the session's copies true to the rows
+            s = by_id.get(key[1][0]) if key[0] is Archive else None
+            loaded = session.identity_map.get(key) if s is not None else None
+            if s is not None and isinstance(loaded, Archive):
+                for name, value in (
+                    ("last_event_hash", s.leaf),
+                    ("event_count", s.event_count),
+                    ("state", s.state.status.value),
+                    ("on_hold", s.state.on_hold),
+                    ("hold_by_regulator", s.state.on_hold and s.state.hold_by_regulator),
+                    ("updated_at", uow.now),
+                ):
+                    set_committed_value(loaded, name, value)
+        for s in settled:
+            self._remember(s.archive_id, s.leaf, s.state)
+
+    def cached(self, archive_id: str, head: bytes) -> ArchiveState | None:
+        """The cached lifecycle state of the archive whose last event has leaf hash ``head``
+        (None when not cached at that head: ``state`` or ``states`` replays it)."""
+        with self._lock:
+            cached = self._states.get(archive_id)
+        return cached[1] if cached is not None and cached[0] == head else None
 
     def append_side_event(self, uow: UnitOfWork, event: Event) -> None:
         """Append an event that moves no archive's main chain (a grantee's read under a share

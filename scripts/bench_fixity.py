@@ -17,34 +17,48 @@ Both read files the page cache already holds (the set is read once before timing
 compares the audit's overhead with the cost of hashing, not disk speed. Reported: MB/s and
 archives/s of each, and audit ÷ plain (target ≥ 0.8) from the medians; on a shared machine also
 the median of the per-round ratios (each round's plain read and audit run back to back) and the
-ratio of the best rounds (the least disturbed).
+ratio of the best rounds (the least disturbed). Because wall-clock figures on a loaded machine
+vary by a factor of two or more, the CPU time spent is printed too (medians, per version): this
+process's (every thread) for each, and for the audit on PostgreSQL also the server processes
+of the benchmark's own connections (read from ``/proc``, so only for a server on this machine;
+found by ``application_name``). CPU time does not depend on how many other processes compete
+for the cores nearly as much as wall time does.
+
+``--profile`` prints cProfile figures of the audit's main thread and of its units of work (the
+function each runs on the database writer's thread; not the commit itself).
 
 Usage: .venv/bin/python scripts/bench_fixity.py [--archives N] [--size BYTES] [--rounds R]
-                                                [--workers W] [--postgres URL]
+                                                [--batch B] [--workers W] [--postgres URL]
+                                                [--profile]
 Everything lives in a temporary directory removed at the end. Cheap keystore cost: BENCHMARK ONLY.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
+import io
 import os
 import platform
+import pstats
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from anchoring.events import RecordClass, Sensitivity
 from node import migrations
 from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
-from node.db import Database, GroupCommitter
+from node.db import Database, GroupCommitter, UnitOfWork
 from node.keyring import KeyRing
 from node.keystore import DEV_PASSPHRASE, Keystore
 from node.ledger import Ledger
@@ -56,6 +70,48 @@ from node.services.archives import ArchiveService, NewArchive
 from node.services.audits import AuditScope, FixityAuditService
 
 MB = 1_000_000
+T = TypeVar("T")
+
+
+class _ProfiledUnits:
+    """The group committer, with each unit of work's function profiled on the writer thread."""
+
+    def __init__(self, units: GroupCommitter) -> None:
+        self.units = units
+        self.profile = cProfile.Profile()
+
+    def run(self, fn: Callable[[UnitOfWork], T], timeout: float | None = 120.0) -> T:
+        def profiled(uow: UnitOfWork) -> T:
+            self.profile.enable()
+            try:
+                return fn(uow)
+            finally:
+                self.profile.disable()
+
+        return self.units.run(profiled, timeout)
+
+
+def _server_cpu(admin: Engine, application: str) -> Callable[[], float | None]:
+    """CPU seconds used so far by the PostgreSQL server processes of this benchmark's
+    connections (None when the server does not run on this machine)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float | None:
+        with admin.connect() as conn:
+            pids = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": application},
+            ).scalars()
+            total = 0
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    return None
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    return used
 
 
 def _plain(paths: list[Path]) -> int:
@@ -74,26 +130,35 @@ def main() -> int:
     parser.add_argument("--archives", type=int, default=200)
     parser.add_argument("--size", type=int, default=1 << 20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=NodeSettings().fixity_batch_size)
     parser.add_argument("--workers", type=int, default=NodeSettings().fixity_read_workers)
     parser.add_argument("--postgres", default=None)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-fixity-") as tmp:
         root = Path(tmp)
         schema = None
+        server_cpu: Callable[[], float | None] = lambda: None  # noqa: E731
         if args.postgres:
             schema = f"bench_{secrets.token_hex(4)}"
             admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             url = make_url(args.postgres)
-            url = url.set(query={**url.query, "options": f"-csearch_path={schema}"})
+            url = url.set(
+                query={
+                    **url.query,
+                    "options": f"-csearch_path={schema}",
+                    "application_name": schema,
+                }
+            )
             database_url = url.render_as_string(hide_password=False)
+            server_cpu = _server_cpu(admin, schema)
         else:
             database_url = f"sqlite:///{root / 'node.db'}"
         try:
-            return _run(args, root, database_url)
+            return _run(args, root, database_url, server_cpu)
         finally:
             if schema is not None:
                 with admin.connect() as conn:
@@ -101,7 +166,12 @@ def main() -> int:
                 admin.dispose()
 
 
-def _run(args: argparse.Namespace, root: Path, database_url: str) -> int:
+def _run(
+    args: argparse.Namespace,
+    root: Path,
+    database_url: str,
+    server_cpu: Callable[[], float | None],
+) -> int:
     keystore = Keystore.create(root / "keystore.json", DEV_PASSPHRASE, scrypt_n=2**10)
     settings = NodeSettings(
         mode="dev",
@@ -128,8 +198,14 @@ def _run(args: argparse.Namespace, root: Path, database_url: str) -> int:
         pseudonyms=Pseudonyms(keystore.pseudonym_secret),
     )
     alerts = AlertService(db=db, units=units)
+    profiled = _ProfiledUnits(units) if args.profile else None
     fixity = FixityAuditService(
-        settings=settings, db=db, units=units, ledger=ledger, blobs=blobs, alerts=alerts
+        settings=settings,
+        db=db,
+        units=profiled or units,
+        ledger=ledger,
+        blobs=blobs,
+        alerts=alerts,
     )
     principal = Principal(key_id=1, name="bench", role=Role.ARCHIVIST, actor="ab" * 32)
     payload = os.urandom(args.size)
@@ -159,14 +235,26 @@ def _run(args: argparse.Namespace, root: Path, database_url: str) -> int:
 
     load_before = os.getloadavg()
     plain_times, audit_times = [], []
+    plain_cpu, audit_cpu, audit_server_cpu = [], [], []
+    main_profile = cProfile.Profile() if args.profile else None
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         read = _plain(paths)
         plain_times.append(time.perf_counter() - t0)
+        plain_cpu.append(time.process_time() - c0)
         assert read == stored
-        t0 = time.perf_counter()
+        s0 = server_cpu()
+        c0, t0 = time.process_time(), time.perf_counter()
+        if main_profile is not None:
+            main_profile.enable()
         report = fixity.audit(None, AuditScope())
+        if main_profile is not None:
+            main_profile.disable()
         audit_times.append(time.perf_counter() - t0)
+        audit_cpu.append(time.process_time() - c0)
+        s1 = server_cpu()
+        if s0 is not None and s1 is not None:
+            audit_server_cpu.append(s1 - s0)
         assert report.checked == args.archives
         assert report.failed == 0
         assert report.bytes_read == stored
@@ -195,6 +283,19 @@ def _run(args: argparse.Namespace, root: Path, database_url: str) -> int:
     print(f"median of per-round ratios: {paired:.3f}; best round / best round: {best:.3f}")
     print(f"rounds plain: {[round(t, 3) for t in plain_times]}")
     print(f"rounds audit: {[round(t, 3) for t in audit_times]}")
+    per_version = 1000 / args.archives  # ms per version from seconds per run
+    cpu = (
+        f"CPU ms per version (medians): plain {statistics.median(plain_cpu) * per_version:.3f}; "
+        f"audit {statistics.median(audit_cpu) * per_version:.3f} (this process, every thread)"
+    )
+    if audit_server_cpu:
+        cpu += f" + {statistics.median(audit_server_cpu) * per_version:.3f} (PostgreSQL server)"
+    print(cpu)
+    if main_profile is not None and profiled is not None:
+        for name, profile in (("main thread", main_profile), ("units of work", profiled.profile)):
+            out = io.StringIO()
+            pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(30)
+            print(f"--- profile: {name} (all rounds)\n{out.getvalue()}")
     return 0
 
 

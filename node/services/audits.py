@@ -29,8 +29,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, lazyload, load_only
 
 from anchoring.errors import AnchoringError
@@ -42,7 +44,7 @@ from node.config import NodeSettings
 from node.db import Clock, Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import InputError, NodeError
 from node.eventsplice import SplicedEvent
-from node.ledger import Ledger, normalise_id
+from node.ledger import Ledger, Settled, normalise_id
 from node.models import Archive, ArchiveVersion, AuditCursor, CatalogueState, FixityStatus
 from node.principal import Action, Principal
 
@@ -52,6 +54,8 @@ _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 MISSING_SHA256 = "0" * 64
 """The hash a failing FIXITY_CHECK reports when no bytes could be read."""
 MAX_AUDIT_ARCHIVES = 1000
+READ_GROUP = 16
+"""At most this many blobs (together at most ``read_size`` bytes) are read by one reader task."""
 FIXITY_CURSOR = "fixity"
 # What the audit reads of an archive row (not its metadata or search text: a batch loads 100).
 _ARCHIVE_COLUMNS = load_only(
@@ -154,6 +158,7 @@ class _Target:
     cid: str
     row_sha256: str
     stored_size: int
+    head: bytes  # the archive row's last event hash when the batch was listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +170,26 @@ class _Read:
     problem: FixityProblem | None  # BLOB_MISSING or BLOB_UNREADABLE, else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """One version of a batch being read: what the log recorded for it, and where its read's
+    result will be (small blobs are read several to a task: ``slot`` in its list)."""
+
+    target: _Target
+    expected: str
+    future: Future[list[_Read]]
+    slot: int
+
+    def result(self) -> _Read:
+        return self.future.result()[self.slot]
+
+
 @dataclass
 class _Prepared:
     """One batch whose blobs are being read: what the log recorded for each, the reads in
     flight, the alerts found before reading, and the cursor position its commit moves to."""
 
-    reads: list[tuple[_Target, str, Future[_Read]]]
+    reads: list[_Pending]
     notices: list[AlertNotice]
     skipped: int
     position: int | None
@@ -333,6 +352,7 @@ class FixityAuditService:
                 ArchiveVersion.cid,
                 ArchiveVersion.ciphertext_sha256,
                 ArchiveVersion.stored_size,
+                Archive.last_event_hash,
             )
             .join(Archive, Archive.id == ArchiveVersion.archive_id)
             .where(
@@ -354,24 +374,47 @@ class FixityAuditService:
             return [_Target(*row) for row in session.execute(query).all()]
 
     def _expected(self, targets: Sequence[_Target]) -> tuple[dict[str, ArchiveState], list[str]]:
-        """Lifecycle states of the targets' archives; ids whose log and catalogue disagree."""
+        """Lifecycle states of the targets' archives (the ledger's cache at the head each row had
+        when listed; the others replayed, together); ids whose log and catalogue disagree."""
         states: dict[str, ArchiveState] = {}
+        missing: set[str] = set()
+        for target in targets:
+            if target.archive_id in states or target.archive_id in missing:
+                continue
+            state = self.ledger.cached(target.archive_id, target.head)
+            if state is None:
+                missing.add(target.archive_id)
+            else:
+                states[target.archive_id] = state
         broken: list[str] = []
+        if not missing:
+            return states, broken
         with self.db.session() as session:
-            rows = session.execute(
-                select(Archive)
-                .where(Archive.id.in_({t.archive_id for t in targets}))
-                .order_by(Archive.id)
-                .options(lazyload(Archive.versions), _ARCHIVE_COLUMNS)
-            ).scalars()
-            for archive in rows:
-                archive_id = archive.id
-                try:
-                    states[archive_id] = self.ledger.state(session, archive)
-                except (NodeError, AnchoringError) as exc:
-                    log.error("fixity audit: archive %s: %s", archive_id, exc)
-                    broken.append(archive_id)
+            rows = (
+                session.execute(
+                    select(Archive)
+                    .where(Archive.id.in_(missing))
+                    .order_by(Archive.id)
+                    .options(lazyload(Archive.versions), _ARCHIVE_COLUMNS)
+                )
+                .scalars()
+                .all()
+            )
+            try:
+                states.update(self.ledger.states(session, rows))
+            except (NodeError, AnchoringError):  # one at a time, to tell which
+                for archive in rows:
+                    archive_id = archive.id
+                    try:
+                        states[archive_id] = self.ledger.state(session, archive)
+                    except (NodeError, AnchoringError) as exc:
+                        log.error("fixity audit: archive %s: %s", archive_id, exc)
+                        broken.append(archive_id)
         return states, broken
+
+    def _read_all(self, cids: Sequence[str], throttle: Throttle) -> list[_Read]:
+        """Read and hash a few blobs, in order (one reader task)."""
+        return [self._read(cid, throttle) for cid in cids]
 
     def _read(self, cid: str, throttle: Throttle) -> _Read:
         """Read one blob through the store and hash it (in a reader thread)."""
@@ -396,7 +439,8 @@ class FixityAuditService:
         throttle: Throttle,
     ) -> _Prepared:
         """Look up what the log recorded for each version of ``batch`` and start reading the
-        blobs of those it recorded (the others are skipped)."""
+        blobs of those it recorded (the others are skipped). Small blobs are read several to a
+        task (up to ``read_size`` bytes or ``READ_GROUP`` blobs), in batch order."""
         states, broken = self._expected(batch)
         prepared = _Prepared(
             reads=[],
@@ -409,6 +453,8 @@ class FixityAuditService:
             skipped=0,
             position=position,
         )
+        group: list[tuple[_Target, str]] = []
+        group_bytes = 0
         for target in batch:
             state = states.get(target.archive_id)
             recorded = (
@@ -428,9 +474,29 @@ class FixityAuditService:
                         {"version": target.version, "field": "ciphertext_sha256"},
                     )
                 )
-            future = pool.submit(self._read, target.cid, throttle)
-            prepared.reads.append((target, recorded.ciphertext_sha256, future))
+            if group and (
+                group_bytes + target.stored_size > self.read_size or len(group) >= READ_GROUP
+            ):
+                self._submit(group, pool, throttle, prepared)
+                group, group_bytes = [], 0
+            group.append((target, recorded.ciphertext_sha256))
+            group_bytes += target.stored_size
+        if group:
+            self._submit(group, pool, throttle, prepared)
         return prepared
+
+    def _submit(
+        self,
+        group: list[tuple[_Target, str]],
+        pool: ThreadPoolExecutor,
+        throttle: Throttle,
+        prepared: _Prepared,
+    ) -> None:
+        future = pool.submit(self._read_all, [target.cid for target, _ in group], throttle)
+        prepared.reads.extend(
+            _Pending(target, expected, future, slot)
+            for slot, (target, expected) in enumerate(group)
+        )
 
     def _commit(
         self, prepared: _Prepared, actor: str, cycle_started: datetime | None
@@ -446,15 +512,15 @@ class FixityAuditService:
         while True:
             end = min(start + least, len(reads))
             chunk = [
-                _observed(target, expected, f.result()) for target, expected, f in reads[start:end]
+                _observed(read.target, read.expected, read.result()) for read in reads[start:end]
             ]
-            while end < len(reads) and reads[end][2].done():
-                target, expected, future = reads[end]
-                chunk.append(_observed(target, expected, future.result()))
+            while end < len(reads) and reads[end].future.done():
+                read = reads[end]
+                chunk.append(_observed(read.target, read.expected, read.result()))
                 end += 1
             position = prepared.position
             if position is not None and end < len(reads):
-                position = reads[end - 1][0].version_id
+                position = reads[end - 1].target.version_id
             cursor = (
                 (position, cycle_started)
                 if position is not None and cycle_started is not None
@@ -483,27 +549,48 @@ class FixityAuditService:
             by_archive: dict[str, list[_Observed]] = {}
             for seen in observed:
                 by_archive.setdefault(seen.target.archive_id, []).append(seen)
+            # The rows are locked and read as plain columns (no ORM objects), and settled by
+            # one statement for the unit (``Ledger.settle_many``).
             rows = {
                 row.id: row
                 for row in uow.session.execute(
-                    select(Archive)
+                    select(
+                        Archive.id,
+                        Archive.custodian,
+                        Archive.state,
+                        Archive.last_event_hash,
+                        Archive.event_count,
+                    )
                     .where(Archive.id.in_(sorted(by_archive)))
                     .order_by(Archive.id)
-                    .options(lazyload(Archive.versions), _ARCHIVE_COLUMNS)
                     .with_for_update()
-                ).scalars()
+                )
             }
+            settled: list[Settled] = []
             # FIXITY_CHECK events of one unit differ only in the spliced fields (bulk, as
             # ACCESS events are logged: node.eventsplice).
             spliced: tuple[FixityCheckEvent, SplicedEvent] | None = None
             for archive_id, items in by_archive.items():
-                archive = rows[archive_id]
-                try:
-                    state = self.ledger.state(uow.session, archive)
-                except (NodeError, AnchoringError):
-                    continue
-                if not self.ledger.holds(archive) or archive.state not in AUDITABLE_STATES:
+                row = rows.get(archive_id)
+                if (
+                    row is None
+                    or row.custodian != self.ledger.hospital
+                    or row.state not in AUDITABLE_STATES
+                ):
                     continue  # changed while the blobs were read
+                state = self.ledger.cached(archive_id, row.last_event_hash)
+                if state is None:
+                    try:
+                        state = self.ledger.state(
+                            uow.session,
+                            uow.session.get_one(
+                                Archive,
+                                archive_id,
+                                options=[lazyload(Archive.versions), _ARCHIVE_COLUMNS],
+                            ),
+                        )
+                    except (NodeError, AnchoringError):
+                        continue
                 leaf, count = None, 0
                 for seen in items:
                     ok = seen.problem is None
@@ -551,7 +638,8 @@ class FixityAuditService:
                     count += 1
                     logged.append(seen)
                 if leaf is not None:
-                    self.ledger.settle(uow, archive, leaf, state, count)
+                    settled.append(Settled(archive_id, leaf, state, row.event_count + count))
+            self.ledger.settle_many(uow, settled)
             if logged:
                 _statuses(uow.session, logged, uow.now)
             if cursor is not None:
@@ -605,35 +693,72 @@ def _observed(target: _Target, expected: str, read: _Read) -> _Observed:
 
 
 def _statuses(session: Session, logged: Sequence[_Observed], now: datetime) -> None:
-    """Bring the ``fixity_status`` rows of the checked versions up to date: the old rows
-    deleted and the new ones inserted, two statements per batch (no ORM objects per row)."""
-    ids = [seen.target.version_id for seen in logged]
-    session.execute(delete(FixityStatus).where(FixityStatus.version_id.in_(ids)))
-    session.execute(
-        insert(FixityStatus),
-        [
-            {
-                "version_id": seen.target.version_id,
-                "archive_id": seen.target.archive_id,
-                "checked_at": now,
-                "ok": seen.problem is None,
-                "observed_sha256": seen.sha256 if seen.size is not None else None,
-                "problem": seen.problem.value if seen.problem is not None else None,
-            }
-            for seen in logged
-        ],
+    """Bring the ``fixity_status`` rows of the checked versions up to date: inserted, or
+    replaced where they exist (``ON CONFLICT … DO UPDATE``): one statement for the unit on
+    PostgreSQL (``unnest`` of arrays), one executemany on SQLite; no ORM objects."""
+    connection = session.connection()
+    dialect = connection.dialect
+    rows = [
+        (
+            seen.target.version_id,
+            seen.target.archive_id,
+            seen.problem is None,
+            seen.sha256 if seen.size is not None else None,
+            seen.problem.value if seen.problem is not None else None,
+        )
+        for seen in logged
+    ]
+    if dialect.name == "postgresql":
+        version_ids, archive_ids, oks, observed, problems = (
+            list(c) for c in zip(*rows, strict=True)
+        )
+        connection.exec_driver_sql(
+            _UPSERT_STATUSES_UNNEST, (now, version_ids, archive_ids, oks, observed, problems)
+        )
+        return
+    to_db = FixityStatus.__table__.c.checked_at.type.dialect_impl(dialect).bind_processor(dialect)
+    checked_at = to_db(now) if to_db else now
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(
+        _UPSERT_STATUSES.format(mark=mark),
+        [(version_id, archive_id, checked_at, *rest) for version_id, archive_id, *rest in rows],
     )
+
+
+_STATUS_UPDATE = (
+    "ON CONFLICT (version_id) DO UPDATE SET archive_id = excluded.archive_id, "
+    "checked_at = excluded.checked_at, ok = excluded.ok, "
+    "observed_sha256 = excluded.observed_sha256, problem = excluded.problem"
+)
+_UPSERT_STATUSES_UNNEST = (
+    "INSERT INTO fixity_status (version_id, archive_id, checked_at, ok, observed_sha256, problem) "
+    "SELECT v.version_id, v.archive_id, %s, v.ok, v.observed_sha256, v.problem "
+    "FROM unnest(%s::bigint[], %s::varchar[], %s::boolean[], %s::varchar[], %s::varchar[]) "
+    "AS v(version_id, archive_id, ok, observed_sha256, problem) " + _STATUS_UPDATE
+)
+_UPSERT_STATUSES = (
+    "INSERT INTO fixity_status (version_id, archive_id, checked_at, ok, observed_sha256, problem) "
+    "VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark}) " + _STATUS_UPDATE
+)
 
 
 def _cursor_row(
     session: Session, now: datetime, position: int, started: datetime, *, completed: bool
 ) -> None:
-    row = session.get(AuditCursor, FIXITY_CURSOR)
-    if row is None:
-        row = AuditCursor(name=FIXITY_CURSOR, position=position)
-        session.add(row)
-    row.position = position
-    row.cycle_started_at = started
+    """Insert or update the scheduled audit's cursor row (one statement)."""
+    values: dict[str, Any] = {
+        "position": position,
+        "cycle_started_at": started,
+        "updated_at": now,
+    }
     if completed:
-        row.cycle_completed_at = now
-    row.updated_at = now
+        values["cycle_completed_at"] = now
+    dialect = session.connection().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = upsert(AuditCursor).values(name=FIXITY_CURSOR, **values)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[AuditCursor.name],
+            set_={name: statement.excluded[name] for name in values},
+        )
+    )
