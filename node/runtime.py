@@ -400,10 +400,14 @@ class NodeRuntime:
         blobs = open_blob_store(
             settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
         )
+        if settings.cold_blob_dir is not None and settings.cold_ipfs_api is not None:
+            raise ConfigError("set cold_blob_dir or cold_ipfs_api, not both (one cold tier)")
         if settings.cold_blob_dir is not None:  # two tiers (docs/recovery.md §3)
             blobs = TieredBlobStore(
                 blobs, open_blob_store("local", local_root=settings.cold_blob_dir)
             )
+        elif settings.cold_ipfs_api is not None:
+            blobs = TieredBlobStore(blobs, open_blob_store("ipfs", ipfs_api=settings.cold_ipfs_api))
         # Before anything serves: a restored backup must not bring a destroyed key back.
         tombstones = TombstoneLedger(settings.resolved_tombstone_file)
         tombstones.replay(db, blobs, clock())
