@@ -652,7 +652,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     recorded hash). The keystore signs the peer requests; the data directory's database may be
     empty (keystore-only restore) or an older backup."""
     from node import migrations
-    from node.blobstore import open_blob_store
+    from node.blobstore import open_node_blob_store
     from node.keystore import Keystore
     from node.peers import PeerClient
     from node.remote import RemoteNodes
@@ -667,9 +667,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     url = settings.resolved_database_url
     migrations.upgrade(url)
     db = Database.connect(url)
-    blobs = open_blob_store(
-        settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
-    )
+    blobs = open_node_blob_store(settings)  # a blob still in the cold tier is not fetched
     try:
         peers = rendezvous(LOG_KEY, list(settings.peers), len(settings.peers))
 
