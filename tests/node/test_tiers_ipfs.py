@@ -15,6 +15,7 @@ from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from anchoring.verifier import verify_bundle
+from node.backup import verify_node_data
 from node.blobstore.ipfs import IpfsBlobStore
 from node.blobstore.local import LocalBlobStore
 from node.blobstore.tiered import TieredBlobStore
@@ -82,6 +83,9 @@ def test_an_ipfs_cold_tier_keeps_its_own_cid_and_recalls_checked_bytes(
     audit = node.fixity.audit(None, AuditScope())
     assert (audit.checked, audit.failed) == (1, 0)
     assert node.tiers.tick().moved == 0  # already cold
+    node.worker.run_until_anchored(timeout=30)
+    checked = verify_node_data(node.settings)  # what restore runs: finds the blob in IPFS
+    assert (checked.blobs, checked.problems) == (1, [])
 
     # A recall whose copy does not hash to the recorded value is refused: nothing moves.
     with node.db.session() as session:
