@@ -148,6 +148,9 @@ def _restore_from_peers(settings: Any, backup_file: Path | None, blobs_from: Pat
                    f"{recovery.archives_recreated} recreated from their events")  # fmt: skip
         click.echo(f"keys             {result.records.restored} archives' keys and titles from "
                    f"key records at replica holders, {len(result.records.missing)} without a key")  # fmt: skip
+        if result.records.rewrapped:
+            click.echo(f"                 {result.records.rewrapped} of them sealed under an older "
+                       "KEK, re-wrapped to the current one")  # fmt: skip
         for archive_id, mismatch in sorted(recovery.custody_mismatches.items()):
             click.echo(f"warning: custody of {archive_id} taken from the chain ({mismatch})",
                        err=True)  # fmt: skip

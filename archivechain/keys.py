@@ -214,3 +214,8 @@ def rotate_kek(config_file: Path | None, data_dir: Path | None, batch_size: int)
         f"{verb}: current KEK {report.current_kek_id}; re-wrapped {report.rewrapped} data keys; "
         f"retired {retired}"
     )
+    if report.records_behind:
+        click.echo(
+            f"old KEKs kept until the replica job has re-sent {report.records_behind} key "
+            "records to their holders (it then retires them)"
+        )

@@ -358,12 +358,17 @@ def _blob_files(
             "--with-blobs copies the local blob store; with IPFS, the pinned replicas are the "
             "blob backup (the manifest still lists every blob and its hash)"
         )
+    from node.blobstore.base import BlobNotFoundError
     from node.blobstore.local import LocalBlobStore
 
     store = LocalBlobStore(settings.blob_dir)
     found: dict[str, Path] = {}
     for blob in blobs:
-        path = store.path_of(blob["cid"])
+        try:
+            path = store.path_of(blob["cid"])
+        except BlobNotFoundError:  # an IPFS cold tier's id: not a file of this store
+            warnings.append(f"blob {blob['cid']} is in the IPFS cold tier, not copied")
+            continue
         if path.is_file():
             found[blob["cid"]] = path
         else:
@@ -725,13 +730,11 @@ def _verify_archives(session: Session, report: VerificationReport) -> None:
 
 
 def _verify_blobs(session: Session, settings: NodeSettings, report: VerificationReport) -> None:
-    from node.blobstore import open_blob_store
+    from node.blobstore import open_node_blob_store
     from node.blobstore.base import BlobNotFoundError, BlobRef, BlobStoreError
     from node.models import ArchiveVersion
 
-    store = open_blob_store(
-        settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
-    )
+    store = open_node_blob_store(settings)  # both tiers
     try:
         seen: set[str] = set()
         versions = session.execute(

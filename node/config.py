@@ -161,6 +161,9 @@ class NodeSettings(BaseSettings):
     (and stops while no log peer answers)."""
     cold_blob_dir: Path | None = None
     """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
+    cold_ipfs_api: str | None = None
+    """The HTTP RPC multiaddr of an IPFS daemon that is the cold tier instead of a directory
+    (e.g. ``/ip4/10.0.0.9/tcp/5001/http``); not together with ``cold_blob_dir``."""
     tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
     """Per record class: days after archiving after which an archive's ciphertext moves to the
     cold tier (classes not named stay hot)."""

@@ -285,13 +285,7 @@ class PeerClient:
         shipping); HTTP errors become ``PeerRefusedError``, no answer ``UnavailableError``."""
         request = self._request(method, base_url, recipient, path, body, content_type)
         response = self._send(request)
-        try:
-            document = response.json()
-        except ValueError:
-            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
-        if not isinstance(document, dict):
-            raise UnavailableError(f"peer {recipient} answered an unexpected document")
-        return document
+        return _json_answer(response, recipient)
 
     def send_stream(
         self,
@@ -314,13 +308,7 @@ class PeerClient:
             method, base_url.rstrip("/") + target, headers=headers, content=iter(chunks)
         )
         response = self._send(request)
-        try:
-            document = response.json()
-        except ValueError:
-            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
-        if not isinstance(document, dict):
-            raise UnavailableError(f"peer {recipient} answered an unexpected document")
-        return document
+        return _json_answer(response, recipient)
 
     def post_json(
         self, base_url: str, recipient: str, path: str, document: dict[str, Any]
@@ -334,24 +322,12 @@ class PeerClient:
             "POST", base_url.rstrip("/") + target, content=body, headers=headers
         )
         response = self._send(request)
-        try:
-            answer = response.json()
-        except ValueError:
-            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
-        if not isinstance(answer, dict):
-            raise UnavailableError(f"peer {recipient} answered an unexpected document")
-        return answer
+        return _json_answer(response, recipient)
 
     def get_json(self, base_url: str, recipient: str, path: str) -> dict[str, Any]:
         """GET a JSON document; HTTP errors become ``UnavailableError`` with the peer's code."""
         response = self._send(self._request("GET", base_url, recipient, path))
-        try:
-            document = response.json()
-        except ValueError:
-            raise UnavailableError(f"peer {recipient} answered non-JSON") from None
-        if not isinstance(document, dict):
-            raise UnavailableError(f"peer {recipient} answered an unexpected document")
-        return document
+        return _json_answer(response, recipient)
 
     def stream(self, base_url: str, recipient: str, path: str) -> Iterator[bytes]:
         """GET a byte stream (ciphertext), yielded in chunks."""
@@ -423,6 +399,18 @@ class PeerRefusedError(UnavailableError):
         super().__init__(message)
         self.status = status
         self.peer_code = peer_code
+
+
+def _json_answer(response: httpx.Response, recipient: str) -> dict[str, Any]:
+    """A peer's answer as a JSON object (``UnavailableError`` when it is not JSON, or not an
+    object). Status codes are checked before, by ``PeerClient._send``."""
+    try:
+        document = response.json()
+    except ValueError:
+        raise UnavailableError(f"peer {recipient} answered non-JSON") from None
+    if not isinstance(document, dict):
+        raise UnavailableError(f"peer {recipient} answered an unexpected document")
+    return document
 
 
 def _check(response: httpx.Response, peer: str) -> None:

@@ -496,6 +496,7 @@ class RecordRestore:
     record at a replica holder, and those still without a key."""
 
     restored: int = 0
+    rewrapped: int = 0  # of them, records under an older KEK, re-wrapped to the current one
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -505,10 +506,13 @@ def restore_records(
 ) -> RecordRestore:
     """For every archive held by this hospital that has no key of its own (created after the
     backup, recreated from the log), fetch its key record from a holder of one of its replicas:
-    the wrapped key must unwrap under this keystore's KEK (bound to the archive id) and the sealed
-    metadata must open, else the record is refused and the next holder asked. The key row is kept
-    exactly as the holder returned it (still wrapped); title, metadata, file names and search
-    terms are restored. ``get_json(peer, path)``: a signed peer GET."""
+    the wrapped key must unwrap under the KEK the record names — the current one or any older KEK
+    the keystore still holds (a rotation keeps an old KEK until every holder has the record under
+    the new one, docs/recovery.md) — bound to the archive id, and the sealed metadata must open,
+    else the record is refused and the next holder asked. The key row is kept wrapped: as the
+    holder returned it when under the current KEK, else re-wrapped to the current KEK (so no row
+    depends on a KEK about to be retired); title, metadata, file names and search terms are
+    restored. ``get_json(peer, path)``: a signed peer GET."""
     from node import crypto
     from node.keyring import KEK_HOLDER_PREFIX, kek_holder
     from node.models import SearchTerm
@@ -561,21 +565,32 @@ def restore_records(
             except Exception as exc:  # a wrong KEK or altered bytes (CryptoError), unknown KEK
                 result.problems.append(f"{archive_id} key record from {peer}: {type(exc).__name__}")
                 continue
-            del material  # unwrapped only to prove the record is this node's; kept wrapped
-            found = (record, metadata)
+            current_id, current_kek = keystore.current_kek()
+            if record.kek_id == current_id:
+                wrapped = (current_id, record.wrapped_key)
+            else:
+                wrapped = (
+                    current_id,
+                    crypto.wrap_key_material(
+                        current_kek, material, crypto.kek_wrap_aad(archive_id, current_id)
+                    ),
+                )
+                result.rewrapped += 1
+            del material  # unwrapped to prove the record is this node's; kept wrapped only
+            found = (wrapped, metadata)
             break
         if found is None:
             result.missing.append(archive_id)
             continue
-        record, metadata = found
+        (kek_id, wrapped_key), metadata = found
         now = datetime.now(UTC)
         with db.transaction() as session:
             archive = session.get_one(Archive, archive_id)
             session.add(
                 WrappedKey(
                     archive_id=archive_id,
-                    holder=kek_holder(record.kek_id),
-                    blob=record.wrapped_key,
+                    holder=kek_holder(kek_id),
+                    blob=wrapped_key,
                     created_at=now,
                 )
             )
@@ -637,7 +652,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     recorded hash). The keystore signs the peer requests; the data directory's database may be
     empty (keystore-only restore) or an older backup."""
     from node import migrations
-    from node.blobstore import open_blob_store
+    from node.blobstore import open_node_blob_store
     from node.keystore import Keystore
     from node.peers import PeerClient
     from node.remote import RemoteNodes
@@ -652,9 +667,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     url = settings.resolved_database_url
     migrations.upgrade(url)
     db = Database.connect(url)
-    blobs = open_blob_store(
-        settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
-    )
+    blobs = open_node_blob_store(settings)  # a blob still in the cold tier is not fetched
     try:
         peers = rendezvous(LOG_KEY, list(settings.peers), len(settings.peers))
 

@@ -25,8 +25,7 @@ from anchoring.worker import AnchoringWorker, Lag, WorkerConfig, enqueue_call, m
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.backup import refuse_unverified_restore
-from node.blobstore import BlobStore, open_blob_store
-from node.blobstore.tiered import TieredBlobStore
+from node.blobstore import BlobStore, open_blob_store, open_node_blob_store
 from node.config import NodeSettings
 from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
 from node.dicom import store_instance
@@ -397,13 +396,7 @@ class NodeRuntime:
         url = settings.resolved_database_url
         migrations.upgrade(url)
         db = Database.connect(url)
-        blobs = open_blob_store(
-            settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
-        )
-        if settings.cold_blob_dir is not None:  # two tiers (docs/recovery.md §3)
-            blobs = TieredBlobStore(
-                blobs, open_blob_store("local", local_root=settings.cold_blob_dir)
-            )
+        blobs = open_node_blob_store(settings)  # with its cold tier (docs/recovery.md §3)
         # Before anything serves: a restored backup must not bring a destroyed key back.
         tombstones = TombstoneLedger(settings.resolved_tombstone_file)
         tombstones.replay(db, blobs, clock())

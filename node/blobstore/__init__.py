@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from node.blobstore.base import (
     BlobNotFoundError,
@@ -19,6 +19,9 @@ from node.blobstore.base import (
 )
 from node.errors import ConfigError
 
+if TYPE_CHECKING:
+    from node.config import NodeSettings
+
 __all__ = [
     "BLOB_STORE_KINDS",
     "BlobNotFoundError",
@@ -29,6 +32,7 @@ __all__ = [
     "DeferredSyncStore",
     "FixityError",
     "open_blob_store",
+    "open_node_blob_store",
 ]
 
 BLOB_STORE_KINDS: Final = ("local", "ipfs")
@@ -62,3 +66,22 @@ def open_blob_store(
         except ipfshttpclient.exceptions.AddressError as exc:
             raise ConfigError(f"invalid IPFS API address {ipfs_api!r}") from exc
     raise ConfigError(f"unknown blob store kind {kind!r} (expected one of {BLOB_STORE_KINDS})")
+
+
+def open_node_blob_store(settings: NodeSettings) -> BlobStore:
+    """The node's blob store as its settings describe it: ``blob_store`` alone, or a
+    ``TieredBlobStore`` over it and the cold tier (``cold_blob_dir`` or ``cold_ipfs_api``, not
+    both). The runtime, ``restore --from-peers`` and backup verification all open it here, so a
+    blob in the cold tier is found by all of them."""
+    if settings.cold_blob_dir is not None and settings.cold_ipfs_api is not None:
+        raise ConfigError("set cold_blob_dir or cold_ipfs_api, not both (one cold tier)")
+    hot = open_blob_store(
+        settings.blob_store, local_root=settings.blob_dir, ipfs_api=settings.ipfs_api
+    )
+    if settings.cold_blob_dir is None and settings.cold_ipfs_api is None:
+        return hot
+    from node.blobstore.tiered import TieredBlobStore
+
+    if settings.cold_blob_dir is not None:
+        return TieredBlobStore(hot, open_blob_store("local", local_root=settings.cold_blob_dir))
+    return TieredBlobStore(hot, open_blob_store("ipfs", ipfs_api=settings.cold_ipfs_api))

@@ -1,10 +1,16 @@
 """Two storage tiers behind one ``BlobStore`` (docs/recovery.md §3): a hot store (the node's
-configured store) and a cold store (a second local directory, e.g. on cheaper media).
+configured store) and a cold store (a second local directory on cheaper media, or an IPFS daemon).
 
 New blobs are written hot. Reads, existence checks and fixity checks look in the hot store first,
 then in the cold one, so a blob moved to cold storage opens transparently (slower, when the cold
-media are). Deletion removes the blob from both. ``move_to_cold`` copies a blob to the cold store,
-checks its SHA-256 there, and only then deletes the hot copy.
+media are). Deletion removes the blob from both.
+
+The two stores need not name a blob alike: a local store names it by the SHA-256 of its bytes, an
+IPFS store by its own CID (a dag-pb root for a blob of more than one block). ``copy`` therefore
+returns the copy's id in the other store; the caller (``node.services.tiers``) records it as the
+version's ``cid`` in the same unit of work as the TIER_MOVE, and only then drops the old copy with
+``drop``. Every copy is checked against the recorded SHA-256 and size, then re-read (``verify``) in
+the store it went to, before it counts.
 """
 
 from __future__ import annotations
@@ -63,33 +69,49 @@ class TieredBlobStore:
                     seen.add(cid)
                     yield cid
 
+    def store(self, tier: str) -> BlobStore:
+        """The store of ``tier`` (``"hot"`` or ``"cold"``)."""
+        if tier not in ("hot", "cold"):
+            raise ValueError(f"unknown tier {tier!r}")
+        return self.hot if tier == "hot" else self.cold
+
+    def copy(self, ref: BlobRef, to: str) -> BlobRef:
+        """Copy the blob ``ref`` names to tier ``to`` (from the other tier) and return the copy,
+        named as that store names it. The copy must have ``ref``'s SHA-256 and size, and is re-read
+        there; otherwise it is deleted again and ``FixityError`` raised. Nothing is deleted from
+        the source (``drop`` does, once the new id is recorded). Already there: ``ref``."""
+        target = self.store(to)
+        source = self.cold if target is self.hot else self.hot
+        if not source.exists(ref.cid):
+            if target.exists(ref.cid):
+                return ref  # already moved (same id in both stores)
+            raise BlobNotFoundError(f"no blob {ref.cid} in the tier it moves from")
+        copied = target.put_stream(source.open_stream(ref.cid))
+        if copied.sha256 != ref.sha256 or copied.size != ref.size:
+            target.delete(copied.cid)  # other bytes: another id than any recorded copy
+            raise FixityError(f"the {to} copy of {ref.cid} does not match its recorded hash")
+        target.verify(copied)
+        return copied
+
+    def drop(self, cid: str, tier: str) -> bool:
+        """Delete the copy ``cid`` from tier ``tier`` only (the old copy after a move, or a copy
+        whose move was refused). True if it was there."""
+        return self.store(tier).delete(cid)
+
     def move_to_cold(self, ref: BlobRef) -> BlobRef:
-        """Copy to cold, check the copy against ``ref``, then delete the hot copy."""
-        if not self.hot.exists(ref.cid):
-            if self.cold.exists(ref.cid):
-                return ref
-            raise BlobNotFoundError(f"no blob {ref.cid}")
-        copy = self.cold.put_stream(self.hot.open_stream(ref.cid))
-        if copy.sha256 != ref.sha256 or copy.size != ref.size:
-            self.cold.delete(copy.cid)
-            raise FixityError(f"the cold copy of {ref.cid} does not match its hash")
-        self.cold.verify(copy)
-        self.hot.delete(ref.cid)
-        return copy
+        """Copy to cold, check it, delete the hot copy (callers that record the copy's id: use
+        ``copy`` and ``drop``)."""
+        copied = self.copy(ref, "cold")
+        if copied is not ref:
+            self.drop(ref.cid, "hot")
+        return copied
 
     def move_to_hot(self, ref: BlobRef) -> BlobRef:
-        """Copy back to hot, check the copy against ``ref``, then delete the cold copy."""
-        if not self.cold.exists(ref.cid):
-            if self.hot.exists(ref.cid):
-                return ref
-            raise BlobNotFoundError(f"no blob {ref.cid}")
-        copy = self.hot.put_stream(self.cold.open_stream(ref.cid))
-        if copy.sha256 != ref.sha256 or copy.size != ref.size:
-            self.hot.delete(copy.cid)
-            raise FixityError(f"the hot copy of {ref.cid} does not match its hash")
-        self.hot.verify(copy)
-        self.cold.delete(ref.cid)
-        return copy
+        """Copy back to hot, check it, delete the cold copy."""
+        copied = self.copy(ref, "hot")
+        if copied is not ref:
+            self.drop(ref.cid, "cold")
+        return copied
 
     def close(self) -> None:
         self.hot.close()

@@ -7,7 +7,12 @@ Crash-safe by construction:
 2. the node's own ``WrappedKey`` rows under ``kek:<old id>`` are re-wrapped in batches, one unit of
    work per batch: a row's blob and its ``holder`` (which names the KEK) change together, so at any
    moment every row says which KEK opens it and a half-done rotation still decrypts everything;
-3. an old KEK is removed from the keystore only once no row with key material uses it.
+3. an old KEK is removed from the keystore only once no row with key material uses it **and** every
+   replica holder has this node's key record of each archive sealed under the current KEK
+   (``node.services.replicas.stale_records`` empty; docs/recovery.md): until then a holder may
+   still keep a record under the old KEK, and ``restore --from-peers`` needs that KEK to open it.
+   The rotation then leaves the old KEK in place and the replica job (``ReplicaService.tick``)
+   re-sends the records and retires it (``retire_unused``).
 
 A rerun after an interruption finds the old KEKs still in the keystore and continues step 2 with the
 same current KEK (it does not start another rotation). Rows whose material was destroyed keep their
@@ -60,6 +65,7 @@ class RotationReport:
     rewrapped: int
     batches: int
     retired_kek_ids: tuple[str, ...]
+    records_behind: int = 0  # key records at replica holders still to re-send (old KEKs kept)
 
 
 ProgressCallback = Callable[[BatchProgress], None]
@@ -124,12 +130,25 @@ class KekRotationService:
             rewrapped=rewrapped,
             batches=batches,
             retired_kek_ids=tuple(retired),
+            records_behind=self.records_behind() if self.pending_kek_ids() else 0,
         )
 
+    def records_behind(self) -> int:
+        """Key records at replica holders not yet sealed under the current state (KEK, versions,
+        metadata): while there are any, no old KEK is retired."""
+        from node.services.replicas import stale_records
+
+        with self.db.session() as session:
+            return len(stale_records(session, self.keystore.address))
+
     def retire_unused(self) -> list[str]:
-        """Remove from the keystore every non-current KEK that no row with key material uses."""
+        """Remove from the keystore every non-current KEK that no row with key material uses, once
+        no replica holder needs one to open a key record (``records_behind`` is 0)."""
         retired: list[str] = []
-        for kek_id in self.pending_kek_ids():
+        pending = self.pending_kek_ids()
+        if not pending or self.records_behind() > 0:
+            return retired
+        for kek_id in pending:
             if self.rows_under(kek_id) == 0:
                 self.keystore.retire_kek(kek_id)
                 retired.append(kek_id)

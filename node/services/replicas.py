@@ -195,6 +195,7 @@ class ReplicaReport:
     bytes_sent: int = 0
     bytes_fetched: int = 0
     records_sent: int = 0
+    keks_retired: int = 0
     problems: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -212,6 +213,90 @@ class _Version:
     sha256: str
     size: int
     record_class: str
+
+
+RecordInputs = tuple[str, bytes, bytes, str]
+"""(KEK id, wrapped key, metadata JSON, digest) of an archive's current key record."""
+_IN_CHUNK = 500
+
+
+def record_inputs(session: Session, archive_ids: Sequence[str]) -> dict[str, RecordInputs]:
+    """The current key record's inputs of each archive (absent when this node holds no key of
+    its own for it): a few queries for the whole set."""
+    found: dict[str, RecordInputs] = {}
+    ids = sorted(set(archive_ids))
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        keys: dict[str, WrappedKey] = {}
+        for row in session.execute(
+            select(WrappedKey)
+            .where(
+                WrappedKey.archive_id.in_(chunk),
+                WrappedKey.holder.like(f"{KEK_HOLDER_PREFIX}%"),
+                WrappedKey.destroyed_at.is_(None),
+                WrappedKey.blob.is_not(None),
+            )
+            .order_by(WrappedKey.id)
+        ).scalars():
+            keys[row.archive_id] = row  # the newest row wins, as in KeyRing.own
+        filenames: dict[str, dict[str, str | None]] = {}
+        for archive_id, number, name in session.execute(
+            select(ArchiveVersion.archive_id, ArchiveVersion.version, ArchiveVersion.filename)
+            .where(ArchiveVersion.archive_id.in_(chunk))
+            .order_by(ArchiveVersion.archive_id, ArchiveVersion.version)
+        ):
+            filenames.setdefault(archive_id, {})[str(number)] = name
+        for archive_id, title, fields in session.execute(
+            select(Archive.id, Archive.title, Archive.metadata_json).where(Archive.id.in_(chunk))
+        ):
+            key = keys.get(archive_id)
+            if key is None or key.blob is None:
+                continue
+            kek_id = key.holder.removeprefix(KEK_HOLDER_PREFIX)
+            metadata = json.dumps(
+                {"title": title, "metadata": fields, "filenames": filenames.get(archive_id, {})},
+                separators=(",", ":"),
+                sort_keys=True,
+            ).encode()
+            digest = hashlib.sha256(
+                crypto.encode_aad(
+                    "archivechain/replica-record-digest/v1", kek_id, key.blob, metadata
+                )
+            ).hexdigest()
+            found[archive_id] = (kek_id, bytes(key.blob), metadata, digest)
+    return found
+
+
+def stale_records(
+    session: Session, hospital: str, archive_ids: set[str] | None = None
+) -> list[tuple[str, str, RecordInputs]]:
+    """``(archive id, peer, current record)`` for every active holder of a held archive of
+    ``hospital`` (of ``archive_ids``, or all) whose stored key record is missing or not the
+    current one: a new version, a metadata change or a KEK rotation since it was sent. Archives
+    this node holds no key for (transferred, destroyed) are not listed."""
+    query = (
+        select(Replica.archive_id, Replica.peer, Replica.record_digest)
+        .join(Archive, Archive.id == Replica.archive_id)
+        .where(
+            Replica.state == ACTIVE,
+            Archive.custodian == hospital,
+            Archive.state.in_(HELD_STATES),
+        )
+    )
+    if archive_ids is not None:
+        if not archive_ids:
+            return []
+        query = query.where(Replica.archive_id.in_(sorted(archive_ids)))
+    sent: dict[tuple[str, str], set[str | None]] = {}
+    for archive_id, peer, digest in session.execute(query):
+        sent.setdefault((archive_id, peer), set()).add(digest)
+    current = record_inputs(session, [archive_id for archive_id, _ in sent])
+    stale: list[tuple[str, str, RecordInputs]] = []
+    for (archive_id, peer), digests in sorted(sent.items()):
+        inputs = current.get(archive_id)
+        if inputs is not None and digests != {inputs[3]}:
+            stale.append((archive_id, peer, inputs))
+    return stale
 
 
 class ReplicaService:
@@ -264,8 +349,27 @@ class ReplicaService:
         report = ReplicaReport()
         self.release_inherited(report)
         self.place(report)
+        self.send_records(report)
+        self.retire_keks(report)
         self.drop_unneeded(report)
         self.challenge(report, self.settings.replica_batch)
+        return report
+
+    def retire_keks(self, report: ReplicaReport | None = None) -> ReplicaReport:
+        """After a KEK rotation: retire the old KEKs once no data key is wrapped under them and
+        every holder has the key record sealed under the current KEK (``stale_records`` empty).
+        Until then the old KEKs stay in the keystore, so ``restore --from-peers`` can open a
+        record that a holder still keeps under one of them."""
+        from node.services.kek import KekRotationService
+
+        report = report or ReplicaReport()
+        rotation = KekRotationService(keystore=self.keystore, db=self.db, units=self.units)
+        if not rotation.pending_kek_ids():
+            return report
+        try:
+            report.add("keks_retired", len(rotation.retire_unused()))
+        except Exception as exc:  # the keystore could not be saved: the next step retries
+            report.problems.append(f"KEK retirement: {type(exc).__name__}")
         return report
 
     def place(self, report: ReplicaReport | None = None, limit: int | None = None) -> ReplicaReport:
@@ -297,44 +401,6 @@ class ReplicaService:
 
     # -- key records ---------------------------------------------------------------------------
 
-    def _record_inputs(
-        self, session: Session, archive_id: str
-    ) -> tuple[str, bytes, bytes, str] | None:
-        """(KEK id, wrapped key, metadata JSON, digest) of an archive's key record, or None when
-        this node holds no key for it."""
-        row = session.execute(
-            select(WrappedKey)
-            .where(
-                WrappedKey.archive_id == archive_id,
-                WrappedKey.holder.like(f"{KEK_HOLDER_PREFIX}%"),
-                WrappedKey.destroyed_at.is_(None),
-                WrappedKey.blob.is_not(None),
-            )
-            .order_by(WrappedKey.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        archive = session.get(Archive, archive_id)
-        if row is None or row.blob is None or archive is None:
-            return None
-        kek_id = row.holder.removeprefix(KEK_HOLDER_PREFIX)
-        filenames = {
-            str(number): name
-            for number, name in session.execute(
-                select(ArchiveVersion.version, ArchiveVersion.filename).where(
-                    ArchiveVersion.archive_id == archive_id
-                )
-            )
-        }
-        metadata = json.dumps(
-            {"title": archive.title, "metadata": archive.metadata_json, "filenames": filenames},
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
-        digest = hashlib.sha256(
-            crypto.encode_aad("archivechain/replica-record-digest/v1", kek_id, row.blob, metadata)
-        ).hexdigest()
-        return kek_id, bytes(row.blob), metadata, digest
-
     def send_records(
         self, report: ReplicaReport | None = None, archive_ids: set[str] | None = None
     ) -> ReplicaReport:
@@ -344,39 +410,17 @@ class ReplicaService:
         report = report or ReplicaReport()
         if archive_ids is not None and not archive_ids:
             return report
-        query = (
-            select(Replica.archive_id, Replica.peer, Replica.record_digest)
-            .join(Archive, Archive.id == Replica.archive_id)
-            .where(
-                Replica.state == ACTIVE,
-                Archive.custodian == self.hospital,
-                Archive.state.in_(HELD_STATES),
-            )
-        )
-        if archive_ids is not None:
-            query = query.where(Replica.archive_id.in_(sorted(archive_ids)))
         work: list[tuple[str, str, KeyRecord, str]] = []
         with self.db.session() as session:
-            sent: dict[tuple[str, str], set[str | None]] = {}
-            for archive_id, peer, digest in session.execute(query):
-                sent.setdefault((archive_id, peer), set()).add(digest)
-            inputs: dict[str, tuple[str, bytes, bytes, str] | None] = {}
-            for (archive_id, peer), digests in sorted(sent.items()):
-                if archive_id not in inputs:
-                    inputs[archive_id] = self._record_inputs(session, archive_id)
-                current = inputs[archive_id]
-                if current is None or digests == {current[3]}:
-                    continue
-                kek_id, wrapped, metadata, digest = current
-                try:
-                    kek = self.keystore.kek(kek_id)
-                except Exception as exc:  # a KEK retired mid-rotation: next step, re-wrapped
-                    report.problems.append(f"{archive_id} key record: {type(exc).__name__}")
-                    continue
-                sealed = crypto.seal(kek, metadata, record_aad(archive_id, kek_id))
-                work.append(
-                    (archive_id, peer, KeyRecord(archive_id, kek_id, wrapped, sealed), digest)
-                )
+            stale = stale_records(session, self.hospital, archive_ids)
+        for archive_id, peer, (kek_id, wrapped, metadata, digest) in stale:
+            try:
+                kek = self.keystore.kek(kek_id)
+            except Exception as exc:  # a KEK retired mid-rotation: next step, re-wrapped
+                report.problems.append(f"{archive_id} key record: {type(exc).__name__}")
+                continue
+            sealed = crypto.seal(kek, metadata, record_aad(archive_id, kek_id))
+            work.append((archive_id, peer, KeyRecord(archive_id, kek_id, wrapped, sealed), digest))
 
         def send(item: tuple[str, str, KeyRecord, str]) -> None:
             archive_id, peer, record, digest = item

@@ -138,14 +138,20 @@ class TierService:
         return report
 
     def move(self, archive_id: str, report: TierReport, to: StorageTier = StorageTier.COLD) -> bool:
-        """Copy the archive's blobs to tier ``to``, check them, drop the other copies, log
-        TIER_MOVE."""
+        """Copy the archive's blobs to tier ``to`` and check them there (SHA-256 and size against
+        the catalogue, re-read in that store); then one unit of work logs TIER_MOVE and records
+        each copy's id in that store as the version's ``cid`` (an IPFS cold store names a blob by
+        its own CID); only after it commits are the old copies deleted. A failed copy or a refused
+        event deletes the new copies and leaves the archive where it was."""
         assert isinstance(self.blobs, TieredBlobStore)
+        blobs = self.blobs
+        source = StorageTier.HOT if to is StorageTier.COLD else StorageTier.COLD
         with self.db.session() as session:
             versions = [
-                BlobRef(cid, size, sha)
-                for cid, size, sha in session.execute(
+                (version_id, BlobRef(cid, size, sha))
+                for version_id, cid, size, sha in session.execute(
                     select(
+                        ArchiveVersion.id,
                         ArchiveVersion.cid,
                         ArchiveVersion.stored_size,
                         ArchiveVersion.ciphertext_sha256,
@@ -155,13 +161,18 @@ class TierService:
                     )
                 )
             ]
+        copies: list[tuple[int, BlobRef, BlobRef]] = []  # (version row, old, new)
+
+        def undo() -> None:  # the new copies, in the target store (the recorded ones stay)
+            for _, old, new in copies:
+                if new is not old:
+                    blobs.drop(new.cid, to.value)
+
         try:
-            for ref in versions:
-                if to is StorageTier.COLD:
-                    self.blobs.move_to_cold(ref)
-                else:
-                    self.blobs.move_to_hot(ref)
+            for version_id, ref in versions:
+                copies.append((version_id, ref, blobs.copy(ref, to.value)))
         except (NodeError, OSError) as exc:
+            undo()
             report.problems.append(f"{archive_id}: {exc}")
             return False
 
@@ -171,6 +182,8 @@ class TierService:
             if state.tier is not to:
                 data = TierMoveData(from_tier=state.tier, to_tier=to)
                 self.ledger.record(uow, archive, state, TierMoveEvent, self.ledger.hospital, data)
+            for version_id, _, new in copies:
+                uow.session.get_one(ArchiveVersion, version_id).cid = new.cid
             row = uow.session.get(ArchiveTier, archive_id)
             if row is None:
                 row = ArchiveTier(archive_id=archive_id, tier=to.value)
@@ -179,9 +192,16 @@ class TierService:
 
         try:
             self.units.run(unit)
-        except (NodeError, AnchoringError) as exc:  # the blobs stay readable from cold
+        except (NodeError, AnchoringError) as exc:  # the blobs stay where they were
+            undo()
             report.problems.append(f"{archive_id}: TIER_MOVE refused: {exc}")
             return False
+        for _, old, new in copies:
+            if new is not old:
+                try:
+                    blobs.drop(old.cid, source.value)
+                except (NodeError, OSError) as exc:  # an orphan copy: space, not data, is lost
+                    report.problems.append(f"{archive_id}: old {source.value} copy kept: {exc}")
         report.moved += 1
-        report.bytes_moved += sum(ref.size for ref in versions)
+        report.bytes_moved += sum(ref.size for _, ref in versions)
         return True
