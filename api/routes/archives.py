@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
-from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.metrics import REQUEST_BEGUN, AppMetrics
 from api.routes.audits import QcResultOut
 from api.schemas import (
     ARCHIVE_IN_EXAMPLE,
@@ -43,7 +40,7 @@ from api.schemas import (
     ReleaseHoldQuery,
     SearchQuery,
 )
-from api.streaming import timed
+from api.streaming import content_response
 from node.errors import InputError
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
@@ -113,12 +110,6 @@ def _content_chunks(upload: UploadFile, runtime_limit: int, chunk_size: int) -> 
         )
     upload.file.seek(0)
     return _chunks(upload.file, chunk_size)
-
-
-def _content_disposition(filename: str | None) -> str:
-    if not filename:
-        return "attachment"
-    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,42 +317,8 @@ def read_content(
     archive_id: ArchiveIdPath,
     query: Annotated[ContentQuery, Query()],
 ) -> StreamingResponse:
-    begun = getattr(request.state, REQUEST_BEGUN, None)
-    if not isinstance(begun, float):
-        begun = time.perf_counter()
     stream = runtime.archives.open_content(principal, archive_id, query.purpose, query.version)
-    metrics: AppMetrics | None = getattr(request.app.state, "metrics", None)
-    purpose = query.purpose.value
-
-    def observe(first: float, last: float | None, sent: int) -> None:
-        """Retrieval time into the metrics and the content_reads table (never fails the read)."""
-        try:
-            if metrics is not None:
-                metrics.content_reads.labels(stream.record_class, purpose).inc()
-                metrics.content_first_byte.labels(stream.record_class).observe(first)
-                if last is not None:
-                    metrics.content_last_byte.labels(stream.record_class).observe(last)
-            runtime.reports.record_read(
-                archive_id=stream.archive_id,
-                version=stream.version,
-                record_class=stream.record_class,
-                purpose=purpose,
-                first_byte_seconds=first,
-                last_byte_seconds=last,
-                bytes_sent=sent,
-            )
-        except Exception:  # timing is best effort: the read already happened
-            logger.warning("content read timing not recorded", exc_info=True)
-
-    return StreamingResponse(
-        timed(stream.chunks, begun, observe),
-        media_type=stream.media_type,
-        headers={
-            "Content-Length": str(stream.size),
-            "Content-Disposition": _content_disposition(stream.filename),
-            "X-Archive-Version": str(stream.version),
-        },
-    )
+    return content_response(request, runtime, stream, query.purpose.value)
 
 
 @router.get(

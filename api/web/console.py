@@ -16,22 +16,19 @@ Security (docs/console.md):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from anchoring.events import Purpose, RecordClass, Sensitivity
-from api.metrics import REQUEST_BEGUN, AppMetrics
-from api.routes.archives import _content_disposition
 from api.schemas import MAX_VERSION, ArchiveIn
-from api.streaming import timed
+from api.streaming import content_response
 from api.web import i18n
 from api.web.deps import (
     Console,
@@ -200,9 +197,6 @@ def read_content(
     last access, which the tier policy reads). A POST: the read is logged, so it carries the
     CSRF token like every other form, and the purpose stays out of the URL. Always an
     attachment (never rendered in the console's origin)."""
-    begun = getattr(request.state, REQUEST_BEGUN, None)
-    if not isinstance(begun, float):
-        begun = time.perf_counter()
     try:
         purpose = Purpose(form.one("purpose"))
         version = int(form.one("version")) if form.one("version") else None
@@ -210,42 +204,10 @@ def read_content(
         raise InputError("choose a purpose (and a version number)", code="invalid_input") from None
     if version is not None and not 1 <= version <= MAX_VERSION:
         raise InputError(f"version must be 1..{MAX_VERSION}", code="invalid_input")
-    runtime = console.runtime
-    stream = runtime.archives.open_content(console.principal, archive_id, purpose, version)
-    metrics: AppMetrics | None = getattr(request.app.state, "metrics", None)
-
-    def observe(first: float, last: float | None, sent: int) -> None:
-        """As the API's content route: metrics and ``record_read`` (never fails the read)."""
-        try:
-            if metrics is not None:
-                metrics.content_reads.labels(stream.record_class, purpose.value).inc()
-                metrics.content_first_byte.labels(stream.record_class).observe(first)
-                if last is not None:
-                    metrics.content_last_byte.labels(stream.record_class).observe(last)
-            runtime.reports.record_read(
-                archive_id=stream.archive_id,
-                version=stream.version,
-                record_class=stream.record_class,
-                purpose=purpose.value,
-                first_byte_seconds=first,
-                last_byte_seconds=last,
-                bytes_sent=sent,
-            )
-        except Exception:  # timing is best effort: the read already happened
-            log.warning("console content read timing not recorded", exc_info=True)
-
+    stream = console.runtime.archives.open_content(console.principal, archive_id, purpose, version)
     headers = page_headers()
     headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    headers.update(
-        {
-            "Content-Length": str(stream.size),
-            "Content-Disposition": _content_disposition(stream.filename),
-            "X-Archive-Version": str(stream.version),
-        }
-    )
-    return StreamingResponse(
-        timed(stream.chunks, begun, observe), media_type=stream.media_type, headers=headers
-    )
+    return content_response(request, console.runtime, stream, purpose.value, headers)
 
 
 # -- upload ------------------------------------------------------------------------------------
