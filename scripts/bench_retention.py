@@ -240,11 +240,17 @@ def compare_states(node: NodeRuntime, items: list[tuple[str, str]]) -> tuple[flo
     empty cache (``Ledger.states``, what a destruction did before for archives not cached);
     checks they are equal. CPU milliseconds per archive of each, this thread."""
     built_cpu = replay_cpu = 0.0
+    by_proposal: dict[str, list[str]] = {}
+    for proposal_id, archive_id in items:
+        by_proposal.setdefault(proposal_id, []).append(archive_id)
+    chunks = [
+        (proposal_id, archive_ids[start : start + DESTRUCTION_CHUNK])
+        for proposal_id, archive_ids in by_proposal.items()
+        for start in range(0, len(archive_ids), DESTRUCTION_CHUNK)
+    ]
     with node.db.session() as session:
-        for start in range(0, len(items), DESTRUCTION_CHUNK):
-            part = items[start : start + DESTRUCTION_CHUNK]
-            ids = [archive_id for _, archive_id in part]
-            proposal = session.get_one(DispositionProposal, part[0][0])
+        for proposal_id, ids in chunks:
+            proposal = session.get_one(DispositionProposal, proposal_id)
             rows = {
                 item.archive_id: item
                 for item in session.execute(
@@ -262,7 +268,7 @@ def compare_states(node: NodeRuntime, items: list[tuple[str, str]]) -> tuple[flo
                     .options(selectinload(Archive.versions))
                 ).scalars()
             }
-            pairs = [(rows[i], archives[i]) for i in ids if rows[i].proposal_id == proposal.id]
+            pairs = [(rows[i], archives[i]) for i in ids]
             cpu = time.process_time()
             built = plain_states(session, node.ledger.hospital, proposal, pairs)
             built_cpu += time.process_time() - cpu

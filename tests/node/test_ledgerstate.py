@@ -9,13 +9,15 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from anchoring.events import RecordClass, Sensitivity
 from anchoring.lifecycle import ArchiveStatus
 from node.ledger import Ledger
 from node.ledgerstate import plain_states
 from node.models import Archive, DispositionItem, DispositionProposal
-from node.principal import Role
+from node.principal import Principal, Role
+from node.runtime import NodeRuntime
 from node.services.archives import NewArchive, NewContent
 from tests.fixtures.node import MakeNode
 
@@ -28,7 +30,9 @@ class Clock:
         return datetime.now(UTC) + self.offset
 
 
-def _setup(make_node: MakeNode, database_url: str, count: int):  # type: ignore[no-untyped-def]
+def _setup(
+    make_node: MakeNode, database_url: str, count: int
+) -> tuple[NodeRuntime, Principal, Principal, list[str]]:
     clock = Clock()
     node = make_node(database_url=database_url, clock=clock)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "archivist").secret)
@@ -51,7 +55,9 @@ def _setup(make_node: MakeNode, database_url: str, count: int):  # type: ignore[
     return node, archivist, manager, ids
 
 
-def _pairs(session, proposal_id: str, ids: list[str]):  # type: ignore[no-untyped-def]
+def _pairs(
+    session: Session, proposal_id: str, ids: list[str]
+) -> tuple[DispositionProposal, list[tuple[DispositionItem, Archive]]]:
     proposal = session.get_one(DispositionProposal, proposal_id)
     items = {
         i.archive_id: i
