@@ -127,6 +127,7 @@ _DESTROY_COLUMNS = (
         Archive.current_version,
         Archive.pending_recipient,
         Archive.retention_policy,
+        Archive.retention_deadline,
         Archive.trigger_date,
         Archive.last_event_hash,
         Archive.event_count,
