@@ -77,6 +77,7 @@ from node.errors import (
 from node.eventsplice import SplicedEvent
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
+from node.ledgerstate import plain_states
 from node.models import (
     Archive,
     ArchiveVersion,
@@ -122,7 +123,11 @@ _DESTROY_COLUMNS = (
         Archive.custodian,
         Archive.state,
         Archive.record_class,
+        Archive.sensitivity,
+        Archive.current_version,
+        Archive.pending_recipient,
         Archive.retention_policy,
+        Archive.retention_deadline,
         Archive.trigger_date,
         Archive.last_event_hash,
         Archive.event_count,
@@ -919,7 +924,12 @@ class RetentionService:
                 )
                 continue
             live.append((item, archive))
-        states = self.ledger.states(uow.session, [archive for _, archive in live])
+        # Plain disposition histories from the catalogue and the log's entry types (no replay);
+        # any other history replayed by the ledger (node.ledgerstate).
+        states = plain_states(uow.session, self.hospital, proposal, live)
+        others = [archive for _, archive in live if archive.id not in states]
+        if others:
+            states.update(self.ledger.states(uow.session, others))
         checked: list[tuple[DispositionItem, Archive, ArchiveState]] = []
         for item, archive in live:
             state = states[archive.id]
