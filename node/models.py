@@ -143,6 +143,7 @@ class Archive(Base):
     __table_args__ = (  # newest first, as the catalogue search walks (migration 0015)
         Index("ix_archives_created_at_id", "created_at", "id"),
         Index("ix_archives_department_created_at_id", "department", "created_at", "id"),
+        Index("ix_archives_state_created_at_id", "state", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
@@ -154,7 +155,7 @@ class Archive(Base):
     source_system: Mapped[str] = mapped_column(String(32))
     metadata_json: Mapped[dict[str, Any]]
     search_text: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(32))
     custodian: Mapped[str] = mapped_column(String(42))
     trigger_date: Mapped[datetime]
     retention_policy: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -38,10 +38,10 @@ from sqlalchemy import text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from anchoring.events import RecordClass  # noqa: E402
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
 from node.ports import free_port  # noqa: E402
 from node.principal import Role  # noqa: E402
-from anchoring.events import RecordClass  # noqa: E402
 from node.services.archives import SearchFilters  # noqa: E402
 from scripts.bench_ingest import load_average, machine, postgres_schemas  # noqa: E402
 from scripts.synthetic_catalogue import (  # noqa: E402
@@ -53,7 +53,6 @@ from scripts.synthetic_catalogue import (  # noqa: E402
 )
 from tests.fixtures.chain import build_consortium, derive_test_accounts  # noqa: E402
 from tests.fixtures.node import build_node  # noqa: E402
-
 
 QUERIES: list[tuple[str, str, list[str]]] = [
     ("frequent Chinese", "archivist", ["胸痛", "冠状动脉", "出院 小结", "血常规", "高血压"]),
@@ -69,8 +68,11 @@ def _queries(rng: random.Random) -> list[tuple[str, str, list[SearchFilters]]]:
     words = vocabulary()
     rare = rng.sample(words[len(WORDS_ZH) + len(WORDS_EN) :], 10)
     two = ["胸痛 chest", "造影 report", f"{rare[5]} 出院", "肺炎 ct", "心肌 梗死"]
-    fixed = {"rare Chinese": rare[:5], "two words": two, "clinician (policy), rare + two": [
-        *rare[6:9], *two[:2]]}
+    fixed = {
+        "rare Chinese": rare[:5],
+        "two words": two,
+        "clinician (policy), rare + two": [*rare[6:9], *two[:2]],
+    }
     out: list[tuple[str, str, list[SearchFilters]]] = []
     for label, who, texts in QUERIES:
         out.append((label, who, [SearchFilters(text=t) for t in texts or fixed[label]]))
@@ -80,8 +82,13 @@ def _queries(rng: random.Random) -> list[tuple[str, str, list[SearchFilters]]]:
             "archivist",
             [
                 SearchFilters(text=t, department=d)
-                for t, d in (("胸痛", "oncology"), ("chest", "cardiology"), (rare[0], "oncology"),
-                             ("出院 小结", "pediatrics"), ("ct", "psychiatry"))
+                for t, d in (
+                    ("胸痛", "oncology"),
+                    ("chest", "cardiology"),
+                    (rare[0], "oncology"),
+                    ("出院 小结", "pediatrics"),
+                    ("ct", "psychiatry"),
+                )
             ],
         )
     )
@@ -135,8 +142,9 @@ def _explain(node: Any, principal: Any, filters: SearchFilters) -> list[str]:
     return lines
 
 
-def _measure(node: Any, principals: dict[str, Any], rng: random.Random, rounds: int,
-             explain: bool) -> list[tuple[str, str]]:
+def _measure(
+    node: Any, principals: dict[str, Any], rng: random.Random, rounds: int, explain: bool
+) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for label, who, searches in _queries(rng):
         principal = principals[who]

@@ -84,7 +84,7 @@ T = TypeVar("T")
 
 MAX_PAGE = 200
 SEARCH_TOTAL_CAP = 1_000  # a search counts its matches up to here (Page.total_exact)
-_TERM_PROBE = 5_000  # postings counted per query term to find the rarest
+_TERM_PROBE = 50_000  # postings counted per query term to find the rarest (index only)
 _STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
@@ -819,7 +819,10 @@ class ArchiveService:
         by_policy = or_(false(), *allowed)
         if principal.department_scoped:  # the role's own scope, then the policy narrows it
             by_policy = and_(Archive.department == principal.department, by_policy)
-        return or_(by_policy, Archive.id.in_(windows))
+        # ``id || ''``: the windows' few archives are matched row by row, so that SQLite does
+        # not answer the OR by a union over the primary key and sort every archive it lists
+        # (1.7 s for a clinician's newest-first page at 10^6 archives).
+        return or_(by_policy, (Archive.id + "").in_(windows))
 
     def _catalogue_query(
         self, principal: Principal, filters: SearchFilters, session: Session
