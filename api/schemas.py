@@ -336,7 +336,7 @@ class ArchivePageOut(BaseModel):
     offset: int
     total_exact: bool = Field(
         True,
-        description="False when a text search counted its matches only up to the cap: at "
+        description="False when the search counted its matches only up to the cap: at "
         "least `total` match.",
     )
 

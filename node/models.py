@@ -140,17 +140,22 @@ class Archive(Base):
     """One archive (a medical record and its versions) held or once held by this hospital."""
 
     __tablename__ = "archives"
+    __table_args__ = (  # newest first, as the catalogue search walks (migration 0015)
+        Index("ix_archives_created_at_id", "created_at", "id"),
+        Index("ix_archives_department_created_at_id", "department", "created_at", "id"),
+        Index("ix_archives_state_created_at_id", "state", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
     record_class: Mapped[str] = mapped_column(String(32), index=True)
     sensitivity: Mapped[str] = mapped_column(String(32))
-    department: Mapped[str] = mapped_column(String(64), index=True)
+    department: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(256))
     patient_pseudonym: Mapped[str] = mapped_column(String(80), index=True)
     source_system: Mapped[str] = mapped_column(String(32))
     metadata_json: Mapped[dict[str, Any]]
     search_text: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(32))
     custodian: Mapped[str] = mapped_column(String(42))
     trigger_date: Mapped[datetime]
     retention_policy: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -163,7 +168,7 @@ class Archive(Base):
     chain_status: Mapped[str] = mapped_column(String(16), default="none")
     pending_recipient: Mapped[str | None] = mapped_column(String(42), default=None)
     created_by: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     archived_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -412,9 +417,12 @@ class SearchTerm(Base):
     node's database and are erased with the archive's content."""
 
     __tablename__ = "search_terms"
+    __table_args__ = (  # a further term of a candidate probed exactly (migration 0015)
+        Index("ix_search_terms_archive_id_term", "archive_id", "term"),
+    )
 
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
-    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True, index=True)
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True)
 
 
 class RetentionChange(Base):

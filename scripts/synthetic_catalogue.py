@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from bisect import bisect_right
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
@@ -55,6 +56,7 @@ WORDS_EN = [
 DEPARTMENTS = ["cardiology", "respiratory", "oncology", "pediatrics", "psychiatry"]
 RARE_WORDS = 5000
 WORDS_PER_ARCHIVE = 10  # 3 in the title, 7 in the text
+_TITLE_WORDS = 3
 _BUCKETS = 100_000
 
 
@@ -93,41 +95,109 @@ def vocabulary(seed: int = 13) -> list[str]:
     return [*WORDS_ZH, *WORDS_EN, *sorted(rare)]
 
 
+_MULTIPLIER = 2654435761
+_WORD = 2**32
+
+
 def _hash(expr: str, modulo: int, postgres: bool) -> str:
     """SQL for a deterministic pseudo-random integer in [0, modulo) from the integer ``expr``
-    (Knuth's multiplicative hash, high bits), the same on both databases."""
-    value = f"(({expr}) * 2654435761) % 4294967296"
+    (Knuth's multiplicative hash, high bits), the same on both databases (``draw`` in Python)."""
+    value = f"(({expr}) * {_MULTIPLIER}) % {_WORD}"
     if postgres:
-        value = f"((({expr})::bigint * 2654435761) % 4294967296)"
-    return f"({value} * {modulo} / 4294967296)"
+        value = f"((({expr})::bigint * {_MULTIPLIER}) % {_WORD})"
+    return f"({value} * {modulo} / {_WORD})"
+
+
+def draw(value: int, modulo: int) -> int:
+    """``_hash`` in Python: the filler's draws, for tests that rebuild an archive by hand."""
+    return (value * _MULTIPLIER) % _WORD * modulo // _WORD
+
+
+def _buckets(words: list[str]) -> list[int]:
+    weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(words))))
+    return [
+        min(len(words) - 1, bisect_right(weights, (b + 0.5) / _BUCKETS * weights[-1]))
+        for b in range(_BUCKETS)
+    ]
+
+
+@dataclass(frozen=True)
+class SyntheticArchive:
+    """What the filler writes for archive number ``i``, as the real path would take it: the
+    title (words 1–3), the extracted text (words 4–10), department and sensitivity."""
+
+    archive_id: str
+    title: str
+    text: str
+    department: str
+    sensitivity: str
+
+
+def synthetic(i: int, words: list[str] | None = None) -> SyntheticArchive:
+    """The ``i``-th archive of ``fill`` computed in Python (the same draws as the SQL)."""
+    words = words or vocabulary()
+    buckets = _buckets(words)
+    drawn = [words[buckets[draw(i * WORDS_PER_ARCHIVE + slot, _BUCKETS)]] for slot in range(10)]
+    if draw(i, 100) < 90:
+        sensitivity = "NORMAL"
+    elif draw(i + 7, 10) < 7:
+        sensitivity = "SENSITIVE"
+    else:
+        sensitivity = "HIGHLY_SENSITIVE"
+    return SyntheticArchive(
+        archive_id=f"{i:026X}",
+        title=" ".join(drawn[:_TITLE_WORDS]),
+        text=" ".join(drawn[_TITLE_WORDS:]),
+        department=DEPARTMENTS[i % len(DEPARTMENTS)],
+        sensitivity=sensitivity,
+    )
 
 
 def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
     """Insert ``total`` synthetic archives and their search terms, set-based; (seconds, terms).
 
     Each archive draws ``WORDS_PER_ARCHIVE`` words (Zipf-like weights 1/rank^0.8, so the
-    frequent words are in a third of the archives or more) through a 100,000-bucket table; its
-    terms are the union of its words' terms (``index_terms`` of each word, computed once per
-    word), so the rows equal what the node would index for the title ``w1 w2 w3`` and text
-    ``w4 … w10``. Department one of five, sensitivity about 90 % NORMAL, 7 % SENSITIVE, 3 %
-    HIGHLY_SENSITIVE; the draws are a deterministic hash of the archive number, the same on
-    both databases. Archive ids are hex counters (ordered like ULIDs); no blobs, no events.
+    frequent words are in a third of the archives or more) through a 100,000-bucket table. The
+    rows are what ``ArchiveService.create_many`` writes for the title ``w1 w2 w3`` (no metadata)
+    and the extracted text ``w4 … w10``: the same ``title`` and ``search_text`` columns and the
+    same search terms (``index_terms`` of each word, computed once per word: the words are
+    separated by spaces, so the archive's terms are the union of its words' terms) —
+    ``tests/test_search_scale.py`` compares them with archives made by the real path.
+    Department one of five, sensitivity 90 % NORMAL and 10 % SENSITIVE (the draw meant to make
+    3 % HIGHLY_SENSITIVE never fires: the two hashes of ``i`` and ``i + 7`` are correlated, and
+    the filled 10^6 catalogues of docs/benchmarks.md were made so); the draws are a deterministic hash of the archive number, the same on both databases
+    (``synthetic`` computes them in Python). Archive ids are hex counters (ordered like ULIDs);
+    no blobs, no events.
+
+    Set-based and in archive-id order, so that every B-tree is appended to rather than split at
+    random: on SQLite the terms go in with ``INSERT OR IGNORE`` (an archive drawing a word twice
+    adds its terms once) under a large page cache; on PostgreSQL the term table's keys are
+    dropped, the rows inserted (one small DISTINCT per archive) and the keys rebuilt with a
+    large ``maintenance_work_mem``. Both generate the rows inside the server (no rows shipped).
     """
     words = vocabulary()
-    weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(words))))
-    buckets = [
-        min(len(words) - 1, bisect_right(weights, (b + 0.5) / _BUCKETS * weights[-1]))
-        for b in range(_BUCKETS)
-    ]
+    buckets = _buckets(words)
     started = time.perf_counter()
     with db.transaction() as session:
         conn = session.connection()
         postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(text("SET LOCAL work_mem = '256MB'"))
+            conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+        else:
+            conn.execute(text("PRAGMA cache_size = -1000000"))  # 1 GB for this connection
+            conn.execute(text("PRAGMA temp_store = MEMORY"))
         conn.execute(text("CREATE TABLE bench_words (rank INTEGER, term VARCHAR(64))"))
+        conn.execute(text("CREATE TABLE bench_vocab (rank INTEGER PRIMARY KEY, word VARCHAR(64))"))
         conn.execute(text("CREATE TABLE bench_buckets (b INTEGER PRIMARY KEY, rank INTEGER)"))
         conn.execute(
             text("INSERT INTO bench_words VALUES (:rank, :term)"),
-            [{"rank": r, "term": t} for r, w in enumerate(words) for t in index_terms(w)],
+            [{"rank": r, "term": t} for r, w in enumerate(words) for t in sorted(index_terms(w))],
+        )
+        conn.execute(
+            text("INSERT INTO bench_vocab VALUES (:rank, :word)"),
+            [{"rank": r, "word": w} for r, w in enumerate(words)],
         )
         conn.execute(
             text("INSERT INTO bench_buckets VALUES (:b, :rank)"),
@@ -140,9 +210,9 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             archive_id = "upper(lpad(to_hex(i), 26, '0'))"
             blob = "decode(repeat('00', 32), 'hex')"
             instant = "(timestamp '2020-01-01' + i * interval '1 minute')"
-            for constraint in ("pk_search_terms", "fk_search_terms_archive_id_archives"):
-                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {constraint}"))
-            conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id"))
+            conn.execute(text("ANALYZE bench_words"))
+            conn.execute(text("ANALYZE bench_vocab"))
+            conn.execute(text("ANALYZE bench_buckets"))
         else:
             series = (
                 "(WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < :n - 1)"
@@ -163,6 +233,15 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
         department = "CASE " + " ".join(
             f"WHEN i % {len(DEPARTMENTS)} = {n} THEN '{d}'" for n, d in enumerate(DEPARTMENTS)
         )
+
+        def word(slot: int) -> str:
+            bucket = _hash(f"i * {WORDS_PER_ARCHIVE} + {slot}", _BUCKETS, postgres)
+            return (
+                "(SELECT v.word FROM bench_buckets b JOIN bench_vocab v ON v.rank = b.rank "
+                f"WHERE b.b = {bucket})"
+            )
+
+        title = " || ' ' || ".join(word(slot) for slot in range(_TITLE_WORDS))
         conn.execute(
             text(
                 "INSERT INTO archives (id, record_class, sensitivity, department, title, "
@@ -170,32 +249,27 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
                 "trigger_date, on_hold, hold_by_regulator, current_version, last_event_hash, "
                 "event_count, chain_status, created_by, created_at, updated_at) "
                 f"SELECT {archive_id}, 'INPATIENT', {sensitivity}, {department} END, "
-                "'synthetic', 'p' || (i % 50000), 'HIS', '{}', 'synthetic', 'CREATED', "
+                "t, 'p' || (i % 50000), 'HIS', '{}', lower(t), 'CREATED', "
                 f":custodian, {instant}, false, false, 1, {blob}, 1, 'none', 'bench', "
-                f"{instant}, {instant} FROM {series}"
+                f"{instant}, {instant} FROM (SELECT i, {title} AS t FROM {series}) AS titled"
             ),
             {"n": total, "custodian": custodian},
         )
-        draw = _hash(f"i * {WORDS_PER_ARCHIVE} + slot", _BUCKETS, postgres)
-        conn.execute(
-            text(
-                "CREATE TABLE bench_drawn AS "
-                f"SELECT {archive_id} AS archive_id, b.rank AS rank "
-                f"FROM {series} CROSS JOIN {slots} "
-                f"JOIN bench_buckets b ON b.b = {draw}"
-            ),
-            {"n": total},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO search_terms (term, archive_id) "
-                "SELECT DISTINCT w.term, d.archive_id FROM bench_drawn d "
-                "JOIN bench_words w ON w.rank = d.rank ORDER BY 1, 2"
-            )
-        )
-        for table in ("bench_drawn", "bench_words", "bench_buckets"):
-            conn.execute(text(f"DROP TABLE {table}"))
+        draw_sql = _hash(f"i * {WORDS_PER_ARCHIVE} + slot", _BUCKETS, postgres)
         if postgres:
+            for constraint in ("pk_search_terms", "fk_search_terms_archive_id_archives"):
+                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {constraint}"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id_term"))
+            conn.execute(
+                text(
+                    "INSERT INTO search_terms (term, archive_id) "
+                    f"SELECT t.term, {archive_id} FROM {series} CROSS JOIN LATERAL "
+                    f"(SELECT DISTINCT w.term FROM {slots} "
+                    f"JOIN bench_buckets b ON b.b = {draw_sql} "
+                    "JOIN bench_words w ON w.rank = b.rank) AS t"
+                ),
+                {"n": total},
+            )
             conn.execute(
                 text(
                     "ALTER TABLE search_terms ADD CONSTRAINT pk_search_terms "
@@ -209,8 +283,22 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
                 )
             )
             conn.execute(
-                text("CREATE INDEX ix_search_terms_archive_id ON search_terms (archive_id)")
+                text(
+                    "CREATE INDEX ix_search_terms_archive_id_term ON search_terms (archive_id, term)"
+                )
             )
+        else:
+            conn.execute(
+                text(
+                    "INSERT OR IGNORE INTO search_terms (term, archive_id) "
+                    f"SELECT w.term, {archive_id} FROM {series} AS s CROSS JOIN {slots} AS k "
+                    f"CROSS JOIN bench_buckets b CROSS JOIN bench_words w "
+                    f"WHERE b.b = {draw_sql} AND w.rank = b.rank"
+                ),
+                {"n": total},
+            )
+        for table in ("bench_words", "bench_vocab", "bench_buckets"):
+            conn.execute(text(f"DROP TABLE {table}"))
         rows = conn.execute(text("SELECT count(*) FROM search_terms")).scalar_one()
     with db.writer.connect() as conn:  # planner statistics, as a running node's autovacuum keeps
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -169,7 +169,7 @@ class CataloguePageOut(BaseModel):
     total: int
     limit: int
     offset: int
-    total_exact: bool = True  # false: a text search counted up to its cap; at least `total`
+    total_exact: bool = True  # false: the search counted up to its cap; at least `total`
 
 
 CSV_COLUMNS = tuple(CatalogueEntryOut.model_fields)

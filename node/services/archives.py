@@ -94,8 +94,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
-SEARCH_TOTAL_CAP = 1_000  # a text search counts its matches up to here (Page.total_exact)
-_TERM_PROBE = 5_000  # postings counted per query term to find the rarest
+SEARCH_TOTAL_CAP = 1_000  # a search counts its matches up to here (Page.total_exact)
+_TERM_PROBE = 50_000  # postings counted per query term to find the rarest (index only)
 _STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
@@ -157,12 +157,11 @@ class SearchFilters:
 
 @dataclass(frozen=True)
 class CatalogueQuery:
-    """A catalogue query not yet run: its rows, their order, and whether its total is counted
-    only up to ``SEARCH_TOTAL_CAP`` (text searches)."""
+    """A catalogue query not yet run: the ids of its archives (unordered), and their order
+    (newest first; the page and the capped count both walk it)."""
 
-    query: Select[tuple[Archive]]
+    query: Select[tuple[str]]
     order: tuple[ColumnElement[Any], ...]
-    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -943,8 +942,9 @@ class ArchiveService:
 
         Every row passes the access policy for ``read_metadata`` (``_readable``): an entry the
         caller may not read is neither listed nor counted. A text search lists newest archive id
-        first and counts its matches up to ``SEARCH_TOTAL_CAP`` (``Page.total_exact`` false
-        beyond), so that a query of frequent words stays bounded (docs/benchmarks.md)."""
+        first, any other newest ``created_at`` first; both count their matches up to
+        ``SEARCH_TOTAL_CAP`` (``Page.total_exact`` false beyond), so that a query of frequent
+        words or a broad filter stays bounded at 10^6 archives (docs/benchmarks.md)."""
         principal.require(Action.READ_METADATA)
         if not 1 <= filters.limit <= MAX_PAGE:
             raise InputError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_page")
@@ -955,12 +955,17 @@ class ArchiveService:
             total, exact, ids = self._matching(built, filters, session)
         self._log_metadata_reads(principal, ids, filters.purpose)
         with self.db.session() as session:  # the entries as they are now, their reads included
-            rows = {
-                row.id: row
-                for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
-            }
-            items = tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
+            items = self._page_rows(session, ids)
         return Page(items, int(total), filters.limit, filters.offset, exact)
+
+    @staticmethod
+    def _page_rows(session: Session, ids: list[str]) -> tuple[ArchiveView, ...]:
+        """The catalogue entries of ``ids``, in that order (one statement, versions loaded)."""
+        rows = {
+            row.id: row
+            for row in session.execute(select(Archive).where(Archive.id.in_(ids))).scalars()
+        }
+        return tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
 
     def _readable(self, principal: Principal, purpose: Purpose | None) -> ColumnElement[bool]:
         """The access policy for ``read_metadata`` as a condition on each catalogue row.
@@ -1001,54 +1006,65 @@ class ArchiveService:
         by_policy = or_(false(), *allowed)
         if principal.department_scoped:  # the role's own scope, then the policy narrows it
             by_policy = and_(Archive.department == principal.department, by_policy)
-        return or_(by_policy, Archive.id.in_(windows))
+        # ``id || ''``: the windows' few archives are matched row by row, so that SQLite does
+        # not answer the OR by a union over the primary key and sort every archive it lists
+        # (1.7 s for a clinician's newest-first page at 10^6 archives).
+        return or_(by_policy, (Archive.id + "").in_(windows))
 
     def _catalogue_query(
         self, principal: Principal, filters: SearchFilters, session: Session
     ) -> CatalogueQuery:
         """The catalogue query of ``filters`` within the caller's scope (not yet run).
 
-        A text query is driven by its rarest term: that term's postings are walked newest
-        archive id first (the primary key's B-tree, backwards) and every other term is probed
-        per candidate, so a page costs about ``limit`` probes when matches are dense, not a
-        scan of every posting of a frequent term."""
-        query = select(Archive).where(self._readable(principal, filters.purpose))
+        Without text, the archives are walked newest first through ``(created_at, id)`` (or
+        ``(department, created_at, id)`` for a department filter), each checked against the
+        policy and the filters. A text query is driven by its rarest term: that term's postings
+        are walked newest archive id first (the primary key's B-tree, backwards, index only),
+        and per candidate every other term is probed by (term, archive id) and the archive's
+        row is checked by its primary key — a correlated EXISTS that PostgreSQL may not turn
+        into a join (``OFFSET 0``: a merge or hash join with every archive would read all of
+        them for a rare term). A page costs about ``limit`` probes when matches are dense, not
+        a scan of every posting of a frequent term nor of every archive."""
+        conditions: list[ColumnElement[bool]] = [self._readable(principal, filters.purpose)]
         if filters.department:
-            query = query.where(Archive.department == filters.department)
+            conditions.append(Archive.department == filters.department)
         if filters.record_class:
-            query = query.where(Archive.record_class == filters.record_class.value)
+            conditions.append(Archive.record_class == filters.record_class.value)
         if filters.state:
-            query = query.where(Archive.state == filters.state)
+            conditions.append(Archive.state == filters.state)
         if filters.patient_id:
             pseudonym = self.pseudonyms.patient(filters.patient_id)
-            query = query.where(Archive.patient_pseudonym == pseudonym)
+            conditions.append(Archive.patient_pseudonym == pseudonym)
         if filters.encounter:
             visit = self.pseudonyms.encounter(filters.encounter)
-            query = query.where(
+            conditions.append(
                 Archive.id.in_(
                     select(IngestedMessage.archive_id).where(IngestedMessage.encounter == visit)
                 )
             )
         if filters.created_from:
-            query = query.where(Archive.created_at >= filters.created_from)
+            conditions.append(Archive.created_at >= filters.created_from)
         if filters.created_to:
-            query = query.where(Archive.created_at < filters.created_to)
+            conditions.append(Archive.created_at < filters.created_to)
         if filters.keyword:
             needle = f"%{_escape_like(filters.keyword.lower())}%"
-            query = query.where(
+            conditions.append(
                 or_(
                     Archive.search_text.like(needle, escape="\\"),
                     Archive.id == filters.keyword.upper(),
                 )
             )
         if filters.text is None:
-            return CatalogueQuery(query, (Archive.created_at.desc(), Archive.id.desc()))
+            return CatalogueQuery(
+                select(Archive.id).where(*conditions),
+                (Archive.created_at.desc(), Archive.id.desc()),
+            )
         terms = query_terms(filters.text)
         if not terms:
             raise InputError("text holds no searchable word", code="invalid_search_text")
         driver, *others = self._rarest_first(session, terms)
         posting = aliased(SearchTerm, name="driver")
-        query = query.join(posting, posting.archive_id == Archive.id).where(posting.term == driver)
+        query = select(posting.archive_id).where(posting.term == driver)
         for term in others:
             probe = aliased(SearchTerm)
             query = query.where(
@@ -1056,7 +1072,14 @@ class ArchiveService:
                 .where(probe.term == term, probe.archive_id == posting.archive_id)
                 .exists()
             )
-        return CatalogueQuery(query, (posting.archive_id.desc(),), capped=True)
+        row = (
+            select(Archive.id)
+            .where(Archive.id == posting.archive_id, *conditions)
+            .offset(0)  # stays a per-candidate probe on PostgreSQL (see above)
+            .correlate(posting)
+        )
+        query = query.where(row.exists())
+        return CatalogueQuery(query, (posting.archive_id.desc(),))
 
     @staticmethod
     def _rarest_first(session: Session, terms: list[str]) -> list[str]:
@@ -1083,25 +1106,34 @@ class ArchiveService:
         built: CatalogueQuery, filters: SearchFilters, session: Session
     ) -> tuple[int, bool, list[str]]:
         """The total, whether it is exact, and the page of ids of a catalogue query (nothing
-        logged: ``search`` logs the reads; ``scripts/bench_search.py`` times this part alone).
-        A capped count walks the same order as the page (so the planner takes the same
-        bounded path, not a scan of every archive)."""
-        ids = list(
-            session.execute(
-                built.query.with_only_columns(Archive.id)
-                .order_by(*built.order)
-                .limit(filters.limit)
-                .offset(filters.offset)
-            ).scalars()
-        )
-        counted = built.query.with_only_columns(Archive.id)
+        logged: ``search`` logs the reads; ``scripts/bench_search.py`` times this part alone)."""
+        page, counted = ArchiveService._page_and_count(built, filters)
+        ids = list(session.execute(page).scalars())
+        total = session.execute(counted).scalar_one()
         cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
-        if built.capped:
-            counted = counted.order_by(*built.order).limit(cap + 1)
-        total = session.execute(select(func.count()).select_from(counted.subquery())).scalar_one()
-        if built.capped and total > cap:
+        if total > cap:
             return cap, False, ids
         return int(total), True, ids
+
+    @staticmethod
+    def _page_and_count(
+        built: CatalogueQuery, filters: SearchFilters
+    ) -> tuple[Select[tuple[str]], Select[tuple[int]]]:
+        """The page statement and the count statement of a catalogue query. A capped count
+        walks the same order as the page, stopping after the cap (so the planner takes the
+        same bounded path, not a scan of every archive)."""
+        page = built.query.order_by(*built.order).limit(filters.limit).offset(filters.offset)
+        cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
+        counted = built.query.order_by(*built.order).limit(cap + 1)
+        return page, select(func.count()).select_from(counted.subquery())
+
+    def _statements(
+        self, principal: Principal, filters: SearchFilters, session: Session
+    ) -> list[Select[Any]]:
+        """The statements a search runs (``scripts/bench_search.py --explain`` prints their
+        plans)."""
+        built = self._catalogue_query(principal, filters, session)
+        return list(self._page_and_count(built, filters))
 
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
         """Every event of the archive in this node's log, with its anchoring status."""
