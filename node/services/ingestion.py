@@ -230,7 +230,10 @@ class IngestionService:
             raise InputError(f"a batch holds 1 to {MAX_BATCH} documents", code="invalid_batch")
         for _attempt in range(2):
             taken = self._taken(docs)
-            plans = [self._planned(principal, doc, taken, index, len(docs)) for index, doc in enumerate(docs)]
+            plans = [
+                self._planned(principal, doc, taken, index, len(docs))
+                for index, doc in enumerate(docs)
+            ]
             fresh: dict[tuple[str, str], int] = {}
             items: list[NewContent] = []
             slots: list[int | tuple[str, str] | Ingested] = []
