@@ -213,10 +213,13 @@ def _send_batch(
     if response.status_code not in (200, 201):
         _refused_key(response)
         return None
-    documents = response.json()["documents"]
-    if len(documents) != len(prepared):
-        raise UnavailableError("the node answered a batch with the wrong number of documents")
-    return [(200 if d["duplicate"] else 201, "") for d in documents]
+    try:
+        documents = response.json()["documents"]
+        if len(documents) != len(prepared):
+            raise ValueError(len(documents))
+        return [(200 if d["duplicate"] else 201, "") for d in documents]
+    except (ValueError, KeyError, TypeError):
+        raise UnavailableError("the node's answer to a batch is not one entry per file") from None
 
 
 @click.command("import")
