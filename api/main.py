@@ -79,7 +79,7 @@ Errors are JSON `{"code", "message"}` (plus `details` for validation and bundle 
 """
 
 _UPLOAD_PATH = re.compile(
-    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents)"
+    rf"^(?:{API_PREFIX}/(?:archives(?:/[^/]+/amend)?|ingest/documents(?:/batch)?)"
     r"|/console/(?:upload|archives/[^/]+/amend))/?$"
 )
 _VERIFY_PATH = re.compile(rf"^{API_PREFIX}/verify/?$")

@@ -10,9 +10,11 @@ objects), with the same fields:
   the file name).
 
 The whole manifest is checked before anything is sent (a bad row: exit 2 with one line). Each file
-goes through the node's ingestion path (``POST /api/v1/ingest/documents``) with
-``sha256:<hash of the file>`` as its message id, so running the import again stores nothing
-twice. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
+goes through the node's ingestion path with ``sha256:<hash of the file>`` as its message id, so
+running the import again stores nothing twice. Files are sent ``--batch`` at a time (default 100)
+to ``POST /api/v1/ingest/documents/batch``, each batch one transaction on the node; a batch the
+node refuses (one bad file refuses all of it, storing nothing) is sent again file by file to
+``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
 failed.
 """
 
@@ -43,6 +45,12 @@ FIELDS = (
     "media_type",
 )
 ROUTE = "/api/v1/ingest/documents"
+BATCH_ROUTE = "/api/v1/ingest/documents/batch"
+DEFAULT_BATCH = 100
+MAX_BATCH = 500
+"""The node's limit of documents per batch (``api.routes.ingest.MAX_BATCH_DOCUMENTS``)."""
+BATCH_BYTES = 32 * 1024 * 1024
+"""A batch is cut before its files pass this many bytes (memory, and the node's body limit)."""
 
 
 @dataclass(frozen=True)
@@ -114,31 +122,104 @@ def _row(root: Path, number: int, record: dict[str, Any], source: str) -> Row:
     return Row(path, metadata, media_type)
 
 
-def send(client: httpx.Client, rows: list[Row]) -> tuple[int, int, list[tuple[str, str]]]:
-    """Send every row: (imported, already present, [(file, error code)])."""
+def send(
+    client: httpx.Client, rows: list[Row], batch: int = DEFAULT_BATCH
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """Send every row: (imported, already present, [(file, error code)]). Rows go ``batch`` at a
+    time through the batch route (one transaction each); a refused batch is sent again one file
+    at a time, so its good files go in and each refusal is reported with its own code."""
     imported = present = 0
     failed: list[tuple[str, str]] = []
-    for row in rows:
-        content = row.path.read_bytes()
-        metadata = {**row.metadata, "message_id": "sha256:" + hashlib.sha256(content).hexdigest()}
-        response = client.post(
-            ROUTE,
-            files={"file": (row.path.name, content, row.media_type)},
-            data={"metadata": json.dumps(metadata, ensure_ascii=False)},
-        )
-        if response.status_code == 201:
-            imported += 1
-        elif response.status_code == 200:
-            present += 1
+    for group in _groups(rows, batch):
+        prepared = [_prepare(row) for row in group]
+        if len(prepared) == 1:
+            results = [_send_one(client, *prepared[0])]
         else:
-            try:
-                code = str(response.json().get("code", response.status_code))
-            except ValueError:
-                code = str(response.status_code)
-            failed.append((row.path.name, code))
-            if response.status_code in (401, 403):
-                raise InputError(f"the node refused the API key ({code})")
+            batched = _send_batch(client, prepared)
+            if batched is None:
+                results = [_send_one(client, *item) for item in prepared]
+            else:
+                results = batched
+        for (row, _, _), (status, code) in zip(prepared, results, strict=True):
+            if status == 201:
+                imported += 1
+            elif status == 200:
+                present += 1
+            else:
+                failed.append((row.path.name, code))
     return imported, present, failed
+
+
+def _groups(rows: list[Row], batch: int) -> list[list[Row]]:
+    """``rows`` in groups of at most ``batch`` rows and ``BATCH_BYTES`` of content."""
+    groups: list[list[Row]] = []
+    current: list[Row] = []
+    size = 0
+    for row in rows:
+        length = row.path.stat().st_size
+        if current and (len(current) >= batch or size + length > BATCH_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _prepare(row: Row) -> tuple[Row, bytes, dict[str, Any]]:
+    content = row.path.read_bytes()
+    metadata = {**row.metadata, "message_id": "sha256:" + hashlib.sha256(content).hexdigest()}
+    return row, content, metadata
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("code", response.status_code))
+    except (ValueError, AttributeError):
+        return str(response.status_code)
+
+
+def _refused_key(response: httpx.Response) -> None:
+    if response.status_code in (401, 403):
+        raise InputError(f"the node refused the API key ({_code(response)})")
+
+
+def _send_one(
+    client: httpx.Client, row: Row, content: bytes, metadata: dict[str, Any]
+) -> tuple[int, str]:
+    """(HTTP status, error code) of one file sent alone."""
+    response = client.post(
+        ROUTE,
+        files={"file": (row.path.name, content, row.media_type)},
+        data={"metadata": json.dumps(metadata, ensure_ascii=False)},
+    )
+    if response.status_code in (200, 201):
+        return response.status_code, ""
+    _refused_key(response)
+    return response.status_code, _code(response)
+
+
+def _send_batch(
+    client: httpx.Client, prepared: list[tuple[Row, bytes, dict[str, Any]]]
+) -> list[tuple[int, str]] | None:
+    """(status, code) per file of a batch stored as one unit, or None if the node refused it
+    (nothing of it was stored: the caller sends its files one by one)."""
+    response = client.post(
+        BATCH_ROUTE,
+        files=[("file", (row.path.name, content, row.media_type)) for row, content, _ in prepared],
+        data={"metadata": json.dumps([m for _, _, m in prepared], ensure_ascii=False)},
+    )
+    if response.status_code not in (200, 201):
+        _refused_key(response)
+        return None
+    try:
+        documents = response.json()["documents"]
+        if len(documents) != len(prepared):
+            raise ValueError(len(documents))
+        return [(200 if d["duplicate"] else 201, "") for d in documents]
+    except (ValueError, KeyError, TypeError):
+        raise UnavailableError("the node's answer to a batch is not one entry per file") from None
 
 
 @click.command("import")
@@ -158,8 +239,21 @@ def send(client: httpx.Client, rows: list[Row]) -> tuple[int, int, list[tuple[st
 )
 @click.option("--source", default="legacy-import", show_default=True, help="Source system code.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--batch",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(1, MAX_BATCH),
+    help="Files per request (one transaction on the node); 1 sends each file alone.",
+)
 def import_command(
-    directory: Path, manifest: Path, node_url: str, api_key_file: Path, source: str, timeout: float
+    directory: Path,
+    manifest: Path,
+    node_url: str,
+    api_key_file: Path,
+    source: str,
+    timeout: float,
+    batch: int,
 ) -> int:
     """Backfill legacy files through the node's ingestion path (idempotent by file hash)."""
     try:
@@ -172,7 +266,7 @@ def import_command(
     headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(base_url=node_url, headers=headers, timeout=timeout) as client:
-            imported, present, failed = send(client, rows)
+            imported, present, failed = send(client, rows, batch)
     except httpx.HTTPError as exc:
         raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None
     for name, code in failed:

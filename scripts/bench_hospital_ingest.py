@@ -10,11 +10,14 @@ or PostgreSQL, local blob store, no anchoring schedule) in this process:
   3. HL7 v2 ORU^R01 over one MLLP connection (a real TCP socket; each message waits for its ACK,
      which is sent after the commit) — durable messages/s;
   4. keyword search (``GET /archives?text=`` at the service level: ``ArchiveService.search``) over
-     the archives made above, Chinese and Latin queries: p50 / p95.
+     the archives made above, Chinese and Latin queries: p50 / p95;
+  5. (only with ``--parts import``) ``archivechain import`` (the CLI, a separate process) of
+     2,000 files of 4 KB through the node's API served by uvicorn in this process, one file per
+     request (``--batch 1``) and in batches (``--batch 100``, the default): archives/s.
 
 Usage: .venv/bin/python scripts/bench_hospital_ingest.py [--quick] [--postgres URL]
-       [--parts bulk,single,mllp,search] [--profile PREFIX]
-``--parts`` runs only the named measures (default: all); ``--profile PREFIX`` writes cProfile
+       [--parts bulk,single,mllp,search,import] [--profile PREFIX]
+``--parts`` runs only the named measures (default: all but import); ``--profile PREFIX`` writes cProfile
 statistics of the bulk import to PREFIX.caller (the calling thread: validation, classification,
 blob stores) and PREFIX.writer (the database writer's thread: the unit of work), pstats format.
 Everything lives in a temporary directory removed at the end. BENCHMARK ONLY keys and costs.
@@ -113,6 +116,62 @@ def bulk(
     )
 
 
+def import_cli(node: Any, root: Path, total: int) -> list[tuple[str, str]]:
+    """``archivechain import`` of ``total`` 4 KB files, per file then in batches (each run its
+    own files, so nothing is a duplicate), against uvicorn serving the node's app."""
+    import subprocess
+
+    import uvicorn
+
+    from api.main import create_app
+
+    key = root / "import.key"
+    key.write_text(node.keys.issue(Role.ARCHIVIST, "bench-import").secret + "\n")
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(node), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    cli = Path(sys.executable).with_name("archivechain")
+    rows: list[tuple[str, str]] = []
+    try:
+        for batch in (1, 100):
+            directory = root / f"import-{batch}"
+            directory.mkdir()
+            lines = ["file,patient_id,class_hint,trigger_date"]
+            for i in range(total):
+                head = f"batch {batch} document {i} 出院小结 chest pain follow-up\n".encode()
+                (directory / f"d{i:05d}.txt").write_bytes((head * 100)[:4096])
+                lines.append(f"d{i:05d}.txt,MRN-{i % 500},住院病历,2024-05-0{1 + i % 9}")
+            manifest = root / f"import-{batch}.csv"
+            manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            load = load_average()
+            start = time.perf_counter()
+            done = subprocess.run(
+                [str(cli), "import", str(directory), "--manifest", str(manifest), "--node",
+                 f"http://127.0.0.1:{port}", "--api-key-file", str(key), "--batch", str(batch)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            wall = time.perf_counter() - start
+            if done.returncode != 0 or f"imported {total}," not in done.stdout:
+                raise RuntimeError(f"import failed: {done.stdout[-300:]} {done.stderr[-300:]}")
+            how = "one file per request" if batch == 1 else f"--batch {batch}"
+            rows.append(
+                (
+                    f"archivechain import, {total:,} files of 4 KB, {how}: archives/s "
+                    "(load 1/5/15 min at start)",
+                    f"{total / wall:,.0f} ({load})",
+                )
+            )
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    return rows
+
+
 def single(node: Any, principal: Any, docs: list[Any]) -> tuple[str, str]:
     """One document per ``ingest`` call."""
     timings = []
@@ -191,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
                     rows.append(bulk(node, principal, docs, bulk_total, batch, args.profile))
                 if "single" in parts:
                     rows.append(single(node, principal, docs[bulk_total:]))
+                if "import" in parts:
+                    rows.extend(import_cli(node, root, 500 if quick else 2_000))
                 if "mllp" in parts:
                     assert node.mllp is not None
                     rows.extend(mllp(node.mllp.port, hl7_total))

@@ -10,12 +10,19 @@ archive it already is (200, ``duplicate: true``), a new one 201.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from anchoring.events import RecordClass
 from api.deps import PrincipalDep, RuntimeDep
@@ -24,7 +31,7 @@ from api.routes.archives import MultipartOnly
 from api.schemas import CODE_PATTERN, CalendarDate
 from node.classification import SourceHints
 from node.errors import InputError
-from node.services.ingestion import IncomingDocument
+from node.services.ingestion import IncomingDocument, Ingested
 
 router = APIRouter(prefix="/ingest", tags=["ingestion"])
 
@@ -60,15 +67,88 @@ class IngestedOut(BaseModel):
     state: str
 
 
+MAX_BATCH_DOCUMENTS = 500
+"""Most documents one ``POST /ingest/documents/batch`` may carry."""
+BATCH_METADATA_BYTES = 4 * 1024 * 1024
+"""Largest ``metadata`` part of a batch (500 documents with long escaped fields fit)."""
+
+_DocumentList = TypeAdapter(list[DocumentIn])
+
+
+class BatchOut(BaseModel):
+    """What became of each document of a batch, in the order they were sent."""
+
+    documents: list[IngestedOut]
+
+
 def _metadata(raw: str) -> DocumentIn:
     try:
         return DocumentIn.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [
-            {**error, "loc": ("body", "metadata", *error["loc"])}
-            for error in exc.errors(include_input=False, include_url=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
+        raise RequestValidationError(_errors(exc)) from None
+
+
+def _metadata_list(raw: str) -> list[DocumentIn]:
+    try:
+        return _DocumentList.validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(_errors(exc)) from None
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {**error, "loc": ("body", "metadata", *error["loc"])}
+        for error in exc.errors(include_input=False, include_url=False, include_context=False)
+    ]
+
+
+def _too_large(limit: int, index: int | None = None) -> InputError:
+    error = InputError(f"content exceeds the limit of {limit} bytes", code="payload_too_large")
+    if index is not None:
+        error.details = {"index": index}
+    return error
+
+
+def _content(file: UploadFile, limit: int, index: int | None = None) -> bytes:
+    """The part's bytes (413 ``payload_too_large`` above ``limit``)."""
+    if file.size is not None and file.size > limit:
+        raise _too_large(limit, index)
+    file.file.seek(0)
+    content = file.file.read(limit + 1)
+    if len(content) > limit:
+        raise _too_large(limit, index)
+    return content
+
+
+def _incoming(file: UploadFile, content: bytes, fields: DocumentIn) -> IncomingDocument:
+    media_type = (file.content_type or "").split(";", 1)[0].strip().lower()
+    name = re.split(r"[\\/]", file.filename or "")[-1]
+    name = _UNSAFE.sub("", name).strip()[:255] or None
+    hint = fields.record_class.value if fields.record_class is not None else fields.class_hint
+    return IncomingDocument(
+        content=content,
+        media_type=media_type or "application/octet-stream",
+        patient_id=fields.patient_id,
+        source_system=fields.source_system,
+        title=fields.title,
+        message_id=fields.message_id,
+        encounter_id=fields.encounter_id,
+        department=fields.department,
+        hints=SourceHints(class_hint=hint, department=fields.department),
+        filename=name,
+        trigger_date=fields.trigger_date,
+        kind="document",
+    )
+
+
+def _out(done: Ingested) -> IngestedOut:
+    return IngestedOut(
+        archive_id=done.archive.id,
+        duplicate=done.duplicate,
+        record_class=done.archive.record_class,
+        sensitivity=done.archive.sensitivity,
+        state=done.archive.state,
+    )
 
 
 @router.post(
@@ -94,37 +174,67 @@ def ingest_document(
     metadata: Annotated[str, Form(description="JSON object: see `DocumentIn`.")],
 ) -> JSONResponse:
     fields = _metadata(metadata)
-    limit = runtime.settings.max_upload_bytes
-    if file.size is not None and file.size > limit:
-        raise InputError(f"content exceeds the limit of {limit} bytes", code="payload_too_large")
-    file.file.seek(0)
-    content = file.file.read(limit + 1)
-    if len(content) > limit:
-        raise InputError(f"content exceeds the limit of {limit} bytes", code="payload_too_large")
-    media_type = (file.content_type or "").split(";", 1)[0].strip().lower()
-    name = re.split(r"[\\/]", file.filename or "")[-1]
-    name = _UNSAFE.sub("", name).strip()[:255] or None
-    hint = fields.record_class.value if fields.record_class is not None else fields.class_hint
-    doc = IncomingDocument(
-        content=content,
-        media_type=media_type or "application/octet-stream",
-        patient_id=fields.patient_id,
-        source_system=fields.source_system,
-        title=fields.title,
-        message_id=fields.message_id,
-        encounter_id=fields.encounter_id,
-        department=fields.department,
-        hints=SourceHints(class_hint=hint, department=fields.department),
-        filename=name,
-        trigger_date=fields.trigger_date,
-        kind="document",
-    )
-    done = runtime.ingestion.ingest(principal, doc)
-    out = IngestedOut(
-        archive_id=done.archive.id,
-        duplicate=done.duplicate,
-        record_class=done.archive.record_class,
-        sensitivity=done.archive.sensitivity,
-        state=done.archive.state,
-    )
+    content = _content(file, runtime.settings.max_upload_bytes)
+    done = runtime.ingestion.ingest(principal, _incoming(file, content, fields))
+    out = _out(done)
     return JSONResponse(out.model_dump(mode="json"), status_code=200 if done.duplicate else 201)
+
+
+@router.post(
+    "/documents/batch",
+    status_code=201,
+    response_model=BatchOut,
+    summary="Ingest up to 500 generic documents in one unit (all or nothing)",
+    description=(
+        f"Multipart form: 1 to {MAX_BATCH_DOCUMENTS} `file` parts and one `metadata` part, a "
+        "JSON array of as many `DocumentIn` objects, in the order of the files. The whole body "
+        "stays under the node's upload limit. All documents are stored in one transaction: if "
+        "any is refused, nothing is stored and the answer is the refusal's code with "
+        "`details.index`, the position of the refused document (validation errors name it in "
+        "`loc`: `body.metadata.<index>`). Otherwise one entry per document, in order; a message "
+        "id the source sent before answers `duplicate: true` and stores nothing. 201 when at "
+        "least one archive is new, 200 when all were duplicates. Roles: archivist; clinician "
+        "(own department)."
+    ),
+    responses={
+        **error_responses(400, 401, 403, 409, 413, 415, 422, 503),
+        200: {"model": BatchOut, "description": "Every document was already ingested."},
+    },
+    dependencies=[MultipartOnly],
+    form_limits={
+        "max_files": MAX_BATCH_DOCUMENTS,
+        "max_fields": 4,
+        "max_part_size": BATCH_METADATA_BYTES,
+    },
+)
+def ingest_documents_batch(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    file: Annotated[list[UploadFile], File(description="The documents, in order.")],
+    metadata: Annotated[
+        str, Form(description="JSON array of `DocumentIn` objects, one per file, in order.")
+    ],
+) -> JSONResponse:
+    if not 1 <= len(file) <= MAX_BATCH_DOCUMENTS:
+        raise InputError(
+            f"a batch holds 1 to {MAX_BATCH_DOCUMENTS} documents", code="invalid_batch"
+        )
+    fields = _metadata_list(metadata)
+    if len(fields) != len(file):
+        raise InputError(
+            f"{len(file)} files but {len(fields)} metadata objects: one per file, in order",
+            code="batch_count_mismatch",
+        )
+    limit = runtime.settings.max_upload_bytes
+    docs: list[IncomingDocument] = []
+    total = 0
+    for index, (upload, item) in enumerate(zip(file, fields, strict=True)):
+        content = _content(upload, limit, index)
+        total += len(content)
+        if total > limit:
+            raise _too_large(limit, index)
+        docs.append(_incoming(upload, content, item))
+    done = runtime.ingestion.ingest_batch(principal, docs)
+    out = BatchOut(documents=[_out(item) for item in done])
+    fresh = any(not item.duplicate for item in done)
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if fresh else 200)

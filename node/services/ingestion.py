@@ -230,7 +230,10 @@ class IngestionService:
             raise InputError(f"a batch holds 1 to {MAX_BATCH} documents", code="invalid_batch")
         for _attempt in range(2):
             taken = self._taken(docs)
-            plans = [self._plan(principal, doc, taken) for doc in docs]
+            plans = [
+                self._planned(principal, doc, taken, index, len(docs))
+                for index, doc in enumerate(docs)
+            ]
             fresh: dict[tuple[str, str], int] = {}
             items: list[NewContent] = []
             slots: list[int | tuple[str, str] | Ingested] = []
@@ -297,6 +300,23 @@ class IngestionService:
                 ).scalars()
                 taken.update((source, message_id) for message_id in found)
         return taken
+
+    def _planned(
+        self,
+        principal: Principal,
+        doc: IncomingDocument,
+        taken: set[tuple[str, str]],
+        index: int,
+        count: int,
+    ) -> _Plan | Ingested:
+        """``_plan``; in a batch of several, a refusal names the document's position in
+        ``details.index`` (a batch route reports which item refused the whole batch)."""
+        try:
+            return self._plan(principal, doc, taken)
+        except NodeError as exc:
+            if count > 1:
+                exc.details = {**(exc.details or {}), "index": index}
+            raise
 
     def _plan(
         self, principal: Principal, doc: IncomingDocument, taken: set[tuple[str, str]]

@@ -271,3 +271,33 @@ def test_document_route_is_idempotent_and_refuses_bad_metadata(api: Api) -> None
         headers=api.auth("auditor"),
     )
     assert auditor.status_code == 403
+
+
+def test_a_refused_row_in_a_batch_leaves_the_others_imported(
+    api_node: NodeRuntime, live: str, legacy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The node refuses the batch as a unit (a patient id blank once trimmed); the CLI sends its
+    files one by one, so the two good ones go in and the bad one is reported with its code."""
+    directory, key = legacy
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "file,patient_id,class_hint\n"
+        f"2019/discharge.txt,{PATIENT},住院\n"
+        "2019/lab.txt,   ,LAB\n"
+        f"scan.bin,{PATIENT},IMAGING\n",
+        encoding="utf-8",
+    )
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
+    assert code == 1
+    assert "imported 2, already present 0, failed 1" in out
+    assert err.strip().splitlines() == ["failed: lab.txt: invalid_patient_id"]
+    assert _count(api_node) == 2
+    # Again with the row fixed, in batches of 2: the two already there are found, one is new.
+    manifest.write_text(_manifest_csv(tmp_path / "x.csv").read_text(encoding="utf-8"))
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "2")
+    assert code == 0, err
+    assert "imported 1, already present 2, failed 0" in out
+    assert _count(api_node) == 3
+    code, _, err = _run(*args, "--api-key-file", str(key), "--batch", "0")
+    assert code == 2
