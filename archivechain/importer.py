@@ -16,6 +16,9 @@ to ``POST /api/v1/ingest/documents/batch``, each batch one transaction on the no
 node refuses (one bad file refuses all of it, storing nothing) is sent again file by file to
 ``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
 failed.
+A progress line (files done, files/s, ETA) goes to standard error: redrawn on a terminal, every
+5 seconds otherwise. ``--dry-run`` checks the manifest, reads and hashes every file and prints
+what would be sent (files, bytes, requests, repeated contents) without contacting the node.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import csv
 import hashlib
 import json
 import mimetypes
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +129,15 @@ def _row(root: Path, number: int, record: dict[str, Any], source: str) -> Row:
 
 
 def send(
-    client: httpx.Client, rows: list[Row], batch: int = DEFAULT_BATCH
+    client: httpx.Client,
+    rows: list[Row],
+    batch: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Send every row: (imported, already present, [(file, error code)]). Rows go ``batch`` at a
     time through the batch route (one transaction each); a refused batch is sent again one file
-    at a time, so its good files go in and each refusal is reported with its own code."""
+    at a time, so its good files go in and each refusal is reported with its own code.
+    ``progress`` is told after each group how many files it held."""
     imported = present = 0
     failed: list[tuple[str, str]] = []
     for group in _groups(rows, batch):
@@ -147,7 +157,44 @@ def send(
                 present += 1
             else:
                 failed.append((row.path.name, code))
+        if progress is not None:
+            progress.advance(len(group))
     return imported, present, failed
+
+
+class Progress:
+    """Files done, rate and ETA on standard error: redrawn in place on a terminal; elsewhere (a
+    log, CI) one line at most every ``every`` seconds, and always the last one."""
+
+    def __init__(
+        self, total: int, *, every: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.total = total
+        self.done = 0
+        self._clock = clock
+        self._started = clock()
+        self._every = every
+        self._shown = -every
+        self._tty = sys.stderr.isatty()
+
+    def line(self) -> str:
+        """``done/total files  rate files/s  ETA h:mm:ss`` (ETA ``?`` before the first file)."""
+        elapsed = max(self._clock() - self._started, 1e-9)
+        rate = self.done / elapsed
+        remaining = self.total - self.done
+        eta = str(timedelta(seconds=round(remaining / rate))) if rate > 0 else "?"
+        percent = 100 * self.done // max(self.total, 1)
+        return f"{self.done:,}/{self.total:,} files ({percent}%)  {rate:,.0f} files/s  ETA {eta}"
+
+    def advance(self, files: int) -> None:
+        self.done += files
+        now = self._clock() - self._started
+        last = self.done >= self.total
+        if self._tty:
+            click.echo("\r" + self.line(), nl=last, err=True)
+        elif last or now - self._shown >= self._every:
+            self._shown = now
+            click.echo(self.line(), err=True)
 
 
 def _groups(rows: list[Row], batch: int) -> list[list[Row]]:
@@ -230,12 +277,11 @@ def _send_batch(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV or JSON manifest (see docs/ingestion.md).",
 )
-@click.option("--node", "node_url", required=True, help="Base URL of the hospital node.")
+@click.option("--node", "node_url", help="Base URL of the hospital node (not with --dry-run).")
 @click.option(
     "--api-key-file",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding an archivist API key.",
+    help="File holding an archivist API key (not with --dry-run).",
 )
 @click.option("--source", default="legacy-import", show_default=True, help="Source system code.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per request.")
@@ -246,16 +292,28 @@ def _send_batch(
     type=click.IntRange(1, MAX_BATCH),
     help="Files per request (one transaction on the node); 1 sends each file alone.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the manifest and read every file, print what would be sent; send nothing.",
+)
 def import_command(
     directory: Path,
     manifest: Path,
-    node_url: str,
-    api_key_file: Path,
+    node_url: str | None,
+    api_key_file: Path | None,
     source: str,
     timeout: float,
     batch: int,
+    dry_run: bool,
 ) -> int:
     """Backfill legacy files through the node's ingestion path (idempotent by file hash)."""
+    if dry_run:
+        rows = read_manifest(directory, manifest, source)
+        click.echo(dry_run_summary(rows, batch))
+        return 0
+    if not node_url or api_key_file is None:
+        raise InputError("--node and --api-key-file are required (unless --dry-run)")
     try:
         key = api_key_file.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
@@ -266,10 +324,32 @@ def import_command(
     headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(base_url=node_url, headers=headers, timeout=timeout) as client:
-            imported, present, failed = send(client, rows, batch)
+            imported, present, failed = send(client, rows, batch, Progress(len(rows)))
     except httpx.HTTPError as exc:
         raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None
     for name, code in failed:
         click.echo(f"failed: {name}: {code}", err=True)
     click.echo(f"imported {imported}, already present {present}, failed {len(failed)}")
     return 1 if failed else 0
+
+
+def dry_run_summary(rows: list[Row], batch: int) -> str:
+    """What an import of ``rows`` would send, from the files themselves (each read and hashed,
+    so an unreadable file is found now): files, bytes, requests, and files whose content an
+    earlier row already lists (the node would answer them "already present")."""
+    seen: set[str] = set()
+    repeated = size = 0
+    for row in rows:
+        try:
+            content = row.path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {row.path.name}: {type(exc).__name__}") from None
+        size += len(content)
+        digest = hashlib.sha256(content).hexdigest()
+        repeated += digest in seen
+        seen.add(digest)
+    requests = len(_groups(rows, batch))
+    return (
+        f"dry run: {len(rows)} files, {size:,} bytes, in {requests} requests of at most "
+        f"{batch} files; {repeated} repeat an earlier file's content; nothing sent"
+    )

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from api.main import create_app
 from archivechain import main
+from archivechain.importer import Progress
 from node.models import Archive
 from node.ports import free_port
 from node.principal import Role
@@ -291,7 +292,10 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
     assert code == 1
     assert "imported 2, already present 0, failed 1" in out
-    assert err.strip().splitlines() == ["failed: lab.txt: invalid_patient_id"]
+    assert err.strip().splitlines()[-1] == "failed: lab.txt: invalid_patient_id"
+    assert [line for line in err.splitlines() if line.startswith("failed:")] == [
+        "failed: lab.txt: invalid_patient_id"
+    ]
     assert _count(api_node) == 2
     # Again with the row fixed, in batches of 2: the two already there are found, one is new.
     manifest.write_text(_manifest_csv(tmp_path / "x.csv").read_text(encoding="utf-8"))
@@ -301,3 +305,76 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     assert _count(api_node) == 3
     code, _, err = _run(*args, "--api-key-file", str(key), "--batch", "0")
     assert code == 2
+
+
+def test_progress_line_reports_files_rate_and_eta(
+    api_node: NodeRuntime, live: str, legacy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, key = legacy
+    manifest = _manifest_csv(tmp_path / "manifest.csv")
+    code, _, err = _run(
+        "import",
+        str(directory),
+        "--manifest",
+        str(manifest),
+        "--node",
+        live,
+        "--api-key-file",
+        str(key),
+        "--batch",
+        "2",
+    )
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "files/s" in line]
+    # Not a terminal: the first group's line (shown at once), then always the last one.
+    assert lines[0].startswith("2/3 files (66%)")
+    assert lines[-1].startswith("3/3 files (100%)")
+    assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_progress_line_arithmetic() -> None:
+    now = [100.0]
+    progress = Progress(1000, every=5.0, clock=lambda: now[0])
+    assert progress.line() == "0/1,000 files (0%)  0 files/s  ETA ?"
+    now[0] = 104.0
+    progress.done = 200  # 50 files/s: 800 left take 16 s
+    assert progress.line() == "200/1,000 files (20%)  50 files/s  ETA 0:00:16"
+
+
+def test_dry_run_reads_every_file_and_sends_nothing(
+    api_node: NodeRuntime, legacy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, _ = legacy
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "file,patient_id\n2019/discharge.txt,P-1\n2019/lab.txt,P-1\nscan.bin,P-1\n"
+        "2019/lab.txt,P-2\n",
+        encoding="utf-8",
+    )
+    size = sum(
+        (directory / name).stat().st_size
+        for name in ("2019/discharge.txt", "2019/lab.txt", "scan.bin", "2019/lab.txt")
+    )
+    # No --node, no key: a dry run never contacts a node.
+    code, out, err = _run(
+        "import", str(directory), "--manifest", str(manifest), "--dry-run", "--batch", "3"
+    )
+    assert code == 0, err
+    assert out.strip() == (
+        f"dry run: 4 files, {size:,} bytes, in 2 requests of at most 3 files; "
+        "1 repeat an earlier file's content; nothing sent"
+    )
+    assert _count(api_node) == 0
+    # A bad manifest is refused in a dry run as in a real one.
+    manifest.write_text("file,patient_id\nmissing.txt,P-1\n", encoding="utf-8")
+    code, _, err = _run("import", str(directory), "--manifest", str(manifest), "--dry-run")
+    assert code == 2
+    assert "no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_real_import_needs_a_node_and_a_key(legacy: tuple[Path, Path], tmp_path: Path) -> None:
+    directory, _ = legacy
+    manifest = _manifest_csv(tmp_path / "manifest.csv")
+    code, _, err = _run("import", str(directory), "--manifest", str(manifest))
+    assert code == 2
+    assert err.strip() == "error: --node and --api-key-file are required (unless --dry-run)"
