@@ -369,7 +369,8 @@ def test_dry_run_reads_every_file_and_sends_nothing(
     manifest.write_text("file,patient_id\nmissing.txt,P-1\n", encoding="utf-8")
     code, _, err = _run("import", str(directory), "--manifest", str(manifest), "--dry-run")
     assert code == 2
-    assert "no such file" in err and len(err.strip().splitlines()) == 1
+    assert "no such file" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_real_import_needs_a_node_and_a_key(legacy: tuple[Path, Path], tmp_path: Path) -> None:
