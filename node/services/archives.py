@@ -423,18 +423,7 @@ class ArchiveService:
         version = stored.version_row(archive_id, 1, new.media_type, new.filename, uow.now)
         uow.session.add_all([archive, version])
         self.keyring.store_own(uow.session, archive_id, material, uow.now)
-        data = CreateData(
-            record_class=new.record_class,
-            sensitivity=new.sensitivity,
-            department=new.department,
-            patient=patient,
-            source_system=new.source_system,
-            version=1,
-            commitment=stored.commitment,
-            ciphertext_sha256=stored.ref.sha256,
-            size=stored.size,
-            media_type=new.media_type,
-        )
+        data = _create_data(new, patient, stored)
         self.ledger.record(uow, archive, None, CreateEvent, principal.actor, data)
         if item.message is not None:
             uow.session.add(IngestedMessage(**item.message(archive_id, uow.now)))
@@ -488,18 +477,7 @@ class ArchiveService:
                     actor=actor,
                     time=now,
                     prev=None,
-                    data=CreateData(
-                        record_class=new.record_class,
-                        sensitivity=new.sensitivity,
-                        department=new.department,
-                        patient=patient,
-                        source_system=new.source_system,
-                        version=1,
-                        commitment=stored.commitment,
-                        ciphertext_sha256=stored.ref.sha256,
-                        size=stored.size,
-                        media_type=new.media_type,
-                    ),
+                    data=_create_data(new, patient, stored),
                 )
                 templates[shape] = (event, SplicedEvent(event, _CREATE_SPLICED))
                 raw = None  # canonical_bytes, by the general encoder
@@ -1422,6 +1400,22 @@ _json_string = json.encoder.encode_basestring
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _create_data(new: NewArchive, patient: str, stored: _Stored) -> CreateData:
+    """The CREATE event's data of a first version (one builder for both create paths)."""
+    return CreateData(
+        record_class=new.record_class,
+        sensitivity=new.sensitivity,
+        department=new.department,
+        patient=patient,
+        source_system=new.source_system,
+        version=1,
+        commitment=stored.commitment,
+        ciphertext_sha256=stored.ref.sha256,
+        size=stored.size,
+        media_type=new.media_type,
+    )
 
 
 def _reason_hash(reason: str) -> str:
