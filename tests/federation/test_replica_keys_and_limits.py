@@ -26,6 +26,7 @@ from node.peers import CONTENT_SHA256, sign_headers_for
 from node.recovery import restore_records
 from node.services.replicas import record_path, rendezvous
 from tests.federation.conftest import Hospital, start_hospital, wait_for
+from tests.federation.test_replicas import upload
 from tests.fixtures.chain import Consortium
 
 CONTENT = b"Operative note: replicated, its key record sealed under a rotated KEK. " * 200
@@ -62,24 +63,6 @@ def nodes(
             hospital.stop()
 
 
-def _upload(hospital: Hospital) -> str:
-    metadata = {
-        "record_class": "INPATIENT",
-        "department": "general",
-        "title": "Operative note",
-        "source_system": "HIS",
-        "patient_id": "MRN-9",
-    }
-    with hospital.client() as api:
-        response = api.post(
-            "/archives",
-            files={"file": ("note.txt", CONTENT, "text/plain")},
-            data={"metadata": json.dumps(metadata)},
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-
 def _lose_key(a: Hospital, archive_id: str) -> None:
     """A's database no longer has the archive's key (lost with the database, the archive
     recreated from the log): what ``restore --from-peers`` finds for archives after a backup."""
@@ -111,7 +94,7 @@ def test_a_key_record_under_a_rotated_kek_restores_and_the_old_kek_waits_for_the
     nodes: dict[str, Hospital],
 ) -> None:
     a = nodes["A"]
-    archive_id = _upload(a)
+    archive_id = upload(a, CONTENT)
     placed = a.runtime.replicas.place()
     assert (placed.placed, placed.records_sent) == (1, 1), placed.problems
     holder = rendezvous(archive_id, [nodes["B"].address, nodes["C"].address], 1)[0]

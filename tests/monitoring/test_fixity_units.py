@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -18,7 +17,6 @@ from anchoring import merkle
 from anchoring.events import FixityCheckData, FixityCheckEvent, canonical_bytes, parse_event
 from anchoring.storage import LogEntry
 from api.main import create_app
-from node.blobstore.local import LocalBlobStore
 from node.db import UnitOfWork
 from node.ledger import Ledger, Settled
 from node.models import Archive, ArchiveVersion, AuditCursor, FixityStatus
@@ -26,22 +24,7 @@ from node.runtime import NodeRuntime
 from node.services.audits import MISSING_SHA256, AuditScope
 from tests.api.conftest import Api, issue_keys, serve
 from tests.fixtures.node import MakeNode
-
-
-def _blob_path(node: NodeRuntime, archive_id: str, version: int = 1) -> Path:
-    with node.db.session() as session:
-        cid = session.execute(
-            select(ArchiveVersion.cid).where(
-                ArchiveVersion.archive_id == archive_id, ArchiveVersion.version == version
-            )
-        ).scalar_one()
-    assert isinstance(node.blobs, LocalBlobStore)
-    return node.blobs.path_of(cid)
-
-
-def _open_alerts(api: Api) -> list[tuple[str, str, int]]:
-    items = api.client.get("/api/v1/alerts", headers=api.auth("archivist")).json()["items"]
-    return sorted((a["kind"], a["subject"], a["count"]) for a in items if a["kind"] != "qc_failed")
+from tests.monitoring.test_fixity import _blob_path, _open_alerts
 
 
 def _rows_agree_with_the_log(node: NodeRuntime) -> None:
