@@ -164,6 +164,29 @@ class LocalBlobStore:
         _fsync_directory(target.parent)
         return True
 
+    def delete_many(self, cids: Iterable[str]) -> list[bool]:
+        """Remove several blobs, durably, with one directory fsync per distinct parent after all
+        the unlinks (the first fsync commits the file system's journal for every unlink before
+        it, so the others cost little): per CID, True if it was there."""
+        removed: list[bool] = []
+        parents: dict[Path, None] = {}
+        for cid in cids:
+            digest = _digest_of(cid)
+            if digest is None:
+                removed.append(False)
+                continue
+            target = self._path(digest)
+            try:
+                target.unlink()
+            except FileNotFoundError:
+                removed.append(False)
+                continue
+            parents[target.parent] = None
+            removed.append(True)
+        for parent in parents:
+            _fsync_directory(parent)
+        return removed
+
     def verify(self, ref: BlobRef) -> None:
         """Re-hash the stored file; ``FixityError`` unless it matches ``ref`` and its own CID."""
         digest = _digest_of(ref.cid)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
@@ -32,8 +32,9 @@ from typing import Any, cast
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as keccak_hash
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import Table, delete, insert, or_, select
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, load_only, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from ulid import ULID
 
 from anchoring.certificate import (
@@ -65,6 +66,7 @@ from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.worker import enqueue_call, enqueue_calls
 from node.alerts import AlertNotice, AlertSink, Severity
 from node.blobstore import BlobStore
+from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
 from node.db import Clock, Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
@@ -807,25 +809,36 @@ class RetentionService:
                     .order_by(DispositionItem.archive_id)
                 ).scalars()
             )
-        destroyed: list[DestructionView] = []
         refused: list[tuple[str, str]] = []
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
+        # The ciphertext of a committed chunk is deleted on one background thread while the next
+        # chunk is shredded (unlink and directory fsync wait on the disk, the shredding on the
+        # CPU): the order per archive is unchanged — commit, tombstone, then deletion — and a
+        # crash in between leaves blobs that ``purge_destroyed_blobs`` deletes at start.
+        deletions: list[tuple[_Shredded, Future[dict[str, int]]]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="destroy-blobs") as deleter:
+            try:
+                for start in range(0, len(ids), chunk):
+                    part = ids[start : start + chunk]
 
-            def unit(uow: UnitOfWork, part: list[str] = part) -> tuple[_Shredded, str]:
-                proposal = self._proposal(uow, pid)
-                return self._shred(uow, principal, proposal, part, strict=False), format_time(
-                    uow.now
-                )
+                    def unit(uow: UnitOfWork, part: list[str] = part) -> tuple[_Shredded, str]:
+                        proposal = self._proposal(uow, pid)
+                        shredded = self._shred(uow, principal, proposal, part, strict=False)
+                        return shredded, format_time(uow.now)
 
-            shredded, destroyed_at = self.units.run(unit)
-            refused += shredded.refused
-            self._fault("destruction-committed")  # before the tombstones
-            self.tombstones.append(
-                Tombstone(v.archive_id, v.certificate_hash, destroyed_at) for v in shredded.views
-            )
-            self._fault("destruction-tombstoned")  # before the ciphertext is deleted
-            deleted = self._delete_blobs(shredded.blobs)
+                    shredded, destroyed_at = self.units.run(unit)
+                    refused += shredded.refused
+                    self._fault("destruction-committed")  # before the tombstones
+                    self.tombstones.append(
+                        Tombstone(v.archive_id, v.certificate_hash, destroyed_at)
+                        for v in shredded.views
+                    )
+                    self._fault("destruction-tombstoned")  # before the ciphertext is deleted
+                    deletions.append((shredded, deleter.submit(self._delete_blobs, shredded.blobs)))
+            finally:  # a failed chunk still waits for the deletions of the committed ones
+                wait([future for _, future in deletions])
+        destroyed: list[DestructionView] = []
+        for shredded, future in deletions:
+            deleted = future.result()
             destroyed += [
                 replace(v, blobs_deleted=deleted.get(v.archive_id, 0)) for v in shredded.views
             ]
@@ -1084,9 +1097,10 @@ class RetentionService:
             archive.title = ""
             archive.search_text = ""
             archive.metadata_json = {}
+            # Written set-based below; the session's objects say so too, without an UPDATE each.
             for version in versions:
-                version.filename = None
-            item.decision = DispositionDecision.EXECUTED.value
+                set_committed_value(version, "filename", None)
+            set_committed_value(item, "decision", DispositionDecision.EXECUTED.value)
             certificates.append(
                 {
                     "archive_id": archive.id,
@@ -1103,6 +1117,19 @@ class RetentionService:
             )
             blobs[archive.id] = cids
             self._fault("destruction-shredded")  # inside the unit, not committed
+        # File names and the items' decisions, set-based (no ORM update per row).
+        uow.session.execute(
+            update(ArchiveVersion)
+            .where(ArchiveVersion.archive_id.in_(ids))
+            .values(filename=None)
+            .execution_options(synchronize_session=False)
+        )
+        uow.session.execute(
+            update(DispositionItem)
+            .where(DispositionItem.proposal_id == proposal.id, DispositionItem.archive_id.in_(ids))
+            .values(decision=DispositionDecision.EXECUTED.value)
+            .execution_options(synchronize_session=False)
+        )
         # The keyword index (ingestion) holds fragments of titles and extracted text.
         uow.session.execute(
             delete(SearchTerm)
@@ -1185,22 +1212,31 @@ class RetentionService:
                 log.warning("blob of a destroyed archive not deleted yet: %s", type(exc).__name__)
                 return False
 
-        with ThreadPoolExecutor(min(BLOB_DELETE_THREADS, len(pairs))) as pool:
-            outcomes = list(pool.map(delete, [cid for _, cid in pairs]))
+        cids = [cid for _, cid in pairs]
+        if isinstance(self.blobs, LocalBlobStore):  # unlinks, then one fsync per directory
+            try:
+                self.blobs.delete_many(cids)
+            except OSError as exc:  # the job retries whatever is still there
+                log.warning("blobs of destroyed archives not deleted yet: %s", type(exc).__name__)
+            outcomes = [not self.blobs.exists(cid) for cid in cids]
+        else:  # a remote store: several requests at a time
+            with ThreadPoolExecutor(min(BLOB_DELETE_THREADS, len(pairs))) as pool:
+                outcomes = list(pool.map(delete, cids))
         gone = [pair for pair, ok in zip(pairs, outcomes, strict=True) if ok]
         if not gone:
             return {}
 
-        def unit(uow: UnitOfWork) -> None:
-            wanted = {cid for _, cid in gone}
-            for version in uow.session.execute(
-                select(ArchiveVersion).where(
+        def unit(uow: UnitOfWork) -> None:  # one statement (no ORM objects per version)
+            uow.session.execute(
+                update(ArchiveVersion)
+                .where(
                     ArchiveVersion.archive_id.in_(sorted({a for a, _ in gone})),
+                    ArchiveVersion.cid.in_(sorted({cid for _, cid in gone})),
                     ArchiveVersion.blob_deleted_at.is_(None),
                 )
-            ).scalars():
-                if version.cid in wanted:
-                    version.blob_deleted_at = uow.now
+                .values(blob_deleted_at=uow.now)
+                .execution_options(synchronize_session=False)
+            )
 
         self.units.run(unit)
         counts: dict[str, int] = {}

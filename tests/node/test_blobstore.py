@@ -177,6 +177,28 @@ class TestLocalBlobStore:
         assert local.path_of(ref.cid) == expected
         assert expected.read_bytes() == data
 
+    def test_delete_many_removes_each_and_says_which_were_there(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        refs = [local.put_stream([os.urandom(64)]) for _ in range(5)]
+        keep = local.put_stream([os.urandom(64)])
+        local.delete(refs[1].cid)
+        synced: list[Path] = []
+        real_fsync = os.fsync
+
+        def fsync(descriptor: int) -> None:
+            synced.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")))
+            real_fsync(descriptor)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        cids = [r.cid for r in refs] + ["not-a-cid"]
+        assert local.delete_many(cids) == [True, False, True, True, True, False]
+        assert not any(local.exists(r.cid) for r in refs)
+        assert local.exists(keep.cid)
+        # each removal made durable: the directory of every removed blob was fsynced, once
+        removed = [local.path_of(r.cid).parent for i, r in enumerate(refs) if i != 1]
+        assert sorted(synced) == sorted(set(removed))
+
     def test_other_multibase_spellings_of_a_cid_are_accepted(self, local: LocalBlobStore) -> None:
         data = os.urandom(100)
         ref = local.put_stream([data])
