@@ -78,7 +78,7 @@ from node.errors import (
 )
 from node.eventsplice import SplicedEvent
 from node.keyring import KeyRing
-from node.ledger import Ledger, normalise_id
+from node.ledger import Ledger, Settled, normalise_id
 from node.ledgerstate import plain_states
 from node.models import (
     Archive,
@@ -118,6 +118,12 @@ _TRIGGER_OF: dict[EncounterKind, Trigger] = {
 _REVIEWABLE = (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
 _OPEN = (DispositionDecision.PENDING.value, DispositionDecision.APPROVED.value)
 _DESTROY_SPLICED = ("log_index", "archive_id", "prev", "data.certificate_hash")
+_ERASED_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("title", ""),
+    ("search_text", ""),
+    ("metadata_json", {}),
+)
+"""The catalogue columns that may hold PHI, and what destruction leaves in them."""
 _DESTROY_COLUMNS = (
     load_only(
         Archive.id,
@@ -1013,6 +1019,7 @@ class RetentionService:
         certificates: list[dict[str, Any]] = []
         notices: list[tuple[str, str, str]] = []
         calls: list[tuple[list[Any], str | None]] = []
+        settled: list[Settled] = []
         for item, archive, state in prepared:
             versions: list[ArchiveVersion] = list(archive.versions)
             cids = [v.cid for v in versions if v.blob_deleted_at is None]
@@ -1093,11 +1100,10 @@ class RetentionService:
                 )
                 event_raw = template[1].render(uow.log.size, archive.id, state.head, hex_digest)
             leaf, after = self.ledger.log_event(uow, archive.id, state, event, event_raw)
-            self.ledger.settle(uow, archive, leaf, after, 1)
-            archive.title = ""
-            archive.search_text = ""
-            archive.metadata_json = {}
+            settled.append(Settled(archive.id, leaf, after, archive.event_count + 1))
             # Written set-based below; the session's objects say so too, without an UPDATE each.
+            for name, erased in _ERASED_COLUMNS:
+                set_committed_value(archive, name, erased)
             for version in versions:
                 set_committed_value(version, "filename", None)
             set_committed_value(item, "decision", DispositionDecision.EXECUTED.value)
@@ -1117,7 +1123,15 @@ class RetentionService:
             )
             blobs[archive.id] = cids
             self._fault("destruction-shredded")  # inside the unit, not committed
-        # File names and the items' decisions, set-based (no ORM update per row).
+        # The catalogue rows (head, state, count) and their erased PHI columns, the versions'
+        # file names and the items' decisions, set-based (no ORM update per row).
+        self.ledger.settle_many(uow, settled)
+        uow.session.execute(
+            update(Archive)
+            .where(Archive.id.in_(ids))
+            .values(dict(_ERASED_COLUMNS))
+            .execution_options(synchronize_session=False)
+        )
         uow.session.execute(
             update(ArchiveVersion)
             .where(ArchiveVersion.archive_id.in_(ids))

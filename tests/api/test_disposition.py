@@ -27,12 +27,14 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from anchoring import merkle
 from anchoring.bundle import CertificateClaim, dump_bundle, parse_bundle
 from anchoring.certificate import CERTIFICATE_FORMAT, signer, typed_message
 from anchoring.chain import ContractWriter, JsonRpc, RpcChain
 from anchoring.chainview import CustodyState
 from anchoring.events import jcs
 from anchoring.ids import archive_key
+from anchoring.storage import LogEntry
 from anchoring.verifier import verify_bundle
 from api.main import create_app
 from node.alerts import AlertNotice
@@ -158,6 +160,18 @@ def _check_destroyed(api: Api, archive_id: str, digest: str) -> None:
             select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
         ).all()
         assert terms == []  # the keyword index held fragments of the title
+        row = session.get_one(Archive, archive_id)  # the row as written, not the API's view
+        entries = session.execute(
+            select(LogEntry.event).where(LogEntry.archive_id == archive_id).order_by(LogEntry.index)
+        ).scalars()
+        leaves = [merkle.leaf_hash(raw) for raw in entries]
+        assert (row.state, row.title, row.search_text, row.metadata_json) == (
+            "DESTROYED",
+            "",
+            "",
+            {},
+        )
+        assert (row.event_count, row.last_event_hash) == (len(leaves), leaves[-1])
     events = api.client.get(f"/api/v1/archives/{archive_id}/events", headers=archivist).json()
     (destroy,) = [e for e in events if e["type"] == "DESTROY"]
     assert destroy["event"]["data"]["certificate_hash"] == digest
@@ -474,7 +488,12 @@ def test_a_restored_backup_cannot_resurrect_a_destroyed_key(
             assert copies
             assert all(k.blob is None and k.destroyed_at is not None for k in copies)
             row = session.get_one(Archive, archive_id)
-            assert (row.state, row.title, row.metadata_json) == ("DESTROYED", "", {})
+            assert (row.state, row.title, row.search_text, row.metadata_json) == (
+                "DESTROYED",
+                "",
+                "",
+                {},
+            )
         with serve(create_app(reopened)) as client:
             api = Api(node=reopened, app=create_app(reopened), client=client, keys=keys)
             content = api.client.get(
@@ -658,7 +677,12 @@ def test_a_restored_pg_dump_cannot_resurrect_a_destroyed_key(
                 assert copies
                 assert all(k.blob is None and k.destroyed_at is not None for k in copies)
                 row = session.get_one(Archive, archive_id)
-                assert (row.state, row.title, row.metadata_json) == ("DESTROYED", "", {})
+                assert (row.state, row.title, row.search_text, row.metadata_json) == (
+                    "DESTROYED",
+                    "",
+                    "",
+                    {},
+                )
             with serve(create_app(reopened)) as client:
                 api = Api(node=reopened, app=create_app(reopened), client=client, keys=keys)
                 content = api.client.get(
