@@ -59,7 +59,7 @@ from anchoring.storage import OutboxItem  # noqa: E402
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
 from node.db import UnitOfWork  # noqa: E402
 from node.ledger import Ledger  # noqa: E402
-from node.ledgerstate import plain_states  # noqa: E402
+from node.ledgerstate import plain_states, version_rows  # noqa: E402
 from node.models import Archive, DispositionDecision, DispositionItem, DispositionProposal  # noqa: E402
 from node.ports import free_port  # noqa: E402
 from node.principal import Principal, Role  # noqa: E402
@@ -270,7 +270,8 @@ def compare_states(node: NodeRuntime, items: list[tuple[str, str]]) -> tuple[flo
             }
             pairs = [(rows[i], archives[i]) for i in ids]
             cpu = time.process_time()
-            built = plain_states(session, node.ledger.hospital, proposal, pairs)
+            versions = version_rows(session, ids)
+            built = plain_states(session, node.ledger.hospital, proposal, pairs, versions)
             built_cpu += time.process_time() - cpu
             cpu = time.process_time()
             replayed = Ledger(node.ledger.hospital).states(session, [a for _, a in pairs])

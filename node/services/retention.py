@@ -33,7 +33,7 @@ from coincurve import PrivateKey
 from Crypto.Hash import keccak as keccak_hash
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Table, delete, insert, or_, select, update
-from sqlalchemy.orm import Session, load_only, selectinload
+from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 from ulid import ULID
 
@@ -79,7 +79,7 @@ from node.errors import (
 from node.eventsplice import SplicedEvent
 from node.keyring import KeyRing
 from node.ledger import Ledger, Settled, normalise_id
-from node.ledgerstate import plain_states
+from node.ledgerstate import VersionRow, plain_states, version_rows
 from node.models import (
     Archive,
     ArchiveVersion,
@@ -143,10 +143,9 @@ _DESTROY_COLUMNS = (
         Archive.hold_by_regulator,
         Archive.updated_at,
     ),
-    selectinload(Archive.versions),
 )
 """What a destruction reads of an archive row (not its title, search text or metadata: those
-are overwritten unread)."""
+are overwritten unread; its versions come as plain rows, ``node.ledgerstate.version_rows``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -857,12 +856,12 @@ class RetentionService:
         proposal: DispositionProposal,
         archive_ids: Sequence[str],
         refuse: Callable[[str, ConflictError], None],
-    ) -> list[tuple[DispositionItem, Archive, ArchiveState]]:
+    ) -> tuple[list[tuple[DispositionItem, Archive, ArchiveState]], dict[str, list[VersionRow]]]:
         """The items of ``archive_ids`` on ``proposal`` that may be destroyed now, with their
-        locked archive rows and lifecycle states — every guard as set-based queries: approved (by
-        a records manager who is not the proposer), approval not expired, held here, not
-        destroyed, in disposition review (so not in transfer), not on hold. Others go to
-        ``refuse`` with their code."""
+        locked archive rows and lifecycle states, and the content versions of those archives —
+        every guard as set-based queries: approved (by a records manager who is not the
+        proposer), approval not expired, held here, not destroyed, in disposition review (so not
+        in transfer), not on hold. Others go to ``refuse`` with their code."""
         items = {
             item.archive_id: item
             for item in uow.session.execute(
@@ -911,7 +910,7 @@ class RetentionService:
             else:
                 approved.append(item)
         if not approved:
-            return []
+            return [], {}
         archives = {
             archive.id: archive
             for archive in uow.session.execute(
@@ -945,7 +944,8 @@ class RetentionService:
             live.append((item, archive))
         # Plain disposition histories from the catalogue and the log's entry types (no replay);
         # any other history replayed by the ledger (node.ledgerstate).
-        states = plain_states(uow.session, self.hospital, proposal, live)
+        versions = version_rows(uow.session, [archive.id for _, archive in live])
+        states = plain_states(uow.session, self.hospital, proposal, live, versions)
         others = [archive for _, archive in live if archive.id not in states]
         if others:
             states.update(self.ledger.states(uow.session, others))
@@ -958,7 +958,7 @@ class RetentionService:
                 refuse(archive.id, exc)
                 continue
             checked.append((item, archive, state))
-        return checked
+        return checked, versions
 
     def _shred(
         self,
@@ -981,7 +981,7 @@ class RetentionService:
                 raise error
             refused.append((archive_id, error.code))
 
-        checked = self._checked(uow, principal, proposal, archive_ids, refuse)
+        checked, versions_of = self._checked(uow, principal, proposal, archive_ids, refuse)
         if not checked:
             return _Shredded((), {}, tuple(refused))
         ids = [archive.id for _, archive, _ in checked]
@@ -1021,7 +1021,7 @@ class RetentionService:
         calls: list[tuple[list[Any], str | None]] = []
         settled: list[Settled] = []
         for item, archive, state in prepared:
-            versions: list[ArchiveVersion] = list(archive.versions)
+            versions = versions_of[archive.id]
             cids = [v.cid for v in versions if v.blob_deleted_at is None]
             method: dict[str, Any] = {
                 "kind": DestructionMethod.CRYPTO_ERASURE.value,
@@ -1104,8 +1104,6 @@ class RetentionService:
             # Written set-based below; the session's objects say so too, without an UPDATE each.
             for name, erased in _ERASED_COLUMNS:
                 set_committed_value(archive, name, erased)
-            for version in versions:
-                set_committed_value(version, "filename", None)
             set_committed_value(item, "decision", DispositionDecision.EXECUTED.value)
             certificates.append(
                 {

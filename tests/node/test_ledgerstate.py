@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from anchoring.events import RecordClass, Sensitivity
 from anchoring.lifecycle import ArchiveStatus
 from node.ledger import Ledger
-from node.ledgerstate import plain_states
+from node.ledgerstate import plain_states, version_rows
 from node.models import Archive, DispositionItem, DispositionProposal
 from node.principal import Principal, Role
 from node.runtime import NodeRuntime
@@ -88,7 +88,14 @@ def test_built_states_equal_replayed_ones_and_other_histories_are_left_out(
         by_id = dict((a.id, (i, a)) for i, a in pairs)
         by_id[tampered][1].last_event_hash = b"\x00" * 32  # catalogue and log disagree
         by_id[pending][0].decision = "PENDING"  # not approved: the row says so
-        built = plain_states(session, node.ledger.hospital, prop, pairs)
+        versions = version_rows(session, [a.id for _, a in pairs])
+        for _, archive in pairs:  # plain rows, equal to the mapped versions they stand for
+            assert (
+                [(v.version, v.cid, v.commitment, v.blob_deleted_at) for v in versions[archive.id]]
+                == [(v.version, v.cid, v.commitment, v.blob_deleted_at) for v in archive.versions]
+                != []
+            )
+        built = plain_states(session, node.ledger.hospital, prop, pairs, versions)
         assert set(built) == {plain, read}  # hold history, tampered head, unapproved: replay
         fresh = Ledger(node.ledger.hospital)  # cold cache: a real replay from the log
         replayed = fresh.states(session, [by_id[plain][1], by_id[read][1]])
