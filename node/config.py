@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from node.classification import ClassificationRules
+from node.db import DEFAULT_SQLITE_CACHE_MIB
 from node.errors import ConfigError
 from node.policy import PolicyRule, default_policy
 from node.retention import DEFAULT_RETENTION_YEARS, check_retention_years
@@ -79,6 +80,8 @@ class NodeSettings(BaseSettings):
     data_dir: Path = Path("data/node")
 
     database_url: str | None = None
+    sqlite_cache_mib: int = Field(DEFAULT_SQLITE_CACHE_MIB, ge=1, le=4096)
+    """SQLite only: each connection's page cache in MiB (filled as pages are read)."""
     blob_store: Literal["local", "ipfs"] = "local"
     ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
 

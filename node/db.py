@@ -36,7 +36,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+DEFAULT_SQLITE_CACHE_MIB = 64
+"""SQLite's page cache per connection (its own default is 2 MiB). A node's tables outgrow 2 MiB
+after a few thousand archives; past that, every B-tree descent of an insert or lookup reads its
+pages again from the OS (``docs/benchmarks.md``, "SQLite page cache"). The cache fills only as
+pages are read, so an idle connection costs nothing."""
+
+
+def _sqlite_engine(url: str, *, immediate: bool, cache_mib: int) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -48,6 +55,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # negative: KiB, not pages
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -68,11 +76,14 @@ class Database:
     write_session: sessionmaker[Session]
 
     @classmethod
-    def connect(cls, url: str) -> Database:
-        """Open engines for ``url`` (SQLite file or PostgreSQL)."""
+    def connect(cls, url: str, *, sqlite_cache_mib: int = DEFAULT_SQLITE_CACHE_MIB) -> Database:
+        """Open engines for ``url`` (SQLite file or PostgreSQL); ``sqlite_cache_mib`` is each
+        SQLite connection's page cache."""
+        if sqlite_cache_mib < 1:
+            raise ValueError("sqlite_cache_mib must be at least 1")
         if is_sqlite(url):
-            reader = _sqlite_engine(url, immediate=False)
-            writer = _sqlite_engine(url, immediate=True)
+            reader = _sqlite_engine(url, immediate=False, cache_mib=sqlite_cache_mib)
+            writer = _sqlite_engine(url, immediate=True, cache_mib=sqlite_cache_mib)
         else:
             reader = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
             writer = reader

@@ -395,7 +395,7 @@ class NodeRuntime:
         deployment = Deployment.load(settings.resolved_deployment_file)
         url = settings.resolved_database_url
         migrations.upgrade(url)
-        db = Database.connect(url)
+        db = Database.connect(url, sqlite_cache_mib=settings.sqlite_cache_mib)
         blobs = open_node_blob_store(settings)  # with its cold tier (docs/recovery.md §3)
         # Before anything serves: a restored backup must not bring a destroyed key back.
         tombstones = TombstoneLedger(settings.resolved_tombstone_file)

@@ -19,6 +19,7 @@ wait in the outbox):
 
 Usage: .venv/bin/python scripts/bench_retention.py [--count N] [--threads T] [--gas-sample K]
                                                    [--single S] [--postgres URL] [--profile]
+                                                   [--sqlite-cache-mib M]
 Everything lives in a temporary directory removed at the end. The node uses the public anvil test
 keys and a cheap keystore cost: BENCHMARK ONLY.
 """
@@ -57,7 +58,7 @@ from anchoring.events import (  # noqa: E402
 )
 from anchoring.storage import OutboxItem  # noqa: E402
 from devtools.devchain import AnvilOptions, start_anvil  # noqa: E402
-from node.db import UnitOfWork  # noqa: E402
+from node.db import DEFAULT_SQLITE_CACHE_MIB, UnitOfWork  # noqa: E402
 from node.ledger import Ledger  # noqa: E402
 from node.ledgerstate import plain_states, version_rows  # noqa: E402
 from node.models import Archive, DispositionDecision, DispositionItem, DispositionProposal  # noqa: E402
@@ -91,7 +92,12 @@ class Bench:
     """A node with ``count`` due archives and the three callers."""
 
     def __init__(
-        self, consortium: Consortium, data_dir: Path, count: int, database_url: str | None
+        self,
+        consortium: Consortium,
+        data_dir: Path,
+        count: int,
+        database_url: str | None,
+        sqlite_cache_mib: int = DEFAULT_SQLITE_CACHE_MIB,
     ) -> None:
         self.node: NodeRuntime = build_node(
             consortium,
@@ -99,6 +105,7 @@ class Bench:
             data_dir,
             name="bench-retention",
             database_url=database_url,
+            sqlite_cache_mib=sqlite_cache_mib,
         )
         keys = self.node.keys
         self.archivist = keys.authenticate(keys.issue(Role.ARCHIVIST, "archivist").secret)
@@ -330,6 +337,12 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=100, help="archives destroyed one by one")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL instead of SQLite")
     parser.add_argument(
+        "--sqlite-cache-mib",
+        type=int,
+        default=DEFAULT_SQLITE_CACHE_MIB,
+        help=f"SQLite page cache per connection (default {DEFAULT_SQLITE_CACHE_MIB})",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="cProfile of the per-archive steps of 4b to stderr (slows 4b down)",
@@ -372,7 +385,9 @@ def main() -> int:
                     connection.execute(text(f"CREATE SCHEMA {schema}"))
                 engine.dispose()
                 url = f"{args.postgres}?options=-csearch_path%3D{schema}"
-            bench, setup = timed(lambda: Bench(consortium, root / "node", args.count, url))
+            bench, setup = timed(
+                lambda: Bench(consortium, root / "node", args.count, url, args.sqlite_cache_mib)
+            )
             try:
                 rows.append(("setup: create + archive (not timed below)", f"{setup:.1f} s"))
                 print(f"setup {setup:.1f} s", file=sys.stderr, flush=True)
@@ -474,7 +489,12 @@ def main() -> int:
         f"ArchiveChain retention benchmark — {started:%Y-%m-%d %H:%M} UTC, {args.count:,} archives"
     )
     print(f"machine: {machine()}")
-    print(f"node: {'PostgreSQL' if args.postgres else 'SQLite WAL synchronous=FULL'}, local blobs")
+    database = (
+        "PostgreSQL"
+        if args.postgres
+        else f"SQLite WAL synchronous=FULL, page cache {args.sqlite_cache_mib} MiB"
+    )
+    print(f"node: {database}, local blobs")
     width = max(len(name) for name, _ in rows)
     print("-" * (width + 30))
     for name, value in rows:

@@ -39,6 +39,7 @@ def test_file_then_environment_then_arguments(
     [
         ("colour = 1\n", "colour"),  # unknown keys are refused, not ignored
         ("port = 70000\n", "port"),
+        ("sqlite_cache_mib = 0\n", "sqlite_cache_mib"),
         ("retention_years = { INPATIENT = 30 }\n", "retention_years"),
         ("port = \n", "invalid configuration"),  # TOML syntax
     ],

@@ -193,3 +193,21 @@ def test_bulk_units_in_one_group_commit_keep_all_or_nothing(
         assert copies == [count] * 4
     else:
         assert copies == []
+
+
+@pytest.mark.parametrize("mib", [64, 3])
+def test_sqlite_connections_get_the_configured_page_cache(tmp_path: Any, mib: int) -> None:
+    """Every SQLite connection (reader and writer) runs with ``sqlite_cache_mib`` of page cache,
+    not SQLite's 2 MiB default (the node's tables outgrow that after a few thousand archives)."""
+    db = Database.connect(f"sqlite:///{tmp_path / 'node.db'}", sqlite_cache_mib=mib)
+    try:
+        for engine in (db.reader, db.writer):
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -mib * 1024
+    finally:
+        db.dispose()
+
+
+def test_a_page_cache_below_one_mib_is_refused(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="sqlite_cache_mib"):
+        Database.connect(f"sqlite:///{tmp_path / 'node.db'}", sqlite_cache_mib=0)

@@ -77,3 +77,13 @@ def test_a_node_configured_for_ipfs_stores_and_reads_through_it(
     assert node.blobs.exists(cid)
     stream = node.archives.open_content(archivist, created.id, Purpose.TREATMENT)
     assert b"".join(stream.chunks) == content
+
+
+def test_the_node_opens_its_sqlite_database_with_the_configured_page_cache(
+    make_node: Any,
+) -> None:
+    """``sqlite_cache_mib`` reaches every connection the node opens (SQLite only)."""
+    runtime = make_node(sqlite_cache_mib=7)
+    for engine in (runtime.db.reader, runtime.db.writer):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -7 * 1024
