@@ -19,6 +19,7 @@ from anchoring.chain import (
     ContractWriter,
     NonceTooLowError,
     RpcChain,
+    RpcError,
     TxReceipt,
 )
 from anchoring.chainview import CustodyState
@@ -287,14 +288,24 @@ def test_forged_and_replayed_peer_requests_are_refused(hospitals: dict[str, Hosp
         assert http.get(target).status_code == 401
 
 
+def _nonce_taken(error: RpcError) -> bool:
+    """The node's worker took the nonce first: mined (``NonceTooLowError``) or still pending with
+    the same fee (anvil: "replacement transaction underpriced", code -32003)."""
+    return isinstance(error, NonceTooLowError) or "replacement transaction underpriced" in (
+        error.rpc_message.lower()
+    )
+
+
 def _governance(writer: ContractWriter, function: str, args: list[Any]) -> TxReceipt:
     """A registry call from a hospital's key while that hospital's node runs: its anchoring worker
-    signs with the same key, so a nonce read just before the worker's transaction is consumed
-    under us (``NonceTooLowError``); the call is then signed again with the next nonce."""
+    signs with the same key, so a nonce read just before the worker's transaction is taken under
+    us — mined, or pending in the mempool; the call is then signed again with the next nonce."""
     for _ in range(5):
         try:
             return writer.transact(function, args, contract="ConsortiumRegistry")
-        except NonceTooLowError:
+        except RpcError as exc:
+            if not _nonce_taken(exc):
+                raise
             time.sleep(0.5)
     return writer.transact(function, args, contract="ConsortiumRegistry")
 
