@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from anchoring.events import AccessEvent, EventType, StorageTier, parse_event
+from anchoring.events import AccessEvent, EventType, parse_event
 from anchoring.storage import LogEntry
 from anchoring.worker import Lag
 from node.config import NodeSettings
@@ -38,7 +38,6 @@ from node.models import (
     NOT_HELD,
     Alert,
     Archive,
-    ArchiveTier,
     ArchiveVersion,
     CatalogueState,
     ContentRead,
@@ -48,6 +47,7 @@ from node.models import (
 )
 from node.principal import Action, Principal
 from node.services.audits import AUDITABLE_STATES
+from node.services.tiers import note_access
 
 
 @dataclass
@@ -275,11 +275,7 @@ class ReportService:
         moves archives not read for a while to the cold tier, and read ones back)."""
         now = read_at or self.clock()
         with self.db.transaction() as session:
-            tier_row = session.get(ArchiveTier, archive_id)
-            if tier_row is None:
-                tier_row = ArchiveTier(archive_id=archive_id, tier=StorageTier.HOT.value)
-                session.add(tier_row)
-            tier_row.last_access_at = now
+            tier_row = note_access(session, archive_id, now)
             session.add(
                 ContentRead(
                     archive_id=archive_id,

@@ -51,6 +51,7 @@ from node.protocol import WRAPPED_KEY_HEADER, ShareDescriptor, VersionInfo
 from node.remote import RemoteNodes
 from node.services.permissions import AccessGate, Origin
 from node.services.proofs import ProofService
+from node.services.tiers import note_access
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class ShareService:
                     f"archive {archive.id} has no version {version}", code="version_not_found"
                 )
             self._log_disclosure(uow, archive, grant, sender, AccessScope.CONTENT)
+            note_access(uow.session, archive.id, uow.now)  # a grantee's read keeps it hot too
             return wrapped, row.cid
 
         wrapped, cid = self.units.run(unit)

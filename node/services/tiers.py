@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from anchoring.errors import AnchoringError
 from anchoring.events import StorageTier, TierMoveData, TierMoveEvent
@@ -29,6 +30,18 @@ from node.models import Archive, ArchiveTier, ArchiveVersion
 log = logging.getLogger(__name__)
 
 MOVABLE = (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
+
+
+def note_access(session: Session, archive_id: str, now: datetime) -> ArchiveTier:
+    """Keep ``now`` as the archive's last access (the idle-time policy reads it) and return its
+    tier row, made ``hot`` if it had none. Every content read calls it: the node's own readers'
+    and a grantee's through the peer API, in the caller's transaction."""
+    row = session.get(ArchiveTier, archive_id)
+    if row is None:
+        row = ArchiveTier(archive_id=archive_id, tier=StorageTier.HOT.value)
+        session.add(row)
+    row.last_access_at = now
+    return row
 
 
 @dataclass

@@ -25,7 +25,7 @@ from anchoring.chain import (
 from anchoring.chainview import CustodyState
 from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
-from node.models import Archive, ArchiveVersion, Transfer
+from node.models import Archive, ArchiveTier, ArchiveVersion, Transfer
 from tests.federation.conftest import Hospital, wait_for
 
 CONTENT = b"Referral letter: transfer of care to the receiving hospital. " * 200
@@ -65,6 +65,13 @@ def grant_share(custodian: Hospital, archive_id: str, grantee: Hospital) -> None
             json={"to": grantee.address, "purpose": "referral", "expires_at": expires},
         )
         assert granted.status_code == 201, granted.text
+
+
+def last_access(hospital: Hospital, archive_id: str) -> datetime | None:
+    """The archive's last content access as ``hospital`` keeps it (for the tier policy)."""
+    with hospital.runtime.db.session() as session:
+        row = session.get(ArchiveTier, archive_id)
+        return row.last_access_at if row is not None else None
 
 
 def stored_transfer_state(hospital: Hospital, archive_id: str) -> str | None:
@@ -146,12 +153,17 @@ def test_share_with_c_until_revoked(hospitals: dict[str, Hospital], chain: RpcCh
         )
         assert granted.status_code == 201, granted.text
     path = f"/shared/{a.address}/{archive_id}/content"
+    before = datetime.now(UTC)
     with c.client() as api:
         wrong = api.get(path, params={"purpose": "research"})
         assert wrong.status_code == 409
+        assert last_access(a, archive_id) is None  # a refused read is no access
         read = api.get(path, params={"purpose": "referral"})
         assert read.status_code == 200, read.text
         assert read.content == CONTENT
+    # The grantee's read is an access at the custodian too: the idle-time tier policy keeps it.
+    accessed = last_access(a, archive_id)
+    assert accessed is not None and accessed.replace(tzinfo=UTC) >= before
     # C's read is in C's log, chained to the grant; the combined bundle verifies.
     c.runtime.worker.run_until_anchored(timeout=30)
     a.runtime.worker.run_until_anchored(timeout=30)
