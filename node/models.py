@@ -419,6 +419,8 @@ class SearchTerm(Base):
     __tablename__ = "search_terms"
     __table_args__ = (  # a further term of a candidate probed exactly (migration 0015)
         Index("ix_search_terms_archive_id_term", "archive_id", "term"),
+        # SQLite stores the rows in the key's B-tree, not beside it (migration 0016).
+        {"sqlite_with_rowid": False},
     )
 
     term: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -163,7 +163,8 @@ def test_share_with_c_until_revoked(hospitals: dict[str, Hospital], chain: RpcCh
         assert read.content == CONTENT
     # The grantee's read is an access at the custodian too: the idle-time tier policy keeps it.
     accessed = last_access(a, archive_id)
-    assert accessed is not None and accessed.replace(tzinfo=UTC) >= before
+    assert accessed is not None
+    assert accessed.replace(tzinfo=UTC) >= before
     # C's read is in C's log, chained to the grant; the combined bundle verifies.
     c.runtime.worker.run_until_anchored(timeout=30)
     a.runtime.worker.run_until_anchored(timeout=30)

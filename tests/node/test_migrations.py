@@ -142,3 +142,55 @@ def test_migration_0004_rekeys_an_existing_log_and_back(database_url: str) -> No
         _assert_proofs_match(db, leaves)
     finally:
         db.dispose()
+
+
+def _search_terms_layout(url: str) -> tuple[str | None, set[tuple[str, str]], set[str]]:
+    """SQLite's CREATE statement of ``search_terms`` (None on PostgreSQL), its rows and indexes."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            sql = None
+            if connection.dialect.name == "sqlite":
+                sql = connection.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'search_terms'")
+                ).scalar_one()
+            rows = set(
+                connection.execute(text("SELECT term, archive_id FROM search_terms")).tuples()
+            )
+            indexes = {index["name"] for index in inspect(connection).get_indexes("search_terms")}
+    finally:
+        engine.dispose()
+    return sql, rows, indexes
+
+
+def test_migration_0016_clusters_search_terms_by_key_on_sqlite_and_back(database_url: str) -> None:
+    """0016 rebuilds SQLite's ``search_terms`` as a WITHOUT ROWID table (two B-trees per term,
+    not three) keeping every term and the ``(archive_id, term)`` index; downgrade restores the
+    rowid table with the same rows; PostgreSQL is left as it was."""
+    migrations.upgrade(database_url, "0015")
+    sqlite = database_url.startswith("sqlite")
+    terms = {("出院", "0" * 25 + str(i % 3)) for i in range(3)} | {("chest", "1" * 26)}
+    if sqlite:  # foreign keys are off on this plain connection: the archives need not exist
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    text("INSERT INTO search_terms (term, archive_id) VALUES (:t, :a)"),
+                    [{"t": term, "a": archive} for term, archive in terms],
+                )
+        finally:
+            engine.dispose()
+    before, rows, indexes = _search_terms_layout(database_url)
+    assert before is None or "WITHOUT ROWID" not in before.upper()
+    migrations.upgrade(database_url)
+    after, migrated, migrated_indexes = _search_terms_layout(database_url)
+    assert migrated == rows == (terms if sqlite else set())
+    assert migrated_indexes == indexes == {"ix_search_terms_archive_id_term"}
+    if sqlite:
+        assert after is not None
+        assert after.upper().rstrip().endswith("WITHOUT ROWID")
+    command.downgrade(migrations.alembic_config(database_url), "0015")
+    back, restored, restored_indexes = _search_terms_layout(database_url)
+    assert (restored, restored_indexes) == (rows, indexes)
+    assert back is None or "WITHOUT ROWID" not in back.upper()
+    migrations.upgrade(database_url)
