@@ -339,6 +339,11 @@ class ArchivePageOut(BaseModel):
         description="False when the search counted its matches only up to the cap: at "
         "least `total` match.",
     )
+    next_cursor: str | None = Field(
+        None,
+        description="Pass as `cursor` (same filters) for the next page; null: this is the last "
+        "page.",
+    )
 
     @classmethod
     def of(cls, page: Page[ArchiveView]) -> ArchivePageOut:
@@ -348,6 +353,7 @@ class ArchivePageOut(BaseModel):
             limit=page.limit,
             offset=page.offset,
             total_exact=page.total_exact,
+            next_cursor=page.next_cursor,
         )
 
 
@@ -415,6 +421,17 @@ class SearchQuery(_In):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    cursor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description=(
+            "The `next_cursor` of the previous page, with the same filters: the page after it, "
+            "found without walking the pages before (for deep paging and exports). Not with "
+            "`offset`."
+        ),
+    )
     purpose: Purpose | None = Field(
         default=None,
         description=(
@@ -437,6 +454,7 @@ class SearchQuery(_In):
             created_to=self.created_to,
             limit=self.limit,
             offset=self.offset,
+            cursor=self.cursor,
             purpose=self.purpose,
         )
 

@@ -155,7 +155,7 @@ def _measure(
                 began = time.perf_counter()
                 with node.db.session() as session:
                     built = node.archives._catalogue_query(principal, filters, session)
-                    total, _exact, ids = node.archives._matching(built, filters, session)
+                    total, _exact, ids, _more = node.archives._matching(built, filters, session)
                     node.archives._page_rows(session, ids)
                 times.append(time.perf_counter() - began)
                 found.append(total)

@@ -224,7 +224,9 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             )
             archive_id = "printf('%026X', i)"
             blob = "zeroblob(32)"
-            instant = "datetime('2020-01-01', '+' || i || ' minutes')"
+            # as SQLAlchemy stores a DateTime on SQLite (microseconds always written), so that
+            # a search cursor's (created_at, id) compares with it as with real rows
+            instant = "strftime('%Y-%m-%d %H:%M:%f', '2020-01-01', '+' || i || ' minutes') || '000'"
         sensitivity = (
             f"CASE WHEN {_hash('i', 100, postgres)} < 90 THEN 'NORMAL' "
             f"WHEN {_hash('i + 7', 10, postgres)} < 7 THEN 'SENSITIVE' "

@@ -21,7 +21,18 @@ from math import inf
 from time import monotonic
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased, lazyload
@@ -84,6 +95,7 @@ from node.policy import PolicyAction, Relation
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
 from node.retention import RetentionPolicies
+from node.searchcursor import SearchCursor, decode_cursor, encode_cursor
 from node.services.permissions import AccessGate, Verdict
 from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
@@ -152,6 +164,7 @@ class SearchFilters:
     created_to: datetime | None = None
     limit: int = 50
     offset: int = 0
+    cursor: str | None = None  # a page's ``next_cursor``: resume right after that page
     purpose: Purpose | None = None  # of the metadata reads logged for the listed archives
 
 
@@ -162,6 +175,7 @@ class CatalogueQuery:
 
     query: Select[tuple[str]]
     order: tuple[ColumnElement[Any], ...]
+    after: tuple[ColumnElement[bool], ...] = ()  # a cursor's: the page starts past it
 
 
 @dataclass(frozen=True)
@@ -928,13 +942,26 @@ class ArchiveService:
             raise InputError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_page")
         if filters.offset < 0:
             raise InputError("offset must not be negative", code="invalid_page")
+        if filters.cursor is not None and filters.offset:
+            raise InputError("give either a cursor or an offset, not both", code="invalid_page")
         with self.db.session() as session:  # one connection: a round trip costs on a busy host
             built = self._catalogue_query(principal, filters, session)
-            total, exact, ids = self._matching(built, filters, session)
+            total, exact, ids, more = self._matching(built, filters, session)
+            following = self._cursor_after(session, ids[-1], filters) if more else None
         self._log_metadata_reads(principal, ids, filters.purpose)
         with self.db.session() as session:  # the entries as they are now, their reads included
             items = self._page_rows(session, ids)
-        return Page(items, int(total), filters.limit, filters.offset, exact)
+        return Page(items, int(total), filters.limit, filters.offset, exact, following)
+
+    @staticmethod
+    def _cursor_after(session: Session, last_id: str, filters: SearchFilters) -> str:
+        """The cursor of the page ending at ``last_id`` (node/searchcursor.py)."""
+        if filters.text is not None:
+            return encode_cursor(SearchCursor(last_id))
+        created_at = session.execute(
+            select(Archive.created_at).where(Archive.id == last_id)
+        ).scalar_one()
+        return encode_cursor(SearchCursor(last_id, created_at))
 
     @staticmethod
     def _page_rows(session: Session, ids: list[str]) -> tuple[ArchiveView, ...]:
@@ -1032,10 +1059,25 @@ class ArchiveService:
                     Archive.id == filters.keyword.upper(),
                 )
             )
+        cursor = (
+            decode_cursor(filters.cursor, text_search=filters.text is not None)
+            if filters.cursor is not None
+            else None
+        )
         if filters.text is None:
+            after: list[ColumnElement[bool]] = []
+            if cursor is not None:  # row values: one range of the (created_at, id) indexes
+                after.append(
+                    tuple_(Archive.created_at, Archive.id)
+                    < tuple_(
+                        literal(cursor.created_at, Archive.created_at.type),
+                        literal(cursor.archive_id, Archive.id.type),
+                    )
+                )
             return CatalogueQuery(
                 select(Archive.id).where(*conditions),
                 (Archive.created_at.desc(), Archive.id.desc()),
+                tuple(after),
             )
         terms = query_terms(filters.text)
         if not terms:
@@ -1057,7 +1099,8 @@ class ArchiveService:
             .correlate(posting)
         )
         query = query.where(row.exists())
-        return CatalogueQuery(query, (posting.archive_id.desc(),))
+        past = () if cursor is None else (posting.archive_id < cursor.archive_id,)
+        return CatalogueQuery(query, (posting.archive_id.desc(),), past)
 
     @staticmethod
     def _rarest_first(session: Session, terms: list[str]) -> list[str]:
@@ -1082,16 +1125,19 @@ class ArchiveService:
     @staticmethod
     def _matching(
         built: CatalogueQuery, filters: SearchFilters, session: Session
-    ) -> tuple[int, bool, list[str]]:
-        """The total, whether it is exact, and the page of ids of a catalogue query (nothing
-        logged: ``search`` logs the reads; ``scripts/bench_search.py`` times this part alone)."""
+    ) -> tuple[int, bool, list[str], bool]:
+        """The total, whether it is exact, the page of ids of a catalogue query and whether
+        more follow (nothing logged: ``search`` logs the reads; ``scripts/bench_search.py``
+        times this part alone)."""
         page, counted = ArchiveService._page_and_count(built, filters)
         ids = list(session.execute(page).scalars())
+        more = len(ids) > filters.limit
+        del ids[filters.limit :]
         total = session.execute(counted).scalar_one()
         cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
         if total > cap:
-            return cap, False, ids
-        return int(total), True, ids
+            return cap, False, ids, more
+        return int(total), True, ids, more
 
     @staticmethod
     def _page_and_count(
@@ -1100,7 +1146,12 @@ class ArchiveService:
         """The page statement and the count statement of a catalogue query. A capped count
         walks the same order as the page, stopping after the cap (so the planner takes the
         same bounded path, not a scan of every archive)."""
-        page = built.query.order_by(*built.order).limit(filters.limit).offset(filters.offset)
+        page = (
+            built.query.where(*built.after)
+            .order_by(*built.order)
+            .limit(filters.limit + 1)  # one more: whether a next page exists
+            .offset(filters.offset)
+        )
         cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
         counted = built.query.order_by(*built.order).limit(cap + 1)
         return page, select(func.count()).select_from(counted.subquery())

@@ -114,3 +114,4 @@ class Page(Generic[T]):
     limit: int
     offset: int
     total_exact: bool = True  # false: at least ``total`` match (a capped text-search count)
+    next_cursor: str | None = None  # catalogue search: resumes after this page; None: no more

@@ -4,12 +4,16 @@ databases, within the caller's scope, without the query in the log."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from ulid import ULID
 
 from node.classification import SourceHints
+from node.models import Archive
 from node.services.ingestion import IncomingDocument
 from node.textindex import index_terms, query_terms
 from tests.api.conftest import Api
@@ -121,3 +125,110 @@ def test_plain_api_uploads_are_searchable_by_title(api: Api) -> None:
     archive_id = api.create(title="门诊病历 王五")["id"]
     assert [i["id"] for i in search(api, "病历").json()["items"]] == [archive_id]
     assert [i["id"] for i in search(api, "王五", who="auditor").json()["items"]] == [archive_id]
+
+
+def _page(api: Api, who: str = "archivist", **params: Any) -> Any:
+    return api.client.get("/api/v1/archives", params=params, headers=api.auth(who))
+
+
+def _walk(api: Api, limit: int, who: str = "archivist", **params: Any) -> tuple[list[str], int]:
+    """Every page of a search through ``next_cursor``; the ids and how many pages."""
+    walked: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query = {**params, "limit": limit} | ({"cursor": cursor} if cursor else {})
+        response = _page(api, who, **query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages += 1
+        assert body["offset"] == 0
+        walked += [item["id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return walked, pages
+        assert len(body["items"]) == limit  # only a full page has a next one
+        assert pages < 100, "the cursor does not advance"
+
+
+def test_cursor_pages_list_every_match_once_in_order(api: Api) -> None:
+    # A batch shares one created_at: the cursor must break those ties by archive id.
+    archivist = api.node.keys.authenticate(api.keys["archivist"])
+    docs = [
+        IncomingDocument(
+            content=f"胸痛 第{i}天".encode(),
+            media_type="text/plain",
+            patient_id="P-1",
+            source_system="HIS",
+            title=f"出院小结 {i}",
+            department="cardiology",
+            hints=SourceHints(class_hint="住院"),
+        )
+        for i in range(9)
+    ]
+    batch = [r.archive.id for r in api.node.ingestion.ingest_batch(archivist, docs)]
+    singles = [_ingest(api, f"出院记录 {i}", "胸痛") for i in range(3)]
+    nursing = _ingest(api, "护理记录", "夜间平稳", department="oncology")
+    with api.node.db.session() as session:
+        rows = session.execute(select(Archive.id, Archive.created_at)).all()
+    assert len({at for archive_id, at in rows if archive_id in batch}) == 1  # real ties
+    newest_first = [archive_id for archive_id, _ in sorted(rows, key=lambda r: (r[1], r[0]))][::-1]
+    cases: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("archivist", {}, newest_first),
+        ("archivist", {"text": "胸痛"}, sorted(batch + singles, reverse=True)),
+        ("archivist", {"text": "出院 小结"}, sorted(batch, reverse=True)),
+        ("cardiologist", {}, [i for i in newest_first if i != nursing]),
+        ("oncologist", {}, [nursing]),
+        ("archivist", {"text": "肝"}, []),
+    ]
+    for who, params, expected in cases:
+        for limit in (1, 2, 4, 5, 200):
+            walked, pages = _walk(api, limit, who, **params)
+            assert walked == expected, (who, params, limit)
+            assert pages == max(1, -(-len(expected) // limit)), (who, params, limit)
+        first = _page(api, who, **params, limit=max(1, len(expected))).json()
+        assert first["next_cursor"] is None  # exactly full and nothing after it
+        assert first["total"] == len(expected)
+    # Each page's total counts every match, not only those after the cursor.
+    second = _page(api, cursor=_page(api, limit=3).json()["next_cursor"], limit=3).json()
+    assert second["total"] == len(newest_first)
+    assert [i["id"] for i in second["items"]] == newest_first[3:6]
+
+
+def test_a_bad_cursor_is_refused_with_its_code(api: Api) -> None:
+    for i in range(3):
+        _ingest(api, f"出院小结 {i}", "胸痛")
+    text_cursor = _page(api, text="胸痛", limit=1).json()["next_cursor"]
+    plain_cursor = _page(api, limit=1).json()["next_cursor"]
+    assert text_cursor
+    assert plain_cursor
+
+    def forged(raw: str) -> str:
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    archive_id = str(ULID())
+    refused = [
+        ({"cursor": text_cursor}, "invalid_cursor"),  # a text search's cursor, no text
+        ({"cursor": plain_cursor, "text": "胸痛"}, "invalid_cursor"),
+        ({"cursor": "AAAA"}, "invalid_cursor"),
+        ({"cursor": "A"}, "invalid_cursor"),  # not base64 of anything
+        ({"cursor": forged(f"v2|t|{archive_id}")}, "invalid_cursor"),
+        ({"cursor": forged(f"v1|c|yesterday|{archive_id}")}, "invalid_cursor"),
+        ({"cursor": forged("v1|c|2026-01-01T00:00:00|not-an-id")}, "invalid_cursor"),
+        ({"cursor": forged(f"v1|t|{archive_id}|extra")}, "invalid_cursor"),
+        (
+            {"cursor": base64.urlsafe_b64encode("v1|t|档".encode()).decode().rstrip("=")},
+            "invalid_cursor",
+        ),
+        ({"cursor": plain_cursor, "offset": 1}, "invalid_page"),
+    ]
+    for params, code in refused:
+        response = _page(api, **params)
+        assert (response.status_code, response.json()["code"]) == (400, code), params
+        assert response.json()["message"]
+    for hostile in ("a+b/c==", "x" * 129, "", "\u6863"):
+        response = _page(api, cursor=hostile)
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    # a well-formed cursor naming no archive still pages: it is a position, not a lookup
+    far = forged(f"v1|t|{'0' * 26}")
+    assert _page(api, text="胸痛", cursor=far).json()["items"] == []

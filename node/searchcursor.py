@@ -1,0 +1,93 @@
+"""Opaque keyset cursors of catalogue search pages (docs/api.md, "Catalogue search").
+
+A cursor names the last entry of a page in the order the search walks, so that the next page
+starts right after it however deep it is (an offset walks and skips every earlier entry). It is
+URL-safe base64 without padding of an ASCII string:
+
+- ``v1|t|<archive id>`` for a text search (walked newest archive id first);
+- ``v1|c|<created_at, ISO 8601 with microseconds>|<archive id>`` for any other search (walked
+  newest ``created_at`` first, then archive id).
+
+A cursor holds no PHI (archive ids and creation times are in every public proof) and is not
+signed: a forged one only moves where the caller's own, policy-filtered search resumes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from node.errors import InputError
+
+__all__ = ["SearchCursor", "decode_cursor", "encode_cursor"]
+
+_VERSION = "v1"
+_ARCHIVE_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a ULID, as the node issues them
+_MAX_ENCODED = 128
+
+
+@dataclass(frozen=True)
+class SearchCursor:
+    """Where a page ended: the last archive id, and its ``created_at`` unless a text search."""
+
+    archive_id: str
+    created_at: datetime | None = None
+
+    @property
+    def for_text(self) -> bool:
+        return self.created_at is None
+
+
+def encode_cursor(cursor: SearchCursor) -> str:
+    """The opaque form of ``cursor``."""
+    if cursor.created_at is None:
+        raw = f"{_VERSION}|t|{cursor.archive_id}"
+    else:
+        stamp = cursor.created_at.isoformat(timespec="microseconds")
+        raw = f"{_VERSION}|c|{stamp}|{cursor.archive_id}"
+    return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(token: str, *, text_search: bool) -> SearchCursor:
+    """The cursor ``token`` names, checked against the kind of search it resumes.
+
+    Raises ``InputError`` (code ``invalid_cursor``) for anything this module did not write, and
+    for a cursor of a text search given to another search or the reverse."""
+    raw = _unwrap(token)
+    parts = raw.split("|")
+    if parts[:1] != [_VERSION]:
+        raise _invalid("is not a search cursor of this node")
+    if parts[1:2] == ["t"] and len(parts) == 3:
+        kind_text, archive_id, created_at = True, parts[2], None
+    elif parts[1:2] == ["c"] and len(parts) == 4:
+        kind_text, archive_id = False, parts[3]
+        try:
+            created_at = datetime.fromisoformat(parts[2])
+        except ValueError:
+            raise _invalid("holds no valid creation time") from None
+    else:
+        raise _invalid("is not a search cursor of this node")
+    if not _ARCHIVE_ID.fullmatch(archive_id):
+        raise _invalid("holds no valid archive id")
+    if kind_text != text_search:
+        wanted = "a text search" if text_search else "a search without text"
+        raise _invalid(f"belongs to another kind of search than this one ({wanted})")
+    return SearchCursor(archive_id, created_at)
+
+
+def _unwrap(token: str) -> str:
+    if not token or len(token) > _MAX_ENCODED or not token.isascii():
+        raise _invalid("is not a search cursor of this node")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return raw.decode("ascii")
+    except (binascii.Error, ValueError):
+        raise _invalid("is not a search cursor of this node") from None
+
+
+def _invalid(what: str) -> InputError:
+    return InputError(
+        f"cursor {what}; pass next_cursor as a page returned it", code="invalid_cursor"
+    )
