@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
-from api.schemas import BreakGlassIn, BreakGlassOut, DenialOut, PolicyRuleOut, UtcDateTime
+from api.schemas import (
+    NO_CONTROL_PATTERN,
+    BreakGlassIn,
+    BreakGlassOut,
+    DenialOut,
+    PolicyRuleOut,
+    UtcDateTime,
+)
 from node.principal import Action
 
 router = APIRouter(tags=["access policy"])
@@ -28,8 +35,8 @@ class WindowQuery(BaseModel):
 class DenialQuery(WindowQuery):
     """Filters of the denial list."""
 
-    actor: str | None = Field(default=None, max_length=80)
-    archive_id: str | None = Field(default=None, max_length=26)
+    actor: str | None = Field(default=None, max_length=80, pattern=NO_CONTROL_PATTERN)
+    archive_id: str | None = Field(default=None, max_length=26, pattern=NO_CONTROL_PATTERN)
     limit: int = Field(default=100, ge=1, le=1000)
 
 
