@@ -1,4 +1,4 @@
-"""Opaque keyset cursors of catalogue search pages (docs/api.md, "Catalogue search").
+"""Opaque keyset cursors of catalogue search pages (docs/ingestion.md, "Bounded queries").
 
 A cursor names the last entry of a page in the order the search walks, so that the next page
 starts right after it however deep it is (an offset walks and skips every earlier entry). It is
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from anchoring.ids import IdentifierError, archive_key
 from node.errors import InputError
 
 __all__ = ["SearchCursor", "decode_cursor", "encode_cursor"]
 
 _VERSION = "v1"
-_ARCHIVE_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a ULID, as the node issues them
 _MAX_ENCODED = 128
 
 
@@ -34,10 +33,6 @@ class SearchCursor:
 
     archive_id: str
     created_at: datetime | None = None
-
-    @property
-    def for_text(self) -> bool:
-        return self.created_at is None
 
 
 def encode_cursor(cursor: SearchCursor) -> str:
@@ -69,8 +64,10 @@ def decode_cursor(token: str, *, text_search: bool) -> SearchCursor:
             raise _invalid("holds no valid creation time") from None
     else:
         raise _invalid("is not a search cursor of this node")
-    if not _ARCHIVE_ID.fullmatch(archive_id):
-        raise _invalid("holds no valid archive id")
+    try:
+        archive_key(archive_id)  # the one archive-id check (a canonical ULID)
+    except IdentifierError:
+        raise _invalid("holds no valid archive id") from None
     if kind_text != text_search:
         wanted = "a text search" if text_search else "a search without text"
         raise _invalid(f"belongs to another kind of search than this one ({wanted})")

@@ -1064,20 +1064,20 @@ class ArchiveService:
             if filters.cursor is not None
             else None
         )
+        past: tuple[ColumnElement[bool], ...] = ()
         if filters.text is None:
-            after: list[ColumnElement[bool]] = []
             if cursor is not None:  # row values: one range of the (created_at, id) indexes
-                after.append(
+                past = (
                     tuple_(Archive.created_at, Archive.id)
                     < tuple_(
                         literal(cursor.created_at, Archive.created_at.type),
                         literal(cursor.archive_id, Archive.id.type),
-                    )
+                    ),
                 )
             return CatalogueQuery(
                 select(Archive.id).where(*conditions),
                 (Archive.created_at.desc(), Archive.id.desc()),
-                tuple(after),
+                past,
             )
         terms = query_terms(filters.text)
         if not terms:
@@ -1099,7 +1099,8 @@ class ArchiveService:
             .correlate(posting)
         )
         query = query.where(row.exists())
-        past = () if cursor is None else (posting.archive_id < cursor.archive_id,)
+        if cursor is not None:
+            past = (posting.archive_id < cursor.archive_id,)
         return CatalogueQuery(query, (posting.archive_id.desc(),), past)
 
     @staticmethod
