@@ -13,25 +13,13 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from api.metrics import REQUEST_BEGUN, AppMetrics
+from node.readback import primed
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
     from node.services.archives import ContentStream
 
 logger = logging.getLogger(__name__)
-
-
-def primed(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """``chunks`` with its first item already computed (raises now if that fails)."""
-    iterator = iter(chunks)
-    first = next(iterator, b"")
-
-    def body() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from iterator
-
-    return body()
 
 
 Observer = Callable[[float, float | None, int], None]

@@ -40,6 +40,7 @@ from node.mllp import MllpListener
 from node.models import Archive, PeerNonce
 from node.peers import WINDOW_SECONDS, PeerClient, PeerVerifier
 from node.pseudonyms import Pseudonyms
+from node.readback import CiphertextReader
 from node.remote import RemoteNodes
 from node.services.alerts import AlertService
 from node.services.archives import ArchiveService
@@ -135,6 +136,7 @@ class NodeRuntime:
     regulator: RegulatorService = field(init=False)
     attestations: AttestationService = field(init=False)
     derivatives: DerivativeService = field(init=False)
+    readback: CiphertextReader = field(init=False)
     replicas: ReplicaService = field(init=False)
     replica_holder: ReplicaHolder = field(init=False)
     log_shipping: LogShippingService = field(init=False)
@@ -193,6 +195,7 @@ class NodeRuntime:
             pseudonyms=self.pseudonyms,
             chain=self.chain,
         )
+        self.readback = CiphertextReader(self.blobs)
         self.archives = ArchiveService(
             gate=self.gate,
             settings=settings,
@@ -203,6 +206,7 @@ class NodeRuntime:
             blobs=self.blobs,
             pseudonyms=self.pseudonyms,
             quality=self.quality.check,
+            reader=self.readback,
         )
         self.tags = TagService(
             db=db, units=units, ledger=self.ledger, reader_pseudonym=self.pseudonyms.staff
@@ -250,6 +254,7 @@ class NodeRuntime:
             remote=self.remote,
             proofs=self.proofs,
             chain=self.chain,
+            reader=self.readback,
         )
         self.shares = ShareService(
             gate=self.gate,
@@ -261,6 +266,7 @@ class NodeRuntime:
             members=self.members,
             remote=self.remote,
             proofs=self.proofs,
+            reader=self.readback,
         )
         self.notices = DestructionNoticeService(
             hospital=hospital,
@@ -316,6 +322,7 @@ class NodeRuntime:
             chain_size=self._chain_log_size,
         )
         self.fixity.on_failures = self.replicas.repair_failures
+        self.readback.heal = self.replicas.ensure_local  # repair on read
         self.tiers = TierService(
             settings=settings,
             db=db,

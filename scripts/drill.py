@@ -7,7 +7,8 @@ Steady load (``--load`` seconds between archives, 0: none): B ingests one archiv
 for the whole drill and A does too until it is lost; A ships its log every 2 s meanwhile (the
 scheduled job's work), so the replicated-point window is measured: the longest time an
 acknowledged event of A waited before a peer held it. While A's blobs are repaired a reader reads
-the first-half archives round robin; the time reads fail is printed.
+the first-half archives round robin (each read of a wiped blob repairs it on the spot, through
+``node.readback``); the reads that failed and the slowest successful read are printed.
 
 1. A creates N archives (``--size`` bytes each) in batches; they are anchored.
 2. Replicas are placed (k = 1, rendezvous over B and C) and A's log is shipped to B and C.
@@ -173,6 +174,7 @@ class Reader(threading.Thread):
         self.failures: list[float] = []
         self.first_fail: dict[str, float] = {}
         self.longest = 0.0
+        self.slowest = 0.0
 
     def run(self) -> None:
         i = 0
@@ -186,6 +188,7 @@ class Reader(threading.Thread):
                 )
                 b"".join(stream.chunks)
                 self.reads += 1
+                self.slowest = max(self.slowest, time.monotonic() - now)
                 if archive_id in self.first_fail:
                     failed_for = time.monotonic() - self.first_fail.pop(archive_id)
                     self.longest = max(self.longest, failed_for)
@@ -275,6 +278,7 @@ def main() -> int:
                   f"{len(repaired.problems)} problems; reads meanwhile: {reader.reads} ok, "
                   f"{len(reader.failures)} failed, failing for {failing:.1f} s in all, "
                   f"longest for one archive {reader.longest:.1f} s, "
+                  f"slowest successful read {reader.slowest:.2f} s, "
                   f"{len(reader.first_fail)} still failing")  # fmt: skip
 
             b = nodes["B"]

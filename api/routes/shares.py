@@ -14,7 +14,7 @@ from anchoring.events import Purpose
 from api.deps import ArchiveIdPath, PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import ProofBundleDocument
-from api.streaming import primed
+from node.readback import primed
 from node.services.shares import ShareView
 
 router = APIRouter(tags=["shares"])

@@ -94,6 +94,7 @@ from node.models import (
 from node.policy import PolicyAction, Relation
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
+from node.readback import CiphertextReader
 from node.retention import RetentionPolicies
 from node.searchcursor import SearchCursor, decode_cursor, encode_cursor
 from node.services.permissions import AccessGate, Verdict
@@ -247,6 +248,7 @@ class ArchiveService:
         blobs: BlobStore,
         pseudonyms: Pseudonyms,
         quality: Callable[[str], QcReport] | None = None,
+        reader: CiphertextReader | None = None,
         gate: AccessGate | None = None,
     ) -> None:
         self.settings = settings
@@ -264,6 +266,7 @@ class ArchiveService:
         self.ledger = ledger
         self.keyring = keyring
         self.blobs = blobs
+        self.reader = reader or CiphertextReader(blobs)
         self.pseudonyms = pseudonyms
         self.policies = RetentionPolicies(settings.retention_years)
         self._reads: OrderedDict[tuple[str, str, Purpose], float] = OrderedDict()
@@ -921,10 +924,7 @@ class ArchiveService:
             return VersionView.of(row), material, archive.record_class
 
         row, material, record_class = self.units.run(unit)
-        ciphertext = self.blobs.open_stream(row.cid)
-        chunks = crypto.decrypt_stream(
-            material.data_key, ciphertext, crypto.archive_aad(archive_id, row.version)
-        )
+        chunks = self.reader.plaintext(archive_id, row.version, row.cid, material.data_key)
         return ContentStream(
             archive_id, row.version, row.media_type, row.size, row.filename, chunks, record_class
         )

@@ -325,6 +325,7 @@ class ReplicaService:
         self.alerts = alerts
         self.keystore = keystore
         self.hospital = ledger.hospital
+        self._repair_locks = tuple(threading.Lock() for _ in range(64))
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -668,12 +669,44 @@ class ReplicaService:
 
     # -- repair --------------------------------------------------------------------------------
 
+    def ensure_local(self, archive_id: str, version: int) -> str | None:
+        """Repair on read (``node.readback``): the CID of the version's local ciphertext once it
+        is present and intact, restored from a replica first (``repair``) when it is not; None
+        when no replica delivered it."""
+        archive_id = normalise_id(archive_id)
+        if not self.repair(archive_id, version):
+            return None
+        with self.db.session() as session:
+            return session.execute(
+                select(ArchiveVersion.cid).where(
+                    ArchiveVersion.archive_id == archive_id, ArchiveVersion.version == version
+                )
+            ).scalar_one()
+
     def repair(self, archive_id: str, version: int, report: ReplicaReport | None = None) -> bool:
         """Restore a missing or corrupt local blob from a replica: fetched, checked against the
         recorded SHA-256, stored, and logged (REPAIR). A replica that delivers other bytes is
-        recorded as failed. True when the blob was restored."""
+        recorded as failed. True when the local blob is intact afterwards.
+
+        Repairs of one version are serialised (readers, the fixity audit, challenges and
+        ``repair_missing`` may ask at once), and each first re-checks the local blob: one that a
+        concurrent repair restored meanwhile is not fetched or logged again."""
         report = report or ReplicaReport()
         archive_id = normalise_id(archive_id)
+        with self._repair_locks[hash((archive_id, version)) % len(self._repair_locks)]:
+            return self._repair(archive_id, version, report)
+
+    def _intact(self, cid: str, sha256: str) -> bool:
+        """True when the local blob ``cid`` is present and hashes to ``sha256``."""
+        hasher = hashlib.sha256()
+        try:
+            for chunk in self.blobs.open_stream(cid):
+                hasher.update(chunk)
+        except (OSError, NodeError):
+            return False
+        return hasher.hexdigest() == sha256
+
+    def _repair(self, archive_id: str, version: int, report: ReplicaReport) -> bool:
         with self.db.session() as session:
             target = session.execute(
                 select(ArchiveVersion).where(
@@ -694,6 +727,8 @@ class ReplicaService:
             session.expunge_all()
         if target is None:
             return False
+        if self._intact(target.cid, target.ciphertext_sha256):
+            return True  # restored by a concurrent repair (or never broken)
         for row in replicas:
             counted = _Counted(self.remote.stream(row.peer, replica_path(archive_id, version)))
             try:

@@ -48,6 +48,7 @@ from node.models import NOT_HELD, Archive
 from node.policy import PolicyAction
 from node.principal import Action, Principal
 from node.protocol import WRAPPED_KEY_HEADER, ShareDescriptor, VersionInfo
+from node.readback import CiphertextReader
 from node.remote import RemoteNodes
 from node.services.permissions import AccessGate, Origin
 from node.services.proofs import ProofService
@@ -113,6 +114,7 @@ class ShareService:
         remote: RemoteNodes,
         proofs: ProofService,
         gate: AccessGate,
+        reader: CiphertextReader | None = None,
     ) -> None:
         self.gate = gate
         self.db = db
@@ -120,6 +122,7 @@ class ShareService:
         self.ledger = ledger
         self.keyring = keyring
         self.blobs = blobs
+        self.reader = reader or CiphertextReader(blobs)
         self.members = members
         self.remote = remote
         self.proofs = proofs
@@ -264,7 +267,7 @@ class ShareService:
             return wrapped, row.cid
 
         wrapped, cid = self.units.run(unit)
-        return wrapped, self.blobs.open_stream(cid)
+        return wrapped, self.reader.ciphertext(archive_id, version, cid)
 
     def disclose_bundle(self, sender: str, archive_id: str) -> ProofBundle:
         """The archive's bundle for a member entitled to it: an active grantee (the disclosure is

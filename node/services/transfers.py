@@ -71,6 +71,7 @@ from node.models import (
 )
 from node.principal import Action, Principal
 from node.protocol import SealedMetadata, TransferPackage, VersionInfo
+from node.readback import CiphertextReader
 from node.remote import RemoteNodes
 from node.services.archives import search_text
 from node.services.proofs import ProofService
@@ -129,6 +130,7 @@ class TransferService:
         proofs: ProofService,
         chain: ChainReader,
         fault_hook: FaultHook | None = None,
+        reader: CiphertextReader | None = None,
     ) -> None:
         self.settings = settings
         self.deployment = deployment
@@ -137,6 +139,7 @@ class TransferService:
         self.ledger = ledger
         self.keyring = keyring
         self.blobs = blobs
+        self.reader = reader or CiphertextReader(blobs)
         self.members = members
         self.remote = remote
         self.proofs = proofs
@@ -360,7 +363,7 @@ class TransferService:
                     f"archive {archive_id} has no version {version}", code="version_not_found"
                 )
             cid = row.cid
-        return self.blobs.open_stream(cid)
+        return self.reader.ciphertext(archive_id, version, cid)
 
     # ===========================================================================================
     # The receiving side (B)

@@ -11,6 +11,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from anchoring.chain import RpcChain
 from anchoring.verifier import verify_bundle
 from node import migrations
 from node.db import Database
-from node.models import Alert, HeldReplica, Replica, ShippedEntry, WrappedKey
+from node.models import Alert, ArchiveVersion, HeldReplica, Replica, ShippedEntry, WrappedKey
 from node.peers import CONTENT_SHA256, sign_headers
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
@@ -158,6 +159,89 @@ def test_a_replica_is_ciphertext_at_the_rendezvous_peer_and_repairs_a_wiped_stor
         document = api.get(f"/archives/{archive_id}/proof").content
     verified = verify_bundle(parse_bundle(document), chain)
     assert verified.ok, verified.to_text()
+
+
+def _version_cid(hospital: Hospital, archive_id: str) -> str:
+    with hospital.runtime.db.session() as session:
+        return str(
+            session.execute(
+                select(ArchiveVersion.cid).where(ArchiveVersion.archive_id == archive_id)
+            ).scalar_one()
+        )
+
+
+def _local_blob(hospital: Hospital, archive_id: str) -> Path:
+    return hospital.runtime.blobs.path_of(_version_cid(hospital, archive_id))  # type: ignore[attr-defined,no-any-return]
+
+
+def _read(hospital: Hospital, archive_id: str) -> httpx.Response:
+    with hospital.client() as api:
+        return api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
+
+
+def test_reads_of_a_wiped_or_corrupt_blob_wait_for_its_repair_from_the_replica(
+    nodes: dict[str, Hospital],
+) -> None:
+    a = nodes["A"]
+    wiped, corrupt, lost = (upload(a, CONTENT + bytes([n])) for n in range(3))
+    assert a.runtime.replicas.place().placed == 3
+    originals = {i: _local_blob(a, i).read_bytes() for i in (wiped, corrupt, lost)}
+
+    # The blob directory is wiped; four readers at once all get the content, and the blob is
+    # fetched and logged once (concurrent repairs of one version wait for each other).
+    shutil.rmtree(a.runtime.settings.blob_dir)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _read(a, wiped), range(4)))
+    assert [r.status_code for r in answers] == [200] * 4, answers[0].text
+    assert all(r.content == CONTENT + b"\x00" for r in answers)
+    kinds = [e["type"] for e in events(a, wiped)]
+    assert kinds.count("REPAIR") == 1
+    assert kinds.count("ACCESS") == 4
+    assert _local_blob(a, wiped).read_bytes() == originals[wiped]
+
+    # The disclosure and transfer paths open through the same reader: a missing blob comes back.
+    assert not _local_blob(a, corrupt).exists()
+    assert (
+        b"".join(a.runtime.readback.ciphertext(corrupt, 1, _version_cid(a, corrupt)))
+        == (originals[corrupt])
+    )
+    assert [e["type"] for e in events(a, corrupt)][-1] == "REPAIR"
+
+    # A flipped byte in the first chunk fails authentication: the read repairs, then answers.
+    blob = _local_blob(a, corrupt)
+    data = bytearray(blob.read_bytes())
+    data[200] ^= 0x01
+    blob.write_bytes(bytes(data))
+    read = _read(a, corrupt)
+    assert read.status_code == 200, read.text
+    assert read.content == CONTENT + b"\x01"
+    assert [e["type"] for e in events(a, corrupt)][-2:] == ["ACCESS", "REPAIR"]
+    assert blob.read_bytes() == originals[corrupt]
+
+    # A replica that delivers other bytes repairs nothing: the read fails as before, without
+    # details, and the replica is recorded as failed with a critical alert.
+    holder = holder_of(nodes, lost)
+    with holder.runtime.db.session() as session:
+        held = session.execute(
+            select(HeldReplica.cid).where(HeldReplica.archive_id == lost, HeldReplica.version == 1)
+        ).scalar_one()
+    held_path = holder.runtime.replica_holder.store.path_of(held)  # type: ignore[attr-defined]
+    bad = bytearray(held_path.read_bytes())
+    bad[-1] ^= 0x01
+    held_path.write_bytes(bytes(bad))
+    assert not _local_blob(a, lost).exists()  # wiped with the others, never read since
+    refused = _read(a, lost)
+    assert refused.status_code == 500
+    assert refused.json()["code"] == "blob_not_found"
+    assert "REPAIR" not in [e["type"] for e in events(a, lost)]
+    assert [e["data"]["action"] for e in events(a, lost) if e["type"] == "REPLICA"] == [  # type: ignore[index]
+        "placed",
+        "failed",
+    ]
+    with a.runtime.db.session() as session:
+        alert = session.execute(select(Alert).where(Alert.kind == "replica_failed")).scalar_one()
+        assert alert.subject == lost
+    assert not _local_blob(a, lost).exists()  # the wrong bytes were not kept
 
 
 def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
