@@ -394,6 +394,20 @@ class EventOut(BaseModel):
         )
 
 
+PageCursor = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+]
+"""An opaque page cursor (``node/searchcursor.py``): base64url, at most 128 characters."""
+CURSOR_FIELD = Field(
+    default=None,
+    description=(
+        "The `next_cursor` of the previous page, with the same filters: the page after it, "
+        "found without walking the pages before (for deep paging and exports). Not with "
+        "`offset`."
+    ),
+)
+
+
 class SearchQuery(_In):
     """Query of ``GET /archives``. Unknown parameters are refused, so a misspelt filter can never
     silently widen a search."""
@@ -421,17 +435,7 @@ class SearchQuery(_In):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-    cursor: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9_-]+$",
-        description=(
-            "The `next_cursor` of the previous page, with the same filters: the page after it, "
-            "found without walking the pages before (for deep paging and exports). Not with "
-            "`offset`."
-        ),
-    )
+    cursor: PageCursor | None = CURSOR_FIELD
     purpose: Purpose | None = Field(
         default=None,
         description=(

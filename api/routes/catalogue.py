@@ -23,11 +23,13 @@ from api.deps import PrincipalDep, RuntimeDep
 from api.errors import error_responses
 from api.schemas import (
     ARCHIVE_ID_PATTERN,
+    CURSOR_FIELD,
     MAX_OFFSET,
     NO_CONTROL_PATTERN,
     ArchiveOut,
     CalendarDate,
     Code,
+    PageCursor,
     Reason,
     SearchText,
     UtcDateTime,
@@ -124,6 +126,7 @@ class CatalogueQuery(_Strict):
     created_to: UtcDateTime | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    cursor: PageCursor | None = CURSOR_FIELD
     purpose: Purpose | None = None
     format: Literal["json", "csv"] = "json"
 
@@ -170,6 +173,11 @@ class CataloguePageOut(BaseModel):
     limit: int
     offset: int
     total_exact: bool = True  # false: the search counted up to its cap; at least `total`
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` (same filters) for the next page; null: this is the last "
+        "page.",
+    )
 
 
 CSV_COLUMNS = tuple(CatalogueEntryOut.model_fields)
@@ -246,7 +254,9 @@ def reclassify(
         "`patient_id` is matched through the node's keyed pseudonym (one patient's catalogue) "
         "and `encounter` through the encounter's. "
         "`format=csv` answers the same page as `text/csv` (header row; total in "
-        "`X-Total-Count`). Listing counts as a metadata read (ACCESS), as for `GET /archives`. "
+        "`X-Total-Count`, the next page's cursor in `X-Next-Cursor`). Page with `offset`, or with "
+        "`cursor` as for `GET /archives` (400 `invalid_cursor`, 400 `invalid_page` with both). "
+        "Listing counts as a metadata read (ACCESS), as for `GET /archives`. "
         "Roles: archivist, clinician (own department), auditor."
     ),
     responses={
@@ -270,6 +280,7 @@ def catalogue(
             created_to=query.created_to,
             limit=query.limit,
             offset=query.offset,
+            cursor=query.cursor,
             purpose=query.purpose,
         ),
     )
@@ -281,18 +292,18 @@ def catalogue(
         for entry in entries:
             row = entry.model_dump(mode="json")
             writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "X-Total-Count": str(page.total),
-                "X-Total-Exact": "true" if page.total_exact else "false",
-            },
-        )
+        headers = {
+            "X-Total-Count": str(page.total),
+            "X-Total-Exact": "true" if page.total_exact else "false",
+        }
+        if page.next_cursor is not None:
+            headers["X-Next-Cursor"] = page.next_cursor
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
     return CataloguePageOut(
         items=entries,
         total=page.total,
         limit=page.limit,
         offset=page.offset,
         total_exact=page.total_exact,
+        next_cursor=page.next_cursor,
     )

@@ -192,3 +192,49 @@ def test_catalogue_filters_and_scope(api: Api) -> None:
     page = api.client.get(CATALOGUE, params={"limit": 1}, headers=api.auth("archivist")).json()
     assert len(page["items"]) == 1
     assert page["total"] == 2
+
+
+def test_catalogue_pages_by_cursor_in_json_and_csv(api: Api) -> None:
+    created = [api.create(department="cardiology")["id"] for _ in range(5)]
+    listed = api.client.get(CATALOGUE, params={"limit": 50}, headers=api.auth("archivist"))
+    everything = [item["id"] for item in listed.json()["items"]]
+    assert sorted(everything) == sorted(created)
+    assert listed.json()["next_cursor"] is None  # one page holds all
+
+    def walk(fmt: str) -> tuple[list[str], int]:
+        seen: list[str] = []
+        pages, cursor = 0, None
+        while True:
+            params: dict[str, Any] = {"limit": 2, "format": fmt}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = api.client.get(CATALOGUE, params=params, headers=api.auth("archivist"))
+            assert response.status_code == 200, response.text
+            pages += 1
+            if fmt == "csv":
+                seen += [row["id"] for row in csv.DictReader(io.StringIO(response.text))]
+                assert response.headers["x-total-count"] == "5"
+                cursor = response.headers.get("x-next-cursor")
+            else:
+                page = response.json()
+                seen += [item["id"] for item in page["items"]]
+                assert page["total"] == 5
+                cursor = page["next_cursor"]
+            if cursor is None:
+                return seen, pages
+
+    for fmt in ("json", "csv"):
+        seen, pages = walk(fmt)
+        assert seen == everything, fmt  # the same order as one big page, nothing twice
+        assert pages == 3, fmt
+
+    first = api.client.get(CATALOGUE, params={"limit": 2}, headers=api.auth("archivist")).json()
+    for params, status, code in (
+        ({"cursor": first["next_cursor"], "offset": 2}, 400, "invalid_page"),
+        ({"cursor": "djF8eHw"}, 400, "invalid_cursor"),
+        ({"cursor": "not/base64"}, 422, "validation_error"),
+        ({"cursor": "A" * 129}, 422, "validation_error"),
+    ):
+        response = api.client.get(CATALOGUE, params=params, headers=api.auth("archivist"))
+        assert response.status_code == status, (params, response.text)
+        assert response.json()["code"] == code
