@@ -29,3 +29,9 @@ class Pseudonyms:
         ``insurer ‖ ':' ‖ patient pseudonym`` in its own namespace. Stable per (patient, insurer);
         two insurers' references of one patient cannot be linked without the hospital secret."""
         return crypto.pseudonym(self._secret, "insurer-ref", f"{insurer}:{patient_pseudonym}")
+
+    def search_filters(self, canonical: str) -> str:
+        """A search's filters as its page cursors carry them (``node.searchcursor``): 16 hex of
+        their keyed hash, so a cursor binds its filters without holding a patient id or a
+        search word in a URL."""
+        return crypto.pseudonym(self._secret, "search-filters", canonical)[:16]

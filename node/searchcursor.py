@@ -1,15 +1,19 @@
 """Opaque keyset cursors of catalogue search pages (docs/ingestion.md, "Bounded queries").
 
 A cursor names the last entry of a page in the order the search walks, so that the next page
-starts right after it however deep it is (an offset walks and skips every earlier entry). It is
-URL-safe base64 without padding of an ASCII string:
+starts right after it however deep it is (an offset walks and skips every earlier entry), and the
+filters of the search it belongs to. It is URL-safe base64 without padding of an ASCII string:
 
-- ``v1|t|<archive id>`` for a text search (walked newest archive id first);
-- ``v1|c|<created_at, ISO 8601 with microseconds>|<archive id>`` for any other search (walked
-  newest ``created_at`` first, then archive id).
+- ``v2|t|<archive id>|<filters>`` for a text search (walked newest archive id first);
+- ``v2|c|<created_at, ISO 8601 with microseconds>|<archive id>|<filters>`` for any other search
+  (walked newest ``created_at`` first, then archive id).
 
-A cursor holds no PHI (archive ids and creation times are in every public proof) and is not
-signed: a forged one only moves where the caller's own, policy-filtered search resumes."""
+``<filters>`` is 16 hex of a keyed hash of the search's filters (``Pseudonyms.search_filters``;
+all of them but ``limit``, ``offset``, ``cursor`` and ``purpose``): a cursor given with other
+filters than its page's is refused instead of resuming a different search at a meaningless
+place. A cursor holds no PHI (archive ids and creation times are in every public proof; the
+filters only as a keyed hash) and is not signed: a forged one only moves where the caller's own,
+policy-filtered search resumes."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from node.errors import InputError
 
 __all__ = ["SearchCursor", "decode_cursor", "encode_cursor"]
 
-_VERSION = "v1"
+_VERSION = "v2"
 _MAX_ENCODED = 128
 
 
@@ -32,31 +36,34 @@ class SearchCursor:
     """Where a page ended: the last archive id, and its ``created_at`` unless a text search."""
 
     archive_id: str
+    filters: str
     created_at: datetime | None = None
 
 
 def encode_cursor(cursor: SearchCursor) -> str:
     """The opaque form of ``cursor``."""
     if cursor.created_at is None:
-        raw = f"{_VERSION}|t|{cursor.archive_id}"
+        raw = f"{_VERSION}|t|{cursor.archive_id}|{cursor.filters}"
     else:
         stamp = cursor.created_at.isoformat(timespec="microseconds")
-        raw = f"{_VERSION}|c|{stamp}|{cursor.archive_id}"
+        raw = f"{_VERSION}|c|{stamp}|{cursor.archive_id}|{cursor.filters}"
     return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
 
 
-def decode_cursor(token: str, *, text_search: bool) -> SearchCursor:
-    """The cursor ``token`` names, checked against the kind of search it resumes.
+def decode_cursor(token: str, *, text_search: bool, filters: str) -> SearchCursor:
+    """The cursor ``token`` names, checked against the search it resumes: its kind and its
+    ``filters`` (as ``Pseudonyms.search_filters`` gives them).
 
-    Raises ``InputError`` (code ``invalid_cursor``) for anything this module did not write, and
-    for a cursor of a text search given to another search or the reverse."""
+    Raises ``InputError`` (code ``invalid_cursor``) for anything this module did not write, for
+    a cursor of a text search given to another search or the reverse, and for a cursor of a
+    search with other filters."""
     raw = _unwrap(token)
     parts = raw.split("|")
     if parts[:1] != [_VERSION]:
         raise _invalid("is not a search cursor of this node")
-    if parts[1:2] == ["t"] and len(parts) == 3:
+    if parts[1:2] == ["t"] and len(parts) == 4:
         kind_text, archive_id, created_at = True, parts[2], None
-    elif parts[1:2] == ["c"] and len(parts) == 4:
+    elif parts[1:2] == ["c"] and len(parts) == 5:
         kind_text, archive_id = False, parts[3]
         try:
             created_at = datetime.fromisoformat(parts[2])
@@ -71,7 +78,9 @@ def decode_cursor(token: str, *, text_search: bool) -> SearchCursor:
     if kind_text != text_search:
         wanted = "a text search" if text_search else "a search without text"
         raise _invalid(f"belongs to another kind of search than this one ({wanted})")
-    return SearchCursor(archive_id, created_at)
+    if parts[-1] != filters:
+        raise _invalid("belongs to a search with other filters; keep a page's filters")
+    return SearchCursor(archive_id, filters, created_at)
 
 
 def _unwrap(token: str) -> str:

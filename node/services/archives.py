@@ -953,15 +953,34 @@ class ArchiveService:
             items = self._page_rows(session, ids)
         return Page(items, int(total), filters.limit, filters.offset, exact, following)
 
-    @staticmethod
-    def _cursor_after(session: Session, last_id: str, filters: SearchFilters) -> str:
+    def _cursor_after(self, session: Session, last_id: str, filters: SearchFilters) -> str:
         """The cursor of the page ending at ``last_id`` (node/searchcursor.py)."""
+        bound = self._filters_key(filters)
         if filters.text is not None:
-            return encode_cursor(SearchCursor(last_id))
+            return encode_cursor(SearchCursor(last_id, bound))
         created_at = session.execute(
             select(Archive.created_at).where(Archive.id == last_id)
         ).scalar_one()
-        return encode_cursor(SearchCursor(last_id, created_at))
+        return encode_cursor(SearchCursor(last_id, bound, created_at))
+
+    def _filters_key(self, filters: SearchFilters) -> str:
+        """What a page cursor binds of ``filters``: all but the page and the purpose, as a keyed
+        hash (``Pseudonyms.search_filters``)."""
+        canonical = json.dumps(
+            [
+                filters.record_class.value if filters.record_class is not None else None,
+                filters.department,
+                filters.state,
+                filters.patient_id,
+                filters.encounter,
+                filters.keyword,
+                filters.text,
+                filters.created_from.isoformat() if filters.created_from is not None else None,
+                filters.created_to.isoformat() if filters.created_to is not None else None,
+            ],
+            ensure_ascii=False,
+        )
+        return self.pseudonyms.search_filters(canonical)
 
     @staticmethod
     def _page_rows(session: Session, ids: list[str]) -> tuple[ArchiveView, ...]:
@@ -1060,7 +1079,11 @@ class ArchiveService:
                 )
             )
         cursor = (
-            decode_cursor(filters.cursor, text_search=filters.text is not None)
+            decode_cursor(
+                filters.cursor,
+                text_search=filters.text is not None,
+                filters=self._filters_key(filters),
+            )
             if filters.cursor is not None
             else None
         )

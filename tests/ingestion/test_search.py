@@ -206,18 +206,32 @@ def test_a_bad_cursor_is_refused_with_its_code(api: Api) -> None:
     def forged(raw: str) -> str:
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
+    def filters_of(cursor: str) -> str:  # the keyed hash of the filters a cursor is bound to
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")[-1]
+
+    text_filters, plain_filters = filters_of(text_cursor), filters_of(plain_cursor)
+    assert len(text_filters) == 16
+    assert text_filters != plain_filters
+    assert "胸痛" not in base64.urlsafe_b64decode(text_cursor + "==").decode()
     archive_id = str(ULID())
     refused = [
         ({"cursor": text_cursor}, "invalid_cursor"),  # a text search's cursor, no text
         ({"cursor": plain_cursor, "text": "胸痛"}, "invalid_cursor"),
+        ({"cursor": text_cursor, "text": "出院"}, "invalid_cursor"),  # other words
+        ({"cursor": plain_cursor, "department": "oncology"}, "invalid_cursor"),  # other filters
+        ({"cursor": plain_cursor, "created_from": "2000-01-01T00:00:00Z"}, "invalid_cursor"),
         ({"cursor": "AAAA"}, "invalid_cursor"),
         ({"cursor": "A"}, "invalid_cursor"),  # not base64 of anything
-        ({"cursor": forged(f"v2|t|{archive_id}")}, "invalid_cursor"),
-        ({"cursor": forged(f"v1|c|yesterday|{archive_id}")}, "invalid_cursor"),
-        ({"cursor": forged("v1|c|2026-01-01T00:00:00|not-an-id")}, "invalid_cursor"),
-        ({"cursor": forged(f"v1|t|{archive_id}|extra")}, "invalid_cursor"),
+        ({"cursor": forged(f"v1|t|{archive_id}")}, "invalid_cursor"),  # the old format
+        ({"cursor": forged(f"v2|t|{archive_id}")}, "invalid_cursor"),  # no filters
+        ({"cursor": forged(f"v2|c|yesterday|{archive_id}|{plain_filters}")}, "invalid_cursor"),
         (
-            {"cursor": base64.urlsafe_b64encode("v1|t|档".encode()).decode().rstrip("=")},
+            {"cursor": forged(f"v2|c|2026-01-01T00:00:00|not-an-id|{plain_filters}")},
+            "invalid_cursor",
+        ),
+        ({"cursor": forged(f"v2|t|{archive_id}|extra|{text_filters}")}, "invalid_cursor"),
+        (
+            {"cursor": base64.urlsafe_b64encode("v2|t|档".encode()).decode().rstrip("=")},
             "invalid_cursor",
         ),
         ({"cursor": plain_cursor, "offset": 1}, "invalid_page"),
@@ -230,5 +244,7 @@ def test_a_bad_cursor_is_refused_with_its_code(api: Api) -> None:
         response = _page(api, cursor=hostile)
         assert (response.status_code, response.json()["code"]) == (422, "validation_error")
     # a well-formed cursor naming no archive still pages: it is a position, not a lookup
-    far = forged(f"v1|t|{'0' * 26}")
+    far = forged(f"v2|t|{'0' * 26}|{text_filters}")
     assert _page(api, text="胸痛", cursor=far).json()["items"] == []
+    # the page size and the purpose are not bound: a walk may change them
+    assert _page(api, text="胸痛", cursor=text_cursor, limit=2).status_code == 200
