@@ -65,11 +65,12 @@ def fixity(
         click.echo(
             f"checked {report.checked} version(s): {report.passed} passed, {report.failed} "
             f"failed, {report.skipped} skipped; {report.bytes_read} bytes in "
-            f"{report.seconds:.2f} s"
+            f"{report.seconds:.2f} s; replicas at peers: {report.replicas_verified} verified, "
+            f"{report.replicas_failed} failed"
         )
         for failure in report.failures:
             click.echo(f"FAILED {failure.archive_id} v{failure.version}: {failure.problem}")
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.replicas_failed else 0
 
 
 @audit.command("log")

@@ -322,6 +322,7 @@ class NodeRuntime:
             chain_size=self._chain_log_size,
         )
         self.fixity.on_failures = self.replicas.repair_failures
+        self.fixity.check_replicas = self.replicas.challenge_versions
         self.readback.heal = self.replicas.ensure_local  # repair on read
         self.tiers = TierService(
             settings=settings,

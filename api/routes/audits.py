@@ -71,6 +71,14 @@ class FixityReportOut(BaseModel):
     bytes_read: int
     seconds: float
     failures: list[FixityFailureOut]
+    replicas_verified: int = Field(
+        description="Replicas of the passed versions at peer hospitals that answered their "
+        "challenge (a hash over a random byte range with a fresh nonce; docs/recovery.md §1)."
+    )
+    replicas_failed: int = Field(
+        description="Replicas that answered wrong, refused or sent other bytes: each a REPLICA "
+        "`failed` event and a `replica_failed` alert, and the replica moves to another peer."
+    )
 
     @classmethod
     def of(cls, report: FixityReport) -> FixityReportOut:
@@ -81,6 +89,8 @@ class FixityReportOut(BaseModel):
             skipped=report.skipped,
             bytes_read=report.bytes_read,
             seconds=round(report.seconds, 6),
+            replicas_verified=report.replicas_verified,
+            replicas_failed=report.replicas_failed,
             failures=[
                 FixityFailureOut(
                     archive_id=f.archive_id,
@@ -100,8 +110,10 @@ class FixityReportOut(BaseModel):
         "Re-reads every stored blob in scope (archives held in CREATED, ARCHIVED or "
         "DISPOSITION_REVIEW), compares its SHA-256 with the hash its CREATE/AMEND event "
         "recorded, logs one FIXITY_CHECK event per version and raises an alert per failure "
-        "(`fixity_mismatch`, `blob_missing`). Reads at most `fixity_max_bytes_per_second`. "
-        "Role: archivist."
+        "(`fixity_mismatch`, `blob_missing`); a failed version is repaired from a replica. "
+        "The replicas of the passed versions at peer hospitals are challenged through the peer "
+        "API (`replicas_verified`, `replicas_failed`). Reads at most "
+        "`fixity_max_bytes_per_second`. Role: archivist."
     ),
     responses=error_responses(400, 401, 403, 422, 503),
 )

@@ -140,6 +140,8 @@ class FixityReport:
     seconds: float = 0.0
     failures: list[FixityFailure] = field(default_factory=list)
     cycle_complete: bool = False
+    replicas_verified: int = 0  # replicas of the passed versions that answered their challenge
+    replicas_failed: int = 0  # … that did not (REPLICA failed, alert ``replica_failed``)
 
     def add(self, other: FixityReport) -> None:
         self.checked += other.checked
@@ -148,6 +150,12 @@ class FixityReport:
         self.skipped += other.skipped
         self.bytes_read += other.bytes_read
         self.failures.extend(other.failures)
+        self.replicas_verified += other.replicas_verified
+        self.replicas_failed += other.replicas_failed
+
+
+ReplicaCheck = Callable[[list[tuple[str, int]]], tuple[int, int]]
+"""Challenges the replicas of ``(archive id, version)`` pairs at their peers; (verified, failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +258,10 @@ class FixityAuditService:
         self.on_failures: Callable[[list[FixityFailure]], None] | None = None
         """Called with each batch's failures after they are logged (the runtime repairs them
         from replicas, ``node.services.replicas``)."""
+        self.check_replicas: ReplicaCheck | None = None
+        """Called with each batch's passed versions after they are logged: the runtime
+        challenges their replicas through the peer API (``ReplicaService.challenge_versions``),
+        so an audit covers the copies at peer hospitals too."""
 
     # -- on demand -----------------------------------------------------------------------------
 
@@ -672,6 +684,11 @@ class FixityAuditService:
             self.alerts.raise_alert(notice)
         if report.failures and self.on_failures is not None:
             self.on_failures(report.failures)
+        passed = [
+            (seen.target.archive_id, seen.target.version) for seen in logged if seen.problem is None
+        ]
+        if passed and self.check_replicas is not None:
+            report.replicas_verified, report.replicas_failed = self.check_replicas(passed)
         return report
 
     def _save_cursor(self, position: int, started: datetime, *, completed: bool) -> None:

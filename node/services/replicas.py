@@ -584,6 +584,36 @@ class ReplicaService:
             list(pool.map(lambda row: self._challenge_one(row, report), rows))
         return report
 
+    def challenge_versions(self, versions: Sequence[tuple[str, int]]) -> tuple[int, int]:
+        """Fixity-audit hook: challenge every active replica of ``versions`` (``(archive id,
+        version)`` pairs whose local blob the audit just found intact), as ``challenge`` does.
+        Returns (verified, failed); an unanswered challenge counts toward neither until it
+        becomes a failure."""
+        wanted = {(normalise_id(a), n) for a, n in versions}
+        if not wanted:
+            return 0, 0
+        rows: list[Replica] = []
+        with self.db.session() as session:
+            ids = sorted({a for a, _ in wanted})
+            for start in range(0, len(ids), _IN_CHUNK):
+                rows += [
+                    row
+                    for row in session.execute(
+                        select(Replica)
+                        .where(
+                            Replica.archive_id.in_(ids[start : start + _IN_CHUNK]),
+                            Replica.state == ACTIVE,
+                        )
+                        .order_by(Replica.id)
+                    ).scalars()
+                    if (row.archive_id, row.version) in wanted
+                ]
+            session.expunge_all()
+        report = ReplicaReport()
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(lambda row: self._challenge_one(row, report), rows))
+        return report.verified, report.failed
+
     def _local(self, row: Replica) -> bytes | None:
         """The version's local ciphertext if present and intact."""
         with self.db.session() as session:

@@ -151,7 +151,8 @@ def test_a_replica_is_ciphertext_at_the_rendezvous_peer_and_repairs_a_wiped_stor
         read = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
         assert read.status_code == 200, read.text
         assert read.content == CONTENT
-    assert a.runtime.fixity.audit(None, AuditScope()).passed == 1
+    audited = a.runtime.fixity.audit(None, AuditScope())
+    assert (audited.passed, audited.replicas_verified, audited.replicas_failed) == (1, 1, 0)
 
     # Every event, the replica ones included, verifies against the chain.
     a.runtime.worker.run_until_anchored(timeout=30)
@@ -260,8 +261,13 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
 
-    report = a.runtime.replicas.challenge()
-    assert (report.verified, report.failed) == (0, 1)
+    # The fixity audit (here through the API) checks the local blob and challenges the replica.
+    with a.client() as api:
+        answer = api.post("/audits/fixity", json={"scope": "all"})
+    assert answer.status_code == 200, answer.text
+    audited = answer.json()
+    assert (audited["passed"], audited["failed"]) == (1, 0)
+    assert (audited["replicas_verified"], audited["replicas_failed"]) == (0, 1)
     assert events(a, archive_id)[-1]["data"]["action"] == "failed"  # type: ignore[index]
     with a.runtime.db.session() as session:
         alert = session.execute(select(Alert).where(Alert.kind == "replica_failed")).scalar_one()
@@ -280,6 +286,8 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     with a.runtime.db.session() as session:
         states = dict(session.execute(select(Replica.peer, Replica.state)).all())
     assert states == {holder.address: "dropped", other.address: "active"}
+    audited_again = a.runtime.fixity.audit(None, AuditScope())
+    assert (audited_again.replicas_verified, audited_again.replicas_failed) == (1, 0)
     assert a.runtime.replicas.challenge().verified == 1
 
 
