@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from anchoring import storage
 from anchoring.bundle import parse_bundle
@@ -289,6 +289,58 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     audited_again = a.runtime.fixity.audit(None, AuditScope())
     assert (audited_again.replicas_verified, audited_again.replicas_failed) == (1, 0)
     assert a.runtime.replicas.challenge().verified == 1
+
+
+def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
+    nodes: dict[str, Hospital],
+) -> None:
+    a = nodes["A"]
+    archive_id = upload(a)
+    assert a.runtime.replicas.place().placed == 1
+    holder = holder_of(nodes, archive_id)
+    other = next(h for h in nodes.values() if h not in (a, holder))
+
+    def replica_actions() -> list[str]:
+        return [e["data"]["action"] for e in events(a, archive_id) if e["type"] == "REPLICA"]  # type: ignore[index]
+
+    def alert_reason() -> str:
+        with a.runtime.db.session() as session:
+            alert = session.execute(
+                select(Alert).where(Alert.kind == "replica_failed")
+            ).scalar_one()
+            assert alert.subject == archive_id
+            return str(alert.detail["reason"])
+
+    # The holder forgets the replica behind the custodian's back and refuses (404): the next
+    # fixity audit's challenge fails it at once, with an alert; the replica moves.
+    with holder.runtime.db.session() as session:
+        session.execute(delete(HeldReplica).where(HeldReplica.archive_id == archive_id))
+        session.commit()
+    audited = a.runtime.fixity.audit(None, AuditScope())
+    assert (audited.passed, audited.replicas_verified, audited.replicas_failed) == (1, 0, 1)
+    assert alert_reason() == "refused_404"
+    assert a.runtime.replicas.place().placed == 1
+    assert held_bytes(other, a.address, archive_id)
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    assert replica_actions() == ["placed", "failed", "placed", "dropped"]
+
+    # The new holder goes down: two unanswered challenges are not yet a failure (a peer may be
+    # down for a while); the third is, and the replica moves back to the first peer.
+    other.server.should_exit = True
+    other.thread.join(10)
+    for attempt in (1, 2):
+        report = a.runtime.replicas.challenge()
+        assert (report.verified, report.failed) == (0, 0)
+        assert any("did not answer" in problem for problem in report.problems)
+        with a.runtime.db.session() as session:
+            row = session.execute(select(Replica).where(Replica.peer == other.address)).scalar_one()
+            assert (row.state, row.failures) == ("active", attempt)
+    report = a.runtime.replicas.challenge()
+    assert report.failed == 1
+    assert alert_reason() == "unreachable"
+    assert a.runtime.replicas.place().placed == 1
+    assert held_bytes(holder, a.address, archive_id)
+    assert replica_actions() == ["placed", "failed", "placed", "dropped", "failed", "placed"]
 
 
 def _signed(
