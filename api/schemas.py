@@ -327,6 +327,13 @@ class ArchiveOut(_Out):
         )
 
 
+NEXT_CURSOR_FIELD = Field(
+    default=None,
+    description="Pass as `cursor` (same filters) for the next page; null: this is the last page.",
+)
+"""A page's ``next_cursor`` (``GET /archives``, ``GET /catalogue``)."""
+
+
 class ArchivePageOut(BaseModel):
     """One page of catalogue search results."""
 
@@ -339,11 +346,7 @@ class ArchivePageOut(BaseModel):
         description="False when the search counted its matches only up to the cap: at "
         "least `total` match.",
     )
-    next_cursor: str | None = Field(
-        None,
-        description="Pass as `cursor` (same filters) for the next page; null: this is the last "
-        "page.",
-    )
+    next_cursor: str | None = NEXT_CURSOR_FIELD
 
     @classmethod
     def of(cls, page: Page[ArchiveView]) -> ArchivePageOut:

@@ -25,6 +25,7 @@ from api.schemas import (
     ARCHIVE_ID_PATTERN,
     CURSOR_FIELD,
     MAX_OFFSET,
+    NEXT_CURSOR_FIELD,
     NO_CONTROL_PATTERN,
     ArchiveOut,
     CalendarDate,
@@ -173,11 +174,7 @@ class CataloguePageOut(BaseModel):
     limit: int
     offset: int
     total_exact: bool = True  # false: the search counted up to its cap; at least `total`
-    next_cursor: str | None = Field(
-        default=None,
-        description="Pass as `cursor` (same filters) for the next page; null: this is the last "
-        "page.",
-    )
+    next_cursor: str | None = NEXT_CURSOR_FIELD
 
 
 CSV_COLUMNS = tuple(CatalogueEntryOut.model_fields)

@@ -92,6 +92,20 @@ def holder_of(nodes: dict[str, Hospital], archive_id: str) -> Hospital:
     return next(h for h in nodes.values() if h.address == chosen and h is not a)
 
 
+def placed_once(nodes: dict[str, Hospital]) -> tuple[Hospital, str, Hospital, Hospital]:
+    """A uploads an archive and places its one replica: (A, archive id, holder, the other)."""
+    a = nodes["A"]
+    archive_id = upload(a)
+    assert a.runtime.replicas.place().placed == 1
+    holder = holder_of(nodes, archive_id)
+    return a, archive_id, holder, next(h for h in nodes.values() if h not in (a, holder))
+
+
+def replica_actions(hospital: Hospital, archive_id: str) -> list[str]:
+    """The ``action`` of each REPLICA event of the archive in the hospital's log, in order."""
+    return [e["data"]["action"] for e in events(hospital, archive_id) if e["type"] == "REPLICA"]  # type: ignore[index]
+
+
 def held_bytes(holder: Hospital, custodian: str, archive_id: str) -> bytes:
     with holder.runtime.db.session() as session:
         row = session.execute(
@@ -235,10 +249,7 @@ def test_reads_of_a_wiped_or_corrupt_blob_wait_for_its_repair_from_the_replica(
     assert refused.status_code == 500
     assert refused.json()["code"] == "blob_not_found"
     assert "REPAIR" not in [e["type"] for e in events(a, lost)]
-    assert [e["data"]["action"] for e in events(a, lost) if e["type"] == "REPLICA"] == [  # type: ignore[index]
-        "placed",
-        "failed",
-    ]
+    assert replica_actions(a, lost) == ["placed", "failed"]
     with a.runtime.db.session() as session:
         alert = session.execute(select(Alert).where(Alert.kind == "replica_failed")).scalar_one()
         assert alert.subject == lost
@@ -248,11 +259,7 @@ def test_reads_of_a_wiped_or_corrupt_blob_wait_for_its_repair_from_the_replica(
 def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     nodes: dict[str, Hospital],
 ) -> None:
-    a = nodes["A"]
-    archive_id = upload(a)
-    assert a.runtime.replicas.place().placed == 1
-    holder = holder_of(nodes, archive_id)
-    other = next(h for h in nodes.values() if h not in (a, holder))
+    a, archive_id, holder, other = placed_once(nodes)
     with holder.runtime.db.session() as session:
         cid = session.execute(select(HeldReplica.cid).where(HeldReplica.version == 1)).scalar_one()
     path = holder.runtime.replica_holder.store.path_of(cid)  # type: ignore[attr-defined]
@@ -279,8 +286,7 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
     assert held_bytes(other, a.address, archive_id)
     dropped = a.runtime.replicas.drop_unneeded()
     assert dropped.dropped == 1
-    actions = [e["data"]["action"] for e in events(a, archive_id) if e["type"] == "REPLICA"]  # type: ignore[index]
-    assert actions == ["placed", "failed", "placed", "dropped"]
+    assert replica_actions(a, archive_id) == ["placed", "failed", "placed", "dropped"]
     with holder.runtime.db.session() as session:
         assert not session.execute(select(HeldReplica)).first()
     with a.runtime.db.session() as session:
@@ -294,14 +300,7 @@ def test_a_corrupt_replica_fails_its_challenge_and_moves_to_another_peer(
 def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
     nodes: dict[str, Hospital],
 ) -> None:
-    a = nodes["A"]
-    archive_id = upload(a)
-    assert a.runtime.replicas.place().placed == 1
-    holder = holder_of(nodes, archive_id)
-    other = next(h for h in nodes.values() if h not in (a, holder))
-
-    def replica_actions() -> list[str]:
-        return [e["data"]["action"] for e in events(a, archive_id) if e["type"] == "REPLICA"]  # type: ignore[index]
+    a, archive_id, holder, other = placed_once(nodes)
 
     def alert_reason() -> str:
         with a.runtime.db.session() as session:
@@ -322,7 +321,7 @@ def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
     assert a.runtime.replicas.place().placed == 1
     assert held_bytes(other, a.address, archive_id)
     assert a.runtime.replicas.drop_unneeded().dropped == 1
-    assert replica_actions() == ["placed", "failed", "placed", "dropped"]
+    assert replica_actions(a, archive_id) == ["placed", "failed", "placed", "dropped"]
 
     # The new holder goes down: two unanswered challenges are not yet a failure (a peer may be
     # down for a while); the third is, and the replica moves back to the first peer.
@@ -340,7 +339,14 @@ def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
     assert alert_reason() == "unreachable"
     assert a.runtime.replicas.place().placed == 1
     assert held_bytes(holder, a.address, archive_id)
-    assert replica_actions() == ["placed", "failed", "placed", "dropped", "failed", "placed"]
+    assert replica_actions(a, archive_id) == [
+        "placed",
+        "failed",
+        "placed",
+        "dropped",
+        "failed",
+        "placed",
+    ]
 
 
 def _signed(
