@@ -12,7 +12,8 @@ objects), with the same fields:
 The whole manifest is checked before anything is sent (a bad row: exit 2 with one line). Each file
 goes through the node's ingestion path with ``sha256:<hash of the file>`` as its message id, so
 running the import again stores nothing twice. Files are sent ``--batch`` at a time (default 100)
-to ``POST /api/v1/ingest/documents/batch``, each batch one transaction on the node; a batch the
+to ``POST /api/v1/ingest/documents/batch``, ``--parallel`` requests at once (default 2), each
+batch one transaction on the node; a batch the
 node refuses (one bad file refuses all of it, storing nothing) is sent again file by file to
 ``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
 failed.
@@ -29,7 +30,9 @@ import json
 import mimetypes
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -55,6 +58,8 @@ BATCH_ROUTE = "/api/v1/ingest/documents/batch"
 DEFAULT_BATCH = 100
 MAX_BATCH = 500
 """The node's limit of documents per batch (``api.routes.ingest.MAX_BATCH_DOCUMENTS``)."""
+DEFAULT_PARALLEL = 2
+MAX_PARALLEL = 8
 BATCH_BYTES = 32 * 1024 * 1024
 """A batch is cut before its files pass this many bytes (memory, and the node's body limit)."""
 
@@ -133,24 +138,23 @@ def send(
     rows: list[Row],
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    parallel: int = 1,
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Send every row: (imported, already present, [(file, error code)]). Rows go ``batch`` at a
     time through the batch route (one transaction each); a refused batch is sent again one file
     at a time, so its good files go in and each refusal is reported with its own code.
-    ``progress`` is told after each group how many files it held."""
+
+    ``parallel`` groups are in flight at once (each read, hashed and sent by its own thread over
+    the shared client): the node stores one group's blobs while it commits another's, and this
+    process reads files meanwhile. Groups are counted in order; the first error (a refused key,
+    an unreachable node) stops the import after the groups already in flight, which are
+    idempotent like every other. ``progress`` is told after each group how many files it held."""
     imported = present = 0
     failed: list[tuple[str, str]] = []
-    for group in _groups(rows, batch):
-        prepared = [_prepare(row) for row in group]
-        if len(prepared) == 1:
-            results = [_send_one(client, *prepared[0])]
-        else:
-            batched = _send_batch(client, prepared)
-            if batched is None:
-                results = [_send_one(client, *item) for item in prepared]
-            else:
-                results = batched
-        for (row, _, _), (status, code) in zip(prepared, results, strict=True):
+
+    def tally(group: list[Row], outcome: list[tuple[Row, int, str]]) -> None:
+        nonlocal imported, present
+        for row, status, code in outcome:
             if status == 201:
                 imported += 1
             elif status == 200:
@@ -159,7 +163,33 @@ def send(
                 failed.append((row.path.name, code))
         if progress is not None:
             progress.advance(len(group))
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="import") as pool:
+        in_flight: deque[tuple[list[Row], Future[list[tuple[Row, int, str]]]]] = deque()
+        try:
+            for group in _groups(rows, batch):
+                in_flight.append((group, pool.submit(_send_group, client, group)))
+                if len(in_flight) >= parallel:
+                    tally(in_flight[0][0], in_flight[0][1].result())
+                    in_flight.popleft()
+            while in_flight:
+                tally(in_flight[0][0], in_flight[0][1].result())
+                in_flight.popleft()
+        except BaseException:
+            for _, future in in_flight:
+                future.cancel()
+            raise
     return imported, present, failed
+
+
+def _send_group(client: httpx.Client, group: list[Row]) -> list[tuple[Row, int, str]]:
+    """Read, hash and send one group: (row, HTTP status, error code) per file."""
+    prepared = [_prepare(row) for row in group]
+    batched = _send_batch(client, prepared) if len(prepared) > 1 else None
+    results = batched or [_send_one(client, *item) for item in prepared]
+    return [
+        (row, status, code) for (row, _, _), (status, code) in zip(prepared, results, strict=True)
+    ]
 
 
 class Progress:
@@ -293,6 +323,13 @@ def _send_batch(
     help="Files per request (one transaction on the node); 1 sends each file alone.",
 )
 @click.option(
+    "--parallel",
+    default=DEFAULT_PARALLEL,
+    show_default=True,
+    type=click.IntRange(1, MAX_PARALLEL),
+    help="Requests in flight at once (the node stores one batch while it commits another).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Check the manifest and read every file, print what would be sent; send nothing.",
@@ -305,6 +342,7 @@ def import_command(
     source: str,
     timeout: float,
     batch: int,
+    parallel: int,
     dry_run: bool,
 ) -> int:
     """Backfill legacy files through the node's ingestion path (idempotent by file hash)."""
@@ -324,7 +362,7 @@ def import_command(
     headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(base_url=node_url, headers=headers, timeout=timeout) as client:
-            imported, present, failed = send(client, rows, batch, Progress(len(rows)))
+            imported, present, failed = send(client, rows, batch, Progress(len(rows)), parallel)
     except httpx.HTTPError as exc:
         raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None
     for name, code in failed:

@@ -13,7 +13,8 @@ or PostgreSQL, local blob store, no anchoring schedule) in this process:
      the archives made above, Chinese and Latin queries: p50 / p95;
   5. (only with ``--parts import``) ``archivechain import`` (the CLI, a separate process) of
      2,000 files of 4 KB through the node's API served by uvicorn in this process, one file per
-     request (``--batch 1``) and in batches (``--batch 100``, the default): archives/s.
+     request (``--batch 1``), in batches one request at a time (``--batch 100 --parallel 1``) and
+     two requests in flight (``--batch 100 --parallel 2``, the defaults): archives/s.
 
 Usage: .venv/bin/python scripts/bench_hospital_ingest.py [--quick] [--postgres URL]
        [--parts bulk,single,mllp,search,import] [--profile PREFIX]
@@ -138,27 +139,28 @@ def import_cli(node: Any, root: Path, total: int) -> list[tuple[str, str]]:
     cli = Path(sys.executable).with_name("archivechain")
     rows: list[tuple[str, str]] = []
     try:
-        for batch in (1, 100):
-            directory = root / f"import-{batch}"
+        for batch, parallel in ((1, 1), (100, 1), (100, 2)):
+            directory = root / f"import-{batch}-{parallel}"
             directory.mkdir()
             lines = ["file,patient_id,class_hint,trigger_date"]
             for i in range(total):
-                head = f"batch {batch} document {i} 出院小结 chest pain follow-up\n".encode()
+                head = f"batch {batch}/{parallel} document {i} 出院小结 chest pain follow-up\n".encode()
                 (directory / f"d{i:05d}.txt").write_bytes((head * 100)[:4096])
                 lines.append(f"d{i:05d}.txt,MRN-{i % 500},住院病历,2024-05-0{1 + i % 9}")
-            manifest = root / f"import-{batch}.csv"
+            manifest = root / f"import-{batch}-{parallel}.csv"
             manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
             load = load_average()
             start = time.perf_counter()
             done = subprocess.run(
                 [str(cli), "import", str(directory), "--manifest", str(manifest), "--node",
-                 f"http://127.0.0.1:{port}", "--api-key-file", str(key), "--batch", str(batch)],
+                 f"http://127.0.0.1:{port}", "--api-key-file", str(key), "--batch", str(batch),
+                 "--parallel", str(parallel)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             wall = time.perf_counter() - start
             if done.returncode != 0 or f"imported {total}," not in done.stdout:
                 raise RuntimeError(f"import failed: {done.stdout[-300:]} {done.stderr[-300:]}")
-            how = "one file per request" if batch == 1 else f"--batch {batch}"
+            how = "one file per request" if batch == 1 else f"--batch {batch} --parallel {parallel}"
             rows.append(
                 (
                     f"archivechain import, {total:,} files of 4 KB, {how}: archives/s "

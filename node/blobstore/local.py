@@ -98,9 +98,7 @@ class LocalBlobStore:
 
         ``durable=False`` skips the file's and directories' fsyncs: the caller must call
         ``make_durable`` before it records the blob anywhere (a batch then syncs once)."""
-        for directory in (self._temp, self._objects):  # a wiped store is written again (repair)
-            directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
+        descriptor, temp_name = self._temp_file()
         try:
             hasher, size = hashlib.sha256(), 0
             with os.fdopen(descriptor, "wb") as handle:
@@ -112,16 +110,23 @@ class LocalBlobStore:
                 if durable:
                     os.fsync(handle.fileno())
             digest = hasher.digest()
-            target = self._path(digest)
-            self._make_shard_dirs(target.parent, durable=durable)
-            os.replace(temp_name, target)
+            cid = cid_for_sha256(digest)
+            target = self._path(digest, cid)
+            try:
+                os.replace(temp_name, target)
+            except FileNotFoundError:
+                # The first blob of its shard (or a wiped store): make the directories, once.
+                if not os.path.exists(temp_name):
+                    raise
+                self._make_shard_dirs(target.parent, durable=durable)
+                os.replace(temp_name, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
         if durable:
             _fsync_directory(target.parent)
-        return BlobRef(cid=cid_for_sha256(digest), size=size, sha256=digest.hex())
+        return BlobRef(cid=cid, size=size, sha256=digest.hex())
 
     def make_durable(self, refs: Iterable[BlobRef]) -> None:
         """Make blobs stored with ``durable=False`` durable: on Linux one ``syncfs`` of the
@@ -248,9 +253,20 @@ class LocalBlobStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _path(self, digest: bytes) -> Path:
+    def _path(self, digest: bytes, cid: str | None = None) -> Path:
         hex_digest = digest.hex()
-        return self._objects / hex_digest[:2] / hex_digest[2:4] / cid_for_sha256(digest)
+        return (
+            self._objects / hex_digest[:2] / hex_digest[2:4] / (cid or cid_for_sha256(digest))
+        )
+
+    def _temp_file(self) -> tuple[int, str]:
+        """A new temp file (descriptor, name); the temp directory is made again if it was wiped
+        (a repair writes into a store whose directories were lost)."""
+        try:
+            return tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
+        except FileNotFoundError:
+            self._temp.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._temp)
 
     def _open(self, cid: str) -> BinaryIO:
         try:
@@ -268,9 +284,12 @@ class LocalBlobStore:
         return size, hasher.digest()
 
     def _make_shard_dirs(self, directory: Path, *, durable: bool = True) -> None:
-        for level in (directory.parent, directory):
+        """Make ``objects/xx/yy`` (and ``objects`` itself after a wipe), each new level's parent
+        fsynced when ``durable``. Called only when a rename found the directory missing, so a
+        put into an existing shard costs no ``stat`` or ``mkdir``."""
+        for level in (self._objects, directory.parent, directory):
             if not level.is_dir():
-                level.mkdir(exist_ok=True)
+                level.mkdir(parents=True, exist_ok=True)
                 if durable:
                     _fsync_directory(level.parent)
 

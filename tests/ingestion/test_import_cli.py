@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -304,6 +305,67 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     assert "imported 1, already present 2, failed 0" in out
     assert _count(api_node) == 3
     code, _, err = _run(*args, "--api-key-file", str(key), "--batch", "0")
+    assert code == 2
+
+
+def test_parallel_requests_overlap_and_import_each_file_once(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--parallel 3`` keeps three batch requests in flight (seen by a spy around the real
+    sender, which holds each request a moment); every file goes in once, counted once, and a
+    rerun finds them all. A refused key stops a parallel import with exit 2 and one line."""
+    import archivechain.importer as importer
+
+    directory, key = legacy
+    lines = ["file,patient_id,title"]
+    for n in range(14):
+        (directory / f"note-{n}.txt").write_text(f"病程记录 {n}", encoding="utf-8")
+        lines.append(f"note-{n}.txt,{PATIENT},病程记录 {n}")
+    manifest = tmp_path / "notes.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    real_send_batch = importer._send_batch
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+
+    def spy(client: Any, prepared: Any) -> Any:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        try:
+            time.sleep(0.3)
+            return real_send_batch(client, prepared)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(importer, "_send_batch", spy)
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "2", "--parallel", "3")
+    assert code == 0, err
+    assert "imported 14, already present 0, failed 0" in out
+    assert most == 3
+    assert _count(api_node) == 14
+    with api_node.db.session() as session:
+        titles = sorted(a.title for a in session.execute(select(Archive)).scalars())
+    assert titles == sorted(f"病程记录 {n}" for n in range(14))
+    most = 0
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "2", "--parallel", "1")
+    assert code == 0, err
+    assert "imported 0, already present 14, failed 0" in out
+    assert most == 1
+    stranger = tmp_path / "stranger"
+    stranger.write_text("ac_" + "x" * 40 + "\n")
+    code, out, err = _run(*args, "--api-key-file", str(stranger), "--parallel", "4", "--batch", "2")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "refused the API key" in err
+    assert _count(api_node) == 14
+    code, _, err = _run(*args, "--api-key-file", str(key), "--parallel", "9")
     assert code == 2
 
 

@@ -177,6 +177,58 @@ class TestLocalBlobStore:
         assert local.path_of(ref.cid) == expected
         assert expected.read_bytes() == data
 
+    def test_a_put_makes_missing_directories_durably_and_only_when_missing(
+        self, local: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import shutil
+
+        import node.blobstore.local as local_module
+
+        synced: list[Path] = []
+        made: list[Path] = []
+        real_fsync, real_mkdir = os.fsync, Path.mkdir
+
+        def fsync(descriptor: int) -> None:
+            synced.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")))
+            real_fsync(descriptor)
+
+        def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+            made.append(self)
+            real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(local_module.os, "fsync", fsync)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+        root = tmp_path / "blobs"
+        # A wiped store (objects and tmp gone, as in a disaster drill) is written again.
+        shutil.rmtree(root / "objects")
+        shutil.rmtree(root / "tmp")
+        data = os.urandom(100)
+        ref = local.put_stream([data])
+        target = local.path_of(ref.cid)
+        assert target.read_bytes() == data
+        assert local.temp_files() == []
+        # Each new level's parent was fsynced, then the file and its directory.
+        assert {root, root / "objects", target.parent.parent, target.parent} <= set(synced)
+        assert {root / "tmp", root / "objects", target.parent.parent, target.parent} <= set(made)
+        # Another put into an existing shard makes no directory.
+        made.clear()
+        synced.clear()
+        again = local.put_stream([data])  # the same blob: idempotent, no directory made
+        assert again == ref
+        assert made == []
+        assert synced[-1] == target.parent
+        # A blob whose temp file vanished mid-write (the drill's rmtree) fails, leaving nothing.
+        real_replace = os.replace
+
+        def vanish(source: str, destination: Path) -> None:
+            os.unlink(source)
+            real_replace(source, destination)
+
+        monkeypatch.setattr(local_module.os, "replace", vanish)
+        with pytest.raises(FileNotFoundError):
+            local.put_stream([os.urandom(100)])
+        assert local.temp_files() == []
+
     def test_delete_many_removes_each_and_says_which_were_there(
         self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
