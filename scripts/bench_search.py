@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         anvil.stop()
     width = max(len(name) for name, _ in rows)
     print(f"ArchiveChain catalogue search benchmark — {started:%Y-%m-%d %H:%M} UTC")
-    print(f"machine: {machine()} (shared with other engineers' work)")
+    print(f"machine: {machine()}")
     print(f"load average (1/5/15 min) before: {load_before}, after: {load_average()}")
     postgres = args.postgres or (args.database or "").startswith("postgresql")
     database = "PostgreSQL" if postgres else "SQLite WAL synchronous=FULL"

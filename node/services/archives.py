@@ -1152,24 +1152,46 @@ class ArchiveService:
     ) -> tuple[int, bool, list[str], bool]:
         """The total, whether it is exact, the page of ids of a catalogue query and whether
         more follow (nothing logged: ``search`` logs the reads; ``scripts/bench_search.py``
-        times this part alone)."""
-        page, counted = ArchiveService._page_and_count(built, filters)
-        ids = list(session.execute(page).scalars())
+        times this part alone).
+
+        Without a cursor the page and the capped count walk the same ordered matches from the
+        start, so one statement fetches up to the cap (plus one) ids and both are cut from it:
+        matches that are sparse (two words rarely together) are walked once, not twice. After
+        a cursor the page starts mid-way and the count covers every match, and a page beyond
+        the cap would fetch every id before it: two statements."""
+        cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
+        if ArchiveService._one_walk(built, filters):
+            walked = list(session.execute(ArchiveService._walk(built, cap)).scalars())
+            total = len(walked)
+            ids = walked[filters.offset : filters.offset + filters.limit + 1]
+        else:
+            page, counted = ArchiveService._page_and_count(built, filters)
+            ids = list(session.execute(page).scalars())
+            total = session.execute(counted).scalar_one()
         more = len(ids) > filters.limit
         del ids[filters.limit :]
-        total = session.execute(counted).scalar_one()
-        cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
         if total > cap:
             return cap, False, ids, more
         return int(total), True, ids, more
 
     @staticmethod
+    def _one_walk(built: CatalogueQuery, filters: SearchFilters) -> bool:
+        """Whether the page and its count come from one walk (``_matching``)."""
+        return not built.after and filters.offset + filters.limit <= SEARCH_TOTAL_CAP
+
+    @staticmethod
+    def _walk(built: CatalogueQuery, cap: int) -> Select[tuple[str]]:
+        """The first ``cap + 1`` matching ids in page order (a first page and its count)."""
+        return built.query.order_by(*built.order).limit(cap + 1)
+
+    @staticmethod
     def _page_and_count(
         built: CatalogueQuery, filters: SearchFilters
     ) -> tuple[Select[tuple[str]], Select[tuple[int]]]:
-        """The page statement and the count statement of a catalogue query. A capped count
-        walks the same order as the page, stopping after the cap (so the planner takes the
-        same bounded path, not a scan of every archive)."""
+        """The page statement and the count statement of a catalogue query (after a cursor or
+        beyond the cap). A
+        capped count walks the same order as the page, stopping after the cap (so the planner
+        takes the same bounded path, not a scan of every archive)."""
         page = (
             built.query.where(*built.after)
             .order_by(*built.order)
@@ -1186,6 +1208,8 @@ class ArchiveService:
         """The statements a search runs (``scripts/bench_search.py --explain`` prints their
         plans)."""
         built = self._catalogue_query(principal, filters, session)
+        if self._one_walk(built, filters):
+            return [self._walk(built, SEARCH_TOTAL_CAP)]
         return list(self._page_and_count(built, filters))
 
     def events(self, principal: Principal, archive_id: str) -> list[EventView]:
