@@ -255,9 +255,7 @@ class LocalBlobStore:
 
     def _path(self, digest: bytes, cid: str | None = None) -> Path:
         hex_digest = digest.hex()
-        return (
-            self._objects / hex_digest[:2] / hex_digest[2:4] / (cid or cid_for_sha256(digest))
-        )
+        return self._objects / hex_digest[:2] / hex_digest[2:4] / (cid or cid_for_sha256(digest))
 
     def _temp_file(self) -> tuple[int, str]:
         """A new temp file (descriptor, name); the temp directory is made again if it was wiped

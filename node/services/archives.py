@@ -177,6 +177,9 @@ class CatalogueQuery:
     query: Select[tuple[str]]
     order: tuple[ColumnElement[Any], ...]
     after: tuple[ColumnElement[bool], ...] = ()  # a cursor's: the page starts past it
+    page_after: Select[tuple[str]] | None = None
+    """The page past the cursor, where ``query.where(*after)`` would not start there (a fenced
+    subquery: the cursor goes inside it)."""
 
 
 @dataclass(frozen=True)
@@ -1106,6 +1109,8 @@ class ArchiveService:
         if not terms:
             raise InputError("text holds no searchable word", code="invalid_search_text")
         driver, *others = self._rarest_first(session, terms)
+        if others and session.get_bind().dialect.name == "postgresql":
+            return self._intersected(driver, others, conditions, cursor)
         posting = aliased(SearchTerm, name="driver")
         query = select(posting.archive_id).where(posting.term == driver)
         for term in others:
@@ -1125,6 +1130,57 @@ class ArchiveService:
         if cursor is not None:
             past = (posting.archive_id < cursor.archive_id,)
         return CatalogueQuery(query, (posting.archive_id.desc(),), past)
+
+    @staticmethod
+    def _intersected(
+        driver: str,
+        others: list[str],
+        conditions: list[ColumnElement[bool]],
+        cursor: SearchCursor | None,
+    ) -> CatalogueQuery:
+        """A text query of several terms on PostgreSQL: the terms' postings intersected first,
+        newest archive id first, in a subquery that PostgreSQL must not flatten (``OFFSET 0``),
+        and the archive's row checked only for what is in every list.
+
+        Written as one query, PostgreSQL checked the row of every posting of the rarest term
+        before merging it with the others' (two frequent words rarely together: 0.16 s at 10^6);
+        written as a join, it misjudged words that always go together (血常 常规: all of
+        50,000 postings hashed, checked and sorted, 0.29 s). Fenced, the merge of the sorted
+        postings streams and stops after the page or the cap (docs/benchmarks.md)."""
+
+        def matched(before: str | None = None) -> Select[tuple[str]]:
+            posting = aliased(SearchTerm, name="driver")
+            inner = select(posting.archive_id.label("archive_id")).where(posting.term == driver)
+            if before is not None:
+                inner = inner.where(posting.archive_id < before)
+            for term in others:
+                probe = aliased(SearchTerm)
+                inner = inner.where(
+                    select(probe.archive_id)
+                    .where(probe.term == term, probe.archive_id == posting.archive_id)
+                    .exists()
+                )
+            fenced = inner.order_by(posting.archive_id.desc()).offset(0).subquery("matched")
+            row = (
+                select(Archive.id)
+                .where(Archive.id == fenced.c.archive_id, *conditions)
+                .offset(0)
+                .correlate(fenced)
+            )
+            return select(fenced.c.archive_id).where(row.exists())
+
+        query = matched()
+        order = (query.selected_columns[0].desc(),)
+        if cursor is None:
+            return CatalogueQuery(query, order)
+        # The page's own statement carries the cursor inside the fence; ``after`` (never
+        # applied to ``query``) marks the query as resumed.
+        return CatalogueQuery(
+            query,
+            order,
+            (query.selected_columns[0] < cursor.archive_id,),
+            matched(cursor.archive_id),
+        )
 
     @staticmethod
     def _rarest_first(session: Session, terms: list[str]) -> list[str]:
@@ -1189,12 +1245,15 @@ class ArchiveService:
         built: CatalogueQuery, filters: SearchFilters
     ) -> tuple[Select[tuple[str]], Select[tuple[int]]]:
         """The page statement and the count statement of a catalogue query (after a cursor or
-        beyond the cap). A
-        capped count walks the same order as the page, stopping after the cap (so the planner
-        takes the same bounded path, not a scan of every archive)."""
+        beyond the cap). A capped count walks the same order as the page, stopping after the
+        cap (so the planner takes the same bounded path, not a scan of every archive)."""
+        resumed = built.page_after
         page = (
-            built.query.where(*built.after)
-            .order_by(*built.order)
+            (
+                resumed.order_by(resumed.selected_columns[0].desc())
+                if resumed is not None
+                else built.query.where(*built.after).order_by(*built.order)
+            )
             .limit(filters.limit + 1)  # one more: whether a next page exists
             .offset(filters.offset)
         )
