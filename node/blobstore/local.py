@@ -282,14 +282,15 @@ class LocalBlobStore:
         return size, hasher.digest()
 
     def _make_shard_dirs(self, directory: Path, *, durable: bool = True) -> None:
-        """Make ``objects/xx/yy`` (and ``objects`` itself after a wipe), each new level's parent
+        """Make ``objects/xx/yy`` (and ``objects`` itself after a wipe), each level's parent
         fsynced when ``durable``. Called only when a rename found the directory missing, so a
         put into an existing shard costs no ``stat`` or ``mkdir``."""
         for level in (self._objects, directory.parent, directory):
             if not level.is_dir():
                 level.mkdir(parents=True, exist_ok=True)
-                if durable:
-                    _fsync_directory(level.parent)
+            if durable:
+                # Also when another thread made the level: its fsync may not have run yet.
+                _fsync_directory(level.parent)
 
 
 def _read_all(handle: BinaryIO, read_size: int) -> Iterator[bytes]:

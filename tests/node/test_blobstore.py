@@ -205,6 +205,7 @@ class TestLocalBlobStore:
         data = os.urandom(100)
         ref = local.put_stream([data])
         target = local.path_of(ref.cid)
+        digest_hex = hashlib.sha256(data).hexdigest()
         assert target.read_bytes() == data
         assert local.temp_files() == []
         # Each new level's parent was fsynced, then the file and its directory.
@@ -217,6 +218,18 @@ class TestLocalBlobStore:
         assert again == ref
         assert made == []
         assert synced[-1] == target.parent
+        # A level another thread made (and may not have fsynced yet) is fsynced in its parent
+        # by a durable put too: objects/xx made behind the store's back, then a blob under it.
+        data2 = next(
+            b
+            for b in iter(lambda: os.urandom(32), b"")
+            if hashlib.sha256(b).hexdigest()[:2] != digest_hex[:2]
+        )
+        shard = root / "objects" / hashlib.sha256(data2).hexdigest()[:2]
+        real_mkdir(shard)
+        synced.clear()
+        placed = local.put_stream([data2])
+        assert {root / "objects", shard, local.path_of(placed.cid).parent} <= set(synced)
         # A blob whose temp file vanished mid-write (the drill's rmtree) fails, leaving nothing.
         real_replace = os.replace
 
