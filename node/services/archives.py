@@ -169,6 +169,21 @@ class SearchFilters:
     purpose: Purpose | None = None  # of the metadata reads logged for the listed archives
 
 
+def _holding(
+    query: Select[tuple[str]], posting: type[SearchTerm], terms: list[str]
+) -> Select[tuple[str]]:
+    """``query`` over ``posting`` narrowed to archives that also hold every one of ``terms``:
+    per candidate, one probe of the primary key (term, archive id) each."""
+    for term in terms:
+        probe = aliased(SearchTerm)
+        query = query.where(
+            select(probe.archive_id)
+            .where(probe.term == term, probe.archive_id == posting.archive_id)
+            .exists()
+        )
+    return query
+
+
 @dataclass(frozen=True)
 class CatalogueQuery:
     """A catalogue query not yet run: the ids of its archives (unordered), and their order
@@ -180,6 +195,11 @@ class CatalogueQuery:
     page_after: Select[tuple[str]] | None = None
     """The page past the cursor, where ``query.where(*after)`` would not start there (a fenced
     subquery: the cursor goes inside it)."""
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the page starts past a cursor (``after`` or ``page_after``)."""
+        return bool(self.after) or self.page_after is not None
 
 
 @dataclass(frozen=True)
@@ -1112,14 +1132,7 @@ class ArchiveService:
         if others and session.get_bind().dialect.name == "postgresql":
             return self._intersected(driver, others, conditions, cursor)
         posting = aliased(SearchTerm, name="driver")
-        query = select(posting.archive_id).where(posting.term == driver)
-        for term in others:
-            probe = aliased(SearchTerm)
-            query = query.where(
-                select(probe.archive_id)
-                .where(probe.term == term, probe.archive_id == posting.archive_id)
-                .exists()
-            )
+        query = _holding(select(posting.archive_id).where(posting.term == driver), posting, others)
         row = (
             select(Archive.id)
             .where(Archive.id == posting.archive_id, *conditions)
@@ -1153,13 +1166,7 @@ class ArchiveService:
             inner = select(posting.archive_id.label("archive_id")).where(posting.term == driver)
             if before is not None:
                 inner = inner.where(posting.archive_id < before)
-            for term in others:
-                probe = aliased(SearchTerm)
-                inner = inner.where(
-                    select(probe.archive_id)
-                    .where(probe.term == term, probe.archive_id == posting.archive_id)
-                    .exists()
-                )
+            inner = _holding(inner, posting, others)
             fenced = inner.order_by(posting.archive_id.desc()).offset(0).subquery("matched")
             row = (
                 select(Archive.id)
@@ -1170,17 +1177,8 @@ class ArchiveService:
             return select(fenced.c.archive_id).where(row.exists())
 
         query = matched()
-        order = (query.selected_columns[0].desc(),)
-        if cursor is None:
-            return CatalogueQuery(query, order)
-        # The page's own statement carries the cursor inside the fence; ``after`` (never
-        # applied to ``query``) marks the query as resumed.
-        return CatalogueQuery(
-            query,
-            order,
-            (query.selected_columns[0] < cursor.archive_id,),
-            matched(cursor.archive_id),
-        )
+        resumed = matched(cursor.archive_id) if cursor is not None else None
+        return CatalogueQuery(query, (query.selected_columns[0].desc(),), page_after=resumed)
 
     @staticmethod
     def _rarest_first(session: Session, terms: list[str]) -> list[str]:
@@ -1233,7 +1231,7 @@ class ArchiveService:
     @staticmethod
     def _one_walk(built: CatalogueQuery, filters: SearchFilters) -> bool:
         """Whether the page and its count come from one walk (``_matching``)."""
-        return not built.after and filters.offset + filters.limit <= SEARCH_TOTAL_CAP
+        return not built.resumed and filters.offset + filters.limit <= SEARCH_TOTAL_CAP
 
     @staticmethod
     def _walk(built: CatalogueQuery, cap: int) -> Select[tuple[str]]:
