@@ -128,37 +128,61 @@ def _explain(node: Any, principal: Any, filters: SearchFilters) -> list[str]:
     with node.db.session() as session:
         postgres = session.connection().dialect.name == "postgresql"
         for statement in node.archives._statements(principal, filters, session):
-            compiled = statement.compile(
-                dialect=session.connection().dialect, compile_kwargs={"literal_binds": True}
+            dialect = session.connection().dialect
+            shown = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            compiled = statement.compile(dialect=dialect)
+            params = compiled.construct_params()
+            args: Any = (
+                tuple(params[name] for name in compiled.positiontup or ())
+                if compiled.positional
+                else params
             )
             prefix = "EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN "
-            lines.append(f"-- {compiled}")
+            lines.append(f"-- {shown}")
             began = time.perf_counter()
-            plan = session.execute(text(prefix + str(compiled))).all()
+            run = session.connection().exec_driver_sql
+            plan = run(prefix + str(compiled), args).all()
             lines.extend(str(row[0] if postgres else row[-1]) for row in plan)
             if not postgres:
-                session.execute(text(str(compiled))).all()
+                run(str(compiled), args).all()
             lines.append(f"-- {(time.perf_counter() - began) * 1e3:.1f} ms")
     return lines
 
 
 def _measure(
-    node: Any, principals: dict[str, Any], rng: random.Random, rounds: int, explain: bool
+    node: Any,
+    principals: dict[str, Any],
+    rng: random.Random,
+    rounds: int,
+    explain: bool,
+    per_query: bool = False,
 ) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for label, who, searches in _queries(rng):
         principal = principals[who]
         times: list[float] = []
         found: list[int] = []
+        each: dict[int, list[float]] = {i: [] for i in range(len(searches))}
         for _ in range(rounds):
-            for filters in searches:
+            for i, filters in enumerate(searches):
                 began = time.perf_counter()
                 with node.db.session() as session:
                     built = node.archives._catalogue_query(principal, filters, session)
                     total, _exact, ids, _more = node.archives._matching(built, filters, session)
                     node.archives._page_rows(session, ids)
                 times.append(time.perf_counter() - began)
+                each[i].append(times[-1])
                 found.append(total)
+        if per_query:
+            for i, filters in enumerate(searches):
+                shown = {k: v for k, v in vars(filters).items() if v and k != "limit"}
+                rows.append(
+                    (
+                        f"  {shown}: p50 / p95",
+                        f"{statistics.median(each[i]) * 1e3:.1f} / "
+                        f"{percentile(each[i], 0.95) * 1e3:.1f} ms",
+                    )
+                )
         rows.append(
             (
                 f"{label} ({min(found):,}–{max(found):,} matches): p50 / p95",
@@ -210,7 +234,14 @@ def run(args: argparse.Namespace) -> int:
                 )
                 principals = {"archivist": archivist, "clinician": clinician}
                 _measure(node, principals, random.Random(13), 1, False)  # warm the caches
-                rows += _measure(node, principals, random.Random(13), args.rounds, args.explain)
+                rows += _measure(
+                    node,
+                    principals,
+                    random.Random(13),
+                    args.rounds,
+                    args.explain,
+                    args.per_query,
+                )
             finally:
                 node.close()
     finally:
@@ -242,6 +273,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=4, help="times each query is run")
     parser.add_argument("--explain", action="store_true", help="print the statements' plans")
+    parser.add_argument(
+        "--per-query", action="store_true", help="also print each query's p50 / p95"
+    )
     return run(parser.parse_args())
 
 

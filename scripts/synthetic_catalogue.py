@@ -10,6 +10,7 @@ import random
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -113,7 +114,9 @@ def draw(value: int, modulo: int) -> int:
     return (value * _MULTIPLIER) % _WORD * modulo // _WORD
 
 
-def _buckets(words: list[str]) -> list[int]:
+@lru_cache(maxsize=4)
+def _buckets(words: tuple[str, ...]) -> list[int]:
+    """Each bucket's word index (cached: ``synthetic`` is called once per archive)."""
     weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(words))))
     return [
         min(len(words) - 1, bisect_right(weights, (b + 0.5) / _BUCKETS * weights[-1]))
@@ -136,7 +139,7 @@ class SyntheticArchive:
 def synthetic(i: int, words: list[str] | None = None) -> SyntheticArchive:
     """The ``i``-th archive of ``fill`` computed in Python (the same draws as the SQL)."""
     words = words or vocabulary()
-    buckets = _buckets(words)
+    buckets = _buckets(tuple(words))
     drawn = [words[buckets[draw(i * WORDS_PER_ARCHIVE + slot, _BUCKETS)]] for slot in range(10)]
     if draw(i, 100) < 90:
         sensitivity = "NORMAL"
@@ -176,7 +179,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
     large ``maintenance_work_mem``. Both generate the rows inside the server (no rows shipped).
     """
     words = vocabulary()
-    buckets = _buckets(words)
+    buckets = _buckets(tuple(words))
     started = time.perf_counter()
     with db.transaction() as session:
         conn = session.connection()

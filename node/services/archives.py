@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from itertools import pairwise
 from math import inf
 from time import monotonic
 from typing import Any, TypeVar, cast
@@ -28,6 +29,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    intersect,
     literal,
     or_,
     select,
@@ -109,6 +111,12 @@ T = TypeVar("T")
 MAX_PAGE = 200
 SEARCH_TOTAL_CAP = 1_000  # a search counts its matches up to here (Page.total_exact)
 _TERM_PROBE = 50_000  # postings counted per query term to find the rarest (index only)
+_TERM_COUNT_TTL = 300.0  # seconds a term's count steers its queries' plans (_PostingCounts)
+_TERM_COUNT_CACHE_SIZE = 4_096
+_MERGE_RATIO = 16
+"""On SQLite, the postings of a text query's terms are merged (``_merged``) unless another term
+holds more than this many times the rarest term's postings: a probe of one posting by its key
+costs about 16 times a posting read in a merge (1.5 µs against 0.09 µs at 10^6 archives)."""
 _STORE_THREADS = 16
 _READ_LOG_CACHE_SIZE = 100_000
 
@@ -187,7 +195,9 @@ def _holding(
 @dataclass(frozen=True)
 class CatalogueQuery:
     """A catalogue query not yet run: the ids of its archives (unordered), and their order
-    (newest first; the page and the capped count both walk it)."""
+    (newest first; the page and the capped count both walk it). An empty ``order``: the query
+    yields its ids in page order already, from a fenced merge that no outer ``ORDER BY`` may
+    stop from streaming (``_merged``); ``_matching`` checks that order."""
 
     query: Select[tuple[str]]
     order: tuple[ColumnElement[Any], ...]
@@ -296,6 +306,7 @@ class ArchiveService:
         self._reads_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._posting_counts = _PostingCounts()
 
     @property
     def hospital(self) -> str:
@@ -969,7 +980,12 @@ class ArchiveService:
             raise InputError("give either a cursor or an offset, not both", code="invalid_page")
         with self.db.session() as session:  # one connection: a round trip costs on a busy host
             built = self._catalogue_query(principal, filters, session)
-            total, exact, ids, more = self._matching(built, filters, session)
+            try:
+                total, exact, ids, more = self._matching(built, filters, session)
+            except _OutOfOrder:  # never seen: SQLite's merge did not stream in order
+                log.warning("search: merged postings out of order; probing instead")
+                built = self._catalogue_query(principal, filters, session, merge=False)
+                total, exact, ids, more = self._matching(built, filters, session)
             following = self._cursor_after(session, ids[-1], filters) if more else None
         self._log_metadata_reads(principal, ids, filters.purpose)
         with self.db.session() as session:  # the entries as they are now, their reads included
@@ -1014,14 +1030,22 @@ class ArchiveService:
         }
         return tuple(ArchiveView.of(rows[i]) for i in ids if i in rows)
 
-    def _readable(self, principal: Principal, purpose: Purpose | None) -> ColumnElement[bool]:
+    def _readable(
+        self, principal: Principal, purpose: Purpose | None, department: str | None = None
+    ) -> ColumnElement[bool]:
         """The access policy for ``read_metadata`` as a condition on each catalogue row.
 
         ``AccessPolicy.decide`` is pure in (role, sensitivity, department relation, purpose,
         action): for one caller and purpose it is evaluated for every sensitivity and relation,
         and the allowed pairs become the condition; archives of an open break-glass window of
         the caller for that purpose are readable too (as ``AccessGate.check`` decides, beyond
-        a department-bound role's own department)."""
+        a department-bound role's own department).
+
+        With a ``department`` filter the relation is known before the query runs: where the
+        policy then allows nothing (a department-bound role asking for another department),
+        the condition is the windows alone, so that the query starts from the caller's few
+        windows instead of checking every archive of that department (0.16 s on PostgreSQL at
+        10^6 archives)."""
         purpose = purpose or principal.default_purpose
         policy = self.gate.policy
         allowed: list[ColumnElement[bool]] = []
@@ -1031,27 +1055,33 @@ class ArchiveService:
                 principal.role, sensitivity, rel, purpose, PolicyAction.READ_METADATA
             ).allowed
 
+        if principal.department is None:
+            relations = [Relation.NONE]
+        elif department is None:
+            relations = [Relation.OWN, Relation.OTHER]
+        else:
+            relations = [Relation.OWN if department == principal.department else Relation.OTHER]
+        if principal.department_scoped and Relation.OWN not in relations:
+            relations = []  # the role's own scope excludes the filtered department
         for sensitivity in Sensitivity:
             same_level = Archive.sensitivity == sensitivity.value
-            if principal.department is None:
-                if decide(sensitivity, Relation.NONE):
-                    allowed.append(same_level)
-                continue
-            own = decide(sensitivity, Relation.OWN)
-            other = decide(sensitivity, Relation.OTHER)
-            if own and other:
+            granted = [rel for rel in relations if decide(sensitivity, rel)]
+            if granted and granted == relations:
                 allowed.append(same_level)
-            elif own:
+            elif granted == [Relation.OWN]:
                 allowed.append(and_(same_level, Archive.department == principal.department))
-            elif other:
+            elif granted == [Relation.OTHER]:
                 allowed.append(and_(same_level, Archive.department != principal.department))
         windows = select(BreakGlassWindow.archive_id).where(
             BreakGlassWindow.actor == principal.actor,
             BreakGlassWindow.purpose == purpose.value,
             BreakGlassWindow.expires_at > self.gate.clock(),
         )
+        if not allowed:  # only the windows: the query starts from them
+            return Archive.id.in_(windows)
         by_policy = or_(false(), *allowed)
-        if principal.department_scoped:  # the role's own scope, then the policy narrows it
+        if principal.department_scoped and department is None:
+            # the role's own scope, then the policy narrows it
             by_policy = and_(Archive.department == principal.department, by_policy)
         # ``id || ''``: the windows' few archives are matched row by row, so that SQLite does
         # not answer the OR by a union over the primary key and sort every archive it lists
@@ -1059,7 +1089,12 @@ class ArchiveService:
         return or_(by_policy, (Archive.id + "").in_(windows))
 
     def _catalogue_query(
-        self, principal: Principal, filters: SearchFilters, session: Session
+        self,
+        principal: Principal,
+        filters: SearchFilters,
+        session: Session,
+        *,
+        merge: bool = True,
     ) -> CatalogueQuery:
         """The catalogue query of ``filters`` within the caller's scope (not yet run).
 
@@ -1072,7 +1107,9 @@ class ArchiveService:
         into a join (``OFFSET 0``: a merge or hash join with every archive would read all of
         them for a rare term). A page costs about ``limit`` probes when matches are dense, not
         a scan of every posting of a frequent term nor of every archive."""
-        conditions: list[ColumnElement[bool]] = [self._readable(principal, filters.purpose)]
+        conditions: list[ColumnElement[bool]] = [
+            self._readable(principal, filters.purpose, filters.department or None)
+        ]
         if filters.department:
             conditions.append(Archive.department == filters.department)
         if filters.record_class:
@@ -1128,11 +1165,15 @@ class ArchiveService:
         terms = query_terms(filters.text)
         if not terms:
             raise InputError("text holds no searchable word", code="invalid_search_text")
-        driver, *others = self._rarest_first(session, terms)
+        counted = self._posting_counts.rarest_first(session, terms)
+        (driver, rarest), *others = counted
         if others and session.get_bind().dialect.name == "postgresql":
-            return self._intersected(driver, others, conditions, cursor)
+            return self._intersected(driver, [t for t, _ in others], conditions, cursor)
+        if others and merge and all(n <= _MERGE_RATIO * rarest for _, n in others):
+            return self._merged([t for t, _ in counted], conditions, cursor)
         posting = aliased(SearchTerm, name="driver")
-        query = _holding(select(posting.archive_id).where(posting.term == driver), posting, others)
+        probed = [t for t, _ in others]
+        query = _holding(select(posting.archive_id).where(posting.term == driver), posting, probed)
         row = (
             select(Archive.id)
             .where(Archive.id == posting.archive_id, *conditions)
@@ -1181,24 +1222,41 @@ class ArchiveService:
         return CatalogueQuery(query, (query.selected_columns[0].desc(),), page_after=resumed)
 
     @staticmethod
-    def _rarest_first(session: Session, terms: list[str]) -> list[str]:
-        """``terms`` by how many archives hold them, each counted up to ``_TERM_PROBE`` (one
-        statement)."""
-        if len(terms) == 1:
-            return terms
-        probes = [
-            select(func.count())
-            .select_from(
-                select(SearchTerm.archive_id)
-                .where(SearchTerm.term == term)
-                .limit(_TERM_PROBE)
-                .subquery()
+    def _merged(
+        terms: list[str], conditions: list[ColumnElement[bool]], cursor: SearchCursor | None
+    ) -> CatalogueQuery:
+        """A text query of several terms on SQLite whose postings are of like sizes: the
+        terms' postings merged (``INTERSECT`` with ``ORDER BY``: SQLite walks the primary key
+        of each term newest first and merges them), in a fenced subquery that SQLite runs as a
+        co-routine, and the archive's row checked for each archive in every list, as it comes.
+
+        Probing the other terms per posting of the rarest costs a B-tree descent per posting:
+        two frequent words rarely together (心肌 梗死, 0 matches at 10^6) took 0.13 s, a
+        clinician's 出院 小结 0.11 s. The outer query has no ``ORDER BY``, which SQLite would
+        answer by sorting every match before the first page: the co-routine yields the ids
+        newest first, and ``_matching`` checks that they come in that order."""
+
+        def matched(before: str | None = None) -> Select[tuple[str]]:
+            arms = []
+            for term in terms:
+                arm = select(SearchTerm.archive_id).where(SearchTerm.term == term)
+                if before is not None:
+                    arm = arm.where(SearchTerm.archive_id < before)
+                arms.append(arm)
+            merged = intersect(*arms)
+            fenced = (
+                merged.order_by(merged.selected_columns[0].desc()).offset(0).subquery("matched")
             )
-            .scalar_subquery()
-            for term in terms
-        ]
-        counts = session.execute(select(*probes)).one()
-        return [term for _, term in sorted(zip(counts, terms, strict=True), key=lambda c: c[0])]
+            row = (
+                select(Archive.id)
+                .where(Archive.id == fenced.c.archive_id, *conditions)
+                .offset(0)
+                .correlate(fenced)
+            )
+            return select(fenced.c.archive_id).where(row.exists())
+
+        resumed = matched(cursor.archive_id) if cursor is not None else None
+        return CatalogueQuery(matched(), (), page_after=resumed)
 
     @staticmethod
     def _matching(
@@ -1216,11 +1274,13 @@ class ArchiveService:
         cap = max(SEARCH_TOTAL_CAP, filters.offset + filters.limit)
         if ArchiveService._one_walk(built, filters):
             walked = list(session.execute(ArchiveService._walk(built, cap)).scalars())
+            _check_page_order(built, walked)
             total = len(walked)
             ids = walked[filters.offset : filters.offset + filters.limit + 1]
         else:
             page, counted = ArchiveService._page_and_count(built, filters)
             ids = list(session.execute(page).scalars())
+            _check_page_order(built, ids)
             total = session.execute(counted).scalar_one()
         more = len(ids) > filters.limit
         del ids[filters.limit :]
@@ -1246,9 +1306,11 @@ class ArchiveService:
         beyond the cap). A capped count walks the same order as the page, stopping after the
         cap (so the planner takes the same bounded path, not a scan of every archive)."""
         resumed = built.page_after
+        if resumed is not None and built.order:
+            resumed = resumed.order_by(resumed.selected_columns[0].desc())
         page = (
             (
-                resumed.order_by(resumed.selected_columns[0].desc())
+                resumed
                 if resumed is not None
                 else built.query.where(*built.after).order_by(*built.order)
             )
@@ -1417,6 +1479,66 @@ class ArchiveService:
 
 _INSERT_TERMS_QMARK = "INSERT INTO search_terms (term, archive_id) VALUES (?, ?)"
 _INSERT_TERMS = "INSERT INTO search_terms (term, archive_id) VALUES (%s, %s)"
+
+
+class _PostingCounts:
+    """How many archives hold each recently searched term, counted up to ``_TERM_PROBE`` and
+    kept ``_TERM_COUNT_TTL`` seconds. The counts only choose a text query's plan (its rarest
+    term first; merge or probe), so a stale count costs time, never a wrong answer, while
+    counting two frequent terms costs 10–18 ms at 10^6 archives. Keyed by a digest of the
+    term: the query's words are not kept in memory."""
+
+    def __init__(self) -> None:
+        self._counts: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rarest_first(self, session: Session, terms: list[str]) -> list[tuple[str, int]]:
+        """``terms`` with how many archives hold them (up to ``_TERM_PROBE``), rarest first;
+        those not counted within the last ``_TERM_COUNT_TTL`` seconds counted in one
+        statement (a single term is not counted)."""
+        if len(terms) == 1:
+            return [(terms[0], _TERM_PROBE)]
+        now = monotonic()
+        keys = {term: hashlib.sha256(term.encode()).digest() for term in terms}
+        known: dict[str, int] = {}
+        with self._lock:
+            for term in terms:
+                entry = self._counts.get(keys[term])
+                if entry is not None and now - entry[0] < _TERM_COUNT_TTL:
+                    known[term] = entry[1]
+        missing = [term for term in terms if term not in known]
+        if missing:
+            probes = [
+                select(func.count())
+                .select_from(
+                    select(SearchTerm.archive_id)
+                    .where(SearchTerm.term == term)
+                    .limit(_TERM_PROBE)
+                    .subquery()
+                )
+                .scalar_subquery()
+                for term in missing
+            ]
+            counts = session.execute(select(*probes)).one()
+            known.update(zip(missing, counts, strict=True))
+            with self._lock:
+                for term in missing:
+                    self._counts[keys[term]] = (now, known[term])
+                    self._counts.move_to_end(keys[term])
+                while len(self._counts) > _TERM_COUNT_CACHE_SIZE:
+                    self._counts.popitem(last=False)
+        return sorted(((term, known[term]) for term in terms), key=lambda c: c[1])
+
+
+class _OutOfOrder(Exception):
+    """A query that yields its ids in page order (``CatalogueQuery.order`` empty) did not."""
+
+
+def _check_page_order(built: CatalogueQuery, ids: list[str]) -> None:
+    """Raise ``_OutOfOrder`` unless ``ids`` come newest first, where the query itself orders
+    them (an in-order merge without an outer ``ORDER BY``, ``ArchiveService._merged``)."""
+    if not built.order and any(a <= b for a, b in pairwise(ids)):
+        raise _OutOfOrder
 
 
 def insert_terms(connection: Connection, rows: list[tuple[str, str]]) -> None:

@@ -55,13 +55,16 @@ def test_search_lists_and_counts_only_what_the_policy_lets_the_caller_read(
         records[body["id"]] = (sensitivity, department)
     api.create(title="unrelated 出院小结")  # not matching: never listed
     mismatches: list[str] = []
-    for caller, purpose in itertools.product(CALLERS, PURPOSES):
+    # Without a department filter, and with each department as a filter: a department-bound
+    # caller's own, and another one, whose relation the query knows before it runs.
+    for caller, purpose, scope in itertools.product(CALLERS, PURPOSES, (None, *DEPARTMENTS)):
         role, department = CALLERS[caller]
         headers = bearer(tokens[caller]) if caller in tokens else api.auth(caller)
         expected = {
             archive_id
             for archive_id, (sensitivity, record_department) in records.items()
-            if expected_status(
+            if scope in (None, record_department)
+            and expected_status(
                 role,
                 sensitivity,
                 _relation(department, record_department),
@@ -70,27 +73,31 @@ def test_search_lists_and_counts_only_what_the_policy_lets_the_caller_read(
             )
             == 200
         }
-        got = _search(api, headers, purpose)
+        params = {} if scope is None else {"department": scope}
+        label = f"{caller} {purpose} department={scope}"
+        got = _search(api, headers, purpose, **params)
         if role == "admin":  # no metadata reads at all: refused before any row is looked at
             if got.status_code != 403 or got.json()["code"] != "forbidden":
-                mismatches.append(f"{caller} {purpose}: {got.status_code}")
+                mismatches.append(f"{label}: {got.status_code}")
             continue
         if got.status_code != 200:
-            mismatches.append(f"{caller} {purpose}: {got.status_code} {got.text[:80]}")
+            mismatches.append(f"{label}: {got.status_code} {got.text[:80]}")
             continue
         page = got.json()
         listed = {item["id"] for item in page["items"]}
         if listed != expected or page["total"] != len(expected) or not page["total_exact"]:
             mismatches.append(
-                f"{caller} {purpose}: listed {sorted(records[i] for i in listed)} total "
+                f"{label}: listed {sorted(records[i] for i in listed)} total "
                 f"{page['total']}, expected {sorted(records[i] for i in expected)}"
             )
         # The catalogue answers the same rows (and its CSV the same count).
         catalogue = api.client.get(
-            "/api/v1/catalogue", params={"text": WORD, "purpose": purpose}, headers=headers
+            "/api/v1/catalogue",
+            params={"text": WORD, "purpose": purpose, **params},
+            headers=headers,
         )
         if catalogue.status_code == 200 and catalogue.json()["total"] != len(expected):
-            mismatches.append(f"{caller} {purpose}: catalogue total {catalogue.json()['total']}")
+            mismatches.append(f"{label}: catalogue total {catalogue.json()['total']}")
     assert mismatches == []
 
 
@@ -119,6 +126,21 @@ def test_a_break_glass_window_opens_its_archive_to_search_and_nothing_else(api: 
     # Only for the purpose of the window.
     assert _search(api, headers, "quality").json()["total"] == 0
     assert other not in {item["id"] for item in after["items"]}
+    # A department filter outside the caller's own department lists the window's archive
+    # (the query starts from the caller's windows), in its department only, with or without
+    # text.
+    for params in ({"department": "cardiology"}, {"department": "cardiology", "text": None}):
+        query = {"text": WORD, "purpose": "referral", **params}
+        found = api.client.get(
+            "/api/v1/archives",
+            params={k: v for k, v in query.items() if v is not None},
+            headers=headers,
+        ).json()
+        assert [item["id"] for item in found["items"]] == [restricted], params
+        assert found["total"] == 1
+    for department in ("oncology", "pediatrics"):
+        found = _search(api, headers, "referral", department=department).json()
+        assert (found["total"], found["items"]) == (0, []), department
 
 
 def test_frequent_words_are_counted_up_to_the_cap_and_paged_newest_first(api: Api) -> None:

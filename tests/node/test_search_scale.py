@@ -17,13 +17,20 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from node.models import Archive, SearchTerm
 from node.policy import PolicyAction, Relation
 from node.principal import Principal, Role
-from node.services.archives import SEARCH_TOTAL_CAP, NewArchive, SearchFilters
+from node.services import archives as archives_module
+from node.services.archives import (
+    SEARCH_TOTAL_CAP,
+    ArchiveService,
+    CatalogueQuery,
+    NewArchive,
+    SearchFilters,
+)
 from node.textindex import index_terms, query_terms
 from scripts.synthetic_catalogue import DEPARTMENTS, fill, synthetic, vocabulary
 from tests.fixtures.node import MakeNode
@@ -138,41 +145,170 @@ def test_bounded_search_lists_what_the_rules_list(make_node: MakeNode, database_
     ]
     seen_capped = seen_policy = False
     for principal, base in cases:
-        wanted = query_terms(base.text) if base.text else []
-        expected = [
-            a.archive_id
-            for a, held in zip(catalogue, terms, strict=True)
-            if all(t in held for t in wanted)
-            and (base.department is None or a.department == base.department)
-            and _may_read(principal, node, a.sensitivity, a.department)
-        ]
-        expected.reverse()  # newest first: ids and created_at both grow with the number
+        expected = _expected(node, principal, base, catalogue, terms)
         if principal is clinician and base.text == "出院":
             everyone = [a for a, held in zip(catalogue, terms, strict=True) if "出院" in held]
             seen_policy = 0 < len(expected) < len(everyone)
-        for offset, limit in ((0, 50), (50, 50), (100, 7), (950, 50), (990, 20), (1_000, 200)):
-            filters = SearchFilters(
-                text=base.text,
-                department=base.department,
-                state=base.state,
-                limit=limit,
-                offset=offset,
-            )
-            with node.db.session() as session:
-                built = node.archives._catalogue_query(principal, filters, session)
-                counted, exact, ids, more = node.archives._matching(built, filters, session)
-            label = f"{principal.role} {base} offset {offset}"
-            assert ids == expected[offset : offset + limit], label
-            assert more == (offset + limit < len(expected)), label
-            cap = max(SEARCH_TOTAL_CAP, offset + limit)
-            assert (counted, exact) == (min(len(expected), cap), len(expected) <= cap), label
-            seen_capped = seen_capped or not exact
-        # Pages of 173, or of a third of the matches (at least 1) when fewer: every case resumes.
-        page = max(1, min(173, len(expected) // 3))
-        walked = _walk_cursors(node, principal, replace(base, limit=page))
-        assert walked == expected, f"{principal.role} {base} by cursor"
+        seen_capped = _lists_expected(node, principal, base, expected) or seen_capped
     assert seen_capped
     assert seen_policy
+
+
+def _expected(
+    node: Any, principal: Principal, base: SearchFilters, catalogue: list[Any], terms: list[Any]
+) -> list[str]:
+    """What a plain reading of the rules lists for ``base``, newest first."""
+    wanted = query_terms(base.text) if base.text else []
+    expected = [
+        a.archive_id
+        for a, held in zip(catalogue, terms, strict=True)
+        if all(t in held for t in wanted)
+        and (base.department is None or a.department == base.department)
+        and _may_read(principal, node, a.sensitivity, a.department)
+    ]
+    expected.reverse()  # newest first: ids and created_at both grow with the number
+    return expected
+
+
+def _lists_expected(
+    node: Any, principal: Principal, base: SearchFilters, expected: list[str]
+) -> bool:
+    """Check pages at several offsets and a cursor walk against ``expected``; return whether
+    a count was capped."""
+    capped = False
+    for offset, limit in ((0, 50), (50, 50), (100, 7), (950, 50), (990, 20), (1_000, 200)):
+        filters = replace(base, limit=limit, offset=offset)
+        with node.db.session() as session:
+            built = node.archives._catalogue_query(principal, filters, session)
+            counted, exact, ids, more = node.archives._matching(built, filters, session)
+        label = f"{principal.role} {base} offset {offset}"
+        assert ids == expected[offset : offset + limit], label
+        assert more == (offset + limit < len(expected)), label
+        cap = max(SEARCH_TOTAL_CAP, offset + limit)
+        assert (counted, exact) == (min(len(expected), cap), len(expected) <= cap), label
+        capped = capped or not exact
+    # Pages of 173, or of a third of the matches (at least 1) when fewer: every case resumes.
+    page = max(1, min(173, len(expected) // 3))
+    walked = _walk_cursors(node, principal, replace(base, limit=page))
+    assert walked == expected, f"{principal.role} {base} by cursor"
+    return capped
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["probe", "merge"])
+def test_both_plans_of_a_query_of_several_terms_list_the_same(
+    make_node: MakeNode, database_url: str, ratio: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the postings of several terms are merged or probed (``_MERGE_RATIO``); each
+    plan, forced, lists what the rules list (PostgreSQL always intersects them fenced)."""
+    monkeypatch.setattr(archives_module, "_MERGE_RATIO", ratio)
+    node = make_node(database_url=database_url)
+    total = 1_500
+    fill(node.db, total, node.ledger.hospital)
+    words = vocabulary()
+    catalogue = [synthetic(i, words) for i in range(total)]
+    terms = [index_terms(a.title, a.text) for a in catalogue]
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
+    clinician = node.keys.authenticate(
+        node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
+    )
+    rare = next(w for w in words[40:] if sum(w in t for t in terms) >= 3)
+    merged: list[bool] = []
+    for principal, base in (
+        (archivist, SearchFilters(text="胸痛 chest")),
+        (archivist, SearchFilters(text=f"{rare} 出院")),  # a rare term and a frequent one
+        (archivist, SearchFilters(text="冠状动脉")),  # three bigrams, always together
+        (archivist, SearchFilters(text="出院 chest", department="oncology")),
+        (clinician, SearchFilters(text="出院 小结")),
+        (clinician, SearchFilters(text="心肌 梗死 ct")),
+    ):
+        expected = _expected(node, principal, base, catalogue, terms)
+        _lists_expected(node, principal, base, expected)
+        with node.db.session() as session:
+            built = node.archives._catalogue_query(principal, base, session)
+        merged.append(not built.order)
+    sqlite = database_url.startswith("sqlite")
+    assert merged == [sqlite and ratio > 0] * len(merged)
+
+
+def test_a_merge_out_of_order_falls_back_to_probing(
+    make_node: MakeNode, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Were SQLite's merge ever to stream out of order, ``_matching`` notices and the search
+    probes instead: the same page, never a wrong one."""
+    node = make_node(database_url=sqlite_url)
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
+    for i in range(30):  # real archives: a search logs its reads, with their events
+        node.archives.create(
+            archivist,
+            NewArchive(
+                record_class=RecordClass.INPATIENT,
+                sensitivity=Sensitivity.NORMAL,
+                department="cardiology",
+                title="胸痛 chest pain" if i % 5 else "胸痛 only",
+                patient_id=f"P-{i}",
+                source_system="HIS",
+                media_type="text/plain",
+            ),
+            [b"synthetic"],
+        )
+    filters = SearchFilters(text="胸痛 chest", limit=20, purpose=Purpose.OPERATIONS)
+    right = node.archives.search(archivist, filters)
+    assert (len(right.items), right.total) == (20, 24)
+    real = ArchiveService._merged
+
+    def scrambled(*args: Any) -> CatalogueQuery:
+        query = real(*args).query
+        return CatalogueQuery(query.order_by(query.selected_columns[0].asc()), ())
+
+    monkeypatch.setattr(ArchiveService, "_merged", staticmethod(scrambled))
+    with node.db.session() as session:
+        built = node.archives._catalogue_query(archivist, filters, session)
+        with pytest.raises(archives_module._OutOfOrder):
+            node.archives._matching(built, filters, session)
+    with caplog.at_level("WARNING", logger="node.services.archives"):
+        again = node.archives.search(archivist, filters)
+    assert [a.id for a in again.items] == [a.id for a in right.items]
+    assert (again.total, again.next_cursor is not None) == (right.total, True)
+    assert "out of order" in caplog.text
+
+
+def test_term_counts_steer_plans_for_a_while_and_never_the_answer(
+    make_node: MakeNode, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A term's count is taken once per ``_TERM_COUNT_TTL``; a count gone stale (here: made
+    wrong on purpose) changes the plan, not the list."""
+    node = make_node(database_url=sqlite_url)
+    total = 900
+    fill(node.db, total, node.ledger.hospital)
+    words = vocabulary()
+    catalogue = [synthetic(i, words) for i in range(total)]
+    terms = [index_terms(a.title, a.text) for a in catalogue]
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
+    counts = node.archives._posting_counts
+    statements: list[str] = []
+    event.listen(node.db.reader, "before_cursor_execute", lambda *a: statements.append(str(a[2])))
+    rare = next(w for w in words[40:] if sum(w in t for t in terms) >= 3)
+    with node.db.session() as session:
+        first = counts.rarest_first(session, [rare, "出院"])
+        again = counts.rarest_first(session, ["出院", rare])
+    held = sum("出院" in t for t in terms)
+    assert first == again == [(rare, sum(rare in t for t in terms)), ("出院", held)]
+    assert sum("count(*)" in s for s in statements) == 1  # counted once, then remembered
+    base = SearchFilters(text=f"{rare} 出院")
+    expected = _expected(node, archivist, base, catalogue, terms)
+    with node.db.session() as session:
+        assert node.archives._catalogue_query(archivist, base, session).order  # probed
+    for key in list(counts._counts):  # every count wrong: the frequent word looks rarest
+        counts._counts[key] = (counts._counts[key][0], 1)
+    with node.db.session() as session:
+        assert not node.archives._catalogue_query(archivist, base, session).order  # merged
+    _lists_expected(node, archivist, base, expected)
+    monkeypatch.setattr(archives_module, "_TERM_COUNT_TTL", 0.0)
+    statements.clear()
+    with node.db.session() as session:
+        assert counts.rarest_first(session, [rare, "出院"]) == first  # counted again
+    assert sum("count(*)" in s for s in statements) == 1
 
 
 def _walk_cursors(node: Any, principal: Principal, filters: SearchFilters) -> list[str]:
