@@ -17,11 +17,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from node.models import Archive, SearchTerm
-from node.policy import PolicyAction, Relation
+from node.policy import AccessPolicy, PolicyAction, PolicyRule, Relation
 from node.principal import Principal, Role
 from node.services import archives as archives_module
 from node.services.archives import (
@@ -271,44 +271,108 @@ def test_a_merge_out_of_order_falls_back_to_probing(
     assert [a.id for a in again.items] == [a.id for a in right.items]
     assert (again.total, again.next_cursor is not None) == (right.total, True)
     assert "out of order" in caplog.text
+    with node.db.session() as session:  # and probes from then on
+        assert node.archives._catalogue_query(archivist, filters, session).order
 
 
-def test_term_counts_steer_plans_for_a_while_and_never_the_answer(
-    make_node: MakeNode, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+def test_term_plans_compare_the_terms_over_their_newest_postings(
+    make_node: MakeNode, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A term's count is taken once per ``_TERM_COUNT_TTL``; a count gone stale (here: made
-    wrong on purpose) changes the plan, not the list."""
-    node = make_node(database_url=sqlite_url)
+    """``_term_plan`` against its rule computed here from the filler's draws: the rarest term
+    over the newest ``_DENSITY_WINDOW`` postings first, and a merge when no other term holds
+    more than ``_MERGE_RATIO`` times its postings over the same archive ids."""
+    window = 40
+    monkeypatch.setattr(archives_module, "_DENSITY_WINDOW", window)
+    node = make_node(database_url=database_url)
     total = 900
     fill(node.db, total, node.ledger.hospital)
     words = vocabulary()
     catalogue = [synthetic(i, words) for i in range(total)]
     terms = [index_terms(a.title, a.text) for a in catalogue]
-    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
-    counts = node.archives._posting_counts
-    statements: list[str] = []
-    event.listen(node.db.reader, "before_cursor_execute", lambda *a: statements.append(str(a[2])))
+    postings: dict[str, list[str]] = {}
+    for archive, held in zip(reversed(catalogue), reversed(terms), strict=True):  # newest first
+        for term in held:
+            postings.setdefault(term, []).append(archive.archive_id)
+
+    def rule(query: str) -> tuple[list[str], bool]:
+        wanted = query_terms(query)
+        newest = {t: postings.get(t, [])[:window] for t in wanted}
+        ordered = sorted(wanted, key=lambda t: (len(newest[t]), min(newest[t], default="")))
+        held = len(newest[ordered[0]])
+        if held == 0:
+            return ordered, False
+        oldest = min(newest[ordered[0]])
+        bound = archives_module._MERGE_RATIO * held
+        within = [sum(a >= oldest for a in postings.get(t, [])) for t in ordered[1:]]
+        return ordered, all(n <= bound for n in within)
+
     rare = next(w for w in words[40:] if sum(w in t for t in terms) >= 3)
-    with node.db.session() as session:
-        first = counts.rarest_first(session, [rare, "出院"])
-        again = counts.rarest_first(session, ["出院", rare])
-    held = sum("出院" in t for t in terms)
-    assert first == again == [(rare, sum(rare in t for t in terms)), ("出院", held)]
-    assert sum("count(*)" in s for s in statements) == 1  # counted once, then remembered
-    base = SearchFilters(text=f"{rare} 出院")
-    expected = _expected(node, archivist, base, catalogue, terms)
-    with node.db.session() as session:
-        assert node.archives._catalogue_query(archivist, base, session).order  # probed
-    for key in list(counts._counts):  # every count wrong: the frequent word looks rarest
-        counts._counts[key] = (counts._counts[key][0], 1)
-    with node.db.session() as session:
-        assert not node.archives._catalogue_query(archivist, base, session).order  # merged
-    _lists_expected(node, archivist, base, expected)
-    monkeypatch.setattr(archives_module, "_TERM_COUNT_TTL", 0.0)
-    statements.clear()
-    with node.db.session() as session:
-        assert counts.rarest_first(session, [rare, "出院"]) == first  # counted again
-    assert sum("count(*)" in s for s in statements) == 1
+    sparse = next(w for w in words[40:] if 0 < sum(w in t for t in terms) <= 2)
+    merges: set[bool] = set()
+    for query in (
+        "胸痛 chest",
+        f"{rare} 出院",
+        f"{sparse} 出院 ct",
+        "冠状动脉",
+        "出院 小结",
+        "心肌 梗死 ct",
+        f"{rare} nosuchword",
+    ):
+        with node.db.session() as session:
+            plan = archives_module._term_plan(session, query_terms(query))
+        assert (plan.terms, plan.merge) == rule(query), query
+        merges.add(plan.merge)
+    assert merges == {True, False}
+
+
+@pytest.mark.timeout(600)
+def test_a_policy_that_grants_other_departments_is_followed_by_department_filters(
+    make_node: MakeNode, database_url: str
+) -> None:
+    """A policy table unlike the default one: clinicians may read NORMAL records of other
+    departments (which their department scope still hides) and SENSITIVE ones of their own
+    only. Every department filter, with and without text, lists what the rules list: nothing
+    of another department (only clinicians carry a department)."""
+    node = make_node(database_url=database_url)
+    node.gate.policy = AccessPolicy(
+        [
+            PolicyRule(
+                id="normal-elsewhere",
+                effect="allow",
+                roles=("archivist", "clinician"),
+                sensitivities=("NORMAL",),
+                relations=("other",),
+                purposes=("*",),
+                actions=("read_metadata",),
+            ),
+            PolicyRule(
+                id="sensitive-at-home",
+                effect="allow",
+                roles=("archivist", "clinician"),
+                sensitivities=("SENSITIVE",),
+                relations=("own",),
+                purposes=("*",),
+                actions=("read_metadata",),
+            ),
+        ]
+    )
+    total = 600
+    fill(node.db, total, node.ledger.hospital)
+    words = vocabulary()
+    catalogue = [synthetic(i, words) for i in range(total)]
+    terms = [index_terms(a.title, a.text) for a in catalogue]
+    clinician = node.keys.authenticate(
+        node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
+    )
+    listed: dict[str | None, int] = {}
+    for department in (None, "cardiology", "oncology"):
+        for text in (None, "出院", "胸痛 chest"):
+            base = SearchFilters(text=text, department=department)
+            expected = _expected(node, clinician, base, catalogue, terms)
+            _lists_expected(node, clinician, base, expected)
+            listed[department] = listed.get(department, 0) + len(expected)
+    assert listed["cardiology"] == listed[None] > 0
+    assert listed["oncology"] == 0
 
 
 def _walk_cursors(node: Any, principal: Principal, filters: SearchFilters) -> list[str]:
