@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Subquery,
     and_,
     false,
     func,
@@ -191,6 +192,19 @@ def _holding(
             .exists()
         )
     return query
+
+
+def _row_checked(fenced: Subquery, conditions: list[ColumnElement[bool]]) -> Select[tuple[str]]:
+    """The archive ids of a fenced subquery of postings whose archive row passes
+    ``conditions``: one probe of the row by its primary key per id, as the ids come (``OFFSET
+    0``: PostgreSQL keeps it a probe, not a join with every archive)."""
+    row = (
+        select(Archive.id)
+        .where(Archive.id == fenced.c.archive_id, *conditions)
+        .offset(0)
+        .correlate(fenced)
+    )
+    return select(fenced.c.archive_id).where(row.exists())
 
 
 @dataclass(frozen=True)
@@ -1210,13 +1224,7 @@ class ArchiveService:
                 inner = inner.where(posting.archive_id < before)
             inner = _holding(inner, posting, others)
             fenced = inner.order_by(posting.archive_id.desc()).offset(0).subquery("matched")
-            row = (
-                select(Archive.id)
-                .where(Archive.id == fenced.c.archive_id, *conditions)
-                .offset(0)
-                .correlate(fenced)
-            )
-            return select(fenced.c.archive_id).where(row.exists())
+            return _row_checked(fenced, conditions)
 
         query = matched()
         resumed = matched(cursor.archive_id) if cursor is not None else None
@@ -1248,13 +1256,7 @@ class ArchiveService:
             fenced = (
                 merged.order_by(merged.selected_columns[0].desc()).offset(0).subquery("matched")
             )
-            row = (
-                select(Archive.id)
-                .where(Archive.id == fenced.c.archive_id, *conditions)
-                .offset(0)
-                .correlate(fenced)
-            )
-            return select(fenced.c.archive_id).where(row.exists())
+            return _row_checked(fenced, conditions)
 
         resumed = matched(cursor.archive_id) if cursor is not None else None
         return CatalogueQuery(matched(), (), page_after=resumed)

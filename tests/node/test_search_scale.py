@@ -119,10 +119,7 @@ def _may_read(principal: Principal, node: Any, sensitivity: str, department: str
 def test_bounded_search_lists_what_the_rules_list(make_node: MakeNode, database_url: str) -> None:
     node = make_node(database_url=database_url)
     total = 2_400
-    fill(node.db, total, node.ledger.hospital)
-    words = vocabulary()
-    catalogue = [synthetic(i, words) for i in range(total)]
-    terms = [index_terms(a.title, a.text) for a in catalogue]
+    words, catalogue, terms = _filled(node, total)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
     clinician = node.keys.authenticate(
         node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
@@ -152,6 +149,14 @@ def test_bounded_search_lists_what_the_rules_list(make_node: MakeNode, database_
         seen_capped = _lists_expected(node, principal, base, expected) or seen_capped
     assert seen_capped
     assert seen_policy
+
+
+def _filled(node: Any, total: int) -> tuple[list[str], list[Any], list[set[str]]]:
+    """Fill ``total`` synthetic archives; their vocabulary, draws and search terms."""
+    fill(node.db, total, node.ledger.hospital)
+    words = vocabulary()
+    catalogue = [synthetic(i, words) for i in range(total)]
+    return words, catalogue, [index_terms(a.title, a.text) for a in catalogue]
 
 
 def _expected(
@@ -204,10 +209,7 @@ def test_both_plans_of_a_query_of_several_terms_list_the_same(
     monkeypatch.setattr(archives_module, "_MERGE_RATIO", ratio)
     node = make_node(database_url=database_url)
     total = 1_500
-    fill(node.db, total, node.ledger.hospital)
-    words = vocabulary()
-    catalogue = [synthetic(i, words) for i in range(total)]
-    terms = [index_terms(a.title, a.text) for a in catalogue]
+    words, catalogue, terms = _filled(node, total)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
     clinician = node.keys.authenticate(
         node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
@@ -285,10 +287,7 @@ def test_term_plans_compare_the_terms_over_their_newest_postings(
     monkeypatch.setattr(archives_module, "_DENSITY_WINDOW", window)
     node = make_node(database_url=database_url)
     total = 900
-    fill(node.db, total, node.ledger.hospital)
-    words = vocabulary()
-    catalogue = [synthetic(i, words) for i in range(total)]
-    terms = [index_terms(a.title, a.text) for a in catalogue]
+    words, catalogue, terms = _filled(node, total)
     postings: dict[str, list[str]] = {}
     for archive, held in zip(reversed(catalogue), reversed(terms), strict=True):  # newest first
         for term in held:
@@ -357,10 +356,7 @@ def test_a_policy_that_grants_other_departments_is_followed_by_department_filter
         ]
     )
     total = 600
-    fill(node.db, total, node.ledger.hospital)
-    words = vocabulary()
-    catalogue = [synthetic(i, words) for i in range(total)]
-    terms = [index_terms(a.title, a.text) for a in catalogue]
+    _words, catalogue, terms = _filled(node, total)
     clinician = node.keys.authenticate(
         node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
     )
