@@ -20,17 +20,19 @@ from anchoring import merkle, storage
 from anchoring.events import (
     CreateData,
     CreateEvent,
+    Purpose,
     RecordClass,
     Sensitivity,
     canonical_bytes,
     parse_event,
 )
 from node.db import UnitOfWork
+from node.errors import InputError
 from node.ledger import Ledger
 from node.models import Archive, ArchiveVersion, IngestedMessage, SearchTerm, WrappedKey
 from node.principal import Principal, Role
 from node.runtime import NodeRuntime
-from node.services.archives import NewArchive, NewContent
+from node.services.archives import _STORE_THREADS, NewArchive, NewContent
 from node.services.records import ArchiveView
 
 SHAPES = [
@@ -58,7 +60,7 @@ def _items(tag: str, n: int = 7, *, orm: bool = False, department: str | None = 
             source_system="LIS",
             media_type=media_type,
             filename=f"r{i}.txt" if i % 2 else None,
-            trigger_date=date(2024, 5, 1 + i) if i % 3 else None,
+            trigger_date=date(2024, 5, 1 + i % 28) if i % 3 else None,
             metadata={"class_rule": f"rule-{i}", "ingested_via": "test"},
             text=f"血常规 结果 {i} normal",
         )
@@ -271,3 +273,29 @@ def test_message_rows_carry_the_units_time(node: NodeRuntime, archivist: Princip
         created = {session.get(Archive, v.id).created_at for v in views}  # type: ignore[union-attr]
     assert len(received) == 1
     assert received == created
+
+
+def test_a_blob_refused_mid_batch_leaves_no_blob_of_any_run(
+    node: NodeRuntime, archivist: Principal
+) -> None:
+    """The blobs of a batch are stored in runs of neighbouring items, one run per store thread;
+    an item refused in one run (empty content) refuses the batch, and every blob stored by any
+    run, before or after it, is deleted. The first refused item's error is the one raised."""
+    node.archives.create_many(archivist, _items("P", n=2))
+    before = _footprint(node)
+    items = _items("Q", n=3 * _STORE_THREADS + 5)  # every thread gets a run of several
+    for bad in (4, len(items) - 2):
+        items[bad] = NewContent(items[bad].new, [b""], message=items[bad].message)
+    items[20] = NewContent(items[20].new, [b"x" * (node.settings.max_upload_bytes + 1)])
+    with pytest.raises(InputError) as refused:
+        node.archives.create_many(archivist, items)
+    assert refused.value.code == "empty_content"  # item 4, not item 20 (payload_too_large)
+    assert _footprint(node) == before
+    # After a refusal, a batch across every run stores each item's blob under its own archive
+    # (the blob is sealed to its archive id, so a blob out of place would not open).
+    items = _items("R", n=3 * _STORE_THREADS + 5)
+    views = node.archives.create_many(archivist, items)
+    for view, item in zip(views, items, strict=True):
+        stream = node.archives.open_content(archivist, view.id, Purpose.QUALITY)
+        assert b"".join(stream.chunks) == b"".join(item.content)
+        assert view.title == item.new.title
