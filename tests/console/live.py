@@ -6,7 +6,6 @@ axe-core check every browser test runs (``Browser``; the ``browser`` fixture is 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 from api.main import create_app
 from api.server import HttpLimits, make_server
+from node.ports import free_port
 from node.runtime import NodeRuntime
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,13 +84,6 @@ class Browser:
     ) -> list[str]:
         """``axe``'s findings as ``id: help`` lines (empty when the page passes)."""
         return [f"{v['id']}: {v['help']}" for v in self.axe(url, cookies, then)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -477,7 +477,7 @@ def test_an_unreachable_chain_is_chain_unavailable_in_both(
     document-level failure found without the chain (a broken lifecycle) still wins."""
     import httpx
 
-    from tests.console.live import free_port
+    from node.ports import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     node = make_node(public_rpc_url=dead)

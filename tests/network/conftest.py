@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,28 +21,10 @@ import httpx
 import pytest
 
 from devtools.network import down
+from node.ports import free_block
 from node.process import pid_alive, read_pid_file
 
 UP_TIMEOUT = 120.0
-
-
-def free_block(count: int) -> int:
-    """A port such that it and the ``count - 1`` following ones are free right now."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
 
 
 def cli(*args: str) -> list[str]:
