@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from node.ports import free_block
 from node.principal import Role
 from tests.api.conftest import PDF, archive_metadata
 from tests.deployment.test_backup import anchor_everything, create_archives
 from tests.fixtures.node import MakeNode
-from tests.network.conftest import cli, environment, free_block
+from tests.network.conftest import cli, environment
 
 START_TIMEOUT = 90.0
 

@@ -22,7 +22,8 @@ from anchoring.chainview import CustodyState
 from anchoring.verifier import verify_bundle
 from archivechain.node import FAULT_POINT_ENV
 from devtools.network import down
-from tests.network.conftest import Net, cli, environment, free_block, wait_ready
+from node.ports import free_block
+from tests.network.conftest import Net, cli, environment, wait_ready
 from tests.support import REPO_ROOT
 
 CONTENT = b"Transfer of care: cardiology referral, full record.\n" * 300
