@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -414,17 +415,27 @@ class EncounterStay(Base):
 class SearchTerm(Base):
     """One keyword-search term of an archive (``node.textindex``): an inverted index served by the
     primary key's B-tree on both databases. Terms hold fragments of PHI: they never leave the
-    node's database and are erased with the archive's content."""
+    node's database and are erased with the archive's content.
+
+    ``department`` repeats the archive's (fixed at creation) in the key's B-tree: a search
+    bound to one department (a filter, or a department-scoped role) skips other departments'
+    postings while walking them, before any archive row is read (migration 0017)."""
 
     __tablename__ = "search_terms"
-    __table_args__ = (  # a further term of a candidate probed exactly (migration 0015)
+    __table_args__ = (
+        # PostgreSQL: the department rides in the key's index (INCLUDE), read by an index-only
+        # walk; SQLite stores whole rows in the key's B-tree (WITHOUT ROWID, migration 0016).
+        PrimaryKeyConstraint(
+            "term", "archive_id", name="pk_search_terms", postgresql_include=["department"]
+        ),
+        # a further term of a candidate probed exactly (migration 0015)
         Index("ix_search_terms_archive_id_term", "archive_id", "term"),
-        # SQLite stores the rows in the key's B-tree, not beside it (migration 0016).
         {"sqlite_with_rowid": False},
     )
 
-    term: Mapped[str] = mapped_column(String(64), primary_key=True)
-    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"), primary_key=True)
+    term: Mapped[str] = mapped_column(String(64))
+    archive_id: Mapped[str] = mapped_column(ForeignKey("archives.id"))
+    department: Mapped[str] = mapped_column(String(64))
 
 
 class RetentionChange(Base):

@@ -611,7 +611,9 @@ def restore_records(
                 ).scalars()
             )
             for term in sorted(terms - present):
-                session.add(SearchTerm(term=term, archive_id=archive_id))
+                session.add(
+                    SearchTerm(term=term, archive_id=archive_id, department=archive.department)
+                )
         result.restored += 1
     return result
 

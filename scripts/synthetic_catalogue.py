@@ -267,8 +267,9 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id_term"))
             conn.execute(
                 text(
-                    "INSERT INTO search_terms (term, archive_id) "
-                    f"SELECT t.term, {archive_id} FROM {series} CROSS JOIN LATERAL "
+                    "INSERT INTO search_terms (term, archive_id, department) "
+                    f"SELECT t.term, {archive_id}, {department} END "
+                    f"FROM {series} CROSS JOIN LATERAL "
                     f"(SELECT DISTINCT w.term FROM {slots} "
                     f"JOIN bench_buckets b ON b.b = {draw_sql} "
                     "JOIN bench_words w ON w.rank = b.rank) AS t"
@@ -278,7 +279,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             conn.execute(
                 text(
                     "ALTER TABLE search_terms ADD CONSTRAINT pk_search_terms "
-                    "PRIMARY KEY (term, archive_id)"
+                    "PRIMARY KEY (term, archive_id) INCLUDE (department)"
                 )
             )
             conn.execute(
@@ -295,8 +296,9 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
         else:
             conn.execute(
                 text(
-                    "INSERT OR IGNORE INTO search_terms (term, archive_id) "
-                    f"SELECT w.term, {archive_id} FROM {series} AS s CROSS JOIN {slots} AS k "
+                    "INSERT OR IGNORE INTO search_terms (term, archive_id, department) "
+                    f"SELECT w.term, {archive_id}, {department} END "
+                    f"FROM {series} AS s CROSS JOIN {slots} AS k "
                     f"CROSS JOIN bench_buckets b CROSS JOIN bench_words w "
                     f"WHERE b.b = {draw_sql} AND w.rank = b.rank"
                 ),

@@ -179,18 +179,29 @@ class SearchFilters:
     purpose: Purpose | None = None  # of the metadata reads logged for the listed archives
 
 
+_PostingScope = Callable[[type[SearchTerm]], ColumnElement[bool]] | None
+"""A condition on the postings a text query walks (``ArchiveService._posting_scope``)."""
+
+
 def _holding(
-    query: Select[tuple[str]], posting: type[SearchTerm], terms: list[str]
+    query: Select[tuple[str]],
+    posting: type[SearchTerm],
+    terms: list[str],
+    scope: _PostingScope = None,
 ) -> Select[tuple[str]]:
     """``query`` over ``posting`` narrowed to archives that also hold every one of ``terms``:
-    per candidate, one probe of the primary key (term, archive id) each."""
+    per candidate, one probe of the primary key (term, archive id) each. ``scope`` narrows the
+    probed postings as the walked ones (the same archive's: redundant for the answer, but
+    PostgreSQL may answer the probes by a merge join that walks every posting of the term, and
+    then skips the out-of-scope ones without comparing them)."""
     for term in terms:
         probe = aliased(SearchTerm)
-        query = query.where(
-            select(probe.archive_id)
-            .where(probe.term == term, probe.archive_id == posting.archive_id)
-            .exists()
+        probed = select(probe.archive_id).where(
+            probe.term == term, probe.archive_id == posting.archive_id
         )
+        if scope is not None:
+            probed = probed.where(scope(probe))
+        query = query.where(probed.exists())
     return query
 
 
@@ -453,8 +464,10 @@ class ArchiveService:
             insert_terms(
                 uow.session.connection(),
                 [
-                    (term, archive_id)
-                    for (archive_id, _, _), archive_terms in zip(prepared, terms, strict=True)
+                    (term, archive_id, item.new.department)
+                    for item, (archive_id, _, _), archive_terms in zip(
+                        items, prepared, terms, strict=True
+                    )
                     for term in archive_terms
                 ],
             )
@@ -1109,11 +1122,7 @@ class ArchiveService:
                 allowed.append(and_(same_level, Archive.department == principal.department))
             elif granted == [Relation.OTHER]:
                 allowed.append(and_(same_level, Archive.department != principal.department))
-        windows = select(BreakGlassWindow.archive_id).where(
-            BreakGlassWindow.actor == principal.actor,
-            BreakGlassWindow.purpose == purpose.value,
-            BreakGlassWindow.expires_at > self.gate.clock(),
-        )
+        windows = self._windows(principal, purpose)
         if not allowed:  # only the windows: the query starts from them
             return Archive.id.in_(windows)
         by_policy = or_(false(), *allowed)
@@ -1124,6 +1133,29 @@ class ArchiveService:
         # not answer the OR by a union over the primary key and sort every archive it lists
         # (1.7 s for a clinician's newest-first page at 10^6 archives).
         return or_(by_policy, (Archive.id + "").in_(windows))
+
+    def _windows(self, principal: Principal, purpose: Purpose) -> Select[tuple[str]]:
+        """The archives of the caller's open break-glass windows for ``purpose``."""
+        return select(BreakGlassWindow.archive_id).where(
+            BreakGlassWindow.actor == principal.actor,
+            BreakGlassWindow.purpose == purpose.value,
+            BreakGlassWindow.expires_at > self.gate.clock(),
+        )
+
+    def _posting_scope(self, principal: Principal, filters: SearchFilters) -> _PostingScope:
+        """What a text query may skip while walking postings, before reading any archive row:
+        with a department filter, every other department's postings; for a department-scoped
+        role without one, every other department's except its open break-glass windows'
+        archives (``_readable`` lists nothing else). The archive row is still checked against
+        every condition: this only narrows the walk (``SearchTerm.department``)."""
+        if filters.department:
+            department = filters.department
+            return lambda posting: posting.department == department
+        if principal.department_scoped:
+            own = principal.department
+            windows = self._windows(principal, filters.purpose or principal.default_purpose)
+            return lambda posting: or_(posting.department == own, posting.archive_id.in_(windows))
+        return None
 
     def _catalogue_query(
         self,
@@ -1204,12 +1236,16 @@ class ArchiveService:
             raise InputError("text holds no searchable word", code="invalid_search_text")
         plan = _term_plan(session, terms)
         driver, *others = plan.terms
+        scope = self._posting_scope(principal, filters)
         if others and session.get_bind().dialect.name == "postgresql":
-            return self._intersected(driver, others, conditions, cursor)
+            return self._intersected(driver, others, conditions, cursor, scope)
         if plan.merge and merge and self._merge_in_order:
-            return self._merged(plan.terms, conditions, cursor)
+            return self._merged(plan.terms, conditions, cursor, scope)
         posting = aliased(SearchTerm, name="driver")
-        query = _holding(select(posting.archive_id).where(posting.term == driver), posting, others)
+        walk = select(posting.archive_id).where(posting.term == driver)
+        if scope is not None:
+            walk = walk.where(scope(posting))
+        query = _holding(walk, posting, others)
         row = (
             select(Archive.id)
             .where(Archive.id == posting.archive_id, *conditions)
@@ -1227,6 +1263,7 @@ class ArchiveService:
         others: list[str],
         conditions: list[ColumnElement[bool]],
         cursor: SearchCursor | None,
+        scope: _PostingScope,
     ) -> CatalogueQuery:
         """A text query of several terms on PostgreSQL: the terms' postings intersected first,
         newest archive id first, in a subquery that PostgreSQL must not flatten (``OFFSET 0``),
@@ -1241,9 +1278,11 @@ class ArchiveService:
         def matched(before: str | None = None) -> Select[tuple[str]]:
             posting = aliased(SearchTerm, name="driver")
             inner = select(posting.archive_id.label("archive_id")).where(posting.term == driver)
+            if scope is not None:
+                inner = inner.where(scope(posting))
             if before is not None:
                 inner = inner.where(posting.archive_id < before)
-            inner = _holding(inner, posting, others)
+            inner = _holding(inner, posting, others, scope)
             fenced = inner.order_by(posting.archive_id.desc()).offset(0).subquery("matched")
             return _row_checked(fenced, conditions)
 
@@ -1253,7 +1292,10 @@ class ArchiveService:
 
     @staticmethod
     def _merged(
-        terms: list[str], conditions: list[ColumnElement[bool]], cursor: SearchCursor | None
+        terms: list[str],
+        conditions: list[ColumnElement[bool]],
+        cursor: SearchCursor | None,
+        scope: _PostingScope,
     ) -> CatalogueQuery:
         """A text query of several terms on SQLite whose postings are of like sizes: the
         terms' postings merged (``INTERSECT`` with ``ORDER BY``: SQLite walks the primary key
@@ -1270,6 +1312,8 @@ class ArchiveService:
             arms = []
             for term in terms:
                 arm = select(SearchTerm.archive_id).where(SearchTerm.term == term)
+                if scope is not None:
+                    arm = arm.where(scope(SearchTerm))
                 if before is not None:
                     arm = arm.where(SearchTerm.archive_id < before)
                 arms.append(arm)
@@ -1500,8 +1544,8 @@ class ArchiveService:
                 log.exception("could not delete blob %s after a failed request", item.ref.cid)
 
 
-_INSERT_TERMS_QMARK = "INSERT INTO search_terms (term, archive_id) VALUES (?, ?)"
-_INSERT_TERMS = "INSERT INTO search_terms (term, archive_id) VALUES (%s, %s)"
+_INSERT_TERMS_QMARK = "INSERT INTO search_terms (term, archive_id, department) VALUES (?, ?, ?)"
+_INSERT_TERMS = "INSERT INTO search_terms (term, archive_id, department) VALUES (%s, %s, %s)"
 
 
 @dataclass(frozen=True)
@@ -1575,9 +1619,9 @@ def _check_page_order(built: CatalogueQuery, ids: list[str]) -> None:
         raise _OutOfOrder
 
 
-def insert_terms(connection: Connection, rows: list[tuple[str, str]]) -> None:
-    """Insert (term, archive id) rows of ``search_terms`` in the caller's transaction, sorted by
-    the primary key (neighbouring B-tree pages): binary ``COPY`` on PostgreSQL (psycopg 3), a
+def insert_terms(connection: Connection, rows: list[tuple[str, str, str]]) -> None:
+    """Insert (term, archive id, department) rows of ``search_terms`` in the caller's
+    transaction, sorted by the primary key (neighbouring B-tree pages): binary ``COPY`` on PostgreSQL (psycopg 3), a
     plain DB-API ``executemany`` elsewhere. A 4 KB document has about 40 terms, so SQLAlchemy's
     per-row parameter processing cost more than the rows themselves (a profile of bulk import).
     Driver errors are raised as SQLAlchemy's (``IntegrityError`` …)."""
@@ -1592,10 +1636,10 @@ def insert_terms(connection: Connection, rows: list[tuple[str, str]]) -> None:
     import psycopg
 
     driver = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
-    statement = "COPY search_terms (term, archive_id) FROM STDIN (FORMAT BINARY)"
+    statement = "COPY search_terms (term, archive_id, department) FROM STDIN (FORMAT BINARY)"
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types(("varchar", "varchar"))
+            copy.set_types(("varchar", "varchar", "varchar"))
             for row in rows:
                 copy.write_row(row)
     except psycopg.Error as exc:

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 
-import node.models  # noqa: F401  (registers the node tables)
+import node.models  # registers the node tables
 from anchoring import merkle, storage
 from anchoring.storage import LogEntry, LogHead, LogNode, LogUpperNode, LogWriter, metadata
 from node import migrations
@@ -193,4 +193,97 @@ def test_migration_0016_clusters_search_terms_by_key_on_sqlite_and_back(database
     back, restored, restored_indexes = _search_terms_layout(database_url)
     assert (restored, restored_indexes) == (rows, indexes)
     assert back is None or "WITHOUT ROWID" not in back.upper()
+    migrations.upgrade(database_url)
+
+
+def _postings(url: str) -> tuple[set[tuple[str, ...]], str]:
+    """The rows of ``search_terms`` (with their department once it exists) and the definition
+    of its primary key (SQLite's CREATE statement, or PostgreSQL's index)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("search_terms")}
+            listed = "term, archive_id" + (", department" if "department" in columns else "")
+            rows = {
+                tuple(row)
+                for row in connection.execute(text(f"SELECT {listed} FROM search_terms")).tuples()
+            }
+            if connection.dialect.name == "sqlite":
+                key = connection.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'search_terms'")
+                ).scalar_one()
+            else:
+                key = connection.execute(
+                    text(
+                        "SELECT indexdef FROM pg_indexes "
+                        "WHERE indexname = 'pk_search_terms' AND schemaname = current_schema()"
+                    )
+                ).scalar_one()
+    finally:
+        engine.dispose()
+    return rows, key
+
+
+def test_migration_0017_gives_each_term_its_archives_department_and_back(
+    database_url: str,
+) -> None:
+    """0017 copies each archive's department onto its search terms (PostgreSQL: in the primary
+    key's index, ``INCLUDE``); a term without an archive row (only possible with foreign keys
+    off) is kept with an empty department; downgrade drops the column and keeps every term."""
+    migrations.upgrade(database_url, "0016")
+    sqlite = database_url.startswith("sqlite")
+    archives = {"0" * 25 + "1": "cardiology", "0" * 25 + "2": "oncology"}
+    terms = {("出院", a) for a in archives} | {("chest", "0" * 25 + "1")}
+    orphan = ("小结", "9" * 26)
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                node.models.Archive.__table__.insert(),
+                [
+                    {
+                        "id": archive_id,
+                        "record_class": "INPATIENT",
+                        "sensitivity": "NORMAL",
+                        "department": department,
+                        "title": "t",
+                        "patient_pseudonym": "p",
+                        "source_system": "HIS",
+                        "metadata_json": {},
+                        "search_text": "t",
+                        "state": "CREATED",
+                        "custodian": "0x" + "0" * 40,
+                        "trigger_date": NOW,
+                        "last_event_hash": bytes(32),
+                        "created_by": "t",
+                        "created_at": NOW,
+                        "updated_at": NOW,
+                    }
+                    for archive_id, department in archives.items()
+                ],
+            )
+            rows = terms | ({orphan} if sqlite else set())  # PostgreSQL enforces the key
+            connection.execute(
+                text("INSERT INTO search_terms (term, archive_id) VALUES (:t, :a)"),
+                [{"t": term, "a": archive} for term, archive in rows],
+            )
+    finally:
+        engine.dispose()
+    before, key_before = _postings(database_url)
+    assert before == rows
+    assert "INCLUDE" not in key_before.upper()
+    migrations.upgrade(database_url)
+    after, key_after = _postings(database_url)
+    expected = {(term, archive, archives[archive]) for term, archive in terms}
+    assert after == expected | ({(*orphan, "")} if sqlite else set())
+    if sqlite:
+        assert key_after.upper().rstrip().endswith("WITHOUT ROWID")
+        assert "DEPARTMENT VARCHAR(64) NOT NULL" in key_after.upper()
+    else:
+        assert key_after.endswith("(term, archive_id) INCLUDE (department)")
+    command.downgrade(migrations.alembic_config(database_url), "0016")
+    back, key_back = _postings(database_url)
+    assert back == rows
+    assert "INCLUDE" not in key_back.upper()
+    assert "DEPARTMENT" not in key_back.upper()
     migrations.upgrade(database_url)

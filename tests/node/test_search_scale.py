@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from anchoring.events import Purpose, RecordClass, Sensitivity
 from node.models import Archive, SearchTerm
@@ -50,12 +50,15 @@ COMPARED = (
 )
 
 
-def _terms(node: Any, archive_id: str) -> set[str]:
+def _terms(node: Any, archive_id: str) -> set[tuple[str, str]]:
+    """The archive's search terms, each with the department its posting carries."""
     with node.db.session() as session:
         return set(
             session.execute(
-                select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
-            ).scalars()
+                select(SearchTerm.term, SearchTerm.department).where(
+                    SearchTerm.archive_id == archive_id
+                )
+            ).tuples()
         )
 
 
@@ -91,7 +94,8 @@ def test_filler_writes_what_the_real_path_writes(make_node: MakeNode, database_u
         )
         synthetic_terms = _terms(node, drawn.archive_id)
         assert synthetic_terms == _terms(node, real.id), i
-        assert synthetic_terms == index_terms(drawn.title, drawn.text), i
+        expected = {(term, drawn.department) for term in index_terms(drawn.title, drawn.text)}
+        assert synthetic_terms == expected, i
         assert _row(node, drawn.archive_id) == _row(node, real.id), i
         made += len(synthetic_terms)
     assert rows == made
@@ -369,6 +373,57 @@ def test_a_policy_that_grants_other_departments_is_followed_by_department_filter
             listed[department] = listed.get(department, 0) + len(expected)
     assert listed["cardiology"] == listed[None] > 0
     assert listed["oncology"] == 0
+
+
+def test_a_department_bound_walk_skips_other_departments_postings(
+    make_node: MakeNode, database_url: str
+) -> None:
+    """A department-bound text search (a department filter, or a clinician's own department)
+    walks the postings by the department each carries, before reading any archive row: a
+    posting relabelled to another department (the node never does it: an archive's department
+    is fixed at creation) drops out of every department-bound plan — one term, and two terms
+    merged (SQLite) or intersected (PostgreSQL) — while an unbound search, which reads the
+    archive row alone, still lists it."""
+    node = make_node(database_url=database_url)
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "t").secret)
+    clinician = node.keys.authenticate(
+        node.keys.issue(Role.CLINICIAN, "t", department="cardiology").secret
+    )
+    created = [
+        node.archives.create(
+            archivist,
+            NewArchive(
+                record_class=RecordClass.INPATIENT,
+                sensitivity=Sensitivity.NORMAL,
+                department="cardiology",
+                title="出院 小结",
+                patient_id=f"P-{i}",
+                source_system="HIS",
+                media_type="text/plain",
+            ),
+            [b"x"],
+        ).id
+        for i in range(3)
+    ]
+    newest_first = sorted(created, reverse=True)
+    relabelled = created[1]
+    with node.db.transaction() as session:
+        session.execute(
+            update(SearchTerm)
+            .where(SearchTerm.archive_id == relabelled)
+            .values(department="oncology")
+        )
+    kept = [a for a in newest_first if a != relabelled]
+
+    def listed(principal: Principal, text: str, department: str | None = None) -> list[str]:
+        page = node.archives.search(principal, SearchFilters(text=text, department=department))
+        return [item.id for item in page.items]
+
+    for text in ("出院", "出院 小结"):
+        assert listed(archivist, text) == newest_first, text
+        assert listed(archivist, text, "cardiology") == kept, text
+        assert listed(clinician, text) == kept, text
+        assert listed(archivist, text, "oncology") == [], text  # the row is still checked
 
 
 def _walk_cursors(node: Any, principal: Principal, filters: SearchFilters) -> list[str]:
