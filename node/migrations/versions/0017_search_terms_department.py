@@ -8,7 +8,8 @@ With the department beside each posting, the walk skips them before any row is r
 An archive's department is fixed when it is created, so the copy never goes stale. SQLite
 rebuilds the ``WITHOUT ROWID`` table with the column (rows copied in key order with their
 archive's department); PostgreSQL adds the column, fills it, and rebuilds the primary key with
-``INCLUDE (department)`` so that an index-only walk reads it. A term whose archive row is
+``INCLUDE (department)`` so that an index-only walk reads it (667 s for 30 million terms at
+10^6 archives on a 2-core machine; the node starts after it). A term whose archive row is
 missing (never written by the node: the foreign key forbids it) is kept with an empty
 department, which matches no department-bound search, as no archive row would.
 
