@@ -235,8 +235,12 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             f"WHEN {_hash('i + 7', 10, postgres)} < 7 THEN 'SENSITIVE' "
             "ELSE 'HIGHLY_SENSITIVE' END"
         )
-        department = "CASE " + " ".join(
-            f"WHEN i % {len(DEPARTMENTS)} = {n} THEN '{d}'" for n, d in enumerate(DEPARTMENTS)
+        department = (
+            "CASE "
+            + " ".join(
+                f"WHEN i % {len(DEPARTMENTS)} = {n} THEN '{d}'" for n, d in enumerate(DEPARTMENTS)
+            )
+            + " END"
         )
 
         def word(slot: int) -> str:
@@ -253,7 +257,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
                 "patient_pseudonym, source_system, metadata_json, search_text, state, custodian, "
                 "trigger_date, on_hold, hold_by_regulator, current_version, last_event_hash, "
                 "event_count, chain_status, created_by, created_at, updated_at) "
-                f"SELECT {archive_id}, 'INPATIENT', {sensitivity}, {department} END, "
+                f"SELECT {archive_id}, 'INPATIENT', {sensitivity}, {department}, "
                 "t, 'p' || (i % 50000), 'HIS', '{}', lower(t), 'CREATED', "
                 f":custodian, {instant}, false, false, 1, {blob}, 1, 'none', 'bench', "
                 f"{instant}, {instant} FROM (SELECT i, {title} AS t FROM {series}) AS titled"
@@ -268,7 +272,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             conn.execute(
                 text(
                     "INSERT INTO search_terms (term, archive_id, department) "
-                    f"SELECT t.term, {archive_id}, {department} END "
+                    f"SELECT t.term, {archive_id}, {department} "
                     f"FROM {series} CROSS JOIN LATERAL "
                     f"(SELECT DISTINCT w.term FROM {slots} "
                     f"JOIN bench_buckets b ON b.b = {draw_sql} "
@@ -297,7 +301,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
             conn.execute(
                 text(
                     "INSERT OR IGNORE INTO search_terms (term, archive_id, department) "
-                    f"SELECT w.term, {archive_id}, {department} END "
+                    f"SELECT w.term, {archive_id}, {department} "
                     f"FROM {series} AS s CROSS JOIN {slots} AS k "
                     f"CROSS JOIN bench_buckets b CROSS JOIN bench_words w "
                     f"WHERE b.b = {draw_sql} AND w.rank = b.rank"

@@ -1621,9 +1621,10 @@ def _check_page_order(built: CatalogueQuery, ids: list[str]) -> None:
 
 def insert_terms(connection: Connection, rows: list[tuple[str, str, str]]) -> None:
     """Insert (term, archive id, department) rows of ``search_terms`` in the caller's
-    transaction, sorted by the primary key (neighbouring B-tree pages): binary ``COPY`` on PostgreSQL (psycopg 3), a
-    plain DB-API ``executemany`` elsewhere. A 4 KB document has about 40 terms, so SQLAlchemy's
-    per-row parameter processing cost more than the rows themselves (a profile of bulk import).
+    transaction, sorted by the primary key (neighbouring B-tree pages): binary ``COPY`` on
+    PostgreSQL (psycopg 3), a plain DB-API ``executemany`` elsewhere. A 4 KB document has about
+    40 terms, so SQLAlchemy's per-row parameter processing cost more than the rows themselves (a
+    profile of bulk import).
     Driver errors are raised as SQLAlchemy's (``IntegrityError`` …)."""
     if not rows:
         return

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from anchoring.chain import RpcChain
 from api.main import MULTIPART_ALLOWANCE
 from node.keyring import KEK_HOLDER_PREFIX, kek_holder
-from node.models import HeldReplica, WrappedKey
+from node.models import HeldReplica, SearchTerm, WrappedKey
 from node.peers import CONTENT_SHA256, sign_headers_for
 from node.recovery import restore_records
 from node.services.replicas import record_path, rendezvous
@@ -114,15 +114,28 @@ def test_a_key_record_under_a_rotated_kek_restores_and_the_old_kek_waits_for_the
     assert _own_key_holders(a, archive_id) == [kek_holder(new_kek)]
     assert a.runtime.kek.retire_unused() == []  # still refused: the record is behind
 
-    # The database loses the key: the record under the old KEK restores it, re-wrapped to the
-    # current KEK, and the content reads again.
+    # The database loses the key and the search terms: the record under the old KEK restores
+    # the key, re-wrapped to the current KEK, and the terms, each with the archive's department
+    # (which a department-bound search walks by); the content reads again.
     _lose_key(a, archive_id)
+    with a.runtime.db.transaction() as session:
+        session.execute(delete(SearchTerm).where(SearchTerm.archive_id == archive_id))
     restored = restore_records(
         a.runtime.db, a.runtime.keystore, a.address, a.runtime.remote.get_json
     )
     assert (restored.restored, restored.rewrapped, restored.missing) == (1, 1, []), restored
     assert _own_key_holders(a, archive_id) == [kek_holder(new_kek)]
     assert _read(a, archive_id) == CONTENT
+    with a.runtime.db.session() as session:
+        terms = set(
+            session.execute(
+                select(SearchTerm.term, SearchTerm.department).where(
+                    SearchTerm.archive_id == archive_id
+                )
+            ).tuples()
+        )
+    assert {("discharge", "general"), ("summary", "general")} <= terms
+    assert {department for _, department in terms} == {"general"}
 
     # The replica job re-sends the record under the new KEK, then retires the old one.
     step = a.runtime.replicas.tick()
