@@ -644,6 +644,7 @@ def verify_node_data(settings: NodeSettings, *, reader: Any = None) -> Verificat
         with db.session() as session:
             _verify_log(session, report, checkpoints)
             _verify_archives(session, report)
+            _verify_search_terms(session, report)
             _verify_blobs(session, settings, report)
     finally:
         db.dispose()
@@ -726,6 +727,47 @@ def _verify_archives(session: Session, report: VerificationReport) -> None:
         if bytes.fromhex(state.head) != archive.last_event_hash:
             report.problems.append(
                 f"archive {archive.id}: the catalogue's last event is not the head of its chain"
+            )
+
+
+_SEARCH_TERM_PROBLEMS: Final = {
+    "missing": "without an archive row",
+    "department": "filed under another department than the archive's",
+    "destroyed": "left after the archive's destruction (PHI that should have been erased)",
+}
+_ARCHIVES_NAMED: Final = 20
+"""At most this many archives are named per kind of keyword-index problem."""
+
+
+def _verify_search_terms(session: Session, report: VerificationReport) -> None:
+    """The keyword index against the catalogue, in one pass: every term's archive row exists
+    (no foreign key enforces it, migration 0018), has the term's department, and is not
+    destroyed. Archives are named, never terms (they hold fragments of PHI)."""
+    from node.models import CatalogueState
+
+    rows = session.execute(
+        text(
+            "SELECT t.archive_id, CASE WHEN a.id IS NULL THEN 'missing' "
+            "WHEN a.state = :destroyed THEN 'destroyed' ELSE 'department' END AS problem, "
+            "count(*) FROM search_terms t LEFT JOIN archives a ON a.id = t.archive_id "
+            "WHERE a.id IS NULL OR a.state = :destroyed OR a.department <> t.department "
+            "GROUP BY t.archive_id, problem ORDER BY problem, t.archive_id"
+        ),
+        {"destroyed": CatalogueState.DESTROYED.value},
+    ).tuples()
+    found: dict[str, list[tuple[str, int]]] = {}
+    for archive_id, problem, terms in rows:
+        found.setdefault(problem, []).append((archive_id, terms))
+    for problem, archives in found.items():
+        for archive_id, terms in archives[:_ARCHIVES_NAMED]:
+            report.problems.append(
+                f"search index: archive {archive_id}: {terms} term(s) "
+                f"{_SEARCH_TERM_PROBLEMS[problem]}"
+            )
+        if len(archives) > _ARCHIVES_NAMED:
+            report.problems.append(
+                f"search index: {len(archives) - _ARCHIVES_NAMED} more archive(s) with term(s) "
+                f"{_SEARCH_TERM_PROBLEMS[problem]}"
             )
 
 

@@ -266,8 +266,7 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
         )
         draw_sql = _hash(f"i * {WORDS_PER_ARCHIVE} + slot", _BUCKETS, postgres)
         if postgres:
-            for constraint in ("pk_search_terms", "fk_search_terms_archive_id_archives"):
-                conn.execute(text(f"ALTER TABLE search_terms DROP CONSTRAINT {constraint}"))
+            conn.execute(text("ALTER TABLE search_terms DROP CONSTRAINT pk_search_terms"))
             conn.execute(text("DROP INDEX IF EXISTS ix_search_terms_archive_id_term"))
             conn.execute(
                 text(
@@ -284,12 +283,6 @@ def fill(db: Any, total: int, custodian: str) -> tuple[float, int]:
                 text(
                     "ALTER TABLE search_terms ADD CONSTRAINT pk_search_terms "
                     "PRIMARY KEY (term, archive_id) INCLUDE (department)"
-                )
-            )
-            conn.execute(
-                text(
-                    "ALTER TABLE search_terms ADD CONSTRAINT fk_search_terms_archive_id_archives "
-                    "FOREIGN KEY (archive_id) REFERENCES archives (id)"
                 )
             )
             conn.execute(

@@ -246,3 +246,67 @@ def test_verification_names_a_tampered_event_a_corrupt_blob_and_a_missing_blob(
     assert "log: entry 0 is not a valid event" in message
     assert "differs from on-chain checkpoint #0" in message
     assert f"archive {archive_id}: its event chain is broken" in message
+
+
+def test_verification_names_bad_search_terms_but_never_the_terms(
+    make_node: MakeNode, database_url: str
+) -> None:
+    """No foreign key holds the keyword index to the catalogue (migration 0018): verification
+    checks it, names the archive of each bad term, and never the term (PHI)."""
+    node = make_node(database_url=database_url, anchor_interval=0.01)
+    kept, relabelled, destroyed = create_archives(node, 3)
+    anchor_everything(node)
+    settings = node.settings
+    node.close()
+    assert verify_node_data(settings).archives == 3  # a consistent index passes
+
+    orphan = "7" * 26
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            terms = connection.execute(
+                text("SELECT count(*) FROM search_terms WHERE archive_id = :a"), {"a": relabelled}
+            ).scalar_one()
+            assert terms > 0
+            connection.execute(
+                text(
+                    "INSERT INTO search_terms (term, archive_id, department) "
+                    "VALUES ('secretname', :a, 'general'), ('secretword', :a, 'general')"
+                ),
+                {"a": orphan},
+            )
+            connection.execute(
+                text("UPDATE search_terms SET department = 'elsewhere' WHERE archive_id = :a"),
+                {"a": relabelled},
+            )
+            connection.execute(
+                text("UPDATE archives SET state = 'DESTROYED' WHERE id = :a"), {"a": destroyed}
+            )
+    finally:
+        engine.dispose()
+    with pytest.raises(VerificationError) as bad:
+        verify_node_data(settings)
+    problems = [p for p in bad.value.report.problems if p.startswith("search index:")]
+    assert problems == [
+        f"search index: archive {relabelled}: {terms} term(s) filed under another department "
+        "than the archive's",
+        f"search index: archive {destroyed}: {_terms_of(database_url, destroyed)} term(s) left "
+        "after the archive's destruction (PHI that should have been erased)",
+        f"search index: archive {orphan}: 2 term(s) without an archive row",
+    ]
+    assert kept not in bad.value.message
+    assert "secret" not in bad.value.message
+
+
+def _terms_of(database_url: str, archive_id: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM search_terms WHERE archive_id = :a"),
+                    {"a": archive_id},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()

@@ -224,6 +224,28 @@ def _postings(url: str) -> tuple[set[tuple[str, ...]], str]:
     return rows, key
 
 
+def _archive_row(archive_id: str, department: str) -> dict[str, object]:
+    """An ``archives`` row of the columns every revision since 0015 has (the rest defaulted)."""
+    return {
+        "id": archive_id,
+        "record_class": "INPATIENT",
+        "sensitivity": "NORMAL",
+        "department": department,
+        "title": "t",
+        "patient_pseudonym": "p",
+        "source_system": "HIS",
+        "metadata_json": {},
+        "search_text": "t",
+        "state": "CREATED",
+        "custodian": "0x" + "0" * 40,
+        "trigger_date": NOW,
+        "last_event_hash": bytes(32),
+        "created_by": "t",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
 def test_migration_0017_gives_each_term_its_archives_department_and_back(
     database_url: str,
 ) -> None:
@@ -241,24 +263,7 @@ def test_migration_0017_gives_each_term_its_archives_department_and_back(
             connection.execute(
                 node.models.Archive.__table__.insert(),
                 [
-                    {
-                        "id": archive_id,
-                        "record_class": "INPATIENT",
-                        "sensitivity": "NORMAL",
-                        "department": department,
-                        "title": "t",
-                        "patient_pseudonym": "p",
-                        "source_system": "HIS",
-                        "metadata_json": {},
-                        "search_text": "t",
-                        "state": "CREATED",
-                        "custodian": "0x" + "0" * 40,
-                        "trigger_date": NOW,
-                        "last_event_hash": bytes(32),
-                        "created_by": "t",
-                        "created_at": NOW,
-                        "updated_at": NOW,
-                    }
+                    _archive_row(archive_id, department)
                     for archive_id, department in archives.items()
                 ],
             )
@@ -299,4 +304,74 @@ def test_migration_0017_gives_each_term_its_archives_department_and_back(
     assert back == rows
     assert "INCLUDE" not in key_back.upper()
     assert "DEPARTMENT" not in key_back.upper()
+    migrations.upgrade(database_url)
+
+
+def _foreign_keys(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [
+                str(key["referred_table"])
+                for key in inspect(connection).get_foreign_keys("search_terms")
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0018_drops_the_search_terms_foreign_key_and_back(database_url: str) -> None:
+    """0018 removes the foreign key of ``search_terms`` (SQLite: the table rebuilt, still
+    WITHOUT ROWID with the department) keeping every term; afterwards a term without its archive
+    row can be written, with foreign keys enforced as the node enforces them; downgrade restores
+    the key and keeps every term, that one included."""
+    migrations.upgrade(database_url, "0017")
+    sqlite = database_url.startswith("sqlite")
+    archive_id = "0" * 25 + "1"
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                node.models.Archive.__table__.insert(), [_archive_row(archive_id, "cardiology")]
+            )
+            connection.execute(
+                text("INSERT INTO search_terms VALUES (:t, :a, 'cardiology')"),
+                [{"t": term, "a": archive_id} for term in ("出院", "小结", "chest")],
+            )
+    finally:
+        engine.dispose()
+    before, key_before = _postings(database_url)
+    assert _foreign_keys(database_url) == ["archives"]
+    migrations.upgrade(database_url)
+    after, key_after = _postings(database_url)
+    assert after == before
+    assert len(after) == 3
+    if sqlite:
+        assert key_after.upper().rstrip().endswith("WITHOUT ROWID")
+        assert "DEPARTMENT VARCHAR(64) NOT NULL" in key_after.upper()
+        assert "FOREIGN KEY" not in key_after.upper()
+    else:
+        assert key_after == key_before  # the primary key with INCLUDE (department), untouched
+    assert _foreign_keys(database_url) == []
+    _, _, indexes = _search_terms_layout(database_url)
+    assert indexes == {"ix_search_terms_archive_id_term"}
+
+    orphan = ("肺", "9" * 26, "general")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            if sqlite:  # as the node's own connections do
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.execute(
+                text("INSERT INTO search_terms VALUES (:t, :a, :d)"),
+                {"t": orphan[0], "a": orphan[1], "d": orphan[2]},
+            )
+    finally:
+        engine.dispose()
+    command.downgrade(migrations.alembic_config(database_url), "0017")
+    back, key_back = _postings(database_url)
+    assert back == after | {orphan}
+    assert _foreign_keys(database_url) == ["archives"]
+    if sqlite:
+        assert key_back.upper().rstrip().endswith("WITHOUT ROWID")
+        assert "FOREIGN KEY" in key_back.upper()
     migrations.upgrade(database_url)
