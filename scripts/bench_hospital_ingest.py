@@ -25,10 +25,9 @@ Once the node is built and the documents generated, they are frozen out of the g
 (``api.server.freeze_startup_objects``), as a serving node freezes what it built at start-up; a
 node receives its documents request by request instead of holding them all. The bulk rows also
 give CPU per archive: this process's (every thread) and every local ``postgres`` process's (0 for
-SQLite); CPU time depends less on other load than wall time. Each run creates and deletes some
-40,000 files, and what the kernel keeps of them slows the next runs' file creation (0.73 → 1.6 ms
-of process CPU per archive over six runs in a row); for figures to compare, run
-``sync; echo 3 > /proc/sys/vm/drop_caches`` (as root) before each run.
+SQLite). On the 2-core VM of docs/benchmarks.md the process's CPU per archive doubles (0.75 →
+1.6 ms, same code) after two or three minutes of runs back to back and is back after 45 s idle,
+while the server's does not move: leave a pause between runs whose figures are compared.
 Everything lives in a temporary directory removed at the end. BENCHMARK ONLY keys and costs.
 """
 
