@@ -25,13 +25,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from anchoring.events import format_time
 from anchoring.lifecycle import ArchiveStatus
 from node.blobstore import BlobStore
 from node.db import Database
-from node.models import Archive, ArchiveVersion, DestructionCertificate, WrappedKey
+from node.models import (
+    Archive,
+    ArchiveVersion,
+    DestructionCertificate,
+    SearchTerm,
+    WrappedKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +162,12 @@ class TombstoneLedger:
                     for version in archive.versions:
                         version.filename = None
                     reverted += 1
+                # The keyword index holds fragments of titles and text (PHI), as the columns above.
+                session.execute(
+                    delete(SearchTerm)
+                    .where(SearchTerm.archive_id.in_(chunk))
+                    .execution_options(synchronize_session=False)
+                )
                 cids.extend(
                     session.execute(
                         select(ArchiveVersion.archive_id, ArchiveVersion.cid).where(

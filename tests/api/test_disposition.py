@@ -475,7 +475,11 @@ def test_a_restored_backup_cannot_resurrect_a_destroyed_key(
             "SELECT count(*) FROM wrapped_keys WHERE archive_id = ? AND blob IS NOT NULL",
             (archive_id,),
         ).fetchone()[0]
+        terms = restored.execute(
+            "SELECT count(*) FROM search_terms WHERE archive_id = ?", (archive_id,)
+        ).fetchone()[0]
     assert live == 1
+    assert terms > 0  # and its keyword index (PHI fragments)
 
     reopened = build_node(consortium, hospital_a, data_dir, clock=clock)
     try:
@@ -494,6 +498,9 @@ def test_a_restored_backup_cannot_resurrect_a_destroyed_key(
                 "",
                 {},
             )
+            assert not session.execute(
+                select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+            ).first()
         with serve(create_app(reopened)) as client:
             api = Api(node=reopened, app=create_app(reopened), client=client, keys=keys)
             content = api.client.get(

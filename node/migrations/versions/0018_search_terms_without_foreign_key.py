@@ -10,9 +10,10 @@ and checks it against the caller's policy), and ``verify_node_data`` reports any
 term whose department is not its archive's, and a term left on a destroyed archive.
 
 SQLite rebuilds the ``WITHOUT ROWID`` table without the key (rows copied in key order); PostgreSQL
-drops the constraint. Downgrade restores the key and keeps every term: SQLite does not check the
-rows a table is created with, and PostgreSQL adds the key ``NOT VALID`` (checked for new rows
-only), so a term written without its archive row meanwhile is kept, as it would be by 0017.
+drops the constraint. Downgrade restores the key and keeps every term: migrations run on a plain
+SQLite connection (foreign keys not enforced, so the copy into the rebuilt table is not checked),
+and PostgreSQL adds the key ``NOT VALID`` (checked for new rows only), so a term written without
+its archive row meanwhile is kept, as it would be by 0017.
 
 Revision ID: 0018
 Revises: 0017
