@@ -25,19 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from anchoring.events import format_time
 from anchoring.lifecycle import ArchiveStatus
 from node.blobstore import BlobStore
 from node.db import Database
-from node.models import (
-    Archive,
-    ArchiveVersion,
-    DestructionCertificate,
-    SearchTerm,
-    WrappedKey,
-)
+from node.erasure import erase_archive_content
+from node.models import Archive, ArchiveVersion, DestructionCertificate, WrappedKey
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +150,10 @@ class TombstoneLedger:
                     )
                 ).scalars():
                     archive.state = ArchiveStatus.DESTROYED.value
-                    archive.title = ""
-                    archive.search_text = ""
-                    archive.metadata_json = {}
                     archive.updated_at = now
-                    for version in archive.versions:
-                        version.filename = None
                     reverted += 1
-                # The keyword index holds fragments of titles and text (PHI), as the columns above.
-                session.execute(
-                    delete(SearchTerm)
-                    .where(SearchTerm.archive_id.in_(chunk))
-                    .execution_options(synchronize_session=False)
-                )
+                # What the destruction erased (a restored backup may hold it again).
+                erase_archive_content(session, chunk)
                 cids.extend(
                     session.execute(
                         select(ArchiveVersion.archive_id, ArchiveVersion.cid).where(

@@ -32,7 +32,7 @@ from typing import Any, cast
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as keccak_hash
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import Table, delete, insert, or_, select, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 from ulid import ULID
@@ -70,6 +70,7 @@ from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
 from node.db import Clock, Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
+from node.erasure import ERASED_COLUMNS, erase_archive_content
 from node.errors import (
     ConflictError,
     InputError,
@@ -88,7 +89,6 @@ from node.models import (
     DispositionItem,
     DispositionProposal,
     RetentionChange,
-    SearchTerm,
 )
 from node.principal import Action, Principal
 from node.pseudonyms import Pseudonyms
@@ -118,12 +118,6 @@ _TRIGGER_OF: dict[EncounterKind, Trigger] = {
 _REVIEWABLE = (ArchiveStatus.ARCHIVED.value, ArchiveStatus.DISPOSITION_REVIEW.value)
 _OPEN = (DispositionDecision.PENDING.value, DispositionDecision.APPROVED.value)
 _DESTROY_SPLICED = ("log_index", "archive_id", "prev", "data.certificate_hash")
-_ERASED_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("title", ""),
-    ("search_text", ""),
-    ("metadata_json", {}),
-)
-"""The catalogue columns that may hold PHI, and what destruction leaves in them."""
 _DESTROY_COLUMNS = (
     load_only(
         Archive.id,
@@ -1102,7 +1096,7 @@ class RetentionService:
             leaf, after = self.ledger.log_event(uow, archive.id, state, event, event_raw)
             settled.append(Settled(archive.id, leaf, after, archive.event_count + 1))
             # Written set-based below; the session's objects say so too, without an UPDATE each.
-            for name, erased in _ERASED_COLUMNS:
+            for name, erased in ERASED_COLUMNS:
                 set_committed_value(archive, name, erased)
             set_committed_value(item, "decision", DispositionDecision.EXECUTED.value)
             certificates.append(
@@ -1124,28 +1118,11 @@ class RetentionService:
         # The catalogue rows (head, state, count) and their erased PHI columns, the versions'
         # file names and the items' decisions, set-based (no ORM update per row).
         self.ledger.settle_many(uow, settled)
-        uow.session.execute(
-            update(Archive)
-            .where(Archive.id.in_(ids))
-            .values(dict(_ERASED_COLUMNS))
-            .execution_options(synchronize_session=False)
-        )
-        uow.session.execute(
-            update(ArchiveVersion)
-            .where(ArchiveVersion.archive_id.in_(ids))
-            .values(filename=None)
-            .execution_options(synchronize_session=False)
-        )
+        erase_archive_content(uow.session, ids)
         uow.session.execute(
             update(DispositionItem)
             .where(DispositionItem.proposal_id == proposal.id, DispositionItem.archive_id.in_(ids))
             .values(decision=DispositionDecision.EXECUTED.value)
-            .execution_options(synchronize_session=False)
-        )
-        # The keyword index (ingestion) holds fragments of titles and extracted text.
-        uow.session.execute(
-            delete(SearchTerm)
-            .where(SearchTerm.archive_id.in_(ids))
             .execution_options(synchronize_session=False)
         )
         # Core inserts (no per-row ORM bookkeeping): rows this unit built, all columns given.
