@@ -5,9 +5,17 @@ Layout under ``root``::
     objects/<sha256[0:2]>/<sha256[2:4]>/<cid base32>   complete blobs, never modified in place
     tmp/put-*.part                                     writes in progress (same filesystem)
 
-A write goes to a temp file that is fsynced, renamed into place and followed by an fsync of the
-directory, so a blob is visible only once complete and durable. A failed write removes its temp
-file; temp files left by a crash are removed when the store is next opened (if older than an hour).
+A blob is visible only once complete and durable:
+
+- up to ``SMALL_BLOB_BYTES`` (on Linux): the bytes are gathered in memory and hashed, written to
+  an unnamed file in their shard directory (``O_TMPFILE``), fsynced, linked into place under
+  their CID and followed by an fsync of the directory. A crash leaves nothing behind: the kernel
+  frees an unnamed file when it is closed.
+- larger blobs, or where ``O_TMPFILE`` is missing: a temp file in ``tmp/`` that is fsynced,
+  renamed into place and followed by an fsync of the directory. A failed write removes its temp
+  file; temp files left by a crash are removed when the store is next opened (if older than an
+  hour).
+
 The CID *is* the SHA-256 of the bytes, so fixity needs no other record.
 """
 
@@ -17,7 +25,9 @@ import base64
 import binascii
 import contextlib
 import ctypes
+import errno
 import hashlib
+import itertools
 import os
 import sys
 import tempfile
@@ -34,6 +44,16 @@ __all__ = ["LocalBlobStore", "cid_for_sha256"]
 
 _READ_SIZE: Final = 1 << 20
 _STALE_TEMP_SECONDS: Final = 3600.0
+
+SMALL_BLOB_BYTES: Final = 1 << 20
+"""Blobs up to this size are written as an unnamed file in their own shard directory, linked into
+place: about half the kernel's work of a temp file in ``tmp/`` renamed across directories (72
+against 160 us of CPU per 4 KB blob on the benchmark VM, and steadier: the shared ``tmp/``
+directory is where every writing thread meets)."""
+
+_O_TMPFILE: Final = getattr(os, "O_TMPFILE", 0) if sys.platform == "linux" else 0
+_NO_TMPFILE_ERRNOS: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+"""What ``open(O_TMPFILE)`` answers on a file system or kernel without it (``open(2)``)."""
 
 
 _RAW_SHA256_PREFIX: Final = b"\x01\x55\x12\x20"
@@ -87,6 +107,7 @@ class LocalBlobStore:
         self._objects = self.root / "objects"
         self._temp = self.root / "tmp"
         self._read_size = read_size
+        self._unnamed_files = bool(_O_TMPFILE)  # False once the file system refused them
         self._objects.mkdir(parents=True, exist_ok=True)
         self._temp.mkdir(parents=True, exist_ok=True)
         self.remove_stale_temp_files(stale_temp_seconds)
@@ -94,10 +115,71 @@ class LocalBlobStore:
     # ------------------------------------------------------------------ protocol
 
     def put_stream(self, chunks: Iterable[bytes], *, durable: bool = True) -> BlobRef:
-        """Write ``chunks`` to a temp file, fsync, rename to its CID path; idempotent.
+        """Store ``chunks`` under their CID, complete and (unless told otherwise) durable;
+        idempotent. A blob of up to ``SMALL_BLOB_BYTES`` is linked into place from an unnamed
+        file, a larger one renamed into place from ``tmp/`` (module docstring).
 
         ``durable=False`` skips the file's and directories' fsyncs: the caller must call
         ``make_durable`` before it records the blob anywhere (a batch then syncs once)."""
+        pieces = iter(chunks)
+        head: list[bytes] = []
+        size = 0
+        for chunk in pieces:
+            head.append(chunk)
+            size += len(chunk)
+            if size > SMALL_BLOB_BYTES:
+                return self._put_renamed(itertools.chain(head, pieces), durable=durable)
+        data = b"".join(head)
+        digest = hashlib.sha256(data).digest()
+        cid = cid_for_sha256(digest)
+        if self._unnamed_files and self._put_linked(self._path(digest, cid), data, durable):
+            return BlobRef(cid=cid, size=size, sha256=digest.hex())
+        return self._put_renamed([data], durable=durable)
+
+    def _put_linked(self, target: Path, data: bytes, durable: bool) -> bool:
+        """Write ``data`` to an unnamed file in ``target``'s directory and link it there; False
+        (nothing written) when the file system has no unnamed files or ``target`` exists (the
+        caller then renames over it, as a repair of a damaged blob needs)."""
+        flags = os.O_WRONLY | _O_TMPFILE
+        try:
+            try:
+                descriptor = os.open(target.parent, flags, 0o600)
+            except FileNotFoundError:
+                # The first blob of its shard (or a wiped store): make the directories, once.
+                self._make_shard_dirs(target.parent, durable=durable)
+                descriptor = os.open(target.parent, flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE_ERRNOS:
+                raise
+            self._unnamed_files = False
+            return False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+            if durable:
+                os.fsync(descriptor)
+            # ``src_dir_fd`` makes ``os.link`` call linkat(2), which with ``follow_symlinks``
+            # follows the /proc link to the unnamed file (the path is absolute: the descriptor
+            # given is not used to resolve it). The recipe of open(2) for O_TMPFILE.
+            os.link(
+                f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor, follow_symlinks=True
+            )
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            if Path("/proc/self/fd").is_dir():
+                raise
+            self._unnamed_files = False  # no /proc here: nothing to link from
+            return False
+        finally:
+            os.close(descriptor)
+        if durable:
+            _fsync_directory(target.parent)
+        return True
+
+    def _put_renamed(self, chunks: Iterable[bytes], *, durable: bool) -> BlobRef:
+        """Write ``chunks`` to a temp file in ``tmp/``, fsync, rename to its CID path."""
         descriptor, temp_name = self._temp_file()
         try:
             hasher, size = hashlib.sha256(), 0
@@ -239,7 +321,10 @@ class LocalBlobStore:
 
     def temp_files(self) -> list[Path]:
         """Temp files currently present (writes in progress or crash leftovers)."""
-        return sorted(self._temp.iterdir())
+        try:
+            return sorted(self._temp.iterdir())
+        except FileNotFoundError:  # wiped; made again by the next write that needs it
+            return []
 
     def path_of(self, cid: str) -> Path:
         """Filesystem path of a stored blob (for tests and operators; do not write to it)."""

@@ -3,6 +3,7 @@ then what is specific to each (fixity of corrupted files, temp files, GC, daemon
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -177,12 +178,16 @@ class TestLocalBlobStore:
         assert local.path_of(ref.cid) == expected
         assert expected.read_bytes() == data
 
+    @pytest.mark.parametrize("way", ["linked", "renamed"])
     def test_a_put_makes_missing_directories_durably_and_only_when_missing(
-        self, local: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, local: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
     ) -> None:
         import shutil
 
         import node.blobstore.local as local_module
+
+        if way == "renamed":  # 100-byte blobs take the path of large ones, through tmp/
+            monkeypatch.setattr(local_module, "SMALL_BLOB_BYTES", 50)
 
         synced: list[Path] = []
         made: list[Path] = []
@@ -210,13 +215,15 @@ class TestLocalBlobStore:
         assert local.temp_files() == []
         # Each new level's parent was fsynced, then the file and its directory.
         assert {root, root / "objects", target.parent.parent, target.parent} <= set(synced)
-        assert {root / "tmp", root / "objects", target.parent.parent, target.parent} <= set(made)
-        # Another put into an existing shard makes no directory.
+        assert {root / "objects", target.parent.parent, target.parent} <= set(made)
+        # tmp/ is made again only by a write that goes through it.
+        assert (root / "tmp" in made) == (way == "renamed")
+        # Another put into an existing shard makes no shard directory.
         made.clear()
         synced.clear()
-        again = local.put_stream([data])  # the same blob: idempotent, no directory made
+        again = local.put_stream([data])  # the same blob: idempotent
         assert again == ref
-        assert made == []
+        assert not [level for level in made if level.is_relative_to(root / "objects")]
         assert synced[-1] == target.parent
         # A level another thread made (and may not have fsynced yet) is fsynced in its parent
         # by a durable put too: objects/xx made behind the store's back, then a blob under it.
@@ -238,9 +245,104 @@ class TestLocalBlobStore:
             real_replace(source, destination)
 
         monkeypatch.setattr(local_module.os, "replace", vanish)
+        monkeypatch.setattr(local_module, "SMALL_BLOB_BYTES", 50)
         with pytest.raises(FileNotFoundError):
             local.put_stream([os.urandom(100)])
         assert local.temp_files() == []
+
+    def test_a_small_blob_is_linked_into_place_from_an_unnamed_file(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import node.blobstore.local as local_module
+
+        linked: list[tuple[str, Path]] = []
+        renamed: list[object] = []
+        real_link, real_replace = os.link, os.replace
+
+        def link(source: str, target: Path, **kwargs: object) -> None:
+            linked.append((os.readlink(source), target))
+            real_link(source, target, **kwargs)  # type: ignore[arg-type]
+
+        def replace(source: str, target: Path) -> None:
+            renamed.append(target)
+            real_replace(source, target)
+
+        monkeypatch.setattr(local_module.os, "link", link)
+        monkeypatch.setattr(local_module.os, "replace", replace)
+        small = [os.urandom(1000) for _ in range(3)]  # several chunks, one blob
+        ref = local.put_stream(small)
+        assert _read(local, ref.cid) == b"".join(small)
+        assert ref.size == 3000
+        target = local.path_of(ref.cid)
+        # Written in its own shard directory, as a file with no name until linked there.
+        assert len(linked) == 1
+        assert linked[0][1] == target
+        assert linked[0][0].startswith(f"{target.parent}/#")
+        assert linked[0][0].endswith("(deleted)")
+        assert renamed == []
+        assert [entry.name for entry in target.parent.iterdir()] == [ref.cid]
+        assert local.temp_files() == []
+        # A blob just over the limit goes through tmp/ and a rename.
+        large = os.urandom(local_module.SMALL_BLOB_BYTES + 1)
+        big = local.put_stream([large[:1000], large[1000:]])
+        assert set(renamed) == {local.path_of(big.cid)}  # retried once its shard was made
+        assert len(linked) == 1
+        assert _read(local, big.cid) == large
+
+    def test_a_failed_small_write_leaves_nothing_in_the_shard(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import errno
+
+        import node.blobstore.local as local_module
+
+        data = os.urandom(5000)
+        target = local.path_of(cid_for_sha256(hashlib.sha256(data).digest()))
+        real_write = os.write
+
+        def full_disk(descriptor: int, payload: bytes) -> int:
+            real_write(descriptor, payload[:100])  # some bytes reach the unnamed file
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(local_module.os, "write", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            local.put_stream([data])
+        assert list(target.parent.iterdir()) == []  # its shard was made, and holds nothing
+        assert local.temp_files() == []
+        assert list(local.iter_cids()) == []
+
+    @pytest.mark.parametrize("refusal", [errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL])
+    def test_a_file_system_without_unnamed_files_gets_renamed_writes(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch, refusal: int
+    ) -> None:
+        import node.blobstore.local as local_module
+
+        tried: list[str] = []
+        real_open = os.open
+
+        def open_(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+            if flags & local_module._O_TMPFILE == local_module._O_TMPFILE:
+                tried.append(str(path))
+                raise OSError(refusal, os.strerror(refusal))
+            return real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(local_module.os, "open", open_)
+        refs = [local.put_stream([os.urandom(100)]) for _ in range(3)]
+        assert len(tried) == 1  # asked once, then never again
+        assert all(local.exists(ref.cid) for ref in refs)
+        assert local.temp_files() == []
+        # Any other error of the open is the caller's, not a reason to fall back.
+        fresh = LocalBlobStore(local.root)
+        monkeypatch.setattr(local_module.os, "open", real_open)
+
+        def denied(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+            if flags & local_module._O_TMPFILE == local_module._O_TMPFILE:
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(local_module.os, "open", denied)
+        with pytest.raises(PermissionError):
+            fresh.put_stream([os.urandom(100)])
 
     def test_delete_many_removes_each_and_says_which_were_there(
         self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
@@ -319,7 +421,9 @@ class TestLocalBlobStore:
                 observed.append((local.exists(cid), len(local.temp_files())))
 
         ref = local.put_stream(slow_source())
-        assert observed == [(False, 1), (False, 1), (False, 1)]
+        # The first MiB is held in memory (it might have been a small blob); past it, a temp
+        # file in tmp/ holds the bytes until the rename.
+        assert observed == [(False, 0), (False, 1), (False, 1)]
         assert ref.cid == cid
         assert local.exists(cid)
         assert local.temp_files() == []
