@@ -3,7 +3,7 @@
 Layout under ``root``::
 
     objects/<sha256[0:2]>/<sha256[2:4]>/<cid base32>   complete blobs, never modified in place
-    tmp/put-*.part                                     writes in progress (same filesystem)
+    tmp/put-*.part                                     writes in progress over 1 MiB (same fs)
 
 A blob is visible only once complete and durable:
 
@@ -54,6 +54,8 @@ directory is where every writing thread meets)."""
 _O_TMPFILE: Final = getattr(os, "O_TMPFILE", 0) if sys.platform == "linux" else 0
 _NO_TMPFILE_ERRNOS: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 """What ``open(O_TMPFILE)`` answers on a file system or kernel without it (``open(2)``)."""
+_NO_LINK_ERRNOS: Final = frozenset({errno.EXDEV, errno.EPERM})
+"""What ``linkat`` through ``/proc/self/fd`` answers where a sandbox or file system refuses it."""
 
 
 _RAW_SHA256_PREFIX: Final = b"\x01\x55\x12\x20"
@@ -121,6 +123,8 @@ class LocalBlobStore:
 
         ``durable=False`` skips the file's and directories' fsyncs: the caller must call
         ``make_durable`` before it records the blob anywhere (a batch then syncs once)."""
+        if not self._unnamed_files:
+            return self._put_renamed(chunks, durable=durable)
         pieces = iter(chunks)
         head: list[bytes] = []
         size = 0
@@ -132,51 +136,63 @@ class LocalBlobStore:
         data = b"".join(head)
         digest = hashlib.sha256(data).digest()
         cid = cid_for_sha256(digest)
-        if self._unnamed_files and self._put_linked(self._path(digest, cid), data, durable):
+        if self._put_linked(self._path(digest, cid), data, durable):
             return BlobRef(cid=cid, size=size, sha256=digest.hex())
         return self._put_renamed([data], durable=durable)
 
     def _put_linked(self, target: Path, data: bytes, durable: bool) -> bool:
-        """Write ``data`` to an unnamed file in ``target``'s directory and link it there; False
-        (nothing written) when the file system has no unnamed files or ``target`` exists (the
-        caller then renames over it, as a repair of a damaged blob needs)."""
-        flags = os.O_WRONLY | _O_TMPFILE
+        """Write ``data`` to an unnamed file in ``target``'s directory, fsync it (``durable``),
+        link it there and fsync the directory; False (nothing stored) when the file system has
+        no unnamed files or ``target`` exists (the caller then renames over it, as a repair of
+        a damaged blob needs)."""
         try:
-            try:
-                descriptor = os.open(target.parent, flags, 0o600)
-            except FileNotFoundError:
-                # The first blob of its shard (or a wiped store): make the directories, once.
-                self._make_shard_dirs(target.parent, durable=durable)
-                descriptor = os.open(target.parent, flags, 0o600)
-        except OSError as exc:
-            if exc.errno not in _NO_TMPFILE_ERRNOS:
-                raise
-            self._unnamed_files = False
+            descriptor = self._open_unnamed(target.parent)
+        except FileNotFoundError:
+            # The first blob of its shard (or a wiped store): make the directories, once.
+            self._make_shard_dirs(target.parent, durable=durable)
+            descriptor = self._open_unnamed(target.parent)
+        if descriptor is None:
             return False
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(descriptor, view) :]
             if durable:
-                os.fsync(descriptor)
-            # ``src_dir_fd`` makes ``os.link`` call linkat(2), which with ``follow_symlinks``
-            # follows the /proc link to the unnamed file (the path is absolute: the descriptor
-            # given is not used to resolve it). The recipe of open(2) for O_TMPFILE.
-            os.link(
-                f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor, follow_symlinks=True
-            )
+                os.fsync(descriptor)  # the bytes before the name: never a named, partial blob
+            try:
+                _link_unnamed(descriptor, target)
+            except FileNotFoundError:
+                if not Path("/proc/self/fd").is_dir():
+                    self._unnamed_files = False  # no /proc here: nothing to link from
+                    return False
+                # The shard directory was removed meanwhile (a wiped store): made again, and
+                # the still-open file linked into it.
+                self._make_shard_dirs(target.parent, durable=durable)
+                _link_unnamed(descriptor, target)
         except FileExistsError:
             return False
-        except FileNotFoundError:
-            if Path("/proc/self/fd").is_dir():
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
                 raise
-            self._unnamed_files = False  # no /proc here: nothing to link from
+            self._unnamed_files = False  # a sandbox that refuses the link through /proc
             return False
         finally:
             os.close(descriptor)
         if durable:
             _fsync_directory(target.parent)
         return True
+
+    def _open_unnamed(self, directory: Path) -> int | None:
+        """A new unnamed file in ``directory`` open for writing; None (and never asked again)
+        when the file system or kernel has none. ``FileNotFoundError`` if ``directory`` is
+        missing."""
+        try:
+            return os.open(directory, os.O_WRONLY | _O_TMPFILE, 0o600)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE_ERRNOS:
+                raise
+            self._unnamed_files = False
+            return None
 
     def _put_renamed(self, chunks: Iterable[bytes], *, durable: bool) -> BlobRef:
         """Write ``chunks`` to a temp file in ``tmp/``, fsync, rename to its CID path."""
@@ -368,7 +384,7 @@ class LocalBlobStore:
 
     def _make_shard_dirs(self, directory: Path, *, durable: bool = True) -> None:
         """Make ``objects/xx/yy`` (and ``objects`` itself after a wipe), each level's parent
-        fsynced when ``durable``. Called only when a rename found the directory missing, so a
+        fsynced when ``durable``. Called only when a write found the directory missing, so a
         put into an existing shard costs no ``stat`` or ``mkdir``."""
         for level in (self._objects, directory.parent, directory):
             if not level.is_dir():
@@ -376,6 +392,14 @@ class LocalBlobStore:
             if durable:
                 # Also when another thread made the level: its fsync may not have run yet.
                 _fsync_directory(level.parent)
+
+
+def _link_unnamed(descriptor: int, target: Path) -> None:
+    """Give the unnamed file open as ``descriptor`` the name ``target`` (the recipe of open(2)
+    for ``O_TMPFILE``). ``src_dir_fd`` makes ``os.link`` call linkat(2), which with
+    ``follow_symlinks`` follows the /proc link to the file; the path is absolute, so the
+    descriptor is not used to resolve it."""
+    os.link(f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor, follow_symlinks=True)
 
 
 def _read_all(handle: BinaryIO, read_size: int) -> Iterator[bytes]:

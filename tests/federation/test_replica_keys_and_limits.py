@@ -193,8 +193,10 @@ def _rows(b: Hospital) -> int:
 
 
 def test_a_replica_over_the_limit_gets_413_and_an_interrupted_upload_leaves_nothing(
-    holder: Hospital, hospital_a
+    holder: Hospital, hospital_a, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import node.blobstore.local as local_module
+
     b = holder
     archive_id = "01HZY3Z4Q8Q1V6S9N0M5K2J3H8"
     target = f"/peer/v1/replicas/{archive_id}/versions/1"
@@ -229,6 +231,9 @@ def test_a_replica_over_the_limit_gets_413_and_an_interrupted_upload_leaves_noth
 
     # A slow upload that stops half-way (the sender dies): while it runs only a temporary
     # file exists, never a stored replica or a row; when the connection drops it is removed.
+    # A blob of up to SMALL_BLOB_BYTES is held in memory until it is whole (no file at all);
+    # lowered here so that this 100 KB body goes through a temporary file, as a large one does.
+    monkeypatch.setattr(local_module, "SMALL_BLOB_BYTES", 16 * 1024)
     body = b"e" * 100_000
     host, port = b.url.removeprefix("http://").split(":")
     request = [f"PUT {target} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]

@@ -289,6 +289,126 @@ class TestLocalBlobStore:
         assert len(linked) == 1
         assert _read(local, big.cid) == large
 
+    def test_a_small_blob_is_synced_before_it_is_named_and_its_directory_after(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import node.blobstore.local as local_module
+
+        events: list[tuple[str, str]] = []
+        real_fsync, real_link = os.fsync, os.link
+
+        def fsync(descriptor: int) -> None:
+            events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+            real_fsync(descriptor)
+
+        def link(source: str, target: Path, **kwargs: object) -> None:
+            events.append(("link", str(target)))
+            real_link(source, target, **kwargs)  # type: ignore[arg-type]
+
+        data = os.urandom(100)
+        target = local.path_of(cid_for_sha256(hashlib.sha256(data).digest()))
+        target.parent.mkdir(parents=True)  # its shard exists: no directory is made or synced
+        monkeypatch.setattr(local_module.os, "fsync", fsync)
+        monkeypatch.setattr(local_module.os, "link", link)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        local.put_stream([data])
+        assert len(events) == 3, events
+        (first, unnamed), (second, named), (third, directory) = events
+        assert (first, second, third) == ("fsync", "link", "fsync")
+        assert unnamed.startswith(f"{target.parent}/#")
+        assert unnamed.endswith("(deleted)")
+        assert (named, directory) == (str(target), str(target.parent))
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # the unnamed file was closed
+        events.clear()
+        local.put_stream([os.urandom(100)], durable=False)  # durable later, by make_durable
+        assert [kind for kind, _ in events] == ["link"]
+
+    def test_a_shard_removed_before_the_link_is_made_again(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import shutil
+
+        import node.blobstore.local as local_module
+
+        real_link = os.link
+        removed: list[Path] = []
+
+        def wipe_then_link(source: str, target: Path, **kwargs: object) -> None:
+            if not removed:  # the drill's rmtree between the write and the link
+                removed.append(Path(target).parent)
+                shutil.rmtree(Path(target).parent)
+            real_link(source, target, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(local_module.os, "link", wipe_then_link)
+        data = os.urandom(100)
+        ref = local.put_stream([data])
+        assert removed == [local.path_of(ref.cid).parent]
+        assert _read(local, ref.cid) == data
+        # Without /proc there is nothing to link from: written by rename, and from then on.
+        monkeypatch.setattr(local_module.os, "link", real_link)
+        real_is_dir = Path.is_dir
+
+        def no_proc(self: Path) -> bool:
+            return False if str(self) == "/proc/self/fd" else real_is_dir(self)
+
+        attempts: list[str] = []
+
+        def missing(source: str, target: Path, **kwargs: object) -> None:
+            attempts.append(source)
+            raise FileNotFoundError(2, "No such file or directory", source)
+
+        monkeypatch.setattr(Path, "is_dir", no_proc)
+        monkeypatch.setattr(local_module.os, "link", missing)
+        other = local.put_stream([b"no proc"])
+        assert _read(local, other.cid) == b"no proc"
+        assert local.put_stream([b"no proc either"]).size == 14
+        assert len(attempts) == 1  # not asked again
+        # With /proc present, a link that finds no file twice is an error, not a fallback.
+        monkeypatch.setattr(Path, "is_dir", real_is_dir)
+        fresh = LocalBlobStore(local.root)
+        with pytest.raises(FileNotFoundError):
+            fresh.put_stream([b"vanishing"])
+
+    @pytest.mark.parametrize("refusal", [errno.EXDEV, errno.EPERM])
+    def test_a_sandbox_that_refuses_the_link_gets_renamed_writes(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch, refusal: int
+    ) -> None:
+        import node.blobstore.local as local_module
+
+        tried: list[Path] = []
+
+        def refuse(source: str, target: Path, **kwargs: object) -> None:
+            tried.append(target)
+            raise OSError(refusal, os.strerror(refusal))
+
+        monkeypatch.setattr(local_module.os, "link", refuse)
+        refs = [local.put_stream([os.urandom(100)]) for _ in range(3)]
+        assert len(tried) == 1
+        assert all(local.exists(ref.cid) for ref in refs)
+
+    def test_an_error_making_a_shard_is_not_taken_for_a_missing_feature(
+        self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import node.blobstore.local as local_module
+
+        def failing_dirs(directory: Path, *, durable: bool = True) -> None:
+            raise OSError(errno.EINVAL, "Invalid argument")  # e.g. a directory fsync refused
+
+        monkeypatch.setattr(local, "_make_shard_dirs", failing_dirs)
+        with pytest.raises(OSError, match="Invalid argument"):
+            local.put_stream([os.urandom(100)])
+        monkeypatch.undo()
+        linked: list[Path] = []
+        real_link = os.link
+
+        def link(source: str, target: Path, **kwargs: object) -> None:
+            linked.append(target)
+            real_link(source, target, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(local_module.os, "link", link)
+        local.put_stream([os.urandom(100)])
+        assert len(linked) == 1  # unnamed files are still used
+
     def test_a_failed_small_write_leaves_nothing_in_the_shard(
         self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
