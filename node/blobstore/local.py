@@ -48,9 +48,9 @@ _STALE_TEMP_SECONDS: Final = 3600.0
 SMALL_BLOB_BYTES: Final = 1 << 20
 """Blobs up to this size are written as an unnamed file in their own shard directory, linked into
 place, instead of a temp file in the shared ``tmp/`` renamed across directories: less of the
-kernel's work and steadier (``scripts/bench_blobstore.py``, 4 KB blobs on the benchmark VM: a
-median of 113-259 against 136-598 us of CPU per blob from one thread, 311-412 against 391-519
-from sixteen; docs/benchmarks.md, eleventh pass)."""
+kernel's work and steadier (``scripts/bench_blobstore.py``, 4 KB blobs on the benchmark VM, past
+a fresh store's first round: 112-259 against 136-598 us of CPU per blob from one thread, 311-341
+against 391-1,333 from sixteen; docs/benchmarks.md, eleventh pass)."""
 
 _O_TMPFILE: Final = getattr(os, "O_TMPFILE", 0) if sys.platform == "linux" else 0
 _NO_TMPFILE_ERRNOS: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
