@@ -164,6 +164,21 @@ class TestBlobStoreContract:
 # ------------------------------------------------------------------------------------ local only
 
 
+def _record_links(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path]]:
+    """Every link the local store makes from now on, as (what the source named, target)."""
+    import node.blobstore.local as local_module
+
+    linked: list[tuple[str, Path]] = []
+    real_link = os.link
+
+    def link(source: str, target: Path, **kwargs: object) -> None:
+        linked.append((os.readlink(source), target))
+        real_link(source, target, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_module.os, "link", link)
+    return linked
+
+
 @pytest.fixture
 def local(tmp_path: Path) -> LocalBlobStore:
     return LocalBlobStore(tmp_path / "blobs")
@@ -255,19 +270,14 @@ class TestLocalBlobStore:
     ) -> None:
         import node.blobstore.local as local_module
 
-        linked: list[tuple[str, Path]] = []
+        linked = _record_links(monkeypatch)
         renamed: list[object] = []
-        real_link, real_replace = os.link, os.replace
-
-        def link(source: str, target: Path, **kwargs: object) -> None:
-            linked.append((os.readlink(source), target))
-            real_link(source, target, **kwargs)  # type: ignore[arg-type]
+        real_replace = os.replace
 
         def replace(source: str, target: Path) -> None:
             renamed.append(target)
             real_replace(source, target)
 
-        monkeypatch.setattr(local_module.os, "link", link)
         monkeypatch.setattr(local_module.os, "replace", replace)
         small = [os.urandom(1000) for _ in range(3)]  # several chunks, one blob
         ref = local.put_stream(small)
@@ -389,8 +399,6 @@ class TestLocalBlobStore:
     def test_an_error_making_a_shard_is_not_taken_for_a_missing_feature(
         self, local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import node.blobstore.local as local_module
-
         def failing_dirs(directory: Path, *, durable: bool = True) -> None:
             raise OSError(errno.EINVAL, "Invalid argument")  # e.g. a directory fsync refused
 
@@ -398,14 +406,7 @@ class TestLocalBlobStore:
         with pytest.raises(OSError, match="Invalid argument"):
             local.put_stream([os.urandom(100)])
         monkeypatch.undo()
-        linked: list[Path] = []
-        real_link = os.link
-
-        def link(source: str, target: Path, **kwargs: object) -> None:
-            linked.append(target)
-            real_link(source, target, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(local_module.os, "link", link)
+        linked = _record_links(monkeypatch)
         local.put_stream([os.urandom(100)])
         assert len(linked) == 1  # unnamed files are still used
 
