@@ -866,9 +866,15 @@ class ContractWriter:
     def revert_error(self, tx_hash: str) -> ContractRevertError | None:
         """The decoded error of a reverted transaction (see ``revert_reason``), None if not reproducible."""
         tx = self.chain.rpc.transaction(tx_hash)
-        if tx is None or tx.get("blockNumber") is None:
+        mined = None if tx is None else tx.get("blockNumber")
+        if tx is not None and mined is None:
+            # A node can answer the receipt before its transaction lookup shows the block (seen
+            # on anvil right after a receipt): the receipt says where it was mined.
+            receipt = self.chain.rpc.receipt(tx_hash)
+            mined = None if receipt is None else receipt.get("blockNumber")
+        if tx is None or mined is None:
             raise RpcError("eth_getTransactionByHash", None, f"{tx_hash} is not mined")
-        block = int(tx["blockNumber"], 16)
+        block = int(mined, 16)
         try:
             self.chain.rpc.call(
                 str(tx["to"]),

@@ -168,6 +168,38 @@ def test_mined_revert_is_explained(
     assert error.error_name == "NotaryNotCustodian"
 
 
+def test_a_revert_is_explained_while_the_transaction_lookup_lags_the_receipt(
+    chain: RpcChain,
+    writer: Writer,
+    hospital_a: LocalAccount,
+    hospital_b: LocalAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, key = new_archive()
+    writer(hospital_a).transact(
+        "register", [key, 1, OLD_TRIGGER, latest_time(chain) + 60, h("c"), ZERO32]
+    )
+    w = writer(hospital_b)
+    signed = w.sign_call("offerTransfer", [key, hospital_a.address], w.pending_nonce())
+    w.broadcast(signed.raw)
+    wait_for_receipt(chain.rpc, signed.tx_hash, timeout=10)
+    # The race anvil showed once in CI: eth_getTransactionByHash without the block number after
+    # the receipt was there. Simulated by dropping it from the real node's answer.
+    real_transaction = type(w.chain.rpc).transaction
+
+    def lagging(rpc: object, tx_hash: str) -> dict[str, object] | None:
+        found = real_transaction(rpc, tx_hash)  # type: ignore[arg-type]
+        return None if found is None else {**found, "blockNumber": None}
+
+    monkeypatch.setattr(type(w.chain.rpc), "transaction", lagging)
+    assert w.revert_reason(signed.tx_hash) == (
+        f"NotaryNotCustodian(0x{key.hex()}, {hospital_b.address}, {hospital_a.address})"
+    )
+    # A transaction the node does not know at all is still "not mined".
+    with pytest.raises(RpcError, match="is not mined"):
+        w.revert_reason("0x" + "ab" * 32)
+
+
 def test_transact_raises_decoded_error_before_sending(
     chain: RpcChain, writer: Writer, outsider: LocalAccount
 ) -> None:
