@@ -101,8 +101,11 @@ _RFC3339 = re.compile(
 
 
 def _rfc3339(value: object) -> object:
-    """Only RFC 3339 date-times with an offset (pydantic would also take unix numbers)."""
-    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+    """Only RFC 3339 date-times with an offset (pydantic would also take unix numbers, which the
+    schema's ``string`` refuses); a ``datetime`` built by the node itself passes."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-02T08:00:00Z")
     return value
 

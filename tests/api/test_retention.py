@@ -214,6 +214,7 @@ def test_encounter_refusals(api: Api) -> None:
         {"kind": "visit"},
         {"kind": "transfer", "at": "2025-01-01T00:00:00Z"},
         {"kind": "visit", "at": "2025-01-01T00:00:00"},  # no offset
+        {"kind": "discharge", "at": 217},  # a unix number, not the schema's string
         {"kind": "visit", "at": "2025-01-01T00:00:00Z", "ward": "5B"},
     ):
         response = api.client.post(url, headers=api.auth("archivist"), json=body)
