@@ -13,9 +13,11 @@ The whole manifest is checked before anything is sent (a bad row: exit 2 with on
 goes through the node's ingestion path with ``sha256:<hash of the file>`` as its message id, so
 running the import again stores nothing twice. Files are sent ``--batch`` at a time (default 100)
 to ``POST /api/v1/ingest/documents/batch``, ``--parallel`` requests at once (default 2), each
-batch one transaction on the node; a batch the
-node refuses (one bad file refuses all of it, storing nothing) is sent again file by file to
-``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
+batch one transaction on the node. One bad file refuses a whole batch, storing nothing; when
+the refusal names the file (``details.index``), that file is reported and the others are sent
+again as one batch; otherwise (or after three named refusals in one group) the remaining files
+go one by one to ``POST /api/v1/ingest/documents``, so the good files go in and each refusal is
+reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
 failed.
 A progress line (files done, files/s, ETA) goes to standard error: redrawn on a terminal, every
 5 seconds otherwise. ``--dry-run`` checks the manifest, reads and hashes every file and prints
@@ -60,8 +62,20 @@ MAX_BATCH = 500
 """The node's limit of documents per batch (``api.routes.ingest.MAX_BATCH_DOCUMENTS``)."""
 DEFAULT_PARALLEL = 2
 MAX_PARALLEL = 8
+NAMED_REFUSALS = 3
+"""Refused documents a group's batches may name before its other files are sent one by one."""
 BATCH_BYTES = 32 * 1024 * 1024
 """A batch is cut before its files pass this many bytes (memory, and the node's body limit)."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The node's refusal of a batch: status, error code, and the position of the document that
+    caused it (None when the refusal is not one document's)."""
+
+    status: int
+    code: str
+    index: int | None
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,10 @@ class Row:
     path: Path
     metadata: dict[str, Any]
     media_type: str
+
+
+Prepared = tuple[Row, bytes, dict[str, Any]]
+"""A row with its file's bytes and its metadata (the message id is the bytes' hash)."""
 
 
 def read_manifest(directory: Path, manifest: Path, source: str) -> list[Row]:
@@ -185,11 +203,37 @@ def send(
 def _send_group(client: httpx.Client, group: list[Row]) -> list[tuple[Row, int, str]]:
     """Read, hash and send one group: (row, HTTP status, error code) per file."""
     prepared = [_prepare(row) for row in group]
-    batched = _send_batch(client, prepared) if len(prepared) > 1 else None
-    results = batched or [_send_one(client, *item) for item in prepared]
+    results = _send_batched(client, prepared)
     return [
         (row, status, code) for (row, _, _), (status, code) in zip(prepared, results, strict=True)
     ]
+
+
+def _send_batched(client: httpx.Client, prepared: list[Prepared]) -> list[tuple[int, str]]:
+    """(status, code) per file of a group, sent as batches while that pays.
+
+    The node refuses a batch as a whole; a refusal caused by one document names it
+    (``details.index``). That document is reported with the refusal (sent alone it would get the
+    same one: the checks are per document) and the others are sent again as one batch. A
+    refusal that names no document (503, a body over the limit), or the ``NAMED_REFUSALS``-th
+    named one of a group, sends the group's remaining files one by one: a group with many bad
+    files is not sent again and again."""
+    outcome: dict[int, tuple[int, str]] = {}
+    pending = list(range(len(prepared)))
+    for _ in range(NAMED_REFUSALS):
+        if len(pending) < 2:
+            break
+        answer = _send_batch(client, [prepared[i] for i in pending])
+        if isinstance(answer, list):
+            outcome.update(zip(pending, answer, strict=True))
+            pending = []
+        elif answer.index is None:
+            break
+        else:
+            outcome[pending.pop(answer.index)] = (answer.status, answer.code)
+    for i in pending:
+        outcome[i] = _send_one(client, *prepared[i])
+    return [outcome[i] for i in range(len(prepared))]
 
 
 class Progress:
@@ -244,10 +288,33 @@ def _groups(rows: list[Row], batch: int) -> list[list[Row]]:
     return groups
 
 
-def _prepare(row: Row) -> tuple[Row, bytes, dict[str, Any]]:
+def _prepare(row: Row) -> Prepared:
     content = row.path.read_bytes()
     metadata = {**row.metadata, "message_id": "sha256:" + hashlib.sha256(content).hexdigest()}
     return row, content, metadata
+
+
+def _refused_index(response: httpx.Response, count: int) -> int | None:
+    """The position of the document a batch refusal names, if it names one that the same
+    document sent alone would get too: ``details.index`` of a 4xx answer other than 413 (a body
+    over the limit may be the batch's size, not the document's), or the index in the ``loc`` of
+    a schema error (``body.metadata.<index>``)."""
+    if not 400 <= response.status_code < 500 or response.status_code == 413:
+        return None
+    try:
+        body = response.json()
+        details = body.get("details") or {}
+        index = details.get("index")
+        if index is None and body.get("code") == "validation_error":
+            locations = {tuple(error["loc"][:3]) for error in details["errors"]}
+            if len(locations) == 1:
+                place, field, index = next(iter(locations))
+                index = index if (place, field) == ("body", "metadata") else None
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError):
+        return None
+    if type(index) is not int or not 0 <= index < count:
+        return None
+    return index
 
 
 def _code(response: httpx.Response) -> str:
@@ -277,11 +344,9 @@ def _send_one(
     return response.status_code, _code(response)
 
 
-def _send_batch(
-    client: httpx.Client, prepared: list[tuple[Row, bytes, dict[str, Any]]]
-) -> list[tuple[int, str]] | None:
-    """(status, code) per file of a batch stored as one unit, or None if the node refused it
-    (nothing of it was stored: the caller sends its files one by one)."""
+def _send_batch(client: httpx.Client, prepared: list[Prepared]) -> list[tuple[int, str]] | Refused:
+    """(status, code) per file of a batch stored as one unit, or the node's refusal (nothing of
+    the batch was stored)."""
     response = client.post(
         BATCH_ROUTE,
         files=[("file", (row.path.name, content, row.media_type)) for row, content, _ in prepared],
@@ -289,7 +354,9 @@ def _send_batch(
     )
     if response.status_code not in (200, 201):
         _refused_key(response)
-        return None
+        return Refused(
+            response.status_code, _code(response), _refused_index(response, len(prepared))
+        )
     try:
         documents = response.json()["documents"]
         if len(documents) != len(prepared):

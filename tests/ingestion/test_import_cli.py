@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
@@ -275,11 +276,37 @@ def test_document_route_is_idempotent_and_refuses_bad_metadata(api: Api) -> None
     assert auditor.status_code == 403
 
 
+def _spy_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record each request the importer sends: ("batch", files) or ("one", 1), in order."""
+    import archivechain.importer as importer
+
+    sent: list[tuple[str, int]] = []
+    real_batch, real_one = importer._send_batch, importer._send_one
+
+    def batch(client: Any, prepared: Any) -> Any:
+        sent.append(("batch", len(prepared)))
+        return real_batch(client, prepared)
+
+    def one(client: Any, *item: Any) -> Any:
+        sent.append(("one", 1))
+        return real_one(client, *item)
+
+    monkeypatch.setattr(importer, "_send_batch", batch)
+    monkeypatch.setattr(importer, "_send_one", one)
+    return sent
+
+
 def test_a_refused_row_in_a_batch_leaves_the_others_imported(
-    api_node: NodeRuntime, live: str, legacy: tuple[Path, Path], tmp_path: Path
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The node refuses the batch as a unit (a patient id blank once trimmed); the CLI sends its
-    files one by one, so the two good ones go in and the bad one is reported with its code."""
+    """The node refuses the batch as a unit (a patient id blank once trimmed) and names the
+    document; the CLI reports that one with its code and sends the two others again as one
+    batch (not file by file), so they go in."""
+    sent = _spy_requests(monkeypatch)
     directory, key = legacy
     manifest = tmp_path / "m.csv"
     manifest.write_text(
@@ -298,6 +325,7 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
         "failed: lab.txt: invalid_patient_id"
     ]
     assert _count(api_node) == 2
+    assert sent == [("batch", 3), ("batch", 2)]
     # Again with the row fixed, in batches of 2: the two already there are found, one is new.
     manifest.write_text(_manifest_csv(tmp_path / "x.csv").read_text(encoding="utf-8"))
     code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "2")
@@ -306,6 +334,125 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     assert _count(api_node) == 3
     code, _, err = _run(*args, "--api-key-file", str(key), "--batch", "0")
     assert code == 2
+
+
+def test_a_group_with_many_refused_rows_goes_file_by_file_after_three(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four of six files are refused (blank patient ids at positions 0, 2, 4 and 5): the
+    batches name three of them one after the other (each resend one file shorter), then the
+    three files left go one by one; every refusal is listed once, the good ones go in."""
+    sent = _spy_requests(monkeypatch)
+    directory, key = legacy
+    lines = ["file,patient_id,title"]
+    for n in range(6):
+        (directory / f"n{n}.txt").write_text(f"护理记录 {n}", encoding="utf-8")
+        lines.append(f"n{n}.txt,{'   ' if n in (0, 2, 4, 5) else PATIENT},护理记录 {n}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
+    assert code == 1
+    assert "imported 2, already present 0, failed 4" in out
+    assert sorted(line for line in err.splitlines() if line.startswith("failed:")) == [
+        f"failed: n{n}.txt: invalid_patient_id" for n in (0, 2, 4, 5)
+    ]
+    assert sent == [("batch", 6), ("batch", 5), ("batch", 4), ("one", 1), ("one", 1), ("one", 1)]
+    assert _count(api_node) == 2
+
+
+def test_a_batch_refused_for_its_size_goes_file_by_file(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three files of 30,000 bytes pass the node's 64 KiB upload limit together, not alone: the
+    413 is the batch's size, not one document's, so no file is reported failed; the CLI sends
+    each alone and all three go in."""
+    sent = _spy_requests(monkeypatch)
+    directory, key = legacy
+    lines = ["file,patient_id"]
+    for n in range(3):
+        (directory / f"big{n}.bin").write_bytes(bytes([n]) * 30_000)
+        lines.append(f"big{n}.bin,{PATIENT}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
+    assert code == 0, err
+    assert "imported 3, already present 0, failed 0" in out
+    assert sent == [("batch", 3), ("one", 1), ("one", 1), ("one", 1)]
+    assert _count(api_node) == 3
+
+
+def _answer(status: int, body: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.Response(status, content=content, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, {"code": "invalid_patient_id", "message": "m", "details": {"index": 2}}, 2),
+        (409, {"code": "quality_failed", "message": "m", "details": {"index": 0}}, 0),
+        (413, {"code": "payload_too_large", "message": "m", "details": {"index": 1}}, None),
+        (503, {"code": "unavailable", "message": "m", "details": {"index": 1}}, None),
+        (400, {"code": "invalid_patient_id", "message": "m", "details": {"index": 3}}, None),
+        (400, {"code": "invalid_patient_id", "message": "m", "details": {"index": -1}}, None),
+        (400, {"code": "invalid_patient_id", "message": "m", "details": {"index": True}}, None),
+        (400, {"code": "invalid_patient_id", "message": "m", "details": {"index": "1"}}, None),
+        (409, {"code": "concurrent_ingest", "message": "m"}, None),
+        (400, b"not json", None),
+        (400, [1, 2], None),
+        (
+            422,
+            {
+                "code": "validation_error",
+                "message": "m",
+                "details": {"errors": [{"loc": ["body", "metadata", 1, "title"]}]},
+            },
+            1,
+        ),
+        (
+            422,
+            {
+                "code": "validation_error",
+                "message": "m",
+                "details": {
+                    "errors": [
+                        {"loc": ["body", "metadata", 1, "title"]},
+                        {"loc": ["body", "metadata", 2, "title"]},
+                    ]
+                },
+            },
+            None,
+        ),
+        (
+            422,
+            {
+                "code": "validation_error",
+                "message": "m",
+                "details": {"errors": [{"loc": ["body", "file", 1]}]},
+            },
+            None,
+        ),
+    ],
+)
+def test_which_batch_refusals_name_one_document(
+    status: int, body: Any, expected: int | None
+) -> None:
+    """A batch of three: only a 4xx other than 413 naming a position inside the batch (in
+    ``details.index``, or the one ``body.metadata.<index>`` of a schema error) names the
+    document; anything else sends the batch's files one by one."""
+    from archivechain.importer import _refused_index
+
+    assert _refused_index(_answer(status, body), 3) == expected
 
 
 def test_parallel_requests_overlap_and_import_each_file_once(
