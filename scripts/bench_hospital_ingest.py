@@ -13,10 +13,10 @@ or PostgreSQL, local blob store, no anchoring schedule) in this process:
      the archives made above, Chinese and Latin queries: p50 / p95;
   5. (only with ``--parts import``) ``archivechain import`` (the CLI, a separate process) of
      4 KB files through the node's API served by uvicorn in this process: 2,000 files one file
-     per request (``--batch 1``), then 10,000 files (each run its own) in batches one request at
-     a time (``--batch 100 --parallel 1``), two requests in flight (``--batch 100 --parallel 2``,
-     the defaults), larger batches (``--batch 250 --parallel 2``), and the defaults again with
-     one file in 97 refused by the node (a blank patient id: the batch holding it is refused and
+     per request (``--batch 1``), then 10,000 files (each run its own) in batches of 100 one
+     request at a time (``--batch 100 --parallel 1``) and two in flight (``--parallel 2``), the
+     defaults (``--batch 250 --parallel 2``), and the defaults again with one file in 97 refused
+     by the node (a blank patient id: the batch holding it is refused and
      sent again without it): archives/s over the whole run (files sent, refused ones included),
      the CLI's start-up (about 0.2 s) and the first and last batches included. A backfill
      is judged by its sustained rate: the batched runs are long enough (about 10 s) that these
@@ -195,7 +195,7 @@ def import_cli(node: Any, root: Path, single: int, batched: int) -> list[tuple[s
             (100, 1, batched, 0),
             (100, 2, batched, 0),
             (250, 2, batched, 0),
-            (100, 2, batched, 97),
+            (250, 2, batched, 97),
         ):
             name = f"import-{batch}-{parallel}-{refuse}"
             directory = root / name

@@ -336,7 +336,7 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     assert code == 2
 
 
-def test_a_group_with_many_refused_rows_goes_file_by_file_after_three(
+def test_a_group_with_many_refused_rows_goes_file_by_file_past_three(
     api_node: NodeRuntime,
     live: str,
     legacy: tuple[Path, Path],
@@ -344,8 +344,9 @@ def test_a_group_with_many_refused_rows_goes_file_by_file_after_three(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Four of six files are refused (blank patient ids at positions 0, 2, 4 and 5): the
-    batches name three of them one after the other (each resend one file shorter), then the
-    three files left go one by one; every refusal is listed once, the good ones go in."""
+    batches name three of them one after the other (each resend one file shorter); the fourth
+    batch is refused too, one more than a group of six may name, so the three files left go one
+    by one; every refusal is listed once, the good ones go in."""
     sent = _spy_requests(monkeypatch)
     directory, key = legacy
     lines = ["file,patient_id,title"]
@@ -361,8 +362,36 @@ def test_a_group_with_many_refused_rows_goes_file_by_file_after_three(
     assert sorted(line for line in err.splitlines() if line.startswith("failed:")) == [
         f"failed: n{n}.txt: invalid_patient_id" for n in (0, 2, 4, 5)
     ]
-    assert sent == [("batch", 6), ("batch", 5), ("batch", 4), ("one", 1), ("one", 1), ("one", 1)]
+    assert sent == [("batch", n) for n in (6, 5, 4, 3)] + [("one", 1)] * 3
     assert _count(api_node) == 2
+
+
+def test_a_large_group_may_name_a_tenth_of_its_files(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a group of 40 files, four refused (more than three, a tenth of 40) are each named by a
+    batch and the 36 good files go in as the fifth batch: nothing is sent file by file."""
+    sent = _spy_requests(monkeypatch)
+    directory, key = legacy
+    lines = ["file,patient_id,title"]
+    for n in range(40):
+        (directory / f"p{n:02d}.txt").write_text(f"病程记录 {n}", encoding="utf-8")
+        lines.append(f"p{n:02d}.txt,{'   ' if n % 10 == 3 else PATIENT},病程记录 {n}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
+    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "40")
+    assert code == 1
+    assert "imported 36, already present 0, failed 4" in out
+    assert sorted(line for line in err.splitlines() if line.startswith("failed:")) == [
+        f"failed: p{n:02d}.txt: invalid_patient_id" for n in (3, 13, 23, 33)
+    ]
+    assert sent == [("batch", n) for n in (40, 39, 38, 37, 36)]
+    assert _count(api_node) == 36
 
 
 def test_a_batch_refused_for_its_size_goes_file_by_file(
