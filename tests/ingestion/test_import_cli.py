@@ -296,6 +296,28 @@ def _spy_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return sent
 
 
+def _import_rows(
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    rows: list[tuple[str, bytes, str]],
+    batch: int,
+) -> tuple[int, str, str]:
+    """Write each (file name, content, patient id) into the legacy directory, list them in a
+    manifest and import them ``batch`` at a time: (exit code, stdout, stderr)."""
+    directory, key = legacy
+    lines = ["file,patient_id"]
+    for name, content, patient in rows:
+        (directory / name).write_bytes(content)
+        lines.append(f"{name},{patient}")
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return _run(
+        *("import", str(directory), "--manifest", str(manifest), "--node", live),
+        *("--api-key-file", str(key), "--batch", str(batch)),
+    )
+
+
 def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     api_node: NodeRuntime,
     live: str,
@@ -336,62 +358,43 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
     assert code == 2
 
 
-def test_a_group_with_many_refused_rows_goes_file_by_file_past_three(
+@pytest.mark.parametrize(
+    ("files", "bad", "sent_expected"),
+    [
+        # Six files, four bad: the batches name three (each resend one file shorter); the fourth
+        # batch is refused too, one more than a group of six may name, so the three files left
+        # go one by one.
+        (6, (0, 2, 4, 5), [("batch", n) for n in (6, 5, 4, 3)] + [("one", 1)] * 3),
+        # Forty files, four bad: a group may name a tenth of its files (more than three), so
+        # each is named by a batch and the 36 good files go in as the fifth.
+        (40, (3, 13, 23, 33), [("batch", n) for n in (40, 39, 38, 37, 36)]),
+    ],
+)
+def test_a_group_names_three_refused_rows_or_a_tenth_then_goes_file_by_file(
     api_node: NodeRuntime,
     live: str,
     legacy: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    files: int,
+    bad: tuple[int, ...],
+    sent_expected: list[tuple[str, int]],
 ) -> None:
-    """Four of six files are refused (blank patient ids at positions 0, 2, 4 and 5): the
-    batches name three of them one after the other (each resend one file shorter); the fourth
-    batch is refused too, one more than a group of six may name, so the three files left go one
-    by one; every refusal is listed once, the good ones go in."""
+    """Blank patient ids at the ``bad`` positions of one group: the requests sent are exactly
+    ``sent_expected``; every refusal is listed once with its code, the good files go in."""
     sent = _spy_requests(monkeypatch)
-    directory, key = legacy
-    lines = ["file,patient_id,title"]
-    for n in range(6):
-        (directory / f"n{n}.txt").write_text(f"护理记录 {n}", encoding="utf-8")
-        lines.append(f"n{n}.txt,{'   ' if n in (0, 2, 4, 5) else PATIENT},护理记录 {n}")
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
-    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
-    assert code == 1
-    assert "imported 2, already present 0, failed 4" in out
-    assert sorted(line for line in err.splitlines() if line.startswith("failed:")) == [
-        f"failed: n{n}.txt: invalid_patient_id" for n in (0, 2, 4, 5)
+    rows = [
+        (f"p{n:02d}.txt", f"病程记录 {n}".encode(), "   " if n in bad else PATIENT)
+        for n in range(files)
     ]
-    assert sent == [("batch", n) for n in (6, 5, 4, 3)] + [("one", 1)] * 3
-    assert _count(api_node) == 2
-
-
-def test_a_large_group_may_name_a_tenth_of_its_files(
-    api_node: NodeRuntime,
-    live: str,
-    legacy: tuple[Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """In a group of 40 files, four refused (more than three, a tenth of 40) are each named by a
-    batch and the 36 good files go in as the fifth batch: nothing is sent file by file."""
-    sent = _spy_requests(monkeypatch)
-    directory, key = legacy
-    lines = ["file,patient_id,title"]
-    for n in range(40):
-        (directory / f"p{n:02d}.txt").write_text(f"病程记录 {n}", encoding="utf-8")
-        lines.append(f"p{n:02d}.txt,{'   ' if n % 10 == 3 else PATIENT},病程记录 {n}")
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
-    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "40")
+    code, out, err = _import_rows(live, legacy, tmp_path, rows, batch=files)
     assert code == 1
-    assert "imported 36, already present 0, failed 4" in out
+    assert f"imported {files - len(bad)}, already present 0, failed {len(bad)}" in out
     assert sorted(line for line in err.splitlines() if line.startswith("failed:")) == [
-        f"failed: p{n:02d}.txt: invalid_patient_id" for n in (3, 13, 23, 33)
+        f"failed: p{n:02d}.txt: invalid_patient_id" for n in bad
     ]
-    assert sent == [("batch", n) for n in (40, 39, 38, 37, 36)]
-    assert _count(api_node) == 36
+    assert sent == sent_expected
+    assert _count(api_node) == files - len(bad)
 
 
 def test_a_batch_refused_for_its_size_goes_file_by_file(
@@ -405,15 +408,8 @@ def test_a_batch_refused_for_its_size_goes_file_by_file(
     413 is the batch's size, not one document's, so no file is reported failed; the CLI sends
     each alone and all three go in."""
     sent = _spy_requests(monkeypatch)
-    directory, key = legacy
-    lines = ["file,patient_id"]
-    for n in range(3):
-        (directory / f"big{n}.bin").write_bytes(bytes([n]) * 30_000)
-        lines.append(f"big{n}.bin,{PATIENT}")
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ("import", str(directory), "--manifest", str(manifest), "--node", live)
-    code, out, err = _run(*args, "--api-key-file", str(key), "--batch", "10")
+    rows = [(f"big{n}.bin", bytes([n]) * 30_000, PATIENT) for n in range(3)]
+    code, out, err = _import_rows(live, legacy, tmp_path, rows, batch=10)
     assert code == 0, err
     assert "imported 3, already present 0, failed 0" in out
     assert sent == [("batch", 3), ("one", 1), ("one", 1), ("one", 1)]
