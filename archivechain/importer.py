@@ -14,11 +14,10 @@ goes through the node's ingestion path with ``sha256:<hash of the file>`` as its
 running the import again stores nothing twice. Files are sent ``--batch`` at a time (default 250)
 to ``POST /api/v1/ingest/documents/batch``, ``--parallel`` requests at once (default 2), each
 batch one transaction on the node. One bad file refuses a whole batch, storing nothing; when
-the refusal names the file (``details.index``), that file is reported and the others are sent
-again as one batch; otherwise (or past three named refusals in one group, or a tenth of its
-files if more) the remaining files
-go one by one to ``POST /api/v1/ingest/documents``, so the good files go in and each refusal is
-reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
+the refusal names the file (a 4xx other than 413 with ``details.index``, or a schema error on one
+``body.metadata.<index>``), that file is reported and the others are sent again as a batch;
+otherwise, and from the fourth named refusal in one group, the remaining files go one by one to
+``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
 failed.
 A progress line (files done, files/s, ETA) goes to standard error: redrawn on a terminal, every
 5 seconds otherwise. ``--dry-run`` checks the manifest, reads and hashes every file and prints
@@ -64,9 +63,8 @@ MAX_BATCH = 500
 DEFAULT_PARALLEL = 2
 MAX_PARALLEL = 8
 NAMED_REFUSALS = 3
-"""Refused documents a group's batches may name before its other files are sent one by one: this
-many, or a tenth of the group's files if more (a refused batch costs the node little, as its
-documents are checked before anything is stored; a file sent alone costs it about 10 ms)."""
+"""Refused documents a group's batches may name and resend without before its other files go one
+by one (a refused batch can cost the node most of a whole batch's work: PDF text, OCR)."""
 BATCH_BYTES = 32 * 1024 * 1024
 """A batch is cut before its files pass this many bytes (memory, and the node's body limit)."""
 
@@ -162,8 +160,9 @@ def send(
     parallel: int = 1,
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Send every row: (imported, already present, [(file, error code)]). Rows go ``batch`` at a
-    time through the batch route (one transaction each); a refused batch is sent again one file
-    at a time, so its good files go in and each refusal is reported with its own code.
+    time through the batch route (one transaction each); a refused batch is sent again without
+    the file it names, or one file at a time (``_send_batched``), so its good files go in and
+    each refusal is reported with its own code.
 
     ``parallel`` groups are in flight at once (each read, hashed and sent by its own thread over
     the shared client): the node stores one group's blobs while it commits another's, and this
@@ -215,22 +214,22 @@ def _send_group(client: httpx.Client, group: list[Row]) -> list[tuple[Row, int, 
 def _send_batched(client: httpx.Client, prepared: list[Prepared]) -> list[tuple[int, str]]:
     """(status, code) per file of a group, sent as batches while that pays.
 
-    The node refuses a batch as a whole; a refusal caused by one document names it
-    (``details.index``). That document is reported with the refusal (sent alone it would get the
-    same one: the checks are per document) and the others are sent again as one batch. A
-    refusal that names no document (503, a body over the limit), or one more named refusal
-    than a group may have (``NAMED_REFUSALS``, or a tenth of its files if more), sends the
-    group's remaining files one by one: a group with many bad files is not sent again and
-    again."""
+    The node refuses a batch as a whole; a refusal caused by one document names it (see
+    ``_refused_index``). That document is reported with the refusal (the node checks each
+    document's fields before it answers a duplicate or stores anything, so sent alone it would
+    get the same answer) and the others are sent again as one batch. A refusal that names no
+    document (503, a body over the limit), or a fourth named refusal in one group (past
+    ``NAMED_REFUSALS``, that document reported too), sends the group's remaining files one by
+    one; a single file left goes alone."""
     outcome: dict[int, tuple[int, str]] = {}
     pending = list(range(len(prepared)))
-    limit, named = max(NAMED_REFUSALS, len(prepared) // 10), 0
-    while len(pending) > 1:
+    named = 0
+    while len(pending) > 1 and named <= NAMED_REFUSALS:
         answer = _send_batch(client, [prepared[i] for i in pending])
         if isinstance(answer, list):
             outcome.update(zip(pending, answer, strict=True))
             pending = []
-        elif answer.index is None or named == limit:
+        elif answer.index is None:
             break
         else:
             outcome[pending.pop(answer.index)] = (answer.status, answer.code)

@@ -326,6 +326,10 @@ class IngestionService:
         message_id = _message_id(doc.message_id) if doc.message_id is not None else None
         patient_id = _text(doc.patient_id, "patient_id", MAX_PATIENT_ID)
         title = _title(doc.title)
+        # Checked before a duplicate is answered, like every field above: a document's refusal
+        # must not depend on whether its message was taken (a batch names the refused document,
+        # and a client may report it without sending it alone).
+        encounter = self._encounter(doc.encounter_id)
         if message_id is not None and (source, message_id) in taken:
             earlier = self._earlier(principal, source, message_id)
             if earlier is not None:
@@ -357,7 +361,6 @@ class IngestionService:
             text=_searchable_text(doc, self.archives.settings),
         )
         patient = self.pseudonyms.patient(patient_id)
-        encounter = self._encounter(doc.encounter_id)
         kind = doc.kind[:32]
 
         def message_row(archive_id: str, now: datetime) -> dict[str, Any]:

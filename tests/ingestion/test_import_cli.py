@@ -361,16 +361,16 @@ def test_a_refused_row_in_a_batch_leaves_the_others_imported(
 @pytest.mark.parametrize(
     ("files", "bad", "sent_expected"),
     [
-        # Six files, four bad: the batches name three (each resend one file shorter); the fourth
-        # batch is refused too, one more than a group of six may name, so the three files left
-        # go one by one.
-        (6, (0, 2, 4, 5), [("batch", n) for n in (6, 5, 4, 3)] + [("one", 1)] * 3),
-        # Forty files, four bad: a group may name a tenth of its files (more than three), so
-        # each is named by a batch and the 36 good files go in as the fifth.
-        (40, (3, 13, 23, 33), [("batch", n) for n in (40, 39, 38, 37, 36)]),
+        # Six files, four bad: the batches name three (each resend one file shorter) and a
+        # fourth, past the three a group may name and resend without; the two files left go
+        # one by one.
+        (6, (0, 2, 4, 5), [("batch", n) for n in (6, 5, 4, 3)] + [("one", 1)] * 2),
+        # Twelve files, three bad: each is named by a batch and the nine good files go in as
+        # the fourth; nothing is sent file by file.
+        (12, (1, 5, 9), [("batch", n) for n in (12, 11, 10, 9)]),
     ],
 )
-def test_a_group_names_three_refused_rows_or_a_tenth_then_goes_file_by_file(
+def test_a_group_names_three_refused_rows_then_goes_file_by_file(
     api_node: NodeRuntime,
     live: str,
     legacy: tuple[Path, Path],

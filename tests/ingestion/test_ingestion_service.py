@@ -108,6 +108,15 @@ def test_a_resend_is_not_archived_twice(node: NodeRuntime, archivist: Principal)
     other = node.ingestion.ingest(archivist, _doc(source_system="LIS"))
     assert not other.duplicate
     assert other.archive.id != first.archive.id
+    # A resend is checked like a new message before it is answered: a bad encounter number is
+    # refused whether or not the message was taken (a batch names it, and the import CLI
+    # reports it without sending it alone), and nothing changes.
+    before = _footprint(node)
+    for message_id in ("MSG-0001", "MSG-NEW"):
+        with pytest.raises(InputError) as refused:
+            node.ingestion.ingest(archivist, _doc(message_id=message_id, encounter_id="V1\tX"))
+        assert refused.value.code == "invalid_encounter"
+    assert _footprint(node) == before
 
 
 def test_racing_copies_of_one_message_make_one_archive(
