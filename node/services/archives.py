@@ -100,6 +100,7 @@ from node.pseudonyms import Pseudonyms
 from node.readback import CiphertextReader
 from node.retention import RetentionPolicies
 from node.searchcursor import SearchCursor, decode_cursor, encode_cursor
+from node.searchtext import TextTap, reads_content
 from node.services.permissions import AccessGate, Verdict
 from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
@@ -141,8 +142,10 @@ class NewArchive:
     filename: str | None = None
     trigger_date: date | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    text: str = ""
-    """Text extracted from the content, for keyword search only (cut into terms, never stored)."""
+    text: str | None = None
+    """Text extracted from the content, for keyword search only (cut into terms, never stored);
+    ``None``: read from the content as it is stored (``node.searchtext``: plain text, a PDF's
+    text layer, OCR when enabled)."""
 
 
 @dataclass(frozen=True)
@@ -372,25 +375,42 @@ class ArchiveService:
             self._check_media_type(item.new.media_type)
         keys = [(str(ULID()), crypto.new_key_material()) for _ in items]
         prepared: list[tuple[str, crypto.KeyMaterial, _Stored]] = []
+        # Content whose text was not given is read for the index as it is stored.
+        taps = [
+            TextTap(item.content, item.new.media_type, self.settings)
+            if item.new.text is None and reads_content(item.new.media_type, self.settings)
+            else None
+            for item in items
+        ]
+        contents = [
+            item.content if tap is None else tap for item, tap in zip(items, taps, strict=True)
+        ]
+
+        def item_terms(item: NewContent, text: str) -> set[str]:
+            return index_terms(item.new.title, *(str(v) for v in item.new.metadata.values()), text)
 
         def cut() -> tuple[list[str], list[Any]]:
             # Search terms are cut here, not on the database writer's thread, which every
-            # write shares.
+            # write shares (those of tapped content once it is stored).
             patients = [self.pseudonyms.patient(item.new.patient_id) for item in items]
             terms = [
-                index_terms(
-                    item.new.title, *(str(v) for v in item.new.metadata.values()), item.new.text
-                )
-                for item in items
+                None if tap is not None else item_terms(item, item.new.text or "")
+                for item, tap in zip(items, taps, strict=True)
             ]
             return patients, terms
+
+        def cut_tapped(terms: list[Any]) -> None:
+            for index, tap in enumerate(taps):
+                if tap is not None:
+                    terms[index] = item_terms(items[index], tap.text())
 
         if len(items) == 1:
             patients, terms = cut()
             archive_id, material = keys[0]
             prepared.append(
-                (archive_id, material, self._store(archive_id, 1, material, items[0].content))
+                (archive_id, material, self._store(archive_id, 1, material, contents[0]))
             )
+            cut_tapped(terms)
         else:
             # Stored from several threads at once (a pool kept by the service); a store that can
             # (the local one) skips each blob's fsyncs and makes the whole batch durable with one
@@ -405,11 +425,11 @@ class ArchiveService:
                 # GIL-held time in a py-spy profile), a run of 63 items about 0.5 us per item.
                 done: list[_Stored] = []
                 try:
-                    for (archive_id, material), item in zip(
-                        keys[start:stop], items[start:stop], strict=True
+                    for (archive_id, material), content in zip(
+                        keys[start:stop], contents[start:stop], strict=True
                     ):
                         done.append(
-                            self._store(archive_id, 1, material, item.content, durable=not deferred)
+                            self._store(archive_id, 1, material, content, durable=not deferred)
                         )
                 except BaseException as exc:
                     return done, exc
@@ -436,6 +456,11 @@ class ArchiveService:
                     cast(DeferredSyncStore, self.blobs).make_durable(
                         stored.ref for stored in stored_in_order
                     )
+                except BaseException as exc:
+                    failure = exc
+            if failure is None:
+                try:
+                    cut_tapped(terms)
                 except BaseException as exc:
                     failure = exc
             if failure is not None:

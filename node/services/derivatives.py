@@ -89,6 +89,7 @@ class DerivativeService:
                 "purpose": purpose.value,
                 "recipient": recipient,
             },
+            text="",  # a copy made for a recipient: found by its title and metadata only
         )
 
         def within(uow: UnitOfWork, archive: Archive) -> None:

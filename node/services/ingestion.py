@@ -46,17 +46,15 @@ from node.classification import (
     SourceHints,
     classify,
 )
-from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import BatchRefusedError, ConflictError, InputError, NodeError
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
-from node.ocr import ocr_text
-from node.pdftext import pdf_text
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
 from node.retention import floor_years
+from node.searchtext import searchable_text
 from node.services.archives import (
     ArchiveService,
     NewArchive,
@@ -358,7 +356,9 @@ class IngestionService:
             filename=doc.filename,
             trigger_date=doc.trigger_date,
             metadata=metadata,
-            text=_searchable_text(doc, self.archives.settings),
+            text=searchable_text(
+                doc.content, doc.media_type, self.archives.settings, extracted=doc.text
+            ),
         )
         patient = self.pseudonyms.patient(patient_id)
         kind = doc.kind[:32]
@@ -662,33 +662,6 @@ class IngestionService:
                 )
             archive = self.ledger.visible(session, principal, row.archive_id)
             return Ingested(ArchiveView.of(archive), duplicate=True, classification=None)
-
-
-MAX_PLAIN_TEXT_BYTES = 1024 * 1024
-
-
-def _searchable_text(doc: IncomingDocument, settings: NodeSettings) -> str:
-    """What keyword search reads of a document: the text its source extracted, and plain-text
-    content itself or the text of a PDF's pages (the first MiB); with ``ocr_enabled``, the
-    recognised text of an image or of a PDF without a text layer (``node.ocr``)."""
-    parts = [doc.text]
-    layer = ""
-    if doc.media_type.startswith("text/"):
-        parts.append(doc.content[:MAX_PLAIN_TEXT_BYTES].decode("utf-8", errors="ignore"))
-    elif doc.media_type == "application/pdf":
-        layer = pdf_text(doc.content, max_chars=MAX_PLAIN_TEXT_BYTES)
-        parts.append(layer)
-    if settings.ocr_enabled and not layer.strip():
-        parts.append(
-            ocr_text(
-                doc.content,
-                doc.media_type,
-                languages=settings.ocr_languages,
-                timeout=settings.ocr_timeout,
-                max_chars=MAX_PLAIN_TEXT_BYTES,
-            )
-        )
-    return "\n".join(part for part in parts if part)
 
 
 def _reason_hash(reason: str) -> str:

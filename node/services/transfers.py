@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,6 +64,7 @@ from node.models import (
     CatalogueState,
     ChainStatus,
     ForeignEntry,
+    SearchTerm,
     Transfer,
     TransferDirection,
     TransferState,
@@ -73,8 +74,10 @@ from node.principal import Action, Principal
 from node.protocol import SealedMetadata, TransferPackage, VersionInfo
 from node.readback import CiphertextReader
 from node.remote import RemoteNodes
-from node.services.archives import search_text
+from node.searchtext import TextTap, reads_content
+from node.services.archives import insert_terms, search_text
 from node.services.proofs import ProofService
+from node.textindex import index_terms
 
 log = logging.getLogger(__name__)
 
@@ -451,15 +454,22 @@ class TransferService:
             self._refuse(transfer_id, refused)
             return
         stored: list[BlobRef] = []
+        texts: list[str] = []
         try:
             for version in received.versions:
-                stored.append(self._fetch_version(sender, received, version))
+                ref, text = self._fetch_version(sender, received, version)
+                stored.append(ref)
+                texts.append(text)
         except _PackageRefusedError as refused:
             self._delete_blobs(archive_id, [ref.cid for ref in stored])
             self._refuse(transfer_id, refused)
             return
+        meta = received.meta
+        # Found by the same words as at the former custodian: title, metadata and the text of
+        # its content (every version's, cut here rather than on the database writer's thread).
+        terms = index_terms(meta.title, *(str(v) for v in meta.metadata.values()), *texts)
         try:
-            self.units.run(lambda uow: self._stage(uow, transfer_id, received, stored))
+            self.units.run(lambda uow: self._stage(uow, transfer_id, received, stored, terms))
         except BaseException:
             self._delete_blobs(archive_id, [ref.cid for ref in stored])
             raise
@@ -517,8 +527,9 @@ class TransferService:
 
     def _fetch_version(
         self, sender: str, received: _Received, version: lifecycle.ContentVersion
-    ) -> BlobRef:
-        """Store one version's ciphertext; check its hash and, decrypted, its commitment."""
+    ) -> tuple[BlobRef, str]:
+        """Store one version's ciphertext; check its hash and, decrypted, its commitment. Also
+        returns the text keyword search reads of it (``node.searchtext.TextTap``)."""
         chunks = self.remote.stream(
             sender, f"/archives/{received.archive_id}/versions/{version.version}/ciphertext"
         )
@@ -529,12 +540,16 @@ class TransferService:
                 "ciphertext_mismatch", f"version {version.version}: ciphertext hash differs"
             )
         commitment = crypto.Commitment(received.material.salt)
+        tap: TextTap | None = None
         try:
-            for plain in crypto.decrypt_stream(
+            plaintext: Iterable[bytes] = crypto.decrypt_stream(
                 received.material.data_key,
                 self.blobs.open_stream(ref.cid),
                 crypto.archive_aad(received.archive_id, version.version),
-            ):
+            )
+            if reads_content(version.media_type, self.settings):
+                plaintext = tap = TextTap(plaintext, version.media_type, self.settings)
+            for plain in plaintext:
                 commitment.update(plain)
         except crypto.CryptoError:
             self._delete_blobs(received.archive_id, [ref.cid])
@@ -546,12 +561,18 @@ class TransferService:
             raise _PackageRefusedError(
                 "commitment_mismatch", f"version {version.version}: content commitment differs"
             )
-        return ref
+        return ref, tap.text() if tap is not None else ""
 
     def _stage(
-        self, uow: UnitOfWork, transfer_id: int, received: _Received, stored: list[BlobRef]
+        self,
+        uow: UnitOfWork,
+        transfer_id: int,
+        received: _Received,
+        stored: list[BlobRef],
+        terms: set[str],
     ) -> None:
-        """Store the received archive (not yet ours) and queue ``acceptTransfer``."""
+        """Store the received archive (not yet ours) with its search ``terms`` and queue
+        ``acceptTransfer``."""
         row = uow.session.get_one(Transfer, transfer_id)
         if row.state != TransferState.SEEN:
             raise ConflictError("transfer already processed", code="already_processed")
@@ -609,6 +630,10 @@ class TransferService:
                 )
             )
         self.keyring.store_own(uow.session, archive_id, received.material, uow.now)
+        insert_terms(
+            uow.session.connection(),
+            [(term, archive_id, state.department) for term in sorted(terms)],
+        )
         for position, entry in enumerate(received.bundle.entries):
             uow.session.add(
                 ForeignEntry(
@@ -694,7 +719,7 @@ class TransferService:
             cids: list[str] = []
             if archive is not None and archive.state == CatalogueState.INCOMING:
                 cids = [v.cid for v in archive.versions]
-                for model in (WrappedKey, ArchiveVersion, ForeignEntry):
+                for model in (WrappedKey, ArchiveVersion, ForeignEntry, SearchTerm):
                     uow.session.execute(delete(model).where(model.archive_id == row.archive_id))
                 uow.session.delete(archive)
             row.state = TransferState.FAILED

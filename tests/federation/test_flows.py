@@ -25,7 +25,7 @@ from anchoring.chain import (
 from anchoring.chainview import CustodyState
 from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
-from node.models import Archive, ArchiveTier, ArchiveVersion, Transfer
+from node.models import Archive, ArchiveTier, ArchiveVersion, SearchTerm, Transfer
 from tests.federation.conftest import Hospital, wait_for
 
 CONTENT = b"Referral letter: transfer of care to the receiving hospital. " * 200
@@ -112,6 +112,11 @@ def test_transfer_a_to_b_rekeys_and_spans_both_logs(
         assert api.get(f"/archives/{archive_id}").json()["custodian"] == b.address
         found = api.get("/archives", params={"q": "Referral"}).json()  # catalogued at B too
         assert [item["id"] for item in found["items"]] == [archive_id]
+        # Keyword search finds it at B by its title and by words of its content alone.
+        for words in ("referral letter", "receiving hospital", "care"):
+            found = api.get("/archives", params={"text": words}).json()
+            assert [item["id"] for item in found["items"]] == [archive_id], words
+        assert api.get("/archives", params={"text": "discharge"}).json()["items"] == []
     with a.client() as api:  # A kept its evidence, not the key
         refused = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
         assert refused.status_code == 409
@@ -472,3 +477,43 @@ def test_recipient_declines_an_offer_that_expired_before_it_collected_it(
     wait_for(lambda: transfer_state(a, archive_id, "out") == "rejected", 30, "A to see it")
     custody = chain.custody(archive_id)
     assert (custody.state, custody.custodian) == (CustodyState.ARCHIVED, a.address)
+
+
+def search_terms(hospital: Hospital, archive_id: str) -> set[str]:
+    """The keyword-index terms ``hospital`` holds for ``archive_id``."""
+    with hospital.runtime.db.session() as session:
+        return set(
+            session.execute(
+                select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+            ).scalars()
+        )
+
+
+def test_a_staged_archive_whose_accept_reverts_is_deleted_with_its_search_terms(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    scheduler = b.runtime._scheduler
+    assert scheduler is not None
+    scheduler.pause_job("anchoring")  # B stages the archive but does not send acceptTransfer yet
+    archive_id = upload_and_archive(a)
+    with a.client() as api:
+        assert (
+            api.post(f"/archives/{archive_id}/transfers", json={"to": b.address}).status_code == 202
+        )
+    wait_for(lambda: stored_transfer_state(b, archive_id) == "accepting", 60, "B to stage it")
+    assert {"receiving", "hospital", "referral"} <= search_terms(b, archive_id)
+    with b.client() as api:  # staged, listed as incoming (not B's yet)
+        found = api.get("/archives", params={"text": "receiving"}).json()["items"]
+        assert [(item["id"], item["state"]) for item in found] == [(archive_id, "INCOMING")]
+    with a.client() as api:  # A withdraws the offer first: B's acceptTransfer will revert
+        assert api.post(f"/archives/{archive_id}/transfers/cancel").status_code == 200
+    wait_for(lambda: chain.custody(archive_id).state is CustodyState.ARCHIVED, 20, "cancel")
+    scheduler.resume_job("anchoring")
+    wait_for(lambda: stored_transfer_state(b, archive_id) == "failed", 60, "B to abandon it")
+    with b.runtime.db.session() as session:
+        assert session.get(Archive, archive_id) is None
+    assert search_terms(b, archive_id) == set()
+    with b.client() as api:
+        assert api.get("/archives", params={"text": "receiving"}).json()["items"] == []
+    assert "receiving" in search_terms(a, archive_id)  # A keeps its own index

@@ -5,6 +5,7 @@ databases, within the caller's scope, without the query in the log."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
@@ -12,11 +13,13 @@ import pytest
 from sqlalchemy import select
 from ulid import ULID
 
+from node import searchtext
 from node.classification import SourceHints
 from node.models import Archive
 from node.services.ingestion import IncomingDocument
 from node.textindex import index_terms, query_terms
 from tests.api.conftest import Api
+from tests.ingestion.test_pdf_text import make_pdf
 
 
 def test_terms_of_chinese_and_latin_text() -> None:
@@ -248,3 +251,49 @@ def test_a_bad_cursor_is_refused_with_its_code(api: Api) -> None:
     assert _page(api, text="胸痛", cursor=far).json()["items"] == []
     # the page size and the purpose are not bound: a walk may change them
     assert _page(api, text="胸痛", cursor=text_cursor, limit=2).status_code == 200
+
+
+def _upload(api: Api, title: str, content: bytes, media_type: str) -> str:
+    metadata = {
+        "record_class": "OUTPATIENT",
+        "department": "cardiology",
+        "title": title,
+        "source_system": "HIS",
+        "patient_id": "P-UPLOAD",
+    }
+    response = api.client.post(
+        "/api/v1/archives",
+        files={"file": ("record", content, media_type)},
+        data={"metadata": json.dumps(metadata)},
+        headers=api.auth("archivist"),
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _ids(api: Api, text: str) -> list[str]:
+    response = search(api, text)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_an_uploaded_record_is_found_by_the_words_of_its_content(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload through ``POST /archives`` is read for the index as it is stored, like an
+    ingested document: plain text and a PDF's text layer; other media types by title only."""
+    plain = _upload(api, "Clinic note", "门诊病历：心悸两周。Palpitations.".encode(), "text/plain")
+    pdf = _upload(api, "Echo report", make_pdf("Tricuspid regurgitation mild"), "application/pdf")
+    other = _upload(api, "Raw export", b"bradycardia " * 10, "application/octet-stream")
+    assert _ids(api, "心悸") == [plain]
+    assert _ids(api, "palpitations") == [plain]
+    assert _ids(api, "tricuspid regurgitation") == [pdf]
+    assert _ids(api, "bradycardia") == []  # content of a type search does not read
+    assert _ids(api, "raw export") == [other]
+    assert _ids(api, "clinic note") == [plain]
+    # Only the first MAX_EXTRACTED_BYTES of a PDF are kept to be read: cut short, it gives no
+    # text, and the record is found by its title only.
+    monkeypatch.setattr(searchtext, "MAX_EXTRACTED_BYTES", 100)
+    big = _upload(api, "Stress test", make_pdf("Ischaemia inferior wall"), "application/pdf")
+    assert _ids(api, "ischaemia") == []
+    assert _ids(api, "stress test") == [big]
