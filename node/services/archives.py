@@ -702,7 +702,18 @@ class ArchiveService:
             next_version = archive.current_version + 1
         with self.db.session() as session:
             material = self.keyring.own(session, archive_id)
-        stored = self._store(archive_id, next_version, material, content)
+        tap = (
+            TextTap(content, media_type, self.settings)
+            if reads_content(media_type, self.settings)
+            else None
+        )
+        stored = self._store(archive_id, next_version, material, content if tap is None else tap)
+        # The new version's words join the archive's terms (its earlier versions stay).
+        try:
+            terms = index_terms(tap.text()) if tap is not None else set()
+        except BaseException:
+            self._discard([stored])
+            raise
 
         def unit(uow: UnitOfWork) -> ArchiveView:
             archive = self.ledger.held(uow.session, principal, archive_id)
@@ -724,6 +735,15 @@ class ArchiveService:
             self.ledger.record(uow, archive, state, AmendEvent, principal.actor, data)
             archive.current_version = version_no
             archive.versions.append(version)  # adds it to the session and to the returned view
+            held = set(
+                uow.session.execute(
+                    select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+                ).scalars()
+            )
+            insert_terms(
+                uow.session.connection(),
+                [(term, archive_id, archive.department) for term in sorted(terms - held)],
+            )
             uow.session.flush()
             return ArchiveView.of(archive, [*archive.versions])
 

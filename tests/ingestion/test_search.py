@@ -297,3 +297,25 @@ def test_an_uploaded_record_is_found_by_the_words_of_its_content(
     big = _upload(api, "Stress test", make_pdf("Ischaemia inferior wall"), "application/pdf")
     assert _ids(api, "ischaemia") == []
     assert _ids(api, "stress test") == [big]
+
+
+def test_an_amendment_adds_the_words_of_its_version(api: Api) -> None:
+    """A new version's words join the archive's terms; those of earlier versions stay."""
+    archive_id = _upload(api, "Ward note", b"Palpitations at night.", "text/plain")
+    other = _upload(api, "Other note", b"Syncope denied.", "text/plain")
+    amended = api.client.post(
+        f"/api/v1/archives/{archive_id}/amend",
+        files={
+            "file": (
+                "v2.txt",
+                "Palpitations resolved; syncope once. 晕厥一次。".encode(),
+                "text/plain",
+            )
+        },
+        headers=api.auth("archivist"),
+    )
+    assert amended.status_code == 200, amended.text
+    assert _ids(api, "syncope") == [other, archive_id]
+    assert _ids(api, "晕厥") == [archive_id]
+    assert _ids(api, "palpitations night") == [archive_id]  # version 1's words stay
+    assert _ids(api, "resolved") == [archive_id]
