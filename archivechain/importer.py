@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 import click
 import httpx
 
-from node.errors import InputError, UnavailableError
+from node.errors import InputError, NodeError, UnavailableError
 
 FIELDS = (
     "file",
@@ -77,6 +77,24 @@ class Refused:
     status: int
     code: str
     index: int | None
+
+
+@dataclass
+class Outcome:
+    """What an import did so far: files imported, already present, and refused (file, code)."""
+
+    imported: int = 0
+    present: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.imported + self.present + len(self.failed)
+
+    def summary(self) -> str:
+        return (
+            f"imported {self.imported}, already present {self.present}, failed {len(self.failed)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ def send(
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
     parallel: int = 1,
+    outcome: Outcome | None = None,
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Send every row: (imported, already present, [(file, error code)]). Rows go ``batch`` at a
     time through the batch route (one transaction each); a refused batch is sent again without
@@ -168,19 +187,18 @@ def send(
     the shared client): the node stores one group's blobs while it commits another's, and this
     process reads files meanwhile. Groups are counted in order; the first error (a refused key,
     an unreachable node) stops the import after the groups already in flight, which are
-    idempotent like every other. ``progress`` is told after each group how many files it held."""
-    imported = present = 0
-    failed: list[tuple[str, str]] = []
+    idempotent like every other. ``progress`` is told after each group how many files it held;
+    ``outcome`` (if given) holds the counts so far, also when an error stops the import."""
+    done = outcome if outcome is not None else Outcome()
 
-    def tally(group: list[Row], outcome: list[tuple[Row, int, str]]) -> None:
-        nonlocal imported, present
-        for row, status, code in outcome:
+    def tally(group: list[Row], results: list[tuple[Row, int, str]]) -> None:
+        for row, status, code in results:
             if status == 201:
-                imported += 1
+                done.imported += 1
             elif status == 200:
-                present += 1
+                done.present += 1
             else:
-                failed.append((row.path.name, code))
+                done.failed.append((row.path.name, code))
         if progress is not None:
             progress.advance(len(group))
 
@@ -199,7 +217,7 @@ def send(
             for _, future in in_flight:
                 future.cancel()
             raise
-    return imported, present, failed
+    return done.imported, done.present, done.failed
 
 
 def _send_group(client: httpx.Client, group: list[Row]) -> list[tuple[Row, int, str]]:
@@ -430,15 +448,25 @@ def import_command(
         raise InputError("the API key file must hold one key")
     rows = read_manifest(directory, manifest, source)
     headers = {"Authorization": f"Bearer {key}"}
+    outcome = Outcome()
     try:
         with httpx.Client(base_url=node_url, headers=headers, timeout=timeout) as client:
-            imported, present, failed = send(client, rows, batch, Progress(len(rows)), parallel)
-    except httpx.HTTPError as exc:
-        raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None
-    for name, code in failed:
+            send(client, rows, batch, Progress(len(rows)), parallel, outcome)
+    except (httpx.HTTPError, NodeError) as exc:
+        if outcome.done:  # what went in and what was refused before the stop, then the error
+            _report(outcome, f" (stopped after {outcome.done} of {len(rows)} files)")
+        if isinstance(exc, httpx.HTTPError):
+            raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None
+        raise
+    _report(outcome)
+    return 1 if outcome.failed else 0
+
+
+def _report(outcome: Outcome, tail: str = "") -> None:
+    """Each refused file on stderr, then the counts on stdout."""
+    for name, code in outcome.failed:
         click.echo(f"failed: {name}: {code}", err=True)
-    click.echo(f"imported {imported}, already present {present}, failed {len(failed)}")
-    return 1 if failed else 0
+    click.echo(outcome.summary() + tail)
 
 
 def dry_run_summary(rows: list[Row], batch: int) -> str:

@@ -25,6 +25,7 @@ from node.ports import free_port
 from node.principal import Role
 from node.runtime import NodeRuntime
 from tests.api.conftest import Api
+from tests.console.live import live_server
 
 PATIENT = "MRN-LEGACY-0042"
 
@@ -302,9 +303,11 @@ def _import_rows(
     tmp_path: Path,
     rows: list[tuple[str, bytes, str]],
     batch: int,
+    parallel: int = 2,
 ) -> tuple[int, str, str]:
     """Write each (file name, content, patient id) into the legacy directory, list them in a
-    manifest and import them ``batch`` at a time: (exit code, stdout, stderr)."""
+    manifest and import them ``batch`` at a time, ``parallel`` requests in flight: (exit code,
+    stdout, stderr)."""
     directory, key = legacy
     lines = ["file,patient_id"]
     for name, content, patient in rows:
@@ -314,7 +317,7 @@ def _import_rows(
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return _run(
         *("import", str(directory), "--manifest", str(manifest), "--node", live),
-        *("--api-key-file", str(key), "--batch", str(batch)),
+        *("--api-key-file", str(key), "--batch", str(batch), "--parallel", str(parallel)),
     )
 
 
@@ -613,3 +616,54 @@ def test_a_real_import_needs_a_node_and_a_key(legacy: tuple[Path, Path], tmp_pat
     code, _, err = _run("import", str(directory), "--manifest", str(manifest))
     assert code == 2
     assert err.strip() == "error: --node and --api-key-file are required (unless --dry-run)"
+
+
+def test_a_node_lost_midway_still_reports_what_was_done(
+    api_node: NodeRuntime,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node goes away after the second of four files (its server really stops): the CLI
+    prints the refusal and the counts it had before the error line, and a rerun against the
+    node back up sends the rest and skips what is in."""
+    import archivechain.importer as importer
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(api_node), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    real_one, answered = importer._send_one, []
+
+    def one(client: Any, *item: Any) -> Any:
+        result = real_one(client, *item)
+        answered.append(result)
+        if len(answered) == 2:
+            server.should_exit = True
+            thread.join(10)
+        return result
+
+    monkeypatch.setattr(importer, "_send_one", one)
+    rows = [
+        ("a.txt", b"first note", PATIENT),
+        ("b.txt", b"second note", "   "),  # refused by the node: blank once trimmed
+        ("c.txt", b"third note", PATIENT),
+        ("d.txt", b"fourth note", PATIENT),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    code, out, err = _import_rows(url, legacy, tmp_path, rows, batch=1, parallel=1)
+    assert code == 1
+    assert "imported 1, already present 0, failed 1 (stopped after 2 of 4 files)" in out
+    assert "failed: b.txt: invalid_patient_id" in err
+    assert err.strip().splitlines()[-1].endswith("cannot reach the node: ConnectError")
+    assert _count(api_node) == 1
+    monkeypatch.setattr(importer, "_send_one", real_one)
+    with live_server(api_node) as again:
+        code, out, _ = _import_rows(again, legacy, tmp_path, rows, batch=1, parallel=1)
+    assert code == 1
+    assert "imported 2, already present 1, failed 1" in out
+    assert _count(api_node) == 3
