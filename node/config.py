@@ -130,7 +130,7 @@ class NodeSettings(BaseSettings):
     fixity_tick: float = Field(60.0, gt=0)
     """Seconds between scheduled fixity steps (each checks up to ``fixity_versions_per_tick``)."""
     fixity_versions_per_tick: int = Field(1000, ge=1)
-    fixity_batch_size: int = Field(100, ge=1, le=10_000)
+    fixity_batch_size: int = Field(500, ge=1, le=10_000)
     """Versions read ahead together; their FIXITY_CHECK events (and cursor moves) are committed in
     units of at least a quarter of them as the reads complete."""
     fixity_max_bytes_per_second: float = Field(32 * 1024 * 1024, ge=0)

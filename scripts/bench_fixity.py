@@ -8,14 +8,19 @@ times:
 
   1. plain reading: every blob file read in 1 MiB pieces and SHA-256 hashed (what ``sha256sum``
      does), in the audit's order;
-  2. the fixity audit, unthrottled (``fixity_max_bytes_per_second = 0``): the same bytes read
+  2. the ``sha256sum`` command itself (GNU coreutils, the tool the issue names), run over the same
+     files in groups of 500 paths per process, its printed hashes checked (skipped with a line
+     saying so when the command is not installed);
+  3. the fixity audit, unthrottled (``fixity_max_bytes_per_second = 0``): the same bytes read
      through the blob store and hashed by ``--workers`` reader threads (``fixity_read_workers``),
      the lifecycle state of each archive looked up, one FIXITY_CHECK event per version committed
      in units of work of at most ``fixity_batch_size``, overlapping the reads.
 
-Both read files the page cache already holds (the set is read once before timing), so the ratio
-compares the audit's overhead with the cost of hashing, not disk speed. Reported: MB/s and
-archives/s of each, and audit ÷ plain (target ≥ 0.8) from the medians; on a shared machine also
+All read files the page cache already holds (the set is read once before timing), so the ratios
+compare the audit's overhead with the cost of hashing, not disk speed. Python's ``hashlib`` uses
+OpenSSL, which uses the CPU's SHA instructions where it has them; coreutils' ``sha256sum`` may not
+(Debian's does not), so (1) is the stricter reference. Reported: MB/s and archives/s of each,
+audit ÷ plain (target ≥ 0.8) and audit ÷ ``sha256sum`` from the medians; on a shared machine also
 the median of the per-round ratios (each round's plain read and audit run back to back) and the
 ratio of the best rounds (the least disturbed). Because wall-clock figures on a loaded machine
 vary by a factor of two or more, the CPU time spent is printed too (medians, per version): this
@@ -43,7 +48,9 @@ import os
 import platform
 import pstats
 import secrets
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +130,21 @@ def _plain(paths: list[Path]) -> int:
                 hasher.update(chunk)
                 total += len(chunk)
     return total
+
+
+SHA256SUM_GROUP = 500
+"""Paths per ``sha256sum`` process (one process per file would measure process start-up)."""
+
+
+def _sha256sum(command: str, paths: list[Path], expected: list[str]) -> None:
+    """Hash ``paths`` with the ``sha256sum`` command and check what it prints."""
+    printed: list[str] = []
+    for start in range(0, len(paths), SHA256SUM_GROUP):
+        group = [str(p) for p in paths[start : start + SHA256SUM_GROUP]]
+        out = subprocess.run([command, "--", *group], check=True, capture_output=True).stdout
+        printed.extend(line.split(maxsplit=1)[0] for line in out.decode().splitlines())
+    if printed != expected:
+        raise SystemExit("sha256sum printed other hashes than the blob files have")
 
 
 def main() -> int:
@@ -232,9 +254,11 @@ def _run(
     paths = [blobs.path_of(cid) for cid in cids]
     stored = sum(p.stat().st_size for p in paths)
     _plain(paths)  # warm the page cache
+    expected = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    sha256sum = shutil.which("sha256sum")
 
     load_before = os.getloadavg()
-    plain_times, audit_times = [], []
+    plain_times, audit_times, tool_times = [], [], []
     plain_cpu, audit_cpu, audit_server_cpu = [], [], []
     main_profile = cProfile.Profile() if args.profile else None
     for _ in range(args.rounds):
@@ -243,6 +267,10 @@ def _run(
         plain_times.append(time.perf_counter() - t0)
         plain_cpu.append(time.process_time() - c0)
         assert read == stored
+        if sha256sum is not None:
+            t0 = time.perf_counter()
+            _sha256sum(sha256sum, paths, expected)
+            tool_times.append(time.perf_counter() - t0)
         s0 = server_cpu()
         c0, t0 = time.process_time(), time.perf_counter()
         if main_profile is not None:
@@ -272,17 +300,30 @@ def _run(
         f"median of {args.rounds} rounds"
     )
     print(f"{'':28}{'MB/s':>10}{'archives/s':>12}{'seconds':>10}")
-    for name, seconds in (("plain sha256 read", plain), ("fixity audit (unthrottled)", audit)):
+    rows = [("plain sha256 read", plain), ("fixity audit (unthrottled)", audit)]
+    if tool_times:
+        rows.insert(1, ("sha256sum command", statistics.median(tool_times)))
+    for name, seconds in rows:
         print(
             f"{name:28}{stored / MB / seconds:>10.1f}{args.archives / seconds:>12.1f}"
             f"{seconds:>10.3f}"
         )
     print(f"ratio audit / plain: {plain / audit:.3f} (target >= 0.8)")
+    if tool_times:
+        tool = statistics.median(tool_times)
+        version = subprocess.run(
+            [str(sha256sum), "--version"], check=True, capture_output=True, text=True
+        ).stdout.splitlines()[0]
+        print(f"ratio audit / sha256sum command: {tool / audit:.3f} ({version})")
+    else:
+        print("sha256sum command: not installed, not measured")
     paired = statistics.median(p / a for p, a in zip(plain_times, audit_times, strict=True))
     best = min(plain_times) / min(audit_times)
     print(f"median of per-round ratios: {paired:.3f}; best round / best round: {best:.3f}")
     print(f"rounds plain: {[round(t, 3) for t in plain_times]}")
     print(f"rounds audit: {[round(t, 3) for t in audit_times]}")
+    if tool_times:
+        print(f"rounds sha256sum: {[round(t, 3) for t in tool_times]}")
     per_version = 1000 / args.archives  # ms per version from seconds per run
     cpu = (
         f"CPU ms per version (medians): plain {statistics.median(plain_cpu) * per_version:.3f}; "
