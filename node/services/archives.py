@@ -407,10 +407,13 @@ class ArchiveService:
         if len(items) == 1:
             patients, terms = cut()
             archive_id, material = keys[0]
-            prepared.append(
-                (archive_id, material, self._store(archive_id, 1, material, contents[0]))
-            )
-            cut_tapped(terms)
+            stored_one = self._store(archive_id, 1, material, contents[0])
+            try:
+                cut_tapped(terms)
+            except BaseException:
+                self._discard([stored_one])  # no blob without its row
+                raise
+            prepared.append((archive_id, material, stored_one))
         else:
             # Stored from several threads at once (a pool kept by the service); a store that can
             # (the local one) skips each blob's fsyncs and makes the whole batch durable with one

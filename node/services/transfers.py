@@ -464,6 +464,9 @@ class TransferService:
             self._delete_blobs(archive_id, [ref.cid for ref in stored])
             self._refuse(transfer_id, refused)
             return
+        except BaseException:  # the versions already fetched are not left behind either
+            self._delete_blobs(archive_id, [ref.cid for ref in stored])
+            raise
         meta = received.meta
         # Found by the same words as at the former custodian: title, metadata and the text of
         # its content (every version's, cut here rather than on the database writer's thread).
@@ -561,7 +564,12 @@ class TransferService:
             raise _PackageRefusedError(
                 "commitment_mismatch", f"version {version.version}: content commitment differs"
             )
-        return ref, tap.text() if tap is not None else ""
+        try:
+            text = tap.text() if tap is not None else ""
+        except BaseException:  # reading its text failed: no blob is left without its row
+            self._delete_blobs(received.archive_id, [ref.cid])
+            raise
+        return ref, text
 
     def _stage(
         self,

@@ -319,3 +319,49 @@ def test_an_amendment_adds_the_words_of_its_version(api: Api) -> None:
     assert _ids(api, "晕厥") == [archive_id]
     assert _ids(api, "palpitations night") == [archive_id]  # version 1's words stay
     assert _ids(api, "resolved") == [archive_id]
+
+
+def test_an_upload_whose_text_cannot_be_read_leaves_no_blob(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading an upload's text happens after its blob is stored: if it fails (an OCR temp file
+    that cannot be written, memory), the blob goes with the request: nothing is half-written."""
+    before = api.footprint()
+
+    def broken(*_args: Any, **_kwargs: Any) -> str:
+        raise OSError("no space left for the OCR temp file")
+
+    monkeypatch.setattr(searchtext, "searchable_text", broken)
+    try:
+        response = api.client.post(
+            "/api/v1/archives",
+            files={"file": ("note.txt", b"Palpitations at night.", "text/plain")},
+            data={
+                "metadata": json.dumps(
+                    {
+                        "record_class": "OUTPATIENT",
+                        "department": "cardiology",
+                        "title": "Ward note",
+                        "source_system": "HIS",
+                        "patient_id": "P-UPLOAD",
+                    }
+                )
+            },
+            headers=api.auth("archivist"),
+        )
+    except OSError:
+        pass  # the ASGI transport re-raises what the app did not handle
+    else:
+        assert response.status_code >= 500, response.text
+    assert api.footprint() == before
+
+
+def test_a_tap_lets_its_bytes_go_once_read() -> None:
+    """``TextTap.text`` keeps nothing afterwards: a PDF is not held a second time while its text
+    is read, nor while the request waits for the database writer."""
+    from node.config import NodeSettings
+
+    tap = searchtext.TextTap([b"Palpitations ", b"at night."], "text/plain", NodeSettings())
+    assert b"".join(tap) == b"Palpitations at night."
+    assert "Palpitations at night." in tap.text()
+    assert tap.text() == ""
