@@ -85,7 +85,6 @@ class TextTap:
     def text(self) -> str:
         """The searchable text of what went through (the kept bytes are let go: the tap keeps
         nothing once asked, so a PDF is held once, not twice, while its text is read)."""
-        parts, self._parts = self._parts, []
-        content = b"".join(parts)
-        del parts
+        content = b"".join(self._parts)
+        self._parts = []
         return searchable_text(content, self._media_type, self._settings)

@@ -333,21 +333,8 @@ def test_an_upload_whose_text_cannot_be_read_leaves_no_blob(
 
     monkeypatch.setattr(searchtext, "searchable_text", broken)
     try:
-        response = api.client.post(
-            "/api/v1/archives",
-            files={"file": ("note.txt", b"Palpitations at night.", "text/plain")},
-            data={
-                "metadata": json.dumps(
-                    {
-                        "record_class": "OUTPATIENT",
-                        "department": "cardiology",
-                        "title": "Ward note",
-                        "source_system": "HIS",
-                        "patient_id": "P-UPLOAD",
-                    }
-                )
-            },
-            headers=api.auth("archivist"),
+        response = api.upload(
+            content=b"Palpitations at night.", media_type="text/plain", filename="note.txt"
         )
     except OSError:
         pass  # the ASGI transport re-raises what the app did not handle
