@@ -378,7 +378,7 @@ def test_plaintext_scan_finds_readable_files_and_content_columns(api: Api) -> No
     assert "file:node.toml:text" not in api.node.quality.scan_plaintext()
 
 
-def test_scheduled_qc_audit_rechecks_and_stores(make_node: MakeNode, database_url: str) -> None:
+def test_scheduled_qc_audit_rechecks_and_stores(database_url: str, make_node: MakeNode) -> None:
     node = make_node(database_url=database_url, qc_audit_interval=0.5, start=False)
     node.start(scheduler=True)
     app = create_app(node)
