@@ -18,7 +18,11 @@ the refusal names the file (a 4xx other than 413 with ``details.index``, or a sc
 ``body.metadata.<index>``), that file is reported and the others are sent again as a batch;
 otherwise, and from the fourth named refusal in one group, the remaining files go one by one to
 ``POST /api/v1/ingest/documents``, so the good files go in and each refusal is reported. The counts (imported, already present, failed) are printed at the end; exit 1 if any file
-failed.
+failed. The first error (a refused key, an unreachable node) stops the import: no request is
+sent after it, the ones in flight are waited for, and the counts printed before the error line
+(``… (stopped after N of M files)``) hold every file the node answered, N of them — including
+those of groups in flight beside the failing one and the files a group had sent before its
+error; the files of the failed requests and those never sent are not in N.
 A progress line (files done, files/s, ETA) goes to standard error: redrawn on a terminal, every
 5 seconds otherwise. ``--dry-run`` checks the manifest, reads and hashes every file and prints
 what would be sent (files, bytes, requests, repeated contents) without contacting the node.
@@ -77,6 +81,17 @@ class Refused:
     status: int
     code: str
     index: int | None
+
+
+class Interrupted(Exception):
+    """An error (``error``) that stopped a group after the node had answered some of its files:
+    ``settled`` maps their positions in the group to (HTTP status, error code), so they are
+    counted although the group did not finish."""
+
+    def __init__(self, error: Exception, settled: dict[int, tuple[int, str]]):
+        super().__init__(error)
+        self.error = error
+        self.settled = settled
 
 
 @dataclass
@@ -185,13 +200,19 @@ def send(
 
     ``parallel`` groups are in flight at once (each read, hashed and sent by its own thread over
     the shared client): the node stores one group's blobs while it commits another's, and this
-    process reads files meanwhile. Groups are counted in order; the first error (a refused key,
-    an unreachable node) stops the import after the groups already in flight, which are
-    idempotent like every other. ``progress`` is told after each group how many files it held;
-    ``outcome`` (if given) holds the counts so far, also when an error stops the import."""
+    process reads files meanwhile. Groups are counted in order. The first error (a refused key,
+    an unreachable node) stops the import: no group is sent after it, the groups already in
+    flight (before or after the failing one) are waited for, and every file the node answered is
+    counted — those groups' files, and the files the failing group (or another stopped one) had
+    settled before its error; then that first error (in manifest order) is raised. Files whose
+    request failed, and those never sent, are not counted (the requests are idempotent, so a
+    rerun finds what went in). ``progress`` is told after each group how many of its files were
+    counted; ``outcome`` (if given) holds the counts so far, also when an error stops the
+    import."""
     done = outcome if outcome is not None else Outcome()
+    first_error: Exception | None = None
 
-    def tally(group: list[Row], results: list[tuple[Row, int, str]]) -> None:
+    def tally(results: list[tuple[Row, int, str]]) -> None:
         for row, status, code in results:
             if status == 201:
                 done.imported += 1
@@ -199,29 +220,47 @@ def send(
                 done.present += 1
             else:
                 done.failed.append((row.path.name, code))
-        if progress is not None:
-            progress.advance(len(group))
+        if progress is not None and results:
+            progress.advance(len(results))
+
+    def settle(group: list[Row], future: Future[list[tuple[Row, int, str]]]) -> None:
+        """Count what ``group``'s answers say, also when an error stopped it (kept if first)."""
+        nonlocal first_error
+        error: Exception | None = None
+        try:
+            results = future.result()
+        except Interrupted as exc:
+            results = [(group[i], *exc.settled[i]) for i in sorted(exc.settled)]
+            error = exc.error
+        except Exception as exc:
+            results, error = [], exc
+        tally(results)
+        if first_error is None:
+            first_error = error
 
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="import") as pool:
         in_flight: deque[tuple[list[Row], Future[list[tuple[Row, int, str]]]]] = deque()
         try:
             for group in _groups(rows, batch):
+                if first_error is not None:
+                    break
                 in_flight.append((group, pool.submit(_send_group, client, group)))
                 if len(in_flight) >= parallel:
-                    tally(in_flight[0][0], in_flight[0][1].result())
-                    in_flight.popleft()
+                    settle(*in_flight.popleft())
             while in_flight:
-                tally(in_flight[0][0], in_flight[0][1].result())
-                in_flight.popleft()
+                settle(*in_flight.popleft())
         except BaseException:
             for _, future in in_flight:
                 future.cancel()
             raise
+    if first_error is not None:
+        raise first_error
     return done.imported, done.present, done.failed
 
 
 def _send_group(client: httpx.Client, group: list[Row]) -> list[tuple[Row, int, str]]:
-    """Read, hash and send one group: (row, HTTP status, error code) per file."""
+    """Read, hash and send one group: (row, HTTP status, error code) per file (``Interrupted``
+    if an error stops the group after the node answered some of its files)."""
     prepared = [_prepare(row) for row in group]
     results = _send_batched(client, prepared)
     return [
@@ -238,22 +277,29 @@ def _send_batched(client: httpx.Client, prepared: list[Prepared]) -> list[tuple[
     get the same answer) and the others are sent again as one batch. A refusal that names no
     document (503, a body over the limit), or a fourth named refusal in one group (past
     ``NAMED_REFUSALS``, that document reported too), sends the group's remaining files one by
-    one; a single file left goes alone."""
+    one; a single file left goes alone.
+
+    An error (a refused key, an unreachable node) ends the group: it is raised as
+    ``Interrupted`` with the answers the group already had (refusals named by a batch, files
+    sent one by one before it), so those are counted."""
     outcome: dict[int, tuple[int, str]] = {}
-    pending = list(range(len(prepared)))
-    named = 0
-    while len(pending) > 1 and named <= NAMED_REFUSALS:
-        answer = _send_batch(client, [prepared[i] for i in pending])
-        if isinstance(answer, list):
-            outcome.update(zip(pending, answer, strict=True))
-            pending = []
-        elif answer.index is None:
-            break
-        else:
-            outcome[pending.pop(answer.index)] = (answer.status, answer.code)
-            named += 1
-    for i in pending:
-        outcome[i] = _send_one(client, *prepared[i])
+    try:
+        pending = list(range(len(prepared)))
+        named = 0
+        while len(pending) > 1 and named <= NAMED_REFUSALS:
+            answer = _send_batch(client, [prepared[i] for i in pending])
+            if isinstance(answer, list):
+                outcome.update(zip(pending, answer, strict=True))
+                pending = []
+            elif answer.index is None:
+                break
+            else:
+                outcome[pending.pop(answer.index)] = (answer.status, answer.code)
+                named += 1
+        for i in pending:
+            outcome[i] = _send_one(client, *prepared[i])
+    except Exception as exc:
+        raise Interrupted(exc, outcome) from exc
     return [outcome[i] for i in range(len(prepared))]
 
 
@@ -453,7 +499,7 @@ def import_command(
         with httpx.Client(base_url=node_url, headers=headers, timeout=timeout) as client:
             send(client, rows, batch, Progress(len(rows)), parallel, outcome)
     except (httpx.HTTPError, NodeError) as exc:
-        if outcome.done:  # what went in and what was refused before the stop, then the error
+        if outcome.done:  # every file the node answered (see ``send``), then the error
             _report(outcome, f" (stopped after {outcome.done} of {len(rows)} files)")
         if isinstance(exc, httpx.HTTPError):
             raise UnavailableError(f"cannot reach the node: {type(exc).__name__}") from None

@@ -667,3 +667,83 @@ def test_a_node_lost_midway_still_reports_what_was_done(
     assert code == 1
     assert "imported 2, already present 1, failed 1" in out
     assert _count(api_node) == 3
+
+
+def test_a_parallel_import_stopped_by_an_error_counts_what_the_groups_beside_it_stored(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--parallel 2``, one file per group: the third file's request fails to connect (it goes
+    to a port nothing listens on) once the fourth, in flight beside it, is stored. The import
+    stops with the connection error, and the count it prints is every file the node answered —
+    the two before the failing one and the one after it — which is what the node holds (the fifth
+    is never sent); a rerun imports the other two and finds those three."""
+    import archivechain.importer as importer
+
+    real_one = importer._send_one
+    fourth_stored = threading.Event()
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{free_port()}") as dead:
+
+        def one(client: Any, row: Any, content: bytes, metadata: Any) -> Any:
+            if row.path.name == "c.txt":
+                fourth_stored.wait(10)
+                return real_one(dead, row, content, metadata)
+            result = real_one(client, row, content, metadata)
+            if row.path.name == "d.txt":
+                fourth_stored.set()
+            return result
+
+        monkeypatch.setattr(importer, "_send_one", one)
+        rows = [(f"{name}.txt", f"病程记录 {name}".encode(), PATIENT) for name in "abcde"]
+        code, out, err = _import_rows(live, legacy, tmp_path, rows, batch=1, parallel=2)
+    assert fourth_stored.is_set()
+    assert code == 1
+    assert "imported 3, already present 0, failed 0 (stopped after 3 of 5 files)" in out
+    assert err.strip().splitlines()[-1].endswith("cannot reach the node: ConnectError")
+    assert _count(api_node) == 3
+    monkeypatch.setattr(importer, "_send_one", real_one)
+    code, out, err = _import_rows(live, legacy, tmp_path, rows, batch=1, parallel=2)
+    assert code == 0, err
+    assert "imported 2, already present 3, failed 0" in out
+    assert _count(api_node) == 5
+
+
+def test_a_group_stopped_while_going_file_by_file_counts_the_files_it_sent(
+    api_node: NodeRuntime,
+    live: str,
+    legacy: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One group of three 30,000-byte files is refused for its size (413) and goes file by file:
+    the first goes in, the node refuses the second (a blank patient id), the third's request
+    fails to connect. The import stops with that error, but the two answers the group had are
+    counted and the refusal is listed."""
+    import archivechain.importer as importer
+
+    sent = _spy_requests(monkeypatch)
+    spied_one = importer._send_one
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{free_port()}") as dead:
+
+        def one(client: Any, row: Any, content: bytes, metadata: Any) -> Any:
+            target = dead if row.path.name == "big2.bin" else client
+            return spied_one(target, row, content, metadata)
+
+        monkeypatch.setattr(importer, "_send_one", one)
+        rows = [
+            ("big0.bin", b"\x00" * 30_000, PATIENT),
+            ("big1.bin", b"\x01" * 30_000, "   "),
+            ("big2.bin", b"\x02" * 30_000, PATIENT),
+        ]
+        code, out, err = _import_rows(live, legacy, tmp_path, rows, batch=10)
+    assert sent == [("batch", 3), ("one", 1), ("one", 1), ("one", 1)]
+    assert code == 1
+    assert "imported 1, already present 0, failed 1 (stopped after 2 of 3 files)" in out
+    assert "failed: big1.bin: invalid_patient_id" in err
+    assert err.strip().splitlines()[-1].endswith("cannot reach the node: ConnectError")
+    assert _count(api_node) == 1
