@@ -137,6 +137,11 @@ class NodeSettings(BaseSettings):
     """Read rate limit of fixity audits (0: unthrottled)."""
     fixity_read_workers: int = Field(2, ge=1, le=32)
     """Threads that read and hash blobs during a fixity audit, one batch ahead of the commits."""
+    fixity_read_processes: int = Field(2, ge=0, le=32)
+    """Worker processes that read and hash the blob files of unthrottled fixity audits
+    (``fixity_max_bytes_per_second = 0``) of a plain local store, so reading does not compete for
+    the GIL with the event logging; the threads then only wait for them. Started on the first
+    such audit and kept until the node stops. 0: threads only."""
     replica_count: int = Field(1, ge=0, le=16)
     """Encrypted replicas of each version at peer hospitals (docs/recovery.md; 0: none)."""
     replica_count_by_class: dict[str, int] = Field(default_factory=dict)

@@ -599,6 +599,7 @@ class NodeRuntime:
             self._scheduler = None
         self.peer_client.close()
         self.committer.stop()
+        self.fixity.close()
         self.blobs.close()
         self.db.dispose()
 

@@ -11,12 +11,14 @@ times:
   2. the ``sha256sum`` command itself (GNU coreutils, the tool the issue names), run over the same
      files in groups of 500 paths per process, its printed hashes checked (skipped with a line
      saying so when the command is not installed);
-  3. the fixity audit, unthrottled (``fixity_max_bytes_per_second = 0``): the same bytes read
-     through the blob store and hashed by ``--workers`` reader threads (``fixity_read_workers``),
+  3. the fixity audit, unthrottled (``fixity_max_bytes_per_second = 0``): the same files read
+     and hashed by ``--processes`` worker processes (``fixity_read_processes``; 0: read through
+     the blob store and hashed by ``--workers`` reader threads, ``fixity_read_workers``),
      the lifecycle state of each archive looked up, one FIXITY_CHECK event per version committed
      in units of work of at most ``fixity_batch_size``, overlapping the reads.
 
-All read files the page cache already holds (the set is read once before timing), so the ratios
+All read files the page cache already holds (the set is read once before timing, and audited
+once untimed, which also starts the hashing processes: a node starts them once), so the ratios
 compare the audit's overhead with the cost of hashing, not disk speed. Python's ``hashlib`` uses
 OpenSSL, which uses the CPU's SHA instructions where it has them; coreutils' ``sha256sum`` may not
 (Debian's does not), so (1) is the stricter reference. Reported: MB/s and archives/s of each,
@@ -33,8 +35,8 @@ for the cores nearly as much as wall time does.
 function each runs on the database writer's thread; not the commit itself).
 
 Usage: .venv/bin/python scripts/bench_fixity.py [--archives N] [--size BYTES] [--rounds R]
-                                                [--batch B] [--workers W] [--postgres URL]
-                                                [--profile]
+                                                [--batch B] [--workers W] [--processes P]
+                                                [--postgres URL] [--profile]
 Everything lives in a temporary directory removed at the end. Cheap keystore cost: BENCHMARK ONLY.
 """
 
@@ -154,6 +156,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=NodeSettings().fixity_batch_size)
     parser.add_argument("--workers", type=int, default=NodeSettings().fixity_read_workers)
+    parser.add_argument("--processes", type=int, default=NodeSettings().fixity_read_processes)
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -202,6 +205,7 @@ def _run(
         fixity_max_bytes_per_second=0,
         fixity_batch_size=args.batch,
         fixity_read_workers=args.workers,
+        fixity_read_processes=args.processes,
         max_upload_bytes=max(args.size, 1),
     )
     migrations.upgrade(database_url)
@@ -257,6 +261,7 @@ def _run(
     expected = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     sha256sum = shutil.which("sha256sum")
 
+    fixity.audit(None, AuditScope())  # untimed: starts the hashing processes, if any
     load_before = os.getloadavg()
     plain_times, audit_times, tool_times = [], [], []
     plain_cpu, audit_cpu, audit_server_cpu = [], [], []
@@ -286,6 +291,7 @@ def _run(
         assert report.checked == args.archives
         assert report.failed == 0
         assert report.bytes_read == stored
+    fixity.close()
     units.stop()
     db.dispose()
 
@@ -296,7 +302,8 @@ def _run(
     print(f"load average before/after timing: {loads} / {os.getloadavg()[0]:.2f}; {backend}")
     print(
         f"{args.archives} archives x {args.size:,} bytes ({stored / MB:.1f} MB stored), "
-        f"created in {created:.1f} s; batch {args.batch}; {args.workers} reader thread(s); "
+        f"created in {created:.1f} s; batch {args.batch}; {args.workers} reader thread(s), "
+        f"{args.processes} hashing process(es); "
         f"median of {args.rounds} rounds"
     )
     print(f"{'':28}{'MB/s':>10}{'archives/s':>12}{'seconds':>10}")

@@ -5,6 +5,9 @@ reference; the catalogue row is compared too).
 Reading is bounded by ``fixity_max_bytes_per_second`` (0: unthrottled) and done outside any
 transaction, by ``fixity_read_workers`` threads (``hashlib`` and file reads release the GIL), one
 batch ahead: while a batch's unit of work is committed, the next batch's blobs are being read.
+Unthrottled audits of a plain local store hand the files to ``fixity_read_processes`` worker
+processes instead (``node.blobhash``; the threads only wait for them), so the reading does not
+compete for the GIL with the thread that logs the events.
 Each batch of checked versions is one unit of work: one FIXITY_CHECK event per
 checked version (``ok`` false, with the observed hash, for a mismatch; the all-zero hash for a
 blob that is missing or unreadable), the ``fixity_status`` summary rows, and, for the scheduled
@@ -39,7 +42,9 @@ from anchoring.errors import AnchoringError
 from anchoring.events import FixityCheckData, FixityCheckEvent, RecordClass
 from anchoring.lifecycle import ArchiveState
 from node.alerts import AlertNotice, AlertSink, Severity
+from node.blobhash import MISSING, FileDigest, FileHasher
 from node.blobstore import BlobNotFoundError, BlobStore
+from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
 from node.db import Clock, Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import InputError, NodeError
@@ -262,6 +267,16 @@ class FixityAuditService:
         """Called with each batch's passed versions after they are logged: the runtime
         challenges their replicas through the peer API (``ReplicaService.challenge_versions``),
         so an audit covers the copies at peer hospitals too."""
+        self._hasher = (
+            FileHasher(settings.fixity_read_processes)
+            if settings.fixity_read_processes and isinstance(blobs, LocalBlobStore)
+            else None
+        )
+
+    def close(self) -> None:
+        """Stop the hashing processes, if any were started (the runtime's ``close``)."""
+        if self._hasher is not None:
+            self._hasher.close()
 
     # -- on demand -----------------------------------------------------------------------------
 
@@ -428,6 +443,32 @@ class FixityAuditService:
         """Read and hash a few blobs, in order (one reader task)."""
         return [self._read(cid, throttle) for cid in cids]
 
+    def _hash_all(self, cids: Sequence[str]) -> Future[list[_Read]]:
+        """``_read_all`` done by a hashing process (unthrottled audits of a local store), queued
+        at once: the whole batch is in the processes' queue, not only one task per thread."""
+        if self._hasher is None or not isinstance(self.blobs, LocalBlobStore):
+            raise RuntimeError("no hashing processes for this blob store")
+        paths: list[str | None] = []
+        for cid in cids:
+            try:
+                paths.append(str(self.blobs.path_of(cid)))
+            except BlobNotFoundError:  # not a CID this store can hold
+                paths.append(None)
+        reads: Future[list[_Read]] = Future()
+
+        def done(hashed: Future[list[FileDigest]]) -> None:
+            try:
+                digests = hashed.result()
+            except BaseException as exc:  # a worker died, the pool was shut down
+                reads.set_exception(exc)
+                return
+            reads.set_result(
+                [_digest_read(cid, digest) for cid, digest in zip(cids, digests, strict=True)]
+            )
+
+        self._hasher.submit(paths, self.read_size).add_done_callback(done)
+        return reads
+
     def _read(self, cid: str, throttle: Throttle) -> _Read:
         """Read one blob through the store and hash it (in a reader thread)."""
         hasher, size = hashlib.sha256(), 0
@@ -504,7 +545,11 @@ class FixityAuditService:
         throttle: Throttle,
         prepared: _Prepared,
     ) -> None:
-        future = pool.submit(self._read_all, [target.cid for target, _ in group], throttle)
+        cids = [target.cid for target, _ in group]
+        if self._hasher is not None and throttle.rate <= 0:
+            future = self._hash_all(cids)
+        else:
+            future = pool.submit(self._read_all, cids, throttle)
         prepared.reads.extend(
             _Pending(target, expected, future, slot)
             for slot, (target, expected) in enumerate(group)
@@ -695,6 +740,16 @@ class FixityAuditService:
         self.units.run(
             lambda uow: _cursor_row(uow.session, uow.now, position, started, completed=completed)
         )
+
+
+def _digest_read(cid: str, digest: FileDigest) -> _Read:
+    """What a hashing process reported for one blob, as ``_read`` reports it."""
+    if isinstance(digest, tuple):
+        return _Read(digest[0], digest[1], None)
+    if digest == MISSING:
+        return _Read(MISSING_SHA256, None, FixityProblem.BLOB_MISSING)
+    log.error("fixity audit: blob %s unreadable: %s", cid, digest.partition(":")[2])
+    return _Read(MISSING_SHA256, None, FixityProblem.BLOB_UNREADABLE)
 
 
 def _observed(target: _Target, expected: str, read: _Read) -> _Observed:
