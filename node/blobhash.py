@@ -3,8 +3,8 @@
 A fixity audit's reader threads share the GIL with the thread that logs the FIXITY_CHECK
 events; at small blob sizes their per-file Python work and GIL hand-overs slow that thread down
 more than the hashing itself costs (docs/benchmarks.md, *Fixity audit*). ``FileHasher`` moves
-opening, reading and hashing into a small pool of worker processes that import nothing of the
-node: they receive file paths and return hex digests and sizes, never file contents.
+naming, opening, reading and hashing into a small pool of worker processes: they receive the
+store's directory and CIDs and return hex digests and sizes, never file contents.
 
 Each worker exits when the process that started it is gone (a node killed with ``kill -9``
 leaves no hashing process behind for longer than ``PARENT_POLL_SECONDS``).
@@ -19,6 +19,8 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from node.blobstore.local import object_file
+
 MISSING = "missing"
 """A path that names no file."""
 UNREADABLE = "unreadable"
@@ -29,9 +31,16 @@ FileDigest = tuple[str, int] | str
 """``(hex SHA-256, size)`` of a file, or ``MISSING``, or ``"unreadable:<ExceptionType>"``."""
 
 
+def hash_blobs(objects: str, cids: list[str], read_size: int) -> list[FileDigest]:
+    """The SHA-256 and size of the file of each CID of ``cids`` in the local store whose blob
+    files are under ``objects`` (a CID that is not a raw sha2-256 CIDv1 is ``MISSING``, as the
+    store finds no blob for it), read in ``read_size`` pieces. Runs in a worker process."""
+    return hash_files([object_file(objects, cid) for cid in cids], read_size)
+
+
 def hash_files(paths: list[str | None], read_size: int) -> list[FileDigest]:
     """The SHA-256 and size of each file of ``paths`` (None: no file, reported ``MISSING``),
-    read in ``read_size`` pieces. Runs in a worker process; importable on its own."""
+    read in ``read_size`` pieces."""
     results: list[FileDigest] = []
     buffer = bytearray(read_size)
     view = memoryview(buffer)
@@ -79,9 +88,9 @@ class FileHasher:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def submit(self, paths: list[str | None], read_size: int) -> Future[list[FileDigest]]:
-        """Hash ``paths`` in a worker process; the future's list is in the order of ``paths``."""
-        return self._started().submit(hash_files, paths, read_size)
+    def submit(self, objects: str, cids: list[str], read_size: int) -> Future[list[FileDigest]]:
+        """``hash_blobs`` in a worker process; the future's list is in the order of ``cids``."""
+        return self._started().submit(hash_blobs, objects, cids, read_size)
 
     def close(self) -> None:
         """Stop the workers (those hashing finish their list first); a later ``submit`` starts

@@ -75,6 +75,17 @@ def cid_for_sha256(digest: bytes) -> str:
     return "b" + base64.b32encode(_RAW_SHA256_PREFIX + digest).decode("ascii").lower().rstrip("=")
 
 
+def object_file(objects: str, cid: str) -> str | None:
+    """The file under the ``objects`` directory of a local store that holds the blob ``cid``
+    (what ``LocalBlobStore.path_of`` names), None when ``cid`` is not a raw sha2-256 CIDv1. A
+    string, not a ``Path``: the hashing processes of a fixity audit name thousands a second."""
+    digest = _digest_of(cid)
+    if digest is None:
+        return None
+    hex_digest = digest.hex()
+    return f"{objects}/{hex_digest[:2]}/{hex_digest[2:4]}/{cid_for_sha256(digest)}"
+
+
 def _digest_of(cid: str) -> bytes | None:
     """The SHA-256 inside a raw sha2-256 CIDv1 (any multibase), or None if ``cid`` is not one."""
     if len(cid) == 59 and cid.startswith("b"):  # base32 lower case, this store's own form
@@ -342,6 +353,11 @@ class LocalBlobStore:
             return sorted(self._temp.iterdir())
         except FileNotFoundError:  # wiped; made again by the next write that needs it
             return []
+
+    @property
+    def objects_dir(self) -> str:
+        """The directory the blob files are under (``object_file`` names each)."""
+        return str(self._objects)
 
     def path_of(self, cid: str) -> Path:
         """Filesystem path of a stored blob (for tests and operators; do not write to it)."""

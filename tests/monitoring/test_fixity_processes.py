@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from multiformats import CID
 
-from node.blobhash import MISSING, UNREADABLE, FileHasher, hash_files
+from node.blobhash import MISSING, UNREADABLE, FileHasher, hash_blobs, hash_files
+from node.blobstore.local import LocalBlobStore, object_file
 from node.runtime import NodeRuntime
 from node.services.audits import MISSING_SHA256, AuditScope
 from tests.api.conftest import Api
@@ -52,6 +54,26 @@ def test_hash_files_reports_digests_missing_and_unreadable(tmp_path: Path) -> No
         MISSING,
         f"{UNREADABLE}:IsADirectoryError",
         (hashlib.sha256(b"").hexdigest(), 0),
+    ]
+
+
+def test_hash_blobs_names_the_files_as_the_store_does(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    kept, deleted = os.urandom(5000), os.urandom(10)
+    kept_cid = store.put_stream([kept]).cid
+    deleted_cid = store.put_stream([deleted]).cid
+    store.delete(deleted_cid)
+    base58 = str(CID.decode(kept_cid).encode("base58btc"))
+    dag_pb = "bafybeifrlajv3wgul3hoks4dnshre353sw6eyythbvtcgfzuoij7nvjgkm"
+    for cid in (kept_cid, base58, deleted_cid):
+        assert object_file(store.objects_dir, cid) == str(store.path_of(cid))
+    assert object_file(store.objects_dir, dag_pb) is None
+    digest = (hashlib.sha256(kept).hexdigest(), 5000)
+    assert hash_blobs(store.objects_dir, [kept_cid, deleted_cid, base58, dag_pb], 1024) == [
+        digest,
+        MISSING,
+        digest,
+        MISSING,
     ]
 
 
@@ -147,7 +169,7 @@ _ORPHAN = textwrap.dedent(
 
     if __name__ == "__main__":
         hasher = FileHasher(1)
-        assert hasher.submit([sys.argv[1]], 4096).result()[0][1] == 5
+        assert hasher.submit(sys.argv[1], [sys.argv[2]], 4096).result()[0][1] == 5
         print(*(p.pid for p in multiprocessing.active_children()), flush=True)
         time.sleep(120)
     """
@@ -155,12 +177,12 @@ _ORPHAN = textwrap.dedent(
 
 
 def test_a_hashing_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
-    blob.write_bytes(b"12345")
+    store = LocalBlobStore(tmp_path / "blobs")
+    cid = store.put_stream([b"12345"]).cid
     script = tmp_path / "orphan.py"
     script.write_text(_ORPHAN)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(blob)],
+        [sys.executable, str(script), store.objects_dir, cid],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
