@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -72,7 +73,7 @@ def _exit_with_parent(parent: int) -> None:
         while True:
             time.sleep(PARENT_POLL_SECONDS)
             if os.getppid() != parent:
-                os._exit(0)
+                os.kill(os.getpid(), signal.SIGKILL)  # nothing to flush: it only hashes
 
     threading.Thread(target=watch, name="blobhash-parent-watch", daemon=True).start()
 
