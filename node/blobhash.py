@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from node.blobstore.local import object_file
 
@@ -79,7 +80,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 class FileHasher:
-    """A pool of ``workers`` processes running ``hash_files``, started on first use (``spawn``:
+    """A pool of ``workers`` processes running ``hash_blobs``, started on first use (``spawn``:
     forking a process with database and HTTP threads is unsafe), closed by ``close``."""
 
     def __init__(self, workers: int) -> None:
@@ -90,8 +91,18 @@ class FileHasher:
         self._lock = threading.Lock()
 
     def submit(self, objects: str, cids: list[str], read_size: int) -> Future[list[FileDigest]]:
-        """``hash_blobs`` in a worker process; the future's list is in the order of ``cids``."""
-        return self._started().submit(hash_blobs, objects, cids, read_size)
+        """``hash_blobs`` in a worker process; the future's list is in the order of ``cids``.
+        A pool broken by a worker's death (killed, out of memory) is replaced here, so only the
+        tasks it held fail (with ``BrokenProcessPool``), not every later audit."""
+        pool = self._started()
+        try:
+            return pool.submit(hash_blobs, objects, cids, read_size)
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            return self._started().submit(hash_blobs, objects, cids, read_size)
 
     def close(self) -> None:
         """Stop the workers (those hashing finish their list first); a later ``submit`` starts

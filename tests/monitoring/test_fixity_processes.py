@@ -147,6 +147,33 @@ def test_an_unthrottled_audit_hashes_in_processes_and_finds_the_same_problems(
     assert all(_gone(pid) for pid in started)  # the node stops its hashing processes
 
 
+def test_a_killed_hashing_process_does_not_break_later_audits(
+    database_url: str, make_node: MakeNode
+) -> None:
+    node = make_node(
+        database_url=database_url, fixity_max_bytes_per_second=0.0, fixity_read_processes=1
+    )
+    from api.main import create_app
+    from tests.api.conftest import issue_keys, serve
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    app = create_app(node)
+    with serve(app) as client:
+        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+        for _ in range(3):
+            api.create()
+        assert node.fixity.audit(None, AuditScope()).passed == 3
+        (worker,) = {p.pid for p in multiprocessing.active_children()} - before
+        os.kill(worker, signal.SIGKILL)  # the kernel's OOM killer, an operator's mistake
+        deadline = time.monotonic() + 10
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the pool notices its dead worker and marks itself broken
+        report = node.fixity.audit(None, AuditScope())
+        assert (report.checked, report.passed) == (3, 3)
+        assert {p.pid for p in multiprocessing.active_children()} - before - {worker}
+
+
 def test_a_throttled_audit_starts_no_process(database_url: str, make_node: MakeNode) -> None:
     node: NodeRuntime = make_node(database_url=database_url, fixity_read_processes=2)
     from api.main import create_app
