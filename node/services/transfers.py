@@ -415,11 +415,18 @@ class TransferService:
         self.units.run(unit)
 
     def process_incoming(self) -> int:
-        """Move every incoming transfer one step further. Scheduler job; safe to repeat."""
+        """Move every incoming transfer one step further. Scheduler job; safe to repeat.
+
+        One transfer's failure never holds up the others: a peer or the chain being unavailable
+        (or an unknown peer) is noted on the transfer, and so is any unexpected error (logged at
+        ERROR with the transfer id and the exception's type only — its message could carry
+        record content); either way the transfer is tried again on the next run, and the run
+        goes on with the next transfer and does not raise."""
         with self.db.session() as session:
             rows = list(
                 session.execute(
-                    select(Transfer.id, Transfer.state).where(
+                    select(Transfer.id, Transfer.state)
+                    .where(
                         Transfer.direction == TransferDirection.IN,
                         Transfer.state.in_(
                             [
@@ -429,6 +436,7 @@ class TransferService:
                             ]
                         ),
                     )
+                    .order_by(Transfer.id)
                 ).all()
             )
         for transfer_id, state in rows:
@@ -440,7 +448,16 @@ class TransferService:
                 else:
                     self._abandon(transfer_id)
             except (UnavailableError, NotFoundError) as exc:  # peer/chain down or unknown peer
-                self._note(transfer_id, str(exc))  # try again on the next run
+                self._note_safely(transfer_id, str(exc))  # try again on the next run
+            except Exception as exc:  # anything else: this transfer only, retried next run
+                kind = type(exc).__name__
+                log.error(
+                    "incoming transfer %d (%s) failed unexpectedly: %s; retried on the next run",
+                    transfer_id,
+                    state,
+                    kind,
+                )
+                self._note_safely(transfer_id, f"unexpected error: {kind}")
         return len(rows)
 
     def _receive(self, transfer_id: int) -> None:
@@ -738,6 +755,15 @@ class TransferService:
         self._delete_blobs(archive_id, cids)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _note_safely(self, transfer_id: int, error: str) -> None:
+        """``_note``, but a failure to record the note (the database down) is only logged: the
+        other incoming transfers still get their turn."""
+        try:
+            self._note(transfer_id, error)
+        except Exception as exc:
+            kind = type(exc).__name__
+            log.error("could not note the error of incoming transfer %d: %s", transfer_id, kind)
 
     def _note(self, transfer_id: int, error: str) -> None:
         def unit(uow: UnitOfWork) -> None:

@@ -517,3 +517,56 @@ def test_a_staged_archive_whose_accept_reverts_is_deleted_with_its_search_terms(
     with b.client() as api:
         assert api.get("/archives", params={"text": "receiving"}).json()["items"] == []
     assert "receiving" in search_terms(a, archive_id)  # A keeps its own index
+
+
+def test_an_unexpected_failure_of_one_incoming_transfer_does_not_hold_up_the_others(
+    hospitals: dict[str, Hospital], chain: RpcChain, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    a, b = hospitals["A"], hospitals["B"]
+    b.pause_incoming()  # B records both offers; this test runs its collection itself
+    archive_ids = [upload_and_archive(a), upload_and_archive(a)]
+    with a.client() as api:
+        for archive_id in archive_ids:
+            offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+            assert offered.status_code == 202, offered.text
+    for archive_id in archive_ids:
+        wait_for(lambda i=archive_id: stored_transfer_state(b, i) == "seen", 30, "B to see it")
+    a.runtime.worker.run_until_anchored(timeout=30)  # both packages can be collected now
+    with b.runtime.db.session() as session:
+        incoming = session.execute(
+            select(Transfer.id, Transfer.archive_id)
+            .where(Transfer.direction == "in", Transfer.archive_id.in_(archive_ids))
+            .order_by(Transfer.id)
+        ).all()
+    (failing_id, failing), (_, other) = incoming  # the run takes the failing one first
+
+    service = b.runtime.transfers
+    fetch = service._fetch_version
+    secret = "MRN-4242 Zhang San"  # an error message may hold PHI: it must not be logged
+
+    def faulty(sender: str, received: Any, version: Any) -> Any:
+        if received.archive_id == failing:
+            raise RuntimeError(f"disk error while writing {secret}")
+        return fetch(sender, received, version)
+
+    monkeypatch.setattr(service, "_fetch_version", faulty)
+    with caplog.at_level("ERROR", logger="node.services.transfers"):
+        assert service.process_incoming() >= 2  # does not raise
+    assert stored_transfer_state(b, other) == "accepting"  # received in the same run
+    assert stored_transfer_state(b, failing) == "seen"  # left for the next run
+    with b.runtime.db.session() as session:
+        row = session.get_one(Transfer, failing_id)
+        assert (row.error, row.attempts) == ("unexpected error: RuntimeError", 1)
+        assert session.get(Archive, failing) is None
+    assert f"incoming transfer {failing_id}" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert secret not in caplog.text
+
+    monkeypatch.setattr(service, "_fetch_version", fetch)  # the fault is gone
+    b.resume_incoming()
+    for archive_id in archive_ids:
+        wait_for(lambda i=archive_id: transfer_state(b, i, "in") == "accepted", 60, "B accepts")
+    with b.client() as api:
+        read = api.get(f"/archives/{failing}/content", params={"purpose": "treatment"})
+        assert read.status_code == 200, read.text
+        assert read.content == CONTENT
