@@ -518,7 +518,7 @@ def restore_records(
     from node.models import SearchTerm
     from node.services.archives import search_text
     from node.services.replicas import HELD_STATES, KeyRecord, record_aad, record_path
-    from node.textindex import index_terms
+    from node.textindex import archive_texts, index_terms
 
     result = RecordRestore()
     with db.session() as session:
@@ -604,7 +604,7 @@ def restore_records(
             ).scalars():
                 if names.get(str(version.version)) is not None:
                     version.filename = str(names[str(version.version)])
-            terms = index_terms(title, *(str(v) for v in fields.values()))
+            terms = index_terms(*archive_texts(title, fields))
             present = set(
                 session.execute(
                     select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)

@@ -9,6 +9,18 @@ HL7 text observations, DICOM descriptions, plain text) are cut into terms stored
   so new medical terms and names are found as well as words (jieba would miss a segmentation);
 - runs of letters and digits give lower-cased words (NFKC-normalised, so full-width ＣＴ is ct).
 
+**One rule for an archive's terms**, however it reached this node: the union of the terms of its
+title and metadata values (``archive_texts``) and of each version's text, at most
+``MAX_TERMS_PER_ARCHIVE`` in all, kept in a fixed order of preference — title and metadata first,
+then the versions in version order, each text's words in order of first appearance
+(``ordered_terms``). Creation cuts title, metadata and the first version's text together; an
+amendment adds only the new version's terms the archive lacks, as many as remain under the cap
+(``more_terms``); a custody transfer's recipient cuts title, metadata and every decrypted
+version's text together (``index_terms``) — the same set as the former custodian held. Text a
+source system extracted at ingestion (FHIR narrative, DICOM descriptions, HL7 text observations)
+counts as part of the first version's text; it does not travel with a transfer, so the recipient
+lacks those of its words that are not also in the title, metadata or content.
+
 A query is cut the same way, with CJK runs of two or more characters as bigrams only; an archive
 matches when it holds every query term. The terms hold fragments of PHI (names in titles): they
 live only in the node's database, are never logged, and must be erased with the archive's
@@ -20,7 +32,9 @@ from __future__ import annotations
 import operator
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from itertools import islice
+from typing import Any
 
 MAX_TERM_LENGTH = 64
 MAX_TERMS_PER_ARCHIVE = 4000
@@ -59,19 +73,49 @@ def _distinct_runs(text: str) -> Iterable[str]:
     return runs
 
 
-def index_terms(*texts: str) -> set[str]:
-    """The distinct terms of ``texts`` for the index (at most ``MAX_TERMS_PER_ARCHIVE``)."""
-    terms: set[str] = set()
+def ordered_terms(*texts: str) -> list[str]:
+    """The distinct terms of ``texts`` in the index's order of preference, at most
+    ``MAX_TERMS_PER_ARCHIVE`` (the cap is read when called): ``texts`` in the order given, each
+    one's runs in their order of first appearance, a CJK run giving its characters and then its
+    bigrams. An archive keeps the first ``MAX_TERMS_PER_ARCHIVE`` of the terms of
+    :func:`archive_texts` followed by each version's text, in version order (see
+    :func:`more_terms`)."""
+    cap = MAX_TERMS_PER_ARCHIVE
+    terms: dict[str, None] = {}
     for text in texts:
         for run in _distinct_runs(text):
             if _IS_CJK.match(run):
-                terms.update(run)
-                terms.update(map(operator.add, run, run[1:]))
+                terms.update(dict.fromkeys(run))
+                terms.update(dict.fromkeys(map(operator.add, run, run[1:])))
             elif len(run) <= MAX_TERM_LENGTH:
-                terms.add(run)
-            if len(terms) >= MAX_TERMS_PER_ARCHIVE:
-                return set(sorted(terms)[:MAX_TERMS_PER_ARCHIVE])
-    return terms
+                terms[run] = None
+            if len(terms) >= cap:
+                return list(terms)[:cap]
+    return list(terms)
+
+
+def index_terms(*texts: str) -> set[str]:
+    """The terms of ``texts`` for the index: the set of :func:`ordered_terms` (at most
+    ``MAX_TERMS_PER_ARCHIVE``, the first in its order of preference)."""
+    return set(ordered_terms(*texts))
+
+
+def archive_texts(title: str, metadata: Mapping[str, Any]) -> list[str]:
+    """What an archive's terms are cut from before any version's text: its title, then its
+    metadata values by key (so the order does not depend on how a database keeps JSON keys)."""
+    return [title, *(str(metadata[key]) for key in sorted(metadata))]
+
+
+def more_terms(candidates: Iterable[str], held: Collection[str]) -> list[str]:
+    """The terms of ``candidates`` (in order of preference, e.g. :func:`ordered_terms` of a new
+    version's text) that an archive holding ``held`` adds: those it lacks, in order, only as many
+    as keep it within ``MAX_TERMS_PER_ARCHIVE`` (none once it holds that many). Adding each
+    version this way gives the same set as cutting the archive's texts and every version's text
+    together with :func:`index_terms` (what a custody transfer's recipient does)."""
+    room = MAX_TERMS_PER_ARCHIVE - len(held)
+    if room <= 0:
+        return []
+    return list(islice((term for term in candidates if term not in held), room))
 
 
 def query_terms(query: str) -> list[str]:

@@ -104,7 +104,7 @@ from node.searchtext import TextTap, reads_content
 from node.services.permissions import AccessGate, Verdict
 from node.services.quality import QcCheck, QcReport
 from node.services.records import ArchiveView, EventView, Page, VersionView
-from node.textindex import index_terms, query_terms
+from node.textindex import archive_texts, index_terms, more_terms, ordered_terms, query_terms
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ class ArchiveService:
         ]
 
         def item_terms(item: NewContent, text: str) -> set[str]:
-            return index_terms(item.new.title, *(str(v) for v in item.new.metadata.values()), text)
+            return index_terms(*archive_texts(item.new.title, item.new.metadata), text)
 
         def cut() -> tuple[list[str], list[Any]]:
             # Search terms are cut here, not on the database writer's thread, which every
@@ -695,7 +695,14 @@ class ArchiveService:
         filename: str | None,
         content: Iterable[bytes],
     ) -> ArchiveView:
-        """Store a new version (only while CREATED) and log AMEND."""
+        """Store a new version (only while CREATED) and log AMEND.
+
+        The version's text (``node.searchtext``) adds its terms to the archive's search terms
+        under the one rule of ``node.textindex``: an archive holds at most
+        ``MAX_TERMS_PER_ARCHIVE`` terms in all, those of its title and metadata first, then each
+        version's in version order, a version's new words in order of first appearance — so an
+        amendment adds only as many new terms as remain under the cap, and a custody transfer's
+        recipient, cutting the same texts together, gets the same set."""
         principal.require(Action.AMEND)
         self._check_media_type(media_type)
         with self.db.session() as session:
@@ -711,9 +718,11 @@ class ArchiveService:
             else None
         )
         stored = self._store(archive_id, next_version, material, content if tap is None else tap)
-        # The new version's words join the archive's terms (its earlier versions stay).
+        # The new version's words join the archive's terms (its earlier versions stay), as many
+        # as keep the archive within MAX_TERMS_PER_ARCHIVE: its new words in order of first
+        # appearance (``node.textindex.more_terms``), chosen once the archive's terms are read.
         try:
-            terms = index_terms(tap.text()) if tap is not None else set()
+            candidates = ordered_terms(tap.text()) if tap is not None else []
         except BaseException:
             self._discard([stored])
             raise
@@ -745,7 +754,7 @@ class ArchiveService:
             )
             insert_terms(
                 uow.session.connection(),
-                [(term, archive_id, archive.department) for term in sorted(terms - held)],
+                [(term, archive_id, archive.department) for term in more_terms(candidates, held)],
             )
             uow.session.flush()
             return ArchiveView.of(archive, [*archive.versions])

@@ -77,7 +77,7 @@ from node.remote import RemoteNodes
 from node.searchtext import TextTap, reads_content
 from node.services.archives import insert_terms, search_text
 from node.services.proofs import ProofService
-from node.textindex import index_terms
+from node.textindex import archive_texts, index_terms
 
 log = logging.getLogger(__name__)
 
@@ -486,8 +486,10 @@ class TransferService:
             raise
         meta = received.meta
         # Found by the same words as at the former custodian: title, metadata and the text of
-        # its content (every version's, cut here rather than on the database writer's thread).
-        terms = index_terms(meta.title, *(str(v) for v in meta.metadata.values()), *texts)
+        # its content, every version's in version order, under one MAX_TERMS_PER_ARCHIVE cap —
+        # the set its creation and amendments gave there (``node.textindex.more_terms``). Cut
+        # here rather than on the database writer's thread.
+        terms = index_terms(*archive_texts(meta.title, meta.metadata), *texts)
         try:
             self.units.run(lambda uow: self._stage(uow, transfer_id, received, stored, terms))
         except BaseException:

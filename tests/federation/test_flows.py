@@ -570,3 +570,56 @@ def test_an_unexpected_failure_of_one_incoming_transfer_does_not_hold_up_the_oth
         read = api.get(f"/archives/{failing}/content", params={"purpose": "treatment"})
         assert read.status_code == 200, read.text
         assert read.content == CONTENT
+
+
+def test_a_transferred_amended_archive_keeps_the_senders_search_terms(
+    hospitals: dict[str, Hospital], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Amendments and a transfer's recipient follow one rule (``node.textindex``): title and
+    metadata, then each version's words in order, at most MAX_TERMS_PER_ARCHIVE in all — so the
+    recipient holds exactly the terms the former custodian held, later versions' words too."""
+    from node import textindex
+
+    monkeypatch.setattr(textindex, "MAX_TERMS_PER_ARCHIVE", 11)
+    a, b = hospitals["A"], hospitals["B"]
+    with a.client() as api:
+        metadata = {
+            "record_class": "INPATIENT",
+            "department": "cardiology",
+            "title": "Referral letter",
+            "source_system": "HIS",
+            "patient_id": "MRN-4242",
+        }
+        created = api.post(
+            "/archives",
+            files={"file": ("v1.txt", b"angina stable since march", "text/plain")},
+            data={"metadata": json.dumps(metadata)},
+        )
+        assert created.status_code == 201, created.text
+        archive_id = str(created.json()["id"])
+        for content in (b"echocardiogram normal stable", b"troponin negative discharge zebra"):
+            amended = api.post(
+                f"/archives/{archive_id}/amend",
+                files={"file": ("next.txt", content, "text/plain")},
+            )
+            assert amended.status_code == 200, amended.text
+        assert api.post(f"/archives/{archive_id}/archive").status_code == 200
+        wait_for(
+            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
+            30,
+            "registration on chain",
+        )
+    held = search_terms(a, archive_id)
+    assert len(held) == 11
+    assert {"echocardiogram", "normal", "troponin", "negative"} <= held  # later versions' words
+    assert "zebra" not in held  # over the cap
+    with a.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    assert search_terms(b, archive_id) == held
+    with b.client() as api:
+        for words in ("troponin negative", "echocardiogram", "angina"):
+            found = api.get("/archives", params={"text": words}).json()
+            assert [item["id"] for item in found["items"]] == [archive_id], words
+        assert api.get("/archives", params={"text": "zebra"}).json()["items"] == []

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 from ulid import ULID
 
-from node import searchtext
+from node import searchtext, textindex
 from node.classification import SourceHints
-from node.models import Archive
+from node.models import Archive, SearchTerm
 from node.services.ingestion import IncomingDocument
 from node.textindex import index_terms, query_terms
 from tests.api.conftest import Api
@@ -352,3 +352,70 @@ def test_a_tap_lets_its_bytes_go_once_read() -> None:
     assert b"".join(tap) == b"Palpitations at night."
     assert "Palpitations at night." in tap.text()
     assert tap.text() == ""
+
+
+def _terms(api: Api, archive_id: str) -> set[str]:
+    with api.node.db.session() as session:
+        return set(
+            session.execute(
+                select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+            ).scalars()
+        )
+
+
+def _amend(api: Api, archive_id: str, content: bytes) -> None:
+    amended = api.client.post(
+        f"/api/v1/archives/{archive_id}/amend",
+        files={"file": ("next.txt", content, "text/plain")},
+        headers=api.auth("archivist"),
+    )
+    assert amended.status_code == 200, amended.text
+
+
+def test_amendments_keep_an_archive_within_the_term_cap(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive holds at most MAX_TERMS_PER_ARCHIVE terms in all, however often it is amended:
+    title and metadata first, then each version's new words in order of first appearance, so
+    an amendment adds only as many as remain under the cap — the set a transfer's recipient
+    cuts from the same texts together."""
+    monkeypatch.setattr(textindex, "MAX_TERMS_PER_ARCHIVE", 10)
+    versions = [
+        b"Alpha bravo, charlie alpha.",
+        b"delta alpha echo foxtrot golf",
+        b"hotel india juliet",
+        b"kilo",
+    ]
+    archive_id = _upload(api, "Ward note", versions[0], "text/plain")
+    assert _terms(api, archive_id) == {"ward", "note", "alpha", "bravo", "charlie"}
+    _amend(api, archive_id, versions[1])
+    assert _terms(api, archive_id) == {
+        *("ward", "note", "alpha", "bravo", "charlie"),
+        *("delta", "echo", "foxtrot", "golf"),
+    }
+    _amend(api, archive_id, versions[2])  # one term left under the cap: the first new word
+    kept = {
+        "ward",
+        "note",
+        "alpha",
+        "bravo",
+        "charlie",
+        "delta",
+        "echo",
+        "foxtrot",
+        "golf",
+        "hotel",
+    }
+    assert _terms(api, archive_id) == kept
+    _amend(api, archive_id, versions[3])  # full: nothing more
+    assert _terms(api, archive_id) == kept
+    assert _ids(api, "hotel") == [archive_id]
+    assert _ids(api, "india") == _ids(api, "kilo") == []
+    # What a custody transfer's recipient cuts from the same texts gives the same set.
+    with api.node.db.session() as session:
+        archive = session.get_one(Archive, archive_id)
+        title, metadata = archive.title, dict(archive.metadata_json or {})
+    head = textindex.ordered_terms(*textindex.archive_texts(title, metadata))
+    assert head == ["ward", "note"]  # the upload's metadata holds no words here
+    texts = [v.decode() for v in versions]
+    assert textindex.index_terms(*textindex.archive_texts(title, metadata), *texts) == kept

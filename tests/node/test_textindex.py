@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import unicodedata
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from node import textindex
-from node.textindex import _distinct_runs, _runs, index_terms
+from node.textindex import (
+    _distinct_runs,
+    _runs,
+    archive_texts,
+    index_terms,
+    more_terms,
+    ordered_terms,
+)
 
 _ALPHABET = st.sampled_from(
     list("aZ9_ -\t\n\x1c\x85\u3000,.ΣσςİßＣＴ①") + list("出院小结血常规あアㄱ한\uf900\u3400")
@@ -39,3 +47,34 @@ def test_runs_of_a_repetitive_document_and_the_term_cap() -> None:
     terms = index_terms(" ".join(f"w{i}" for i in range(5000)))
     assert len(terms) == textindex.MAX_TERMS_PER_ARCHIVE
     assert terms == {f"w{i}" for i in range(textindex.MAX_TERMS_PER_ARCHIVE)}  # the first ones
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(_ALPHABET, max_size=40) | st.text(max_size=40), min_size=1, max_size=5),
+    st.integers(min_value=1, max_value=30),
+)
+def test_terms_added_version_by_version_equal_the_terms_cut_together(
+    texts: list[str], cap: int
+) -> None:
+    """Creation cuts the first text, each amendment adds ``more_terms`` of its own: the archive
+    ends with the set a transfer's recipient cuts from every text together, never over the cap,
+    whatever the cap."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(textindex, "MAX_TERMS_PER_ARCHIVE", cap)
+        held = index_terms(texts[0])
+        for text in texts[1:]:
+            held |= set(more_terms(ordered_terms(text), held))
+            assert len(held) <= cap
+        assert held == index_terms(*texts)
+        assert held == set(ordered_terms(*texts)[:cap])
+
+
+def test_the_cap_keeps_terms_in_order_of_preference() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(textindex, "MAX_TERMS_PER_ARCHIVE", 5)
+        assert ordered_terms("zeta alpha", "出院 beta") == ["zeta", "alpha", "出", "院", "出院"]
+        assert more_terms(["alpha", "gamma", "delta"], {"alpha", "zeta", "x"}) == ["gamma", "delta"]
+        assert more_terms(["gamma"], {"a", "b", "c", "d", "e", "f"}) == []
+    metadata = {"b": "second", "a": 1}
+    assert archive_texts("Title", metadata) == ["Title", "1", "second"]
