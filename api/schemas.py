@@ -100,6 +100,9 @@ _RFC3339 = re.compile(
 )
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _rfc3339(value: object) -> object:
     """Only RFC 3339 date-times with an offset (pydantic would also take unix numbers, which the
     schema's ``string`` refuses); a ``datetime`` built by the node itself passes."""
@@ -107,6 +110,16 @@ def _rfc3339(value: object) -> object:
         return value
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2024-05-02T08:00:00Z")
+    return value
+
+
+def _iso_date(value: object) -> object:
+    """Only ``YYYY-MM-DD`` calendar dates (pydantic would also take unix numbers, which the
+    schema's ``string`` refuses); a ``date`` built by the node itself passes."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a calendar date, e.g. 2024-05-02")
     return value
 
 
@@ -146,7 +159,7 @@ KeyName = Annotated[
 SearchText = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_PATTERN)
 ]
-CalendarDate = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+CalendarDate = Annotated[date, BeforeValidator(_iso_date), Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
 UtcDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]

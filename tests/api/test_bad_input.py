@@ -75,6 +75,16 @@ UPLOAD_REFUSALS: dict[str, tuple[dict[str, Any], int, str]] = {
         422,
         "validation_error",
     ),
+    "trigger date a number": (  # pydantic alone reads numbers as unix times
+        {"metadata": archive_metadata(trigger_date=-3.0176582493304245e-63)},
+        422,
+        "validation_error",
+    ),
+    "trigger date with a time": (
+        {"metadata": archive_metadata(trigger_date="2024-05-02T00:00:00")},
+        422,
+        "validation_error",
+    ),
     "nested metadata": (
         {"metadata": archive_metadata(metadata={"a": {"b": 1}})},
         422,
@@ -270,6 +280,7 @@ def test_bad_search_parameters_are_422(api: Api, params: dict[str, Any]) -> None
     [
         {"trigger_date": "2024-13-01"},
         {"trigger_date": "1066-10-14"},
+        {"trigger_date": 1714608000},
         {"trigger": "2024-01-01"},
         [],
     ],
