@@ -532,12 +532,12 @@ class FixityAuditService:
             if group and (
                 group_bytes + target.stored_size > group_limit or len(group) >= group_count
             ):
-                self._submit(group, pool, throttle, prepared)
+                self._submit(group, pool, throttle, prepared, hashing=hashing)
                 group, group_bytes = [], 0
             group.append((target, recorded.ciphertext_sha256))
             group_bytes += target.stored_size
         if group:
-            self._submit(group, pool, throttle, prepared)
+            self._submit(group, pool, throttle, prepared, hashing=hashing)
         return prepared
 
     def _submit(
@@ -546,12 +546,13 @@ class FixityAuditService:
         pool: ThreadPoolExecutor,
         throttle: Throttle,
         prepared: _Prepared,
+        *,
+        hashing: bool,
     ) -> None:
+        """Start reading ``group``: by the hashing processes when ``hashing`` (unthrottled, local
+        store), else by a reader thread."""
         cids = [target.cid for target, _ in group]
-        if self._hasher is not None and throttle.rate <= 0:
-            future = self._hash_all(cids)
-        else:
-            future = pool.submit(self._read_all, cids, throttle)
+        future = self._hash_all(cids) if hashing else pool.submit(self._read_all, cids, throttle)
         prepared.reads.extend(
             _Pending(target, expected, future, slot)
             for slot, (target, expected) in enumerate(group)

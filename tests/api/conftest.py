@@ -211,6 +211,13 @@ def api_node(make_node: MakeNode, database_url: str) -> NodeRuntime:
 @pytest.fixture
 def api(api_node: NodeRuntime) -> Iterator[Api]:
     """The app over ``api_node`` with a client and one key per caller kind."""
-    app = create_app(api_node)
+    with serve_api(api_node) as served:
+        yield served
+
+
+@contextmanager
+def serve_api(node: NodeRuntime) -> Iterator[Api]:
+    """What the ``api`` fixture gives, over a node a test built itself (``make_node``)."""
+    app = create_app(node)
     with serve(app) as client:
-        yield Api(node=api_node, app=app, client=client, keys=issue_keys(api_node))
+        yield Api(node=node, app=app, client=client, keys=issue_keys(node))

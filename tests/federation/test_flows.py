@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,11 @@ from tests.federation.conftest import Hospital, wait_for
 CONTENT = b"Referral letter: transfer of care to the receiving hospital. " * 200
 
 
-def upload_and_archive(hospital: Hospital, content: bytes = CONTENT) -> str:
+def upload_and_archive(
+    hospital: Hospital, content: bytes = CONTENT, amendments: Sequence[bytes] = ()
+) -> str:
+    """Upload ``content`` at ``hospital``, add each of ``amendments`` as a new version, archive
+    it and wait for its registration on chain; its id."""
     with hospital.client() as api:
         metadata = {
             "record_class": "INPATIENT",
@@ -47,6 +52,12 @@ def upload_and_archive(hospital: Hospital, content: bytes = CONTENT) -> str:
         )
         assert response.status_code == 201, response.text
         archive_id = str(response.json()["id"])
+        for amendment in amendments:
+            amended = api.post(
+                f"/archives/{archive_id}/amend",
+                files={"file": ("next.txt", amendment, "text/plain")},
+            )
+            assert amended.status_code == 200, amended.text
         assert api.post(f"/archives/{archive_id}/archive").status_code == 200
         wait_for(
             lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
@@ -582,33 +593,11 @@ def test_a_transferred_amended_archive_keeps_the_senders_search_terms(
 
     monkeypatch.setattr(textindex, "MAX_TERMS_PER_ARCHIVE", 11)
     a, b = hospitals["A"], hospitals["B"]
-    with a.client() as api:
-        metadata = {
-            "record_class": "INPATIENT",
-            "department": "cardiology",
-            "title": "Referral letter",
-            "source_system": "HIS",
-            "patient_id": "MRN-4242",
-        }
-        created = api.post(
-            "/archives",
-            files={"file": ("v1.txt", b"angina stable since march", "text/plain")},
-            data={"metadata": json.dumps(metadata)},
-        )
-        assert created.status_code == 201, created.text
-        archive_id = str(created.json()["id"])
-        for content in (b"echocardiogram normal stable", b"troponin negative discharge zebra"):
-            amended = api.post(
-                f"/archives/{archive_id}/amend",
-                files={"file": ("next.txt", content, "text/plain")},
-            )
-            assert amended.status_code == 200, amended.text
-        assert api.post(f"/archives/{archive_id}/archive").status_code == 200
-        wait_for(
-            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
-            30,
-            "registration on chain",
-        )
+    archive_id = upload_and_archive(
+        a,
+        b"angina stable since march",
+        amendments=(b"echocardiogram normal stable", b"troponin negative discharge zebra"),
+    )
     held = search_terms(a, archive_id)
     assert len(held) == 11
     assert {"echocardiogram", "normal", "troponin", "negative"} <= held  # later versions' words

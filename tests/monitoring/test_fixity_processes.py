@@ -22,7 +22,7 @@ from node.blobhash import MISSING, UNREADABLE, FileHasher, hash_blobs, hash_file
 from node.blobstore.local import LocalBlobStore, object_file
 from node.runtime import NodeRuntime
 from node.services.audits import MISSING_SHA256, AuditScope
-from tests.api.conftest import Api
+from tests.api.conftest import serve_api
 from tests.fixtures.node import MakeNode
 from tests.monitoring.test_fixity import _blob_path, _fixity_events, _open_alerts
 
@@ -86,13 +86,8 @@ def test_an_unthrottled_audit_hashes_in_processes_and_finds_the_same_problems(
         fixity_read_processes=2,
         fixity_batch_size=4,
     )
-    from api.main import create_app
-    from tests.api.conftest import issue_keys, serve
-
     before = {p.pid for p in multiprocessing.active_children()}
-    app = create_app(node)
-    with serve(app) as client:
-        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+    with serve_api(node) as api:
         ids = [api.create()["id"] for _ in range(7)]
         flipped, deleted, unreadable = ids[1], ids[3], ids[5]
         path = _blob_path(node, flipped)
@@ -153,13 +148,8 @@ def test_a_killed_hashing_process_does_not_break_later_audits(
     node = make_node(
         database_url=database_url, fixity_max_bytes_per_second=0.0, fixity_read_processes=1
     )
-    from api.main import create_app
-    from tests.api.conftest import issue_keys, serve
-
     before = {p.pid for p in multiprocessing.active_children()}
-    app = create_app(node)
-    with serve(app) as client:
-        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+    with serve_api(node) as api:
         for _ in range(3):
             api.create()
         assert node.fixity.audit(None, AuditScope()).passed == 3
@@ -176,13 +166,8 @@ def test_a_killed_hashing_process_does_not_break_later_audits(
 
 def test_a_throttled_audit_starts_no_process(database_url: str, make_node: MakeNode) -> None:
     node: NodeRuntime = make_node(database_url=database_url, fixity_read_processes=2)
-    from api.main import create_app
-    from tests.api.conftest import issue_keys, serve
-
     before = {p.pid for p in multiprocessing.active_children()}
-    app = create_app(node)
-    with serve(app) as client:
-        api = Api(node=node, app=app, client=client, keys=issue_keys(node))
+    with serve_api(node) as api:
         api.create()
         report = node.fixity.audit(None, AuditScope())  # the default rate limit applies
     assert (report.checked, report.passed) == (1, 1)
