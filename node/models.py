@@ -251,7 +251,7 @@ class Transfer(Base):
     direction: Mapped[str] = mapped_column(String(3))
     peer: Mapped[str] = mapped_column(String(42))
     offer_key: Mapped[str] = mapped_column(String(80))  # offer event hash (out) or tx:log (in)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -15,6 +15,7 @@ so the operations are driven with ``@given`` on each operation's strategies.)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -24,7 +25,16 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.transport import Response
+from schemathesis.generation.meta import (
+    CaseMetadata,
+    ComponentInfo,
+    FuzzingPhaseData,
+    GenerationInfo,
+    PhaseInfo,
+    TestPhase,
+)
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -80,11 +90,60 @@ KEY_OPERATIONS = [
 ]
 
 
+def _plain_string_accepts(schema: dict[str, Any], text: str) -> bool:
+    """Whether a query parameter's schema surely accepts ``text``: a string schema (or an
+    ``anyOf`` with one) limited only by length and pattern. Anything else (formats, enums,
+    numbers) counts as not accepted, so the negative check stays on."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") != "string" or set(option) - {
+            "type",
+            "maxLength",
+            "minLength",
+            "pattern",
+        }:
+            continue
+        if not option.get("minLength", 0) <= len(text) <= option.get("maxLength", len(text)):
+            continue
+        if "pattern" in option and re.search(option["pattern"], text) is None:
+            continue
+        return True
+    return False
+
+
+def _query_arrives_valid(case: schemathesis.Case) -> bool:
+    """True when only the query was mutated and every parameter still arrives valid: a value
+    mutated into a one-item array of a number (``actor: [0.0]``) is sent as ``actor=0.0``, a
+    string any string parameter accepts. Every required parameter must be present, every sent
+    one declared, single-valued and accepted as a string by its schema."""
+    meta = case.meta
+    assert meta is not None
+    if any(
+        info.mode.is_negative and location is not ParameterLocation.QUERY
+        for location, info in meta.components.items()
+    ):
+        return False
+    query = case.query or {}
+    declared = {p.name: p for p in case.operation.query}
+    if any(p.is_required and name not in query for name, p in declared.items()):
+        return False
+    for name, value in query.items():
+        items = value if isinstance(value, list) else [value]
+        if name not in declared or len(items) != 1:
+            return False
+        (item,) = items
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            return False
+        if not _plain_string_accepts(declared[name].definition.get("schema", {}), str(item)):
+            return False
+    return True
+
+
 def _mutation_lost_in_transit(case: schemathesis.Case) -> bool:
     """True when a negative case's mutation cannot survive serialisation, so the request that
     arrives is valid and rightly accepted: a *file* part mutated into a number or an object is
-    sent as a file holding that text (any bytes are a valid file), and an extra query parameter
-    whose value is an empty list is not sent at all."""
+    sent as a file holding that text (any bytes are a valid file), an extra query parameter
+    whose value is an empty list is not sent at all, and a query value that is sent as text
+    its string parameter accepts (``_query_arrives_valid``)."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_negative:
         return False
@@ -92,7 +151,7 @@ def _mutation_lost_in_transit(case: schemathesis.Case) -> bool:
     if isinstance(body, dict) and "file" in body and not isinstance(body["file"], bytes | str):
         return True
     query = case.query or {}
-    return any(value == [] for value in query.values())
+    return any(value == [] for value in query.values()) or _query_arrives_valid(case)
 
 
 def checks_for(case: schemathesis.Case) -> list[Any]:
@@ -171,3 +230,61 @@ def test_fuzz_on_a_real_archive(api: Api, operation: tuple[str, str]) -> None:
 @pytest.mark.parametrize("operation", KEY_OPERATIONS, ids=_label)
 def test_fuzz_keys_as_admin(api: Api, operation: tuple[str, str]) -> None:
     fuzz(api, *operation, "admin")
+
+
+def _negative_query_case(
+    api: Api, query: dict[str, Any], *, headers_too: bool = False
+) -> schemathesis.Case:
+    """A negative case of ``GET /access/denials`` that mutated its query (and its headers with
+    ``headers_too``), as a fuzzing run describes such a case, with ``query``."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+    operation = schema["/api/v1/access/denials"]["GET"]
+    negative = GenerationMode.NEGATIVE
+    meta = CaseMetadata(
+        generation=GenerationInfo(time=0.0, mode=negative),
+        components={
+            location: ComponentInfo(mode=negative)
+            for location in (ParameterLocation.QUERY, ParameterLocation.HEADER)[: 1 + headers_too]
+        },
+        phase=PhaseInfo(
+            name=TestPhase.FUZZING,
+            data=FuzzingPhaseData(
+                description="a query parameter of the wrong type",
+                parameter=next(iter(query)),
+                parameter_location=ParameterLocation.QUERY,
+                location=None,
+            ),
+        ),
+    )
+    return operation.Case(query=query, _meta=meta)
+
+
+QUERY_MUTATIONS = [
+    ({"actor": [0.0]}, True),  # sent as actor=0.0: a valid actor
+    ({"actor": 7, "archive_id": ["A1"]}, True),
+    ({"actor": [0.0, 1]}, False),  # two values
+    ({"actor": [True]}, False),
+    ({"actor": [{"a": 1}]}, False),
+    ({"actor": ["x" * 81]}, False),  # over maxLength
+    ({"actor": ["a\x01b"]}, False),  # outside the pattern
+    ({"limit": [5]}, False),  # an integer parameter: not judged here
+    ({"since": [1.5]}, False),  # a date-time format: not judged here
+    ({"unknown": [1]}, False),
+]
+
+
+def test_a_query_mutation_counts_as_lost_only_when_the_sent_text_is_valid(api: Api) -> None:
+    """The filter that turns off ``negative_data_rejection`` is narrow: a query mutation counts
+    as lost in transit only when what is sent is a single text its string parameter accepts, and
+    the node does accept each such request."""
+    for query, lost in QUERY_MUTATIONS:
+        case = _negative_query_case(api, query)
+        assert _query_arrives_valid(case) is lost, query
+        assert _mutation_lost_in_transit(case) is lost, query
+        if lost:
+            response = api.client.get(
+                "/api/v1/access/denials", params=query, headers=api.auth("auditor")
+            )
+            assert response.status_code == 200, (query, response.text)
+    headers_too = _negative_query_case(api, {"actor": [0.0]}, headers_too=True)
+    assert not _query_arrives_valid(headers_too)  # another component was mutated as well

@@ -1,13 +1,21 @@
 """Three hospital nodes (A, B, C) in this test process, each behind a real uvicorn HTTP server on
 its own port, on the session anvil (isolated per test by the ``chain`` fixture), with full
-background schedules (anchoring, chain watcher, incoming transfers). The process-level tests in
-``test_processes.py`` run the same flows with three separate node processes."""
+background schedules (anchoring, chain watcher, incoming transfers). The ``hospitals`` fixture
+runs every test twice: the three nodes on SQLite, then on PostgreSQL (a schema each). The
+process-level tests in ``test_processes.py`` run the same flows with three separate node
+processes.
+
+Each server is handed a socket bound before any node starts (``listen``), so the peers' URLs are
+known up front and no other test run on the machine can take a port between its choice and its
+use."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +27,11 @@ from eth_account.signers.local import LocalAccount
 
 from anchoring.chain import RpcChain
 from api.main import create_app
-from node.ports import free_port
+from node.ports import LOCALHOST
 from node.principal import Role
 from node.runtime import NodeRuntime
 from tests.fixtures.chain import Consortium
+from tests.fixtures.db import postgres_schema
 from tests.fixtures.node import build_node
 
 
@@ -36,6 +45,7 @@ class Hospital:
     server: uvicorn.Server
     thread: threading.Thread
     keys: dict[str, str]
+    listener: socket.socket
 
     @property
     def address(self) -> str:
@@ -59,9 +69,14 @@ class Hospital:
         assert scheduler is not None
         scheduler.resume_job("incoming-transfers")
 
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.listener.close()
         self.runtime.close()
 
 
@@ -77,29 +92,45 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "c
         time.sleep(0.1)
 
 
+def listen(port: int = 0) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 (``port`` 0: a free port the kernel picks), for
+    ``start_hospital``: the port is held from now on (a restarted node binds its old port again)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((LOCALHOST, port))
+    listener.listen(128)
+    return listener
+
+
 def start_hospital(
     name: str,
     consortium: Consortium,
     account: LocalAccount,
     data_dir: Path,
-    port: int,
+    listener: socket.socket,
     peers: dict[str, str],
     **settings: Any,
 ) -> Hospital:
-    runtime = build_node(
-        consortium,
-        account,
-        data_dir,
-        start=False,
-        name=name,
-        port=port,
-        peers=peers,
-        watcher_confirmations=0,
-        watcher_tick=0.2,
-        anchor_tick=0.2,
-        anchor_interval=0.2,
-        **settings,
-    )
+    """A node with full schedules, served on ``listener`` (closed with the hospital)."""
+    port = int(listener.getsockname()[1])
+    try:
+        runtime = build_node(
+            consortium,
+            account,
+            data_dir,
+            start=False,
+            name=name,
+            port=port,
+            peers=peers,
+            watcher_confirmations=0,
+            watcher_tick=0.2,
+            anchor_tick=0.2,
+            anchor_interval=0.2,
+            **settings,
+        )
+    except BaseException:
+        listener.close()
+        raise
     runtime.start(scheduler=True)
     keys = {
         role: runtime.keys.issue(
@@ -108,16 +139,60 @@ def start_hospital(
         for role in ("admin", "archivist", "clinician", "auditor")
     }
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(runtime), host=LOCALHOST, port=port, log_level="warning")
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 10, f"{name} to serve")
-    return Hospital(name, runtime, f"http://127.0.0.1:{port}", server, thread, keys)
+    hospital = Hospital(name, runtime, f"http://{LOCALHOST}:{port}", server, thread, keys, listener)
+    try:
+        wait_for(lambda: server.started, 10, f"{name} to serve")
+    except BaseException:
+        hospital.stop()
+        raise
+    return hospital
 
 
-@pytest.fixture
+@contextmanager
+def running_hospitals(
+    consortium: Consortium,
+    accounts: dict[str, LocalAccount],
+    data_root: Path,
+    database_urls: dict[str, str] | None = None,
+    **settings: Any,
+) -> Iterator[dict[str, Hospital]]:
+    """One node per named account, each knowing the others as peers, each on its own database
+    (``database_urls[name]``; default SQLite under ``data_root / name``); all stopped on exit."""
+    listeners = {name: listen() for name in accounts}
+    urls = {
+        accounts[n].address: f"http://{LOCALHOST}:{listeners[n].getsockname()[1]}" for n in accounts
+    }
+    started: dict[str, Hospital] = {}
+    try:
+        for name, account in accounts.items():
+            peers = {a: u for a, u in urls.items() if a != account.address}
+            url = (database_urls or {}).get(name)
+            extra = {"database_url": url} if url else {}
+            started[name] = start_hospital(
+                name,
+                consortium,
+                account,
+                data_root / name,
+                listeners[name],
+                peers,
+                **settings,
+                **extra,
+            )
+        yield started
+    finally:
+        for hospital in started.values():
+            hospital.stop()
+        for listener in listeners.values():
+            listener.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def hospitals(
+    request: pytest.FixtureRequest,
     consortium: Consortium,
     chain: RpcChain,
     tmp_path: Path,
@@ -125,16 +200,18 @@ def hospitals(
     hospital_b: LocalAccount,
     hospital_c: LocalAccount,
 ) -> Iterator[dict[str, Hospital]]:
+    """A, B and C with full schedules (replicas placed only by the tests that want them), on
+    SQLite or each on its own PostgreSQL schema."""
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
-    ports = {name: free_port() for name in accounts}
-    urls = {accounts[n].address: f"http://127.0.0.1:{ports[n]}" for n in accounts}
-    started: dict[str, Hospital] = {}
-    try:
-        for name, account in accounts.items():
-            peers = {a: u for a, u in urls.items() if a != account.address}
-            started[name] = start_hospital(  # replicas are placed by the tests that want them
-                name, consortium, account, tmp_path / name, ports[name], peers, replica_tick=3600.0
-            )
+    with ExitStack() as stack:
+        database_urls = (
+            {name: stack.enter_context(postgres_schema()) for name in accounts}
+            if request.param == "postgres"
+            else None
+        )
+        started = stack.enter_context(
+            running_hospitals(consortium, accounts, tmp_path, database_urls, replica_tick=3600.0)
+        )
         # Each node registers its own encryption key on start (the fixture consortium was
         # bootstrapped with other keys): wait until the registry holds them.
         for hospital in started.values():
@@ -147,6 +224,3 @@ def hospitals(
                 f"{hospital.name}'s public key on chain",
             )
         yield started
-    finally:
-        for hospital in started.values():
-            hospital.stop()

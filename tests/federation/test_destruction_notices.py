@@ -25,7 +25,7 @@ from anchoring.events import DestructionNoticeEvent, parse_event
 from node.models import DestructionNotice
 from node.peers import PEER_PREFIX, sign_headers
 from node.principal import Role
-from tests.federation.conftest import Hospital, start_hospital, wait_for
+from tests.federation.conftest import Hospital, listen, start_hospital, wait_for
 from tests.federation.test_destruction_shares import _archive_long_ago
 from tests.federation.test_flows import grant_share
 from tests.fixtures.chain import Consortium
@@ -306,13 +306,20 @@ def test_pending_notices_survive_a_restart_and_are_delivered_after_it(
     a, c = hospitals["A"], hospitals["C"]
     archive_id = _grant_and_destroy(a, c, chain)
     data_dir = a.runtime.settings.data_dir
-    port = int(a.url.rsplit(":", 1)[1])
+    port, database_url = a.port, a.runtime.settings.database_url
     peers = dict(a.runtime.settings.peers)
     a.stop()  # the notice was never sent: it lives only in A's database
     assert _notices_in(c, archive_id) == []
 
     restarted = start_hospital(
-        "A", consortium, hospital_a, data_dir, port, peers, replica_tick=3600.0
+        "A",
+        consortium,
+        hospital_a,
+        data_dir,
+        listen(port),
+        peers,
+        replica_tick=3600.0,
+        database_url=database_url,
     )
     hospitals["A"] = restarted  # the fixture stops this one
     row = _rows(restarted, archive_id)[c.address]

@@ -25,7 +25,7 @@ from node.models import HeldReplica, SearchTerm, WrappedKey
 from node.peers import CONTENT_SHA256, sign_headers_for
 from node.recovery import restore_records
 from node.services.replicas import record_path, rendezvous
-from tests.federation.conftest import Hospital, start_hospital, wait_for
+from tests.federation.conftest import Hospital, listen, running_hospitals, start_hospital, wait_for
 from tests.federation.test_replicas import upload
 from tests.fixtures.chain import Consortium
 
@@ -44,23 +44,11 @@ def nodes(
     hospital_c,
 ) -> Iterator[dict[str, Hospital]]:
     """A (on ``database_url``), B and C, the replica jobs left to the test."""
-    from node.ports import free_port
-
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
-    ports = {name: free_port() for name in accounts}
-    urls = {accounts[n].address: f"http://127.0.0.1:{ports[n]}" for n in accounts}
-    started: dict[str, Hospital] = {}
-    try:
-        for name, account in accounts.items():
-            peers = {a: u for a, u in urls.items() if a != account.address}
-            extra = {"database_url": database_url} if name == "A" else {}
-            started[name] = start_hospital(
-                name, consortium, account, tmp_path / name, ports[name], peers, **MANUAL, **extra
-            )
+    with running_hospitals(
+        consortium, accounts, tmp_path, {"A": database_url}, **MANUAL
+    ) as started:
         yield started
-    finally:
-        for hospital in started.values():
-            hospital.stop()
 
 
 def _lose_key(a: Hospital, archive_id: str) -> None:
@@ -171,10 +159,8 @@ def holder(
     consortium: Consortium, chain: RpcChain, tmp_path: Path, database_url: str, hospital_b
 ) -> Iterator[Hospital]:
     """B alone, with a small upload limit (A only signs requests here)."""
-    from node.ports import free_port
-
     started = start_hospital(
-        "B", consortium, hospital_b, tmp_path / "B", free_port(), {},
+        "B", consortium, hospital_b, tmp_path / "B", listen(), {},
         max_upload_bytes=LIMIT, database_url=database_url, **MANUAL,
     )  # fmt: skip
     try:

@@ -31,7 +31,7 @@ from node.peers import CONTENT_SHA256, sign_headers
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
-from tests.federation.conftest import Hospital, start_hospital, wait_for
+from tests.federation.conftest import Hospital, listen, running_hospitals, start_hospital, wait_for
 from tests.fixtures.chain import Consortium
 
 CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
@@ -43,22 +43,9 @@ def nodes(
     consortium: Consortium, chain: RpcChain, tmp_path: Path, hospital_a, hospital_b, hospital_c
 ) -> Iterator[dict[str, Hospital]]:
     """A, B and C with the replica and log-shipping jobs left to the test."""
-    from node.ports import free_port
-
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
-    ports = {name: free_port() for name in accounts}
-    urls = {accounts[n].address: f"http://127.0.0.1:{ports[n]}" for n in accounts}
-    started: dict[str, Hospital] = {}
-    try:
-        for name, account in accounts.items():
-            peers = {a: u for a, u in urls.items() if a != account.address}
-            started[name] = start_hospital(
-                name, consortium, account, tmp_path / name, ports[name], peers, **MANUAL
-            )
+    with running_hospitals(consortium, accounts, tmp_path, **MANUAL) as started:
         yield started
-    finally:
-        for hospital in started.values():
-            hospital.stop()
 
 
 def upload(hospital: Hospital, content: bytes = CONTENT) -> str:
@@ -564,7 +551,7 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
             )
         )
     settings = a.runtime.settings
-    port = int(a.url.rsplit(":", 1)[1])
+    port = a.port
     peers = dict(settings.peers)
     a.stop()
     shutil.rmtree(settings.data_dir)
@@ -596,7 +583,7 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
     assert not (settings.data_dir / "RESTORE_UNVERIFIED").exists()
 
     restarted = start_hospital(
-        "A", consortium, hospital_a, settings.data_dir, port, peers, **MANUAL
+        "A", consortium, hospital_a, settings.data_dir, listen(port), peers, **MANUAL
     )
     nodes["A"] = restarted
     newer = upload(restarted)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 import node.models  # registers the node tables
 from anchoring import merkle, storage
@@ -374,4 +376,61 @@ def test_migration_0018_drops_the_search_terms_foreign_key_and_back(database_url
     if sqlite:
         assert key_back.upper().rstrip().endswith("WITHOUT ROWID")
         assert "FOREIGN KEY" in key_back.upper()
+    migrations.upgrade(database_url)
+
+
+def _transfer_states(url: str) -> list[tuple[int, str]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [(i, s) for i, s in connection.execute(text("SELECT id, state FROM transfers"))]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0019_widens_transfer_states_and_back(database_url: str) -> None:
+    """0019 widens ``transfers.state`` so ``accepted_on_chain`` (17 characters) can be written on
+    PostgreSQL (refused at 0018), keeping every transfer; downgrade narrows it again and keeps
+    the rows (no transfer is then in ``accepted_on_chain``)."""
+    migrations.upgrade(database_url, "0018")
+    row = {
+        "archive_id": "0" * 25 + "1",
+        "direction": "in",
+        "peer": "0x" + "ab" * 20,
+        "offer_key": "tx:0",
+        "state": "accepting",
+        "attempts": 0,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(node.models.Transfer.__table__.insert(), [row])
+        if not database_url.startswith("sqlite"):  # SQLite does not enforce VARCHAR(n)
+            with pytest.raises(DBAPIError, match="too long"), engine.begin() as connection:
+                connection.execute(text("UPDATE transfers SET state = 'accepted_on_chain'"))
+    finally:
+        engine.dispose()
+    [(transfer_id, _)] = _transfer_states(database_url)
+    migrations.upgrade(database_url)
+    assert _transfer_states(database_url) == [(transfer_id, "accepting")]
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE transfers SET state = 'accepted_on_chain'"))
+        assert _transfer_states(database_url) == [(transfer_id, "accepted_on_chain")]
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE transfers SET state = 'accepted'"))
+    finally:
+        engine.dispose()
+    command.downgrade(migrations.alembic_config(database_url), "0018")
+    assert _transfer_states(database_url) == [(transfer_id, "accepted")]
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            columns = inspect(connection).get_columns("transfers")
+    finally:
+        engine.dispose()
+    assert [c["type"].length for c in columns if c["name"] == "state"] == [16]
     migrations.upgrade(database_url)
