@@ -33,14 +33,20 @@ from devtools.network import DEFAULT_BASE_PORT, DEFAULT_HOSPITALS, MAX_HOSPITALS
     default=None,
     help="Each node's database URL, {name} being hospital_1, hospital_2, … (created if missing).",
 )
-@click.option("--ipfs-api", default=None, help="IPFS API multiaddr: the nodes store blobs there.")
+@click.option(
+    "--ipfs-api",
+    "ipfs_apis",
+    multiple=True,
+    help="IPFS API multiaddr of one hospital's own daemon, once per hospital in order "
+    "(none: local blob stores; a daemon is never shared by nodes).",
+)
 def compose_init(
     rpc_url: str,
     data_dir: Path,
     hospitals: int,
     base_port: int,
     database_url_template: str | None,
-    ipfs_api: str | None,
+    ipfs_apis: tuple[str, ...],
 ) -> None:
     """Prepare the compose consortium against an external chain (the compose one-shot job)."""
     from anchoring.errors import AnchoringError, ChainError
@@ -57,7 +63,7 @@ def compose_init(
         report=report,
         external_rpc=rpc_url,
         database_url_template=database_url_template,
-        ipfs_api=ipfs_api,
+        ipfs_apis=ipfs_apis,
     )
     try:
         network.prepare()

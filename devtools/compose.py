@@ -5,8 +5,8 @@ the IPFS blob store.
 ``ComposeNetwork`` is ``LocalNetwork`` with three differences: the chain is external (``rpc_url``,
 never started or stopped here), each node's ``node.toml`` also names its database
 (``database_url_template`` with ``{name}`` → ``hospital_1``…, created on the server when missing)
-and its blob store, and the node processes run in their own containers (nothing is started or
-supervised here). Everything else — deployment, identities, funding, bootstrap and governance
+and its blob store (each hospital its own IPFS daemon: ``ipfs_apis``, one per hospital), and the
+node processes run in their own containers (nothing is started or supervised here). Everything else — deployment, identities, funding, bootstrap and governance
 admissions, API keys, ``network.json`` — is ``up``'s code, so ``docker compose up`` gives the same
 consortium as ``make up``, and running the job again resumes it.
 """
@@ -41,7 +41,11 @@ class ComposeNetwork(LocalNetwork):
 
     external_rpc: str = ""
     database_url_template: str | None = None
-    ipfs_api: str | None = None
+    ipfs_apis: tuple[str, ...] = ()
+    """One IPFS API multiaddr per hospital, in order (empty: local blob stores). Never one daemon
+    for several nodes: a store owns its daemon's pins, so a former custodian unpinning a
+    transferred record's ciphertext (identical bytes, the same CID) would remove the recipient's
+    copy too."""
 
     def _start_chain(self, port: int) -> None:
         if not self.external_rpc:
@@ -54,6 +58,24 @@ class ComposeNetwork(LocalNetwork):
 
     def _check_ports(self, hospitals: int, base_port: int, chain_port: int) -> None:
         """Ports are the containers' business (checked when they bind)."""
+
+    def ipfs_api(self, node_name: str) -> str | None:
+        """The node's own IPFS daemon (None: a local blob store)."""
+        if not self.ipfs_apis:
+            return None
+        count = self.hospitals or DEFAULT_HOSPITALS
+        if len(self.ipfs_apis) != count or len(set(self.ipfs_apis)) != count:
+            raise InputError(
+                f"{count} hospitals need {count} different IPFS daemons (one --ipfs-api each), "
+                f"got {len(self.ipfs_apis)} ({len(set(self.ipfs_apis))} different): a daemon "
+                "shared by nodes loses a transferred record's blob when its former custodian "
+                "unpins it",
+                code="shared_ipfs_daemon",
+            )
+        for index, api in enumerate(self.ipfs_apis, start=1):
+            if hospital_name(index) == node_name:
+                return api
+        raise InputError(f"no IPFS daemon for {node_name}", code="shared_ipfs_daemon")
 
     def database_url(self, node_name: str) -> str | None:
         if self.database_url_template is None:
@@ -84,6 +106,8 @@ class ComposeNetwork(LocalNetwork):
         return created
 
     def prepare(self, *, reset_chain: bool = False) -> None:
+        if self.ipfs_apis:  # refused before anything is created
+            self.ipfs_api(hospital_name(1))
         created = self.ensure_databases()
         if created:
             self.report(f"databases created: {', '.join(created)}")
@@ -92,8 +116,9 @@ class ComposeNetwork(LocalNetwork):
     def node_settings(self, node: NodeSpec) -> NodeSettings:
         base = super().node_settings(node)
         update: dict[str, object] = {"database_url": self.database_url(node.name)}
-        if self.ipfs_api:
-            update |= {"blob_store": "ipfs", "ipfs_api": self.ipfs_api}
+        ipfs_api = self.ipfs_api(node.name)
+        if ipfs_api:
+            update |= {"blob_store": "ipfs", "ipfs_api": ipfs_api}
         return base.model_copy(update=update)
 
     def _write_node_config(self, node: NodeSpec) -> None:
@@ -102,8 +127,9 @@ class ComposeNetwork(LocalNetwork):
         url = self.database_url(node.name)
         if url is not None:
             extra.append(f"database_url = {_toml_string(url)}")
-        if self.ipfs_api:
-            extra += ['blob_store = "ipfs"', f"ipfs_api = {_toml_string(self.ipfs_api)}"]
+        ipfs_api = self.ipfs_api(node.name)
+        if ipfs_api:
+            extra += ['blob_store = "ipfs"', f"ipfs_api = {_toml_string(ipfs_api)}"]
         if extra:
             text_ = node.config_file.read_text(encoding="utf-8")
             head, peers = text_.split("\n[peers]", 1)

@@ -5,14 +5,17 @@
 # proof -> `archivechain verify` against ganache, down, up, the record and its proof are still
 # there and verify, down with volumes. Between the blocks this script adds its own checks: every
 # container healthy, /docs and the web console's pinned scripts served (200) by the node image,
-# the bundle verified inside the container too. Needs a Docker engine, docker-compose (or Compose
+# the bundle verified inside the container too, and (before the last block) a custody transfer
+# from hospital-1 to hospital-2 on PostgreSQL, IPFS and ganache: hospital-2 accepts it, reads the
+# record, hospital-1 can no longer decrypt it, and hospital-2's bundle verifies. Needs a Docker engine, docker-compose (or Compose
 # v2), debootstrap and root for the first base image, curl, jq, and nothing else listening on the
-# compose ports (8545, 5001, 55432, 8601-8603). Prints the time of each phase.
+# compose ports (8545, 5001-5003, 55432, 8601-8603). Prints the time of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v docker-compose >/dev/null || docker-compose() { docker compose "$@"; }
 WORK=$(mktemp -d)
 WRITTEN="network.json deployment.json summary.txt bundle.json"  # what the README's steps write
+WRITTEN="$WRITTEN moved.json"  # and the transfer phase
 cleanup() {
   status=$?
   if [ "$status" -ne 0 ]; then
@@ -36,7 +39,7 @@ done
 # on this machine (a second checkout's compose test, a `make up`) would make ours fail at random
 # later on (PostgreSQL: "Address already in use"), so wait until the ports are free — at most
 # COMPOSE_TEST_PORT_WAIT seconds (default 900) — and otherwise stop here, naming the holders.
-COMPOSE_PORTS="8545 5001 55432 8601 8602 8603"
+COMPOSE_PORTS="8545 5001 5002 5003 55432 8601 8602 8603"
 busy_ports() {
   for port in $COMPOSE_PORTS; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then printf '%s ' "$port"; fi
@@ -73,7 +76,7 @@ phase() {  # print the time since the previous phase
 }
 
 all_healthy() {  # every long-running service reports healthy (the `until` of the README waits for one)
-  for service in chain postgres ipfs hospital-1 hospital-2 hospital-3; do
+  for service in chain postgres ipfs-1 ipfs-2 ipfs-3 hospital-1 hospital-2 hospital-3; do
     state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker-compose ps -q "$service")")
     [ "$state" = healthy ] || { echo "compose-test: $service is $state" >&2; return 1; }
   done
@@ -118,6 +121,38 @@ phase "step 2 ($ID uploaded, archived, proven, verified outside and inside)"
 all_healthy
 verify_inside
 phase "step 3 (down, up: $ID and its proof still there and verify)"
+
+# Custody transfer hospital-1 -> hospital-2 (not in the README: its API is in docs/federation.md).
+NODE2=$(jq -r '.nodes[1].url' network.json)
+TO=$(jq -r '.nodes[1].address' network.json)
+AUTH2="Authorization: Bearer $(jq -r '.nodes[1].api_keys.archivist' network.json)"
+MOVED=$(curl -fsS -H "$AUTH" -F 'file=@summary.txt;type=text/plain' \
+  -F 'metadata={"record_class":"INPATIENT","department":"cardiology","title":"Transferred summary","source_system":"HIS","patient_id":"MRN-0002"}' \
+  "$NODE/api/v1/archives" | jq -r .id)
+curl -fsS -X POST -H "$AUTH" "$NODE/api/v1/archives/$MOVED/archive" > /dev/null
+registered() { [ "$(curl -fsS -H "$AUTH" "$NODE/api/v1/archives/$MOVED" | jq -r .chain_status)" = registered ]; }
+accepted() {  # NODE AUTH: the node lists the transfer of $MOVED as accepted
+  curl -fsS -H "$2" "$1/api/v1/transfers" \
+    | jq -e --arg id "$MOVED" 'any(.[]; .archive_id == $id and .state == "accepted")' > /dev/null
+}
+within() {  # SECONDS WHAT COMMAND...: retry COMMAND every 2 s until it succeeds
+  limit=$1 what=$2; shift 2; waited=0
+  until "$@"; do
+    [ "$waited" -lt "$limit" ] || { echo "compose-test: no $what after $limit s" >&2; return 1; }
+    sleep 2; waited=$((waited + 2))
+  done
+}
+within 120 "on-chain registration of $MOVED" registered
+curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' -d "{\"to\":\"$TO\"}" \
+  "$NODE/api/v1/archives/$MOVED/transfers" > /dev/null
+within 180 "acceptance at hospital-2" accepted "$NODE2" "$AUTH2"
+within 120 "acceptance seen by hospital-1" accepted "$NODE" "$AUTH"
+curl -fsS -H "$AUTH2" "$NODE2/api/v1/archives/$MOVED/content?purpose=treatment" | cmp - summary.txt
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "$AUTH" "$NODE/api/v1/archives/$MOVED/content?purpose=treatment")
+[ "$code" = 409 ] || { echo "compose-test: hospital-1 answered $code for the moved record, not 409" >&2; exit 1; }
+curl -fsS --retry 3 --retry-all-errors -H "$AUTH2" "$NODE2/api/v1/archives/$MOVED/proof?wait=30" -o moved.json
+.venv/bin/archivechain verify moved.json --rpc "$(jq -r .rpc_url network.json)" --deployment deployment.json
+phase "transfer ($MOVED accepted by hospital-2 on PostgreSQL, read there, refused at hospital-1, verified)"
 
 volumes=$(docker inspect -f '{{range .Mounts}}{{.Name}} {{end}}' $(docker-compose ps -q))
 # shellcheck disable=SC1091

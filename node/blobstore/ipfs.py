@@ -14,7 +14,10 @@ lock, after which every GC and add hangs); kubo copes with either. Because the p
 call after the add, adds and garbage collection are kept apart by a readers-writer lock, so our own
 GC cannot collect blocks between an add and its pin.
 
-Caveats: garbage collection is daemon-wide (it removes every unpinned block, which is what a node
+Caveats: a daemon serves one node only. This store owns the daemon's pins, and a transferred
+record's ciphertext has the same CID at its former and its new custodian, so on a shared daemon
+the former custodian's unpin (after the transfer) deletes the new custodian's copy. Garbage
+collection is daemon-wide (it removes every unpinned block, which is what a node
 that pins everything it keeps wants); do not run the daemon with automatic GC (``--enable-gc``).
 A pin held by another application on the same daemon shows up in ``iter_cids``. A process that
 dies mid-upload still aborts the request (the js-ipfs wedge then needs a daemon restart).

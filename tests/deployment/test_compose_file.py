@@ -20,6 +20,7 @@ from archivechain.node import node_group
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSPITALS = ("hospital-1", "hospital-2", "hospital-3")
+IPFS = ("ipfs-1", "ipfs-2", "ipfs-3")  # one daemon per hospital
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,11 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"chain", "postgres", "ipfs", "init", *HOSPITALS}
+    assert set(services) == {"chain", "postgres", *IPFS, "init", *HOSPITALS}
     assert services["chain"]["image"] == "archivechain-ganache:7.9.2"
     assert all("build" not in service for service in services.values())  # `make images` builds
     assert all(service["network_mode"] == "host" for service in services.values())
-    infra = {name: {"condition": "service_healthy"} for name in ("chain", "postgres", "ipfs")}
+    infra = {name: {"condition": "service_healthy"} for name in ("chain", "postgres", *IPFS)}
     assert services["init"]["depends_on"] == infra
     for name in HOSPITALS:
         assert services[name]["depends_on"] == {
@@ -60,7 +61,25 @@ def test_every_hospital_has_its_own_volume_and_port(compose: dict[str, Any]) -> 
         ports.add(service["environment"]["ARCHIVECHAIN_PORT"])
         assert service["environment"]["ARCHIVECHAIN_PORT"] == str(8600 + index)
     assert len(ports) == 3
-    assert set(compose["volumes"]) >= {"ganache-state", "pgdata", "ipfs-repo", *HOSPITALS}
+    assert set(compose["volumes"]) >= {"ganache-state", "pgdata", *IPFS, *HOSPITALS}
+
+
+def test_every_hospital_has_its_own_ipfs_daemon(compose: dict[str, Any]) -> None:
+    """A node's blob store owns its daemon's pins: a daemon shared by two hospitals would lose a
+    transferred record's ciphertext (the same CID at both) when the former custodian unpins it.
+    So: one daemon per hospital, each on its own API port and repo volume, and compose-init gives
+    hospital N the Nth."""
+    services = compose["services"]
+    ports = [services[name]["environment"]["IPFS_API_PORT"] for name in IPFS]
+    assert ports == ["5001", "5002", "5003"]
+    assert [services[name]["volumes"] for name in IPFS] == [[f"{n}:/repo"] for n in IPFS]
+    assert all(services[name]["image"] == "archivechain-ipfs:0.66.1" for name in IPFS)
+    init = compose["services"]["init"]["command"]
+    context = compose_init.make_context("compose-init", list(init[1:]))
+    assert context.params["ipfs_apis"] == tuple(f"/ip4/127.0.0.1/tcp/{p}/http" for p in ports)
+    start = (ROOT / "docker" / "ipfs-start.sh").read_text()
+    assert "IPFS_API_PORT" in start
+    assert "/tcp/5001" not in start  # the port comes from the environment
 
 
 def test_the_passphrase_comes_only_from_a_secret_file(compose: dict[str, Any]) -> None:

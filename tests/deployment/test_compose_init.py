@@ -95,3 +95,47 @@ def test_compose_init_prepares_the_consortium_on_an_external_chain(
         json.loads((data_dir / "network.json").read_text())["nodes"][0]["api_keys"]
         == (network["nodes"][0]["api_keys"])
     )
+
+
+@pytest.mark.parametrize(
+    "apis",
+    [
+        ("/ip4/127.0.0.1/tcp/5001/http",),  # one daemon for three hospitals
+        ("/ip4/127.0.0.1/tcp/5001/http",) * 3,
+        ("/ip4/127.0.0.1/tcp/5001/http", "/ip4/127.0.0.1/tcp/5002/http"),
+    ],
+    ids=["one-for-all", "the-same-three-times", "two-for-three"],
+)
+def test_compose_init_refuses_an_ipfs_daemon_shared_by_hospitals(
+    tmp_path: Path,
+    database_prefix: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    apis: tuple[str, ...],
+) -> None:
+    """Each hospital needs its own IPFS daemon: on a shared one the former custodian's unpin of a
+    transferred record (the same CID at both hospitals) deletes the recipient's copy. Refused
+    with exit code 2 and one line before anything is made: no database, no node directory, and
+    no chain is even contacted (the RPC URL here answers nothing)."""
+    base, prefix = database_prefix
+    template = (
+        make_url(base).set(database=f"{prefix}_{{name}}").render_as_string(hide_password=False)
+    )
+    args = ["compose-init", "--rpc=http://127.0.0.1:9", "--data-dir", str(tmp_path / "c"),
+            "--hospitals=3", f"--database-url-template={template}"]  # fmt: skip
+    args += [f"--ipfs-api={api}" for api in apis]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "3 hospitals need 3 different IPFS daemons" in err
+    admin = create_engine(make_url(base).set(database="postgres"))
+    try:
+        with admin.connect() as conn:
+            made = conn.execute(
+                text("SELECT count(*) FROM pg_database WHERE datname LIKE :p"),
+                {"p": prefix + "_%"},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    assert made == 0
+    assert not (tmp_path / "c" / "nodes").exists()
