@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, model_validator
 from pydantic_settings import (
@@ -66,6 +67,24 @@ class WebhookTarget(BaseModel):
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=512)
     secret: SecretStr = Field(min_length=16)
     min_severity: Literal["info", "warning", "critical"] = "warning"
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+def ipfs_endpoint(api: str) -> tuple[str, str]:
+    """(host, port) of an IPFS HTTP RPC address given as a multiaddr
+    (``/ip4/127.0.0.1/tcp/5001/http``, ``/dns/ipfs/tcp/5001``) or a URL (``http://host:5001``),
+    loopback names folded together: two settings name the same daemon when these are equal."""
+    text = api.strip()
+    if text.startswith("/"):
+        parts = text.split("/")
+        host, port = (parts[2], parts[4]) if len(parts) > 4 and parts[3] == "tcp" else (text, "")
+    else:
+        url = urlsplit(text if "//" in text else f"http://{text}")
+        host, port = url.hostname or text, str(url.port or "")
+    host = host.lower().strip("[]")
+    return ("loopback" if host in _LOOPBACK_NAMES else host), port
 
 
 class NodeSettings(BaseSettings):
@@ -171,7 +190,9 @@ class NodeSettings(BaseSettings):
     """A second blob directory (cheaper media) for the cold tier; None: one tier only."""
     cold_ipfs_api: str | None = None
     """The HTTP RPC multiaddr of an IPFS daemon that is the cold tier instead of a directory
-    (e.g. ``/ip4/10.0.0.9/tcp/5001/http``); not together with ``cold_blob_dir``."""
+    (e.g. ``/ip4/10.0.0.9/tcp/5001/http``); not together with ``cold_blob_dir``, and never the
+    hot tier's daemon (``ipfs_api``): a blob has the same CID in both tiers there, so dropping
+    the hot copy after a move would unpin the cold one."""
     tier_cold_after_days: dict[str, float] = Field(default_factory=dict)
     """Per record class: days after archiving after which an archive's ciphertext moves to the
     cold tier (classes not named stay hot)."""
@@ -304,6 +325,19 @@ class NodeSettings(BaseSettings):
         days = self.archiving_deadline_days
         if set(days) != set(DEFAULT_ARCHIVING_DAYS) or any(d < 0 for d in days.values()):
             raise ValueError("archiving_deadline_days needs every class, each at least 0 days")
+        return self
+
+    @model_validator(mode="after")
+    def _tiers_on_separate_daemons(self) -> NodeSettings:
+        if (
+            self.blob_store == "ipfs"
+            and self.cold_ipfs_api is not None
+            and ipfs_endpoint(self.cold_ipfs_api) == ipfs_endpoint(self.ipfs_api)
+        ):
+            raise ValueError(
+                "cold_ipfs_api names the hot tier's IPFS daemon (ipfs_api): each tier needs its "
+                "own daemon (moving a blob would unpin its only copy)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -42,11 +42,34 @@ def test_file_then_environment_then_arguments(
         ("sqlite_cache_mib = 0\n", "sqlite_cache_mib"),
         ("retention_years = { INPATIENT = 30 }\n", "retention_years"),
         ("port = \n", "invalid configuration"),  # TOML syntax
+        # the cold tier on the hot tier's IPFS daemon: a move would unpin the only copy
+        (
+            'blob_store = "ipfs"\nipfs_api = "/ip4/127.0.0.1/tcp/5001/http"\n'
+            'cold_ipfs_api = "http://localhost:5001"\n',
+            "cold_ipfs_api names the hot tier's IPFS daemon",
+        ),
+        (
+            'blob_store = "ipfs"\nipfs_api = "/dns/ipfs.lan/tcp/5001/http"\n'
+            'cold_ipfs_api = "/dns/IPFS.lan/tcp/5001"\n',
+            "cold_ipfs_api names the hot tier's IPFS daemon",
+        ),
     ],
 )
 def test_malformed_configuration_is_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text))
+
+
+def test_tiers_on_two_ipfs_daemons_are_accepted(tmp_path: Path) -> None:
+    """Another port, another host, or a local hot tier: separate stores, accepted."""
+    for text in (
+        'blob_store = "ipfs"\nipfs_api = "/ip4/127.0.0.1/tcp/5001/http"\n'
+        'cold_ipfs_api = "/ip4/127.0.0.1/tcp/5002/http"\n',
+        'blob_store = "ipfs"\nipfs_api = "/ip4/10.0.0.8/tcp/5001/http"\n'
+        'cold_ipfs_api = "/ip4/10.0.0.9/tcp/5001/http"\n',
+        'cold_ipfs_api = "/ip4/127.0.0.1/tcp/5001/http"\n',  # hot tier local, ipfs_api unused
+    ):
+        assert load_settings(write(tmp_path, text)).cold_ipfs_api is not None
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
