@@ -25,7 +25,7 @@ from anchoring.worker import AnchoringWorker, Lag, WorkerConfig, enqueue_call, m
 from node import migrations
 from node.alerts import AlertSink, LoggingAlertSink
 from node.backup import refuse_unverified_restore
-from node.blobstore import BlobStore, open_blob_store, open_node_blob_store
+from node.blobstore import BlobStore, claim_daemons, open_blob_store, open_node_blob_store
 from node.config import NodeSettings
 from node.db import Clock, Database, GroupCommitter, UnitOfWork, utc_now
 from node.dicom import store_instance
@@ -405,6 +405,7 @@ class NodeRuntime:
         migrations.upgrade(url)
         db = Database.connect(url, sqlite_cache_mib=settings.sqlite_cache_mib)
         blobs = open_node_blob_store(settings)  # with its cold tier (docs/recovery.md §3)
+        claim_daemons(blobs, keystore.address, production=settings.mode == "production")
         # Before anything serves: a restored backup must not bring a destroyed key back.
         tombstones = TombstoneLedger(settings.resolved_tombstone_file)
         tombstones.replay(db, blobs, clock())

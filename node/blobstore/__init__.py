@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -31,11 +32,14 @@ __all__ = [
     "BlobStoreUnavailableError",
     "DeferredSyncStore",
     "FixityError",
+    "claim_daemons",
     "open_blob_store",
     "open_node_blob_store",
 ]
 
 BLOB_STORE_KINDS: Final = ("local", "ipfs")
+
+log = logging.getLogger(__name__)
 
 
 def open_blob_store(
@@ -85,3 +89,33 @@ def open_node_blob_store(settings: NodeSettings) -> BlobStore:
     if settings.cold_blob_dir is not None:
         return TieredBlobStore(hot, open_blob_store("local", local_root=settings.cold_blob_dir))
     return TieredBlobStore(hot, open_blob_store("ipfs", ipfs_api=settings.cold_ipfs_api))
+
+
+def claim_daemons(blobs: BlobStore, node: str, *, production: bool) -> None:
+    """Claim each IPFS daemon of the node's store (hot, and cold when tiered) for ``node`` and that
+    tier. A daemon another node or tier already claimed would lose records: a transferred or
+    moved blob has the same CID at both users, so one's unpin deletes the other's only copy. In
+    production that refuses to start (``ConfigError``); in dev mode (tests and demos share one
+    daemon) it is logged as a warning."""
+    from node.blobstore.ipfs import IpfsBlobStore
+    from node.blobstore.tiered import TieredBlobStore
+
+    tiers = (
+        [("hot", blobs.hot), ("cold", blobs.cold)]
+        if isinstance(blobs, TieredBlobStore)
+        else [("hot", blobs)]
+    )
+    for tier, store in tiers:
+        if not isinstance(store, IpfsBlobStore):
+            continue
+        other = store.claim(f"{node} {tier}")
+        if other is None:
+            continue
+        message = (
+            f"the IPFS daemon of this node's {tier} tier already holds the blobs of {other}: "
+            "each node, and each tier, needs its own daemon (a transferred or moved record "
+            "would lose its only copy)"
+        )
+        if production:
+            raise ConfigError(message)
+        log.warning("%s; dev mode: starting anyway", message)

@@ -16,7 +16,9 @@ GC cannot collect blocks between an add and its pin.
 
 Caveats: a daemon serves one node only. This store owns the daemon's pins, and a transferred
 record's ciphertext has the same CID at its former and its new custodian, so on a shared daemon
-the former custodian's unpin (after the transfer) deletes the new custodian's copy. Garbage
+the former custodian's unpin (after the transfer) deletes the new custodian's copy; ``claim``
+records the one user in the MFS file ``/archivechain-owner`` and the runtime refuses, in
+production, a daemon another node or tier claimed (``node.blobstore.claim_daemons``). Garbage
 collection is daemon-wide (it removes every unpinned block, which is what a node
 that pins everything it keeps wants); do not run the daemon with automatic GC (``--enable-gc``).
 A pin held by another application on the same daemon shows up in ``iter_cids``. A process that
@@ -53,6 +55,8 @@ warnings.filterwarnings(
 )
 
 _UPLOAD_CHUNK_SIZE: Final = 256 * 1024
+OWNER_FILE: Final = "/archivechain-owner"
+"""The MFS file naming the one node (and tier) whose blobs a daemon holds (``claim``)."""
 _T = TypeVar("_T")
 
 
@@ -229,6 +233,32 @@ class IpfsBlobStore:
         self._client.close()
 
     # ------------------------------------------------------------------ maintenance
+
+    def claim(self, owner: str) -> str | None:
+        """Record ``owner`` (a node's address and tier) as the one user of this daemon, in an MFS
+        file (kept by the garbage collector); returns the *other* owner already recorded there,
+        or None (claimed now, or ours already). Two nodes starting at the same moment on one
+        fresh daemon can both see it free: the check is for misconfiguration, not a lock."""
+        current: str
+        try:
+            raw: bytes = self._client.files.read(OWNER_FILE)
+            current = raw.decode("utf-8", "replace").strip()
+        except ipfs_errors.ErrorResponse as exc:
+            if "does not exist" not in str(exc):
+                raise BlobStoreUnavailableError(f"IPFS owner file unreadable: {exc}") from exc
+            current = ""
+        except ipfs_errors.Error as exc:
+            raise BlobStoreUnavailableError(f"IPFS node unreachable: {exc}") from exc
+        if current and current != owner:
+            return current
+        if not current:
+            data = owner.encode("utf-8")
+            self._call(
+                lambda: self._client.files.write(
+                    OWNER_FILE, io.BytesIO(data), create=True, truncate=True
+                )
+            )
+        return None
 
     def collect_garbage(self) -> None:
         """Run the node's repo garbage collector (removes every unpinned block).
