@@ -21,11 +21,10 @@ from anchoring.chain import ContractWriter, RpcChain
 from anchoring.events import parse_event
 from anchoring.ids import archive_key
 from archivechain import main
-from node.ports import free_port
 from node.runtime import NodeRuntime
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api
 from tests.api.members import bearer, sign_in
-from tests.federation.conftest import start_hospital, wait_for
+from tests.federation.conftest import listen, start_hospital, wait_for
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import MakeNode
 
@@ -291,7 +290,7 @@ def test_login_and_regulator_cli_against_a_live_node(
     regulator: LocalAccount,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    hospital = start_hospital("A", consortium, hospital_a, tmp_path / "A", free_port(), peers={})
+    hospital = start_hospital("A", consortium, hospital_a, tmp_path / "A", listen(), peers={})
     try:
         keystore = tmp_path / "regulator.json"
         keystore.write_text(
