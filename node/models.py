@@ -153,7 +153,7 @@ class Archive(Base):
     department: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(256))
     patient_pseudonym: Mapped[str] = mapped_column(String(80), index=True)
-    source_system: Mapped[str] = mapped_column(String(32))
+    source_system: Mapped[str] = mapped_column(String(64))
     metadata_json: Mapped[dict[str, Any]]
     search_text: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(32))

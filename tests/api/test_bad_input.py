@@ -199,6 +199,21 @@ def test_streamed_body_within_the_limit_is_accepted(api: Api) -> None:
     assert response.json()["versions"][0]["size"] == len(content)
 
 
+def test_fields_at_their_longest_accepted_length_are_archived(api: Api) -> None:
+    """Codes of 64 characters, a 256-character title and a 255-character file name are stored
+    as given on both databases (PostgreSQL refused a source system code over 32: a 500)."""
+    source, department = "LIS." + "s" * 60, "ward-" + "d" * 59
+    metadata = archive_metadata(
+        source_system=source, department=department, title="题" * 256, filename="f" * 251 + ".pdf"
+    )
+    response = api.upload(metadata=metadata)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["source_system"], body["department"]) == (source, department)
+    assert body["title"] == "题" * 256
+    assert body["versions"][0]["filename"] == "f" * 251 + ".pdf"
+
+
 AMEND_REFUSALS: dict[str, tuple[tuple[str, bytes, str], int, str]] = {
     "empty": (("v2.pdf", b"", "application/pdf"), 400, "empty_content"),
     "oversize": (

@@ -84,6 +84,19 @@ def test_ingest_classifies_and_records_the_source_message(
     assert node.ingestion.encounter_archives("V-other") == []
 
 
+def test_a_source_system_code_of_64_characters_is_recorded(
+    node: NodeRuntime, archivist: Principal
+) -> None:
+    """The longest source code ingestion accepts fits the archive's row and its message's (on
+    PostgreSQL ``archives.source_system`` refused codes over 32 characters before 0020)."""
+    source = "laboratory-information-system." + "x" * 34
+    view = node.ingestion.ingest(archivist, _doc(source_system=source)).archive
+    assert view.source_system == source
+    with node.db.session() as session:
+        row = session.execute(select(IngestedMessage)).scalar_one()
+        assert (row.source_system, row.archive_id) == (source, view.id)
+
+
 def test_restricted_codes_grade_the_record(node: NodeRuntime, archivist: Principal) -> None:
     doc = _doc(
         message_id="MSG-HIV",

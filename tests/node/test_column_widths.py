@@ -1,4 +1,5 @@
-"""Every enumerated string column is wide enough for every value the code writes to it.
+"""Every enumerated string column is wide enough for every value the code writes to it, and every
+column written from a checked input is as wide as the longest input the checks accept.
 
 SQLite does not enforce ``VARCHAR(n)``; PostgreSQL refuses a longer value, so a state one
 character too long works in every SQLite test and fails in production on PostgreSQL (as
@@ -7,15 +8,19 @@ column with the values written to it; the second test makes a new enumerated col
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Column, String
 
 import node.models  # registers the node tables
-from anchoring.events import EventType, TagKind
+from anchoring.events import Code, EventType, TagKind
 from anchoring.storage import CheckpointState, OutboxState, metadata
 from anchoring.worker import CALL_KIND
+from api import schemas
+from node import dicom, fhir, hl7v2
 from node.alerts import Severity
 from node.models import (
     CatalogueState,
@@ -25,7 +30,7 @@ from node.models import (
     TransferState,
 )
 from node.principal import Role
-from node.services import notices, replicas
+from node.services import ingestion, notices, replicas
 from node.services.permissions import Origin
 from node.services.webhooks import DeliveryState
 
@@ -98,3 +103,60 @@ def test_every_short_enumerated_column_is_listed() -> None:
         and f"{table.name}.{column.name}" not in COLUMN_VALUES.keys() | FREE_FORM
     )
     assert unlisted == []
+
+
+def _accepts(check: Callable[[str], object]) -> Callable[[str], bool]:
+    def accepted(value: str) -> bool:
+        try:
+            check(value)
+        except (ValidationError, ValueError):
+            return False
+        return True
+
+    return accepted
+
+
+def _schema(annotation: object) -> Callable[[str], bool]:
+    return _accepts(TypeAdapter(annotation).validate_python)
+
+
+def _pattern(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda value: pattern.fullmatch(value) is not None
+
+
+def _longest(accepted: Callable[[str], bool]) -> int:
+    """The length of the longest run of ``a`` that ``accepted`` takes (up to 1024)."""
+    return max(n for n in range(1, 1025) if accepted("a" * n))
+
+
+INPUT_CHECKS: dict[str, list[Callable[[str], bool]]] = {
+    "archives.source_system": [
+        _schema(schemas.Code),  # POST /archives, /ingest/documents
+        _schema(Code),  # the CREATE event
+        _pattern(ingestion._CODE),  # the ingestion service
+        _pattern(fhir._CODE),  # meta.source
+        _pattern(hl7v2._CODE),  # MSH-3
+        _pattern(dicom._CODE),  # the calling AE title
+    ],
+    "ingested_messages.source_system": [_pattern(ingestion._CODE)],
+    "archives.department": [_schema(schemas.Code), _pattern(ingestion._CODE)],
+    "archives.title": [_schema(schemas.Title), lambda v: len(v) <= ingestion.MAX_TITLE],
+    "archive_versions.filename": [_schema(schemas.FileName)],
+    "ingested_messages.message_id": [lambda v: len(v) <= ingestion.MAX_MESSAGE_ID],
+    "api_keys.name": [_schema(schemas.KeyName)],
+}
+"""Free-form columns and the checks of what is written to them (a value any check accepts can
+reach the column)."""
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_CHECKS))
+def test_every_accepted_input_fits_its_column(name: str) -> None:
+    """PostgreSQL refuses a value longer than its ``VARCHAR(n)`` (an internal error at the
+    request); SQLite stores it. ``archives.source_system`` was 32 wide for 64-character codes."""
+    column = _column(name)
+    assert isinstance(column.type, String), name
+    assert column.type.length is not None, name
+    longest = max(_longest(check) for check in INPUT_CHECKS[name])
+    assert longest <= column.type.length, (
+        f"{name} is VARCHAR({column.type.length}) but accepts {longest} characters"
+    )

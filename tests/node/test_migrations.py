@@ -434,3 +434,56 @@ def test_migration_0019_widens_transfer_states_and_back(database_url: str) -> No
         engine.dispose()
     assert [c["type"].length for c in columns if c["name"] == "state"] == [16]
     migrations.upgrade(database_url)
+
+
+def _sources(url: str) -> list[tuple[str, str]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [
+                (i, s)
+                for i, s in connection.execute(text("SELECT id, source_system FROM archives"))
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0020_widens_archive_source_systems_and_back(database_url: str) -> None:
+    """0020 widens ``archives.source_system`` to the 64 characters a source code may have
+    (PostgreSQL refused 33 at 0019), keeping every archive; downgrade narrows it again and keeps
+    the rows (none then has a longer code)."""
+    migrations.upgrade(database_url, "0019")
+    archive_id = "0" * 25 + "1"
+    long_source = "s" * 64
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                node.models.Archive.__table__.insert(), [_archive_row(archive_id, "cardiology")]
+            )
+        if not database_url.startswith("sqlite"):  # SQLite does not enforce VARCHAR(n)
+            with pytest.raises(DBAPIError, match="too long"), engine.begin() as connection:
+                connection.execute(text("UPDATE archives SET source_system = :s"), {"s": "s" * 33})
+    finally:
+        engine.dispose()
+    migrations.upgrade(database_url)
+    assert _sources(database_url) == [(archive_id, "HIS")]
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE archives SET source_system = :s"), {"s": long_source})
+        assert _sources(database_url) == [(archive_id, long_source)]
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE archives SET source_system = 'LIS'"))
+    finally:
+        engine.dispose()
+    command.downgrade(migrations.alembic_config(database_url), "0019")
+    assert _sources(database_url) == [(archive_id, "LIS")]
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            columns = inspect(connection).get_columns("archives")
+    finally:
+        engine.dispose()
+    assert [c["type"].length for c in columns if c["name"] == "source_system"] == [32]
+    migrations.upgrade(database_url)
