@@ -71,6 +71,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE_ID = 200
 MAX_PATIENT_ID = 128
 MAX_TITLE = 256
+MAX_FILENAME = 255
 MAX_BATCH = 1000
 CORRECTION_RULE = "correction"
 """The rule id an archivist's correction (RECLASSIFY) leaves in ``class_rule``/``sensitivity_rule``."""
@@ -340,7 +341,11 @@ class IngestionService:
         if principal.department_scoped and principal.department is not None:
             department = principal.department  # a clinician files into their own department
         metadata = {
-            **{key: value for key, value in doc.metadata.items() if value not in (None, "")},
+            **{
+                key: _printable(value) if isinstance(value, str) else value
+                for key, value in doc.metadata.items()
+                if value not in (None, "")
+            },
             "class_rule": decided.class_rule,
             "sensitivity_rule": decided.sensitivity_rule,
             "ingested_via": doc.kind,
@@ -353,7 +358,7 @@ class IngestionService:
             patient_id=patient_id,
             source_system=source,
             media_type=doc.media_type,
-            filename=doc.filename,
+            filename=_filename(doc.filename),
             trigger_date=doc.trigger_date,
             metadata=metadata,
             text=searchable_text(
@@ -697,6 +702,20 @@ def _title(value: str) -> str:
     """A displayable title: control characters become spaces, cut to the column's size."""
     text = " ".join(_CONTROL.sub(" ", value).split())[:MAX_TITLE]
     return text or "untitled"
+
+
+def _printable(value: str) -> str:
+    """A code read from a message, its control characters as spaces: PostgreSQL cannot store
+    NUL, and the API refuses control characters in metadata (``MetaText``)."""
+    return _CONTROL.sub(" ", value)
+
+
+def _filename(value: str | None) -> str | None:
+    """A displayable file name (e.g. a FHIR attachment's title): control characters dropped, cut
+    to the column's size, as the API does with an uploaded part's name."""
+    if value is None:
+        return None
+    return _CONTROL.sub("", value).strip()[:MAX_FILENAME] or None
 
 
 def _department(value: str | None, decided: Classification) -> str:

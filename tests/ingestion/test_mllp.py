@@ -189,6 +189,22 @@ def test_mdm_document_is_archived(mllp_node: NodeRuntime, link: Link) -> None:
     assert stream.media_type == "application/pdf"
 
 
+def test_a_control_character_in_a_document_code_is_archived_as_a_space(
+    mllp_node: NodeRuntime, link: Link
+) -> None:
+    """A NUL in TXA-2 (kept as the archive's document_type) is archived on both databases, as a
+    space: PostgreSQL cannot store NUL (before: AE internal_error, so the sender resent it for
+    ever; SQLite archived it)."""
+    txa = segment("TXA", {1: "1", 2: "18842\x00-5^Discharge summary^LN", 3: "AP", 12: "DOC-1"})
+    obx = segment("OBX", {1: "1", 2: "ED", 3: "18842-5^Discharge summary^LN",
+                          5: f"HIS^application^pdf^Base64^{base64.b64encode(PDF).decode()}"})  # fmt: skip
+    ack = link.send(message("MDM^T02^MDM_T02", "MDM-NUL", PID, PV1_IN, txa, obx, sender="HIS"))
+    assert ack["code"] == "AA", ack
+    with mllp_node.db.session() as session:
+        archive = session.execute(select(Archive)).scalar_one()
+    assert archive.metadata_json["document_type"] == "18842 -5"
+
+
 def test_adt_reports_encounters_once(mllp_node: NodeRuntime, link: Link) -> None:
     recorder = Recorder()
     mllp_node.encounters.add(recorder)
