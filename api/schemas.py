@@ -1059,7 +1059,12 @@ class BreakGlassIn(_In):
     """``POST /archives/{id}/break-glass``. The reason stays on this node (events carry its
     SHA-256) and is shown to the privacy officer."""
 
-    reason: str = Field(min_length=10, max_length=2000, examples=["unconscious patient in ED"])
+    reason: str = Field(
+        min_length=10,
+        max_length=2000,
+        pattern=r"^[^\x00]*$",  # stored as text: PostgreSQL cannot store NUL
+        examples=["unconscious patient in ED"],
+    )
     purpose: Purpose = Purpose.TREATMENT
 
 
