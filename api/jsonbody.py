@@ -13,7 +13,9 @@ The checks are linear in the body size and never recurse:
 
 - encoding (RFC 8259 §8.1: JSON exchanged between systems is UTF-8 without a byte-order mark): a
   BOM, a NUL byte (UTF-16/32 text is full of them, JSON text never has one), invalid UTF-8 and an
-  escaped lone surrogate (``"\\ud800"``, which no UTF-8 store can hold) are ``invalid_encoding``;
+  escaped lone surrogate (``"\\ud800"``, which no UTF-8 store can hold) and an escaped NUL
+  (``"\\u0000"``, which PostgreSQL text cannot hold, and no field of this API needs) are
+  ``invalid_encoding``;
 - depth: strings are skipped (an unterminated one runs to the end, as it would for a parser), then
   brackets are counted.
 """
@@ -55,6 +57,8 @@ SCAN_CHUNK_BYTES = 128 * 1024
 slices and a large hostile body cannot stall the event loop for long."""
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A candidate ``\\uD800``–``\\uDFFF`` escape (possibly only text after an escaped backslash)."""
+_NUL_ESCAPE = re.compile(rb"\\u0000")
+"""A candidate ``\\u0000`` escape (possibly only text after an escaped backslash)."""
 
 
 class JsonBodyError(InputError):
@@ -144,18 +148,26 @@ def check_json_body(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
         ) from None
     if json_depth(data, stop_above=max_depth) > max_depth:
         raise JsonTooDeepError(f"objects and arrays may nest at most {max_depth} levels deep")
-    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(data):
+    if _SURROGATE_ESCAPE.search(data) and _any_string(data, _unencodable):
         raise InvalidEncodingError("the body escapes a lone UTF-16 surrogate (\\ud800-\\udfff)")
+    if _NUL_ESCAPE.search(data) and _any_string(data, _holds_nul):
+        raise InvalidEncodingError(
+            "the body escapes a NUL character (\\u0000), which no text field can hold"
+        )
 
 
-def _has_lone_surrogate(data: bytes) -> bool:
-    """Whether a string (value or key) decodes to a lone surrogate. Only called for the rare body
-    that contains a surrogate escape at all; the depth check has made parsing it safe."""
+def _any_string(data: bytes, test: Callable[[str], bool]) -> bool:
+    """Whether a string (value or key) of the document passes ``test``. Only called for the rare
+    body that contains a candidate escape at all; the depth check has made parsing it safe."""
     try:
         document = json.loads(data)
     except ValueError:
         return False  # not JSON: the route's parser reports it
-    return any(_unencodable(text) for text in _strings(document))
+    return any(test(text) for text in _strings(document))
+
+
+def _holds_nul(text: str) -> bool:
+    return "\x00" in text
 
 
 def _strings(document: Any) -> Iterator[str]:

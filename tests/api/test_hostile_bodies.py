@@ -148,6 +148,8 @@ def test_hostile_bodies_with_a_valid_key_are_refused_before_parsing(
         ("UTF-8 BOM", b'\xef\xbb\xbf{"reports": []}', 400, "invalid_encoding"),
         ("lone surrogate", b'{"reports": [{"staff_id": "\\ud800"}]}', 400, "invalid_encoding"),
         ("lone surrogate key", b'{"\\udfff": 1}', 400, "invalid_encoding"),
+        ("escaped NUL", b'{"reports": [{"staff_id": "a\\u0000b"}]}', 400, "invalid_encoding"),
+        ("escaped NUL key", b'{"\\u0000": 1}', 400, "invalid_encoding"),
     ]  # fmt: skip
     before = api.footprint()
     caplog.set_level(logging.WARNING)
@@ -169,7 +171,8 @@ def test_hostile_bodies_with_a_valid_key_are_refused_before_parsing(
 
 def test_a_body_at_the_depth_limit_reaches_the_route(api: Api) -> None:
     """The cap refuses nothing legitimate: a body nested exactly ``MAX_JSON_DEPTH`` deep is judged
-    by the route (a validation error here), and a proper surrogate pair is not an encoding error."""
+    by the route (a validation error here), a proper surrogate pair is not an encoding error, nor
+    is an escaped backslash followed by the text ``u0000``."""
     at_limit = b'{"reports":' + b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1) + b"}"
     response = api.client.post(
         "/api/v1/access-events", content=at_limit, headers={**JSON, **api.auth("archivist")}
@@ -183,6 +186,14 @@ def test_a_body_at_the_depth_limit_reaches_the_route(api: Api) -> None:
         "/api/v1/access-events", content=emoji, headers={**JSON, **api.auth("archivist")}
     )
     assert_error_shape(response, 422)
+    assert response.json()["details"]["errors"][0]["loc"][-1] == "archive_id"
+    backslash = (
+        b'{"reports": [{"archive_id": "x", "purpose": "treatment", "staff_id": "\\\\u0000"}]}'
+    )
+    response = api.client.post(
+        "/api/v1/access-events", content=backslash, headers={**JSON, **api.auth("archivist")}
+    )
+    assert_error_shape(response, 422)  # the text \u0000, not a NUL: judged by the route
     assert response.json()["details"]["errors"][0]["loc"][-1] == "archive_id"
 
 

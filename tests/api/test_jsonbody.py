@@ -106,6 +106,7 @@ def test_too_deep(data: bytes) -> None:
         b'{"a": "\\"' + b"{" * 10_000 + b'"}',  # nor after an escaped quote
         b'{"emoji": "\\ud83d\\ude00", "text": "\xc3\xa9\xf0\x9f\x98\x80"}',
         b'{"not an escape": "\\\\ud800"}',  # an escaped backslash, then plain text
+        b'{"not a NUL": "\\\\u0000"}',  # an escaped backslash, then plain text
         b'{"truncated": [',  # syntax is the route's business
         b"",
     ],
@@ -128,6 +129,9 @@ def test_accepted(data: bytes) -> None:
         b'{"a": "\\ud800"}',
         b'{"a": "\\udc00\\ud800"}',  # low before high is no pair
         b'{"\\ud83d": 1}',
+        b'{"a": "x\\u0000y"}',  # an escaped NUL: no text column can hold it
+        b'{"a": ["ok", {"b": "\\u0000"}]}',
+        b'{"\\u0000": 1}',
     ],
 )
 def test_invalid_encoding(data: bytes) -> None:
