@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from api.web import i18n
 from api.web.security import page_headers
 from api.web.templating import render
-from node.errors import NodeError
+from node.errors import InputError, NodeError
 from node.principal import Principal
 from node.runtime import NodeRuntime
 from node.services.signin import TOKEN_PREFIX
@@ -197,7 +197,9 @@ async def read_form(
     max_files: int = 0,
 ) -> Form | None:
     """The posted form when it is same-origin and (signed in) carries the session's CSRF token;
-    None otherwise (or when its parts break the limits). Text parts are at most 64 KiB."""
+    None otherwise (or when its parts break the limits). Text parts are at most 64 KiB and hold
+    no NUL (``InputError`` ``invalid_encoding``, 400: no field needs one, and PostgreSQL text
+    cannot hold it), as ``api.jsonbody`` refuses it in JSON bodies."""
     if not same_origin(request):
         return None
     try:
@@ -210,6 +212,8 @@ async def read_form(
     upload: UploadFile | None = None
     for key, value in form.multi_items():
         if isinstance(value, str):
+            if "\x00" in value or "\x00" in key:
+                raise InputError("form fields cannot hold NUL characters", code="invalid_encoding")
             values.setdefault(key, []).append(value)
         elif upload is None:
             upload = value

@@ -252,3 +252,33 @@ def test_a_destroyed_archive_has_no_content_to_read(tiered: NodeRuntime, client:
     assert "destroyed" in gone.text
     assert _reads(node) == []
     assert _last_access(node, archive_id) is None
+
+
+def test_a_form_field_holding_nul_is_refused_before_it_reaches_the_node(
+    tiered: NodeRuntime, client: Client
+) -> None:
+    """PostgreSQL text cannot hold NUL (a console reason reaching a text column answered 500
+    there): every console form refuses it with 400 ``invalid_encoding``, the sign-in form
+    included, and nothing is read or recorded."""
+    node = tiered
+    archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
+    archive_id = _archived(node, archivist, CONTENT)
+    refused = client.post("/console/login", data={"api_key": "x\x00y", "lang": "en"})
+    assert refused.status_code == 400, refused.text
+    assert "invalid_encoding" in refused.text
+    cookies = _sign_in(client, node.keys.issue(Role.ARCHIVIST, "reader").secret)
+    token = _csrf(client.get(f"/console/archives/{archive_id}", cookies=cookies).text)
+    for data in (
+        {"csrf": token, "purpose": "treat\x00ment"},
+        {"csrf": token, "purpose": "treatment", "note\x00": "x"},
+    ):
+        answer = client.post(f"/console/archives/{archive_id}/content", data=data, cookies=cookies)
+        assert answer.status_code == 400, answer.text
+        assert "invalid_encoding" in answer.text
+    assert _reads(node) == []
+    answer = client.post(
+        f"/console/archives/{archive_id}/content",
+        data={"csrf": token, "purpose": "treatment"},
+        cookies=cookies,
+    )
+    assert answer.status_code == 200  # the same form without the NUL is served

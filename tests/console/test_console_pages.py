@@ -162,12 +162,17 @@ def test_destruction_certificate_extension_and_tags_from_the_console(api: Api) -
     assert sheet.status_code == 200
     assert sheet.headers["content-type"] == "application/pdf"
     assert sheet.content.startswith(b"%PDF")
-    for ids in ("", "NOT-AN-ID", f"{kept}\x00", ",".join([kept] * 301)):
+    for ids in ("", "NOT-AN-ID", ",".join([kept] * 301)):
         refused = api.client.post(
             "/console/labels.pdf", data={"csrf": token, "ids": ids}, cookies=cookies
         )
         assert refused.headers["location"] == "/console/labels", ids
     assert "invalid_ids" in api.client.get("/console/labels", cookies=cookies).text
+    refused = api.client.post(  # a NUL is refused with the form itself (api.web.session)
+        "/console/labels.pdf", data={"csrf": token, "ids": f"{kept}\x00"}, cookies=cookies
+    )
+    assert refused.status_code == 400
+    assert "invalid_encoding" in refused.text
 
 
 def test_new_forms_refuse_without_token_origin_or_confirmation(api: Api) -> None:
