@@ -69,6 +69,10 @@ class WebhookTarget(BaseModel):
     min_severity: Literal["info", "warning", "critical"] = "warning"
 
 
+MAX_PUBLIC_URL = 208
+"""Longest ``public_url``: a QR label's text, ``{public_url}/v/{26-character id}?c={16 hex}``,
+is stored in ``tags.label`` (256 characters)."""
+
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 
@@ -113,7 +117,9 @@ class NodeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8600, ge=1, le=65535)
-    public_url: str | None = None
+    public_url: str | None = Field(None, max_length=MAX_PUBLIC_URL)
+    """The URL people reach this node at (QR labels point to ``{public_url}/v/{id}``); default
+    ``http://{host}:{port}``."""
 
     # HTTP server guards against slow and crowding clients (see api.server).
     http_header_timeout: float = Field(10.0, gt=0, le=300)

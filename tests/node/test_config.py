@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from node.config import load_settings
+from node.config import MAX_PUBLIC_URL, load_settings
 from node.errors import ConfigError
 from node.keystore import DEV_PASSPHRASE
+from node.models import Tag
+from node.services.public import COMMITMENT_PREFIX_HEX
+from node.tags import qr_payload
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -70,6 +73,18 @@ def test_tiers_on_two_ipfs_daemons_are_accepted(tmp_path: Path) -> None:
         'cold_ipfs_api = "/ip4/127.0.0.1/tcp/5001/http"\n',  # hot tier local, ipfs_api unused
     ):
         assert load_settings(write(tmp_path, text)).cold_ipfs_api is not None
+
+
+def test_a_public_url_too_long_for_a_qr_label_is_refused(tmp_path: Path) -> None:
+    """``tags.label`` holds a QR label's text; PostgreSQL refuses a longer one, so a public URL
+    that makes it longer is refused at start (a tag bind would have failed with a 500)."""
+    longest = "https://archive.example.org/" + "p" * (MAX_PUBLIC_URL - 28)
+    assert len(longest) == MAX_PUBLIC_URL
+    label = qr_payload(longest, "0" * 26, "f" * COMMITMENT_PREFIX_HEX)
+    assert len(label) == Tag.__table__.c.label.type.length
+    assert load_settings(write(tmp_path, f'public_url = "{longest}"\n')).public_url == longest
+    with pytest.raises(ConfigError, match="public_url"):
+        load_settings(write(tmp_path, f'public_url = "{longest}q"\n'))
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
