@@ -96,7 +96,9 @@ def claim_daemons(blobs: BlobStore, node: str, *, production: bool) -> None:
     tier. A daemon another node or tier already claimed would lose records: a transferred or
     moved blob has the same CID at both users, so one's unpin deletes the other's only copy. In
     production that refuses to start (``ConfigError``); in dev mode (tests and demos share one
-    daemon) it is logged as a warning."""
+    daemon) it is logged as a warning. A daemon that cannot be reached is not a reason to stay
+    down (proofs and metadata need no blobs; blob reads answer 503 until it is back): logged, and
+    checked again at the next start."""
     from node.blobstore.ipfs import IpfsBlobStore
     from node.blobstore.tiered import TieredBlobStore
 
@@ -108,7 +110,11 @@ def claim_daemons(blobs: BlobStore, node: str, *, production: bool) -> None:
     for tier, store in tiers:
         if not isinstance(store, IpfsBlobStore):
             continue
-        other = store.claim(f"{node} {tier}")
+        try:
+            other = store.claim(f"{node} {tier}")
+        except BlobStoreUnavailableError as exc:
+            log.warning("the %s tier's IPFS daemon could not be claimed (%s)", tier, exc.code)
+            continue
         if other is None:
             continue
         message = (

@@ -20,6 +20,7 @@ from node.blobstore.ipfs import IpfsBlobStore
 from node.blobstore.local import LocalBlobStore
 from node.blobstore.tiered import TieredBlobStore
 from node.errors import ConfigError
+from node.ports import free_port
 from tests.fixtures.ipfs import start_ipfs_daemon
 from tests.fixtures.node import MakeNode
 
@@ -83,3 +84,17 @@ def test_a_node_claims_its_daemon_when_it_opens(
     with caplog.at_level(logging.WARNING, logger="node.blobstore"):
         make_node(hospital_b, blob_store="ipfs", ipfs_api=daemon.api_addr)
     assert f"already holds the blobs of {first.hospital} hot" in caplog.text
+
+
+def test_an_unreachable_daemon_does_not_keep_the_node_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Claiming needs the daemon; one that is down at start is logged and left for the next start
+    (the node still serves proofs and metadata; blob reads answer 503 meanwhile)."""
+    store = IpfsBlobStore(f"/ip4/127.0.0.1/tcp/{free_port()}/http", timeout=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="node.blobstore"):
+            claim_daemons(store, "0xAAA", production=True)
+    finally:
+        store.close()
+    assert "could not be claimed (blob_store_unavailable)" in caplog.text
