@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from devtools.network import DEFAULT_HOSPITALS, LocalNetwork, NodeSpec, hospital_name
-from node.config import NodeSettings
+from node.config import NodeSettings, ipfs_endpoint
 from node.errors import InputError
 
 __all__ = ["ComposeNetwork", "database_name"]
@@ -59,19 +59,28 @@ class ComposeNetwork(LocalNetwork):
     def _check_ports(self, hospitals: int, base_port: int, chain_port: int) -> None:
         """Ports are the containers' business (checked when they bind)."""
 
-    def ipfs_api(self, node_name: str) -> str | None:
-        """The node's own IPFS daemon (None: a local blob store)."""
+    def check_ipfs_apis(self) -> None:
+        """Refuse anything but one distinct IPFS daemon per hospital (compared by host and port,
+        ``node.config.ipfs_endpoint``): a daemon shared by nodes loses a transferred record's
+        blob when its former custodian unpins it."""
         if not self.ipfs_apis:
-            return None
+            return
         count = self.hospitals or DEFAULT_HOSPITALS
-        if len(self.ipfs_apis) != count or len(set(self.ipfs_apis)) != count:
+        distinct = len({ipfs_endpoint(api) for api in self.ipfs_apis})
+        if len(self.ipfs_apis) != count or distinct != count:
             raise InputError(
                 f"{count} hospitals need {count} different IPFS daemons (one --ipfs-api each), "
-                f"got {len(self.ipfs_apis)} ({len(set(self.ipfs_apis))} different): a daemon "
+                f"got {len(self.ipfs_apis)} ({distinct} different): a daemon "
                 "shared by nodes loses a transferred record's blob when its former custodian "
                 "unpins it",
                 code="shared_ipfs_daemon",
             )
+
+    def ipfs_api(self, node_name: str) -> str | None:
+        """The node's own IPFS daemon (None: a local blob store)."""
+        if not self.ipfs_apis:
+            return None
+        self.check_ipfs_apis()
         for index, api in enumerate(self.ipfs_apis, start=1):
             if hospital_name(index) == node_name:
                 return api
@@ -106,8 +115,7 @@ class ComposeNetwork(LocalNetwork):
         return created
 
     def prepare(self, *, reset_chain: bool = False) -> None:
-        if self.ipfs_apis:  # refused before anything is created
-            self.ipfs_api(hospital_name(1))
+        self.check_ipfs_apis()  # refused before anything is created
         created = self.ensure_databases()
         if created:
             self.report(f"databases created: {', '.join(created)}")

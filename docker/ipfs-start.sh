@@ -10,4 +10,5 @@ if [ ! -f "$IPFS_PATH/config" ]; then
   jsipfs config --json Bootstrap '[]'
 fi
 rm -rf "$IPFS_PATH/repo.lock" "$IPFS_PATH/api"
+jsipfs config Addresses.API "/ip4/127.0.0.1/tcp/$port"  # also for a repo made with another port
 exec jsipfs daemon --offline

@@ -334,6 +334,15 @@ class NodeSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _labels_fit(self) -> NodeSettings:
+        if len(self.base_url.rstrip("/")) > MAX_PUBLIC_URL:  # the default from host and port too
+            raise ValueError(
+                f"the node's public URL ({'public_url' if self.public_url else 'host'}) may have "
+                f"at most {MAX_PUBLIC_URL} characters: QR labels hold it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tiers_on_separate_daemons(self) -> NodeSettings:
         if (
             self.blob_store == "ipfs"

@@ -136,10 +136,10 @@ accepted() {  # NODE AUTH: the node lists the transfer of $MOVED as accepted
     | jq -e --arg id "$MOVED" 'any(.[]; .archive_id == $id and .state == "accepted")' > /dev/null
 }
 within() {  # SECONDS WHAT COMMAND...: retry COMMAND every 2 s until it succeeds
-  limit=$1 what=$2; shift 2; waited=0
+  local limit=$1 what=$2 spent=0; shift 2
   until "$@"; do
-    [ "$waited" -lt "$limit" ] || { echo "compose-test: no $what after $limit s" >&2; return 1; }
-    sleep 2; waited=$((waited + 2))
+    [ "$spent" -lt "$limit" ] || { echo "compose-test: no $what after $limit s" >&2; return 1; }
+    sleep 2; spent=$((spent + 2))
   done
 }
 within 120 "on-chain registration of $MOVED" registered
@@ -148,8 +148,8 @@ curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' -d "{\"to\":\"$
 within 180 "acceptance at hospital-2" accepted "$NODE2" "$AUTH2"
 within 120 "acceptance seen by hospital-1" accepted "$NODE" "$AUTH"
 curl -fsS -H "$AUTH2" "$NODE2/api/v1/archives/$MOVED/content?purpose=treatment" | cmp - summary.txt
-code=$(curl -sS -o /dev/null -w '%{http_code}' -H "$AUTH" "$NODE/api/v1/archives/$MOVED/content?purpose=treatment")
-[ "$code" = 409 ] || { echo "compose-test: hospital-1 answered $code for the moved record, not 409" >&2; exit 1; }
+moved_code=$(curl -sS -o /dev/null -w '%{http_code}' -H "$AUTH" "$NODE/api/v1/archives/$MOVED/content?purpose=treatment")
+[ "$moved_code" = 409 ] || { echo "compose-test: hospital-1 answered $moved_code for the moved record, not 409" >&2; exit 1; }
 curl -fsS --retry 3 --retry-all-errors -H "$AUTH2" "$NODE2/api/v1/archives/$MOVED/proof?wait=30" -o moved.json
 .venv/bin/archivechain verify moved.json --rpc "$(jq -r .rpc_url network.json)" --deployment deployment.json
 phase "transfer ($MOVED accepted by hospital-2 on PostgreSQL, read there, refused at hospital-1, verified)"

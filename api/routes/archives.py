@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
@@ -42,9 +41,9 @@ from api.schemas import (
 )
 from api.streaming import content_response
 from node.errors import InputError
+from node.filenames import display_name
 
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
-_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MULTIPART = "multipart/form-data"
 
 logger = logging.getLogger(__name__)
@@ -89,12 +88,8 @@ def _media_type(upload: UploadFile) -> str:
 
 
 def _upload_name(upload: UploadFile) -> str | None:
-    """A displayable name from the part's filename: base name only, no control characters."""
-    if not upload.filename:
-        return None
-    name = re.split(r"[\\/]", upload.filename)[-1]
-    name = _UNSAFE_NAME_CHARS.sub("", name).strip()[:255]
-    return name or None
+    """A displayable name from the part's filename (``node.filenames.display_name``)."""
+    return display_name(upload.filename)
 
 
 def _chunks(handle: BinaryIO, size: int) -> Iterator[bytes]:

@@ -9,7 +9,6 @@ archive it already is (200, ``duplicate: true``), a new one 201.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -31,11 +30,11 @@ from api.routes.archives import MultipartOnly
 from api.schemas import CODE_PATTERN, CalendarDate
 from node.classification import SourceHints
 from node.errors import InputError
+from node.filenames import display_name
 from node.services.ingestion import IncomingDocument, Ingested
 
 router = APIRouter(prefix="/ingest", tags=["ingestion"])
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -122,8 +121,7 @@ def _content(file: UploadFile, limit: int, index: int | None = None) -> bytes:
 
 def _incoming(file: UploadFile, content: bytes, fields: DocumentIn) -> IncomingDocument:
     media_type = (file.content_type or "").split(";", 1)[0].strip().lower()
-    name = re.split(r"[\\/]", file.filename or "")[-1]
-    name = _UNSAFE.sub("", name).strip()[:255] or None
+    name = display_name(file.filename)
     hint = fields.record_class.value if fields.record_class is not None else fields.class_hint
     return IncomingDocument(
         content=content,

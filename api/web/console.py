@@ -52,6 +52,7 @@ from api.web.session import (
 )
 from api.web.templating import render
 from node.errors import InputError, NodeError
+from node.filenames import display_name
 from node.principal import Action, Role
 from node.services.archives import SearchFilters
 
@@ -244,7 +245,7 @@ class Content:
     from the spooled file in ``chunk_size`` pieces, refused past ``max_upload_bytes``)."""
 
     media_type: str
-    filename: str
+    filename: str | None
     chunks: Iterator[bytes]
 
 
@@ -256,7 +257,7 @@ def _content(console: Console, form: Form) -> Content | None:
     settings = console.runtime.settings
     media_type = (file.content_type or "application/octet-stream").split(";")[0].strip()
     chunks = _chunks(file, settings.max_upload_bytes, settings.chunk_size)
-    return Content(media_type, file.filename, chunks)
+    return Content(media_type, display_name(file.filename), chunks)
 
 
 async def _closed(form: Form) -> None:

@@ -99,7 +99,7 @@ def claim_daemons(blobs: BlobStore, node: str, *, production: bool) -> None:
     daemon) it is logged as a warning. A daemon that cannot be reached is not a reason to stay
     down (proofs and metadata need no blobs; blob reads answer 503 until it is back): logged, and
     checked again at the next start."""
-    from node.blobstore.ipfs import IpfsBlobStore
+    from node.blobstore.ipfs import OWNER_FILE, IpfsBlobStore
     from node.blobstore.tiered import TieredBlobStore
 
     tiers = (
@@ -120,7 +120,8 @@ def claim_daemons(blobs: BlobStore, node: str, *, production: bool) -> None:
         message = (
             f"the IPFS daemon of this node's {tier} tier already holds the blobs of {other}: "
             "each node, and each tier, needs its own daemon (a transferred or moved record "
-            "would lose its only copy)"
+            "would lose its only copy); if this node replaces that user (a new member key, a "
+            f"daemon moved to the other tier), release the claim: ipfs files rm {OWNER_FILE}"
         )
         if production:
             raise ConfigError(message)

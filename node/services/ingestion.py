@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -49,6 +49,7 @@ from node.classification import (
 from node.db import Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.errors import BatchRefusedError, ConflictError, InputError, NodeError
+from node.filenames import display_name
 from node.ledger import Ledger
 from node.models import Archive, IngestedMessage
 from node.principal import Action, Principal, Role
@@ -71,7 +72,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE_ID = 200
 MAX_PATIENT_ID = 128
 MAX_TITLE = 256
-MAX_FILENAME = 255
 MAX_BATCH = 1000
 CORRECTION_RULE = "correction"
 """The rule id an archivist's correction (RECLASSIFY) leaves in ``class_rule``/``sensitivity_rule``."""
@@ -341,11 +341,7 @@ class IngestionService:
         if principal.department_scoped and principal.department is not None:
             department = principal.department  # a clinician files into their own department
         metadata = {
-            **{
-                key: _printable(value) if isinstance(value, str) else value
-                for key, value in doc.metadata.items()
-                if value not in (None, "")
-            },
+            **_message_metadata(doc.metadata),
             "class_rule": decided.class_rule,
             "sensitivity_rule": decided.sensitivity_rule,
             "ingested_via": doc.kind,
@@ -358,7 +354,7 @@ class IngestionService:
             patient_id=patient_id,
             source_system=source,
             media_type=doc.media_type,
-            filename=_filename(doc.filename),
+            filename=display_name(doc.filename),
             trigger_date=doc.trigger_date,
             metadata=metadata,
             text=searchable_text(
@@ -704,18 +700,19 @@ def _title(value: str) -> str:
     return text or "untitled"
 
 
-def _printable(value: str) -> str:
-    """A code read from a message, its control characters as spaces: PostgreSQL cannot store
-    NUL, and the API refuses control characters in metadata (``MetaText``)."""
-    return _CONTROL.sub(" ", value)
-
-
-def _filename(value: str | None) -> str | None:
-    """A displayable file name (e.g. a FHIR attachment's title): control characters dropped, cut
-    to the column's size, as the API does with an uploaded part's name."""
-    if value is None:
-        return None
-    return _CONTROL.sub("", value).strip()[:MAX_FILENAME] or None
+def _message_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata read from a message: texts with their control characters as spaces (PostgreSQL
+    cannot store NUL, and the API refuses control characters in metadata: ``MetaText``); empty
+    values, and texts left blank by that, are dropped."""
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            value = _CONTROL.sub(" ", value)
+            if not value.strip():
+                continue
+        if value is not None:
+            kept[key] = value
+    return kept
 
 
 def _department(value: str | None, decided: Classification) -> str:

@@ -217,7 +217,8 @@ def test_admin_issues_lists_and_revokes_keys(api: Api) -> None:
         ({"name": "x", "role": "auditor", "department": "cardiology"}, "department_not_allowed"),
         ({"name": "x", "role": "root"}, "validation_error"),
         ({"name": "", "role": "auditor"}, "validation_error"),
-        ({"name": "x\u0000y", "role": "auditor"}, "validation_error"),
+        ({"name": "x\u0001y", "role": "auditor"}, "validation_error"),
+        ({"name": "x\u0000y", "role": "auditor"}, "invalid_encoding"),  # refused with the body
         ({"name": "x", "role": "auditor", "extra": True}, "validation_error"),
     ],
 )

@@ -213,7 +213,7 @@ def test_malformed_batches_are_422_and_record_nothing(api: Api) -> None:
         "lower-case id": {"reports": [{**good, "archive_id": archive_id.lower()}]},
         "short id": {"reports": [{**good, "archive_id": archive_id[:-1]}]},
         "empty staff id": {"reports": [{**good, "staff_id": "   "}]},
-        "control character in staff id": {"reports": [{**good, "staff_id": "nurse\x00"}]},
+        "control character in staff id": {"reports": [{**good, "staff_id": "nurse\x01"}]},
         "staff id too long": {"reports": [{**good, "staff_id": "s" * 65}]},
         "reports not a list": {"reports": good},
     }
@@ -223,6 +223,11 @@ def test_malformed_batches_are_422_and_record_nothing(api: Api) -> None:
         assert response.status_code == 422, (label, response.text)
         assert response.json()["code"] == "validation_error", label
         assert "MRN-1" not in response.text, label  # the input is never echoed
+    nul = api.client.post(  # a NUL is refused with the body, before the route (api.jsonbody)
+        URL, headers=api.auth("archivist"), json={"reports": [{**good, "staff_id": "nurse\x00"}]}
+    )
+    assert nul.status_code == 400, nul.text
+    assert nul.json()["code"] == "invalid_encoding"
     unparsable = api.client.post(
         URL,
         headers={**api.auth("archivist"), "Content-Type": "application/json"},

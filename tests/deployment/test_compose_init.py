@@ -103,8 +103,11 @@ def test_compose_init_prepares_the_consortium_on_an_external_chain(
         ("/ip4/127.0.0.1/tcp/5001/http",),  # one daemon for three hospitals
         ("/ip4/127.0.0.1/tcp/5001/http",) * 3,
         ("/ip4/127.0.0.1/tcp/5001/http", "/ip4/127.0.0.1/tcp/5002/http"),
+        # one daemon spelt two ways, and four daemons for three hospitals
+        ("/ip4/127.0.0.1/tcp/5001/http", "http://localhost:5001", "/ip4/127.0.0.1/tcp/5003/http"),
+        tuple(f"/ip4/127.0.0.1/tcp/500{n}/http" for n in range(1, 5)),
     ],
-    ids=["one-for-all", "the-same-three-times", "two-for-three"],
+    ids=["one-for-all", "the-same-three-times", "two-for-three", "two-spellings", "four"],
 )
 def test_compose_init_refuses_an_ipfs_daemon_shared_by_hospitals(
     tmp_path: Path,

@@ -98,15 +98,21 @@ def outcome(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 def test_an_attachment_title_is_cleaned_and_cut_to_a_file_name(api: Api) -> None:
-    """A FHIR attachment's title becomes the version's file name without control characters and
-    cut to 255 characters, on both databases (PostgreSQL refused NUL and over 256: a 500)."""
+    """A FHIR attachment's title becomes the version's file name as an upload's name does
+    (``node.filenames.display_name``): base name only, no control characters, cut to 255, on
+    both databases (PostgreSQL refused a title over 256 characters: a 500). A NUL never gets this
+    far: the JSON body is refused (400 ``invalid_encoding``)."""
     resource = document_reference()
-    resource["content"][0]["attachment"]["title"] = "出院\x00小结" + "x" * 300
+    resource["content"][0]["attachment"]["title"] = "C:\\scans/出院\x01小结" + "x" * 300
     created = post(api, "DocumentReference", resource)
     assert created.status_code == 201, created.text
     archive_id = created.headers["location"].rsplit("/", 1)[-1]
     view = api.client.get(f"/api/v1/archives/{archive_id}", headers=api.auth("archivist"))
     assert view.json()["versions"][0]["filename"] == ("出院小结" + "x" * 300)[:255]
+    resource = document_reference()
+    resource["content"][0]["attachment"]["title"] = "出院\x00小结"
+    refused = post(api, "DocumentReference", resource)
+    assert refused.status_code == 400, refused.text
 
 
 def test_document_reference_is_archived_once(api: Api) -> None:

@@ -85,6 +85,8 @@ def test_a_public_url_too_long_for_a_qr_label_is_refused(tmp_path: Path) -> None
     assert load_settings(write(tmp_path, f'public_url = "{longest}"\n')).public_url == longest
     with pytest.raises(ConfigError, match="public_url"):
         load_settings(write(tmp_path, f'public_url = "{longest}q"\n'))
+    with pytest.raises(ConfigError, match="host"):  # the default public URL is made from it
+        load_settings(write(tmp_path, f'host = "{"h" * 200}.example.org"\n'))
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
