@@ -654,7 +654,7 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     recorded hash). The keystore signs the peer requests; the data directory's database may be
     empty (keystore-only restore) or an older backup."""
     from node import migrations
-    from node.blobstore import open_node_blob_store
+    from node.blobstore import claim_daemons, open_node_blob_store
     from node.keystore import Keystore
     from node.peers import PeerClient
     from node.remote import RemoteNodes
@@ -671,6 +671,8 @@ def restore_from_peers(settings: Any, *, reader: Any = None) -> PeerRestore:
     db = Database.connect(url)
     blobs = open_node_blob_store(settings)  # a blob still in the cold tier is not fetched
     try:
+        # Before any blob is fetched into it: not another node's (or tier's) IPFS daemon.
+        claim_daemons(blobs, hospital, production=settings.mode == "production")
         peers = rendezvous(LOG_KEY, list(settings.peers), len(settings.peers))
 
         def fetch(peer: str, start: int, limit: int) -> dict[str, Any]:

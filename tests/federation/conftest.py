@@ -71,7 +71,8 @@ class Hospital:
 
     @property
     def port(self) -> int:
-        return int(self.listener.getsockname()[1])
+        """The port it serves on (still known once stopped: a restart binds it again)."""
+        return int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -94,7 +95,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 def listen(port: int = 0) -> socket.socket:
     """A listening TCP socket on 127.0.0.1 (``port`` 0: a free port the kernel picks), for
-    ``start_hospital``: the port is held from now on (a restarted node binds its old port again)."""
+    ``start_hospital``: the port is held until the hospital stops (uvicorn closes it then); a
+    restarted node binds its old port again, so only a restart leaves a moment in which another
+    process could take it."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((LOCALHOST, port))
