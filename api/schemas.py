@@ -1059,14 +1059,7 @@ class BreakGlassIn(_In):
     """``POST /archives/{id}/break-glass``. The reason stays on this node (events carry its
     SHA-256) and is shown to the privacy officer."""
 
-    reason: str = Field(
-        min_length=10,
-        max_length=2000,
-        # stored as text, and PostgreSQL cannot store NUL: JSON bodies escaping one are refused
-        # before this model (api.jsonbody); kept for callers that build it otherwise
-        pattern=r"^[^\x00]*$",
-        examples=["unconscious patient in ED"],
-    )
+    reason: str = Field(min_length=10, max_length=2000, examples=["unconscious patient in ED"])
     purpose: Purpose = Purpose.TREATMENT
 
 

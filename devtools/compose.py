@@ -77,14 +77,10 @@ class ComposeNetwork(LocalNetwork):
             )
 
     def ipfs_api(self, node_name: str) -> str | None:
-        """The node's own IPFS daemon (None: a local blob store)."""
-        if not self.ipfs_apis:
-            return None
-        self.check_ipfs_apis()
-        for index, api in enumerate(self.ipfs_apis, start=1):
-            if hospital_name(index) == node_name:
-                return api
-        raise InputError(f"no IPFS daemon for {node_name}", code="shared_ipfs_daemon")
+        """The node's own IPFS daemon, the Nth for hospital N (None: a local blob store;
+        ``prepare`` has checked that there is one per hospital)."""
+        names = (hospital_name(index) for index in range(1, len(self.ipfs_apis) + 1))
+        return dict(zip(names, self.ipfs_apis, strict=True)).get(node_name)
 
     def database_url(self, node_name: str) -> str | None:
         if self.database_url_template is None:

@@ -117,9 +117,9 @@ class NodeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8600, ge=1, le=65535)
-    public_url: str | None = Field(None, max_length=MAX_PUBLIC_URL)
+    public_url: str | None = None
     """The URL people reach this node at (QR labels point to ``{public_url}/v/{id}``); default
-    ``http://{host}:{port}``."""
+    ``http://{host}:{port}``; at most ``MAX_PUBLIC_URL`` characters either way (``_labels_fit``)."""
 
     # HTTP server guards against slow and crowding clients (see api.server).
     http_header_timeout: float = Field(10.0, gt=0, le=300)

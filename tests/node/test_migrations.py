@@ -379,13 +379,30 @@ def test_migration_0018_drops_the_search_terms_foreign_key_and_back(database_url
     migrations.upgrade(database_url)
 
 
-def _transfer_states(url: str) -> list[tuple[int, str]]:
+def _pairs(url: str, query: str) -> list[tuple[object, object]]:
+    """The rows of a two-column ``query``."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return [(i, s) for i, s in connection.execute(text("SELECT id, state FROM transfers"))]
+            return [(a, b) for a, b in connection.execute(text(query))]
     finally:
         engine.dispose()
+
+
+def _column_length(url: str, table: str, column: str) -> int | None:
+    """The declared length of ``table.column`` as the database reports it."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            columns = inspect(connection).get_columns(table)
+    finally:
+        engine.dispose()
+    [length] = [c["type"].length for c in columns if c["name"] == column]
+    return int(length) if length is not None else None
+
+
+def _transfer_states(url: str) -> list[tuple[object, object]]:
+    return _pairs(url, "SELECT id, state FROM transfers")
 
 
 def test_migration_0019_widens_transfer_states_and_back(database_url: str) -> None:
@@ -426,26 +443,12 @@ def test_migration_0019_widens_transfer_states_and_back(database_url: str) -> No
         engine.dispose()
     command.downgrade(migrations.alembic_config(database_url), "0018")
     assert _transfer_states(database_url) == [(transfer_id, "accepted")]
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            columns = inspect(connection).get_columns("transfers")
-    finally:
-        engine.dispose()
-    assert [c["type"].length for c in columns if c["name"] == "state"] == [16]
+    assert _column_length(database_url, "transfers", "state") == 16
     migrations.upgrade(database_url)
 
 
-def _sources(url: str) -> list[tuple[str, str]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return [
-                (i, s)
-                for i, s in connection.execute(text("SELECT id, source_system FROM archives"))
-            ]
-    finally:
-        engine.dispose()
+def _sources(url: str) -> list[tuple[object, object]]:
+    return _pairs(url, "SELECT id, source_system FROM archives")
 
 
 def test_migration_0020_widens_archive_source_systems_and_back(database_url: str) -> None:
@@ -479,11 +482,5 @@ def test_migration_0020_widens_archive_source_systems_and_back(database_url: str
         engine.dispose()
     command.downgrade(migrations.alembic_config(database_url), "0019")
     assert _sources(database_url) == [(archive_id, "LIS")]
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            columns = inspect(connection).get_columns("archives")
-    finally:
-        engine.dispose()
-    assert [c["type"].length for c in columns if c["name"] == "source_system"] == [32]
+    assert _column_length(database_url, "archives", "source_system") == 32
     migrations.upgrade(database_url)
