@@ -228,9 +228,9 @@ class AnchoringWorker:
         except ChainStateLostError as exc:
             self._reconciled = False
             self.status.chain_state_lost = True
-            self._fail_pass(exc, now)
+            self._fail_pass(exc)
         except ChainError as exc:
-            self._fail_pass(exc, now)
+            self._fail_pass(exc)
         else:
             self.status.chain_reachable = True
             self.status.last_error = None
@@ -902,7 +902,9 @@ class AnchoringWorker:
 
     # -- status --------------------------------------------------------------------------------
 
-    def _fail_pass(self, exc: Exception, now: float) -> None:
+    def _fail_pass(self, exc: Exception) -> None:
+        """Record a failed pass and back off, counted from when the pass failed: a pass that
+        spent longer than the backoff waiting on a dead RPC must not be retried at once."""
         self.status.chain_reachable = isinstance(exc, ChainStateLostError)
         self.status.last_error = str(exc)
         self.status.consecutive_failures += 1
@@ -910,7 +912,7 @@ class AnchoringWorker:
             self.config.backoff_max,
             self._backoff * 2 if self._backoff else self.config.backoff_initial,
         )
-        self._backoff_until = now + self._backoff
+        self._backoff_until = self.clock() + self._backoff
         level = logging.ERROR if isinstance(exc, ChainStateLostError) else logging.WARNING
         log.log(level, "anchoring pass failed (retry in %.1fs): %s", self._backoff, exc)
 

@@ -4,9 +4,10 @@ step (in-process seams), chain outages with backoff and lag, and a chain that lo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -166,27 +167,66 @@ def test_crash_at_each_step_recovers_without_double_anchoring(
     assert failed == 0  # nothing was sent twice (a duplicate would have reverted)
 
 
+class SlowDeadRpc(JsonRpc):
+    """An RPC endpoint nobody listens on, whose every call also moves the worker's clock on by
+    ``delay`` seconds: a dead node that takes its time to fail."""
+
+    def __init__(self, now: list[float], delay: float) -> None:
+        super().__init__(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+        self.now = now
+        self.delay = delay
+
+    def request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        self.now[0] += self.delay
+        return super().request(method, params)
+
+
 def test_chain_unreachable_keeps_accepting_events_and_backs_off(
     db: Database, consortium: Consortium, chain: RpcChain, hospital_a: LocalAccount
 ) -> None:
-    dead = RpcChain(JsonRpc(f"http://127.0.0.1:{free_port()}", timeout=1.0), consortium.deployment)
+    now = [time.time()]  # the worker's clock, moved by the test alone
+    dead = RpcChain(SlowDeadRpc(now, delay=0.0), consortium.deployment)
     worker = make_worker(db, dead, hospital_a, backoff_initial=0.2)
+    worker.clock = lambda: now[0]
     append(db, 3)
     status = worker.tick()
     assert status.chain_reachable is False
     assert status.last_error
     assert status.events_behind == 3
     first_failures = status.consecutive_failures
+    assert first_failures == 1
+    now[0] += 0.1
     assert worker.tick().consecutive_failures == first_failures  # backing off: no new attempt
     append(db, 2)  # events are still accepted while the chain is down
-    time.sleep(0.3)
+    now[0] += 0.2
     assert worker.tick().consecutive_failures == first_failures + 1
+    now[0] += 0.3  # the second backoff is twice the first
+    assert worker.tick().consecutive_failures == first_failures + 1
+    now[0] += 0.2
+    assert worker.tick().consecutive_failures == first_failures + 2
     assert worker.status.events_behind == 5
     assert worker.status.seconds_behind > 0
     # The chain comes back: the same database is anchored by a worker that reaches it.
     healthy = make_worker(db, chain, hospital_a)
     assert healthy.run_until_anchored(timeout=20).events_behind == 0
     assert chain.checkpoint_at(hospital_a.address, 0).size == 5
+
+
+def test_backoff_counts_from_the_end_of_a_slow_failed_pass(
+    db: Database, consortium: Consortium, hospital_a: LocalAccount
+) -> None:
+    """A pass that spends 5 s failing against a dead RPC backs off 0.2 s from when it failed, not
+    from when it began (counted from the start, the retry would be due before the pass ended)."""
+    now = [time.time()]
+    dead = RpcChain(SlowDeadRpc(now, delay=5.0), consortium.deployment)
+    worker = make_worker(db, dead, hospital_a, backoff_initial=0.2)
+    worker.clock = lambda: now[0]
+    append(db, 1)
+    assert worker.tick().consecutive_failures == 1
+    now[0] += 0.1
+    assert worker.tick().consecutive_failures == 1  # still backing off
+    now[0] += 0.2
+    assert worker.tick().consecutive_failures == 2
 
 
 def test_chain_that_lost_its_state_is_reported_and_replayed(
