@@ -414,8 +414,9 @@ class EncounterStay(Base):
 
 class SearchTerm(Base):
     """One keyword-search term of an archive (``node.textindex``): an inverted index served by the
-    primary key's B-tree on both databases. Terms hold fragments of PHI: they never leave the
-    node's database and are erased with the archive's content.
+    primary key's B-tree on both databases. Terms hold fragments of PHI: they leave the node's
+    database only sealed to a custody transfer's recipient, and are erased with the archive's
+    content.
 
     ``department`` repeats the archive's (fixed at creation) in the key's B-tree: a search
     bound to one department (a filter, or a department-scoped role) skips other departments'

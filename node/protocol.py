@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from anchoring.events import Purpose, RecordClass, Sensitivity
+from node.textindex import MAX_TERM_LENGTH, MAX_TERMS_PER_ARCHIVE
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -89,6 +90,31 @@ class TransferPackage(_Message):
     versions: list[VersionInfo]
     head: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle: dict[str, Any]
+
+
+class SealedTerms(BaseModel):
+    """The former custodian's keyword-search terms of a transferred archive (fragments of PHI):
+    sealed to the recipient. They carry the words of text a source system extracted at ingestion
+    (FHIR narrative, HL7 text observations, DICOM descriptions), which the recipient cannot cut
+    from the content itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terms: list[Annotated[str, Field(min_length=1, max_length=MAX_TERM_LENGTH)]] = Field(
+        max_length=MAX_TERMS_PER_ARCHIVE
+    )
+
+
+class TransferTerms(_Message):
+    """``GET /peer/v1/archives/{id}/transfer/terms``: the custodian's search terms of an archive,
+    sealed to the pending recipient of its offer. An optional companion of ``TransferPackage``
+    (added within version 1): a recipient asking a node that predates it gets 404 ``not_found``
+    and indexes the terms it cuts itself."""
+
+    archive_id: str
+    custodian: str
+    recipient: str
+    sealed_terms: Base64Bytes
 
 
 class ShareDescriptor(_Message):

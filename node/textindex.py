@@ -18,13 +18,14 @@ amendment adds only the new version's terms the archive lacks, as many as remain
 (``more_terms``); a custody transfer's recipient cuts title, metadata and every decrypted
 version's text together (``index_terms``) — the same set as the former custodian held. Text a
 source system extracted at ingestion (FHIR narrative, DICOM descriptions, HL7 text observations)
-counts as part of the first version's text; it does not travel with a transfer, so the recipient
-lacks those of its words that are not also in the title, metadata or content.
+counts as part of the first version's text; it does not travel with a transfer, but the former
+custodian's terms do (sealed to the recipient, ``node.protocol.SealedTerms``): the recipient adds
+those it lacks to the ones it cut, under the same cap, so it finds the record by those words too.
 
 A query is cut the same way, with CJK runs of two or more characters as bigrams only; an archive
 matches when it holds every query term. The terms hold fragments of PHI (names in titles): they
-live only in the node's database, are never logged, and must be erased with the archive's
-content when it is destroyed.
+live only in the node's database, leave it only sealed to a custody transfer's recipient, are
+never logged, and must be erased with the archive's content when it is destroyed.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def index_terms(*texts: str) -> set[str]:
     """The terms of ``texts`` for the index: the set of :func:`ordered_terms` (at most
     ``MAX_TERMS_PER_ARCHIVE``, the first in its order of preference)."""
     return set(ordered_terms(*texts))
+
+
+def is_term(text: str) -> bool:
+    """Whether ``text`` is one term as this module cuts them (what a peer's terms must be)."""
+    return 0 < len(text) <= MAX_TERM_LENGTH and text in ordered_terms(text)
 
 
 def archive_texts(title: str, metadata: Mapping[str, Any]) -> list[str]:

@@ -53,6 +53,15 @@ def transfer_package(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveId
 
 
 @router.get(
+    "/archives/{archive_id}/transfer/terms",
+    summary="Search terms of an offered archive, sealed (pending recipient only)",
+    responses=PEER_ERRORS,
+)
+def transfer_terms(runtime: RuntimeDep, sender: PeerDep, archive_id: ArchiveIdPath) -> Any:
+    return runtime.transfers.transfer_terms(sender, archive_id).model_dump(mode="json")
+
+
+@router.get(
     "/archives/{archive_id}/share",
     summary="Share package (active grantee only)",
     responses=PEER_ERRORS,

@@ -71,17 +71,24 @@ from node.models import (
     WrappedKey,
 )
 from node.principal import Action, Principal
-from node.protocol import SealedMetadata, TransferPackage, VersionInfo
+from node.protocol import (
+    SealedMetadata,
+    SealedTerms,
+    TransferPackage,
+    TransferTerms,
+    VersionInfo,
+)
 from node.readback import CiphertextReader
 from node.remote import RemoteNodes
 from node.searchtext import TextTap, reads_content
 from node.services.archives import insert_terms, search_text
 from node.services.proofs import ProofService
-from node.textindex import archive_texts, index_terms
+from node.textindex import archive_texts, is_term, more_terms, ordered_terms
 
 log = logging.getLogger(__name__)
 
 _METADATA_AAD = "archivechain/transfer-metadata/v1"
+_TERMS_AAD = "archivechain/transfer-terms/v1"
 
 FaultHook = Callable[[str], None]
 """Test seam: called with a point name (``transfer-staged``, ``transfer-completing``) so
@@ -348,6 +355,33 @@ class TransferService:
             }
         return TransferPackage(**fields, bundle=bundle_to_json(self.proofs.full(archive_id)[0]))
 
+    def transfer_terms(self, sender: str, archive_id: str) -> TransferTerms:
+        """The archive's search terms sealed to the pending recipient ``sender``: they hold the
+        words of text extracted at ingestion, which the recipient cannot cut from the content."""
+        with self.db.session() as session:
+            archive = session.get(Archive, archive_id)
+            if archive is None or archive.pending_recipient != sender:
+                raise NotFoundError(
+                    f"no transfer of {archive_id} is pending for {sender}", code="no_such_transfer"
+                )
+            # Only what a recipient keeps (a row cut by an older rule would be dropped there),
+            # in code point order (not the database's collation).
+            terms = sorted(
+                term
+                for term in session.execute(
+                    select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
+                ).scalars()
+                if is_term(term)
+            )
+        sealed = crypto.ecies_encrypt(
+            self.members.public_key(sender),
+            SealedTerms(terms=terms).model_dump_json().encode(),
+            crypto.encode_aad(_TERMS_AAD, archive_id, sender),
+        )
+        return TransferTerms(
+            archive_id=archive_id, custodian=self.hospital, recipient=sender, sealed_terms=sealed
+        )
+
     def ciphertext(self, sender: str, archive_id: str, version: int) -> Iterator[bytes]:
         """A version's ciphertext for the pending recipient of a transfer (the offer is the
         evidence of this disclosure). Grantees read through ``ShareService.disclose_content``."""
@@ -487,9 +521,16 @@ class TransferService:
         meta = received.meta
         # Found by the same words as at the former custodian: title, metadata and the text of
         # its content, every version's in version order, under one MAX_TERMS_PER_ARCHIVE cap —
-        # the set its creation and amendments gave there (``node.textindex.more_terms``). Cut
+        # the set its creation and amendments gave there (``node.textindex.more_terms``) — and
+        # the custodian's own terms, which add the words of text extracted at ingestion. Cut
         # here rather than on the database writer's thread.
-        terms = index_terms(*archive_texts(meta.title, meta.metadata), *texts)
+        try:
+            theirs = self._fetch_terms(sender, archive_id)
+        except BaseException:
+            self._delete_blobs(archive_id, [ref.cid for ref in stored])
+            raise
+        terms = set(ordered_terms(*archive_texts(meta.title, meta.metadata), *texts))
+        terms.update(more_terms(theirs, terms))
         try:
             self.units.run(lambda uow: self._stage(uow, transfer_id, received, stored, terms))
         except BaseException:
@@ -546,6 +587,40 @@ class TransferService:
                 "key_unwrap_failed", "the wrapped key or metadata does not open"
             ) from None
         return _Received(archive_id, sender, package, bundle, state, material, meta)
+
+    def _fetch_terms(self, sender: str, archive_id: str) -> list[str]:
+        """The custodian's search terms for the archive (``TransferTerms``), in order; none from a
+        node that predates them (404 ``not_found``: no such route) or whose document does not
+        open or holds something that is not a term (logged: they are search hints only, so the
+        transfer goes on with the terms this node cuts itself). A refusal of the offer or an
+        unreachable peer is raised, as for the package."""
+        path = f"/archives/{archive_id}/transfer/terms"
+        try:
+            document = self.remote.get_json(sender, path)
+        except NotFoundError as exc:
+            if exc.code == "not_found":
+                log.info("transfer of %s: %s serves no search terms", archive_id, sender)
+                return []
+            raise
+        try:
+            answer = TransferTerms.model_validate(document)
+            if (answer.archive_id, answer.custodian, answer.recipient) != (
+                archive_id,
+                sender,
+                self.hospital,
+            ):
+                raise ValueError("terms for another archive, custodian or recipient")
+            sealed = SealedTerms.model_validate_json(
+                self.keyring.open_sealed(
+                    answer.sealed_terms, crypto.encode_aad(_TERMS_AAD, archive_id, self.hospital)
+                )
+            )
+        except (crypto.CryptoError, ValidationError, ValueError):
+            log.warning(
+                "transfer of %s: %s's search terms are unusable; ignored", archive_id, sender
+            )
+            return []
+        return [term for term in sealed.terms if is_term(term)]
 
     def _fetch_version(
         self, sender: str, received: _Received, version: lifecycle.ContentVersion

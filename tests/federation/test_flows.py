@@ -612,3 +612,181 @@ def test_a_transferred_amended_archive_keeps_the_senders_search_terms(
             found = api.get("/archives", params={"text": words}).json()
             assert [item["id"] for item in found["items"]] == [archive_id], words
         assert api.get("/archives", params={"text": "zebra"}).json()["items"] == []
+
+
+NARRATIVE_WORDS = ("心肌梗死", "pericarditis")
+
+
+def ingest_composition(hospital: Hospital) -> str:
+    """A FHIR Composition pushed to ``hospital``, archived and registered on chain: its section's
+    narrative is text extracted at ingestion, in no title, metadata or text content."""
+    composition = {
+        "resourceType": "Composition",
+        "status": "final",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+        "subject": {"reference": "Patient/P-2"},
+        "date": "2024-05-02T08:00:00Z",
+        "author": [{"display": "Dr. Example"}],
+        "title": "Discharge summary",
+        "section": [
+            {
+                "title": "诊断",
+                "text": {
+                    "status": "generated",
+                    "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>急性心肌梗死, '
+                    "pericarditis</p></div>",
+                },
+            }
+        ],
+    }
+    response = httpx.post(
+        f"{hospital.url}/fhir/r4/Composition",
+        content=json.dumps(composition),
+        headers={
+            "Authorization": f"Bearer {hospital.keys['archivist']}",
+            "Content-Type": "application/fhir+json",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    with hospital.client() as api:
+        archive_id = response.headers["location"].rsplit("/", 1)[-1]
+        if api.get(f"/archives/{archive_id}").json()["state"] != "ARCHIVED":
+            assert api.post(f"/archives/{archive_id}/archive").status_code == 200
+        wait_for(
+            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
+            30,
+            "registration on chain",
+        )
+    return archive_id
+
+
+def found_by(hospital: Hospital, words: str) -> list[str]:
+    with hospital.client() as api:
+        response = api.get("/archives", params={"text": words})
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+
+def transfer_and_wait(custodian: Hospital, recipient: Hospital, archive_id: str) -> None:
+    with custodian.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": recipient.address})
+        assert offered.status_code == 202, offered.text
+    wait_for(lambda: transfer_state(recipient, archive_id, "in") == "accepted", 60, "acceptance")
+
+
+def test_a_transfer_carries_the_words_of_text_extracted_at_ingestion(
+    hospitals: dict[str, Hospital],
+) -> None:
+    """The custodian's terms travel sealed to the recipient (``GET …/transfer/terms``): a FHIR
+    narrative's words, which the recipient cannot cut from the content, find the record there."""
+    from node import crypto
+    from node.peers import PEER_PREFIX, sign_headers
+    from node.protocol import SealedTerms, TransferTerms
+
+    a, b, c = hospitals["A"], hospitals["B"], hospitals["C"]
+    archive_id = ingest_composition(a)
+    held = search_terms(a, archive_id)
+    assert {"心肌", "梗死", "pericarditis"} <= held
+    target = f"{PEER_PREFIX}/archives/{archive_id}/transfer/terms"
+
+    def ask(asker: Hospital) -> httpx.Response:
+        signed = sign_headers(asker.runtime.keystore.account(), "GET", target, b"", a.address)
+        return httpx.get(a.url + target, headers=signed, timeout=30)
+
+    b.pause_incoming()  # the offer stays pending while the route is asked
+    with a.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    refused = ask(c)  # another member: as for no transfer at all
+    assert (refused.status_code, refused.json()["code"]) == (404, "no_such_transfer")
+    assert httpx.get(a.url + target, timeout=30).status_code == 401  # unsigned
+    answer = TransferTerms.model_validate(ask(b).json())
+    assert (answer.archive_id, answer.custodian, answer.recipient) == (
+        archive_id,
+        a.address,
+        b.address,
+    )
+    opened = SealedTerms.model_validate_json(
+        b.runtime.keyring.open_sealed(
+            answer.sealed_terms,
+            crypto.encode_aad("archivechain/transfer-terms/v1", archive_id, b.address),
+        )
+    )
+    assert opened.terms == sorted(held)
+    with pytest.raises(crypto.CryptoError):  # sealed to B: C's key does not open it
+        c.runtime.keyring.open_sealed(
+            answer.sealed_terms,
+            crypto.encode_aad("archivechain/transfer-terms/v1", archive_id, c.address),
+        )
+    b.resume_incoming()
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "acceptance")
+    assert search_terms(b, archive_id) == held
+    assert ask(b).status_code == 404  # no longer pending
+    for words in NARRATIVE_WORDS:
+        assert found_by(b, words) == [archive_id], words
+
+
+def test_a_recipient_indexes_its_own_terms_when_the_custodian_serves_none_or_bad_ones(
+    hospitals: dict[str, Hospital], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A custodian that predates the terms route (its answer is made the one an unknown route
+    gets, 404 ``not_found``) or serves terms that do not open: the transfer completes, and the recipient
+    holds the terms it cut itself (title, metadata; the content is FHIR JSON, not read)."""
+    from starlette.exceptions import HTTPException
+
+    from node import crypto
+    from node.protocol import SealedTerms, TransferTerms
+    from node.textindex import archive_texts, index_terms
+
+    a, b = hospitals["A"], hospitals["B"]
+    older, garbled, doctored = (ingest_composition(a) for _ in range(3))
+    own = {"discharge", "summary"}
+
+    def cut_by_recipient(archive_id: str) -> set[str]:
+        """What the recipient cuts itself: title and metadata (it does not read FHIR JSON)."""
+        with a.runtime.db.session() as session:
+            row = session.get_one(Archive, archive_id)
+            return index_terms(*archive_texts(row.title, row.metadata_json))
+
+    def no_such_route(sender: str, archive_id: str) -> TransferTerms:
+        raise HTTPException(404)  # rendered as an unknown route is: 404 not_found
+
+    monkeypatch.setattr(a.runtime.transfers, "transfer_terms", no_such_route)
+    with caplog.at_level("INFO", logger="node.services.transfers"):
+        transfer_and_wait(a, b, older)
+    assert "serves no search terms" in caplog.text
+    monkeypatch.undo()
+    served = a.runtime.transfers.transfer_terms
+
+    def garbled_terms(sender: str, archive_id: str) -> TransferTerms:
+        good = served(sender, archive_id)
+        flipped = bytes([good.sealed_terms[0] ^ 1]) + good.sealed_terms[1:]
+        return good.model_copy(update={"sealed_terms": flipped})
+
+    monkeypatch.setattr(a.runtime.transfers, "transfer_terms", garbled_terms)
+    with caplog.at_level("WARNING", logger="node.services.transfers"):
+        transfer_and_wait(a, b, garbled)
+    assert "search terms are unusable" in caplog.text
+
+    def doctored_terms(sender: str, archive_id: str) -> TransferTerms:
+        """Terms sealed properly, but only one of them a term: the others are dropped."""
+        sealed = crypto.ecies_encrypt(
+            a.runtime.members.public_key(sender),
+            SealedTerms(terms=["zzyzx", "INJECTED", "出院小结", "two words"])
+            .model_dump_json()
+            .encode(),
+            crypto.encode_aad("archivechain/transfer-terms/v1", archive_id, sender),
+        )
+        return served(sender, archive_id).model_copy(update={"sealed_terms": sealed})
+
+    monkeypatch.setattr(a.runtime.transfers, "transfer_terms", doctored_terms)
+    transfer_and_wait(a, b, doctored)
+    assert search_terms(b, doctored) == cut_by_recipient(doctored) | {"zzyzx"}
+    for archive_id in (older, garbled):
+        terms = search_terms(b, archive_id)
+        assert own <= terms, archive_id
+        assert not {"心肌", "pericarditis"} & terms, archive_id
+        assert terms == cut_by_recipient(archive_id), archive_id
+    assert found_by(b, "pericarditis") == []
+    assert sorted(found_by(b, "discharge summary")) == sorted([older, garbled, doctored])

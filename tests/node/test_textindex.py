@@ -16,6 +16,7 @@ from node.textindex import (
     _runs,
     archive_texts,
     index_terms,
+    is_term,
     more_terms,
     ordered_terms,
 )
@@ -78,3 +79,35 @@ def test_the_cap_keeps_terms_in_order_of_preference() -> None:
         assert more_terms(["gamma"], {"a", "b", "c", "d", "e", "f"}) == []
     metadata = {"b": "second", "a": 1}
     assert archive_texts("Title", metadata) == ["Title", "1", "second"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_ALPHABET, max_size=60) | st.text(max_size=60))
+@example("ΑΣ ΑΣΑ")
+@example("x_y 出院a小结 ＣＴ\u3000ct")
+def test_every_term_cut_from_any_text_is_a_term(text: str) -> None:
+    """A custody transfer's recipient keeps the custodian's terms that pass ``is_term``: every
+    term the custodian can hold must pass."""
+    assert all(is_term(term) for term in ordered_terms(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "INJECTED",  # not lower-cased
+        "ＣＴ",  # not NFKC-normalised
+        "two words",
+        "出院小结",  # a CJK run gives unigrams and bigrams only
+        "x" * (textindex.MAX_TERM_LENGTH + 1),
+        "a,b",
+        " ct",
+    ],
+)
+def test_what_is_not_a_term(text: str) -> None:
+    assert not is_term(text)
+
+
+@pytest.mark.parametrize("text", ["ct", "出", "出院", "x" * textindex.MAX_TERM_LENGTH, "a1"])
+def test_what_is_a_term(text: str) -> None:
+    assert is_term(text)
