@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -209,7 +209,10 @@ def test_break_glass_windows_close(make_node: MakeNode, sqlite_url: str) -> None
     from api.main import create_app
     from tests.api.conftest import issue_keys, serve
 
-    node = make_node(database_url=sqlite_url, break_glass_hours=1.5 / 3600)  # 1.5 seconds
+    # The node's clock is the wall clock moved forward by the test: a window of real seconds
+    # closed under the test on a loaded machine (a stall between opening it and the first read).
+    clock = _SteppedClock()
+    node = make_node(database_url=sqlite_url, break_glass_hours=1.0, clock=clock)
     app = create_app(node)
     with serve(app) as client:
         api = Api(node=node, app=app, client=client, keys=issue_keys(node))
@@ -220,5 +223,17 @@ def test_break_glass_windows_close(make_node: MakeNode, sqlite_url: str) -> None
         )
         assert opened.status_code == 201
         assert _read(api, onco, archive_id, "treatment", "read_content").status_code == 200
-        time.sleep(1.6)
+        clock.offset = timedelta(minutes=59)  # still inside the hour
+        assert _read(api, onco, archive_id, "treatment", "read_content").status_code == 200
+        clock.offset = timedelta(hours=1, seconds=1)  # the hour is over
         assert _read(api, onco, archive_id, "treatment", "read_content").status_code == 404
+
+
+class _SteppedClock:
+    """The node's clock: real time, moved forward by ``offset``."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
