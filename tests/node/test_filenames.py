@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.filenames import MAX_FILENAME, display_name
@@ -29,6 +29,7 @@ def test_display_name(raw: str | None, shown: str | None) -> None:
     assert display_name(raw) == shown
 
 
+@settings(deadline=None)  # a stalled example on a loaded host is not a failure (FlakyFailure)
 @given(st.text())
 def test_a_display_name_fits_its_column_and_holds_no_control_or_separator(raw: str) -> None:
     shown = display_name(raw)
