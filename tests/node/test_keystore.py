@@ -376,11 +376,14 @@ keystore = Keystore.load({str(path)!r}, {PASSPHRASE!r})
 for info in keystore.keks:  # a previous child may have died between rotate and retire
     if info.kek_id != keystore.current_kek_id:
         keystore.retire_kek(info.kek_id)
-print("ready", flush=True)
+rounds = 0
 while True:
     previous = keystore.current_kek_id
     keystore.rotate_kek()
     keystore.retire_kek(previous)
+    rounds += 1
+    if rounds == 1:  # one round saved: the kill below lands in a later save
+        print("saved", flush=True)
 """
         seen_ids = {keystore.current_kek_id}
         for delay in (0.05, 0.13, 0.21):
@@ -388,7 +391,9 @@ while True:
                 [sys.executable, "-c", child], stdout=subprocess.PIPE, cwd=REPO_ROOT
             )
             assert process.stdout is not None
-            assert process.stdout.readline().strip() == b"ready"
+            # Wait for the first saved round (under load the child may not get there within
+            # ``delay``), then kill it at a varying moment of the saves that follow.
+            assert process.stdout.readline().strip() == b"saved"
             time.sleep(delay)
             process.send_signal(signal.SIGKILL)
             process.wait()
