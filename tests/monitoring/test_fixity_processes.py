@@ -154,11 +154,20 @@ def test_a_killed_hashing_process_does_not_break_later_audits(
             api.create()
         assert node.fixity.audit(None, AuditScope()).passed == 3
         (worker,) = {p.pid for p in multiprocessing.active_children()} - before
+        hasher = node.fixity._hasher
+        assert hasher is not None
+        assert hasher._pool is not None
+        pool = hasher._pool
         os.kill(worker, signal.SIGKILL)  # the kernel's OOM killer, an operator's mistake
         deadline = time.monotonic() + 10
         while not _gone(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.5)  # the pool notices its dead worker and marks itself broken
+        # The pool notices its dead worker (in its manager thread, which a loaded host may not
+        # run for a while) and marks itself broken; the next audit's submit then replaces it.
+        deadline = time.monotonic() + 30
+        while not pool._broken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool._broken
         report = node.fixity.audit(None, AuditScope())
         assert (report.checked, report.passed) == (3, 3)
         assert {p.pid for p in multiprocessing.active_children()} - before - {worker}
