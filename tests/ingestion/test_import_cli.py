@@ -505,14 +505,20 @@ def test_parallel_requests_overlap_and_import_each_file_once(
     real_send_batch = importer._send_batch
     in_flight, most = 0, 0
     lock = threading.Lock()
+    three_at_once = threading.Event()
 
     def spy(client: Any, prepared: Any) -> Any:
         nonlocal in_flight, most
         with lock:
             in_flight += 1
             most = max(most, in_flight)
+            if in_flight == 3:
+                three_at_once.set()
         try:
-            time.sleep(0.3)
+            # Held until three are in flight together (a fixed pause let a stalled host finish
+            # one request before the third began); an import that never has three at once waits
+            # here 10 s per request and fails below.
+            three_at_once.wait(10)
             return real_send_batch(client, prepared)
         finally:
             with lock:
