@@ -447,11 +447,20 @@ def test_recipient_rejects_a_package_whose_ciphertext_was_altered(
     assert list(b.runtime.blobs.iter_cids()) == []  # nothing of it stayed at B
 
 
+def _pause_expiry(hospital: Hospital) -> None:
+    """Stop ``hospital``'s expiry job (every 30 s from its start): on a loaded host a test can
+    run past that mark while an offer it made expire is waiting, and the job would cancel it."""
+    scheduler = hospital.runtime._scheduler
+    assert scheduler is not None
+    scheduler.pause_job("expiry")
+
+
 def test_expired_offer_is_cancelled_by_the_custodian(
     hospitals: dict[str, Hospital], chain: RpcChain
 ) -> None:
     a, b = hospitals["A"], hospitals["B"]
     b.pause_incoming()  # the recipient never collects the offer
+    _pause_expiry(a)  # the test expires the offer itself
     archive_id = upload_and_archive(a)
     a.runtime.settings.transfer_offer_ttl = 1.0
     with a.client() as api:
@@ -475,6 +484,7 @@ def test_recipient_declines_an_offer_that_expired_before_it_collected_it(
 ) -> None:
     a, b = hospitals["A"], hospitals["B"]
     b.pause_incoming()
+    _pause_expiry(a)  # A does not cancel the expired offer before B declines it
     archive_id = upload_and_archive(a)
     a.runtime.settings.transfer_offer_ttl = 1.0
     with a.client() as api:
