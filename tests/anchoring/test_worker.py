@@ -104,10 +104,10 @@ def test_batches_by_size_or_by_age_whichever_first(
     worker = make_worker(db, chain, hospital_a, interval=30.0, max_batch=10)
     worker.clock = lambda: time.time() + skew[0]
 
-    def settle() -> None:
-        for _ in range(50):
-            if worker.tick().pending_transactions == 0:
-                return
+    def settle() -> None:  # until nothing is pending (50 fixed rounds gave up under load)
+        deadline = time.monotonic() + 30
+        while worker.tick().pending_transactions:
+            assert time.monotonic() < deadline, "transactions still pending after 30 s"
             time.sleep(0.05)
 
     append(db, 4)
