@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -449,23 +450,42 @@ class FixityAuditService:
 
     def _hash_all(self, cids: Sequence[str]) -> Future[list[_Read]]:
         """``_read_all`` done by a hashing process (unthrottled audits of a local store), queued
-        at once: the whole batch is in the processes' queue, not only one task per thread."""
-        if self._hasher is None or not isinstance(self.blobs, LocalBlobStore):
+        at once: the whole batch is in the processes' queue, not only one task per thread.
+
+        A batch failed by a broken pool (a worker killed, even an idle one, before the pool
+        noticed: its queued tasks fail with it) is submitted once more, to the pool that
+        replaces it; hashing reads only, so doing it twice is harmless. A second failure is the
+        audit's."""
+        hasher = self._hasher
+        if hasher is None or not isinstance(self.blobs, LocalBlobStore):
             raise RuntimeError("no hashing processes for this blob store")
+        objects, batch = self.blobs.objects_dir, list(cids)
         reads: Future[list[_Read]] = Future()
 
-        def done(hashed: Future[list[FileDigest]]) -> None:
-            try:
-                digests = hashed.result()
-            except BaseException as exc:  # a worker died, the pool was shut down
-                reads.set_exception(exc)
-                return
-            reads.set_result(
-                [_digest_read(cid, digest) for cid, digest in zip(cids, digests, strict=True)]
-            )
+        def submit(retries: int) -> None:
+            def done(hashed: Future[list[FileDigest]]) -> None:
+                try:
+                    digests = hashed.result()
+                except BrokenProcessPool as exc:
+                    if retries <= 0:
+                        reads.set_exception(exc)
+                        return
+                    log.warning("fixity audit: a hashing process died; batch submitted again")
+                    try:
+                        submit(retries - 1)
+                    except BaseException as again:  # the node is closing the pool
+                        reads.set_exception(again)
+                    return
+                except BaseException as exc:  # the pool was shut down
+                    reads.set_exception(exc)
+                    return
+                reads.set_result(
+                    [_digest_read(cid, digest) for cid, digest in zip(batch, digests, strict=True)]
+                )
 
-        hashed = self._hasher.submit(self.blobs.objects_dir, list(cids), self.read_size)
-        hashed.add_done_callback(done)
+            hasher.submit(objects, batch, self.read_size).add_done_callback(done)
+
+        submit(1)
         return reads
 
     def _read(self, cid: str, throttle: Throttle) -> _Read:

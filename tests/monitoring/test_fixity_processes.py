@@ -29,6 +29,12 @@ from tests.monitoring.test_fixity import _blob_path, _fixity_events, _open_alert
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _exit_after(seconds: float) -> None:
+    """Run in a hashing process: end it abruptly after ``seconds`` (as a kill would)."""
+    time.sleep(seconds)
+    os._exit(1)
+
+
 def _gone(pid: int) -> bool:
     """True when ``pid`` has exited (a zombie nobody reaped counts as exited)."""
     try:
@@ -153,19 +159,26 @@ def test_a_killed_hashing_process_does_not_break_later_audits(
         for _ in range(3):
             api.create()
         assert node.fixity.audit(None, AuditScope()).passed == 3
-        (worker,) = {p.pid for p in multiprocessing.active_children()} - before
         hasher = node.fixity._hasher
         assert hasher is not None
+        # 1. The hashing process dies while the audit's batch waits in its queue (behind a task
+        # that exits the process after 1 s): the batch fails with the pool and is submitted
+        # again to the pool that replaces it (without that, this audit raised BrokenProcessPool).
+        (worker,) = {p.pid for p in multiprocessing.active_children()} - before
+        assert hasher._pool is not None
+        hasher._pool.submit(_exit_after, 1.0)
+        report = node.fixity.audit(None, AuditScope())
+        assert (report.checked, report.passed) == (3, 3)
+        killed = worker
+        deadline = time.monotonic() + 30
+        while not _gone(killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (worker,) = {p.pid for p in multiprocessing.active_children()} - before - {killed}
         assert hasher._pool is not None
         pool = hasher._pool
-        os.kill(worker, signal.SIGKILL)  # the kernel's OOM killer, an operator's mistake
-        deadline = time.monotonic() + 10
-        while not _gone(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # The pool notices its dead worker (in its manager thread, which a loaded host may not
-        # run for a while) and marks itself broken; the next audit's submit then replaces it.
+        os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while not pool._broken and time.monotonic() < deadline:
+        while not (_gone(worker) and pool._broken) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pool._broken
         report = node.fixity.audit(None, AuditScope())
