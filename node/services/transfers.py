@@ -49,7 +49,7 @@ from anchoring.ids import archive_key
 from anchoring.lifecycle import ArchiveState, ArchiveStatus
 from anchoring.verifier import Status, verify_bundle
 from anchoring.worker import enqueue_call
-from node import crypto
+from node import crypto, textindex
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
 from node.db import Database, UnitOfWork, UnitRunner, utc_now
@@ -365,14 +365,16 @@ class TransferService:
                     f"no transfer of {archive_id} is pending for {sender}", code="no_such_transfer"
                 )
             # Only what a recipient keeps (a row cut by an older rule would be dropped there),
-            # in code point order (not the database's collation).
+            # in code point order (not the database's collation), at most the cap: an archive
+            # amended before the cap covered amendments can hold more, and SealedTerms refuses
+            # more (a 500 here would hold the transfer up until the offer expires).
             terms = sorted(
                 term
                 for term in session.execute(
                     select(SearchTerm.term).where(SearchTerm.archive_id == archive_id)
                 ).scalars()
                 if is_term(term)
-            )
+            )[: textindex.MAX_TERMS_PER_ARCHIVE]
         sealed = crypto.ecies_encrypt(
             self.members.public_key(sender),
             SealedTerms(terms=terms).model_dump_json().encode(),
@@ -504,6 +506,9 @@ class TransferService:
         except _PackageRefusedError as refused:
             self._refuse(transfer_id, refused)
             return
+        # The custodian's terms before any ciphertext: a failure to get them (custodian down,
+        # offer withdrawn) is retried on the next run, and costs no download to repeat.
+        theirs = self._fetch_terms(sender, archive_id)
         stored: list[BlobRef] = []
         texts: list[str] = []
         try:
@@ -525,13 +530,9 @@ class TransferService:
         # the custodian's own terms, which add the words of text extracted at ingestion. Cut
         # here rather than on the database writer's thread.
         try:
-            theirs = self._fetch_terms(sender, archive_id)
-        except BaseException:
-            self._delete_blobs(archive_id, [ref.cid for ref in stored])
-            raise
-        terms = set(ordered_terms(*archive_texts(meta.title, meta.metadata), *texts))
-        terms.update(more_terms(theirs, terms))
-        try:
+            terms = set(ordered_terms(*archive_texts(meta.title, meta.metadata), *texts))
+            # in code point order whatever order the custodian sent them in
+            terms.update(more_terms(sorted(set(theirs)), terms))
             self.units.run(lambda uow: self._stage(uow, transfer_id, received, stored, terms))
         except BaseException:
             self._delete_blobs(archive_id, [ref.cid for ref in stored])

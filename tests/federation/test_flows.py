@@ -732,7 +732,10 @@ def test_a_transfer_carries_the_words_of_text_extracted_at_ingestion(
     b.resume_incoming()
     wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "acceptance")
     assert search_terms(b, archive_id) == held
-    assert ask(b).status_code == 404  # no longer pending
+    # A clears the offer when its own watcher sees the acceptance, which may follow B's
+    wait_for(lambda: transfer_state(a, archive_id, "out") == "accepted", 30, "A to see it")
+    gone = ask(b)
+    assert (gone.status_code, gone.json()["code"]) == (404, "no_such_transfer")
     for words in NARRATIVE_WORDS:
         assert found_by(b, words) == [archive_id], words
 
@@ -800,3 +803,45 @@ def test_a_recipient_indexes_its_own_terms_when_the_custodian_serves_none_or_bad
         assert terms == cut_by_recipient(archive_id), archive_id
     assert found_by(b, "pericarditis") == []
     assert sorted(found_by(b, "discharge summary")) == sorted([older, garbled, doctored])
+
+
+def test_terms_are_retried_when_the_custodian_cannot_serve_them_and_capped_when_it_holds_more(
+    hospitals: dict[str, Hospital], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terms route unavailable once (503) or refusing for want of an offer (404
+    ``no_such_transfer``): the recipient tries again rather than going on without the terms. A
+    custodian holding more terms than the cap (an archive amended before amendments kept to it)
+    serves the cap's worth, in code point order, instead of failing (a 500 would hold the
+    transfer up until the offer expired)."""
+    from node.errors import NotFoundError, UnavailableError
+    from node.services.archives import insert_terms
+    from node.textindex import MAX_TERMS_PER_ARCHIVE
+
+    a, b = hospitals["A"], hospitals["B"]
+    archive_id = ingest_composition(a)
+    held = search_terms(a, archive_id)
+    # Hangul bigrams sort after every term the record has (Latin, then CJK ideographs).
+    legacy = [chr(0xAC00 + i // 100) + chr(0xAC00 + i % 100) for i in range(MAX_TERMS_PER_ARCHIVE)]
+    with a.runtime.db.transaction() as session:
+        department = session.get_one(Archive, archive_id).department
+        insert_terms(session.connection(), [(term, archive_id, department) for term in legacy])
+    served = a.runtime.transfers.transfer_terms
+    failures: list[Exception] = [
+        UnavailableError("database unavailable"),
+        NotFoundError("not yet", code="no_such_transfer"),
+    ]
+
+    def flaky(sender: str, archive_id: str) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return served(sender, archive_id)
+
+    monkeypatch.setattr(a.runtime.transfers, "transfer_terms", flaky)
+    transfer_and_wait(a, b, archive_id)
+    assert not failures
+    terms = search_terms(b, archive_id)
+    assert held <= terms
+    assert len(terms) == MAX_TERMS_PER_ARCHIVE
+    assert terms - held == set(legacy[: MAX_TERMS_PER_ARCHIVE - len(held)])
+    for words in NARRATIVE_WORDS:
+        assert found_by(b, words) == [archive_id], words
