@@ -16,11 +16,12 @@ then the versions in version order, each text's words in order of first appearan
 (``ordered_terms``). Creation cuts title, metadata and the first version's text together; an
 amendment adds only the new version's terms the archive lacks, as many as remain under the cap
 (``more_terms``); a custody transfer's recipient cuts title, metadata and every decrypted
-version's text together (``index_terms``) — the same set as the former custodian held. Text a
+version's text together (``ordered_terms``) — the set the former custodian cut from them. Text a
 source system extracted at ingestion (FHIR narrative, DICOM descriptions, HL7 text observations)
 counts as part of the first version's text; it does not travel with a transfer, but the former
 custodian's terms do (sealed to the recipient, ``node.protocol.SealedTerms``): the recipient adds
-those it lacks to the ones it cut, under the same cap, so it finds the record by those words too.
+those it lacks, in code point order, to the ones it cut, under the same cap (``more_terms``), so
+it finds the record by those words too. Near the cap its set can differ from the custodian's.
 
 A query is cut the same way, with CJK runs of two or more characters as bigrams only; an archive
 matches when it holds every query term. The terms hold fragments of PHI (names in titles): they
@@ -117,7 +118,8 @@ def more_terms(candidates: Iterable[str], held: Collection[str]) -> list[str]:
     version's text) that an archive holding ``held`` adds: those it lacks, in order, only as many
     as keep it within ``MAX_TERMS_PER_ARCHIVE`` (none once it holds that many). Adding each
     version this way gives the same set as cutting the archive's texts and every version's text
-    together with :func:`index_terms` (what a custody transfer's recipient does)."""
+    together with :func:`ordered_terms` (what a custody transfer's recipient does before it adds
+    the former custodian's terms, through this function too)."""
     room = MAX_TERMS_PER_ARCHIVE - len(held)
     if room <= 0:
         return []

@@ -70,6 +70,7 @@ from node.models import (
     TransferState,
     WrappedKey,
 )
+from node.peers import PeerRefusedError
 from node.principal import Action, Principal
 from node.protocol import (
     SealedMetadata,
@@ -89,6 +90,9 @@ log = logging.getLogger(__name__)
 
 _METADATA_AAD = "archivechain/transfer-metadata/v1"
 _TERMS_AAD = "archivechain/transfer-terms/v1"
+_PEER_BUSY = frozenset({502, 503, 504})
+"""A peer's error statuses that mean "not now" (down, restarting, overloaded) rather than "not
+this": an optional document refused with one is asked for again on the next run."""
 
 FaultHook = Callable[[str], None]
 """Test seam: called with a point name (``transfer-staged``, ``transfer-completing``) so
@@ -591,10 +595,11 @@ class TransferService:
 
     def _fetch_terms(self, sender: str, archive_id: str) -> list[str]:
         """The custodian's search terms for the archive (``TransferTerms``), in order; none from a
-        node that predates them (404 ``not_found``: no such route) or whose document does not
-        open or holds something that is not a term (logged: they are search hints only, so the
-        transfer goes on with the terms this node cuts itself). A refusal of the offer or an
-        unreachable peer is raised, as for the package."""
+        node that predates them (404 ``not_found``: no such route), that fails to serve them (an
+        error status other than 502–504) or whose document does not open (logged: they are
+        search hints only, so the transfer goes on with the terms this node cuts itself; a term
+        it sent that is not one is dropped). A refusal of the offer (``no_such_transfer``) or an
+        unreachable, overloaded peer is raised, as for the package: tried again next run."""
         path = f"/archives/{archive_id}/transfer/terms"
         try:
             document = self.remote.get_json(sender, path)
@@ -603,6 +608,15 @@ class TransferService:
                 log.info("transfer of %s: %s serves no search terms", archive_id, sender)
                 return []
             raise
+        except (PeerRefusedError, ConflictError) as exc:
+            status = exc.status if isinstance(exc, PeerRefusedError) else 409
+            if status in _PEER_BUSY:
+                raise
+            log.warning(
+                "transfer of %s: %s answered %d for its search terms; going on without them",
+                archive_id, sender, status,
+            )  # fmt: skip
+            return []
         try:
             answer = TransferTerms.model_validate(document)
             if (answer.archive_id, answer.custodian, answer.recipient) != (

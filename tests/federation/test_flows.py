@@ -744,8 +744,9 @@ def test_a_recipient_indexes_its_own_terms_when_the_custodian_serves_none_or_bad
     hospitals: dict[str, Hospital], monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     """A custodian that predates the terms route (its answer is made the one an unknown route
-    gets, 404 ``not_found``) or serves terms that do not open: the transfer completes, and the recipient
-    holds the terms it cut itself (title, metadata; the content is FHIR JSON, not read)."""
+    gets, 404 ``not_found``), serves terms that do not open or fails to serve them (500): the
+    transfer completes, and the recipient holds the terms it cut itself (title, metadata; the
+    content is FHIR JSON, not read); of doctored terms it keeps only those that are terms."""
     from starlette.exceptions import HTTPException
 
     from node import crypto
@@ -753,7 +754,7 @@ def test_a_recipient_indexes_its_own_terms_when_the_custodian_serves_none_or_bad
     from node.textindex import archive_texts, index_terms
 
     a, b = hospitals["A"], hospitals["B"]
-    older, garbled, doctored = (ingest_composition(a) for _ in range(3))
+    older, garbled, doctored, broken = (ingest_composition(a) for _ in range(4))
     own = {"discharge", "summary"}
 
     def cut_by_recipient(archive_id: str) -> set[str]:
@@ -796,13 +797,21 @@ def test_a_recipient_indexes_its_own_terms_when_the_custodian_serves_none_or_bad
     monkeypatch.setattr(a.runtime.transfers, "transfer_terms", doctored_terms)
     transfer_and_wait(a, b, doctored)
     assert search_terms(b, doctored) == cut_by_recipient(doctored) | {"zzyzx"}
-    for archive_id in (older, garbled):
+
+    def failing_terms(sender: str, archive_id: str) -> TransferTerms:
+        raise RuntimeError("a custodian's bug")  # answered 500 internal_error
+
+    monkeypatch.setattr(a.runtime.transfers, "transfer_terms", failing_terms)
+    with caplog.at_level("WARNING", logger="node.services.transfers"):
+        transfer_and_wait(a, b, broken)
+    assert "answered 500 for its search terms" in caplog.text
+    for archive_id in (older, garbled, broken):
         terms = search_terms(b, archive_id)
         assert own <= terms, archive_id
         assert not {"心肌", "pericarditis"} & terms, archive_id
         assert terms == cut_by_recipient(archive_id), archive_id
     assert found_by(b, "pericarditis") == []
-    assert sorted(found_by(b, "discharge summary")) == sorted([older, garbled, doctored])
+    assert sorted(found_by(b, "discharge summary")) == sorted([older, garbled, doctored, broken])
 
 
 def test_terms_are_retried_when_the_custodian_cannot_serve_them_and_capped_when_it_holds_more(
