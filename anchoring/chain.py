@@ -36,6 +36,7 @@ from anchoring.chainview import ChainReader, CustodyRecord, CustodyState, OnChai
 from anchoring.deployment import Deployment
 from anchoring.errors import AnchoringError, ChainError
 from anchoring.ids import archive_key, normalize_address
+from anchoring.rpcview import shown_url
 
 ContractName = Literal["ConsortiumRegistry", "ArchiveNotary", "AttestationRevocations"]
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
@@ -357,7 +358,9 @@ class JsonRpc:
         try:
             response = self.web3.provider.make_request(method, list(params))  # type: ignore[arg-type]
         except (OSError, ValueError, Web3Exception) as exc:  # requests' errors are OSErrors
-            raise ChainError(f"chain RPC {self.url} unreachable ({type(exc).__name__})") from None
+            raise ChainError(
+                f"chain RPC {shown_url(self.url)} unreachable ({type(exc).__name__})"
+            ) from None
         error = response.get("error")
         if error is not None:
             if not isinstance(error, Mapping):

@@ -40,16 +40,39 @@ _WORD = 32
 _UINT64_MAX = 2**64 - 1
 
 
+def shown_url(url: str) -> str:
+    """An RPC endpoint as messages and logs show it: scheme, host and port only. Credentials,
+    a path and a query are each masked (``***``): hosted RPC endpoints carry API keys in any
+    of them (``https://user:secret@host``, ``/v3/<key>``, ``?apikey=<key>``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    shown = f"{parts.scheme or '?'}://{'***@' if parts.username is not None else ''}{host}"
+    if port is not None:
+        shown += f":{port}"
+    if parts.path not in ("", "/"):
+        shown += "/***"
+    if parts.query:
+        shown += "?***"
+    return shown
+
+
 class HttpJsonRpc:
     """JSON-RPC 2.0 over one kept-alive HTTP(S) connection. Not thread-safe."""
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"RPC URL must be http:// or https:// with a host, got {url!r}")
-        netloc = parts.netloc.rpartition("@")[2]
-        self.url = url if parts.username is None else url.replace(parts.netloc, f"***@{netloc}", 1)
-        """The endpoint as messages show it (credentials in the URL masked)."""
+            raise ValueError(
+                f"RPC URL must be http:// or https:// with a host, got {shown_url(url)!r}"
+            )
+        self.url = shown_url(url)
+        """The endpoint as messages show it (``shown_url``: credentials, path, query masked)."""
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port

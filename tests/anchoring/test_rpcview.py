@@ -27,6 +27,7 @@ from anchoring.rpcview import (
     archive_calldata,
     checkpoint_at_calldata,
     checkpoint_count_calldata,
+    shown_url,
 )
 from anchoring.verifier import Code, Status, verify_bundle
 from node.ports import free_port
@@ -189,13 +190,33 @@ def test_an_unreachable_endpoint_is_a_chain_error() -> None:
 
 
 def test_credentials_in_the_url_are_not_repeated_in_messages() -> None:
-    rpc = HttpJsonRpc(f"http://alice:s3cret@127.0.0.1:{free_port()}/rpc")
+    port = free_port()
+    rpc = HttpJsonRpc(f"http://alice:s3cret@127.0.0.1:{port}/v3/k3y?apikey=t0ken")
     with pytest.raises(ChainError) as caught:
         rpc.request("eth_chainId", [])
-    assert "s3cret" not in str(caught.value)
-    assert "***@127.0.0.1" in str(caught.value)
-    with pytest.raises(ValueError, match="http:// or https://"):
-        HttpJsonRpc("ftp://127.0.0.1/")
+    for secret in ("alice", "s3cret", "k3y", "t0ken"):
+        assert secret not in str(caught.value)
+    assert f"http://***@127.0.0.1:{port}/***?***" in str(caught.value)
+    with pytest.raises(ValueError, match="http:// or https://") as refused:
+        HttpJsonRpc("ftp://bob:pa55@127.0.0.1/")
+    assert "pa55" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+        ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
+        ("https://rpc.example.org", "https://rpc.example.org"),
+        ("https://u:p@rpc.example.org:8443/", "https://***@rpc.example.org:8443"),
+        ("https://mainnet.example.io/v3/0123abcd", "https://mainnet.example.io/***"),
+        ("http://chain:8545/?apikey=secret", "http://chain:8545?***"),
+        ("http://[::1]:8545/rpc?k=v", "http://[::1]:8545/***?***"),
+        ("http://host:notaport/", "http://host"),
+    ],
+)
+def test_shown_url_keeps_scheme_host_and_port_only(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
 
 
 # A misbehaving endpoint cannot be made of anvil: this is a real HTTP server (a fake JSON-RPC

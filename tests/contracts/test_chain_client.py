@@ -98,6 +98,18 @@ def test_unreachable_rpc_raises_chain_error(consortium: Consortium) -> None:
     assert time.monotonic() - started < 5  # no retry loops
 
 
+def test_an_unreachable_rpc_names_no_secret_of_its_url(consortium: Consortium) -> None:
+    """The message reaches logs and the anchoring status (``last_error``): an API key in the
+    endpoint's credentials, path or query must not."""
+    port = free_port()
+    chain = RpcChain(f"http://bob:pa55@127.0.0.1:{port}/v3/k3y?apikey=t0ken", consortium.deployment)
+    with pytest.raises(ChainError, match="unreachable") as info:
+        chain.chain_id()
+    for secret in ("bob", "pa55", "k3y", "t0ken"):
+        assert secret not in str(info.value)
+    assert f"http://***@127.0.0.1:{port}/***?***" in str(info.value)
+
+
 def test_rpc_errors_are_typed(chain: RpcChain) -> None:
     with pytest.raises(RpcError) as info:
         chain.rpc.request("eth_noSuchMethod")
