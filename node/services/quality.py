@@ -25,6 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import JSON, LargeBinary, Text, and_, func, inspect, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,10 @@ from node.quality import SNIFF_BYTES, plaintext_kind, usability_problem
 from node.services.audits import AUDITABLE_STATES, AuditScope, ScopeKind
 
 log = logging.getLogger(__name__)
+
+
+QcTrigger = Literal["archiving", "audit"]
+"""What ran a check (``qc_results.trigger``): archiving a record, or an audit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +260,7 @@ class QualityService:
             )
         return findings
 
-    def check(self, archive_id: str, *, trigger: str = "archiving") -> QcReport:
+    def check(self, archive_id: str, *, trigger: QcTrigger = "archiving") -> QcReport:
         """Check the archive and each of its versions, store each version's result; raise
         ``qc_failed`` when anything failed."""
         archive_id = normalise_id(archive_id)
@@ -330,7 +335,7 @@ class QualityService:
         return checkpoint is not None and last_due < checkpoint.size
 
     def _store(
-        self, archive_id: str, results: list[tuple[int, int, list[QcCheck]]], trigger: str
+        self, archive_id: str, results: list[tuple[int, int, list[QcCheck]]], trigger: QcTrigger
     ) -> None:
         """Store each (version row id, version, failed checks) in one transaction."""
         if not results:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as keccak_hash
@@ -227,6 +227,11 @@ class EncounterOutcome:
     retriggered: int  # records not yet archived whose trigger date moved
 
 
+RetentionCause = Literal["request", "encounter", "disposition", "reclassify"]
+"""Why a deadline moved (``retention_changes.cause``): an archivist's request, a new encounter,
+a disposition decision, a reclassification."""
+
+
 def extend_retention(
     uow: UnitOfWork,
     ledger: Ledger,
@@ -234,7 +239,7 @@ def extend_retention(
     state: ArchiveState,
     deadline: datetime,
     actor: str,
-    cause: str,
+    cause: RetentionCause,
     reason: str | None,
 ) -> ArchiveState:
     """Move an archived record's deadline to ``deadline`` in the caller's unit: RETENTION_EXTEND
@@ -353,7 +358,7 @@ class RetentionService:
         state: ArchiveState,
         deadline: datetime,
         actor: str,
-        cause: str,
+        cause: RetentionCause,
         reason: str | None,
     ) -> ArchiveState:
         """RETENTION_EXTEND (checked by the lifecycle), the catalogue row, the local reason and

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
 from sqlalchemy import func, select
 
@@ -34,6 +34,8 @@ from node.models import Tag, TagScanRefusal
 from node.principal import Action, Principal
 
 MAX_SCANS: Final = 1000
+ScanRefusal = Literal["unbound", "revoked"]
+"""Why a scan was refused (``tag_scan_refusals.reason``): no tag bound to the hash, or revoked."""
 """Scans in one bulk report at most."""
 CODE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
 """Reader ids and locations are codes (``reader-7``, ``B2/shelf-14``): never free text."""
@@ -161,7 +163,9 @@ class TagService:
 
         def unit(uow: UnitOfWork) -> TagView | str:
             row = uow.session.get(Tag, digest)
-            refusal = "unbound" if row is None else "revoked" if row.revoked_at else None
+            refusal: ScanRefusal | None = (
+                "unbound" if row is None else "revoked" if row.revoked_at else None
+            )
             if row is None or refusal is not None:
                 for scan in scans:  # counted, in this unit, then refused after it commits
                     uow.session.add(

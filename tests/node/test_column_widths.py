@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import get_args
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -32,6 +33,9 @@ from node.models import (
 from node.principal import Role
 from node.services import ingestion, notices, replicas
 from node.services.permissions import Origin
+from node.services.quality import QcTrigger
+from node.services.retention import RetentionCause
+from node.services.tags import ScanRefusal
 from node.services.webhooks import DeliveryState
 
 
@@ -54,10 +58,10 @@ COLUMN_VALUES: dict[str, Iterable[str]] = {
     "member_tokens.role": [r.value for r in Role],
     "access_denials.origin": _values(Origin),
     "access_denials.role": [r.value for r in Role],
-    "qc_results.trigger": ["archiving", "audit"],  # QualityService.check's two callers
+    "qc_results.trigger": get_args(QcTrigger),
     "tags.kind": [k.value for k in TagKind],
-    "tag_scan_refusals.reason": ["unbound", "revoked"],  # TagService.scan
-    "retention_changes.cause": ["request", "encounter", "disposition", "reclassify"],
+    "tag_scan_refusals.reason": get_args(ScanRefusal),
+    "retention_changes.cause": get_args(RetentionCause),
     "log_entries.event_type": [e.value for e in EventType],
     "chain_outbox.kind": [CALL_KIND],
     "chain_outbox.state": [s.value for s in OutboxState],
