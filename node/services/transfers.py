@@ -322,11 +322,7 @@ class TransferService:
     def transfer_package(self, sender: str, archive_id: str) -> TransferPackage:
         """What the pending recipient needs: sealed key and metadata, versions, head, bundle."""
         with self.db.session() as session:
-            archive = session.get(Archive, archive_id)
-            if archive is None or archive.pending_recipient != sender:
-                raise NotFoundError(
-                    f"no transfer of {archive_id} is pending for {sender}", code="no_such_transfer"
-                )
+            archive = _offered_to(session, archive_id, sender)
             wrapped = self.keyring.member_copy(session, archive_id, sender)
             versions = list(archive.versions)
             sealed = SealedMetadata(
@@ -363,11 +359,7 @@ class TransferService:
         """The archive's search terms sealed to the pending recipient ``sender``: they hold the
         words of text extracted at ingestion, which the recipient cannot cut from the content."""
         with self.db.session() as session:
-            archive = session.get(Archive, archive_id)
-            if archive is None or archive.pending_recipient != sender:
-                raise NotFoundError(
-                    f"no transfer of {archive_id} is pending for {sender}", code="no_such_transfer"
-                )
+            _offered_to(session, archive_id, sender)  # 404 unless the offer is to sender
             # Only what a recipient keeps (a row cut by an older rule would be dropped there),
             # in code point order (not the database's collation), at most the cap: an archive
             # amended before the cap covered amendments can hold more, and SealedTerms refuses
@@ -902,6 +894,18 @@ def _mark_incoming(
     if row is not None:
         row.state = now
         row.updated_at = utc_now()
+
+
+def _offered_to(session: Session, archive_id: str, recipient: str) -> Archive:
+    """The archive whose transfer is pending for ``recipient`` (404 ``no_such_transfer`` for
+    anyone else, as for an archive that does not exist): what the peer routes that serve the
+    pending recipient read."""
+    archive = session.get(Archive, archive_id)
+    if archive is None or archive.pending_recipient != recipient:
+        raise NotFoundError(
+            f"no transfer of {archive_id} is pending for {recipient}", code="no_such_transfer"
+        )
+    return archive
 
 
 @dataclass(frozen=True)

@@ -59,12 +59,17 @@ def upload_and_archive(
             )
             assert amended.status_code == 200, amended.text
         assert api.post(f"/archives/{archive_id}/archive").status_code == 200
-        wait_for(
-            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
-            30,
-            "registration on chain",
-        )
+        wait_registered(api, archive_id)
     return archive_id
+
+
+def wait_registered(api: httpx.Client, archive_id: str) -> None:
+    """Wait until the node reports the archive registered on chain."""
+    wait_for(
+        lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
+        30,
+        "registration on chain",
+    )
 
 
 def grant_share(custodian: Hospital, archive_id: str, grantee: Hospital) -> None:
@@ -663,11 +668,7 @@ def ingest_composition(hospital: Hospital) -> str:
         archive_id = response.headers["location"].rsplit("/", 1)[-1]
         if api.get(f"/archives/{archive_id}").json()["state"] != "ARCHIVED":
             assert api.post(f"/archives/{archive_id}/archive").status_code == 200
-        wait_for(
-            lambda: api.get(f"/archives/{archive_id}").json()["chain_status"] == "registered",
-            30,
-            "registration on chain",
-        )
+        wait_registered(api, archive_id)
     return archive_id
 
 
