@@ -1,6 +1,7 @@
 """Proof bundles of an archive (``archivechain.proof/v1``): the entries received from former
-custodians (with their proofs, kept since the transfer) followed by this node's own anchored
-entries, each proven against this node's latest confirmed checkpoint.
+custodians (with their proofs, kept since the transfer) and this node's own anchored entries,
+each proven against this node's latest confirmed checkpoint, in one order where every event
+follows the event its ``prev`` names and times never decrease (``node.chainorder``).
 
 A caller that wants every event it just caused in the bundle waits first
 (``ProofService.wait_anchored``, the API's ``?wait=N``) instead of polling the proof itself."""
@@ -22,6 +23,7 @@ from anchoring.bundle import (
     dump_bundle,
 )
 from anchoring.deployment import Deployment
+from node.chainorder import chain_order
 from node.db import Database
 from node.errors import ConflictError, NotFoundError
 from node.models import Archive, DestructionCertificate, ForeignEntry
@@ -139,7 +141,9 @@ class ProofService:
             return storage.anchored_size(session)
 
     def full(self, archive_id: str) -> tuple[ProofBundle, OwnEntries]:
-        """Foreign entries (former custodians, in chain order) then this node's own."""
+        """Foreign entries (former custodians', in chain order) and this node's own, merged into one
+        bundle order (``node.chainorder``): reads this node logged as a grantee before it received
+        the archive sit among the former custodian's events, not after them."""
         with self.db.session() as session:
             foreign = [
                 BundleEntry(
@@ -162,7 +166,7 @@ class ProofService:
             chain_id=self.deployment.chain_id,
             notary=self.deployment.notary.address,
             archive_id=archive_id,
-            entries=tuple(foreign) + own.entries,
+            entries=chain_order(foreign, own.entries),
             certificate=self._certificate(archive_id, own.entries),
         )
         return bundle, own

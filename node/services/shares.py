@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from anchoring import lifecycle, merkle, storage
-from anchoring.bundle import BundleEntry, ProofBundle, dump_bundle, parse_bundle
+from anchoring.bundle import ProofBundle, dump_bundle, parse_bundle
 from anchoring.errors import AnchoringError
 from anchoring.events import (
     AccessData,
@@ -39,6 +39,7 @@ from anchoring.events import (
 from anchoring.ids import normalize_address
 from node import crypto
 from node.blobstore import BlobStore
+from node.chainorder import chain_order
 from node.db import Database, UnitOfWork, UnitRunner
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
 from node.keyring import KeyRing
@@ -88,15 +89,6 @@ class SharedContent:
     media_type: str
     size: int
     chunks: Iterator[bytes]
-
-
-def merge_by_time(*sequences: tuple[BundleEntry, ...]) -> tuple[BundleEntry, ...]:
-    """One bundle order for entries from several logs: by event time, stable, so each log's own
-    order is kept and, at equal times, earlier sequences come first (pass the custodian's first:
-    a grantee's read never precedes the grant it names). Each sequence is already in time order."""
-    merged = [entry for sequence in sequences for entry in sequence]
-    times = {id(entry): parse_event(entry.event).time for entry in merged}
-    return tuple(sorted(merged, key=lambda entry: times[id(entry)]))
 
 
 class ShareService:
@@ -341,8 +333,8 @@ class ShareService:
         )
 
     def shared_bundle(self, principal: Principal, custodian: str, archive_id: str) -> bytes:
-        """For a grantee: the custodian's bundle merged in time order with this node's own reads
-        under the grant."""
+        """For a grantee: the custodian's bundle merged with this node's own reads under the grant
+        (each read after the grant or read it names, times never decreasing)."""
         principal.require(Action.READ_PROOF)
         custodian = normalize_address(custodian)
         archive_id = normalise_id(archive_id)
@@ -354,7 +346,7 @@ class ShareService:
                 chain_id=theirs.chain_id,
                 notary=theirs.notary,
                 archive_id=theirs.archive_id,
-                entries=merge_by_time(theirs.entries, own.entries),
+                entries=chain_order(theirs.entries, own.entries),
             )
         )
 

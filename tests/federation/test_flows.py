@@ -163,6 +163,63 @@ def test_transfer_a_to_b_rekeys_and_spans_both_logs(
         assert not verify_bundle(parse_bundle(json.dumps(raw)), chain).ok
 
 
+def entry_events(document: bytes) -> list[tuple[str, str]]:
+    """``(hospital, type)`` of each entry of a bundle, in bundle order."""
+    return [
+        (entry.hospital, json.loads(entry.event)["type"])
+        for entry in parse_bundle(document).entries
+    ]
+
+
+def test_a_grantee_that_receives_the_archive_keeps_its_earlier_reads_in_chain_order(
+    hospitals: dict[str, Hospital], chain: RpcChain
+) -> None:
+    """B reads A's archive under a grant, A reads it after, then A transfers it to B, and B
+    on to C. B's reads from before the transfer are older than A's last events: every bundle
+    (B's, C's, and the public proof at C) places them among A's events, not after them, and
+    verifies (a concatenation of the logs failed with ``time_order``)."""
+    a, b, c = hospitals["A"], hospitals["B"], hospitals["C"]
+    archive_id = upload_and_archive(a)
+    grant_share(a, archive_id, b)
+    with b.client() as api:
+        read = api.get(f"/shared/{a.address}/{archive_id}/content", params={"purpose": "referral"})
+        assert read.status_code == 200, read.text
+    with a.client() as api:  # a custodian event after B's read
+        assert (
+            api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"}).status_code
+            == 200
+        )
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": b.address})
+        assert offered.status_code == 202, offered.text
+    wait_for(lambda: transfer_state(b, archive_id, "in") == "accepted", 60, "B to accept")
+    b.runtime.worker.run_until_anchored(timeout=30)
+    with b.client("auditor") as api:
+        at_b = api.get(f"/archives/{archive_id}/proof").content
+    report = verify_bundle(parse_bundle(at_b), chain)
+    assert report.ok, report.to_text()
+    order = entry_events(at_b)
+    b_read = order.index((b.address, "ACCESS"))
+    assert (
+        order.index((a.address, "SHARE_GRANT"))
+        < b_read
+        < order.index((a.address, "TRANSFER_OFFER"))
+    )
+    assert order[-1] == (b.address, "TRANSFER_ACCEPT")
+
+    with b.client() as api:
+        offered = api.post(f"/archives/{archive_id}/transfers", json={"to": c.address})
+        assert offered.status_code == 202, offered.text
+    wait_for(lambda: transfer_state(c, archive_id, "in") == "accepted", 60, "C to accept")
+    c.runtime.worker.run_until_anchored(timeout=30)
+    with c.client("auditor") as api:
+        at_c = api.get(f"/archives/{archive_id}/proof").content
+    report = verify_bundle(parse_bundle(at_c), chain)
+    assert report.ok, report.to_text()
+    order = entry_events(at_c)
+    assert order.index((b.address, "ACCESS")) < order.index((a.address, "TRANSFER_OFFER"))
+    assert order[-1] == (c.address, "TRANSFER_ACCEPT")
+
+
 def test_share_with_c_until_revoked(hospitals: dict[str, Hospital], chain: RpcChain) -> None:
     a, c = hospitals["A"], hospitals["C"]
     archive_id = upload_and_archive(a)
