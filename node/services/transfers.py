@@ -279,7 +279,8 @@ class TransferService:
         return done
 
     def offer_accepted(self, archive_id: str, recipient: str) -> None:
-        """Chain watcher: ``TransferAccepted`` for an archive we offered. Destroy our keys."""
+        """Chain watcher: ``TransferAccepted`` for an archive we offered. Destroy our keys and
+        delete our ciphertext (recorded as deleted)."""
 
         def unit(uow: UnitOfWork) -> list[str]:
             archive = uow.session.get(Archive, archive_id)
@@ -294,7 +295,16 @@ class TransferService:
             if row is not None:
                 row.state = TransferState.ACCEPTED
                 row.updated_at = uow.now
-            return [v.cid for v in archive.versions if v.blob_deleted_at is None]
+            cids = []
+            for version in archive.versions:
+                if version.blob_deleted_at is None:
+                    cids.append(version.cid)
+                    # Recorded with the keys' destruction: the ciphertext is deleted right after
+                    # the commit, and a file a crash leaves behind opens with no key here. A
+                    # version still marked present would be a missing blob to every check that
+                    # lists the blobs this node keeps (backup, restore, verification).
+                    version.blob_deleted_at = uow.now
+            return cids
 
         self._delete_blobs(archive_id, self.units.run(unit))
 

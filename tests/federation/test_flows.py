@@ -26,6 +26,7 @@ from anchoring.chain import (
 from anchoring.chainview import CustodyState
 from anchoring.ids import archive_key
 from anchoring.verifier import verify_bundle
+from node.backup import verify_node_data
 from node.models import Archive, ArchiveTier, ArchiveVersion, SearchTerm, Transfer
 from tests.federation.conftest import Hospital, wait_for
 
@@ -137,6 +138,15 @@ def test_transfer_a_to_b_rekeys_and_spans_both_logs(
         refused = api.get(f"/archives/{archive_id}/content", params={"purpose": "treatment"})
         assert refused.status_code == 409
         assert refused.json()["code"] == "not_custodian"
+    # Nor the ciphertext, and it records that: A's data verifies as a restore checks it (a
+    # version still marked present was a missing blob, and restore refused A's backups).
+    with a.runtime.db.session() as session:
+        versions = session.query(ArchiveVersion).filter_by(archive_id=archive_id).all()
+        cids = [v.cid for v in versions]
+        assert versions
+        assert all(v.blob_deleted_at is not None for v in versions)
+    wait_for(lambda: not any(a.runtime.blobs.exists(cid) for cid in cids), 10, "A to delete")
+    verify_node_data(a.runtime.settings)
 
     # The bundle at B spans A's log and B's log and verifies end to end (custodian = B).
     b.runtime.worker.run_until_anchored(timeout=30)

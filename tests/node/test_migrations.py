@@ -447,6 +447,76 @@ def test_migration_0019_widens_transfer_states_and_back(database_url: str) -> No
     migrations.upgrade(database_url)
 
 
+def test_migration_0021_marks_the_blobs_of_transferred_archives_deleted(database_url: str) -> None:
+    """0021 records the ciphertext of archives transferred away as deleted (the former custodian
+    deleted it without saying so, and backup and restore then named it missing): every version
+    of a ``TRANSFERRED`` archive without a date gets the archive's last change; a held archive's
+    versions and a date already set are kept. Downgrade changes nothing."""
+    migrations.upgrade(database_url, "0020")
+    moved, held, marked = ("0" * 25 + str(n) for n in (1, 2, 3))
+    transferred_at = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    deleted_before = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    archives = [
+        {**_archive_row(moved, "cardiology"), "state": "TRANSFERRED", "updated_at": transferred_at},
+        {**_archive_row(held, "cardiology"), "state": "ARCHIVED"},
+        {**_archive_row(marked, "cardiology"), "state": "TRANSFERRED"},
+    ]
+
+    def version(archive_id: str, number: int, deleted: datetime | None) -> dict[str, object]:
+        return {
+            "archive_id": archive_id,
+            "version": number,
+            "cid": f"cid-{archive_id}-{number}",
+            "ciphertext_sha256": "0" * 64,
+            "stored_size": 1,
+            "size": 1,
+            "media_type": "text/plain",
+            "commitment": "0" * 64,
+            "created_at": NOW,
+            "blob_deleted_at": deleted,
+        }
+
+    versions = [
+        version(moved, 1, None),
+        version(moved, 2, None),
+        version(held, 1, None),
+        version(marked, 1, deleted_before),
+    ]
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(node.models.Archive.__table__.insert(), archives)
+            connection.execute(node.models.ArchiveVersion.__table__.insert(), versions)
+    finally:
+        engine.dispose()
+    migrations.upgrade(database_url)
+    expected = [
+        (f"cid-{moved}-1", transferred_at),
+        (f"cid-{moved}-2", transferred_at),
+        (f"cid-{held}-1", None),
+        (f"cid-{marked}-1", deleted_before),
+    ]
+    assert _deleted(database_url) == expected
+    command.downgrade(migrations.alembic_config(database_url), "0020")
+    assert _deleted(database_url) == expected
+    migrations.upgrade(database_url)
+
+
+def _deleted(url: str) -> list[tuple[object, object]]:
+    """``(cid, blob_deleted_at)`` of every version, the dates as aware UTC datetimes."""
+    rows = _pairs(url, "SELECT cid, blob_deleted_at FROM archive_versions ORDER BY cid")
+    return [(cid, _utc(value)) for cid, value in rows]
+
+
+def _utc(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _sources(url: str) -> list[tuple[object, object]]:
     return _pairs(url, "SELECT id, source_system FROM archives")
 
