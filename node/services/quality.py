@@ -42,6 +42,7 @@ from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.models import NOT_HELD, Archive, QcResult
 from node.principal import Action, Principal
+from node.process import NODE_PID_FILE
 from node.quality import SNIFF_BYTES, plaintext_kind, usability_problem
 from node.services.audits import AUDITABLE_STATES, AuditScope, ScopeKind
 
@@ -156,9 +157,10 @@ ALLOWED_LARGE_COLUMNS = frozenset(
         "wrapped_keys.blob",
     }
 )
-# Files of the data directory that are text by design (configuration, encrypted keystore, log).
+# Files of the data directory that are text by design (configuration, encrypted keystore, log,
+# the running node's pid file).
 TEXT_FILES = frozenset(
-    {"node.toml", "keystore.json", "deployment.json", "node.log", "tombstones.jsonl"}
+    {"node.toml", "keystore.json", "deployment.json", "node.log", "tombstones.jsonl", NODE_PID_FILE}
 )
 
 

@@ -21,6 +21,7 @@ from pypdf import PdfWriter
 from sqlalchemy import text
 
 from api.main import create_app
+from node.process import NODE_PID_FILE, write_pid_file
 from node.quality import plaintext_kind, usability_problem
 from tests.api.conftest import Api, archive_metadata, issue_keys, serve
 from tests.fixtures.node import MakeNode
@@ -373,9 +374,14 @@ def test_plaintext_scan_finds_readable_files_and_content_columns(api: Api) -> No
     ).json()["items"]
     assert sorted(a["subject"] for a in alerts) == sorted(findings)
     assert {a["severity"] for a in alerts} == {"critical"}
-    # the node's own text files (configuration, keystore, log) are not findings as text
+    # the node's own text files (configuration, keystore, log, pid file) are not findings as text
     (data_dir / "node.toml").write_text("hospital = 'x'\n")
-    assert "file:node.toml:text" not in api.node.quality.scan_plaintext()
+    write_pid_file(data_dir / NODE_PID_FILE, "node")
+    (data_dir / "blobs" / NODE_PID_FILE).write_bytes((data_dir / NODE_PID_FILE).read_bytes())
+    scanned = api.node.quality.scan_plaintext()
+    assert "file:node.toml:text" not in scanned
+    assert not any(f.startswith(f"file:{NODE_PID_FILE}:") for f in scanned), scanned
+    assert f"file:blobs/{NODE_PID_FILE}:json" in scanned  # known by name only at the top
 
 
 def test_scheduled_qc_audit_rechecks_and_stores(database_url: str, make_node: MakeNode) -> None:
