@@ -1,7 +1,9 @@
 """``archivechain login`` and ``archivechain regulator``: a consortium member's command line.
 
 ``login --keystore F --node URL`` signs the node's EIP-4361 challenge with the member key in F (a
-Web3 Secret Storage v3 JSON file, as ``geth``/``clef``/``eth-account`` write it; passphrase from
+Web3 Secret Storage v3 JSON file, as ``geth``/``clef``/``eth-account`` write it, or an
+``archivechain.keystore/v1`` file, as ``archivechain up`` writes for its regulator and insurer
+under ``data/members/<name>/keystore.json``; passphrase from
 ``--passphrase-file`` or ``$ARCHIVECHAIN_MEMBER_PASSPHRASE``) and stores the token, per node URL,
 in the token file (``--token-file``, ``$ARCHIVECHAIN_TOKEN_FILE``, default
 ``~/.config/archivechain/tokens.json``, mode 0600) for the other commands.
@@ -25,6 +27,7 @@ import click
 import httpx
 
 from node.errors import InputError, NodeError
+from node.keystore import KEYSTORE_FORMAT, Keystore, KeystoreError
 
 DEFAULT_TOKEN_FILE = Path("~/.config/archivechain/tokens.json")
 
@@ -45,7 +48,13 @@ def _load_key(keystore: Path, passphrase_file: Path | None) -> bytes:
         raise InputError("no passphrase: use --passphrase-file or $ARCHIVECHAIN_MEMBER_PASSPHRASE")
     try:
         document = json.loads(keystore.read_text(encoding="utf-8"))
+        if isinstance(document, dict) and document.get("format") == KEYSTORE_FORMAT:
+            return Keystore.load(keystore, passphrase).eth_private_key
         return bytes(Account.decrypt(document, passphrase))
+    except KeystoreError:  # before OSError: a wrong passphrase is also a PermissionError
+        raise InputError(
+            f"{keystore} is an {KEYSTORE_FORMAT} keystore this passphrase does not open"
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read {keystore}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
@@ -76,7 +85,7 @@ keystore_option = click.option(
     "keystore",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The member key: a Web3 Secret Storage (v3) JSON file.",
+    help="The member key: a Web3 Secret Storage (v3) JSON file or an archivechain keystore.",
 )
 passphrase_option = click.option(
     "--passphrase-file",

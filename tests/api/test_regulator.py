@@ -21,6 +21,7 @@ from anchoring.chain import ContractWriter, RpcChain
 from anchoring.events import parse_event
 from anchoring.ids import archive_key
 from archivechain import main
+from node.keystore import Keystore
 from node.runtime import NodeRuntime
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api
 from tests.api.members import bearer, sign_in
@@ -344,5 +345,23 @@ def test_login_and_regulator_cli_against_a_live_node(
         assert main([*release, "--node", hospital.url, "--token-file", str(tokens)]) == 0
         wait_for(lambda: not chain.custody(archive_id).on_hold, 30, "the relayed release")
         assert main(["login", *common[:2], "--node", hospital.url]) == 2  # no passphrase
+
+        # The keystores `archivechain up` writes for its members (archivechain.keystore/v1)
+        # sign in too; a wrong passphrase is one line and exit code 2.
+        native = tmp_path / "members" / "regulator" / "keystore.json"
+        Keystore.create(native, "native pass", scrypt_n=1 << 14, eth_private_key=regulator.key)
+        native_pass = tmp_path / "native-pass"
+        native_pass.write_text("native pass\n")
+        tokens.unlink()
+        signin = ["login", "--keystore", str(native), "--node", hospital.url]
+        signin += ["--token-file", str(tokens)]
+        capsys.readouterr()
+        assert main([*signin, "--passphrase-file", str(passphrase)]) == 2  # not its passphrase
+        refused = capsys.readouterr().err.strip().splitlines()
+        assert len(refused) == 1, refused
+        assert "archivechain.keystore/v1 keystore this passphrase does not open" in refused[0]
+        assert not tokens.exists()
+        assert main([*signin, "--passphrase-file", str(native_pass)]) == 0
+        assert json.loads(tokens.read_text())[hospital.url]["sub"] == regulator.address
     finally:
         hospital.stop()
