@@ -1107,7 +1107,7 @@ RULES: Mapping[EventType, Rule] = {
             ArchiveStatus.DESTROYED,
             when="after DESTROYED",
             effect=_destruction_notice,
-            legal_when="a grantee (not the custodian), in its own log; DESTROYED; `prev` = the `DESTROY` leaf hash; `certificate_hash` = the `DESTROY`'s; `reason` `custodian_destroyed`",
+            legal_when="logged by a hospital other than the custodian, in its own log (a grantee's record; grants end at `DESTROY`, so whether it held one is not checked); DESTROYED; `prev` = the `DESTROY` leaf hash; `certificate_hash` = the `DESTROY`'s; `reason` `custodian_destroyed`",
             does="— (side event: the main chain does not move)",
         ),
     )

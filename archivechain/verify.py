@@ -233,6 +233,8 @@ def verify(
 def _one(verifier: Verifier, source: str, as_json: bool, warning: str | None) -> int:
     outcome = verifier.verify(source, Path(source))
     if outcome.report is None:  # unusable input: one line on stderr, exit 2
+        if as_json:  # and, as for several bundles, its JSON object on stdout
+            click.echo(json.dumps(outcome.to_json()))
         raise InputError(outcome.error or "unusable input")
     if as_json:
         document = outcome.to_json()

@@ -243,6 +243,7 @@ def test_documents_that_are_not_json_objects() -> None:
     assert "NaN" in str(refusal(b'{"chain_id":NaN}'))
     raw = dump_bundle(sample_bundle())
     assert "duplicate key" in str(refusal(raw[:-1] + b',"chain_id":1}'))
+    assert "not JSON" in str(refusal(b"\xef\xbb\xbf" + raw))  # a byte-order mark (§3 step 3)
     assert "nest deeper" in str(refusal(b"[" * 200_000 + b"]" * 200_000))
     # brackets inside strings do not count as nesting
     deep_text = copy.deepcopy(sample_document())

@@ -218,6 +218,21 @@ def test_unusable_input_exits_two_with_one_line(
         assert len(err.strip().splitlines()) == 1, (name, err)
         assert err.startswith("error: ")
         assert message in err, (name, err)
+    # With --json an unusable bundle also prints its JSON object, as for several bundles
+    # (bad arguments stay one line on stderr: there is no bundle to report on).
+    for name in ("missing file", "not json", "unknown format", "undecodable base64 in an event"):
+        args, message = cases[name]
+        code, out, err = run([*args, "--json"], capsys)
+        assert code == 2, (name, out, err)
+        assert len(err.strip().splitlines()) == 1, (name, err)
+        [line] = out.strip().splitlines()
+        reported = json.loads(line)
+        assert reported["status"] == "unusable", (name, reported)
+        assert reported["exit_code"] == 2
+        assert reported["file"] == args[1]
+        assert message.removeprefix("error: ") in reported["error"], (name, reported)
+    code, out, err = run([*cases["bad rpc url"][0], "--json"], capsys)
+    assert (code, out) == (2, "")
 
 
 def test_an_api_error_instead_of_a_bundle_says_what_the_file_is(
