@@ -339,6 +339,74 @@ def test_prev_must_be_the_last_event_and_times_must_not_go_back() -> None:
     story.do(EventType.ACCESS, access(), at=story.time)  # equal times are fine
 
 
+def test_an_event_breaking_several_rules_fails_the_first_in_the_specified_order() -> None:
+    """docs/proof-format.md §7.4 step 2: the order of the checks within one event, which names
+    the failure when an event breaks more than one rule (an independent verifier written from
+    the spec could not tell it)."""
+    story = archived_story()
+    head = story.state.head  # type: ignore[union-attr]
+    wrong = "00" * 32
+    earlier = story.time - timedelta(minutes=5)
+    hold = {"reason_hash": R, "by_regulator": False}
+    # custodian events: prev, then time, then the logging hospital, then the row of the table
+    story.refuse(
+        EventType.HOLD_PLACE,
+        hold,
+        "last event",
+        PrevHashMismatchError,
+        hospital=B,
+        prev=wrong,
+        at=earlier,
+    )
+    story.refuse(
+        EventType.HOLD_PLACE,
+        hold,
+        "before the previous",
+        EventTimeOrderError,
+        hospital=B,
+        at=earlier,
+    )
+    refusal = story.refuse(EventType.AMEND, amend_data(), "not the custodian", hospital=B)
+    assert refusal.code == "illegal_transition"
+    # a second CREATE: refused as such, before its (null) prev is compared
+    refusal = story.refuse(EventType.CREATE, create_data(), "already exists", prev=None)
+    assert refusal.code == "illegal_transition"
+    # a grantee's read: the grant, then the side chain's prev, then its time
+    refusal = story.refuse(
+        EventType.ACCESS,
+        access("referral"),
+        "neither the custodian nor holds",
+        hospital=C,
+        prev=wrong,
+        at=earlier,
+    )
+    assert refusal.code == "illegal_transition"
+    grant_hash = grant(story, C, "referral")
+    read = access("referral", grant=grant_hash)
+    story.refuse(
+        EventType.ACCESS,
+        read,
+        "grant's last event",
+        PrevHashMismatchError,
+        hospital=C,
+        prev=head,
+        at=earlier,
+    )
+    story.refuse(
+        EventType.ACCESS,
+        read,
+        "before the grantee's previous",
+        EventTimeOrderError,
+        hospital=C,
+        prev=grant_hash,
+        at=earlier,
+    )
+    # a destruction notice before DESTROYED: the state, before its prev
+    notice = {"certificate_hash": wrong, "reason": "custodian_destroyed"}
+    refusal = story.refuse(EventType.DESTRUCTION_NOTICE, notice, hospital=C, prev=wrong)
+    assert refusal.code == "illegal_transition"
+
+
 def test_events_for_another_archive_are_refused() -> None:
     story = Story()
     story.do(EventType.CREATE, create_data())
