@@ -362,7 +362,7 @@ def parse_bundle(
     except UnicodeDecodeError:
         _fail("(document)", "not UTF-8")
     except json.JSONDecodeError as exc:
-        _fail("(document)", f"not JSON: {exc.msg} at offset {exc.pos}")
+        _fail("(document)", f"not JSON: {exc.msg.removesuffix(' at')} at offset {exc.pos}")
     except BundleFormatError:
         raise
     except ValueError:  # Python refuses to convert integers of more than 4,300 digits

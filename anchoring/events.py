@@ -1115,7 +1115,7 @@ def parse_event(data: bytes) -> Event:
             parse_float=_reject_float,
         )
     except json.JSONDecodeError as exc:
-        _refuse("(document)", f"not JSON: {exc.msg} at offset {exc.pos}")
+        _refuse("(document)", f"not JSON: {exc.msg.removesuffix(' at')} at offset {exc.pos}")
     except EventFormatError:
         raise
     except ValueError:  # Python refuses to convert integers of more than 4,300 digits

@@ -238,6 +238,11 @@ def test_refusals_name_the_field(mutate: Mutation, field: str, message: str) -> 
 
 def test_documents_that_are_not_json_objects() -> None:
     assert "not JSON" in str(refusal(b"{"))
+    # the decoder's message ends with "at" for some errors: the offset follows it once
+    assert str(refusal(b'{"format":"x')).endswith(
+        "not JSON: Unterminated string starting at offset 10"
+    )
+    assert str(refusal(b'{"a":"\x01"}')).endswith("not JSON: Invalid control character at offset 6")
     assert "not UTF-8" in str(refusal(b'{"format":"\xff"}'))
     assert "JSON object" in str(refusal(b"[]"))
     assert "NaN" in str(refusal(b'{"chain_id":NaN}'))

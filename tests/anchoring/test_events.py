@@ -383,6 +383,7 @@ def test_malformed_documents_are_refused() -> None:
     assert "NaN" in str(refused(good.replace(b'"size":4096', b'"size":NaN')))
     assert "not UTF-8" in str(refused(good.replace(b"CARDIOLOGY", b"CARDIO\xff")))
     assert "not JSON" in str(refused(good[:-1]))
+    assert str(refused(b'{"v":"x')).endswith("not JSON: Unterminated string starting at offset 5")
     assert "JSON object" in str(refused(b"[1,2]"))
     assert "objects or arrays" in str(refused(b"[" * 30_000 + b"]" * 30_000))
     assert "objects or arrays" in str(refused(b'{"a":' * 17 + b"1" + b"}" * 17))
