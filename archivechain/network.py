@@ -28,6 +28,7 @@ from devtools.network import (
     LocalNetwork,
     NetworkLayout,
     NetworkRunningError,
+    cli_program,
     down,
     summary_lines,
 )
@@ -102,7 +103,7 @@ def up(
     except AlreadyRunningError as exc:
         raise NetworkRunningError(
             f"a network is already up in {layout.data_dir} (pid {exc.pid}); "
-            f"stop it with `archivechain down --data-dir {data_dir}`"
+            f"stop it with `{cli_program()} down --data-dir {data_dir}`"
         ) from None
 
     def report(line: str) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,7 +397,7 @@ class LocalNetwork:
             ours = [port for port in busy if _healthy(f"http://{self.host}:{port}")]
             holder = (
                 "an ArchiveChain node answers there: probably another `archivechain up` with "
-                "another --data-dir; stop it with `archivechain down --data-dir <its dir>`, or"
+                f"another --data-dir; stop it with `{cli_program()} down --data-dir <its dir>`, or"
                 if ours
                 else "by another program;"
             )
@@ -440,7 +441,7 @@ class LocalNetwork:
                     f"the dev chain at {self.rpc_url} lost its state: {path.name} records "
                     f"ConsortiumRegistry at {recorded.registry.address} but the chain holds no code "
                     f"there (was {self.layout.chain.state} deleted or anvil killed before saving?). "
-                    f"Node data is intact. Recover with: archivechain up --reset-chain "
+                    f"Node data is intact. Recover with: {cli_program()} up --reset-chain "
                     f"--data-dir {self.layout.data_dir}"
                 )
             if lost:
@@ -631,7 +632,7 @@ class LocalNetwork:
             raise ChainStateLostNetworkError(
                 "the dev chain lost transactions these nodes recorded as confirmed ("
                 + "; ".join(lost)
-                + "). Recover with: archivechain up --reset-chain --data-dir "
+                + f"). Recover with: {cli_program()} up --reset-chain --data-dir "
                 + str(self.layout.data_dir)
             )
 
@@ -992,8 +993,33 @@ def summary_lines(network: LocalNetwork) -> Sequence[str]:
 
 def _down_command(data_dir: str) -> str:
     """How to stop the network from another shell (``make down`` for the Makefile's default)."""
-    command = f"archivechain down --data-dir {data_dir}"
+    command = f"{cli_program()} down --data-dir {data_dir}"
     return f"make down` or `{command}" if data_dir == "data" else command
+
+
+def cli_program() -> str:
+    """``archivechain`` as the user can run it from the working directory, for the commands that
+    messages print: the program this process was started as (``.venv/bin/archivechain`` for
+    ``make up``, whose venv is not activated), its bare name when that is what ``PATH`` finds,
+    ``<python> -m archivechain`` when started so, and ``archivechain`` when none of these is
+    known."""
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if started is None or not started.is_file():
+        return "archivechain"
+    if started.name == "__main__.py":
+        return f"{_runnable(Path(sys.executable))} -m archivechain"
+    found = shutil.which(started.name)
+    with contextlib.suppress(OSError):
+        if found is not None and Path(found).samefile(started):
+            return started.name
+    return _runnable(started)
+
+
+def _runnable(path: Path) -> str:
+    """``path`` as a shell runs that very file: shown as below, with ``./`` if it has no folder
+    (a bare name would be looked up on ``PATH``)."""
+    shown = _shown(path)
+    return shown if "/" in shown else f"./{shown}"
 
 
 def _shown(path: Path) -> str:
@@ -1016,6 +1042,7 @@ __all__ = [
     "NetworkLayout",
     "NetworkRunningError",
     "NodeWatch",
+    "cli_program",
     "down",
     "read_network_file",
     "recorded_network",

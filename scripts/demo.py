@@ -161,7 +161,9 @@ def main() -> int:
          network["rpc_url"], "--deployment", network["deployment_file"]],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    print(f"$ archivechain verify {bundle_file} --rpc {network['rpc_url']} --deployment ...")
+    print(
+        f"$ .venv/bin/archivechain verify {bundle_file} --rpc {network['rpc_url']} --deployment ..."
+    )
     print(verify.stdout + verify.stderr, end="")
     return verify.returncode
 

@@ -7,8 +7,11 @@ that lost its state is detected loudly and recovered with ``--reset-chain``; not
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from anchoring.deployment import Deployment
 from anchoring.verifier import verify_bundle
 from devtools.network import NETWORK_NOTE
 from node.process import pid_alive
-from tests.network.conftest import Net, stop_cleanly, wait_ready
+from tests.network.conftest import Net, environment, stop_cleanly, wait_ready
 
 METADATA = {
     "record_class": "INPATIENT",
@@ -162,7 +165,16 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
     assert lost.process.wait(60) == 1, lost.output()
     message = lost.err.read_text()
     assert "LOST ITS STATE" in message
-    assert f"archivechain up --reset-chain --data-dir {net.data_dir}" in message
+    recovery = re.search(r"Recover with: (.+) up --reset-chain --data-dir (\S+)", message)
+    assert recovery is not None, message
+    assert recovery[2] == str(net.data_dir)
+    # the command runs as printed (`up` ran as `python -m archivechain` here, not on PATH)
+    program = shlex.split(recovery[1])
+    assert program[-2:] == ["-m", "archivechain"], recovery[1]
+    printed = subprocess.run(
+        [*program, "up", "--help"], capture_output=True, env=environment(), timeout=60, check=False
+    )
+    assert printed.returncode == 0, printed.stderr
     assert not (net.data_dir / "chain" / "anvil.pid").exists()
     assert not (net.data_dir / "up.pid").exists()
 
