@@ -100,7 +100,13 @@ costly KDF would protect nothing and only slow every start. Production keystores
 FUNDING_WEI: Final = 100 * 10**18
 MIN_BALANCE_WEI: Final = 10 * 10**18
 CLINICIAN_DEPARTMENT: Final = "general"
-API_KEY_ROLES: Final = (ApiRole.ADMIN, ApiRole.ARCHIVIST, ApiRole.CLINICIAN, ApiRole.AUDITOR)
+API_KEY_ROLES: Final = (
+    ApiRole.ADMIN,
+    ApiRole.ARCHIVIST,
+    ApiRole.CLINICIAN,
+    ApiRole.AUDITOR,
+    ApiRole.RECORDS_MANAGER,
+)
 HEALTH_PATH: Final = "/healthz"
 MANAGED_SETTINGS: Final = (
     "MODE", "NAME", "DATA_DIR", "DATABASE_URL", "RPC_URL", "DEPLOYMENT_FILE", "KEYSTORE_PATH",

@@ -82,7 +82,13 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
         f"http://127.0.0.1:{net.base_port + 1}",
     ]
     for node in network["nodes"]:
-        assert set(node["api_keys"]) == {"admin", "archivist", "clinician", "auditor"}
+        assert set(node["api_keys"]) == {
+            "admin",
+            "archivist",
+            "clinician",
+            "auditor",
+            "records_manager",
+        }
     chain = RpcChain(network["rpc_url"], Deployment.load(Path(network["deployment_file"])))
     assert chain.addresses == network["contracts"]
     expected_roles = {n["address"]: Role.HOSPITAL for n in network["nodes"]}
@@ -110,6 +116,14 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
         )
         assert refused.status_code == 403, refused.text
         assert auditor.get("/api/v1/archives").status_code == 200
+    for role in ("records_manager", "clinician"):  # the disposition approver's key is issued too
+        whoami = httpx.get(
+            f"{hospital['url']}/api/v1/auth/whoami",
+            headers={"Authorization": f"Bearer {keys[role]}"},
+            timeout=30,
+        )
+        assert whoami.status_code == 200, whoami.text
+        assert whoami.json()["role"] == role
 
     with httpx.Client(base_url=hospital["url"], timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {keys['archivist']}"
