@@ -69,7 +69,8 @@ def compile_command(check: bool, build_dir: Path | None) -> None:
     help="Seconds a governance proposal stays open.  [default: 604800 (7 days)]",
 )
 def deploy_command(rpc_url: str, data_dir: Path, proposal_lifetime: int | None) -> None:
-    """Deploy ConsortiumRegistry and ArchiveNotary once; later runs verify the deployment.
+    """Deploy ConsortiumRegistry, ArchiveNotary and AttestationRevocations once; later runs
+    verify the deployment.
 
     The deployer key comes from $ARCHIVECHAIN_DEPLOYER_KEY; on the dev chain (id 31337) it
     defaults to anvil's public test account.
@@ -88,5 +89,7 @@ def deploy_command(rpc_url: str, data_dir: Path, proposal_lifetime: int | None) 
     d = outcome.deployment
     verb = "deployed" if outcome.created else "already deployed, verified"
     click.echo(f"{verb} on chain {d.chain_id}: {outcome.path}")
-    click.echo(f"  ConsortiumRegistry {d.registry.address}")
-    click.echo(f"  ArchiveNotary      {d.notary.address}")
+    click.echo(f"  ConsortiumRegistry     {d.registry.address}")
+    click.echo(f"  ArchiveNotary          {d.notary.address}")
+    if d.revocations is not None:
+        click.echo(f"  AttestationRevocations {d.revocations.address}")

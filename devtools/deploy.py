@@ -1,7 +1,7 @@
 """Idempotent deployment of ConsortiumRegistry, ArchiveNotary and AttestationRevocations, signed
 with a local key.
 
-The first run deploys both contracts from the committed artifacts and writes
+The first run deploys the three contracts from the committed artifacts and writes
 ``<data-dir>/deployment.json``; later runs load that file and check, loudly, that the chain still
 holds exactly that code at those addresses (a wiped dev chain, another chain behind the same URL or
 recompiled contracts are all refused with a message saying what to do). Transactions are signed

@@ -470,9 +470,13 @@ class LocalNetwork:
             self.report(f"contracts verified (registry {recorded.registry.address})")
             return recorded
         outcome = ensure_deployed(self.rpc_url, self.layout.data_dir)
+        deployed = outcome.deployment
+        revocations = (
+            f", revocations {deployed.revocations.address}" if deployed.revocations else ""
+        )
         self.report(
-            f"contracts deployed: registry {outcome.deployment.registry.address}, "
-            f"notary {outcome.deployment.notary.address}"
+            f"contracts deployed: registry {deployed.registry.address}, "
+            f"notary {deployed.notary.address}{revocations}"
         )
         return outcome.deployment
 
@@ -982,6 +986,8 @@ def summary_lines(network: LocalNetwork) -> Sequence[str]:
         f"  registry  {network.deployment.registry.address}",
         f"  notary    {network.deployment.notary.address}",
     ]
+    if network.deployment.revocations is not None:
+        lines.append(f"  revocations {network.deployment.revocations.address}")
     lines += [f"  {node.name:<11} {node.url}  {node.identity.address}" for node in network.nodes]
     lines += [f"  {member.name:<11} {member.address}" for member in network.members]
     lines += [
