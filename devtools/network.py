@@ -629,6 +629,7 @@ class LocalNetwork:
                         self.report(
                             f"{node.name}: {replayed} lost transaction(s) queued to re-send"
                         )
+                    self._report_lost_regulator_holds(runtime, node)
                 try:
                     runtime.worker.reconcile()
                 except ChainStateLostError as exc:
@@ -645,6 +646,36 @@ class LocalNetwork:
                 + f"). Recover with: {cli_program()} up --reset-chain --data-dir "
                 + str(self.layout.data_dir)
             )
+
+    def _report_lost_regulator_holds(self, runtime: NodeRuntime, node: NodeSpec) -> None:
+        """Name the archives whose regulator hold the reset chain no longer has. A node re-sends
+        only its own transactions: a regulator's ``placeHold`` is signed with the regulator's
+        key, so only the regulator can place it again (until then those archives' bundles fail
+        ``custody_mismatch``, ``on_hold``)."""
+        from sqlalchemy import select
+
+        from node.models import Archive
+
+        with runtime.db.session() as session:
+            held = list(
+                session.scalars(
+                    select(Archive.id)
+                    .where(Archive.hold_by_regulator.is_(True))
+                    .order_by(Archive.id)
+                )
+            )
+        lost = [archive_id for archive_id in held if not runtime.chain.custody(archive_id).on_hold]
+        if not lost:
+            return
+        shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+        self.report(
+            f"{node.name}: {len(lost)} archive(s) were on a regulator hold that the reset chain "
+            f"no longer has: {shown}. Only the regulator can place it again, once the archive is "
+            f"registered again: ARCHIVECHAIN_MEMBER_PASSPHRASE={DEV_PASSPHRASE} "
+            f"{cli_program()} regulator hold ID --keystore "
+            f"{self.layout.member_dir('regulator') / 'keystore.json'} --rpc {self.rpc_url} "
+            f"--deployment {self.layout.deployment_file} --reason TEXT"
+        )
 
     def _ensure_api_keys(self, runtime: NodeRuntime, node: NodeSpec) -> list[str]:
         """Reuse each recorded key that still authenticates with its role; issue the others."""

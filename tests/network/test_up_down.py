@@ -12,6 +12,7 @@ import shlex
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from anchoring.chainview import CustodyState
 from anchoring.deployment import Deployment
 from anchoring.verifier import verify_bundle
 from devtools.network import NETWORK_NOTE
+from node.keystore import DEV_PASSPHRASE
 from node.process import pid_alive
 from tests.network.conftest import Net, environment, stop_cleanly, wait_ready
 
@@ -65,6 +67,39 @@ def _verify(network: dict[str, Any], document: bytes, reads: int = 1) -> None:
     report = verify_bundle(parse_bundle(document), chain)
     assert report.ok, report.to_text()
     assert [e.event_type for e in report.entries] == ["CREATE", "ARCHIVE"] + ["ACCESS"] * reads
+
+
+def _regulator_hold(network: dict[str, Any], archivist_key: str, data_dir: Path) -> str:
+    """A second archive at the first hospital, put on hold by the dev regulator with the member
+    command line and its `up`-written keystore; its id once the node mirrored the hold."""
+    hospital = network["nodes"][0]
+    with httpx.Client(base_url=hospital["url"], timeout=30) as client:
+        client.headers["Authorization"] = f"Bearer {archivist_key}"
+        created = client.post(
+            "/api/v1/archives",
+            files={"file": ("held.txt", CONTENT, "text/plain")},
+            data={"metadata": json.dumps(METADATA)},
+        )
+        assert created.status_code == 201, created.text
+        held_id = str(created.json()["id"])
+        assert client.post(f"/api/v1/archives/{held_id}/archive").status_code == 200
+        _anchored_proof(client, network, held_id, entries=2)
+        keystore = data_dir / "members" / "regulator" / "keystore.json"
+        placed = subprocess.run(
+            [sys.executable, "-m", "archivechain", "regulator", "hold", held_id,
+             "--keystore", str(keystore), "--rpc", network["rpc_url"],
+             "--deployment", network["deployment_file"], "--reason", "inquiry"],
+            capture_output=True,
+            env=environment() | {"ARCHIVECHAIN_MEMBER_PASSPHRASE": DEV_PASSPHRASE},
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert placed.returncode == 0, placed.stderr
+        deadline = time.monotonic() + 60
+        while not client.get(f"/api/v1/archives/{held_id}").json()["hold_by_regulator"]:
+            assert time.monotonic() < deadline, "the node did not mirror the regulator's hold"
+            time.sleep(0.5)
+    return held_id
 
 
 def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
@@ -116,15 +151,17 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
         )
         assert refused.status_code == 403, refused.text
         assert auditor.get("/api/v1/archives").status_code == 200
-    for role in ("records_manager", "clinician"):  # the disposition approver's key is issued too
+    for api_role in ("records_manager", "clinician"):  # the disposition approver's key too
         whoami = httpx.get(
             f"{hospital['url']}/api/v1/auth/whoami",
-            headers={"Authorization": f"Bearer {keys[role]}"},
+            headers={"Authorization": f"Bearer {keys[api_role]}"},
             timeout=30,
         )
         assert whoami.status_code == 200, whoami.text
-        assert whoami.json()["role"] == role
+        assert whoami.json()["role"] == api_role
 
+    # first (so that the proof below stays the latest): an archive on the regulator's hold
+    held_id = _regulator_hold(network, keys["archivist"], net.data_dir)
     with httpx.Client(base_url=hospital["url"], timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {keys['archivist']}"
         created = client.post(
@@ -197,6 +234,13 @@ def test_up_down_up_keeps_data_and_proofs(net: Net) -> None:
     recovered = wait_ready(net, reset, nodes=2)
     assert recovered["contracts"] == network["contracts"]
     assert "same addresses" in reset.err.read_text()
+    # the regulator's hold was the regulator's transaction, which no node can send again: named
+    lost_hold = re.search(
+        r"(\d+) archive\(s\) were on a regulator hold that the reset chain no longer has: (\S+)\.",
+        reset.err.read_text(),
+    )
+    assert lost_hold is not None, reset.err.read_text()
+    assert (lost_hold[1], lost_hold[2]) == ("1", held_id)
     with httpx.Client(base_url=hospital["url"], timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {keys['archivist']}"
         reanchored = _anchored_proof(client, recovered, archive_id, entries=4)
