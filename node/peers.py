@@ -44,8 +44,9 @@ TIMESTAMP = "X-ArchiveChain-Timestamp"
 NONCE = "X-ArchiveChain-Nonce"
 SIGNATURE = "X-ArchiveChain-Signature"
 CONTENT_SHA256 = "X-ArchiveChain-Content-SHA256"
-"""A streamed body's SHA-256 (hex), signed in place of the body: the receiver checks the signature
-before it reads a byte, then the bytes against this digest (replica uploads)."""
+"""A body's SHA-256 (hex), announced with every body a node sends (the signature covers the same
+digest): a receiver checks the signature before it reads a byte, then the bytes against this
+digest (required for replica uploads and log shipments, whose bodies are large)."""
 DOMAIN = "archivechain-peer/v1"
 WINDOW_SECONDS = 300
 MEMBERSHIP_TTL = 5.0
@@ -265,7 +266,10 @@ class PeerClient:
         content_type: str | None = None,
     ) -> httpx.Request:
         target = PEER_PREFIX + path
-        headers = sign_headers(self.account, method, target, body, recipient)
+        digest = hashlib.sha256(body).hexdigest()
+        headers = sign_headers_for(self.account, method, target, digest, recipient)
+        if body:  # announced: a receiver may check the signature before reading the body
+            headers[CONTENT_SHA256] = digest
         if content_type is not None:
             headers["Content-Type"] = content_type
         return self._http.build_request(
@@ -316,7 +320,9 @@ class PeerClient:
         """POST a JSON document (signed over its exact bytes); the peer's JSON answer."""
         target = PEER_PREFIX + path
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-        headers = sign_headers(self.account, "POST", target, body, recipient)
+        digest = hashlib.sha256(body).hexdigest()
+        headers = sign_headers_for(self.account, "POST", target, digest, recipient)
+        headers[CONTENT_SHA256] = digest
         headers["Content-Type"] = "application/json"
         request = self._http.build_request(
             "POST", base_url.rstrip("/") + target, content=body, headers=headers

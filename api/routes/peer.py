@@ -5,6 +5,7 @@ requests are refused with 401 and logged. No business rule lives here."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from anchoring.bundle import bundle_to_json
 from anchoring.events import Purpose
+from api.authfirst import PEER_DIGEST_SCOPE_KEY
 from api.deps import ArchiveIdPath, RuntimeDep
 from api.errors import error_responses
 from node.errors import InputError
@@ -30,8 +32,16 @@ router = APIRouter(prefix=PEER_PREFIX, tags=["node-to-node"], include_in_schema=
 
 
 async def peer_sender(request: Request, runtime: RuntimeDep) -> str:
-    """The verified sender of a signed node-to-node request (401 otherwise)."""
+    """The verified sender of a signed node-to-node request (401 otherwise). A request whose
+    signature over its announced digest was checked before its body was read
+    (``api.authfirst``) is the sender's once its body hashes to that digest."""
     body = await request.body()
+    verified = request.scope.get(PEER_DIGEST_SCOPE_KEY)
+    if verified is not None:
+        sender, digest = verified
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise PeerAuthError("digest", f"the body does not hash to its {CONTENT_SHA256}")
+        return str(sender)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return await run_in_threadpool(
         runtime.peer_verifier.verify, request.method, target, body, request.headers

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from anchoring.verifier import verify_bundle
 from node import migrations
 from node.db import Database
 from node.models import Alert, ArchiveVersion, HeldReplica, Replica, ShippedEntry, WrappedKey
-from node.peers import CONTENT_SHA256, sign_headers
+from node.peers import CONTENT_SHA256, sign_headers, sign_headers_for
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
@@ -345,6 +347,30 @@ def _signed(
     return httpx.request(method, hospital.url + target, headers=headers, content=body, timeout=30)
 
 
+def _headers_only(
+    hospital: Hospital, target: str, headers: dict[str, str], length: int
+) -> tuple[int, bytes]:
+    """Send a POST's headers announcing ``length`` bytes and one byte of body, then wait (at most
+    20 s) for the answer: (status, body). A node that read the body first never answers."""
+    url = httpx.URL(hospital.url)
+    lines = [f"POST {target} HTTP/1.1", f"Host: {url.host}", f"Content-Length: {length}",
+             "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    with socket.create_connection((url.host, url.port or 80), timeout=20) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"[")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = connection.recv(65536)
+            assert chunk, "the node closed the connection without answering"
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        size = int(re.search(rb"(?i)content-length: *([0-9]+)", head)[1])  # type: ignore[index]
+        while len(rest) < size:
+            chunk = connection.recv(65536)
+            assert chunk, "the node closed the connection mid-answer"
+            rest += chunk
+    return int(head.split(b" ")[1]), rest[:size]
+
+
 def test_the_peer_api_refuses_strangers_other_custodians_and_bad_challenges(
     nodes: dict[str, Hospital], hospital_a, hospital_b, hospital_c
 ) -> None:
@@ -400,6 +426,33 @@ def test_the_peer_api_refuses_strangers_other_custodians_and_bad_challenges(
         assert (refused.status_code, refused.json()["code"]) == (400, code), refused.text
     huge = _signed(b, hospital_a, "POST", "/log/entries", b" " * (17 * 1024 * 1024))
     assert (huge.status_code, huge.json()["code"]) == (413, "payload_too_large")
+    # A log shipment (up to 16 MiB) is authenticated before a byte of its body is read: whoever
+    # announces 16 MiB unsigned, signed by a stranger, or signed without announcing the digest
+    # the signature covers, gets 401 while the body is still unsent (before, the node read and
+    # held the 16 MiB first, per connection).
+    target, length = "/peer/v1/log/entries", 16 * 1024 * 1024
+    digest = hashlib.sha256(b"x" * length).hexdigest()
+    signed = sign_headers_for(hospital_a, "POST", target, digest, b.address)
+    for name, headers in {
+        "unsigned": {CONTENT_SHA256: digest},
+        "stranger": {**sign_headers_for(stranger, "POST", target, digest, b.address),
+                     CONTENT_SHA256: digest},
+        "no digest": sign_headers(hospital_a, "POST", target, b"x" * length, b.address),
+        "another digest": {**signed, CONTENT_SHA256: hashlib.sha256(b"y").hexdigest()},
+    }.items():  # fmt: skip
+        status, reply = _headers_only(b, target, headers, length)
+        assert (status, json.loads(reply)["code"]) == (401, "peer_refused"), name
+    # Signed over its digest, the body is read; bytes that do not hash to it are refused.
+    body = b'{"start": 0, "entries": []}'
+    forged = httpx.post(
+        b.url + target,
+        headers={**sign_headers_for(hospital_a, "POST", target, digest, b.address),
+                 CONTENT_SHA256: digest, "Content-Type": "application/json"},
+        content=body,
+        timeout=30,
+    )  # fmt: skip
+    assert (forged.status_code, forged.json()["code"]) == (401, "peer_refused"), forged.text
+    assert "does not hash" in forged.json()["message"]
     # A log shipment that is not one is refused whole.
     for bad in (b'{"start": 0}', b'{"start": -1, "entries": []}', b'{"start": 0, "entries": [1]}'):
         refused = _signed(b, hospital_a, "POST", "/log/entries", bad)
