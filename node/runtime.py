@@ -69,7 +69,7 @@ from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.signin import SigninService
-from node.services.status import StatusService
+from node.services.status import HEALTH_PROBE_TIMEOUT, StatusService
 from node.services.stays import StayRecorder
 from node.services.tags import TagService
 from node.services.tiers import TierService
@@ -341,6 +341,7 @@ class NodeRuntime:
             worker=self.worker,
             committer=self.committer,
             max_lag_seconds=settings.anchoring_lag_alert_seconds,
+            probe=RpcChain(settings.rpc_url, self.deployment, timeout=HEALTH_PROBE_TIMEOUT),
         )
         self.reports = ReportService(
             settings=settings, db=db, hospital=hospital, lag=self._current_lag

@@ -10,9 +10,11 @@ database: only booleans, counts and short problem codes.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Final
 
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -118,8 +120,19 @@ class MetricsSnapshot:
     commit_units: int
 
 
+HEALTH_PROBE_TIMEOUT: Final = 1.5
+"""Seconds a health probe waits for each chain answer. The node's own chain client waits 10 s; a
+probe (load balancers, Kubernetes) gives up much sooner, so a frozen chain (the RPC accepts
+connections and never answers) makes ``/healthz`` answer ``degraded`` in seconds instead of
+looking like a dead node."""
+
+
 class StatusService:
-    """Checkpoint listing, health and metric values of one node."""
+    """Checkpoint listing, health and metric values of one node.
+
+    Health probes of the chain run one at a time: a probe that arrives while another is waiting
+    for the chain is answered from the last probe's result instead of waiting too (so a flood of
+    probes against a frozen chain holds one thread, not one per probe)."""
 
     def __init__(
         self,
@@ -131,11 +144,16 @@ class StatusService:
         worker: AnchoringWorker,
         committer: GroupCommitter,
         max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS,
+        probe: RpcChain | None = None,
     ) -> None:
         self.hospital = hospital
         self.deployment = deployment
         self.db = db
         self.chain = chain
+        self.probe = probe or chain
+        """The chain client of health probes (the runtime's has ``HEALTH_PROBE_TIMEOUT``)."""
+        self._probing = threading.Lock()
+        self._last_probe: tuple[bool, bool, int] | None = None
         self.worker = worker
         self.committer = committer
         self.max_lag_seconds = max_lag_seconds
@@ -262,13 +280,32 @@ class StatusService:
         """(reachable, state lost). The chain lost its state when the notary has no code or
         holds fewer of this node's checkpoints than the node recorded as confirmed."""
         lost = self.worker.status.chain_state_lost
-        try:
-            if not self.chain.has_contract_code():
-                return True, True
-            on_chain = self.chain.checkpoint_count(self.hospital)
-        except AnchoringError:
+        reachable, has_code, on_chain = self._chain_facts()
+        if not reachable:
             return False, lost
+        if not has_code:
+            return True, True
         return True, lost or on_chain < confirmed_locally
+
+    def _chain_facts(self) -> tuple[bool, bool, int]:
+        """(reachable, the notary has code, this node's checkpoints on chain): read now, or the
+        last probe's when another probe is reading the chain."""
+        if not self._probing.acquire(blocking=False):
+            last = self._last_probe
+            if last is not None:
+                return last
+            self._probing.acquire()  # the first probe ever: wait for it
+        try:
+            try:
+                has_code = self.probe.has_contract_code()
+                on_chain = self.probe.checkpoint_count(self.hospital) if has_code else 0
+                facts = (True, has_code, on_chain)
+            except AnchoringError:
+                facts = (False, True, 0)
+            self._last_probe = facts
+            return facts
+        finally:
+            self._probing.release()
 
 
 def _lag(session: Session) -> Lag | None:

@@ -7,7 +7,10 @@ to before the checkpoint, a database address nobody answers, a corrupted blob fi
 from __future__ import annotations
 
 import dataclasses
+import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from node.blobstore.local import LocalBlobStore
 from node.db import Database
 from node.ports import free_port
 from node.runtime import NodeRuntime
+from node.services.status import HEALTH_PROBE_TIMEOUT
 from tests.api.conftest import Api, issue_keys, serve
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import build_node
@@ -160,6 +164,45 @@ def test_unreachable_chain_degrades_health_and_refuses_verification(
             assert verify.json()["code"] == "chain_unavailable"
         else:  # the bogus event is refused before the chain is even asked
             assert verify.json()["status"] == "invalid"
+
+
+@pytest.fixture
+def frozen_chain_node(
+    consortium: Consortium, database_url: str, tmp_path: Path
+) -> Iterator[NodeRuntime]:
+    """A node whose chain RPC accepts connections and never answers (an anvil under SIGSTOP, a
+    hung endpoint): the kernel completes the handshakes, nobody reads."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(64)
+        port = frozen.getsockname()[1]
+        hung = dataclasses.replace(consortium, rpc_url=f"http://127.0.0.1:{port}")
+        runtime = build_node(
+            hung, consortium.accounts.hospital_a, tmp_path / "frozen", database_url=database_url
+        )
+        try:
+            yield runtime
+        finally:
+            runtime.close()
+
+
+def test_a_frozen_chain_degrades_health_within_the_probe_timeout(
+    frozen_chain_node: NodeRuntime,
+) -> None:
+    """The probe gives up after HEALTH_PROBE_TIMEOUT, not the node client's 10 s: a load
+    balancer's health check (often 5 s) must not take a node that still accepts records for
+    dead. Probes that arrive while one waits are answered from its last result."""
+    assert HEALTH_PROBE_TIMEOUT < 5
+    with serve(create_app(frozen_chain_node)) as client:
+        begun = time.monotonic()
+        health = client.get("/healthz", timeout=30)
+        elapsed = time.monotonic() - begun
+        assert health.status_code == 200
+        assert health.json()["problems"] == ["chain_unreachable"]
+        assert elapsed < 9, elapsed  # the node's own client would have waited 10 s
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.get("/healthz", timeout=30), range(8)))
+        assert {a.json()["status"] for a in answers} == {"degraded"}
 
 
 def test_unreachable_chain_makes_verification_of_sound_evidence_503(
