@@ -155,12 +155,26 @@ def _location(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc) or "(request)"
 
 
+_LOC_PART_CHARS = 64
+"""A field or parameter name is named with at most this many characters: names of unknown query
+parameters come from the client, and a 70,000-character one was echoed twice (message and
+details) in a 140 kB answer."""
+
+
+def _loc_part(part: Any) -> str | int:
+    if isinstance(part, int):
+        return part
+    text = str(part)
+    return text if len(text) <= _LOC_PART_CHARS else text[: _LOC_PART_CHARS - 1] + "…"
+
+
 def validation_error_response(request: Request, exc: Exception) -> JSONResponse:
-    """422 naming each offending field and what is wrong with it (without the input value)."""
+    """422 naming each offending field and what is wrong with it (without the input value; a
+    name longer than 64 characters shortened)."""
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
-            "loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())],
+            "loc": [_loc_part(p) for p in e.get("loc", ())],
             "msg": str(e.get("msg", "invalid")),
             "type": str(e.get("type", "value_error")),
         }

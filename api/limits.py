@@ -7,7 +7,8 @@ A route whose body is large by design (a batch of access reports) has its own li
 A declared ``Content-Length`` above the limit is refused before any byte is read; a body without
 one is counted as it streams and the request is cut off as soon as it passes the limit. Either
 way the answer is ``413 payload_too_large``. Starlette's own limiter answers in plain text, hence
-this middleware.
+this middleware. A request framed both ways (``Content-Length`` and ``Transfer-Encoding``) is
+refused first, 400 ``invalid_framing``, and its connection closed (request smuggling).
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if _ambiguous_framing(scope):
+            response = error_response(
+                400,
+                "invalid_framing",
+                "a request may not carry both Content-Length and Transfer-Encoding",
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
         method, path = scope["method"], scope["path"]
         limit = route_limit(method, path) or self.limit_for(method, path)
         declared = _content_length(scope)
@@ -105,6 +115,15 @@ def _message(limit: int) -> str:
 async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
     response = error_response(413, BodyTooLargeError.code, _message(limit))
     await response(scope, receive, send)
+
+
+def _ambiguous_framing(scope: Scope) -> bool:
+    """Both ``Content-Length`` and ``Transfer-Encoding``: RFC 9112 §6.1 lets a server reject the
+    request and requires it to close the connection afterwards; a proxy in front that framed the
+    body by the other header would otherwise see the rest of the connection as another request
+    (request smuggling). Refused with 400 and ``Connection: close``, before any byte is read."""
+    names = {name for name, _ in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def has_body(scope: Scope) -> bool:

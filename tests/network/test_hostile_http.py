@@ -353,6 +353,35 @@ def test_upgrade_requests_do_not_use_up_connections(live_node: LiveNode) -> None
     assert live_node.log_size() - log_before < LOG_GROWTH_BOUND
 
 
+def test_a_request_framed_both_ways_is_refused_and_its_connection_closed(
+    live_node: LiveNode,
+) -> None:
+    """``Content-Length`` and ``Transfer-Encoding: chunked`` together (RFC 9112 §6.1): a proxy
+    that framed the body by the length would see the rest as a second request (smuggling). The
+    node answers 400 ``invalid_framing`` with ``Connection: close`` and closes, so the request
+    pipelined behind it is never served (before, it was: 422, then the smuggled GET)."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n"
+    request = (
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
+    )
+    sock = live_node.connect()
+    try:
+        sock.settimeout(20)
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the node closes the connection
+            answer += chunk
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"connection: close" in head.lower()
+    assert json.loads(body[: body.index(b"}") + 1])["code"] == "invalid_framing"
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the pipelined GET got no answer
+    assert live_node.healthy()
+
+
 UNGUARDED_APP = textwrap.dedent(
     """
     import json, sys
