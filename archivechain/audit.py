@@ -66,7 +66,7 @@ def fixity(
             f"checked {report.checked} version(s): {report.passed} passed, {report.failed} "
             f"failed, {report.skipped} skipped; {report.bytes_read} bytes in "
             f"{report.seconds:.2f} s; replicas at peers: {report.replicas_verified} verified, "
-            f"{report.replicas_failed} failed"
+            f"{report.replicas_failed} failed, {report.replicas_unavailable} unavailable"
         )
         for failure in report.failures:
             click.echo(f"FAILED {failure.archive_id} v{failure.version}: {failure.problem}")

@@ -79,6 +79,11 @@ class FixityReportOut(BaseModel):
         description="Replicas that answered wrong, refused or sent other bytes: each a REPLICA "
         "`failed` event and a `replica_failed` alert, and the replica moves to another peer."
     )
+    replicas_unavailable: int = Field(
+        0,
+        description="Replicas whose holder could not answer now (no answer, 502, 503 or 504, "
+        "e.g. its chain is down): no event, no alert, challenged again at the next step.",
+    )
 
     @classmethod
     def of(cls, report: FixityReport) -> FixityReportOut:
@@ -91,6 +96,7 @@ class FixityReportOut(BaseModel):
             seconds=round(report.seconds, 6),
             replicas_verified=report.replicas_verified,
             replicas_failed=report.replicas_failed,
+            replicas_unavailable=report.replicas_unavailable,
             failures=[
                 FixityFailureOut(
                     archive_id=f.archive_id,
@@ -112,7 +118,7 @@ class FixityReportOut(BaseModel):
         "recorded, logs one FIXITY_CHECK event per version and raises an alert per failure "
         "(`fixity_mismatch`, `blob_missing`); a failed version is repaired from a replica. "
         "The replicas of the passed versions at peer hospitals are challenged through the peer "
-        "API (`replicas_verified`, `replicas_failed`). Reads at most "
+        "API (`replicas_verified`, `replicas_failed`, `replicas_unavailable`). Reads at most "
         "`fixity_max_bytes_per_second`. Role: archivist."
     ),
     responses=error_responses(400, 401, 403, 422, 503),

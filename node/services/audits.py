@@ -152,6 +152,7 @@ class FixityReport:
     cycle_complete: bool = False
     replicas_verified: int = 0  # replicas of the passed versions that answered their challenge
     replicas_failed: int = 0  # … that did not (REPLICA failed, alert ``replica_failed``)
+    replicas_unavailable: int = 0  # … whose holder could not answer now (no event, no alert)
 
     def add(self, other: FixityReport) -> None:
         self.checked += other.checked
@@ -162,10 +163,12 @@ class FixityReport:
         self.failures.extend(other.failures)
         self.replicas_verified += other.replicas_verified
         self.replicas_failed += other.replicas_failed
+        self.replicas_unavailable += other.replicas_unavailable
 
 
-ReplicaCheck = Callable[[list[tuple[str, int]]], tuple[int, int]]
-"""Challenges the replicas of ``(archive id, version)`` pairs at their peers; (verified, failed)."""
+ReplicaCheck = Callable[[list[tuple[str, int]]], tuple[int, int, int]]
+"""Challenges the replicas of ``(archive id, version)`` pairs at their peers; (verified, failed,
+unavailable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,7 +759,11 @@ class FixityAuditService:
             (seen.target.archive_id, seen.target.version) for seen in logged if seen.problem is None
         ]
         if passed and self.check_replicas is not None:
-            report.replicas_verified, report.replicas_failed = self.check_replicas(passed)
+            (
+                report.replicas_verified,
+                report.replicas_failed,
+                report.replicas_unavailable,
+            ) = self.check_replicas(passed)
         return report
 
     def _save_cursor(self, position: int, started: datetime, *, completed: bool) -> None:

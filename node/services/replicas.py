@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -68,12 +69,30 @@ ACTIVE, FAILED, DROPPED = "active", "failed", "dropped"
 PARALLEL = 8
 """Replica transfers and challenges in flight at once."""
 UNREACHABLE_LIMIT = 3
-"""Consecutive unanswered challenges after which a replica counts as failed (the peer refuses)."""
+"""Consecutive unanswered challenges after which a replica may count as failed (``unreachable``)."""
+UNREACHABLE_AFTER = timedelta(hours=24)
+"""… once its holder has also not answered for this long (since the replica's last passed
+challenge, or its placement): a peer down for minutes, or one whose chain is down, keeps its
+replicas."""
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+"""A peer's answers that say it cannot answer now (its chain or database is down, its proxy cannot
+reach it): no evidence about the replica, counted like no answer."""
 HELD_STATES = (
     ArchiveStatus.CREATED.value,
     ArchiveStatus.ARCHIVED.value,
     ArchiveStatus.DISPOSITION_REVIEW.value,
 )
+
+
+def cannot_answer_now(exc: Exception) -> bool:
+    """True when a peer's error says only that it could not answer now: no answer (unreachable,
+    timed out, stopped sending), an answer of 502, 503 or 504, or no node configured for it. A
+    peer's other refusals (404: it no longer holds the replica; 401, 403, 409, 500) are answers."""
+    if isinstance(exc, PeerRefusedError):
+        return exc.status in UNAVAILABLE_STATUSES
+    return isinstance(exc, UnavailableError) or (
+        isinstance(exc, NotFoundError) and exc.code == "unknown_peer"
+    )
 
 
 def rendezvous(key: str, candidates: Iterable[str], count: int) -> list[str]:
@@ -196,6 +215,8 @@ class ReplicaReport:
     bytes_fetched: int = 0
     records_sent: int = 0
     keks_retired: int = 0
+    unavailable: int = 0
+    """Challenges (or fetches) the holder could not answer now: no answer, 502, 503 or 504."""
     problems: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -584,14 +605,15 @@ class ReplicaService:
             list(pool.map(lambda row: self._challenge_one(row, report), rows))
         return report
 
-    def challenge_versions(self, versions: Sequence[tuple[str, int]]) -> tuple[int, int]:
+    def challenge_versions(self, versions: Sequence[tuple[str, int]]) -> tuple[int, int, int]:
         """Fixity-audit hook: challenge every active replica of ``versions`` (``(archive id,
         version)`` pairs whose local blob the audit just found intact), as ``challenge`` does.
-        Returns (verified, failed); an unanswered challenge counts toward neither until it
-        becomes a failure."""
+        Returns (verified, failed, unavailable): a challenge the holder could not answer now
+        (no answer, 502, 503, 504) is unavailable, not failed, until the holder has been silent
+        long enough to count as gone (``UNREACHABLE_LIMIT``, ``UNREACHABLE_AFTER``)."""
         wanted = {(normalise_id(a), n) for a, n in versions}
         if not wanted:
-            return 0, 0
+            return 0, 0, 0
         rows: list[Replica] = []
         with self.db.session() as session:
             ids = sorted({a for a, _ in wanted})
@@ -612,7 +634,7 @@ class ReplicaService:
         report = ReplicaReport()
         with ThreadPoolExecutor(PARALLEL) as pool:
             list(pool.map(lambda row: self._challenge_one(row, report), rows))
-        return report.verified, report.failed
+        return report.verified, report.failed, report.unavailable
 
     def _local(self, row: Replica) -> bytes | None:
         """The version's local ciphertext if present and intact."""
@@ -632,7 +654,11 @@ class ReplicaService:
     def _challenge_one(self, row: Replica, report: ReplicaReport) -> None:
         local = self._local(row)
         if local is None:  # the local copy is bad: the replica must deliver all of it
-            if self.repair(row.archive_id, row.version, report):
+            unanswered: dict[int, str] = {}
+            if self._repair_with(row.archive_id, row.version, report, unanswered):
+                return
+            if row.id in unanswered:  # the holder could not answer now: not evidence of loss
+                self._unanswered(row, report, unanswered[row.id])
                 return
             self._outcome(row, ok=False, reason="fetch_failed", report=report)
             return
@@ -645,42 +671,55 @@ class ReplicaService:
             answer = self.remote.send_json(
                 row.peer, "POST", replica_path(row.archive_id, row.version) + "/challenge", body
             )
-        except PeerRefusedError as exc:
-            self._outcome(row, ok=False, reason=f"refused_{exc.status}", report=report)
-            return
         except (UnavailableError, NotFoundError) as exc:
-            log.warning("replica challenge to %s unanswered: %s", row.peer, exc)
-            self._unanswered(row, report)
+            if isinstance(exc, PeerRefusedError) and not cannot_answer_now(exc):
+                # An answer, and a no (404: the replica is gone; 401, 403, 409, 500).
+                self._outcome(row, ok=False, reason=f"refused_{exc.status}", report=report)
+            else:
+                self._unanswered(row, report, str(exc))
             return
         ok = answer.get("sha256") == expected
         self._outcome(row, ok=ok, reason="ok" if ok else "wrong_answer", report=report)
 
-    def _unanswered(self, row: Replica, report: ReplicaReport) -> None:
-        def unit(uow: UnitOfWork) -> int:
+    def _unanswered(self, row: Replica, report: ReplicaReport, why: str) -> None:
+        """The holder could not answer now (no answer, 502, 503, 504; e.g. its chain is down): no
+        event and no alert, the replica stays active and is challenged again at the next step.
+        Only a holder silent for ``UNREACHABLE_LIMIT`` consecutive challenges and
+        ``UNREACHABLE_AFTER`` since the replica last answered (or was placed) loses it
+        (``unreachable``)."""
+        log.warning("replica challenge to %s unanswered: %s", row.peer, why)
+
+        def unit(uow: UnitOfWork) -> bool:
             stored = uow.session.get_one(Replica, row.id)
             stored.failures += 1
-            return stored.failures
+            silent_since = stored.verified_at or stored.placed_at
+            return (
+                stored.failures >= UNREACHABLE_LIMIT and uow.now - silent_since >= UNREACHABLE_AFTER
+            )
 
-        if self.units.run(unit) >= UNREACHABLE_LIMIT:
+        if self.units.run(unit):
             self._outcome(row, ok=False, reason="unreachable", report=report)
-        else:
-            report.problems.append(f"{row.peer} did not answer a challenge")
+            return
+        report.add("unavailable", 1)
+        report.problems.append(f"{row.peer} did not answer a challenge: {why}")
 
     def _outcome(self, row: Replica, *, ok: bool, reason: str, report: ReplicaReport) -> None:
         action = ReplicaAction.VERIFIED if ok else ReplicaAction.FAILED
 
-        def unit(uow: UnitOfWork) -> None:
+        def unit(uow: UnitOfWork) -> bool:
             stored = uow.session.get_one(Replica, row.id)
             if stored.state != ACTIVE:
-                return
+                return False  # already failed (e.g. by the repair that fetched it) or dropped
             self._log(uow, row.archive_id, action, row.peer, stored)
             if ok:
                 stored.verified_at, stored.failures = uow.now, 0
             else:
                 stored.state = FAILED
+            return True
 
         try:
-            self.units.run(unit)
+            if not self.units.run(unit):
+                return
         except (NodeError, AnchoringError) as exc:
             report.problems.append(f"{row.archive_id}: REPLICA refused: {exc}")
             return
@@ -721,10 +760,16 @@ class ReplicaService:
         Repairs of one version are serialised (readers, the fixity audit, challenges and
         ``repair_missing`` may ask at once), and each first re-checks the local blob: one that a
         concurrent repair restored meanwhile is not fetched or logged again."""
-        report = report or ReplicaReport()
+        return self._repair_with(archive_id, version, report or ReplicaReport(), {})
+
+    def _repair_with(
+        self, archive_id: str, version: int, report: ReplicaReport, unanswered: dict[int, str]
+    ) -> bool:
+        """``repair``; ``unanswered`` gets the id of each replica whose holder could not answer
+        now (no answer, 502, 503, 504), with the reason."""
         archive_id = normalise_id(archive_id)
         with self._repair_locks[hash((archive_id, version)) % len(self._repair_locks)]:
-            return self._repair(archive_id, version, report)
+            return self._repair(archive_id, version, report, unanswered)
 
     def _intact(self, cid: str, sha256: str) -> bool:
         """True when the local blob ``cid`` is present and hashes to ``sha256``."""
@@ -736,7 +781,9 @@ class ReplicaService:
             return False
         return hasher.hexdigest() == sha256
 
-    def _repair(self, archive_id: str, version: int, report: ReplicaReport) -> bool:
+    def _repair(
+        self, archive_id: str, version: int, report: ReplicaReport, unanswered: dict[int, str]
+    ) -> bool:
         with self.db.session() as session:
             target = session.execute(
                 select(ArchiveVersion).where(
@@ -760,11 +807,13 @@ class ReplicaService:
         if self._intact(target.cid, target.ciphertext_sha256):
             return True  # restored by a concurrent repair (or never broken)
         for row in replicas:
-            counted = _Counted(self.remote.stream(row.peer, replica_path(archive_id, version)))
             try:
+                counted = _Counted(self.remote.stream(row.peer, replica_path(archive_id, version)))
                 ref = self.blobs.put_stream(counted)
             except NodeError as exc:  # unreachable, refused, stopped sending
                 report.problems.append(f"{row.peer}: {exc}")
+                if cannot_answer_now(exc):
+                    unanswered[row.id] = str(exc)
                 continue
             report.add("bytes_fetched", counted.size)
             if ref.sha256 != target.ciphertext_sha256:

@@ -14,7 +14,8 @@ import shutil
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ from anchoring.chain import RpcChain
 from anchoring.verifier import verify_bundle
 from node import migrations
 from node.db import Database
+from node.errors import UnavailableError
 from node.models import Alert, ArchiveVersion, HeldReplica, Replica, ShippedEntry, WrappedKey
 from node.peers import CONTENT_SHA256, sign_headers, sign_headers_for
 from node.recovery import rebuild_log
@@ -35,6 +37,7 @@ from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
 from tests.federation.conftest import Hospital, listen, running_hospitals, start_hospital, wait_for
 from tests.fixtures.chain import Consortium
+from tests.fixtures.db import postgres_schema
 
 CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
 MANUAL = {"replica_tick": 3600.0, "log_ship_tick": 3600.0}
@@ -48,6 +51,27 @@ def nodes(
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
     with running_hospitals(consortium, accounts, tmp_path, **MANUAL) as started:
         yield started
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def nodes_on_both(
+    request: pytest.FixtureRequest,
+    consortium: Consortium,
+    chain: RpcChain,
+    tmp_path: Path,
+    hospital_a,
+    hospital_b,
+    hospital_c,
+) -> Iterator[dict[str, Hospital]]:
+    """``nodes``, on SQLite or each on its own PostgreSQL schema."""
+    accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
+    with ExitStack() as stack:
+        urls = (
+            {name: stack.enter_context(postgres_schema()) for name in accounts}
+            if request.param == "postgres"
+            else None
+        )
+        yield stack.enter_context(running_hospitals(consortium, accounts, tmp_path, urls, **MANUAL))
 
 
 def upload(hospital: Hospital, content: bytes = CONTENT) -> str:
@@ -312,19 +336,29 @@ def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
     assert a.runtime.replicas.drop_unneeded().dropped == 1
     assert replica_actions(a, archive_id) == ["placed", "failed", "placed", "dropped"]
 
-    # The new holder goes down: two unanswered challenges are not yet a failure (a peer may be
-    # down for a while); the third is, and the replica moves back to the first peer.
+    # The new holder goes down: unanswered challenges are not a failure while the peer may just
+    # be down for a while (no event, no alert, the replica stays); once it has not answered
+    # three challenges in a row and for a day since the replica last answered, the next
+    # unanswered challenge fails it, and the replica moves back to the first peer.
     other.server.should_exit = True
     other.thread.join(10)
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         report = a.runtime.replicas.challenge()
-        assert (report.verified, report.failed) == (0, 0)
+        assert (report.verified, report.failed, report.unavailable) == (0, 0, 1)
         assert any("did not answer" in problem for problem in report.problems)
         with a.runtime.db.session() as session:
             row = session.execute(select(Replica).where(Replica.peer == other.address)).scalar_one()
             assert (row.state, row.failures) == ("active", attempt)
+    assert replica_actions(a, archive_id) == ["placed", "failed", "placed", "dropped"]
+    with a.runtime.db.session() as session:
+        session.execute(
+            update(Replica)
+            .where(Replica.peer == other.address)
+            .values(placed_at=datetime.now(UTC) - timedelta(hours=25))
+        )
+        session.commit()
     report = a.runtime.replicas.challenge()
-    assert report.failed == 1
+    assert (report.failed, report.unavailable) == (1, 0)
     assert alert_reason() == "unreachable"
     assert a.runtime.replicas.place().placed == 1
     assert held_bytes(holder, a.address, archive_id)
@@ -336,6 +370,62 @@ def test_a_peer_that_refuses_or_stops_answering_loses_the_replica(
         "failed",
         "placed",
     ]
+
+
+def test_a_holder_that_cannot_answer_now_keeps_its_replica_without_alerts(
+    nodes_on_both: dict[str, Hospital], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder whose chain is down answers every peer request 503 (``dependency_unavailable``:
+    it cannot check the caller's membership). That says nothing about the replica: no REPLICA
+    ``failed``, no ``replica_failed`` alert, the replica stays where it is and passes its next
+    challenge once the holder's chain is back (an adversarial test found one critical alert per
+    archive, ``refused_503``, that stayed open after the chain recovered)."""
+    a, archive_id, holder, other = placed_once(nodes_on_both)
+
+    def chain_down(address: str, role: object) -> bool:
+        raise UnavailableError("cannot read the registry: connection refused")
+
+    monkeypatch.setattr(holder.runtime.members, "is_active", chain_down)
+    holder.runtime.peer_verifier.forget_membership()
+    with a.client() as api:
+        answer = api.post("/audits/fixity", json={"scope": "all"})
+    assert answer.status_code == 200, answer.text
+    audited = answer.json()
+    assert audited["passed"] == 1
+    assert (audited["replicas_verified"], audited["replicas_failed"]) == (0, 0)
+    assert audited["replicas_unavailable"] == 1
+    for _ in range(4):  # more than UNREACHABLE_LIMIT in a row: still only unavailable
+        report = a.runtime.replicas.challenge()
+        assert (report.verified, report.failed, report.unavailable) == (0, 0, 1)
+        assert any("503" in problem for problem in report.problems), report.problems
+    # The custodian's own blob is gone meanwhile: the fetch from the holder answers 503 too,
+    # which does not fail the replica (it is the copy the repair needs once the holder is back).
+    local = _local_blob(a, archive_id)
+    local.unlink()
+    report = a.runtime.replicas.challenge()
+    assert (report.failed, report.repaired, report.unavailable) == (0, 0, 1)
+    assert a.runtime.replicas.place().placed == 0  # nothing moves
+    with a.runtime.db.session() as session:
+        assert not session.execute(select(Alert).where(Alert.kind == "replica_failed")).first()
+        rows = session.execute(select(Replica.peer, Replica.state, Replica.failures)).all()
+    assert [tuple(r) for r in rows] == [(holder.address, "active", 6)]
+    assert replica_actions(a, archive_id) == ["placed"]
+    with other.runtime.db.session() as session:
+        assert not session.execute(select(HeldReplica)).first()
+
+    # The holder's chain is back: the next challenge repairs the local blob from the replica,
+    # the one after passes.
+    monkeypatch.undo()
+    holder.runtime.peer_verifier.forget_membership()
+    report = a.runtime.replicas.challenge()
+    assert (report.repaired, report.failed, report.unavailable) == (1, 0, 0), report.problems
+    assert local.exists()
+    report = a.runtime.replicas.challenge()
+    assert (report.verified, report.failed, report.unavailable) == (1, 0, 0), report.problems
+    with a.runtime.db.session() as session:
+        row = session.execute(select(Replica)).scalar_one()
+        assert (row.state, row.failures) == ("active", 0)
+    assert replica_actions(a, archive_id) == ["placed", "verified"]
 
 
 def _signed(
