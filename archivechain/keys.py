@@ -25,7 +25,7 @@ from archivechain.node import (
     open_runtime,
 )
 from node.config import NodeSettings
-from node.errors import ConflictError
+from node.errors import ConflictError, InputError
 from node.principal import Role
 from node.process import running_pid
 
@@ -132,7 +132,11 @@ def _operator(runtime: NodeRuntime) -> Principal:
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", required=True, help="Who or what uses the key (1 to 64 characters).")
 @click.option("--department", default=None, help="Department (clinician keys only).")
-@click.option("--member", default=None, help="The insurer's member address (insurer keys only).")
+@click.option(
+    "--member",
+    default=None,
+    help="The insurer's member address (insurer keys only; an active INSURER member on chain).",
+)
 def create(
     config_file: Path | None,
     data_dir: Path | None,
@@ -144,7 +148,10 @@ def create(
     """Create an API key and print its secret (shown this once, never stored)."""
     settings = node_settings(config_file, data_dir)
     with _offline_node(settings) as runtime:
-        issued = runtime.keys.issue(Role(role), name, department, member)
+        try:
+            issued = runtime.keys.issue(Role(role), name, department, member)
+        except ConflictError as exc:  # e.g. --member is not an active insurer: unusable input
+            raise InputError(exc.message, code=exc.code) from None
     key = issued.key
     scope = f", department {key.department}" if key.department else ""
     click.echo(f"created API key {key.id} ({key.name}, {key.role.value}{scope})", err=True)

@@ -229,7 +229,9 @@ class NodeRuntime:
             principal=system_principal(self.pseudonyms, "mllp"),
             receiving_facility=settings.name,
         )
-        self.keys = ApiKeyService(db=db, units=units, pseudonyms=self.pseudonyms)
+        self.keys = ApiKeyService(
+            db=db, units=units, pseudonyms=self.pseudonyms, members=self.members
+        )
         self.fixity = FixityAuditService(
             settings=settings,
             db=db,

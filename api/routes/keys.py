@@ -18,8 +18,12 @@ router = APIRouter(prefix="/keys", tags=["admin"])
     status_code=201,
     response_model=KeyIssuedOut,
     summary="Issue an API key",
-    description="The secret is returned once and stored only as a hash. Role: admin.",
-    responses=error_responses(400, 401, 403, 422, 503),
+    description=(
+        "The secret is returned once and stored only as a hash. An insurer key names its member "
+        "address, which must be an active INSURER member on chain (409 `not_active_insurer`; "
+        "503 when the registry cannot be read). Role: admin."
+    ),
+    responses=error_responses(400, 401, 403, 409, 422, 503),
 )
 def issue_key(runtime: RuntimeDep, principal: PrincipalDep, body: KeyIn) -> KeyIssuedOut:
     return KeyIssuedOut.of(

@@ -1,5 +1,6 @@
 """API keys: created once (the plaintext is shown once and stored only as a hash), looked up by
-hash on every request, revoked by id."""
+hash on every request, revoked by id. An insurer key is issued only for an active INSURER member of
+the consortium (read from the registry at issue time; each request checks again)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from anchoring.chain import Role as MemberRole
 from anchoring.ids import IdentifierError, normalize_address
 from node import crypto
 from node.db import Database, UnitOfWork, UnitRunner
-from node.errors import AuthenticationError, InputError, NotFoundError
+from node.errors import AuthenticationError, ConflictError, InputError, NotFoundError
+from node.members import MemberDirectory
 from node.models import ApiKey
 from node.principal import Action, Principal, Role
 from node.pseudonyms import Pseudonyms
@@ -57,16 +60,21 @@ def _view(row: ApiKey) -> ApiKeyView:
 class ApiKeyService:
     """Issue, authenticate, list and revoke API keys."""
 
-    def __init__(self, *, db: Database, units: UnitRunner, pseudonyms: Pseudonyms) -> None:
+    def __init__(
+        self, *, db: Database, units: UnitRunner, pseudonyms: Pseudonyms, members: MemberDirectory
+    ) -> None:
         self.db = db
         self.units = units
         self.pseudonyms = pseudonyms
+        self.members = members
 
     def issue(
         self, role: Role, name: str, department: str | None = None, member: str | None = None
     ) -> IssuedKey:
         """Create a key (no caller check: used by the CLI and by ``issue_as``). An ``insurer`` key
-        names the insurer's member address (``member``); no other key does."""
+        names the insurer's member address (``member``), which must be an active INSURER member
+        on chain now (409 ``not_active_insurer`` otherwise: a hospital, the regulator, a stranger,
+        a suspended insurer; 503 when the registry cannot be read); no other key names one."""
         name = name.strip()
         if not name or len(name) > 64:
             raise InputError("key name must be 1 to 64 characters", code="invalid_key_name")
@@ -88,6 +96,11 @@ class ApiKeyService:
                 raise InputError(
                     "an insurer key needs the insurer's member address", code="member_required"
                 ) from None
+            if not self.members.is_active(member, MemberRole.INSURER):
+                raise ConflictError(
+                    f"{member} is not an active insurer member of the consortium",
+                    code="not_active_insurer",
+                )
         elif member:
             raise InputError("only insurer keys carry a member address", code="member_not_allowed")
         secret = crypto.generate_api_key()

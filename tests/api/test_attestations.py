@@ -25,6 +25,7 @@ from anchoring.attestation import (
     verify_attestation,
 )
 from anchoring.chain import RpcChain
+from anchoring.errors import ChainError
 from anchoring.events import jcs
 from anchoring.rpcview import AttestationReader
 from api.main import create_app
@@ -369,9 +370,13 @@ def test_another_insurer_gets_nothing_from_this_consent(
     rival = consortium.accounts.outsider
     admit_through_governance(chain, hospital_a, [hospital_b], rival, 3, "Rival Insurance")
     iapi.keys["rival"] = iapi.node.keys.issue(Role.INSURER, "rival", member=rival.address).secret
-    iapi.keys["stranger"] = iapi.node.keys.issue(
-        Role.INSURER, "stranger", member=consortium.accounts.auditor.address
-    ).secret
+    # An insurer key is issued only for an active insurer; one whose member is not (or no longer)
+    # one (e.g. suspended since) is refused at each request: issued here as if it still were.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(iapi.node.keys.members, "is_active", lambda address, role: True)
+        iapi.keys["stranger"] = iapi.node.keys.issue(
+            Role.INSURER, "stranger", member=consortium.accounts.auditor.address
+        ).secret
     _archive(iapi, "INPATIENT", "2024-05-02")
     _consent(iapi, insurer.address)
     _refused(_ask(iapi, who="rival"), "no_consent")
@@ -450,6 +455,57 @@ def test_consent_input_is_checked(iapi: Api, chain: RpcChain, insurer: LocalAcco
     )
     assert issued.status_code == 201, issued.text
     assert issued.json()["key"]["member"] == insurer.address  # stored EIP-55
+
+
+def test_insurer_keys_are_issued_only_for_active_insurers(
+    iapi: Api,
+    consortium: Consortium,
+    insurer: LocalAccount,
+    regulator: LocalAccount,
+    hospital_a: LocalAccount,
+    hospital_b: LocalAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``POST /keys`` with role insurer checks the member on chain at issue time: a stranger,
+    the regulator, a hospital (this one or another) and the auditor get 409
+    ``not_active_insurer`` and no key; the insurer gets its key; a registry that cannot be read
+    is a 503 (fail closed). Before, any address got a key."""
+
+    def issue(member: str, name: str = "claims") -> Any:
+        return iapi.client.post(
+            "/api/v1/keys",
+            json={"role": "insurer", "name": name, "member": member},
+            headers=iapi.auth("admin"),
+        )
+
+    before = len(iapi.node.keys.list(iapi.node.keys.authenticate(iapi.keys["admin"])))
+    accounts = consortium.accounts
+    for member in (
+        accounts.outsider.address,
+        "0x" + "11" * 20,
+        regulator.address,
+        hospital_a.address,
+        hospital_b.address,
+        accounts.auditor.address,
+    ):
+        refused = issue(member)
+        _refused(refused, "not_active_insurer", 409)
+        assert member in refused.json()["message"]
+    after = len(iapi.node.keys.list(iapi.node.keys.authenticate(iapi.keys["admin"])))
+    assert after == before  # nothing was stored
+
+    def registry_down(*_: object) -> bool:
+        raise ChainError("connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(iapi.node.chain, "is_active", registry_down)
+        _refused(issue(insurer.address), "unavailable", 503)
+    issued = issue(insurer.address)
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["key"]["member"] == insurer.address
+    secret = issued.json()["secret"]
+    whoami = iapi.client.get("/api/v1/auth/whoami", headers={"Authorization": f"Bearer {secret}"})
+    assert whoami.status_code == 200, whoami.text
 
 
 def test_records_hash_is_sha256_of_the_jcs_array() -> None:

@@ -259,6 +259,38 @@ def test_keys_create_list_revoke_on_the_node_database(
     assert "99" in _one_error_line(err)
 
 
+def test_keys_create_insurer_only_for_an_active_insurer(
+    dev_node_config: Path, consortium: Consortium, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``keys create --role insurer --member ADDR`` reads the registry: an address that is not an
+    active insurer (the regulator, a hospital, a stranger) is refused with one line and exit 2,
+    and no key is stored; the consortium's insurer gets its key."""
+    cfg = ("--config", str(dev_node_config))
+    accounts = consortium.accounts
+    for member in (accounts.regulator, accounts.hospital_a, accounts.outsider):
+        code, out, err = _run(
+            capsys, "keys", "create", *cfg, "--role", "insurer", "--name", "claims",
+            "--member", member.address,
+        )  # fmt: skip
+        assert (code, out) == (2, "")
+        line = _one_error_line(err)
+        assert member.address in line
+        assert "not an active insurer" in line
+    code, out, _err = _run(capsys, "keys", "list", *cfg)
+    assert (code, out.strip()) == (0, "no API keys")
+    code, out, err = _run(
+        capsys, "keys", "create", *cfg, "--role", "insurer", "--name", "claims",
+        "--member", accounts.insurer.address.lower(),
+    )  # fmt: skip
+    assert code == 0, err
+    runtime = _open(dev_node_config)
+    try:
+        principal = runtime.keys.authenticate(out.strip())
+        assert (principal.role, principal.member) == (Role.INSURER, accounts.insurer.address)
+    finally:
+        runtime.close()
+
+
 def test_keys_rotate_kek_refuses_while_the_node_runs_then_rotates(
     dev_node_config: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
