@@ -70,7 +70,7 @@ PARALLEL = 8
 """Replica transfers and challenges in flight at once."""
 UNREACHABLE_LIMIT = 3
 """Consecutive unanswered challenges after which a replica may count as failed (``unreachable``)."""
-UNREACHABLE_AFTER = timedelta(hours=24)
+UNREACHABLE_AFTER = timedelta(hours=1)
 """… once its holder has also not answered for this long (since the replica's last passed
 challenge, or its placement): a peer down for minutes, or one whose chain is down, keeps its
 replicas."""
