@@ -95,7 +95,7 @@ class AuthenticateFirstMiddleware:
         try:
             if not _SHA256_HEX.fullmatch(digest):
                 raise PeerAuthError(
-                    "unsigned",
+                    "digest_required",
                     f"missing or malformed {CONTENT_SHA256}: this request's body is read only "
                     "once its signed SHA-256 verified",
                 )

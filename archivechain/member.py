@@ -27,7 +27,7 @@ import click
 import httpx
 
 from node.errors import InputError, NodeError
-from node.keystore import KEYSTORE_FORMAT, Keystore, KeystoreError
+from node.keystore import KEYSTORE_FORMAT, Keystore, KeystoreError, WrongPassphraseError
 
 DEFAULT_TOKEN_FILE = Path("~/.config/archivechain/tokens.json")
 
@@ -51,10 +51,12 @@ def _load_key(keystore: Path, passphrase_file: Path | None) -> bytes:
         if isinstance(document, dict) and document.get("format") == KEYSTORE_FORMAT:
             return Keystore.load(keystore, passphrase).eth_private_key
         return bytes(Account.decrypt(document, passphrase))
-    except KeystoreError:  # before OSError: a wrong passphrase is also a PermissionError
+    except WrongPassphraseError:  # before OSError: it is also a PermissionError
         raise InputError(
             f"{keystore} is an {KEYSTORE_FORMAT} keystore this passphrase does not open"
         ) from None
+    except KeystoreError as exc:  # damaged, or gone since: its own message
+        raise InputError(f"{keystore}: {exc}") from None
     except OSError as exc:
         raise InputError(f"cannot read {keystore}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -654,13 +655,17 @@ class LocalNetwork:
         ``custody_mismatch``, ``on_hold``)."""
         from sqlalchemy import select
 
-        from node.models import Archive
+        from node.models import NOT_HELD, Archive
 
         with runtime.db.session() as session:
             held = list(
                 session.scalars(
                     select(Archive.id)
-                    .where(Archive.hold_by_regulator.is_(True))
+                    .where(
+                        Archive.hold_by_regulator.is_(True),
+                        Archive.custodian == runtime.hospital,
+                        Archive.state.not_in([s.value for s in NOT_HELD]),
+                    )
                     .order_by(Archive.id)
                 )
             )
@@ -673,8 +678,10 @@ class LocalNetwork:
             f"no longer has: {shown}. Only the regulator can place it again, once the archive is "
             f"registered again: ARCHIVECHAIN_MEMBER_PASSPHRASE={DEV_PASSPHRASE} "
             f"{cli_program()} regulator hold ID --keystore "
-            f"{self.layout.member_dir('regulator') / 'keystore.json'} --rpc {self.rpc_url} "
-            f"--deployment {self.layout.deployment_file} --reason TEXT"
+            f"{shlex.quote(str(self.layout.member_dir('regulator') / 'keystore.json'))} "
+            f"--rpc {self.rpc_url} "
+            f"--deployment {shlex.quote(str(self.layout.deployment_file))} --reason TEXT "
+            "(with the key of the regulator that placed the hold)"
         )
 
     def _ensure_api_keys(self, runtime: NodeRuntime, node: NodeSpec) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -127,6 +128,12 @@ connections and never answers) makes ``/healthz`` answer ``degraded`` in seconds
 looking like a dead node."""
 
 
+PROBE_STALE_AFTER: Final = 2 * HEALTH_PROBE_TIMEOUT + 1
+"""Seconds after which a probe still waiting on the chain (the timeout bounds each socket
+operation, not the whole call: an endpoint that trickles bytes can hold it) makes every other probe
+report the chain unreachable rather than the last answer."""
+
+
 class StatusService:
     """Checkpoint listing, health and metric values of one node.
 
@@ -153,6 +160,7 @@ class StatusService:
         self.probe = probe or chain
         """The chain client of health probes (the runtime's has ``HEALTH_PROBE_TIMEOUT``)."""
         self._probing = threading.Lock()
+        self._probe_started = time.monotonic()
         self._last_probe: tuple[bool, bool, int] | None = None
         self.worker = worker
         self.committer = committer
@@ -280,22 +288,33 @@ class StatusService:
         """(reachable, state lost). The chain lost its state when the notary has no code or
         holds fewer of this node's checkpoints than the node recorded as confirmed."""
         lost = self.worker.status.chain_state_lost
-        reachable, has_code, on_chain = self._chain_facts()
+        facts = self._chain_facts()
+        if facts is None:
+            return False, lost  # a probe has been waiting on the chain for too long
+        (reachable, has_code, on_chain), fresh = facts
         if not reachable:
             return False, lost
         if not has_code:
             return True, True
-        return True, lost or on_chain < confirmed_locally
+        # Only a count read after ``confirmed_locally`` may say checkpoints were lost: an older
+        # one (another probe's) can trail a checkpoint confirmed since.
+        return True, lost or (fresh and on_chain < confirmed_locally)
 
-    def _chain_facts(self) -> tuple[bool, bool, int]:
-        """(reachable, the notary has code, this node's checkpoints on chain): read now, or the
-        last probe's when another probe is reading the chain."""
+    def _chain_facts(self) -> tuple[tuple[bool, bool, int], bool] | None:
+        """((reachable, the notary has code, this node's checkpoints on chain), read now): read
+        now, or the last probe's (not fresh) while another probe is reading the chain; None when
+        that probe has been waiting longer than a probe may (the chain does not answer)."""
         if not self._probing.acquire(blocking=False):
             last = self._last_probe
+            waited = time.monotonic() - self._probe_started
+            if waited > PROBE_STALE_AFTER:
+                return None
             if last is not None:
-                return last
-            self._probing.acquire()  # the first probe ever: wait for it
+                return last, False
+            if not self._probing.acquire(timeout=PROBE_STALE_AFTER):  # the first probe ever
+                return None
         try:
+            self._probe_started = time.monotonic()
             try:
                 has_code = self.probe.has_contract_code()
                 on_chain = self.probe.checkpoint_count(self.hospital) if has_code else 0
@@ -303,7 +322,7 @@ class StatusService:
             except AnchoringError:
                 facts = (False, True, 0)
             self._last_probe = facts
-            return facts
+            return facts, True
         finally:
             self._probing.release()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from node.blobstore.local import LocalBlobStore
 from node.db import Database
 from node.ports import free_port
 from node.runtime import NodeRuntime
-from node.services.status import HEALTH_PROBE_TIMEOUT
+from node.services.status import HEALTH_PROBE_TIMEOUT, PROBE_STALE_AFTER, Problem
 from tests.api.conftest import Api, issue_keys, serve
 from tests.fixtures.chain import Consortium
 from tests.fixtures.node import build_node
@@ -203,6 +204,51 @@ def test_a_frozen_chain_degrades_health_within_the_probe_timeout(
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: client.get("/healthz", timeout=30), range(8)))
         assert {a.json()["status"] for a in answers} == {"degraded"}
+
+
+class GatedProbe:
+    """The node's real probe client (real anvil), whose ``checkpoint_count`` waits at a gate the
+    test opens: a probe held mid-read while others arrive."""
+
+    def __init__(self, probe: Any) -> None:
+        self.probe = probe
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def has_contract_code(self) -> bool:
+        return bool(self.probe.has_contract_code())
+
+    def checkpoint_count(self, hospital: str) -> int:
+        self.entered.set()
+        self.gate.wait(60)
+        return int(self.probe.checkpoint_count(hospital))
+
+
+def test_a_probe_answered_from_another_probes_read_never_says_checkpoints_were_lost(
+    api: Api,
+) -> None:
+    """A probe that reuses the last probe's chain read (another probe is waiting on the chain)
+    must not compare that older count with a newer local one: a checkpoint confirmed in between
+    read as "the chain lost checkpoints" (critical ``chain_state_lost``, found in review). And a
+    probe that has waited longer than a probe may makes the others say the chain is
+    unreachable instead of repeating the last answer."""
+    status = api.node.status
+    api.create()
+    api.node.worker.run_until_anchored(timeout=30)
+    assert status.health().problems == ()
+    gated = GatedProbe(status.probe)
+    status.probe = gated  # type: ignore[assignment]
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(status.health)
+        assert gated.entered.wait(30)
+        api.create()  # a newer checkpoint, confirmed while the first probe is held
+        api.node.worker.run_until_anchored(timeout=30)
+        assert status.health().problems == ()  # the last read, not "state lost"
+        time.sleep(PROBE_STALE_AFTER + 0.5)
+        assert status.health().problems == (Problem.CHAIN_UNREACHABLE,)
+        gated.gate.set()
+        assert held.result(60).problems == ()
+    assert status.health().problems == ()
 
 
 def test_unreachable_chain_makes_verification_of_sound_evidence_503(
