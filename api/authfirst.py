@@ -41,7 +41,7 @@ from api.deps import PRINCIPAL_SCOPE_KEY, authenticate, bearer_scheme
 from api.errors import node_error_response
 from api.limits import has_body
 from node.errors import NodeError
-from node.peers import CONTENT_SHA256, PEER_PREFIX, PeerAuthError
+from node.peers import CONTENT_SHA256, CONTENT_SHA256_FORMAT, PEER_PREFIX, PeerAuthError
 from node.runtime import NodeRuntime
 
 SIGNED_DIGEST_BODIES = re.compile(rf"^{PEER_PREFIX}/log/entries/?$")
@@ -53,9 +53,6 @@ SIGNIN_PATH = "/api/v1/auth/verify"
 """Member sign-in: the body (a signed EIP-4361 message, small-body limit) is the credential."""
 PUBLIC_BODY_PREFIXES = (PEER_PREFIX + "/", SIGNIN_PATH, "/console/")
 """Paths whose bodies are read before an API key is asked for (they authenticate otherwise)."""
-
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class AuthenticateFirstMiddleware:
@@ -93,7 +90,7 @@ class AuthenticateFirstMiddleware:
         digest = request.headers.get(CONTENT_SHA256, "")
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
-            if not _SHA256_HEX.fullmatch(digest):
+            if not CONTENT_SHA256_FORMAT.fullmatch(digest):
                 raise PeerAuthError(
                     "digest_required",
                     f"missing or malformed {CONTENT_SHA256}: this request's body is read only "

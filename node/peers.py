@@ -47,6 +47,8 @@ CONTENT_SHA256 = "X-ArchiveChain-Content-SHA256"
 """A body's SHA-256 (hex), announced with every body a node sends (the signature covers the same
 digest): a receiver checks the signature before it reads a byte, then the bytes against this
 digest (required for replica uploads and log shipments, whose bodies are large)."""
+CONTENT_SHA256_FORMAT = re.compile(r"[0-9a-f]{64}")
+"""The exact form of ``CONTENT_SHA256``: 64 lower-case hex characters."""
 DOMAIN = "archivechain-peer/v1"
 WINDOW_SECONDS = 300
 MEMBERSHIP_TTL = 5.0

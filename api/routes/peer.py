@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -22,7 +21,7 @@ from api.authfirst import PEER_DIGEST_SCOPE_KEY
 from api.deps import ArchiveIdPath, RuntimeDep
 from api.errors import error_responses
 from node.errors import InputError
-from node.peers import CONTENT_SHA256, PEER_PREFIX, PeerAuthError
+from node.peers import CONTENT_SHA256, CONTENT_SHA256_FORMAT, PEER_PREFIX, PeerAuthError
 from node.protocol import WRAPPED_KEY_HEADER
 from node.services.notices import NoticeBody
 
@@ -49,7 +48,6 @@ async def peer_sender(request: Request, runtime: RuntimeDep) -> str:
 
 
 PeerDep = Annotated[str, Depends(peer_sender)]
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 PEER_ERRORS = error_responses(401, 404, 409, 503)
 
 
@@ -146,7 +144,7 @@ async def put_replica(
     and is checked before a byte is read; the bytes go to the replica store as they arrive and
     must hash to the announced digest (the upload limit applies)."""
     digest = request.headers.get(CONTENT_SHA256, "")
-    if not _SHA256_HEX.fullmatch(digest):
+    if not CONTENT_SHA256_FORMAT.fullmatch(digest):
         raise PeerAuthError("unsigned", f"missing or malformed {CONTENT_SHA256}")
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     sender = await run_in_threadpool(

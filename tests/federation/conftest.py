@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +193,14 @@ def running_hospitals(
             listener.close()
 
 
+def own_databases(stack: ExitStack, backend: str, names: Iterable[str]) -> dict[str, str] | None:
+    """For ``backend`` "postgres", each named hospital's own PostgreSQL schema (dropped when
+    ``stack`` closes); None otherwise (each hospital on its own SQLite file)."""
+    if backend != "postgres":
+        return None
+    return {name: stack.enter_context(postgres_schema()) for name in names}
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def hospitals(
     request: pytest.FixtureRequest,
@@ -207,11 +215,7 @@ def hospitals(
     SQLite or each on its own PostgreSQL schema."""
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
     with ExitStack() as stack:
-        database_urls = (
-            {name: stack.enter_context(postgres_schema()) for name in accounts}
-            if request.param == "postgres"
-            else None
-        )
+        database_urls = own_databases(stack, request.param, accounts)
         started = stack.enter_context(
             running_hospitals(consortium, accounts, tmp_path, database_urls, replica_tick=3600.0)
         )

@@ -35,9 +35,15 @@ from node.peers import CONTENT_SHA256, sign_headers, sign_headers_for
 from node.recovery import rebuild_log
 from node.services.audits import AuditScope
 from node.services.replicas import ReplicaHolder, challenge_answer, rendezvous
-from tests.federation.conftest import Hospital, listen, running_hospitals, start_hospital, wait_for
+from tests.federation.conftest import (
+    Hospital,
+    listen,
+    own_databases,
+    running_hospitals,
+    start_hospital,
+    wait_for,
+)
 from tests.fixtures.chain import Consortium
-from tests.fixtures.db import postgres_schema
 
 CONTENT = b"Discharge summary: replicated at a peer hospital, readable only here. " * 300
 MANUAL = {"replica_tick": 3600.0, "log_ship_tick": 3600.0}
@@ -66,11 +72,7 @@ def nodes_on_both(
     """``nodes``, on SQLite or each on its own PostgreSQL schema."""
     accounts = {"A": hospital_a, "B": hospital_b, "C": hospital_c}
     with ExitStack() as stack:
-        urls = (
-            {name: stack.enter_context(postgres_schema()) for name in accounts}
-            if request.param == "postgres"
-            else None
-        )
+        urls = own_databases(stack, request.param, accounts)
         yield stack.enter_context(running_hospitals(consortium, accounts, tmp_path, urls, **MANUAL))
 
 
