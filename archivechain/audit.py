@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from anchoring.events import RecordClass
-from archivechain.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
+from archivechain.node import (
+    CONFIG_OPTION,
+    NODE_DATA_DIR_OPTION,
+    node_pid_path,
+    node_settings,
+    open_runtime,
+    settings_refusals,
+)
 from node.errors import InputError
 
 
@@ -96,3 +103,53 @@ def log_audit(config_file: Path | None, data_dir: Path | None, as_json: bool) ->
         for finding in report.findings:
             click.echo(f"FINDING {finding.kind} {finding.subject} {json.dumps(finding.detail)}")
     return 0 if report.ok else 1
+
+
+@audit.command("orphans")
+@CONFIG_OPTION
+@NODE_DATA_DIR_OPTION
+@click.option(
+    "--delete", is_flag=True, help="Delete the unreferenced blobs of local stores (else list them)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def orphans(config_file: Path | None, data_dir: Path | None, delete: bool, as_json: bool) -> int:
+    """List (or delete) blobs that no record names: ciphertext left by an upload killed before it
+    committed. The node must be stopped; this command holds its pid file meanwhile."""
+    from node.orphans import search
+    from node.process import AlreadyRunningError, remove_pid_file, write_pid_file
+
+    settings = node_settings(config_file, data_dir)
+    pid_file = node_pid_path(settings)
+    with settings_refusals():
+        try:  # refuses while the node runs, and keeps it from starting meanwhile
+            write_pid_file(pid_file, "the node")
+        except AlreadyRunningError as exc:
+            raise InputError(
+                f"{exc.message}; stop it first (an upload in progress has stored its blob but "
+                "not yet the record that names it)",
+                code="node_running",
+            ) from None
+        try:
+            report = search(settings, delete=delete)
+        finally:
+            remove_pid_file(pid_file)
+    remaining = report.remaining
+    if as_json:
+        document = {
+            "scanned": report.scanned,
+            "referenced": report.referenced,
+            "orphans": [asdict(orphan) for orphan in report.orphans],
+            "removed": report.removed,
+            "remaining": len(remaining),
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(
+            f"{report.scanned} stored blob(s), {report.referenced} referenced CID(s): "
+            f"{len(report.orphans)} unreferenced, {len(report.removed)} deleted"
+        )
+        for orphan in remaining:
+            size = "?" if orphan.size is None else str(orphan.size)
+            note = "" if orphan.removable else " (IPFS pin: not removed by this command)"
+            click.echo(f"ORPHAN {orphan.tier} {orphan.cid} {size} bytes{note}")
+    return 1 if remaining else 0

@@ -148,7 +148,7 @@ def run(config_file: Path | None, data_dir: Path | None, log_level: str) -> None
 FAULT_POINT_ENV = "ARCHIVECHAIN_TEST_FAULT_POINT"
 """TEST SEAM (fault injection only): the node SIGKILLs itself when the federation or retention
 service reaches the named point (e.g. ``transfer-staged``; ``destruction-shredded#3`` for its third
-time). Never set it in production."""
+time), or an ingest has stored its ciphertext (``ingest-stored``). Never set it in production."""
 
 
 def _install_fault_point(runtime: NodeRuntime) -> None:
@@ -174,6 +174,7 @@ def _install_fault_point(runtime: NodeRuntime) -> None:
 
     runtime.transfers.fault_hook = hook
     runtime.retention.fault_hook = hook
+    runtime.archives.fault_hook = hook
 
 
 def _prepare_process() -> None:

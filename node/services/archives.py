@@ -336,6 +336,9 @@ class ArchiveService:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._merge_in_order = True  # cleared if SQLite's merge ever streams out of order
+        self.fault_hook: Callable[[str], None] | None = None
+        """TEST SEAM: called with ``ingest-stored`` once a request's ciphertext is stored and
+        before its unit of work runs (``archivechain.node``'s fault point, dev mode only)."""
 
     @property
     def hospital(self) -> str:
@@ -1586,6 +1589,8 @@ class ArchiveService:
 
     def _run_discarding(self, unit: Callable[[UnitOfWork], T], *stored: _Stored) -> T:
         """Run ``unit``; if it fails, delete the blobs stored for it."""
+        if self.fault_hook is not None:
+            self.fault_hook("ingest-stored")
         try:
             return self.units.run(unit)
         except BaseException:
