@@ -34,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import h11
 import uvicorn
@@ -251,6 +252,17 @@ class GuardedConfig(uvicorn.Config):
         self.book = ConnectionBook(limits.max_connections)
 
 
+INVALID_HTTP_BODY: Final = json.dumps(
+    {
+        "code": "invalid_http",
+        "message": "the request is not valid HTTP/1.1: its request line, a header, its framing "
+        "or the size of its head",
+    },
+    separators=(",", ":"),
+).encode("ascii")
+"""The body of ``GuardedH11Protocol.send_400_response``."""
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with header and body deadlines and the connection limit."""
 
@@ -293,6 +305,27 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._follow()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request h11 cannot parse (an invalid ``Content-Length``, a malformed request
+        line or header, a head over ``h11_max_incomplete_event_size``) in the API's JSON error
+        shape, ``400 invalid_http``, and close the connection (uvicorn answers in plain text)."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer is under way
+            self.transport.close()
+            return
+        body = INVALID_HTTP_BODY
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     # deadlines ---------------------------------------------------------------------------------
 

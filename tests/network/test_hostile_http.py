@@ -15,6 +15,7 @@ thread, ends in a 500 and not in a dead process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -379,6 +380,45 @@ def test_a_request_framed_both_ways_is_refused_and_its_connection_closed(
     assert b"connection: close" in head.lower()
     assert json.loads(body[: body.index(b"}") + 1])["code"] == "invalid_framing"
     assert answer.count(b"HTTP/1.1 ") == 1, answer  # the pipelined GET got no answer
+    assert live_node.healthy()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: node\r\nContent-Length: 12x\r\n\r\n{}",
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: node\r\nContent-Length: 2, 3\r\n\r\n{}",
+        b"GET /healthz HTTP/1.1\r\nHost: node\r\nno colon here\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: node\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+    ],
+    ids=["length_not_a_number", "two_lengths", "header_without_colon", "no_request_line",
+         "head_of_200_kB"],
+)  # fmt: skip
+def test_requests_that_are_not_http_get_the_json_error_shape(
+    live_node: LiveNode, request_bytes: bytes
+) -> None:
+    """What h11 itself refuses (before the app sees a request) is answered like every other
+    refusal: 400 with ``{"code": "invalid_http", "message": …}`` and ``Connection: close``, then
+    the connection closes and the node still serves (uvicorn answered in plain text)."""
+    sock = live_node.connect()
+    answer = b""
+    try:
+        sock.settimeout(20)
+        with contextlib.suppress(OSError):  # the node may close before the whole head is sent
+            sock.sendall(request_bytes)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):  # until the node closes the connection
+                answer += chunk
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    assert error["code"] == "invalid_http"
+    assert "not valid HTTP/1.1" in error["message"]
     assert live_node.healthy()
 
 
