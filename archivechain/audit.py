@@ -115,12 +115,13 @@ def log_audit(config_file: Path | None, data_dir: Path | None, as_json: bool) ->
 def orphans(config_file: Path | None, data_dir: Path | None, delete: bool, as_json: bool) -> int:
     """List (or delete) blobs that no record names: ciphertext left by an upload killed before it
     committed. The node must be stopped; this command holds its pid file meanwhile."""
-    from node.orphans import search
+    from node.orphans import require_node_data, search
     from node.process import AlreadyRunningError, remove_pid_file, write_pid_file
 
     settings = node_settings(config_file, data_dir)
     pid_file = node_pid_path(settings)
     with settings_refusals():
+        require_node_data(settings)  # before the pid file: a mistyped directory stays untouched
         try:  # refuses while the node runs, and keeps it from starting meanwhile
             write_pid_file(pid_file, "the node")
         except AlreadyRunningError as exc:
@@ -139,7 +140,7 @@ def orphans(config_file: Path | None, data_dir: Path | None, delete: bool, as_js
             "scanned": report.scanned,
             "referenced": report.referenced,
             "orphans": [asdict(orphan) for orphan in report.orphans],
-            "removed": report.removed,
+            "removed": [asdict(orphan) for orphan in report.removed],
             "remaining": len(remaining),
         }
         click.echo(json.dumps(document, indent=2))

@@ -2,7 +2,9 @@
 PostgreSQL), real blob files in a hot and a cold directory, the CLI in process. Blobs no record
 names (an upload killed between storing its ciphertext and committing its row, a deletion recorded
 but not carried out) are listed with exit 1 and deleted with ``--delete``; blobs a version row or a
-held replica names are never touched, and the node's data still verifies afterwards. A node process
+held replica names are never touched (in the node's store, either tier, or the store of replicas
+held for others), and the node's data still verifies afterwards. A mistyped data directory is
+refused and left uncreated. A node process
 SIGKILLed between storing an ingest's ciphertext and committing it (the node's dev-mode fault point
 ``ingest-stored``) leaves exactly one such blob. The command refuses while the node runs; an IPFS
 pin is listed and never removed."""
@@ -90,8 +92,11 @@ def test_audit_orphans_lists_then_deletes_only_unreferenced_blobs(
     moved_away = node.archives.create(archivist, _new(), [b"transferred result " * 100])
     kept_cid, moved_cid = _cid(node, kept.id), _cid(node, moved_away.id)
 
-    replica = hot.put_stream([os.urandom(3000)])  # held for hospital B: referenced
+    held = node.replica_holder.store
+    assert isinstance(held, LocalBlobStore)
+    replica = held.put_stream([os.urandom(3000)])  # held for hospital B: referenced
     _hold_replica(node, replica)
+    unrecorded_replica = held.put_stream([os.urandom(900)])  # its PUT was killed before the row
     # Ciphertext of uploads killed before their commit (one linked, one renamed into place),
     # one in the cold tier, and a version whose deletion was recorded but not carried out.
     small = hot.put_stream([os.urandom(5000)])
@@ -109,11 +114,18 @@ def test_audit_orphans_lists_then_deletes_only_unreferenced_blobs(
     config = str(config_file)
     settings = node.settings
     node.close()
-    expected = {("hot", small.cid), ("hot", large.cid), ("cold", in_cold.cid), ("hot", moved_cid)}
+    expected = {
+        ("hot", small.cid),
+        ("hot", large.cid),
+        ("cold", in_cold.cid),
+        ("hot", moved_cid),
+        ("replicas", unrecorded_replica.cid),
+    }
+    stores = {"hot": hot, "cold": cold, "replicas": held}
 
     assert main(["audit", "orphans", "--config", config]) == 1
     out = capsys.readouterr().out
-    assert "6 stored blob(s), 2 referenced CID(s): 4 unreferenced, 0 deleted" in out
+    assert "7 stored blob(s), 2 referenced CID(s): 5 unreferenced, 0 deleted" in out
     listed = {tuple(line.split()[1:3]) for line in out.splitlines() if line.startswith("ORPHAN")}
     assert listed == expected
     assert f"ORPHAN hot {large.cid} {large.size} bytes" in out
@@ -123,18 +135,18 @@ def test_audit_orphans_lists_then_deletes_only_unreferenced_blobs(
     report = json.loads(capsys.readouterr().out)
     assert {(o["tier"], o["cid"]) for o in report["orphans"]} == expected
     assert all(o["removable"] for o in report["orphans"])
-    assert (report["removed"], report["remaining"]) == ([], 4)
+    assert (report["removed"], report["remaining"]) == ([], 5)
     assert hot.exists(small.cid)
     assert cold.exists(in_cold.cid)
 
     assert main(["audit", "orphans", "--config", config, "--delete"]) == 0
     out = capsys.readouterr().out
-    assert "4 unreferenced, 4 deleted" in out
+    assert "5 unreferenced, 5 deleted" in out
     assert "ORPHAN" not in out
     for tier, cid in expected:
-        assert not (hot if tier == "hot" else cold).exists(cid)
+        assert not stores[tier].exists(cid)
     assert hot.exists(kept_cid)
-    assert hot.exists(replica.cid)
+    assert held.exists(replica.cid)
     assert verify_node_data(settings).problems == []  # nothing a record names was lost
 
     assert main(["audit", "orphans", "--config", config]) == 0
@@ -193,7 +205,7 @@ def test_an_orphan_named_by_a_record_after_the_search_is_kept(make_node: MakeNod
     _hold_replica(node, second)  # e.g. a replica stored meanwhile
     with node.db.session() as session:
         remove_orphans(session, node.blobs, report)
-    assert report.removed == [first.cid]
+    assert [o.cid for o in report.removed] == [first.cid]
     assert [o.cid for o in report.remaining] == [second.cid]
     assert not node.blobs.exists(first.cid)
     assert node.blobs.exists(second.cid)
@@ -263,3 +275,14 @@ def test_kill_9_between_storing_and_committing_an_ingest_leaves_one_orphan_the_a
         assert logged == [0]  # the killed ingest logged nothing
     finally:
         reopened.close()
+
+
+def test_a_directory_without_a_node_is_refused_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo"
+    assert main(["audit", "orphans", "--data-dir", str(missing), "--delete"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "no node here" in err[0]
+    assert not missing.exists()
