@@ -28,7 +28,7 @@ def anchor() -> None:
 def status(config_file: Path | None, data_dir: Path | None) -> None:
     """Log size, anchored size, how far anchoring trails (events and seconds), and how many chain
     transactions wait unconfirmed and for how long."""
-    runtime = open_runtime(node_settings(config_file, data_dir))
+    runtime = open_runtime(node_settings(config_file, data_dir), create_keystore=False)
     try:
         with runtime.db.session() as session:
             lag = measure_lag(session, now=datetime.now(UTC))
@@ -54,7 +54,7 @@ def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> N
     """Re-send every transaction the chain lost (same checkpoints, same order), re-sign every
     unconfirmed one with nonces from the chain's, then wait until the whole log is anchored
     again."""
-    runtime = open_runtime(node_settings(config_file, data_dir))
+    runtime = open_runtime(node_settings(config_file, data_dir), create_keystore=False)
     try:
         try:
             requeued = runtime.worker.replay_lost()

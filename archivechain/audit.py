@@ -60,7 +60,7 @@ def fixity(
         scope = AuditScope(ScopeKind.CLASS, record_class=RecordClass(record_class))
     else:
         scope = AuditScope()
-    runtime = open_runtime(node_settings(config_file, data_dir))
+    runtime = open_runtime(node_settings(config_file, data_dir), create_keystore=False)
     try:
         runtime.committer.start()
         report = runtime.fixity.audit(None, scope)
@@ -87,7 +87,7 @@ def fixity(
 def log_audit(config_file: Path | None, data_dir: Path | None, as_json: bool) -> int:
     """Re-hash the log, compare its root with every checkpoint anchored on chain, and replay each
     archive's hash chain against its catalogue row; an alert per finding."""
-    runtime = open_runtime(node_settings(config_file, data_dir))
+    runtime = open_runtime(node_settings(config_file, data_dir), create_keystore=False)
     try:
         report = runtime.log_audit.audit(None)
     finally:

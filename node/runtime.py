@@ -622,6 +622,11 @@ def _open_keystore(settings: NodeSettings, create: bool | None) -> Keystore:
     elif create if create is not None else settings.mode == "dev":
         path.parent.mkdir(parents=True, exist_ok=True)
         keystore = Keystore.create(path, passphrase)
+    elif settings.mode == "dev":  # a maintenance command on a directory that holds no node
+        raise ConfigError(
+            f"no keystore at {path}: is this a node's data directory? (in dev mode `archivechain "
+            "node run` creates the keystore; this command never does)"
+        )
     else:
         raise ConfigError(
             f"no keystore at {path}; create one with `archivechain keys init` (production mode "

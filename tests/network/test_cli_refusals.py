@@ -85,6 +85,35 @@ def test_production_refuses_a_missing_keystore(
     assert not (tmp_path / "data" / "keystore.json").exists()  # production never generates keys
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("anchor", "status"),
+        ("anchor", "replay"),
+        ("audit", "log"),
+        ("audit", "fixity"),
+        ("audit", "orphans"),
+        ("keys", "list"),
+        ("retention", "run"),
+    ],
+    ids=" ".join,
+)
+def test_maintenance_commands_on_a_mistyped_directory_create_nothing_in_dev_mode(
+    command: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only ``node run`` creates a dev node's keystore: a maintenance command pointed at a
+    directory without a node refuses in one line and leaves no keystore (or directory) behind."""
+    monkeypatch.setenv("ARCHIVECHAIN_MODE", "dev")
+    typo = tmp_path / "typo"
+    code, _out, err = _run(capsys, *command, "--data-dir", str(typo))
+    assert code == 2
+    assert "no keystore" in _one_error_line(err) or "no node here" in _one_error_line(err)
+    assert not typo.exists()
+
+
 def test_production_refuses_a_weak_keystore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
