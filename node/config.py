@@ -208,6 +208,10 @@ class NodeSettings(BaseSettings):
     moves back to the hot tier."""
     tier_tick: float = Field(3600.0, gt=0)
     """Seconds between tier-policy steps."""
+    clock_skew_tolerance_seconds: float = Field(300.0, ge=0, le=3600)
+    """How far this node's clock may be behind the previous event of an archive (a former
+    custodian's, a grant's, or ours before the clock stepped back) for a new event to take that
+    event's time instead of refusing it (``node.ledger.event_time``); 0 takes none."""
     anchoring_lag_alert_seconds: float = Field(300.0, gt=0)
     """Anchoring lag (age of the oldest unanchored event) above which ``/healthz`` reports
     ``anchoring_lag`` and the monitor raises the alert of that name."""

@@ -9,10 +9,12 @@ catalogue row brought to the new state in the same unit. Nothing else writes arc
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,11 +60,37 @@ _SETTLE_EACH = (
 )
 
 
+log = logging.getLogger(__name__)
+
+DEFAULT_CLOCK_SKEW_TOLERANCE: Final = timedelta(minutes=5)
+"""How far this node's clock may be behind an event's predecessor for the event to take the
+predecessor's time (``event_time``); ``clock_skew_tolerance_seconds`` in the settings."""
+
+
+def event_time(now: datetime, not_before: datetime | None, tolerance: timedelta) -> datetime:
+    """The time of an event logged at ``now`` after one dated ``not_before``: ``now``, or
+    ``not_before`` when this node's clock is behind it by at most ``tolerance`` (another hospital's
+    clock ahead of ours, as after a transfer, or ours stepped back). An event is never dated before
+    its predecessor, which verification refuses (``time_order``). Further behind, ``now``: the
+    lifecycle then refuses the event, since a clock that far off must be fixed, not papered over."""
+    if not_before is None or now >= not_before or not_before - now > tolerance:
+        return now
+    log.warning(
+        "this node's clock is %.3f s behind the previous event's time; the event takes that time "
+        "(check NTP)",
+        (not_before - now).total_seconds(),
+    )
+    return not_before
+
+
 class Ledger:
     """Archives held by ``hospital`` and the events of their lifecycle."""
 
-    def __init__(self, hospital: str) -> None:
+    def __init__(
+        self, hospital: str, *, clock_skew_tolerance: timedelta = DEFAULT_CLOCK_SKEW_TOLERANCE
+    ) -> None:
         self.hospital = hospital
+        self.clock_skew_tolerance = clock_skew_tolerance
         self._states: OrderedDict[str, tuple[bytes, ArchiveState]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -181,14 +209,16 @@ class Ledger:
         actor: str,
         data: Any,
     ) -> ArchiveState:
-        """Build the archive's next event (this log's next index, now, ``prev`` = the head), check
-        it against the lifecycle, append it and bring the catalogue row to the new state."""
+        """Build the archive's next event (this log's next index, now or the previous event's
+        time (``event_time``), ``prev`` = the head), check it against the lifecycle, append it
+        and bring the catalogue row to the new state."""
+        last = state.last_time if state is not None else None
         event = event_cls(
             hospital=self.hospital,
             log_index=uow.log.size,
             archive_id=archive.id,
             actor=actor,
-            time=uow.now,
+            time=event_time(uow.now, last, self.clock_skew_tolerance),
             prev=state.head if state is not None else None,
             data=data,
         )
@@ -304,7 +334,10 @@ class Ledger:
         """Append an event that moves no archive's main chain (a grantee's read under a share
         grant, in the grantee's log): no catalogue row here to settle."""
         uow.log.append(
-            canonical_bytes(event), archive_id=event.archive_id, event_type=event.type, time=uow.now
+            canonical_bytes(event),
+            archive_id=event.archive_id,
+            event_type=event.type,
+            time=uow.now,
         )
 
     def remember_state(self, archive_id: str, head: bytes, state: ArchiveState) -> None:

@@ -127,6 +127,9 @@ class ShareDescriptor(_Message):
     grant: str = Field(pattern=r"^[0-9a-f]{64}$")
     purpose: Purpose
     expires_at: datetime
+    granted_at: datetime | None = None
+    """The SHARE_GRANT event's time: the grantee's reads may not be dated before it (None from a
+    custodian older than this field)."""
     record_class: RecordClass
     sensitivity: Sensitivity
     department: str

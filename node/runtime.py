@@ -151,7 +151,9 @@ class NodeRuntime:
         self.alert_store.listeners.append(self.webhooks.enqueue)
         if isinstance(self.alerts, LoggingAlertSink):  # the default: keep them in the database
             self.alerts = self.alert_store
-        self.ledger = Ledger(hospital)
+        self.ledger = Ledger(
+            hospital, clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_seconds)
+        )
         self.keyring = KeyRing(self.keystore)
         self.pseudonyms = Pseudonyms(self.keystore.pseudonym_secret)
         self.members = MemberDirectory(self.chain, hospital)
@@ -269,6 +271,7 @@ class NodeRuntime:
             remote=self.remote,
             proofs=self.proofs,
             reader=self.readback,
+            clock=self.clock,
         )
         self.notices = DestructionNoticeService(
             hospital=hospital,

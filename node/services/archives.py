@@ -1464,17 +1464,20 @@ class ArchiveService:
         with self.db.session() as session:
             self.ledger.visible(session, principal, archive_id)
             anchored = storage.anchored_size(session)
-            return [
-                EventView(
-                    log_index=entry.index,
-                    leaf_hash=merkle.leaf_hash(entry.event).hex(),
-                    event_type=entry.event_type,
-                    time=entry.time,
-                    event=event_to_json(parse_event(entry.event)),
-                    anchored=entry.index < anchored,
+            views = []
+            for entry in storage.entries_for_archive(session, archive_id):
+                event = parse_event(entry.event)
+                views.append(
+                    EventView(
+                        log_index=entry.index,
+                        leaf_hash=merkle.leaf_hash(entry.event).hex(),
+                        event_type=entry.event_type,
+                        time=event.time,  # the event's own time (``node.ledger.event_time``)
+                        event=event_to_json(event),
+                        anchored=entry.index < anchored,
+                    )
                 )
-                for entry in storage.entries_for_archive(session, archive_id)
-            ]
+            return views
 
     def _log_metadata_reads(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,10 +40,10 @@ from anchoring.ids import normalize_address
 from node import crypto
 from node.blobstore import BlobStore
 from node.chainorder import chain_order
-from node.db import Database, UnitOfWork, UnitRunner
+from node.db import Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
 from node.keyring import KeyRing
-from node.ledger import Ledger, normalise_id
+from node.ledger import Ledger, event_time, normalise_id
 from node.members import MemberDirectory
 from node.models import NOT_HELD, Archive
 from node.policy import PolicyAction
@@ -107,8 +107,10 @@ class ShareService:
         proofs: ProofService,
         gate: AccessGate,
         reader: CiphertextReader | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.gate = gate
+        self.clock = clock
         self.db = db
         self.units = units
         self.ledger = ledger
@@ -223,6 +225,7 @@ class ShareService:
                 grant=grant.grant_hash,
                 purpose=grant.purpose,
                 expires_at=grant.expires_at,
+                granted_at=grant.last_time,
                 record_class=archive.record_class,
                 sensitivity=archive.sensitivity,
                 department=archive.department,
@@ -308,6 +311,7 @@ class ShareService:
                 f"the grant is for purpose {grant.purpose.value}, not {purpose.value}",
                 code="purpose_mismatch",
             )
+        self._require_clock_after(grant.granted_at)
         headers, ciphertext = self.remote.open_stream(
             custodian,
             f"/archives/{archive_id}/shared/versions/{info.version}?purpose={purpose.value}",
@@ -379,6 +383,20 @@ class ShareService:
         )
         self.ledger.record(uow, archive, state, AccessEvent, grantee, data)
 
+    def _require_clock_after(self, granted_at: datetime | None) -> None:
+        """Refuse a read (before anything is disclosed) when this node's clock is behind the
+        grant's time by more than the tolerance: the read would be dated before the grant, and
+        every bundle naming it would fail verification (``time_order``)."""
+        if granted_at is None:
+            return
+        behind = granted_at - self.clock()
+        if behind > self.ledger.clock_skew_tolerance:
+            raise ConflictError(
+                f"this node's clock is {behind.total_seconds():.0f} s behind the custodian's "
+                "grant; a read logged now would precede the grant (fix the clock: NTP)",
+                code="clock_skew",
+            )
+
     def _log_read(
         self,
         uow: UnitOfWork,
@@ -388,12 +406,14 @@ class ShareService:
         purpose: Purpose,
     ) -> None:
         """Our read under the grant, on its side chain: the first names the grant, each next one
-        the previous read under the same grant."""
-        head = grant.grant
+        the previous read under the same grant. Dated no earlier than the grant or the previous
+        read (``event_time``: the custodian's clock may be ahead of ours)."""
+        head, not_before = grant.grant, grant.granted_at
         for entry in storage.entries_for_archive(uow.session, archive_id):
             event = parse_event(entry.event)
             if isinstance(event, AccessEvent) and event.data.grant == grant.grant:
                 head = merkle.leaf_hash(entry.event).hex()
+                not_before = event.time if not_before is None else max(not_before, event.time)
         self.ledger.append_side_event(
             uow,
             AccessEvent(
@@ -401,7 +421,7 @@ class ShareService:
                 log_index=uow.log.size,
                 archive_id=archive_id,
                 actor=principal.actor,
-                time=uow.now,
+                time=event_time(uow.now, not_before, self.ledger.clock_skew_tolerance),
                 prev=head,
                 data=AccessData(
                     purpose=purpose, scope=AccessScope.CONTENT, break_glass=False, grant=grant.grant
