@@ -325,7 +325,10 @@ class AttestationReader(NotaryReader):
     def is_active_at(self, account: str, role: int, block: int) -> bool:
         """``isActive(account, role)`` on the registry, in the state after block ``block``."""
         data = IS_ACTIVE + bytes(12) + bytes.fromhex(account[2:]) + role.to_bytes(_WORD, "big")
-        output = self._raw_call(self.registry_address(), data, hex(block))
+        registry = self.registry_address()
+        output = self._raw_call(registry, data, hex(block))
+        if not output and self._no_code_at(registry, block):
+            return False  # the registry did not exist yet at that block: nobody was a member
         if len(output) != _WORD or int.from_bytes(output, "big") > 1:
             raise ChainError(f"the registry answered isActive with {output.hex()!r}")
         return bool(output[-1])
@@ -348,6 +351,13 @@ class AttestationReader(NotaryReader):
         if len(output) != _WORD:
             raise ChainError(f"the revocation list answered revokedAt with {output.hex()!r}")
         return int.from_bytes(output, "big")
+
+    def _no_code_at(self, address: str, block: int) -> bool:
+        """Whether ``address`` held no contract code in the state after ``block``."""
+        code = self.rpc.request("eth_getCode", [address, hex(block)])
+        if not isinstance(code, str) or not code.startswith("0x"):
+            raise ChainError(f"chain RPC {self.rpc.url} answered eth_getCode with {code!r}")
+        return code in ("0x", "0x0")
 
     def _raw_call(self, to: str, data: bytes, block: str) -> bytes:
         result = self.rpc.request("eth_call", [{"to": to, "data": "0x" + data.hex()}, block])

@@ -297,6 +297,7 @@ class NodeRuntime:
             deployment=self.deployment,
             tombstones=self.tombstones,
             encounters=self.encounters,
+            custody=self.chain.custody,
         )
         self.encounters.add(self.retention)
         self.replicas = ReplicaService(

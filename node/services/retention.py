@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -68,6 +68,7 @@ from node.alerts import AlertNotice, AlertSink, Severity
 from node.blobstore import BlobStore
 from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
+from node.custodyguard import CustodyReader, chain_refusal, read_custody
 from node.db import Clock, Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.erasure import ERASED_COLUMNS, erase_archive_content
@@ -82,8 +83,10 @@ from node.keyring import KeyRing
 from node.ledger import Ledger, Settled, normalise_id
 from node.ledgerstate import VersionRow, plain_states, version_rows
 from node.models import (
+    NOT_HELD,
     Archive,
     ArchiveVersion,
+    ChainStatus,
     DestructionCertificate,
     DispositionDecision,
     DispositionItem,
@@ -295,8 +298,12 @@ class RetentionService:
         tombstones: TombstoneLedger,
         encounters: EncounterSink | None = None,
         fault_hook: FaultHook | None = None,
+        custody: CustodyReader | None = None,
     ) -> None:
         self.settings = settings
+        self.custody = custody
+        """The chain's custody record of an archive (``node.custodyguard``), read before any key
+        is destroyed; None only in tests that run without a chain."""
         self.fault_hook = fault_hook
         """TEST SEAM: called with a point name at each step of a destruction (see
         ``archivechain.node``'s fault point, refused outside dev mode)."""
@@ -777,12 +784,14 @@ class RetentionService:
         store once that is committed (``purge_destroyed_blobs`` finishes it after a crash)."""
         principal.require(Action.EXECUTE_DISPOSITION)
         wanted = normalise_id(archive_id)
+        on_chain = self._refused_on_chain([wanted])
 
         def unit(uow: UnitOfWork) -> tuple[_Shredded, str]:
             proposal = self._proposal(uow, proposal_id)
-            return self._shred(uow, principal, proposal, [wanted], strict=True), format_time(
-                uow.now
+            shredded = self._shred(
+                uow, principal, proposal, [wanted], strict=True, on_chain=on_chain
             )
+            return shredded, format_time(uow.now)
 
         shredded, destroyed_at = self.units.run(unit)
         (view,) = shredded.views
@@ -823,10 +832,17 @@ class RetentionService:
             try:
                 for start in range(0, len(ids), chunk):
                     part = ids[start : start + chunk]
+                    on_chain = self._refused_on_chain(part)
 
-                    def unit(uow: UnitOfWork, part: list[str] = part) -> tuple[_Shredded, str]:
+                    def unit(
+                        uow: UnitOfWork,
+                        part: list[str] = part,
+                        on_chain: dict[str, ConflictError] = on_chain,
+                    ) -> tuple[_Shredded, str]:
                         proposal = self._proposal(uow, pid)
-                        shredded = self._shred(uow, principal, proposal, part, strict=False)
+                        shredded = self._shred(
+                            uow, principal, proposal, part, strict=False, on_chain=on_chain
+                        )
                         return shredded, format_time(uow.now)
 
                     shredded, destroyed_at = self.units.run(unit)
@@ -848,6 +864,33 @@ class RetentionService:
             ]
         return BatchOutcome(tuple(destroyed), tuple(refused))
 
+    def _refused_on_chain(self, archive_ids: Sequence[str]) -> dict[str, ConflictError]:
+        """The archives of ``archive_ids`` that the chain says may not be destroyed now (on
+        hold, not ARCHIVED, not ours: ``node.custodyguard``), with why. Archives that are not
+        approved or not held here are left to the unit's own checks. ``UnavailableError`` when
+        the chain cannot be read: nothing is destroyed then."""
+        if self.custody is None:
+            return {}
+        with self.db.session() as session:
+            held = set(
+                session.execute(
+                    select(Archive.id).where(
+                        Archive.id.in_(archive_ids),
+                        Archive.state.not_in(NOT_HELD),
+                        Archive.chain_status == ChainStatus.REGISTERED,
+                    )
+                ).scalars()
+            )
+        refused: dict[str, ConflictError] = {}
+        for archive_id in archive_ids:
+            if archive_id not in held:
+                continue
+            record = read_custody(self.custody, archive_id, "the destruction")
+            refusal = chain_refusal(record, self.hospital)
+            if refusal is not None:
+                refused[archive_id] = refusal
+        return refused
+
     def _checked(
         self,
         uow: UnitOfWork,
@@ -855,6 +898,7 @@ class RetentionService:
         proposal: DispositionProposal,
         archive_ids: Sequence[str],
         refuse: Callable[[str, ConflictError], None],
+        on_chain: Mapping[str, ConflictError],
     ) -> tuple[list[tuple[DispositionItem, Archive, ArchiveState]], dict[str, list[VersionRow]]]:
         """The items of ``archive_ids`` on ``proposal`` that may be destroyed now, with their
         locked archive rows and lifecycle states, and the content versions of those archives —
@@ -956,6 +1000,9 @@ class RetentionService:
             except ConflictError as exc:
                 refuse(archive.id, exc)
                 continue
+            if archive.id in on_chain:  # last: what the chain says, read before the unit
+                refuse(archive.id, on_chain[archive.id])
+                continue
             checked.append((item, archive, state))
         return checked, versions
 
@@ -967,12 +1014,14 @@ class RetentionService:
         archive_ids: Sequence[str],
         *,
         strict: bool,
+        on_chain: Mapping[str, ConflictError] | None = None,
     ) -> _Shredded:
         """Destroy the items of ``archive_ids`` that pass every guard, inside the caller's unit,
         set-based: one query per step for the whole set (keys, versions, replicas, grantees, the
         keyword index, certificates, notices, outbox), one certificate and DESTROY event per
         archive. ``strict``: a refused item raises its error (one archive); otherwise it is
-        reported and skipped."""
+        reported and skipped. ``on_chain``: refusals from the chain's custody records
+        (``_refused_on_chain``), applied after every local check."""
         refused: list[tuple[str, str]] = []
 
         def refuse(archive_id: str, error: ConflictError) -> None:
@@ -980,7 +1029,9 @@ class RetentionService:
                 raise error
             refused.append((archive_id, error.code))
 
-        checked, versions_of = self._checked(uow, principal, proposal, archive_ids, refuse)
+        checked, versions_of = self._checked(
+            uow, principal, proposal, archive_ids, refuse, on_chain or {}
+        )
         if not checked:
             return _Shredded((), {}, tuple(refused))
         ids = [archive.id for _, archive, _ in checked]

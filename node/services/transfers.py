@@ -52,12 +52,14 @@ from anchoring.worker import enqueue_call
 from node import crypto, textindex
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
+from node.custodyguard import chain_refusal, read_custody
 from node.db import Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import ConflictError, NotFoundError, UnavailableError
 from node.keyring import KeyRing
-from node.ledger import Ledger
+from node.ledger import Ledger, normalise_id
 from node.members import MemberDirectory
 from node.models import (
+    NOT_HELD,
     OPEN_TRANSFER_STATES,
     Archive,
     ArchiveVersion,
@@ -178,6 +180,7 @@ class TransferService:
         recipient = self.members.other_hospital(to)
         public_key = self.members.public_key(recipient)
         ttl = timedelta(seconds=self.settings.transfer_offer_ttl)
+        self._require_free_on_chain(archive_id)
 
         def unit(uow: UnitOfWork) -> TransferView:
             archive = self.ledger.held(uow.session, principal, archive_id)
@@ -277,6 +280,27 @@ class TransferService:
             except (ConflictError, AnchoringError) as exc:
                 log.warning("could not expire the offer of %s: %s", archive_id, exc)
         return done
+
+    def _require_free_on_chain(self, archive_id: str) -> None:
+        """Before a key is wrapped to a recipient: the chain must show the archive ARCHIVED here
+        and not on hold (``node.custodyguard``: a regulator's hold may not be mirrored yet).
+        Archives not registered, or not held here, are left to the offer's own checks."""
+        wanted = normalise_id(archive_id)
+        with self.db.session() as session:
+            registered = session.execute(
+                select(Archive.id).where(
+                    Archive.id == wanted,
+                    Archive.state.not_in(NOT_HELD),
+                    Archive.chain_status == ChainStatus.REGISTERED,
+                )
+            ).scalar_one_or_none()
+        if registered is None:
+            return
+        refusal = chain_refusal(
+            read_custody(self.chain.custody, wanted, "the offer"), self.hospital
+        )
+        if refusal is not None:
+            raise refusal
 
     def offer_accepted(self, archive_id: str, recipient: str) -> None:
         """Chain watcher: ``TransferAccepted`` for an archive we offered. Destroy our keys and

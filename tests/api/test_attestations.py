@@ -591,3 +591,14 @@ def test_admission_and_discharge_dates_are_attested_from_the_encounter(
     unasked = _ask(iapi, facts=["record_class"])
     assert unasked.status_code == 201
     assert all("dates" not in record for record in unasked.json()["records"])
+
+
+def test_membership_before_the_registry_existed_is_false_not_unavailable(
+    consortium: Consortium, hospital_a: LocalAccount
+) -> None:
+    """``isActive`` at a block before the registry was deployed answers nothing: that is "not a
+    member" (an attestation claiming such an ``issuedBlock`` is ``signer_not_member``), not an
+    unreachable chain (before: ``ChainError``, exit 3 "chain unavailable" for a forged one)."""
+    reader = AttestationReader(consortium.rpc_url, consortium.deployment.notary.address)
+    assert reader.is_active_at(hospital_a.address, 1, 0) is False
+    assert reader.is_active_at(hospital_a.address, 1, reader.latest_block()) is True

@@ -601,6 +601,89 @@ def test_a_regulator_hold_placed_on_chain_after_approval_blocks_destruction(
     _verifies(api, chain, archive_id)
 
 
+def test_a_regulator_hold_on_chain_not_yet_mirrored_blocks_destruction_and_transfer(
+    dapi: Api,
+    clock: SteppedClock,
+    chain: RpcChain,
+    chain_rpc: JsonRpc,
+    regulator: LocalAccount,
+    hospital_b: LocalAccount,
+) -> None:
+    """A regulator's hold mined on chain but not yet seen by the node's watcher (no tick here):
+    the node reads the archive's custody record before destroying a key or wrapping one for a
+    transfer (``node.custodyguard``), so the destruction is refused with 409 ``on_hold`` and its
+    key, ciphertext and log stay as they were; in a list the held archive is skipped and the
+    other destroyed; an offer of another held archive is refused before anything is logged.
+    (Before, the node destroyed the key and ciphertext and its ``destroy`` call then reverted:
+    content gone, the chain still showing the archive held, the bundle invalid for good.)"""
+    api, archivist = dapi, dapi.auth("archivist")
+    today = clock.now.date()
+    held, free = _archive(api, today), _archive(api, today)
+    api.node.worker.run_until_anchored(timeout=30)
+    _travel(clock, chain_rpc, datetime.combine(add_years(today, 15), time(), UTC) + timedelta(1))
+    assert api.client.post("/api/v1/retention/run", headers=archivist).is_success
+    offered = _archive(api, clock.now.date())  # archived now: not due, free to transfer
+    api.node.worker.run_until_anchored(timeout=30)
+    with api.node.db.session() as session:
+        assert session.get_one(Archive, offered).chain_status == "registered"
+    proposal = api.client.post(
+        "/api/v1/retention/proposals",
+        headers=archivist,
+        json={"archive_ids": [held, free], "reason": "expired"},
+    ).json()["id"]
+    for archive_id in (held, free):
+        assert _decide(api, "manager", proposal, archive_id, approve=True).is_success
+    writer = ContractWriter(chain, regulator)
+    for archive_id in (held, offered):
+        writer.transact("placeHold", [archive_key(archive_id), bytes(32)])
+    files = _blob_files(api)
+
+    blocked = _destroy(api, "archivist", proposal, held)
+    assert (blocked.status_code, blocked.json()["code"]) == (409, "on_hold")
+    assert "on hold on chain" in blocked.json()["message"]
+    listed = api.client.post(f"/api/v1/retention/proposals/{proposal}/destroy", headers=archivist)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["refused"] == [{"archive_id": held, "code": "on_hold"}]
+    assert [d["archive_id"] for d in listed.json()["destroyed"]] == [free]
+    assert _state(api, held) == "DISPOSITION_REVIEW"
+    with api.node.db.session() as session:
+        live = (
+            session.execute(
+                select(WrappedKey).where(
+                    WrappedKey.archive_id == held, WrappedKey.destroyed_at.is_(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert live  # the held archive's key is intact
+    assert len(_blob_files(api)) == len(files) - 1  # only the free archive's ciphertext went
+
+    transfer = api.client.post(
+        f"/api/v1/archives/{offered}/transfers", headers=archivist, json={"to": hospital_b.address}
+    )
+    assert (transfer.status_code, transfer.json()["code"]) == (409, "on_hold")
+    events = api.client.get(f"/api/v1/archives/{offered}/events", headers=archivist).json()
+    assert "TRANSFER_OFFER" not in [e["type"] for e in events]
+    with api.node.db.session() as session:
+        holders = (
+            session.execute(select(WrappedKey.holder).where(WrappedKey.archive_id == offered))
+            .scalars()
+            .all()
+        )
+    assert not [h for h in holders if h.startswith("member:")]
+
+    for _ in range(20):  # the watcher then mirrors both holds; every bundle verifies
+        chain_rpc.request("evm_mine")
+        api.node.watcher.tick()
+        with api.node.db.session() as session:
+            if all(session.get_one(Archive, a).on_hold for a in (held, offered)):
+                break
+    api.node.worker.run_until_anchored(timeout=30)
+    for archive_id in (held, free, offered):
+        _verifies(api, chain, archive_id)
+
+
 def test_a_restored_pg_dump_cannot_resurrect_a_destroyed_key(
     make_node: MakeNode,
     consortium: Consortium,
