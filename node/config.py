@@ -177,6 +177,14 @@ class NodeSettings(BaseSettings):
     """Seconds between replica steps (place missing replicas, drop those of destroyed archives)."""
     replica_batch: int = Field(200, ge=1)
     """Versions placed (or replicas challenged) per step, at most."""
+    replica_challenge_interval: float = Field(86_400.0, ge=0)
+    """Seconds after a replica's last passed challenge before the replica job challenges it again
+    (a replica not yet verified, or whose last challenge went unanswered, is due at once). Each
+    passed challenge is a REPLICA ``verified`` event in the archive's chain: one a day per replica
+    is a periodic proof of retrievability (365 events a year) where challenging at every step
+    (``replica_tick``) logged up to 2,880 a day. At 200 challenges per 30 s step, a day covers about
+    576,000 replicas; beyond that the longest unverified go first. Fixity audits challenge the
+    replicas of the versions they check regardless (and restart this interval). 0: every step."""
     replica_challenge_bytes: int = Field(64 * 1024, ge=1, le=1024 * 1024)
     """Longest byte range a replica challenge asks a peer to hash."""
     log_replica_count: int = Field(2, ge=0, le=16)

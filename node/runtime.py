@@ -310,6 +310,7 @@ class NodeRuntime:
             remote=self.remote,
             alerts=self.alerts,
             keystore=self.keystore,
+            clock=self.clock,
         )
         self.replica_holder = ReplicaHolder(
             settings=settings,

@@ -287,7 +287,7 @@ def main() -> int:
             path = b.runtime.replica_holder.store.path_of(cid)  # type: ignore[attr-defined]
             path.write_bytes(bytes(x ^ 0xFF for x in path.read_bytes()))
             began = time.monotonic()
-            challenged = a.runtime.replicas.challenge(limit=args.archives * 2)
+            challenged = a.runtime.replicas.challenge(limit=args.archives * 2, every=True)
             moved = a.runtime.replicas.place()
             dropped = a.runtime.replicas.drop_unneeded()
             print(f"corrupt replica  {time.monotonic() - began:8.1f} s  {challenged.verified} "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from anchoring import storage
@@ -51,7 +51,7 @@ from node import crypto
 from node.alerts import AlertNotice, AlertSink, Severity
 from node.blobstore import BlobNotFoundError, BlobStore
 from node.config import NodeSettings
-from node.db import Database, UnitOfWork, UnitRunner
+from node.db import Clock, Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import ConflictError, InputError, NodeError, NotFoundError, UnavailableError
 from node.keyring import KEK_HOLDER_PREFIX
 from node.keystore import Keystore
@@ -335,6 +335,7 @@ class ReplicaService:
         remote: RemoteNodes,
         alerts: AlertSink,
         keystore: Keystore,
+        clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -345,6 +346,7 @@ class ReplicaService:
         self.remote = remote
         self.alerts = alerts
         self.keystore = keystore
+        self.clock = clock
         self.hospital = ledger.hospital
         self._repair_locks = tuple(threading.Lock() for _ in range(64))
 
@@ -367,7 +369,8 @@ class ReplicaService:
 
     def tick(self) -> ReplicaReport:
         """One scheduled step: place missing replicas, drop replicas no longer needed (failed and
-        replaced, or of destroyed archives), then challenge the replicas checked longest ago."""
+        replaced, or of destroyed archives), then challenge the replicas that are due (not verified
+        for ``replica_challenge_interval``), those checked longest ago first."""
         report = ReplicaReport()
         self.release_inherited(report)
         self.place(report)
@@ -584,20 +587,36 @@ class ReplicaService:
 
     # -- challenges ----------------------------------------------------------------------------
 
-    def challenge(self, report: ReplicaReport | None = None, limit: int = 100) -> ReplicaReport:
-        """Challenge up to ``limit`` active replicas (least recently verified first): each peer
-        hashes a random byte range with a fresh nonce; the answer is compared with the same range of
-        the local blob (or, when the local blob is gone or corrupt, the whole replica is fetched and
-        checked against the recorded hash, which also repairs the local blob)."""
+    def challenge(
+        self, report: ReplicaReport | None = None, limit: int = 100, *, every: bool = False
+    ) -> ReplicaReport:
+        """Challenge up to ``limit`` active replicas that are due (least recently verified first):
+        not yet verified, or last verified ``replica_challenge_interval`` ago or more (``every``:
+        due or not, as the drill's "challenge all"). A replica whose challenge went unanswered
+        stays due (its ``verified_at`` does not move), so it is asked again at the next step. Each
+        peer hashes a random byte range with a fresh nonce; the answer is compared with the same
+        range of the local blob (or, when the local blob is gone or corrupt, the whole replica is
+        fetched and checked against the recorded hash, which also repairs the local blob).
+
+        The interval keeps the evidence to a periodic proof of retrievability: every passed
+        challenge is a REPLICA ``verified`` event in the archive's chain, and challenging each
+        replica at every step (every 30 s) grew an idle archive's chain by thousands of events a
+        day."""
         report = report or ReplicaReport()
+        query = (
+            select(Replica)
+            .join(Archive, Archive.id == Replica.archive_id)
+            .where(Replica.state == ACTIVE, Archive.state.in_(HELD_STATES))
+        )
+        if not every:
+            due = self.clock() - timedelta(seconds=self.settings.replica_challenge_interval)
+            query = query.where(or_(Replica.verified_at.is_(None), Replica.verified_at <= due))
         with self.db.session() as session:
             rows = list(
                 session.execute(
-                    select(Replica)
-                    .join(Archive, Archive.id == Replica.archive_id)
-                    .where(Replica.state == ACTIVE, Archive.state.in_(HELD_STATES))
-                    .order_by(Replica.verified_at.is_not(None), Replica.verified_at, Replica.id)
-                    .limit(limit)
+                    query.order_by(
+                        Replica.verified_at.is_not(None), Replica.verified_at, Replica.id
+                    ).limit(limit)
                 ).scalars()
             )
             session.expunge_all()
@@ -607,7 +626,9 @@ class ReplicaService:
 
     def challenge_versions(self, versions: Sequence[tuple[str, int]]) -> tuple[int, int, int]:
         """Fixity-audit hook: challenge every active replica of ``versions`` (``(archive id,
-        version)`` pairs whose local blob the audit just found intact), as ``challenge`` does.
+        version)`` pairs whose local blob the audit just found intact), as ``challenge`` does but
+        whether due or not (``replica_challenge_interval`` does not apply: an audit, scheduled every
+        ``fixity_interval`` or asked for, checks now; a pass restarts the interval).
         Returns (verified, failed, unavailable): a challenge the holder could not answer now
         (no answer, 502, 503, 504) is unavailable, not failed, until the holder has been silent
         long enough to count as gone (``UNREACHABLE_LIMIT``, ``UNREACHABLE_AFTER``)."""
@@ -685,14 +706,18 @@ class ReplicaService:
         """The holder could not answer now (no answer, 502, 503, 504; e.g. its chain is down): no
         event and no alert, the replica stays active and is challenged again at the next step.
         Only a holder silent for ``UNREACHABLE_LIMIT`` consecutive challenges and
-        ``UNREACHABLE_AFTER`` since the replica last answered (or was placed) loses it
-        (``unreachable``)."""
+        ``UNREACHABLE_AFTER`` since the replica was due for a challenge (its last pass plus
+        ``replica_challenge_interval``, or its placement) loses it (``unreachable``): the silence
+        counts from when the replica job first asked, not from a pass a day ago."""
         log.warning("replica challenge to %s unanswered: %s", row.peer, why)
+        interval = timedelta(seconds=self.settings.replica_challenge_interval)
 
         def unit(uow: UnitOfWork) -> bool:
             stored = uow.session.get_one(Replica, row.id)
             stored.failures += 1
-            silent_since = stored.verified_at or stored.placed_at
+            silent_since = (
+                stored.placed_at if stored.verified_at is None else stored.verified_at + interval
+            )
             return (
                 stored.failures >= UNREACHABLE_LIMIT and uow.now - silent_since >= UNREACHABLE_AFTER
             )
@@ -1105,19 +1130,20 @@ class ReplicaHolder:
         Content-Length. Refused before a byte is read: 409 ``replica_conflict`` for other bytes
         under the same name, ``replica_quota_exceeded`` beyond the quota; after reading, 400
         ``replica_digest_mismatch`` when the bytes are not the announced ones (nothing kept).
-        The sender is an active hospital (checked by the peer API)."""
+        The sender is an active hospital (checked by the peer API).
+
+        The quota is checked again in the unit of work that inserts the row, against the total
+        held for the sender read there: units run one after another on the writer thread, so
+        uploads streamed in parallel (each of which passed the checks before and after reading
+        against a total that did not yet count the others) cannot together exceed it. One
+        refused there answers ``replica_quota_exceeded`` too and its stored bytes are deleted
+        (unless another row names the same blob)."""
         archive_id = normalise_id(archive_id)
         if sender == self.hospital:
             raise InputError("a node does not hold its own replicas", code="self_target")
         with self.db.session() as session:
             existing = self._row(session, sender, archive_id, version)
-            used = int(
-                session.execute(
-                    select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
-                        HeldReplica.custodian == sender
-                    )
-                ).scalar_one()
-            )
+            used = _held_total(session, sender)
         if existing is not None:
             if existing.sha256 != sha256:
                 raise ConflictError(
@@ -1145,6 +1171,11 @@ class ReplicaHolder:
         def unit(uow: UnitOfWork) -> None:
             row = self._row(uow.session, sender, archive_id, version)
             if row is None:
+                if _held_total(uow.session, sender) + ref.size > self.settings.replica_quota_bytes:
+                    raise ConflictError(
+                        "the replica quota for this hospital is used up",
+                        code="replica_quota_exceeded",
+                    )
                 uow.session.add(
                     HeldReplica(
                         custodian=sender,
@@ -1159,7 +1190,11 @@ class ReplicaHolder:
             else:
                 row.cid = ref.cid
 
-        self.units.run(unit)
+        try:
+            self.units.run(unit)
+        except ConflictError:
+            self._delete_unshared(ref.cid)
+            raise
         return {"sha256": sha256, "size": ref.size}
 
     def accept_record(self, sender: str, archive_id: str, body: bytes) -> dict[str, Any]:
@@ -1181,11 +1216,7 @@ class ReplicaHolder:
                 )
             ).scalar_one()
             existing = self._row(session, sender, archive_id, RECORD_VERSION)
-            used = session.execute(
-                select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
-                    HeldReplica.custodian == sender
-                )
-            ).scalar_one()
+            used = _held_total(session, sender)
         if not replicas:
             raise NotFoundError(
                 "no replica of this archive is held for the sender", code="replica_not_found"
@@ -1193,7 +1224,7 @@ class ReplicaHolder:
         if existing is not None and existing.sha256 == sha and self.store.exists(existing.cid):
             return {"sha256": sha, "size": len(body)}
         freed = existing.size if existing is not None else 0
-        if int(used) - freed + len(body) > self.settings.replica_quota_bytes:
+        if used - freed + len(body) > self.settings.replica_quota_bytes:
             raise ConflictError(
                 "the replica quota for this hospital is used up", code="replica_quota_exceeded"
             )
@@ -1201,6 +1232,11 @@ class ReplicaHolder:
 
         def unit(uow: UnitOfWork) -> str | None:
             row = self._row(uow.session, sender, archive_id, RECORD_VERSION)
+            held = _held_total(uow.session, sender) - (row.size if row is not None else 0)
+            if held + len(body) > self.settings.replica_quota_bytes:  # again: parallel uploads
+                raise ConflictError(
+                    "the replica quota for this hospital is used up", code="replica_quota_exceeded"
+                )
             if row is None:
                 uow.session.add(
                     HeldReplica(
@@ -1218,7 +1254,11 @@ class ReplicaHolder:
             row.cid, row.sha256, row.size, row.stored_at = ref.cid, sha, len(body), uow.now
             return old if old != ref.cid else None
 
-        replaced = self.units.run(unit)
+        try:
+            replaced = self.units.run(unit)
+        except ConflictError:
+            self._delete_unshared(ref.cid)
+            raise
         if replaced is not None:
             self._delete_unshared(replaced)
         return {"sha256": sha, "size": len(body)}
@@ -1318,6 +1358,17 @@ class ReplicaHolder:
                 HeldReplica.version == version,
             )
         ).scalar_one_or_none()
+
+
+def _held_total(session: Session, sender: str) -> int:
+    """Bytes held for ``sender`` (replicas and key records), as the session sees them now."""
+    return int(
+        session.execute(
+            select(func.coalesce(func.sum(HeldReplica.size), 0)).where(
+                HeldReplica.custodian == sender
+            )
+        ).scalar_one()
+    )
 
 
 RepairHook = Callable[[Sequence[Any]], None]
