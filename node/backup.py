@@ -21,6 +21,7 @@ checkpoint is refused with the count of events lost (acknowledged, anchored, not
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -104,6 +105,12 @@ class BackupFormatError(BackupError, InputError):
     """The file is not a backup, is damaged, or holds a member it must not."""
 
     code = "backup_malformed"
+
+
+class BackupOutputError(BackupError, InputError):
+    """The backup file cannot be written where ``--out`` says (permissions, a full disk)."""
+
+    code = "backup_output"
 
 
 class RestoreRefusedError(BackupError, ConflictError):
@@ -258,86 +265,97 @@ def create_backup(
     out = out.resolve()
     if out.exists():
         raise RestoreRefusedError(f"{out} exists; a backup never overwrites a file")
-    out.parent.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=".backup-", dir=out.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        members: dict[str, Path] = {}
-        sqlite_file = _sqlite_path(url)
-        if sqlite_file is not None:
-            if not sqlite_file.exists():
-                raise ConfigError(f"no database at {sqlite_file}")
-            copy = tmp / "node.db"
-            source = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
-            target = sqlite3.connect(copy)
-            try:
-                with target:
-                    source.backup(target)  # the online backup API: a consistent snapshot
-            finally:
-                source.close()
-                target.close()
-            engine = create_engine(f"sqlite:///{copy}")
-            try:
-                with Session(engine) as session:
-                    facts = _read_facts(session, hospital)
-            finally:
-                engine.dispose()
-            members[_SQLITE] = copy
-            database_kind = "sqlite"
-        else:
-            facts = _pg_dump(url, tmp / "node.pgdump", hospital)
-            members[_PGDUMP] = tmp / "node.pgdump"
-            database_kind = "postgresql"
-        members[_KEYSTORE] = keystore_path
-        deployment = settings.resolved_deployment_file
-        if deployment.exists():
-            members[_DEPLOYMENT] = deployment
-        else:
-            warnings.append(f"no deployment file at {deployment}")
-        carried = {keystore_path.resolve(), deployment.resolve()}
-        if settings.data_dir.is_dir():
-            for entry in sorted(settings.data_dir.iterdir()):
-                if entry.resolve() in carried or _matches(entry.name, NOT_BACKED_UP):
-                    continue
-                if entry.is_file() and _matches(entry.name, DATA_DIR_FILES):
-                    members[f"files/{entry.name}"] = entry
-                else:
-                    warnings.append(
-                        f"not backed up: {entry.name} (add it to node.backup.DATA_DIR_FILES "
-                        "if the node needs it)"
-                    )
-        blob_files: dict[str, Path] = {}
-        if include_blobs:
-            blob_files = _blob_files(settings, facts.blobs, warnings)
-        hashed = {name: _sha256_file(path) for name, path in members.items()}
-        manifest = {
-            "format": BACKUP_FORMAT,
-            "created_at": now().isoformat(),
-            "hospital": hospital,
-            "node": settings.name,
-            "database": database_kind,
-            "log_size": facts.log_size,
-            "log_root": facts.log_root,
-            "anchored_size": facts.anchored_size,
-            "archives": facts.archives,
-            "files": hashed,
-            "blobs": facts.blobs,
-            "blobs_included": sorted(blob_files),
-            "data_dir_files": list(DATA_DIR_FILES),
-        }
-        partial = tmp / "backup.tar"
-        with tarfile.open(partial, "w") as tar:
-            raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.size, info.mode, info.mtime = len(raw), 0o600, int(now().timestamp())
-            tar.addfile(info, io.BytesIO(raw))
-            for name, path in [
-                *members.items(),
-                *((f"blobs/{c}", p) for c, p in blob_files.items()),
-            ]:
-                tar.add(path, arcname=name, recursive=False)
-        os.chmod(partial, 0o600)
-        os.replace(partial, out)
+    created = _missing_directories(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out.parent, warnings, now())
+        with tempfile.TemporaryDirectory(prefix=".backup-", dir=out.parent) as tmp_name:
+            tmp = Path(tmp_name)
+            members: dict[str, Path] = {}
+            sqlite_file = _sqlite_path(url)
+            if sqlite_file is not None:
+                if not sqlite_file.exists():
+                    raise ConfigError(f"no database at {sqlite_file}")
+                copy = tmp / "node.db"
+                source = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
+                target = sqlite3.connect(copy)
+                try:
+                    with target:
+                        source.backup(target)  # the online backup API: a consistent snapshot
+                finally:
+                    source.close()
+                    target.close()
+                engine = create_engine(f"sqlite:///{copy}")
+                try:
+                    with Session(engine) as session:
+                        facts = _read_facts(session, hospital)
+                finally:
+                    engine.dispose()
+                members[_SQLITE] = copy
+                database_kind = "sqlite"
+            else:
+                facts = _pg_dump(url, tmp / "node.pgdump", hospital)
+                members[_PGDUMP] = tmp / "node.pgdump"
+                database_kind = "postgresql"
+            members[_KEYSTORE] = keystore_path
+            deployment = settings.resolved_deployment_file
+            if deployment.exists():
+                members[_DEPLOYMENT] = deployment
+            else:
+                warnings.append(f"no deployment file at {deployment}")
+            carried = {keystore_path.resolve(), deployment.resolve()}
+            if settings.data_dir.is_dir():
+                for entry in sorted(settings.data_dir.iterdir()):
+                    if entry.resolve() in carried or _matches(entry.name, NOT_BACKED_UP):
+                        continue
+                    if entry.is_file() and _matches(entry.name, DATA_DIR_FILES):
+                        members[f"files/{entry.name}"] = entry
+                    else:
+                        warnings.append(
+                            f"not backed up: {entry.name} (add it to node.backup.DATA_DIR_FILES "
+                            "if the node needs it)"
+                        )
+            blob_files: dict[str, Path] = {}
+            if include_blobs:
+                blob_files = _blob_files(settings, facts.blobs, warnings)
+            hashed = {name: _sha256_file(path) for name, path in members.items()}
+            manifest = {
+                "format": BACKUP_FORMAT,
+                "created_at": now().isoformat(),
+                "hospital": hospital,
+                "node": settings.name,
+                "database": database_kind,
+                "log_size": facts.log_size,
+                "log_root": facts.log_root,
+                "anchored_size": facts.anchored_size,
+                "archives": facts.archives,
+                "files": hashed,
+                "blobs": facts.blobs,
+                "blobs_included": sorted(blob_files),
+                "data_dir_files": list(DATA_DIR_FILES),
+            }
+            partial = tmp / "backup.tar"
+            with tarfile.open(partial, "w") as tar:
+                raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
+                info = tarfile.TarInfo("manifest.json")
+                info.size, info.mode, info.mtime = len(raw), 0o600, int(now().timestamp())
+                tar.addfile(info, io.BytesIO(raw))
+                for name, path in [
+                    *members.items(),
+                    *((f"blobs/{c}", p) for c, p in blob_files.items()),
+                ]:
+                    tar.add(path, arcname=name, recursive=False)
+            os.chmod(partial, 0o600)
+            os.replace(partial, out)
+    except OSError as exc:
+        _remove_directories(created)
+        if not _writing(exc, out.parent):
+            raise
+        raise BackupOutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove_directories(created)
+        raise
     return BackupResult(
         path=out,
         log_size=facts.log_size,
@@ -348,6 +366,53 @@ def create_backup(
         files=tuple(sorted(members)),
         warnings=tuple(warnings),
     )
+
+
+STALE_TEMPORARY_SECONDS: Final = 3600
+"""A ``.backup-*`` directory next to ``--out`` untouched this long is what a killed backup left
+(a full copy of the database): the next backup removes it, and says so."""
+
+
+def _missing_directories(directory: Path) -> list[Path]:
+    """``directory`` and those of its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _remove_directories(directories: list[Path]) -> None:
+    for directory in directories:  # deepest first; only those this backup created
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _writing(exc: OSError, directory: Path) -> bool:
+    """Whether ``exc`` is a failure to write the output (rather than to read what is backed up):
+    no file name (a write to an open file, e.g. a full disk) or one in ``directory``."""
+    if exc.filename is None:
+        return True
+    try:
+        return Path(os.fsdecode(exc.filename)).resolve().is_relative_to(directory)
+    except (OSError, ValueError):
+        return False
+
+
+def _remove_stale_temporaries(directory: Path, warnings: list[str], now: datetime) -> None:
+    """Remove the ``.backup-*`` directories in ``directory`` that a killed backup left: nothing in
+    them written for ``STALE_TEMPORARY_SECONDS`` (a running backup keeps writing its file)."""
+    for entry in sorted(directory.glob(".backup-*")):
+        try:
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            latest = max([entry.stat().st_mtime, *(p.lstat().st_mtime for p in entry.iterdir())])
+        except OSError:
+            continue
+        if now.timestamp() - latest < STALE_TEMPORARY_SECONDS:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        warnings.append(f"removed {entry}, left by an interrupted backup")
 
 
 def _blob_files(
@@ -467,12 +532,22 @@ def restore_backup(
             tmp = Path(tmp_name)
             for member in members:
                 if member.name != "manifest.json":
-                    tar.extract(member, tmp, filter="data")
+                    _extract(tar, member, tmp)
             _check_hashes(tmp, manifest)
             _place(tmp, manifest, settings, blobs_from)
     report = verify_node_data(settings, reader=reader)
     marker.unlink()
     return report
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, tmp: Path) -> None:
+    """Extract one member (already checked by ``_safe_members``: a plain file under an expected
+    name) into ``tmp``. Python before 3.11.4 (Debian 12's 3.11.2, in the node's image) has no
+    extraction filters, and ``filter=`` raises TypeError there: extract without it."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, tmp, filter="data")
+    else:
+        tar.extract(member, tmp)
 
 
 def _check_hashes(tmp: Path, manifest: dict[str, Any]) -> None:
@@ -774,13 +849,18 @@ def _verify_search_terms(session: Session, report: VerificationReport) -> None:
 def _verify_blobs(session: Session, settings: NodeSettings, report: VerificationReport) -> None:
     from node.blobstore import open_node_blob_store
     from node.blobstore.base import BlobNotFoundError, BlobRef, BlobStoreError
-    from node.models import ArchiveVersion
+    from node.models import NOT_HELD, Archive, ArchiveVersion, CatalogueState
 
     store = open_node_blob_store(settings)  # both tiers
     try:
         seen: set[str] = set()
+        # Only archives this node holds: a destroyed or transferred one's ciphertext is gone
+        # legitimately (even when a catalogue rebuilt from peers did not mark it deleted).
+        not_held = sorted({*NOT_HELD, CatalogueState.DESTROYED})
         versions = session.execute(
-            select(ArchiveVersion).where(ArchiveVersion.blob_deleted_at.is_(None))
+            select(ArchiveVersion)
+            .join(Archive, Archive.id == ArchiveVersion.archive_id)
+            .where(ArchiveVersion.blob_deleted_at.is_(None), Archive.state.not_in(not_held))
         ).scalars()
         for version in versions:
             if version.cid in seen:

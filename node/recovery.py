@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from anchoring import lifecycle, merkle, storage
@@ -316,6 +316,7 @@ def _commit(
                 # records an accepted transfer). No replica or key of it is restored here.
                 archive.state, archive.custodian = CatalogueState.TRANSFERRED, record.custodian
                 archive.pending_recipient = None
+                _mark_blobs_gone(session, archive_id, now)
                 for key in session.execute(
                     select(WrappedKey).where(
                         WrappedKey.archive_id == archive_id, WrappedKey.destroyed_at.is_(None)
@@ -428,6 +429,43 @@ def _resync(session: Session, hospital: str, archive_id: str, report: LogRecover
         if row.size == 0:
             row.size = _stored_size(session, archive_id, row.version, sizes)
     report.replicas_known += sum(1 for r in rows.values() if r.state == "active")
+    if archive.state in _BLOBS_GONE:  # destroyed or handed over: its ciphertext left here
+        _mark_blobs_gone(session, archive_id, state.last_time)
+    if archive.state == CatalogueState.DESTROYED:  # a backup from before the destruction
+        _erase_destroyed(session, archive, state.last_time)
+
+
+_BLOBS_GONE = frozenset({CatalogueState.DESTROYED, CatalogueState.TRANSFERRED})
+"""Catalogue states in which this node no longer keeps an archive's ciphertext."""
+
+
+def _erase_destroyed(session: Session, archive: Archive, when: datetime) -> None:
+    """What the destruction erased, which a backup from before it holds again: the live key
+    copies and the PHI-bearing columns and rows (as the tombstone replay at start does)."""
+    from node.erasure import ERASED_COLUMNS, erase_archive_content
+
+    for name, value in ERASED_COLUMNS:
+        setattr(archive, name, value)
+    session.flush()
+    erase_archive_content(session, [archive.id])
+    for key in session.execute(
+        select(WrappedKey).where(
+            WrappedKey.archive_id == archive.id, WrappedKey.destroyed_at.is_(None)
+        )
+    ).scalars():
+        key.blob, key.destroyed_at = None, when
+
+
+def _mark_blobs_gone(session: Session, archive_id: str, when: datetime) -> None:
+    """Mark every version of the archive whose blob is not marked gone as deleted at ``when``
+    (as destruction and an accepted transfer do), so verification does not look for it."""
+    session.flush()
+    session.execute(
+        update(ArchiveVersion)
+        .where(ArchiveVersion.archive_id == archive_id, ArchiveVersion.blob_deleted_at.is_(None))
+        .values(blob_deleted_at=when)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _stored_size(session: Session, archive_id: str, version: int, sizes: dict[int, int]) -> int:

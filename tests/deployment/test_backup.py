@@ -5,9 +5,11 @@ of damaged or tampered data and of a backup older than the chain (lost events co
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sqlite3
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -310,3 +312,106 @@ def _terms_of(database_url: str, archive_id: str) -> int:
             )
     finally:
         engine.dispose()
+
+
+def test_restore_on_a_python_without_extraction_filters_still_refuses_unsafe_members(
+    make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python before 3.11.4 (Debian 12's 3.11.2, in the node's image) has no
+    ``tarfile.data_filter`` and ``extract(filter=...)`` raises TypeError there: restore extracts
+    without a filter (members are checked first) and still refuses an unsafe member."""
+    node = make_node(anchor_interval=0.01)
+    create_archives(node, 1)
+    anchor_everything(node)
+    backup = tmp_path / "b.tar"
+    create_backup(node.settings, backup, include_blobs=True)
+    settings = restore_settings(node)
+    node.close()
+
+    original = tarfile.TarFile.extract
+
+    def old_extract(self: tarfile.TarFile, member: object, path: object = "", **kwargs: object):  # type: ignore[no-untyped-def]
+        if "filter" in kwargs:
+            raise TypeError("extract() got an unexpected keyword argument 'filter'")
+        return original(self, member, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(tarfile.TarFile, "extract", old_extract)
+
+    unsafe = tmp_path / "unsafe.tar"
+    with tarfile.open(backup) as source, tarfile.open(unsafe, "w") as target:
+        for member in source.getmembers():
+            target.addfile(member, source.extractfile(member))
+        link = tarfile.TarInfo("files/evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        target.addfile(link)
+    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    with pytest.raises(BackupFormatError, match="unexpected member: 'files/evil'"):
+        restore_backup(unsafe, elsewhere)
+    assert not (tmp_path / "elsewhere").exists()
+
+    fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
+    report = restore_backup(backup, fresh)
+    assert (report.archives, report.blobs) == (1, 1)
+    assert not (fresh.data_dir / RESTORE_MARKER).exists()
+
+
+def node_config(settings: NodeSettings, path: Path) -> Path:
+    path.write_text(
+        f'mode = "dev"\ndata_dir = "{settings.data_dir}"\nrpc_url = "{settings.rpc_url}"\n'
+        f'deployment_file = "{settings.deployment_file}"\n'
+    )
+    return path
+
+
+def test_backup_to_an_unwritable_place_exits_2_in_one_line_and_leaves_nothing(
+    make_node: MakeNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = make_node(anchor_interval=0.01)
+    config = node_config(node.settings, tmp_path / "node.toml")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    out = blocker / "sub" / "x.tar"
+    assert main(["backup", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {out}: "), err
+    assert err.count("\n") == 1, err
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(kwargs.get("dir") or args[2]))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)  # as a directory root cannot write would
+    out = tmp_path / "new" / "deeper" / "x.tar"
+    assert main(["backup", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {out}: Permission denied\n", err
+    assert not (tmp_path / "new").exists()  # the directories it made are gone again
+    node.close()
+
+
+def test_a_backup_removes_the_temporary_directory_a_killed_backup_left(
+    make_node: MakeNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup killed with kill -9 leaves ``.backup-*`` (a full copy of the database) next to
+    ``--out``; the next backup there removes such a directory untouched for an hour, and says so,
+    but not a recent one (a backup still running)."""
+    node = make_node(anchor_interval=0.01)
+    config = node_config(node.settings, tmp_path / "node.toml")
+    backups = tmp_path / "backups"
+    stale, running = backups / ".backup-killed", backups / ".backup-running"
+    for directory in (stale, running):
+        directory.mkdir(parents=True)
+        (directory / "node.db").write_bytes(b"a copy of the database")
+    hours_ago = time.time() - 2 * 3600
+    for path in (stale / "node.db", stale):
+        os.utime(path, (hours_ago, hours_ago))
+    assert main(["backup", "--config", str(config), "--out", str(backups / "b.tar")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: removed {stale}, left by an interrupted backup" in err, err
+    assert not stale.exists()
+    assert (running / "node.db").exists()
+    assert sorted(p.name for p in backups.iterdir()) == [".backup-running", "b.tar"]
+    node.close()

@@ -758,6 +758,70 @@ def test_drill_a_node_restored_from_an_old_backup_gets_its_log_keys_and_blobs_fr
             assert verified.ok, verified.to_text()
 
 
+def test_a_restore_from_peers_after_a_destruction_verifies_without_the_destroyed_blob(
+    nodes: dict[str, Hospital], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An archive destroyed after the backup: the catalogue rebuilt from peers replays it into
+    DESTROYED and marks its blob deleted, and verification does not look for its ciphertext
+    (which is legitimately gone), so ``restore --from-peers`` succeeds and the node may start."""
+    from archivechain import main
+    from node.backup import create_backup
+    from node.principal import Role
+    from tests.federation.test_destruction_shares import _archive_long_ago
+
+    a = nodes["A"]
+    kept = upload(a)
+    archive_id = _archive_long_ago(a)
+    assert a.runtime.replicas.place().placed == 2
+    a.runtime.worker.run_until_anchored(timeout=30)
+    backup = tmp_path / "a-before-destruction.tar"
+    create_backup(a.runtime.settings, backup)
+    manager = a.runtime.keys.issue(Role.RECORDS_MANAGER, "A-manager").secret
+    with a.client() as api:
+        assert api.post("/retention/run").is_success
+        proposal = api.post(
+            "/retention/proposals", json={"archive_ids": [archive_id], "reason": "expired"}
+        ).json()["id"]
+        approved = api.post(
+            f"/retention/proposals/{proposal}/items/{archive_id}",
+            headers={"Authorization": f"Bearer {manager}"},
+            json={"approve": True, "reason": "reviewed"},
+        )
+        assert approved.is_success, approved.text
+        destroyed = api.post(f"/retention/proposals/{proposal}/items/{archive_id}/destroy")
+        assert destroyed.status_code == 200, destroyed.text
+    assert a.runtime.replicas.drop_unneeded().dropped == 1
+    a.runtime.worker.run_until_anchored(timeout=60)
+    assert not a.runtime.log_shipping.ship().problems
+    settings = a.runtime.settings
+    peers = dict(settings.peers)
+    a.stop()
+    shutil.rmtree(settings.data_dir)
+
+    config = _config(settings, tmp_path / "a.toml", peers)
+    assert main(["restore", str(backup), "--from-peers", "--config", str(config)]) == 0, (
+        capsys.readouterr().err
+    )
+    assert not (settings.data_dir / "RESTORE_UNVERIFIED").exists()
+    database = Database.connect(settings.resolved_database_url)
+    try:
+        with database.session() as session:
+            gone = {
+                v.archive_id: v.blob_deleted_at
+                for v in session.execute(select(ArchiveVersion)).scalars()
+            }
+            live_keys = session.execute(
+                select(func.count()).where(
+                    WrappedKey.archive_id == archive_id, WrappedKey.destroyed_at.is_(None)
+                )
+            ).scalar_one()
+    finally:
+        database.dispose()
+    assert gone[archive_id] is not None  # the rebuild marks the destroyed blob deleted
+    assert gone[kept] is None
+    assert live_keys == 0  # the key the backup still held is destroyed again
+
+
 def test_destruction_lists_the_replicas_and_deletes_them_at_the_holder(
     nodes: dict[str, Hospital], chain: RpcChain
 ) -> None:
