@@ -1,10 +1,12 @@
 """``archivechain anchor status|replay``: inspect anchoring, and re-anchor from the log when a dev
 chain lost its state (re-planning the nonces of every unconfirmed transaction from the chain's).
-Run them while the node is stopped (they use the node's database directly)."""
+Run them while the node is stopped (they use the node's database directly); ``replay`` refuses
+while it runs (exit 2)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,14 @@ import click
 
 from anchoring.errors import ChainError, ChainStateLostError
 from anchoring.worker import measure_lag, outbox_stuck
-from archivechain.node import CONFIG_OPTION, NODE_DATA_DIR_OPTION, node_settings, open_runtime
+from archivechain.node import (
+    CONFIG_OPTION,
+    NODE_DATA_DIR_OPTION,
+    holding_node_pid,
+    node_settings,
+    open_runtime,
+    refuse_running_node,
+)
 from node.errors import NodeError, UnavailableError
 
 
@@ -53,9 +62,11 @@ def status(config_file: Path | None, data_dir: Path | None) -> None:
 def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> None:
     """Re-send every transaction the chain lost (same checkpoints, same order), re-sign every
     unconfirmed one with nonces from the chain's, then wait until the whole log is anchored
-    again."""
-    runtime = open_runtime(node_settings(config_file, data_dir), create_keystore=False)
-    try:
+    again. Refuses while the node runs (both would sign transactions with the same nonces)."""
+    settings = node_settings(config_file, data_dir)
+    refuse_running_node(settings, "replaying its anchoring transactions")
+    runtime = open_runtime(settings, create_keystore=False)
+    with closing(runtime), holding_node_pid(settings, "replaying"):
         try:
             requeued = runtime.worker.replay_lost()
         except ChainError as exc:
@@ -79,5 +90,3 @@ def replay(config_file: Path | None, data_dir: Path | None, timeout: float) -> N
             f"anchored: log size {status.log_size}, anchored size {status.anchored_size}, "
             f"{status.events_behind} events behind"
         )
-    finally:
-        runtime.close()

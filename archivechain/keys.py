@@ -20,14 +20,13 @@ from archivechain.node import (
     CONFIG_OPTION,
     NODE_DATA_DIR_OPTION,
     SettingsRefusedError,
-    node_pid_path,
     node_settings,
     open_runtime,
+    refuse_running_node,
 )
 from node.config import NodeSettings
 from node.errors import ConflictError, InputError
 from node.principal import Role
-from node.process import running_pid
 
 if TYPE_CHECKING:
     from node.principal import Principal
@@ -35,12 +34,6 @@ if TYPE_CHECKING:
 
 OPERATOR_NAME = "cli-operator"
 """Name of the principal the local operator acts as (admin rights, never stored as a key)."""
-
-
-class NodeRunningError(ConflictError):
-    """The command needs the node stopped."""
-
-    code = "node_running"
 
 
 @click.group("keys")
@@ -200,11 +193,7 @@ def rotate_kek(config_file: Path | None, data_dir: Path | None, batch_size: int)
     from node.services.kek import BatchProgress
 
     settings = node_settings(config_file, data_dir)
-    pid = running_pid(node_pid_path(settings))
-    if pid is not None:
-        raise NodeRunningError(
-            f"the node runs (pid {pid}); stop it before rotating its KEK (the keystore has one owner)"
-        )
+    refuse_running_node(settings, "rotating its KEK (the keystore has one owner)")
 
     def show(progress: BatchProgress) -> None:
         click.echo(

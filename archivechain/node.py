@@ -52,6 +52,41 @@ class SettingsRefusedError(InputError):
     code = "settings_refused"
 
 
+class NodeRunningError(InputError):
+    """The command needs the node stopped: one line, exit code 2, nothing done."""
+
+    code = "node_running"
+
+
+def refuse_running_node(settings: NodeSettings, stop_it_before: str) -> None:
+    """Raise ``NodeRunningError`` if ``<data-dir>/node.pid`` records a live process (a stale file
+    is removed; a missing directory is left missing)."""
+    from node.process import running_pid
+
+    pid = running_pid(node_pid_path(settings))
+    if pid is not None:
+        raise NodeRunningError(f"the node runs (pid {pid}); stop it before {stop_it_before}")
+
+
+@contextmanager
+def holding_node_pid(settings: NodeSettings, stop_it_before: str) -> Iterator[None]:
+    """Record this process in the node's pid file for the duration, so the node cannot start
+    meanwhile; ``NodeRunningError`` if it runs. Use once the data directory is known to exist."""
+    from node.process import AlreadyRunningError
+
+    pid_file = node_pid_path(settings)
+    try:
+        write_pid_file(pid_file, "the node")
+    except AlreadyRunningError as exc:
+        raise NodeRunningError(
+            f"the node runs (pid {exc.pid}); stop it before {stop_it_before}"
+        ) from None
+    try:
+        yield
+    finally:
+        remove_pid_file(pid_file)
+
+
 def node_settings(config_file: Path | None, data_dir: Path | None) -> NodeSettings:
     """Settings from the file, the environment and ``--data-dir``; refusals exit 2."""
     overrides: dict[str, Any] = {}

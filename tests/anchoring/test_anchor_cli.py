@@ -6,6 +6,7 @@ outbox as it was. Real anvil, real database, the CLI in process."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from anchoring.chain import ContractWriter, JsonRpc, RpcChain
 from anchoring.storage import OutboxState
 from archivechain import main
 from node.db import Database
+from node.process import _start_time
 from node.runtime import NodeRuntime
 from tests.anchoring.chain_controls import manual_mining
 from tests.anchoring.test_replan import outbox, transactions
@@ -75,6 +77,38 @@ def test_anchor_replay_replans_priced_out_transactions_and_anchors_again(
     status = json.loads(out)
     assert (status["pending_transactions"], status["outbox_stuck"]) == (0, False)
     assert status["chain"] == "consistent"
+    assert not (node.settings.data_dir / "node.pid").exists()  # held only while replaying
+
+
+def test_anchor_replay_refuses_while_the_node_runs(
+    make_node: MakeNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node and ``anchor replay`` would both sign with the hospital's key and nonces: the
+    command refuses in one line (exit 2) while ``node.pid`` records a live process, doing
+    nothing."""
+    node = make_node(anchor_interval=0.01)
+    append(node.db, 3)
+    before = outbox(node.db)
+    node.close()
+    config = _config(node)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    pid_file = node.settings.data_dir / "node.pid"
+    try:
+        pid_file.write_text(json.dumps({"pid": sleeper.pid, "start": _start_time(sleeper.pid)}))
+        code, out, err = _run(["anchor", "replay", "--config", str(config)], capsys)
+        assert code == 2
+        assert out == ""
+        assert err == (
+            f"error: the node runs (pid {sleeper.pid}); stop it before replaying its anchoring "
+            "transactions\n"
+        )
+        assert json.loads(pid_file.read_text())["pid"] == sleeper.pid  # the node's, untouched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    reopened = Database.connect(node.settings.resolved_database_url)
+    assert outbox(reopened) == before  # nothing queued or signed
+    reopened.dispose()
 
 
 def test_anchor_replay_refuses_a_chain_that_contradicts_the_log(

@@ -350,7 +350,7 @@ def test_keys_rotate_kek_refuses_while_the_node_runs_then_rotates(
     try:
         pid_file.write_text(json.dumps({"pid": sleeper.pid, "start": _start_time(sleeper.pid)}))
         code, _out, err = _run(capsys, "keys", "rotate-kek", "--config", str(dev_node_config))
-        assert code == 1
+        assert code == 2  # unusable as asked: one line, exit 2, nothing done
         assert f"pid {sleeper.pid}" in _one_error_line(err)
     finally:
         sleeper.kill()
