@@ -22,11 +22,12 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import click
 import httpx
 
-from node.errors import InputError, NodeError
+from node.errors import InputError, NodeError, UnavailableError
 from node.keystore import KEYSTORE_FORMAT, Keystore, KeystoreError, WrongPassphraseError
 
 DEFAULT_TOKEN_FILE = Path("~/.config/archivechain/tokens.json")
@@ -61,6 +62,29 @@ def _load_key(keystore: Path, passphrase_file: Path | None) -> bytes:
         raise InputError(f"cannot read {keystore}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
         raise InputError(f"{keystore} is not a v3 keystore this passphrase opens") from None
+
+
+def _node_url(node: str) -> str:
+    """``node`` without a trailing slash; ``InputError`` unless it is an http(s) URL with a host."""
+    parts = urlsplit(node.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--node {node!r} is not an http:// or https:// URL")
+    return node.strip().rstrip("/")
+
+
+def _write_tokens(path: Path, tokens: dict[str, Any]) -> None:
+    """Write ``tokens`` to ``path`` with mode 0600 whatever mode the file had: a new file (0600
+    from its creation) renamed over it."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # whatever the umask or a leftover file said
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(tokens, handle, indent=2)
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise InputError(f"cannot write the token file {path}: {exc.strerror}") from None
 
 
 def _stored_token(token_file: Path, node: str) -> str:
@@ -123,11 +147,28 @@ def login(
     """Sign in to a hospital node with a member key (EIP-4361) and store the token."""
     from eth_account import Account
 
-    from node.siwe import SiweMessage, format_time, sign_message
-
+    base = _node_url(node)
     key = _load_key(keystore, passphrase_file)
     address = Account.from_key(key).address
-    base = node.rstrip("/")
+    try:
+        issued = _sign_in(base, key, address, role)
+    except httpx.HTTPError as exc:
+        raise UnavailableError(f"cannot reach {base}: {exc}") from None
+    path = _token_file(token_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tokens: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        tokens = {}
+    tokens[base] = {k: issued[k] for k in ("token", "jti", "sub", "role", "aud", "exp")}
+    _write_tokens(path, tokens)
+    click.echo(f"signed in to {base} as {address} ({issued['role']}) until {issued['exp']}")
+
+
+def _sign_in(base: str, key: bytes, address: str, role: str) -> dict[str, Any]:
+    """The node's challenge, signed, answered: the token the node issued."""
+    from node.siwe import SiweMessage, format_time, sign_message
+
     with httpx.Client(base_url=base + "/api/v1", timeout=30) as http:
         answer = http.post("/auth/challenge")
         if answer.status_code != 200:
@@ -151,18 +192,8 @@ def login(
         )
         if answer.status_code != 200:
             raise _fail(answer)
-        issued = answer.json()
-    path = _token_file(token_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tokens: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        tokens = {}
-    tokens[base] = {k: issued[k] for k in ("token", "jti", "sub", "role", "aud", "exp")}
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(tokens, handle, indent=2)
-    click.echo(f"signed in to {base} as {address} ({issued['role']}) until {issued['exp']}")
+        issued: dict[str, Any] = answer.json()
+    return issued
 
 
 @click.command("sign-message")
@@ -185,7 +216,12 @@ def sign_message_command(
     from node.siwe import SiweFormatError, parse_message, sign_message
 
     key = _load_key(keystore, passphrase_file)
-    text = message_file.read().replace("\r\n", "\n").rstrip("\n")
+    try:
+        text = message_file.read().replace("\r\n", "\n").rstrip("\n")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{message_file.name} is not UTF-8 text (an EIP-4361 message is)"
+        ) from None
     try:
         parse_message(text)
     except SiweFormatError as exc:
@@ -217,6 +253,8 @@ def _hold(
     from anchoring.ids import IdentifierError, archive_key
 
     function = "placeHold" if place else "releaseHold"
+    if node is not None:
+        node = _node_url(node)
     if not reason.strip():
         raise InputError("a reason is required")
     try:
@@ -293,6 +331,7 @@ def release(archive_id: str, keystore: Path, passphrase_file: Path | None, rpc: 
 @token_file_option
 def holds(node: str, token_file: Path | None) -> None:
     """List the archives on hold at a node, and who placed each hold."""
+    node = _node_url(node)
     token = _stored_token(_token_file(token_file), node)
     with httpx.Client(base_url=node.rstrip("/") + "/api/v1", timeout=30) as http:
         answer = http.get("/regulator/holds", headers={"Authorization": f"Bearer {token}"})

@@ -283,6 +283,25 @@ def test_holds_relayed_in_every_signed_envelope(
     wait_for(lambda: not chain.custody(archive_id).on_hold, 30, "the release on chain")
 
 
+def test_login_refuses_a_node_that_is_not_an_http_url_in_one_line(
+    tmp_path: Path, regulator: LocalAccount, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keystore = tmp_path / "regulator.json"
+    keystore.write_text(json.dumps(Account.encrypt(regulator.key, "regulator pass", iterations=2)))
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("regulator pass\n")
+    tokens = tmp_path / "tokens.json"
+    common = ["--keystore", str(keystore), "--passphrase-file", str(passphrase)]
+    for node in ("notaurl", "ftp://hospital.example", "http://"):
+        code = main(["login", *common, "--node", node, "--token-file", str(tokens)])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err == f"error: --node {node!r} is not an http:// or https:// URL\n"
+    assert main(["regulator", "holds", "--node", "notaurl", "--token-file", str(tokens)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not tokens.exists()
+
+
 def test_login_and_regulator_cli_against_a_live_node(
     consortium: Consortium,
     chain: RpcChain,
@@ -300,6 +319,8 @@ def test_login_and_regulator_cli_against_a_live_node(
         passphrase = tmp_path / "pass"
         passphrase.write_text("regulator pass\n")
         tokens = tmp_path / "tokens.json"
+        tokens.write_text("{}\n")
+        tokens.chmod(0o644)  # an existing file readable by others: the token must not be
         common = ["--keystore", str(keystore), "--passphrase-file", str(passphrase)]
         assert main(["login", *common, "--node", hospital.url, "--token-file", str(tokens)]) == 0
         stored = json.loads(tokens.read_text())[hospital.url]

@@ -502,6 +502,11 @@ def test_sign_message_cli_signs_the_console_message(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "not an EIP-4361 message" in captured.err
+    text.write_bytes(b"localhost wants you to sign in \xff\xfe\n")  # not UTF-8
+    assert main([*common, "--message-file", str(text)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {text} is not UTF-8 text (an EIP-4361 message is)\n"
 
 
 def test_api_label_sheet_ids_follow_the_archive_id_rule(api: Api) -> None:
