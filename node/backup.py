@@ -520,8 +520,15 @@ def restore_backup(
         raise RestoreRefusedError(f"{data_dir} is not empty; restore only into a fresh directory")
     try:
         tar = tarfile.open(backup, "r:*")  # noqa: SIM115 - closed by the with below
-    except (tarfile.TarError, OSError) as exc:
-        raise BackupFormatError(f"cannot read backup {backup}: {exc}") from None
+    except tarfile.ReadError:  # its message lists each compression tried, one line each
+        raise BackupFormatError(
+            f"cannot read backup {backup}: not a tar file (plain, gzip, bzip2 or xz)"
+        ) from None
+    except tarfile.TarError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BackupFormatError(f"cannot read backup {backup}: {reason}") from None
+    except OSError as exc:
+        raise BackupFormatError(f"cannot read backup {backup}: {exc.strerror or exc}") from None
     with tar:
         manifest = _read_manifest(tar)
         members = list(_safe_members(tar))

@@ -415,3 +415,17 @@ def test_a_backup_removes_the_temporary_directory_a_killed_backup_left(
     assert (running / "node.db").exists()
     assert sorted(p.name for p in backups.iterdir()) == [".backup-running", "b.tar"]
     node.close()
+
+
+def test_restoring_a_file_that_is_not_a_backup_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCHIVECHAIN_MODE", "dev")
+    not_a_backup = tmp_path / "x.tar"
+    not_a_backup.write_bytes(b"not a tar file at all")
+    fresh = tmp_path / "new"
+    assert main(["restore", str(not_a_backup), "--data-dir", str(fresh)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot read backup {not_a_backup}: not a tar file (plain, gzip, bzip2 or xz)\n"
+    )
+    assert not fresh.exists()  # nothing created
