@@ -32,7 +32,7 @@ from devtools.network import (
     down,
     summary_lines,
 )
-from node.errors import NodeError, UnavailableError
+from node.errors import InputError, NodeError, UnavailableError
 from node.process import AlreadyRunningError, remove_pid_file, write_pid_file
 
 DATA_DIR_OPTION = click.option(
@@ -159,6 +159,13 @@ def up(
 )
 def down_command(data_dir: Path, timeout: float) -> None:
     """Stop the local consortium of a data directory (nodes first, then the chain)."""
+    layout = NetworkLayout.of(data_dir)
+    if not layout.holds_network():  # a mistyped --data-dir: not "nothing was running"
+        raise InputError(
+            f"no network is recorded in {layout.data_dir} (no network.json; `{cli_program()} up "
+            f"--data-dir {data_dir}` records one)",
+            code="no_network",
+        )
     outcome = down(data_dir, timeout=timeout)
     stopped = []
     if outcome.supervisor is not None:

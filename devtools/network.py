@@ -190,6 +190,19 @@ class NetworkLayout:
         """Folder of non-hospital member ``name`` (its keystore)."""
         return self.data_dir / "members" / name
 
+    def holds_network(self) -> bool:
+        """Whether ``up`` has ever run here: its network file, its pid file, the dev chain's
+        folder or the nodes' folder (``up`` killed early has not written all of them)."""
+        return any(
+            path.exists()
+            for path in (
+                self.network_file,
+                self.supervisor_pid,
+                self.chain.folder,
+                self.data_dir / "nodes",
+            )
+        )
+
     def node_pid_files(self) -> list[Path]:
         """Pid files of every node folder present."""
         nodes = self.data_dir / "nodes"

@@ -372,3 +372,27 @@ def test_keys_rotate_kek_refuses_while_the_node_runs_then_rotates(
         assert b"".join(stream.chunks) == b"haemoglobin 14.1"
     finally:
         runtime.close()
+
+
+def test_down_on_a_directory_without_a_network_refuses_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``down --data-dir`` mistyped (or pointed at a node's directory) says no network is recorded
+    there (exit 2) instead of "nothing was running" (exit 0); nothing is created."""
+    empty, missing = tmp_path / "empty", tmp_path / "missing"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a network")
+    for data_dir in (empty, missing):
+        code, out, err = _run(capsys, "down", "--data-dir", str(data_dir))
+        assert code == 2
+        assert out == ""
+        assert f"no network is recorded in {data_dir}" in _one_error_line(err)
+    assert not missing.exists()
+    assert sorted(p.name for p in empty.iterdir()) == ["notes.txt"]
+
+    stopped = tmp_path / "stopped"  # a network that `up` recorded, nothing running now
+    stopped.mkdir()
+    (stopped / "network.json").write_text("{}")
+    code, out, err = _run(capsys, "down", "--data-dir", str(stopped))
+    assert (code, err) == (0, "")
+    assert out == f"nothing was running in {stopped}\n"
