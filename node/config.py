@@ -306,7 +306,9 @@ class NodeSettings(BaseSettings):
     """The hospital's GS1 company prefix (6–12 digits) for GIAI-96 RFID tags (``node.tags``)."""
     tombstone_file: Path | None = None
     """The destruction ledger, replayed at every start (default ``data_dir/tombstones.jsonl``);
-    keep it out of the database's backups so a restore cannot resurrect a destroyed key."""
+    backups carry it (``node.backup.DATA_DIR_FILES``) when it is in the data directory; keep the
+    live file on another volume as well, so a restored older backup cannot resurrect a key
+    destroyed after it."""
     access_policy: list[PolicyRule] = Field(default_factory=default_policy)
     """The access policy table (``node.policy``; docs/regulators.md "Access policy")."""
     break_glass_hours: float = Field(4.0, gt=0, le=72)

@@ -3,10 +3,10 @@
 Cryptographic erasure means every copy of the key is gone (NIST SP 800-88 Rev. 1) — including the
 copy inside a database backup taken before the destruction. So each destruction is also written
 to an append-only file kept apart from the database (``tombstone_file``, by default
-``data_dir/tombstones.jsonl``; keep it out of the database's backup set, or on another volume),
-one JSON line per archive: ``{"archive_id", "certificate_hash", "destroyed_at"}`` — no PHI. Every
-start replays it before the node serves: an archive named there loses every live key copy, its
-ciphertext and its descriptive metadata again, and its catalogue entry says DESTROYED, whatever
+``data_dir/tombstones.jsonl``; ``archivechain backup`` carries it, but a backup's copy predates
+later destructions, so keep the live file on another volume as well), one JSON line per archive:
+``{"archive_id", "certificate_hash", "destroyed_at"}`` — no PHI. Every start replays it before
+the node serves: an archive named there loses every live key copy, its ciphertext and its descriptive metadata again, and its catalogue entry says DESTROYED, whatever
 the restored database said.
 
 A line is appended (and fsynced) once the destruction has committed; a start also appends the
