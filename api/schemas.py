@@ -715,6 +715,17 @@ class ChainHealthOut(BaseModel):
     )
 
 
+class WatcherHealthOut(BaseModel):
+    stalled: bool = Field(
+        description="The chain watcher has been failing (or stuck in one pass) for "
+        "`watcher_stall_seconds`: regulator holds, transfer acceptances and member changes on "
+        "chain are not being applied."
+    )
+    cursor: int | None = Field(
+        description="The last block the watcher processed (null before its first pass)."
+    )
+
+
 class HealthOut(BaseModel):
     """Node health: ``ok``, ``degraded`` (serving, evidence at risk) or ``down``."""
 
@@ -725,6 +736,7 @@ class HealthOut(BaseModel):
     database: DatabaseHealthOut
     chain: ChainHealthOut
     anchoring: AnchoringOut | None
+    watcher: WatcherHealthOut
     problems: list[Problem]
 
     @classmethod
@@ -741,6 +753,7 @@ class HealthOut(BaseModel):
             anchoring=None
             if health.lag is None
             else AnchoringOut.of(health.lag, health.last_checkpoint_at),
+            watcher=WatcherHealthOut(stalled=health.watcher.stalled, cursor=health.watcher.cursor),
             problems=list(health.problems),
         )
 

@@ -148,6 +148,9 @@ class NodeSettings(BaseSettings):
     are logged once (0: log every read). Content reads are always logged."""
     watcher_confirmations: int = Field(1, ge=0)
     watcher_tick: float = Field(1.0, gt=0)
+    watcher_stall_seconds: float = Field(300.0, gt=0)
+    """Seconds the chain watcher may keep failing (or stay in one pass) before ``/healthz``
+    reports ``watcher_stalled`` and the monitor alerts."""
 
     fixity_interval: float = Field(7 * 86_400.0, gt=0)
     """Seconds from the start of one scheduled fixity cycle (every stored blob re-read) to the

@@ -25,7 +25,7 @@ from anchoring.events import Event, canonical_bytes, parse_event
 from anchoring.lifecycle import ArchiveState
 from node.db import UnitOfWork
 from node.errors import ConflictError, NotFoundError
-from node.models import NOT_HELD, Archive, ForeignEntry
+from node.models import NOT_HELD, Archive, CatalogueState, ForeignEntry
 from node.principal import Principal
 
 STATE_CACHE_SIZE = 10_000
@@ -132,8 +132,18 @@ class Ledger:
         return archive
 
     def holds(self, archive: Archive) -> bool:
-        """Whether this node is the archive's custodian (not transferred away, not arriving)."""
+        """Whether this node is the archive's custodian (not transferred away, not arriving).
+
+        A DESTROYED archive is still the custodian's: its events (the evidence) stay here and the
+        lifecycle still takes a few events after DESTROY (a metadata read, a tag scan, a dropped
+        replica), so ``held`` finds it. What acts on a *live* archive — a regulator's hold, the
+        chain watcher mirroring one — asks ``holds_live``."""
         return archive.custodian == self.hospital and archive.state not in NOT_HELD
+
+    def holds_live(self, archive: Archive) -> bool:
+        """``holds``, and the archive is not DESTROYED: an archive this node still keeps (content,
+        key) and on which a hold can be placed."""
+        return self.holds(archive) and archive.state != CatalogueState.DESTROYED
 
     # -- lifecycle state -----------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ from node.services.reports import ReportService
 from node.services.retention import RetentionService
 from node.services.shares import ShareService
 from node.services.signin import SigninService
-from node.services.status import HEALTH_PROBE_TIMEOUT, StatusService
+from node.services.status import HEALTH_PROBE_TIMEOUT, StatusService, WatcherHealth
 from node.services.stays import StayRecorder
 from node.services.tags import TagService
 from node.services.tiers import TierService
@@ -349,6 +349,7 @@ class NodeRuntime:
             committer=self.committer,
             max_lag_seconds=settings.anchoring_lag_alert_seconds,
             probe=RpcChain(settings.rpc_url, self.deployment, timeout=HEALTH_PROBE_TIMEOUT),
+            watcher=lambda: WatcherHealth(self.watcher.stalled(), self.watcher.status.cursor),
         )
         self.reports = ReportService(
             settings=settings, db=db, hospital=hospital, lag=self._current_lag
@@ -365,6 +366,8 @@ class NodeRuntime:
             transfers=self.transfers,
             membership_changed=self.peer_verifier.forget_membership,
             confirmations=settings.watcher_confirmations,
+            alerts=self.alerts,
+            stall_seconds=settings.watcher_stall_seconds,
         )
         self.attestations = AttestationService(
             hospital=hospital,

@@ -23,8 +23,9 @@ router = APIRouter(tags=["operations"])
     response_model=HealthOut,
     summary="Node health",
     description=(
-        "`ok`; `degraded` (chain unreachable, chain lost this node's checkpoints, or anchoring "
-        "lagging); `down` (database unreachable, answered with 503)."
+        "`ok`; `degraded` (chain unreachable, chain lost this node's checkpoints, anchoring "
+        "lagging, a transaction stuck, or the chain watcher stalled); `down` (database "
+        "unreachable, answered with 503)."
     ),
     responses={503: {"model": HealthOut, "description": "The node is down."}},
 )

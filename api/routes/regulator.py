@@ -54,7 +54,7 @@ def holds(runtime: RuntimeDep, principal: RegulatorDep) -> list[HoldOut]:
     status_code=202,
     response_model=RelayOut,
     summary="Place a regulator hold: relay the regulator's own signed placeHold transaction",
-    responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 def place_hold(
     runtime: RuntimeDep, principal: RegulatorDep, archive_id: ArchiveIdPath, body: SignedHoldIn
@@ -70,7 +70,7 @@ def place_hold(
     status_code=202,
     response_model=RelayOut,
     summary="Release a regulator hold: relay the regulator's own signed releaseHold transaction",
-    responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 def release_hold(
     runtime: RuntimeDep, principal: RegulatorDep, archive_id: ArchiveIdPath, body: SignedHoldIn

@@ -1,7 +1,8 @@
 """Alert sources that watch the node as a whole (scheduled job ``monitor``):
 
 - the health problems of ``StatusService.health`` (anchoring lag over ``anchoring_lag_alert_seconds``,
-  chain unreachable, chain state lost, outbox stuck, database unreachable), each an alert whose kind
+  chain unreachable, chain state lost, outbox stuck, database unreachable, chain watcher stalled
+  for ``watcher_stall_seconds``), each an alert whose kind
   is the problem's code and whose subject is ``node``;
 - the access-anomaly rule: one actor (an API key's pseudonym, or the pseudonym of a staff id
   reported with an access event) reading the content of more than
@@ -38,6 +39,7 @@ _SEVERITY = {
     Problem.CHAIN_STATE_LOST: Severity.CRITICAL,
     Problem.ANCHORING_LAG: Severity.WARNING,
     Problem.OUTBOX_STUCK: Severity.CRITICAL,
+    Problem.WATCHER_STALLED: Severity.CRITICAL,
 }
 
 

@@ -37,7 +37,7 @@ from anchoring.events import AccessEvent, EventType, parse_event
 from anchoring.ids import IdentifierError, archive_key, normalize_address
 from anchoring.storage import LogEntry
 from node.db import Database
-from node.errors import InputError, NotFoundError, UnavailableError
+from node.errors import ConflictError, InputError, NotFoundError, UnavailableError
 from node.ledger import Ledger, normalise_id
 from node.models import Archive
 from node.principal import Action, Principal
@@ -277,6 +277,8 @@ class RegulatorService:
             archive = session.get(Archive, normalise_id(archive_id))
             if archive is None or not self.ledger.holds(archive):
                 raise NotFoundError(f"archive {archive_id} not found", code="archive_not_found")
+            if not self.ledger.holds_live(archive):  # destroyed here: nothing left to hold
+                raise ConflictError(f"archive {archive.id} is destroyed", code="destroyed")
             archive_id = archive.id
         tx = _decode_transaction(raw_hex)
         if tx.sender != principal.member:

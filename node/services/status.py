@@ -2,8 +2,9 @@
 
 Health is judged here (not in the API) because "degraded" is a rule: the database must answer,
 the chain must answer and still hold what this node anchored, anchoring must not trail the log by
-more than ``max_lag_seconds``, and no chain transaction may wait unconfirmed for longer than the
-worker's ``stuck_after`` (``outbox_stuck_seconds``). Nothing here returns error text from the chain or the
+more than ``max_lag_seconds``, no chain transaction may wait unconfirmed for longer than the
+worker's ``stuck_after`` (``outbox_stuck_seconds``), and the chain watcher must not have been
+failing (or stuck in one pass) for ``watcher_stall_seconds``. Nothing here returns error text from the chain or the
 database: only booleans, counts and short problem codes.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -55,6 +57,7 @@ class Problem(StrEnum):
     CHAIN_STATE_LOST = "chain_state_lost"
     ANCHORING_LAG = "anchoring_lag"
     OUTBOX_STUCK = "outbox_stuck"
+    WATCHER_STALLED = "watcher_stalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,15 @@ class CheckpointView:
 
 
 @dataclass(frozen=True, slots=True)
+class WatcherHealth:
+    """The chain watcher as ``/healthz`` shows it: stalled (failing, or stuck in one pass, for
+    ``watcher_stall_seconds``) and the last block it processed (None before its first pass)."""
+
+    stalled: bool
+    cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """What ``/healthz`` reports. ``lag`` is None when the database could not be read."""
 
@@ -103,6 +115,7 @@ class Health:
     outbox_stuck: bool
     last_checkpoint_at: datetime | None
     problems: tuple[Problem, ...]
+    watcher: WatcherHealth = WatcherHealth(stalled=False, cursor=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,7 @@ class StatusService:
         committer: GroupCommitter,
         max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS,
         probe: RpcChain | None = None,
+        watcher: Callable[[], WatcherHealth] | None = None,
     ) -> None:
         self.hospital = hospital
         self.deployment = deployment
@@ -165,6 +179,8 @@ class StatusService:
         self.worker = worker
         self.committer = committer
         self.max_lag_seconds = max_lag_seconds
+        self.watcher = watcher or (lambda: WatcherHealth(stalled=False, cursor=None))
+        """The chain watcher's state (``ChainWatcher.stalled`` and its cursor)."""
 
     def checkpoints(
         self,
@@ -210,6 +226,9 @@ class StatusService:
         stuck = lag is not None and outbox_stuck(lag, self.worker.config.stuck_after)
         if stuck:
             problems.append(Problem.OUTBOX_STUCK)
+        watcher = self.watcher()
+        if watcher.stalled:
+            problems.append(Problem.WATCHER_STALLED)
         if not database_ok:
             status = HealthStatus.DOWN
         elif problems:
@@ -228,6 +247,7 @@ class StatusService:
             outbox_stuck=stuck,
             last_checkpoint_at=self.worker.status.last_checkpoint_at,
             problems=tuple(problems),
+            watcher=watcher,
         )
 
     def metrics(self) -> MetricsSnapshot:

@@ -38,10 +38,12 @@ from anchoring.storage import LogEntry
 from anchoring.verifier import verify_bundle
 from api.main import create_app
 from node.alerts import AlertNotice
-from node.models import Archive, RetentionChange, SearchTerm, WrappedKey
+from node.models import Archive, ChainCursor, RetentionChange, SearchTerm, WrappedKey
 from node.principal import Role
 from node.retention import add_years
+from node.siwe import format_time
 from tests.api.conftest import CHUNK_SIZE, UPLOAD_LIMIT, Api, issue_keys, serve
+from tests.api.members import bearer, message_for, submit
 from tests.fixtures.chain import Consortium
 from tests.fixtures.db import _postgres_schema_url as _schema_url
 from tests.fixtures.node import MakeNode, build_node
@@ -682,6 +684,123 @@ def test_a_regulator_hold_on_chain_not_yet_mirrored_blocks_destruction_and_trans
     api.node.worker.run_until_anchored(timeout=30)
     for archive_id in (held, free, offered):
         _verifies(api, chain, archive_id)
+
+
+def test_a_regulator_hold_on_an_archive_destroyed_here_is_an_alert_not_a_frozen_watcher(
+    dapi: Api,
+    clock: SteppedClock,
+    chain: RpcChain,
+    chain_rpc: JsonRpc,
+    regulator: LocalAccount,
+) -> None:
+    """The archive is destroyed here while its DESTROY still waits in the outbox (the chain has
+    it live), and a regulator's placeHold lands on chain meanwhile: this node cannot log the hold
+    (the lifecycle refuses HOLD_PLACE after DESTROY). The watcher raises a critical
+    ``chain_event_unapplied`` alert on the archive and goes on: its cursor moves past the event,
+    and a later regulator hold on another archive is mirrored. (It used to stop at that event
+    for good, failing every tick, with ``/healthz`` ok.)"""
+    api, archivist = dapi, dapi.auth("archivist")
+    today = clock.now.date()
+    gone = _archive(api, today)
+    kept = _archive(api, today, "INPATIENT")  # 30 years: still ARCHIVED after the journey
+    api.node.worker.run_until_anchored(timeout=30)
+    _travel(clock, chain_rpc, datetime.combine(add_years(today, 15), time(), UTC) + timedelta(1))
+    assert api.client.post("/api/v1/retention/run", headers=archivist).is_success
+    proposal = api.client.post(
+        "/api/v1/retention/proposals",
+        headers=archivist,
+        json={"archive_ids": [gone], "reason": "expired"},
+    ).json()["id"]
+    assert _decide(api, "manager", proposal, gone, approve=True).is_success
+    destroyed = _destroy(api, "archivist", proposal, gone)
+    assert destroyed.status_code == 200, destroyed.text
+    assert _state(api, gone) == "DESTROYED"
+    assert chain.custody(gone).state is not CustodyState.DESTROYED  # not sent yet
+
+    regulator_writer = ContractWriter(chain, regulator)
+    signed = regulator_writer.sign_call(
+        "placeHold", [archive_key(gone), bytes(32)], regulator_writer.pending_nonce()
+    )
+    relayed = api.client.post(  # the node relays no hold on an archive it destroyed …
+        f"/api/v1/regulator/holds/{gone}",
+        json={"signed_transaction": "0x" + signed.raw.hex()},
+        headers=bearer(_regulator_token(api, clock, regulator)),
+    )
+    assert (relayed.status_code, relayed.json()["code"]) == (409, "destroyed")
+    first = regulator_writer.transact("placeHold", [archive_key(gone), bytes(32)])  # … directly
+    later = regulator_writer.transact("placeHold", [archive_key(kept), b"\x01" * 32])
+    assert later.block_number > first.block_number
+    for _ in range(20):  # confirmed after one more block (watcher_confirmations = 1)
+        chain_rpc.request("evm_mine")
+        api.node.watcher.tick()
+        if _on_hold(api, kept):
+            break
+    assert _on_hold(api, kept), api.node.watcher.status.last_error  # mirrored all the same
+    with api.node.db.session() as session:
+        assert session.get_one(ChainCursor, "contracts").block >= later.block_number
+        kept_row = session.get_one(Archive, kept)
+        assert kept_row.hold_by_regulator is True
+        assert (session.get_one(Archive, gone).state, session.get_one(Archive, gone).on_hold) == (
+            "DESTROYED",
+            False,
+        )
+    events = api.client.get(f"/api/v1/archives/{kept}/events", headers=archivist).json()
+    assert (events[-1]["type"], events[-1]["event"]["actor"]) == ("HOLD_PLACE", regulator.address)
+    assert api.node.watcher.status.last_error is None
+    assert api.node.watcher.status.events_unapplied == 1
+    assert not api.node.watcher.stalled()
+
+    alerts = api.node.alert_store.open_for(["chain_event_unapplied"])
+    assert [(a.subject, a.severity.value, a.count) for a in alerts] == [(gone, "critical", 1)]
+    assert alerts[0].detail == {
+        "event": "HoldPlaced",
+        "block": first.block_number,
+        "log_index": first.events[0].log_index,
+        "reason": "archive_destroyed",
+    }
+    chain_rpc.request("evm_mine")
+    api.node.watcher.tick()  # the event is behind the cursor: not seen, not alerted again
+    assert [a.count for a in api.node.alert_store.open_for(["chain_event_unapplied"])] == [1]
+    health = api.client.get("/healthz").json()
+    assert "watcher_stalled" not in health["problems"]
+    assert health["watcher"]["cursor"] >= later.block_number
+
+    # The regulator releases; the queued DESTROY then lands on chain. From then on the chain
+    # agrees: the release, and the whole history replayed from the start, raise nothing more.
+    regulator_writer.transact("releaseHold", [archive_key(gone), bytes(32)])
+    api.node.worker.run_until_anchored(timeout=30)
+    assert chain.custody(gone).state is CustodyState.DESTROYED
+    chain_rpc.request("evm_mine")
+    api.node.watcher.tick()
+    with api.node.db.transaction() as session:
+        session.get_one(ChainCursor, "contracts").block = first.block_number - 1
+    api.node.watcher.status.cursor = None
+    chain_rpc.request("evm_mine")
+    api.node.watcher.tick()
+    assert api.node.watcher.status.cursor is not None
+    assert api.node.watcher.status.cursor > later.block_number
+    assert [a.count for a in api.node.alert_store.open_for(["chain_event_unapplied"])] == [1]
+    assert _on_hold(api, kept)
+
+
+def _regulator_token(api: Api, clock: SteppedClock, regulator: LocalAccount) -> str:
+    """A regulator's sign-in on the node's (travelled) clock."""
+    now = clock.now
+    message = message_for(
+        api,
+        regulator,
+        issued_at=format_time(now),
+        expiration_time=format_time(now + timedelta(minutes=5)),
+    )
+    response = submit(api, message, regulator)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def _on_hold(api: Api, archive_id: str) -> bool:
+    with api.node.db.session() as session:
+        return bool(session.get_one(Archive, archive_id).on_hold)
 
 
 def test_a_restored_pg_dump_cannot_resurrect_a_destroyed_key(
