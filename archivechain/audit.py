@@ -16,7 +16,7 @@ from anchoring.events import RecordClass
 from archivechain.node import (
     CONFIG_OPTION,
     NODE_DATA_DIR_OPTION,
-    node_pid_path,
+    holding_node_pid,
     node_settings,
     open_runtime,
     settings_refusals,
@@ -116,24 +116,16 @@ def orphans(config_file: Path | None, data_dir: Path | None, delete: bool, as_js
     """List (or delete) blobs that no record names: ciphertext left by an upload killed before it
     committed. The node must be stopped; this command holds its pid file meanwhile."""
     from node.orphans import require_node_data, search
-    from node.process import AlreadyRunningError, remove_pid_file, write_pid_file
 
     settings = node_settings(config_file, data_dir)
-    pid_file = node_pid_path(settings)
     with settings_refusals():
         require_node_data(settings)  # before the pid file: a mistyped directory stays untouched
-        try:  # refuses while the node runs, and keeps it from starting meanwhile
-            write_pid_file(pid_file, "the node")
-        except AlreadyRunningError as exc:
-            raise InputError(
-                f"{exc.message}; stop it first (an upload in progress has stored its blob but "
-                "not yet the record that names it)",
-                code="node_running",
-            ) from None
-        try:
+        with holding_node_pid(  # refuses while the node runs, and keeps it from starting
+            settings,
+            "listing its blobs (an upload in progress has stored its blob but not yet the record "
+            "that names it)",
+        ):
             report = search(settings, delete=delete)
-        finally:
-            remove_pid_file(pid_file)
     remaining = report.remaining
     if as_json:
         document = {

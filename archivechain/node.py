@@ -78,9 +78,7 @@ def holding_node_pid(settings: NodeSettings, stop_it_before: str) -> Iterator[No
     try:
         write_pid_file(pid_file, "the node")
     except AlreadyRunningError as exc:
-        raise NodeRunningError(
-            f"the node runs (pid {exc.pid}); stop it before {stop_it_before}"
-        ) from None
+        raise NodeRunningError(f"{exc.message}; stop it before {stop_it_before}") from None
     try:
         yield
     finally:

@@ -15,13 +15,17 @@ hold it cannot apply."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import select
 
 from anchoring.chainview import CustodyRecord, CustodyState
 from anchoring.errors import ChainError
+from node.db import Database
 from node.errors import ConflictError, UnavailableError
+from node.models import NOT_HELD, Archive, ChainStatus
 
-__all__ = ["CustodyReader", "chain_refusal", "read_custody"]
+__all__ = ["CustodyReader", "chain_refusal", "chain_refusals", "read_custody"]
 
 CustodyReader = Callable[[str], CustodyRecord]
 """``RpcChain.custody``: an archive's custody record on chain (``ChainError`` when unreadable)."""
@@ -56,3 +60,28 @@ def chain_refusal(record: CustodyRecord, hospital: str) -> ConflictError | None:
             code="chain_custody_mismatch",
         )
     return None
+
+
+def chain_refusals(
+    db: Database, custody: CustodyReader, hospital: str, archive_ids: Sequence[str], what: str
+) -> dict[str, ConflictError]:
+    """``chain_refusal`` of each archive of ``archive_ids`` held here and registered on chain
+    (the others are left to the caller's own checks), with why; ``UnavailableError`` when the
+    chain cannot be read (``what`` names what was not done)."""
+    with db.session() as session:
+        registered = set(
+            session.execute(
+                select(Archive.id).where(
+                    Archive.id.in_(archive_ids),
+                    Archive.state.not_in(NOT_HELD),
+                    Archive.chain_status == ChainStatus.REGISTERED,
+                )
+            ).scalars()
+        )
+    refused: dict[str, ConflictError] = {}
+    for archive_id in archive_ids:
+        if archive_id in registered:
+            refusal = chain_refusal(read_custody(custody, archive_id, what), hospital)
+            if refusal is not None:
+                refused[archive_id] = refusal
+    return refused

@@ -68,7 +68,7 @@ from node.alerts import AlertNotice, AlertSink, Severity
 from node.blobstore import BlobStore
 from node.blobstore.local import LocalBlobStore
 from node.config import NodeSettings
-from node.custodyguard import CustodyReader, chain_refusal, read_custody
+from node.custodyguard import CustodyReader, chain_refusals
 from node.db import Clock, Database, UnitOfWork, UnitRunner
 from node.encounters import EncounterKind, EncounterReport, EncounterSink
 from node.erasure import ERASED_COLUMNS, erase_archive_content
@@ -83,10 +83,8 @@ from node.keyring import KeyRing
 from node.ledger import Ledger, Settled, normalise_id
 from node.ledgerstate import VersionRow, plain_states, version_rows
 from node.models import (
-    NOT_HELD,
     Archive,
     ArchiveVersion,
-    ChainStatus,
     DestructionCertificate,
     DispositionDecision,
     DispositionItem,
@@ -871,25 +869,7 @@ class RetentionService:
         the chain cannot be read: nothing is destroyed then."""
         if self.custody is None:
             return {}
-        with self.db.session() as session:
-            held = set(
-                session.execute(
-                    select(Archive.id).where(
-                        Archive.id.in_(archive_ids),
-                        Archive.state.not_in(NOT_HELD),
-                        Archive.chain_status == ChainStatus.REGISTERED,
-                    )
-                ).scalars()
-            )
-        refused: dict[str, ConflictError] = {}
-        for archive_id in archive_ids:
-            if archive_id not in held:
-                continue
-            record = read_custody(self.custody, archive_id, "the destruction")
-            refusal = chain_refusal(record, self.hospital)
-            if refusal is not None:
-                refused[archive_id] = refusal
-        return refused
+        return chain_refusals(self.db, self.custody, self.hospital, archive_ids, "the destruction")
 
     def _checked(
         self,

@@ -52,14 +52,13 @@ from anchoring.worker import enqueue_call
 from node import crypto, textindex
 from node.blobstore import BlobRef, BlobStore
 from node.config import NodeSettings
-from node.custodyguard import chain_refusal, read_custody
+from node.custodyguard import chain_refusals
 from node.db import Database, UnitOfWork, UnitRunner, utc_now
 from node.errors import ConflictError, NotFoundError, UnavailableError
 from node.keyring import KeyRing
 from node.ledger import Ledger, normalise_id
 from node.members import MemberDirectory
 from node.models import (
-    NOT_HELD,
     OPEN_TRANSFER_STATES,
     Archive,
     ArchiveVersion,
@@ -286,21 +285,9 @@ class TransferService:
         and not on hold (``node.custodyguard``: a regulator's hold may not be mirrored yet).
         Archives not registered, or not held here, are left to the offer's own checks."""
         wanted = normalise_id(archive_id)
-        with self.db.session() as session:
-            registered = session.execute(
-                select(Archive.id).where(
-                    Archive.id == wanted,
-                    Archive.state.not_in(NOT_HELD),
-                    Archive.chain_status == ChainStatus.REGISTERED,
-                )
-            ).scalar_one_or_none()
-        if registered is None:
-            return
-        refusal = chain_refusal(
-            read_custody(self.chain.custody, wanted, "the offer"), self.hospital
-        )
-        if refusal is not None:
-            raise refusal
+        refused = chain_refusals(self.db, self.chain.custody, self.hospital, [wanted], "the offer")
+        if wanted in refused:
+            raise refused[wanted]
 
     def offer_accepted(self, archive_id: str, recipient: str) -> None:
         """Chain watcher: ``TransferAccepted`` for an archive we offered. Destroy our keys and

@@ -10,27 +10,14 @@ Usage: python -m tests.api.destruction_child DATA_DIR DATABASE_URL RPC_URL DEPLO
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from archivechain.node import _install_fault_point
-from node.config import NodeSettings
-from node.runtime import NodeRuntime
+from tests.support import open_child_runtime
 
 
 def main(argv: list[str]) -> None:
     data_dir, database_url, rpc_url, deployment_file, secret, proposal, chunk = argv
-    settings = NodeSettings(
-        mode="dev",
-        name="test-node",
-        data_dir=Path(data_dir),
-        database_url=database_url,
-        rpc_url=rpc_url,
-        deployment_file=Path(deployment_file),
-    )
-    runtime = NodeRuntime.open(settings)
+    runtime = open_child_runtime(data_dir, database_url, rpc_url, deployment_file)
     try:
-        _install_fault_point(runtime)
-        runtime.start(scheduler=False)  # the writer; no background jobs
         principal = runtime.keys.authenticate(secret)
         outcome = runtime.retention.destroy_approved(principal, proposal, chunk=int(chunk))
         print(f"destroyed {len(outcome.destroyed)} refused {len(outcome.refused)}", flush=True)

@@ -161,10 +161,12 @@ def running_hospitals(
     accounts: dict[str, LocalAccount],
     data_root: Path,
     database_urls: dict[str, str] | None = None,
+    per_hospital: dict[str, dict[str, Any]] | None = None,
     **settings: Any,
 ) -> Iterator[dict[str, Hospital]]:
     """One node per named account, each knowing the others as peers, each on its own database
-    (``database_urls[name]``; default SQLite under ``data_root / name``); all stopped on exit."""
+    (``database_urls[name]``; default SQLite under ``data_root / name``), with ``settings`` and
+    its own ``per_hospital[name]``; all stopped on exit."""
     listeners = {name: listen() for name in accounts}
     urls = {
         accounts[n].address: f"http://{LOCALHOST}:{listeners[n].getsockname()[1]}" for n in accounts
@@ -182,8 +184,7 @@ def running_hospitals(
                 data_root / name,
                 listeners[name],
                 peers,
-                **settings,
-                **extra,
+                **{**settings, **extra, **(per_hospital or {}).get(name, {})},
             )
         yield started
     finally:
@@ -191,6 +192,20 @@ def running_hospitals(
             hospital.stop()
         for listener in listeners.values():
             listener.close()
+
+
+def wait_keys_registered(chain: RpcChain, hospitals: Iterable[Hospital]) -> None:
+    """Each node registers its own encryption key on start (the fixture consortium was
+    bootstrapped with other keys): wait until the registry holds them."""
+    for hospital in hospitals:
+        wait_for(
+            lambda h=hospital: (
+                bytes(chain.member(h.address).public_key)
+                == h.runtime.keystore.encryption_public_key
+            ),
+            30,
+            f"{hospital.name}'s public key on chain",
+        )
 
 
 def own_databases(stack: ExitStack, backend: str, names: Iterable[str]) -> dict[str, str] | None:
@@ -219,15 +234,5 @@ def hospitals(
         started = stack.enter_context(
             running_hospitals(consortium, accounts, tmp_path, database_urls, replica_tick=3600.0)
         )
-        # Each node registers its own encryption key on start (the fixture consortium was
-        # bootstrapped with other keys): wait until the registry holds them.
-        for hospital in started.values():
-            wait_for(
-                lambda h=hospital: (
-                    bytes(chain.member(h.address).public_key)
-                    == h.runtime.keystore.encryption_public_key
-                ),
-                30,
-                f"{hospital.name}'s public key on chain",
-            )
+        wait_keys_registered(chain, started.values())
         yield started

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from eth_account.signers.local import LocalAccount
 from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
 from anchoring.verifier import verify_bundle
-from node.ports import LOCALHOST
-from tests.federation.conftest import Hospital, listen, start_hospital, wait_for
+from tests.federation.conftest import Hospital, running_hospitals, wait_keys_registered
 from tests.federation.test_flows import grant_share, transfer_and_verify, upload_and_archive
 from tests.fixtures.chain import Consortium
 
@@ -48,33 +46,13 @@ def skewed(
     hospital_b: LocalAccount,
 ) -> Iterator[tuple[Hospital, Hospital, SkewedClock]]:
     clock = SkewedClock(BEHIND)
-    with ExitStack() as stack:
-        listeners = {"A": listen(), "B": listen()}
-        for listener in listeners.values():
-            stack.callback(listener.close)
-        urls = {
-            account.address: f"http://{LOCALHOST}:{listeners[name].getsockname()[1]}"
-            for name, account in (("A", hospital_a), ("B", hospital_b))
-        }
-        started = []
-        for name, account, extra in (("A", hospital_a, {}), ("B", hospital_b, {"clock": clock})):
-            peers = {a: u for a, u in urls.items() if a != account.address}
-            hospital = start_hospital(
-                name, consortium, account, tmp_path / name, listeners[name], peers,
-                replica_tick=3600.0, **extra,
-            )  # fmt: skip
-            stack.callback(hospital.stop)
-            started.append(hospital)
-        for hospital in started:
-            wait_for(
-                lambda h=hospital: (
-                    bytes(chain.member(h.address).public_key)
-                    == h.runtime.keystore.encryption_public_key
-                ),
-                30,
-                f"{hospital.name}'s public key on chain",
-            )
-        yield started[0], started[1], clock
+    accounts = {"A": hospital_a, "B": hospital_b}
+    per_hospital = {"B": {"clock": clock}}
+    with running_hospitals(
+        consortium, accounts, tmp_path, per_hospital=per_hospital, replica_tick=3600.0
+    ) as started:
+        wait_keys_registered(chain, started.values())
+        yield started["A"], started["B"], clock
 
 
 def timed_events(document: bytes) -> list[tuple[str, str, datetime]]:

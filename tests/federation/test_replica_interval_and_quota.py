@@ -20,7 +20,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,8 @@ from sqlalchemy import func, select
 from anchoring.chain import RpcChain
 from node.models import Alert, HeldReplica, Replica
 from node.peers import CONTENT_SHA256, sign_headers_for
-from node.ports import LOCALHOST
 from node.services.audits import AuditScope
-from tests.federation.conftest import Hospital, listen, start_hospital
+from tests.federation.conftest import Hospital, listen, running_hospitals, start_hospital
 from tests.federation.test_replicas import replica_actions, upload
 from tests.fixtures.chain import Consortium
 
@@ -65,27 +64,12 @@ def pair(
     """A (on ``database_url``, its clock moved by the test) and B, its only peer; the replica
     step is run by the test."""
     clock = AheadClock()
-    with ExitStack() as stack:
-        listeners = {"A": listen(), "B": listen()}
-        for listener in listeners.values():
-            stack.callback(listener.close)
-        urls = {
-            account.address: f"http://{LOCALHOST}:{listeners[name].getsockname()[1]}"
-            for name, account in (("A", hospital_a), ("B", hospital_b))
-        }
-        started = []
-        for name, account, extra in (
-            ("A", hospital_a, {"clock": clock, "database_url": database_url}),
-            ("B", hospital_b, {}),
-        ):
-            peers = {a: u for a, u in urls.items() if a != account.address}
-            hospital = start_hospital(
-                name, consortium, account, tmp_path / name, listeners[name], peers,
-                **MANUAL, **extra,
-            )  # fmt: skip
-            stack.callback(hospital.stop)
-            started.append(hospital)
-        yield started[0], started[1], clock
+    accounts = {"A": hospital_a, "B": hospital_b}
+    per_hospital = {"A": {"clock": clock, "database_url": database_url}}
+    with running_hospitals(
+        consortium, accounts, tmp_path, per_hospital=per_hospital, **MANUAL
+    ) as started:
+        yield started["A"], started["B"], clock
 
 
 def _replica(a: Hospital) -> Replica:

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from anchoring.events import RecordClass, Sensitivity
 from anchoring.storage import LogEntry
 from archivechain import main
 from archivechain.node import FAULT_POINT_ENV
@@ -36,24 +35,11 @@ from node.orphans import Orphan, find_orphans, remove_orphans
 from node.principal import Role
 from node.process import NODE_PID_FILE, running_pid
 from node.runtime import NodeRuntime
-from node.services.archives import NewArchive
 from tests.anchoring.test_anchor_cli import _config
 from tests.fixtures.node import MakeNode
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, lab_result
 
 HOSPITAL_B = "0x" + "b" * 40
-
-
-def _new() -> NewArchive:
-    return NewArchive(
-        record_class=RecordClass.LAB,
-        sensitivity=Sensitivity.NORMAL,
-        department="laboratory",
-        title="Blood count",
-        patient_id="MRN-0042",
-        source_system="LIS",
-        media_type="text/plain",
-    )
 
 
 def _cid(node: NodeRuntime, archive_id: str) -> str:
@@ -88,8 +74,8 @@ def test_audit_orphans_lists_then_deletes_only_unreferenced_blobs(
     assert isinstance(hot, LocalBlobStore)
     assert isinstance(cold, LocalBlobStore)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
-    kept = node.archives.create(archivist, _new(), [b"kept result " * 100])
-    moved_away = node.archives.create(archivist, _new(), [b"transferred result " * 100])
+    kept = node.archives.create(archivist, lab_result(), [b"kept result " * 100])
+    moved_away = node.archives.create(archivist, lab_result(), [b"transferred result " * 100])
     kept_cid, moved_cid = _cid(node, kept.id), _cid(node, moved_away.id)
 
     held = node.replica_holder.store
@@ -215,7 +201,7 @@ def test_ipfs_pins_are_listed_never_removed(make_node: MakeNode, ipfs_api_addr: 
     node = make_node(blob_store="ipfs", ipfs_api=ipfs_api_addr)
     assert isinstance(node.blobs, IpfsBlobStore)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
-    kept = node.archives.create(archivist, _new(), [b"kept on ipfs"])
+    kept = node.archives.create(archivist, lab_result(), [b"kept on ipfs"])
     pin = node.blobs.put_stream([os.urandom(400)])
     with node.db.session() as session:
         report = find_orphans(session, node.blobs)

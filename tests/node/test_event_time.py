@@ -12,12 +12,11 @@ import pytest
 from anchoring.bundle import parse_bundle
 from anchoring.chain import RpcChain
 from anchoring.errors import AnchoringError
-from anchoring.events import RecordClass, Sensitivity
 from anchoring.verifier import verify_bundle
 from node.ledger import event_time
 from node.principal import Role
-from node.services.archives import NewArchive
 from tests.fixtures.node import MakeNode
+from tests.support import lab_result
 
 T = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -49,26 +48,14 @@ class SteppedClock:
         return datetime.now(UTC) - self.back
 
 
-def _new() -> NewArchive:
-    return NewArchive(
-        record_class=RecordClass.LAB,
-        sensitivity=Sensitivity.NORMAL,
-        department="laboratory",
-        title="Blood count",
-        patient_id="MRN-0042",
-        source_system="LIS",
-        media_type="text/plain",
-    )
-
-
 def test_a_clock_that_steps_back_does_not_break_an_archive_s_hash_chain(
     make_node: MakeNode, chain: RpcChain
 ) -> None:
     clock = SteppedClock()
     node = make_node(clock=clock)
     archivist = node.keys.authenticate(node.keys.issue(Role.ARCHIVIST, "alice").secret)
-    created = node.archives.create(archivist, _new(), [b"haemoglobin 13.5 g/dL"])
-    other = node.archives.create(archivist, _new(), [b"haemoglobin 12.9 g/dL"])
+    created = node.archives.create(archivist, lab_result(), [b"haemoglobin 13.5 g/dL"])
+    other = node.archives.create(archivist, lab_result(), [b"haemoglobin 12.9 g/dL"])
 
     clock.back = timedelta(seconds=90)  # e.g. NTP stepped the clock back
     node.archives.archive(archivist, created.id)
